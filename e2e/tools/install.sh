@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Installs everything Ferrotel's tests and demo need, idempotently.
+#
+#   e2e/tools/install.sh            # Debian packages + Go tools
+#   e2e/tools/install.sh --print-bin  # print the tool directory and exit
+#
+# Only package registries are used: Debian (bookworm + bookworm-backports),
+# the Go module proxy, crates.io and PyPI. Go tools are built at pinned versions
+# into $FERROTEL_CACHE (default ~/.cache/ferrotel); each build is keyed by a
+# stamp that hashes its inputs, so a warm run rebuilds nothing.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${FERROTEL_CACHE:-$HOME/.cache/ferrotel}
+bin=$cache/bin
+stamps=$cache/stamps
+
+if [[ ${1:-} == --print-bin ]]; then
+  echo "$bin"
+  exit 0
+fi
+
+mkdir -p "$bin" "$stamps"
+export PATH=$bin:/usr/local/go/bin:$PATH
+export GOFLAGS=${GOFLAGS:--trimpath}
+
+log() { printf '\033[1m[install]\033[0m %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------- Debian
+debian_packages=(
+  clang-19 llvm-19 libbpf-dev bpftool linux-libc-dev
+  iproute2 wrk hyperfine procps psmisc util-linux
+  python3-venv jq curl ca-certificates pkg-config
+)
+# Packages taken from bookworm-backports: libbpf 1.1 lacks helpers our CO-RE
+# programs use; 1.4 is in backports.
+backports_packages=(libbpf-dev)
+
+install_debian() {
+  local missing=()
+  for p in "${debian_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  local libbpf_version
+  libbpf_version=$(dpkg-query -W -f='${Version}' libbpf-dev 2>/dev/null || true)
+  if [[ ${#missing[@]} -eq 0 && $libbpf_version == 1:1.4* ]]; then
+    return
+  fi
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install.sh: Debian packages missing (${missing[*]:-libbpf-dev>=1.4}); run as root or install them: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    log "Adding bookworm-backports to apt sources"
+    cat > /etc/apt/sources.list.d/ferrotel-backports.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  fi
+  log "Installing Debian packages: ${missing[*]:-} (libbpf-dev from backports)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${debian_packages[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -t bookworm-backports "${backports_packages[@]}" >/dev/null
+}
+
+# ---------------------------------------------------------------- Go tools
+# A stamp names the inputs of a build; if it matches and the outputs exist,
+# the build is skipped.
+stamp_ok() { # name key outputs...
+  local name=$1 key=$2; shift 2
+  [[ -f $stamps/$name && $(cat "$stamps/$name") == "$key" ]] || return 1
+  for o in "$@"; do [[ -x $bin/$o ]] || return 1; done
+}
+stamp_write() { echo "$2" > "$stamps/$1"; }
+hash_files() { cat "$@" | sha256sum | cut -c1-16; }
+
+# Builds the `tool` directives of a module under e2e/tools/<dir>.
+build_tool_module() { # dir output=package...
+  local dir=$1; shift
+  local key outputs=()
+  key="$(go env GOVERSION)-$(hash_files "$here/$dir/go.mod" "$here/$dir/go.sum")"
+  for spec in "$@"; do outputs+=("${spec%%=*}"); done
+  if stamp_ok "$dir" "$key" "${outputs[@]}"; then return; fi
+  for spec in "$@"; do
+    log "Building ${spec%%=*} (${spec#*=}) from Go modules"
+    (cd "$here/$dir" && go build -o "$bin/${spec%%=*}" "${spec#*=}")
+  done
+  stamp_write "$dir" "$key"
+}
+
+go_install() { # output module/path@version
+  local out=$1 pkg=$2
+  local key="$(go env GOVERSION)-$pkg"
+  if stamp_ok "$out" "$key" "$out"; then return; fi
+  log "Installing $pkg"
+  local gobin
+  gobin=$(mktemp -d)
+  GOBIN=$gobin go install "$pkg"
+  mv "$gobin"/* "$bin/$out"
+  rmdir "$gobin"
+  stamp_write "$out" "$key"
+}
+
+build_collector() {
+  local manifest=$repo/operator/distribution/manifest.yaml
+  local key="$(go env GOVERSION)-$(hash_files "$manifest")"
+  if stamp_ok otelcol "$key" otelcol; then return; fi
+  local version
+  version=$(awk '/^  version:/ {print $2; exit}' "$manifest")
+  go_install ocb "go.opentelemetry.io/collector/cmd/builder@v$version"
+  log "Building the OpenTelemetry Collector (ferrotel-otelcol) with ocb"
+  local work=$cache/build/otelcol
+  rm -rf "$work" && mkdir -p "$work"
+  sed "s#output_path: .*#output_path: $work#" "$manifest" > "$work/manifest.yaml"
+  ocb --config "$work/manifest.yaml" >"$work/ocb.log" 2>&1 || { tail -40 "$work/ocb.log" >&2; exit 1; }
+  cp "$work/ferrotel-otelcol" "$bin/otelcol"
+  stamp_write otelcol "$key"
+}
+
+install_go_tools() {
+  build_tool_module kube \
+    kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
+    kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
+    kubectl=k8s.io/kubernetes/cmd/kubectl
+  build_tool_module etcd etcd=go.etcd.io/etcd/server/v3
+  go_install kwok sigs.k8s.io/kwok/cmd/kwok@v0.7.0
+  go_install helm helm.sh/helm/v3/cmd/helm@v3.19.0
+  go_install telemetrygen github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@v0.161.0
+  build_collector
+}
+
+start=$SECONDS
+install_debian
+install_go_tools
+log "Tools ready in $bin ($((SECONDS - start)) s)"

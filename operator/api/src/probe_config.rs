@@ -1,0 +1,335 @@
+//! The probe's config file: the one format that the operator renders into the
+//! probe ConfigMap (`probe.yaml`) and that `ferrotel-probe --config` reads,
+//! in a DaemonSet and standalone alike.
+//!
+//! Every field has a default so that a hand-written standalone config can be
+//! short; the operator always writes every field, resolved, so what a probe
+//! runs with is visible in the ConfigMap.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Name of the probe config file inside the probe ConfigMap and its mount.
+pub const PROBE_CONFIG_FILE: &str = "probe.yaml";
+
+/// The language a probe DaemonSet instruments; each loads only its own eBPF
+/// program set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Go,
+    Python,
+}
+
+impl Language {
+    pub const ALL: [Language; 2] = [Language::Go, Language::Python];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Go => "go",
+            Language::Python => "python",
+        }
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Language {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "go" | "golang" => Ok(Language::Go),
+            "python" | "python3" => Ok(Language::Python),
+            other => Err(format!("unknown language {other:?}; expected \"go\" or \"python\"")),
+        }
+    }
+}
+
+/// The full probe configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProbeConfig {
+    /// The Instrumentation this probe serves (`namespace/name`), used by the
+    /// opt-in rules; `None` for a standalone probe.
+    pub instrumentation: Option<InstrumentationRef>,
+    /// Where and how spans and metrics are exported.
+    pub exporter: ExporterConfig,
+    /// Head sampling of new traces.
+    pub sampler: SamplerConfig,
+    /// Context propagation formats read from incoming requests.
+    pub propagators: Vec<Propagator>,
+    /// Extra resource attributes on every span and metric.
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Which processes to instrument.
+    pub targets: TargetsConfig,
+    /// `http.route` derivation.
+    pub routes: RoutesConfig,
+    /// Tuning for the Go program set.
+    pub go: LanguageTuning,
+    /// Tuning for the Python program set.
+    pub python: LanguageTuning,
+    /// The probe's own Prometheus endpoint.
+    pub metrics: ProbeMetricsConfig,
+    /// Log filter (`info`, `debug`, or a `tracing` directive list).
+    pub log_level: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InstrumentationRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (default port 4317).
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (default port 4318).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ExporterConfig {
+    /// OTLP endpoint, e.g. `http://otel.observability.svc:4317`. Empty means:
+    /// take `OTEL_EXPORTER_OTLP_ENDPOINT` from the environment, else
+    /// `http://localhost:4317`.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// Extra headers (e.g. authentication) sent with every export.
+    pub headers: BTreeMap<String, String>,
+    /// TLS client settings; absent means plain text unless the endpoint is `https://`.
+    pub tls: Option<TlsConfig>,
+    /// Per-export timeout in milliseconds.
+    pub timeout_millis: u64,
+    /// Spans held in memory while the collector is slow or down; beyond it new
+    /// spans are dropped and counted.
+    pub max_queue_size: usize,
+    /// Spans sent per export request.
+    pub max_export_batch_size: usize,
+    /// How often queued spans are flushed, in milliseconds.
+    pub scheduled_delay_millis: u64,
+    /// How often metrics are exported, in milliseconds.
+    pub metrics_interval_millis: u64,
+}
+
+impl Default for ExporterConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            protocol: OtlpProtocol::Grpc,
+            headers: BTreeMap::new(),
+            tls: None,
+            timeout_millis: 10_000,
+            max_queue_size: 8192,
+            max_export_batch_size: 512,
+            scheduled_delay_millis: 1000,
+            metrics_interval_millis: 15_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsConfig {
+    /// PEM CA bundle that signs the collector's certificate.
+    pub ca_file: Option<String>,
+    /// PEM client certificate for mutual TLS.
+    pub cert_file: Option<String>,
+    /// PEM client key for mutual TLS.
+    pub key_file: Option<String>,
+    /// Skip server certificate verification (testing only).
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerType {
+    AlwaysOn,
+    AlwaysOff,
+    #[serde(rename = "traceidratio")]
+    TraceIdRatio,
+    ParentbasedAlwaysOn,
+    ParentbasedAlwaysOff,
+    #[default]
+    #[serde(rename = "parentbased_traceidratio")]
+    ParentbasedTraceIdRatio,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SamplerConfig {
+    #[serde(rename = "type")]
+    pub kind: SamplerType,
+    /// Fraction of new traces kept, 0.0 to 1.0 (ratio samplers only).
+    pub ratio: f64,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self { kind: SamplerType::ParentbasedTraceIdRatio, ratio: 1.0 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagator {
+    /// W3C `traceparent` / `tracestate`.
+    Tracecontext,
+    /// W3C `baggage`.
+    Baggage,
+    /// Zipkin B3, single and multi header.
+    B3,
+}
+
+/// How a probe finds the processes it instruments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TargetsConfig {
+    /// Watch pods on this node and apply the opt-in rules (DaemonSet mode).
+    pub kubernetes: bool,
+    /// Label selector on namespaces, in addition to the opt-in annotation
+    /// (Kubernetes mode); serialized `LabelSelector`.
+    pub namespace_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    /// Label selector on pods (Kubernetes mode).
+    pub pod_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    /// Standalone: instrument these process IDs.
+    pub pids: Vec<u32>,
+    /// Standalone: instrument processes whose executable path matches one of these globs.
+    pub exe_paths: Vec<String>,
+    /// Standalone: instrument processes listening on one of these TCP ports.
+    pub open_ports: Vec<u16>,
+}
+
+impl Default for TargetsConfig {
+    fn default() -> Self {
+        Self {
+            kubernetes: false,
+            namespace_selector: None,
+            pod_selector: None,
+            pids: Vec::new(),
+            exe_paths: Vec::new(),
+            open_ports: Vec::new(),
+        }
+    }
+}
+
+/// What to report as `http.route` for a path no pattern matches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UnmatchedRoutes {
+    /// Replace ID-like segments (numbers, UUIDs, hex) with `*`.
+    #[default]
+    Heuristic,
+    /// Report the path as it is (beware cardinality).
+    Path,
+    /// Report `/**` for every unmatched path.
+    Wildcard,
+    /// Leave `http.route` unset.
+    Unset,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RoutesConfig {
+    /// Route templates such as `/users/{id}`; the first that matches names the route.
+    pub patterns: Vec<String>,
+    pub unmatched: UnmatchedRoutes,
+    /// Cap on distinct `http.route` values per service; past it, `/**`.
+    pub max_distinct: u32,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        Self { patterns: Vec::new(), unmatched: UnmatchedRoutes::Heuristic, max_distinct: 500 }
+    }
+}
+
+/// Per-language tuning of the eBPF program set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LanguageTuning {
+    /// Trace HTTP/1.x servers and clients.
+    pub http: bool,
+    /// Trace gRPC servers and clients (Go only).
+    pub grpc: bool,
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ring_buffer_bytes: u32,
+    /// Bytes of each request/response head copied from the kernel.
+    pub max_payload_bytes: u32,
+}
+
+impl Default for LanguageTuning {
+    fn default() -> Self {
+        Self { http: true, grpc: true, ring_buffer_bytes: 4 << 20, max_payload_bytes: 512 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProbeMetricsConfig {
+    /// Serve Prometheus `/metrics` (RED metrics and probe health).
+    pub enabled: bool,
+    /// Listen address, e.g. `0.0.0.0:9464`.
+    pub listen: String,
+}
+
+impl Default for ProbeMetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: "0.0.0.0:9464".to_owned() }
+    }
+}
+
+impl ProbeConfig {
+    /// Parses a probe config file (YAML or JSON).
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+
+    /// Renders the config as YAML, every field resolved.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("ProbeConfig always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = ProbeConfig::from_yaml("{}").expect("empty config parses");
+        assert_eq!(config, ProbeConfig::default());
+    }
+
+    #[test]
+    fn rendered_config_round_trips() {
+        let mut config = ProbeConfig::default();
+        config.exporter.endpoint = "http://otel.observability.svc:4318".into();
+        config.exporter.protocol = OtlpProtocol::HttpProtobuf;
+        config.routes.patterns = vec!["/users/{id}".into()];
+        config.sampler.kind = SamplerType::TraceIdRatio;
+        config.sampler.ratio = 0.25;
+        let parsed = ProbeConfig::from_yaml(&config.to_yaml()).expect("rendered config parses");
+        assert_eq!(parsed, config);
+    }
+
+    #[test]
+    fn protocol_and_sampler_use_otel_spellings() {
+        let config = ProbeConfig::from_yaml(
+            "exporter: {protocol: http/protobuf}\nsampler: {type: parentbased_traceidratio, ratio: 0.5}",
+        )
+        .expect("OTel spellings parse");
+        assert_eq!(config.exporter.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(config.sampler.kind, SamplerType::ParentbasedTraceIdRatio);
+    }
+}
