@@ -35,11 +35,11 @@ debian_packages=(
 )
 # Packages taken from bookworm-backports: libbpf 1.1 lacks helpers our CO-RE
 # programs use; 1.4 is in backports.
-backports_packages=(libbpf-dev)
+backports_packages=(libbpf-dev golang-1.23-go)
 
 install_debian() {
   local missing=()
-  for p in "${debian_packages[@]}"; do
+  for p in "${debian_packages[@]}" "${backports_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   local libbpf_version
