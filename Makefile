@@ -64,3 +64,18 @@ demo-down: testbed-down ## Stop everything `make demo` started
 .PHONY: bench
 bench: tools ## Run the benchmarks; results land in bench/results/
 	@echo "benchmarks: see bench/README.md"
+
+# Container images (images/*.Containerfile). Needs podman or a running Docker
+# engine; this repository's CI machines have neither, so the tests check the
+# binaries the images contain instead (see docs/install.md, "Images").
+IMAGE_REGISTRY ?= ghcr.io/ferrotel
+IMAGE_TAG ?= $(shell awk -F'"' '/^version *=/ {print $$2; exit}' Cargo.toml)
+OTELCOL_VERSION := $(shell awk '/^  version:/ {print $$2; exit}' operator/distribution/manifest.yaml)
+CONTAINER_ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+
+.PHONY: images
+images: ## Build the operator, probe and collector images (podman or docker; IMAGE_REGISTRY, IMAGE_TAG)
+	@[ -n "$(CONTAINER_ENGINE)" ] && $(CONTAINER_ENGINE) info >/dev/null 2>&1 || { echo "make images needs podman or a running Docker engine; '$(CONTAINER_ENGINE)' found none: install podman or start dockerd" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build -f images/operator.Containerfile -t $(IMAGE_REGISTRY)/ferrotel-operator:$(IMAGE_TAG) .
+	$(CONTAINER_ENGINE) build -f images/probe.Containerfile -t $(IMAGE_REGISTRY)/ferrotel-probe:$(IMAGE_TAG) .
+	$(CONTAINER_ENGINE) build -f images/collector.Containerfile --build-arg OCB_VERSION=$(OTELCOL_VERSION) -t $(IMAGE_REGISTRY)/ferrotel-otelcol:$(OTELCOL_VERSION) .
