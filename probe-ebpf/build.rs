@@ -10,7 +10,8 @@ use std::process::Command;
 
 fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let c_dir = manifest_dir.join("src/c");
     println!("cargo:rerun-if-changed=src/c");
     println!("cargo:rerun-if-env-changed=CLANG");
@@ -26,11 +27,17 @@ fn main() {
         .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
         .collect();
     sources.sort();
+    let mut embeds = String::new();
     for source in sources {
-        let stem = source.file_name().unwrap().to_string_lossy().trim_end_matches(".bpf.c").to_owned();
+        let stem = source
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches(".bpf.c")
+            .to_owned();
         let object = out_dir.join(format!("{stem}.bpf.o"));
         let status = Command::new(&clang)
-            .args(["-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Werror", "-Wno-unused-function"])
+            .args(["-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Werror", "-Wpadded", "-Wno-unused-function"])
             .arg("-I")
             .arg(&c_dir)
             .arg("-I")
@@ -41,17 +48,34 @@ fn main() {
             .arg(&object)
             .status()
             .unwrap_or_else(|e| panic!("failed to run {clang}: {e}; install clang-19 (e2e/tools/install.sh) or set CLANG"));
-        assert!(status.success(), "clang failed to compile {}", source.display());
+        assert!(
+            status.success(),
+            "clang failed to compile {}",
+            source.display()
+        );
+        // One aligned static per object: aya parses the ELF in place, and
+        // `include_bytes!` alone only guarantees byte alignment.
+        let name = stem.to_uppercase().replace(['-', '.'], "_");
+        embeds.push_str(&format!(
+            "/// The `{stem}` program set (`src/c/{stem}.bpf.c`), compiled.\npub static {name}: &[u8] = &crate::Aligned {{ bytes: *include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.bpf.o\")) }}.bytes;\n"
+        ));
     }
+    std::fs::write(out_dir.join("objects.rs"), embeds).expect("write OUT_DIR/objects.rs");
 }
 
 fn find_clang() -> String {
     for candidate in ["clang-19", "clang-18", "clang-17", "clang-16", "clang"] {
-        if Command::new(candidate).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(candidate)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return candidate.to_owned();
         }
     }
-    panic!("no clang found to build the eBPF programs; run e2e/tools/install.sh (installs clang-19) or set CLANG=/path/to/clang");
+    panic!(
+        "no clang found to build the eBPF programs; run e2e/tools/install.sh (installs clang-19) or set CLANG=/path/to/clang"
+    );
 }
 
 fn generate_vmlinux_h(path: &Path) {
@@ -59,11 +83,18 @@ fn generate_vmlinux_h(path: &Path) {
         return;
     }
     let btf = Path::new("/sys/kernel/btf/vmlinux");
-    assert!(btf.exists(), "/sys/kernel/btf/vmlinux is missing: the eBPF programs need a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)");
+    assert!(
+        btf.exists(),
+        "/sys/kernel/btf/vmlinux is missing: the eBPF programs need a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)"
+    );
     let output = Command::new("bpftool")
         .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"])
         .output()
         .unwrap_or_else(|e| panic!("failed to run bpftool: {e}; install it with e2e/tools/install.sh (Debian package bpftool)"));
-    assert!(output.status.success(), "bpftool btf dump failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "bpftool btf dump failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     std::fs::write(path, output.stdout).expect("write vmlinux.h");
 }

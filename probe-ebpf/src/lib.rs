@@ -1,6 +1,257 @@
 //! Ferrotel's eBPF program sets, embedded as compiled objects, and the Rust
 //! mirror of every struct that crosses the kernel/user boundary.
 //!
-//! The C headers in `src/c/` are the source of truth for the wire structs;
-//! the Rust mirrors assert their sizes at compile time.
+//! The C headers in `src/c/` are the source of truth for the wire structs
+//! (`wire.h` for what every program set shares, `python/wire.h` for the
+//! socket-level set); the Rust mirrors assert their sizes at compile time, so
+//! a field added on one side only fails the build.
+//!
+//! Objects: `build.rs` compiles every `src/c/<name>.bpf.c` and embeds it as
+//! the static `<NAME>` (e.g. [`PYTHON`]), aligned so aya can parse it in place.
 #![no_std]
+
+/// Alignment wrapper for embedded objects (see `build.rs`).
+#[repr(C, align(32))]
+#[derive(Debug)]
+pub struct Aligned<Bytes: ?Sized> {
+    pub bytes: Bytes,
+}
+
+include!(concat!(env!("OUT_DIR"), "/objects.rs"));
+
+/// Plain-old-data wire structs: every bit pattern is a valid value.
+///
+/// # Safety
+///
+/// Implement only for `#[repr(C)]` structs made of integers and arrays of
+/// integers, with no implicit padding (the C side is compiled with
+/// `-Wpadded -Werror`).
+pub unsafe trait Wire: Copy + Sized {
+    /// Reads `Self` from the start of `bytes` (a ring-buffer record), or
+    /// `None` if the record is too short.
+    fn read(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < core::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: the length was checked above; `Wire` guarantees any bit
+        // pattern is a valid `Self`; `read_unaligned` copes with the ring
+        // buffer's 8-byte record alignment being weaker than `Self`'s.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+}
+
+/// Structs shared by every program set (`src/c/wire.h`).
+pub mod wire {
+    use core::mem::size_of;
+
+    /// `enum ft_event_kind`.
+    pub mod kind {
+        pub const PROC_EXEC: u32 = 1;
+        pub const PROC_EXIT: u32 = 2;
+        pub const PROC_FORK: u32 = 3;
+        pub const SOCK_OPEN: u32 = 16;
+        pub const SOCK_DATA: u32 = 17;
+        pub const SOCK_CLOSE: u32 = 18;
+    }
+
+    /// `enum ft_drop_reason`: indices into the `drop_counters` map.
+    pub mod drop_reason {
+        pub const RINGBUF_FULL: u32 = 0;
+        pub const CONN_TABLE_FULL: u32 = 1;
+        pub const INFLIGHT_FULL: u32 = 2;
+        pub const PAYLOAD_READ: u32 = 3;
+        pub const CLAIM_TABLE_FULL: u32 = 4;
+        /// Number of slots in `drop_counters` (`FT_DROP_REASONS`).
+        pub const COUNT: u32 = 8;
+
+        /// Metric label for a reason index.
+        pub fn name(reason: u32) -> &'static str {
+            match reason {
+                RINGBUF_FULL => "ringbuf_full",
+                CONN_TABLE_FULL => "conn_table_full",
+                INFLIGHT_FULL => "inflight_full",
+                PAYLOAD_READ => "payload_read",
+                CLAIM_TABLE_FULL => "claim_table_full",
+                _ => "other",
+            }
+        }
+    }
+
+    /// `claimed_tgids` value flag: children inherit the claim at fork.
+    pub const CLAIM_FOLLOW_FORKS: u32 = 1;
+
+    /// `struct ft_event_header`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct EventHeader {
+        pub kind: u32,
+        pub tgid: u32,
+        pub tid: u32,
+        pub cpu: u32,
+        /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+        pub ts_ns: u64,
+    }
+    const _: () = assert!(size_of::<EventHeader>() == 24);
+
+    /// `struct ft_proc_event`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ProcEvent {
+        pub header: EventHeader,
+        pub parent_tgid: u32,
+        pub flags: u32,
+        pub comm: [u8; 16],
+    }
+    const _: () = assert!(size_of::<ProcEvent>() == 48);
+
+    /// `struct ft_sock_addr`: IPv4 as IPv4-mapped IPv6, port in host order.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SockAddr {
+        pub addr: [u8; 16],
+        pub port: u16,
+        pub family: u16,
+    }
+    const _: () = assert!(size_of::<SockAddr>() == 20);
+
+    pub const AF_UNIX: u16 = 1;
+    pub const AF_INET: u16 = 2;
+    pub const AF_INET6: u16 = 10;
+
+    // SAFETY: repr(C), integers and integer arrays only, sizes asserted
+    // against the -Wpadded C definitions.
+    unsafe impl crate::Wire for EventHeader {}
+    // SAFETY: as above.
+    unsafe impl crate::Wire for ProcEvent {}
+    // SAFETY: as above.
+    unsafe impl crate::Wire for SockAddr {}
+}
+
+/// Structs of the socket-level program set (`src/c/python/wire.h`).
+pub mod python {
+    use core::mem::size_of;
+
+    use crate::wire::{EventHeader, SockAddr};
+
+    /// `FT_SOCK_PAYLOAD_CAP`: the most payload bytes one data event carries.
+    pub const PAYLOAD_CAP: usize = 4096;
+
+    /// `enum ft_sock_role`.
+    pub mod role {
+        pub const UNKNOWN: u32 = 0;
+        pub const SERVER: u32 = 1;
+        pub const CLIENT: u32 = 2;
+    }
+
+    /// `enum ft_sock_dir`.
+    pub mod direction {
+        pub const INGRESS: u32 = 1;
+        pub const EGRESS: u32 = 2;
+    }
+
+    /// `struct ft_sock_open_event`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SockOpenEvent {
+        pub header: EventHeader,
+        pub fd: i32,
+        pub role: u32,
+        pub local: SockAddr,
+        pub peer: SockAddr,
+    }
+    const _: () = assert!(size_of::<SockOpenEvent>() == 72);
+
+    /// `struct ft_sock_data_event`; `captured_len` payload bytes follow it
+    /// in the record.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SockDataEvent {
+        pub header: EventHeader,
+        pub enter_ns: u64,
+        pub fd: i32,
+        pub direction: u32,
+        pub total_len: u32,
+        pub captured_len: u32,
+    }
+    const _: () = assert!(size_of::<SockDataEvent>() == 48);
+
+    /// `struct ft_sock_close_event`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SockCloseEvent {
+        pub header: EventHeader,
+        pub fd: i32,
+        pub role: u32,
+    }
+    const _: () = assert!(size_of::<SockCloseEvent>() == 32);
+
+    // SAFETY: repr(C), integers and integer arrays only, sizes asserted
+    // against the -Wpadded C definitions.
+    unsafe impl crate::Wire for SockOpenEvent {}
+    // SAFETY: as above.
+    unsafe impl crate::Wire for SockDataEvent {}
+    // SAFETY: as above.
+    unsafe impl crate::Wire for SockCloseEvent {}
+}
+
+/// `aya::Pod` for the structs user space reads from or writes to maps.
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `Wire` types are plain old data (see the trait's contract).
+    unsafe impl aya::Pod for crate::wire::EventHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::wire::ProcEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::wire::SockAddr {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::python::SockOpenEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::python::SockDataEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::python::SockCloseEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Wire;
+    use super::python::SockDataEvent;
+
+    #[test]
+    fn embedded_python_object_is_an_aligned_bpf_elf() {
+        assert_eq!(
+            &super::PYTHON[..4],
+            b"\x7fELF",
+            "the python program set must be an ELF object"
+        );
+        assert_eq!(
+            super::PYTHON.as_ptr() as usize % 32,
+            0,
+            "aya needs the object aligned"
+        );
+        // e_machine at offset 18, little-endian: EM_BPF = 247.
+        assert_eq!(
+            u16::from_le_bytes([super::PYTHON[18], super::PYTHON[19]]),
+            247,
+            "the object must target BPF"
+        );
+    }
+
+    #[test]
+    fn short_records_are_refused_and_full_ones_decode_field_by_field() {
+        let mut record = [0u8; 48 + 3];
+        record[0..4].copy_from_slice(&17u32.to_ne_bytes());
+        record[40..44].copy_from_slice(&1234u32.to_ne_bytes());
+        assert!(
+            SockDataEvent::read(&record[..47]).is_none(),
+            "47 bytes cannot hold a 48-byte event"
+        );
+        let shifted = SockDataEvent::read(&record[1..]).expect("50 bytes hold an event");
+        assert_ne!(
+            shifted.header.kind, 17,
+            "decoding starts at the first byte given"
+        );
+        let event = SockDataEvent::read(&record).expect("a full record decodes");
+        assert_eq!(event.header.kind, 17);
+        assert_eq!(event.total_len, 1234, "total_len sits at offset 40");
+    }
+}

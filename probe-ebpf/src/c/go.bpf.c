@@ -1,0 +1,392 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * The Go program set: uprobes on net/http and google.golang.org/grpc.
+ *
+ * Every "end" program is attached to each RET instruction of its function
+ * (found by decoding the function in user space), never as a uretprobe: a
+ * uretprobe rewrites the return address on the goroutine stack, and the Go
+ * runtime aborts ("unknown caller pc") when it next copies that stack.
+ *
+ * Per request: the entry program assigns the span's ids (so that client
+ * calls made meanwhile can name it as parent) and parks the request per
+ * goroutine; the RET program reads the results and emits one
+ * ft_go_request_event. runtime.newproc1 carries the active span from a
+ * goroutine to the goroutines it creates.
+ */
+#include "common/types.h"
+#include "common/ringbuf.h"
+#include "go/wire.h"
+#include "go/maps.h"
+#include "go/runtime.h"
+#include "go/traceparent.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+static __always_inline struct ft_go_key ft_go_key_of(__u32 tgid, __u64 goid)
+{
+    struct ft_go_key key = {.tgid = tgid, .pad = 0, .goid = goid};
+    return key;
+}
+
+/* A new span: child of `parent` (a local active span) if given. */
+static __always_inline void ft_go_child_trace(struct ft_go_trace *trace, const struct ft_go_active *parent)
+{
+    ft_go_random_bytes(trace->span_id, 2);
+    if (parent) {
+        __builtin_memcpy(trace->trace_id, parent->trace_id, 16);
+        __builtin_memcpy(trace->parent_span_id, parent->span_id, 8);
+        trace->parent_kind = FT_GO_PARENT_LOCAL;
+        trace->root_flags = parent->root_flags;
+    } else {
+        ft_go_random_bytes(trace->trace_id, 4);
+        __builtin_memset(trace->parent_span_id, 0, 8);
+        trace->parent_kind = FT_GO_PARENT_ROOT;
+        trace->root_flags = 0;
+    }
+}
+
+/* A server span: continues `incoming` if present, else starts a trace. */
+static __always_inline void ft_go_server_trace(struct ft_go_trace *trace, const struct ft_traceparent *incoming)
+{
+    if (incoming) {
+        ft_go_random_bytes(trace->span_id, 2);
+        __builtin_memcpy(trace->trace_id, incoming->trace_id, 16);
+        __builtin_memcpy(trace->parent_span_id, incoming->parent_id, 8);
+        trace->parent_kind = FT_GO_PARENT_REMOTE;
+        trace->root_flags = FT_GO_ROOT_REMOTE | (incoming->flags & FT_GO_ROOT_SAMPLED);
+    } else {
+        ft_go_child_trace(trace, NULL);
+    }
+}
+
+static __always_inline void ft_go_activate(struct ft_go_key *key, const struct ft_go_trace *trace)
+{
+    struct ft_go_active active = {};
+    __builtin_memcpy(active.trace_id, trace->trace_id, 16);
+    __builtin_memcpy(active.span_id, trace->span_id, 8);
+    active.root_flags = trace->root_flags;
+    bpf_map_update_elem(&go_active, key, &active, BPF_ANY);
+}
+
+static __always_inline void ft_go_begin_server(struct pt_regs *ctx, __u64 request, __u64 response, int read_headers)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return;
+    struct ft_go_key key = ft_go_key_of(tgid, ft_go_current_goid(ctx, off));
+    struct ft_go_server_inflight inflight = {};
+    inflight.start_ns = bpf_ktime_get_ns();
+    inflight.request = request;
+    inflight.response = response;
+    inflight.status = -1;
+    struct ft_traceparent incoming = {};
+    int found = -1;
+    if (read_headers && off->req_header != FT_GO_NO_OFFSET)
+        found = ft_go_find_traceparent(off, ft_go_read_u64(request + off->req_header), &incoming);
+    ft_go_server_trace(&inflight.trace, found == 0 ? &incoming : NULL);
+    bpf_map_update_elem(&go_server_inflight, &key, &inflight, BPF_ANY);
+    ft_go_activate(&key, &inflight.trace);
+}
+
+static __always_inline struct ft_go_request_event *ft_go_new_event(__u32 kind, __u64 pid_tgid, __u64 goid,
+                                                                    __u64 start_ns, const struct ft_go_trace *trace)
+{
+    struct ft_go_request_event *event = ft_reserve(sizeof(*event));
+    if (!event)
+        return NULL;
+    ft_fill_header(&event->header, kind, pid_tgid);
+    event->start_ns = start_ns;
+    event->goid = goid;
+    __builtin_memcpy(&event->trace, trace, sizeof(*trace));
+    event->status = -1;
+    event->content_length = -1;
+    event->method_len = 0;
+    event->path_len = 0;
+    event->host_len = 0;
+    event->route_len = 0;
+    __builtin_memset(event->pad, 0, sizeof(event->pad));
+    return event;
+}
+
+/* Method, URL path and host of an *http.Request into the event. */
+static __always_inline void ft_go_read_http_request(struct ft_go_request_event *event,
+                                                    const struct ft_go_offsets *off, __u64 request, int client)
+{
+    event->method_len = ft_go_read_string(event->method, FT_GO_METHOD_CAP - 1, request + off->req_method);
+    __u64 url = ft_go_read_u64(request + off->req_url);
+    if (url)
+        event->path_len = ft_go_read_string(event->path, FT_GO_PATH_CAP - 1, url + off->url_path);
+    /* A client dials URL.Host; a server reports the Host header. */
+    if (client && url)
+        event->host_len = ft_go_read_string(event->host, FT_GO_HOST_CAP - 1, url + off->url_host);
+    else
+        event->host_len = ft_go_read_string(event->host, FT_GO_HOST_CAP - 1, request + off->req_host);
+    if (off->req_pattern != FT_GO_NO_OFFSET)
+        event->route_len = ft_go_read_string(event->route, FT_GO_ROUTE_CAP - 1, request + off->req_pattern);
+    __s64 content_length = -1;
+    bpf_probe_read_user(&content_length, sizeof(content_length), (void *)(request + off->req_content_length));
+    event->content_length = content_length;
+}
+
+/* ------------------------------------------------------------ net/http server */
+
+/* net/http.serverHandler.ServeHTTP(sh, rw ResponseWriter, req *Request):
+ * sh in RAX, rw = {itab RBX, data RCX}, req in RDI. */
+SEC("uprobe")
+int ft_go_http_server_start(struct pt_regs *ctx)
+{
+    ft_go_begin_server(ctx, ctx->di, ctx->cx, 1);
+    return 0;
+}
+
+SEC("uprobe")
+int ft_go_http_server_end(struct pt_regs *ctx)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return 0;
+    __u64 goid = ft_go_current_goid(ctx, off);
+    struct ft_go_key key = ft_go_key_of(tgid, goid);
+    struct ft_go_server_inflight *inflight = bpf_map_lookup_elem(&go_server_inflight, &key);
+    if (!inflight)
+        return 0;
+    struct ft_go_request_event *event =
+        ft_go_new_event(FT_EV_GO_HTTP_SERVER, pid_tgid, goid, inflight->start_ns, &inflight->trace);
+    if (event) {
+        ft_go_read_http_request(event, off, inflight->request, 0);
+        __s64 status = 0;
+        if (inflight->response && off->response_status != FT_GO_NO_OFFSET)
+            bpf_probe_read_user(&status, sizeof(status), (void *)(inflight->response + off->response_status));
+        /* No WriteHeader/Write yet: net/http sends 200 when the handler returns. */
+        event->status = status == 0 ? 200 : status;
+        ft_submit(event);
+    }
+    bpf_map_delete_elem(&go_server_inflight, &key);
+    bpf_map_delete_elem(&go_active, &key);
+    return 0;
+}
+
+/* ------------------------------------------------------------ net/http client */
+
+static __always_inline void ft_go_begin_client(struct pt_regs *ctx, __u64 request, __u64 method_len)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return;
+    struct ft_go_key key = ft_go_key_of(tgid, ft_go_current_goid(ctx, off));
+    struct ft_go_client_inflight inflight = {};
+    inflight.start_ns = bpf_ktime_get_ns();
+    inflight.request = request;
+    inflight.method_len = method_len;
+    const struct ft_go_active *parent = bpf_map_lookup_elem(&go_active, &key);
+    ft_go_child_trace(&inflight.trace, parent);
+    bpf_map_update_elem(&go_client_inflight, &key, &inflight, BPF_ANY);
+}
+
+/* net/http.(*Transport).roundTrip(t, req *Request): req in RBX. */
+SEC("uprobe")
+int ft_go_http_client_start(struct pt_regs *ctx)
+{
+    ft_go_begin_client(ctx, ctx->bx, 0);
+    return 0;
+}
+
+/* At RET: (*Response in RAX, error = {RBX, RCX}). */
+SEC("uprobe")
+int ft_go_http_client_end(struct pt_regs *ctx)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return 0;
+    __u64 goid = ft_go_current_goid(ctx, off);
+    struct ft_go_key key = ft_go_key_of(tgid, goid);
+    struct ft_go_client_inflight *inflight = bpf_map_lookup_elem(&go_client_inflight, &key);
+    if (!inflight)
+        return 0;
+    struct ft_go_request_event *event =
+        ft_go_new_event(FT_EV_GO_HTTP_CLIENT, pid_tgid, goid, inflight->start_ns, &inflight->trace);
+    if (event) {
+        ft_go_read_http_request(event, off, inflight->request, 1);
+        __u64 response = ctx->ax;
+        if (response) {
+            __s64 status = -1;
+            bpf_probe_read_user(&status, sizeof(status), (void *)(response + off->resp_status_code));
+            event->status = status;
+        }
+        ft_submit(event);
+    }
+    bpf_map_delete_elem(&go_client_inflight, &key);
+    return 0;
+}
+
+/* ------------------------------------------------------------ gRPC server */
+
+/* grpc.(*Server).handleStream(s, t ServerTransport, stream *Stream|*ServerStream[, trInfo]):
+ * s in RAX, t = {RBX, RCX}, stream in RDI. */
+SEC("uprobe")
+int ft_go_grpc_server_start(struct pt_regs *ctx)
+{
+    ft_go_begin_server(ctx, ctx->di, 0, 0);
+    return 0;
+}
+
+/* transport.(*http2Server).WriteStatus(t, s *Stream, st *status.Status): st in RCX. */
+SEC("uprobe")
+int ft_go_grpc_server_status(struct pt_regs *ctx)
+{
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return 0;
+    struct ft_go_key key = ft_go_key_of(tgid, ft_go_current_goid(ctx, off));
+    struct ft_go_server_inflight *inflight = bpf_map_lookup_elem(&go_server_inflight, &key);
+    if (!inflight)
+        return 0;
+    __s64 code = 0;
+    __u64 status = ctx->cx;
+    __u64 proto = status ? ft_go_read_u64(status + off->grpc_status_s) : 0;
+    if (proto) {
+        __s32 value = 0;
+        bpf_probe_read_user(&value, sizeof(value), (void *)(proto + off->grpc_spb_code));
+        code = value;
+    }
+    inflight->status = code;
+    return 0;
+}
+
+SEC("uprobe")
+int ft_go_grpc_server_end(struct pt_regs *ctx)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return 0;
+    __u64 goid = ft_go_current_goid(ctx, off);
+    struct ft_go_key key = ft_go_key_of(tgid, goid);
+    struct ft_go_server_inflight *inflight = bpf_map_lookup_elem(&go_server_inflight, &key);
+    if (!inflight)
+        return 0;
+    struct ft_go_request_event *event =
+        ft_go_new_event(FT_EV_GO_GRPC_SERVER, pid_tgid, goid, inflight->start_ns, &inflight->trace);
+    if (event) {
+        __u64 stream = inflight->request;
+        if (stream && off->grpc_server_stream_stream != FT_GO_NO_OFFSET)
+            stream = ft_go_read_u64(stream + off->grpc_server_stream_stream);
+        if (stream)
+            event->path_len = ft_go_read_string(event->path, FT_GO_PATH_CAP - 1, stream + off->grpc_stream_method);
+        event->status = inflight->status;
+        ft_submit(event);
+    }
+    bpf_map_delete_elem(&go_server_inflight, &key);
+    bpf_map_delete_elem(&go_active, &key);
+    return 0;
+}
+
+/* ------------------------------------------------------------ gRPC client */
+
+/* grpc.(*ClientConn).Invoke(cc, ctx, method string, args, reply any, opts...):
+ * cc in RAX, ctx = {RBX, RCX}, method = {RDI, RSI}. */
+SEC("uprobe")
+int ft_go_grpc_client_start(struct pt_regs *ctx)
+{
+    ft_go_begin_client(ctx, ctx->di, ctx->si);
+    return 0;
+}
+
+/* At RET: error = {itab RAX, data RBX}. */
+SEC("uprobe")
+int ft_go_grpc_client_end(struct pt_regs *ctx)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return 0;
+    __u64 goid = ft_go_current_goid(ctx, off);
+    struct ft_go_key key = ft_go_key_of(tgid, goid);
+    struct ft_go_client_inflight *inflight = bpf_map_lookup_elem(&go_client_inflight, &key);
+    if (!inflight)
+        return 0;
+    struct ft_go_request_event *event =
+        ft_go_new_event(FT_EV_GO_GRPC_CLIENT, pid_tgid, goid, inflight->start_ns, &inflight->trace);
+    if (event) {
+        struct ft_go_string method = {.ptr = inflight->request, .len = (__s64)inflight->method_len};
+        __u64 n = (__u64)method.len;
+        if (n > FT_GO_PATH_CAP - 1)
+            n = FT_GO_PATH_CAP - 1;
+        n &= FT_GO_PATH_CAP - 1;
+        if (method.ptr && bpf_probe_read_user(event->path, n, (void *)method.ptr) == 0)
+            event->path_len = (__u16)n;
+        __u64 itab = ctx->ax, data = ctx->bx;
+        __s64 code = 0;
+        if (itab) {
+            code = 2; /* Unknown: an error we cannot decode */
+            if (data && (off->grpc_status_error_itab == 0 || off->grpc_status_error_itab == itab)) {
+                __u64 status = ft_go_read_u64(data + off->grpc_error_s);
+                __u64 proto = status ? ft_go_read_u64(status + off->grpc_status_s) : 0;
+                if (proto) {
+                    __s32 value = 2;
+                    bpf_probe_read_user(&value, sizeof(value), (void *)(proto + off->grpc_spb_code));
+                    if (value >= 0 && value <= 16)
+                        code = value;
+                }
+            }
+        }
+        event->status = code;
+        ft_submit(event);
+    }
+    bpf_map_delete_elem(&go_client_inflight, &key);
+    return 0;
+}
+
+/* ------------------------------------------------------------ goroutine creation */
+
+/* runtime.newproc1(fn *funcval, callergp *g, ...) *g: callergp in RBX. Runs on
+ * the system stack (R14 is g0), so the caller is taken from the argument. */
+SEC("uprobe")
+int ft_go_newproc_start(struct pt_regs *ctx)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return 0;
+    __u64 callergp = ctx->bx;
+    struct ft_go_key key = ft_go_key_of(tgid, ft_go_goid_of(off, callergp));
+    const struct ft_go_active *active = bpf_map_lookup_elem(&go_active, &key);
+    if (!active)
+        return 0;
+    struct ft_go_newproc parked = {};
+    __builtin_memcpy(&parked.active, active, sizeof(*active));
+    parked.callergp = callergp;
+    bpf_map_update_elem(&go_newproc, &pid_tgid, &parked, BPF_ANY);
+    return 0;
+}
+
+/* At RET: the new g in RAX, its goid already assigned. */
+SEC("uprobe")
+int ft_go_newproc_end(struct pt_regs *ctx)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    struct ft_go_newproc *parked = bpf_map_lookup_elem(&go_newproc, &pid_tgid);
+    if (!parked)
+        return 0;
+    __u32 tgid = pid_tgid >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (off) {
+        struct ft_go_key key = ft_go_key_of(tgid, ft_go_goid_of(off, ctx->ax));
+        if (key.goid)
+            bpf_map_update_elem(&go_active, &key, &parked->active, BPF_ANY);
+    }
+    bpf_map_delete_elem(&go_newproc, &pid_tgid);
+    return 0;
+}

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * Reading Go values from BPF (amd64, register ABI of Go >= 1.17):
+ *  - the current goroutine's g is in R14 while Go code runs;
+ *  - integer arguments arrive in RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11,
+ *    and results leave in the same registers at RET;
+ *  - a string is {ptr, len}, a slice {ptr, len, cap}, an interface {itab, data}.
+ */
+#ifndef FT_GO_RUNTIME_H
+#define FT_GO_RUNTIME_H
+
+#include "common/types.h"
+#include "go/wire.h"
+#include "go/maps.h"
+
+struct ft_go_string {
+    __u64 ptr;
+    __s64 len;
+};
+
+struct ft_go_slice {
+    __u64 ptr;
+    __s64 len;
+    __s64 cap;
+};
+
+static __always_inline __u64 ft_go_read_u64(__u64 addr)
+{
+    __u64 value = 0;
+    bpf_probe_read_user(&value, sizeof(value), (void *)addr);
+    return value;
+}
+
+static __always_inline __u64 ft_go_goid_of(const struct ft_go_offsets *off, __u64 g)
+{
+    if (!g)
+        return 0;
+    return ft_go_read_u64(g + off->g_goid);
+}
+
+/* The running goroutine's id (R14 holds g in Go code). */
+static __always_inline __u64 ft_go_current_goid(struct pt_regs *ctx, const struct ft_go_offsets *off)
+{
+    return ft_go_goid_of(off, ctx->r14);
+}
+
+/*
+ * Copies the Go string whose header is at `addr` into dst (capacity
+ * cap_mask + 1, a power of two); at most cap_mask bytes. Returns the length.
+ */
+static __always_inline __u16 ft_go_read_string(char *dst, __u64 cap_mask, __u64 addr)
+{
+    struct ft_go_string s = {};
+    if (bpf_probe_read_user(&s, sizeof(s), (void *)addr) != 0 || !s.ptr || s.len <= 0)
+        return 0;
+    __u64 n = (__u64)s.len;
+    if (n > cap_mask)
+        n = cap_mask;
+    n &= cap_mask; /* a bound the verifier can see */
+    if (bpf_probe_read_user(dst, n, (void *)s.ptr) != 0)
+        return 0;
+    return (__u16)n;
+}
+
+static __always_inline void ft_go_random_bytes(__u8 *dst, int words)
+{
+    for (int i = 0; i < words; i++) {
+        __u32 r = bpf_get_prandom_u32();
+        __builtin_memcpy(dst + 4 * i, &r, 4);
+    }
+}
+
+#endif

@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * Wire structs of the Go program set (go.bpf.c). Source of truth; mirrored
+ * in probe-ebpf/src/go.rs with size asserts.
+ */
+#ifndef FT_GO_WIRE_H
+#define FT_GO_WIRE_H
+
+#include "wire.h"
+
+/* ft_event_header.kind of Go events (32..63 are the Go range in wire.h). */
+enum ft_go_event_kind {
+    FT_EV_GO_HTTP_SERVER = 32,
+    FT_EV_GO_HTTP_CLIENT = 33,
+    FT_EV_GO_GRPC_SERVER = 34,
+    FT_EV_GO_GRPC_CLIENT = 35,
+};
+
+/* Where a span's parent lives (ft_go_trace.parent_kind). */
+enum ft_go_parent_kind {
+    FT_GO_PARENT_ROOT = 0,   /* starts a trace */
+    FT_GO_PARENT_REMOTE = 1, /* from an incoming traceparent */
+    FT_GO_PARENT_LOCAL = 2,  /* the server span active on the goroutine (or its creator) */
+};
+
+/* ft_go_trace.root_flags: what the local root of the chain knew. */
+#define FT_GO_ROOT_REMOTE 0x100u /* the local root server span had a remote parent */
+#define FT_GO_ROOT_SAMPLED 0x1u  /* ...whose traceparent said "sampled" */
+
+/* A field this Go or module version does not have. */
+#define FT_GO_NO_OFFSET 0xffffffffu
+
+/* How Request.Header (map[string][]string) is laid out in memory. */
+enum ft_go_map_kind {
+    FT_GO_MAP_UNKNOWN = 0, /* don't read headers: no incoming traceparent */
+    FT_GO_MAP_BUCKETS = 1, /* runtime.hmap (Go <= 1.23, or GOEXPERIMENT=noswissmap) */
+    FT_GO_MAP_SWISS = 2,   /* internal/runtime/maps.Map (Go >= 1.24) */
+};
+
+/*
+ * Struct field offsets of one Go binary (DWARF or the offsets table), written
+ * by user space into `go_offsets` under each traced process's tgid before
+ * its probes are attached. Unknown optional fields are FT_GO_NO_OFFSET.
+ * 112 bytes.
+ */
+struct ft_go_offsets {
+    __u32 g_goid;                    /* runtime.g.goid */
+    __u32 req_method;                /* net/http.Request.Method */
+    __u32 req_url;                   /* net/http.Request.URL */
+    __u32 req_header;                /* net/http.Request.Header */
+    __u32 req_host;                  /* net/http.Request.Host */
+    __u32 req_pattern;               /* net/http.Request.Pattern (Go >= 1.23), optional */
+    __u32 req_content_length;        /* net/http.Request.ContentLength */
+    __u32 url_path;                  /* net/url.URL.Path */
+    __u32 url_host;                  /* net/url.URL.Host */
+    __u32 url_raw_query;             /* net/url.URL.RawQuery */
+    __u32 response_status;           /* net/http.response.status (server side) */
+    __u32 resp_status_code;          /* net/http.Response.StatusCode (client side) */
+    __u32 grpc_server_stream_stream; /* transport.ServerStream's embedded *Stream, optional */
+    __u32 grpc_stream_method;        /* transport.Stream.method */
+    __u32 grpc_status_s;             /* grpc/internal/status.Status.s */
+    __u32 grpc_spb_code;             /* genproto rpc/status.Status.Code */
+    __u32 grpc_error_s;              /* grpc/internal/status.Error.s */
+    __u32 map_kind;                  /* enum ft_go_map_kind */
+    __u32 hmap_b;                    /* runtime.hmap.B */
+    __u32 hmap_buckets;              /* runtime.hmap.buckets */
+    __u32 swiss_dir_ptr;             /* maps.Map.dirPtr */
+    __u32 swiss_dir_len;             /* maps.Map.dirLen */
+    __u32 table_groups;              /* maps.table.groups */
+    __u32 groups_data;               /* maps.groupsReference.data */
+    __u32 groups_mask;               /* maps.groupsReference.lengthMask */
+    __u32 flags;                     /* reserved */
+    __u64 grpc_status_error_itab;    /* address of go:itab.*status.Error,error; 0 = unknown */
+};
+
+/* Trace identity of one span, assigned in the kernel at request start so
+ * that child spans (which end first) can name their parent. 40 bytes. */
+struct ft_go_trace {
+    __u8 trace_id[16];
+    __u8 span_id[8];
+    __u8 parent_span_id[8]; /* zero for a root */
+    __u32 parent_kind;      /* enum ft_go_parent_kind */
+    __u32 root_flags;       /* FT_GO_ROOT_* of the chain's local root */
+};
+
+#define FT_GO_METHOD_CAP 16
+#define FT_GO_PATH_CAP 128
+#define FT_GO_HOST_CAP 64
+#define FT_GO_ROUTE_CAP 64
+
+/*
+ * One finished request, server or client, HTTP or gRPC. For gRPC, `path`
+ * holds the full method ("/pkg.Service/Method") and `status` the gRPC code.
+ * Strings are not NUL-terminated: the *_len fields say how many bytes are
+ * valid (truncated to CAP - 1). 384 bytes.
+ */
+struct ft_go_request_event {
+    struct ft_event_header header; /* ts_ns: request end */
+    __u64 start_ns;
+    __u64 goid;
+    struct ft_go_trace trace;
+    __s64 status;         /* HTTP status or gRPC code; -1 = none seen */
+    __s64 content_length; /* request Content-Length; -1 unknown */
+    __u16 method_len;
+    __u16 path_len;
+    __u16 host_len;
+    __u16 route_len;
+    __u16 pad[4];
+    char method[FT_GO_METHOD_CAP];
+    char path[FT_GO_PATH_CAP];
+    char host[FT_GO_HOST_CAP];
+    char route[FT_GO_ROUTE_CAP];
+};
+
+#endif

@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * inflight: arguments of a traced syscall between its enter and exit
+ * tracepoints (the exit record only carries the return value), keyed by
+ * pid_tgid: a thread is in at most one syscall at a time.
+ */
+#ifndef FT_PYTHON_INFLIGHT_H
+#define FT_PYTHON_INFLIGHT_H
+
+#include "common/types.h"
+#include "common/sizes.h"
+
+enum ft_io_kind {
+    FT_IO_FLAT = 1,    /* buf, len: read, write, recvfrom, sendto */
+    FT_IO_IOV = 2,     /* iovec array, count: readv, writev, recvmsg, sendmsg */
+    FT_IO_CONNECT = 3, /* connect: only the fd matters */
+};
+
+struct ft_inflight {
+    __u64 buf;      /* flat buffer or struct iovec * */
+    __u64 enter_ns;
+    __u64 iovcnt;
+    __s32 fd;
+    __u32 kind;      /* enum ft_io_kind */
+    __u32 direction; /* enum ft_sock_dir */
+    __u32 reserved;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, FT_MAX_INFLIGHT);
+    __type(key, __u64);
+    __type(value, struct ft_inflight);
+} inflight SEC(".maps");
+
+#endif
