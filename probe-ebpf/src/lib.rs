@@ -40,6 +40,9 @@ pub unsafe trait Wire: Copy + Sized {
     }
 }
 
+/// Structs of the Go program set (`src/c/go/wire.h`).
+pub mod go;
+
 /// Structs shared by every program set (`src/c/wire.h`).
 pub mod wire {
     use core::mem::size_of;

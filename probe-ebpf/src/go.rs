@@ -1,0 +1,181 @@
+//! Structs of the Go program set (`src/c/go/wire.h`), mirrored with size
+//! asserts. The object itself is [`crate::GO`].
+
+use core::mem::size_of;
+
+use crate::wire::EventHeader;
+
+/// `enum ft_go_event_kind` (`ft_event_header.kind`).
+pub mod kind {
+    pub const HTTP_SERVER: u32 = 32;
+    pub const HTTP_CLIENT: u32 = 33;
+    pub const GRPC_SERVER: u32 = 34;
+    pub const GRPC_CLIENT: u32 = 35;
+}
+
+/// `enum ft_go_parent_kind`.
+pub mod parent_kind {
+    pub const ROOT: u32 = 0;
+    pub const REMOTE: u32 = 1;
+    pub const LOCAL: u32 = 2;
+}
+
+/// `FT_GO_ROOT_*` bits of [`GoTrace::root_flags`].
+pub const ROOT_REMOTE: u32 = 0x100;
+pub const ROOT_SAMPLED: u32 = 0x1;
+
+/// `FT_GO_NO_OFFSET`: a field this Go or module version does not have.
+pub const NO_OFFSET: u32 = u32::MAX;
+
+/// `enum ft_go_map_kind`.
+pub mod map_kind {
+    pub const UNKNOWN: u32 = 0;
+    pub const BUCKETS: u32 = 1;
+    pub const SWISS: u32 = 2;
+}
+
+pub const METHOD_CAP: usize = 16;
+pub const PATH_CAP: usize = 128;
+pub const HOST_CAP: usize = 64;
+pub const ROUTE_CAP: usize = 64;
+
+/// `struct ft_go_offsets`: value of the `go_offsets` map, keyed by tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoOffsets {
+    pub g_goid: u32,
+    pub req_method: u32,
+    pub req_url: u32,
+    pub req_header: u32,
+    pub req_host: u32,
+    pub req_pattern: u32,
+    pub req_content_length: u32,
+    pub url_path: u32,
+    pub url_host: u32,
+    pub url_raw_query: u32,
+    pub response_status: u32,
+    pub resp_status_code: u32,
+    pub grpc_server_stream_stream: u32,
+    pub grpc_stream_method: u32,
+    pub grpc_status_s: u32,
+    pub grpc_spb_code: u32,
+    pub grpc_error_s: u32,
+    pub map_kind: u32,
+    pub hmap_b: u32,
+    pub hmap_buckets: u32,
+    pub swiss_dir_ptr: u32,
+    pub swiss_dir_len: u32,
+    pub table_groups: u32,
+    pub groups_data: u32,
+    pub groups_mask: u32,
+    pub flags: u32,
+    pub grpc_status_error_itab: u64,
+}
+const _: () = assert!(size_of::<GoOffsets>() == 112);
+
+impl Default for GoOffsets {
+    /// Every field unknown.
+    fn default() -> Self {
+        Self {
+            g_goid: NO_OFFSET,
+            req_method: NO_OFFSET,
+            req_url: NO_OFFSET,
+            req_header: NO_OFFSET,
+            req_host: NO_OFFSET,
+            req_pattern: NO_OFFSET,
+            req_content_length: NO_OFFSET,
+            url_path: NO_OFFSET,
+            url_host: NO_OFFSET,
+            url_raw_query: NO_OFFSET,
+            response_status: NO_OFFSET,
+            resp_status_code: NO_OFFSET,
+            grpc_server_stream_stream: NO_OFFSET,
+            grpc_stream_method: NO_OFFSET,
+            grpc_status_s: NO_OFFSET,
+            grpc_spb_code: NO_OFFSET,
+            grpc_error_s: NO_OFFSET,
+            map_kind: map_kind::UNKNOWN,
+            hmap_b: NO_OFFSET,
+            hmap_buckets: NO_OFFSET,
+            swiss_dir_ptr: NO_OFFSET,
+            swiss_dir_len: NO_OFFSET,
+            table_groups: NO_OFFSET,
+            groups_data: NO_OFFSET,
+            groups_mask: NO_OFFSET,
+            flags: 0,
+            grpc_status_error_itab: 0,
+        }
+    }
+}
+
+/// `struct ft_go_trace`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoTrace {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: [u8; 8],
+    pub parent_kind: u32,
+    pub root_flags: u32,
+}
+const _: () = assert!(size_of::<GoTrace>() == 40);
+
+/// `struct ft_go_request_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoRequestEvent {
+    pub header: EventHeader,
+    pub start_ns: u64,
+    pub goid: u64,
+    pub trace: GoTrace,
+    pub status: i64,
+    pub content_length: i64,
+    pub method_len: u16,
+    pub path_len: u16,
+    pub host_len: u16,
+    pub route_len: u16,
+    pub pad: [u16; 4],
+    pub method: [u8; METHOD_CAP],
+    pub path: [u8; PATH_CAP],
+    pub host: [u8; HOST_CAP],
+    pub route: [u8; ROUTE_CAP],
+}
+const _: () = assert!(size_of::<GoRequestEvent>() == 384);
+
+impl Default for GoRequestEvent {
+    fn default() -> Self {
+        Self {
+            header: EventHeader::default(),
+            start_ns: 0,
+            goid: 0,
+            trace: GoTrace::default(),
+            status: -1,
+            content_length: -1,
+            method_len: 0,
+            path_len: 0,
+            host_len: 0,
+            route_len: 0,
+            pad: [0; 4],
+            method: [0; METHOD_CAP],
+            path: [0; PATH_CAP],
+            host: [0; HOST_CAP],
+            route: [0; ROUTE_CAP],
+        }
+    }
+}
+
+// SAFETY: repr(C), integers and integer arrays only, sizes asserted against
+// the -Wpadded C definitions.
+unsafe impl crate::Wire for GoOffsets {}
+// SAFETY: as above.
+unsafe impl crate::Wire for GoTrace {}
+// SAFETY: as above.
+unsafe impl crate::Wire for GoRequestEvent {}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `Wire` types are plain old data (see the trait's contract).
+    unsafe impl aya::Pod for super::GoOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GoRequestEvent {}
+}
