@@ -1,0 +1,34 @@
+//! The pinned tools installed by `make tools` (`e2e/tools/install.sh`).
+
+use std::path::PathBuf;
+
+use crate::Error;
+
+/// The tool directory: `$FERROTEL_BIN`, else `~/.cache/ferrotel/bin`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FERROTEL_BIN").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/ferrotel/bin")
+}
+
+/// Path of an installed tool, or an error telling to run `make tools`.
+pub fn try_tool_path(name: &str) -> Result<PathBuf, Error> {
+    let path = bin_dir().join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::ToolMissing {
+            name: name.to_string(),
+            path,
+        })
+    }
+}
+
+/// Path of an installed tool (`kubectl`, `otelcol`, `telemetrygen`, `helm`,
+/// `etcd`, `kube-apiserver`, ...). Panics with "run `make tools`" if missing:
+/// a test cannot do anything useful without it.
+pub fn tool_path(name: &str) -> PathBuf {
+    try_tool_path(name).unwrap_or_else(|e| panic!("{e}"))
+}
