@@ -1,7 +1,56 @@
-//! `ferrotel-probe`: loads eBPF programs and exports OpenTelemetry spans.
+//! `ferrotel-probe`: loads eBPF programs and exports OpenTelemetry spans
+//! and RED metrics. A thin wrapper over [`ferrotel_probe::runtime`].
 
-fn main() {
-    // Replaced by the probe runtime (issue 5).
-    eprintln!("ferrotel-probe: not yet wired");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::Parser;
+use ferrotel_api::probe_config::Language;
+use ferrotel_probe::config::{Cli, RuntimeConfig};
+use ferrotel_probe::frontend::Unavailable;
+use ferrotel_probe::runtime::{self, TargetSource};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("ferrotel-probe: invalid log filter {filter:?} ({e}); using \"info\"");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match RuntimeConfig::load(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ferrotel-probe: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log_filter, config.log_json);
+    let targets = TargetSource::Standalone;
+    let stop = runtime::termination_signal();
+    // Front-ends plug in here, one arm per language.
+    let result = match config.language {
+        Language::Go => runtime::run(config, Unavailable(Language::Go), targets, stop).await,
+        Language::Python => runtime::run(config, Unavailable(Language::Python), targets, stop).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "ferrotel-probe failed");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,264 @@
+//! One OTLP transport per signal: gRPC (tonic) or HTTP/protobuf (reqwest),
+//! with failures classified as retryable or permanent per the OTLP spec.
+
+use std::time::Duration;
+
+use ferrotel_api::probe_config::{OtlpProtocol, TlsConfig};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use super::settings::SignalSettings;
+
+/// A failed export.
+#[derive(Debug, thiserror::Error)]
+#[error("OTLP {signal} export to {endpoint} failed: {message}")]
+pub struct ExportError {
+    pub signal: &'static str,
+    pub endpoint: String,
+    pub message: String,
+    /// Worth retrying (collector unavailable, overloaded, timeout).
+    pub retryable: bool,
+    /// The server asked to wait this long (HTTP `Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+/// The exporter could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read TLS file {path:?} for the OTLP exporter; check exporter.tls or OTEL_EXPORTER_OTLP_CERTIFICATE")]
+    TlsFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid TLS settings for the OTLP exporter: {0}")]
+    Tls(String),
+    #[error("invalid OTLP endpoint {endpoint:?}")]
+    Endpoint {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("invalid OTLP header {name:?}; header names must be lowercase ASCII tokens and values printable ASCII")]
+    Header { name: String },
+    #[error("cannot build the HTTP client for the OTLP exporter")]
+    Http(#[source] reqwest::Error),
+}
+
+#[derive(Clone, Debug)]
+enum Transport {
+    Grpc { channel: Channel, metadata: MetadataMap },
+    Http { client: reqwest::Client, url: String, headers: reqwest::header::HeaderMap },
+}
+
+/// An OTLP client for one signal. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct OtlpClient {
+    settings: SignalSettings,
+    transport: Transport,
+}
+
+fn read(path: &str) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|source| ClientError::TlsFile { path: path.to_owned(), source })
+}
+
+fn grpc_tls(tls: &TlsConfig) -> Result<ClientTlsConfig, ClientError> {
+    if tls.insecure_skip_verify {
+        return Err(ClientError::Tls(
+            "insecureSkipVerify is not supported for OTLP/gRPC; set exporter.tls.caFile to the collector's CA".into(),
+        ));
+    }
+    let mut config = ClientTlsConfig::new().with_enabled_roots();
+    if let Some(ca) = &tls.ca_file {
+        config = config.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => config = config.identity(Identity::from_pem(read(cert)?, read(key)?)),
+        (None, None) => {}
+        _ => return Err(ClientError::Tls("mutual TLS needs both certFile and keyFile".into())),
+    }
+    Ok(config)
+}
+
+fn http_client(settings: &SignalSettings) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder().timeout(settings.timeout).connect_timeout(settings.timeout);
+    if let Some(tls) = &settings.tls {
+        if let Some(ca) = &tls.ca_file {
+            let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?).map_err(|e| ClientError::Tls(e.to_string()))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read(cert)?;
+                pem.extend_from_slice(b"\n");
+                pem.extend(read(key)?);
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| ClientError::Tls(e.to_string()))?;
+                builder = builder.identity(identity);
+            }
+            (None, None) => {}
+            _ => return Err(ClientError::Tls("mutual TLS needs both certFile and keyFile".into())),
+        }
+        if tls.insecure_skip_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+    }
+    builder.build().map_err(ClientError::Http)
+}
+
+impl OtlpClient {
+    /// Builds the client; gRPC connects lazily, so a collector that is down
+    /// at startup is not an error (exports fail and are retried).
+    pub fn new(settings: SignalSettings) -> Result<Self, ClientError> {
+        let transport = match settings.protocol {
+            OtlpProtocol::Grpc => {
+                let mut endpoint = Endpoint::from_shared(settings.endpoint.clone())
+                    .map_err(|source| ClientError::Endpoint { endpoint: settings.endpoint.clone(), source })?
+                    .timeout(settings.timeout)
+                    .connect_timeout(settings.timeout);
+                let tls = match &settings.tls {
+                    Some(tls) => Some(grpc_tls(tls)?),
+                    None if settings.endpoint.starts_with("https://") => Some(ClientTlsConfig::new().with_enabled_roots()),
+                    None => None,
+                };
+                if let Some(tls) = tls {
+                    endpoint = endpoint
+                        .tls_config(tls)
+                        .map_err(|source| ClientError::Endpoint { endpoint: settings.endpoint.clone(), source })?;
+                }
+                let mut metadata = MetadataMap::new();
+                for (name, value) in &settings.headers {
+                    let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| ClientError::Header { name: name.clone() })?;
+                    let value = MetadataValue::try_from(value.as_str()).map_err(|_| ClientError::Header { name: name.clone() })?;
+                    metadata.insert(key, value);
+                }
+                Transport::Grpc { channel: endpoint.connect_lazy(), metadata }
+            }
+            OtlpProtocol::HttpProtobuf => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                for (name, value) in &settings.headers {
+                    let key = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| ClientError::Header { name: name.clone() })?;
+                    let value =
+                        reqwest::header::HeaderValue::from_str(value).map_err(|_| ClientError::Header { name: name.clone() })?;
+                    headers.insert(key, value);
+                }
+                Transport::Http { client: http_client(&settings)?, url: settings.endpoint.clone(), headers }
+            }
+        };
+        Ok(Self { settings, transport })
+    }
+
+    pub fn settings(&self) -> &SignalSettings {
+        &self.settings
+    }
+
+    fn error(&self, message: String, retryable: bool, retry_after: Option<Duration>) -> ExportError {
+        ExportError {
+            signal: self.settings.signal.as_str(),
+            endpoint: self.settings.endpoint.clone(),
+            message,
+            retryable,
+            retry_after,
+        }
+    }
+
+    /// Exports spans.
+    pub async fn export_traces(&self, request: ExportTraceServiceRequest) -> Result<(), ExportError> {
+        match &self.transport {
+            Transport::Grpc { channel, metadata } => {
+                let mut req = tonic::Request::new(request);
+                *req.metadata_mut() = metadata.clone();
+                let response = TraceServiceClient::new(channel.clone()).export(req).await;
+                match response {
+                    Ok(ok) => {
+                        if let Some(partial) = ok.into_inner().partial_success.filter(|p| p.rejected_spans > 0) {
+                            tracing::warn!(rejected = partial.rejected_spans, message = %partial.error_message, "Collector rejected some spans");
+                        }
+                        Ok(())
+                    }
+                    Err(status) => Err(self.grpc_error(status)),
+                }
+            }
+            Transport::Http { .. } => self.post(request.encode_to_vec()).await,
+        }
+    }
+
+    /// Exports metrics.
+    pub async fn export_metrics(&self, request: ExportMetricsServiceRequest) -> Result<(), ExportError> {
+        match &self.transport {
+            Transport::Grpc { channel, metadata } => {
+                let mut req = tonic::Request::new(request);
+                *req.metadata_mut() = metadata.clone();
+                match MetricsServiceClient::new(channel.clone()).export(req).await {
+                    Ok(ok) => {
+                        if let Some(partial) = ok.into_inner().partial_success.filter(|p| p.rejected_data_points > 0) {
+                            tracing::warn!(rejected = partial.rejected_data_points, message = %partial.error_message, "Collector rejected some data points");
+                        }
+                        Ok(())
+                    }
+                    Err(status) => Err(self.grpc_error(status)),
+                }
+            }
+            Transport::Http { .. } => self.post(request.encode_to_vec()).await,
+        }
+    }
+
+    fn grpc_error(&self, status: tonic::Status) -> ExportError {
+        use tonic::Code;
+        // The OTLP spec's retryable codes.
+        let retryable = matches!(
+            status.code(),
+            Code::Cancelled
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Aborted
+                | Code::OutOfRange
+                | Code::Unavailable
+                | Code::DataLoss
+        );
+        self.error(format!("gRPC status {:?}: {}", status.code(), status.message()), retryable, None)
+    }
+
+    async fn post(&self, body: Vec<u8>) -> Result<(), ExportError> {
+        let Transport::Http { client, url, headers } = &self.transport else {
+            unreachable!("post is only called for HTTP transports");
+        };
+        let response = client
+            .post(url)
+            .headers(headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+            .body(body)
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let retryable = matches!(status, 429 | 502 | 503 | 504);
+                let text = response.text().await.unwrap_or_default();
+                self.error_result(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()), retryable, retry_after)
+            }
+            // Connection refused/reset, DNS, timeouts: the collector is
+            // (temporarily) unreachable.
+            Err(err) => self.error_result(format!("{err}"), true, None),
+        }
+    }
+
+    fn error_result(&self, message: String, retryable: bool, retry_after: Option<Duration>) -> Result<(), ExportError> {
+        Err(self.error(message, retryable, retry_after))
+    }
+}

@@ -1,0 +1,248 @@
+//! OTLP export: a bounded span queue drained in batches, periodic metric
+//! snapshots, over gRPC or HTTP/protobuf, with retries.
+//!
+//! Spans: the pipeline pushes into a [`queue::BoundedQueue`]; the trace
+//! exporter takes a batch when `maxExportBatchSize` spans are waiting or
+//! every `scheduledDelayMillis`, and retries a batch that failed with a
+//! retryable error (exponential backoff 100 ms → 5 s with jitter, honouring
+//! `Retry-After`) until it is accepted or the probe shuts down. The batch
+//! under retry stays counted in the queue, so memory is bounded by
+//! `maxQueueSize` spans whatever the outage length.
+//!
+//! Metrics: cumulative histograms, so a snapshot that fails is not retried:
+//! the next one carries the same counts plus the new ones.
+
+pub mod client;
+pub mod prometheus;
+pub mod queue;
+pub mod settings;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::health::Health;
+use crate::telemetry::metrics::{RedMetrics, scope};
+use crate::telemetry::pipeline::QueuedSpan;
+use crate::telemetry::semconv::string_kv;
+use client::{ExportError, OtlpClient};
+use queue::BoundedQueue;
+
+/// Backoff between retries of one batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { initial: Duration::from_millis(100), max: Duration::from_secs(5) }
+    }
+}
+
+impl Backoff {
+    /// The wait before retry number `attempt` (0-based): exponential, capped,
+    /// with ±25 % jitter so that many probes do not retry in lockstep.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self.initial.saturating_mul(1u32 << attempt.min(16)).min(self.max);
+        let jitter: f64 = 0.75 + rand::random::<f64>() * 0.5;
+        base.mul_f64(jitter)
+    }
+}
+
+/// Groups spans by resource into one export request.
+pub fn traces_request(batch: Vec<QueuedSpan>) -> ExportTraceServiceRequest {
+    let mut groups: Vec<ResourceSpans> = Vec::new();
+    let mut index: HashMap<*const crate::telemetry::resource::ProcessResource, usize> = HashMap::new();
+    for QueuedSpan { resource, span } in batch {
+        let key = Arc::as_ptr(&resource);
+        let i = *index.entry(key).or_insert_with(|| {
+            groups.push(ResourceSpans {
+                resource: Some(Resource {
+                    attributes: resource.attributes.iter().map(|(k, v)| string_kv(k, v)).collect(),
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans { scope: Some(scope()), spans: Vec::new(), schema_url: String::new() }],
+                schema_url: String::new(),
+            });
+            groups.len() - 1
+        });
+        groups[i].scope_spans[0].spans.push(span);
+    }
+    ExportTraceServiceRequest { resource_spans: groups }
+}
+
+/// Drains the span queue until it is closed and empty (or `shutdown_grace`
+/// after closing has passed while the collector is still failing).
+pub async fn run_trace_exporter(
+    queue: Arc<BoundedQueue<QueuedSpan>>,
+    client: OtlpClient,
+    scheduled_delay: Duration,
+    backoff: Backoff,
+    shutdown_grace: Duration,
+    health: Health,
+) {
+    let signal = "traces";
+    let mut closed_at: Option<Instant> = None;
+    loop {
+        if !queue.is_closed() && !queue.has_full_batch() {
+            tokio::select! {
+                () = queue.wait_ready() => {}
+                () = tokio::time::sleep(scheduled_delay) => {}
+            }
+        }
+        if queue.is_closed() && closed_at.is_none() {
+            closed_at = Some(Instant::now());
+            debug!(queued = queue.queued(), "Flushing spans before exit");
+        }
+        loop {
+            let batch = queue.take_batch();
+            if batch.is_empty() {
+                break;
+            }
+            let n = batch.len();
+            let request = traces_request(batch);
+            let mut attempt = 0;
+            loop {
+                match client.export_traces(request.clone()).await {
+                    Ok(()) => {
+                        health.export_request(signal, "ok");
+                        health.exported(signal, n as u64);
+                        if attempt > 0 {
+                            info!(spans = n, attempts = attempt + 1, "Collector accepted spans after retries");
+                        }
+                        break;
+                    }
+                    Err(err) => {
+                        let deadline_passed = closed_at.is_some_and(|t| t.elapsed() >= shutdown_grace);
+                        if !err.retryable || deadline_passed {
+                            let reason = if err.retryable { "shutdown" } else { "permanent_error" };
+                            health.export_request(signal, if err.retryable { "retryable" } else { "permanent" });
+                            health.export_dropped(signal, reason, n as u64);
+                            warn!(error = %err, spans = n, reason, "Dropped a span batch");
+                            break;
+                        }
+                        health.export_request(signal, "retryable");
+                        health.export_retry(signal);
+                        let delay = wait_for(&err, &backoff, attempt);
+                        if attempt == 0 {
+                            warn!(error = %err, spans = n, "Span export failed; retrying with backoff");
+                        } else {
+                            debug!(error = %err, attempt, ?delay, "Retrying span export");
+                        }
+                        attempt += 1;
+                        sleep_unless_closing(&queue, delay, closed_at.is_some()).await;
+                        if queue.is_closed() && closed_at.is_none() {
+                            closed_at = Some(Instant::now());
+                        }
+                    }
+                }
+            }
+            queue.complete(n);
+            if !queue.is_closed() && !queue.has_full_batch() {
+                break;
+            }
+        }
+        if queue.is_closed() && queue.queued() == 0 {
+            debug!("Span exporter finished");
+            return;
+        }
+    }
+}
+
+fn wait_for(err: &ExportError, backoff: &Backoff, attempt: u32) -> Duration {
+    let delay = backoff.delay(attempt);
+    err.retry_after.map_or(delay, |after| after.max(delay).min(Duration::from_secs(30)))
+}
+
+/// Sleeps `delay`, but wakes early when the queue closes so that a shutdown
+/// during an outage gets its final attempts in without waiting out a long
+/// backoff.
+async fn sleep_unless_closing(queue: &BoundedQueue<QueuedSpan>, delay: Duration, already_closing: bool) {
+    if already_closing {
+        tokio::time::sleep(delay.min(Duration::from_millis(200))).await;
+        return;
+    }
+    let deadline = Instant::now() + delay;
+    while Instant::now() < deadline && !queue.is_closed() {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            () = queue.wait_ready() => {
+                // Woken by a full batch arriving: keep waiting unless closed.
+                if !queue.is_closed() {
+                    tokio::time::sleep(Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()))).await;
+                }
+            }
+        }
+    }
+}
+
+/// Exports a metrics snapshot every `interval` and once more when
+/// `shutdown` fires; prunes series idle for an hour.
+pub async fn run_metrics_exporter(
+    metrics: RedMetrics,
+    client: OtlpClient,
+    interval: Duration,
+    health: Health,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let signal = "metrics";
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        let last = tokio::select! {
+            _ = ticker.tick() => false,
+            () = shutdown.cancelled() => true,
+        };
+        metrics.prune_idle(Duration::from_secs(3600));
+        if let Some(request) = metrics.to_otlp() {
+            let points: u64 = request
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .map(|m| match &m.data {
+                    Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) => h.data_points.len() as u64,
+                    _ => 0,
+                })
+                .sum();
+            match client.export_metrics(request).await {
+                Ok(()) => {
+                    health.export_request(signal, "ok");
+                    health.exported(signal, points);
+                }
+                Err(err) => {
+                    // Cumulative: the next snapshot carries these counts.
+                    health.export_request(signal, if err.retryable { "retryable" } else { "permanent" });
+                    warn!(error = %err, "Metrics export failed; the next interval resends the cumulative values");
+                }
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
+        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5) };
+        for attempt in 0..20 {
+            let base = (100.0 * 2f64.powi(attempt as i32)).min(5000.0);
+            let d = b.delay(attempt).as_secs_f64() * 1000.0;
+            assert!(d >= base * 0.75 - 1e-6 && d <= base * 1.25 + 1e-6, "attempt {attempt}: {d} ms not within 25% of {base}");
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The probe's own health counters, served on `/metrics` next to the RED
+//! metrics, plus the readiness flag behind `/readyz`.
+//!
+//! Front-ends get a [`FrontendHealth`] (already labelled with their
+//! language); the exporter and the pipeline use [`Health`] directly.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ferrotel_api::probe_config::Language;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug, Default)]
+struct Metrics {
+    events_received: Family<Labels, Counter>,
+    kernel_events_dropped: Family<Labels, Counter>,
+    parse_errors: Family<Labels, Counter>,
+    attached_processes: Family<Labels, Gauge>,
+    records_submitted: Counter,
+    records_dropped: Family<Labels, Counter>,
+    spans_unsampled: Counter,
+    export_requests: Family<Labels, Counter>,
+    export_retries: Family<Labels, Counter>,
+    export_items: Family<Labels, Counter>,
+    export_dropped: Family<Labels, Counter>,
+    export_queue_items: Family<Labels, Gauge>,
+    route_cardinality_capped: Counter,
+}
+
+/// Shared health state. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    /// Last kernel-side drop total seen per (language, source), to turn the
+    /// kernel map's running totals into counter increments.
+    kernel_totals: Arc<Mutex<HashMap<(Language, String), u64>>>,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers every health metric under `ferrotel_probe_` in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        let m = &self.metrics;
+        let r = registry.sub_registry_with_prefix("ferrotel_probe");
+        r.register("events_received", "Events read from the kernel ring buffers", m.events_received.clone());
+        r.register(
+            "kernel_events_dropped",
+            "Events the eBPF programs could not submit (ring buffer full), from the kernel-side counters",
+            m.kernel_events_dropped.clone(),
+        );
+        r.register("parse_errors", "Payloads the front-ends could not parse, by protocol", m.parse_errors.clone());
+        r.register("attached_processes", "Processes currently instrumented, by language", m.attached_processes.clone());
+        r.register("records", "Completed requests handed to the telemetry pipeline", m.records_submitted.clone());
+        r.register(
+            "records_dropped",
+            "Completed requests dropped before the pipeline (pipeline_full, shutdown)",
+            m.records_dropped.clone(),
+        );
+        r.register("spans_unsampled", "Requests not exported as spans by the sampler (still counted in metrics)", m.spans_unsampled.clone());
+        r.register("export_requests", "OTLP export requests, by signal and result", m.export_requests.clone());
+        r.register("export_retries", "OTLP export attempts retried after a retryable failure", m.export_retries.clone());
+        r.register("exported_items", "Spans or metric data points accepted by the collector", m.export_items.clone());
+        r.register("export_dropped_items", "Spans or metric data points dropped by the exporter, by reason", m.export_dropped.clone());
+        r.register("export_queue_items", "Spans or metric data points waiting in the export queue", m.export_queue_items.clone());
+        r.register(
+            "route_cardinality_capped",
+            "Requests whose http.route was replaced by /** because the per-service cap was reached",
+            m.route_cardinality_capped.clone(),
+        );
+    }
+
+    /// Health handle for a language front-end.
+    pub fn frontend(&self, language: Language) -> FrontendHealth {
+        FrontendHealth { health: self.clone(), language }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_submitted(&self) {
+        self.metrics.records_submitted.inc();
+    }
+    pub(crate) fn record_dropped(&self, reason: &'static str) {
+        self.metrics.records_dropped.get_or_create(&vec![("reason", reason.to_owned())]).inc();
+    }
+    pub fn records_submitted(&self) -> u64 {
+        self.metrics.records_submitted.get()
+    }
+    pub fn records_dropped(&self, reason: &'static str) -> u64 {
+        self.metrics.records_dropped.get_or_create(&vec![("reason", reason.to_owned())]).get()
+    }
+    pub(crate) fn span_unsampled(&self) {
+        self.metrics.spans_unsampled.inc();
+    }
+    pub(crate) fn route_capped(&self) {
+        self.metrics.route_cardinality_capped.inc();
+    }
+
+    /// One export request finished: `result` is `ok`, `retryable` or `permanent`.
+    pub fn export_request(&self, signal: &'static str, result: &'static str) {
+        self.metrics
+            .export_requests
+            .get_or_create(&vec![("signal", signal.to_owned()), ("result", result.to_owned())])
+            .inc();
+    }
+    pub fn export_retry(&self, signal: &'static str) {
+        self.metrics.export_retries.get_or_create(&vec![("signal", signal.to_owned())]).inc();
+    }
+    pub fn exported(&self, signal: &'static str, items: u64) {
+        self.metrics.export_items.get_or_create(&vec![("signal", signal.to_owned())]).inc_by(items);
+    }
+    pub fn exported_total(&self, signal: &'static str) -> u64 {
+        self.metrics.export_items.get_or_create(&vec![("signal", signal.to_owned())]).get()
+    }
+    /// Items dropped by the exporter: `queue_full`, `permanent_error`, `shutdown`.
+    pub fn export_dropped(&self, signal: &'static str, reason: &'static str, items: u64) {
+        self.metrics
+            .export_dropped
+            .get_or_create(&vec![("signal", signal.to_owned()), ("reason", reason.to_owned())])
+            .inc_by(items);
+    }
+    pub fn export_dropped_total(&self, signal: &'static str, reason: &'static str) -> u64 {
+        self.metrics
+            .export_dropped
+            .get_or_create(&vec![("signal", signal.to_owned()), ("reason", reason.to_owned())])
+            .get()
+    }
+    pub fn set_export_queue_items(&self, signal: &'static str, items: usize) {
+        self.metrics
+            .export_queue_items
+            .get_or_create(&vec![("signal", signal.to_owned())])
+            .set(i64::try_from(items).unwrap_or(i64::MAX));
+    }
+}
+
+/// What a language front-end reports about itself. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct FrontendHealth {
+    health: Health,
+    language: Language,
+}
+
+impl FrontendHealth {
+    fn labels(&self) -> Labels {
+        vec![("language", self.language.as_str().to_owned())]
+    }
+
+    /// `n` events were read from the ring buffer.
+    pub fn events_received(&self, n: u64) {
+        self.health.metrics.events_received.get_or_create(&self.labels()).inc_by(n);
+    }
+
+    /// The kernel-side drop counter `source` (e.g. the ring buffer name)
+    /// now reads `total`: pass the running total read from the map (summed
+    /// over CPUs); the increment since the last call is added. A total lower
+    /// than before (maps recreated) counts from zero again.
+    pub fn kernel_dropped_total(&self, source: &str, total: u64) {
+        let mut totals = self.health.kernel_totals.lock().expect("kernel totals lock");
+        let last = totals.entry((self.language, source.to_owned())).or_insert(0);
+        let delta = if total >= *last { total - *last } else { total };
+        *last = total;
+        let mut labels = self.labels();
+        labels.push(("source", source.to_owned()));
+        self.health.metrics.kernel_events_dropped.get_or_create(&labels).inc_by(delta);
+    }
+
+    /// A payload of `protocol` (`http1`, `http2`, `grpc`, ...) failed to parse.
+    pub fn parse_error(&self, protocol: &'static str) {
+        let mut labels = self.labels();
+        labels.push(("protocol", protocol.to_owned()));
+        self.health.metrics.parse_errors.get_or_create(&labels).inc();
+    }
+
+    /// The number of processes currently instrumented.
+    pub fn set_attached_processes(&self, n: usize) {
+        self.health
+            .metrics
+            .attached_processes
+            .get_or_create(&self.labels())
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The eBPF programs are loaded and attached: `/readyz` turns 200.
+    pub fn mark_ready(&self) {
+        self.health.set_ready(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_drop_totals_become_counter_increments() {
+        let health = Health::new();
+        let mut registry = Registry::default();
+        health.register(&mut registry);
+        let fe = health.frontend(Language::Python);
+        fe.kernel_dropped_total("events", 5);
+        fe.kernel_dropped_total("events", 12);
+        fe.kernel_dropped_total("events", 12);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("ferrotel_probe_kernel_events_dropped_total{language=\"python\",source=\"events\"} 12"),
+            "running total 12 must be exported as 12, got:\n{text}"
+        );
+    }
+}

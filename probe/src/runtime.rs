@@ -1,0 +1,208 @@
+//! The probe process: wires config, target resolution, the language
+//! front-end, the telemetry pipeline, the exporters and the `/metrics`
+//! endpoint, and shuts them down in order on SIGTERM/SIGINT so that
+//! nothing already observed is lost:
+//! front-end stops → pipeline drains the records → span queue flushes
+//! (retrying for up to the exporter timeout) → final metrics snapshot.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::RuntimeConfig;
+use crate::export::client::OtlpClient;
+use crate::export::queue::BoundedQueue;
+use crate::export::{Backoff, run_metrics_exporter, run_trace_exporter};
+use crate::frontend::{Frontend, FrontendContext};
+use crate::health::Health;
+use crate::targets::standalone::{self, StandaloneSelector};
+use crate::targets::{TargetPublisher, target_channel};
+use crate::telemetry::RecordSink;
+use crate::telemetry::metrics::RedMetrics;
+use crate::telemetry::pipeline::Pipeline;
+use crate::telemetry::record::{ClockOffsets, SpanStarter};
+use crate::telemetry::resource::ResourceRegistry;
+
+/// Records buffered between the front-end and the pipeline.
+pub const RECORD_CHANNEL_CAPACITY: usize = 16_384;
+
+/// A boxed target source task.
+pub type TargetTask = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// How processes are selected: the standalone `/proc` resolver, or another
+/// source (Kubernetes discovery) given as a closure that receives the
+/// publisher, the resource registry and the shutdown token.
+pub enum TargetSource {
+    Standalone,
+    Custom(Box<dyn FnOnce(TargetPublisher, ResourceRegistry, CancellationToken) -> TargetTask + Send>),
+}
+
+impl std::fmt::Debug for TargetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetSource::Standalone => f.write_str("Standalone"),
+            TargetSource::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => info!(signal = "SIGTERM", "Shutting down"),
+        _ = int.recv() => info!(signal = "SIGINT", "Shutting down"),
+    }
+}
+
+/// Runs the probe with `frontend` until `stop` resolves (normally
+/// [`termination_signal`]) or the front-end returns.
+pub async fn run<F: Frontend>(
+    config: RuntimeConfig,
+    frontend: F,
+    targets: TargetSource,
+    stop: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let health = Health::new();
+    let resources = ResourceRegistry::new(config.resource.clone());
+    let red = RedMetrics::new();
+    let clock = ClockOffsets::measure();
+    let shutdown = CancellationToken::new();
+    let config = Arc::new(config);
+
+    // The metrics endpoint first: a taken port fails fast.
+    let mut registry = Registry::default();
+    health.register(&mut registry);
+    registry.register_collector(Box::new(red.clone()));
+    let server_stop = CancellationToken::new();
+    let server = if config.probe.metrics.enabled {
+        let (addr, task) =
+            crate::export::prometheus::serve(&config.probe.metrics.listen, registry, health.clone(), server_stop.clone())
+                .await?;
+        info!(%addr, "Serving /metrics, /healthz and /readyz");
+        Some(task)
+    } else {
+        None
+    };
+
+    let export = &config.export;
+    let trace_client = OtlpClient::new(export.traces.clone()).context("setting up the OTLP trace exporter")?;
+    let metrics_client = OtlpClient::new(export.metrics.clone()).context("setting up the OTLP metrics exporter")?;
+    info!(
+        traces = %export.traces.endpoint, traces_protocol = ?export.traces.protocol, traces_from = %export.traces.endpoint_source,
+        metrics = %export.metrics.endpoint, metrics_protocol = ?export.metrics.protocol,
+        "Exporting OTLP"
+    );
+    let queue = Arc::new(BoundedQueue::new(export.max_queue_size, export.max_export_batch_size, "traces", health.clone()));
+    let trace_task = tokio::spawn(run_trace_exporter(
+        queue.clone(),
+        trace_client,
+        export.scheduled_delay,
+        Backoff::default(),
+        export.traces.timeout,
+        health.clone(),
+    ));
+    let metrics_stop = CancellationToken::new();
+    let metrics_task = tokio::spawn(run_metrics_exporter(
+        red.clone(),
+        metrics_client,
+        export.metrics_interval,
+        health.clone(),
+        metrics_stop.clone(),
+    ));
+
+    let (sink, records) = RecordSink::channel(RECORD_CHANNEL_CAPACITY, health.clone());
+    let pipeline = Pipeline::new(&config.probe.routes, resources.clone(), red.clone(), queue.clone(), clock, health.clone());
+    let pipeline_task = tokio::spawn(pipeline.run(records));
+
+    let (publisher, target_events) = target_channel();
+    let targets_task = match targets {
+        TargetSource::Standalone => {
+            let t = &config.probe.targets;
+            let selector = StandaloneSelector::new(&t.pids, &t.exe_paths, &t.open_ports)?;
+            info!(pids = ?t.pids, exe_paths = ?t.exe_paths, open_ports = ?t.open_ports, "Selecting targets from /proc");
+            let task = standalone::run(selector, "/proc".into(), config.rescan, publisher, resources.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                task.await;
+                Ok(())
+            })
+        }
+        TargetSource::Custom(start) => tokio::spawn(start(publisher, resources.clone(), shutdown.clone())),
+    };
+
+    let ctx = FrontendContext {
+        language: config.language,
+        config: Arc::new(config.probe.clone()),
+        targets: target_events,
+        sink,
+        spans: SpanStarter::new(&config.probe.sampler),
+        health: health.frontend(config.language),
+        resources: resources.clone(),
+        clock,
+        shutdown: shutdown.clone(),
+    };
+    info!(language = %config.language, "Starting front-end");
+    let mut frontend_task = tokio::spawn(frontend.run(ctx));
+
+    let mut result: anyhow::Result<()> = Ok(());
+    tokio::select! {
+        () = stop => {}
+        joined = &mut frontend_task => {
+            result = flatten(joined).context("the front-end stopped");
+            if let Err(e) = &result { error!(error = format!("{e:#}"), "Front-end failed"); }
+        }
+    }
+    shutdown.cancel();
+    if !frontend_task.is_finished() {
+        match tokio::time::timeout(Duration::from_secs(10), &mut frontend_task).await {
+            Ok(joined) => {
+                if let Err(e) = flatten(joined) {
+                    warn!(error = format!("{e:#}"), "Front-end returned an error while stopping");
+                }
+            }
+            Err(_) => {
+                warn!("Front-end did not stop within 10 s; aborting it");
+                frontend_task.abort();
+            }
+        }
+    }
+    if let Ok(Err(e)) = targets_task.await {
+        warn!(error = format!("{e:#}"), "Target discovery stopped with an error");
+    }
+    // The pipeline ends when the last sink clone is dropped; a front-end
+    // that leaked one must not block the exit forever.
+    if tokio::time::timeout(Duration::from_secs(5), pipeline_task).await.is_err() {
+        warn!("Pipeline still had senders after the front-end stopped; closing the span queue");
+        queue.close();
+    }
+    let _ = trace_task.await;
+    metrics_stop.cancel();
+    let _ = metrics_task.await;
+    server_stop.cancel();
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    info!(
+        exported_spans = health.exported_total("traces"),
+        dropped_spans = health.export_dropped_total("traces", "queue_full")
+            + health.export_dropped_total("traces", "shutdown")
+            + health.export_dropped_total("traces", "permanent_error"),
+        "Stopped"
+    );
+    result
+}
+
+fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match joined {
+        Ok(result) => result,
+        Err(join) => Err(anyhow::anyhow!("front-end task panicked or was cancelled: {join}")),
+    }
+}

@@ -1,0 +1,71 @@
+//! Which processes a probe instruments.
+//!
+//! A resolver (standalone: [`standalone`], scanning `/proc`; Kubernetes: the
+//! discovery module) publishes [`TargetEvent`]s; the language front-end
+//! consumes them from [`TargetEvents`] and attaches to / detaches from the
+//! processes. The resolver sends `Added` once per process and `Removed` when
+//! it exits or stops matching, so a front-end can keep a plain set.
+
+pub mod standalone;
+
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
+
+/// A process the front-end should instrument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessTarget {
+    /// Host PID (tgid).
+    pub pid: u32,
+    /// `/proc/<pid>/exe` as resolved when the process was claimed (used to
+    /// open the ELF for uprobes; may be `(deleted)` if replaced on disk).
+    pub exe: PathBuf,
+    /// Why it was claimed, for logs: `pid`, `exe_path`, `open_port`, `kubernetes`.
+    pub reason: &'static str,
+}
+
+/// A change in the set of claimed processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetEvent {
+    Added(ProcessTarget),
+    Removed(u32),
+}
+
+/// The front-end's end of the target stream.
+#[derive(Debug)]
+pub struct TargetEvents {
+    rx: mpsc::UnboundedReceiver<TargetEvent>,
+}
+
+/// The resolver's end of the target stream. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct TargetPublisher {
+    tx: mpsc::UnboundedSender<TargetEvent>,
+}
+
+/// A connected publisher/receiver pair. Unbounded because events are rare
+/// (process starts and exits) and a resolver must never block on a busy
+/// front-end.
+pub fn target_channel() -> (TargetPublisher, TargetEvents) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (TargetPublisher { tx }, TargetEvents { rx })
+}
+
+impl TargetEvents {
+    /// The next change; `None` once every publisher is gone.
+    pub async fn next(&mut self) -> Option<TargetEvent> {
+        self.rx.recv().await
+    }
+
+    /// A change if one is queued, without waiting.
+    pub fn try_next(&mut self) -> Option<TargetEvent> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl TargetPublisher {
+    /// Sends `event`; returns `false` if the front-end is gone.
+    pub fn publish(&self, event: TargetEvent) -> bool {
+        self.tx.send(event).is_ok()
+    }
+}

@@ -1,0 +1,437 @@
+//! RED metrics: duration histograms per process resource and attribute set,
+//! read by the OTLP metrics exporter (cumulative temporality) and by the
+//! Prometheus `/metrics` endpoint, from the same numbers.
+//!
+//! Every request is observed exactly once, sampled or not, so
+//! `_count` equals the number of requests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics, metric,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
+
+use super::record::{Protocol, RequestRecord, SpanKind};
+use super::resource::ProcessResource;
+use super::semconv::{Value, key_value, string_kv};
+
+/// OTel's recommended boundaries for HTTP durations, in seconds.
+pub const HTTP_BOUNDS_SECONDS: [f64; 14] =
+    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+/// The SDK default boundaries, used for the millisecond RPC durations.
+pub const RPC_BOUNDS_MILLIS: [f64; 15] =
+    [0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0, 10000.0];
+
+/// Which RED histogram a request feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Instrument {
+    HttpServer,
+    HttpClient,
+    RpcServer,
+    RpcClient,
+}
+
+impl Instrument {
+    pub const ALL: [Instrument; 4] =
+        [Instrument::HttpServer, Instrument::HttpClient, Instrument::RpcServer, Instrument::RpcClient];
+
+    pub fn of(record: &RequestRecord) -> Self {
+        match (&record.protocol, record.kind) {
+            (Protocol::Http(_), SpanKind::Server) => Instrument::HttpServer,
+            (Protocol::Http(_), SpanKind::Client) => Instrument::HttpClient,
+            (Protocol::Grpc(_), SpanKind::Server) => Instrument::RpcServer,
+            (Protocol::Grpc(_), SpanKind::Client) => Instrument::RpcClient,
+        }
+    }
+
+    /// The OTel metric name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Instrument::HttpServer => "http.server.request.duration",
+            Instrument::HttpClient => "http.client.request.duration",
+            Instrument::RpcServer => "rpc.server.duration",
+            Instrument::RpcClient => "rpc.client.duration",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Instrument::HttpServer => "Duration of HTTP server requests.",
+            Instrument::HttpClient => "Duration of HTTP client requests.",
+            Instrument::RpcServer => "Measures the duration of inbound RPC.",
+            Instrument::RpcClient => "Measures the duration of outbound RPC.",
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Instrument::HttpServer | Instrument::HttpClient => "s",
+            Instrument::RpcServer | Instrument::RpcClient => "ms",
+        }
+    }
+
+    fn bounds(self) -> &'static [f64] {
+        match self {
+            Instrument::HttpServer | Instrument::HttpClient => &HTTP_BOUNDS_SECONDS,
+            Instrument::RpcServer | Instrument::RpcClient => &RPC_BOUNDS_MILLIS,
+        }
+    }
+
+    fn value_of(self, record: &RequestRecord) -> f64 {
+        let secs = record.duration_secs();
+        match self.unit() {
+            "ms" => secs * 1000.0,
+            _ => secs,
+        }
+    }
+
+    /// The Prometheus name without unit suffix (the encoder appends it).
+    fn prometheus_name(self) -> &'static str {
+        match self {
+            Instrument::HttpServer => "http_server_request_duration",
+            Instrument::HttpClient => "http_client_request_duration",
+            Instrument::RpcServer => "rpc_server_duration",
+            Instrument::RpcClient => "rpc_client_duration",
+        }
+    }
+
+    fn prometheus_unit(self) -> Unit {
+        match self.unit() {
+            "ms" => Unit::Other("milliseconds".into()),
+            _ => Unit::Seconds,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct HistogramState {
+    /// One count per bound, plus the overflow bucket.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+    min: f64,
+    max: f64,
+    start_unix_nanos: u64,
+    last_update: Instant,
+}
+
+impl HistogramState {
+    fn new(bounds: &[f64], now_unix: u64) -> Self {
+        Self {
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            start_unix_nanos: now_unix,
+            last_update: Instant::now(),
+        }
+    }
+
+    fn observe(&mut self, bounds: &[f64], value: f64) {
+        // Buckets are upper-inclusive: (previous, bound].
+        let index = bounds.iter().position(|b| value <= *b).unwrap_or(bounds.len());
+        self.counts[index] += 1;
+        self.sum += value;
+        self.count += 1;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.last_update = Instant::now();
+    }
+
+    fn merge(&mut self, other: &HistogramState) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+}
+
+type SeriesKey = (Instrument, Vec<(&'static str, Value)>);
+
+#[derive(Debug, Default)]
+struct State {
+    /// Keyed by the resource's attributes (two PIDs of one service with the
+    /// same resource share series).
+    by_resource: HashMap<BTreeMap<String, String>, HashMap<SeriesKey, HistogramState>>,
+}
+
+/// The RED histograms. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct RedMetrics {
+    state: Arc<Mutex<State>>,
+}
+
+fn now_unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl RedMetrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Observes one request with its metric attributes.
+    pub fn observe(&self, resource: &ProcessResource, record: &RequestRecord, attributes: Vec<(&'static str, Value)>) {
+        let instrument = Instrument::of(record);
+        let value = instrument.value_of(record);
+        let mut state = self.state.lock().expect("metrics lock");
+        let series = match state.by_resource.get_mut(&resource.attributes) {
+            Some(series) => series,
+            None => state.by_resource.entry(resource.attributes.clone()).or_default(),
+        };
+        series
+            .entry((instrument, attributes))
+            .or_insert_with(|| HistogramState::new(instrument.bounds(), now_unix_nanos()))
+            .observe(instrument.bounds(), value);
+    }
+
+    /// Total requests observed by `instrument` across all series (tests, health).
+    pub fn count(&self, instrument: Instrument) -> u64 {
+        let state = self.state.lock().expect("metrics lock");
+        state.by_resource.values().flat_map(|s| s.iter()).filter(|((i, _), _)| *i == instrument).map(|(_, h)| h.count).sum()
+    }
+
+    /// Forgets series not updated for `idle` (exited processes, vanished
+    /// routes), bounding memory on long-running nodes.
+    pub fn prune_idle(&self, idle: Duration) {
+        let mut state = self.state.lock().expect("metrics lock");
+        for series in state.by_resource.values_mut() {
+            series.retain(|_, h| h.last_update.elapsed() < idle);
+        }
+        state.by_resource.retain(|_, series| !series.is_empty());
+    }
+
+    /// A cumulative snapshot of every series as an OTLP export request
+    /// (`None` if nothing was observed yet).
+    pub fn to_otlp(&self) -> Option<ExportMetricsServiceRequest> {
+        let now = now_unix_nanos();
+        let state = self.state.lock().expect("metrics lock");
+        let resource_metrics: Vec<ResourceMetrics> = state
+            .by_resource
+            .iter()
+            .map(|(resource, series)| {
+                let mut by_instrument: BTreeMap<Instrument, Vec<HistogramDataPoint>> = BTreeMap::new();
+                for ((instrument, attributes), h) in series {
+                    by_instrument.entry(*instrument).or_default().push(HistogramDataPoint {
+                        attributes: attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
+                        start_time_unix_nano: h.start_unix_nanos,
+                        time_unix_nano: now,
+                        count: h.count,
+                        sum: Some(h.sum),
+                        bucket_counts: h.counts.clone(),
+                        explicit_bounds: instrument.bounds().to_vec(),
+                        min: (h.count > 0).then_some(h.min),
+                        max: (h.count > 0).then_some(h.max),
+                        ..Default::default()
+                    });
+                }
+                ResourceMetrics {
+                    resource: Some(Resource {
+                        attributes: resource.iter().map(|(k, v)| string_kv(k, v)).collect(),
+                        ..Default::default()
+                    }),
+                    scope_metrics: vec![ScopeMetrics {
+                        scope: Some(scope()),
+                        metrics: by_instrument
+                            .into_iter()
+                            .map(|(instrument, data_points)| Metric {
+                                name: instrument.name().to_owned(),
+                                description: instrument.description().to_owned(),
+                                unit: instrument.unit().to_owned(),
+                                data: Some(metric::Data::Histogram(Histogram {
+                                    data_points,
+                                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                                })),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        schema_url: String::new(),
+                    }],
+                    schema_url: String::new(),
+                }
+            })
+            .collect();
+        (!resource_metrics.is_empty()).then_some(ExportMetricsServiceRequest { resource_metrics })
+    }
+}
+
+/// The instrumentation scope of everything the probe emits.
+pub fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "ferrotel-probe".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Resource attributes that become Prometheus labels (the rest would
+/// belong in `target_info`; these identify the workload on a node).
+const PROMETHEUS_RESOURCE_LABELS: [&str; 4] =
+    ["service.name", "service.namespace", "k8s.namespace.name", "k8s.pod.name"];
+
+fn prometheus_label(key: &str) -> String {
+    key.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+    }
+}
+
+impl prometheus_client::collector::Collector for RedMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        // Processes with equal Prometheus labels (e.g. two workers of one
+        // service) are merged: the exposition must not repeat a series.
+        let mut merged: BTreeMap<Instrument, BTreeMap<Vec<(String, String)>, HistogramState>> = BTreeMap::new();
+        {
+            let state = self.state.lock().expect("metrics lock");
+            for (resource, series) in &state.by_resource {
+                let resource_labels: Vec<(String, String)> = PROMETHEUS_RESOURCE_LABELS
+                    .iter()
+                    .filter_map(|k| resource.get(*k).map(|v| (prometheus_label(k), v.clone())))
+                    .collect();
+                for ((instrument, attributes), h) in series {
+                    let mut labels = resource_labels.clone();
+                    labels.extend(attributes.iter().map(|(k, v)| (prometheus_label(k), value_text(v))));
+                    labels.sort();
+                    merged
+                        .entry(*instrument)
+                        .or_default()
+                        .entry(labels)
+                        .and_modify(|m| m.merge(h))
+                        .or_insert_with(|| h.clone());
+                }
+            }
+        }
+        for (instrument, series) in merged {
+            let unit = instrument.prometheus_unit();
+            let mut family = encoder.encode_descriptor(
+                instrument.prometheus_name(),
+                instrument.description(),
+                Some(&unit),
+                MetricType::Histogram,
+            )?;
+            for (labels, h) in series {
+                let bounds = instrument.bounds();
+                let buckets: Vec<(f64, u64)> = bounds
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(f64::INFINITY))
+                    .zip(h.counts.iter().copied())
+                    .collect();
+                let metric_encoder = family.encode_family(&labels)?;
+                encode_histogram(metric_encoder, h.sum, h.count, &buckets)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_histogram(
+    mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    sum: f64,
+    count: u64,
+    buckets: &[(f64, u64)],
+) -> Result<(), std::fmt::Error> {
+    encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, buckets, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::semconv::{metric_attributes, tests::http_record};
+
+    fn resource(service: &str) -> ProcessResource {
+        ProcessResource { attributes: [("service.name".to_string(), service.to_string())].into() }
+    }
+
+    #[test]
+    fn histogram_counts_equal_the_number_of_requests() {
+        let metrics = RedMetrics::new();
+        let res = resource("shop");
+        for i in 0..250u64 {
+            let mut record = http_record(SpanKind::Server, "GET", "/users/1", Some(if i % 10 == 0 { 500 } else { 200 }));
+            record.end_ns = record.start_ns + i * 1_000_000;
+            let attrs = metric_attributes(&record, Some("/users/{id}"));
+            metrics.observe(&res, &record, attrs);
+        }
+        for _ in 0..7 {
+            let record = http_record(SpanKind::Client, "GET", "/", Some(200));
+            metrics.observe(&res, &record, metric_attributes(&record, None));
+        }
+        assert_eq!(metrics.count(Instrument::HttpServer), 250, "one observation per server request");
+        assert_eq!(metrics.count(Instrument::HttpClient), 7, "one observation per client request");
+
+        let request = metrics.to_otlp().expect("a snapshot");
+        let points: Vec<&HistogramDataPoint> = request.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .filter(|m| m.name == "http.server.request.duration")
+            .flat_map(|m| match &m.data {
+                Some(metric::Data::Histogram(h)) => h.data_points.iter().collect::<Vec<_>>(),
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(points.len(), 2, "one series per status code");
+        for p in &points {
+            assert_eq!(p.bucket_counts.iter().sum::<u64>(), p.count, "bucket counts add up to the count");
+            assert_eq!(p.bucket_counts.len(), p.explicit_bounds.len() + 1);
+        }
+        assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 250);
+    }
+
+    #[test]
+    fn values_land_in_upper_inclusive_buckets_in_the_instrument_unit() {
+        let metrics = RedMetrics::new();
+        let mut record = http_record(SpanKind::Server, "GET", "/", Some(200));
+        record.end_ns = record.start_ns + 5_000_000; // exactly 0.005 s
+        metrics.observe(&resource("a"), &record, vec![]);
+        let req = metrics.to_otlp().unwrap();
+        let Some(metric::Data::Histogram(h)) = &req.resource_metrics[0].scope_metrics[0].metrics[0].data else {
+            panic!("expected a histogram");
+        };
+        assert_eq!(h.data_points[0].bucket_counts[0], 1, "0.005 s belongs to the (.., 0.005] bucket");
+        assert_eq!(h.data_points[0].sum, Some(0.005));
+    }
+
+    #[test]
+    fn prometheus_exposition_uses_prometheus_names_and_merges_equal_series() {
+        let metrics = RedMetrics::new();
+        let a = ProcessResource {
+            attributes: [("service.name".to_string(), "shop".to_string()), ("process.pid".into(), "1".into())].into(),
+        };
+        let b = ProcessResource {
+            attributes: [("service.name".to_string(), "shop".to_string()), ("process.pid".into(), "2".into())].into(),
+        };
+        let record = http_record(SpanKind::Server, "GET", "/", Some(200));
+        metrics.observe(&a, &record, metric_attributes(&record, Some("/")));
+        metrics.observe(&b, &record, metric_attributes(&record, Some("/")));
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(metrics.clone()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let count_lines: Vec<&str> =
+            text.lines().filter(|l| l.starts_with("http_server_request_duration_seconds_count")).collect();
+        assert_eq!(count_lines.len(), 1, "two pids of one service merge into one series:\n{text}");
+        assert!(count_lines[0].ends_with(" 2"), "merged count is 2: {}", count_lines[0]);
+        assert!(count_lines[0].contains("http_route=\"/\""), "{}", count_lines[0]);
+        assert!(count_lines[0].contains("service_name=\"shop\""), "{}", count_lines[0]);
+    }
+}

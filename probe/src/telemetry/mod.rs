@@ -1,0 +1,58 @@
+//! From completed requests to spans and metrics: the shared pipeline after
+//! the language front-ends.
+//!
+//! Front-ends produce [`record::RequestRecord`]s and submit them to a
+//! [`RecordSink`]; the pipeline task drains the sink, applies `http.route`
+//! templating, records RED metrics for every request (sampled or not) and
+//! turns sampled requests into OTLP spans for the exporter.
+
+pub mod metrics;
+pub mod pipeline;
+pub mod record;
+pub mod resource;
+pub mod route;
+pub mod semconv;
+
+use tokio::sync::mpsc;
+
+use crate::health::Health;
+pub use record::RequestRecord;
+
+/// Where front-ends hand in completed requests. Cheap to clone.
+///
+/// Submitting never blocks: a front-end's event loop must keep draining its
+/// ring buffer, so when the pipeline falls behind the record is dropped and
+/// counted (`ferrotel_probe_records_dropped_total{reason="pipeline_full"}`).
+#[derive(Clone, Debug)]
+pub struct RecordSink {
+    tx: mpsc::Sender<RequestRecord>,
+    health: Health,
+}
+
+impl RecordSink {
+    /// A sink holding up to `capacity` records not yet processed, and the
+    /// receiving end for the pipeline.
+    pub fn channel(capacity: usize, health: Health) -> (Self, mpsc::Receiver<RequestRecord>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Self { tx, health }, rx)
+    }
+
+    /// Hands a record to the pipeline; returns `false` if it was dropped
+    /// (pipeline full or shut down).
+    pub fn submit(&self, record: RequestRecord) -> bool {
+        match self.tx.try_send(record) {
+            Ok(()) => {
+                self.health.record_submitted();
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.health.record_dropped("pipeline_full");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.health.record_dropped("shutdown");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The pipeline task: records in, RED metrics and queued spans out.
+
+use std::sync::Arc;
+
+use ferrotel_api::probe_config::RoutesConfig;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::metrics::RedMetrics;
+use super::record::{ClockOffsets, Protocol, RequestRecord, SpanKind};
+use super::resource::{ProcessResource, ResourceRegistry};
+use super::route::RouteTemplater;
+use super::semconv;
+use crate::export::queue::BoundedQueue;
+use crate::health::Health;
+
+/// A span waiting for export, with the resource it belongs to.
+#[derive(Clone, Debug)]
+pub struct QueuedSpan {
+    pub resource: Arc<ProcessResource>,
+    pub span: Span,
+}
+
+/// Turns records into metrics and spans.
+#[derive(Debug)]
+pub struct Pipeline {
+    routes: RouteTemplater,
+    resources: ResourceRegistry,
+    metrics: RedMetrics,
+    spans: Arc<BoundedQueue<QueuedSpan>>,
+    clock: ClockOffsets,
+    health: Health,
+}
+
+impl Pipeline {
+    pub fn new(
+        routes: &RoutesConfig,
+        resources: ResourceRegistry,
+        metrics: RedMetrics,
+        spans: Arc<BoundedQueue<QueuedSpan>>,
+        clock: ClockOffsets,
+        health: Health,
+    ) -> Self {
+        Self { routes: RouteTemplater::new(routes), resources, metrics, spans, clock, health }
+    }
+
+    /// Processes one record: every record feeds the RED metrics; sampled
+    /// ones are also queued as spans.
+    pub fn process(&mut self, record: &RequestRecord) {
+        let resource = self.resources.get(record.pid);
+        let route = match (&record.protocol, record.kind) {
+            (Protocol::Http(http), SpanKind::Server) => {
+                let routed = self.routes.route(resource.service_name(), &http.path, http.route.as_deref());
+                if routed.capped {
+                    self.health.route_capped();
+                }
+                routed.route
+            }
+            _ => None,
+        };
+        self.metrics.observe(&resource, record, semconv::metric_attributes(record, route.as_deref()));
+        if !record.span.sampled {
+            self.health.span_unsampled();
+            return;
+        }
+        let span = semconv::to_span(record, route.as_deref(), &self.clock);
+        // A full queue counts the drop itself.
+        self.spans.push(QueuedSpan { resource, span });
+    }
+
+    /// Drains `records` until every sender is gone, then closes the span
+    /// queue so the exporter flushes and stops.
+    pub async fn run(mut self, mut records: mpsc::Receiver<RequestRecord>) {
+        while let Some(record) = records.recv().await {
+            self.process(&record);
+        }
+        debug!("Record stream ended; closing the span queue");
+        self.spans.close();
+    }
+}

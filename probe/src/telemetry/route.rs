@@ -1,0 +1,223 @@
+//! `http.route`: a low-cardinality name for the path of a server request.
+//!
+//! In order: the front-end's own route (e.g. Go 1.22 `Request.Pattern`), the
+//! first configured pattern that matches, then the `unmatched` policy
+//! (heuristic by default: ID-like segments become `*`). A per-service cap on
+//! distinct values (`routes.maxDistinct`) keeps a misbehaving service from
+//! exploding metric cardinality: past it, new routes are reported as `/**`.
+
+use std::collections::{HashMap, HashSet};
+
+use ferrotel_api::probe_config::{RoutesConfig, UnmatchedRoutes};
+
+/// The route reported once a service's distinct-route cap is reached.
+pub const OVERFLOW_ROUTE: &str = "/**";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    /// `{name}` or `*`: exactly one non-empty segment.
+    One,
+    /// `{name...}` or `**`: the rest of the path (zero or more segments).
+    Rest,
+}
+
+/// A parsed route pattern such as `/users/{id}/orders/{rest...}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutePattern {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+impl RoutePattern {
+    pub fn parse(text: &str) -> Self {
+        let segments = split(text)
+            .map(|s| {
+                if s == "**" || (s.starts_with('{') && s.ends_with("...}")) {
+                    Segment::Rest
+                } else if s == "*" || (s.starts_with('{') && s.ends_with('}')) {
+                    Segment::One
+                } else {
+                    Segment::Literal(s.to_owned())
+                }
+            })
+            .collect();
+        Self { text: text.to_owned(), segments }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        let mut parts = split(path);
+        for segment in &self.segments {
+            match segment {
+                Segment::Rest => return true,
+                Segment::One => {
+                    if parts.next().is_none() {
+                        return false;
+                    }
+                }
+                Segment::Literal(lit) => {
+                    if parts.next() != Some(lit.as_str()) {
+                        return false;
+                    }
+                }
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+fn split(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+/// Is this path segment an identifier rather than a name? Numbers, UUIDs,
+/// hex strings, dates, and long tokens that mix letters and digits are;
+/// `v1`, `users`, `api` are not.
+pub fn is_id_like(segment: &str) -> bool {
+    let has_digit = segment.bytes().any(|b| b.is_ascii_digit());
+    if !has_digit {
+        return false;
+    }
+    let all_digits = segment.bytes().all(|b| b.is_ascii_digit());
+    let digits_and_separators = segment.bytes().all(|b| b.is_ascii_digit() || b"-_.:".contains(&b));
+    let hex_like = segment.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') && segment.len() >= 8;
+    let long_token = segment.len() >= 16;
+    all_digits || digits_and_separators || hex_like || long_token
+}
+
+/// The heuristic template of a path: ID-like segments become `*`.
+pub fn heuristic_route(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for segment in split(path) {
+        out.push('/');
+        out.push_str(if is_id_like(segment) { "*" } else { segment });
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Derives `http.route` values and enforces the per-service cap.
+#[derive(Debug)]
+pub struct RouteTemplater {
+    patterns: Vec<RoutePattern>,
+    unmatched: UnmatchedRoutes,
+    max_distinct: usize,
+    seen: HashMap<String, HashSet<String>>,
+}
+
+/// The route of one request, and whether the cap replaced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routed {
+    pub route: Option<String>,
+    pub capped: bool,
+}
+
+impl RouteTemplater {
+    pub fn new(config: &RoutesConfig) -> Self {
+        Self {
+            patterns: config.patterns.iter().map(|p| RoutePattern::parse(p)).collect(),
+            unmatched: config.unmatched,
+            max_distinct: config.max_distinct as usize,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// The `http.route` of a request of `service` to `path` (query ignored);
+    /// `known` is a route the front-end already knows.
+    pub fn route(&mut self, service: &str, path: &str, known: Option<&str>) -> Routed {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        let candidate = match known {
+            Some(route) => Some(route.to_owned()),
+            None => match self.patterns.iter().find(|p| p.matches(path)) {
+                Some(pattern) => Some(pattern.as_str().to_owned()),
+                None => match self.unmatched {
+                    UnmatchedRoutes::Heuristic => Some(heuristic_route(path)),
+                    UnmatchedRoutes::Path => Some(if path.is_empty() { "/".to_owned() } else { path.to_owned() }),
+                    UnmatchedRoutes::Wildcard => Some(OVERFLOW_ROUTE.to_owned()),
+                    UnmatchedRoutes::Unset => None,
+                },
+            },
+        };
+        let Some(route) = candidate else {
+            return Routed { route: None, capped: false };
+        };
+        let seen = self.seen.entry(service.to_owned()).or_default();
+        if seen.contains(&route) || route == OVERFLOW_ROUTE {
+            return Routed { route: Some(route), capped: false };
+        }
+        if seen.len() >= self.max_distinct {
+            return Routed { route: Some(OVERFLOW_ROUTE.to_owned()), capped: true };
+        }
+        seen.insert(route.clone());
+        Routed { route: Some(route), capped: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn templater(patterns: &[&str], unmatched: UnmatchedRoutes, max_distinct: u32) -> RouteTemplater {
+        RouteTemplater::new(&RoutesConfig {
+            patterns: patterns.iter().map(|s| s.to_string()).collect(),
+            unmatched,
+            max_distinct,
+        })
+    }
+
+    #[test]
+    fn first_matching_pattern_names_the_route() {
+        let mut t = templater(&["/users/{id}", "/users/{id}/orders/{order}", "/static/{path...}"], UnmatchedRoutes::Unset, 100);
+        assert_eq!(t.route("svc", "/users/42", None).route.as_deref(), Some("/users/{id}"));
+        assert_eq!(t.route("svc", "/users/42/orders/7", None).route.as_deref(), Some("/users/{id}/orders/{order}"));
+        assert_eq!(t.route("svc", "/static/css/site.css", None).route.as_deref(), Some("/static/{path...}"));
+        assert_eq!(t.route("svc", "/users/42?x=1", None).route.as_deref(), Some("/users/{id}"), "query ignored");
+        assert_eq!(t.route("svc", "/users", None).route, None, "{{id}} needs a segment; unmatched=unset gives none");
+        assert_eq!(t.route("svc", "/users/42/extra", None).route, None, "extra segments do not match");
+    }
+
+    #[test]
+    fn heuristic_replaces_id_like_segments_only() {
+        assert_eq!(heuristic_route("/users/12345"), "/users/*");
+        assert_eq!(heuristic_route("/api/v1/orders/550e8400-e29b-41d4-a716-446655440000"), "/api/v1/orders/*");
+        assert_eq!(heuristic_route("/blobs/deadbeef42/meta"), "/blobs/*/meta");
+        assert_eq!(heuristic_route("/reports/2024-01-31"), "/reports/*");
+        assert_eq!(heuristic_route("/t/aZ3kP9qLmN2xV7wR"), "/t/*", "long mixed token");
+        assert_eq!(heuristic_route("/api/v2/health"), "/api/v2/health", "version segments stay");
+        assert_eq!(heuristic_route("/"), "/");
+        assert_eq!(heuristic_route(""), "/");
+    }
+
+    #[test]
+    fn unmatched_policies_are_applied() {
+        let mut path = templater(&[], UnmatchedRoutes::Path, 100);
+        assert_eq!(path.route("s", "/a/1", None).route.as_deref(), Some("/a/1"));
+        let mut wild = templater(&[], UnmatchedRoutes::Wildcard, 100);
+        assert_eq!(wild.route("s", "/a/1", None).route.as_deref(), Some("/**"));
+        let mut heur = templater(&[], UnmatchedRoutes::Heuristic, 100);
+        assert_eq!(heur.route("s", "/a/1", None).route.as_deref(), Some("/a/*"));
+    }
+
+    #[test]
+    fn front_end_route_wins_over_patterns() {
+        let mut t = templater(&["/users/{id}"], UnmatchedRoutes::Heuristic, 100);
+        assert_eq!(t.route("s", "/users/1", Some("GET /users/{uid}")).route.as_deref(), Some("GET /users/{uid}"));
+    }
+
+    #[test]
+    fn distinct_routes_are_capped_per_service() {
+        let mut t = templater(&[], UnmatchedRoutes::Path, 2);
+        assert!(!t.route("a", "/one", None).capped);
+        assert!(!t.route("a", "/two", None).capped);
+        let third = t.route("a", "/three", None);
+        assert_eq!(third, Routed { route: Some("/**".into()), capped: true }, "third distinct route overflows");
+        assert_eq!(t.route("a", "/one", None).route.as_deref(), Some("/one"), "known routes keep their name");
+        assert_eq!(t.route("b", "/three", None).route.as_deref(), Some("/three"), "the cap is per service");
+    }
+}

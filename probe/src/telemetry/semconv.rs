@@ -1,0 +1,487 @@
+//! OpenTelemetry semantic conventions for HTTP and gRPC: span names, span
+//! attributes, span status, and the low-cardinality metric attributes.
+//!
+//! Pure functions from a [`RequestRecord`] (plus its derived `http.route`) so
+//! that the mapping is tested without a collector.
+
+use std::net::SocketAddr;
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status, span, status};
+
+use super::record::{ClockOffsets, GrpcInfo, HttpInfo, Protocol, RequestRecord, SpanKind};
+
+/// An attribute value before it becomes protobuf.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Str(s.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Str(s)
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+/// Attributes in insertion order.
+pub type Attributes = Vec<(&'static str, Value)>;
+
+pub fn key_value(key: &str, value: &Value) -> KeyValue {
+    let value = match value {
+        Value::Str(s) => any_value::Value::StringValue(s.clone()),
+        Value::Int(i) => any_value::Value::IntValue(*i),
+    };
+    KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+}
+
+pub fn string_kv(key: &str, value: &str) -> KeyValue {
+    key_value(key, &Value::Str(value.to_owned()))
+}
+
+const KNOWN_METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+
+/// `http.request.method`: known methods as-is, everything else `_OTHER`
+/// (semconv: unbounded method names must not reach metrics).
+pub fn normalize_method(method: &str) -> &str {
+    KNOWN_METHODS.iter().copied().find(|m| *m == method).unwrap_or("_OTHER")
+}
+
+/// Splits a `Host`/`:authority` value into host and port.
+pub fn split_host(host: &str) -> (String, Option<u16>) {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        if let Some((addr, after)) = rest.split_once(']') {
+            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (addr.to_owned(), port);
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => match port.parse() {
+            Ok(port) => (name.to_owned(), Some(port)),
+            Err(_) => (host.to_owned(), None),
+        },
+        _ => (host.to_owned(), None),
+    }
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" { 443 } else { 80 }
+}
+
+/// The `(server.address, server.port)` of a request: the Host header for
+/// HTTP if present, else the server side of the connection.
+fn server_endpoint(record: &RequestRecord, authority: Option<&str>, scheme: &str) -> (Option<String>, Option<u16>) {
+    let server_side: Option<SocketAddr> = match record.kind {
+        SpanKind::Server => record.local,
+        SpanKind::Client => record.peer,
+    };
+    match authority.filter(|h| !h.is_empty()) {
+        Some(authority) => {
+            let (host, port) = split_host(authority);
+            let port = port.or_else(|| server_side.map(|a| a.port())).or(Some(default_port(scheme)));
+            (Some(host), port)
+        }
+        None => (server_side.map(|a| a.ip().to_string()), server_side.map(|a| a.port())),
+    }
+}
+
+/// gRPC status codes the server side treats as errors (semconv: the rest
+/// are client faults and not errors of the server span).
+fn grpc_server_error(code: i32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+/// `error.type` for a record, if it failed: the status code as text, or
+/// `_OTHER` for a transport failure without a status.
+pub fn error_type(record: &RequestRecord) -> Option<String> {
+    match &record.protocol {
+        Protocol::Http(http) => match http.status {
+            Some(code) if code >= 500 || (record.kind == SpanKind::Client && code >= 400) => Some(code.to_string()),
+            _ if record.error.is_some() => Some("_OTHER".to_owned()),
+            _ => None,
+        },
+        Protocol::Grpc(grpc) => match grpc.status_code {
+            Some(code) if record.kind == SpanKind::Server && grpc_server_error(code) => Some(code.to_string()),
+            Some(code) if record.kind == SpanKind::Client && code != 0 => Some(code.to_string()),
+            _ if record.error.is_some() => Some("_OTHER".to_owned()),
+            _ => None,
+        },
+    }
+}
+
+/// The span name: `{method} {route}` (HTTP server), `{method}` (HTTP
+/// client, or server without route), `{service}/{method}` (gRPC).
+pub fn span_name(record: &RequestRecord, route: Option<&str>) -> String {
+    match &record.protocol {
+        Protocol::Http(http) => {
+            let method = if normalize_method(&http.method) == "_OTHER" { "HTTP" } else { http.method.as_str() };
+            match (record.kind, route) {
+                (SpanKind::Server, Some(route)) => format!("{method} {route}"),
+                _ => method.to_owned(),
+            }
+        }
+        Protocol::Grpc(grpc) => format!("{}/{}", grpc.service, grpc.method),
+    }
+}
+
+fn peer_attributes(record: &RequestRecord, attrs: &mut Attributes) {
+    if let Some(peer) = record.peer {
+        if record.kind == SpanKind::Server {
+            attrs.push(("client.address", peer.ip().to_string().into()));
+            attrs.push(("client.port", i64::from(peer.port()).into()));
+        }
+        attrs.push(("network.peer.address", peer.ip().to_string().into()));
+        attrs.push(("network.peer.port", i64::from(peer.port()).into()));
+    }
+}
+
+fn http_span_attributes(record: &RequestRecord, http: &HttpInfo, route: Option<&str>, attrs: &mut Attributes) {
+    let method = normalize_method(&http.method);
+    attrs.push(("http.request.method", method.into()));
+    if method == "_OTHER" {
+        attrs.push(("http.request.method_original", http.method.clone().into()));
+    }
+    let scheme = http.scheme.as_deref().unwrap_or("http");
+    let (server_address, server_port) = server_endpoint(record, http.host.as_deref(), scheme);
+    match record.kind {
+        SpanKind::Server => {
+            attrs.push(("url.path", http.path.clone().into()));
+            if let Some(query) = http.query.as_deref().filter(|q| !q.is_empty()) {
+                attrs.push(("url.query", query.into()));
+            }
+            attrs.push(("url.scheme", scheme.into()));
+            if let Some(route) = route {
+                attrs.push(("http.route", route.into()));
+            }
+        }
+        SpanKind::Client => {
+            if let Some(address) = &server_address {
+                let host = if address.contains(':') { format!("[{address}]") } else { address.clone() };
+                let port = match server_port {
+                    Some(p) if p != default_port(scheme) => format!(":{p}"),
+                    _ => String::new(),
+                };
+                let query = http.query.as_deref().filter(|q| !q.is_empty()).map(|q| format!("?{q}")).unwrap_or_default();
+                attrs.push(("url.full", format!("{scheme}://{host}{port}{}{query}", http.path).into()));
+            }
+        }
+    }
+    if let Some(status) = http.status {
+        attrs.push(("http.response.status_code", i64::from(status).into()));
+    }
+    if let Some(address) = server_address {
+        attrs.push(("server.address", address.into()));
+    }
+    if let Some(port) = server_port {
+        attrs.push(("server.port", i64::from(port).into()));
+    }
+    peer_attributes(record, attrs);
+    if let Some(version) = &http.protocol_version {
+        attrs.push(("network.protocol.name", "http".into()));
+        attrs.push(("network.protocol.version", version.clone().into()));
+    }
+    if let Some(ua) = &http.user_agent {
+        attrs.push(("user_agent.original", ua.clone().into()));
+    }
+    if let Some(size) = http.request_body_size {
+        attrs.push(("http.request.body.size", i64::try_from(size).unwrap_or(i64::MAX).into()));
+    }
+    if let Some(size) = http.response_body_size {
+        attrs.push(("http.response.body.size", i64::try_from(size).unwrap_or(i64::MAX).into()));
+    }
+}
+
+fn grpc_span_attributes(record: &RequestRecord, grpc: &GrpcInfo, attrs: &mut Attributes) {
+    attrs.push(("rpc.system", "grpc".into()));
+    attrs.push(("rpc.service", grpc.service.clone().into()));
+    attrs.push(("rpc.method", grpc.method.clone().into()));
+    if let Some(code) = grpc.status_code {
+        attrs.push(("rpc.grpc.status_code", i64::from(code).into()));
+    }
+    let (server_address, server_port) = server_endpoint(record, grpc.authority.as_deref(), "http");
+    if let Some(address) = server_address {
+        attrs.push(("server.address", address.into()));
+    }
+    if let Some(port) = server_port {
+        attrs.push(("server.port", i64::from(port).into()));
+    }
+    peer_attributes(record, attrs);
+    if let Some(ua) = &grpc.user_agent {
+        attrs.push(("user_agent.original", ua.clone().into()));
+    }
+}
+
+/// Every span attribute of a record.
+pub fn span_attributes(record: &RequestRecord, route: Option<&str>) -> Attributes {
+    let mut attrs = Attributes::new();
+    match &record.protocol {
+        Protocol::Http(http) => http_span_attributes(record, http, route, &mut attrs),
+        Protocol::Grpc(grpc) => grpc_span_attributes(record, grpc, &mut attrs),
+    }
+    if let Some(error) = error_type(record) {
+        attrs.push(("error.type", error.into()));
+    }
+    attrs
+}
+
+/// The low-cardinality attributes of the duration histograms (semconv's
+/// required + recommended ones, without addresses of server-side peers).
+pub fn metric_attributes(record: &RequestRecord, route: Option<&str>) -> Attributes {
+    let mut attrs = Attributes::new();
+    match &record.protocol {
+        Protocol::Http(http) => {
+            attrs.push(("http.request.method", normalize_method(&http.method).into()));
+            if let Some(status) = http.status {
+                attrs.push(("http.response.status_code", i64::from(status).into()));
+            }
+            let scheme = http.scheme.as_deref().unwrap_or("http");
+            match record.kind {
+                SpanKind::Server => {
+                    if let Some(route) = route {
+                        attrs.push(("http.route", route.into()));
+                    }
+                }
+                SpanKind::Client => {
+                    let (address, port) = server_endpoint(record, http.host.as_deref(), scheme);
+                    if let Some(address) = address {
+                        attrs.push(("server.address", address.into()));
+                    }
+                    if let Some(port) = port {
+                        attrs.push(("server.port", i64::from(port).into()));
+                    }
+                }
+            }
+            attrs.push(("url.scheme", scheme.into()));
+            if let Some(version) = &http.protocol_version {
+                attrs.push(("network.protocol.version", version.clone().into()));
+            }
+        }
+        Protocol::Grpc(grpc) => {
+            attrs.push(("rpc.system", "grpc".into()));
+            attrs.push(("rpc.service", grpc.service.clone().into()));
+            attrs.push(("rpc.method", grpc.method.clone().into()));
+            if let Some(code) = grpc.status_code {
+                attrs.push(("rpc.grpc.status_code", i64::from(code).into()));
+            }
+            if record.kind == SpanKind::Client {
+                let (address, port) = server_endpoint(record, grpc.authority.as_deref(), "http");
+                if let Some(address) = address {
+                    attrs.push(("server.address", address.into()));
+                }
+                if let Some(port) = port {
+                    attrs.push(("server.port", i64::from(port).into()));
+                }
+            }
+        }
+    }
+    if let Some(error) = error_type(record) {
+        attrs.push(("error.type", error.into()));
+    }
+    attrs
+}
+
+/// Is the span an error? (5xx for servers, 4xx and 5xx for clients, gRPC
+/// per semconv, or a transport failure.)
+pub fn is_error(record: &RequestRecord) -> bool {
+    error_type(record).is_some()
+}
+
+/// The OTLP span of a record.
+pub fn to_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets) -> Span {
+    let ctx = &record.span;
+    let status = if is_error(record) {
+        let message = record.error.clone().unwrap_or_default();
+        Status { message, code: status::StatusCode::Error as i32 }
+    } else {
+        Status { message: String::new(), code: status::StatusCode::Unset as i32 }
+    };
+    let kind = match record.kind {
+        SpanKind::Server => span::SpanKind::Server,
+        SpanKind::Client => span::SpanKind::Client,
+    };
+    // Bit 8/9 of OTLP span flags: "has is_remote" and "parent is remote".
+    let remote_flags = match ctx.parent_kind {
+        super::record::ParentKind::Remote => 0x300,
+        _ => 0x100,
+    };
+    Span {
+        trace_id: ctx.trace_id.0.to_vec(),
+        span_id: ctx.span_id.0.to_vec(),
+        trace_state: String::new(),
+        parent_span_id: ctx.parent_span_id.map(|p| p.0.to_vec()).unwrap_or_default(),
+        flags: u32::from(ctx.flags) | remote_flags,
+        name: span_name(record, route),
+        kind: kind as i32,
+        start_time_unix_nano: clock.to_unix_nanos(record.clock, record.start_ns),
+        end_time_unix_nano: clock.to_unix_nanos(record.clock, record.end_ns.max(record.start_ns)),
+        attributes: span_attributes(record, route).iter().map(|(k, v)| key_value(k, v)).collect(),
+        status: Some(status),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::telemetry::record::*;
+    use ferrotel_api::probe_config::SamplerConfig;
+
+    pub(crate) fn http_record(kind: SpanKind, method: &str, path: &str, status: Option<u16>) -> RequestRecord {
+        let starter = SpanStarter::new(&SamplerConfig::default());
+        RequestRecord {
+            kind,
+            pid: 100,
+            tid: 101,
+            start_ns: 1_000_000_000,
+            end_ns: 1_250_000_000,
+            clock: KernelClock::Monotonic,
+            span: starter.start_server(None),
+            protocol: Protocol::Http(HttpInfo {
+                method: method.into(),
+                path: path.into(),
+                query: Some("q=1".into()),
+                status,
+                host: Some("shop.example:8080".into()),
+                protocol_version: Some("1.1".into()),
+                user_agent: Some("curl/8.0".into()),
+                request_body_size: Some(0),
+                response_body_size: Some(12),
+                ..Default::default()
+            }),
+            local: Some("10.0.0.1:8080".parse().unwrap()),
+            peer: Some("10.0.0.2:51000".parse().unwrap()),
+            error: None,
+        }
+    }
+
+    fn attr<'a>(attrs: &'a Attributes, key: &str) -> Option<&'a Value> {
+        attrs.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn http_server_span_follows_semantic_conventions() {
+        let record = http_record(SpanKind::Server, "GET", "/users/42", Some(200));
+        let attrs = span_attributes(&record, Some("/users/{id}"));
+        assert_eq!(span_name(&record, Some("/users/{id}")), "GET /users/{id}");
+        let expect = [
+            ("http.request.method", Value::from("GET")),
+            ("url.path", "/users/42".into()),
+            ("url.query", "q=1".into()),
+            ("url.scheme", "http".into()),
+            ("http.route", "/users/{id}".into()),
+            ("http.response.status_code", 200.into()),
+            ("server.address", "shop.example".into()),
+            ("server.port", 8080.into()),
+            ("client.address", "10.0.0.2".into()),
+            ("client.port", 51000.into()),
+            ("network.peer.address", "10.0.0.2".into()),
+            ("user_agent.original", "curl/8.0".into()),
+            ("network.protocol.version", "1.1".into()),
+        ];
+        for (key, value) in expect {
+            assert_eq!(attr(&attrs, key), Some(&value), "attribute {key}");
+        }
+        assert_eq!(attr(&attrs, "error.type"), None, "200 is not an error");
+        assert!(!is_error(&record));
+    }
+
+    #[test]
+    fn server_errors_are_5xx_and_client_errors_are_4xx_and_up() {
+        assert!(!is_error(&http_record(SpanKind::Server, "GET", "/", Some(404))), "404 is the client's fault");
+        assert!(is_error(&http_record(SpanKind::Server, "GET", "/", Some(503))));
+        assert!(is_error(&http_record(SpanKind::Client, "GET", "/", Some(404))));
+        let mut reset = http_record(SpanKind::Client, "GET", "/", None);
+        reset.error = Some("connection reset".into());
+        assert_eq!(error_type(&reset).as_deref(), Some("_OTHER"));
+        let span = to_span(&reset, None, &ClockOffsets::fixed(0, 0));
+        assert_eq!(span.status.unwrap().code, status::StatusCode::Error as i32);
+    }
+
+    #[test]
+    fn http_client_span_has_url_full_and_peer_but_no_route() {
+        let mut record = http_record(SpanKind::Client, "POST", "/api/orders", Some(201));
+        record.peer = Some("10.0.0.9:8080".parse().unwrap());
+        let attrs = span_attributes(&record, None);
+        assert_eq!(span_name(&record, None), "POST");
+        assert_eq!(attr(&attrs, "url.full"), Some(&"http://shop.example:8080/api/orders?q=1".into()));
+        assert_eq!(attr(&attrs, "server.address"), Some(&"shop.example".into()));
+        assert_eq!(attr(&attrs, "network.peer.address"), Some(&"10.0.0.9".into()));
+        assert_eq!(attr(&attrs, "http.route"), None);
+        assert_eq!(attr(&attrs, "client.address"), None, "client.address is for server spans");
+    }
+
+    #[test]
+    fn unknown_methods_become_other() {
+        let record = http_record(SpanKind::Server, "PURGE", "/", Some(200));
+        let attrs = span_attributes(&record, Some("/"));
+        assert_eq!(attr(&attrs, "http.request.method"), Some(&"_OTHER".into()));
+        assert_eq!(attr(&attrs, "http.request.method_original"), Some(&"PURGE".into()));
+        assert_eq!(span_name(&record, Some("/")), "HTTP /");
+    }
+
+    #[test]
+    fn grpc_spans_use_rpc_attributes_and_grpc_error_rules() {
+        let mut record = http_record(SpanKind::Server, "POST", "/", None);
+        record.protocol = Protocol::Grpc(GrpcInfo {
+            service: "helloworld.Greeter".into(),
+            method: "SayHello".into(),
+            status_code: Some(5),
+            authority: Some("greeter:50051".into()),
+            user_agent: None,
+        });
+        let attrs = span_attributes(&record, None);
+        assert_eq!(span_name(&record, None), "helloworld.Greeter/SayHello");
+        assert_eq!(attr(&attrs, "rpc.system"), Some(&"grpc".into()));
+        assert_eq!(attr(&attrs, "rpc.service"), Some(&"helloworld.Greeter".into()));
+        assert_eq!(attr(&attrs, "rpc.method"), Some(&"SayHello".into()));
+        assert_eq!(attr(&attrs, "rpc.grpc.status_code"), Some(&5.into()));
+        assert!(!is_error(&record), "NOT_FOUND is not a server error");
+        record.kind = SpanKind::Client;
+        assert!(is_error(&record), "any non-OK code is a client error");
+    }
+
+    #[test]
+    fn metric_attributes_leave_out_high_cardinality_fields() {
+        let record = http_record(SpanKind::Server, "GET", "/users/42", Some(200));
+        let attrs = metric_attributes(&record, Some("/users/{id}"));
+        let keys: Vec<&str> = attrs.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            ["http.request.method", "http.response.status_code", "http.route", "url.scheme", "network.protocol.version"]
+        );
+    }
+
+    #[test]
+    fn span_carries_ids_parent_and_converted_times() {
+        let starter = SpanStarter::new(&SamplerConfig::default());
+        let server = starter.start_server(None);
+        let mut record = http_record(SpanKind::Client, "GET", "/", Some(200));
+        record.span = starter.start_client(Some(&server));
+        let span = to_span(&record, None, &ClockOffsets::fixed(1_700_000_000_000_000_000, 0));
+        assert_eq!(span.trace_id, server.trace_id.0.to_vec());
+        assert_eq!(span.parent_span_id, server.span_id.0.to_vec(), "client span is a child of the server span");
+        assert_eq!(span.kind, span::SpanKind::Client as i32);
+        assert_eq!(span.start_time_unix_nano, 1_700_000_001_000_000_000);
+        assert_eq!(span.end_time_unix_nano - span.start_time_unix_nano, 250_000_000);
+    }
+
+    #[test]
+    fn host_header_forms_are_split() {
+        assert_eq!(split_host("example.com:8080"), ("example.com".into(), Some(8080)));
+        assert_eq!(split_host("example.com"), ("example.com".into(), None));
+        assert_eq!(split_host("[::1]:9000"), ("::1".into(), Some(9000)));
+        assert_eq!(split_host("::1"), ("::1".into(), None));
+    }
+}
