@@ -1,8 +1,23 @@
 //! `ferrotel-operator`: reconciles `TelemetryCollector` and `Instrumentation`.
+//!
+//! `main` only parses arguments and hands over to [`runtime::run`], which owns
+//! logging, leader election, the health/metrics server and graceful shutdown,
+//! and runs every controller concurrently.
 #![forbid(unsafe_code)]
 
-fn main() {
-    // Replaced by the operator runtime (issue 3).
-    eprintln!("ferrotel-operator: not yet wired");
-    std::process::exit(2);
+mod collector;
+mod instrumentation;
+mod runtime;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = runtime::Args::parse();
+    runtime::init_logging(&args)?;
+    runtime::run(args, &[
+        ("collector", |ctx| Box::pin(collector::run(ctx))),
+        ("instrumentation", |ctx| Box::pin(instrumentation::run(ctx))),
+    ])
+    .await
 }

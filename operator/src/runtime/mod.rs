@@ -1,0 +1,175 @@
+//! The operator runtime: everything the controllers share.
+//!
+//! Controllers plug in as `(name, fn(Arc<Context>) -> future)` pairs passed to
+//! [`run`] by `main.rs`. Each controller gets one [`Context`] and should:
+//!
+//! - build its `Api`s with [`Context::namespaced_api`] so `--watch-namespace`
+//!   is honoured;
+//! - call [`Readiness::mark_synced`] with its name once every watch it owns
+//!   produced its first event (e.g. after `Store::wait_until_ready` on the
+//!   controller's store) — `/readyz` turns true only when every controller did;
+//! - stop when [`Context::shutdown`] is cancelled (for kube-runtime's
+//!   `Controller`: `.graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())`);
+//! - write children with [`apply::apply`] and remove unwanted ones with
+//!   [`apply::prune`] (one field manager, ownership checked by UID);
+//! - time each reconcile with [`Metrics::reconcile`] and map errors to an
+//!   [`ErrorCategory`] in its `error_policy` via [`Context::error_action`],
+//!   which also drives per-object exponential backoff.
+//!
+//! Leader election ([`leader`]) happens before any controller starts: a
+//! standby replica serves `/livez` and `/readyz` but watches nothing.
+
+pub mod apply;
+mod args;
+mod backoff;
+mod context;
+pub mod errors;
+pub mod leader;
+mod metrics;
+mod readiness;
+mod server;
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use anyhow::Context as _;
+use futures::future::try_join_all;
+use kube::Client;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use args::{Args, LogFormat, OperatorConfig};
+pub use backoff::Backoffs;
+pub use context::Context;
+pub use errors::ErrorCategory;
+pub use metrics::Metrics;
+pub use readiness::Readiness;
+
+/// What a controller entry point returns.
+pub type ControllerFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+/// A controller entry point: runs until `ctx.shutdown` is cancelled.
+pub type ControllerFn = fn(Arc<Context>) -> ControllerFuture;
+
+/// Sets up `tracing` from `--log-level`/`--log-format` (`RUST_LOG` wins if set).
+pub fn init_logging(args: &Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
+        .with_context(|| {
+            format!(
+                "invalid --log-level {:?}; use e.g. \"info\" or \"ferrotel_operator=debug,info\"",
+                args.log_level
+            )
+        })?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+/// Runs the operator until SIGTERM/SIGINT, a controller failure or the loss
+/// of leadership.
+pub async fn run(args: Args, controllers: &[(&'static str, ControllerFn)]) -> anyhow::Result<()> {
+    let client = Client::try_default().await.context(
+        "cannot build a Kubernetes client: run in a pod with a service account, or set KUBECONFIG \
+         (e.g. KUBECONFIG=.testbed/kubeconfig after `make testbed-up`)",
+    )?;
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+
+    let readiness = Readiness::default();
+    for (name, _) in controllers {
+        readiness.register(name);
+    }
+    let metrics = Metrics::default();
+    let config = args.operator_config();
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics, readiness, shutdown.clone()));
+
+    let servers = server::spawn(&args, ctx.clone()).await?;
+
+    let elector = if args.leader_elect {
+        let elector = leader::LeaderElector::new(
+            client.clone(),
+            &args.leader_elect_namespace(),
+            &args.leader_elect_lease_name,
+            leader::identity(),
+        );
+        ctx.readiness.set_standby(true);
+        if !elector.acquire(&shutdown).await? {
+            info!("Shut down before acquiring leadership");
+            servers.stop().await;
+            return Ok(());
+        }
+        ctx.readiness.set_standby(false);
+        Some(elector)
+    } else {
+        None
+    };
+
+    ctx.metrics.set_leader(true);
+    let lost = CancellationToken::new();
+    let keeper = elector.clone().map(|elector| {
+        let (shutdown, lost) = (shutdown.clone(), lost.clone());
+        tokio::spawn(async move {
+            if let Err(err) = elector.hold(&shutdown).await {
+                error!(error = %err, "Lost leadership; stopping controllers");
+                lost.cancel();
+                shutdown.cancel();
+            }
+        })
+    });
+
+    info!(
+        controllers = ?controllers.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        watch_namespace = ctx.config.watch_namespace.as_deref().unwrap_or("<all>"),
+        "Starting controllers"
+    );
+    let result = try_join_all(controllers.iter().map(|(name, run)| {
+        let ctx = ctx.clone();
+        let name = *name;
+        async move {
+            let res = run(ctx.clone()).await.with_context(|| format!("controller {name} failed"));
+            // One controller failing takes the others down: a half-running
+            // operator would look healthy while ignoring a kind.
+            ctx.shutdown.cancel();
+            res
+        }
+    }))
+    .await;
+
+    shutdown.cancel();
+    if let Some(keeper) = keeper {
+        let _ = keeper.await;
+    }
+    if let Some(elector) = elector
+        && !lost.is_cancelled()
+        && let Err(err) = elector.release().await
+    {
+        warn!(error = %err, "Could not release the leader lease; the next leader waits for it to expire");
+    }
+    servers.stop().await;
+    result?;
+    if lost.is_cancelled() {
+        anyhow::bail!("leadership was lost; exiting so a fresh process can rejoin the election");
+    }
+    info!("Shut down cleanly");
+    Ok(())
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(err) => {
+                error!(error = %err, "Cannot install SIGTERM handler");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => info!(signal = "SIGTERM", "Shutting down"),
+            _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "Shutting down"),
+            _ = shutdown.cancelled() => return,
+        }
+        shutdown.cancel();
+    });
+}
