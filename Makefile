@@ -28,10 +28,11 @@ build: tools ## Build every binary (debug)
 generate: ## Regenerate crds/ and the chart's CRDs from the Rust API types
 	$(CARGO) run --quiet -p ferrotel-api --bin crdgen -- crds
 	@if [ -d charts/ferrotel/crds ]; then cp crds/*.yaml charts/ferrotel/crds/; fi
+	@if [ -d config/crd ]; then cp crds/*.yaml config/crd/; fi
 
 .PHONY: check-generated
 check-generated: generate ## Fail if generated files are not committed
-	@git diff --exit-code -- crds charts/ferrotel/crds || { echo "crds/ is stale: run 'make generate' and commit the result" >&2; exit 1; }
+	@git diff --exit-code -- crds charts/ferrotel/crds config/crd || { echo "crds/ is stale: run 'make generate' and commit the result" >&2; exit 1; }
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy -D warnings
@@ -41,25 +42,28 @@ lint: ## cargo fmt --check and clippy -D warnings
 .PHONY: test
 test: tools lint check-generated ## Everything: lint, generated files, unit tests, privileged eBPF tests, test-bed e2e
 	@[ "$$(id -u)" = 0 ] || { echo "make test needs root: the probe tests load eBPF programs into the kernel (run with sudo)" >&2; exit 1; }
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
 .PHONY: testbed-up
 testbed-up: tools ## Start the local control plane in the background; writes .testbed/kubeconfig
 	$(CARGO) build -q -p ferrotel-e2e --bin ferrotel-testbed
-	target/debug/ferrotel-testbed up --dir .testbed
+	$${CARGO_TARGET_DIR:-target}/debug/ferrotel-testbed up --dir .testbed
 
 .PHONY: testbed-down
 testbed-down: ## Stop the local control plane started by testbed-up
-	@if [ -x target/debug/ferrotel-testbed ]; then target/debug/ferrotel-testbed down --dir .testbed; fi
+	@tb=$${CARGO_TARGET_DIR:-target}/debug/ferrotel-testbed; if [ -x $$tb ]; then $$tb down --dir .testbed; fi
 
 .PHONY: demo
-demo: tools ## Run Ferrotel locally: control plane, operator, probes, sample Go and Python apps, collector printing spans
-	$(CARGO) build -q -p ferrotel-e2e --bin ferrotel-testbed
-	target/debug/ferrotel-testbed up --dir .testbed
-	KUBECONFIG=.testbed/kubeconfig kubectl get nodes -o wide
+demo: tools ## Run Ferrotel locally: control plane, operator, probes, sample Go and Python apps, spans as they arrive, RED summary (Ctrl-C stops)
+	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root: the probes load eBPF programs and the apps run in cgroups/network namespaces (run: sudo make demo)" >&2; exit 1; }
+	$(CARGO) build -q -p ferrotel-operator -p ferrotel-probe -p ferrotel-e2e --bins
+	$${CARGO_TARGET_DIR:-target}/debug/ferrotel-demo --dir .demo $(DEMO_ARGS)
 
 .PHONY: demo-down
-demo-down: testbed-down ## Stop everything `make demo` started
+demo-down: ## Stop and remove everything `make demo` started (also after a killed run)
+	@demo=$${CARGO_TARGET_DIR:-target}/debug/ferrotel-demo; if [ -x $$demo ]; then $$demo down --dir .demo; fi
+	@if [ -x target/debug/ferrotel-testbed ] && [ -d .testbed ]; then target/debug/ferrotel-testbed down --dir .testbed; fi
 
 .PHONY: bench
 bench: tools ## Run the benchmarks; results land in bench/results/
@@ -78,4 +82,4 @@ images: ## Build the operator, probe and collector images (podman or docker; IMA
 	@[ -n "$(CONTAINER_ENGINE)" ] && $(CONTAINER_ENGINE) info >/dev/null 2>&1 || { echo "make images needs podman or a running Docker engine; '$(CONTAINER_ENGINE)' found none: install podman or start dockerd" >&2; exit 1; }
 	$(CONTAINER_ENGINE) build -f images/operator.Containerfile -t $(IMAGE_REGISTRY)/ferrotel-operator:$(IMAGE_TAG) .
 	$(CONTAINER_ENGINE) build -f images/probe.Containerfile -t $(IMAGE_REGISTRY)/ferrotel-probe:$(IMAGE_TAG) .
-	$(CONTAINER_ENGINE) build -f images/collector.Containerfile --build-arg OCB_VERSION=$(OTELCOL_VERSION) -t $(IMAGE_REGISTRY)/ferrotel-otelcol:$(OTELCOL_VERSION) .
+	$(CONTAINER_ENGINE) build -f images/collector.Containerfile --build-arg OCB_VERSION=$(OTELCOL_VERSION) -t $(IMAGE_REGISTRY)/otelcol:$(OTELCOL_VERSION) .
