@@ -15,9 +15,12 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let args = runtime::Args::parse();
     runtime::init_logging(&args)?;
-    runtime::run(args, &[
-        ("collector", |ctx| Box::pin(collector::run(ctx))),
-        ("instrumentation", |ctx| Box::pin(instrumentation::run(ctx))),
-    ])
+    runtime::run(
+        args,
+        &[
+            ("collector", |ctx| Box::pin(collector::run(ctx))),
+            ("instrumentation", |ctx| Box::pin(instrumentation::run(ctx))),
+        ],
+    )
     .await
 }

@@ -24,18 +24,34 @@ use serde::{Serialize, de::DeserializeOwned};
 /// object as stored, including its status.
 pub async fn apply<K>(client: &Client, obj: &K) -> Result<K, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
 {
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    api.patch(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
 }
 
 /// Server-side applies the status of a custom resource. `status` is the
 /// whole status object; fields we set before and omit now are removed.
-pub async fn apply_status<K>(client: &Client, obj: &K, status: &impl Serialize) -> Result<K, kube::Error>
+pub async fn apply_status<K>(
+    client: &Client,
+    obj: &K,
+    status: &impl Serialize,
+) -> Result<K, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
 {
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
@@ -44,12 +60,21 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
 }
 
 /// True when `obj` has an ownerReference to `owner_uid`.
 pub fn is_owned_by(obj: &impl Resource, owner_uid: &str) -> bool {
-    obj.meta().owner_references.iter().flatten().any(|o| o.uid == owner_uid)
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == owner_uid)
 }
 
 /// Deletes every `K` in `namespace` matching `label_selector` that is owned
@@ -65,14 +90,22 @@ pub async fn prune<K>(
     keep: &BTreeSet<String>,
 ) -> Result<Vec<String>, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let existing = api.list_metadata(&ListParams::default().labels(label_selector)).await?;
+    let existing = api
+        .list_metadata(&ListParams::default().labels(label_selector))
+        .await?;
     let mut deleted = Vec::new();
     for obj in existing {
         let name = obj.name_any();
-        if keep.contains(&name) || !is_owned_by(&obj, owner_uid) || obj.metadata.deletion_timestamp.is_some() {
+        if keep.contains(&name)
+            || !is_owned_by(&obj, owner_uid)
+            || obj.metadata.deletion_timestamp.is_some()
+        {
             continue;
         }
         match api.delete(&name, &DeleteParams::background()).await {

@@ -23,7 +23,11 @@ pub struct Args {
     pub leader_elect_namespace: Option<String>,
 
     /// Name of the leader Lease.
-    #[arg(long, env = "FERROTEL_LEADER_ELECT_LEASE", default_value = "ferrotel-operator")]
+    #[arg(
+        long,
+        env = "FERROTEL_LEADER_ELECT_LEASE",
+        default_value = "ferrotel-operator"
+    )]
     pub leader_elect_lease_name: String,
 
     /// Address of the Prometheus `/metrics` endpoint.
@@ -52,7 +56,10 @@ pub struct Args {
 }
 
 /// The probe image released together with this operator.
-pub const DEFAULT_PROBE_IMAGE: &str = concat!("ghcr.io/ferrotel/ferrotel-probe:", env!("CARGO_PKG_VERSION"));
+pub const DEFAULT_PROBE_IMAGE: &str = concat!(
+    "ghcr.io/ferrotel/ferrotel-probe:",
+    env!("CARGO_PKG_VERSION")
+);
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

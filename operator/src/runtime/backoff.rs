@@ -28,7 +28,10 @@ impl Backoffs {
 
     /// Forgets the failures of `key` (call after a successful reconcile).
     pub fn reset(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 
@@ -41,8 +44,16 @@ mod tests {
         let b = Backoffs::default();
         let first = b.next_delay("a");
         let second = b.next_delay("a");
-        assert_eq!(second, first * 2, "second failure should wait twice as long");
-        assert_eq!(b.next_delay("other"), first, "objects back off independently");
+        assert_eq!(
+            second,
+            first * 2,
+            "second failure should wait twice as long"
+        );
+        assert_eq!(
+            b.next_delay("other"),
+            first,
+            "objects back off independently"
+        );
         for _ in 0..40 {
             b.next_delay("a");
         }

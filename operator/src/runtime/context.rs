@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::NamespaceResourceScope;
 use kube::{
     Api, Client, Resource,
     runtime::{
@@ -9,7 +10,6 @@ use kube::{
         events::{Recorder, Reporter},
     },
 };
-use k8s_openapi::NamespaceResourceScope;
 use tokio_util::sync::CancellationToken;
 
 use super::{Backoffs, ErrorCategory, Metrics, OperatorConfig, Readiness};
@@ -30,7 +30,9 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -73,7 +75,12 @@ impl Context {
     /// exponential backoff (transient ones). `key` identifies the object,
     /// e.g. `telemetrycollector/ns/name`; call [`Backoffs::reset`] with the
     /// same key after a successful reconcile.
-    pub fn error_action(&self, controller: &'static str, key: &str, category: ErrorCategory) -> Action {
+    pub fn error_action(
+        &self,
+        controller: &'static str,
+        key: &str,
+        category: ErrorCategory,
+    ) -> Action {
         self.metrics.error(controller, category);
         if category.waits_for_change() {
             self.backoffs.reset(key);

@@ -12,10 +12,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
     jiff::{SignedDuration, Timestamp},
 };
-use kube::{
-    Api, Client,
-    api::{PostParams},
-};
+use kube::{Api, Client, api::PostParams};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -36,9 +33,17 @@ pub enum LeaderError {
         source: kube::Error,
     },
     #[error("Lease {namespace}/{name} was taken over by {holder:?}")]
-    TakenOver { namespace: String, name: String, holder: Option<String> },
+    TakenOver {
+        namespace: String,
+        name: String,
+        holder: Option<String>,
+    },
     #[error("could not renew Lease {namespace}/{name} within {seconds}s")]
-    RenewDeadline { namespace: String, name: String, seconds: u64 },
+    RenewDeadline {
+        namespace: String,
+        name: String,
+        seconds: u64,
+    },
 }
 
 /// This process's identity in the election: the pod name when running in a
@@ -47,7 +52,11 @@ pub fn identity() -> String {
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
         .unwrap_or_else(|| "ferrotel-operator".to_owned());
     format!("{host}_{}", std::process::id())
 }
@@ -76,7 +85,11 @@ impl LeaderElector {
     }
 
     fn api_err(&self, source: kube::Error) -> LeaderError {
-        LeaderError::Api { namespace: self.namespace.clone(), name: self.name.clone(), source }
+        LeaderError::Api {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            source,
+        }
     }
 
     /// Waits until this process leads (`Ok(true)`) or shutdown (`Ok(false)`).
@@ -140,7 +153,12 @@ impl LeaderElector {
 
     /// Gives the lease up so a successor does not wait for it to expire.
     pub async fn release(&self) -> Result<(), LeaderError> {
-        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| self.api_err(e))? else {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.api_err(e))?
+        else {
             return Ok(());
         };
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -149,7 +167,10 @@ impl LeaderElector {
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
-        self.api.replace(&self.name, &PostParams::default(), &lease).await.map_err(|e| self.api_err(e))?;
+        self.api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+            .map_err(|e| self.api_err(e))?;
         info!(lease = %self.name, "Released leadership");
         Ok(())
     }
@@ -157,9 +178,17 @@ impl LeaderElector {
     async fn try_acquire_or_renew(&self) -> Result<Attempt, LeaderError> {
         let now = Timestamp::now();
         let duration = i32::try_from(LEASE_DURATION.as_secs()).unwrap_or(15);
-        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| self.api_err(e))? else {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.api_err(e))?
+        else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.identity.clone()),
                     lease_duration_seconds: Some(duration),
@@ -169,14 +198,20 @@ impl LeaderElector {
                     ..Default::default()
                 }),
             };
-            self.api.create(&PostParams::default(), &lease).await.map_err(|e| self.api_err(e))?;
+            self.api
+                .create(&PostParams::default(), &lease)
+                .await
+                .map_err(|e| self.api_err(e))?;
             return Ok(Attempt::Acquired);
         };
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
             (Some(MicroTime(renewed)), Some(secs)) => {
-                renewed.saturating_add(SignedDuration::from_secs(i64::from(secs))).unwrap_or(*renewed) < now
+                renewed
+                    .saturating_add(SignedDuration::from_secs(i64::from(secs)))
+                    .unwrap_or(*renewed)
+                    < now
             }
             _ => true,
         };
@@ -193,7 +228,10 @@ impl LeaderElector {
         spec.renew_time = Some(MicroTime(now));
         // `replace` carries the resourceVersion we read: a concurrent writer
         // makes this fail with 409 instead of silently sharing leadership.
-        self.api.replace(&self.name, &PostParams::default(), &lease).await.map_err(|e| self.api_err(e))?;
+        self.api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+            .map_err(|e| self.api_err(e))?;
         Ok(Attempt::Acquired)
     }
 }

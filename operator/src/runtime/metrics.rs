@@ -34,7 +34,9 @@ pub struct Metrics {
 
 fn duration_histogram() -> Histogram {
     // 1 ms .. ~16 s: a reconcile is a handful of API calls.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 15,
+    ))
 }
 
 impl Default for Metrics {
@@ -46,7 +48,11 @@ impl Default for Metrics {
             duration_histogram as fn() -> Histogram,
         );
         let leader = Gauge::default();
-        registry.register("reconciles", "Reconciliations started, per controller", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciliations started, per controller",
+            reconciles.clone(),
+        );
         registry.register(
             "reconcile_errors",
             "Failed reconciliations, per controller and error category",
@@ -57,8 +63,18 @@ impl Default for Metrics {
             "Time spent in one reconciliation, per controller",
             duration.clone(),
         );
-        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
-        Self { registry, reconciles, errors, duration, leader }
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            leader,
+        }
     }
 }
 
@@ -68,12 +84,20 @@ impl Metrics {
     pub fn reconcile(&self, controller: &'static str) -> ReconcileTimer {
         let labels = ControllerLabels { controller };
         self.reconciles.get_or_create(&labels).inc();
-        ReconcileTimer { histogram: self.duration.get_or_create_owned(&labels), start: Instant::now() }
+        ReconcileTimer {
+            histogram: self.duration.get_or_create_owned(&labels),
+            start: Instant::now(),
+        }
     }
 
     /// Counts one failed reconcile.
     pub fn error(&self, controller: &'static str, category: ErrorCategory) {
-        self.errors.get_or_create(&ErrorLabels { controller, category: category.as_str() }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller,
+                category: category.as_str(),
+            })
+            .inc();
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -117,7 +141,9 @@ mod tests {
             "reconcile counter missing:\n{text}"
         );
         assert!(
-            text.contains(r#"ferrotel_operator_reconcile_duration_seconds_count{controller="collector"} 1"#),
+            text.contains(
+                r#"ferrotel_operator_reconcile_duration_seconds_count{controller="collector"} 1"#
+            ),
             "duration histogram missing:\n{text}"
         );
         assert!(

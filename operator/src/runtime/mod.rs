@@ -59,7 +59,9 @@ pub fn init_logging(args: &Args) -> anyhow::Result<()> {
                 args.log_level
             )
         })?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -83,7 +85,13 @@ pub async fn run(args: Args, controllers: &[(&'static str, ControllerFn)]) -> an
     }
     let metrics = Metrics::default();
     let config = args.operator_config();
-    let ctx = Arc::new(Context::new(client.clone(), config, metrics, readiness, shutdown.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config,
+        metrics,
+        readiness,
+        shutdown.clone(),
+    ));
 
     let servers = server::spawn(&args, ctx.clone()).await?;
 
@@ -128,7 +136,9 @@ pub async fn run(args: Args, controllers: &[(&'static str, ControllerFn)]) -> an
         let ctx = ctx.clone();
         let name = *name;
         async move {
-            let res = run(ctx.clone()).await.with_context(|| format!("controller {name} failed"));
+            let res = run(ctx.clone())
+                .await
+                .with_context(|| format!("controller {name} failed"));
             // One controller failing takes the others down: a half-running
             // operator would look healthy while ignoring a kind.
             ctx.shutdown.cancel();
@@ -158,13 +168,14 @@ pub async fn run(args: Args, controllers: &[(&'static str, ControllerFn)]) -> an
 
 fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(err) => {
-                error!(error = %err, "Cannot install SIGTERM handler");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(err) => {
+                    error!(error = %err, "Cannot install SIGTERM handler");
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => info!(signal = "SIGTERM", "Shutting down"),
             _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "Shutting down"),

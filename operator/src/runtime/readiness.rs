@@ -42,7 +42,11 @@ impl Readiness {
 
     /// Names still waiting for their first sync (for the `/readyz` body).
     pub fn pending(&self) -> Vec<String> {
-        self.lock().iter().filter(|(_, s)| !**s).map(|(n, _)| n.clone()).collect()
+        self.lock()
+            .iter()
+            .filter(|(_, s)| !**s)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, bool>> {
@@ -72,6 +76,9 @@ mod tests {
         let r = Readiness::default();
         r.register("collector");
         r.set_standby(true);
-        assert!(r.is_ready(), "a standby replica watches nothing and must not block rollouts");
+        assert!(
+            r.is_ready(),
+            "a standby replica watches nothing and must not block rollouts"
+        );
     }
 }

@@ -36,14 +36,22 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> (StatusCode, String) {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("waiting for watches to sync: {}\n", ctx.readiness.pending().join(", ")),
+            format!(
+                "waiting for watches to sync: {}\n",
+                ctx.readiness.pending().join(", ")
+            ),
         )
     }
 }
 
-async fn metrics(State(ctx): State<Arc<Context>>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn metrics(
+    State(ctx): State<Arc<Context>>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         ctx.metrics.encode(),
     )
 }
@@ -51,7 +59,9 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> ([(axum::http::HeaderName, 
 /// Binds both listeners (one if the addresses are equal) before returning,
 /// so a port clash fails the start instead of a background task.
 pub async fn spawn(args: &Args, ctx: Arc<Context>) -> anyhow::Result<Servers> {
-    let health = Router::new().route("/livez", get(livez)).route("/readyz", get(readyz));
+    let health = Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz));
     let metrics_router = Router::new().route("/metrics", get(metrics));
     let mut routers = Vec::new();
     if args.health_addr == args.metrics_addr {
@@ -63,16 +73,17 @@ pub async fn spawn(args: &Args, ctx: Arc<Context>) -> anyhow::Result<Servers> {
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
     for (addr, router) in routers {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}; pick a free port with --health-addr/--metrics-addr"))?;
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr}; pick a free port with --health-addr/--metrics-addr")
+        })?;
         let local = listener.local_addr()?;
         info!(addr = %local, "Serving health and metrics endpoints");
         let app = router.with_state(ctx.clone());
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(err) =
-                axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
             {
                 warn!(error = %err, addr = %local, "HTTP server failed");
             }
