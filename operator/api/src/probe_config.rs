@@ -78,6 +78,12 @@ pub struct ProbeConfig {
     pub metrics: ProbeMetricsConfig,
     /// Log filter (`info`, `debug`, or a `tracing` directive list).
     pub log_level: Option<String>,
+    /// Every Instrumentation the opt-in rules must consider (this one
+    /// included), as the operator sees them: `"true"` means "the only one in
+    /// the cluster", and the probe may not read Instrumentations itself (its
+    /// RBAC is pods and namespaces). Pass them to
+    /// [`crate::optin::Instrumentations::new`]. Empty for a standalone probe.
+    pub cluster_instrumentations: Vec<crate::optin::Candidate>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

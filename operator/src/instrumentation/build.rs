@@ -1,0 +1,624 @@
+//! Build: `Instrumentation` (+ resolved exporter) → the desired child objects.
+//!
+//! Pure: no `Client`, no I/O. Everything here is covered by snapshot tests
+//! from small YAML fixtures (`snapshots/`), so a change to what the operator
+//! renders is visible in review.
+
+use std::collections::BTreeMap;
+
+use ferrotel_api::{
+    instrumentation::{Instrumentation, ResolvedExporter},
+    labels::{
+        APP_COMPONENT_LABEL, APP_INSTANCE_LABEL, APP_MANAGED_BY_LABEL, APP_NAME_LABEL,
+        APP_PART_OF_LABEL, MANAGED_BY_VALUE, PART_OF_VALUE,
+    },
+    optin::Candidate,
+    probe_config::{
+        ExporterConfig, InstrumentationRef, Language, LanguageTuning, PROBE_CONFIG_FILE,
+        ProbeConfig, ProbeMetricsConfig, Propagator, RoutesConfig, SamplerConfig, TargetsConfig,
+        TlsConfig,
+    },
+};
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, DaemonSetSpec},
+        core::v1::{
+            Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
+            EnvVarSource, HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, PodSpec,
+            PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+            SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
+        },
+        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
+    },
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
+};
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+/// Label on every child: the probe language it belongs to.
+pub const LANGUAGE_LABEL: &str = "ferrotel.io/probe-language";
+/// Labels on the cluster-scoped RBAC, which cannot carry an ownerReference to
+/// a namespaced Instrumentation: they identify the owner for the finalizer.
+pub const OWNER_NAMESPACE_LABEL: &str = "ferrotel.io/instrumentation-namespace";
+pub const OWNER_NAME_LABEL: &str = "ferrotel.io/instrumentation-name";
+pub const OWNER_UID_LABEL: &str = "ferrotel.io/instrumentation-uid";
+/// Pod template annotation carrying the probe config hash: a config change
+/// changes the template and so rolls the probes.
+pub const CONFIG_HASH_ANNOTATION: &str = "ferrotel.io/config-hash";
+/// `app.kubernetes.io/name` of everything rendered for an Instrumentation.
+pub const APP_NAME: &str = "ferrotel-probe";
+
+const CONFIG_DIR: &str = "/etc/ferrotel";
+const TLS_DIR: &str = "/etc/ferrotel/tls";
+const METRICS_PORT: i32 = 9464;
+
+/// Capabilities the probe needs instead of `privileged: true` (Linux ≥ 5.8):
+/// BPF and PERFMON to load programs and attach tracepoints/uprobes,
+/// SYS_PTRACE and DAC_READ_SEARCH to read other processes' `/proc/<pid>/`
+/// (exe, maps, cgroup, root), SYS_RESOURCE for kernels that still charge BPF
+/// maps to RLIMIT_MEMLOCK.
+pub const PROBE_CAPABILITIES: [&str; 5] = [
+    "BPF",
+    "PERFMON",
+    "SYS_PTRACE",
+    "DAC_READ_SEARCH",
+    "SYS_RESOURCE",
+];
+
+/// Host paths mounted into the probe, read-only unless noted:
+/// (volume name, host path, mount path, read-only).
+const HOST_MOUNTS: [(&str, &str, &str, bool); 6] = [
+    ("sys-kernel-btf", "/sys/kernel/btf", "/sys/kernel/btf", true),
+    // Writable: the probe may pin maps shared between probe processes.
+    ("sys-fs-bpf", "/sys/fs/bpf", "/sys/fs/bpf", false),
+    (
+        "sys-kernel-tracing",
+        "/sys/kernel/tracing",
+        "/sys/kernel/tracing",
+        true,
+    ),
+    (
+        "sys-kernel-security",
+        "/sys/kernel/security",
+        "/sys/kernel/security",
+        true,
+    ),
+    ("host-proc", "/proc", "/host/proc", true),
+    // The cgroup v2 root differs between hosts (e.g. /sys/fs/cgroup/unified);
+    // the whole hierarchy is mounted and the probe finds it via mountinfo.
+    ("host-cgroup", "/sys/fs/cgroup", "/host/sys/fs/cgroup", true),
+];
+
+/// Everything rendered for one language. The applier destructures it without
+/// `..`, so a child that is built but never applied does not compile.
+#[derive(Clone, Debug)]
+pub struct LanguageChildren {
+    pub language: Language,
+    pub service_account: ServiceAccount,
+    pub cluster_role: ClusterRole,
+    pub cluster_role_binding: ClusterRoleBinding,
+    pub config_map: ConfigMap,
+    pub daemon_set: DaemonSet,
+}
+
+/// All desired children of one Instrumentation.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub probe_image: String,
+    pub languages: Vec<LanguageChildren>,
+}
+
+/// A spec problem the schema could not catch; reported as `Degraded` /
+/// `InvalidSpec` and not retried until the object changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spec.{field} is invalid: {message}")]
+pub struct InvalidSpec {
+    pub field: String,
+    pub message: String,
+}
+
+/// What [`build`] needs besides the Instrumentation.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildInput<'a> {
+    pub instrumentation: &'a Instrumentation,
+    pub exporter: &'a ResolvedExporter,
+    pub default_probe_image: &'a str,
+    /// Every Instrumentation the probe must know about for the opt-in rules
+    /// (`"true"` means "the only one"), this one included.
+    pub cluster_instrumentations: &'a [Candidate],
+}
+
+/// Names of the children of `instrumentation` for `language`.
+pub fn daemon_set_name(instrumentation_name: &str, language: Language) -> String {
+    format!("{instrumentation_name}-probe-{language}")
+}
+
+/// ClusterRoles are cluster-wide: the namespace is part of the name so two
+/// Instrumentations of the same name in different namespaces do not collide.
+pub fn cluster_role_name(namespace: &str, name: &str, language: Language) -> String {
+    format!("ferrotel-probe-{namespace}-{name}-{language}")
+}
+
+/// Checks what the schema cannot express (the schema already checks shapes).
+pub fn validate(instrumentation: &Instrumentation) -> Result<(), InvalidSpec> {
+    let spec = &instrumentation.spec;
+    if let Some(ratio) = spec.sampler.as_ref().and_then(|s| s.ratio.as_deref()) {
+        parse_ratio(ratio)?;
+    }
+    if let Some(selector) = &spec.selector {
+        for (field, sel) in [
+            ("namespaceSelector", &selector.namespace_selector),
+            ("podSelector", &selector.pod_selector),
+        ] {
+            if let Some(sel) = sel {
+                kube::core::Selector::try_from(sel.clone()).map_err(|e| InvalidSpec {
+                    field: format!("selector.{field}"),
+                    message: format!("{e}; use operators In, NotIn, Exists or DoesNotExist"),
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_ratio(ratio: &str) -> Result<f64, InvalidSpec> {
+    match ratio.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(InvalidSpec {
+            field: "sampler.ratio".into(),
+            message: format!(
+                "{ratio:?} is not a decimal between \"0\" and \"1\"; write e.g. \"0.25\""
+            ),
+        }),
+    }
+}
+
+/// Renders the probe config for one language: every field resolved.
+pub fn probe_config(
+    input: &BuildInput<'_>,
+    language: Language,
+) -> Result<ProbeConfig, InvalidSpec> {
+    let inst = input.instrumentation;
+    let spec = &inst.spec;
+    let sampler = match &spec.sampler {
+        None => SamplerConfig::default(),
+        Some(s) => SamplerConfig {
+            kind: s.kind,
+            ratio: s
+                .ratio
+                .as_deref()
+                .map(parse_ratio)
+                .transpose()?
+                .unwrap_or(1.0),
+        },
+    };
+    let tls = spec.exporter.tls.as_ref().map(|tls| TlsConfig {
+        ca_file: Some(format!(
+            "{TLS_DIR}/{}",
+            tls.ca_key.as_deref().unwrap_or("ca.crt")
+        )),
+        cert_file: tls.cert_key.as_ref().map(|k| format!("{TLS_DIR}/{k}")),
+        key_file: tls.key_key.as_ref().map(|k| format!("{TLS_DIR}/{k}")),
+        insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+    });
+    let routes_default = RoutesConfig::default();
+    let routes = spec
+        .routes
+        .as_ref()
+        .map_or(routes_default.clone(), |r| RoutesConfig {
+            patterns: r.patterns.clone().unwrap_or_default(),
+            unmatched: r.unmatched.unwrap_or(routes_default.unmatched),
+            max_distinct: r.max_distinct.unwrap_or(routes_default.max_distinct),
+        });
+    let tuning = spec
+        .language_spec(language)
+        .map(|l| l.tuning.clone())
+        .unwrap_or_default();
+    // Only this language's section is rendered from the spec: tuning Python
+    // must not roll the Go probes.
+    let (go, python) = match language {
+        Language::Go => (tuning, LanguageTuning::default()),
+        Language::Python => (LanguageTuning::default(), tuning),
+    };
+    let selector = spec.selector.clone().unwrap_or_default();
+    Ok(ProbeConfig {
+        instrumentation: Some(InstrumentationRef {
+            namespace: inst.namespace().unwrap_or_default(),
+            name: inst.name_any(),
+        }),
+        exporter: ExporterConfig {
+            endpoint: input.exporter.endpoint.clone(),
+            protocol: input.exporter.protocol,
+            tls,
+            ..ExporterConfig::default()
+        },
+        sampler,
+        propagators: spec
+            .propagators
+            .clone()
+            .unwrap_or_else(|| vec![Propagator::Tracecontext, Propagator::Baggage]),
+        resource_attributes: spec
+            .resource
+            .as_ref()
+            .and_then(|r| r.attributes.clone())
+            .unwrap_or_default(),
+        targets: TargetsConfig {
+            kubernetes: true,
+            namespace_selector: selector.namespace_selector,
+            pod_selector: selector.pod_selector,
+            ..TargetsConfig::default()
+        },
+        routes,
+        go,
+        python,
+        metrics: ProbeMetricsConfig {
+            enabled: true,
+            listen: format!("0.0.0.0:{METRICS_PORT}"),
+        },
+        log_level: Some(
+            spec.probe
+                .as_ref()
+                .and_then(|p| p.log_level.clone())
+                .unwrap_or_else(|| "info".into()),
+        ),
+        cluster_instrumentations: input.cluster_instrumentations.to_vec(),
+    })
+}
+
+/// Short content hash of a rendered config.
+pub fn config_hash(text: &str) -> String {
+    hex::encode(&Sha256::digest(text.as_bytes())[..8])
+}
+
+/// Builds every child of the Instrumentation.
+pub fn build(input: &BuildInput<'_>) -> Result<Desired, InvalidSpec> {
+    validate(input.instrumentation)?;
+    let probe_image = input
+        .instrumentation
+        .spec
+        .probe
+        .as_ref()
+        .and_then(|p| p.image.clone())
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| input.default_probe_image.to_owned());
+    let mut languages = Vec::new();
+    for &language in &input.instrumentation.spec.languages {
+        languages.push(build_language(input, language, &probe_image)?);
+    }
+    Ok(Desired {
+        probe_image,
+        languages,
+    })
+}
+
+fn owner_reference(inst: &Instrumentation) -> OwnerReference {
+    inst.controller_owner_ref(&())
+        .expect("an Instrumentation read from the API server has a uid")
+}
+
+fn labels(inst: &Instrumentation, language: Language) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (APP_NAME_LABEL.to_owned(), APP_NAME.to_owned()),
+        (APP_INSTANCE_LABEL.to_owned(), inst.name_any()),
+        (APP_COMPONENT_LABEL.to_owned(), format!("probe-{language}")),
+        (APP_PART_OF_LABEL.to_owned(), PART_OF_VALUE.to_owned()),
+        (APP_MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
+        (LANGUAGE_LABEL.to_owned(), language.to_string()),
+    ])
+}
+
+/// Label selector (as a string) matching every namespaced child of `name`.
+pub fn children_selector(name: &str) -> String {
+    format!(
+        "{APP_NAME_LABEL}={APP_NAME},{APP_INSTANCE_LABEL}={name},{APP_MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+    )
+}
+
+/// Label selector matching the cluster-scoped RBAC of the Instrumentation with `uid`.
+pub fn cluster_children_selector(uid: &str) -> String {
+    format!("{OWNER_UID_LABEL}={uid},{APP_MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
+}
+
+fn namespaced_meta(inst: &Instrumentation, name: &str, language: Language) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: inst.namespace(),
+        labels: Some(labels(inst, language)),
+        owner_references: Some(vec![owner_reference(inst)]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn cluster_meta(inst: &Instrumentation, language: Language) -> ObjectMeta {
+    let namespace = inst.namespace().unwrap_or_default();
+    let mut labels = labels(inst, language);
+    labels.insert(OWNER_NAMESPACE_LABEL.to_owned(), namespace.clone());
+    labels.insert(OWNER_NAME_LABEL.to_owned(), inst.name_any());
+    labels.insert(OWNER_UID_LABEL.to_owned(), inst.uid().unwrap_or_default());
+    ObjectMeta {
+        name: Some(cluster_role_name(&namespace, &inst.name_any(), language)),
+        labels: Some(labels),
+        ..ObjectMeta::default()
+    }
+}
+
+fn build_language(
+    input: &BuildInput<'_>,
+    language: Language,
+    image: &str,
+) -> Result<LanguageChildren, InvalidSpec> {
+    let inst = input.instrumentation;
+    let name = daemon_set_name(&inst.name_any(), language);
+    let namespace = inst.namespace().unwrap_or_default();
+
+    let config = probe_config(input, language)?.to_yaml();
+    let hash = config_hash(&config);
+
+    let service_account = ServiceAccount {
+        metadata: namespaced_meta(inst, &name, language),
+        ..ServiceAccount::default()
+    };
+
+    // Exactly what the probe's discovery needs: its node's pods and the
+    // namespaces' opt-in annotations. Nothing else (no Secrets, no writes).
+    let cluster_role = ClusterRole {
+        metadata: cluster_meta(inst, language),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["pods".into(), "namespaces".into()]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            ..PolicyRule::default()
+        }]),
+        ..ClusterRole::default()
+    };
+    let cluster_role_binding = ClusterRoleBinding {
+        metadata: cluster_meta(inst, language),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: cluster_role_name(&namespace, &inst.name_any(), language),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.clone(),
+            namespace: Some(namespace.clone()),
+            ..Subject::default()
+        }]),
+    };
+
+    let config_map = ConfigMap {
+        metadata: namespaced_meta(inst, &name, language),
+        data: Some(BTreeMap::from([(PROBE_CONFIG_FILE.to_owned(), config)])),
+        ..ConfigMap::default()
+    };
+
+    let daemon_set = daemon_set(inst, &name, language, image, &hash);
+    Ok(LanguageChildren {
+        language,
+        service_account,
+        cluster_role,
+        cluster_role_binding,
+        config_map,
+        daemon_set,
+    })
+}
+
+/// Resource defaults per language: Go probes keep per-binary symbol and
+/// struct-offset tables and per-goroutine state, Python probes only socket
+/// state, so Go gets more memory.
+pub fn default_resources(language: Language) -> ResourceRequirements {
+    let (request_memory, limit_memory) = match language {
+        Language::Go => ("128Mi", "512Mi"),
+        Language::Python => ("64Mi", "256Mi"),
+    };
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("50m".into())),
+            ("memory".to_owned(), Quantity(request_memory.into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity(limit_memory.into()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn daemon_set(
+    inst: &Instrumentation,
+    name: &str,
+    language: Language,
+    image: &str,
+    hash: &str,
+) -> DaemonSet {
+    let spec = &inst.spec;
+    let probe = spec.probe.clone().unwrap_or_default();
+    let privileged = probe.privileged.unwrap_or(false);
+    let resources = spec
+        .language_spec(language)
+        .and_then(|l| l.resources.clone())
+        .or_else(|| probe.resources.clone())
+        .unwrap_or_else(|| default_resources(language));
+
+    let mut volumes: Vec<Volume> = HOST_MOUNTS
+        .iter()
+        .map(|(vol, host, _, _)| Volume {
+            name: (*vol).into(),
+            host_path: Some(HostPathVolumeSource {
+                path: (*host).into(),
+                type_: Some("Directory".into()),
+            }),
+            ..Volume::default()
+        })
+        .collect();
+    let mut mounts: Vec<VolumeMount> = HOST_MOUNTS
+        .iter()
+        .map(|(vol, _, path, read_only)| VolumeMount {
+            name: (*vol).into(),
+            mount_path: (*path).into(),
+            read_only: Some(*read_only),
+            ..VolumeMount::default()
+        })
+        .collect();
+    volumes.push(Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: name.into(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    mounts.push(VolumeMount {
+        name: "config".into(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    });
+    if let Some(tls) = &spec.exporter.tls {
+        volumes.push(Volume {
+            name: "exporter-tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "exporter-tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+
+    let security_context = if privileged {
+        SecurityContext {
+            privileged: Some(true),
+            run_as_user: Some(0),
+            ..SecurityContext::default()
+        }
+    } else {
+        SecurityContext {
+            privileged: Some(false),
+            allow_privilege_escalation: Some(false),
+            run_as_user: Some(0),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                add: Some(PROBE_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            // Container runtimes' default seccomp profiles allow bpf() and
+            // perf_event_open() only with CAP_SYS_ADMIN, which we do not grant.
+            seccomp_profile: Some(SeccompProfile {
+                type_: "Unconfined".into(),
+                ..SeccompProfile::default()
+            }),
+            ..SecurityContext::default()
+        }
+    };
+
+    let container = Container {
+        name: "probe".into(),
+        image: Some(image.into()),
+        image_pull_policy: probe.image_pull_policy.clone(),
+        args: Some(vec![
+            "--language".into(),
+            language.to_string(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{PROBE_CONFIG_FILE}"),
+        ]),
+        env: Some(vec![
+            field_env("NODE_NAME", "spec.nodeName"),
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: METRICS_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/readyz".into()),
+                port: IntOrString::String("metrics".into()),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(10),
+            ..Probe::default()
+        }),
+        resources: Some(resources),
+        security_context: Some(security_context),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+
+    let selector_labels = BTreeMap::from([
+        (APP_NAME_LABEL.to_owned(), APP_NAME.to_owned()),
+        (APP_INSTANCE_LABEL.to_owned(), inst.name_any()),
+        (LANGUAGE_LABEL.to_owned(), language.to_string()),
+    ]);
+    let mut node_selector = BTreeMap::from([("kubernetes.io/os".to_owned(), "linux".to_owned())]);
+    node_selector.extend(probe.node_selector.clone().unwrap_or_default());
+    // Default: tolerate every taint, so a probe runs on every node
+    // (control-plane and tainted pools included).
+    let tolerations = probe.tolerations.clone().unwrap_or_else(|| {
+        vec![Toleration {
+            operator: Some("Exists".into()),
+            ..Toleration::default()
+        }]
+    });
+
+    DaemonSet {
+        metadata: namespaced_meta(inst, name, language),
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(selector_labels),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(inst, language)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_owned(),
+                        hash.to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name.into()),
+                    host_pid: Some(true),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    tolerations: Some(tolerations),
+                    node_selector: Some(node_selector),
+                    priority_class_name: probe.priority_class_name.clone(),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DaemonSetSpec::default()
+        }),
+        ..DaemonSet::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

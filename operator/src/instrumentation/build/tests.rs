@@ -1,0 +1,281 @@
+use super::*;
+use ferrotel_api::probe_config::OtlpProtocol;
+
+const IMAGE: &str = "ghcr.io/ferrotel/ferrotel-probe:test";
+
+fn fixture(yaml: &str) -> Instrumentation {
+    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("fixture does not parse: {e}\n{yaml}"))
+}
+
+const MINIMAL: &str = r#"
+apiVersion: ferrotel.io/v1alpha1
+kind: Instrumentation
+metadata: {name: default, namespace: observability, uid: 00000000-0000-0000-0000-000000000001}
+spec:
+  languages: [go, python]
+  exporter: {collectorRef: {name: otel}}
+"#;
+
+const FULL: &str = r#"
+apiVersion: ferrotel.io/v1alpha1
+kind: Instrumentation
+metadata: {name: shop, namespace: team-a, uid: 00000000-0000-0000-0000-000000000002}
+spec:
+  languages: [python]
+  exporter:
+    endpoint: https://otel.example.com:4318
+    protocol: http/protobuf
+    tls: {secretName: otel-ca, certKey: tls.crt, keyKey: tls.key}
+  selector:
+    namespaceSelector: {matchLabels: {env: prod}}
+    podSelector: {matchExpressions: [{key: app, operator: In, values: [web]}]}
+  sampler: {type: traceidratio, ratio: "0.25"}
+  propagators: [tracecontext, b3]
+  resource: {attributes: {deployment.environment: prod}}
+  routes: {patterns: ["/users/{id}"], unmatched: wildcard, maxDistinct: 100}
+  python: {ringBufferBytes: 1048576, resources: {limits: {memory: 1Gi}}}
+  probe:
+    image: registry.local/probe:dev
+    imagePullPolicy: IfNotPresent
+    resources: {requests: {cpu: 10m}}
+    tolerations: [{key: dedicated, operator: Equal, value: obs, effect: NoSchedule}]
+    nodeSelector: {pool: apps}
+    priorityClassName: system-node-critical
+    logLevel: debug
+    privileged: true
+"#;
+
+fn resolved(endpoint: &str, protocol: OtlpProtocol) -> ResolvedExporter {
+    ResolvedExporter {
+        endpoint: endpoint.into(),
+        protocol,
+    }
+}
+
+fn build_fixture(inst: &Instrumentation, exporter: &ResolvedExporter) -> Desired {
+    let candidates = [Candidate {
+        namespace: inst.namespace().unwrap_or_default(),
+        name: inst.name_any(),
+        languages: inst.spec.languages.clone(),
+        namespace_selector: None,
+        pod_selector: None,
+    }];
+    let input = BuildInput {
+        instrumentation: inst,
+        exporter,
+        default_probe_image: IMAGE,
+        cluster_instrumentations: &candidates,
+    };
+    build(&input).expect("fixture builds")
+}
+
+fn snapshot_all(name: &str, desired: &Desired) {
+    for children in &desired.languages {
+        let LanguageChildren {
+            language,
+            service_account,
+            cluster_role,
+            cluster_role_binding,
+            config_map,
+            daemon_set,
+        } = children;
+        insta::assert_yaml_snapshot!(
+            format!("{name}_{language}_service_account"),
+            service_account
+        );
+        insta::assert_yaml_snapshot!(format!("{name}_{language}_cluster_role"), cluster_role);
+        insta::assert_yaml_snapshot!(
+            format!("{name}_{language}_cluster_role_binding"),
+            cluster_role_binding
+        );
+        // The probe config as text (reviewable), then the rest of the ConfigMap.
+        let mut config_map = config_map.clone();
+        let probe_yaml = config_map.data.take().expect("data")[PROBE_CONFIG_FILE].clone();
+        insta::assert_snapshot!(format!("{name}_{language}_probe_yaml"), probe_yaml);
+        insta::assert_yaml_snapshot!(format!("{name}_{language}_config_map"), config_map);
+        insta::assert_yaml_snapshot!(format!("{name}_{language}_daemon_set"), daemon_set);
+    }
+}
+
+#[test]
+fn minimal_instrumentation_renders_one_probe_set_per_language() {
+    let inst = fixture(MINIMAL);
+    let exporter = resolved(
+        "http://otel-collector.observability.svc:4317",
+        OtlpProtocol::Grpc,
+    );
+    let desired = build_fixture(&inst, &exporter);
+    let names: Vec<String> = desired
+        .languages
+        .iter()
+        .map(|c| c.daemon_set.name_any())
+        .collect();
+    assert_eq!(names, ["default-probe-go", "default-probe-python"]);
+    assert_eq!(
+        desired.probe_image, IMAGE,
+        "an unset image takes the operator default"
+    );
+    snapshot_all("minimal", &desired);
+}
+
+#[test]
+fn full_instrumentation_renders_every_knob() {
+    let inst = fixture(FULL);
+    let exporter = resolved("https://otel.example.com:4318", OtlpProtocol::HttpProtobuf);
+    let desired = build_fixture(&inst, &exporter);
+    assert_eq!(desired.languages.len(), 1, "only python is listed");
+    assert_eq!(desired.probe_image, "registry.local/probe:dev");
+    snapshot_all("full", &desired);
+}
+
+fn container(ds: &DaemonSet) -> &Container {
+    &ds.spec
+        .as_ref()
+        .expect("spec")
+        .template
+        .spec
+        .as_ref()
+        .expect("pod spec")
+        .containers[0]
+}
+
+#[test]
+fn probes_get_capabilities_not_privileged_by_default() {
+    let desired = build_fixture(
+        &fixture(MINIMAL),
+        &resolved("http://x:4317", OtlpProtocol::Grpc),
+    );
+    for children in &desired.languages {
+        let sc = container(&children.daemon_set)
+            .security_context
+            .clone()
+            .expect("security context");
+        assert_eq!(
+            sc.privileged,
+            Some(false),
+            "{}: not privileged by default",
+            children.language
+        );
+        let caps = sc.capabilities.expect("capabilities");
+        assert_eq!(
+            caps.drop,
+            Some(vec!["ALL".to_owned()]),
+            "drops everything else"
+        );
+        assert!(
+            caps.add.expect("adds").contains(&"BPF".to_owned()),
+            "adds CAP_BPF"
+        );
+        let pod = children
+            .daemon_set
+            .spec
+            .as_ref()
+            .expect("spec")
+            .template
+            .spec
+            .clone()
+            .expect("pod");
+        assert_eq!(
+            pod.host_pid,
+            Some(true),
+            "needs the host PID namespace to find processes"
+        );
+        assert_eq!(
+            pod.tolerations.expect("tolerations")[0].operator.as_deref(),
+            Some("Exists"),
+            "tolerates every taint by default"
+        );
+    }
+}
+
+#[test]
+fn config_change_changes_the_pod_template_hash() {
+    let inst = fixture(MINIMAL);
+    let a = build_fixture(&inst, &resolved("http://a:4317", OtlpProtocol::Grpc));
+    let b = build_fixture(&inst, &resolved("http://b:4317", OtlpProtocol::Grpc));
+    let hash = |d: &Desired| {
+        d.languages[0]
+            .daemon_set
+            .spec
+            .as_ref()
+            .expect("spec")
+            .template
+            .metadata
+            .as_ref()
+            .expect("meta")
+            .annotations
+            .as_ref()
+            .expect("annotations")[CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    assert_ne!(hash(&a), hash(&b), "a new endpoint must roll the probes");
+    let again = build_fixture(&inst, &resolved("http://a:4317", OtlpProtocol::Grpc));
+    assert_eq!(
+        hash(&a),
+        hash(&again),
+        "the same input renders the same hash (no spurious rollouts)"
+    );
+}
+
+#[test]
+fn tuning_python_does_not_roll_the_go_probes() {
+    let mut inst = fixture(MINIMAL);
+    let exporter = resolved("http://a:4317", OtlpProtocol::Grpc);
+    let before = build_fixture(&inst, &exporter);
+    inst.spec.python = Some(serde_yaml::from_str("{ringBufferBytes: 65536}").expect("parses"));
+    let after = build_fixture(&inst, &exporter);
+    assert_eq!(
+        before.languages[0].config_map, after.languages[0].config_map,
+        "go config unchanged"
+    );
+    assert_ne!(
+        before.languages[1].config_map, after.languages[1].config_map,
+        "python config changed"
+    );
+}
+
+#[test]
+fn rendered_config_is_what_the_probe_parses() {
+    let desired = build_fixture(
+        &fixture(FULL),
+        &resolved("https://otel.example.com:4318", OtlpProtocol::HttpProtobuf),
+    );
+    let text = &desired.languages[0].config_map.data.as_ref().expect("data")[PROBE_CONFIG_FILE];
+    let config =
+        ProbeConfig::from_yaml(text).expect("the probe can parse what the operator renders");
+    assert_eq!(config.sampler.ratio, 0.25);
+    assert_eq!(config.python.ring_buffer_bytes, 1 << 20);
+    assert_eq!(
+        config.exporter.tls.expect("tls").cert_file.as_deref(),
+        Some("/etc/ferrotel/tls/tls.crt")
+    );
+    assert_eq!(
+        config.cluster_instrumentations.len(),
+        1,
+        "the probe knows the cluster's Instrumentations"
+    );
+}
+
+#[test]
+fn out_of_range_ratio_is_an_invalid_spec() {
+    let mut inst = fixture(MINIMAL);
+    inst.spec.sampler =
+        Some(serde_yaml::from_str("{type: traceidratio, ratio: \"1.5\"}").expect("parses"));
+    let error = validate(&inst).expect_err("1.5 is not a ratio");
+    assert_eq!(error.field, "sampler.ratio");
+    assert!(
+        error.message.contains("\"1.5\""),
+        "names the bad value: {error}"
+    );
+}
+
+#[test]
+fn invalid_selector_operator_is_an_invalid_spec() {
+    let mut inst = fixture(MINIMAL);
+    inst.spec.selector = Some(
+        serde_yaml::from_str("{podSelector: {matchExpressions: [{key: a, operator: Maybe}]}}")
+            .expect("parses"),
+    );
+    let error = validate(&inst).expect_err("Maybe is not an operator");
+    assert_eq!(error.field, "selector.podSelector");
+}

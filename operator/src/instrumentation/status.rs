@@ -1,0 +1,308 @@
+//! Status: what is instrumented, computed from the caches, written only when
+//! it changed.
+//!
+//! Pure like `build`: the reconciler hands in the namespaces and pods from
+//! its metadata-only reflectors and the DaemonSets' observed status.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use ferrotel_api::{
+    instrumentation::{
+        InstrumentationStatus, LanguageStatus, MAX_LISTED_NAMESPACES, ResolvedExporter, condition,
+        reason,
+    },
+    optin::{self, InstrumentationKey, Instrumentations, NamespaceView, OptInError, PodView},
+    probe_config::Language,
+};
+use k8s_openapi::{
+    api::apps::v1::DaemonSetStatus,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+
+/// Labels and annotations of an object (what the metadata watches keep).
+#[derive(Debug, Clone, Copy)]
+pub struct Meta<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub annotations: &'a BTreeMap<String, String>,
+}
+
+/// Matched namespaces and pods of one language.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LanguageMatch {
+    pub namespaces: BTreeSet<String>,
+    pub pods: u32,
+}
+
+/// What the opt-in rules say about one Instrumentation, cluster-wide.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MatchSummary {
+    pub languages: BTreeMap<Language, LanguageMatch>,
+    /// Pods matched for at least one language (a pod whose language is not
+    /// pinned is matched for every language and counted once here).
+    pub pods: u32,
+    /// Distinct opt-in errors that involve this Instrumentation (e.g. a
+    /// namespace saying `"true"` while there are several), sorted.
+    pub errors: Vec<OptInError>,
+}
+
+/// At most this many distinct opt-in problems are spelled out in a condition.
+const MAX_REPORTED_ERRORS: usize = 3;
+
+/// Applies the opt-in rules to every namespace and pod for `key`.
+///
+/// A namespace is matched for a language when the namespace as a whole is
+/// claimed by `key` (even with no pods yet) or when one of its pods is.
+pub fn match_summary<'a>(
+    key: &InstrumentationKey,
+    languages: &[Language],
+    instrumentations: &Instrumentations,
+    namespaces: impl IntoIterator<Item = Meta<'a>>,
+    pods: impl IntoIterator<Item = Meta<'a>>,
+) -> MatchSummary {
+    let namespaces: HashMap<&str, NamespaceView<'a>> = namespaces
+        .into_iter()
+        .map(|m| {
+            (
+                m.name,
+                NamespaceView {
+                    name: m.name,
+                    labels: m.labels,
+                    annotations: m.annotations,
+                },
+            )
+        })
+        .collect();
+    let mut summary = MatchSummary::default();
+    let mut errors: BTreeMap<String, OptInError> = BTreeMap::new();
+    let mut note = |error: OptInError| {
+        if error.involves(key) {
+            errors.entry(error.to_string()).or_insert(error);
+        }
+    };
+    for &language in languages {
+        let entry = summary.languages.entry(language).or_default();
+        for view in namespaces.values() {
+            match optin::resolve_namespace(instrumentations, view, language) {
+                Ok(Some((claimer, _))) if &claimer == key => {
+                    entry.namespaces.insert(view.name.to_owned());
+                }
+                Ok(_) => {}
+                Err(error) => note(error),
+            }
+        }
+    }
+    for pod in pods {
+        // A pod whose namespace we have not seen yet (watch lag) is counted
+        // on the next reconcile, which the namespace event triggers.
+        let Some(namespace) = namespaces.get(pod.namespace) else {
+            continue;
+        };
+        let view = PodView {
+            labels: pod.labels,
+            annotations: pod.annotations,
+        };
+        let mut claimed = false;
+        for &language in languages {
+            match optin::resolve(instrumentations, namespace, &view, language, None) {
+                Ok(decision) if decision.is_claimed_by(key) => {
+                    let entry = summary.languages.entry(language).or_default();
+                    entry.pods += 1;
+                    entry.namespaces.insert(pod.namespace.to_owned());
+                    claimed = true;
+                }
+                Ok(_) => {}
+                Err(error) => note(error),
+            }
+        }
+        summary.pods += u32::from(claimed);
+    }
+    summary.errors = errors.into_values().collect();
+    summary
+}
+
+/// A reason the Instrumentation cannot be (fully) served, found by an earlier
+/// reconcile stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// One language's DaemonSet as observed.
+#[derive(Debug, Clone)]
+pub struct ObservedDaemonSet {
+    pub language: Language,
+    pub name: String,
+    /// `None` when the DaemonSet does not exist (not created yet).
+    pub status: Option<DaemonSetStatus>,
+    /// `metadata.generation` of the DaemonSet, to tell a stale status.
+    pub generation: Option<i64>,
+    pub config_hash: Option<String>,
+}
+
+/// Everything the status is computed from.
+#[derive(Debug, Clone)]
+pub struct StatusInput<'a> {
+    pub generation: Option<i64>,
+    pub exporter: Option<ResolvedExporter>,
+    pub probe_image: Option<String>,
+    pub daemon_sets: Vec<ObservedDaemonSet>,
+    pub matches: &'a MatchSummary,
+    pub problem: Option<Problem>,
+    pub previous: Option<&'a InstrumentationStatus>,
+    pub now: Time,
+}
+
+fn rolled_out(ds: &ObservedDaemonSet) -> bool {
+    let Some(status) = &ds.status else {
+        return false;
+    };
+    let current =
+        status.observed_generation.is_some() && status.observed_generation >= ds.generation;
+    let updated = status.updated_number_scheduled.unwrap_or(0);
+    current
+        && status.number_ready == status.desired_number_scheduled
+        && updated == status.desired_number_scheduled
+}
+
+fn progress_text(ds: &ObservedDaemonSet) -> String {
+    match &ds.status {
+        None => format!("{}: not created", ds.language),
+        Some(s) => format!(
+            "{}: {}/{} ready, {}/{} updated",
+            ds.language,
+            s.number_ready,
+            s.desired_number_scheduled,
+            s.updated_number_scheduled.unwrap_or(0),
+            s.desired_number_scheduled
+        ),
+    }
+}
+
+/// Computes the whole status. Condition timestamps are carried over from
+/// `previous` when a condition's status did not change, so an unchanged
+/// world yields an identical status (and no write).
+pub fn compute(input: StatusInput<'_>) -> InstrumentationStatus {
+    let StatusInput {
+        generation,
+        exporter,
+        probe_image,
+        daemon_sets,
+        matches,
+        problem,
+        previous,
+        now,
+    } = input;
+
+    let mut languages = Vec::new();
+    let mut all_namespaces = BTreeSet::new();
+    for ds in &daemon_sets {
+        let matched = matches
+            .languages
+            .get(&ds.language)
+            .cloned()
+            .unwrap_or_default();
+        all_namespaces.extend(matched.namespaces.iter().cloned());
+        let status = ds.status.clone().unwrap_or_default();
+        languages.push(LanguageStatus {
+            language: ds.language,
+            daemon_set: ds.name.clone(),
+            desired: status.desired_number_scheduled,
+            ready: status.number_ready,
+            updated: status.updated_number_scheduled.unwrap_or(0),
+            config_hash: ds.config_hash.clone(),
+            matched_namespace_count: u32::try_from(matched.namespaces.len()).unwrap_or(u32::MAX),
+            matched_namespaces: matched
+                .namespaces
+                .into_iter()
+                .take(MAX_LISTED_NAMESPACES)
+                .collect(),
+            matched_pods: matched.pods,
+        });
+    }
+
+    let pending: Vec<String> = daemon_sets
+        .iter()
+        .filter(|ds| !rolled_out(ds))
+        .map(progress_text)
+        .collect();
+    let progressing = if pending.is_empty() {
+        (
+            false,
+            reason::ROLLED_OUT,
+            "every probe DaemonSet is rolled out".to_owned(),
+        )
+    } else {
+        (true, reason::ROLLING_OUT, pending.join("; "))
+    };
+
+    let degraded = match (&problem, matches.errors.first()) {
+        (Some(p), _) => (true, p.reason, p.message.clone()),
+        (None, Some(first)) => {
+            let mut message: Vec<String> = matches
+                .errors
+                .iter()
+                .take(MAX_REPORTED_ERRORS)
+                .map(ToString::to_string)
+                .collect();
+            if matches.errors.len() > MAX_REPORTED_ERRORS {
+                message.push(format!(
+                    "and {} more",
+                    matches.errors.len() - MAX_REPORTED_ERRORS
+                ));
+            }
+            let reason = match first {
+                OptInError::Ambiguous { .. } => reason::AMBIGUOUS_INSTRUMENTATION,
+                OptInError::InvalidSelector { .. } => reason::INVALID_SPEC,
+                _ => reason::INVALID_ANNOTATION,
+            };
+            (true, reason, message.join("; "))
+        }
+        (None, None) => (false, reason::AS_EXPECTED, "no problems found".to_owned()),
+    };
+
+    let ready = match &problem {
+        Some(p) => (false, p.reason, p.message.clone()),
+        None if progressing.0 => (false, reason::ROLLING_OUT, progressing.2.clone()),
+        None => (true, reason::ROLLED_OUT, "every probe is ready".to_owned()),
+    };
+
+    let previous_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let condition = |type_: &str, (status, reason, message): (bool, &str, String)| {
+        let status = if status { "True" } else { "False" }.to_owned();
+        let last_transition_time = previous_conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message,
+            observed_generation: generation,
+            last_transition_time,
+        }
+    };
+    let conditions = vec![
+        condition(condition::READY, ready),
+        condition(condition::PROGRESSING, progressing),
+        condition(condition::DEGRADED, degraded),
+    ];
+
+    InstrumentationStatus {
+        observed_generation: generation,
+        conditions,
+        exporter,
+        probe_image,
+        matched_namespaces: u32::try_from(all_namespaces.len()).unwrap_or(u32::MAX),
+        matched_pods: matches.pods,
+        languages,
+    }
+}
+
+#[cfg(test)]
+mod tests;

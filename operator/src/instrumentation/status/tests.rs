@@ -1,0 +1,249 @@
+use super::*;
+use ferrotel_api::{labels::INSTRUMENT_ANNOTATION, optin::Candidate, probe_config::OtlpProtocol};
+use k8s_openapi::jiff::Timestamp;
+
+const GO: Language = Language::Go;
+const PY: Language = Language::Python;
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn cand(namespace: &str, name: &str) -> Candidate {
+    Candidate {
+        namespace: namespace.into(),
+        name: name.into(),
+        languages: vec![GO, PY],
+        namespace_selector: None,
+        pod_selector: None,
+    }
+}
+
+/// A tiny cluster: namespaces with annotations, pods with annotations.
+struct World {
+    namespaces: Vec<(String, BTreeMap<String, String>)>,
+    pods: Vec<(String, String, BTreeMap<String, String>)>,
+    empty: BTreeMap<String, String>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            namespaces: vec![],
+            pods: vec![],
+            empty: BTreeMap::new(),
+        }
+    }
+    fn ns(mut self, name: &str, annotations: &[(&str, &str)]) -> Self {
+        self.namespaces.push((name.into(), map(annotations)));
+        self
+    }
+    fn pod(mut self, namespace: &str, name: &str, annotations: &[(&str, &str)]) -> Self {
+        self.pods
+            .push((namespace.into(), name.into(), map(annotations)));
+        self
+    }
+    fn summary(&self, key: &InstrumentationKey, candidates: Vec<Candidate>) -> MatchSummary {
+        let instrumentations = Instrumentations::new(candidates);
+        match_summary(
+            key,
+            &[GO, PY],
+            &instrumentations,
+            self.namespaces.iter().map(|(n, a)| Meta {
+                namespace: "",
+                name: n,
+                labels: &self.empty,
+                annotations: a,
+            }),
+            self.pods.iter().map(|(ns, n, a)| Meta {
+                namespace: ns,
+                name: n,
+                labels: &self.empty,
+                annotations: a,
+            }),
+        )
+    }
+}
+
+#[test]
+fn annotated_namespace_and_its_pods_are_matched_and_opted_out_pods_are_not() {
+    let key = InstrumentationKey::new("obs", "default");
+    let world = World::new()
+        .ns("shop", &[(INSTRUMENT_ANNOTATION, "true")])
+        .ns("empty-optin", &[(INSTRUMENT_ANNOTATION, "obs/default")])
+        .ns("other", &[])
+        .pod("shop", "a", &[])
+        .pod("shop", "b", &[])
+        .pod("shop", "c", &[(INSTRUMENT_ANNOTATION, "false")])
+        .pod("other", "d", &[])
+        .pod("other", "e", &[(INSTRUMENT_ANNOTATION, "true")])
+        .pod("shop", "f", &[("ferrotel.io/language", "python")]);
+    let summary = world.summary(&key, vec![cand("obs", "default")]);
+    let go = &summary.languages[&GO];
+    assert_eq!(
+        go.pods, 3,
+        "a, b and e (f is pinned to python, c opted out)"
+    );
+    assert_eq!(
+        go.namespaces.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["empty-optin", "other", "shop"],
+        "opted-in namespaces count even without pods; 'other' has an opted-in pod"
+    );
+    assert_eq!(summary.languages[&PY].pods, 4, "a, b, e and f");
+    assert_eq!(summary.pods, 4, "distinct pods, any language");
+    assert!(
+        summary.errors.is_empty(),
+        "no problems: {:?}",
+        summary.errors
+    );
+}
+
+#[test]
+fn true_with_two_instrumentations_is_reported_once_to_both() {
+    let world = World::new()
+        .ns("shop", &[(INSTRUMENT_ANNOTATION, "true")])
+        .pod("shop", "a", &[])
+        .pod("shop", "b", &[]);
+    for key in [
+        InstrumentationKey::new("obs", "default"),
+        InstrumentationKey::new("team", "other"),
+    ] {
+        let summary = world.summary(&key, vec![cand("obs", "default"), cand("team", "other")]);
+        assert_eq!(
+            summary.pods, 0,
+            "{key}: nothing is instrumented while ambiguous"
+        );
+        assert_eq!(
+            summary.errors.len(),
+            1,
+            "{key}: the same problem on many pods is one error: {:?}",
+            summary.errors
+        );
+        assert_eq!(summary.errors[0].category(), "AmbiguousInstrumentation");
+    }
+    let bystander = world.summary(
+        &InstrumentationKey::new("x", "y"),
+        vec![cand("obs", "default"), cand("team", "other")],
+    );
+    assert!(
+        bystander.errors.is_empty(),
+        "an uninvolved Instrumentation is not blamed"
+    );
+}
+
+fn ds(language: Language, desired: i32, ready: i32, updated: i32) -> ObservedDaemonSet {
+    ObservedDaemonSet {
+        language,
+        name: format!("default-probe-{language}"),
+        status: Some(DaemonSetStatus {
+            desired_number_scheduled: desired,
+            number_ready: ready,
+            updated_number_scheduled: Some(updated),
+            observed_generation: Some(1),
+            ..DaemonSetStatus::default()
+        }),
+        generation: Some(1),
+        config_hash: Some("abc".into()),
+    }
+}
+
+fn time(secs: i64) -> Time {
+    Time(Timestamp::from_second(secs).expect("valid time"))
+}
+
+fn input<'a>(
+    matches: &'a MatchSummary,
+    daemon_sets: Vec<ObservedDaemonSet>,
+    previous: Option<&'a InstrumentationStatus>,
+    now: i64,
+) -> StatusInput<'a> {
+    StatusInput {
+        generation: Some(2),
+        exporter: Some(ResolvedExporter {
+            endpoint: "http://otel:4317".into(),
+            protocol: OtlpProtocol::Grpc,
+        }),
+        probe_image: Some("probe:1".into()),
+        daemon_sets,
+        matches,
+        problem: None,
+        previous,
+        now: time(now),
+    }
+}
+
+fn cond<'a>(status: &'a InstrumentationStatus, type_: &str) -> &'a Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("condition {type_} missing"))
+}
+
+#[test]
+fn rolled_out_probes_are_ready_and_not_progressing() {
+    let matches = MatchSummary::default();
+    let status = compute(input(
+        &matches,
+        vec![ds(GO, 3, 3, 3), ds(PY, 3, 3, 3)],
+        None,
+        100,
+    ));
+    assert_eq!(cond(&status, "Ready").status, "True");
+    assert_eq!(cond(&status, "Progressing").status, "False");
+    assert_eq!(cond(&status, "Degraded").status, "False");
+    assert_eq!(status.languages[1].desired, 3);
+    assert_eq!(status.observed_generation, Some(2));
+}
+
+#[test]
+fn rollout_in_progress_says_how_far_it_is() {
+    let matches = MatchSummary::default();
+    let status = compute(input(&matches, vec![ds(GO, 3, 1, 2)], None, 100));
+    let progressing = cond(&status, "Progressing");
+    assert_eq!(progressing.status, "True");
+    assert_eq!(progressing.message, "go: 1/3 ready, 2/3 updated");
+    assert_eq!(cond(&status, "Ready").status, "False");
+}
+
+#[test]
+fn unchanged_world_gives_identical_status_so_nothing_is_written() {
+    let matches = MatchSummary::default();
+    let first = compute(input(&matches, vec![ds(GO, 3, 3, 3)], None, 100));
+    let second = compute(input(&matches, vec![ds(GO, 3, 3, 3)], Some(&first), 200));
+    assert_eq!(
+        first, second,
+        "timestamps of unchanged conditions are carried over"
+    );
+    let third = compute(input(&matches, vec![ds(GO, 3, 2, 3)], Some(&second), 300));
+    assert_eq!(
+        cond(&third, "Ready").last_transition_time,
+        time(300),
+        "a flipped condition gets a new timestamp"
+    );
+    assert_eq!(
+        cond(&third, "Degraded").last_transition_time,
+        time(100),
+        "an unchanged one keeps its timestamp"
+    );
+}
+
+#[test]
+fn a_problem_makes_it_degraded_and_not_ready() {
+    let matches = MatchSummary::default();
+    let mut i = input(&matches, vec![], None, 100);
+    i.problem = Some(Problem {
+        reason: reason::COLLECTOR_NOT_FOUND,
+        message: "collector missing".into(),
+    });
+    let status = compute(i);
+    let degraded = cond(&status, "Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "CollectorNotFound")
+    );
+    assert_eq!(cond(&status, "Ready").status, "False");
+}
