@@ -1,9 +1,11 @@
 -- ArgoCD health check for ferrotel.io/TelemetryCollector.
 -- Reads the conditions the Ferrotel operator writes (metav1.Condition):
+--   spec.managementState=unmanaged -> Suspended (the operator writes nothing)
 --   ConfigValid=False  -> Degraded (the config was refused; the last good one keeps serving)
---   Degraded=True      -> Degraded
---   Ready=True         -> Healthy
---   anything else      -> Progressing (rolling out, or not reconciled yet)
+--   Reconciled=False   -> Degraded (the operator could not apply the children)
+--   Progressing=True   -> Progressing (a new config or image is rolling out)
+--   Available=True     -> Healthy (as many ready collector pods as desired)
+--   anything else      -> Progressing (pods not ready yet, or not reconciled yet)
 -- A status older than the spec (observedGeneration < generation) is
 -- Progressing: the operator has not looked at the latest change yet.
 local hs = {}
@@ -22,6 +24,12 @@ local function text(c, fallback)
     return c.message
   end
   return fallback
+end
+
+if obj.spec ~= nil and obj.spec.managementState == "unmanaged" then
+  hs.status = "Suspended"
+  hs.message = "spec.managementState is unmanaged: the operator leaves this collector alone"
+  return hs
 end
 
 if obj.status == nil or obj.status.conditions == nil or #obj.status.conditions == 0 then
@@ -46,20 +54,27 @@ if configValid ~= nil and configValid.status == "False" then
   return hs
 end
 
-local degraded = condition(conditions, "Degraded")
-if degraded ~= nil and degraded.status == "True" then
+local reconciled = condition(conditions, "Reconciled")
+if reconciled ~= nil and reconciled.status == "False" then
   hs.status = "Degraded"
-  hs.message = text(degraded, "The TelemetryCollector is degraded")
+  hs.message = text(reconciled, "The operator could not apply the collector's objects")
   return hs
 end
 
-local ready = condition(conditions, "Ready")
-if ready ~= nil and ready.status == "True" then
+local progressing = condition(conditions, "Progressing")
+if progressing ~= nil and progressing.status == "True" then
+  hs.status = "Progressing"
+  hs.message = text(progressing, "The collector is rolling out")
+  return hs
+end
+
+local available = condition(conditions, "Available")
+if available ~= nil and available.status == "True" then
   hs.status = "Healthy"
-  hs.message = text(ready, "The collector is ready")
+  hs.message = text(available, "The collector is available")
   return hs
 end
 
 hs.status = "Progressing"
-hs.message = text(ready, "Waiting for the collector to become ready")
+hs.message = text(available, "Waiting for the collector pods to become ready")
 return hs
