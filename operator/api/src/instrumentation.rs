@@ -25,7 +25,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::probe_config::{Language, LanguageTuning, OtlpProtocol, Propagator, SamplerType, UnmatchedRoutes};
+use crate::probe_config::{
+    Language, LanguageTuning, OtlpProtocol, Propagator, SamplerType, UnmatchedRoutes,
+};
 
 /// Condition types on `Instrumentation.status.conditions`.
 pub mod condition {
@@ -67,12 +69,40 @@ const RING_BUFFER_RULE: &str = "!has(self.ringBufferBytes) || self.ringBufferByt
     shortname = "finst",
     category = "ferrotel",
     doc = "Instrumentation rolls out one eBPF probe DaemonSet per language; probes trace the Go and Python services in namespaces opted in with the ferrotel.io/instrument annotation and export OTLP spans and RED metrics, without code changes or pod restarts.",
-    printcolumn(name = "Languages", type_ = "string", json_path = ".spec.languages", description = "Languages traced, one probe DaemonSet each"),
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.exporter.endpoint", description = "Resolved OTLP endpoint"),
-    printcolumn(name = "Namespaces", type_ = "integer", json_path = ".status.matchedNamespaces", description = "Namespaces with instrumented workloads or opted in"),
-    printcolumn(name = "Pods", type_ = "integer", json_path = ".status.matchedPods", description = "Pods matched by the opt-in rules, all languages"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Languages",
+        type_ = "string",
+        json_path = ".spec.languages",
+        description = "Languages traced, one probe DaemonSet each"
+    ),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.exporter.endpoint",
+        description = "Resolved OTLP endpoint"
+    ),
+    printcolumn(
+        name = "Namespaces",
+        type_ = "integer",
+        json_path = ".status.matchedNamespaces",
+        description = "Namespaces with instrumented workloads or opted in"
+    ),
+    printcolumn(
+        name = "Pods",
+        type_ = "integer",
+        json_path = ".status.matchedPods",
+        description = "Pods matched by the opt-in rules, all languages"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = strip_defaults)]
@@ -405,7 +435,10 @@ mod tests {
     #[test]
     fn spec_schema_has_no_defaults_so_stored_specs_equal_manifests() {
         let text = spec_schema().to_string();
-        assert!(!text.contains("\"default\""), "the spec schema must carry no defaults, found one in {text}");
+        assert!(
+            !text.contains("\"default\""),
+            "the spec schema must carry no defaults, found one in {text}"
+        );
     }
 
     #[test]
@@ -413,14 +446,27 @@ mod tests {
         let crd = crd_json();
         assert_eq!(crd["spec"]["scope"], "Namespaced");
         let version = &crd["spec"]["versions"][0];
-        assert!(version["subresources"]["status"].is_object(), "status subresource missing: {version}");
+        assert!(
+            version["subresources"]["status"].is_object(),
+            "status subresource missing: {version}"
+        );
         let columns: Vec<&str> = version["additionalPrinterColumns"]
             .as_array()
             .expect("printer columns")
             .iter()
             .map(|c| c["name"].as_str().expect("column name"))
             .collect();
-        assert_eq!(columns, ["Languages", "Endpoint", "Namespaces", "Pods", "Ready", "Age"]);
+        assert_eq!(
+            columns,
+            [
+                "Languages",
+                "Endpoint",
+                "Namespaces",
+                "Pods",
+                "Ready",
+                "Age"
+            ]
+        );
     }
 
     #[test]
@@ -441,7 +487,10 @@ mod tests {
         }
         let mut missing = Vec::new();
         check("spec", &spec_schema(), &mut missing);
-        assert!(missing.is_empty(), "spec properties without a description: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "spec properties without a description: {missing:?}"
+        );
     }
 
     #[test]
@@ -476,7 +525,10 @@ probe: {image: "", resources: {}, tolerations: [], nodeSelector: {}, logLevel: i
             "sampler.ratio must be a decimal",
             "ringBufferBytes must be a power of two",
         ] {
-            assert!(text.contains(needle), "CEL rule {needle:?} missing from the schema");
+            assert!(
+                text.contains(needle),
+                "CEL rule {needle:?} missing from the schema"
+            );
         }
     }
 }

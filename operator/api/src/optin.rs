@@ -36,7 +36,9 @@ use crate::labels::{INSTRUMENT_ANNOTATION, LANGUAGE_ANNOTATION, OTEL_INJECT_ANNO
 use crate::probe_config::Language;
 
 /// `namespace/name` of an Instrumentation.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub struct InstrumentationKey {
     pub namespace: String,
     pub name: String,
@@ -44,7 +46,10 @@ pub struct InstrumentationKey {
 
 impl InstrumentationKey {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -155,9 +160,14 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::PodAnnotation { key } => write!(f, "pod annotation {key}"),
-            Origin::NamespaceAnnotation { namespace, key } => write!(f, "annotation {key} on namespace {namespace:?}"),
+            Origin::NamespaceAnnotation { namespace, key } => {
+                write!(f, "annotation {key} on namespace {namespace:?}")
+            }
             Origin::NamespaceSelector { namespace } => {
-                write!(f, "the namespaceSelector of several Instrumentations matching namespace {namespace:?}")
+                write!(
+                    f,
+                    "the namespaceSelector of several Instrumentations matching namespace {namespace:?}"
+                )
             }
         }
     }
@@ -192,7 +202,10 @@ pub enum Skip {
     /// `"false"` on the pod or its namespace.
     OptedOut { origin: Origin },
     /// The pod is pinned to, or was detected as, another language.
-    OtherLanguage { language: Language, source: LanguageSource },
+    OtherLanguage {
+        language: Language,
+        source: LanguageSource,
+    },
     /// The claiming Instrumentation does not list this language.
     LanguageNotEnabled { instrumentation: InstrumentationKey },
     /// Opted in at namespace level, but the Instrumentation's podSelector does
@@ -218,7 +231,8 @@ impl Decision {
 
     /// Whether `instrumentation` claims the pod.
     pub fn is_claimed_by(&self, instrumentation: &InstrumentationKey) -> bool {
-        self.claim().is_some_and(|c| &c.instrumentation == instrumentation)
+        self.claim()
+            .is_some_and(|c| &c.instrumentation == instrumentation)
     }
 }
 
@@ -230,19 +244,37 @@ pub enum OptInError {
         candidates.len(),
         join(candidates)
     )]
-    Ambiguous { origin: Origin, candidates: Vec<InstrumentationKey> },
-    #[error("{origin} says \"true\" but the cluster has no Instrumentation; create one or remove the annotation")]
+    Ambiguous {
+        origin: Origin,
+        candidates: Vec<InstrumentationKey>,
+    },
+    #[error(
+        "{origin} says \"true\" but the cluster has no Instrumentation; create one or remove the annotation"
+    )]
     NoInstrumentation { origin: Origin },
-    #[error("{origin} names Instrumentation {instrumentation} which does not exist; create it or fix the annotation")]
-    NotFound { origin: Origin, instrumentation: InstrumentationKey },
+    #[error(
+        "{origin} names Instrumentation {instrumentation} which does not exist; create it or fix the annotation"
+    )]
+    NotFound {
+        origin: Origin,
+        instrumentation: InstrumentationKey,
+    },
     #[error(
         "{origin} has invalid value {value:?}; use \"true\", \"false\" or \"<namespace>/<instrumentation>\""
     )]
     InvalidValue { origin: Origin, value: String },
-    #[error("pod annotation {LANGUAGE_ANNOTATION} has invalid value {value:?}; use \"go\" or \"python\"")]
+    #[error(
+        "pod annotation {LANGUAGE_ANNOTATION} has invalid value {value:?}; use \"go\" or \"python\""
+    )]
     InvalidLanguage { value: String },
-    #[error("Instrumentation {instrumentation} has an invalid {field}: {message}; fix spec.selector.{field}")]
-    InvalidSelector { instrumentation: InstrumentationKey, field: &'static str, message: String },
+    #[error(
+        "Instrumentation {instrumentation} has an invalid {field}: {message}; fix spec.selector.{field}"
+    )]
+    InvalidSelector {
+        instrumentation: InstrumentationKey,
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl OptInError {
@@ -252,7 +284,9 @@ impl OptInError {
             OptInError::Ambiguous { .. } => "AmbiguousInstrumentation",
             OptInError::NoInstrumentation { .. } => "NoInstrumentation",
             OptInError::NotFound { .. } => "InstrumentationNotFound",
-            OptInError::InvalidValue { .. } | OptInError::InvalidLanguage { .. } => "InvalidAnnotation",
+            OptInError::InvalidValue { .. } | OptInError::InvalidLanguage { .. } => {
+                "InvalidAnnotation"
+            }
             OptInError::InvalidSelector { .. } => "InvalidSelector",
         }
     }
@@ -261,7 +295,9 @@ impl OptInError {
     pub fn involves(&self, key: &InstrumentationKey) -> bool {
         match self {
             OptInError::Ambiguous { candidates, .. } => candidates.contains(key),
-            OptInError::InvalidSelector { instrumentation, .. } => instrumentation == key,
+            OptInError::InvalidSelector {
+                instrumentation, ..
+            } => instrumentation == key,
             OptInError::NoInstrumentation { .. }
             | OptInError::NotFound { .. }
             | OptInError::InvalidValue { .. }
@@ -271,7 +307,10 @@ impl OptInError {
 }
 
 fn join(keys: &[InstrumentationKey]) -> String {
-    keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    keys.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A parsed opt-in annotation value.
@@ -299,12 +338,11 @@ fn parse_value(raw: &str, family: Family, object_namespace: &str) -> Option<Valu
         return Some(Value::False);
     }
     match value.split_once('/') {
-        Some((namespace, name)) => {
-            (is_dns_label(namespace) && is_dns_name(name)).then(|| Value::Named(InstrumentationKey::new(namespace, name)))
-        }
-        None if family == Family::OpenTelemetry && is_dns_name(value) => {
-            Some(Value::Named(InstrumentationKey::new(object_namespace, value)))
-        }
+        Some((namespace, name)) => (is_dns_label(namespace) && is_dns_name(name))
+            .then(|| Value::Named(InstrumentationKey::new(namespace, name))),
+        None if family == Family::OpenTelemetry && is_dns_name(value) => Some(Value::Named(
+            InstrumentationKey::new(object_namespace, value),
+        )),
         None => None,
     }
 }
@@ -312,7 +350,8 @@ fn parse_value(raw: &str, family: Family, object_namespace: &str) -> Option<Valu
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -327,9 +366,15 @@ fn level_annotation<'a>(
     otel_key: &str,
 ) -> Option<(Family, &'a str, String)> {
     if let Some(v) = annotations.get(INSTRUMENT_ANNOTATION) {
-        return Some((Family::Ferrotel, v.as_str(), INSTRUMENT_ANNOTATION.to_owned()));
+        return Some((
+            Family::Ferrotel,
+            v.as_str(),
+            INSTRUMENT_ANNOTATION.to_owned(),
+        ));
     }
-    annotations.get(otel_key).map(|v| (Family::OpenTelemetry, v.as_str(), otel_key.to_owned()))
+    annotations
+        .get(otel_key)
+        .map(|v| (Family::OpenTelemetry, v.as_str(), otel_key.to_owned()))
 }
 
 /// The OpenTelemetry Operator annotation for `language`.
@@ -366,7 +411,10 @@ fn namespace_level<'i>(
 ) -> Result<Level<'i>, OptInError> {
     let otel_key = otel_inject_annotation(language);
     if let Some((family, raw, key)) = level_annotation(namespace.annotations, &otel_key) {
-        let origin = Origin::NamespaceAnnotation { namespace: namespace.name.to_owned(), key };
+        let origin = Origin::NamespaceAnnotation {
+            namespace: namespace.name.to_owned(),
+            key,
+        };
         return by_value(instrumentations, raw, family, namespace.name, origin);
     }
     // No annotation: the namespaceSelectors decide.
@@ -385,13 +433,16 @@ fn namespace_level<'i>(
             }
         }
     }
-    let origin = Origin::NamespaceSelector { namespace: namespace.name.to_owned() };
+    let origin = Origin::NamespaceSelector {
+        namespace: namespace.name.to_owned(),
+    };
     match matching.as_slice() {
         [] => Ok(Level::NotOptedIn),
         [one] => Ok(Level::Claimed(one, origin)),
-        several => {
-            Err(OptInError::Ambiguous { origin, candidates: several.iter().map(|e| e.key.clone()).collect() })
-        }
+        several => Err(OptInError::Ambiguous {
+            origin,
+            candidates: several.iter().map(|e| e.key.clone()).collect(),
+        }),
     }
 }
 
@@ -403,20 +454,27 @@ fn by_value<'i>(
     origin: Origin,
 ) -> Result<Level<'i>, OptInError> {
     let Some(value) = parse_value(raw, family, object_namespace) else {
-        return Err(OptInError::InvalidValue { origin, value: raw.to_owned() });
+        return Err(OptInError::InvalidValue {
+            origin,
+            value: raw.to_owned(),
+        });
     };
     match value {
         Value::False => Ok(Level::OptedOut(origin)),
         Value::True => match instrumentations.entries.as_slice() {
             [] => Err(OptInError::NoInstrumentation { origin }),
             [one] => Ok(Level::Claimed(one, origin)),
-            several => {
-                Err(OptInError::Ambiguous { origin, candidates: several.iter().map(|e| e.key.clone()).collect() })
-            }
+            several => Err(OptInError::Ambiguous {
+                origin,
+                candidates: several.iter().map(|e| e.key.clone()).collect(),
+            }),
         },
         Value::Named(key) => match instrumentations.get(&key) {
             Some(entry) => Ok(Level::Claimed(entry, origin)),
-            None => Err(OptInError::NotFound { origin, instrumentation: key }),
+            None => Err(OptInError::NotFound {
+                origin,
+                instrumentation: key,
+            }),
         },
     }
 }
@@ -455,7 +513,9 @@ pub fn resolve(
     // annotation on a pod nobody instruments is none of our business.
     let (pod_language, language_source) = match pod.annotations.get(LANGUAGE_ANNOTATION) {
         Some(raw) => {
-            let parsed = raw.parse::<Language>().map_err(|_| OptInError::InvalidLanguage { value: raw.clone() })?;
+            let parsed = raw
+                .parse::<Language>()
+                .map_err(|_| OptInError::InvalidLanguage { value: raw.clone() })?;
             (Some(parsed), LanguageSource::Annotation)
         }
         None => match detected {
@@ -466,17 +526,24 @@ pub fn resolve(
     if let Some(pinned) = pod_language
         && pinned != language
     {
-        return Ok(Decision::Skipped(Skip::OtherLanguage { language: pinned, source: language_source }));
+        return Ok(Decision::Skipped(Skip::OtherLanguage {
+            language: pinned,
+            source: language_source,
+        }));
     }
     if !entry.languages.contains(&language) {
-        return Ok(Decision::Skipped(Skip::LanguageNotEnabled { instrumentation: entry.key.clone() }));
+        return Ok(Decision::Skipped(Skip::LanguageNotEnabled {
+            instrumentation: entry.key.clone(),
+        }));
     }
     if !from_pod {
         match &entry.pod_selector {
             None => {}
             Some(Ok(selector)) if selector.matches(pod.labels) => {}
             Some(Ok(_)) => {
-                return Ok(Decision::Skipped(Skip::PodSelectorMismatch { instrumentation: entry.key.clone() }));
+                return Ok(Decision::Skipped(Skip::PodSelectorMismatch {
+                    instrumentation: entry.key.clone(),
+                }));
             }
             Some(Err(message)) => {
                 return Err(OptInError::InvalidSelector {
@@ -487,9 +554,13 @@ pub fn resolve(
             }
         }
     }
-    Ok(Decision::Claimed(Claim { instrumentation: entry.key.clone(), language, origin, language_source }))
+    Ok(Decision::Claimed(Claim {
+        instrumentation: entry.key.clone(),
+        language,
+        origin,
+        language_source,
+    }))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -504,11 +575,17 @@ mod tests {
     const L: &str = LANGUAGE_ANNOTATION;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn selector(pairs: &[(&str, &str)]) -> LabelSelector {
-        LabelSelector { match_labels: Some(map(pairs)), match_expressions: None }
+        LabelSelector {
+            match_labels: Some(map(pairs)),
+            match_expressions: None,
+        }
     }
 
     fn cand(key: &str, languages: &[Language]) -> Candidate {
@@ -527,7 +604,10 @@ mod tests {
         match name {
             "none" => vec![],
             "one" => vec![cand("obs/default", &[GO, PY])],
-            "two" => vec![cand("obs/default", &[GO, PY]), cand("team/other", &[GO, PY])],
+            "two" => vec![
+                cand("obs/default", &[GO, PY]),
+                cand("team/other", &[GO, PY]),
+            ],
             "go-only" => vec![cand("obs/go", &[GO])],
             "shop-local" => vec![cand("obs/default", &[GO, PY]), cand("shop/otel", &[GO, PY])],
             "sel" => vec![Candidate {
@@ -536,11 +616,20 @@ mod tests {
                 ..cand("obs/sel", &[GO, PY])
             }],
             "two-sel" => vec![
-                Candidate { namespace_selector: Some(selector(&[("env", "prod")])), ..cand("obs/a", &[GO]) },
-                Candidate { namespace_selector: Some(LabelSelector::default()), ..cand("obs/b", &[GO]) },
+                Candidate {
+                    namespace_selector: Some(selector(&[("env", "prod")])),
+                    ..cand("obs/a", &[GO])
+                },
+                Candidate {
+                    namespace_selector: Some(LabelSelector::default()),
+                    ..cand("obs/b", &[GO])
+                },
             ],
             "sel-plus-plain" => vec![
-                Candidate { namespace_selector: Some(selector(&[("env", "prod")])), ..cand("obs/sel", &[GO]) },
+                Candidate {
+                    namespace_selector: Some(selector(&[("env", "prod")])),
+                    ..cand("obs/sel", &[GO])
+                },
                 cand("obs/plain", &[GO]),
             ],
             "bad-sel" => vec![Candidate {
@@ -607,12 +696,30 @@ mod tests {
         let instrumentations = Instrumentations::new(set(case.set));
         let (ns_annotations, ns_labels) = (map(case.ns), map(case.ns_labels));
         let (pod_annotations, pod_labels) = (map(case.pod), map(case.pod_labels));
-        let namespace = NamespaceView { name: "shop", labels: &ns_labels, annotations: &ns_annotations };
-        let pod = PodView { labels: &pod_labels, annotations: &pod_annotations };
-        match resolve(&instrumentations, &namespace, &pod, case.language, case.detected) {
+        let namespace = NamespaceView {
+            name: "shop",
+            labels: &ns_labels,
+            annotations: &ns_annotations,
+        };
+        let pod = PodView {
+            labels: &pod_labels,
+            annotations: &pod_annotations,
+        };
+        match resolve(
+            &instrumentations,
+            &namespace,
+            &pod,
+            case.language,
+            case.detected,
+        ) {
             Ok(Decision::Claimed(claim)) => {
-                assert_eq!(claim.language, case.language, "{}: a claim is always for the probe's language", case.name);
-                let key: &'static str = Box::leak(claim.instrumentation.to_string().into_boxed_str());
+                assert_eq!(
+                    claim.language, case.language,
+                    "{}: a claim is always for the probe's language",
+                    case.name
+                );
+                let key: &'static str =
+                    Box::leak(claim.instrumentation.to_string().into_boxed_str());
                 Want::Claimed(key, level(&claim.origin))
             }
             Ok(Decision::Skipped(Skip::NotOptedIn)) => Want::NotOptedIn,
@@ -629,84 +736,427 @@ mod tests {
         use Want::*;
         let cases = [
             // No opinion anywhere.
-            Case { name: "no annotations means not instrumented", ..BASE },
-            Case { name: "no instrumentation and no annotations is fine", set: "none", ..BASE },
+            Case {
+                name: "no annotations means not instrumented",
+                ..BASE
+            },
+            Case {
+                name: "no instrumentation and no annotations is fine",
+                set: "none",
+                ..BASE
+            },
             // Namespace level, ferrotel key.
-            Case { name: "namespace true claims for the only instrumentation", ns: &[(I, "true")], want: Claimed("obs/default", "ns"), ..BASE },
-            Case { name: "namespace false opts out", ns: &[(I, "false")], want: OptedOut("ns"), ..BASE },
-            Case { name: "namespace names an instrumentation", ns: &[(I, "obs/default")], want: Claimed("obs/default", "ns"), ..BASE },
-            Case { name: "namespace names a missing instrumentation", ns: &[(I, "obs/missing")], want: Error("InstrumentationNotFound"), ..BASE },
-            Case { name: "namespace true with two instrumentations is ambiguous", set: "two", ns: &[(I, "true")], want: Error("AmbiguousInstrumentation"), ..BASE },
-            Case { name: "namespace naming one of two is not ambiguous", set: "two", ns: &[(I, "team/other")], want: Claimed("team/other", "ns"), ..BASE },
-            Case { name: "namespace true without any instrumentation", set: "none", ns: &[(I, "true")], want: Error("NoInstrumentation"), ..BASE },
-            Case { name: "values are case-insensitive", ns: &[(I, "TRUE")], want: Claimed("obs/default", "ns"), ..BASE },
-            Case { name: "values are trimmed", ns: &[(I, " false ")], want: OptedOut("ns"), ..BASE },
-            Case { name: "yes is not a value", ns: &[(I, "yes")], want: Error("InvalidAnnotation"), ..BASE },
-            Case { name: "empty is not a value", ns: &[(I, "")], want: Error("InvalidAnnotation"), ..BASE },
-            Case { name: "a bare name is not accepted on the ferrotel key", ns: &[(I, "default")], want: Error("InvalidAnnotation"), ..BASE },
-            Case { name: "three path segments are invalid", ns: &[(I, "a/b/c")], want: Error("InvalidAnnotation"), ..BASE },
-            Case { name: "an empty namespace part is invalid", ns: &[(I, "/default")], want: Error("InvalidAnnotation"), ..BASE },
-            Case { name: "upper-case names are invalid", ns: &[(I, "Obs/Default")], want: Error("InvalidAnnotation"), ..BASE },
+            Case {
+                name: "namespace true claims for the only instrumentation",
+                ns: &[(I, "true")],
+                want: Claimed("obs/default", "ns"),
+                ..BASE
+            },
+            Case {
+                name: "namespace false opts out",
+                ns: &[(I, "false")],
+                want: OptedOut("ns"),
+                ..BASE
+            },
+            Case {
+                name: "namespace names an instrumentation",
+                ns: &[(I, "obs/default")],
+                want: Claimed("obs/default", "ns"),
+                ..BASE
+            },
+            Case {
+                name: "namespace names a missing instrumentation",
+                ns: &[(I, "obs/missing")],
+                want: Error("InstrumentationNotFound"),
+                ..BASE
+            },
+            Case {
+                name: "namespace true with two instrumentations is ambiguous",
+                set: "two",
+                ns: &[(I, "true")],
+                want: Error("AmbiguousInstrumentation"),
+                ..BASE
+            },
+            Case {
+                name: "namespace naming one of two is not ambiguous",
+                set: "two",
+                ns: &[(I, "team/other")],
+                want: Claimed("team/other", "ns"),
+                ..BASE
+            },
+            Case {
+                name: "namespace true without any instrumentation",
+                set: "none",
+                ns: &[(I, "true")],
+                want: Error("NoInstrumentation"),
+                ..BASE
+            },
+            Case {
+                name: "values are case-insensitive",
+                ns: &[(I, "TRUE")],
+                want: Claimed("obs/default", "ns"),
+                ..BASE
+            },
+            Case {
+                name: "values are trimmed",
+                ns: &[(I, " false ")],
+                want: OptedOut("ns"),
+                ..BASE
+            },
+            Case {
+                name: "yes is not a value",
+                ns: &[(I, "yes")],
+                want: Error("InvalidAnnotation"),
+                ..BASE
+            },
+            Case {
+                name: "empty is not a value",
+                ns: &[(I, "")],
+                want: Error("InvalidAnnotation"),
+                ..BASE
+            },
+            Case {
+                name: "a bare name is not accepted on the ferrotel key",
+                ns: &[(I, "default")],
+                want: Error("InvalidAnnotation"),
+                ..BASE
+            },
+            Case {
+                name: "three path segments are invalid",
+                ns: &[(I, "a/b/c")],
+                want: Error("InvalidAnnotation"),
+                ..BASE
+            },
+            Case {
+                name: "an empty namespace part is invalid",
+                ns: &[(I, "/default")],
+                want: Error("InvalidAnnotation"),
+                ..BASE
+            },
+            Case {
+                name: "upper-case names are invalid",
+                ns: &[(I, "Obs/Default")],
+                want: Error("InvalidAnnotation"),
+                ..BASE
+            },
             // Pod beats namespace.
-            Case { name: "pod false beats namespace true", ns: &[(I, "true")], pod: &[(I, "false")], want: OptedOut("pod"), ..BASE },
-            Case { name: "pod true beats namespace false", ns: &[(I, "false")], pod: &[(I, "true")], want: Claimed("obs/default", "pod"), ..BASE },
-            Case { name: "pod true in an unannotated namespace", pod: &[(I, "true")], want: Claimed("obs/default", "pod"), ..BASE },
-            Case { name: "pod name beats namespace name", set: "two", ns: &[(I, "obs/default")], pod: &[(I, "team/other")], want: Claimed("team/other", "pod"), ..BASE },
-            Case { name: "pod naming one avoids the namespace's ambiguity", set: "two", ns: &[(I, "true")], pod: &[(I, "obs/default")], want: Claimed("obs/default", "pod"), ..BASE },
-            Case { name: "pod true with two instrumentations is ambiguous", set: "two", pod: &[(I, "true")], want: Error("AmbiguousInstrumentation"), ..BASE },
-            Case { name: "invalid pod value is an error even if the namespace opts in", ns: &[(I, "true")], pod: &[(I, "maybe")], want: Error("InvalidAnnotation"), ..BASE },
-            Case { name: "pod opt-out hides an invalid namespace value", ns: &[(I, "maybe")], pod: &[(I, "false")], want: OptedOut("pod"), ..BASE },
+            Case {
+                name: "pod false beats namespace true",
+                ns: &[(I, "true")],
+                pod: &[(I, "false")],
+                want: OptedOut("pod"),
+                ..BASE
+            },
+            Case {
+                name: "pod true beats namespace false",
+                ns: &[(I, "false")],
+                pod: &[(I, "true")],
+                want: Claimed("obs/default", "pod"),
+                ..BASE
+            },
+            Case {
+                name: "pod true in an unannotated namespace",
+                pod: &[(I, "true")],
+                want: Claimed("obs/default", "pod"),
+                ..BASE
+            },
+            Case {
+                name: "pod name beats namespace name",
+                set: "two",
+                ns: &[(I, "obs/default")],
+                pod: &[(I, "team/other")],
+                want: Claimed("team/other", "pod"),
+                ..BASE
+            },
+            Case {
+                name: "pod naming one avoids the namespace's ambiguity",
+                set: "two",
+                ns: &[(I, "true")],
+                pod: &[(I, "obs/default")],
+                want: Claimed("obs/default", "pod"),
+                ..BASE
+            },
+            Case {
+                name: "pod true with two instrumentations is ambiguous",
+                set: "two",
+                pod: &[(I, "true")],
+                want: Error("AmbiguousInstrumentation"),
+                ..BASE
+            },
+            Case {
+                name: "invalid pod value is an error even if the namespace opts in",
+                ns: &[(I, "true")],
+                pod: &[(I, "maybe")],
+                want: Error("InvalidAnnotation"),
+                ..BASE
+            },
+            Case {
+                name: "pod opt-out hides an invalid namespace value",
+                ns: &[(I, "maybe")],
+                pod: &[(I, "false")],
+                want: OptedOut("pod"),
+                ..BASE
+            },
             // OpenTelemetry Operator compatibility.
-            Case { name: "otel inject-go true on the namespace claims for go", ns: &[(INJECT_GO, "true")], want: Claimed("obs/default", "ns"), ..BASE },
-            Case { name: "otel inject-go is ignored by the python probe", ns: &[(INJECT_GO, "true")], language: PY, want: NotOptedIn, ..BASE },
-            Case { name: "otel inject-python false opts out for python", ns: &[(INJECT_PY, "false")], language: PY, want: OptedOut("ns"), ..BASE },
-            Case { name: "otel bare name means the annotated namespace", set: "shop-local", ns: &[(INJECT_GO, "otel")], want: Claimed("shop/otel", "ns"), ..BASE },
-            Case { name: "otel bare name that does not exist there", ns: &[(INJECT_GO, "otel")], want: Error("InstrumentationNotFound"), ..BASE },
-            Case { name: "otel namespace/name form", set: "two", ns: &[(INJECT_GO, "team/other")], want: Claimed("team/other", "ns"), ..BASE },
-            Case { name: "otel pod bare name means the pod's namespace", set: "shop-local", pod: &[(INJECT_PY, "otel")], language: PY, want: Claimed("shop/otel", "pod"), ..BASE },
-            Case { name: "ferrotel key beats otel key on the same object", ns: &[(I, "false"), (INJECT_GO, "true")], want: OptedOut("ns"), ..BASE },
-            Case { name: "otel pod opt-out beats ferrotel namespace opt-in", ns: &[(I, "true")], pod: &[(INJECT_GO, "false")], want: OptedOut("pod"), ..BASE },
-            Case { name: "otel go opt-out on a pod does not stop the python probe", ns: &[(I, "true")], pod: &[(INJECT_GO, "false")], language: PY, want: Claimed("obs/default", "ns"), ..BASE },
-            Case { name: "otel invalid value", ns: &[(INJECT_GO, "a/b/c")], want: Error("InvalidAnnotation"), ..BASE },
+            Case {
+                name: "otel inject-go true on the namespace claims for go",
+                ns: &[(INJECT_GO, "true")],
+                want: Claimed("obs/default", "ns"),
+                ..BASE
+            },
+            Case {
+                name: "otel inject-go is ignored by the python probe",
+                ns: &[(INJECT_GO, "true")],
+                language: PY,
+                want: NotOptedIn,
+                ..BASE
+            },
+            Case {
+                name: "otel inject-python false opts out for python",
+                ns: &[(INJECT_PY, "false")],
+                language: PY,
+                want: OptedOut("ns"),
+                ..BASE
+            },
+            Case {
+                name: "otel bare name means the annotated namespace",
+                set: "shop-local",
+                ns: &[(INJECT_GO, "otel")],
+                want: Claimed("shop/otel", "ns"),
+                ..BASE
+            },
+            Case {
+                name: "otel bare name that does not exist there",
+                ns: &[(INJECT_GO, "otel")],
+                want: Error("InstrumentationNotFound"),
+                ..BASE
+            },
+            Case {
+                name: "otel namespace/name form",
+                set: "two",
+                ns: &[(INJECT_GO, "team/other")],
+                want: Claimed("team/other", "ns"),
+                ..BASE
+            },
+            Case {
+                name: "otel pod bare name means the pod's namespace",
+                set: "shop-local",
+                pod: &[(INJECT_PY, "otel")],
+                language: PY,
+                want: Claimed("shop/otel", "pod"),
+                ..BASE
+            },
+            Case {
+                name: "ferrotel key beats otel key on the same object",
+                ns: &[(I, "false"), (INJECT_GO, "true")],
+                want: OptedOut("ns"),
+                ..BASE
+            },
+            Case {
+                name: "otel pod opt-out beats ferrotel namespace opt-in",
+                ns: &[(I, "true")],
+                pod: &[(INJECT_GO, "false")],
+                want: OptedOut("pod"),
+                ..BASE
+            },
+            Case {
+                name: "otel go opt-out on a pod does not stop the python probe",
+                ns: &[(I, "true")],
+                pod: &[(INJECT_GO, "false")],
+                language: PY,
+                want: Claimed("obs/default", "ns"),
+                ..BASE
+            },
+            Case {
+                name: "otel invalid value",
+                ns: &[(INJECT_GO, "a/b/c")],
+                want: Error("InvalidAnnotation"),
+                ..BASE
+            },
             // Language.
-            Case { name: "language annotation for another language skips", ns: &[(I, "true")], pod: &[(L, "python")], want: OtherLanguage, ..BASE },
-            Case { name: "language annotation overrides detection", ns: &[(I, "true")], pod: &[(L, "go")], detected: Some(PY), want: Claimed("obs/default", "ns"), ..BASE },
-            Case { name: "detected other language skips", ns: &[(I, "true")], detected: Some(PY), want: OtherLanguage, ..BASE },
-            Case { name: "detected own language claims", ns: &[(I, "true")], detected: Some(GO), want: Claimed("obs/default", "ns"), ..BASE },
-            Case { name: "invalid language annotation on a claimed pod is an error", ns: &[(I, "true")], pod: &[(L, "rust")], want: Error("InvalidAnnotation"), ..BASE },
-            Case { name: "invalid language annotation on an unclaimed pod is ignored", pod: &[(L, "rust")], want: NotOptedIn, ..BASE },
-            Case { name: "language spelled golang is accepted", ns: &[(I, "true")], pod: &[(L, "golang")], want: Claimed("obs/default", "ns"), ..BASE },
-            Case { name: "instrumentation without the language skips", set: "go-only", ns: &[(I, "true")], language: PY, want: LanguageNotEnabled, ..BASE },
-            Case { name: "instrumentation with the language claims", set: "go-only", ns: &[(I, "true")], want: Claimed("obs/go", "ns"), ..BASE },
+            Case {
+                name: "language annotation for another language skips",
+                ns: &[(I, "true")],
+                pod: &[(L, "python")],
+                want: OtherLanguage,
+                ..BASE
+            },
+            Case {
+                name: "language annotation overrides detection",
+                ns: &[(I, "true")],
+                pod: &[(L, "go")],
+                detected: Some(PY),
+                want: Claimed("obs/default", "ns"),
+                ..BASE
+            },
+            Case {
+                name: "detected other language skips",
+                ns: &[(I, "true")],
+                detected: Some(PY),
+                want: OtherLanguage,
+                ..BASE
+            },
+            Case {
+                name: "detected own language claims",
+                ns: &[(I, "true")],
+                detected: Some(GO),
+                want: Claimed("obs/default", "ns"),
+                ..BASE
+            },
+            Case {
+                name: "invalid language annotation on a claimed pod is an error",
+                ns: &[(I, "true")],
+                pod: &[(L, "rust")],
+                want: Error("InvalidAnnotation"),
+                ..BASE
+            },
+            Case {
+                name: "invalid language annotation on an unclaimed pod is ignored",
+                pod: &[(L, "rust")],
+                want: NotOptedIn,
+                ..BASE
+            },
+            Case {
+                name: "language spelled golang is accepted",
+                ns: &[(I, "true")],
+                pod: &[(L, "golang")],
+                want: Claimed("obs/default", "ns"),
+                ..BASE
+            },
+            Case {
+                name: "instrumentation without the language skips",
+                set: "go-only",
+                ns: &[(I, "true")],
+                language: PY,
+                want: LanguageNotEnabled,
+                ..BASE
+            },
+            Case {
+                name: "instrumentation with the language claims",
+                set: "go-only",
+                ns: &[(I, "true")],
+                want: Claimed("obs/go", "ns"),
+                ..BASE
+            },
             // Selectors.
-            Case { name: "namespace selector opts in without annotation", set: "sel", ns_labels: &[("env", "prod")], pod_labels: &[("app", "web")], want: Claimed("obs/sel", "selector"), ..BASE },
-            Case { name: "namespace selector not matching", set: "sel", ns_labels: &[("env", "dev")], pod_labels: &[("app", "web")], want: NotOptedIn, ..BASE },
-            Case { name: "pod selector filters namespace opt-in by selector", set: "sel", ns_labels: &[("env", "prod")], pod_labels: &[("app", "api")], want: PodSelectorMismatch, ..BASE },
-            Case { name: "pod selector filters namespace opt-in by annotation", set: "sel", ns: &[(I, "true")], pod_labels: &[("app", "api")], want: PodSelectorMismatch, ..BASE },
-            Case { name: "pod annotation beats the pod selector", set: "sel", pod: &[(I, "obs/sel")], pod_labels: &[("app", "api")], want: Claimed("obs/sel", "pod"), ..BASE },
-            Case { name: "namespace annotation false beats a matching selector", set: "sel", ns: &[(I, "false")], ns_labels: &[("env", "prod")], pod_labels: &[("app", "web")], want: OptedOut("ns"), ..BASE },
-            Case { name: "two matching namespace selectors are ambiguous", set: "two-sel", ns_labels: &[("env", "prod")], want: Error("AmbiguousInstrumentation"), ..BASE },
-            Case { name: "one of two namespace selectors matching", set: "two-sel", ns_labels: &[("env", "dev")], want: Claimed("obs/b", "selector"), ..BASE },
-            Case { name: "a selector does not make true unambiguous", set: "sel-plus-plain", ns: &[(I, "true")], ns_labels: &[("env", "prod")], want: Error("AmbiguousInstrumentation"), ..BASE },
-            Case { name: "selector instrumentation next to a plain one", set: "sel-plus-plain", ns_labels: &[("env", "prod")], want: Claimed("obs/sel", "selector"), ..BASE },
-            Case { name: "invalid selector is reported when consulted", set: "bad-sel", ns_labels: &[("env", "prod")], want: Error("InvalidSelector"), ..BASE },
-            Case { name: "invalid selector is not consulted when an annotation decides", set: "bad-sel", ns: &[(I, "obs/bad")], want: Claimed("obs/bad", "ns"), ..BASE },
+            Case {
+                name: "namespace selector opts in without annotation",
+                set: "sel",
+                ns_labels: &[("env", "prod")],
+                pod_labels: &[("app", "web")],
+                want: Claimed("obs/sel", "selector"),
+                ..BASE
+            },
+            Case {
+                name: "namespace selector not matching",
+                set: "sel",
+                ns_labels: &[("env", "dev")],
+                pod_labels: &[("app", "web")],
+                want: NotOptedIn,
+                ..BASE
+            },
+            Case {
+                name: "pod selector filters namespace opt-in by selector",
+                set: "sel",
+                ns_labels: &[("env", "prod")],
+                pod_labels: &[("app", "api")],
+                want: PodSelectorMismatch,
+                ..BASE
+            },
+            Case {
+                name: "pod selector filters namespace opt-in by annotation",
+                set: "sel",
+                ns: &[(I, "true")],
+                pod_labels: &[("app", "api")],
+                want: PodSelectorMismatch,
+                ..BASE
+            },
+            Case {
+                name: "pod annotation beats the pod selector",
+                set: "sel",
+                pod: &[(I, "obs/sel")],
+                pod_labels: &[("app", "api")],
+                want: Claimed("obs/sel", "pod"),
+                ..BASE
+            },
+            Case {
+                name: "namespace annotation false beats a matching selector",
+                set: "sel",
+                ns: &[(I, "false")],
+                ns_labels: &[("env", "prod")],
+                pod_labels: &[("app", "web")],
+                want: OptedOut("ns"),
+                ..BASE
+            },
+            Case {
+                name: "two matching namespace selectors are ambiguous",
+                set: "two-sel",
+                ns_labels: &[("env", "prod")],
+                want: Error("AmbiguousInstrumentation"),
+                ..BASE
+            },
+            Case {
+                name: "one of two namespace selectors matching",
+                set: "two-sel",
+                ns_labels: &[("env", "dev")],
+                want: Claimed("obs/b", "selector"),
+                ..BASE
+            },
+            Case {
+                name: "a selector does not make true unambiguous",
+                set: "sel-plus-plain",
+                ns: &[(I, "true")],
+                ns_labels: &[("env", "prod")],
+                want: Error("AmbiguousInstrumentation"),
+                ..BASE
+            },
+            Case {
+                name: "selector instrumentation next to a plain one",
+                set: "sel-plus-plain",
+                ns_labels: &[("env", "prod")],
+                want: Claimed("obs/sel", "selector"),
+                ..BASE
+            },
+            Case {
+                name: "invalid selector is reported when consulted",
+                set: "bad-sel",
+                ns_labels: &[("env", "prod")],
+                want: Error("InvalidSelector"),
+                ..BASE
+            },
+            Case {
+                name: "invalid selector is not consulted when an annotation decides",
+                set: "bad-sel",
+                ns: &[(I, "obs/bad")],
+                want: Claimed("obs/bad", "ns"),
+                ..BASE
+            },
         ];
         let mut failures = Vec::new();
         for case in &cases {
             let got = run(case);
             if got != case.want {
-                failures.push(format!("{}: want {:?}, got {:?}", case.name, case.want, got));
+                failures.push(format!(
+                    "{}: want {:?}, got {:?}",
+                    case.name, case.want, got
+                ));
             }
         }
-        assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{} of {} cases failed:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
     }
 
     /// Every combination of ferrotel-key values on pod and namespace: the
     /// pod's value decides whenever it is present.
     #[test]
     fn pod_value_decides_for_every_namespace_value() {
-        let values: [Option<&'static str>; 4] = [None, Some("true"), Some("false"), Some("obs/default")];
+        let values: [Option<&'static str>; 4] =
+            [None, Some("true"), Some("false"), Some("obs/default")];
         for pod_value in values {
             for ns_value in values {
                 let pod: &'static [(&str, &str)] = match pod_value {
@@ -717,14 +1167,26 @@ mod tests {
                     Some(v) => Box::leak(Box::new([(I, v)])),
                     None => &[],
                 };
-                let effective = pod_value.map(|v| (v, "pod")).or(ns_value.map(|v| (v, "ns")));
+                let effective = pod_value
+                    .map(|v| (v, "pod"))
+                    .or(ns_value.map(|v| (v, "ns")));
                 let want = match effective {
                     None => Want::NotOptedIn,
                     Some(("false", lvl)) => Want::OptedOut(lvl),
                     Some((_, lvl)) => Want::Claimed("obs/default", lvl),
                 };
-                let case = Case { name: "combination", pod, ns, want, ..BASE };
-                assert_eq!(run(&case), case.want, "pod {pod_value:?}, namespace {ns_value:?}");
+                let case = Case {
+                    name: "combination",
+                    pod,
+                    ns,
+                    want,
+                    ..BASE
+                };
+                assert_eq!(
+                    run(&case),
+                    case.want,
+                    "pod {pod_value:?}, namespace {ns_value:?}"
+                );
             }
         }
     }
@@ -734,17 +1196,28 @@ mod tests {
         let instrumentations = Instrumentations::new(set("one"));
         let ns_annotations = map(&[(I, "true")]);
         let empty = BTreeMap::new();
-        let namespace = NamespaceView { name: "shop", labels: &empty, annotations: &ns_annotations };
+        let namespace = NamespaceView {
+            name: "shop",
+            labels: &empty,
+            annotations: &ns_annotations,
+        };
         let cases = [
             (map(&[]), None, LanguageSource::Undetermined),
             (map(&[]), Some(GO), LanguageSource::Detected),
             (map(&[(L, "go")]), Some(PY), LanguageSource::Annotation),
         ];
         for (annotations, detected, want) in cases {
-            let pod = PodView { labels: &empty, annotations: &annotations };
-            let decision = resolve(&instrumentations, &namespace, &pod, GO, detected).expect("claims");
+            let pod = PodView {
+                labels: &empty,
+                annotations: &annotations,
+            };
+            let decision =
+                resolve(&instrumentations, &namespace, &pod, GO, detected).expect("claims");
             let claim = decision.claim().expect("claimed");
-            assert_eq!(claim.language_source, want, "annotations {annotations:?}, detected {detected:?}");
+            assert_eq!(
+                claim.language_source, want,
+                "annotations {annotations:?}, detected {detected:?}"
+            );
             assert!(decision.is_claimed_by(&InstrumentationKey::new("obs", "default")));
             assert!(!decision.is_claimed_by(&InstrumentationKey::new("obs", "other")));
         }
@@ -755,16 +1228,29 @@ mod tests {
         let instrumentations = Instrumentations::new(set("two"));
         let ns_annotations = map(&[(I, "true")]);
         let empty = BTreeMap::new();
-        let namespace = NamespaceView { name: "shop", labels: &empty, annotations: &ns_annotations };
-        let pod = PodView { labels: &empty, annotations: &empty };
+        let namespace = NamespaceView {
+            name: "shop",
+            labels: &empty,
+            annotations: &ns_annotations,
+        };
+        let pod = PodView {
+            labels: &empty,
+            annotations: &empty,
+        };
         let error = resolve(&instrumentations, &namespace, &pod, GO, None).expect_err("ambiguous");
         let message = error.to_string();
         assert_eq!(
             message,
             "annotation ferrotel.io/instrument on namespace \"shop\" selects 2 Instrumentations (obs/default, team/other); name one as \"<namespace>/<name>\" or delete the extra ones"
         );
-        assert!(error.involves(&InstrumentationKey::new("team", "other")), "both candidates are involved");
-        assert!(!error.involves(&InstrumentationKey::new("team", "third")), "others are not");
+        assert!(
+            error.involves(&InstrumentationKey::new("team", "other")),
+            "both candidates are involved"
+        );
+        assert!(
+            !error.involves(&InstrumentationKey::new("team", "third")),
+            "others are not"
+        );
     }
 
     #[test]
@@ -773,22 +1259,54 @@ mod tests {
         let empty = BTreeMap::new();
         let prod = map(&[("env", "prod")]);
         let opted_out = map(&[(I, "false")]);
-        let by_selector = NamespaceView { name: "shop", labels: &prod, annotations: &empty };
+        let by_selector = NamespaceView {
+            name: "shop",
+            labels: &prod,
+            annotations: &empty,
+        };
         let (key, origin) = resolve_namespace(&instrumentations, &by_selector, GO)
             .expect("valid")
-            .expect("the selector claims the namespace even though the podSelector matches no pod yet");
+            .expect(
+                "the selector claims the namespace even though the podSelector matches no pod yet",
+            );
         assert_eq!(key, InstrumentationKey::new("obs", "sel"));
-        assert_eq!(origin, Origin::NamespaceSelector { namespace: "shop".into() });
-        let out = NamespaceView { name: "shop", labels: &prod, annotations: &opted_out };
-        assert_eq!(resolve_namespace(&instrumentations, &out, GO).expect("valid"), None, "opted out");
-        let plain = NamespaceView { name: "shop", labels: &empty, annotations: &empty };
-        assert_eq!(resolve_namespace(&instrumentations, &plain, GO).expect("valid"), None, "not opted in");
+        assert_eq!(
+            origin,
+            Origin::NamespaceSelector {
+                namespace: "shop".into()
+            }
+        );
+        let out = NamespaceView {
+            name: "shop",
+            labels: &prod,
+            annotations: &opted_out,
+        };
+        assert_eq!(
+            resolve_namespace(&instrumentations, &out, GO).expect("valid"),
+            None,
+            "opted out"
+        );
+        let plain = NamespaceView {
+            name: "shop",
+            labels: &empty,
+            annotations: &empty,
+        };
+        assert_eq!(
+            resolve_namespace(&instrumentations, &plain, GO).expect("valid"),
+            None,
+            "not opted in"
+        );
     }
 
     #[test]
     fn duplicate_candidates_are_one_instrumentation() {
-        let instrumentations = Instrumentations::new([cand("obs/default", &[GO]), cand("obs/default", &[GO])]);
-        assert_eq!(instrumentations.len(), 1, "the same key listed twice must not make \"true\" ambiguous");
+        let instrumentations =
+            Instrumentations::new([cand("obs/default", &[GO]), cand("obs/default", &[GO])]);
+        assert_eq!(
+            instrumentations.len(),
+            1,
+            "the same key listed twice must not make \"true\" ambiguous"
+        );
     }
 
     #[test]

@@ -1,0 +1,802 @@
+//! The Instrumentation controller against the real test bed (kube-apiserver,
+//! kube-controller-manager, kube-scheduler, kwok nodes): the samples roll out
+//! one probe DaemonSet per language on every node; status follows namespace
+//! and pod opt-in annotations within seconds without restarting pods; a
+//! missing collector degrades without rendering a broken endpoint; removing a
+//! language prunes; deleting the CR removes the cluster-scoped RBAC; the
+//! stored spec stays what was applied (GitOps); the probe's ServiceAccount can
+//! do exactly what the probe needs.
+//!
+//! One scenario, run in order: this test binary has its own control plane and
+//! opt-in is cluster-wide, so parallel scenarios would see each other's
+//! Instrumentations (`"true"` would become ambiguous).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrotel_e2e::{TestBed, process::Process, wait_for, workspace_binary};
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+/// The promise: status follows an annotation change within 5 s.
+const OPT_IN_LATENCY: Duration = Duration::from_secs(5);
+const NS: &str = "otel";
+const APPS: &str = "shop";
+
+fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn kubectl(bed: &TestBed, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let mut cmd = bed.kubectl();
+    cmd.args(args);
+    run(cmd, stdin)
+}
+
+fn run(mut cmd: Command, stdin: Option<&str>) -> Result<String, String> {
+    use std::io::Write;
+    cmd.stdin(if stdin.is_some() {
+        std::process::Stdio::piped()
+    } else {
+        std::process::Stdio::null()
+    });
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            stdout
+        ))
+    }
+}
+
+fn kubectl_json(bed: &TestBed, args: &[&str]) -> Result<Value, String> {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let text = kubectl(bed, &all, None)?;
+    serde_json::from_str(&text).map_err(|e| format!("kubectl output is not JSON: {e}: {text}"))
+}
+
+fn items(list: &Value) -> Vec<Value> {
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn names(list: &Value) -> Vec<String> {
+    items(list)
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn condition<'a>(inst: &'a Value, type_: &str) -> Option<&'a Value> {
+    inst["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+fn language_status<'a>(inst: &'a Value, language: &str) -> Option<&'a Value> {
+    inst["status"]["languages"]
+        .as_array()?
+        .iter()
+        .find(|l| l["language"] == language)
+}
+
+struct Operator {
+    process: Process,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Operator {
+    fn start(bed: &TestBed) -> Operator {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("operator.log");
+        let binary = workspace_binary("ferrotel-operator").unwrap_or_else(|e| panic!("{e}"));
+        let mut cmd = Command::new(binary);
+        cmd.args([
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", ferrotel_e2e::free_port()),
+            "--health-addr",
+            &format!("127.0.0.1:{}", ferrotel_e2e::free_port()),
+            "--log-format",
+            "text",
+            "--log-level",
+            "info,ferrotel_operator=debug",
+        ])
+        .env("KUBECONFIG", bed.kubeconfig())
+        .env_remove("RUST_LOG");
+        let process = Process::spawn("ferrotel-operator", cmd, &log).expect("start the operator");
+        Operator {
+            process,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn alive(&mut self) -> Result<(), String> {
+        self.process
+            .check_running()
+            .map_err(|e| format!("fatal: operator died: {e}"))
+    }
+
+    fn tail(&self) -> String {
+        ferrotel_e2e::process::tail(&self.log, 60)
+    }
+}
+
+/// Waits until `check` accepts the Instrumentation `otel/default`.
+async fn wait_instrumentation<T>(
+    bed: &TestBed,
+    operator: &mut Operator,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&Value) -> Result<T, String>,
+) -> T {
+    let result = wait_for(what, timeout, || {
+        let alive = operator.alive();
+        let inst = kubectl_json(bed, &["get", "instrumentation", "default", "-n", NS]);
+        let result = alive.and(inst).and_then(|i| check(&i));
+        async move { result }
+    })
+    .await;
+    result.unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.tail()))
+}
+
+fn probe_daemon_sets(bed: &TestBed) -> Result<Value, String> {
+    kubectl_json(
+        bed,
+        &[
+            "get",
+            "daemonsets",
+            "-n",
+            NS,
+            "-l",
+            "app.kubernetes.io/name=ferrotel-probe",
+        ],
+    )
+}
+
+fn create_pod(
+    bed: &TestBed,
+    namespace: &str,
+    name: &str,
+    node: &str,
+    annotations: &[(&str, &str)],
+) {
+    let annotations: serde_json::Map<String, Value> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+        .collect();
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.invalid/shop/app:1"}]},
+    });
+    kubectl(
+        bed,
+        &["apply", "--server-side", "-f", "-"],
+        Some(&pod.to_string()),
+    )
+    .unwrap_or_else(|e| panic!("create pod {namespace}/{name}: {e}"));
+}
+
+fn pod_uids(bed: &TestBed, namespaces: &[&str]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for &ns in namespaces {
+        let pods = kubectl_json(bed, &["get", "pods", "-n", ns]).unwrap_or_else(|e| panic!("{e}"));
+        for pod in items(&pods) {
+            out.push((
+                format!(
+                    "{ns}/{}",
+                    pod["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                pod["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Matched pods and namespaces of one language, from status.
+fn matched(inst: &Value, language: &str) -> Result<(u64, Vec<String>), String> {
+    let l = language_status(inst, language)
+        .ok_or_else(|| format!("no status for {language}: {}", inst["status"]))?;
+    let namespaces = l["matchedNamespaces"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((l["matchedPods"].as_u64().unwrap_or(0), namespaces))
+}
+
+/// Waits for the matched pods/namespaces of both languages; returns how long it took.
+async fn expect_matches(
+    bed: &TestBed,
+    operator: &mut Operator,
+    what: &str,
+    pods: u64,
+    namespaces: &[&str],
+) -> Duration {
+    let start = Instant::now();
+    let want: Vec<String> = namespaces.iter().map(|s| (*s).to_owned()).collect();
+    wait_instrumentation(bed, operator, what, OPT_IN_LATENCY, |inst| {
+        for language in ["go", "python"] {
+            let got = matched(inst, language)?;
+            if got != (pods, want.clone()) {
+                return Err(format!(
+                    "{language}: matched {got:?}, want ({pods}, {want:?})"
+                ));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let took = start.elapsed();
+    eprintln!("status showed '{what}' after {took:?}");
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
+    let bed = TestBed::shared();
+    let nodes = bed.node_names().to_vec();
+    assert!(
+        nodes.len() >= 2,
+        "the scenario needs several nodes, test bed has {nodes:?}"
+    );
+
+    // CRDs (server-side, idempotent), then wait until they are served.
+    let crds = repo_path("crds");
+    kubectl(
+        bed,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            crds.to_str().expect("utf-8 path"),
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("apply CRDs: {e}"));
+    kubectl(
+        bed,
+        &[
+            "wait",
+            "--for",
+            "condition=Established",
+            "--timeout=60s",
+            "crd/instrumentations.ferrotel.io",
+            "crd/telemetrycollectors.ferrotel.io",
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("CRDs not established: {e}"));
+
+    let mut operator = Operator::start(bed);
+
+    // 1. The Instrumentation before its collector: Degraded, nothing rendered.
+    let sample = |f: &str| {
+        repo_path(&format!("config/samples/{f}"))
+            .to_str()
+            .expect("utf-8 path")
+            .to_owned()
+    };
+    for file in ["namespace.yaml", "instrumentation.yaml"] {
+        kubectl(bed, &["apply", "--server-side", "-f", &sample(file)], None)
+            .unwrap_or_else(|e| panic!("apply {file}: {e}"));
+    }
+    let message = wait_instrumentation(
+        bed,
+        &mut operator,
+        "Degraded=CollectorNotFound",
+        TIMEOUT,
+        |inst| match condition(inst, "Degraded") {
+            Some(c) if c["status"] == "True" && c["reason"] == "CollectorNotFound" => {
+                Ok(c["message"].as_str().unwrap_or_default().to_owned())
+            }
+            other => Err(format!("Degraded is {other:?}")),
+        },
+    )
+    .await;
+    assert!(
+        message.contains("\"otel-collector\"") && message.contains("create the TelemetryCollector"),
+        "the message names the collector and the fix: {message}"
+    );
+    let ds = probe_daemon_sets(bed).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        items(&ds).is_empty(),
+        "no DaemonSet may be created with a broken endpoint: {:?}",
+        names(&ds)
+    );
+    let events = kubectl_json(
+        bed,
+        &[
+            "get",
+            "events",
+            "-n",
+            NS,
+            "--field-selector",
+            "reason=CollectorNotFound",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !items(&events).is_empty(),
+        "a Warning Event explains the problem"
+    );
+
+    // 2. The collector appears: the Instrumentation heals and rolls out.
+    kubectl(
+        bed,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            &sample("telemetrycollector.yaml"),
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("apply the TelemetryCollector: {e}"));
+    let node_count = i64::try_from(nodes.len()).expect("few nodes");
+    let endpoint = wait_instrumentation(
+        bed,
+        &mut operator,
+        "both probe DaemonSets ready on every node",
+        TIMEOUT,
+        |inst| {
+            for language in ["go", "python"] {
+                let l = language_status(inst, language)
+                    .ok_or_else(|| format!("no {language} status: {}", inst["status"]))?;
+                let counts = (
+                    l["desired"].as_i64(),
+                    l["ready"].as_i64(),
+                    l["updated"].as_i64(),
+                );
+                let want = (Some(node_count), Some(node_count), Some(node_count));
+                if counts != want {
+                    return Err(format!(
+                        "{language}: desired/ready/updated {counts:?}, want {want:?}"
+                    ));
+                }
+            }
+            match condition(inst, "Ready") {
+                Some(c) if c["status"] == "True" => {}
+                other => return Err(format!("Ready is {other:?}")),
+            }
+            if condition(inst, "Degraded").is_some_and(|c| c["status"] == "True") {
+                return Err(format!("still Degraded: {:?}", condition(inst, "Degraded")));
+            }
+            Ok(inst["status"]["exporter"]["endpoint"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned())
+        },
+    )
+    .await;
+    let collector = kubectl_json(
+        bed,
+        &["get", "telemetrycollector", "otel-collector", "-n", NS],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let grpc = collector["status"]["endpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["protocol"] == "grpc"))
+        .and_then(|e| e["url"].as_str())
+        .unwrap_or_else(|| {
+            panic!(
+                "the collector reports a grpc endpoint: {}",
+                collector["status"]
+            )
+        });
+    assert_eq!(
+        endpoint, grpc,
+        "the probes export to the collector's in-cluster gRPC endpoint"
+    );
+    let ds = probe_daemon_sets(bed).unwrap_or_else(|e| panic!("{e}"));
+    let mut ds_names = names(&ds);
+    ds_names.sort();
+    assert_eq!(ds_names, ["default-probe-go", "default-probe-python"]);
+    for language in ["go", "python"] {
+        let pods = kubectl_json(
+            bed,
+            &[
+                "get",
+                "pods",
+                "-n",
+                NS,
+                "-l",
+                &format!("ferrotel.io/probe-language={language}"),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut ready_nodes: Vec<String> = items(&pods)
+            .iter()
+            .filter(|p| {
+                p["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
+            .collect();
+        ready_nodes.sort();
+        let mut want = nodes.clone();
+        want.sort();
+        assert_eq!(
+            ready_nodes, want,
+            "one Ready {language} probe pod on every node"
+        );
+        let cm = kubectl_json(
+            bed,
+            &[
+                "get",
+                "configmap",
+                &format!("default-probe-{language}"),
+                "-n",
+                NS,
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let config = ferrotel_api::probe_config::ProbeConfig::from_yaml(
+            cm["data"]["probe.yaml"].as_str().unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| panic!("the probe config parses: {e}"));
+        assert_eq!(
+            config.exporter.endpoint, grpc,
+            "{language} probe config carries the resolved endpoint"
+        );
+    }
+
+    // 3. Opt-in follows annotations within seconds; no pod restarts.
+    // A fresh namespace (its default ServiceAccount must exist before pods).
+    let payments = bed.create_namespace("payments").await;
+    let payments = payments.as_str();
+    create_pod(bed, APPS, "web", &nodes[0], &[]);
+    create_pod(bed, payments, "api", &nodes[1], &[]);
+    create_pod(
+        bed,
+        payments,
+        "ledger",
+        &nodes[0],
+        &[("ferrotel.io/instrument", "false")],
+    );
+    expect_matches(
+        bed,
+        &mut operator,
+        "shop matched (sample namespace opted in)",
+        1,
+        &[APPS],
+    )
+    .await;
+    let uids_before = pod_uids(bed, &[APPS, payments]);
+
+    kubectl(
+        bed,
+        &[
+            "annotate",
+            "namespace",
+            payments,
+            "ferrotel.io/instrument=true",
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t1 = expect_matches(
+        bed,
+        &mut operator,
+        "payments opted in, ledger opted out",
+        2,
+        &[payments, APPS],
+    )
+    .await;
+
+    kubectl(
+        bed,
+        &[
+            "annotate",
+            "pod",
+            "api",
+            "-n",
+            payments,
+            "ferrotel.io/instrument=false",
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t2 = expect_matches(
+        bed,
+        &mut operator,
+        "api opted out by pod annotation",
+        1,
+        &[APPS],
+    )
+    .await;
+
+    kubectl(
+        bed,
+        &[
+            "annotate",
+            "pod",
+            "api",
+            "-n",
+            payments,
+            "ferrotel.io/instrument-",
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    expect_matches(bed, &mut operator, "api back in", 2, &[payments, APPS]).await;
+
+    kubectl(
+        bed,
+        &["annotate", "namespace", payments, "ferrotel.io/instrument-"],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t3 = expect_matches(
+        bed,
+        &mut operator,
+        "payments annotation removed",
+        1,
+        &[APPS],
+    )
+    .await;
+    eprintln!("opt-in latencies: namespace {t1:?}, pod {t2:?}, removal {t3:?}");
+    assert_eq!(
+        pod_uids(bed, &[APPS, payments]),
+        uids_before,
+        "no pod was recreated by opting in or out"
+    );
+    let restarts: Vec<Value> = [APPS, payments]
+        .iter()
+        .flat_map(|ns| {
+            items(&kubectl_json(bed, &["get", "pods", "-n", ns]).unwrap_or_else(|e| panic!("{e}")))
+        })
+        .flat_map(|p| {
+            p["status"]["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|c| c["restartCount"].as_i64().unwrap_or(0) > 0)
+        .collect();
+    assert!(restarts.is_empty(), "no container restarted: {restarts:?}");
+
+    // 4. GitOps: the stored spec is the applied manifest, and applying the
+    // same file again (server-side dry run) changes nothing.
+    let stored = kubectl_json(bed, &["get", "instrumentation", "default", "-n", NS])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let manifest: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(sample("instrumentation.yaml")).expect("read the sample"),
+    )
+    .expect("the sample is YAML");
+    assert_eq!(
+        stored["spec"], manifest["spec"],
+        "the operator must not write (or default) the spec"
+    );
+    let dry = kubectl_json(
+        bed,
+        &[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-f",
+            &sample("instrumentation.yaml"),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        dry["spec"], stored["spec"],
+        "a re-apply would not change the spec"
+    );
+    assert_eq!(
+        dry["metadata"]["generation"], stored["metadata"]["generation"],
+        "a re-apply would not bump the generation (ArgoCD stays in sync)"
+    );
+    let diff = kubectl(
+        bed,
+        &[
+            "diff",
+            "--server-side",
+            "-f",
+            &sample("instrumentation.yaml"),
+        ],
+        None,
+    );
+    assert!(
+        diff.is_ok(),
+        "kubectl diff --server-side shows drift: {diff:?}"
+    );
+
+    // 5. The probe's ServiceAccount: exactly pods and namespaces, read-only.
+    for language in ["go", "python"] {
+        let sa = format!("system:serviceaccount:{NS}:default-probe-{language}");
+        for (verb_resource, allowed) in [
+            (&["list", "pods", "--all-namespaces"][..], true),
+            (&["watch", "pods", "--all-namespaces"][..], true),
+            (&["get", "namespaces"][..], true),
+            (&["list", "namespaces"][..], true),
+            (&["get", "secrets", "-n", NS][..], false),
+            (&["list", "secrets", "--all-namespaces"][..], false),
+            (&["create", "pods", "-n", APPS][..], false),
+            (&["create", "configmaps", "-n", NS][..], false),
+            (&["delete", "pods", "-n", APPS][..], false),
+            (
+                &["list", "instrumentations.ferrotel.io", "--all-namespaces"][..],
+                false,
+            ),
+        ] {
+            let mut args = vec!["auth", "can-i", "--as", &sa];
+            args.extend_from_slice(verb_resource);
+            let answer = match kubectl(bed, &args, None) {
+                Ok(out) => out.trim().to_owned(),
+                Err(e) => e,
+            };
+            let yes = answer.trim() == "yes";
+            assert_eq!(
+                yes, allowed,
+                "{sa} {verb_resource:?}: kubectl auth can-i said {answer:?}"
+            );
+        }
+    }
+
+    // 6. Removing a language prunes everything rendered for it.
+    let go_only = std::fs::read_to_string(sample("instrumentation.yaml"))
+        .expect("read the sample")
+        .replace("languages: [go, python]", "languages: [go]");
+    assert!(
+        go_only.contains("languages: [go]"),
+        "the sample lists its languages on one line"
+    );
+    kubectl(bed, &["apply", "--server-side", "-f", "-"], Some(&go_only))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let python_children = |bed: &TestBed| -> Result<Vec<String>, String> {
+        let namespaced = kubectl_json(
+            bed,
+            &[
+                "get",
+                "daemonsets,configmaps,serviceaccounts",
+                "-n",
+                NS,
+                "-l",
+                "ferrotel.io/probe-language=python",
+            ],
+        )?;
+        let cluster = kubectl_json(
+            bed,
+            &[
+                "get",
+                "clusterroles,clusterrolebindings",
+                "-l",
+                "ferrotel.io/probe-language=python,ferrotel.io/instrumentation-namespace=otel",
+            ],
+        )?;
+        let mut all = names(&namespaced);
+        all.extend(names(&cluster));
+        // Probe pods go with their DaemonSet (garbage collector).
+        Ok(all)
+    };
+    wait_for(
+        "python's DaemonSet, ConfigMap, ServiceAccount and RBAC to be pruned",
+        TIMEOUT,
+        || {
+            let alive = operator.alive();
+            let left = python_children(bed);
+            async move {
+                alive?;
+                let left = left?;
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("left: {left:?}"))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.tail()));
+    let ds = probe_daemon_sets(bed).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(names(&ds), ["default-probe-go"], "the go probes stay");
+    wait_instrumentation(
+        bed,
+        &mut operator,
+        "status lists only go",
+        TIMEOUT,
+        |inst| {
+            let languages = inst["status"]["languages"].as_array().map(Vec::len);
+            if languages == Some(1) {
+                Ok(())
+            } else {
+                Err(format!("languages: {}", inst["status"]["languages"]))
+            }
+        },
+    )
+    .await;
+
+    // 7. Deleting the CR: the finalizer removes the cluster-scoped RBAC, the
+    // garbage collector the namespaced children.
+    kubectl(
+        bed,
+        &[
+            "delete",
+            "instrumentation",
+            "default",
+            "-n",
+            NS,
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("delete: {e}\noperator log:\n{}", operator.tail()));
+    let cluster = kubectl_json(
+        bed,
+        &[
+            "get",
+            "clusterroles,clusterrolebindings",
+            "-l",
+            "ferrotel.io/instrumentation-namespace=otel",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        items(&cluster).is_empty(),
+        "cluster RBAC left after delete: {:?}",
+        names(&cluster)
+    );
+    wait_for(
+        "the namespaced children to be garbage-collected",
+        TIMEOUT,
+        || {
+            let left = kubectl_json(
+                bed,
+                &[
+                    "get",
+                    "daemonsets,configmaps,serviceaccounts",
+                    "-n",
+                    NS,
+                    "-l",
+                    "app.kubernetes.io/name=ferrotel-probe",
+                ],
+            );
+            async move {
+                let left = names(&left?);
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("left: {left:?}"))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    operator
+        .alive()
+        .unwrap_or_else(|e| panic!("{e}\n{}", operator.tail()));
+}
