@@ -2,6 +2,7 @@
 //! kube-controller-manager, kube-scheduler and kwok (fake nodes whose pods
 //! become Running and Ready), all as local processes in one directory.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,10 +107,10 @@ impl TestBed {
                     let port_race = dir.as_deref().is_some_and(logs_mention_port_in_use);
                     if port_race && attempt < 3 {
                         tracing::warn!(attempt, error = %err, "Test bed lost a port race; retrying");
-                        if opts.dir.is_none() {
-                            if let Some(dir) = dir {
-                                let _ = std::fs::remove_dir_all(dir);
-                            }
+                        if opts.dir.is_none()
+                            && let Some(dir) = dir
+                        {
+                            let _ = std::fs::remove_dir_all(dir);
                         }
                         continue;
                     }
@@ -189,10 +190,15 @@ impl TestBed {
     async fn boot(&mut self, opts: &TestBedOptions) -> Result<()> {
         let logs = self.logs_dir();
         for sub in [&logs, &self.dir.join("etcd")] {
-            std::fs::create_dir_all(sub).map_err(|source| Error::Io {
-                path: sub.clone(),
-                source,
-            })?;
+            // 0700: etcd refuses nothing but warns about anything wider.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(sub)
+                .map_err(|source| Error::Io {
+                    path: sub.clone(),
+                    source,
+                })?;
         }
         let pki = pki::generate(&self.dir.join("pki"))?;
 
@@ -267,10 +273,9 @@ impl TestBed {
         let mut kcm = Command::new(try_tool_path("kube-controller-manager")?);
         kcm.args([
             format!("--kubeconfig={kcm_kubeconfig}"),
-            format!("--authentication-kubeconfig={kcm_kubeconfig}"),
-            format!("--authorization-kubeconfig={kcm_kubeconfig}"),
-            "--bind-address=127.0.0.1".to_string(),
-            format!("--secure-port={}", free_port()),
+            // No health/metrics server: nothing scrapes it, and one port
+            // fewer to race for.
+            "--secure-port=0".to_string(),
             "--leader-elect=false".to_string(),
             "--controllers=*".to_string(),
             "--use-service-account-credentials=false".to_string(),
@@ -281,19 +286,16 @@ impl TestBed {
             format!("--root-ca-file={}", pki.ca_cert.display()),
             "--kube-api-qps=200".to_string(),
             "--kube-api-burst=400".to_string(),
-            format!("--cert-dir={}", self.dir.join("kcm-certs").display()),
         ]);
         self.spawn("kube-controller-manager", kcm)?;
 
         let mut scheduler = Command::new(try_tool_path("kube-scheduler")?);
         scheduler.args([
             format!("--kubeconfig={kcm_kubeconfig}"),
-            format!("--authentication-kubeconfig={kcm_kubeconfig}"),
-            format!("--authorization-kubeconfig={kcm_kubeconfig}"),
-            "--bind-address=127.0.0.1".to_string(),
-            format!("--secure-port={}", free_port()),
+            // No health/metrics server: nothing scrapes it, and one port
+            // fewer to race for.
+            "--secure-port=0".to_string(),
             "--leader-elect=false".to_string(),
-            format!("--cert-dir={}", self.dir.join("scheduler-certs").display()),
         ]);
         self.spawn("kube-scheduler", scheduler)?;
 

@@ -3,6 +3,8 @@
 //! `up` starts it in the background (a detached `serve` process owns every
 //! component), `down` stops it and removes its directory, `status` reports.
 #![forbid(unsafe_code)]
+// A command-line tool: stdout is its user interface.
+#![allow(clippy::print_stdout)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-// Builds kube-apiserver, kube-controller-manager and kubectl from the pinned
+// Builds kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from the pinned
 // Kubernetes release for the local test bed. k8s.io/kubernetes refers to its
 // staging modules as v0.0.0 and replaces them with local paths, which only work
 // inside its own repository; consumers must pin each one to the matching
@@ -182,6 +182,7 @@ require (
 tool (
 	k8s.io/kubernetes/cmd/kube-apiserver
 	k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-scheduler
 	k8s.io/kubernetes/cmd/kubectl
 )
 
