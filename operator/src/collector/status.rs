@@ -1,0 +1,226 @@
+//! The status stage: compute the status from what happened, write it only
+//! when it differs from the stored one (ignoring condition timestamps), so a
+//! steady-state reconcile — or an operator restart — writes nothing.
+
+use ferrotel_api::{
+    collector::{TelemetryCollector, TelemetryCollectorStatus, validate::Report},
+    conditions::{self, new_condition, reasons, set_condition},
+};
+use kube::ResourceExt;
+
+use super::{Error, apply::Applied, build::Built};
+use crate::runtime::{Context, apply};
+
+fn base(tc: &TelemetryCollector, old: &TelemetryCollectorStatus) -> TelemetryCollectorStatus {
+    TelemetryCollectorStatus {
+        observed_generation: tc.metadata.generation,
+        ..old.clone()
+    }
+}
+
+/// `managementState: unmanaged`: only the conditions say so.
+pub fn unmanaged(
+    tc: &TelemetryCollector,
+    old: &TelemetryCollectorStatus,
+) -> TelemetryCollectorStatus {
+    let mut s = base(tc, old);
+    set_condition(
+        &mut s.conditions,
+        new_condition(
+            conditions::RECONCILED,
+            false,
+            reasons::UNMANAGED,
+            "spec.managementState is unmanaged: the operator does not touch this collector's children",
+            tc.metadata.generation,
+        ),
+    );
+    s
+}
+
+/// Invalid config: everything describing the running collector stays.
+pub fn invalid(
+    tc: &TelemetryCollector,
+    old: &TelemetryCollectorStatus,
+    message: &str,
+) -> TelemetryCollectorStatus {
+    let mut s = base(tc, old);
+    set_condition(
+        &mut s.conditions,
+        new_condition(
+            conditions::CONFIG_VALID,
+            false,
+            reasons::INVALID_CONFIG,
+            message,
+            tc.metadata.generation,
+        ),
+    );
+    s
+}
+
+/// Applying failed (the error is retried).
+pub fn apply_failed(
+    tc: &TelemetryCollector,
+    old: &TelemetryCollectorStatus,
+    err: &Error,
+) -> TelemetryCollectorStatus {
+    let mut s = base(tc, old);
+    set_condition(
+        &mut s.conditions,
+        new_condition(
+            conditions::RECONCILED,
+            false,
+            reasons::APPLY_FAILED,
+            format!("{err}: {}", super::cause(err)),
+            tc.metadata.generation,
+        ),
+    );
+    s
+}
+
+/// Everything applied.
+pub fn applied(
+    tc: &TelemetryCollector,
+    old: &TelemetryCollectorStatus,
+    built: &Built,
+    applied: &Applied,
+    report: &Report,
+) -> TelemetryCollectorStatus {
+    let generation = tc.metadata.generation;
+    let w = &applied.workload;
+    let mut s = TelemetryCollectorStatus {
+        observed_generation: generation,
+        conditions: old.conditions.clone(),
+        mode: Some(built.mode),
+        image: Some(built.image.clone()),
+        config_hash: Some(built.config_hash.clone()),
+        config_map: Some(built.children.config_map.name_any()),
+        replicas: Some(w.desired),
+        ready_replicas: Some(w.ready),
+        ready: Some(format!("{}/{}", w.ready, w.desired)),
+        endpoints: built.endpoints.clone(),
+    };
+    let (valid_reason, valid_message) = if report.components_checked {
+        (reasons::VALID, "config is valid".to_owned())
+    } else {
+        (
+            reasons::VALID_CUSTOM_IMAGE,
+            format!(
+                "config is valid; component types were not checked because spec.image {:?} is a custom image",
+                built.image
+            ),
+        )
+    };
+    let conds = &mut s.conditions;
+    set_condition(
+        conds,
+        new_condition(
+            conditions::CONFIG_VALID,
+            true,
+            valid_reason,
+            valid_message,
+            generation,
+        ),
+    );
+    let available = w.ready >= w.desired;
+    set_condition(
+        conds,
+        new_condition(
+            conditions::AVAILABLE,
+            available,
+            if available {
+                reasons::REPLICAS_READY
+            } else {
+                reasons::REPLICAS_NOT_READY
+            },
+            format!("{} of {} collector pods ready", w.ready, w.desired),
+            generation,
+        ),
+    );
+    set_condition(
+        conds,
+        new_condition(
+            conditions::PROGRESSING,
+            !w.rolled_out,
+            if w.rolled_out {
+                reasons::ROLLED_OUT
+            } else {
+                reasons::ROLLING_OUT
+            },
+            if w.rolled_out {
+                format!("config {} is rolled out", built.config_hash)
+            } else {
+                format!("rolling out config {}", built.config_hash)
+            },
+            generation,
+        ),
+    );
+    set_condition(
+        conds,
+        new_condition(
+            conditions::RECONCILED,
+            true,
+            reasons::APPLIED,
+            "all children applied",
+            generation,
+        ),
+    );
+    s
+}
+
+/// True when `a` and `b` differ in anything but condition timestamps.
+pub fn changed(a: &TelemetryCollectorStatus, b: &TelemetryCollectorStatus) -> bool {
+    let strip = |s: &TelemetryCollectorStatus| TelemetryCollectorStatus {
+        conditions: Vec::new(),
+        ..s.clone()
+    };
+    strip(a) != strip(b) || !conditions::same_ignoring_time(&a.conditions, &b.conditions)
+}
+
+pub async fn write_if_changed(
+    ctx: &Context,
+    tc: &TelemetryCollector,
+    old: &TelemetryCollectorStatus,
+    new: &TelemetryCollectorStatus,
+) -> Result<(), Error> {
+    if !changed(old, new) && tc.status.is_some() {
+        return Ok(());
+    }
+    apply::apply_status(&ctx.client, tc, new)
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Status {
+            name: super::build::display_name(tc),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrotel_api::conditions::new_condition;
+
+    #[test]
+    fn status_differing_only_in_condition_times_is_unchanged() {
+        let a = TelemetryCollectorStatus {
+            conditions: vec![new_condition(
+                conditions::AVAILABLE,
+                true,
+                reasons::REPLICAS_READY,
+                "1 of 1",
+                Some(1),
+            )],
+            image: Some("img".into()),
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.conditions[0].last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        );
+        assert!(
+            !changed(&a, &b),
+            "timestamps alone must not cause a status write"
+        );
+        b.ready = Some("0/1".into());
+        assert!(changed(&a, &b), "a new ready count is a change");
+    }
+}
