@@ -69,43 +69,17 @@ const RING_BUFFER_RULE: &str = "!has(self.ringBufferBytes) || self.ringBufferByt
     shortname = "finst",
     category = "ferrotel",
     doc = "Instrumentation rolls out one eBPF probe DaemonSet per language; probes trace the Go and Python services in namespaces opted in with the ferrotel.io/instrument annotation and export OTLP spans and RED metrics, without code changes or pod restarts.",
-    printcolumn(
-        name = "Languages",
-        type_ = "string",
-        json_path = ".spec.languages",
-        description = "Languages traced, one probe DaemonSet each"
-    ),
-    printcolumn(
-        name = "Endpoint",
-        type_ = "string",
-        json_path = ".status.exporter.endpoint",
-        description = "Resolved OTLP endpoint"
-    ),
-    printcolumn(
-        name = "Namespaces",
-        type_ = "integer",
-        json_path = ".status.matchedNamespaces",
-        description = "Namespaces with instrumented workloads or opted in"
-    ),
-    printcolumn(
-        name = "Pods",
-        type_ = "integer",
-        json_path = ".status.matchedPods",
-        description = "Pods matched by the opt-in rules, all languages"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    // Raw JSON form: the structured form repeats `type_ = ...`, which
+    // clippy's duplicated_attributes lint flags.
+    printcolumn = r#"{"name":"Languages","type":"string","jsonPath":".spec.languages","description":"Languages traced, one probe DaemonSet each"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.exporter.endpoint","description":"Resolved OTLP endpoint"}"#,
+    printcolumn = r#"{"name":"Namespaces","type":"integer","jsonPath":".status.matchedNamespaces","description":"Namespaces with instrumented workloads or opted in"}"#,
+    printcolumn = r#"{"name":"Pods","type":"integer","jsonPath":".status.matchedPods","description":"Pods matched by the opt-in rules, all languages"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(transform = strip_defaults)]
+#[schemars(transform = kube_compatible)]
 pub struct InstrumentationSpec {
     /// Languages to trace. Each gets its own probe DaemonSet
     /// `<name>-probe-<language>` that loads only that language's eBPF programs.
@@ -319,6 +293,7 @@ pub struct ProbeSpec {
 /// What the operator observed and resolved.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = kube_compatible)]
 pub struct InstrumentationStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -394,16 +369,26 @@ impl InstrumentationSpec {
     }
 }
 
-/// Removes every `default` keyword from a schema, recursively.
+/// Makes a generated schema what the API server wants, recursively:
 ///
-/// Embedded probe-config types carry serde defaults, which schemars turns into
-/// schema defaults; the API server would then write them into stored objects
-/// and the stored spec would drift from the applied manifest (see module docs).
-fn strip_defaults(schema: &mut schemars::Schema) {
+/// - removes every `default`: embedded probe-config types carry serde
+///   defaults, which schemars turns into schema defaults; the API server would
+///   then write them into stored objects and the stored spec would drift from
+///   the applied manifest (see module docs);
+/// - removes schemars' unsigned formats (`uint32`, ...), which the API server
+///   does not know and warns about on every apply (`minimum: 0` stays).
+fn kube_compatible(schema: &mut schemars::Schema) {
     fn walk(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(map) => {
                 map.remove("default");
+                if map
+                    .get("format")
+                    .and_then(|f| f.as_str())
+                    .is_some_and(|f| f.starts_with("uint"))
+                {
+                    map.remove("format");
+                }
                 for child in map.values_mut() {
                     walk(child);
                 }
@@ -413,6 +398,7 @@ fn strip_defaults(schema: &mut schemars::Schema) {
         }
     }
     if let Some(object) = schema.as_object_mut() {
+        object.remove("default");
         for value in object.values_mut() {
             walk(value);
         }
@@ -430,6 +416,15 @@ mod tests {
 
     fn spec_schema() -> serde_json::Value {
         crd_json()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+    }
+
+    #[test]
+    fn schema_has_no_unsigned_formats_the_api_server_warns_about() {
+        let text = crd_json().to_string();
+        assert!(
+            !text.contains("\"uint"),
+            "unsigned formats left in the CRD: {text}"
+        );
     }
 
     #[test]
