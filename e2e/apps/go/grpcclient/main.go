@@ -1,5 +1,5 @@
-// grpcclient is a gRPC client test target: -n unary health Checks of -service,
-// printing how many ended with each code.
+// grpcclient is a gRPC client test target: unary health Checks, -calls
+// "service=count,..." in order, printing how many ended with each code.
 package main
 
 import (
@@ -7,6 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
+
+	"ferrotel.test/goapps/internal/common"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -16,9 +20,12 @@ import (
 
 func main() {
 	addr := flag.String("addr", "", "server host:port")
-	n := flag.Int("n", 1, "number of calls")
-	service := flag.String("service", "ok", "service name to check")
+	calls := flag.String("calls", "ok=1", "comma-separated service=count pairs")
+	wait := flag.Bool("wait", false, "wait for a line on stdin before calling")
 	flag.Parse()
+	if *wait {
+		common.WaitForStdin()
+	}
 	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -27,9 +34,17 @@ func main() {
 	defer conn.Close()
 	client := healthpb.NewHealthClient(conn)
 	counts := map[string]int{}
-	for i := 0; i < *n; i++ {
-		_, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{Service: *service})
-		counts[status.Code(err).String()]++
+	for _, pair := range strings.Split(*calls, ",") {
+		service, count, _ := strings.Cut(pair, "=")
+		n, err := strconv.Atoi(count)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bad -calls entry %q\n", pair)
+			os.Exit(2)
+		}
+		for i := 0; i < n; i++ {
+			_, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
+			counts[status.Code(err).String()]++
+		}
 	}
 	fmt.Println("CODES", counts)
 }

@@ -8,13 +8,19 @@ import (
 	"io"
 	"net/http"
 	"os"
+
+	"ferrotel.test/goapps/internal/common"
 )
 
 func main() {
 	url := flag.String("url", "", "URL to GET")
 	n := flag.Int("n", 1, "number of requests")
 	traceparent := flag.String("traceparent", "", "traceparent header to send")
+	wait := flag.Bool("wait", false, "wait for a line on stdin before sending")
 	flag.Parse()
+	if *wait {
+		common.WaitForStdin()
+	}
 	client := &http.Client{}
 	counts := map[int]int{}
 	for i := 0; i < *n; i++ {
