@@ -1,0 +1,334 @@
+//! Kubernetes discovery: which processes on this node belong to opted-in
+//! pods of this probe's language, and what their resource attributes are.
+//!
+//! ```text
+//! watch Pods (spec.nodeName = $NODE_NAME) ─┐
+//! watch Namespaces (metadata only) ────────┼─> ClusterState ─┐
+//! scan /proc every second ─────────────────┴─> processes ────┴─> Discovery::reconcile
+//!        └ /proc/<pid>/cgroup → container ID → pod             (optin::resolve + language)
+//!                                                                 └─> TargetEvent + ResourceRegistry
+//! ```
+//!
+//! Pods and namespaces come from watches (one list, then changes only: no
+//! relisting in steady state). Processes come from a periodic `/proc` scan:
+//! the exec/exit tracepoints would be faster, but the scan needs no eBPF of
+//! its own, works the same for every language front-end, and each process's
+//! cgroup is read once. Any API change triggers an immediate reconcile, so
+//! annotating a namespace takes effect within one watch event, not one scan.
+
+pub mod cgroup;
+pub mod language;
+pub mod metadata;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferrotel_api::optin::{Candidate, Instrumentations};
+use ferrotel_api::probe_config::Language;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Api;
+use kube::runtime::watcher::{self, Event};
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use self::metadata::{NamespaceInfo, Owner, PodInfo};
+use self::state::{Change, Discovery};
+use super::{ProcessTarget, TargetEvent, TargetPublisher};
+use crate::telemetry::resource::ResourceRegistry;
+
+/// Discovery failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error(
+        "NODE_NAME is empty; set it from the downward API (env NODE_NAME valueFrom fieldRef spec.nodeName) so the probe watches only its node's pods"
+    )]
+    NoNodeName,
+}
+
+/// How Kubernetes discovery runs.
+#[derive(Clone, Debug)]
+pub struct KubernetesDiscoveryConfig {
+    /// This node (`spec.nodeName` of the pods to watch).
+    pub node_name: String,
+    /// The probe's `--language`.
+    pub language: Language,
+    /// Every Instrumentation in the cluster, as the operator rendered them
+    /// into the probe config (the opt-in rules need them all to resolve
+    /// `"true"`).
+    pub instrumentations: Vec<Candidate>,
+    /// Where the host's processes are (`/proc`, or the host's proc mount).
+    pub proc_root: PathBuf,
+    /// How often `/proc` is scanned for new and exited processes.
+    pub scan_interval: Duration,
+    /// Look up ReplicaSets and Jobs to name Deployments and CronJobs
+    /// exactly (needs `get` on them; without it names are derived from the
+    /// pod-template-hash, which is right for every Deployment-made pod).
+    pub lookup_owners: bool,
+}
+
+impl KubernetesDiscoveryConfig {
+    pub fn new(node_name: impl Into<String>, language: Language, instrumentations: Vec<Candidate>) -> Self {
+        Self {
+            node_name: node_name.into(),
+            language,
+            instrumentations,
+            proc_root: PathBuf::from("/proc"),
+            scan_interval: Duration::from_secs(1),
+            lookup_owners: true,
+        }
+    }
+}
+
+/// Watches pods and namespaces and publishes claims until `shutdown`.
+///
+/// Every claimed process gets its `k8s.*`/`service.*` attributes set in
+/// `registry` *before* its `Added` event is published, so its first span
+/// already carries them.
+pub async fn run(
+    client: kube::Client,
+    config: KubernetesDiscoveryConfig,
+    publisher: TargetPublisher,
+    registry: ResourceRegistry,
+    shutdown: CancellationToken,
+) -> Result<(), DiscoveryError> {
+    if config.node_name.trim().is_empty() {
+        return Err(DiscoveryError::NoNodeName);
+    }
+    let mut discovery = Discovery::new(
+        config.language,
+        config.node_name.clone(),
+        Instrumentations::new(config.instrumentations.clone()),
+        config.proc_root.clone(),
+        std::process::id(),
+    );
+    let pods: Api<Pod> = Api::all(client.clone());
+    let pod_stream = watcher::watcher(pods, watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name)))
+        .default_backoff()
+        .boxed();
+    // Metadata only: labels and annotations are all the rules read.
+    let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+    let ns_stream = watcher::watcher(namespaces, watcher::Config::default()).default_backoff().boxed();
+    let mut owners = OwnerLookup::new(client, config.lookup_owners);
+
+    let mut pod_stream = pod_stream;
+    let mut ns_stream = ns_stream;
+    let mut pod_buffer: Option<Vec<PodInfo>> = None;
+    let mut ns_buffer: Option<Vec<NamespaceInfo>> = None;
+    let (mut pods_synced, mut namespaces_synced) = (false, false);
+    let mut scan = tokio::time::interval(config.scan_interval);
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    info!(node = %config.node_name, language = %config.language, "Watching pods on this node and namespaces");
+
+    loop {
+        let mut api_changed = false;
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            event = pod_stream.next() => {
+                match event {
+                    Some(Ok(event)) => {
+                        api_changed = apply_pod_event(&mut discovery, &mut pod_buffer, event, &mut owners).await;
+                        pods_synced |= pod_buffer.is_none();
+                    }
+                    Some(Err(error)) => warn!(%error, "Pod watch failed; retrying with backoff"),
+                    None => break,
+                }
+            }
+            event = ns_stream.next() => {
+                match event {
+                    Some(Ok(event)) => {
+                        api_changed = apply_namespace_event(&mut discovery, &mut ns_buffer, event);
+                        namespaces_synced |= ns_buffer.is_none();
+                    }
+                    Some(Err(error)) => warn!(%error, "Namespace watch failed; retrying with backoff"),
+                    None => break,
+                }
+            }
+            _ = scan.tick() => {
+                discovery.scan_processes();
+                api_changed = true;
+            }
+        }
+        // Decisions need both lists: before they are complete, a pod's
+        // namespace annotation may simply not have arrived yet.
+        if api_changed && pods_synced && namespaces_synced {
+            publish(discovery.reconcile(), &publisher, &registry);
+        }
+    }
+    // Release everything so that front-ends detach cleanly.
+    for pid in discovery.claimed().keys() {
+        registry.remove(*pid);
+        publisher.publish(TargetEvent::Removed(*pid));
+    }
+    Ok(())
+}
+
+fn publish(changes: Vec<Change>, publisher: &TargetPublisher, registry: &ResourceRegistry) {
+    for change in changes {
+        match change {
+            Change::Claim { pid, claim } => {
+                info!(
+                    pid,
+                    pod = claim.attributes.get("k8s.pod.name").map(String::as_str).unwrap_or(""),
+                    namespace = claim.attributes.get("k8s.namespace.name").map(String::as_str).unwrap_or(""),
+                    service = claim.attributes.get("service.name").map(String::as_str).unwrap_or(""),
+                    exe = %claim.exe.display(),
+                    "Claimed process"
+                );
+                registry.set_process_resource(pid, claim.attributes);
+                publisher.publish(TargetEvent::Added(ProcessTarget { pid, exe: claim.exe, reason: "kubernetes" }));
+            }
+            Change::Update { pid, claim } => {
+                debug!(pid, "Updated process resource attributes");
+                registry.set_process_resource(pid, claim.attributes);
+            }
+            Change::Release { pid } => {
+                info!(pid, "Released process");
+                publisher.publish(TargetEvent::Removed(pid));
+                registry.remove(pid);
+            }
+        }
+    }
+}
+
+async fn apply_pod_event(
+    discovery: &mut Discovery,
+    buffer: &mut Option<Vec<PodInfo>>,
+    event: Event<Pod>,
+    owners: &mut OwnerLookup,
+) -> bool {
+    match event {
+        Event::Init => {
+            *buffer = Some(Vec::new());
+            false
+        }
+        Event::InitApply(pod) => {
+            if let Some(info) = PodInfo::from_pod(&pod) {
+                owners.resolve(discovery, &info).await;
+                buffer.get_or_insert_with(Vec::new).push(info);
+            }
+            false
+        }
+        Event::InitDone => {
+            let pods = buffer.take().unwrap_or_default();
+            debug!(pods = pods.len(), "Pod list synced");
+            discovery.cluster.replace_pods(pods);
+            true
+        }
+        Event::Apply(pod) => match PodInfo::from_pod(&pod) {
+            Some(info) => {
+                owners.resolve(discovery, &info).await;
+                discovery.cluster.apply_pod(info);
+                true
+            }
+            None => false,
+        },
+        Event::Delete(pod) => {
+            if let Some(uid) = pod.metadata.uid.as_deref() {
+                discovery.cluster.delete_pod(uid);
+            }
+            true
+        }
+    }
+}
+
+fn apply_namespace_event(
+    discovery: &mut Discovery,
+    buffer: &mut Option<Vec<NamespaceInfo>>,
+    event: Event<PartialObjectMeta<Namespace>>,
+) -> bool {
+    match event {
+        Event::Init => {
+            *buffer = Some(Vec::new());
+            false
+        }
+        Event::InitApply(ns) => {
+            buffer.get_or_insert_with(Vec::new).push(NamespaceInfo::from_meta(&ns.metadata));
+            false
+        }
+        Event::InitDone => {
+            let namespaces = buffer.take().unwrap_or_default();
+            debug!(namespaces = namespaces.len(), "Namespace list synced");
+            discovery.cluster.replace_namespaces(namespaces);
+            true
+        }
+        Event::Apply(ns) => {
+            discovery.cluster.apply_namespace(NamespaceInfo::from_meta(&ns.metadata));
+            true
+        }
+        Event::Delete(ns) => {
+            discovery.cluster.delete_namespace(ns.metadata.name.as_deref().unwrap_or_default());
+            true
+        }
+    }
+}
+
+/// Looks up the controller owner of ReplicaSets and Jobs, once each.
+struct OwnerLookup {
+    client: kube::Client,
+    enabled: bool,
+    known: BTreeMap<String, ()>,
+}
+
+impl OwnerLookup {
+    fn new(client: kube::Client, enabled: bool) -> Self {
+        Self { client, enabled, known: BTreeMap::new() }
+    }
+
+    async fn resolve(&mut self, discovery: &mut Discovery, pod: &PodInfo) {
+        let Some(owner) = pod.owner.as_ref() else { return };
+        if !self.enabled || !matches!(owner.kind.as_str(), "ReplicaSet" | "Job") {
+            return;
+        }
+        let key = format!("{}/{}", pod.namespace, owner.name);
+        if self.known.contains_key(&key) {
+            return;
+        }
+        let lookup = tokio::time::timeout(Duration::from_secs(2), async {
+            let owner_refs = if owner.kind == "ReplicaSet" {
+                Api::<ReplicaSet>::namespaced(self.client.clone(), &pod.namespace)
+                    .get_metadata(&owner.name)
+                    .await
+                    .map(|m| m.metadata.owner_references)
+            } else {
+                Api::<Job>::namespaced(self.client.clone(), &pod.namespace)
+                    .get_metadata(&owner.name)
+                    .await
+                    .map(|m| m.metadata.owner_references)
+            };
+            owner_refs.map(|refs| {
+                refs.unwrap_or_default()
+                    .into_iter()
+                    .find(|o| o.controller == Some(true))
+                    .map(|o| Owner { kind: o.kind, name: o.name })
+            })
+        })
+        .await;
+        match lookup {
+            Ok(Ok(found)) => {
+                if self.known.len() > 4096 {
+                    self.known.clear();
+                }
+                self.known.insert(key, ());
+                if let Some(found) = found {
+                    discovery.cluster.set_grand_owner(&pod.namespace, &owner.name, found);
+                }
+            }
+            Ok(Err(kube::Error::Api(status))) if status.code == 403 => {
+                info!(
+                    kind = %owner.kind,
+                    "No RBAC to read pod owners; deriving Deployment names from pod-template-hash instead"
+                );
+                self.enabled = false;
+            }
+            Ok(Err(error)) => debug!(%error, owner = %key, "Owner lookup failed; using the pod-template-hash rule"),
+            Err(_) => debug!(owner = %key, "Owner lookup timed out; using the pod-template-hash rule"),
+        }
+    }
+}
