@@ -307,8 +307,8 @@ impl TestBed {
                 "--manage-nodes-with-annotation-selector={}={}",
                 KWOK_NODE_ANNOTATION.0, KWOK_NODE_ANNOTATION.1
             ),
-            "--cidr=10.0.0.1/16".to_string(),
-            "--node-ip=10.0.0.1".to_string(),
+            // Pod IPs; node IPs are set per node in `fake_node`.
+            "--cidr=10.244.0.1/16".to_string(),
             format!("--server-address=127.0.0.1:{}", free_port()),
         ]);
         // kwok reads ~/.kwok otherwise; keep instances independent.
@@ -327,7 +327,7 @@ impl TestBed {
         let nodes: Api<Node> = Api::all(client.clone());
         for i in 0..opts.nodes {
             let name = format!("kwok-node-{i}");
-            create_or_exists(&nodes, &fake_node(&name), &format!("Node {name}")).await?;
+            create_or_exists(&nodes, &fake_node(&name, i), &format!("Node {name}")).await?;
             self.nodes.push(name);
         }
 
@@ -652,7 +652,9 @@ where
     }
 }
 
-fn fake_node(name: &str) -> Node {
+fn fake_node(name: &str, index: usize) -> Node {
+    // Distinct, never-routed addresses so tests can tell nodes apart.
+    let ip = format!("10.255.{}.{}", index / 250, index % 250 + 1);
     serde_json::from_value(serde_json::json!({
         "metadata": {
             "name": name,
@@ -670,6 +672,10 @@ fn fake_node(name: &str) -> Node {
         },
         "spec": {},
         "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": ip},
+                {"type": "Hostname", "address": name},
+            ],
             "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
             "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
             "nodeInfo": {

@@ -151,7 +151,9 @@ fn serve(dir: &Path, nodes: usize) -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+                // kube's client logs every 500 from /readyz while the API
+                // server starts; that is expected, not an error.
+                .unwrap_or_else(|_| "info,kube_client::client::builder=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
