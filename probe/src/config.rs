@@ -20,7 +20,11 @@ use crate::telemetry::resource::BaseResource;
 
 /// Command line of `ferrotel-probe`.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "ferrotel-probe", version, about = "eBPF auto-instrumentation: OpenTelemetry spans and RED metrics for Go and Python services")]
+#[command(
+    name = "ferrotel-probe",
+    version,
+    about = "eBPF auto-instrumentation: OpenTelemetry spans and RED metrics for Go and Python services"
+)]
 pub struct Cli {
     /// Language whose eBPF program set this probe loads (go or python).
     #[arg(long, env = "FERROTEL_LANGUAGE")]
@@ -68,7 +72,9 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Settings(#[from] SettingsError),
-    #[error("unknown OTEL_TRACES_SAMPLER {value:?}; use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio")]
+    #[error(
+        "unknown OTEL_TRACES_SAMPLER {value:?}; use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio"
+    )]
     Sampler { value: String },
     #[error("invalid OTEL_TRACES_SAMPLER_ARG {value:?}; use a ratio between 0 and 1")]
     SamplerArg { value: String },
@@ -95,8 +101,14 @@ impl RuntimeConfig {
     pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
         let file = match &cli.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-                ProbeConfig::from_yaml(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source })?
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                ProbeConfig::from_yaml(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
             }
             None => ProbeConfig::default(),
         };
@@ -104,7 +116,11 @@ impl RuntimeConfig {
     }
 
     /// Resolution with an injected environment (tests).
-    pub fn resolve(cli: &Cli, mut probe: ProbeConfig, env: EnvLookup<'_>) -> Result<Self, ConfigError> {
+    pub fn resolve(
+        cli: &Cli,
+        mut probe: ProbeConfig,
+        env: EnvLookup<'_>,
+    ) -> Result<Self, ConfigError> {
         if let Some(value) = env("OTEL_TRACES_SAMPLER") {
             probe.sampler.kind = match value.trim() {
                 "always_on" => SamplerType::AlwaysOn,
@@ -171,30 +187,62 @@ mod tests {
     use std::collections::HashMap;
 
     fn cli(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("ferrotel-probe").chain(args.iter().copied())).expect("valid command line")
+        Cli::try_parse_from(std::iter::once("ferrotel-probe").chain(args.iter().copied()))
+            .expect("valid command line")
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
     #[test]
     fn flags_replace_the_file_targets_and_listen_address() {
-        let file = ProbeConfig::from_yaml("targets: {pids: [1], openPorts: [80]}\nmetrics: {listen: '0.0.0.0:1'}").unwrap();
-        let cli = cli(&["--language", "python", "--pid", "7", "--pid", "8", "--metrics-addr", "127.0.0.1:9464"]);
+        let file = ProbeConfig::from_yaml(
+            "targets: {pids: [1], openPorts: [80]}\nmetrics: {listen: '0.0.0.0:1'}",
+        )
+        .unwrap();
+        let cli = cli(&[
+            "--language",
+            "python",
+            "--pid",
+            "7",
+            "--pid",
+            "8",
+            "--metrics-addr",
+            "127.0.0.1:9464",
+        ]);
         let resolved = RuntimeConfig::resolve(&cli, file, &env(&[])).unwrap();
-        assert_eq!(resolved.probe.targets.pids, vec![7, 8], "--pid replaces targets.pids");
-        assert_eq!(resolved.probe.targets.open_ports, vec![80], "lists without flags are kept");
+        assert_eq!(
+            resolved.probe.targets.pids,
+            vec![7, 8],
+            "--pid replaces targets.pids"
+        );
+        assert_eq!(
+            resolved.probe.targets.open_ports,
+            vec![80],
+            "lists without flags are kept"
+        );
         assert_eq!(resolved.probe.metrics.listen, "127.0.0.1:9464");
         assert_eq!(resolved.language, Language::Python);
     }
 
     #[test]
     fn a_probe_without_targets_refuses_to_start_with_a_hint() {
-        let err = RuntimeConfig::resolve(&cli(&["--language", "go"]), ProbeConfig::default(), &env(&[])).unwrap_err();
+        let err = RuntimeConfig::resolve(
+            &cli(&["--language", "go"]),
+            ProbeConfig::default(),
+            &env(&[]),
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::NoTargets), "{err}");
-        assert!(err.to_string().contains("--pid"), "the error names the fix: {err}");
+        assert!(
+            err.to_string().contains("--pid"),
+            "the error names the fix: {err}"
+        );
     }
 
     #[test]
@@ -203,19 +251,32 @@ mod tests {
         let resolved = RuntimeConfig::resolve(
             &cli,
             ProbeConfig::default(),
-            &env(&[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.1")]),
+            &env(&[
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+            ]),
         )
         .unwrap();
         assert_eq!(resolved.probe.sampler.kind, SamplerType::TraceIdRatio);
         assert_eq!(resolved.probe.sampler.ratio, 0.1);
-        let err = RuntimeConfig::resolve(&cli, ProbeConfig::default(), &env(&[("OTEL_TRACES_SAMPLER", "sometimes")]))
-            .unwrap_err();
+        let err = RuntimeConfig::resolve(
+            &cli,
+            ProbeConfig::default(),
+            &env(&[("OTEL_TRACES_SAMPLER", "sometimes")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("\"sometimes\""), "{err}");
     }
 
     #[test]
     fn language_accepts_both_spellings() {
-        assert_eq!(cli(&["--language", "golang", "--pid", "1"]).language, Language::Go);
-        assert!(Cli::try_parse_from(["ferrotel-probe", "--language", "ruby"]).is_err(), "unknown languages are rejected");
+        assert_eq!(
+            cli(&["--language", "golang", "--pid", "1"]).language,
+            Language::Go
+        );
+        assert!(
+            Cli::try_parse_from(["ferrotel-probe", "--language", "ruby"]).is_err(),
+            "unknown languages are rejected"
+        );
     }
 }

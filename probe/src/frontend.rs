@@ -75,7 +75,11 @@ impl Frontend for Unavailable {
         anyhow::bail!(
             "the {} front-end is not built into this ferrotel-probe yet; rebuild from a revision that has probe/src/{}",
             self.0,
-            if self.0 == Language::Go { "golang" } else { "python" }
+            if self.0 == Language::Go {
+                "golang"
+            } else {
+                "python"
+            }
         )
     }
 }

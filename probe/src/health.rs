@@ -22,6 +22,7 @@ struct Metrics {
     kernel_events_dropped: Family<Labels, Counter>,
     parse_errors: Family<Labels, Counter>,
     attached_processes: Family<Labels, Gauge>,
+    attach_refused: Family<Labels, Counter>,
     records_submitted: Counter,
     records_dropped: Family<Labels, Counter>,
     spans_unsampled: Counter,
@@ -52,26 +53,71 @@ impl Health {
     pub fn register(&self, registry: &mut Registry) {
         let m = &self.metrics;
         let r = registry.sub_registry_with_prefix("ferrotel_probe");
-        r.register("events_received", "Events read from the kernel ring buffers", m.events_received.clone());
+        r.register(
+            "events_received",
+            "Events read from the kernel ring buffers",
+            m.events_received.clone(),
+        );
         r.register(
             "kernel_events_dropped",
             "Events the eBPF programs could not submit (ring buffer full), from the kernel-side counters",
             m.kernel_events_dropped.clone(),
         );
-        r.register("parse_errors", "Payloads the front-ends could not parse, by protocol", m.parse_errors.clone());
-        r.register("attached_processes", "Processes currently instrumented, by language", m.attached_processes.clone());
-        r.register("records", "Completed requests handed to the telemetry pipeline", m.records_submitted.clone());
+        r.register(
+            "parse_errors",
+            "Payloads the front-ends could not parse, by protocol",
+            m.parse_errors.clone(),
+        );
+        r.register(
+            "attached_processes",
+            "Processes currently instrumented, by language",
+            m.attached_processes.clone(),
+        );
+        r.register(
+            "attach_refused",
+            "Processes the front-end refused to instrument, by reason (e.g. unknown_offsets)",
+            m.attach_refused.clone(),
+        );
+        r.register(
+            "records",
+            "Completed requests handed to the telemetry pipeline",
+            m.records_submitted.clone(),
+        );
         r.register(
             "records_dropped",
             "Completed requests dropped before the pipeline (pipeline_full, shutdown)",
             m.records_dropped.clone(),
         );
-        r.register("spans_unsampled", "Requests not exported as spans by the sampler (still counted in metrics)", m.spans_unsampled.clone());
-        r.register("export_requests", "OTLP export requests, by signal and result", m.export_requests.clone());
-        r.register("export_retries", "OTLP export attempts retried after a retryable failure", m.export_retries.clone());
-        r.register("exported_items", "Spans or metric data points accepted by the collector", m.export_items.clone());
-        r.register("export_dropped_items", "Spans or metric data points dropped by the exporter, by reason", m.export_dropped.clone());
-        r.register("export_queue_items", "Spans or metric data points waiting in the export queue", m.export_queue_items.clone());
+        r.register(
+            "spans_unsampled",
+            "Requests not exported as spans by the sampler (still counted in metrics)",
+            m.spans_unsampled.clone(),
+        );
+        r.register(
+            "export_requests",
+            "OTLP export requests, by signal and result",
+            m.export_requests.clone(),
+        );
+        r.register(
+            "export_retries",
+            "OTLP export attempts retried after a retryable failure",
+            m.export_retries.clone(),
+        );
+        r.register(
+            "exported_items",
+            "Spans or metric data points accepted by the collector",
+            m.export_items.clone(),
+        );
+        r.register(
+            "export_dropped_items",
+            "Spans or metric data points dropped by the exporter, by reason",
+            m.export_dropped.clone(),
+        );
+        r.register(
+            "export_queue_items",
+            "Spans or metric data points waiting in the export queue",
+            m.export_queue_items.clone(),
+        );
         r.register(
             "route_cardinality_capped",
             "Requests whose http.route was replaced by /** because the per-service cap was reached",
@@ -81,7 +127,10 @@ impl Health {
 
     /// Health handle for a language front-end.
     pub fn frontend(&self, language: Language) -> FrontendHealth {
-        FrontendHealth { health: self.clone(), language }
+        FrontendHealth {
+            health: self.clone(),
+            language,
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -96,13 +145,19 @@ impl Health {
         self.metrics.records_submitted.inc();
     }
     pub(crate) fn record_dropped(&self, reason: &'static str) {
-        self.metrics.records_dropped.get_or_create(&vec![("reason", reason.to_owned())]).inc();
+        self.metrics
+            .records_dropped
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
     }
     pub fn records_submitted(&self) -> u64 {
         self.metrics.records_submitted.get()
     }
     pub fn records_dropped(&self, reason: &'static str) -> u64 {
-        self.metrics.records_dropped.get_or_create(&vec![("reason", reason.to_owned())]).get()
+        self.metrics
+            .records_dropped
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .get()
     }
     pub(crate) fn span_unsampled(&self) {
         self.metrics.spans_unsampled.inc();
@@ -115,29 +170,47 @@ impl Health {
     pub fn export_request(&self, signal: &'static str, result: &'static str) {
         self.metrics
             .export_requests
-            .get_or_create(&vec![("signal", signal.to_owned()), ("result", result.to_owned())])
+            .get_or_create(&vec![
+                ("signal", signal.to_owned()),
+                ("result", result.to_owned()),
+            ])
             .inc();
     }
     pub fn export_retry(&self, signal: &'static str) {
-        self.metrics.export_retries.get_or_create(&vec![("signal", signal.to_owned())]).inc();
+        self.metrics
+            .export_retries
+            .get_or_create(&vec![("signal", signal.to_owned())])
+            .inc();
     }
     pub fn exported(&self, signal: &'static str, items: u64) {
-        self.metrics.export_items.get_or_create(&vec![("signal", signal.to_owned())]).inc_by(items);
+        self.metrics
+            .export_items
+            .get_or_create(&vec![("signal", signal.to_owned())])
+            .inc_by(items);
     }
     pub fn exported_total(&self, signal: &'static str) -> u64 {
-        self.metrics.export_items.get_or_create(&vec![("signal", signal.to_owned())]).get()
+        self.metrics
+            .export_items
+            .get_or_create(&vec![("signal", signal.to_owned())])
+            .get()
     }
     /// Items dropped by the exporter: `queue_full`, `permanent_error`, `shutdown`.
     pub fn export_dropped(&self, signal: &'static str, reason: &'static str, items: u64) {
         self.metrics
             .export_dropped
-            .get_or_create(&vec![("signal", signal.to_owned()), ("reason", reason.to_owned())])
+            .get_or_create(&vec![
+                ("signal", signal.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
             .inc_by(items);
     }
     pub fn export_dropped_total(&self, signal: &'static str, reason: &'static str) -> u64 {
         self.metrics
             .export_dropped
-            .get_or_create(&vec![("signal", signal.to_owned()), ("reason", reason.to_owned())])
+            .get_or_create(&vec![
+                ("signal", signal.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
             .get()
     }
     pub fn set_export_queue_items(&self, signal: &'static str, items: usize) {
@@ -162,7 +235,11 @@ impl FrontendHealth {
 
     /// `n` events were read from the ring buffer.
     pub fn events_received(&self, n: u64) {
-        self.health.metrics.events_received.get_or_create(&self.labels()).inc_by(n);
+        self.health
+            .metrics
+            .events_received
+            .get_or_create(&self.labels())
+            .inc_by(n);
     }
 
     /// The kernel-side drop counter `source` (e.g. the ring buffer name)
@@ -170,20 +247,34 @@ impl FrontendHealth {
     /// over CPUs); the increment since the last call is added. A total lower
     /// than before (maps recreated) counts from zero again.
     pub fn kernel_dropped_total(&self, source: &str, total: u64) {
-        let mut totals = self.health.kernel_totals.lock().expect("kernel totals lock");
-        let last = totals.entry((self.language, source.to_owned())).or_insert(0);
+        let mut totals = self
+            .health
+            .kernel_totals
+            .lock()
+            .expect("kernel totals lock");
+        let last = totals
+            .entry((self.language, source.to_owned()))
+            .or_insert(0);
         let delta = if total >= *last { total - *last } else { total };
         *last = total;
         let mut labels = self.labels();
         labels.push(("source", source.to_owned()));
-        self.health.metrics.kernel_events_dropped.get_or_create(&labels).inc_by(delta);
+        self.health
+            .metrics
+            .kernel_events_dropped
+            .get_or_create(&labels)
+            .inc_by(delta);
     }
 
     /// A payload of `protocol` (`http1`, `http2`, `grpc`, ...) failed to parse.
     pub fn parse_error(&self, protocol: &'static str) {
         let mut labels = self.labels();
         labels.push(("protocol", protocol.to_owned()));
-        self.health.metrics.parse_errors.get_or_create(&labels).inc();
+        self.health
+            .metrics
+            .parse_errors
+            .get_or_create(&labels)
+            .inc();
     }
 
     /// The number of processes currently instrumented.
@@ -193,6 +284,18 @@ impl FrontendHealth {
             .attached_processes
             .get_or_create(&self.labels())
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A process was not instrumented; `reason` is a bounded category
+    /// (`unknown_offsets`, `not_go`, `attach_failed`, ...).
+    pub fn attach_refused(&self, reason: &'static str) {
+        let mut labels = self.labels();
+        labels.push(("reason", reason.to_owned()));
+        self.health
+            .metrics
+            .attach_refused
+            .get_or_create(&labels)
+            .inc();
     }
 
     /// The eBPF programs are loaded and attached: `/readyz` turns 200.

@@ -15,7 +15,9 @@ fn init_logging(filter: &str, json: bool) {
         eprintln!("ferrotel-probe: invalid log filter {filter:?} ({e}); using \"info\"");
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -44,7 +46,9 @@ async fn main() -> ExitCode {
     // Front-ends plug in here, one arm per language.
     let result = match config.language {
         Language::Go => runtime::run(config, Unavailable(Language::Go), targets, stop).await,
-        Language::Python => runtime::run(config, Unavailable(Language::Python), targets, stop).await,
+        Language::Python => {
+            runtime::run(config, Unavailable(Language::Python), targets, stop).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

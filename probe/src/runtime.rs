@@ -40,7 +40,9 @@ pub type TargetTask = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 /// publisher, the resource registry and the shutdown token.
 pub enum TargetSource {
     Standalone,
-    Custom(Box<dyn FnOnce(TargetPublisher, ResourceRegistry, CancellationToken) -> TargetTask + Send>),
+    Custom(
+        Box<dyn FnOnce(TargetPublisher, ResourceRegistry, CancellationToken) -> TargetTask + Send>,
+    ),
 }
 
 impl std::fmt::Debug for TargetSource {
@@ -84,9 +86,13 @@ pub async fn run<F: Frontend>(
     registry.register_collector(Box::new(red.clone()));
     let server_stop = CancellationToken::new();
     let server = if config.probe.metrics.enabled {
-        let (addr, task) =
-            crate::export::prometheus::serve(&config.probe.metrics.listen, registry, health.clone(), server_stop.clone())
-                .await?;
+        let (addr, task) = crate::export::prometheus::serve(
+            &config.probe.metrics.listen,
+            registry,
+            health.clone(),
+            server_stop.clone(),
+        )
+        .await?;
         info!(%addr, "Serving /metrics, /healthz and /readyz");
         Some(task)
     } else {
@@ -94,14 +100,21 @@ pub async fn run<F: Frontend>(
     };
 
     let export = &config.export;
-    let trace_client = OtlpClient::new(export.traces.clone()).context("setting up the OTLP trace exporter")?;
-    let metrics_client = OtlpClient::new(export.metrics.clone()).context("setting up the OTLP metrics exporter")?;
+    let trace_client =
+        OtlpClient::new(export.traces.clone()).context("setting up the OTLP trace exporter")?;
+    let metrics_client =
+        OtlpClient::new(export.metrics.clone()).context("setting up the OTLP metrics exporter")?;
     info!(
         traces = %export.traces.endpoint, traces_protocol = ?export.traces.protocol, traces_from = %export.traces.endpoint_source,
         metrics = %export.metrics.endpoint, metrics_protocol = ?export.metrics.protocol,
         "Exporting OTLP"
     );
-    let queue = Arc::new(BoundedQueue::new(export.max_queue_size, export.max_export_batch_size, "traces", health.clone()));
+    let queue = Arc::new(BoundedQueue::new(
+        export.max_queue_size,
+        export.max_export_batch_size,
+        "traces",
+        health.clone(),
+    ));
     let trace_task = tokio::spawn(run_trace_exporter(
         queue.clone(),
         trace_client,
@@ -120,7 +133,14 @@ pub async fn run<F: Frontend>(
     ));
 
     let (sink, records) = RecordSink::channel(RECORD_CHANNEL_CAPACITY, health.clone());
-    let pipeline = Pipeline::new(&config.probe.routes, resources.clone(), red.clone(), queue.clone(), clock, health.clone());
+    let pipeline = Pipeline::new(
+        &config.probe.routes,
+        resources.clone(),
+        red.clone(),
+        queue.clone(),
+        clock,
+        health.clone(),
+    );
     let pipeline_task = tokio::spawn(pipeline.run(records));
 
     let (publisher, target_events) = target_channel();
@@ -129,13 +149,22 @@ pub async fn run<F: Frontend>(
             let t = &config.probe.targets;
             let selector = StandaloneSelector::new(&t.pids, &t.exe_paths, &t.open_ports)?;
             info!(pids = ?t.pids, exe_paths = ?t.exe_paths, open_ports = ?t.open_ports, "Selecting targets from /proc");
-            let task = standalone::run(selector, "/proc".into(), config.rescan, publisher, resources.clone(), shutdown.clone());
+            let task = standalone::run(
+                selector,
+                "/proc".into(),
+                config.rescan,
+                publisher,
+                resources.clone(),
+                shutdown.clone(),
+            );
             tokio::spawn(async move {
                 task.await;
                 Ok(())
             })
         }
-        TargetSource::Custom(start) => tokio::spawn(start(publisher, resources.clone(), shutdown.clone())),
+        TargetSource::Custom(start) => {
+            tokio::spawn(start(publisher, resources.clone(), shutdown.clone()))
+        }
     };
 
     let ctx = FrontendContext {
@@ -165,7 +194,10 @@ pub async fn run<F: Frontend>(
         match tokio::time::timeout(Duration::from_secs(10), &mut frontend_task).await {
             Ok(joined) => {
                 if let Err(e) = flatten(joined) {
-                    warn!(error = format!("{e:#}"), "Front-end returned an error while stopping");
+                    warn!(
+                        error = format!("{e:#}"),
+                        "Front-end returned an error while stopping"
+                    );
                 }
             }
             Err(_) => {
@@ -175,11 +207,17 @@ pub async fn run<F: Frontend>(
         }
     }
     if let Ok(Err(e)) = targets_task.await {
-        warn!(error = format!("{e:#}"), "Target discovery stopped with an error");
+        warn!(
+            error = format!("{e:#}"),
+            "Target discovery stopped with an error"
+        );
     }
     // The pipeline ends when the last sink clone is dropped; a front-end
     // that leaked one must not block the exit forever.
-    if tokio::time::timeout(Duration::from_secs(5), pipeline_task).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), pipeline_task)
+        .await
+        .is_err()
+    {
         warn!("Pipeline still had senders after the front-end stopped; closing the span queue");
         queue.close();
     }
@@ -203,6 +241,8 @@ pub async fn run<F: Frontend>(
 fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
     match joined {
         Ok(result) => result,
-        Err(join) => Err(anyhow::anyhow!("front-end task panicked or was cancelled: {join}")),
+        Err(join) => Err(anyhow::anyhow!(
+            "front-end task panicked or was cancelled: {join}"
+        )),
     }
 }

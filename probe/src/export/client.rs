@@ -30,7 +30,9 @@ pub struct ExportError {
 /// The exporter could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot read TLS file {path:?} for the OTLP exporter; check exporter.tls or OTEL_EXPORTER_OTLP_CERTIFICATE")]
+    #[error(
+        "cannot read TLS file {path:?} for the OTLP exporter; check exporter.tls or OTEL_EXPORTER_OTLP_CERTIFICATE"
+    )]
     TlsFile {
         path: String,
         #[source]
@@ -44,7 +46,9 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("invalid OTLP header {name:?}; header names must be lowercase ASCII tokens and values printable ASCII")]
+    #[error(
+        "invalid OTLP header {name:?}; header names must be lowercase ASCII tokens and values printable ASCII"
+    )]
     Header { name: String },
     #[error("cannot build the HTTP client for the OTLP exporter")]
     Http(#[source] reqwest::Error),
@@ -52,8 +56,15 @@ pub enum ClientError {
 
 #[derive(Clone, Debug)]
 enum Transport {
-    Grpc { channel: Channel, metadata: MetadataMap },
-    Http { client: reqwest::Client, url: String, headers: reqwest::header::HeaderMap },
+    Grpc {
+        channel: Channel,
+        metadata: MetadataMap,
+    },
+    Http {
+        client: reqwest::Client,
+        url: String,
+        headers: reqwest::header::HeaderMap,
+    },
 }
 
 /// An OTLP client for one signal. Cheap to clone.
@@ -64,7 +75,10 @@ pub struct OtlpClient {
 }
 
 fn read(path: &str) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path).map_err(|source| ClientError::TlsFile { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| ClientError::TlsFile {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn grpc_tls(tls: &TlsConfig) -> Result<ClientTlsConfig, ClientError> {
@@ -78,18 +92,27 @@ fn grpc_tls(tls: &TlsConfig) -> Result<ClientTlsConfig, ClientError> {
         config = config.ca_certificate(Certificate::from_pem(read(ca)?));
     }
     match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => config = config.identity(Identity::from_pem(read(cert)?, read(key)?)),
+        (Some(cert), Some(key)) => {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?))
+        }
         (None, None) => {}
-        _ => return Err(ClientError::Tls("mutual TLS needs both certFile and keyFile".into())),
+        _ => {
+            return Err(ClientError::Tls(
+                "mutual TLS needs both certFile and keyFile".into(),
+            ));
+        }
     }
     Ok(config)
 }
 
 fn http_client(settings: &SignalSettings) -> Result<reqwest::Client, ClientError> {
-    let mut builder = reqwest::Client::builder().timeout(settings.timeout).connect_timeout(settings.timeout);
+    let mut builder = reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout);
     if let Some(tls) = &settings.tls {
         if let Some(ca) = &tls.ca_file {
-            let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?).map_err(|e| ClientError::Tls(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&read(ca)?)
+                .map_err(|e| ClientError::Tls(e.to_string()))?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
@@ -99,11 +122,16 @@ fn http_client(settings: &SignalSettings) -> Result<reqwest::Client, ClientError
                 let mut pem = read(cert)?;
                 pem.extend_from_slice(b"\n");
                 pem.extend(read(key)?);
-                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| ClientError::Tls(e.to_string()))?;
+                let identity = reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| ClientError::Tls(e.to_string()))?;
                 builder = builder.identity(identity);
             }
             (None, None) => {}
-            _ => return Err(ClientError::Tls("mutual TLS needs both certFile and keyFile".into())),
+            _ => {
+                return Err(ClientError::Tls(
+                    "mutual TLS needs both certFile and keyFile".into(),
+                ));
+            }
         }
         if tls.insecure_skip_verify {
             builder = builder.tls_danger_accept_invalid_certs(true);
@@ -119,48 +147,73 @@ impl OtlpClient {
         let transport = match settings.protocol {
             OtlpProtocol::Grpc => {
                 let mut endpoint = Endpoint::from_shared(settings.endpoint.clone())
-                    .map_err(|source| ClientError::Endpoint { endpoint: settings.endpoint.clone(), source })?
+                    .map_err(|source| ClientError::Endpoint {
+                        endpoint: settings.endpoint.clone(),
+                        source,
+                    })?
                     .timeout(settings.timeout)
                     .connect_timeout(settings.timeout);
                 let tls = match &settings.tls {
                     Some(tls) => Some(grpc_tls(tls)?),
-                    None if settings.endpoint.starts_with("https://") => Some(ClientTlsConfig::new().with_enabled_roots()),
+                    None if settings.endpoint.starts_with("https://") => {
+                        Some(ClientTlsConfig::new().with_enabled_roots())
+                    }
                     None => None,
                 };
                 if let Some(tls) = tls {
-                    endpoint = endpoint
-                        .tls_config(tls)
-                        .map_err(|source| ClientError::Endpoint { endpoint: settings.endpoint.clone(), source })?;
+                    endpoint =
+                        endpoint
+                            .tls_config(tls)
+                            .map_err(|source| ClientError::Endpoint {
+                                endpoint: settings.endpoint.clone(),
+                                source,
+                            })?;
                 }
                 let mut metadata = MetadataMap::new();
                 for (name, value) in &settings.headers {
                     let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
                         .map_err(|_| ClientError::Header { name: name.clone() })?;
-                    let value = MetadataValue::try_from(value.as_str()).map_err(|_| ClientError::Header { name: name.clone() })?;
+                    let value = MetadataValue::try_from(value.as_str())
+                        .map_err(|_| ClientError::Header { name: name.clone() })?;
                     metadata.insert(key, value);
                 }
-                Transport::Grpc { channel: endpoint.connect_lazy(), metadata }
+                Transport::Grpc {
+                    channel: endpoint.connect_lazy(),
+                    metadata,
+                }
             }
             OtlpProtocol::HttpProtobuf => {
                 let mut headers = reqwest::header::HeaderMap::new();
                 for (name, value) in &settings.headers {
                     let key = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                         .map_err(|_| ClientError::Header { name: name.clone() })?;
-                    let value =
-                        reqwest::header::HeaderValue::from_str(value).map_err(|_| ClientError::Header { name: name.clone() })?;
+                    let value = reqwest::header::HeaderValue::from_str(value)
+                        .map_err(|_| ClientError::Header { name: name.clone() })?;
                     headers.insert(key, value);
                 }
-                Transport::Http { client: http_client(&settings)?, url: settings.endpoint.clone(), headers }
+                Transport::Http {
+                    client: http_client(&settings)?,
+                    url: settings.endpoint.clone(),
+                    headers,
+                }
             }
         };
-        Ok(Self { settings, transport })
+        Ok(Self {
+            settings,
+            transport,
+        })
     }
 
     pub fn settings(&self) -> &SignalSettings {
         &self.settings
     }
 
-    fn error(&self, message: String, retryable: bool, retry_after: Option<Duration>) -> ExportError {
+    fn error(
+        &self,
+        message: String,
+        retryable: bool,
+        retry_after: Option<Duration>,
+    ) -> ExportError {
         ExportError {
             signal: self.settings.signal.as_str(),
             endpoint: self.settings.endpoint.clone(),
@@ -171,7 +224,10 @@ impl OtlpClient {
     }
 
     /// Exports spans.
-    pub async fn export_traces(&self, request: ExportTraceServiceRequest) -> Result<(), ExportError> {
+    pub async fn export_traces(
+        &self,
+        request: ExportTraceServiceRequest,
+    ) -> Result<(), ExportError> {
         match &self.transport {
             Transport::Grpc { channel, metadata } => {
                 let mut req = tonic::Request::new(request);
@@ -179,7 +235,11 @@ impl OtlpClient {
                 let response = TraceServiceClient::new(channel.clone()).export(req).await;
                 match response {
                     Ok(ok) => {
-                        if let Some(partial) = ok.into_inner().partial_success.filter(|p| p.rejected_spans > 0) {
+                        if let Some(partial) = ok
+                            .into_inner()
+                            .partial_success
+                            .filter(|p| p.rejected_spans > 0)
+                        {
                             tracing::warn!(rejected = partial.rejected_spans, message = %partial.error_message, "Collector rejected some spans");
                         }
                         Ok(())
@@ -192,14 +252,21 @@ impl OtlpClient {
     }
 
     /// Exports metrics.
-    pub async fn export_metrics(&self, request: ExportMetricsServiceRequest) -> Result<(), ExportError> {
+    pub async fn export_metrics(
+        &self,
+        request: ExportMetricsServiceRequest,
+    ) -> Result<(), ExportError> {
         match &self.transport {
             Transport::Grpc { channel, metadata } => {
                 let mut req = tonic::Request::new(request);
                 *req.metadata_mut() = metadata.clone();
                 match MetricsServiceClient::new(channel.clone()).export(req).await {
                     Ok(ok) => {
-                        if let Some(partial) = ok.into_inner().partial_success.filter(|p| p.rejected_data_points > 0) {
+                        if let Some(partial) = ok
+                            .into_inner()
+                            .partial_success
+                            .filter(|p| p.rejected_data_points > 0)
+                        {
                             tracing::warn!(rejected = partial.rejected_data_points, message = %partial.error_message, "Collector rejected some data points");
                         }
                         Ok(())
@@ -224,11 +291,20 @@ impl OtlpClient {
                 | Code::Unavailable
                 | Code::DataLoss
         );
-        self.error(format!("gRPC status {:?}: {}", status.code(), status.message()), retryable, None)
+        self.error(
+            format!("gRPC status {:?}: {}", status.code(), status.message()),
+            retryable,
+            None,
+        )
     }
 
     async fn post(&self, body: Vec<u8>) -> Result<(), ExportError> {
-        let Transport::Http { client, url, headers } = &self.transport else {
+        let Transport::Http {
+            client,
+            url,
+            headers,
+        } = &self.transport
+        else {
             unreachable!("post is only called for HTTP transports");
         };
         let response = client
@@ -250,7 +326,14 @@ impl OtlpClient {
                     .map(Duration::from_secs);
                 let retryable = matches!(status, 429 | 502 | 503 | 504);
                 let text = response.text().await.unwrap_or_default();
-                self.error_result(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()), retryable, retry_after)
+                self.error_result(
+                    format!(
+                        "HTTP {status}: {}",
+                        text.chars().take(200).collect::<String>()
+                    ),
+                    retryable,
+                    retry_after,
+                )
             }
             // Connection refused/reset, DNS, timeouts: the collector is
             // (temporarily) unreachable.
@@ -258,7 +341,12 @@ impl OtlpClient {
         }
     }
 
-    fn error_result(&self, message: String, retryable: bool, retry_after: Option<Duration>) -> Result<(), ExportError> {
+    fn error_result(
+        &self,
+        message: String,
+        retryable: bool,
+        retry_after: Option<Duration>,
+    ) -> Result<(), ExportError> {
         Err(self.error(message, retryable, retry_after))
     }
 }

@@ -43,7 +43,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { initial: Duration::from_millis(100), max: Duration::from_secs(5) }
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
     }
 }
 
@@ -51,7 +54,10 @@ impl Backoff {
     /// The wait before retry number `attempt` (0-based): exponential, capped,
     /// with ±25 % jitter so that many probes do not retry in lockstep.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let base = self.initial.saturating_mul(1u32 << attempt.min(16)).min(self.max);
+        let base = self
+            .initial
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max);
         let jitter: f64 = 0.75 + rand::random::<f64>() * 0.5;
         base.mul_f64(jitter)
     }
@@ -60,23 +66,34 @@ impl Backoff {
 /// Groups spans by resource into one export request.
 pub fn traces_request(batch: Vec<QueuedSpan>) -> ExportTraceServiceRequest {
     let mut groups: Vec<ResourceSpans> = Vec::new();
-    let mut index: HashMap<*const crate::telemetry::resource::ProcessResource, usize> = HashMap::new();
+    let mut index: HashMap<*const crate::telemetry::resource::ProcessResource, usize> =
+        HashMap::new();
     for QueuedSpan { resource, span } in batch {
         let key = Arc::as_ptr(&resource);
         let i = *index.entry(key).or_insert_with(|| {
             groups.push(ResourceSpans {
                 resource: Some(Resource {
-                    attributes: resource.attributes.iter().map(|(k, v)| string_kv(k, v)).collect(),
+                    attributes: resource
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| string_kv(k, v))
+                        .collect(),
                     ..Default::default()
                 }),
-                scope_spans: vec![ScopeSpans { scope: Some(scope()), spans: Vec::new(), schema_url: String::new() }],
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope()),
+                    spans: Vec::new(),
+                    schema_url: String::new(),
+                }],
                 schema_url: String::new(),
             });
             groups.len() - 1
         });
         groups[i].scope_spans[0].spans.push(span);
     }
-    ExportTraceServiceRequest { resource_spans: groups }
+    ExportTraceServiceRequest {
+        resource_spans: groups,
+    }
 }
 
 /// Drains the span queue until it is closed and empty (or `shutdown_grace`
@@ -116,15 +133,31 @@ pub async fn run_trace_exporter(
                         health.export_request(signal, "ok");
                         health.exported(signal, n as u64);
                         if attempt > 0 {
-                            info!(spans = n, attempts = attempt + 1, "Collector accepted spans after retries");
+                            info!(
+                                spans = n,
+                                attempts = attempt + 1,
+                                "Collector accepted spans after retries"
+                            );
                         }
                         break;
                     }
                     Err(err) => {
-                        let deadline_passed = closed_at.is_some_and(|t| t.elapsed() >= shutdown_grace);
+                        let deadline_passed =
+                            closed_at.is_some_and(|t| t.elapsed() >= shutdown_grace);
                         if !err.retryable || deadline_passed {
-                            let reason = if err.retryable { "shutdown" } else { "permanent_error" };
-                            health.export_request(signal, if err.retryable { "retryable" } else { "permanent" });
+                            let reason = if err.retryable {
+                                "shutdown"
+                            } else {
+                                "permanent_error"
+                            };
+                            health.export_request(
+                                signal,
+                                if err.retryable {
+                                    "retryable"
+                                } else {
+                                    "permanent"
+                                },
+                            );
                             health.export_dropped(signal, reason, n as u64);
                             warn!(error = %err, spans = n, reason, "Dropped a span batch");
                             break;
@@ -159,13 +192,18 @@ pub async fn run_trace_exporter(
 
 fn wait_for(err: &ExportError, backoff: &Backoff, attempt: u32) -> Duration {
     let delay = backoff.delay(attempt);
-    err.retry_after.map_or(delay, |after| after.max(delay).min(Duration::from_secs(30)))
+    err.retry_after
+        .map_or(delay, |after| after.max(delay).min(Duration::from_secs(30)))
 }
 
 /// Sleeps `delay`, but wakes early when the queue closes so that a shutdown
 /// during an outage gets its final attempts in without waiting out a long
 /// backoff.
-async fn sleep_unless_closing(queue: &BoundedQueue<QueuedSpan>, delay: Duration, already_closing: bool) {
+async fn sleep_unless_closing(
+    queue: &BoundedQueue<QueuedSpan>,
+    delay: Duration,
+    already_closing: bool,
+) {
     if already_closing {
         tokio::time::sleep(delay.min(Duration::from_millis(200))).await;
         return;
@@ -210,7 +248,9 @@ pub async fn run_metrics_exporter(
                 .flat_map(|r| &r.scope_metrics)
                 .flat_map(|s| &s.metrics)
                 .map(|m| match &m.data {
-                    Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) => h.data_points.len() as u64,
+                    Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) => {
+                        h.data_points.len() as u64
+                    }
                     _ => 0,
                 })
                 .sum();
@@ -221,7 +261,14 @@ pub async fn run_metrics_exporter(
                 }
                 Err(err) => {
                     // Cumulative: the next snapshot carries these counts.
-                    health.export_request(signal, if err.retryable { "retryable" } else { "permanent" });
+                    health.export_request(
+                        signal,
+                        if err.retryable {
+                            "retryable"
+                        } else {
+                            "permanent"
+                        },
+                    );
                     warn!(error = %err, "Metrics export failed; the next interval resends the cumulative values");
                 }
             }
@@ -238,11 +285,17 @@ mod tests {
 
     #[test]
     fn backoff_grows_exponentially_with_jitter_and_a_cap() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5) };
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        };
         for attempt in 0..20 {
             let base = (100.0 * 2f64.powi(attempt as i32)).min(5000.0);
             let d = b.delay(attempt).as_secs_f64() * 1000.0;
-            assert!(d >= base * 0.75 - 1e-6 && d <= base * 1.25 + 1e-6, "attempt {attempt}: {d} ms not within 25% of {base}");
+            assert!(
+                d >= base * 0.75 - 1e-6 && d <= base * 1.25 + 1e-6,
+                "attempt {attempt}: {d} ms not within 25% of {base}"
+            );
         }
     }
 }

@@ -22,7 +22,9 @@ struct AppState {
 
 /// The endpoint could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr:?} for /metrics; pick a free address with --metrics-addr or pass --metrics-addr off")]
+#[error(
+    "cannot listen on {addr:?} for /metrics; pick a free address with --metrics-addr or pass --metrics-addr off"
+)]
 pub struct ServeError {
     pub addr: String,
     #[source]
@@ -38,15 +40,26 @@ pub async fn serve(
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError { addr: addr.to_owned(), source })?;
-    let local = listener.local_addr().map_err(|source| ServeError { addr: addr.to_owned(), source })?;
+        .map_err(|source| ServeError {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServeError {
+        addr: addr.to_owned(),
+        source,
+    })?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { registry: Arc::new(registry), health });
+        .with_state(AppState {
+            registry: Arc::new(registry),
+            health,
+        });
     let task = tokio::spawn(async move {
-        let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
         if let Err(error) = result {
             tracing::error!(%error, "Metrics endpoint failed");
         }
@@ -59,10 +72,17 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         ),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], "encoding failed".into()),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "encoding failed".into(),
+        ),
     }
 }
 
@@ -70,6 +90,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.health.is_ready() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "front-end not attached yet")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "front-end not attached yet",
+        )
     }
 }

@@ -38,7 +38,11 @@ impl<T> BoundedQueue<T> {
     /// waking the exporter once `batch_size` items are waiting.
     pub fn new(capacity: usize, batch_size: usize, signal: &'static str, health: Health) -> Self {
         Self {
-            inner: Mutex::new(Inner { items: VecDeque::new(), in_flight: 0, closed: false }),
+            inner: Mutex::new(Inner {
+                items: VecDeque::new(),
+                in_flight: 0,
+                closed: false,
+            }),
             capacity: capacity.max(1),
             batch_size: batch_size.clamp(1, capacity.max(1)),
             ready: Notify::new(),
@@ -68,7 +72,11 @@ impl<T> BoundedQueue<T> {
                 (false, inner.items.len() + inner.in_flight, false)
             } else {
                 inner.items.push_back(item);
-                (true, inner.items.len() + inner.in_flight, inner.items.len() >= self.batch_size)
+                (
+                    true,
+                    inner.items.len() + inner.in_flight,
+                    inner.items.len() >= self.batch_size,
+                )
             }
         };
         if accepted {
@@ -143,10 +151,21 @@ mod tests {
             assert!(queue.push(i), "item {i} fits");
         }
         let batch = queue.take_batch();
-        assert_eq!(batch, vec![0, 1], "a batch is at most batch_size, oldest first");
+        assert_eq!(
+            batch,
+            vec![0, 1],
+            "a batch is at most batch_size, oldest first"
+        );
         assert!(queue.push(3), "1 queued + 2 in flight + 1 = capacity 4");
-        assert!(!queue.push(4), "the fifth item exceeds the capacity while the batch is in flight");
-        assert_eq!(health.export_dropped_total("traces", "queue_full"), 1, "the drop is counted");
+        assert!(
+            !queue.push(4),
+            "the fifth item exceeds the capacity while the batch is in flight"
+        );
+        assert_eq!(
+            health.export_dropped_total("traces", "queue_full"),
+            1,
+            "the drop is counted"
+        );
         queue.complete(2);
         assert!(queue.push(5), "completing the batch frees room");
         assert_eq!(queue.take_batch(), vec![2, 3]);

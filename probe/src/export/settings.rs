@@ -45,12 +45,20 @@ impl Signal {
 /// A setting the user got wrong.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
-    #[error("unsupported OTLP protocol {value:?} in {source_name}; use \"grpc\" or \"http/protobuf\"")]
+    #[error(
+        "unsupported OTLP protocol {value:?} in {source_name}; use \"grpc\" or \"http/protobuf\""
+    )]
     Protocol { value: String, source_name: String },
-    #[error("invalid OTLP endpoint {value:?} in {source_name}; use a URL such as \"http://otel-collector:4317\"")]
+    #[error(
+        "invalid OTLP endpoint {value:?} in {source_name}; use a URL such as \"http://otel-collector:4317\""
+    )]
     Endpoint { value: String, source_name: String },
     #[error("invalid number {value:?} in {source_name}; use a whole number of {unit}")]
-    Number { value: String, source_name: String, unit: &'static str },
+    Number {
+        value: String,
+        source_name: String,
+        unit: &'static str,
+    },
 }
 
 /// Resolved settings of one signal's exporter.
@@ -90,7 +98,10 @@ fn parse_protocol(value: &str, source_name: &str) -> Result<OtlpProtocol, Settin
     match value.trim() {
         "grpc" => Ok(OtlpProtocol::Grpc),
         "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
-        other => Err(SettingsError::Protocol { value: other.to_owned(), source_name: source_name.to_owned() }),
+        other => Err(SettingsError::Protocol {
+            value: other.to_owned(),
+            source_name: source_name.to_owned(),
+        }),
     }
 }
 
@@ -104,8 +115,14 @@ fn parse_u64(value: &str, source_name: &str, unit: &'static str) -> Result<u64, 
 
 fn check_endpoint(value: &str, source_name: &str) -> Result<String, SettingsError> {
     let value = value.trim();
-    let bad = || SettingsError::Endpoint { value: value.to_owned(), source_name: source_name.to_owned() };
-    let rest = value.strip_prefix("http://").or_else(|| value.strip_prefix("https://")).ok_or_else(bad)?;
+    let bad = || SettingsError::Endpoint {
+        value: value.to_owned(),
+        source_name: source_name.to_owned(),
+    };
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or_else(bad)?;
     let authority = rest.split('/').next().unwrap_or("");
     if authority.is_empty() {
         return Err(bad());
@@ -125,21 +142,28 @@ impl ExportSettings {
         Ok(Self {
             traces: SignalSettings::resolve(Signal::Traces, config, env)?,
             metrics: SignalSettings::resolve(Signal::Metrics, config, env)?,
-            max_queue_size: num("OTEL_BSP_MAX_QUEUE_SIZE", "spans")?.map_or(config.max_queue_size, |v| v as usize),
+            max_queue_size: num("OTEL_BSP_MAX_QUEUE_SIZE", "spans")?
+                .map_or(config.max_queue_size, |v| v as usize),
             max_export_batch_size: num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "spans")?
                 .map_or(config.max_export_batch_size, |v| v as usize),
             scheduled_delay: Duration::from_millis(
-                num("OTEL_BSP_SCHEDULE_DELAY", "milliseconds")?.unwrap_or(config.scheduled_delay_millis),
+                num("OTEL_BSP_SCHEDULE_DELAY", "milliseconds")?
+                    .unwrap_or(config.scheduled_delay_millis),
             ),
             metrics_interval: Duration::from_millis(
-                num("OTEL_METRIC_EXPORT_INTERVAL", "milliseconds")?.unwrap_or(config.metrics_interval_millis),
+                num("OTEL_METRIC_EXPORT_INTERVAL", "milliseconds")?
+                    .unwrap_or(config.metrics_interval_millis),
             ),
         })
     }
 }
 
 impl SignalSettings {
-    pub fn resolve(signal: Signal, config: &ExporterConfig, env: EnvLookup<'_>) -> Result<Self, SettingsError> {
+    pub fn resolve(
+        signal: Signal,
+        config: &ExporterConfig,
+        env: EnvLookup<'_>,
+    ) -> Result<Self, SettingsError> {
         let specific = |suffix: &str| format!("OTEL_EXPORTER_OTLP_{}_{suffix}", signal.env_infix());
         let generic = |suffix: &str| format!("OTEL_EXPORTER_OTLP_{suffix}");
         let first = |suffix: &str| -> Option<(String, String)> {
@@ -164,11 +188,20 @@ impl SignalSettings {
             OtlpProtocol::HttpProtobuf => format!("{}{path}", base.trim_end_matches('/')),
         };
         let (endpoint, endpoint_source) = if let Some(v) = env(&specific("ENDPOINT")) {
-            (check_endpoint(&v, &specific("ENDPOINT"))?, specific("ENDPOINT"))
+            (
+                check_endpoint(&v, &specific("ENDPOINT"))?,
+                specific("ENDPOINT"),
+            )
         } else if let Some(v) = env(&generic("ENDPOINT")) {
-            (append_path(&check_endpoint(&v, &generic("ENDPOINT"))?), generic("ENDPOINT"))
+            (
+                append_path(&check_endpoint(&v, &generic("ENDPOINT"))?),
+                generic("ENDPOINT"),
+            )
         } else if !config.endpoint.trim().is_empty() {
-            (append_path(&check_endpoint(&config.endpoint, "exporter.endpoint")?), "exporter.endpoint".to_owned())
+            (
+                append_path(&check_endpoint(&config.endpoint, "exporter.endpoint")?),
+                "exporter.endpoint".to_owned(),
+            )
         } else {
             let default = match protocol {
                 OtlpProtocol::Grpc => "http://localhost:4317",
@@ -191,7 +224,11 @@ impl SignalSettings {
         };
 
         let mut tls = config.tls.clone();
-        for (suffix, field) in [("CERTIFICATE", 0), ("CLIENT_CERTIFICATE", 1), ("CLIENT_KEY", 2)] {
+        for (suffix, field) in [
+            ("CERTIFICATE", 0),
+            ("CLIENT_CERTIFICATE", 1),
+            ("CLIENT_KEY", 2),
+        ] {
             if let Some((path, _)) = first(suffix) {
                 let t = tls.get_or_insert_with(TlsConfig::default);
                 match field {
@@ -202,7 +239,15 @@ impl SignalSettings {
             }
         }
 
-        Ok(Self { signal, protocol, endpoint, endpoint_source, headers, timeout, tls })
+        Ok(Self {
+            signal,
+            protocol,
+            endpoint,
+            endpoint_source,
+            headers,
+            timeout,
+            tls,
+        })
     }
 }
 
@@ -212,26 +257,38 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
     fn config(endpoint: &str, protocol: OtlpProtocol) -> ExporterConfig {
-        ExporterConfig { endpoint: endpoint.into(), protocol, ..Default::default() }
+        ExporterConfig {
+            endpoint: endpoint.into(),
+            protocol,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn defaults_depend_on_the_protocol() {
         let grpc = ExportSettings::resolve(&ExporterConfig::default(), &env(&[])).unwrap();
         assert_eq!(grpc.traces.endpoint, "http://localhost:4317");
-        let http = ExportSettings::resolve(&config("", OtlpProtocol::HttpProtobuf), &env(&[])).unwrap();
+        let http =
+            ExportSettings::resolve(&config("", OtlpProtocol::HttpProtobuf), &env(&[])).unwrap();
         assert_eq!(http.traces.endpoint, "http://localhost:4318/v1/traces");
         assert_eq!(http.metrics.endpoint, "http://localhost:4318/v1/metrics");
     }
 
     #[test]
     fn config_endpoint_is_used_when_no_variable_is_set() {
-        let s = ExportSettings::resolve(&config("http://otel:4318/", OtlpProtocol::HttpProtobuf), &env(&[])).unwrap();
+        let s = ExportSettings::resolve(
+            &config("http://otel:4318/", OtlpProtocol::HttpProtobuf),
+            &env(&[]),
+        )
+        .unwrap();
         assert_eq!(s.traces.endpoint, "http://otel:4318/v1/traces");
         assert_eq!(s.traces.endpoint_source, "exporter.endpoint");
     }
@@ -244,50 +301,92 @@ mod tests {
             &env(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://generic:4318"),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces-only:9999/custom/path"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://traces-only:9999/custom/path",
+                ),
             ]),
         )
         .unwrap();
-        assert_eq!(s.traces.protocol, OtlpProtocol::HttpProtobuf, "env protocol beats config");
-        assert_eq!(s.traces.endpoint, "http://traces-only:9999/custom/path", "signal endpoint used as-is");
-        assert_eq!(s.metrics.endpoint, "http://generic:4318/v1/metrics", "generic endpoint gets the signal path");
+        assert_eq!(
+            s.traces.protocol,
+            OtlpProtocol::HttpProtobuf,
+            "env protocol beats config"
+        );
+        assert_eq!(
+            s.traces.endpoint, "http://traces-only:9999/custom/path",
+            "signal endpoint used as-is"
+        );
+        assert_eq!(
+            s.metrics.endpoint, "http://generic:4318/v1/metrics",
+            "generic endpoint gets the signal path"
+        );
         assert_eq!(s.metrics.endpoint_source, "OTEL_EXPORTER_OTLP_ENDPOINT");
 
-        let s = ExportSettings::resolve(&cfg, &env(&[("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")])).unwrap();
+        let s = ExportSettings::resolve(
+            &cfg,
+            &env(&[("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")]),
+        )
+        .unwrap();
         assert_eq!(s.traces.protocol, OtlpProtocol::Grpc);
-        assert_eq!(s.metrics.protocol, OtlpProtocol::HttpProtobuf, "per-signal protocol");
+        assert_eq!(
+            s.metrics.protocol,
+            OtlpProtocol::HttpProtobuf,
+            "per-signal protocol"
+        );
     }
 
     #[test]
     fn headers_merge_config_then_generic_then_signal() {
         let mut cfg = ExporterConfig::default();
-        cfg.headers.insert("authorization".into(), "from-config".into());
+        cfg.headers
+            .insert("authorization".into(), "from-config".into());
         cfg.headers.insert("x-team".into(), "a".into());
         let s = ExportSettings::resolve(
             &cfg,
             &env(&[
-                ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20generic,x-env=1"),
-                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization=Bearer traces"),
+                (
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    "authorization=Bearer%20generic,x-env=1",
+                ),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                    "authorization=Bearer traces",
+                ),
             ]),
         )
         .unwrap();
         assert_eq!(s.traces.headers["authorization"], "Bearer traces");
-        assert_eq!(s.metrics.headers["authorization"], "Bearer generic", "percent-decoded generic value");
+        assert_eq!(
+            s.metrics.headers["authorization"], "Bearer generic",
+            "percent-decoded generic value"
+        );
         assert_eq!(s.traces.headers["x-team"], "a", "config headers are kept");
         assert_eq!(s.traces.headers["x-env"], "1");
     }
 
     #[test]
     fn bad_values_are_reported_with_their_source() {
-        let err = ExportSettings::resolve(&ExporterConfig::default(), &env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]))
-            .unwrap_err();
+        let err = ExportSettings::resolve(
+            &ExporterConfig::default(),
+            &env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "unsupported OTLP protocol \"http/json\" in OTEL_EXPORTER_OTLP_PROTOCOL; use \"grpc\" or \"http/protobuf\""
         );
-        let err = ExportSettings::resolve(&config("otel:4317", OtlpProtocol::Grpc), &env(&[])).unwrap_err();
-        assert!(matches!(err, SettingsError::Endpoint { ref source_name, .. } if source_name == "exporter.endpoint"), "{err}");
-        let err = ExportSettings::resolve(&ExporterConfig::default(), &env(&[("OTEL_BSP_MAX_QUEUE_SIZE", "lots")])).unwrap_err();
+        let err = ExportSettings::resolve(&config("otel:4317", OtlpProtocol::Grpc), &env(&[]))
+            .unwrap_err();
+        assert!(
+            matches!(err, SettingsError::Endpoint { ref source_name, .. } if source_name == "exporter.endpoint"),
+            "{err}"
+        );
+        let err = ExportSettings::resolve(
+            &ExporterConfig::default(),
+            &env(&[("OTEL_BSP_MAX_QUEUE_SIZE", "lots")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("OTEL_BSP_MAX_QUEUE_SIZE"), "{err}");
     }
 
@@ -309,7 +408,14 @@ mod tests {
         assert_eq!(s.scheduled_delay, Duration::from_millis(50));
         assert_eq!(s.metrics_interval, Duration::from_secs(2));
         assert_eq!(s.traces.timeout, Duration::from_millis(1500));
-        assert_eq!(s.metrics.timeout, Duration::from_millis(10_000), "config default for metrics");
-        assert_eq!(s.traces.tls.as_ref().and_then(|t| t.ca_file.as_deref()), Some("/etc/ca.pem"));
+        assert_eq!(
+            s.metrics.timeout,
+            Duration::from_millis(10_000),
+            "config default for metrics"
+        );
+        assert_eq!(
+            s.traces.tls.as_ref().and_then(|t| t.ca_file.as_deref()),
+            Some("/etc/ca.pem")
+        );
     }
 }

@@ -20,7 +20,9 @@ use crate::telemetry::resource::ResourceRegistry;
 /// An invalid standalone selector.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectorError {
-    #[error("invalid --exe-path glob {pattern:?}; use shell glob syntax such as \"/usr/bin/python3*\"")]
+    #[error(
+        "invalid --exe-path glob {pattern:?}; use shell glob syntax such as \"/usr/bin/python3*\""
+    )]
     BadGlob {
         pattern: String,
         #[source]
@@ -37,12 +39,25 @@ pub struct StandaloneSelector {
 }
 
 impl StandaloneSelector {
-    pub fn new(pids: &[u32], exe_paths: &[String], open_ports: &[u16]) -> Result<Self, SelectorError> {
+    pub fn new(
+        pids: &[u32],
+        exe_paths: &[String],
+        open_ports: &[u16],
+    ) -> Result<Self, SelectorError> {
         let exe_globs = exe_paths
             .iter()
-            .map(|p| glob::Pattern::new(p).map_err(|source| SelectorError::BadGlob { pattern: p.clone(), source }))
+            .map(|p| {
+                glob::Pattern::new(p).map_err(|source| SelectorError::BadGlob {
+                    pattern: p.clone(),
+                    source,
+                })
+            })
             .collect::<Result<_, _>>()?;
-        Ok(Self { pids: pids.to_vec(), exe_globs, open_ports: open_ports.to_vec() })
+        Ok(Self {
+            pids: pids.to_vec(),
+            exe_globs,
+            open_ports: open_ports.to_vec(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -52,7 +67,11 @@ impl StandaloneSelector {
 
 /// Scans `proc_root` once and returns every process `selector` claims,
 /// never including `exclude` (the probe itself).
-pub fn scan(proc_root: &Path, selector: &StandaloneSelector, exclude: u32) -> BTreeMap<u32, ProcessTarget> {
+pub fn scan(
+    proc_root: &Path,
+    selector: &StandaloneSelector,
+    exclude: u32,
+) -> BTreeMap<u32, ProcessTarget> {
     let mut found = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(proc_root) else {
         warn!(proc_root = %proc_root.display(), "Cannot read the proc filesystem");
@@ -62,7 +81,11 @@ pub fn scan(proc_root: &Path, selector: &StandaloneSelector, exclude: u32) -> BT
     // netns inode -> listening socket inodes on the wanted ports.
     let mut listeners_by_netns: HashMap<PathBuf, HashSet<u64>> = HashMap::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == exclude {
@@ -77,7 +100,9 @@ pub fn scan(proc_root: &Path, selector: &StandaloneSelector, exclude: u32) -> BT
             Some("pid")
         } else if selector.exe_globs.iter().any(|g| g.matches_path(&exe)) {
             Some("exe_path")
-        } else if !selector.open_ports.is_empty() && listens_on(&dir, &selector.open_ports, &mut listeners_by_netns) {
+        } else if !selector.open_ports.is_empty()
+            && listens_on(&dir, &selector.open_ports, &mut listeners_by_netns)
+        {
             Some("open_port")
         } else {
             None
@@ -117,7 +142,11 @@ fn listens_on(proc_dir: &Path, ports: &[u16], cache: &mut HashMap<PathBuf, HashS
 }
 
 fn socket_inode(link: &Path) -> Option<u64> {
-    link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// Inodes of sockets in state LISTEN (`0A`) on one of `ports`, from the text
@@ -173,7 +202,10 @@ pub async fn run(
             }
         }
         if next.is_empty() && !warned_empty {
-            warn!(?selector, "No process matches the target selector yet; re-scanning");
+            warn!(
+                ?selector,
+                "No process matches the target selector yet; re-scanning"
+            );
             warned_empty = true;
         }
         debug!(claimed = next.len(), "Scanned /proc for targets");
@@ -197,7 +229,11 @@ mod tests {
 
     #[test]
     fn only_listening_sockets_on_wanted_ports_are_found() {
-        assert_eq!(parse_listening_inodes(TCP, &[8080]), vec![4242], "established 8080 socket must be ignored");
+        assert_eq!(
+            parse_listening_inodes(TCP, &[8080]),
+            vec![4242],
+            "established 8080 socket must be ignored"
+        );
         assert_eq!(parse_listening_inodes(TCP, &[22, 8080]), vec![4242, 4444]);
         assert!(parse_listening_inodes(TCP, &[9999]).is_empty());
     }
@@ -207,22 +243,49 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a test listener");
         let port = listener.local_addr().unwrap().port();
         let me = std::process::id();
-        let by_port = scan(Path::new("/proc"), &StandaloneSelector::new(&[], &[], &[port]).unwrap(), 0);
-        assert_eq!(by_port.get(&me).map(|t| t.reason), Some("open_port"), "this test process listens on {port}");
+        let by_port = scan(
+            Path::new("/proc"),
+            &StandaloneSelector::new(&[], &[], &[port]).unwrap(),
+            0,
+        );
+        assert_eq!(
+            by_port.get(&me).map(|t| t.reason),
+            Some("open_port"),
+            "this test process listens on {port}"
+        );
 
         let exe = std::env::current_exe().unwrap().display().to_string();
-        let by_exe = scan(Path::new("/proc"), &StandaloneSelector::new(&[], &[exe], &[]).unwrap(), 0);
+        let by_exe = scan(
+            Path::new("/proc"),
+            &StandaloneSelector::new(&[], &[exe], &[]).unwrap(),
+            0,
+        );
         assert_eq!(by_exe.get(&me).map(|t| t.reason), Some("exe_path"));
 
-        let by_pid = scan(Path::new("/proc"), &StandaloneSelector::new(&[me], &[], &[]).unwrap(), 0);
-        assert_eq!(by_pid.keys().copied().collect::<Vec<_>>(), vec![me], "only the given pid is claimed");
-        let excluded = scan(Path::new("/proc"), &StandaloneSelector::new(&[me], &[], &[]).unwrap(), me);
+        let by_pid = scan(
+            Path::new("/proc"),
+            &StandaloneSelector::new(&[me], &[], &[]).unwrap(),
+            0,
+        );
+        assert_eq!(
+            by_pid.keys().copied().collect::<Vec<_>>(),
+            vec![me],
+            "only the given pid is claimed"
+        );
+        let excluded = scan(
+            Path::new("/proc"),
+            &StandaloneSelector::new(&[me], &[], &[]).unwrap(),
+            me,
+        );
         assert!(excluded.is_empty(), "the probe never claims itself");
     }
 
     #[tokio::test]
     async fn resolver_reports_new_and_exited_processes() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
         let pid = child.id();
         let (publisher, mut events) = super::super::target_channel();
         let shutdown = CancellationToken::new();
@@ -235,11 +298,18 @@ mod tests {
             ResourceRegistry::default(),
             shutdown.clone(),
         ));
-        let added = tokio::time::timeout(Duration::from_secs(10), events.next()).await.expect("an Added event");
-        assert!(matches!(added, Some(TargetEvent::Added(ref t)) if t.pid == pid), "got {added:?}");
+        let added = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an Added event");
+        assert!(
+            matches!(added, Some(TargetEvent::Added(ref t)) if t.pid == pid),
+            "got {added:?}"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
-        let removed = tokio::time::timeout(Duration::from_secs(10), events.next()).await.expect("a Removed event");
+        let removed = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("a Removed event");
         assert_eq!(removed, Some(TargetEvent::Removed(pid)));
         shutdown.cancel();
         task.await.unwrap();

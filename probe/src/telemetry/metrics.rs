@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics, metric,
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
+    metric,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -24,11 +25,14 @@ use super::resource::ProcessResource;
 use super::semconv::{Value, key_value, string_kv};
 
 /// OTel's recommended boundaries for HTTP durations, in seconds.
-pub const HTTP_BOUNDS_SECONDS: [f64; 14] =
-    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+pub const HTTP_BOUNDS_SECONDS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 /// The SDK default boundaries, used for the millisecond RPC durations.
-pub const RPC_BOUNDS_MILLIS: [f64; 15] =
-    [0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0, 10000.0];
+pub const RPC_BOUNDS_MILLIS: [f64; 15] = [
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
+];
 
 /// Which RED histogram a request feeds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,8 +44,12 @@ pub enum Instrument {
 }
 
 impl Instrument {
-    pub const ALL: [Instrument; 4] =
-        [Instrument::HttpServer, Instrument::HttpClient, Instrument::RpcServer, Instrument::RpcClient];
+    pub const ALL: [Instrument; 4] = [
+        Instrument::HttpServer,
+        Instrument::HttpClient,
+        Instrument::RpcServer,
+        Instrument::RpcClient,
+    ];
 
     pub fn of(record: &RequestRecord) -> Self {
         match (&record.protocol, record.kind) {
@@ -138,7 +146,10 @@ impl HistogramState {
 
     fn observe(&mut self, bounds: &[f64], value: f64) {
         // Buckets are upper-inclusive: (previous, bound].
-        let index = bounds.iter().position(|b| value <= *b).unwrap_or(bounds.len());
+        let index = bounds
+            .iter()
+            .position(|b| value <= *b)
+            .unwrap_or(bounds.len());
         self.counts[index] += 1;
         self.sum += value;
         self.count += 1;
@@ -186,13 +197,21 @@ impl RedMetrics {
     }
 
     /// Observes one request with its metric attributes.
-    pub fn observe(&self, resource: &ProcessResource, record: &RequestRecord, attributes: Vec<(&'static str, Value)>) {
+    pub fn observe(
+        &self,
+        resource: &ProcessResource,
+        record: &RequestRecord,
+        attributes: Vec<(&'static str, Value)>,
+    ) {
         let instrument = Instrument::of(record);
         let value = instrument.value_of(record);
         let mut state = self.state.lock().expect("metrics lock");
         let series = match state.by_resource.get_mut(&resource.attributes) {
             Some(series) => series,
-            None => state.by_resource.entry(resource.attributes.clone()).or_default(),
+            None => state
+                .by_resource
+                .entry(resource.attributes.clone())
+                .or_default(),
         };
         series
             .entry((instrument, attributes))
@@ -203,7 +222,13 @@ impl RedMetrics {
     /// Total requests observed by `instrument` across all series (tests, health).
     pub fn count(&self, instrument: Instrument) -> u64 {
         let state = self.state.lock().expect("metrics lock");
-        state.by_resource.values().flat_map(|s| s.iter()).filter(|((i, _), _)| *i == instrument).map(|(_, h)| h.count).sum()
+        state
+            .by_resource
+            .values()
+            .flat_map(|s| s.iter())
+            .filter(|((i, _), _)| *i == instrument)
+            .map(|(_, h)| h.count)
+            .sum()
     }
 
     /// Forgets series not updated for `idle` (exited processes, vanished
@@ -225,20 +250,24 @@ impl RedMetrics {
             .by_resource
             .iter()
             .map(|(resource, series)| {
-                let mut by_instrument: BTreeMap<Instrument, Vec<HistogramDataPoint>> = BTreeMap::new();
+                let mut by_instrument: BTreeMap<Instrument, Vec<HistogramDataPoint>> =
+                    BTreeMap::new();
                 for ((instrument, attributes), h) in series {
-                    by_instrument.entry(*instrument).or_default().push(HistogramDataPoint {
-                        attributes: attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
-                        start_time_unix_nano: h.start_unix_nanos,
-                        time_unix_nano: now,
-                        count: h.count,
-                        sum: Some(h.sum),
-                        bucket_counts: h.counts.clone(),
-                        explicit_bounds: instrument.bounds().to_vec(),
-                        min: (h.count > 0).then_some(h.min),
-                        max: (h.count > 0).then_some(h.max),
-                        ..Default::default()
-                    });
+                    by_instrument
+                        .entry(*instrument)
+                        .or_default()
+                        .push(HistogramDataPoint {
+                            attributes: attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
+                            start_time_unix_nano: h.start_unix_nanos,
+                            time_unix_nano: now,
+                            count: h.count,
+                            sum: Some(h.sum),
+                            bucket_counts: h.counts.clone(),
+                            explicit_bounds: instrument.bounds().to_vec(),
+                            min: (h.count > 0).then_some(h.min),
+                            max: (h.count > 0).then_some(h.max),
+                            ..Default::default()
+                        });
                 }
                 ResourceMetrics {
                     resource: Some(Resource {
@@ -255,7 +284,8 @@ impl RedMetrics {
                                 unit: instrument.unit().to_owned(),
                                 data: Some(metric::Data::Histogram(Histogram {
                                     data_points,
-                                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                                    aggregation_temporality: AggregationTemporality::Cumulative
+                                        as i32,
                                 })),
                                 ..Default::default()
                             })
@@ -281,11 +311,17 @@ pub fn scope() -> InstrumentationScope {
 
 /// Resource attributes that become Prometheus labels (the rest would
 /// belong in `target_info`; these identify the workload on a node).
-const PROMETHEUS_RESOURCE_LABELS: [&str; 4] =
-    ["service.name", "service.namespace", "k8s.namespace.name", "k8s.pod.name"];
+const PROMETHEUS_RESOURCE_LABELS: [&str; 4] = [
+    "service.name",
+    "service.namespace",
+    "k8s.namespace.name",
+    "k8s.pod.name",
+];
 
 fn prometheus_label(key: &str) -> String {
-    key.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+    key.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 fn value_text(value: &Value) -> String {
@@ -299,7 +335,8 @@ impl prometheus_client::collector::Collector for RedMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         // Processes with equal Prometheus labels (e.g. two workers of one
         // service) are merged: the exposition must not repeat a series.
-        let mut merged: BTreeMap<Instrument, BTreeMap<Vec<(String, String)>, HistogramState>> = BTreeMap::new();
+        let mut merged: BTreeMap<Instrument, BTreeMap<Vec<(String, String)>, HistogramState>> =
+            BTreeMap::new();
         {
             let state = self.state.lock().expect("metrics lock");
             for (resource, series) in &state.by_resource {
@@ -309,7 +346,11 @@ impl prometheus_client::collector::Collector for RedMetrics {
                     .collect();
                 for ((instrument, attributes), h) in series {
                     let mut labels = resource_labels.clone();
-                    labels.extend(attributes.iter().map(|(k, v)| (prometheus_label(k), value_text(v))));
+                    labels.extend(
+                        attributes
+                            .iter()
+                            .map(|(k, v)| (prometheus_label(k), value_text(v))),
+                    );
                     labels.sort();
                     merged
                         .entry(*instrument)
@@ -359,7 +400,9 @@ mod tests {
     use crate::telemetry::semconv::{metric_attributes, tests::http_record};
 
     fn resource(service: &str) -> ProcessResource {
-        ProcessResource { attributes: [("service.name".to_string(), service.to_string())].into() }
+        ProcessResource {
+            attributes: [("service.name".to_string(), service.to_string())].into(),
+        }
     }
 
     #[test]
@@ -367,7 +410,12 @@ mod tests {
         let metrics = RedMetrics::new();
         let res = resource("shop");
         for i in 0..250u64 {
-            let mut record = http_record(SpanKind::Server, "GET", "/users/1", Some(if i % 10 == 0 { 500 } else { 200 }));
+            let mut record = http_record(
+                SpanKind::Server,
+                "GET",
+                "/users/1",
+                Some(if i % 10 == 0 { 500 } else { 200 }),
+            );
             record.end_ns = record.start_ns + i * 1_000_000;
             let attrs = metric_attributes(&record, Some("/users/{id}"));
             metrics.observe(&res, &record, attrs);
@@ -376,8 +424,16 @@ mod tests {
             let record = http_record(SpanKind::Client, "GET", "/", Some(200));
             metrics.observe(&res, &record, metric_attributes(&record, None));
         }
-        assert_eq!(metrics.count(Instrument::HttpServer), 250, "one observation per server request");
-        assert_eq!(metrics.count(Instrument::HttpClient), 7, "one observation per client request");
+        assert_eq!(
+            metrics.count(Instrument::HttpServer),
+            250,
+            "one observation per server request"
+        );
+        assert_eq!(
+            metrics.count(Instrument::HttpClient),
+            7,
+            "one observation per client request"
+        );
 
         let request = metrics.to_otlp().expect("a snapshot");
         let points: Vec<&HistogramDataPoint> = request.resource_metrics[0].scope_metrics[0]
@@ -391,7 +447,11 @@ mod tests {
             .collect();
         assert_eq!(points.len(), 2, "one series per status code");
         for p in &points {
-            assert_eq!(p.bucket_counts.iter().sum::<u64>(), p.count, "bucket counts add up to the count");
+            assert_eq!(
+                p.bucket_counts.iter().sum::<u64>(),
+                p.count,
+                "bucket counts add up to the count"
+            );
             assert_eq!(p.bucket_counts.len(), p.explicit_bounds.len() + 1);
         }
         assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 250);
@@ -404,10 +464,15 @@ mod tests {
         record.end_ns = record.start_ns + 5_000_000; // exactly 0.005 s
         metrics.observe(&resource("a"), &record, vec![]);
         let req = metrics.to_otlp().unwrap();
-        let Some(metric::Data::Histogram(h)) = &req.resource_metrics[0].scope_metrics[0].metrics[0].data else {
+        let Some(metric::Data::Histogram(h)) =
+            &req.resource_metrics[0].scope_metrics[0].metrics[0].data
+        else {
             panic!("expected a histogram");
         };
-        assert_eq!(h.data_points[0].bucket_counts[0], 1, "0.005 s belongs to the (.., 0.005] bucket");
+        assert_eq!(
+            h.data_points[0].bucket_counts[0], 1,
+            "0.005 s belongs to the (.., 0.005] bucket"
+        );
         assert_eq!(h.data_points[0].sum, Some(0.005));
     }
 
@@ -415,10 +480,18 @@ mod tests {
     fn prometheus_exposition_uses_prometheus_names_and_merges_equal_series() {
         let metrics = RedMetrics::new();
         let a = ProcessResource {
-            attributes: [("service.name".to_string(), "shop".to_string()), ("process.pid".into(), "1".into())].into(),
+            attributes: [
+                ("service.name".to_string(), "shop".to_string()),
+                ("process.pid".into(), "1".into()),
+            ]
+            .into(),
         };
         let b = ProcessResource {
-            attributes: [("service.name".to_string(), "shop".to_string()), ("process.pid".into(), "2".into())].into(),
+            attributes: [
+                ("service.name".to_string(), "shop".to_string()),
+                ("process.pid".into(), "2".into()),
+            ]
+            .into(),
         };
         let record = http_record(SpanKind::Server, "GET", "/", Some(200));
         metrics.observe(&a, &record, metric_attributes(&record, Some("/")));
@@ -427,11 +500,29 @@ mod tests {
         registry.register_collector(Box::new(metrics.clone()));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        let count_lines: Vec<&str> =
-            text.lines().filter(|l| l.starts_with("http_server_request_duration_seconds_count")).collect();
-        assert_eq!(count_lines.len(), 1, "two pids of one service merge into one series:\n{text}");
-        assert!(count_lines[0].ends_with(" 2"), "merged count is 2: {}", count_lines[0]);
-        assert!(count_lines[0].contains("http_route=\"/\""), "{}", count_lines[0]);
-        assert!(count_lines[0].contains("service_name=\"shop\""), "{}", count_lines[0]);
+        let count_lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("http_server_request_duration_seconds_count"))
+            .collect();
+        assert_eq!(
+            count_lines.len(),
+            1,
+            "two pids of one service merge into one series:\n{text}"
+        );
+        assert!(
+            count_lines[0].ends_with(" 2"),
+            "merged count is 2: {}",
+            count_lines[0]
+        );
+        assert!(
+            count_lines[0].contains("http_route=\"/\""),
+            "{}",
+            count_lines[0]
+        );
+        assert!(
+            count_lines[0].contains("service_name=\"shop\""),
+            "{}",
+            count_lines[0]
+        );
     }
 }

@@ -42,7 +42,14 @@ impl Pipeline {
         clock: ClockOffsets,
         health: Health,
     ) -> Self {
-        Self { routes: RouteTemplater::new(routes), resources, metrics, spans, clock, health }
+        Self {
+            routes: RouteTemplater::new(routes),
+            resources,
+            metrics,
+            spans,
+            clock,
+            health,
+        }
     }
 
     /// Processes one record: every record feeds the RED metrics; sampled
@@ -51,7 +58,9 @@ impl Pipeline {
         let resource = self.resources.get(record.pid);
         let route = match (&record.protocol, record.kind) {
             (Protocol::Http(http), SpanKind::Server) => {
-                let routed = self.routes.route(resource.service_name(), &http.path, http.route.as_deref());
+                let routed =
+                    self.routes
+                        .route(resource.service_name(), &http.path, http.route.as_deref());
                 if routed.capped {
                     self.health.route_capped();
                 }
@@ -59,7 +68,11 @@ impl Pipeline {
             }
             _ => None,
         };
-        self.metrics.observe(&resource, record, semconv::metric_attributes(record, route.as_deref()));
+        self.metrics.observe(
+            &resource,
+            record,
+            semconv::metric_attributes(record, route.as_deref()),
+        );
         if !record.span.sampled {
             self.health.span_unsampled();
             return;

@@ -161,7 +161,10 @@ pub fn parse_traceparent(value: &str) -> Option<IncomingTraceContext> {
         return None;
     }
     // Uppercase hex is invalid per the spec.
-    let is_lower_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let is_lower_hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     if !is_lower_hex(trace) || !is_lower_hex(parent) || !is_lower_hex(flags) {
         return None;
     }
@@ -170,14 +173,23 @@ pub fn parse_traceparent(value: &str) -> Option<IncomingTraceContext> {
     let mut span_id = [0u8; 8];
     hex::decode_to_slice(parent, &mut span_id).ok()?;
     let flags = u8::from_str_radix(flags, 16).ok()?;
-    let ctx = IncomingTraceContext { trace_id: TraceId(trace_id), parent_span_id: SpanId(span_id), flags };
+    let ctx = IncomingTraceContext {
+        trace_id: TraceId(trace_id),
+        parent_span_id: SpanId(span_id),
+        flags,
+    };
     (ctx.trace_id.is_valid() && ctx.parent_span_id.is_valid()).then_some(ctx)
 }
 
 /// Formats a `traceparent` value for a span (what a downstream service would
 /// receive if the probe could inject it).
 pub fn format_traceparent(ctx: &SpanContext) -> String {
-    format!("00-{}-{}-{:02x}", ctx.trace_id, ctx.span_id, u8::from(ctx.sampled))
+    format!(
+        "00-{}-{}-{:02x}",
+        ctx.trace_id,
+        ctx.span_id,
+        u8::from(ctx.sampled)
+    )
 }
 
 /// Who the parent of a span is.
@@ -215,7 +227,9 @@ pub struct SpanStarter {
 
 impl SpanStarter {
     pub fn new(config: &SamplerConfig) -> Self {
-        Self { sampler: Arc::new(Sampler::from_config(config)) }
+        Self {
+            sampler: Arc::new(Sampler::from_config(config)),
+        }
     }
 
     pub fn sampler(&self) -> &Sampler {
@@ -227,7 +241,10 @@ impl SpanStarter {
     pub fn start_server(&self, incoming: Option<&IncomingTraceContext>) -> SpanContext {
         match incoming {
             Some(remote) => {
-                let sampled = self.sampler.should_sample(remote.trace_id, Some((ParentKind::Remote, remote.sampled())));
+                let sampled = self.sampler.should_sample(
+                    remote.trace_id,
+                    Some((ParentKind::Remote, remote.sampled())),
+                );
                 SpanContext {
                     trace_id: remote.trace_id,
                     span_id: SpanId::random(),
@@ -246,7 +263,9 @@ impl SpanStarter {
     pub fn start_client(&self, parent: Option<&SpanContext>) -> SpanContext {
         match parent {
             Some(parent) => {
-                let sampled = self.sampler.should_sample(parent.trace_id, Some((ParentKind::Local, parent.sampled)));
+                let sampled = self
+                    .sampler
+                    .should_sample(parent.trace_id, Some((ParentKind::Local, parent.sampled)));
                 SpanContext {
                     trace_id: parent.trace_id,
                     span_id: SpanId::random(),
@@ -286,11 +305,23 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn from_config(config: &SamplerConfig) -> Self {
-        let ratio = if config.ratio.is_nan() { 1.0 } else { config.ratio.clamp(0.0, 1.0) };
+        let ratio = if config.ratio.is_nan() {
+            1.0
+        } else {
+            config.ratio.clamp(0.0, 1.0)
+        };
         // Compare in the u64 domain; ratio 1.0 must keep everything, so it
         // maps to u64::MAX and the test is `<=` minus the zero-ratio case.
-        let threshold = if ratio >= 1.0 { u64::MAX } else { (ratio * (u64::MAX as f64)) as u64 };
-        Self { kind: config.kind, threshold, ratio }
+        let threshold = if ratio >= 1.0 {
+            u64::MAX
+        } else {
+            (ratio * (u64::MAX as f64)) as u64
+        };
+        Self {
+            kind: config.kind,
+            threshold,
+            ratio,
+        }
     }
 
     pub fn ratio(&self) -> f64 {
@@ -347,16 +378,25 @@ impl ClockOffsets {
     /// Reads the three clocks back to back.
     pub fn measure() -> Self {
         use rustix::time::{ClockId, DynamicClockId, clock_gettime, clock_gettime_dynamic};
-        let as_ns = |t: rustix::time::Timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;
+        let as_ns =
+            |t: rustix::time::Timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;
         let mono = as_ns(clock_gettime(ClockId::Monotonic));
         let real = as_ns(clock_gettime(ClockId::Realtime));
-        let boot = clock_gettime_dynamic(DynamicClockId::Boottime).map(as_ns).unwrap_or(mono);
-        Self { monotonic: real - mono, boottime: real - boot }
+        let boot = clock_gettime_dynamic(DynamicClockId::Boottime)
+            .map(as_ns)
+            .unwrap_or(mono);
+        Self {
+            monotonic: real - mono,
+            boottime: real - boot,
+        }
     }
 
     /// Offsets given explicitly (tests).
     pub fn fixed(monotonic_to_unix: i128, boottime_to_unix: i128) -> Self {
-        Self { monotonic: monotonic_to_unix, boottime: boottime_to_unix }
+        Self {
+            monotonic: monotonic_to_unix,
+            boottime: boottime_to_unix,
+        }
     }
 
     /// The current CLOCK_MONOTONIC in ns: what `bpf_ktime_get_ns()` would say
@@ -473,8 +513,16 @@ mod tests {
     fn valid_traceparent_is_parsed_into_ids_and_flags() {
         let ctx = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
             .expect("the W3C example traceparent must parse");
-        assert_eq!(ctx.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736", "trace id");
-        assert_eq!(ctx.parent_span_id.to_string(), "00f067aa0ba902b7", "parent span id");
+        assert_eq!(
+            ctx.trace_id.to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "trace id"
+        );
+        assert_eq!(
+            ctx.parent_span_id.to_string(),
+            "00f067aa0ba902b7",
+            "parent span id"
+        );
         assert!(ctx.sampled(), "flags 01 means sampled");
     }
 
@@ -498,7 +546,10 @@ mod tests {
     #[test]
     fn future_traceparent_versions_with_extra_fields_are_accepted() {
         let ctx = parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more");
-        assert!(ctx.is_some(), "a version 01 header with extra fields must still parse");
+        assert!(
+            ctx.is_some(),
+            "a version 01 header with extra fields must still parse"
+        );
         assert!(!ctx.unwrap().sampled(), "flags 00 means not sampled");
     }
 
@@ -506,7 +557,8 @@ mod tests {
     fn traceparent_round_trips_through_format() {
         let starter = sampler(SamplerType::AlwaysOn, 1.0);
         let span = starter.start_server(None);
-        let parsed = parse_traceparent(&format_traceparent(&span)).expect("formatted traceparent parses");
+        let parsed =
+            parse_traceparent(&format_traceparent(&span)).expect("formatted traceparent parses");
         assert_eq!(parsed.trace_id, span.trace_id);
         assert_eq!(parsed.parent_span_id, span.span_id);
         assert!(parsed.sampled());
@@ -515,12 +567,23 @@ mod tests {
     #[test]
     fn server_span_continues_the_incoming_trace() {
         let starter = sampler(SamplerType::ParentbasedTraceIdRatio, 1.0);
-        let incoming = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let incoming =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         let server = starter.start_server(Some(&incoming));
-        assert_eq!(server.trace_id, incoming.trace_id, "same trace as the caller");
-        assert_eq!(server.parent_span_id, Some(incoming.parent_span_id), "parent is the caller's span");
+        assert_eq!(
+            server.trace_id, incoming.trace_id,
+            "same trace as the caller"
+        );
+        assert_eq!(
+            server.parent_span_id,
+            Some(incoming.parent_span_id),
+            "parent is the caller's span"
+        );
         assert_eq!(server.parent_kind, ParentKind::Remote);
-        assert_ne!(server.span_id, incoming.parent_span_id, "the server span gets its own id");
+        assert_ne!(
+            server.span_id, incoming.parent_span_id,
+            "the server span gets its own id"
+        );
     }
 
     #[test]
@@ -529,60 +592,112 @@ mod tests {
         let server = starter.start_server(None);
         let client = starter.start_client(Some(&server));
         assert_eq!(client.trace_id, server.trace_id, "same trace");
-        assert_eq!(client.parent_span_id, Some(server.span_id), "parent is the server span");
+        assert_eq!(
+            client.parent_span_id,
+            Some(server.span_id),
+            "parent is the server span"
+        );
         assert_eq!(client.parent_kind, ParentKind::Local);
         let orphan = starter.start_client(None);
-        assert_eq!(orphan.parent_kind, ParentKind::Root, "a client call outside any request starts a trace");
+        assert_eq!(
+            orphan.parent_kind,
+            ParentKind::Root,
+            "a client call outside any request starts a trace"
+        );
         assert_eq!(orphan.parent_span_id, None);
     }
 
     #[test]
     fn parent_based_sampler_follows_the_caller_decision() {
         let starter = sampler(SamplerType::ParentbasedTraceIdRatio, 1.0);
-        let unsampled = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        let unsampled =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
         let server = starter.start_server(Some(&unsampled));
-        assert!(!server.sampled, "an unsampled caller keeps the trace unsampled even at ratio 1.0");
+        assert!(
+            !server.sampled,
+            "an unsampled caller keeps the trace unsampled even at ratio 1.0"
+        );
         let child = starter.start_client(Some(&server));
         assert!(!child.sampled, "children follow their local parent");
 
         let starter = sampler(SamplerType::ParentbasedAlwaysOff, 0.0);
-        let sampled = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert!(starter.start_server(Some(&sampled)).sampled, "a sampled caller wins over always_off for roots");
-        assert!(!starter.start_server(None).sampled, "roots follow the root sampler");
+        let sampled =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert!(
+            starter.start_server(Some(&sampled)).sampled,
+            "a sampled caller wins over always_off for roots"
+        );
+        assert!(
+            !starter.start_server(None).sampled,
+            "roots follow the root sampler"
+        );
     }
 
     #[test]
     fn always_on_and_always_off_ignore_the_parent() {
-        let unsampled = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
-        assert!(sampler(SamplerType::AlwaysOn, 0.0).start_server(Some(&unsampled)).sampled);
-        let sampled = IncomingTraceContext { flags: 1, ..unsampled };
-        assert!(!sampler(SamplerType::AlwaysOff, 1.0).start_server(Some(&sampled)).sampled);
+        let unsampled =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        assert!(
+            sampler(SamplerType::AlwaysOn, 0.0)
+                .start_server(Some(&unsampled))
+                .sampled
+        );
+        let sampled = IncomingTraceContext {
+            flags: 1,
+            ..unsampled
+        };
+        assert!(
+            !sampler(SamplerType::AlwaysOff, 1.0)
+                .start_server(Some(&sampled))
+                .sampled
+        );
     }
 
     #[test]
     fn ratio_sampler_keeps_about_the_ratio_and_is_deterministic_per_trace() {
         let starter = sampler(SamplerType::TraceIdRatio, 0.25);
         let total = 20_000;
-        let kept = (0..total).filter(|_| starter.start_server(None).sampled).count();
+        let kept = (0..total)
+            .filter(|_| starter.start_server(None).sampled)
+            .count();
         let fraction = kept as f64 / total as f64;
         // 20k Bernoulli(0.25) trials: standard deviation ~0.003; 0.02 is > 6 sigma.
-        assert!((fraction - 0.25).abs() < 0.02, "kept fraction {fraction} should be close to 0.25");
+        assert!(
+            (fraction - 0.25).abs() < 0.02,
+            "kept fraction {fraction} should be close to 0.25"
+        );
 
         let trace = TraceId::random();
         let first = starter.sampler().should_sample(trace, None);
         for _ in 0..10 {
-            assert_eq!(starter.sampler().should_sample(trace, None), first, "same trace id, same decision");
+            assert_eq!(
+                starter.sampler().should_sample(trace, None),
+                first,
+                "same trace id, same decision"
+            );
         }
     }
 
     #[test]
     fn ratio_zero_keeps_nothing_and_ratio_one_keeps_everything() {
-        let none = Sampler::from_config(&SamplerConfig { kind: SamplerType::TraceIdRatio, ratio: 0.0 });
-        let all = Sampler::from_config(&SamplerConfig { kind: SamplerType::TraceIdRatio, ratio: 1.0 });
+        let none = Sampler::from_config(&SamplerConfig {
+            kind: SamplerType::TraceIdRatio,
+            ratio: 0.0,
+        });
+        let all = Sampler::from_config(&SamplerConfig {
+            kind: SamplerType::TraceIdRatio,
+            ratio: 1.0,
+        });
         let max = TraceId([0xff; 16]);
         let min = TraceId([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        assert!(!none.should_sample(min, None), "ratio 0 must drop even the smallest id");
-        assert!(all.should_sample(max, None), "ratio 1 must keep even the largest id");
+        assert!(
+            !none.should_sample(min, None),
+            "ratio 0 must drop even the smallest id"
+        );
+        assert!(
+            all.should_sample(max, None),
+            "ratio 1 must keep even the largest id"
+        );
     }
 
     #[test]
@@ -591,9 +706,17 @@ mod tests {
         assert_eq!(offsets.to_unix_nanos(KernelClock::Monotonic, 10), 1_010);
         assert_eq!(offsets.to_unix_nanos(KernelClock::Boottime, 10), 510);
         let measured = ClockOffsets::measure();
-        let now_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128;
-        let converted = measured.to_unix_nanos(KernelClock::Monotonic, ClockOffsets::monotonic_now_ns()) as i128;
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i128;
+        let converted = measured
+            .to_unix_nanos(KernelClock::Monotonic, ClockOffsets::monotonic_now_ns())
+            as i128;
         // Generous: the two reads are microseconds apart; a minute would mean a wrong clock.
-        assert!((converted - now_unix).abs() < 60_000_000_000, "monotonic now converts to about wall-clock now");
+        assert!(
+            (converted - now_unix).abs() < 60_000_000_000,
+            "monotonic now converts to about wall-clock now"
+        );
     }
 }

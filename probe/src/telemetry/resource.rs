@@ -31,7 +31,10 @@ pub struct ProcessResource {
 
 impl ProcessResource {
     pub fn service_name(&self) -> &str {
-        self.attributes.get("service.name").map(String::as_str).unwrap_or("unknown_service")
+        self.attributes
+            .get("service.name")
+            .map(String::as_str)
+            .unwrap_or("unknown_service")
     }
 }
 
@@ -56,8 +59,14 @@ impl BaseResource {
         if let Some(env) = otel_resource_attributes {
             attributes.extend(parse_resource_attributes(env));
         }
-        let service_name_override = otel_service_name.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-        Self { attributes, service_name_override }
+        let service_name_override = otel_service_name
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
+        Self {
+            attributes,
+            service_name_override,
+        }
     }
 
     /// Reads `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` from the process env.
@@ -89,7 +98,9 @@ fn percent_decode(value: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && let Some(Ok(byte)) = value.get(i + 1..i + 3).map(|hex| u8::from_str_radix(hex, 16))
+            && let Some(Ok(byte)) = value
+                .get(i + 1..i + 3)
+                .map(|hex| u8::from_str_radix(hex, 16))
         {
             out.push(byte);
             i += 3;
@@ -133,13 +144,19 @@ impl ResourceRegistry {
     /// set before for this pid.
     pub fn set_process_resource(&self, pid: u32, attributes: BTreeMap<String, String>) {
         let resource = self.compose(pid, Some(&attributes));
-        self.per_process.write().expect("registry lock").insert(pid, Arc::new(resource));
+        self.per_process
+            .write()
+            .expect("registry lock")
+            .insert(pid, Arc::new(resource));
         self.derived.write().expect("registry lock").remove(&pid);
     }
 
     /// Forgets `pid` (the process exited or is no longer claimed).
     pub fn remove(&self, pid: u32) {
-        self.per_process.write().expect("registry lock").remove(&pid);
+        self.per_process
+            .write()
+            .expect("registry lock")
+            .remove(&pid);
         self.derived.write().expect("registry lock").remove(&pid);
     }
 
@@ -153,33 +170,48 @@ impl ResourceRegistry {
             return found.clone();
         }
         let resource = Arc::new(self.compose(pid, None));
-        self.derived.write().expect("registry lock").insert(pid, resource.clone());
+        self.derived
+            .write()
+            .expect("registry lock")
+            .insert(pid, resource.clone());
         resource
     }
 
     fn compose(&self, pid: u32, discovered: Option<&BTreeMap<String, String>>) -> ProcessResource {
         let mut attributes = self.base.attributes.clone();
         let exe = std::fs::read_link(self.proc_root.join(pid.to_string()).join("exe")).ok();
-        let exe_name = exe.as_deref().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned());
+        let exe_name = exe
+            .as_deref()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned());
         if let Some(exe) = &exe {
-            attributes.entry("process.executable.path".into()).or_insert_with(|| exe.display().to_string());
+            attributes
+                .entry("process.executable.path".into())
+                .or_insert_with(|| exe.display().to_string());
         }
         if let Some(name) = &exe_name {
-            attributes.entry("process.executable.name".into()).or_insert_with(|| name.clone());
+            attributes
+                .entry("process.executable.name".into())
+                .or_insert_with(|| name.clone());
         }
         attributes.insert("process.pid".into(), pid.to_string());
         if let Some(name) = &self.base.service_name_override {
             attributes.insert("service.name".into(), name.clone());
         }
         if !attributes.contains_key("service.name") {
-            let fallback = exe_name.map(|n| n.to_string()).unwrap_or_else(|| "unknown_service".to_owned());
+            let fallback = exe_name
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "unknown_service".to_owned());
             attributes.insert("service.name".into(), fallback);
         }
         if let Some(discovered) = discovered {
             attributes.extend(discovered.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         attributes.insert("telemetry.distro.name".into(), "ferrotel".into());
-        attributes.insert("telemetry.distro.version".into(), env!("CARGO_PKG_VERSION").into());
+        attributes.insert(
+            "telemetry.distro.version".into(),
+            env!("CARGO_PKG_VERSION").into(),
+        );
         ProcessResource { attributes }
     }
 }
@@ -189,41 +221,77 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn resource_attributes_env_is_parsed_and_percent_decoded() {
         let parsed = parse_resource_attributes("deployment.environment=prod, team=a%2Cb,broken,=x");
-        assert_eq!(parsed, map(&[("deployment.environment", "prod"), ("team", "a,b")]));
+        assert_eq!(
+            parsed,
+            map(&[("deployment.environment", "prod"), ("team", "a,b")])
+        );
     }
 
     #[test]
     fn env_resource_attributes_override_config_and_service_name_env_wins() {
-        let config = map(&[("service.name", "from-config"), ("deployment.environment", "dev"), ("team", "x")]);
-        let base = BaseResource::resolve(&config, Some("deployment.environment=prod,service.name=from-attrs"), None);
+        let config = map(&[
+            ("service.name", "from-config"),
+            ("deployment.environment", "dev"),
+            ("team", "x"),
+        ]);
+        let base = BaseResource::resolve(
+            &config,
+            Some("deployment.environment=prod,service.name=from-attrs"),
+            None,
+        );
         let registry = ResourceRegistry::with_proc_root(base.clone(), "/nonexistent");
         let resource = registry.get(42);
-        assert_eq!(resource.service_name(), "from-attrs", "OTEL_RESOURCE_ATTRIBUTES beats the config");
-        assert_eq!(resource.attributes["deployment.environment"], "prod", "env beats config");
-        assert_eq!(resource.attributes["team"], "x", "config attributes not in env survive");
+        assert_eq!(
+            resource.service_name(),
+            "from-attrs",
+            "OTEL_RESOURCE_ATTRIBUTES beats the config"
+        );
+        assert_eq!(
+            resource.attributes["deployment.environment"], "prod",
+            "env beats config"
+        );
+        assert_eq!(
+            resource.attributes["team"], "x",
+            "config attributes not in env survive"
+        );
 
-        let base = BaseResource::resolve(&config, Some("service.name=from-attrs"), Some("from-env"));
+        let base =
+            BaseResource::resolve(&config, Some("service.name=from-attrs"), Some("from-env"));
         let resource = ResourceRegistry::with_proc_root(base, "/nonexistent").get(42);
-        assert_eq!(resource.service_name(), "from-env", "OTEL_SERVICE_NAME beats OTEL_RESOURCE_ATTRIBUTES");
+        assert_eq!(
+            resource.service_name(),
+            "from-env",
+            "OTEL_SERVICE_NAME beats OTEL_RESOURCE_ATTRIBUTES"
+        );
     }
 
     #[test]
     fn discovered_attributes_override_the_probe_wide_ones_until_removed() {
         let base = BaseResource::resolve(&BTreeMap::new(), None, Some("probe-wide"));
         let registry = ResourceRegistry::with_proc_root(base, "/nonexistent");
-        registry.set_process_resource(7, map(&[("service.name", "checkout"), ("k8s.pod.name", "checkout-1")]));
+        registry.set_process_resource(
+            7,
+            map(&[("service.name", "checkout"), ("k8s.pod.name", "checkout-1")]),
+        );
         let resource = registry.get(7);
         assert_eq!(resource.service_name(), "checkout");
         assert_eq!(resource.attributes["k8s.pod.name"], "checkout-1");
         assert_eq!(resource.attributes["process.pid"], "7");
         registry.remove(7);
-        assert_eq!(registry.get(7).service_name(), "probe-wide", "after remove the pid falls back");
+        assert_eq!(
+            registry.get(7).service_name(),
+            "probe-wide",
+            "after remove the pid falls back"
+        );
     }
 
     #[test]
@@ -232,7 +300,16 @@ mod tests {
         let me = std::process::id();
         let exe = std::env::current_exe().expect("current exe");
         let expected = exe.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(registry.get(me).service_name(), expected, "service.name is the exe file name");
-        assert_eq!(ResourceRegistry::with_proc_root(BaseResource::default(), "/nonexistent").get(1).service_name(), "unknown_service");
+        assert_eq!(
+            registry.get(me).service_name(),
+            expected,
+            "service.name is the exe file name"
+        );
+        assert_eq!(
+            ResourceRegistry::with_proc_root(BaseResource::default(), "/nonexistent")
+                .get(1)
+                .service_name(),
+            "unknown_service"
+        );
     }
 }

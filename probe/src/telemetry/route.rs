@@ -42,7 +42,10 @@ impl RoutePattern {
                 }
             })
             .collect();
-        Self { text: text.to_owned(), segments }
+        Self {
+            text: text.to_owned(),
+            segments,
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -83,8 +86,11 @@ pub fn is_id_like(segment: &str) -> bool {
         return false;
     }
     let all_digits = segment.bytes().all(|b| b.is_ascii_digit());
-    let digits_and_separators = segment.bytes().all(|b| b.is_ascii_digit() || b"-_.:".contains(&b));
-    let hex_like = segment.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') && segment.len() >= 8;
+    let digits_and_separators = segment
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b"-_.:".contains(&b));
+    let hex_like =
+        segment.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') && segment.len() >= 8;
     let long_token = segment.len() >= 16;
     all_digits || digits_and_separators || hex_like || long_token
 }
@@ -121,7 +127,11 @@ pub struct Routed {
 impl RouteTemplater {
     pub fn new(config: &RoutesConfig) -> Self {
         Self {
-            patterns: config.patterns.iter().map(|p| RoutePattern::parse(p)).collect(),
+            patterns: config
+                .patterns
+                .iter()
+                .map(|p| RoutePattern::parse(p))
+                .collect(),
             unmatched: config.unmatched,
             max_distinct: config.max_distinct as usize,
             seen: HashMap::new(),
@@ -138,24 +148,40 @@ impl RouteTemplater {
                 Some(pattern) => Some(pattern.as_str().to_owned()),
                 None => match self.unmatched {
                     UnmatchedRoutes::Heuristic => Some(heuristic_route(path)),
-                    UnmatchedRoutes::Path => Some(if path.is_empty() { "/".to_owned() } else { path.to_owned() }),
+                    UnmatchedRoutes::Path => Some(if path.is_empty() {
+                        "/".to_owned()
+                    } else {
+                        path.to_owned()
+                    }),
                     UnmatchedRoutes::Wildcard => Some(OVERFLOW_ROUTE.to_owned()),
                     UnmatchedRoutes::Unset => None,
                 },
             },
         };
         let Some(route) = candidate else {
-            return Routed { route: None, capped: false };
+            return Routed {
+                route: None,
+                capped: false,
+            };
         };
         let seen = self.seen.entry(service.to_owned()).or_default();
         if seen.contains(&route) || route == OVERFLOW_ROUTE {
-            return Routed { route: Some(route), capped: false };
+            return Routed {
+                route: Some(route),
+                capped: false,
+            };
         }
         if seen.len() >= self.max_distinct {
-            return Routed { route: Some(OVERFLOW_ROUTE.to_owned()), capped: true };
+            return Routed {
+                route: Some(OVERFLOW_ROUTE.to_owned()),
+                capped: true,
+            };
         }
         seen.insert(route.clone());
-        Routed { route: Some(route), capped: false }
+        Routed {
+            route: Some(route),
+            capped: false,
+        }
     }
 }
 
@@ -163,7 +189,11 @@ impl RouteTemplater {
 mod tests {
     use super::*;
 
-    fn templater(patterns: &[&str], unmatched: UnmatchedRoutes, max_distinct: u32) -> RouteTemplater {
+    fn templater(
+        patterns: &[&str],
+        unmatched: UnmatchedRoutes,
+        max_distinct: u32,
+    ) -> RouteTemplater {
         RouteTemplater::new(&RoutesConfig {
             patterns: patterns.iter().map(|s| s.to_string()).collect(),
             unmatched,
@@ -173,23 +203,65 @@ mod tests {
 
     #[test]
     fn first_matching_pattern_names_the_route() {
-        let mut t = templater(&["/users/{id}", "/users/{id}/orders/{order}", "/static/{path...}"], UnmatchedRoutes::Unset, 100);
-        assert_eq!(t.route("svc", "/users/42", None).route.as_deref(), Some("/users/{id}"));
-        assert_eq!(t.route("svc", "/users/42/orders/7", None).route.as_deref(), Some("/users/{id}/orders/{order}"));
-        assert_eq!(t.route("svc", "/static/css/site.css", None).route.as_deref(), Some("/static/{path...}"));
-        assert_eq!(t.route("svc", "/users/42?x=1", None).route.as_deref(), Some("/users/{id}"), "query ignored");
-        assert_eq!(t.route("svc", "/users", None).route, None, "{{id}} needs a segment; unmatched=unset gives none");
-        assert_eq!(t.route("svc", "/users/42/extra", None).route, None, "extra segments do not match");
+        let mut t = templater(
+            &[
+                "/users/{id}",
+                "/users/{id}/orders/{order}",
+                "/static/{path...}",
+            ],
+            UnmatchedRoutes::Unset,
+            100,
+        );
+        assert_eq!(
+            t.route("svc", "/users/42", None).route.as_deref(),
+            Some("/users/{id}")
+        );
+        assert_eq!(
+            t.route("svc", "/users/42/orders/7", None).route.as_deref(),
+            Some("/users/{id}/orders/{order}")
+        );
+        assert_eq!(
+            t.route("svc", "/static/css/site.css", None)
+                .route
+                .as_deref(),
+            Some("/static/{path...}")
+        );
+        assert_eq!(
+            t.route("svc", "/users/42?x=1", None).route.as_deref(),
+            Some("/users/{id}"),
+            "query ignored"
+        );
+        assert_eq!(
+            t.route("svc", "/users", None).route,
+            None,
+            "{{id}} needs a segment; unmatched=unset gives none"
+        );
+        assert_eq!(
+            t.route("svc", "/users/42/extra", None).route,
+            None,
+            "extra segments do not match"
+        );
     }
 
     #[test]
     fn heuristic_replaces_id_like_segments_only() {
         assert_eq!(heuristic_route("/users/12345"), "/users/*");
-        assert_eq!(heuristic_route("/api/v1/orders/550e8400-e29b-41d4-a716-446655440000"), "/api/v1/orders/*");
+        assert_eq!(
+            heuristic_route("/api/v1/orders/550e8400-e29b-41d4-a716-446655440000"),
+            "/api/v1/orders/*"
+        );
         assert_eq!(heuristic_route("/blobs/deadbeef42/meta"), "/blobs/*/meta");
         assert_eq!(heuristic_route("/reports/2024-01-31"), "/reports/*");
-        assert_eq!(heuristic_route("/t/aZ3kP9qLmN2xV7wR"), "/t/*", "long mixed token");
-        assert_eq!(heuristic_route("/api/v2/health"), "/api/v2/health", "version segments stay");
+        assert_eq!(
+            heuristic_route("/t/aZ3kP9qLmN2xV7wR"),
+            "/t/*",
+            "long mixed token"
+        );
+        assert_eq!(
+            heuristic_route("/api/v2/health"),
+            "/api/v2/health",
+            "version segments stay"
+        );
         assert_eq!(heuristic_route("/"), "/");
         assert_eq!(heuristic_route(""), "/");
     }
@@ -207,7 +279,12 @@ mod tests {
     #[test]
     fn front_end_route_wins_over_patterns() {
         let mut t = templater(&["/users/{id}"], UnmatchedRoutes::Heuristic, 100);
-        assert_eq!(t.route("s", "/users/1", Some("GET /users/{uid}")).route.as_deref(), Some("GET /users/{uid}"));
+        assert_eq!(
+            t.route("s", "/users/1", Some("GET /users/{uid}"))
+                .route
+                .as_deref(),
+            Some("GET /users/{uid}")
+        );
     }
 
     #[test]
@@ -216,8 +293,23 @@ mod tests {
         assert!(!t.route("a", "/one", None).capped);
         assert!(!t.route("a", "/two", None).capped);
         let third = t.route("a", "/three", None);
-        assert_eq!(third, Routed { route: Some("/**".into()), capped: true }, "third distinct route overflows");
-        assert_eq!(t.route("a", "/one", None).route.as_deref(), Some("/one"), "known routes keep their name");
-        assert_eq!(t.route("b", "/three", None).route.as_deref(), Some("/three"), "the cap is per service");
+        assert_eq!(
+            third,
+            Routed {
+                route: Some("/**".into()),
+                capped: true
+            },
+            "third distinct route overflows"
+        );
+        assert_eq!(
+            t.route("a", "/one", None).route.as_deref(),
+            Some("/one"),
+            "known routes keep their name"
+        );
+        assert_eq!(
+            t.route("b", "/three", None).route.as_deref(),
+            Some("/three"),
+            "the cap is per service"
+        );
     }
 }

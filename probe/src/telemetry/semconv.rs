@@ -42,19 +42,29 @@ pub fn key_value(key: &str, value: &Value) -> KeyValue {
         Value::Str(s) => any_value::Value::StringValue(s.clone()),
         Value::Int(i) => any_value::Value::IntValue(*i),
     };
-    KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
 }
 
 pub fn string_kv(key: &str, value: &str) -> KeyValue {
     key_value(key, &Value::Str(value.to_owned()))
 }
 
-const KNOWN_METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
 
 /// `http.request.method`: known methods as-is, everything else `_OTHER`
 /// (semconv: unbounded method names must not reach metrics).
 pub fn normalize_method(method: &str) -> &str {
-    KNOWN_METHODS.iter().copied().find(|m| *m == method).unwrap_or("_OTHER")
+    KNOWN_METHODS
+        .iter()
+        .copied()
+        .find(|m| *m == method)
+        .unwrap_or("_OTHER")
 }
 
 /// Splits a `Host`/`:authority` value into host and port.
@@ -82,7 +92,11 @@ fn default_port(scheme: &str) -> u16 {
 
 /// The `(server.address, server.port)` of a request: the Host header for
 /// HTTP if present, else the server side of the connection.
-fn server_endpoint(record: &RequestRecord, authority: Option<&str>, scheme: &str) -> (Option<String>, Option<u16>) {
+fn server_endpoint(
+    record: &RequestRecord,
+    authority: Option<&str>,
+    scheme: &str,
+) -> (Option<String>, Option<u16>) {
     let server_side: Option<SocketAddr> = match record.kind {
         SpanKind::Server => record.local,
         SpanKind::Client => record.peer,
@@ -90,10 +104,15 @@ fn server_endpoint(record: &RequestRecord, authority: Option<&str>, scheme: &str
     match authority.filter(|h| !h.is_empty()) {
         Some(authority) => {
             let (host, port) = split_host(authority);
-            let port = port.or_else(|| server_side.map(|a| a.port())).or(Some(default_port(scheme)));
+            let port = port
+                .or_else(|| server_side.map(|a| a.port()))
+                .or(Some(default_port(scheme)));
             (Some(host), port)
         }
-        None => (server_side.map(|a| a.ip().to_string()), server_side.map(|a| a.port())),
+        None => (
+            server_side.map(|a| a.ip().to_string()),
+            server_side.map(|a| a.port()),
+        ),
     }
 }
 
@@ -108,12 +127,16 @@ fn grpc_server_error(code: i32) -> bool {
 pub fn error_type(record: &RequestRecord) -> Option<String> {
     match &record.protocol {
         Protocol::Http(http) => match http.status {
-            Some(code) if code >= 500 || (record.kind == SpanKind::Client && code >= 400) => Some(code.to_string()),
+            Some(code) if code >= 500 || (record.kind == SpanKind::Client && code >= 400) => {
+                Some(code.to_string())
+            }
             _ if record.error.is_some() => Some("_OTHER".to_owned()),
             _ => None,
         },
         Protocol::Grpc(grpc) => match grpc.status_code {
-            Some(code) if record.kind == SpanKind::Server && grpc_server_error(code) => Some(code.to_string()),
+            Some(code) if record.kind == SpanKind::Server && grpc_server_error(code) => {
+                Some(code.to_string())
+            }
             Some(code) if record.kind == SpanKind::Client && code != 0 => Some(code.to_string()),
             _ if record.error.is_some() => Some("_OTHER".to_owned()),
             _ => None,
@@ -126,7 +149,11 @@ pub fn error_type(record: &RequestRecord) -> Option<String> {
 pub fn span_name(record: &RequestRecord, route: Option<&str>) -> String {
     match &record.protocol {
         Protocol::Http(http) => {
-            let method = if normalize_method(&http.method) == "_OTHER" { "HTTP" } else { http.method.as_str() };
+            let method = if normalize_method(&http.method) == "_OTHER" {
+                "HTTP"
+            } else {
+                http.method.as_str()
+            };
             match (record.kind, route) {
                 (SpanKind::Server, Some(route)) => format!("{method} {route}"),
                 _ => method.to_owned(),
@@ -147,7 +174,12 @@ fn peer_attributes(record: &RequestRecord, attrs: &mut Attributes) {
     }
 }
 
-fn http_span_attributes(record: &RequestRecord, http: &HttpInfo, route: Option<&str>, attrs: &mut Attributes) {
+fn http_span_attributes(
+    record: &RequestRecord,
+    http: &HttpInfo,
+    route: Option<&str>,
+    attrs: &mut Attributes,
+) {
     let method = normalize_method(&http.method);
     attrs.push(("http.request.method", method.into()));
     if method == "_OTHER" {
@@ -168,13 +200,25 @@ fn http_span_attributes(record: &RequestRecord, http: &HttpInfo, route: Option<&
         }
         SpanKind::Client => {
             if let Some(address) = &server_address {
-                let host = if address.contains(':') { format!("[{address}]") } else { address.clone() };
+                let host = if address.contains(':') {
+                    format!("[{address}]")
+                } else {
+                    address.clone()
+                };
                 let port = match server_port {
                     Some(p) if p != default_port(scheme) => format!(":{p}"),
                     _ => String::new(),
                 };
-                let query = http.query.as_deref().filter(|q| !q.is_empty()).map(|q| format!("?{q}")).unwrap_or_default();
-                attrs.push(("url.full", format!("{scheme}://{host}{port}{}{query}", http.path).into()));
+                let query = http
+                    .query
+                    .as_deref()
+                    .filter(|q| !q.is_empty())
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default();
+                attrs.push((
+                    "url.full",
+                    format!("{scheme}://{host}{port}{}{query}", http.path).into(),
+                ));
             }
         }
     }
@@ -196,10 +240,16 @@ fn http_span_attributes(record: &RequestRecord, http: &HttpInfo, route: Option<&
         attrs.push(("user_agent.original", ua.clone().into()));
     }
     if let Some(size) = http.request_body_size {
-        attrs.push(("http.request.body.size", i64::try_from(size).unwrap_or(i64::MAX).into()));
+        attrs.push((
+            "http.request.body.size",
+            i64::try_from(size).unwrap_or(i64::MAX).into(),
+        ));
     }
     if let Some(size) = http.response_body_size {
-        attrs.push(("http.response.body.size", i64::try_from(size).unwrap_or(i64::MAX).into()));
+        attrs.push((
+            "http.response.body.size",
+            i64::try_from(size).unwrap_or(i64::MAX).into(),
+        ));
     }
 }
 
@@ -303,9 +353,15 @@ pub fn to_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets
     let ctx = &record.span;
     let status = if is_error(record) {
         let message = record.error.clone().unwrap_or_default();
-        Status { message, code: status::StatusCode::Error as i32 }
+        Status {
+            message,
+            code: status::StatusCode::Error as i32,
+        }
     } else {
-        Status { message: String::new(), code: status::StatusCode::Unset as i32 }
+        Status {
+            message: String::new(),
+            code: status::StatusCode::Unset as i32,
+        }
     };
     let kind = match record.kind {
         SpanKind::Server => span::SpanKind::Server,
@@ -326,7 +382,10 @@ pub fn to_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets
         kind: kind as i32,
         start_time_unix_nano: clock.to_unix_nanos(record.clock, record.start_ns),
         end_time_unix_nano: clock.to_unix_nanos(record.clock, record.end_ns.max(record.start_ns)),
-        attributes: span_attributes(record, route).iter().map(|(k, v)| key_value(k, v)).collect(),
+        attributes: span_attributes(record, route)
+            .iter()
+            .map(|(k, v)| key_value(k, v))
+            .collect(),
         status: Some(status),
         ..Default::default()
     }
@@ -338,7 +397,12 @@ pub(crate) mod tests {
     use crate::telemetry::record::*;
     use ferrotel_api::probe_config::SamplerConfig;
 
-    pub(crate) fn http_record(kind: SpanKind, method: &str, path: &str, status: Option<u16>) -> RequestRecord {
+    pub(crate) fn http_record(
+        kind: SpanKind,
+        method: &str,
+        path: &str,
+        status: Option<u16>,
+    ) -> RequestRecord {
         let starter = SpanStarter::new(&SamplerConfig::default());
         RequestRecord {
             kind,
@@ -399,9 +463,22 @@ pub(crate) mod tests {
 
     #[test]
     fn server_errors_are_5xx_and_client_errors_are_4xx_and_up() {
-        assert!(!is_error(&http_record(SpanKind::Server, "GET", "/", Some(404))), "404 is the client's fault");
-        assert!(is_error(&http_record(SpanKind::Server, "GET", "/", Some(503))));
-        assert!(is_error(&http_record(SpanKind::Client, "GET", "/", Some(404))));
+        assert!(
+            !is_error(&http_record(SpanKind::Server, "GET", "/", Some(404))),
+            "404 is the client's fault"
+        );
+        assert!(is_error(&http_record(
+            SpanKind::Server,
+            "GET",
+            "/",
+            Some(503)
+        )));
+        assert!(is_error(&http_record(
+            SpanKind::Client,
+            "GET",
+            "/",
+            Some(404)
+        )));
         let mut reset = http_record(SpanKind::Client, "GET", "/", None);
         reset.error = Some("connection reset".into());
         assert_eq!(error_type(&reset).as_deref(), Some("_OTHER"));
@@ -415,11 +492,21 @@ pub(crate) mod tests {
         record.peer = Some("10.0.0.9:8080".parse().unwrap());
         let attrs = span_attributes(&record, None);
         assert_eq!(span_name(&record, None), "POST");
-        assert_eq!(attr(&attrs, "url.full"), Some(&"http://shop.example:8080/api/orders?q=1".into()));
+        assert_eq!(
+            attr(&attrs, "url.full"),
+            Some(&"http://shop.example:8080/api/orders?q=1".into())
+        );
         assert_eq!(attr(&attrs, "server.address"), Some(&"shop.example".into()));
-        assert_eq!(attr(&attrs, "network.peer.address"), Some(&"10.0.0.9".into()));
+        assert_eq!(
+            attr(&attrs, "network.peer.address"),
+            Some(&"10.0.0.9".into())
+        );
         assert_eq!(attr(&attrs, "http.route"), None);
-        assert_eq!(attr(&attrs, "client.address"), None, "client.address is for server spans");
+        assert_eq!(
+            attr(&attrs, "client.address"),
+            None,
+            "client.address is for server spans"
+        );
     }
 
     #[test]
@@ -427,7 +514,10 @@ pub(crate) mod tests {
         let record = http_record(SpanKind::Server, "PURGE", "/", Some(200));
         let attrs = span_attributes(&record, Some("/"));
         assert_eq!(attr(&attrs, "http.request.method"), Some(&"_OTHER".into()));
-        assert_eq!(attr(&attrs, "http.request.method_original"), Some(&"PURGE".into()));
+        assert_eq!(
+            attr(&attrs, "http.request.method_original"),
+            Some(&"PURGE".into())
+        );
         assert_eq!(span_name(&record, Some("/")), "HTTP /");
     }
 
@@ -444,7 +534,10 @@ pub(crate) mod tests {
         let attrs = span_attributes(&record, None);
         assert_eq!(span_name(&record, None), "helloworld.Greeter/SayHello");
         assert_eq!(attr(&attrs, "rpc.system"), Some(&"grpc".into()));
-        assert_eq!(attr(&attrs, "rpc.service"), Some(&"helloworld.Greeter".into()));
+        assert_eq!(
+            attr(&attrs, "rpc.service"),
+            Some(&"helloworld.Greeter".into())
+        );
         assert_eq!(attr(&attrs, "rpc.method"), Some(&"SayHello".into()));
         assert_eq!(attr(&attrs, "rpc.grpc.status_code"), Some(&5.into()));
         assert!(!is_error(&record), "NOT_FOUND is not a server error");
@@ -459,7 +552,13 @@ pub(crate) mod tests {
         let keys: Vec<&str> = attrs.iter().map(|(k, _)| *k).collect();
         assert_eq!(
             keys,
-            ["http.request.method", "http.response.status_code", "http.route", "url.scheme", "network.protocol.version"]
+            [
+                "http.request.method",
+                "http.response.status_code",
+                "http.route",
+                "url.scheme",
+                "network.protocol.version"
+            ]
         );
     }
 
@@ -469,17 +568,31 @@ pub(crate) mod tests {
         let server = starter.start_server(None);
         let mut record = http_record(SpanKind::Client, "GET", "/", Some(200));
         record.span = starter.start_client(Some(&server));
-        let span = to_span(&record, None, &ClockOffsets::fixed(1_700_000_000_000_000_000, 0));
+        let span = to_span(
+            &record,
+            None,
+            &ClockOffsets::fixed(1_700_000_000_000_000_000, 0),
+        );
         assert_eq!(span.trace_id, server.trace_id.0.to_vec());
-        assert_eq!(span.parent_span_id, server.span_id.0.to_vec(), "client span is a child of the server span");
+        assert_eq!(
+            span.parent_span_id,
+            server.span_id.0.to_vec(),
+            "client span is a child of the server span"
+        );
         assert_eq!(span.kind, span::SpanKind::Client as i32);
         assert_eq!(span.start_time_unix_nano, 1_700_000_001_000_000_000);
-        assert_eq!(span.end_time_unix_nano - span.start_time_unix_nano, 250_000_000);
+        assert_eq!(
+            span.end_time_unix_nano - span.start_time_unix_nano,
+            250_000_000
+        );
     }
 
     #[test]
     fn host_header_forms_are_split() {
-        assert_eq!(split_host("example.com:8080"), ("example.com".into(), Some(8080)));
+        assert_eq!(
+            split_host("example.com:8080"),
+            ("example.com".into(), Some(8080))
+        );
         assert_eq!(split_host("example.com"), ("example.com".into(), None));
         assert_eq!(split_host("[::1]:9000"), ("::1".into(), Some(9000)));
         assert_eq!(split_host("::1"), ("::1".into(), None));

@@ -1,0 +1,481 @@
+//! The export path against the real OpenTelemetry Collector (our `otelcol`
+//! distribution, run by `ferrotel_e2e::Collector`): synthetic request
+//! records go through the real pipeline and exporter, and what the
+//! collector's file exporter wrote is checked.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrotel_api::probe_config::{ExporterConfig, OtlpProtocol, RoutesConfig, SamplerConfig};
+use ferrotel_e2e::Collector;
+use ferrotel_e2e::collector::read_spans;
+use ferrotel_probe::export::client::OtlpClient;
+use ferrotel_probe::export::queue::BoundedQueue;
+use ferrotel_probe::export::settings::ExportSettings;
+use ferrotel_probe::export::{Backoff, run_trace_exporter};
+use ferrotel_probe::health::Health;
+use ferrotel_probe::telemetry::metrics::RedMetrics;
+use ferrotel_probe::telemetry::pipeline::{Pipeline, QueuedSpan};
+use ferrotel_probe::telemetry::record::{
+    ClockOffsets, HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind, SpanStarter,
+    parse_traceparent,
+};
+use ferrotel_probe::telemetry::resource::{BaseResource, ResourceRegistry};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn settings(endpoint: &str, protocol: OtlpProtocol) -> ExportSettings {
+    let config = ExporterConfig {
+        endpoint: endpoint.to_owned(),
+        protocol,
+        timeout_millis: 2_000,
+        max_queue_size: 1_000,
+        max_export_batch_size: 64,
+        scheduled_delay_millis: 100,
+        ..Default::default()
+    };
+    ExportSettings::resolve(&config, &|_| None).expect("valid exporter settings")
+}
+
+fn registry(service: &str) -> ResourceRegistry {
+    let attrs = BTreeMap::from([("deployment.environment".to_string(), "test".to_string())]);
+    ResourceRegistry::new(BaseResource::resolve(&attrs, None, Some(service)))
+}
+
+fn http_record(
+    starter: &SpanStarter,
+    kind: SpanKind,
+    path: &str,
+    status: u16,
+    parent: Option<&RequestRecord>,
+) -> RequestRecord {
+    let now = ClockOffsets::monotonic_now_ns();
+    let span = match (kind, parent) {
+        (SpanKind::Client, parent) => starter.start_client(parent.map(|p| &p.span)),
+        (SpanKind::Server, _) => starter.start_server(
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_ref(),
+        ),
+    };
+    RequestRecord {
+        kind,
+        pid: std::process::id(),
+        tid: 1,
+        start_ns: now - 3_000_000,
+        end_ns: now,
+        clock: KernelClock::Monotonic,
+        span,
+        protocol: Protocol::Http(HttpInfo {
+            method: "GET".into(),
+            path: path.into(),
+            query: None,
+            status: Some(status),
+            host: Some(
+                if kind == SpanKind::Server {
+                    "shop:8080"
+                } else {
+                    "inventory:9090"
+                }
+                .into(),
+            ),
+            protocol_version: Some("1.1".into()),
+            user_agent: Some("export-test".into()),
+            ..Default::default()
+        }),
+        local: Some("127.0.0.1:8080".parse().unwrap()),
+        peer: Some("127.0.0.1:50000".parse().unwrap()),
+        error: None,
+    }
+}
+
+struct Harness {
+    health: Health,
+    metrics: RedMetrics,
+    queue: Arc<BoundedQueue<QueuedSpan>>,
+    pipeline: Pipeline,
+    exporter: tokio::task::JoinHandle<()>,
+    metrics_client: OtlpClient,
+}
+
+fn harness(settings: &ExportSettings, service: &str, backoff: Backoff) -> Harness {
+    let health = Health::new();
+    let metrics = RedMetrics::new();
+    let queue = Arc::new(BoundedQueue::new(
+        settings.max_queue_size,
+        settings.max_export_batch_size,
+        "traces",
+        health.clone(),
+    ));
+    let pipeline = Pipeline::new(
+        &RoutesConfig {
+            patterns: vec!["/users/{id}".into()],
+            ..Default::default()
+        },
+        registry(service),
+        metrics.clone(),
+        queue.clone(),
+        ClockOffsets::measure(),
+        health.clone(),
+    );
+    let client = OtlpClient::new(settings.traces.clone()).expect("trace client");
+    let exporter = tokio::spawn(run_trace_exporter(
+        queue.clone(),
+        client,
+        settings.scheduled_delay,
+        backoff,
+        Duration::from_secs(5),
+        health.clone(),
+    ));
+    let metrics_client = OtlpClient::new(settings.metrics.clone()).expect("metrics client");
+    Harness {
+        health,
+        metrics,
+        queue,
+        pipeline,
+        exporter,
+        metrics_client,
+    }
+}
+
+async fn collector() -> Collector {
+    Collector::start_with_file_exporter().await.unwrap_or_else(|e| {
+        panic!("the real collector must start (install it with `make tools`; it lives in ~/.cache/ferrotel/bin/otelcol): {e}")
+    })
+}
+
+async fn spans_and_metrics_arrive(protocol: OtlpProtocol) {
+    let collector = collector().await;
+    let endpoint = match protocol {
+        OtlpProtocol::Grpc => collector.grpc_url(),
+        OtlpProtocol::HttpProtobuf => collector.http_url(),
+    };
+    let service = format!("export-test-{protocol:?}").to_lowercase();
+    let settings = settings(&endpoint, protocol);
+    let mut h = harness(&settings, &service, Backoff::default());
+    let starter = SpanStarter::new(&SamplerConfig::default());
+
+    let requests = 40;
+    let mut server_ids = HashSet::new();
+    for i in 0..requests {
+        let server = http_record(
+            &starter,
+            SpanKind::Server,
+            &format!("/users/{i}"),
+            if i % 8 == 0 { 503 } else { 200 },
+            None,
+        );
+        let client = http_record(&starter, SpanKind::Client, "/stock", 200, Some(&server));
+        server_ids.insert(hex::encode(server.span.span_id.0));
+        // The child completes first, as in a real server.
+        h.pipeline.process(&client);
+        h.pipeline.process(&server);
+    }
+    h.queue.close();
+    h.exporter.await.expect("exporter task");
+    let snapshot = h.metrics.to_otlp().expect("metrics were observed");
+    h.metrics_client
+        .export_metrics(snapshot)
+        .await
+        .expect("metrics export succeeds");
+
+    let spans = collector
+        .wait_for_spans(2 * requests, WAIT, |s| {
+            s.service_name() == Some(service.as_str())
+        })
+        .await
+        .expect("spans reach the collector");
+    assert_eq!(
+        spans.len(),
+        2 * requests,
+        "exactly one span per request, no duplicates"
+    );
+    let servers: Vec<_> = spans.iter().filter(|s| s.kind == 2).collect();
+    let clients: Vec<_> = spans.iter().filter(|s| s.kind == 3).collect();
+    assert_eq!(servers.len(), requests, "server spans");
+    assert_eq!(clients.len(), requests, "client spans");
+    for s in &servers {
+        assert_eq!(s.name, "GET /users/{id}", "server span name uses the route");
+        assert_eq!(
+            s.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736",
+            "incoming traceparent continued"
+        );
+        assert_eq!(
+            s.parent_span_id, "00f067aa0ba902b7",
+            "parent is the caller's span"
+        );
+        assert_eq!(s.attr_str("http.route"), Some("/users/{id}"));
+        assert_eq!(s.attr_str("http.request.method"), Some("GET"));
+        assert_eq!(s.attr_str("server.address"), Some("shop"));
+        assert_eq!(s.attr_i64("server.port"), Some(8080));
+        assert_eq!(s.attr_str("client.address"), Some("127.0.0.1"));
+        assert_eq!(s.attr_str("user_agent.original"), Some("export-test"));
+        assert!(
+            s.attr_str("url.path")
+                .is_some_and(|p| p.starts_with("/users/")),
+            "url.path kept raw"
+        );
+        let status = s
+            .attr_i64("http.response.status_code")
+            .expect("status code attribute");
+        assert_eq!(
+            s.status_code == 2,
+            status >= 500,
+            "error status exactly for 5xx (span {:?})",
+            s.name
+        );
+        assert_eq!(
+            s.resource_str("deployment.environment"),
+            Some("test"),
+            "resource attributes exported"
+        );
+        assert!(s.end_ns > s.start_ns, "durations are positive");
+    }
+    for c in &clients {
+        assert!(
+            server_ids.contains(&c.parent_span_id),
+            "client span {} is a child of a server span",
+            c.span_id
+        );
+        assert_eq!(
+            c.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736",
+            "same trace as its parent"
+        );
+        assert_eq!(c.attr_str("server.address"), Some("inventory"));
+        assert_eq!(c.attr_str("url.full"), Some("http://inventory:9090/stock"));
+    }
+    assert_eq!(
+        h.health.exported_total("traces"),
+        2 * requests as u64,
+        "health counts every exported span"
+    );
+
+    let points = ferrotel_e2e::wait_for("the metrics in the collector", WAIT, || {
+        let points = collector.metrics().unwrap_or_default();
+        let service = service.clone();
+        async move {
+            let ours: Vec<_> = points
+                .into_iter()
+                .filter(|p| {
+                    p.resource.get("service.name").and_then(|v| v.as_str())
+                        == Some(service.as_str())
+                })
+                .collect();
+            if ours.is_empty() {
+                Err("no metric points yet".to_string())
+            } else {
+                Ok(ours)
+            }
+        }
+    })
+    .await
+    .expect("metrics reach the collector");
+    let server_count: u64 = points
+        .iter()
+        .filter(|p| p.name == "http.server.request.duration")
+        .filter_map(|p| p.count)
+        .sum();
+    let client_count: u64 = points
+        .iter()
+        .filter(|p| p.name == "http.client.request.duration")
+        .filter_map(|p| p.count)
+        .sum();
+    assert_eq!(
+        server_count, requests as u64,
+        "histogram count equals the number of server requests"
+    );
+    assert_eq!(
+        client_count, requests as u64,
+        "histogram count equals the number of client requests"
+    );
+    let errors: u64 = points
+        .iter()
+        .filter(|p| {
+            p.name == "http.server.request.duration" && p.attr_str("error.type") == Some("503")
+        })
+        .filter_map(|p| p.count)
+        .sum();
+    assert_eq!(
+        errors,
+        (requests as u64).div_ceil(8),
+        "5xx requests carry error.type"
+    );
+    let unit = points
+        .iter()
+        .find(|p| p.name == "http.server.request.duration")
+        .map(|p| p.unit.clone());
+    assert_eq!(unit.as_deref(), Some("s"), "HTTP durations are in seconds");
+}
+
+#[tokio::test]
+async fn spans_and_metrics_reach_the_real_collector_over_grpc() {
+    spans_and_metrics_arrive(OtlpProtocol::Grpc).await;
+}
+
+#[tokio::test]
+async fn spans_and_metrics_reach_the_real_collector_over_http_protobuf() {
+    spans_and_metrics_arrive(OtlpProtocol::HttpProtobuf).await;
+}
+
+fn file_collector_config(grpc_port: u16, traces: &std::path::Path) -> String {
+    format!(
+        r#"receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+exporters:
+  file/traces:
+    path: {traces}
+    flush_interval: 100ms
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [file/traces]
+"#,
+        traces = traces.display()
+    )
+}
+
+async fn wait_counter(what: &str, read: impl Fn() -> u64, expected: u64) {
+    ferrotel_e2e::wait_for(what, WAIT, || {
+        let value = read();
+        async move {
+            if value >= expected {
+                Ok(())
+            } else {
+                Err(format!("{value} of {expected}"))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn collector_outage_loses_nothing_that_fits_the_queue_and_counts_the_rest() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = ferrotel_e2e::free_port();
+    let before_file = dir.path().join("traces-before.json");
+    let after_file = dir.path().join("traces-after.json");
+    let first = Collector::start(&file_collector_config(port, &before_file))
+        .await
+        .unwrap_or_else(|e| panic!("the real collector must start: {e}"));
+
+    let mut settings = settings(&format!("http://127.0.0.1:{port}"), OtlpProtocol::Grpc);
+    settings.max_queue_size = 200;
+    settings.max_export_batch_size = 50;
+    let backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+    };
+    let mut h = harness(&settings, "outage-test", backoff);
+    let starter = SpanStarter::new(&SamplerConfig::default());
+    let mut push = |n: usize, prefix: &str| {
+        for i in 0..n {
+            let record = http_record(
+                &starter,
+                SpanKind::Server,
+                &format!("/{prefix}/{i}"),
+                200,
+                None,
+            );
+            h.pipeline.process(&record);
+        }
+    };
+
+    // Phase 1: collector up.
+    push(20, "before");
+    wait_counter(
+        "20 spans exported before the outage",
+        || h.health.exported_total("traces"),
+        20,
+    )
+    .await;
+
+    // Phase 2: collector down; 250 spans arrive, the queue holds 200.
+    drop(first);
+    push(150, "during");
+    wait_counter(
+        "the exporter to retry against the stopped collector",
+        || retries(&h.health),
+        1,
+    )
+    .await;
+    push(100, "during");
+    assert_eq!(
+        h.health.export_dropped_total("traces", "queue_full"),
+        50,
+        "250 spans during the outage with room for 200: exactly 50 dropped and counted"
+    );
+
+    // Phase 3: collector back on the same port.
+    let second = Collector::start(&file_collector_config(port, &after_file))
+        .await
+        .unwrap_or_else(|e| panic!("the collector must restart on port {port}: {e}"));
+    wait_counter(
+        "the queued spans to be exported after the outage",
+        || h.health.exported_total("traces"),
+        220,
+    )
+    .await;
+    h.queue.close();
+    h.exporter.await.expect("exporter task");
+
+    let delivered = ferrotel_e2e::wait_for("200 spans in the restarted collector", WAIT, || {
+        let spans = read_spans(&after_file).unwrap_or_default();
+        async move {
+            if spans.len() >= 200 {
+                Ok(spans)
+            } else {
+                Err(format!("{} spans so far", spans.len()))
+            }
+        }
+    })
+    .await
+    .expect("spans after the outage");
+    let ids: HashSet<_> = delivered.iter().map(|s| s.span_id.clone()).collect();
+    assert_eq!(
+        delivered.len(),
+        200,
+        "every span that fitted the queue is delivered once"
+    );
+    assert_eq!(ids.len(), 200, "no duplicates");
+    assert!(
+        delivered.iter().all(|s| s
+            .attr_str("url.path")
+            .is_some_and(|p| p.starts_with("/during/"))),
+        "only outage spans are in the restarted collector"
+    );
+    let before = read_spans(&before_file).unwrap_or_default();
+    assert_eq!(
+        before.len(),
+        20,
+        "the first collector got the 20 spans sent before the outage"
+    );
+    assert_eq!(
+        h.health.exported_total("traces"),
+        220,
+        "health counts 20 + 200 exported"
+    );
+    assert_eq!(
+        h.health.export_dropped_total("traces", "queue_full"),
+        50,
+        "no further drops"
+    );
+    drop(second);
+}
+
+fn retries(health: &Health) -> u64 {
+    let mut registry = prometheus_client::registry::Registry::default();
+    health.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    text.lines()
+        .filter(|l| l.starts_with("ferrotel_probe_export_retries_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
