@@ -225,7 +225,11 @@ async fn apply_stage(inst: &Instrumentation, data: &Data) -> Result<Action, Erro
     let (exporter, probe_image, observed, problem) = match built {
         Ok((exporter, desired)) => {
             let image = desired.probe_image.clone();
-            let observed = apply_all(client, inst, desired).await?;
+            let (observed, pruned) = apply_all(client, inst, desired).await?;
+            if let Some(pruned) = pruned {
+                let note = format!("removed objects no longer wanted: {}", pruned.join(", "));
+                publish(data, inst, EventType::Normal, "Pruned", note).await;
+            }
             (Some(exporter), Some(image), observed, None)
         }
         Err(problem) => {
@@ -247,12 +251,12 @@ async fn apply_stage(inst: &Instrumentation, data: &Data) -> Result<Action, Erro
 }
 
 /// Applies every child and prunes the ones no longer wanted; returns the
-/// DaemonSets as stored.
+/// DaemonSets as stored and the names of pruned objects (if any).
 async fn apply_all(
     client: &Client,
     inst: &Instrumentation,
     desired: Desired,
-) -> Result<Vec<ObservedDaemonSet>, Error> {
+) -> Result<(Vec<ObservedDaemonSet>, Option<Vec<String>>), Error> {
     let Desired {
         probe_image: _,
         languages,
@@ -331,8 +335,9 @@ async fn apply_all(
     );
     if !pruned.is_empty() {
         info!(instrumentation = %key_of(inst), objects = ?pruned, "Pruned children of removed languages");
+        return Ok((observed, Some(pruned)));
     }
-    Ok(observed)
+    Ok((observed, None))
 }
 
 async fn apply_namespaced<K>(client: &Client, obj: &K) -> Result<K, Error>
@@ -595,4 +600,29 @@ async fn cleanup(inst: &Instrumentation, data: &Data) -> Result<Action, Error> {
         warn!(instrumentation, error = %err, "Could not publish Event");
     }
     Ok(Action::await_change())
+}
+
+/// Publishes an Event on the Instrumentation; failures are logged, not fatal.
+async fn publish(
+    data: &Data,
+    inst: &Instrumentation,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = data
+        .ctx
+        .recorder
+        .publish(&event, &inst.object_ref(&()))
+        .await
+    {
+        warn!(instrumentation = %key_of(inst), error = %err, "Could not publish Event");
+    }
 }

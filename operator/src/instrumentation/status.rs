@@ -223,9 +223,11 @@ pub fn compute(input: StatusInput<'_>) -> InstrumentationStatus {
         });
     }
 
+    // With a problem nothing is applied, so a DaemonSet that does not exist
+    // is not "rolling out": it waits for the fix (Degraded says which).
     let pending: Vec<String> = daemon_sets
         .iter()
-        .filter(|ds| !rolled_out(ds))
+        .filter(|ds| !rolled_out(ds) && (problem.is_none() || ds.status.is_some()))
         .map(progress_text)
         .collect();
     let progressing = if pending.is_empty() {

@@ -246,4 +246,9 @@ fn a_problem_makes_it_degraded_and_not_ready() {
         ("True", "CollectorNotFound")
     );
     assert_eq!(cond(&status, "Ready").status, "False");
+    assert_eq!(
+        cond(&status, "Progressing").status,
+        "False",
+        "nothing rolls out while the problem lasts"
+    );
 }
