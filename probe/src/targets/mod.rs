@@ -6,6 +6,7 @@
 //! processes. The resolver sends `Added` once per process and `Removed` when
 //! it exits or stops matching, so a front-end can keep a plain set.
 
+pub mod kubernetes;
 pub mod standalone;
 
 use std::path::PathBuf;
