@@ -39,6 +39,9 @@ pub const DEFAULT_COLLECTOR_IMAGE: &str = "ghcr.io/ferrotel/otelcol:0.161.0";
 /// object exposing the ports of the configured receivers. A config that fails
 /// validation is not rolled out: the previous one keeps serving and the
 /// `ConfigValid` condition says what is wrong.
+// kube-derive repeats `type_ = ...` per printcolumn, which clippy reads as a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "ferrotel.io",

@@ -167,6 +167,19 @@ fn connector_routes(ty: &str) -> Option<&'static [(&'static str, &'static str)]>
     }
 }
 
+/// Where one connector is used: `(pipeline, signal)` as exporter, as receiver.
+type ConnectorUse<'a> = (Vec<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>);
+
+/// One list of a pipeline: (key, kind name, ids, kinds it may name, sections, required).
+type PipelineList<'a> = (
+    &'static str,
+    &'static str,
+    &'a Option<Vec<String>>,
+    &'static [Kind],
+    &'static str,
+    bool,
+);
+
 /// Validates `config` (and `spec.ports`, which share the pod's port space).
 pub fn validate(
     config: &CollectorConfig,
@@ -209,7 +222,7 @@ pub fn validate(
         return finish(config, user_ports, check, errors);
     };
     // connector id -> (pipelines using it as exporter, as receiver), with signals.
-    let mut connector_use: BTreeMap<&str, (Vec<(&str, &str)>, Vec<(&str, &str)>)> = BTreeMap::new();
+    let mut connector_use: BTreeMap<&str, ConnectorUse<'_>> = BTreeMap::new();
     for (pid, pipeline) in pipelines {
         let signal = split_id(pid).0;
         if !SIGNALS.contains(&signal) || split_id(pid).1.is_some_and(str::is_empty) {
@@ -219,14 +232,7 @@ pub fn validate(
             });
             continue;
         }
-        let lists: [(
-            &'static str,
-            &'static str,
-            &Option<Vec<String>>,
-            &[Kind],
-            &'static str,
-            bool,
-        ); 3] = [
+        let lists: [PipelineList<'_>; 3] = [
             (
                 "receivers",
                 "receiver",
