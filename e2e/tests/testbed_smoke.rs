@@ -54,6 +54,12 @@ async fn running_pods(pods: &Api<Pod>, app: &str, want: usize) -> Vec<Pod> {
                 .list(&ListParams::default().labels(&selector))
                 .await
                 .map_err(|e| e.to_string())?;
+            let total = list.items.len();
+            let unscheduled = list
+                .items
+                .iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
+                .count();
             let ready: Vec<Pod> = list
                 .items
                 .into_iter()
@@ -62,7 +68,10 @@ async fn running_pods(pods: &Api<Pod>, app: &str, want: usize) -> Vec<Pod> {
             if ready.len() == want {
                 Ok(ready)
             } else {
-                Err(format!("{} Running and Ready", ready.len()))
+                Err(format!(
+                    "{} Running and Ready of {total} pods ({unscheduled} not scheduled)",
+                    ready.len()
+                ))
             }
         },
     )
