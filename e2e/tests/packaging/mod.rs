@@ -39,6 +39,9 @@ pub fn tool(name: &str) -> PathBuf {
     path
 }
 
+/// The Kubernetes version of the test bed (e2e/tools/kube/go.mod).
+pub const TEST_BED_KUBE_VERSION: &str = "1.36.0";
+
 pub fn helm() -> Command {
     let mut cmd = Command::new(tool("helm"));
     // Keep helm's caches and config out of $HOME so parallel tests and
@@ -91,9 +94,11 @@ pub fn run_raw(cmd: &mut Command, stdin: Option<&str>) -> Output {
 /// arguments (`-f file`, `--set k=v`, `--api-versions ...`).
 pub fn helm_template(release: &str, namespace: &str, extra: &[&str]) -> Result<String, String> {
     let mut cmd = helm();
+    // A `go install`ed helm has no Kubernetes version linked in and would
+    // claim v1.20; the test bed runs 1.36 (helm install asks the cluster).
     cmd.args(["template", release])
         .arg(chart_dir())
-        .args(["--namespace", namespace])
+        .args(["--namespace", namespace, "--kube-version", TEST_BED_KUBE_VERSION])
         .args(extra);
     run(cmd, None)
 }
