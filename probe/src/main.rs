@@ -47,7 +47,7 @@ async fn main() -> ExitCode {
     let result = match config.language {
         Language::Go => runtime::run(config, Unavailable(Language::Go), targets, stop).await,
         Language::Python => {
-            runtime::run(config, Unavailable(Language::Python), targets, stop).await
+            runtime::run(config, ferrotel_probe::python::PythonFrontend, targets, stop).await
         }
     };
     match result {
