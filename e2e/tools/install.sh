@@ -130,6 +130,9 @@ install_go_tools() {
   go_install kwok sigs.k8s.io/kwok/cmd/kwok@v0.7.0
   go_install helm helm.sh/helm/v3/cmd/helm@v3.19.0
   go_install telemetrygen github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@v0.161.0
+  # terraform fmt for the Terraform example (docs/gitops/terraform); 1.5.7 is
+  # the last MPL-licensed release and formats like every 1.x.
+  go_install terraform github.com/hashicorp/terraform@v1.5.7
   build_collector
 }
 
