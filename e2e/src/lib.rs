@@ -49,6 +49,8 @@
 pub mod collector;
 pub mod pki;
 pub mod process;
+pub mod sandbox;
+pub mod stack;
 pub mod testbed;
 pub mod tools;
 

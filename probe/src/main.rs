@@ -7,7 +7,7 @@ use clap::Parser;
 use ferrotel_api::probe_config::Language;
 use ferrotel_probe::config::{Cli, RuntimeConfig};
 use ferrotel_probe::frontend::Unavailable;
-use ferrotel_probe::runtime::{self, TargetSource};
+use ferrotel_probe::runtime;
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(filter: &str, json: bool) {
@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
         }
     };
     init_logging(&config.log_filter, config.log_json);
-    let targets = TargetSource::Standalone;
+    let targets = ferrotel_probe::targets::kubernetes::target_source(&config);
     let stop = runtime::termination_signal();
     // Front-ends plug in here, one arm per language.
     let result = match config.language {

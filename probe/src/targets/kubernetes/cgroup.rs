@@ -176,7 +176,10 @@ fn pod_segment(segment: &str) -> Option<String> {
 }
 
 fn is_uid(text: &str) -> bool {
-    text.len() == 36 && text.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_')
+    text.len() == 36
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_')
 }
 
 /// Where the cgroup hierarchies are mounted, from `/proc/self/mountinfo`.
@@ -201,7 +204,9 @@ pub fn parse_mountinfo(content: &str) -> CgroupMounts {
     let mut mounts = CgroupMounts::default();
     for line in content.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
         let (Some(mount_point), Some(fs_type)) = (fields.get(4), fields.get(sep + 1)) else {
             continue;
         };
@@ -222,7 +227,9 @@ pub fn parse_mountinfo(content: &str) -> CgroupMounts {
 
 /// Reads the mounts of this process's mount namespace.
 pub fn read_cgroup_mounts() -> std::io::Result<CgroupMounts> {
-    Ok(parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo")?))
+    Ok(parse_mountinfo(&std::fs::read_to_string(
+        "/proc/self/mountinfo",
+    )?))
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
@@ -233,9 +240,12 @@ fn unescape_mountinfo(text: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
-            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(value);
             i += 4;
         } else {
@@ -280,7 +290,11 @@ mod tests {
             uid_underscored()
         );
         assert_identity(&content, Runtime::Containerd);
-        assert_eq!(parse_proc_cgroup(&content).pod_uid.as_deref(), Some(UID), "pod uid with dashes restored");
+        assert_eq!(
+            parse_proc_cgroup(&content).pod_uid.as_deref(),
+            Some(UID),
+            "pod uid with dashes restored"
+        );
     }
 
     #[test]
@@ -294,7 +308,10 @@ mod tests {
 
     #[test]
     fn crio_with_systemd_driver() {
-        let content = format!("0::/kubepods.slice/kubepods-pod{}.slice/crio-{ID}.scope\n", uid_underscored());
+        let content = format!(
+            "0::/kubepods.slice/kubepods-pod{}.slice/crio-{ID}.scope\n",
+            uid_underscored()
+        );
         assert_identity(&content, Runtime::CriO);
     }
 
@@ -305,15 +322,28 @@ mod tests {
 
     #[test]
     fn crio_conmon_is_not_the_container() {
-        let content = format!("0::/kubepods.slice/kubepods-pod{}.slice/crio-conmon-{ID}.scope\n", uid_underscored());
+        let content = format!(
+            "0::/kubepods.slice/kubepods-pod{}.slice/crio-conmon-{ID}.scope\n",
+            uid_underscored()
+        );
         let identity = parse_proc_cgroup(&content);
-        assert_eq!(identity.container_id, None, "conmon must not be claimed as the workload");
-        assert_eq!(identity.pod_uid.as_deref(), Some(UID), "but it still belongs to the pod");
+        assert_eq!(
+            identity.container_id, None,
+            "conmon must not be claimed as the workload"
+        );
+        assert_eq!(
+            identity.pod_uid.as_deref(),
+            Some(UID),
+            "but it still belongs to the pod"
+        );
     }
 
     #[test]
     fn docker_with_systemd_and_cgroupfs_drivers() {
-        assert_identity(&format!("0::/system.slice/docker-{ID}.scope\n"), Runtime::Docker);
+        assert_identity(
+            &format!("0::/system.slice/docker-{ID}.scope\n"),
+            Runtime::Docker,
+        );
         assert_identity(&format!("4:memory:/docker/{ID}\n"), Runtime::Unknown);
     }
 
@@ -330,33 +360,54 @@ mod tests {
 
     #[test]
     fn nested_cgroups_under_the_container_still_resolve() {
-        assert_identity(&format!("0::/kubepods.slice/cri-containerd-{ID}.scope/init.scope\n"), Runtime::Containerd);
+        assert_identity(
+            &format!("0::/kubepods.slice/cri-containerd-{ID}.scope/init.scope\n"),
+            Runtime::Containerd,
+        );
     }
 
     #[test]
     fn host_processes_have_no_container() {
-        let identity = parse_proc_cgroup("0::/init.scope\n1:name=systemd:/user.slice/user-0.slice/session-1.scope\n");
+        let identity = parse_proc_cgroup(
+            "0::/init.scope\n1:name=systemd:/user.slice/user-0.slice/session-1.scope\n",
+        );
         assert!(identity.is_empty(), "host process resolved to {identity:?}");
     }
 
     #[test]
     fn short_or_non_hex_ids_are_rejected() {
         assert_eq!(parse_cgroup_path("/docker/abc123").container_id, None);
-        assert_eq!(parse_cgroup_path(&format!("/docker/{}", "z".repeat(64))).container_id, None);
+        assert_eq!(
+            parse_cgroup_path(&format!("/docker/{}", "z".repeat(64))).container_id,
+            None
+        );
     }
 
     #[test]
     fn status_container_ids_name_their_runtime() {
-        let (runtime, id) = ContainerId::from_status(&format!("containerd://{ID}")).expect("containerd id parses");
+        let (runtime, id) =
+            ContainerId::from_status(&format!("containerd://{ID}")).expect("containerd id parses");
         assert_eq!((runtime, id.as_str()), (Runtime::Containerd, ID));
-        assert_eq!(ContainerId::from_status(&format!("cri-o://{ID}")).map(|(r, _)| r), Some(Runtime::CriO));
-        assert_eq!(ContainerId::from_status(&format!("docker://{ID}")).map(|(r, _)| r), Some(Runtime::Docker));
-        assert_eq!(ContainerId::from_status(ID), None, "an id without scheme is not a status containerID");
+        assert_eq!(
+            ContainerId::from_status(&format!("cri-o://{ID}")).map(|(r, _)| r),
+            Some(Runtime::CriO)
+        );
+        assert_eq!(
+            ContainerId::from_status(&format!("docker://{ID}")).map(|(r, _)| r),
+            Some(Runtime::Docker)
+        );
+        assert_eq!(
+            ContainerId::from_status(ID),
+            None,
+            "an id without scheme is not a status containerID"
+        );
     }
 
     #[test]
     fn status_and_cgroup_ids_compare_equal_across_case() {
-        let (_, from_status) = ContainerId::from_status(&format!("containerd://{}", ID.to_uppercase())).expect("parses");
+        let (_, from_status) =
+            ContainerId::from_status(&format!("containerd://{}", ID.to_uppercase()))
+                .expect("parses");
         let from_cgroup = parse_cgroup_path(&format!("/cri-containerd-{ID}.scope")).container_id;
         assert_eq!(Some(from_status), from_cgroup);
     }
@@ -372,7 +423,10 @@ mod tests {
     #[test]
     fn hybrid_mountinfo_finds_the_unified_mount() {
         let mounts = parse_mountinfo(HYBRID_MOUNTINFO);
-        assert_eq!(mounts.v2.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            mounts.v2.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
         assert_eq!(mounts.v1.len(), 2, "two v1 hierarchies: {mounts:?}");
         assert!(mounts.is_hybrid());
     }
@@ -394,7 +448,8 @@ mod tests {
 
     #[test]
     fn v1_only_mountinfo_has_no_v2_mount() {
-        let mounts = parse_mountinfo("32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n");
+        let mounts =
+            parse_mountinfo("32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n");
         assert_eq!(mounts.v2, None);
     }
 }

@@ -48,7 +48,7 @@ impl LanguageDetector {
         let from_elf = match self.by_inode.get(&key) {
             Some(cached) => *cached,
             None => {
-                let detected = File::open(&exe).ok().and_then(|file| elf_language(file));
+                let detected = File::open(&exe).ok().and_then(elf_language);
                 if self.by_inode.len() >= MAX_CACHED_EXECUTABLES {
                     self.by_inode.clear();
                 }
@@ -67,15 +67,22 @@ impl LanguageDetector {
 
 /// `python`, `python3`, `python3.11`, `python3.12d`… but not `pythonista-tool`.
 pub fn is_python_executable_name(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
-    let Some(rest) = name.strip_prefix("python") else { return false };
-    rest.chars().all(|c| c.is_ascii_digit() || c == '.' || c == 'd' || c == 'm' || c == 't')
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let Some(rest) = name.strip_prefix("python") else {
+        return false;
+    };
+    rest.chars()
+        .all(|c| c.is_ascii_digit() || c == '.' || c == 'd' || c == 'm' || c == 't')
 }
 
 /// True if a `/proc/<pid>/maps` text maps a `libpython` shared object.
 pub fn maps_load_libpython(maps: &str) -> bool {
     maps.lines().any(|line| {
-        line.rsplit('/').next().is_some_and(|file| file.starts_with("libpython") && file.contains(".so"))
+        line.rsplit('/')
+            .next()
+            .is_some_and(|file| file.starts_with("libpython") && file.contains(".so"))
     })
 }
 
@@ -86,7 +93,9 @@ pub fn elf_language(file: File) -> Option<Language> {
     let cache = object::read::ReadCache::new(file);
     let elf = object::File::parse(&cache).ok()?;
     let is_go = elf.section_by_name(".go.buildinfo").is_some()
-        || elf.sections().any(|s| s.name().is_ok_and(|n| n == ".gopclntab"));
+        || elf
+            .sections()
+            .any(|s| s.name().is_ok_and(|n| n == ".gopclntab"));
     is_go.then_some(Language::Go)
 }
 
@@ -96,11 +105,26 @@ mod tests {
 
     #[test]
     fn python_interpreter_names_are_recognised() {
-        for name in ["/usr/bin/python3.11", "/root/.pyenv/versions/3.11.7/bin/python3", "/usr/bin/python", "python3.13t"] {
-            assert!(is_python_executable_name(Path::new(name)), "{name} should be Python");
+        for name in [
+            "/usr/bin/python3.11",
+            "/root/.pyenv/versions/3.11.7/bin/python3",
+            "/usr/bin/python",
+            "python3.13t",
+        ] {
+            assert!(
+                is_python_executable_name(Path::new(name)),
+                "{name} should be Python"
+            );
         }
-        for name in ["/usr/bin/pythonista", "/usr/bin/node", "/opt/app/python-helper"] {
-            assert!(!is_python_executable_name(Path::new(name)), "{name} should not be Python");
+        for name in [
+            "/usr/bin/pythonista",
+            "/usr/bin/node",
+            "/opt/app/python-helper",
+        ] {
+            assert!(
+                !is_python_executable_name(Path::new(name)),
+                "{name} should not be Python"
+            );
         }
     }
 
@@ -139,13 +163,23 @@ mod tests {
         }
         let _ = child.kill();
         let _ = child.wait();
-        assert_eq!(detected, Some(Language::Python), "python3 (pid {pid}) not detected");
+        assert_eq!(
+            detected,
+            Some(Language::Python),
+            "python3 (pid {pid}) not detected"
+        );
     }
 
     #[test]
     fn a_go_binary_is_detected_by_its_build_info() {
         let go = Path::new("/usr/local/go/bin/go");
-        let file = File::open(go).expect("the Go toolchain must be installed at /usr/local/go (see PLATFORM.md)");
-        assert_eq!(elf_language(file), Some(Language::Go), "{} is a Go binary", go.display());
+        let file = File::open(go)
+            .expect("the Go toolchain must be installed at /usr/local/go (see PLATFORM.md)");
+        assert_eq!(
+            elf_language(file),
+            Some(Language::Go),
+            "{} is a Go binary",
+            go.display()
+        );
     }
 }

@@ -26,11 +26,19 @@ pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 /// Annotation prefixes the probe acts on; all other annotations are dropped
 /// on arrival so that large annotations (last-applied-configuration…) do not
 /// sit in memory.
-const KEPT_ANNOTATION_PREFIXES: [&str; 3] = ["ferrotel.io/", "instrumentation.opentelemetry.io/", OTEL_RESOURCE_ANNOTATION_PREFIX];
+const KEPT_ANNOTATION_PREFIXES: [&str; 3] = [
+    "ferrotel.io/",
+    "instrumentation.opentelemetry.io/",
+    OTEL_RESOURCE_ANNOTATION_PREFIX,
+];
 
 fn kept_annotations(all: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     all.iter()
-        .filter(|(key, _)| KEPT_ANNOTATION_PREFIXES.iter().any(|prefix| key.starts_with(prefix)))
+        .filter(|(key, _)| {
+            KEPT_ANNOTATION_PREFIXES
+                .iter()
+                .any(|prefix| key.starts_with(prefix))
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -71,21 +79,37 @@ impl PodInfo {
             .owner_references()
             .iter()
             .find(|o| o.controller == Some(true))
-            .map(|o| Owner { kind: o.kind.clone(), name: o.name.clone() });
+            .map(|o| Owner {
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+            });
         let mut containers: Vec<ContainerInfo> = pod
             .spec
             .iter()
             .flat_map(|spec| spec.containers.iter())
-            .map(|c| ContainerInfo { name: c.name.clone(), id: None })
+            .map(|c| ContainerInfo {
+                name: c.name.clone(),
+                id: None,
+            })
             .collect();
         let statuses = pod.status.iter().flat_map(|s| {
-            s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten())
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
         });
         for status in statuses {
-            let id = status.container_id.as_deref().and_then(ContainerId::from_status).map(|(_, id)| id);
+            let id = status
+                .container_id
+                .as_deref()
+                .and_then(ContainerId::from_status)
+                .map(|(_, id)| id);
             match containers.iter_mut().find(|c| c.name == status.name) {
                 Some(container) => container.id = id,
-                None => containers.push(ContainerInfo { name: status.name.clone(), id }),
+                None => containers.push(ContainerInfo {
+                    name: status.name.clone(),
+                    id,
+                }),
             }
         }
         Some(Self {
@@ -179,10 +203,14 @@ pub fn resolve_workload(pod: &PodInfo, grand_owner: Option<&Owner>) -> Option<Wo
             Some(g) if g.kind == "Deployment" => Workload::Deployment(g.name.clone()),
             Some(_) => Workload::ReplicaSet(owner.name.clone()),
             None => match pod.labels.get(POD_TEMPLATE_HASH_LABEL) {
-                Some(hash) if !hash.is_empty() => match owner.name.strip_suffix(&format!("-{hash}")) {
-                    Some(deployment) if !deployment.is_empty() => Workload::Deployment(deployment.to_owned()),
-                    _ => Workload::ReplicaSet(owner.name.clone()),
-                },
+                Some(hash) if !hash.is_empty() => {
+                    match owner.name.strip_suffix(&format!("-{hash}")) {
+                        Some(deployment) if !deployment.is_empty() => {
+                            Workload::Deployment(deployment.to_owned())
+                        }
+                        _ => Workload::ReplicaSet(owner.name.clone()),
+                    }
+                }
                 _ => Workload::ReplicaSet(owner.name.clone()),
             },
         },
@@ -254,7 +282,10 @@ pub fn resource_attributes(
     }
     set("service.name", &service_name(pod, workload.as_ref()));
     set("service.namespace", &pod.namespace);
-    set("service.instance.id", &format!("{}.{}.{}", pod.namespace, pod.name, container_name));
+    set(
+        "service.instance.id",
+        &format!("{}.{}.{}", pod.namespace, pod.name, container_name),
+    );
     for (key, value) in &pod.annotations {
         if let Some(attribute) = key.strip_prefix(OTEL_RESOURCE_ANNOTATION_PREFIX)
             && !attribute.is_empty()
@@ -263,7 +294,11 @@ pub fn resource_attributes(
         }
     }
     // `ferrotel.io/service-name` is the strongest word on the name.
-    if let Some(name) = pod.annotations.get(SERVICE_NAME_ANNOTATION).filter(|n| !n.trim().is_empty()) {
+    if let Some(name) = pod
+        .annotations
+        .get(SERVICE_NAME_ANNOTATION)
+        .filter(|n| !n.trim().is_empty())
+    {
         attributes.insert("service.name".to_owned(), name.clone());
     }
     attributes
@@ -281,29 +316,48 @@ mod tests {
             node_name: Some("kwok-node-0".into()),
             labels: BTreeMap::from([(POD_TEMPLATE_HASH_LABEL.into(), "7c9d8f6b5".into())]),
             annotations: BTreeMap::new(),
-            owner: Some(Owner { kind: "ReplicaSet".into(), name: "checkout-7c9d8f6b5".into() }),
-            containers: vec![ContainerInfo { name: "app".into(), id: None }],
+            owner: Some(Owner {
+                kind: "ReplicaSet".into(),
+                name: "checkout-7c9d8f6b5".into(),
+            }),
+            containers: vec![ContainerInfo {
+                name: "app".into(),
+                id: None,
+            }],
         }
     }
 
     #[test]
     fn replicaset_resolves_to_its_deployment_through_the_lookup() {
-        let owner = Owner { kind: "Deployment".into(), name: "checkout-v2".into() };
-        assert_eq!(resolve_workload(&pod(), Some(&owner)), Some(Workload::Deployment("checkout-v2".into())));
+        let owner = Owner {
+            kind: "Deployment".into(),
+            name: "checkout-v2".into(),
+        };
+        assert_eq!(
+            resolve_workload(&pod(), Some(&owner)),
+            Some(Workload::Deployment("checkout-v2".into()))
+        );
     }
 
     #[test]
     fn replicaset_resolves_to_its_deployment_by_pod_template_hash_without_lookup() {
-        assert_eq!(resolve_workload(&pod(), None), Some(Workload::Deployment("checkout".into())));
+        assert_eq!(
+            resolve_workload(&pod(), None),
+            Some(Workload::Deployment("checkout".into()))
+        );
     }
 
     #[test]
     fn bare_replicaset_stays_a_replicaset() {
         let mut pod = pod();
         pod.labels.clear();
-        assert_eq!(resolve_workload(&pod, None), Some(Workload::ReplicaSet("checkout-7c9d8f6b5".into())));
+        assert_eq!(
+            resolve_workload(&pod, None),
+            Some(Workload::ReplicaSet("checkout-7c9d8f6b5".into()))
+        );
         let mut pod = self::pod();
-        pod.labels.insert(POD_TEMPLATE_HASH_LABEL.into(), "otherhash".into());
+        pod.labels
+            .insert(POD_TEMPLATE_HASH_LABEL.into(), "otherhash".into());
         assert_eq!(
             resolve_workload(&pod, None),
             Some(Workload::ReplicaSet("checkout-7c9d8f6b5".into())),
@@ -314,49 +368,107 @@ mod tests {
     #[test]
     fn job_of_a_cronjob_resolves_to_the_cronjob() {
         let mut pod = pod();
-        pod.owner = Some(Owner { kind: "Job".into(), name: "nightly-29012345".into() });
-        let cron = Owner { kind: "CronJob".into(), name: "nightly".into() };
-        assert_eq!(resolve_workload(&pod, Some(&cron)), Some(Workload::CronJob("nightly".into())));
-        assert_eq!(resolve_workload(&pod, None), Some(Workload::Job("nightly-29012345".into())));
+        pod.owner = Some(Owner {
+            kind: "Job".into(),
+            name: "nightly-29012345".into(),
+        });
+        let cron = Owner {
+            kind: "CronJob".into(),
+            name: "nightly".into(),
+        };
+        assert_eq!(
+            resolve_workload(&pod, Some(&cron)),
+            Some(Workload::CronJob("nightly".into()))
+        );
+        assert_eq!(
+            resolve_workload(&pod, None),
+            Some(Workload::Job("nightly-29012345".into()))
+        );
     }
 
     #[test]
     fn statefulset_and_daemonset_own_their_pods_directly() {
         let mut pod = pod();
-        pod.owner = Some(Owner { kind: "StatefulSet".into(), name: "db".into() });
-        assert_eq!(resolve_workload(&pod, None), Some(Workload::StatefulSet("db".into())));
-        pod.owner = Some(Owner { kind: "DaemonSet".into(), name: "agent".into() });
-        assert_eq!(resolve_workload(&pod, None), Some(Workload::DaemonSet("agent".into())));
+        pod.owner = Some(Owner {
+            kind: "StatefulSet".into(),
+            name: "db".into(),
+        });
+        assert_eq!(
+            resolve_workload(&pod, None),
+            Some(Workload::StatefulSet("db".into()))
+        );
+        pod.owner = Some(Owner {
+            kind: "DaemonSet".into(),
+            name: "agent".into(),
+        });
+        assert_eq!(
+            resolve_workload(&pod, None),
+            Some(Workload::DaemonSet("agent".into()))
+        );
         pod.owner = None;
-        assert_eq!(resolve_workload(&pod, None), None, "a bare pod has no workload");
+        assert_eq!(
+            resolve_workload(&pod, None),
+            None,
+            "a bare pod has no workload"
+        );
     }
 
     #[test]
     fn service_name_precedence_annotation_then_otel_annotation_then_label_then_owner_then_pod() {
         let mut pod = pod();
         let workload = resolve_workload(&pod, None);
-        assert_eq!(service_name(&pod, workload.as_ref()), "checkout", "owner's name when nothing else is set");
-        pod.labels.insert(APP_NAME_LABEL.into(), "checkout-app".into());
-        assert_eq!(service_name(&pod, workload.as_ref()), "checkout-app", "app.kubernetes.io/name beats the owner");
-        pod.annotations.insert("resource.opentelemetry.io/service.name".into(), "otel-name".into());
-        assert_eq!(service_name(&pod, workload.as_ref()), "otel-name", "OTel annotation beats the label");
-        pod.annotations.insert(SERVICE_NAME_ANNOTATION.into(), "ferrotel-name".into());
-        assert_eq!(service_name(&pod, workload.as_ref()), "ferrotel-name", "ferrotel.io/service-name beats all");
+        assert_eq!(
+            service_name(&pod, workload.as_ref()),
+            "checkout",
+            "owner's name when nothing else is set"
+        );
+        pod.labels
+            .insert(APP_NAME_LABEL.into(), "checkout-app".into());
+        assert_eq!(
+            service_name(&pod, workload.as_ref()),
+            "checkout-app",
+            "app.kubernetes.io/name beats the owner"
+        );
+        pod.annotations.insert(
+            "resource.opentelemetry.io/service.name".into(),
+            "otel-name".into(),
+        );
+        assert_eq!(
+            service_name(&pod, workload.as_ref()),
+            "otel-name",
+            "OTel annotation beats the label"
+        );
+        pod.annotations
+            .insert(SERVICE_NAME_ANNOTATION.into(), "ferrotel-name".into());
+        assert_eq!(
+            service_name(&pod, workload.as_ref()),
+            "ferrotel-name",
+            "ferrotel.io/service-name beats all"
+        );
         let mut bare = self::pod();
         bare.owner = None;
-        assert_eq!(service_name(&bare, None), bare.name, "a bare pod is named after itself");
+        assert_eq!(
+            service_name(&bare, None),
+            bare.name,
+            "a bare pod is named after itself"
+        );
     }
 
     #[test]
     fn blank_service_name_annotations_are_ignored() {
         let mut pod = pod();
-        pod.annotations.insert(SERVICE_NAME_ANNOTATION.into(), " ".into());
-        assert_eq!(service_name(&pod, resolve_workload(&pod, None).as_ref()), "checkout");
+        pod.annotations
+            .insert(SERVICE_NAME_ANNOTATION.into(), " ".into());
+        assert_eq!(
+            service_name(&pod, resolve_workload(&pod, None).as_ref()),
+            "checkout"
+        );
     }
 
     #[test]
     fn resource_attributes_carry_k8s_semantic_conventions() {
-        let attributes = resource_attributes(&pod(), "app", "fallback-node", None, &BTreeMap::new());
+        let attributes =
+            resource_attributes(&pod(), "app", "fallback-node", None, &BTreeMap::new());
         let expect = [
             ("k8s.namespace.name", "shop"),
             ("k8s.pod.name", "checkout-7c9d8f6b5-x2x9q"),
@@ -369,27 +481,44 @@ mod tests {
             ("service.namespace", "shop"),
         ];
         for (key, value) in expect {
-            assert_eq!(attributes.get(key).map(String::as_str), Some(value), "{key} in {attributes:?}");
+            assert_eq!(
+                attributes.get(key).map(String::as_str),
+                Some(value),
+                "{key} in {attributes:?}"
+            );
         }
     }
 
     #[test]
     fn pod_annotations_beat_instrumentation_attributes() {
         let mut pod = pod();
-        pod.annotations.insert("resource.opentelemetry.io/deployment.environment".into(), "canary".into());
+        pod.annotations.insert(
+            "resource.opentelemetry.io/deployment.environment".into(),
+            "canary".into(),
+        );
         let platform = BTreeMap::from([
             ("deployment.environment".to_owned(), "prod".to_owned()),
             ("team".to_owned(), "payments".to_owned()),
         ]);
         let attributes = resource_attributes(&pod, "app", "n", None, &platform);
-        assert_eq!(attributes.get("deployment.environment").map(String::as_str), Some("canary"));
-        assert_eq!(attributes.get("team").map(String::as_str), Some("payments"), "platform attributes kept");
+        assert_eq!(
+            attributes.get("deployment.environment").map(String::as_str),
+            Some("canary")
+        );
+        assert_eq!(
+            attributes.get("team").map(String::as_str),
+            Some("payments"),
+            "platform attributes kept"
+        );
     }
 
     #[test]
     fn only_annotations_the_probe_acts_on_are_kept() {
         let all = BTreeMap::from([
-            ("kubectl.kubernetes.io/last-applied-configuration".to_owned(), "{...}".to_owned()),
+            (
+                "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
+                "{...}".to_owned(),
+            ),
             ("ferrotel.io/instrument".to_owned(), "true".to_owned()),
             ("resource.opentelemetry.io/team".to_owned(), "a".to_owned()),
         ]);
@@ -412,9 +541,18 @@ mod tests {
         .expect("pod fixture parses");
         let info = PodInfo::from_pod(&pod).expect("pod has a uid");
         let id = ContainerId::parse(&"a".repeat(64)).expect("valid id");
-        assert_eq!(info.container_by_id(&id).map(|c| c.name.as_str()), Some("app"));
+        assert_eq!(
+            info.container_by_id(&id).map(|c| c.name.as_str()),
+            Some("app")
+        );
         assert_eq!(info.containers[1].id, None, "sidecar not started yet");
-        assert_eq!(info.owner, Some(Owner { kind: "StatefulSet".into(), name: "db".into() }));
+        assert_eq!(
+            info.owner,
+            Some(Owner {
+                kind: "StatefulSet".into(),
+                name: "db".into()
+            })
+        );
         assert_eq!(info.node_name.as_deref(), Some("n1"));
     }
 }

@@ -32,9 +32,9 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
-use kube::runtime::watcher::{self, Event};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -74,7 +74,11 @@ pub struct KubernetesDiscoveryConfig {
 }
 
 impl KubernetesDiscoveryConfig {
-    pub fn new(node_name: impl Into<String>, language: Language, instrumentations: Vec<Candidate>) -> Self {
+    pub fn new(
+        node_name: impl Into<String>,
+        language: Language,
+        instrumentations: Vec<Candidate>,
+    ) -> Self {
         Self {
             node_name: node_name.into(),
             language,
@@ -84,6 +88,47 @@ impl KubernetesDiscoveryConfig {
             lookup_owners: true,
         }
     }
+}
+
+/// The target source for `config`: Kubernetes discovery when
+/// `targets.kubernetes` is set (the operator renders it so), else the
+/// standalone `/proc` selection. `NODE_NAME` comes from the downward API; the
+/// API client from the in-cluster ServiceAccount or `KUBECONFIG`.
+pub fn target_source(config: &crate::config::RuntimeConfig) -> crate::runtime::TargetSource {
+    if !config.probe.targets.kubernetes {
+        return crate::runtime::TargetSource::Standalone;
+    }
+    let mut candidates = config.probe.cluster_instrumentations.clone();
+    if candidates.is_empty()
+        && let Some(own) = &config.probe.instrumentation
+    {
+        // An older operator that did not list the cluster's Instrumentations:
+        // at least the one this probe serves.
+        candidates.push(Candidate {
+            namespace: own.namespace.clone(),
+            name: own.name.clone(),
+            languages: vec![config.language],
+            namespace_selector: config.probe.targets.namespace_selector.clone(),
+            pod_selector: config.probe.targets.pod_selector.clone(),
+        });
+    }
+    let mut discovery = KubernetesDiscoveryConfig::new(
+        std::env::var("NODE_NAME").unwrap_or_default(),
+        config.language,
+        candidates,
+    );
+    discovery.scan_interval = config.rescan.max(Duration::from_millis(100));
+    crate::runtime::TargetSource::Custom(Box::new(move |publisher, registry, shutdown| {
+        Box::pin(async move {
+            let client = kube::Client::try_default().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach the Kubernetes API ({e}); in a pod, mount the ServiceAccount token; outside, set KUBECONFIG"
+                )
+            })?;
+            run(client, discovery, publisher, registry, shutdown).await?;
+            Ok(())
+        })
+    }))
 }
 
 /// Watches pods and namespaces and publishes claims until `shutdown`.
@@ -109,12 +154,17 @@ pub async fn run(
         std::process::id(),
     );
     let pods: Api<Pod> = Api::all(client.clone());
-    let pod_stream = watcher::watcher(pods, watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name)))
-        .default_backoff()
-        .boxed();
+    let pod_stream = watcher::watcher(
+        pods,
+        watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name)),
+    )
+    .default_backoff()
+    .boxed();
     // Metadata only: labels and annotations are all the rules read.
     let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-    let ns_stream = watcher::watcher(namespaces, watcher::Config::default()).default_backoff().boxed();
+    let ns_stream = watcher::watcher(namespaces, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let mut owners = OwnerLookup::new(client, config.lookup_owners);
 
     let mut pod_stream = pod_stream;
@@ -182,7 +232,11 @@ fn publish(changes: Vec<Change>, publisher: &TargetPublisher, registry: &Resourc
                     "Claimed process"
                 );
                 registry.set_process_resource(pid, claim.attributes);
-                publisher.publish(TargetEvent::Added(ProcessTarget { pid, exe: claim.exe, reason: "kubernetes" }));
+                publisher.publish(TargetEvent::Added(ProcessTarget {
+                    pid,
+                    exe: claim.exe,
+                    reason: "kubernetes",
+                }));
             }
             Change::Update { pid, claim } => {
                 debug!(pid, "Updated process resource attributes");
@@ -249,7 +303,9 @@ fn apply_namespace_event(
             false
         }
         Event::InitApply(ns) => {
-            buffer.get_or_insert_with(Vec::new).push(NamespaceInfo::from_meta(&ns.metadata));
+            buffer
+                .get_or_insert_with(Vec::new)
+                .push(NamespaceInfo::from_meta(&ns.metadata));
             false
         }
         Event::InitDone => {
@@ -259,11 +315,15 @@ fn apply_namespace_event(
             true
         }
         Event::Apply(ns) => {
-            discovery.cluster.apply_namespace(NamespaceInfo::from_meta(&ns.metadata));
+            discovery
+                .cluster
+                .apply_namespace(NamespaceInfo::from_meta(&ns.metadata));
             true
         }
         Event::Delete(ns) => {
-            discovery.cluster.delete_namespace(ns.metadata.name.as_deref().unwrap_or_default());
+            discovery
+                .cluster
+                .delete_namespace(ns.metadata.name.as_deref().unwrap_or_default());
             true
         }
     }
@@ -278,11 +338,17 @@ struct OwnerLookup {
 
 impl OwnerLookup {
     fn new(client: kube::Client, enabled: bool) -> Self {
-        Self { client, enabled, known: BTreeMap::new() }
+        Self {
+            client,
+            enabled,
+            known: BTreeMap::new(),
+        }
     }
 
     async fn resolve(&mut self, discovery: &mut Discovery, pod: &PodInfo) {
-        let Some(owner) = pod.owner.as_ref() else { return };
+        let Some(owner) = pod.owner.as_ref() else {
+            return;
+        };
         if !self.enabled || !matches!(owner.kind.as_str(), "ReplicaSet" | "Job") {
             return;
         }
@@ -306,7 +372,10 @@ impl OwnerLookup {
                 refs.unwrap_or_default()
                     .into_iter()
                     .find(|o| o.controller == Some(true))
-                    .map(|o| Owner { kind: o.kind, name: o.name })
+                    .map(|o| Owner {
+                        kind: o.kind,
+                        name: o.name,
+                    })
             })
         })
         .await;
@@ -317,7 +386,9 @@ impl OwnerLookup {
                 }
                 self.known.insert(key, ());
                 if let Some(found) = found {
-                    discovery.cluster.set_grand_owner(&pod.namespace, &owner.name, found);
+                    discovery
+                        .cluster
+                        .set_grand_owner(&pod.namespace, &owner.name, found);
                 }
             }
             Ok(Err(kube::Error::Api(status))) if status.code == 403 => {
@@ -327,8 +398,12 @@ impl OwnerLookup {
                 );
                 self.enabled = false;
             }
-            Ok(Err(error)) => debug!(%error, owner = %key, "Owner lookup failed; using the pod-template-hash rule"),
-            Err(_) => debug!(owner = %key, "Owner lookup timed out; using the pod-template-hash rule"),
+            Ok(Err(error)) => {
+                debug!(%error, owner = %key, "Owner lookup failed; using the pod-template-hash rule")
+            }
+            Err(_) => {
+                debug!(owner = %key, "Owner lookup timed out; using the pod-template-hash rule")
+            }
         }
     }
 }

@@ -69,7 +69,10 @@ impl ClusterState {
     }
 
     pub fn replace_namespaces(&mut self, namespaces: impl IntoIterator<Item = NamespaceInfo>) {
-        self.namespaces = namespaces.into_iter().map(|n| (n.name.clone(), n)).collect();
+        self.namespaces = namespaces
+            .into_iter()
+            .map(|n| (n.name.clone(), n))
+            .collect();
     }
 
     /// Records the controller owner of a ReplicaSet/Job looked up from the API.
@@ -78,12 +81,14 @@ impl ClusterState {
         if self.grand_owners.len() > 4 * self.pods.len() + 64 {
             self.grand_owners.clear();
         }
-        self.grand_owners.insert(format!("{namespace}/{name}"), owner);
+        self.grand_owners
+            .insert(format!("{namespace}/{name}"), owner);
     }
 
     pub fn grand_owner_of(&self, pod: &PodInfo) -> Option<&Owner> {
         let owner = pod.owner.as_ref()?;
-        self.grand_owners.get(&format!("{}/{}", pod.namespace, owner.name))
+        self.grand_owners
+            .get(&format!("{}/{}", pod.namespace, owner.name))
     }
 
     pub fn pod_count(&self) -> usize {
@@ -106,7 +111,9 @@ impl ClusterState {
         }
         let pod = self.pods.get(identity.pod_uid.as_ref()?)?;
         match pod.containers.as_slice() {
-            [only] if identity.container_id.is_none() || only.id.is_none() => Some((pod, only.name.as_str())),
+            [only] if identity.container_id.is_none() || only.id.is_none() => {
+                Some((pod, only.name.as_str()))
+            }
             _ => None,
         }
     }
@@ -130,10 +137,18 @@ pub struct DesiredClaim {
 /// A change to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    Claim { pid: u32, claim: DesiredClaim },
+    Claim {
+        pid: u32,
+        claim: DesiredClaim,
+    },
     /// Same process, new attributes (an annotation or label changed).
-    Update { pid: u32, claim: DesiredClaim },
-    Release { pid: u32 },
+    Update {
+        pid: u32,
+        claim: DesiredClaim,
+    },
+    Release {
+        pid: u32,
+    },
 }
 
 /// Everything discovery knows, and the claims it made.
@@ -189,7 +204,13 @@ impl Discovery {
         };
         let mut seen = HashSet::with_capacity(self.processes.len());
         for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
             if pid == self.exclude_pid {
                 continue;
             }
@@ -205,9 +226,22 @@ impl Discovery {
                 }
                 Some(_) => {}
                 None => {
-                    let Ok(identity) = cgroup::read_process_identity(&self.proc_root, pid) else { continue };
-                    let exe = if identity.is_empty() { None } else { std::fs::read_link(entry.path().join("exe")).ok() };
-                    self.processes.insert(pid, ProcessEntry { identity, exe, language: None });
+                    let Ok(identity) = cgroup::read_process_identity(&self.proc_root, pid) else {
+                        continue;
+                    };
+                    let exe = if identity.is_empty() {
+                        None
+                    } else {
+                        std::fs::read_link(entry.path().join("exe")).ok()
+                    };
+                    self.processes.insert(
+                        pid,
+                        ProcessEntry {
+                            identity,
+                            exe,
+                            language: None,
+                        },
+                    );
                 }
             }
         }
@@ -225,14 +259,23 @@ impl Discovery {
         }
         for (pid, claim) in &desired {
             match self.claimed.get(pid) {
-                None => changes.push(Change::Claim { pid: *pid, claim: claim.clone() }),
+                None => changes.push(Change::Claim {
+                    pid: *pid,
+                    claim: claim.clone(),
+                }),
                 Some(old) if old.exe != claim.exe => {
                     // A new program in the same PID: the front-end must
                     // re-attach (new ELF, new symbols).
                     changes.push(Change::Release { pid: *pid });
-                    changes.push(Change::Claim { pid: *pid, claim: claim.clone() });
+                    changes.push(Change::Claim {
+                        pid: *pid,
+                        claim: claim.clone(),
+                    });
                 }
-                Some(old) if old != claim => changes.push(Change::Update { pid: *pid, claim: claim.clone() }),
+                Some(old) if old != claim => changes.push(Change::Update {
+                    pid: *pid,
+                    claim: claim.clone(),
+                }),
                 Some(_) => {}
             }
         }
@@ -247,19 +290,45 @@ impl Discovery {
             if process.identity.is_empty() {
                 continue;
             }
-            let Some(exe) = process.exe.clone() else { continue };
-            let Some((pod, container)) = self.cluster.locate(&process.identity) else { continue };
-            let fallback_namespace = NamespaceInfo { name: pod.namespace.clone(), ..Default::default() };
-            let namespace = self.cluster.namespaces.get(&pod.namespace).unwrap_or(&fallback_namespace);
+            let Some(exe) = process.exe.clone() else {
+                continue;
+            };
+            let Some((pod, container)) = self.cluster.locate(&process.identity) else {
+                continue;
+            };
+            let fallback_namespace = NamespaceInfo {
+                name: pod.namespace.clone(),
+                ..Default::default()
+            };
+            let namespace = self
+                .cluster
+                .namespaces
+                .get(&pod.namespace)
+                .unwrap_or(&fallback_namespace);
             let ns_view = NamespaceView {
                 name: &namespace.name,
-                labels: if namespace.labels.is_empty() { &no_labels } else { &namespace.labels },
+                labels: if namespace.labels.is_empty() {
+                    &no_labels
+                } else {
+                    &namespace.labels
+                },
                 annotations: &namespace.annotations,
             };
-            let pod_view = PodView { labels: &pod.labels, annotations: &pod.annotations };
+            let pod_view = PodView {
+                labels: &pod.labels,
+                annotations: &pod.annotations,
+            };
             // First without a language: most pods are not opted in, and then
             // no executable needs to be opened.
-            let decide = |detected| optin::resolve(&self.instrumentations, &ns_view, &pod_view, self.language, detected);
+            let decide = |detected| {
+                optin::resolve(
+                    &self.instrumentations,
+                    &ns_view,
+                    &pod_view,
+                    self.language,
+                    detected,
+                )
+            };
             let first = match decide(None) {
                 Ok(decision) => decision,
                 Err(error) => {
@@ -269,7 +338,9 @@ impl Discovery {
             };
             let claimed = match first {
                 Decision::Skipped(_) => false,
-                Decision::Claimed(claim) if claim.language_source == optin::LanguageSource::Annotation => {
+                Decision::Claimed(claim)
+                    if claim.language_source == optin::LanguageSource::Annotation =>
+                {
                     // Pinned by annotation; still skip a process that is
                     // certainly the other language (e.g. a Python sidecar
                     // script in a Go pod).
@@ -290,8 +361,13 @@ impl Discovery {
                 continue;
             }
             let grand_owner = self.cluster.grand_owner_of(pod);
-            let attributes =
-                metadata::resource_attributes(pod, container, &self.node_name, grand_owner, &BTreeMap::new());
+            let attributes = metadata::resource_attributes(
+                pod,
+                container,
+                &self.node_name,
+                grand_owner,
+                &BTreeMap::new(),
+            );
             desired.insert(*pid, DesiredClaim { exe, attributes });
         }
         desired
@@ -332,7 +408,9 @@ mod tests {
 
     impl FakeProc {
         fn new() -> Self {
-            Self { dir: tempfile::tempdir().expect("tempdir") }
+            Self {
+                dir: tempfile::tempdir().expect("tempdir"),
+            }
         }
 
         fn spawn(&self, pid: u32, container: Option<&str>, exe: &str) {
@@ -355,10 +433,16 @@ mod tests {
     fn python_exe() -> String {
         // The python3 on PATH, resolved (pyenv shims are shell scripts).
         let out = std::process::Command::new("python3")
-            .args(["-c", "import sys, os; print(os.path.realpath(sys.executable))"])
+            .args([
+                "-c",
+                "import sys, os; print(os.path.realpath(sys.executable))",
+            ])
             .output()
             .expect("python3 must be installed for this test");
-        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
     }
 
     fn instrumentations() -> Instrumentations {
@@ -380,7 +464,10 @@ mod tests {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             owner: None,
-            containers: vec![ContainerInfo { name: "app".into(), id: ContainerId::parse(id) }],
+            containers: vec![ContainerInfo {
+                name: "app".into(),
+                id: ContainerId::parse(id),
+            }],
         }
     }
 
@@ -395,11 +482,26 @@ mod tests {
     }
 
     fn discovery(proc: &FakeProc, language: Language) -> Discovery {
-        Discovery::new(language, "kwok-node-0", instrumentations(), proc.dir.path(), 0)
+        Discovery::new(
+            language,
+            "kwok-node-0",
+            instrumentations(),
+            proc.dir.path(),
+            0,
+        )
     }
 
     fn claimed_pids(changes: &[Change]) -> Vec<u32> {
-        changes.iter().filter_map(|c| if let Change::Claim { pid, .. } = c { Some(*pid) } else { None }).collect()
+        changes
+            .iter()
+            .filter_map(|c| {
+                if let Change::Claim { pid, .. } = c {
+                    Some(*pid)
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     #[test]
@@ -408,21 +510,51 @@ mod tests {
         proc.spawn(100, Some(ID_A), GO);
         proc.spawn(200, None, GO);
         let mut discovery = discovery(&proc, Language::Go);
-        discovery.cluster.apply_pod(pod("u1", "shop", "backend-0", ID_A));
+        discovery
+            .cluster
+            .apply_pod(pod("u1", "shop", "backend-0", ID_A));
         discovery.cluster.apply_namespace(namespace("shop", None));
         discovery.scan_processes();
-        assert_eq!(discovery.reconcile(), vec![], "nothing is claimed before opt-in");
+        assert_eq!(
+            discovery.reconcile(),
+            vec![],
+            "nothing is claimed before opt-in"
+        );
 
-        discovery.cluster.apply_namespace(namespace("shop", Some("true")));
+        discovery
+            .cluster
+            .apply_namespace(namespace("shop", Some("true")));
         let changes = discovery.reconcile();
-        assert_eq!(claimed_pids(&changes), vec![100], "only the pod's process, not the host one: {changes:?}");
-        let Change::Claim { claim, .. } = &changes[0] else { panic!("expected a claim, got {changes:?}") };
-        assert_eq!(claim.attributes.get("k8s.pod.name").map(String::as_str), Some("backend-0"));
-        assert_eq!(claim.attributes.get("k8s.namespace.name").map(String::as_str), Some("shop"));
-        assert_eq!(claim.attributes.get("k8s.node.name").map(String::as_str), Some("kwok-node-0"));
+        assert_eq!(
+            claimed_pids(&changes),
+            vec![100],
+            "only the pod's process, not the host one: {changes:?}"
+        );
+        let Change::Claim { claim, .. } = &changes[0] else {
+            panic!("expected a claim, got {changes:?}")
+        };
+        assert_eq!(
+            claim.attributes.get("k8s.pod.name").map(String::as_str),
+            Some("backend-0")
+        );
+        assert_eq!(
+            claim
+                .attributes
+                .get("k8s.namespace.name")
+                .map(String::as_str),
+            Some("shop")
+        );
+        assert_eq!(
+            claim.attributes.get("k8s.node.name").map(String::as_str),
+            Some("kwok-node-0")
+        );
 
         discovery.cluster.apply_namespace(namespace("shop", None));
-        assert_eq!(discovery.reconcile(), vec![Change::Release { pid: 100 }], "removing the annotation releases");
+        assert_eq!(
+            discovery.reconcile(),
+            vec![Change::Release { pid: 100 }],
+            "removing the annotation releases"
+        );
     }
 
     #[test]
@@ -432,10 +564,13 @@ mod tests {
         proc.spawn(101, Some(ID_B), GO);
         let mut discovery = discovery(&proc, Language::Go);
         let mut dark = pod("u2", "shop", "dark", ID_B);
-        dark.annotations.insert("ferrotel.io/instrument".into(), "false".into());
+        dark.annotations
+            .insert("ferrotel.io/instrument".into(), "false".into());
         discovery.cluster.apply_pod(pod("u1", "shop", "lit", ID_A));
         discovery.cluster.apply_pod(dark);
-        discovery.cluster.apply_namespace(namespace("shop", Some("true")));
+        discovery
+            .cluster
+            .apply_namespace(namespace("shop", Some("true")));
         discovery.scan_processes();
         assert_eq!(claimed_pids(&discovery.reconcile()), vec![100]);
     }
@@ -454,8 +589,16 @@ mod tests {
             d.scan_processes();
             d
         };
-        assert_eq!(claimed_pids(&setup(Language::Go).reconcile()), vec![100], "Go probe claims the Go binary");
-        assert_eq!(claimed_pids(&setup(Language::Python).reconcile()), vec![101], "Python probe claims {python}");
+        assert_eq!(
+            claimed_pids(&setup(Language::Go).reconcile()),
+            vec![100],
+            "Go probe claims the Go binary"
+        );
+        assert_eq!(
+            claimed_pids(&setup(Language::Python).reconcile()),
+            vec![101],
+            "Python probe claims {python}"
+        );
     }
 
     #[test]
@@ -463,16 +606,28 @@ mod tests {
         let proc = FakeProc::new();
         proc.spawn(100, Some(ID_A), GO);
         let mut discovery = discovery(&proc, Language::Go);
-        discovery.cluster.apply_pod(pod("u1", "shop", "backend-0", ID_A));
-        discovery.cluster.apply_namespace(namespace("shop", Some("true")));
+        discovery
+            .cluster
+            .apply_pod(pod("u1", "shop", "backend-0", ID_A));
+        discovery
+            .cluster
+            .apply_namespace(namespace("shop", Some("true")));
         discovery.scan_processes();
         assert_eq!(claimed_pids(&discovery.reconcile()), vec![100]);
         proc.exit(100);
         proc.spawn(150, Some(ID_A), GO);
         discovery.scan_processes();
         let changes = discovery.reconcile();
-        assert_eq!(changes.first(), Some(&Change::Release { pid: 100 }), "exit releases: {changes:?}");
-        assert_eq!(claimed_pids(&changes), vec![150], "the new process of the container is claimed");
+        assert_eq!(
+            changes.first(),
+            Some(&Change::Release { pid: 100 }),
+            "exit releases: {changes:?}"
+        );
+        assert_eq!(
+            claimed_pids(&changes),
+            vec![150],
+            "the new process of the container is claimed"
+        );
     }
 
     #[test]
@@ -480,8 +635,12 @@ mod tests {
         let proc = FakeProc::new();
         proc.spawn(100, Some(ID_A), GO);
         let mut discovery = discovery(&proc, Language::Go);
-        discovery.cluster.apply_pod(pod("u1", "shop", "backend-0", ID_A));
-        discovery.cluster.apply_namespace(namespace("shop", Some("true")));
+        discovery
+            .cluster
+            .apply_pod(pod("u1", "shop", "backend-0", ID_A));
+        discovery
+            .cluster
+            .apply_namespace(namespace("shop", Some("true")));
         discovery.scan_processes();
         assert_eq!(claimed_pids(&discovery.reconcile()), vec![100]);
         proc.spawn(100, Some(ID_A), &python_exe());
@@ -494,16 +653,27 @@ mod tests {
         let proc = FakeProc::new();
         proc.spawn(100, Some(ID_A), GO);
         let mut discovery = discovery(&proc, Language::Go);
-        discovery.cluster.apply_pod(pod("u1", "shop", "backend-0", ID_A));
-        discovery.cluster.apply_namespace(namespace("shop", Some("true")));
+        discovery
+            .cluster
+            .apply_pod(pod("u1", "shop", "backend-0", ID_A));
+        discovery
+            .cluster
+            .apply_namespace(namespace("shop", Some("true")));
         discovery.scan_processes();
         discovery.reconcile();
         let mut renamed = pod("u1", "shop", "backend-0", ID_A);
-        renamed.annotations.insert("ferrotel.io/service-name".into(), "billing".into());
+        renamed
+            .annotations
+            .insert("ferrotel.io/service-name".into(), "billing".into());
         discovery.cluster.apply_pod(renamed);
         let changes = discovery.reconcile();
-        let [Change::Update { pid: 100, claim }] = changes.as_slice() else { panic!("expected one update: {changes:?}") };
-        assert_eq!(claim.attributes.get("service.name").map(String::as_str), Some("billing"));
+        let [Change::Update { pid: 100, claim }] = changes.as_slice() else {
+            panic!("expected one update: {changes:?}")
+        };
+        assert_eq!(
+            claim.attributes.get("service.name").map(String::as_str),
+            Some("billing")
+        );
     }
 
     #[test]
@@ -511,8 +681,12 @@ mod tests {
         let proc = FakeProc::new();
         proc.spawn(100, Some(ID_A), GO);
         let mut discovery = discovery(&proc, Language::Go);
-        discovery.cluster.apply_pod(pod("u1", "shop", "backend-0", ID_A));
-        discovery.cluster.apply_namespace(namespace("shop", Some("true")));
+        discovery
+            .cluster
+            .apply_pod(pod("u1", "shop", "backend-0", ID_A));
+        discovery
+            .cluster
+            .apply_namespace(namespace("shop", Some("true")));
         discovery.scan_processes();
         discovery.reconcile();
         discovery.cluster.delete_pod("u1");

@@ -1,0 +1,3 @@
+module ferrotel.demo/backend
+
+go 1.23
