@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Python overhead benchmark: one run, side by side, on this machine.
+#
+#   bench/python/run.sh [--duration SECONDS] [--out FILE]
+#
+# For a Flask app (gunicorn, threaded gthread worker) and a FastAPI app
+# (uvicorn), each measured as
+#   bare   | under ferrotel-probe --language python | under opentelemetry-instrument
+# (the OpenTelemetry Python SDK exporting OTLP/HTTP to the collector):
+# throughput, p50/p99 latency (wrk), CPU per request of app + probe, probe RSS.
+# Then the throughput of an *uninstrumented* stdlib server on the same node
+# without and with the probe attached to another process: syscall
+# tracepoints run for every process, so everyone pays the filter.
+#
+# The server runs on CPU 0; wrk, the probe and the collector on CPU 1.
+# Needs root (eBPF), `make tools` (venv, wrk, otelcol) and a built probe
+# (cargo build -p ferrotel-probe --release is used if missing).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cache=${FERROTEL_CACHE:-$HOME/.cache/ferrotel}
+venv=$cache/venv/bin
+bin=${FERROTEL_BIN:-$cache/bin}
+duration=10
+out=$repo/bench/results/python.md
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --duration) duration=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+[[ $(id -u) -eq 0 ]] || { echo "bench/python/run.sh needs root: the probe loads eBPF programs" >&2; exit 1; }
+for tool in "$venv/gunicorn" "$venv/uvicorn" "$venv/opentelemetry-instrument" "$bin/otelcol" "$(command -v wrk)"; do
+  [[ -x $tool ]] || { echo "missing $tool: run 'make tools'" >&2; exit 1; }
+done
+
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+probe=$target_dir/release/ferrotel-probe
+if [[ ! -x $probe ]]; then
+  (cd "$repo" && cargo build -q --release -p ferrotel-probe --bin ferrotel-probe)
+fi
+
+work=$(mktemp -d /tmp/ferrotel-bench-python.XXXXXX)
+pids_to_kill=()
+cleanup() {
+  for pid in "${pids_to_kill[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "nothing listens on $1" >&2; return 1; }
+
+# CPU ticks (utime+stime) of a process group.
+group_ticks() {
+  local pgid=$1 total=0 pid stat
+  for pid in $(pgrep -g "$pgid" 2>/dev/null); do
+    stat=$(cut -d')' -f2- "/proc/$pid/stat" 2>/dev/null) || continue
+    total=$((total + $(awk '{print $12 + $13}' <<<"$stat")))
+  done
+  echo "$total"
+}
+ticks_per_s=$(getconf CLK_TCK)
+
+# ------------------------------------------------------------ collector
+grpc=$(free_port); http=$(free_port)
+cat > "$work/otelcol.yaml" <<EOF
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: 127.0.0.1:$grpc}
+      http: {endpoint: 127.0.0.1:$http}
+exporters:
+  nop: {}
+service:
+  telemetry: {metrics: {level: none}}
+  pipelines:
+    traces: {receivers: [otlp], exporters: [nop]}
+    metrics: {receivers: [otlp], exporters: [nop]}
+EOF
+setsid taskset -c 1 "$bin/otelcol" --config "$work/otelcol.yaml" > "$work/otelcol.log" 2>&1 &
+pids_to_kill+=($!)
+wait_port "$grpc"
+
+# --------------------------------------------------------------- helpers
+app_pgid=""
+start_app() { # kind variant port
+  local kind=$1 variant=$2 port=$3 cmd=()
+  case $kind in
+    flask) cmd=("$venv/gunicorn" -k gthread -w 1 --threads 8 -b "127.0.0.1:$port" flask_app:app) ;;
+    fastapi) cmd=("$venv/uvicorn" --host 127.0.0.1 --port "$port" --no-access-log fastapi_app:app) ;;
+    stdlib) cmd=("$venv/python" stdlib_server.py "$port") ;;
+  esac
+  if [[ $variant == otel ]]; then
+    cmd=("$venv/opentelemetry-instrument" "${cmd[@]}")
+  fi
+  (cd "$repo/e2e/apps/python" && OTEL_SERVICE_NAME=bench-$kind OTEL_TRACES_EXPORTER=otlp OTEL_METRICS_EXPORTER=otlp OTEL_LOGS_EXPORTER=none \
+    OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$http \
+    exec setsid taskset -c 0 "${cmd[@]}" > "$work/app-$kind-$variant.log" 2>&1) &
+  app_pgid=$!
+  pids_to_kill+=("$app_pgid")
+  wait_port "$port"
+}
+stop_group() { kill -TERM -- "-$1" 2>/dev/null || true; for _ in $(seq 100); do pgrep -g "$1" >/dev/null || return 0; sleep 0.05; done; kill -KILL -- "-$1" 2>/dev/null || true; }
+
+probe_pid=""
+start_probe() { # port
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$grpc setsid taskset -c 1 "$probe" --language python --open-port "$1" \
+    --metrics-addr "127.0.0.1:$(free_port)" --rescan-millis 200 > "$work/probe.log" 2>&1 &
+  probe_pid=$!
+  pids_to_kill+=("$probe_pid")
+  for _ in $(seq 200); do grep -q "Tracing process sockets" "$work/probe.log" && return 0; sleep 0.05; done
+  echo "the probe did not attach; log:" >&2; tail -20 "$work/probe.log" >&2; exit 1
+}
+stop_probe() { kill -TERM "$probe_pid" 2>/dev/null || true; wait "$probe_pid" 2>/dev/null || true; probe_pid=""; }
+
+# wrk -> "rps p50_ms p99_ms requests"
+load() { # url
+  taskset -c 1 wrk -t1 -c16 -d"${duration}s" --latency "$1" > "$work/wrk.txt" 2>&1
+  awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+    /Requests\/sec/ { rps = $2 }
+    /^ +50%/ { p50 = ms($2) }
+    /^ +99%/ { p99 = ms($2) }
+    /requests in/ { n = $1 }
+    END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, n }' "$work/wrk.txt"
+}
+
+rows=()
+measure() { # kind variant
+  local kind=$1 variant=$2 port
+  port=$(free_port)
+  start_app "$kind" "$variant" "$port"
+  if [[ $variant == probe ]]; then start_probe "$port"; fi
+  # Warm-up (imports, JIT-free but caches, connection pools).
+  taskset -c 1 wrk -t1 -c16 -d2s "http://127.0.0.1:$port/users/1" > /dev/null 2>&1
+  local app_before probe_before=0 app_after probe_after=0 rss="-"
+  app_before=$(group_ticks "$app_pgid")
+  [[ -n $probe_pid ]] && probe_before=$(group_ticks "$probe_pid")
+  read -r rps p50 p99 n < <(load "http://127.0.0.1:$port/users/1")
+  app_after=$(group_ticks "$app_pgid")
+  if [[ -n $probe_pid ]]; then
+    probe_after=$(group_ticks "$probe_pid")
+    rss="$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$probe_pid/status") MiB"
+    stop_probe
+  fi
+  stop_group "$app_pgid"
+  local cpu_us
+  cpu_us=$(awk -v a=$((app_after - app_before)) -v p=$((probe_after - probe_before)) -v t="$ticks_per_s" -v n="$n" \
+    'BEGIN { printf "%.0f", (a + p) / t * 1e6 / (n > 0 ? n : 1) }')
+  rows+=("$kind|$variant|$rps|$p50|$p99|$cpu_us|$rss")
+  echo "  $kind $variant: $rps req/s, p50 $p50 ms, p99 $p99 ms, ${cpu_us} µs CPU/request, probe RSS $rss" >&2
+}
+
+echo "Python benchmark: ${duration}s per measurement" >&2
+for kind in flask fastapi; do
+  for variant in bare probe otel; do
+    measure "$kind" "$variant"
+  done
+done
+
+# Bystander: an uninstrumented server while the probe traces another process.
+bystander=()
+bport=$(free_port)
+start_app stdlib bare "$bport"
+bystander_pgid=$app_pgid
+read -r b_rps _ _ _ < <(load "http://127.0.0.1:$bport/users/1")
+bystander+=("$b_rps")
+tport=$(free_port)
+start_app flask bare "$tport"
+traced_pgid=$app_pgid
+start_probe "$tport"
+read -r b2_rps _ _ _ < <(load "http://127.0.0.1:$bport/users/1")
+bystander+=("$b2_rps")
+stop_probe
+stop_group "$traced_pgid"
+stop_group "$bystander_pgid"
+
+# ---------------------------------------------------------------- report
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+declare -A base
+for row in "${rows[@]}"; do
+  IFS='|' read -r kind variant rps _ <<<"$row"
+  [[ $variant == bare ]] && base[$kind]=$rps
+done
+{
+  echo "# Python overhead: bare vs ferrotel-probe vs OpenTelemetry SDK"
+  echo
+  echo "Generated by \`make bench\` (\`bench/python/run.sh --duration $duration\`) on $(date -u '+%Y-%m-%d %H:%M UTC')."
+  echo
+  echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $("$venv/python" --version)."
+  echo "Server pinned to CPU 0; wrk (\`wrk -t1 -c16 -d${duration}s --latency /users/1\`), the probe and the collector (nop exporter) on CPU 1."
+  echo "Flask: gunicorn 1 gthread worker, 8 threads. FastAPI: uvicorn, 1 worker (asyncio, h11)."
+  echo "OTel SDK: \`opentelemetry-instrument\` (distro + Flask/FastAPI instrumentation), OTLP/HTTP to the collector."
+  echo "Probe: \`ferrotel-probe --language python --open-port <port>\` (release build), OTLP/gRPC to the collector."
+  echo "CPU per request = (app CPU + probe CPU) / requests, from /proc/<pid>/stat. Noise between runs is ±5–8 % on this VM."
+  echo
+  echo "| App | Variant | req/s | × bare | p50 ms | p99 ms | CPU µs/request (app + probe) | probe RSS |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|"
+  for row in "${rows[@]}"; do
+    IFS='|' read -r kind variant rps p50 p99 cpu rss <<<"$row"
+    echo "| $kind | $variant | $rps | $(ratio "$rps" "${base[$kind]}") | $p50 | $p99 | $cpu | $rss |"
+  done
+  echo
+  echo "Uninstrumented bystander (stdlib http.server on CPU 0, not claimed) while the probe traces a Flask app:"
+  echo
+  echo "| Bystander | req/s | × without probe |"
+  echo "|---|---:|---:|"
+  echo "| without probe | ${bystander[0]} | 1.00 |"
+  echo "| probe attached to another process | ${bystander[1]} | $(ratio "${bystander[1]}" "${bystander[0]}") |"
+} > "$out"
+echo "Wrote $out" >&2
+cat "$out"
