@@ -129,6 +129,20 @@ load() { # url
     END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, n }' "$work/wrk.txt"
 }
 
+# Per-program kernel cost while the probe ran (kernel.bpf_stats_enabled=1):
+# "| program | runs | ns/run |" rows for the py_* programs.
+kernel_cost() {
+  bpftool -j prog show 2>/dev/null | python3 -c '
+import json, sys
+for p in json.load(sys.stdin):
+    name = p.get("name", "")
+    runs = p.get("run_cnt", 0)
+    total = p.get("run_time_ns", 0)
+    if name.startswith("py_") and runs:
+        print("| %s | %d | %.0f |" % (name, runs, total / runs))
+'
+}
+
 rows=()
 measure() { # kind variant
   local kind=$1 variant=$2 port
@@ -144,6 +158,7 @@ measure() { # kind variant
   app_after=$(group_ticks "$app_pgid")
   if [[ -n $probe_pid ]]; then
     probe_after=$(group_ticks "$probe_pid")
+    kernel_cost "$kind" > "$work/kernel-$kind.txt"
     rss="$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$probe_pid/status") MiB"
     stop_probe
   fi
@@ -156,6 +171,9 @@ measure() { # kind variant
 }
 
 echo "Python benchmark: ${duration}s per measurement" >&2
+stats_before=$(sysctl -n kernel.bpf_stats_enabled)
+sysctl -qw kernel.bpf_stats_enabled=1
+trap 'sysctl -qw kernel.bpf_stats_enabled="$stats_before"; cleanup' EXIT
 for kind in flask fastapi; do
   for variant in bare probe otel; do
     measure "$kind" "$variant"
@@ -211,6 +229,14 @@ done
   echo "|---|---:|---:|"
   echo "| without probe | ${bystander[0]} | 1.00 |"
   echo "| probe attached to another process | ${bystander[1]} | $(ratio "${bystander[1]}" "${bystander[0]}") |"
+  for kind in flask fastapi; do
+    echo
+    echo "Kernel cost per program run during the $kind probe measurement (\`bpftool prog show\`, kernel.bpf_stats_enabled=1; names truncated by the kernel; runs include every process on the node):"
+    echo
+    echo "| program | runs | ns/run |"
+    echo "|---|---:|---:|"
+    cat "$work/kernel-$kind.txt"
+  done
 } > "$out"
 echo "Wrote $out" >&2
 cat "$out"
