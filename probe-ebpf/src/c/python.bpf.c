@@ -143,6 +143,8 @@ static __always_inline int on_io_exit(struct ft_sys_exit_ctx *ctx)
         return 0;
     struct ft_inflight io = *found;
     bpf_map_delete_elem(&inflight, &pid_tgid);
+    if (io.kind != FT_IO_FLAT && io.kind != FT_IO_IOV)
+        return 0; /* an interrupted connect: not ours to report */
     __s64 ret = ctx->ret;
     if (ret <= 0)
         return 0; /* error, EAGAIN or EOF: nothing moved; close ends the connection */
