@@ -11,12 +11,12 @@
 //! ```
 
 pub mod config;
-pub mod export;
 pub mod ebpf;
+pub mod export;
 pub mod frontend;
 pub mod health;
-pub mod runtime;
 pub mod http1;
 pub mod python;
+pub mod runtime;
 pub mod targets;
 pub mod telemetry;

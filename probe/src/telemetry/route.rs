@@ -164,7 +164,12 @@ impl RouteTemplater {
                 capped: false,
             };
         };
-        let seen = self.seen.entry(service.to_owned()).or_default();
+        // Look up before inserting: this runs once per request, and the
+        // service key only needs allocating the first time.
+        if !self.seen.contains_key(service) {
+            self.seen.insert(service.to_owned(), HashSet::new());
+        }
+        let seen = self.seen.get_mut(service).expect("inserted above");
         if seen.contains(&route) || route == OVERFLOW_ROUTE {
             return Routed {
                 route: Some(route),
