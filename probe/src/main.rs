@@ -47,7 +47,13 @@ async fn main() -> ExitCode {
     let result = match config.language {
         Language::Go => runtime::run(config, Unavailable(Language::Go), targets, stop).await,
         Language::Python => {
-            runtime::run(config, ferrotel_probe::python::PythonFrontend, targets, stop).await
+            runtime::run(
+                config,
+                ferrotel_probe::python::PythonFrontend,
+                targets,
+                stop,
+            )
+            .await
         }
     };
     match result {
