@@ -531,9 +531,9 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
     let t2 = expect_matches(
         bed,
         &mut operator,
-        "api opted out by pod annotation",
+        "api opted out by pod annotation (payments stays listed: opted in as a whole)",
         1,
-        &[APPS],
+        &[payments, APPS],
     )
     .await;
 
