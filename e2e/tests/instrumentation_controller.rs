@@ -101,6 +101,7 @@ fn language_status<'a>(inst: &'a Value, language: &str) -> Option<&'a Value> {
 struct Operator {
     process: Process,
     log: PathBuf,
+    metrics_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -108,11 +109,12 @@ impl Operator {
     fn start(bed: &TestBed) -> Operator {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("operator.log");
+        let metrics_port = ferrotel_e2e::free_port();
         let binary = workspace_binary("ferrotel-operator").unwrap_or_else(|e| panic!("{e}"));
         let mut cmd = Command::new(binary);
         cmd.args([
             "--metrics-addr",
-            &format!("127.0.0.1:{}", ferrotel_e2e::free_port()),
+            &format!("127.0.0.1:{metrics_port}"),
             "--health-addr",
             &format!("127.0.0.1:{}", ferrotel_e2e::free_port()),
             "--log-format",
@@ -126,6 +128,7 @@ impl Operator {
         Operator {
             process,
             log,
+            metrics_port,
             _dir: dir,
         }
     }
@@ -134,6 +137,30 @@ impl Operator {
         self.process
             .check_running()
             .map_err(|e| format!("fatal: operator died: {e}"))
+    }
+
+    /// Reconciles of Instrumentations that have finished (the duration
+    /// histogram records when a reconcile ends).
+    fn finished_reconciles(&self) -> Result<u64, String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .map_err(|e| format!("connect to /metrics: {e}"))?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut body = String::new();
+        stream
+            .read_to_string(&mut body)
+            .map_err(|e| e.to_string())?;
+        body.lines()
+            .find(|l| {
+                l.starts_with("ferrotel_operator_reconcile_duration_seconds_count")
+                    && l.contains("controller=\"instrumentation\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .ok_or_else(|| format!("no instrumentation reconcile count in /metrics:\n{body}"))
     }
 
     fn tail(&self) -> String {
@@ -567,6 +594,36 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
     )
     .await;
     eprintln!("opt-in latencies: namespace {t1:?}, pod {t2:?}, removal {t3:?}");
+
+    // A pod event that changes nothing is re-evaluated but writes no status.
+    let before = kubectl_json(bed, &["get", "instrumentation", "default", "-n", NS])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let reconciles = operator
+        .finished_reconciles()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bystanders = bed.create_namespace("bystanders").await;
+    create_pod(bed, &bystanders, "idle", &nodes[1], &[]);
+    wait_for(
+        "the operator to re-evaluate after the bystander pod",
+        TIMEOUT,
+        || {
+            let count = operator.finished_reconciles();
+            async move {
+                match count? {
+                    n if n > reconciles => Ok(()),
+                    n => Err(format!("{n} reconciles finished, was {reconciles}")),
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.tail()));
+    let after = kubectl_json(bed, &["get", "instrumentation", "default", "-n", NS])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"],
+        "nothing changed for this Instrumentation, so its status must not be written"
+    );
     assert_eq!(
         pod_uids(bed, &[APPS, payments]),
         uids_before,
