@@ -195,7 +195,9 @@ fn probe_daemon_sets(bed: &TestBed) -> Result<Value, String> {
             "-n",
             NS,
             "-l",
-            "app.kubernetes.io/name=ferrotel-probe",
+            // The sample's probes only (a second Instrumentation's children
+            // are garbage-collected asynchronously after it is deleted).
+            "app.kubernetes.io/name=ferrotel-probe,app.kubernetes.io/instance=default",
         ],
     )
 }
@@ -643,6 +645,93 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
         .filter(|c| c["restartCount"].as_i64().unwrap_or(0) > 0)
         .collect();
     assert!(restarts.is_empty(), "no container restarted: {restarts:?}");
+
+    // 3b. A second Instrumentation makes the sample namespace's "true"
+    // ambiguous: both report it, nothing is matched; deleting it heals.
+    let other = format!(
+        "apiVersion: ferrotel.io/v1alpha1\nkind: Instrumentation\nmetadata: {{name: other, namespace: {NS}}}\n\
+         spec: {{languages: [go], exporter: {{endpoint: \"http://collector.example:4317\"}}}}\n"
+    );
+    kubectl(bed, &["apply", "--server-side", "-f", "-"], Some(&other))
+        .unwrap_or_else(|e| panic!("apply the second Instrumentation: {e}"));
+    let message = wait_instrumentation(
+        bed,
+        &mut operator,
+        "Degraded=AmbiguousInstrumentation",
+        TIMEOUT,
+        |inst| {
+            let matched_go = matched(inst, "go")?;
+            match condition(inst, "Degraded") {
+                Some(c) if c["reason"] == "AmbiguousInstrumentation" && matched_go.0 == 0 => {
+                    Ok(c["message"].as_str().unwrap_or_default().to_owned())
+                }
+                other => Err(format!("Degraded is {other:?}, go matched {matched_go:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        message.contains("otel/default")
+            && message.contains("otel/other")
+            && message.contains("\"shop\""),
+        "the message names the namespace and both candidates: {message}"
+    );
+    kubectl(
+        bed,
+        &[
+            "delete",
+            "instrumentation",
+            "other",
+            "-n",
+            NS,
+            "--wait=true",
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("delete the second Instrumentation: {e}"));
+    wait_instrumentation(
+        bed,
+        &mut operator,
+        "healed after the second one is gone",
+        TIMEOUT,
+        |inst| match (condition(inst, "Degraded"), matched(inst, "go")?) {
+            (Some(c), (1, _)) if c["status"] == "False" => Ok(()),
+            (c, m) => Err(format!("Degraded {c:?}, go matched {m:?}")),
+        },
+    )
+    .await;
+
+    // CEL in the schema rejects what it can say is wrong, with the fix.
+    for (spec, expected) in [
+        (
+            "{languages: [go], exporter: {endpoint: \"http://a:4317\", collectorRef: {name: x}}}",
+            "set exactly one of exporter.collectorRef and exporter.endpoint",
+        ),
+        (
+            "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, sampler: {type: traceidratio, ratio: \"1.5\"}}",
+            "sampler.ratio must be a decimal",
+        ),
+        (
+            "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, go: {ringBufferBytes: 5000}}",
+            "ringBufferBytes must be a power of two",
+        ),
+    ] {
+        let bad = format!(
+            "apiVersion: ferrotel.io/v1alpha1\nkind: Instrumentation\nmetadata: {{name: bad, namespace: {NS}}}\nspec: {spec}\n"
+        );
+        match kubectl(
+            bed,
+            &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+            Some(&bad),
+        ) {
+            Ok(out) => panic!("the API server accepted an invalid spec {spec}: {out}"),
+            Err(e) => assert!(
+                e.contains(expected),
+                "rejection of {spec} should say {expected:?}: {e}"
+            ),
+        }
+    }
 
     // 4. GitOps: the stored spec is the applied manifest, and applying the
     // same file again (server-side dry run) changes nothing.
