@@ -14,6 +14,7 @@ pub mod config;
 pub mod ebpf;
 pub mod export;
 pub mod frontend;
+pub mod golang;
 pub mod health;
 pub mod http1;
 pub mod python;

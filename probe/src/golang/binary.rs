@@ -1,0 +1,487 @@
+//! Analysis of one Go executable: is it Go, which Go and module versions,
+//! where are the probed functions and their RET instructions, and which
+//! struct offsets apply. The result is cached by (device, inode, Go build
+//! ID), so a binary replaced on disk is analysed afresh and never probed
+//! with a stale layout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ferrotel_probe_ebpf::go::GoOffsets;
+use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+use object::{Object, ObjectSection, ObjectSymbol};
+
+use super::buildinfo::{BuildInfo, BuildInfoError, parse_go_version};
+use super::dwarf::{self, DwarfError, FieldOffsets};
+use super::offsets::{self, ALL_FIELDS, Feature, GOID_FIELD, OffsetsSource, OffsetsTable};
+use super::pclntab::{self, FuncRange};
+
+/// The functions the probes attach to.
+pub mod symbols {
+    pub const HTTP_SERVER: &str = "net/http.serverHandler.ServeHTTP";
+    pub const HTTP_CLIENT: &str = "net/http.(*Transport).roundTrip";
+    pub const GRPC_SERVER: &str = "google.golang.org/grpc.(*Server).handleStream";
+    pub const GRPC_STATUS: &str =
+        "google.golang.org/grpc/internal/transport.(*http2Server).WriteStatus";
+    pub const GRPC_CLIENT: &str = "google.golang.org/grpc.(*ClientConn).Invoke";
+    pub const NEWPROC: &str = "runtime.newproc1";
+    pub const ALL: [&str; 6] = [
+        HTTP_SERVER,
+        HTTP_CLIENT,
+        GRPC_SERVER,
+        GRPC_STATUS,
+        GRPC_CLIENT,
+        NEWPROC,
+    ];
+    /// The itab that marks a gRPC status error (compared in the client RET probe).
+    pub const STATUS_ERROR_ITAB: &str =
+        "go:itab.*google.golang.org/grpc/internal/status.Error,error";
+}
+
+/// Oldest Go the probes understand: register ABI (1.17) and inline build
+/// info (1.18).
+pub const MIN_GO: (u32, u32) = (1, 18);
+
+/// Why a binary cannot be probed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error("failed to read executable {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("executable {path} is not a valid ELF file")]
+    Elf {
+        path: PathBuf,
+        #[source]
+        source: object::Error,
+    },
+    #[error("executable {path} is not a Go program (no .go.buildinfo section)")]
+    NotGo { path: PathBuf },
+    #[error("executable {path} has unreadable Go build info")]
+    BuildInfo {
+        path: PathBuf,
+        #[source]
+        source: BuildInfoError,
+    },
+    #[error(
+        "executable {path} was built with {version}; the Go probe needs Go 1.18 or newer (register ABI)"
+    )]
+    TooOld { path: PathBuf, version: String },
+    #[error("executable {path} is not an x86-64 binary; the Go probe reads amd64 registers")]
+    Arch { path: PathBuf },
+    #[error("executable {path} has neither a symbol table nor a readable .gopclntab")]
+    NoFunctions {
+        path: PathBuf,
+        #[source]
+        source: Option<pclntab::PclntabError>,
+    },
+    #[error("executable {path} has malformed DWARF")]
+    Dwarf {
+        path: PathBuf,
+        #[source]
+        source: DwarfError,
+    },
+    #[error(
+        "executable {path} ({go_version}) has no DWARF and the offsets table has no entry for it; \
+         rebuild without -ldflags=-w, or add this Go version to the table (go-offsets-gen)"
+    )]
+    UnknownOffsets { path: PathBuf, go_version: String },
+}
+
+impl AnalysisError {
+    /// Bounded label for the refusal metric.
+    pub fn category(&self) -> &'static str {
+        match self {
+            AnalysisError::Read { .. } => "read",
+            AnalysisError::Elf { .. } | AnalysisError::Arch { .. } => "not_elf_amd64",
+            AnalysisError::NotGo { .. } => "not_go",
+            AnalysisError::BuildInfo { .. } | AnalysisError::TooOld { .. } => "go_version",
+            AnalysisError::NoFunctions { .. } => "no_functions",
+            AnalysisError::Dwarf { .. } => "dwarf",
+            AnalysisError::UnknownOffsets { .. } => "unknown_offsets",
+        }
+    }
+}
+
+/// Identity of an executable's contents: the analysis cache key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BinaryKey {
+    pub dev: u64,
+    pub inode: u64,
+    /// The Go build ID (`.note.go.buildid`); empty if absent.
+    pub build_id: String,
+}
+
+/// Where to put the probes of one function, as file offsets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeSite {
+    pub symbol: &'static str,
+    /// File offset of the first instruction.
+    pub entry: u64,
+    /// File offsets of every RET instruction.
+    pub returns: Vec<u64>,
+}
+
+/// Everything the attach step needs to know about one executable.
+#[derive(Clone, Debug)]
+pub struct GoBinary {
+    pub key: BinaryKey,
+    pub build: BuildInfo,
+    /// Probe sites of the functions present in the binary.
+    pub sites: BTreeMap<&'static str, ProbeSite>,
+    /// The value written to `go_offsets` for processes of this binary.
+    pub offsets: GoOffsets,
+    pub offsets_source: OffsetsSource,
+    /// Named field offsets (for diagnostics and the table generator).
+    pub fields: FieldOffsets,
+    /// Features that can be attached, and why the others cannot.
+    pub features: BTreeMap<Feature, Result<(), String>>,
+}
+
+impl GoBinary {
+    /// Reads and analyses the executable at `path` (e.g. `/proc/<pid>/exe`).
+    pub fn analyze(path: &Path) -> Result<Self, AnalysisError> {
+        let read_err = |source| AnalysisError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        let data = std::fs::read(path).map_err(read_err)?;
+        Self::analyze_bytes(
+            path,
+            &data,
+            meta.dev(),
+            meta.ino(),
+            &OffsetsTable::builtin().clone(),
+        )
+    }
+
+    /// Analysis of an executable's bytes (separate from I/O for tests).
+    pub fn analyze_bytes(
+        path: &Path,
+        data: &[u8],
+        dev: u64,
+        inode: u64,
+        table: &OffsetsTable,
+    ) -> Result<Self, AnalysisError> {
+        let path_buf = || path.to_owned();
+        let file = object::File::parse(data).map_err(|source| AnalysisError::Elf {
+            path: path_buf(),
+            source,
+        })?;
+        if file.architecture() != object::Architecture::X86_64 {
+            return Err(AnalysisError::Arch { path: path_buf() });
+        }
+        let build = read_build_info(&file, path)?;
+        match build.go_minor() {
+            Some(v) if v >= MIN_GO => {}
+            _ => {
+                return Err(AnalysisError::TooOld {
+                    path: path_buf(),
+                    version: build.go_version.clone(),
+                });
+            }
+        }
+        let key = BinaryKey {
+            dev,
+            inode,
+            build_id: go_build_id(&file).unwrap_or_default(),
+        };
+
+        let functions = find_functions(&file, path)?;
+        let mut sites = BTreeMap::new();
+        for (name, range) in &functions {
+            let Some(symbol) = symbols::ALL.iter().find(|s| *s == name) else {
+                continue;
+            };
+            if let Some(site) = probe_site(&file, symbol, *range) {
+                sites.insert(*symbol, site);
+            }
+        }
+
+        let (fields, offsets_source) = match dwarf::field_offsets(&file, ALL_FIELDS) {
+            Ok(fields) => (fields, OffsetsSource::Dwarf),
+            Err(DwarfError::Missing) => {
+                let (fields, entries) = table.lookup(&build);
+                if !fields.contains_key(GOID_FIELD) {
+                    return Err(AnalysisError::UnknownOffsets {
+                        path: path_buf(),
+                        go_version: build.go_version.clone(),
+                    });
+                }
+                (fields, OffsetsSource::Table { entries })
+            }
+            Err(source) => {
+                return Err(AnalysisError::Dwarf {
+                    path: path_buf(),
+                    source,
+                });
+            }
+        };
+        if !fields.contains_key(GOID_FIELD) {
+            return Err(AnalysisError::UnknownOffsets {
+                path: path_buf(),
+                go_version: build.go_version.clone(),
+            });
+        }
+
+        let itab = symbol_address(&file, symbols::STATUS_ERROR_ITAB).unwrap_or(0);
+        let offsets = offsets::to_wire(&fields, offsets::uses_swiss_maps(&build), itab);
+        let features = Feature::ALL
+            .iter()
+            .map(|feature| (*feature, feature_status(*feature, &sites, &fields)))
+            .collect();
+        Ok(GoBinary {
+            key,
+            build,
+            sites,
+            offsets,
+            offsets_source,
+            fields,
+            features,
+        })
+    }
+
+    /// Features whose functions and fields are all present.
+    pub fn attachable(&self) -> impl Iterator<Item = Feature> + '_ {
+        self.features
+            .iter()
+            .filter(|(_, s)| s.is_ok())
+            .map(|(f, _)| *f)
+    }
+}
+
+/// The functions a feature attaches to (entry + RETs unless noted).
+pub fn feature_symbols(feature: Feature) -> &'static [&'static str] {
+    match feature {
+        Feature::HttpServer => &[symbols::HTTP_SERVER],
+        Feature::HttpClient => &[symbols::HTTP_CLIENT],
+        Feature::GrpcServer => &[symbols::GRPC_SERVER, symbols::GRPC_STATUS],
+        Feature::GrpcClient => &[symbols::GRPC_CLIENT],
+    }
+}
+
+fn feature_status(
+    feature: Feature,
+    sites: &BTreeMap<&'static str, ProbeSite>,
+    fields: &FieldOffsets,
+) -> Result<(), String> {
+    let missing_symbols: Vec<&str> = feature_symbols(feature)
+        .iter()
+        .copied()
+        .filter(|s| !sites.contains_key(s))
+        .collect();
+    if !missing_symbols.is_empty() {
+        return Err(format!(
+            "function(s) not in binary: {}",
+            missing_symbols.join(", ")
+        ));
+    }
+    let missing_fields: Vec<&str> = feature
+        .required_fields()
+        .iter()
+        .copied()
+        .filter(|f| !fields.contains_key(*f))
+        .collect();
+    if !missing_fields.is_empty() {
+        return Err(format!(
+            "struct offsets unknown: {}",
+            missing_fields.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn read_build_info(file: &object::File<'_>, path: &Path) -> Result<BuildInfo, AnalysisError> {
+    let section = file
+        .section_by_name(".go.buildinfo")
+        .ok_or_else(|| AnalysisError::NotGo {
+            path: path.to_owned(),
+        })?;
+    let data = section.data().map_err(|source| AnalysisError::Elf {
+        path: path.to_owned(),
+        source,
+    })?;
+    BuildInfo::parse(data).map_err(|source| AnalysisError::BuildInfo {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The Go build ID from the `.note.go.buildid` ELF note (name "Go", type 4).
+fn go_build_id(file: &object::File<'_>) -> Option<String> {
+    let data = file.section_by_name(".note.go.buildid")?.data().ok()?;
+    let u32_at = |o: usize| {
+        data.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let namesz = u32_at(0)? as usize;
+    let descsz = u32_at(4)? as usize;
+    let desc_start = 12 + namesz.div_ceil(4) * 4;
+    let desc = data.get(desc_start..desc_start + descsz)?;
+    Some(String::from_utf8_lossy(desc).into_owned())
+}
+
+fn symbol_address(file: &object::File<'_>, name: &str) -> Option<u64> {
+    file.symbols()
+        .find(|s| s.name() == Ok(name))
+        .map(|s| s.address())
+}
+
+/// Address ranges of the probed functions: from `.symtab` when present,
+/// else from the runtime's own `.gopclntab` (stripped binaries).
+fn find_functions(
+    file: &object::File<'_>,
+    path: &Path,
+) -> Result<HashMap<String, FuncRange>, AnalysisError> {
+    let mut found = HashMap::new();
+    for symbol in file.symbols() {
+        if let Ok(name) = symbol.name()
+            && symbols::ALL.contains(&name)
+            && symbol.size() > 0
+        {
+            found.insert(
+                name.to_owned(),
+                FuncRange {
+                    start: symbol.address(),
+                    end: symbol.address() + symbol.size(),
+                },
+            );
+        }
+    }
+    if !found.is_empty() {
+        return Ok(found);
+    }
+    let no_functions = |source| AnalysisError::NoFunctions {
+        path: path.to_owned(),
+        source,
+    };
+    let section = file
+        .section_by_name(".gopclntab")
+        .ok_or_else(|| no_functions(None))?;
+    let data = section.data().map_err(|source| AnalysisError::Elf {
+        path: path.to_owned(),
+        source,
+    })?;
+    let text_start = file
+        .section_by_name(".text")
+        .map(|s| s.address())
+        .unwrap_or(0);
+    pclntab::find_functions(data, text_start, &symbols::ALL).map_err(|e| no_functions(Some(e)))
+}
+
+/// Decodes the function and lists its RETs, as file offsets.
+fn probe_site(
+    file: &object::File<'_>,
+    symbol: &'static str,
+    range: FuncRange,
+) -> Option<ProbeSite> {
+    let text = file
+        .sections()
+        .find(|s| s.address() <= range.start && range.end <= s.address() + s.size())?;
+    let (file_start, _) = text.file_range()?;
+    let bytes = text.data().ok()?;
+    let lo = usize::try_from(range.start - text.address()).ok()?;
+    let hi = usize::try_from(range.end - text.address()).ok()?;
+    let code = bytes.get(lo..hi)?;
+    let returns = ret_offsets(code, range.start)
+        .into_iter()
+        .map(|addr| addr - text.address() + file_start)
+        .collect::<Vec<_>>();
+    if returns.is_empty() {
+        return None;
+    }
+    Some(ProbeSite {
+        symbol,
+        entry: range.start - text.address() + file_start,
+        returns,
+    })
+}
+
+/// Virtual addresses of the RET instructions in `code` (which starts at `ip`).
+pub fn ret_offsets(code: &[u8], ip: u64) -> Vec<u64> {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut rets = Vec::new();
+    for instruction in &mut decoder {
+        if instruction.mnemonic() == Mnemonic::Ret {
+            rets.push(instruction.ip());
+        }
+    }
+    rets
+}
+
+/// Analyses shared by every process running the same executable contents.
+#[derive(Debug, Default)]
+pub struct AnalysisCache {
+    entries: Mutex<HashMap<BinaryKey, Arc<GoBinary>>>,
+}
+
+impl AnalysisCache {
+    /// The analysis of the executable at `path`: cached if its (device,
+    /// inode, build ID) was seen, computed otherwise. The key is read from
+    /// the file itself, so `/proc/<pid>/exe` of a process whose binary was
+    /// replaced on disk resolves to the old contents.
+    pub fn get(&self, path: &Path) -> Result<Arc<GoBinary>, AnalysisError> {
+        let read_err = |source| AnalysisError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        let data = std::fs::read(path).map_err(read_err)?;
+        let build_id = object::File::parse(&*data)
+            .ok()
+            .and_then(|f| go_build_id(&f))
+            .unwrap_or_default();
+        let key = BinaryKey {
+            dev: meta.dev(),
+            inode: meta.ino(),
+            build_id,
+        };
+        if let Some(hit) = self.entries.lock().expect("analysis cache lock").get(&key) {
+            return Ok(hit.clone());
+        }
+        let analysed = Arc::new(GoBinary::analyze_bytes(
+            path,
+            &data,
+            meta.dev(),
+            meta.ino(),
+            OffsetsTable::builtin(),
+        )?);
+        self.entries
+            .lock()
+            .expect("analysis cache lock")
+            .insert(key, analysed.clone());
+        Ok(analysed)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("analysis cache lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `true` if `version` is at least Go `major.minor`.
+pub fn go_at_least(version: &str, major: u32, minor: u32) -> bool {
+    parse_go_version(version).is_some_and(|(a, b, _)| (a, b) >= (major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ret_of_a_decoded_function_is_found_and_nothing_else() {
+        // push rbp; test eax,eax; je +1; ret; xor eax,eax; ret (0xc3 inside an immediate must not count)
+        let code = [
+            0x55, 0x85, 0xc0, 0x74, 0x01, 0xc3, 0x31, 0xc0, 0xb8, 0xc3, 0, 0, 0, 0xc3,
+        ];
+        assert_eq!(ret_offsets(&code, 0x1000), vec![0x1005, 0x100d]);
+    }
+}

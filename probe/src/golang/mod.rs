@@ -1,0 +1,22 @@
+//! The Go front-end: uprobes on net/http and google.golang.org/grpc.
+//!
+//! - [`binary`]: which Go, which modules, where the functions and their RET
+//!   instructions are, which struct offsets apply (DWARF, else the generated
+//!   [`offsets`] table), cached by (device, inode, build ID);
+//! - the eBPF side is `probe-ebpf/src/c/go.bpf.c`: entry uprobes plus one
+//!   uprobe per RET instruction (uretprobes crash Go programs, see
+//!   PLATFORM.md), goroutine-keyed span context carried to child goroutines
+//!   through `runtime.newproc1`.
+//!
+//! See `docs/probe-go.md` for what is traced and the limits.
+
+pub mod attach;
+pub mod binary;
+pub mod buildinfo;
+pub mod dwarf;
+pub mod events;
+pub mod frontend;
+pub mod offsets;
+pub mod pclntab;
+
+pub use frontend::GoFrontend;

@@ -1,0 +1,165 @@
+//! Go binary analysis on real binaries of the test matrix (no root needed):
+//! build info, probe sites, DWARF offsets, and the stripped-binary paths
+//! (`.gopclntab` + the generated offsets table, or a clear refusal).
+
+mod go_common;
+
+use ferrotel_probe::golang::binary::{AnalysisError, GoBinary, symbols};
+use ferrotel_probe::golang::offsets::{ALL_FIELDS, Feature, OffsetsSource, OffsetsTable};
+use go_common::{TOOLCHAINS, apps};
+
+fn analyze(path: &std::path::Path) -> GoBinary {
+    GoBinary::analyze(path).unwrap_or_else(|e| panic!("analyse {}: {e}", path.display()))
+}
+
+#[test]
+fn go_binaries_yield_versions_modules_probe_sites_and_dwarf_offsets() {
+    for toolchain in TOOLCHAINS {
+        let apps = apps(toolchain);
+        let http = analyze(&apps.bin("httpserver"));
+        assert_eq!(
+            http.build.go_version, apps.go_version,
+            "{}: Go version from build info",
+            toolchain.name
+        );
+        assert_eq!(http.offsets_source, OffsetsSource::Dwarf);
+        assert!(!http.key.build_id.is_empty(), "Go build id is read");
+        for symbol in [symbols::HTTP_SERVER, symbols::HTTP_CLIENT, symbols::NEWPROC] {
+            let site = http
+                .sites
+                .get(symbol)
+                .unwrap_or_else(|| panic!("{}: {symbol} found", toolchain.name));
+            assert!(!site.returns.is_empty(), "{symbol} has RET instructions");
+            assert!(
+                site.returns.iter().all(|r| *r > site.entry),
+                "RETs lie after the entry"
+            );
+        }
+        assert_eq!(http.features[&Feature::HttpServer], Ok(()));
+        assert_eq!(http.features[&Feature::HttpClient], Ok(()));
+        assert!(
+            http.features[&Feature::GrpcServer].is_err(),
+            "no gRPC in the plain HTTP server"
+        );
+
+        let grpc = analyze(&apps.bin("grpcserver"));
+        assert_eq!(
+            grpc.build.module_version("google.golang.org/grpc"),
+            Some("v1.68.1")
+        );
+        assert_eq!(
+            grpc.features[&Feature::GrpcServer],
+            Ok(()),
+            "{}",
+            toolchain.name
+        );
+        assert_eq!(
+            grpc.features[&Feature::GrpcClient],
+            Ok(()),
+            "{}",
+            toolchain.name
+        );
+        assert_ne!(
+            grpc.offsets.grpc_status_error_itab, 0,
+            "status error itab found in the symbol table"
+        );
+    }
+}
+
+#[test]
+fn stripped_binaries_get_the_same_probe_sites_from_gopclntab_and_offsets_from_the_table() {
+    for toolchain in TOOLCHAINS {
+        let apps = apps(toolchain);
+        for app in ["httpserver", "grpcserver"] {
+            let full = analyze(&apps.bin(app));
+            let stripped = analyze(&apps.bin(&format!("{app}.stripped")));
+            assert!(
+                matches!(stripped.offsets_source, OffsetsSource::Table { .. }),
+                "{app} ({}) stripped: offsets from the table, got {:?}",
+                toolchain.name,
+                stripped.offsets_source
+            );
+            assert_eq!(
+                stripped.sites.keys().collect::<Vec<_>>(),
+                full.sites.keys().collect::<Vec<_>>(),
+                "{app}: same functions found"
+            );
+            for (symbol, site) in &full.sites {
+                let other = &stripped.sites[symbol];
+                assert_eq!(
+                    other.returns.len(),
+                    site.returns.len(),
+                    "{app} {symbol}: same number of RETs"
+                );
+            }
+            for (field, offset) in &full.fields {
+                assert_eq!(
+                    stripped.fields.get(field),
+                    Some(offset),
+                    "{app} ({}): {field} from the table equals DWARF",
+                    toolchain.name
+                );
+            }
+            assert_eq!(
+                stripped.offsets.map_kind, full.offsets.map_kind,
+                "{app}: same header map layout"
+            );
+            assert_eq!(
+                stripped.features, full.features,
+                "{app}: same features attachable"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_committed_offsets_table_matches_the_dwarf_of_every_binary_we_build() {
+    let table = OffsetsTable::builtin();
+    for toolchain in TOOLCHAINS {
+        let apps = apps(toolchain);
+        for app in [
+            "httpserver",
+            "httpclient",
+            "chiapp",
+            "grpcserver",
+            "grpcclient",
+        ] {
+            let binary = analyze(&apps.bin(app));
+            let (from_table, _) = table.lookup(&binary.build);
+            for (field, offset) in &binary.fields {
+                assert_eq!(
+                    from_table.get(field),
+                    Some(offset),
+                    "{app} ({}): table entry for {field} is stale or missing; run e2e/apps/go/gen-offsets.sh",
+                    apps.go_version
+                );
+            }
+        }
+    }
+    assert!(ALL_FIELDS.len() > 10);
+}
+
+#[test]
+fn a_stripped_binary_of_an_unknown_go_version_is_refused_with_the_reason() {
+    let apps = apps(TOOLCHAINS[0]);
+    let path = apps.bin("httpserver.stripped");
+    let data = std::fs::read(&path).expect("read binary");
+    let err = GoBinary::analyze_bytes(&path, &data, 0, 0, &OffsetsTable::default())
+        .expect_err("no DWARF and an empty table must be refused");
+    assert!(
+        matches!(err, AnalysisError::UnknownOffsets { .. }),
+        "got {err:?}"
+    );
+    assert_eq!(err.category(), "unknown_offsets");
+    let message = err.to_string();
+    assert!(
+        message.contains(&apps.go_version) && message.contains("go-offsets-gen"),
+        "actionable message: {message}"
+    );
+}
+
+#[test]
+fn non_go_executables_are_refused_as_not_go() {
+    let err = GoBinary::analyze(std::path::Path::new("/bin/sh")).expect_err("/bin/sh is not Go");
+    assert_eq!(err.category(), "not_go", "got {err}");
+}

@@ -1,0 +1,535 @@
+//! The Go front-end end to end, as root: real Go test targets built with
+//! each Go toolchain of the matrix, real uprobes (entry + every RET), the
+//! whole probe runtime and the real OpenTelemetry Collector. Every request
+//! must become exactly one span with the right attributes; client calls made
+//! while handling a request must be its children; an incoming traceparent
+//! must be continued; the targets must survive the probe.
+
+mod go_common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferrotel_e2e::{Collector, Span};
+use go_common::{Apps, CLIENT, GoApp, Probe, SERVER, TOOLCHAINS, WAIT, apps, get_n, of_pid};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+async fn collector() -> Collector {
+    Collector::start_with_file_exporter()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("the real collector must start (make tools builds otelcol): {e}")
+        })
+}
+
+fn duration(span: &Span) -> Duration {
+    Duration::from_nanos(span.end_ns.saturating_sub(span.start_ns))
+}
+
+fn count_by<'a>(spans: &'a [Span], key: impl Fn(&'a Span) -> String) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for span in spans {
+        *counts.entry(key(span)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Every client span is a child of one of `parents` (same trace), and each
+/// parent has exactly `per_parent` children.
+fn assert_children(what: &str, children: &[Span], parents: &[Span], per_parent: usize) {
+    let by_id: HashMap<&str, &Span> = parents.iter().map(|p| (p.span_id.as_str(), p)).collect();
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for child in children {
+        let parent = by_id.get(child.parent_span_id.as_str()).unwrap_or_else(|| {
+            panic!(
+                "{what}: client span {} has parent {:?}, not one of the server spans",
+                child.span_id, child.parent_span_id
+            )
+        });
+        assert_eq!(
+            child.trace_id, parent.trace_id,
+            "{what}: a child shares its parent's trace"
+        );
+        *per.entry(parent.span_id.as_str()).or_default() += 1;
+    }
+    for parent in parents {
+        assert_eq!(
+            per.get(parent.span_id.as_str()).copied().unwrap_or(0),
+            per_parent,
+            "{what}: children of server span {}",
+            parent.span_id
+        );
+    }
+}
+
+async fn net_http_case(apps: &Apps) {
+    let label = format!("{} ({})", apps.toolchain.name, apps.go_version);
+    let collector = collector().await;
+    let mut downstream = GoApp::start(&apps.bin("httpserver"), &[]);
+    let downstream_url = downstream.url("");
+    let mut front = GoApp::start(&apps.bin("httpserver"), &["-downstream", &downstream_url]);
+    let probe = Probe::start(&collector, &[front.pid(), downstream.pid()], &[], 2).await;
+
+    let client = reqwest::Client::new();
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    let mut longest = Duration::ZERO;
+    longest = longest.max(get_n(&client, &front.url("/hello"), 10, &[]).await);
+    longest = longest.max(get_n(&client, &front.url("/status/503"), 5, &[]).await);
+    longest = longest.max(get_n(&client, &front.url("/users/42"), 5, &[]).await);
+    longest = longest.max(get_n(&client, &front.url("/downstream"), 4, &[]).await);
+    // Deep recursion copies the goroutine stack while the request is in
+    // flight: the case that kills Go programs under uretprobes.
+    longest = longest.max(get_n(&client, &front.url("/deep?depth=5000"), 5, &[]).await);
+    longest = longest.max(
+        get_n(
+            &client,
+            &front.url("/hello"),
+            3,
+            &[("traceparent", &traceparent)],
+        )
+        .await,
+    );
+    front.assert_alive();
+    downstream.assert_alive();
+    probe.stop().await;
+
+    let is_front = of_pid(front.pid());
+    let server = collector
+        .wait_for_spans(32, WAIT, |s| is_front(s) && s.kind == SERVER)
+        .await
+        .unwrap_or_else(|e| panic!("{label}: server spans of the front target: {e}"));
+    assert_eq!(
+        server.len(),
+        32,
+        "{label}: exactly one server span per request"
+    );
+    let by_path = count_by(&server, |s| {
+        format!(
+            "{} {} {}",
+            s.attr_str("http.request.method").unwrap_or("?"),
+            s.attr_str("url.path").unwrap_or("?"),
+            s.attr_i64("http.response.status_code").unwrap_or(-1)
+        )
+    });
+    let expected: BTreeMap<String, usize> = [
+        ("GET /hello 200", 13),
+        ("GET /status/503 503", 5),
+        ("GET /users/42 200", 5),
+        ("GET /downstream 200", 4),
+        ("GET /deep 200", 5),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(
+        by_path, expected,
+        "{label}: method, path and status of every server span"
+    );
+    for span in server
+        .iter()
+        .filter(|s| s.attr_str("url.path") == Some("/users/42"))
+    {
+        assert_eq!(
+            span.attr_str("http.route"),
+            Some("/users/{id}"),
+            "{label}: route from the ServeMux pattern"
+        );
+    }
+    for span in &server {
+        assert!(
+            span.end_ns > span.start_ns,
+            "{label}: span {} has a positive duration",
+            span.span_id
+        );
+        assert!(
+            duration(span) <= longest,
+            "{label}: server span {:?} longer than the longest client round trip {longest:?}",
+            duration(span)
+        );
+    }
+    let continued: Vec<&Span> = server.iter().filter(|s| s.trace_id == TRACE_ID).collect();
+    assert_eq!(
+        continued.len(),
+        3,
+        "{label}: the 3 requests with a traceparent continue its trace"
+    );
+    assert!(
+        continued.iter().all(|s| s.parent_span_id == PARENT_ID),
+        "{label}: their parent is the caller's span"
+    );
+
+    let clients = collector.spans().expect("read spans");
+    let clients: Vec<Span> = clients
+        .into_iter()
+        .filter(|s| is_front(s) && s.kind == CLIENT)
+        .collect();
+    assert_eq!(
+        clients.len(),
+        8,
+        "{label}: two client calls per /downstream request"
+    );
+    let downstream_servers: Vec<Span> = server
+        .iter()
+        .filter(|s| s.attr_str("url.path") == Some("/downstream"))
+        .cloned()
+        .collect();
+    // One call from the handler's goroutine, one from a grandchild goroutine.
+    assert_children(&label, &clients, &downstream_servers, 2);
+    let client_paths = count_by(&clients, |s| {
+        format!(
+            "{} {}",
+            s.attr_str("url.path")
+                .or(s.attr_str("url.full"))
+                .unwrap_or("?"),
+            s.attr_i64("http.response.status_code").unwrap_or(-1)
+        )
+    });
+    assert_eq!(client_paths.values().sum::<usize>(), 8);
+    assert!(
+        client_paths.keys().all(|k| k.ends_with(" 200")),
+        "{label}: client spans carry the response status: {client_paths:?}"
+    );
+
+    let is_downstream = of_pid(downstream.pid());
+    let downstream_spans: Vec<Span> = collector
+        .spans()
+        .expect("read spans")
+        .into_iter()
+        .filter(|s| is_downstream(s) && s.kind == SERVER)
+        .collect();
+    assert_eq!(
+        downstream_spans.len(),
+        8,
+        "{label}: the downstream target served 8 requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn net_http_requests_become_exact_spans_with_children_and_continued_traces_on_every_go_version()
+ {
+    for toolchain in TOOLCHAINS {
+        net_http_case(&apps(toolchain)).await;
+    }
+}
+
+async fn chi_case(apps: &Apps) {
+    let label = format!("chi, {} ({})", apps.toolchain.name, apps.go_version);
+    let collector = collector().await;
+    let downstream = GoApp::start(&apps.bin("httpserver"), &[]);
+    let mut chi = GoApp::start(&apps.bin("chiapp"), &["-downstream", &downstream.url("")]);
+    let probe = Probe::start(&collector, &[chi.pid()], &[], 1).await;
+    let client = reqwest::Client::new();
+    let mut longest = get_n(&client, &chi.url("/hello"), 5, &[]).await;
+    longest = longest.max(get_n(&client, &chi.url("/users/9"), 5, &[]).await);
+    longest = longest.max(get_n(&client, &chi.url("/missing"), 2, &[]).await);
+    longest = longest.max(get_n(&client, &chi.url("/downstream"), 3, &[]).await);
+    for _ in 0..3 {
+        let status = client
+            .post(chi.url("/users"))
+            .send()
+            .await
+            .expect("POST /users")
+            .status();
+        assert_eq!(status.as_u16(), 201);
+    }
+    chi.assert_alive();
+    probe.stop().await;
+
+    let is_chi = of_pid(chi.pid());
+    let server = collector
+        .wait_for_spans(18, WAIT, |s| is_chi(s) && s.kind == SERVER)
+        .await
+        .expect("chi server spans");
+    assert_eq!(server.len(), 18, "{label}: one span per request");
+    let by = count_by(&server, |s| {
+        format!(
+            "{} {} {}",
+            s.attr_str("http.request.method").unwrap_or("?"),
+            s.attr_str("url.path").unwrap_or("?"),
+            s.attr_i64("http.response.status_code").unwrap_or(-1)
+        )
+    });
+    let expected: BTreeMap<String, usize> = [
+        ("GET /hello 200", 5),
+        ("GET /users/9 200", 5),
+        ("GET /missing 404", 2),
+        ("GET /downstream 200", 3),
+        ("POST /users 201", 3),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(by, expected, "{label}: method, path and status");
+    assert!(
+        server
+            .iter()
+            .all(|s| duration(s) <= longest.max(Duration::from_secs(5))),
+        "{label}: durations within client bounds"
+    );
+    let clients: Vec<Span> = collector
+        .spans()
+        .expect("spans")
+        .into_iter()
+        .filter(|s| is_chi(s) && s.kind == CLIENT)
+        .collect();
+    let parents: Vec<Span> = server
+        .iter()
+        .filter(|s| s.attr_str("url.path") == Some("/downstream"))
+        .cloned()
+        .collect();
+    assert_eq!(clients.len(), 3, "{label}: one client call per /downstream");
+    assert_children(&label, &clients, &parents, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chi_routes_become_exact_server_spans_on_every_go_version() {
+    for toolchain in TOOLCHAINS {
+        chi_case(&apps(toolchain)).await;
+    }
+}
+
+async fn grpc_case(apps: &Apps) {
+    let label = format!("gRPC, {} ({})", apps.toolchain.name, apps.go_version);
+    let collector = collector().await;
+    let mut backend = GoApp::start(&apps.bin("grpcserver"), &[]);
+    let backend_addr = backend.addr.to_string();
+    let mut front = GoApp::start(&apps.bin("grpcserver"), &["-downstream", &backend_addr]);
+    let client_bin = apps.bin("grpcclient");
+    let client_glob = client_bin.to_string_lossy().into_owned();
+    let mut probe = Probe::start(
+        &collector,
+        &[front.pid(), backend.pid()],
+        &[&client_glob],
+        2,
+    )
+    .await;
+
+    let mut client = Command::new(&client_bin)
+        .args([
+            "-addr",
+            &front.addr.to_string(),
+            "-wait",
+            "-calls",
+            "ok=6,notfound=3,downstream=2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start grpcclient");
+    let client_pid = client.id();
+    probe.wait_attached(3).await;
+    let started = std::time::Instant::now();
+    client
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("release the client");
+    let output = client.wait_with_output().expect("grpcclient runs");
+    let longest = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{label}: grpcclient failed: {stdout}"
+    );
+    assert!(
+        stdout.contains("NotFound:3") && stdout.contains("OK:8"),
+        "{label}: client saw {stdout}"
+    );
+    front.assert_alive();
+    backend.assert_alive();
+    probe.stop().await;
+
+    let is_front = of_pid(front.pid());
+    let server = collector
+        .wait_for_spans(11, WAIT, |s| is_front(s) && s.kind == SERVER)
+        .await
+        .expect("gRPC server spans");
+    assert_eq!(server.len(), 11, "{label}: one server span per call");
+    for span in &server {
+        assert_eq!(span.attr_str("rpc.system"), Some("grpc"), "{label}");
+        assert_eq!(
+            span.attr_str("rpc.service"),
+            Some("grpc.health.v1.Health"),
+            "{label}"
+        );
+        assert_eq!(span.attr_str("rpc.method"), Some("Check"), "{label}");
+        assert!(
+            duration(span) <= longest,
+            "{label}: server span within the client's run"
+        );
+    }
+    let codes = count_by(&server, |s| {
+        s.attr_i64("rpc.grpc.status_code")
+            .map_or("none".into(), |c| c.to_string())
+    });
+    assert_eq!(
+        codes,
+        [("0".to_owned(), 8), ("5".to_owned(), 3)].into(),
+        "{label}: gRPC status codes"
+    );
+
+    let all = collector.spans().expect("spans");
+    let is_client = of_pid(client_pid);
+    let client_spans: Vec<&Span> = all
+        .iter()
+        .filter(|s| is_client(s) && s.kind == CLIENT)
+        .collect();
+    assert_eq!(
+        client_spans.len(),
+        11,
+        "{label}: one client span per Invoke"
+    );
+    let client_codes = count_by(
+        &client_spans
+            .iter()
+            .map(|s| (*s).clone())
+            .collect::<Vec<_>>(),
+        |s| {
+            s.attr_i64("rpc.grpc.status_code")
+                .map_or("none".into(), |c| c.to_string())
+        },
+    );
+    assert_eq!(
+        client_codes,
+        [("0".to_owned(), 8), ("5".to_owned(), 3)].into(),
+        "{label}: client-side codes"
+    );
+
+    let nested: Vec<Span> = all
+        .iter()
+        .filter(|s| is_front(s) && s.kind == CLIENT)
+        .cloned()
+        .collect();
+    // The "downstream" calls are the 2 server spans with code 0 that have children.
+    let parents: Vec<Span> = server
+        .iter()
+        .filter(|s| nested.iter().any(|c| c.parent_span_id == s.span_id))
+        .cloned()
+        .collect();
+    assert_eq!(
+        nested.len(),
+        4,
+        "{label}: two backend calls per downstream call"
+    );
+    assert_eq!(
+        parents.len(),
+        2,
+        "{label}: both downstream calls parent their backend calls"
+    );
+    assert_children(&label, &nested, &parents, 2);
+    let is_backend = of_pid(backend.pid());
+    assert_eq!(
+        all.iter()
+            .filter(|s| is_backend(s) && s.kind == SERVER)
+            .count(),
+        4,
+        "{label}: the backend served 4 calls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_become_exact_server_and_client_spans_with_codes_on_every_go_version() {
+    for toolchain in TOOLCHAINS {
+        grpc_case(&apps(toolchain)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripped_binaries_are_traced_through_the_offsets_table_on_every_go_version() {
+    for toolchain in TOOLCHAINS {
+        let apps = apps(toolchain);
+        let label = format!("stripped, {} ({})", apps.toolchain.name, apps.go_version);
+        let collector = collector().await;
+        let mut server = GoApp::start(&apps.bin("httpserver.stripped"), &[]);
+        let probe = Probe::start(&collector, &[server.pid()], &[], 1).await;
+        let client = reqwest::Client::new();
+        get_n(&client, &server.url("/hello"), 5, &[]).await;
+        get_n(&client, &server.url("/status/404"), 3, &[]).await;
+        server.assert_alive();
+        probe.stop().await;
+        let is_server = of_pid(server.pid());
+        let spans = collector
+            .wait_for_spans(8, WAIT, |s| is_server(s) && s.kind == SERVER)
+            .await
+            .expect("spans");
+        assert_eq!(spans.len(), 8, "{label}: one span per request");
+        let by = count_by(&spans, |s| {
+            format!(
+                "{} {}",
+                s.attr_str("url.path").unwrap_or("?"),
+                s.attr_i64("http.response.status_code").unwrap_or(-1)
+            )
+        });
+        assert_eq!(
+            by,
+            [
+                ("/hello 200".to_owned(), 5),
+                ("/status/404 404".to_owned(), 3)
+            ]
+            .into(),
+            "{label}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_replaced_on_disk_while_running_is_probed_with_its_own_offsets() {
+    let apps = apps(TOOLCHAINS[0]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("service");
+    std::fs::copy(apps.bin("httpserver"), &path).expect("copy httpserver");
+    let mut server = GoApp::start(&path, &[]);
+    // Replace the file the way a deploy does: a new inode renamed over it,
+    // with a different program (other functions, other layout).
+    let staged = dir.path().join("service.new");
+    std::fs::copy(apps.bin("grpcserver"), &staged).expect("copy grpcserver");
+    std::fs::rename(&staged, &path).expect("replace the executable");
+
+    let running = ferrotel_probe::golang::binary::GoBinary::analyze(&std::path::PathBuf::from(
+        format!("/proc/{}/exe", server.pid()),
+    ))
+    .expect("analyse the running (deleted) executable");
+    let on_disk =
+        ferrotel_probe::golang::binary::GoBinary::analyze(&path).expect("analyse the new file");
+    assert_ne!(
+        running.key, on_disk.key,
+        "the replaced binary must have another cache key (inode, build id)"
+    );
+    assert!(
+        running
+            .sites
+            .contains_key(ferrotel_probe::golang::binary::symbols::HTTP_SERVER),
+        "the running binary is the HTTP server"
+    );
+
+    let collector = collector().await;
+    let probe = Probe::start(&collector, &[server.pid()], &[], 1).await;
+    let client = reqwest::Client::new();
+    get_n(&client, &server.url("/hello"), 4, &[]).await;
+    get_n(&client, &server.url("/users/3"), 2, &[]).await;
+    server.assert_alive();
+    probe.stop().await;
+    let is_server = of_pid(server.pid());
+    let spans = collector
+        .wait_for_spans(6, WAIT, |s| is_server(s) && s.kind == SERVER)
+        .await
+        .expect("spans");
+    assert_eq!(
+        spans.len(),
+        6,
+        "one span per request of the replaced binary"
+    );
+    let routes = count_by(&spans, |s| {
+        s.attr_str("http.route").unwrap_or("none").to_owned()
+    });
+    assert_eq!(
+        routes.get("/users/{id}"),
+        Some(&2),
+        "ServeMux patterns read with the running binary's offsets: {routes:?}"
+    );
+}
