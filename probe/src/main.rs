@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use ferrotel_api::probe_config::Language;
 use ferrotel_probe::config::{Cli, RuntimeConfig};
-use ferrotel_probe::frontend::Unavailable;
 use ferrotel_probe::runtime;
 use tracing_subscriber::EnvFilter;
 
@@ -45,7 +44,7 @@ async fn main() -> ExitCode {
     let stop = runtime::termination_signal();
     // Front-ends plug in here, one arm per language.
     let result = match config.language {
-        Language::Go => runtime::run(config, Unavailable(Language::Go), targets, stop).await,
+        Language::Go => runtime::run(config, ferrotel_probe::golang::GoFrontend::new(), targets, stop).await,
         Language::Python => {
             runtime::run(
                 config,
