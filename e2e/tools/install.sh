@@ -125,6 +125,7 @@ install_go_tools() {
   build_tool_module kube \
     kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
     kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
+    kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
     kubectl=k8s.io/kubernetes/cmd/kubectl
   build_tool_module etcd etcd=go.etcd.io/etcd/server/v3
   go_install kwok sigs.k8s.io/kwok/cmd/kwok@v0.7.0
