@@ -157,7 +157,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let store = controller.store();
     let ready_ctx = ctx.clone();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
+        if crate::runtime::wait_until_synced(&store).await {
             ready_ctx.readiness.mark_synced(CONTROLLER);
             info!(controller = CONTROLLER, "Watches synced");
         }

@@ -184,3 +184,28 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
         shutdown.cancel();
     });
 }
+
+/// Waits until `store` has received its first complete list.
+///
+/// Polls `Store::wait_until_ready` with a fresh future every 500 ms instead of
+/// awaiting one future: with kube-runtime 5.0.0 we observed that single
+/// future never completing although the store was already populated (a
+/// missed wake-up); a fresh poll always sees the stored value. Returns
+/// `false` if the store's writer was dropped (the controller stopped).
+pub async fn wait_until_synced<K>(store: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            store.wait_until_ready(),
+        )
+        .await
+        {
+            Ok(res) => return res.is_ok(),
+            Err(_elapsed) => {}
+        }
+    }
+}
