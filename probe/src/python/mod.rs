@@ -75,6 +75,7 @@ pub struct Loaded {
 
 /// Loads the socket-level program set and attaches every program. Needs a
 /// tokio runtime (the ring buffer is registered with it).
+#[allow(clippy::result_large_err)] // startup-only error path, see crate::ebpf
 pub fn load(ring_buffer_bytes: u32, max_payload_bytes: u32) -> Result<Loaded, ebpf::EbpfError> {
     let max_payload = max_payload_bytes.clamp(64, ferrotel_probe_ebpf::python::PAYLOAD_CAP as u32);
     let options = LoadOptions {

@@ -190,20 +190,20 @@ impl Tracker {
         let mut parsed = Vec::new();
         if Some(direction) == conn.request_direction() {
             // A new request ends a response whose length was unknown.
-            if conn.responses.is_open_ended() {
-                if let Some(done) = conn.responses.finish() {
-                    parsed.push((Side::Response, done));
-                }
+            if conn.responses.is_open_ended()
+                && let Some(done) = conn.responses.finish()
+            {
+                parsed.push((Side::Response, done));
             }
             let mut found = Vec::new();
             conn.requests.feed(payload, total_len, meta, &mut found);
             parsed.extend(found.into_iter().map(|p| (Side::Request, p)));
         } else {
             // A response ends a request whose length was unknown.
-            if conn.requests.is_open_ended() {
-                if let Some(done) = conn.requests.finish() {
-                    parsed.push((Side::Request, done));
-                }
+            if conn.requests.is_open_ended()
+                && let Some(done) = conn.requests.finish()
+            {
+                parsed.push((Side::Request, done));
             }
             let mut found = Vec::new();
             conn.responses.feed(payload, total_len, meta, &mut found);
@@ -316,21 +316,21 @@ impl Tracker {
         let role = conn.role.unwrap_or(SpanKind::Server);
         let finished = conn.responses.finish();
         let _ = conn.requests.finish();
-        if let Some(Parsed::Complete { body_bytes, last }) = finished {
-            if conn.pending.front().is_some_and(|e| e.response.is_some()) {
-                let exchange = conn.pending.pop_front().expect("front checked");
-                self.clear_serving(pid, role, &exchange);
-                out.push(record(
-                    pid,
-                    role,
-                    exchange,
-                    Some(body_bytes),
-                    last.exit_ns,
-                    conn.local,
-                    conn.peer,
-                    None,
-                ));
-            }
+        if let Some(Parsed::Complete { body_bytes, last }) = finished
+            && conn.pending.front().is_some_and(|e| e.response.is_some())
+        {
+            let exchange = conn.pending.pop_front().expect("front checked");
+            self.clear_serving(pid, role, &exchange);
+            out.push(record(
+                pid,
+                role,
+                exchange,
+                Some(body_bytes),
+                last.exit_ns,
+                conn.local,
+                conn.peer,
+                None,
+            ));
         }
         // Requests the peer never got an answer to: still a request served
         // (or attempted), reported as an error.
