@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::process::{self, Process};
 use crate::tools::try_tool_path;
-use crate::{Error, Result, free_port, wait_for};
+use crate::{Error, FATAL, Result, free_port, wait_for};
 
 /// The line the collector logs once every pipeline runs.
 const READY_LINE: &str = "Everything is ready";
@@ -126,23 +126,24 @@ service:
         };
         let log_path = log.clone();
         let proc = std::sync::Mutex::new(&mut collector.process);
-        wait_for("the collector to log \"Everything is ready\"", START_TIMEOUT, || {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let status = proc
-                .lock()
-                .map(|mut p| p.check_running())
-                .unwrap_or(Ok(()));
-            async move {
-                if let Err(e) = status {
-                    return Err(format!("fatal: {e}"));
+        wait_for(
+            "the collector to log \"Everything is ready\"",
+            START_TIMEOUT,
+            || {
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let status = proc.lock().map(|mut p| p.check_running()).unwrap_or(Ok(()));
+                async move {
+                    if let Err(e) = status {
+                        return Err(format!("{FATAL}{e}"));
+                    }
+                    if text.contains(READY_LINE) {
+                        Ok(())
+                    } else {
+                        Err("not ready yet".into())
+                    }
                 }
-                if text.contains(READY_LINE) {
-                    Ok(())
-                } else {
-                    Err("not ready yet".into())
-                }
-            }
-        })
+            },
+        )
         .await
         .map_err(|e| match collector.process.check_running() {
             Err(fatal) => fatal,
@@ -154,12 +155,18 @@ service:
     /// `127.0.0.1:<port>` of the OTLP/gRPC receiver (as `telemetrygen
     /// --otlp-endpoint` wants it). Only for [`Collector::start_with_file_exporter`].
     pub fn grpc_endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.grpc_port.expect("no gRPC receiver known"))
+        format!(
+            "127.0.0.1:{}",
+            self.grpc_port.expect("no gRPC receiver known")
+        )
     }
 
     /// `127.0.0.1:<port>` of the OTLP/HTTP receiver.
     pub fn http_endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.http_port.expect("no HTTP receiver known"))
+        format!(
+            "127.0.0.1:{}",
+            self.http_port.expect("no HTTP receiver known")
+        )
     }
 
     /// `http://127.0.0.1:<port>` of the OTLP/gRPC receiver (for SDKs and the probe).
@@ -257,7 +264,10 @@ service:
                         if *stable_polls >= settle {
                             Ok(spans)
                         } else {
-                            Err(format!("{} spans, waiting for the count to settle", spans.len()))
+                            Err(format!(
+                                "{} spans, waiting for the count to settle",
+                                spans.len()
+                            ))
                         }
                     }
                 };
@@ -551,7 +561,13 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricPoint>> {
             for sm in array(rm, "scopeMetrics") {
                 let scope = scope_name(sm);
                 for m in array(sm, "metrics") {
-                    for kind in ["sum", "gauge", "histogram", "exponentialHistogram", "summary"] {
+                    for kind in [
+                        "sum",
+                        "gauge",
+                        "histogram",
+                        "exponentialHistogram",
+                        "summary",
+                    ] {
                         let Some(data) = m.get(kind) else { continue };
                         for dp in array(data, "dataPoints") {
                             let value = dp
@@ -632,7 +648,9 @@ fn string(v: &Value, key: &str) -> String {
 }
 
 fn scope_name(v: &Value) -> String {
-    v.get("scope").map(|s| string(s, "name")).unwrap_or_default()
+    v.get("scope")
+        .map(|s| string(s, "name"))
+        .unwrap_or_default()
 }
 
 fn attributes(list: Option<&Value>) -> BTreeMap<String, AttrValue> {
@@ -641,7 +659,10 @@ fn attributes(list: Option<&Value>) -> BTreeMap<String, AttrValue> {
             kvs.iter()
                 .filter_map(|kv| {
                     let key = kv.get("key")?.as_str()?.to_string();
-                    let value = kv.get("value").map(AttrValue::from_json).unwrap_or(AttrValue::Empty);
+                    let value = kv
+                        .get("value")
+                        .map(AttrValue::from_json)
+                        .unwrap_or(AttrValue::Empty);
                     Some((key, value))
                 })
                 .collect()

@@ -116,6 +116,14 @@ pub enum Error {
         /// The last reason the condition gave.
         last: String,
     },
+    /// A wait was abandoned because its condition reported a fatal problem.
+    #[error("gave up waiting for {what}: {reason}")]
+    Aborted {
+        /// What was awaited.
+        what: String,
+        /// Why it can never happen.
+        reason: String,
+    },
     /// Filesystem error.
     #[error("i/o error on {path}")]
     Io {
@@ -145,9 +153,14 @@ pub enum Error {
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Prefix of a reason that makes [`wait_for`] give up at once (e.g. the
+/// component being waited for has exited): `Err(format!("{FATAL}{e}"))`.
+pub const FATAL: &str = "fatal: ";
+
 /// Polls `condition` every 100 ms (backing off to 500 ms) until it returns
 /// `Ok`, or fails after `timeout` with `what` and the last `Err` reason it
-/// gave. Use this instead of sleeping.
+/// gave. A reason starting with [`FATAL`] (`"fatal: "`) ends the wait at once
+/// with [`Error::Aborted`]. Use this instead of sleeping.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut condition: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -160,6 +173,12 @@ where
             Ok(value) => return Ok(value),
             Err(reason) => reason,
         };
+        if let Some(reason) = last.strip_prefix(FATAL) {
+            return Err(Error::Aborted {
+                what: what.to_string(),
+                reason: reason.to_string(),
+            });
+        }
         if Instant::now() >= deadline {
             return Err(Error::Timeout {
                 what: what.to_string(),

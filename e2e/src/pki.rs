@@ -100,7 +100,9 @@ pub fn generate(dir: &Path) -> Result<PkiFiles, Error> {
         let mut params = CertificateParams::new(sans).map_err(|e| pki_err("leaf params", e))?;
         params.distinguished_name.push(DnType::CommonName, cn);
         if let Some(org) = org {
-            params.distinguished_name.push(DnType::OrganizationName, org);
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, org);
         }
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,

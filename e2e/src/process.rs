@@ -157,7 +157,14 @@ impl Process {
         // needed: we return an error instead, which std reports to the parent).
         unsafe {
             cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 // The parent thread may have died between fork and prctl;
@@ -170,13 +177,11 @@ impl Process {
         }
         let program = cmd.get_program().to_string_lossy().into_owned();
         let (tx, rx) = mpsc::channel();
-        spawner()
-            .send((cmd, tx))
-            .map_err(|_| Error::Spawn {
-                component: name.to_string(),
-                program: program.clone(),
-                source: io::Error::other("spawner thread is gone"),
-            })?;
+        spawner().send((cmd, tx)).map_err(|_| Error::Spawn {
+            component: name.to_string(),
+            program: program.clone(),
+            source: io::Error::other("spawner thread is gone"),
+        })?;
         let child = rx
             .recv()
             .map_err(|_| io::Error::other("spawner thread is gone"))

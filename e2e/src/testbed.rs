@@ -17,7 +17,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use crate::pki::{self, ADMIN_USER, PkiFiles, RESTRICTED_USER};
 use crate::process::{self, Process};
 use crate::tools::try_tool_path;
-use crate::{Error, Result, free_port, wait_for};
+use crate::{Error, FATAL, Result, free_port, wait_for};
 
 /// Annotation kwok is told to manage nodes by.
 pub const KWOK_NODE_ANNOTATION: (&str, &str) = ("kwok.x-k8s.io/node", "fake");
@@ -142,7 +142,10 @@ impl TestBed {
                         None,
                     )
                 })?;
-                (std::path::absolute(dir).unwrap_or_else(|_| dir.clone()), false)
+                (
+                    std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+                    false,
+                )
             }
             None => {
                 let tmp = tempfile::Builder::new()
@@ -256,7 +259,7 @@ impl TestBed {
                 let client = client.clone();
                 let req = readyz.clone();
                 async move {
-                    this.check_processes().map_err(|e| format!("fatal: {e}"))?;
+                    this.check_processes().map_err(|e| format!("{FATAL}{e}"))?;
                     client
                         .request_text(req)
                         .await
@@ -322,7 +325,12 @@ impl TestBed {
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": RESTRICTED_USER}]
         }))
         .expect("static ClusterRoleBinding");
-        create_or_exists(&crbs, &binding, "ClusterRoleBinding ferrotel-restricted-view").await?;
+        create_or_exists(
+            &crbs,
+            &binding,
+            "ClusterRoleBinding ferrotel-restricted-view",
+        )
+        .await?;
 
         let nodes: Api<Node> = Api::all(client.clone());
         for i in 0..opts.nodes {
@@ -337,20 +345,19 @@ impl TestBed {
             let nodes = nodes.clone();
             let want = want.clone();
             async move {
-                this.check_processes().map_err(|e| format!("fatal: {e}"))?;
+                this.check_processes().map_err(|e| format!("{FATAL}{e}"))?;
                 let list = nodes
                     .list(&ListParams::default())
                     .await
                     .map_err(|e| e.to_string())?;
-                let not_ready: Vec<&String> = want
-                    .iter()
-                    .filter(|n| {
-                        !list
-                            .items
-                            .iter()
-                            .any(|node| node.metadata.name.as_ref() == Some(*n) && node_ready(node))
-                    })
-                    .collect();
+                let not_ready: Vec<&String> =
+                    want.iter()
+                        .filter(|n| {
+                            !list.items.iter().any(|node| {
+                                node.metadata.name.as_ref() == Some(*n) && node_ready(node)
+                            })
+                        })
+                        .collect();
                 if not_ready.is_empty() {
                     Ok(())
                 } else {
@@ -504,9 +511,8 @@ impl TestBed {
             (nanos ^ std::process::id()) & 0xffff
         );
         let api: Api<Namespace> = Api::all(self.client());
-        let ns: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
-                .expect("static Namespace");
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+            .expect("static Namespace");
         api.create(&PostParams::default(), &ns)
             .await
             .unwrap_or_else(|e| panic!("failed to create namespace {name}: {e}"));
@@ -522,7 +528,7 @@ impl TestBed {
         wait_for(&what, START_TIMEOUT, || {
             let sas = sas.clone();
             async move {
-                self.check_processes().map_err(|e| format!("fatal: {e}"))?;
+                self.check_processes().map_err(|e| format!("{FATAL}{e}"))?;
                 match sas.get_opt("default").await {
                     Ok(Some(_)) => Ok(()),
                     Ok(None) => Err("absent".into()),
@@ -543,8 +549,7 @@ impl TestBed {
 impl Drop for TestBed {
     fn drop(&mut self) {
         self.stop();
-        let failed =
-            std::thread::panicking() || process::panics_observed() > self.panics_at_start;
+        let failed = std::thread::panicking() || process::panics_observed() > self.panics_at_start;
         if failed {
             eprintln!(
                 "ferrotel-e2e: test failed; test bed logs kept in {}",
@@ -569,7 +574,10 @@ fn apiserver_args(pki: &PkiFiles, dir: &Path, etcd_port: u16, port: u16) -> Vec<
         format!("--service-account-issuer={issuer}"),
         format!("--api-audiences={issuer}"),
         format!("--service-account-key-file={}", pki.sa_pub.display()),
-        format!("--service-account-signing-key-file={}", pki.sa_key.display()),
+        format!(
+            "--service-account-signing-key-file={}",
+            pki.sa_key.display()
+        ),
         "--authorization-mode=Node,RBAC".into(),
         "--service-cluster-ip-range=10.96.0.0/16".into(),
         "--allow-privileged=true".into(),

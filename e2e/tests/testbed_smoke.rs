@@ -91,26 +91,22 @@ async fn deployment_gets_a_replicaset_and_running_ready_pods_on_kwok_nodes() {
         .expect("create Deployment");
 
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
-    let rs = wait_for(
-        "a ReplicaSet owned by Deployment web",
-        TIMEOUT,
-        || async {
-            let list = replicasets
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            list.items
-                .into_iter()
-                .find(|rs| {
-                    rs.metadata
-                        .owner_references
-                        .iter()
-                        .flatten()
-                        .any(|o| o.kind == "Deployment" && o.name == "web")
-                })
-                .ok_or_else(|| "no ReplicaSet yet".to_string())
-        },
-    )
+    let rs = wait_for("a ReplicaSet owned by Deployment web", TIMEOUT, || async {
+        let list = replicasets
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .into_iter()
+            .find(|rs| {
+                rs.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.kind == "Deployment" && o.name == "web")
+            })
+            .ok_or_else(|| "no ReplicaSet yet".to_string())
+    })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 
@@ -139,13 +135,17 @@ async fn deployment_gets_a_replicaset_and_running_ready_pods_on_kwok_nodes() {
         );
     }
 
-    let ready = wait_for("Deployment web to report 3 ready replicas", TIMEOUT, || async {
-        let d = deployments.get("web").await.map_err(|e| e.to_string())?;
-        match d.status.and_then(|s| s.ready_replicas) {
-            Some(3) => Ok(3),
-            other => Err(format!("readyReplicas {other:?}")),
-        }
-    })
+    let ready = wait_for(
+        "Deployment web to report 3 ready replicas",
+        TIMEOUT,
+        || async {
+            let d = deployments.get("web").await.map_err(|e| e.to_string())?;
+            match d.status.and_then(|s| s.ready_replicas) {
+                Some(3) => Ok(3),
+                other => Err(format!("readyReplicas {other:?}")),
+            }
+        },
+    )
     .await;
     assert!(ready.is_ok(), "{ready:?}");
 }
@@ -167,7 +167,10 @@ async fn daemonset_runs_one_ready_pod_per_fake_node_and_reports_number_ready() {
         .expect("create DaemonSet");
 
     let nodes = bed.node_names().len();
-    assert!(nodes >= 2, "the shared test bed should have several nodes, has {nodes}");
+    assert!(
+        nodes >= 2,
+        "the shared test bed should have several nodes, has {nodes}"
+    );
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let running = running_pods(&pods, "agent", nodes).await;
     let placed: BTreeSet<String> = running
@@ -277,7 +280,12 @@ async fn the_restricted_user_may_read_but_is_refused_writes_the_admin_may_do() {
     let out = bed
         .kubectl()
         .env("KUBECONFIG", bed.restricted_kubeconfig())
-        .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+        .args([
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
         .output()
         .expect("run kubectl");
     assert!(out.status.success(), "kubectl auth whoami: {out:?}");
@@ -327,5 +335,9 @@ async fn a_dedicated_test_bed_stops_every_process_and_removes_its_directory_on_d
             "{name} (pid {pid}) should be gone after drop"
         );
     }
-    assert!(!dir.exists(), "{} should be removed after a passing test", dir.display());
+    assert!(
+        !dir.exists(),
+        "{} should be removed after a passing test",
+        dir.display()
+    );
 }

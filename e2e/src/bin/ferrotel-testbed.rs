@@ -16,7 +16,10 @@ use ferrotel_e2e::process::{signal_pgid, signal_pid, spawn_detached, tail};
 use ferrotel_e2e::{TestBed, TestBedOptions};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Start and stop Ferrotel's local test bed (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)")]
+#[command(
+    version,
+    about = "Start and stop Ferrotel's local test bed (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -86,7 +89,10 @@ fn daemon_pid(dir: &Path) -> Option<i32> {
 fn up(dir: &Path, nodes: usize) -> Result<(), String> {
     if let Some(pid) = daemon_pid(dir) {
         if dir.join("ready").exists() {
-            println!("test bed already running (pid {pid}); KUBECONFIG={}", dir.join("kubeconfig").display());
+            println!(
+                "test bed already running (pid {pid}); KUBECONFIG={}",
+                dir.join("kubeconfig").display()
+            );
             return Ok(());
         }
         return Err(format!(
@@ -178,7 +184,10 @@ fn serve(dir: &Path, nodes: usize) -> Result<(), String> {
             format!("{}\n", bed.startup_time().as_millis()),
         )
         .map_err(|e| format!("cannot write ready: {e}"))?;
-        tracing::info!(startup_ms = bed.startup_time().as_millis() as u64, "Test bed serving; waiting for SIGTERM");
+        tracing::info!(
+            startup_ms = bed.startup_time().as_millis() as u64,
+            "Test bed serving; waiting for SIGTERM"
+        );
         // Watch the components too: a crashed apiserver should not leave a
         // daemon that claims to be up.
         let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -225,7 +234,9 @@ fn down(dir: &Path) -> Result<(), String> {
             let (Some(name), Some(pid)) = (parts.next(), parts.next()) else {
                 continue;
             };
-            let Ok(pid) = pid.parse::<i32>() else { continue };
+            let Ok(pid) = pid.parse::<i32>() else {
+                continue;
+            };
             if name == "daemon" {
                 continue;
             }
@@ -247,7 +258,10 @@ fn down(dir: &Path) -> Result<(), String> {
 fn status(dir: &Path) -> Result<(), String> {
     match daemon_pid(dir) {
         Some(pid) if dir.join("ready").exists() => {
-            println!("running (daemon pid {pid}); KUBECONFIG={}", dir.join("kubeconfig").display());
+            println!(
+                "running (daemon pid {pid}); KUBECONFIG={}",
+                dir.join("kubeconfig").display()
+            );
             if let Ok(pids) = std::fs::read_to_string(dir.join("pids")) {
                 print!("{pids}");
             }
@@ -273,4 +287,3 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     found
 }
-
