@@ -45,6 +45,14 @@ fn err(message: impl Into<String>) -> Error {
     Error::Collector(message.into())
 }
 
+/// Selects rustls' `ring` provider for the process. A workspace build
+/// (`cargo test --workspace`) unifies features: kube brings `ring`, the
+/// probe's HTTP exporter `aws-lc-rs`, and with both rustls refuses to pick
+/// one — the first API call would panic. Call before any client is made.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Runs `kubectl apply -f -` with `yaml` against `kubeconfig`.
 pub fn kubectl_apply(kubeconfig: &Path, yaml: &str) -> Result<()> {
     use std::io::Write;

@@ -124,6 +124,7 @@ async fn opting_a_namespace_in_and_out_controls_which_pods_send_spans_with_kuber
         nix_is_root(),
         "this test needs root: it creates cgroups and network namespaces and the probes load eBPF programs (run make test with sudo)"
     );
+    stack::install_crypto_provider();
     let bed = TestBed::shared();
     let client = bed.client();
     let dir = tempfile::Builder::new()

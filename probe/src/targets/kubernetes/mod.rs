@@ -90,6 +90,14 @@ impl KubernetesDiscoveryConfig {
     }
 }
 
+/// Selects rustls' `ring` provider for the process. Our dependency graph
+/// enables both `ring` (kube) and `aws-lc-rs` (the HTTP exporter), and then
+/// rustls refuses to guess: the first TLS connection to the API would panic.
+/// Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The target source for `config`: Kubernetes discovery when
 /// `targets.kubernetes` is set (the operator renders it so), else the
 /// standalone `/proc` selection. `NODE_NAME` comes from the downward API; the
@@ -120,6 +128,7 @@ pub fn target_source(config: &crate::config::RuntimeConfig) -> crate::runtime::T
     discovery.scan_interval = config.rescan.max(Duration::from_millis(100));
     crate::runtime::TargetSource::Custom(Box::new(move |publisher, registry, shutdown| {
         Box::pin(async move {
+            install_crypto_provider();
             let client = kube::Client::try_default().await.map_err(|e| {
                 anyhow::anyhow!(
                     "cannot reach the Kubernetes API ({e}); in a pod, mount the ServiceAccount token; outside, set KUBECONFIG"
