@@ -16,11 +16,19 @@ use super::config::Kind;
 /// The OpenTelemetry Collector Builder manifest of the default image.
 pub const MANIFEST: &str = include_str!("../../../distribution/manifest.yaml");
 
-/// Module stems whose component type differs from the stem.
-const TYPE_OVERRIDES: &[(&str, &str)] = &[
-    ("memorylimiter", "memory_limiter"),
-    ("healthcheck", "health_check"),
+/// Module stems whose component type differs from the stem, per kind
+/// suffix. Since v0.14x the OTLP exporters are `otlp_grpc`/`otlp_http`; the
+/// old names keep working as deprecated aliases (see [`ALIASES`]).
+const TYPE_OVERRIDES: &[(&str, &str, &[&str])] = &[
+    ("processor", "memorylimiter", &["memory_limiter"]),
+    ("extension", "healthcheck", &["health_check"]),
+    ("exporter", "otlp", &["otlp_grpc", "otlp"]),
+    ("exporter", "otlphttp", &["otlp_http", "otlphttp"]),
 ];
+
+/// Types we accept that `otelcol components` does not list because they are
+/// deprecated aliases of a listed type: `(section, alias)`.
+pub const ALIASES: &[(&str, &str)] = &[("exporters", "otlp"), ("exporters", "otlphttp")];
 
 #[derive(Debug, Deserialize)]
 struct Manifest {
@@ -68,14 +76,17 @@ impl Distribution {
         let m: Manifest = serde_yaml::from_str(yaml)?;
         let types = |mods: &[Module], suffix: &str| -> BTreeSet<String> {
             mods.iter()
-                .map(|m| {
+                .flat_map(|m| {
                     let path = m.gomod.split_whitespace().next().unwrap_or_default();
                     let module = path.rsplit('/').next().unwrap_or(path);
                     let stem = module.strip_suffix(suffix).unwrap_or(module);
                     TYPE_OVERRIDES
                         .iter()
-                        .find(|(s, _)| *s == stem)
-                        .map_or_else(|| stem.to_owned(), |(_, t)| (*t).to_owned())
+                        .find(|(k, s, _)| *k == suffix && *s == stem)
+                        .map_or_else(
+                            || vec![stem.to_owned()],
+                            |(_, _, t)| t.iter().map(|t| (*t).to_owned()).collect(),
+                        )
                 })
                 .collect()
         };
@@ -132,7 +143,11 @@ mod tests {
         .unwrap_or_else(|e| panic!("test manifest must parse: {e}"));
         assert_eq!(d.processors.iter().collect::<Vec<_>>(), ["memory_limiter"]);
         assert_eq!(d.extensions.iter().collect::<Vec<_>>(), ["health_check"]);
-        assert_eq!(d.exporters.iter().collect::<Vec<_>>(), ["otlphttp"]);
+        assert_eq!(
+            d.exporters.iter().collect::<Vec<_>>(),
+            ["otlp_http", "otlphttp"],
+            "new name and alias"
+        );
         assert!(d.receivers.is_empty(), "absent sections are empty");
     }
 }

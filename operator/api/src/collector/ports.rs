@@ -267,7 +267,7 @@ pub fn derive_ports(config: &CollectorConfig) -> (Vec<DerivedPort>, Vec<Endpoint
 
 /// Two listeners that would bind the same port in one pod.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{first} and {second} both use port {port}/{protocol}; give one of them another port")]
+#[error("{first}: port {port}/{protocol} is also used by {second}; give one of them another port")]
 pub struct PortCollision {
     pub first: String,
     pub second: String,
