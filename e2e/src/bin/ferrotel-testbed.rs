@@ -83,7 +83,19 @@ fn daemon_pid(dir: &Path) -> Option<i32> {
     // Signal 0 only checks that the process exists; make sure it is ours.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let ours = String::from_utf8_lossy(&cmdline).contains("ferrotel-testbed");
-    (signal_pid(pid, 0) && ours).then_some(pid)
+    (alive(pid) && ours).then_some(pid)
+}
+
+/// True if `pid` runs. A zombie counts as dead: once `up` has exited, the
+/// daemon's parent is whatever reaps orphans, and some sandboxes' PID 1 never
+/// does.
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised command name, which may contain spaces.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, Some(s) if s != "Z" && s != "X") && signal_pid(pid, 0)
 }
 
 fn up(dir: &Path, nodes: usize) -> Result<(), String> {
@@ -219,10 +231,10 @@ fn down(dir: &Path) -> Result<(), String> {
     if let Some(pid) = daemon_pid(dir) {
         signal_pid(pid, libc::SIGTERM);
         let began = Instant::now();
-        while signal_pid(pid, 0) && began.elapsed() < Duration::from_secs(15) {
+        while alive(pid) && began.elapsed() < Duration::from_secs(15) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if signal_pid(pid, 0) {
+        if alive(pid) {
             signal_pid(pid, libc::SIGKILL);
         }
     }
@@ -241,7 +253,7 @@ fn down(dir: &Path) -> Result<(), String> {
                 continue;
             }
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if !comm.is_empty() && name.starts_with(comm.trim()) {
+            if alive(pid) && !comm.is_empty() && name.starts_with(comm.trim()) {
                 signal_pgid(pid, libc::SIGKILL);
             }
         }
