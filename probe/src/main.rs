@@ -44,7 +44,15 @@ async fn main() -> ExitCode {
     let stop = runtime::termination_signal();
     // Front-ends plug in here, one arm per language.
     let result = match config.language {
-        Language::Go => runtime::run(config, ferrotel_probe::golang::GoFrontend::new(), targets, stop).await,
+        Language::Go => {
+            runtime::run(
+                config,
+                ferrotel_probe::golang::GoFrontend::new(),
+                targets,
+                stop,
+            )
+            .await
+        }
         Language::Python => {
             runtime::run(
                 config,
