@@ -742,6 +742,20 @@ async fn the_probe_survives_malformed_traffic_and_its_target_exiting_and_restart
     let spans = collector
         .wait_for_spans(sent_after.len(), WAIT, |s| is_second(s) && s.kind == SERVER)
         .await
-        .expect("second spans");
+        .unwrap_or_else(|e| {
+            let mut by_pid: BTreeMap<String, usize> = BTreeMap::new();
+            for span in collector.spans().unwrap_or_default() {
+                *by_pid
+                    .entry(format!(
+                        "{:?}/{:?}",
+                        span.resource_str("process.pid"),
+                        span.service_name()
+                    ))
+                    .or_default() += 1;
+            }
+            panic!(
+                "spans of the restarted process {second_pid}: {e}; spans by pid/service: {by_pid:?}"
+            )
+        });
     assert!(!spans.is_empty(), "the restarted process is traced");
 }
