@@ -137,7 +137,24 @@ install_go_tools() {
   build_collector
 }
 
+# ---------------------------------------------------------------- Python
+# The Python test and benchmark apps (Flask, gunicorn, FastAPI, uvicorn,
+# requests, the OpenTelemetry SDK) in one venv, keyed by the requirements.
+install_python() {
+  local req=$repo/e2e/apps/python/requirements.txt venv=$cache/venv
+  [[ -f $req ]] || return 0
+  local key
+  key="$(python3 --version 2>&1)-$(hash_files "$req")"
+  if [[ -f $stamps/python-venv && $(cat "$stamps/python-venv") == "$key" && -x $venv/bin/python ]]; then return; fi
+  log "Creating the Python venv $venv from $req"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+  stamp_write python-venv "$key"
+}
+
 start=$SECONDS
 install_debian
 install_go_tools
+install_python
 log "Tools ready in $bin ($((SECONDS - start)) s)"
