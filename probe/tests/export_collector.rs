@@ -409,7 +409,11 @@ async fn collector_outage_loses_nothing_that_fits_the_queue_and_counts_the_rest(
     assert_eq!(
         h.health.export_dropped_total("traces", "queue_full"),
         50,
-        "250 spans during the outage with room for 200: exactly 50 dropped and counted"
+        "250 spans during the outage with room for 200: exactly 50 dropped and counted \
+         (exported so far {}, queued {}, health:\n{})",
+        h.health.exported_total("traces"),
+        h.queue.queued(),
+        health_text(&h.health)
     );
 
     // Phase 3: collector back on the same port.
@@ -469,12 +473,17 @@ async fn collector_outage_loses_nothing_that_fits_the_queue_and_counts_the_rest(
     drop(second);
 }
 
-fn retries(health: &Health) -> u64 {
+fn health_text(health: &Health) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     health.register(&mut registry);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-    text.lines()
+    text
+}
+
+fn retries(health: &Health) -> u64 {
+    health_text(health)
+        .lines()
         .filter(|l| l.starts_with("ferrotel_probe_export_retries_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()

@@ -280,8 +280,8 @@ impl OtlpClient {
 
     fn grpc_error(&self, status: tonic::Status) -> ExportError {
         use tonic::Code;
-        // The OTLP spec's retryable codes.
-        let retryable = matches!(
+        // The OTLP spec's retryable codes...
+        let spec_retryable = matches!(
             status.code(),
             Code::Cancelled
                 | Code::DeadlineExceeded
@@ -291,11 +291,16 @@ impl OtlpClient {
                 | Code::Unavailable
                 | Code::DataLoss
         );
-        self.error(
-            format!("gRPC status {:?}: {}", status.code(), status.message()),
-            retryable,
-            None,
-        )
+        // ...plus failures tonic synthesised locally from a transport error
+        // (they carry a source): a collector killed mid-request surfaces as
+        // `Unknown`/`Internal` "transport error", which is as transient as a
+        // refused connection. Statuses the collector itself sent have none.
+        let transport_failure = std::error::Error::source(&status).is_some();
+        let mut message = format!("gRPC status {:?}: {}", status.code(), status.message());
+        if let Some(source) = std::error::Error::source(&status) {
+            message.push_str(&format!(" ({source})"));
+        }
+        self.error(message, spec_retryable || transport_failure, None)
     }
 
     async fn post(&self, body: Vec<u8>) -> Result<(), ExportError> {
