@@ -144,25 +144,23 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         instrumentations: store.clone(),
         namespaces: namespaces.clone(),
         pods: pods.clone(),
+        applied: Default::default(),
     });
 
     // `/readyz` waits until every cache has its first full list.
     {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let synced = async {
-                namespaces.wait_until_ready().await?;
-                pods.wait_until_ready().await?;
-                store.wait_until_ready().await
-            };
-            match synced.await {
-                Ok(()) => {
-                    info!("Instrumentation caches synced");
-                    ctx.readiness.mark_synced(CONTROLLER);
-                }
-                Err(err) => {
-                    warn!(error = %err, "Instrumentation caches were dropped before syncing")
-                }
+            // runtime::wait_until_synced works around a missed wake-up in
+            // kube-runtime 5.0.0's Store::wait_until_ready (see its docs).
+            let synced = crate::runtime::wait_until_synced(&namespaces).await
+                && crate::runtime::wait_until_synced(&pods).await
+                && crate::runtime::wait_until_synced(&store).await;
+            if synced {
+                info!("Instrumentation caches synced");
+                ctx.readiness.mark_synced(CONTROLLER);
+            } else {
+                warn!("Instrumentation caches were dropped before syncing")
             }
         });
     }

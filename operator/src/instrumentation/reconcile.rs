@@ -56,7 +56,28 @@ pub struct Data {
     pub instrumentations: Store<Instrumentation>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub pods: Store<PartialObjectMeta<Pod>>,
+    /// What was last applied per Instrumentation UID (see [`Applied`]).
+    pub applied: std::sync::Mutex<std::collections::HashMap<String, Applied>>,
 }
+
+/// Fingerprint of the children last applied for an Instrumentation, and when.
+///
+/// Pod and namespace events re-evaluate every Instrumentation (for the
+/// matched counts) far more often than its children change. When the
+/// rendered children are identical to what was applied less than
+/// [`REAPPLY_AFTER`] ago and every DaemonSet still exists, the reconcile only
+/// reads the DaemonSets and computes the status instead of re-applying
+/// everything. Any spec, collector or Instrumentation-set change alters the
+/// fingerprint; a deleted DaemonSet is re-created at once, other drift within
+/// [`REAPPLY_AFTER`].
+#[derive(Debug, Clone)]
+pub struct Applied {
+    fingerprint: String,
+    at: std::time::Instant,
+}
+
+/// Children are re-applied at least this often, whatever the fingerprint says.
+const REAPPLY_AFTER: Duration = Duration::from_secs(300);
 
 /// One variant per stage that talks to the API server.
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +246,48 @@ async fn apply_stage(inst: &Instrumentation, data: &Data) -> Result<Action, Erro
     let (exporter, probe_image, observed, problem) = match built {
         Ok((exporter, desired)) => {
             let image = desired.probe_image.clone();
+            let uid = inst.uid().unwrap_or_default();
+            let fingerprint = fingerprint(&desired);
+            let fresh = data
+                .applied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&uid)
+                .is_some_and(|a| a.fingerprint == fingerprint && a.at.elapsed() < REAPPLY_AFTER);
+            if fresh {
+                let observed = read_daemon_sets(client, inst).await?;
+                // Every DaemonSet still exists (a stored object has a generation).
+                if observed.iter().all(|ds| ds.generation.is_some()) {
+                    write_status(
+                        inst,
+                        data,
+                        &all,
+                        Some(exporter),
+                        Some(image),
+                        observed,
+                        None,
+                    )
+                    .await?;
+                    return Ok(Action::requeue(REAPPLY_AFTER));
+                }
+            }
+            // Forget the record first: if applying fails half-way, the next
+            // reconcile must apply again.
+            data.applied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&uid);
             let (observed, pruned) = apply_all(client, inst, desired).await?;
+            data.applied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    uid,
+                    Applied {
+                        fingerprint,
+                        at: std::time::Instant::now(),
+                    },
+                );
             if let Some(pruned) = pruned {
                 let note = format!("removed objects no longer wanted: {}", pruned.join(", "));
                 publish(data, inst, EventType::Normal, "Pruned", note).await;
@@ -248,6 +310,38 @@ async fn apply_stage(inst: &Instrumentation, data: &Data) -> Result<Action, Erro
     // Rollouts, pods and collectors are watched; the periodic requeue is only
     // a safety net.
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// A stable digest of every rendered child.
+fn fingerprint(desired: &Desired) -> String {
+    let Desired {
+        probe_image,
+        languages,
+    } = desired;
+    let mut text = probe_image.clone();
+    for LanguageChildren {
+        language,
+        service_account,
+        cluster_role,
+        cluster_role_binding,
+        config_map,
+        daemon_set,
+    } in languages
+    {
+        let parts = [
+            serde_json::to_string(language),
+            serde_json::to_string(service_account),
+            serde_json::to_string(cluster_role),
+            serde_json::to_string(cluster_role_binding),
+            serde_json::to_string(config_map),
+            serde_json::to_string(daemon_set),
+        ];
+        for part in parts {
+            text.push('\n');
+            text.push_str(&part.unwrap_or_default());
+        }
+    }
+    build::config_hash(&text)
 }
 
 /// Applies every child and prunes the ones no longer wanted; returns the
@@ -565,6 +659,10 @@ async fn publish_degraded_event(
 async fn cleanup(inst: &Instrumentation, data: &Data) -> Result<Action, Error> {
     let client = &data.ctx.client;
     let uid = inst.uid().unwrap_or_default();
+    data.applied
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&uid);
     let none = BTreeSet::new();
     let instrumentation = key_of(inst).to_string();
     let deleted_bindings = prune_cluster::<ClusterRoleBinding>(client, &uid, &none)
@@ -624,5 +722,45 @@ async fn publish(
         .await
     {
         warn!(instrumentation = %key_of(inst), error = %err, "Could not publish Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrotel_api::probe_config::OtlpProtocol;
+
+    fn desired(endpoint: &str) -> Desired {
+        let inst: Instrumentation = serde_yaml::from_str(
+            "apiVersion: ferrotel.io/v1alpha1\nkind: Instrumentation\n\
+             metadata: {name: default, namespace: obs, uid: 00000000-0000-0000-0000-000000000001}\n\
+             spec: {languages: [go, python], exporter: {collectorRef: {name: otel}}}\n",
+        )
+        .expect("fixture parses");
+        let exporter = ResolvedExporter {
+            endpoint: endpoint.into(),
+            protocol: OtlpProtocol::Grpc,
+        };
+        build::build(&BuildInput {
+            instrumentation: &inst,
+            exporter: &exporter,
+            default_probe_image: "probe:test",
+            cluster_instrumentations: &[],
+        })
+        .expect("builds")
+    }
+
+    #[test]
+    fn fingerprint_is_stable_and_follows_every_rendered_change() {
+        assert_eq!(
+            fingerprint(&desired("http://a:4317")),
+            fingerprint(&desired("http://a:4317")),
+            "the same input must not look like a change (or every pod event re-applies)"
+        );
+        assert_ne!(
+            fingerprint(&desired("http://a:4317")),
+            fingerprint(&desired("http://b:4317")),
+            "a new endpoint must be applied"
+        );
     }
 }
