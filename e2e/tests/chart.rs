@@ -453,27 +453,64 @@ async fn helm_install_runs_an_operator_that_reconciles_and_helm_uninstall_remove
         panic!("a server-side apply of the release manifest after reconcile would change:\n{diff}");
     }
 
-    // 5. The metrics the dashboards and alerts name are the ones it serves.
+    // 5. A config the distribution cannot run (the kafka exporter is not in
+    // operator/distribution/manifest.yaml) is refused: ArgoCD sees Degraded,
+    // and the operator counts it as a reconcile error.
+    let broken = format!(
+        "apiVersion: ferrotel.io/v1alpha1\nkind: TelemetryCollector\nmetadata: {{name: broken, namespace: {workload_ns}}}\nspec:\n  config:\n    receivers: {{otlp: {{protocols: {{grpc: {{endpoint: 0.0.0.0:4317}}}}}}}}\n    exporters: {{kafka: {{}}}}\n    service: {{pipelines: {{traces: {{receivers: [otlp], exporters: [kafka]}}}}}}\n"
+    );
+    let mut apply = kubectl(bed);
+    apply.args(["apply", "--server-side", "-f", "-"]);
+    run(apply, Some(&broken))
+        .unwrap_or_else(|e| panic!("creating a collector with an unknown exporter: {e}"));
+    wait_for(
+        "the refused collector to be Degraded (ArgoCD health check)",
+        Duration::from_secs(60),
+        || {
+            let obj = kubectl_json(
+                bed,
+                &["get", "telemetrycollector", "broken", "-n", &workload_ns],
+            );
+            async move {
+                let obj = obj?;
+                match argocd_health(&obj) {
+                    (status, _) if status == "Degraded" => Ok(()),
+                    (status, message) => Err(format!("{status}: {message}")),
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // 6. Every operator metric the dashboards and alerts name is served.
     let (code, metrics) = http_get(&format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await
         .expect("scrape");
     assert_eq!(code, 200, "operator /metrics");
-    for name in [
-        "ferrotel_operator_reconciles_total",
-        "ferrotel_operator_reconcile_errors_total",
-        "ferrotel_operator_reconcile_duration_seconds_bucket",
-    ] {
+    let used = operator_metrics_named_by_dashboards_and_alerts();
+    assert!(
+        used.len() >= 3,
+        "dashboards/alerts name operator metrics: {used:?}"
+    );
+    for name in &used {
         assert!(
-            metrics.lines().any(|l| l.starts_with(name))
-                || metrics.contains(&format!(
-                    "# TYPE {}",
-                    name.trim_end_matches("_bucket").trim_end_matches("_total")
-                )),
+            metrics.lines().any(|l| l.starts_with(name.as_str())),
             "the operator does not serve {name} (named by the dashboards/alerts):\n{metrics}"
         );
     }
+    let mut delete = kubectl(bed);
+    delete.args([
+        "delete",
+        "telemetrycollector",
+        "broken",
+        "-n",
+        &workload_ns,
+        "--wait",
+    ]);
+    run(delete, None).expect("delete the refused collector");
 
-    // 6. Uninstall. The pre-delete hook deletes the release's CRs while the
+    // 7. Uninstall. The pre-delete hook deletes the release's CRs while the
     // operator and its RBAC are still there. The test bed runs no containers,
     // so the hook Job's containers run here, as its ServiceAccount, in order;
     // then helm uninstall proceeds without hooks.
@@ -555,6 +592,19 @@ async fn helm_install_runs_an_operator_that_reconciles_and_helm_uninstall_remove
         kubectl_json(bed, &["get", "crd", &crd])
             .unwrap_or_else(|e| panic!("CRD {crd} must be kept on uninstall: {e}"));
     }
+}
+
+/// `ferrotel_operator_*` metric names in the shipped dashboards and alerts.
+fn operator_metrics_named_by_dashboards_and_alerts() -> std::collections::BTreeSet<String> {
+    let pattern = regex::Regex::new(r"ferrotel_operator_[a-z_]+").unwrap();
+    let mut text = read(&chart_dir().join("alerts/ferrotel.rules.yaml"));
+    for file in yaml_files_with_ext(&chart_dir().join("dashboards"), "json") {
+        text.push_str(&read(&file));
+    }
+    pattern
+        .find_iter(&text)
+        .map(|m| m.as_str().to_string())
+        .collect()
 }
 
 fn names(list: &Value) -> String {

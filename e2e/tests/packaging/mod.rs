@@ -98,7 +98,12 @@ pub fn helm_template(release: &str, namespace: &str, extra: &[&str]) -> Result<S
     // claim v1.20; the test bed runs 1.36 (helm install asks the cluster).
     cmd.args(["template", release])
         .arg(chart_dir())
-        .args(["--namespace", namespace, "--kube-version", TEST_BED_KUBE_VERSION])
+        .args([
+            "--namespace",
+            namespace,
+            "--kube-version",
+            TEST_BED_KUBE_VERSION,
+        ])
         .args(extra);
     run(cmd, None)
 }
@@ -245,6 +250,9 @@ pub fn server_side_diff(
     cmd.args([
         "diff",
         "--server-side",
+        // Helm and kubectl's client-side apply own fields under "Update"
+        // operations; ArgoCD's server-side diff takes them over the same way.
+        "--force-conflicts",
         "--field-manager",
         field_manager,
         "-f",
