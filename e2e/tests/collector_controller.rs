@@ -552,6 +552,42 @@ async fn telemetry_collector_lifecycle_on_the_real_control_plane() {
     })
     .await;
 
+    // --- managementState: unmanaged stops every write to children.
+    collectors
+        .patch(
+            NAME,
+            &user,
+            &Patch::Merge(json!({"spec": {"managementState": "unmanaged",
+                "config": {"exporters": {"debug": {"verbosity": "normal"}}}}})),
+        )
+        .await
+        .expect("switch to unmanaged");
+    wait_status(&collectors, &mut op, "Reconciled=False/Unmanaged", |tc| {
+        let s = tc.status.clone().unwrap_or_default();
+        match condition(&s, "Reconciled") {
+            Some((st, reason, _)) if st == "False" && reason == "Unmanaged" => Ok(()),
+            other => Err(format!("Reconciled={other:?}")),
+        }
+    })
+    .await;
+    let deploy = deployments
+        .get(&format!("{NAME}-collector"))
+        .await
+        .expect("deploy");
+    assert_eq!(
+        template_hash(&deploy),
+        Some(hash2.clone()),
+        "an unmanaged collector's children are left alone"
+    );
+    collectors
+        .patch(
+            NAME,
+            &user,
+            &Patch::Merge(json!({"spec": {"managementState": null}})),
+        )
+        .await
+        .expect("back to managed");
+
     // --- deployment -> daemonset prunes the Deployment.
     collectors
         .patch(
