@@ -366,6 +366,32 @@ async fn telemetry_collector_lifecycle_on_the_real_control_plane() {
         "short name works"
     );
 
+    // --- The schema keeps the seed's nulls and enforces the CEL rules.
+    let stored = kubectl(bed, &["get", "tcol", NAME, "-n", &ns, "-o", "json"], None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stored: serde_json::Value = serde_json::from_str(&stored).expect("kubectl JSON");
+    assert!(
+        stored["spec"]["config"]
+            .as_object()
+            .is_some_and(|c| c.get("processors") == Some(&serde_json::Value::Null)),
+        "the seed's `processors:` (null) must survive the API server: {}",
+        stored["spec"]["config"]
+    );
+    let bad = sample
+        .replace(&format!("name: {NAME}"), "name: bad-replicas")
+        .replace("mode: deployment", "mode: daemonset\n  replicas: 2");
+    let refused = kubectl(
+        bed,
+        &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+        Some(&bad),
+    );
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("spec.replicas is only allowed with mode deployment")),
+        "CEL must refuse replicas with mode daemonset: {refused:?}"
+    );
+
     // --- The rendered config runs in the real collector and prints spans.
     let rendered = config_maps
         .get(&cm1)
