@@ -38,7 +38,7 @@ for tool in "$venv/gunicorn" "$venv/uvicorn" "$venv/opentelemetry-instrument" "$
 done
 
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
-probe=$target_dir/release/ferrotel-probe
+probe=${FERROTEL_PROBE_BIN:-$target_dir/release/ferrotel-probe}
 if [[ ! -x $probe ]]; then
   (cd "$repo" && cargo build -q --release -p ferrotel-probe --bin ferrotel-probe)
 fi
@@ -213,7 +213,7 @@ done
   echo "Server pinned to CPU 0; wrk (\`wrk -t1 -c16 -d${duration}s --latency /users/1\`), the probe and the collector (nop exporter) on CPU 1."
   echo "Flask: gunicorn 1 gthread worker, 8 threads. FastAPI: uvicorn, 1 worker (asyncio, h11)."
   echo "OTel SDK: \`opentelemetry-instrument\` (distro + Flask/FastAPI instrumentation), OTLP/HTTP to the collector."
-  echo "Probe: \`ferrotel-probe --language python --open-port <port>\` (release build), OTLP/gRPC to the collector."
+  echo "Probe: \`ferrotel-probe --language python --open-port <port>\` ($probe), OTLP/gRPC to the collector."
   echo "CPU per request = (app CPU + probe CPU) / requests, from /proc/<pid>/stat. Noise between runs is ±5–8 % on this VM."
   echo
   echo "| App | Variant | req/s | × bare | p50 ms | p99 ms | CPU µs/request (app + probe) | probe RSS |"
