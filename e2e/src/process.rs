@@ -82,6 +82,9 @@ extern "C" fn at_exit() {
     if let Ok(dirs) = EXIT_DIRS.try_lock() {
         for dir in dirs.iter() {
             if failed {
+                // The logs tell what happened; etcd's preallocated WAL
+                // (~120 MB) does not, so it goes.
+                let _ = std::fs::remove_dir_all(dir.join("etcd"));
                 eprintln!(
                     "ferrotel-e2e: a test failed; test bed logs kept in {}",
                     dir.join("logs").display()

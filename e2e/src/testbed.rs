@@ -115,6 +115,9 @@ impl TestBed {
                         continue;
                     }
                     if let Some(dir) = dir {
+                        if opts.dir.is_none() {
+                            let _ = std::fs::remove_dir_all(dir.join("etcd"));
+                        }
                         eprintln!(
                             "ferrotel-e2e: test bed failed to start; logs kept in {}",
                             dir.join("logs").display()
@@ -551,6 +554,10 @@ impl Drop for TestBed {
         self.stop();
         let failed = std::thread::panicking() || process::panics_observed() > self.panics_at_start;
         if failed {
+            if self.owns_dir {
+                // Keep the logs, not etcd's preallocated WAL (~120 MB).
+                let _ = std::fs::remove_dir_all(self.dir.join("etcd"));
+            }
             eprintln!(
                 "ferrotel-e2e: test failed; test bed logs kept in {}",
                 self.logs_dir().display()
