@@ -95,13 +95,15 @@ async fn net_http_case(apps: &Apps) {
     );
     front.assert_alive();
     downstream.assert_alive();
-    probe.stop().await;
+    let probe_metrics = probe.stop().await;
 
     let is_front = of_pid(front.pid());
     let server = collector
         .wait_for_spans(32, WAIT, |s| is_front(s) && s.kind == SERVER)
         .await
-        .unwrap_or_else(|e| panic!("{label}: server spans of the front target: {e}"));
+        .unwrap_or_else(|e| {
+            panic!("{label}: server spans of the front target: {e}\n{probe_metrics}")
+        });
     assert_eq!(
         server.len(),
         32,
@@ -228,22 +230,24 @@ async fn chi_case(apps: &Apps) {
     longest = longest.max(get_n(&client, &chi.url("/missing"), 2, &[]).await);
     longest = longest.max(get_n(&client, &chi.url("/downstream"), 3, &[]).await);
     for _ in 0..3 {
+        let started = std::time::Instant::now();
         let status = client
             .post(chi.url("/users"))
             .send()
             .await
             .expect("POST /users")
             .status();
+        longest = longest.max(started.elapsed());
         assert_eq!(status.as_u16(), 201);
     }
     chi.assert_alive();
-    probe.stop().await;
+    let probe_metrics = probe.stop().await;
 
     let is_chi = of_pid(chi.pid());
     let server = collector
         .wait_for_spans(18, WAIT, |s| is_chi(s) && s.kind == SERVER)
         .await
-        .expect("chi server spans");
+        .unwrap_or_else(|e| panic!("{label}: chi server spans: {e}\n{probe_metrics}"));
     assert_eq!(server.len(), 18, "{label}: one span per request");
     let by = count_by(&server, |s| {
         format!(
@@ -265,9 +269,7 @@ async fn chi_case(apps: &Apps) {
     .collect();
     assert_eq!(by, expected, "{label}: method, path and status");
     assert!(
-        server
-            .iter()
-            .all(|s| duration(s) <= longest.max(Duration::from_secs(5))),
+        server.iter().all(|s| duration(s) <= longest),
         "{label}: durations within client bounds"
     );
     let clients: Vec<Span> = collector
@@ -342,13 +344,13 @@ async fn grpc_case(apps: &Apps) {
     );
     front.assert_alive();
     backend.assert_alive();
-    probe.stop().await;
+    let probe_metrics = probe.stop().await;
 
     let is_front = of_pid(front.pid());
     let server = collector
         .wait_for_spans(11, WAIT, |s| is_front(s) && s.kind == SERVER)
         .await
-        .expect("gRPC server spans");
+        .unwrap_or_else(|e| panic!("{label}: gRPC server spans: {e}\n{probe_metrics}"));
     assert_eq!(server.len(), 11, "{label}: one server span per call");
     for span in &server {
         assert_eq!(span.attr_str("rpc.system"), Some("grpc"), "{label}");
@@ -451,12 +453,12 @@ async fn stripped_binaries_are_traced_through_the_offsets_table_on_every_go_vers
         get_n(&client, &server.url("/hello"), 5, &[]).await;
         get_n(&client, &server.url("/status/404"), 3, &[]).await;
         server.assert_alive();
-        probe.stop().await;
+        let probe_metrics = probe.stop().await;
         let is_server = of_pid(server.pid());
         let spans = collector
             .wait_for_spans(8, WAIT, |s| is_server(s) && s.kind == SERVER)
             .await
-            .expect("spans");
+            .unwrap_or_else(|e| panic!("{label}: server spans: {e}\n{probe_metrics}"));
         assert_eq!(spans.len(), 8, "{label}: one span per request");
         let by = count_by(&spans, |s| {
             format!(
@@ -513,12 +515,12 @@ async fn a_binary_replaced_on_disk_while_running_is_probed_with_its_own_offsets(
     get_n(&client, &server.url("/hello"), 4, &[]).await;
     get_n(&client, &server.url("/users/3"), 2, &[]).await;
     server.assert_alive();
-    probe.stop().await;
+    let probe_metrics = probe.stop().await;
     let is_server = of_pid(server.pid());
     let spans = collector
         .wait_for_spans(6, WAIT, |s| is_server(s) && s.kind == SERVER)
         .await
-        .expect("spans");
+        .unwrap_or_else(|e| panic!("replaced binary: server spans: {e}\n{probe_metrics}"));
     assert_eq!(
         spans.len(),
         6,

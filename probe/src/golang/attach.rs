@@ -59,8 +59,9 @@ pub enum AttachError {
     NothingToProbe { path: PathBuf },
     #[error("pid {pid} is 0 or was already attached")]
     BadPid { pid: u32 },
+    /// Boxed: aya's errors are large, and this travels through every attach.
     #[error(transparent)]
-    Ebpf(#[from] EbpfError),
+    Ebpf(#[from] Box<EbpfError>),
 }
 
 impl AttachError {
@@ -102,7 +103,7 @@ pub struct GoProbes {
 impl GoProbes {
     /// Loads (verifies) every program of the set; `ebpf` comes from
     /// [`crate::ebpf::load`] with the `events` map already taken.
-    pub fn new(mut ebpf: Ebpf, cache: Arc<AnalysisCache>) -> Result<Self, EbpfError> {
+    pub fn new(mut ebpf: Ebpf, cache: Arc<AnalysisCache>) -> Result<Self, Box<EbpfError>> {
         for name in PROGRAMS {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
@@ -168,10 +169,12 @@ impl GoProbes {
         }
         self.offsets
             .insert(pid, binary.offsets, 0)
-            .map_err(|source| EbpfError::Map {
-                set: SET,
-                name: "go_offsets",
-                source,
+            .map_err(|source| {
+                Box::new(EbpfError::Map {
+                    set: SET,
+                    name: "go_offsets",
+                    source,
+                })
             })?;
 
         let mut sites: Vec<&ProbeSite> = features
@@ -238,7 +241,7 @@ impl GoProbes {
         offset: u64,
         exe: &Path,
         pid: NonZeroU32,
-    ) -> Result<UProbeLinkId, EbpfError> {
+    ) -> Result<UProbeLinkId, Box<EbpfError>> {
         let uprobe: &mut UProbe = self
             .ebpf
             .program_mut(program)
@@ -258,11 +261,13 @@ impl GoProbes {
                 exe,
                 UProbeScope::OneProcess(pid),
             )
-            .map_err(|source| EbpfError::Attach {
-                set: SET,
-                name: program.to_owned(),
-                target: format!("{}+{offset:#x}", exe.display()),
-                source,
+            .map_err(|source| {
+                Box::new(EbpfError::Attach {
+                    set: SET,
+                    name: program.to_owned(),
+                    target: format!("{}+{offset:#x}", exe.display()),
+                    source,
+                })
             })
     }
 

@@ -258,8 +258,10 @@ impl Probe {
         }
     }
 
-    /// Stops gracefully (flushing every span) and returns the runtime's result.
-    pub async fn stop(mut self) {
+    /// Stops gracefully (flushing every span); returns the probe's /metrics
+    /// text from just before the stop, for failure messages.
+    pub async fn stop(mut self) -> String {
+        let metrics = self.metrics().await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -269,6 +271,11 @@ impl Probe {
             .expect("probe stops in time")
             .expect("probe task");
         result.expect("the probe returns Ok after a graceful stop");
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("ferrotel_probe_"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
