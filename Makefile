@@ -69,6 +69,7 @@ demo-down: ## Stop and remove everything `make demo` started (also after a kille
 bench: tools ## Run the benchmarks; results land in bench/results/
 	@echo "benchmarks: see bench/README.md"
 	bench/python/run.sh
+	bench/go/run.sh
 
 # Container images (images/*.Containerfile). Needs podman or a running Docker
 # engine; this repository's CI machines have neither, so the tests check the
