@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ferrotel_e2e::{TestBed, TestBedOptions, wait_for};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
@@ -248,6 +249,54 @@ async fn deleting_a_deployment_garbage_collects_its_replicaset_and_pods() {
     )
     .await;
     if let Err(e) = gone {
+        panic!("{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_job_completes_when_kwok_finishes_its_pod() {
+    // kwok moves Job-owned pods to Succeeded; the Job controller
+    // (kube-controller-manager) must then count them and complete the Job.
+    let bed = TestBed::shared();
+    let ns = bed.create_namespace("smoke-job").await;
+    let jobs: Api<Job> = Api::namespaced(bed.client(), &ns);
+    let job: Job = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "once"},
+        "spec": {
+            "completions": 2,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "task", "image": "registry.invalid/ferrotel/task:1"}]
+                }
+            }
+        }
+    }))
+    .expect("valid Job");
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("create Job");
+    let done = wait_for(
+        "Job once to succeed twice and complete",
+        TIMEOUT,
+        || async {
+            let j = jobs.get("once").await.map_err(|e| e.to_string())?;
+            let status = j.status.ok_or("no status yet")?;
+            let complete = status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Complete" && c.status == "True");
+            match (status.succeeded, complete) {
+                (Some(2), true) => Ok(()),
+                (succeeded, complete) => {
+                    Err(format!("succeeded {succeeded:?}, Complete {complete}"))
+                }
+            }
+        },
+    )
+    .await;
+    if let Err(e) = done {
         panic!("{e}");
     }
 }
