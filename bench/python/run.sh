@@ -214,7 +214,8 @@ done
   echo "Flask: gunicorn 1 gthread worker, 8 threads. FastAPI: uvicorn, 1 worker (asyncio, h11)."
   echo "OTel SDK: \`opentelemetry-instrument\` (distro + Flask/FastAPI instrumentation), OTLP/HTTP to the collector."
   echo "Probe: \`ferrotel-probe --language python --open-port <port>\` ($probe), OTLP/gRPC to the collector."
-  echo "CPU per request = (app CPU + probe CPU) / requests, from /proc/<pid>/stat. Noise between runs is ±5–8 % on this VM."
+  echo "CPU per request = (app CPU + probe CPU) / requests, from /proc/<pid>/stat. Noise between runs is ±5–8 % on an idle VM."
+  echo "Load average at the end of the run: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine competes for both CPUs and skews every number)."
   echo
   echo "| App | Variant | req/s | × bare | p50 ms | p99 ms | CPU µs/request (app + probe) | probe RSS |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
