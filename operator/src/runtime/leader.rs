@@ -205,24 +205,8 @@ impl LeaderElector {
             return Ok(Attempt::Acquired);
         };
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(MicroTime(renewed)), Some(secs)) => {
-                renewed
-                    .saturating_add(SignedDuration::from_secs(i64::from(secs)))
-                    .unwrap_or(*renewed)
-                    < now
-            }
-            _ => true,
-        };
-        let vacant = spec.holder_identity.as_deref().is_none_or(str::is_empty);
-        if !ours && !expired && !vacant {
+        if !claim(spec, &self.identity, now) {
             return Ok(Attempt::HeldByOther(spec.holder_identity.clone()));
-        }
-        if !ours {
-            spec.holder_identity = Some(self.identity.clone());
-            spec.acquire_time = Some(MicroTime(now));
-            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
         }
         spec.lease_duration_seconds = Some(duration);
         spec.renew_time = Some(MicroTime(now));
@@ -233,5 +217,101 @@ impl LeaderElector {
             .await
             .map_err(|e| self.api_err(e))?;
         Ok(Attempt::Acquired)
+    }
+}
+
+/// Decides whether `identity` may hold the lease described by `spec` at
+/// `now`, and if so records the takeover in `spec` (holder, acquire time,
+/// transitions). Renewal fields are set by the caller. Pure, so the rules
+/// are unit-tested: the holder renews; anyone takes a vacant or expired
+/// lease; nobody takes a live lease held by someone else.
+fn claim(spec: &mut LeaseSpec, identity: &str, now: Timestamp) -> bool {
+    let ours = spec.holder_identity.as_deref() == Some(identity);
+    let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
+        (Some(MicroTime(renewed)), Some(secs)) => {
+            renewed
+                .saturating_add(SignedDuration::from_secs(i64::from(secs)))
+                .unwrap_or(*renewed)
+                < now
+        }
+        _ => true,
+    };
+    let vacant = spec.holder_identity.as_deref().is_none_or(str::is_empty);
+    if !ours && !expired && !vacant {
+        return false;
+    }
+    if !ours {
+        spec.holder_identity = Some(identity.to_owned());
+        spec.acquire_time = Some(MicroTime(now));
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held_by(holder: &str, renewed: Timestamp, secs: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(holder.to_owned()),
+            renew_time: Some(MicroTime(renewed)),
+            lease_duration_seconds: Some(secs),
+            lease_transitions: Some(3),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn live_lease_of_another_holder_is_not_taken() {
+        let now = Timestamp::from_second(1_000).expect("valid time");
+        let mut spec = held_by("a", now, 15);
+        assert!(
+            !claim(&mut spec, "b", now),
+            "a live lease belongs to its holder"
+        );
+        assert_eq!(
+            spec.holder_identity.as_deref(),
+            Some("a"),
+            "and is left untouched"
+        );
+    }
+
+    #[test]
+    fn expired_or_vacant_lease_is_taken_over_and_counted() {
+        let renewed = Timestamp::from_second(1_000).expect("valid time");
+        let later = Timestamp::from_second(1_016).expect("valid time");
+        let mut spec = held_by("a", renewed, 15);
+        assert!(
+            claim(&mut spec, "b", later),
+            "15 s lease renewed 16 s ago has expired"
+        );
+        assert_eq!(spec.holder_identity.as_deref(), Some("b"));
+        assert_eq!(
+            spec.lease_transitions,
+            Some(4),
+            "a takeover is a transition"
+        );
+
+        let mut released = LeaseSpec {
+            holder_identity: None,
+            ..held_by("x", later, 15)
+        };
+        assert!(
+            claim(&mut released, "c", later),
+            "a released lease is free at once"
+        );
+    }
+
+    #[test]
+    fn holder_renews_without_a_transition() {
+        let now = Timestamp::from_second(1_000).expect("valid time");
+        let mut spec = held_by("a", now, 15);
+        assert!(claim(&mut spec, "a", now), "the holder keeps its lease");
+        assert_eq!(
+            spec.lease_transitions,
+            Some(3),
+            "renewal is not a transition"
+        );
     }
 }
