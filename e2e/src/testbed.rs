@@ -70,12 +70,14 @@ impl TestBed {
     /// Its processes die with the test process; its directory is deleted at
     /// exit unless a test failed. Panics if it cannot start.
     pub fn shared() -> &'static TestBed {
-        static SHARED: OnceLock<TestBed> = OnceLock::new();
-        SHARED.get_or_init(|| {
+        // A failed start is remembered: every later test of the process fails
+        // at once with the same reason instead of waiting out its own start.
+        static SHARED: OnceLock<std::result::Result<TestBed, String>> = OnceLock::new();
+        let shared = SHARED.get_or_init(|| {
             // Started on a thread with its own runtime: this works from sync
             // code and from any test runtime, and nothing of the shared bed is
             // tied to a runtime that dies with one test.
-            let bed = std::thread::spawn(|| {
+            let started = std::thread::spawn(|| {
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -83,21 +85,36 @@ impl TestBed {
                     .block_on(TestBed::start(TestBedOptions::default()))
             })
             .join()
-            .expect("shared test bed start thread panicked")
-            .unwrap_or_else(|e| panic!("the shared test bed failed to start: {e}"));
-            let mut bed = bed;
-            if bed.owns_dir {
-                bed.owns_dir = false;
-                process::remove_at_exit(bed.dir.clone());
-            }
-            bed
-        })
+            .map_err(|_| "its start thread panicked".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+            started.map(|mut bed| {
+                if bed.owns_dir {
+                    bed.owns_dir = false;
+                    process::remove_at_exit(bed.dir.clone());
+                }
+                bed
+            })
+        });
+        match shared {
+            Ok(bed) => bed,
+            Err(e) => panic!("the shared test bed failed to start: {e}"),
+        }
     }
 
     /// Starts a dedicated control plane (own ports, own directory) and waits
     /// until the API is ready, the controllers run and every fake node is Ready.
     /// Retries a few times if a component lost a race for its port.
     pub async fn start(opts: TestBedOptions) -> Result<TestBed> {
+        // A missing tool is a setup problem: say so before creating anything.
+        for tool in [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
+        ] {
+            try_tool_path(tool)?;
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
