@@ -223,4 +223,119 @@ mod tests {
         b.ready = Some("0/1".into());
         assert!(changed(&a, &b), "a new ready count is a change");
     }
+
+    fn sample() -> TelemetryCollector {
+        let mut tc: TelemetryCollector = serde_yaml::from_str(include_str!(
+            "../../../config/samples/telemetrycollector.yaml"
+        ))
+        .unwrap_or_else(|e| panic!("sample must parse: {e}"));
+        tc.metadata.uid = Some("uid-1".into());
+        tc.metadata.generation = Some(2);
+        tc
+    }
+
+    fn state(desired: i32, ready: i32, rolled_out: bool) -> Applied {
+        Applied {
+            workload: super::super::apply::WorkloadState {
+                desired,
+                ready,
+                rolled_out,
+            },
+            pruned: Vec::new(),
+        }
+    }
+
+    fn cond(s: &TelemetryCollectorStatus, t: &str) -> (String, String) {
+        let c =
+            conditions::find(&s.conditions, t).unwrap_or_else(|| panic!("condition {t} missing"));
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn applied_status_reports_rollout_readiness_and_resolved_defaults() {
+        let tc = sample();
+        let built = super::super::build::build(&tc, "img:1").expect("sample builds");
+        let valid = Report {
+            errors: Vec::new(),
+            components_checked: true,
+        };
+        let rolling = applied(
+            &tc,
+            &Default::default(),
+            &built,
+            &state(2, 1, false),
+            &valid,
+        );
+        assert_eq!(rolling.ready.as_deref(), Some("1/2"));
+        assert_eq!(rolling.observed_generation, Some(2));
+        assert_eq!(
+            rolling.image.as_deref(),
+            Some("img:1"),
+            "resolved image shown in status"
+        );
+        assert_eq!(
+            cond(&rolling, conditions::AVAILABLE),
+            ("False".into(), reasons::REPLICAS_NOT_READY.into())
+        );
+        assert_eq!(
+            cond(&rolling, conditions::PROGRESSING),
+            ("True".into(), reasons::ROLLING_OUT.into())
+        );
+        let done = applied(&tc, &rolling, &built, &state(2, 2, true), &valid);
+        assert_eq!(
+            cond(&done, conditions::AVAILABLE),
+            ("True".into(), reasons::REPLICAS_READY.into())
+        );
+        assert_eq!(
+            cond(&done, conditions::PROGRESSING),
+            ("False".into(), reasons::ROLLED_OUT.into())
+        );
+        assert!(
+            !changed(
+                &done,
+                &applied(&tc, &done, &built, &state(2, 2, true), &valid)
+            ),
+            "steady state writes nothing"
+        );
+    }
+
+    #[test]
+    fn custom_image_says_component_types_were_not_checked() {
+        let tc = sample();
+        let built = super::super::build::build(&tc, "img:1").expect("sample builds");
+        let unchecked = Report {
+            errors: Vec::new(),
+            components_checked: false,
+        };
+        let s = applied(
+            &tc,
+            &Default::default(),
+            &built,
+            &state(1, 1, true),
+            &unchecked,
+        );
+        assert_eq!(
+            cond(&s, conditions::CONFIG_VALID),
+            ("True".into(), reasons::VALID_CUSTOM_IMAGE.into())
+        );
+    }
+
+    #[test]
+    fn invalid_config_keeps_the_serving_hash_and_image() {
+        let old = TelemetryCollectorStatus {
+            config_hash: Some("abc".into()),
+            image: Some("img:1".into()),
+            ..Default::default()
+        };
+        let s = invalid(&sample(), &old, "service.pipelines: bad");
+        assert_eq!(
+            s.config_hash.as_deref(),
+            Some("abc"),
+            "the last good config keeps serving"
+        );
+        assert_eq!(
+            cond(&s, conditions::CONFIG_VALID),
+            ("False".into(), reasons::INVALID_CONFIG.into())
+        );
+    }
 }
