@@ -16,7 +16,9 @@ pub const PROBE_CONFIG_FILE: &str = "probe.yaml";
 
 /// The language a probe DaemonSet instruments; each loads only its own eBPF
 /// program set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     Go,
@@ -46,7 +48,9 @@ impl std::str::FromStr for Language {
         match s.trim().to_ascii_lowercase().as_str() {
             "go" | "golang" => Ok(Language::Go),
             "python" | "python3" => Ok(Language::Python),
-            other => Err(format!("unknown language {other:?}; expected \"go\" or \"python\"")),
+            other => Err(format!(
+                "unknown language {other:?}; expected \"go\" or \"python\""
+            )),
         }
     }
 }
@@ -182,7 +186,10 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        Self { kind: SamplerType::ParentbasedTraceIdRatio, ratio: 1.0 }
+        Self {
+            kind: SamplerType::ParentbasedTraceIdRatio,
+            ratio: 1.0,
+        }
     }
 }
 
@@ -198,7 +205,7 @@ pub enum Propagator {
 }
 
 /// How a probe finds the processes it instruments.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TargetsConfig {
     /// Watch pods on this node and apply the opt-in rules (DaemonSet mode).
@@ -214,19 +221,6 @@ pub struct TargetsConfig {
     pub exe_paths: Vec<String>,
     /// Standalone: instrument processes listening on one of these TCP ports.
     pub open_ports: Vec<u16>,
-}
-
-impl Default for TargetsConfig {
-    fn default() -> Self {
-        Self {
-            kubernetes: false,
-            namespace_selector: None,
-            pod_selector: None,
-            pids: Vec::new(),
-            exe_paths: Vec::new(),
-            open_ports: Vec::new(),
-        }
-    }
 }
 
 /// What to report as `http.route` for a path no pattern matches.
@@ -256,7 +250,11 @@ pub struct RoutesConfig {
 
 impl Default for RoutesConfig {
     fn default() -> Self {
-        Self { patterns: Vec::new(), unmatched: UnmatchedRoutes::Heuristic, max_distinct: 500 }
+        Self {
+            patterns: Vec::new(),
+            unmatched: UnmatchedRoutes::Heuristic,
+            max_distinct: 500,
+        }
     }
 }
 
@@ -276,7 +274,12 @@ pub struct LanguageTuning {
 
 impl Default for LanguageTuning {
     fn default() -> Self {
-        Self { http: true, grpc: true, ring_buffer_bytes: 4 << 20, max_payload_bytes: 512 }
+        Self {
+            http: true,
+            grpc: true,
+            ring_buffer_bytes: 4 << 20,
+            max_payload_bytes: 512,
+        }
     }
 }
 
@@ -291,7 +294,10 @@ pub struct ProbeMetricsConfig {
 
 impl Default for ProbeMetricsConfig {
     fn default() -> Self {
-        Self { enabled: true, listen: "0.0.0.0:9464".to_owned() }
+        Self {
+            enabled: true,
+            listen: "0.0.0.0:9464".to_owned(),
+        }
     }
 }
 
