@@ -394,3 +394,19 @@ async fn a_dedicated_test_bed_stops_every_process_and_removes_its_directory_on_d
         dir.display()
     );
 }
+
+#[test]
+fn workspace_binary_finds_a_built_binary_and_names_the_fix_for_a_missing_one() {
+    // Cargo builds this package's binaries before its integration tests.
+    let found = ferrotel_e2e::workspace_binary("ferrotel-testbed")
+        .unwrap_or_else(|e| panic!("ferrotel-testbed should be found: {e}"));
+    assert!(found.is_file(), "{} should exist", found.display());
+    let missing = ferrotel_e2e::workspace_binary("ferrotel-no-such-binary")
+        .expect_err("a binary that is never built cannot be found");
+    assert!(
+        missing
+            .to_string()
+            .contains("cargo build --workspace --bins"),
+        "the error should say how to fix it: {missing}"
+    );
+}
