@@ -269,12 +269,17 @@ async fn telemetry_collector_lifecycle_on_the_real_control_plane() {
     let status = wait_status(
         &collectors,
         &mut op,
-        "the seed collector to become Available",
+        "the seed collector to become Available and fully rolled out",
         |tc| {
             let s = tc.status.clone().ok_or("no status yet")?;
-            match condition(&s, "Available") {
-                Some((st, _, _)) if st == "True" => Ok(s),
-                other => Err(format!("Available={other:?}, ready={:?}", s.ready)),
+            // Rolled out too, so no controller still updates the Deployment's
+            // status when the restart check below compares resourceVersions.
+            match (condition(&s, "Available"), condition(&s, "Progressing")) {
+                (Some((a, _, _)), Some((p, _, _))) if a == "True" && p == "False" => Ok(s),
+                other => Err(format!(
+                    "(Available, Progressing)={other:?}, ready={:?}",
+                    s.ready
+                )),
             }
         },
     )
