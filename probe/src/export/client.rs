@@ -355,3 +355,60 @@ impl OtlpClient {
         Err(self.error(message, retryable, retry_after))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::settings::{ExportSettings, Signal};
+    use ferrotel_api::probe_config::ExporterConfig;
+
+    fn client() -> OtlpClient {
+        let config = ExporterConfig {
+            endpoint: "http://127.0.0.1:1".into(),
+            ..Default::default()
+        };
+        let settings = ExportSettings::resolve(&config, &|_| None).expect("settings");
+        assert_eq!(settings.traces.signal, Signal::Traces);
+        OtlpClient::new(settings.traces).expect("a lazy gRPC client builds without a collector")
+    }
+
+    #[tokio::test]
+    async fn grpc_failures_are_classified_per_the_otlp_spec() {
+        let c = client();
+        assert!(
+            c.grpc_error(tonic::Status::unavailable("down")).retryable,
+            "UNAVAILABLE is retried"
+        );
+        assert!(
+            c.grpc_error(tonic::Status::resource_exhausted("busy"))
+                .retryable,
+            "RESOURCE_EXHAUSTED is retried"
+        );
+        assert!(
+            !c.grpc_error(tonic::Status::invalid_argument("bad"))
+                .retryable,
+            "INVALID_ARGUMENT is permanent"
+        );
+        assert!(
+            !c.grpc_error(tonic::Status::unauthenticated("who"))
+                .retryable,
+            "UNAUTHENTICATED is permanent"
+        );
+        let local = tonic::Status::from_error(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert!(
+            c.grpc_error(local).retryable,
+            "a transport failure synthesised locally is retried"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_retryable_failure() {
+        let err = client()
+            .export_traces(ExportTraceServiceRequest::default())
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(err.retryable, "connection refused must be retried: {err}");
+    }
+}
