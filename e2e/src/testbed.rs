@@ -465,6 +465,12 @@ impl TestBed {
         RESTRICTED_USER
     }
 
+    /// The CA certificate (PEM) that signed the API server's serving
+    /// certificate and every client certificate.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("pki").join("ca.crt")
+    }
+
     /// The API server URL (`https://127.0.0.1:<port>`).
     pub fn server(&self) -> &str {
         &self.server

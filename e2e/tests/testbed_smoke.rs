@@ -350,6 +350,45 @@ async fn the_restricted_user_may_read_but_is_refused_writes_the_admin_may_do() {
 }
 
 #[tokio::test]
+async fn service_account_tokens_are_signed_and_accepted_by_the_api_server() {
+    let bed = TestBed::shared();
+    let ns = bed.create_namespace("smoke-sa").await;
+    let out = bed
+        .kubectl()
+        .args(["create", "token", "default", "-n", &ns])
+        .output()
+        .expect("run kubectl create token");
+    assert!(out.status.success(), "TokenRequest failed: {out:?}");
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // Authenticate with the token alone: no client certificate.
+    let out = std::process::Command::new(ferrotel_e2e::tool_path("kubectl"))
+        .env("KUBECONFIG", "/dev/null")
+        .args([
+            "--server",
+            bed.server(),
+            "--certificate-authority",
+            &bed.ca_cert().display().to_string(),
+            "--token",
+            &token,
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ])
+        .output()
+        .expect("run kubectl auth whoami");
+    assert!(
+        out.status.success(),
+        "the API server should accept the token: {out:?}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("system:serviceaccount:{ns}:default"),
+        "the token authenticates as the ServiceAccount"
+    );
+}
+
+#[tokio::test]
 async fn a_dedicated_test_bed_stops_every_process_and_removes_its_directory_on_drop() {
     let bed = TestBed::start(TestBedOptions {
         nodes: 1,
