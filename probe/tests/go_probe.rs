@@ -535,3 +535,35 @@ async fn a_binary_replaced_on_disk_while_running_is_probed_with_its_own_offsets(
         "ServeMux patterns read with the running binary's offsets: {routes:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_cannot_be_probed_is_refused_with_a_reason_metric() {
+    let collector = collector().await;
+    let mut sleeper = Command::new("sleep")
+        .arg("120")
+        .spawn()
+        .expect("spawn a non-Go process");
+    let probe = Probe::start(&collector, &[sleeper.id()], &[], 0).await;
+    let line = "ferrotel_probe_attach_refused_total{language=\"go\",reason=\"not_go\"} 1";
+    let text = ferrotel_e2e::wait_for("the refusal metric", WAIT, || {
+        let metrics = probe.metrics();
+        async move {
+            let text = metrics.await;
+            if text.lines().any(|l| l == line) {
+                Ok(text)
+            } else {
+                Err(format!("no {line:?} yet"))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("a non-Go process must be refused and counted: {e}"));
+    assert!(
+        text.lines()
+            .any(|l| l == "ferrotel_probe_attached_processes{language=\"go\"} 0"),
+        "nothing attached:\n{text}"
+    );
+    probe.stop().await;
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
