@@ -666,13 +666,66 @@ async fn telemetry_collector_lifecycle_on_the_real_control_plane() {
     )
     .await;
 
+    // --- Old ConfigMaps beyond the rollback window (3) are pruned.
+    for n in [7, 8] {
+        let before = collectors
+            .get(NAME)
+            .await
+            .expect("tc")
+            .status
+            .and_then(|s| s.config_hash);
+        collectors
+            .patch(
+                NAME,
+                &user,
+                &Patch::Merge(
+                    json!({"spec": {"config": {"exporters": {"debug": {"sampling_initial": n}}}}}),
+                ),
+            )
+            .await
+            .expect("patch config");
+        wait_status(&collectors, &mut op, "another config hash", |tc| {
+            let h = tc.status.as_ref().and_then(|s| s.config_hash.clone());
+            if h.is_some() && h != before {
+                Ok(())
+            } else {
+                Err(format!("hash still {h:?}"))
+            }
+        })
+        .await;
+    }
+    let selector =
+        format!("app.kubernetes.io/instance={NAME},app.kubernetes.io/managed-by=ferrotel-operator");
+    let kept = wait_for("old ConfigMaps to be pruned", TIMEOUT, || {
+        let (cms, selector, cm1) = (config_maps.clone(), selector.clone(), cm1.clone());
+        async move {
+            let names: Vec<String> = cms
+                .list_metadata(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .iter()
+                .map(|cm| cm.name_any())
+                .collect();
+            if names.len() == 4 && !names.contains(&cm1) {
+                Ok(names)
+            } else {
+                Err(format!("config maps: {names:?}"))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.tail()));
+    assert!(
+        kept.iter().any(|n| n.ends_with(&hash2)),
+        "recent ConfigMaps stay for rollback: {kept:?}"
+    );
+
     // --- Deleting the CR removes every child (garbage collector).
     collectors
         .delete(NAME, &Default::default())
         .await
         .expect("delete");
-    let selector =
-        format!("app.kubernetes.io/instance={NAME},app.kubernetes.io/managed-by=ferrotel-operator");
     wait_for(
         "every child to be garbage-collected",
         Duration::from_secs(90),
