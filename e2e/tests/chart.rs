@@ -446,6 +446,22 @@ async fn helm_install_runs_an_operator_that_reconciles_and_helm_uninstall_remove
         names(&deployments)
     );
 
+    // The probe image's binary accepts the arguments of the DaemonSets the
+    // operator rendered (its entrypoint is the binary: images/probe.Containerfile).
+    let probe = ferrotel_e2e::workspace_binary("ferrotel-probe").unwrap_or_else(|e| panic!("{e}"));
+    for daemonset in ds["items"].as_array().into_iter().flatten() {
+        let args = container_args(daemonset, "probe");
+        assert!(
+            args.iter().any(|a| a == "--language"),
+            "probe args name the language: {args:?}"
+        );
+        let mut cmd = std::process::Command::new(&probe);
+        cmd.args(&args).arg("--help");
+        run(cmd, None).unwrap_or_else(|e| {
+            panic!("the probe rejects the args of {}: {e}", name_of(daemonset))
+        });
+    }
+
     // 4. ArgoCD-style check: after reconciling, applying the chart's manifest
     // again changes nothing (the operator never writes a spec it does not own).
     let yaml = to_yaml_stream(&manifest);
@@ -688,4 +704,80 @@ async fn http_get(url: &str) -> Result<(u16, String), String> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+/// The images cannot be built here (no container engine, no registry), so
+/// their Containerfiles are checked for what the manifests rely on: multi-stage
+/// builds, the runtime user, and an entrypoint that is the binary the tests
+/// run with the manifests' args.
+#[test]
+fn containerfiles_are_multi_stage_with_the_expected_user_and_entrypoint() {
+    let manifest = read(&repo_path("operator/distribution/manifest.yaml"));
+    let ocb_version = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("version: "))
+        .expect("dist.version in the collector manifest");
+    for (file, package, user, entrypoint) in [
+        (
+            "operator",
+            Some("ferrotel-operator"),
+            "65532:65532",
+            "/usr/local/bin/ferrotel-operator",
+        ),
+        (
+            "probe",
+            Some("ferrotel-probe"),
+            "0:0",
+            "/usr/local/bin/ferrotel-probe",
+        ),
+        ("collector", None, "65532:65532", "/otelcol"),
+    ] {
+        let path = repo_path(&format!("images/{file}.Containerfile"));
+        let text = read(&path);
+        let stages = text.lines().filter(|l| l.starts_with("FROM ")).count();
+        assert!(
+            stages >= 2,
+            "{file}: multi-stage build expected, found {stages} FROM"
+        );
+        let final_stage = text.rsplit("\nFROM ").next().unwrap();
+        assert!(
+            final_stage.contains(&format!("\nUSER {user}\n")),
+            "{file}: runtime user {user}"
+        );
+        assert!(
+            final_stage.contains(&format!("ENTRYPOINT [\"{entrypoint}\"]")),
+            "{file}: entrypoint {entrypoint}"
+        );
+        if let Some(package) = package {
+            assert!(
+                text.contains(&format!("-p {package}")),
+                "{file}: builds {package}"
+            );
+        } else {
+            assert!(
+                text.contains(&format!("ARG OCB_VERSION={ocb_version}")),
+                "{file}: OCB_VERSION default equals the manifest's dist.version {ocb_version}"
+            );
+        }
+        let makefile = read(&repo_path("Makefile"));
+        assert!(
+            makefile.contains(&format!("images/{file}.Containerfile")),
+            "make images builds {file}"
+        );
+    }
+    // The manifests use the images' entrypoints (no command override), so the
+    // binaries the tests run with the manifests' args are what the pods run.
+    let docs = template("ferrotel", "ferrotel-system", &[], false);
+    let deployment = find(&docs, "Deployment")[0];
+    assert!(
+        pod_spec(deployment)["containers"][0]["command"].is_null(),
+        "the operator Deployment must not override the entrypoint"
+    );
+    let non_root = &pod_spec(deployment)["securityContext"];
+    assert_eq!(non_root["runAsNonRoot"], true, "operator runs as non-root");
+    assert_eq!(
+        pod_spec(deployment)["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true,
+        "operator has a read-only root filesystem"
+    );
 }
