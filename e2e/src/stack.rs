@@ -295,6 +295,7 @@ pub async fn run_rendered_probe(
     language: &str,
     node: &str,
     collector_grpc_url: &str,
+    kubeconfig: &Path,
     dir: &Path,
 ) -> Result<LocalProbe> {
     let ds_name = format!("{instrumentation}-probe-{language}");
@@ -416,6 +417,7 @@ pub async fn run_rendered_probe(
     }
     // The probe talks to the test bed's API server with the admin
     // kubeconfig (in a pod it would use its ServiceAccount token).
+    cmd.env("KUBECONFIG", kubeconfig);
     let metrics_addr = read_metrics_listen(&probe_dir)?;
     let log = dir.join(format!("probe-{language}.log"));
     let process = Process::spawn(&format!("probe-{language}"), cmd, &log)?;

@@ -85,6 +85,15 @@ async fn get(addr: &str, path: &str) -> u16 {
     }
 }
 
+/// A request id unique in this test run, six digits, carried in the URL
+/// path (`/shop/<id>` -> `/api/items/<id>`): Go server spans record the
+/// path but not the query, so the path is what identifies a request.
+fn next_id() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(100_000);
+    format!("/{}", NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
 /// The opted-in marker pair: a Python frontend (`marker-py`) calling a Go
 /// backend (`marker`), served by the same two probes as the pods under test.
 struct Markers<'a> {
@@ -96,21 +105,31 @@ struct Markers<'a> {
 impl Markers<'_> {
     /// Requests through both markers until their spans for `tag` arrived:
     /// both probes' exporters have then sent everything made before.
-    async fn flush(&self, tag: &str) {
+    async fn flush(&self) {
         let (py_pod, go_pod) = (
             self.py.sandbox.pod_name().to_owned(),
             self.go.sandbox.pod_name().to_owned(),
         );
         let addr = self.py.addr();
-        let what = format!("marker spans tagged {tag} from {py_pod} and {go_pod}");
+        let what = format!("marker spans from {py_pod} and {go_pod}");
+        // Every request of this flush counts: spans arrive an export
+        // interval after their request, by when newer requests were made.
+        let sent = std::sync::Mutex::new(Vec::new());
         wait_for(&what, SPAN_TIMEOUT, || async {
-            get(&addr, &format!("/shop/7?flush={tag}")).await;
-            let py = spans_for(self.collector, &py_pod, tag);
-            let go = spans_for(self.collector, &go_pod, tag);
-            if !py.is_empty() && !go.is_empty() {
+            let id = next_id();
+            get(&addr, &format!("/shop{id}")).await;
+            sent.lock().expect("ids").push(id);
+            let ids = sent.lock().expect("ids").clone();
+            let py = ids
+                .iter()
+                .any(|id| !spans_for(self.collector, &py_pod, id).is_empty());
+            let go = ids
+                .iter()
+                .any(|id| !spans_for(self.collector, &go_pod, id).is_empty());
+            if py && go {
                 Ok(())
             } else {
-                Err(format!("python {}, go {} spans so far", py.len(), go.len()))
+                Err(format!("python arrived: {py}, go arrived: {go}"))
             }
         })
         .await
@@ -130,8 +149,11 @@ async fn opting_a_namespace_in_and_out_controls_which_pods_send_spans_with_kuber
     let dir = tempfile::Builder::new()
         .prefix("ferrotel-fullstack-")
         .tempdir()
-        .expect("tempdir");
-    let dir = dir.path();
+        .expect("tempdir")
+        .keep();
+    // Kept (logs of the operator, probes, apps) unless the test passes.
+    eprintln!("full-stack logs: {}", dir.display());
+    let dir = dir.as_path();
     let node = bed
         .node_names()
         .first()
@@ -191,6 +213,7 @@ spec:
             language,
             &node,
             &collector.grpc_url,
+            bed.kubeconfig(),
             dir,
         )
         .await
@@ -311,7 +334,7 @@ spec:
         200,
         "frontend works before opt-in"
     );
-    markers.flush("before").await;
+    markers.flush().await;
     let early: Vec<Span> = collector
         .spans()
         .expect("spans")
@@ -334,8 +357,9 @@ spec:
         &format!("backend spans after annotating {shop}"),
         SPAN_TIMEOUT,
         || async {
-            get(&frontend.addr(), "/shop/2?phase=optin").await;
-            let found = spans_for(&collector, &backend_pod, "/api/items/2");
+            get(&frontend.addr(), &format!("/shop{}", next_id())).await;
+            // Any backend span: there were none before the annotation.
+            let found = spans_for(&collector, &backend_pod, "/api/items/");
             if found.is_empty() {
                 Err("none yet".to_string())
             } else {
@@ -441,7 +465,7 @@ spec:
             "dark pod answers"
         );
     }
-    markers.flush("after-dark").await;
+    markers.flush().await;
     let dark_spans: Vec<Span> = collector
         .spans()
         .expect("spans")
@@ -467,31 +491,38 @@ spec:
         SPAN_TIMEOUT,
         || {
             round += 1;
-            let tag = format!("release{round}");
+            let tag = next_id();
             let (frontend, markers, collector) = (&frontend, &markers, &collector);
             let (frontend_pod, backend_pod) = (frontend_pod.clone(), backend_pod.clone());
             async move {
-                get(&frontend.addr(), &format!("/shop/4?phase={tag}")).await;
-                markers.flush(&format!("{tag}m")).await;
+                get(&frontend.addr(), &format!("/shop{tag}")).await;
+                markers.flush().await;
                 let n = spans_for(collector, &frontend_pod, &tag).len()
                     + spans_for(collector, &backend_pod, &tag).len();
                 if n == 0 {
                     Ok(())
                 } else {
-                    Err(format!("{tag}: {n} spans still exported"))
+                    Err(format!(
+                        "round {round}, request {tag}: {n} spans still exported"
+                    ))
                 }
             }
         },
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    for i in 0..5 {
-        get(&frontend.addr(), &format!("/shop/{i}?phase=after-optout")).await;
+    let late_ids: Vec<String> = (0..5).map(|_| next_id()).collect();
+    for id in &late_ids {
+        get(&frontend.addr(), &format!("/shop{id}")).await;
     }
-    markers.flush("after-optout").await;
-    let late: Vec<Span> = spans_for(&collector, &backend_pod, "phase=after-optout")
-        .into_iter()
-        .chain(spans_for(&collector, &frontend_pod, "phase=after-optout"))
+    markers.flush().await;
+    let late: Vec<Span> = late_ids
+        .iter()
+        .flat_map(|id| {
+            spans_for(&collector, &backend_pod, id)
+                .into_iter()
+                .chain(spans_for(&collector, &frontend_pod, id))
+        })
         .collect();
     assert!(
         late.is_empty(),
@@ -500,6 +531,7 @@ spec:
 
     drop(probes);
     drop(collector);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn nix_is_root() -> bool {

@@ -14,6 +14,9 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = runtime::Args::parse();
+    // A workspace build enables both of rustls' providers (kube: ring; the
+    // probe's exporter: aws-lc-rs) and rustls then refuses to pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     runtime::init_logging(&args)?;
     runtime::run(
         args,

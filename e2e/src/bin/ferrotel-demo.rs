@@ -180,6 +180,7 @@ async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
             language,
             &node,
             &collector.grpc_url,
+            bed.kubeconfig(),
             &dir,
         )
         .await?;
