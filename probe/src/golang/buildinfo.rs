@@ -161,7 +161,12 @@ mod tests {
         out.push(FLAG_INLINE_STRINGS);
         out.resize(HEADER_LEN, 0);
         for s in [version, modinfo] {
-            out.push(s.len() as u8);
+            let mut len = s.len();
+            while len >= 0x80 {
+                out.push((len as u8 & 0x7f) | 0x80);
+                len >>= 7;
+            }
+            out.push(len as u8);
             out.extend_from_slice(s.as_bytes());
         }
         out
