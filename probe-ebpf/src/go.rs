@@ -179,3 +179,43 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GoRequestEvent {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Wire;
+
+    #[test]
+    fn embedded_go_object_is_an_aligned_bpf_elf() {
+        assert_eq!(
+            &crate::GO[..4],
+            b"\x7fELF",
+            "the Go program set must be an ELF object"
+        );
+        assert_eq!(
+            crate::GO.as_ptr() as usize % 32,
+            0,
+            "aya needs the object aligned"
+        );
+        assert_eq!(
+            u16::from_le_bytes([crate::GO[18], crate::GO[19]]),
+            247,
+            "the object must target BPF"
+        );
+    }
+
+    #[test]
+    fn request_events_decode_field_by_field_and_short_records_are_refused() {
+        let mut bytes = [0u8; size_of::<GoRequestEvent>()];
+        bytes[0..4].copy_from_slice(&kind::GRPC_SERVER.to_le_bytes());
+        // status at 24 (header) + 8 + 8 + 40 (trace) = 80
+        bytes[80..88].copy_from_slice(&5i64.to_le_bytes());
+        let event = GoRequestEvent::read(&bytes).expect("a full record decodes");
+        assert_eq!(event.header.kind, kind::GRPC_SERVER);
+        assert_eq!(event.status, 5);
+        assert!(
+            GoRequestEvent::read(&bytes[..100]).is_none(),
+            "a short record is refused"
+        );
+    }
+}
