@@ -101,7 +101,9 @@ async fn main() {
     let args = Args::parse();
     stack::install_crypto_provider();
     tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,kube_client=off".into()),
+        )
         .init();
     let result = match args.command {
         Some(Cmd::Down) => down(&args.dir),
@@ -577,7 +579,7 @@ async fn optin_bench(args: &Args, runs: usize, out: Option<&Path>) -> anyhow::Re
     let secs = |d: &Duration| format!("{:.2}", d.as_secs_f64());
     let report = format!(
         "# Opt-in latency\n\n\
-Time from `kubectl annotate namespace shop ferrotel.io/instrument=true` (the API call returning)\n\
+Time from `kubectl annotate namespace shop ferrotel.io/instrument=true` (measured from just before the equivalent API patch)\n\
 to the first span of that namespace in the collector's file exporter output, with the\n\
 storefront receiving {rate} req/s throughout. Each run then removes the annotation and waits\n\
 until spans stop (3 s quiet) before the next run.\n\n\
