@@ -36,7 +36,7 @@ for tool in "$bin/otelcol" "$(command -v wrk)" "$go"; do
 done
 
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
-probe=$target_dir/release/ferrotel-probe
+probe=${FERROTEL_PROBE:-$target_dir/release/ferrotel-probe}
 if [[ ! -x $probe ]]; then
   (cd "$repo" && cargo build -q --release -p ferrotel-probe --bin ferrotel-probe)
 fi
@@ -97,7 +97,7 @@ start_probe() { # pid
     --metrics-addr "127.0.0.1:$(free_port)" > "$work/probe.log" 2>&1 &
   probe_pid=$!
   pids_to_kill+=("$probe_pid")
-  for _ in $(seq 400); do grep -q "Attached Go probes" "$work/probe.log" && return 0; sleep 0.05; done
+  for _ in $(seq 400); do grep -qs "Attached Go probes" "$work/probe.log" && return 0; sleep 0.05; done
   echo "the probe did not attach; log:" >&2; tail -20 "$work/probe.log" >&2; exit 1
 }
 stop_probe() { kill -TERM "$probe_pid" 2>/dev/null || true; wait "$probe_pid" 2>/dev/null || true; probe_pid=""; }
@@ -176,7 +176,7 @@ IFS='|' read -r _ base_rps _ <<<"${rows[0]}"
   echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), $("$go" version | cut -d' ' -f3)."
   echo "Service: bench/go/app (net/http ServeMux, \`GET /users/{id}\` → small JSON), pinned to CPU 0."
   echo "Load: \`wrk -t1 -c16 -d${duration}s --latency /users/1\` on CPU 1, with the probe and the collector (nop exporter)."
-  echo "Probe: \`ferrotel-probe --language go --pid <pid>\` (release build), OTLP/gRPC to the collector, every request a span."
+  echo "Probe: \`ferrotel-probe --language go --pid <pid>\` ($probe), OTLP/gRPC to the collector, every request a span."
   echo "otelhttp: the same service built with \`-tags otel\`: \`otelhttp.NewHandler\` + SDK batch span processor, OTLP/gRPC to the collector."
   echo "CPU per request = (app CPU + probe CPU) / requests, from /proc/<pid>/stat; kernel BPF time is not in either and is given separately."
   echo
