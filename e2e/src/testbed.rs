@@ -105,6 +105,7 @@ impl TestBed {
     /// until the API is ready, the controllers run and every fake node is Ready.
     /// Retries a few times if a component lost a race for its port.
     pub async fn start(opts: TestBedOptions) -> Result<TestBed> {
+        ensure_crypto_provider();
         // A missing tool is a setup problem: say so before creating anything.
         for tool in [
             "etcd",
@@ -432,6 +433,7 @@ impl TestBed {
     /// A new admin client (`system:masters`). Create one per test: a client
     /// is tied to the tokio runtime it was created in.
     pub fn client(&self) -> kube::Client {
+        ensure_crypto_provider();
         kube::Client::try_from(self.config.clone()).expect("kube client from the test bed config")
     }
 
@@ -453,6 +455,7 @@ impl TestBed {
 
     /// A client authenticated as [`TestBed::restricted_user`].
     pub async fn restricted_client(&self) -> kube::Client {
+        ensure_crypto_provider();
         let config = load_config(&self.restricted_kubeconfig)
             .await
             .expect("restricted kubeconfig");
@@ -588,6 +591,16 @@ impl Drop for TestBed {
         } else if self.owns_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// Selects rustls' `ring` provider for the process unless one is set. A
+/// workspace-wide build unifies features (kube brings `ring`, the probe's
+/// exporter `aws-lc-rs`) and rustls then refuses to choose, so the first
+/// client would panic in every test that uses the test bed.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
