@@ -288,6 +288,7 @@ pub struct LocalProbe {
 /// Waits for DaemonSet `namespace/<instrumentation>-probe-<language>` and
 /// its ConfigMap, then starts `ferrotel-probe` as its pod spec says, as if
 /// scheduled on `node`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_rendered_probe(
     client: &kube::Client,
     namespace: &str,
