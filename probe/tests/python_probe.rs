@@ -325,6 +325,9 @@ struct Sent {
     round_trip: Duration,
 }
 
+/// One planned request: method, path sent, expected `http.route`, expected status, body.
+type PlannedRequest = (&'static str, String, &'static str, u16, Option<Vec<u8>>);
+
 /// The mixed workload: every method, 2xx/3xx/4xx/5xx, bodies (one larger
 /// than the kernel's payload capture), chunked responses, HEAD; half over
 /// one keep-alive connection, half over fresh connections. Each request has
@@ -344,7 +347,7 @@ async fn mixed_workload(base: &str, first_id: usize) -> Vec<Sent> {
     let mut id = first_id;
     for round in 0..2 {
         let client = if round == 0 { &keep_alive } else { &fresh };
-        let plan: Vec<(&'static str, String, &'static str, u16, Option<Vec<u8>>)> = vec![
+        let plan: Vec<PlannedRequest> = vec![
             ("GET", format!("/users/{id}"), "/users/{id}", 200, None),
             (
                 "GET",
