@@ -67,9 +67,9 @@ demo-down: ## Stop and remove everything `make demo` started (also after a kille
 
 .PHONY: bench
 bench: tools ## Run the benchmarks; results land in bench/results/
-	@echo "benchmarks: see bench/README.md"
 	bench/python/run.sh
 	bench/go/run.sh
+	bench/optin-latency/run.sh
 
 # Container images (images/*.Containerfile). Needs podman or a running Docker
 # engine; this repository's CI machines have neither, so the tests check the
