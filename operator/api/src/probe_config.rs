@@ -110,9 +110,10 @@ pub enum OtlpProtocol {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ExporterConfig {
-    /// OTLP endpoint, e.g. `http://otel.observability.svc:4317`. Empty means:
-    /// take `OTEL_EXPORTER_OTLP_ENDPOINT` from the environment, else
-    /// `http://localhost:4317`.
+    /// OTLP endpoint, e.g. `http://otel.observability.svc:4317`.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (and the per-signal variables) in the
+    /// probe's environment override it, as the OTel spec orders them; empty
+    /// with no environment means `http://localhost:4317`.
     pub endpoint: String,
     pub protocol: OtlpProtocol,
     /// Extra headers (e.g. authentication) sent with every export.
