@@ -106,6 +106,10 @@ fn grpc_tls(tls: &TlsConfig) -> Result<ClientTlsConfig, ClientError> {
 }
 
 fn http_client(settings: &SignalSettings) -> Result<reqwest::Client, ClientError> {
+    // reqwest is built without a bundled crypto provider (its default, aws-lc,
+    // would be a second TLS stack next to the ring one kube and tonic use);
+    // installing ring is idempotent and a no-op when the process already did.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder()
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout);
