@@ -4,21 +4,26 @@
 //! ```text
 //! watch Pods (spec.nodeName = $NODE_NAME) ─┐
 //! watch Namespaces (metadata only) ────────┼─> ClusterState ─┐
-//! scan /proc every second ─────────────────┴─> processes ────┴─> Discovery::reconcile
+//! exec/fork/exit tracepoints ──────────────┤                 │
+//! full /proc rescan every 30 s ────────────┴─> processes ────┴─> Discovery::reconcile
 //!        └ /proc/<pid>/cgroup → container ID → pod             (optin::resolve + language)
 //!                                                                 └─> TargetEvent + ResourceRegistry
 //! ```
 //!
 //! Pods and namespaces come from watches (one list, then changes only: no
-//! relisting in steady state). Processes come from a periodic `/proc` scan:
-//! the exec/exit tracepoints would be faster, but the scan needs no eBPF of
-//! its own, works the same for every language front-end, and each process's
-//! cgroup is read once. Any API change triggers an immediate reconcile, so
-//! annotating a namespace takes effect within one watch event, not one scan.
+//! relisting in steady state). Processes come from the kernel: every exec on
+//! the node, and the forks and exits of container processes, are reported by
+//! a small program set of discovery's own ([`process_events`]), so a process
+//! exec'd into an opted-in pod is examined and claimed at once and an exited
+//! one released at once. A slow full `/proc` rescan catches what events
+//! cannot (lost events, a full watch map); without eBPF (no privileges) the
+//! scan alone runs, every second. Any API change triggers an immediate
+//! reconcile, so annotating a namespace takes effect within one watch event.
 
 pub mod cgroup;
 pub mod language;
 pub mod metadata;
+pub mod process_events;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -39,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::metadata::{NamespaceInfo, Owner, PodInfo};
+use self::process_events::{ProcessEvent, ProcessEvents};
 use self::state::{Change, Discovery};
 use super::{ProcessTarget, TargetEvent, TargetPublisher};
 use crate::telemetry::resource::ResourceRegistry;
@@ -65,8 +71,16 @@ pub struct KubernetesDiscoveryConfig {
     pub instrumentations: Vec<Candidate>,
     /// Where the host's processes are (`/proc`, or the host's proc mount).
     pub proc_root: PathBuf,
-    /// How often `/proc` is scanned for new and exited processes.
-    pub scan_interval: Duration,
+    /// Follow execs, forks and exits through the kernel
+    /// ([`process_events`]); falls back to polling if the programs cannot
+    /// be loaded.
+    pub process_events: bool,
+    /// How often `/proc` is rescanned in full while process events work
+    /// (a safety net for lost events).
+    pub rescan_interval: Duration,
+    /// How often `/proc` is scanned when process events are off or
+    /// unavailable.
+    pub poll_interval: Duration,
     /// Look up ReplicaSets and Jobs to name Deployments and CronJobs
     /// exactly (needs `get` on them; without it names are derived from the
     /// pod-template-hash, which is right for every Deployment-made pod).
@@ -84,7 +98,9 @@ impl KubernetesDiscoveryConfig {
             language,
             instrumentations,
             proc_root: PathBuf::from("/proc"),
-            scan_interval: Duration::from_secs(1),
+            process_events: true,
+            rescan_interval: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
             lookup_owners: true,
         }
     }
@@ -125,7 +141,7 @@ pub fn target_source(config: &crate::config::RuntimeConfig) -> crate::runtime::T
         config.language,
         candidates,
     );
-    discovery.scan_interval = config.rescan.max(Duration::from_millis(100));
+    discovery.poll_interval = config.rescan.max(Duration::from_millis(100));
     crate::runtime::TargetSource::Custom(Box::new(move |publisher, registry, shutdown| {
         Box::pin(async move {
             install_crypto_provider();
@@ -181,9 +197,34 @@ pub async fn run(
     let mut pod_buffer: Option<Vec<PodInfo>> = None;
     let mut ns_buffer: Option<Vec<NamespaceInfo>> = None;
     let (mut pods_synced, mut namespaces_synced) = (false, false);
-    let mut scan = tokio::time::interval(config.scan_interval);
+    // Attached before the first scan, so that no process falls between.
+    let mut process_events = if config.process_events {
+        match ProcessEvents::start() {
+            Ok(events) => Some(events),
+            Err(error) => {
+                warn!(error = %error, poll = ?config.poll_interval, "Cannot follow process execs and exits in the kernel; scanning /proc instead");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let scan_every = if process_events.is_some() {
+        config.rescan_interval
+    } else {
+        config.poll_interval
+    };
+    let mut scan = tokio::time::interval(scan_every);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    info!(node = %config.node_name, language = %config.language, "Watching pods on this node and namespaces");
+    let mut lost_check = tokio::time::interval(LOST_EVENTS_CHECK);
+    let mut batch = Vec::new();
+    info!(
+        node = %config.node_name,
+        language = %config.language,
+        process_events = process_events.is_some(),
+        rescan = ?scan_every,
+        "Watching pods on this node and namespaces"
+    );
 
     loop {
         let mut api_changed = false;
@@ -209,8 +250,37 @@ pub async fn run(
                     None => break,
                 }
             }
+            read = next_process_events(&mut process_events, &mut batch) => {
+                if let Err(error) = read {
+                    warn!(%error, "Reading process events failed; scanning /proc instead");
+                    process_events = None;
+                    scan = tokio::time::interval(config.poll_interval);
+                }
+                for event in batch.drain(..) {
+                    match event {
+                        ProcessEvent::Exec(pid) | ProcessEvent::Fork(pid) => {
+                            if discovery.observe_process(pid)
+                                && let Some(events) = process_events.as_mut()
+                            {
+                                events.watch(pid);
+                            }
+                        }
+                        ProcessEvent::Exit(pid) => discovery.forget_process(pid),
+                    }
+                    api_changed = true;
+                }
+            }
+            _ = lost_check.tick(), if process_events.is_some() => {
+                if process_events.as_mut().is_some_and(ProcessEvents::lost_events) {
+                    debug!("The kernel lost process events; rescanning /proc");
+                    scan.reset_immediately();
+                }
+            }
             _ = scan.tick() => {
                 discovery.scan_processes();
+                if let Some(events) = process_events.as_mut() {
+                    events.sync(discovery.container_pids());
+                }
                 api_changed = true;
             }
         }
@@ -226,6 +296,19 @@ pub async fn run(
         publisher.publish(TargetEvent::Removed(*pid));
     }
     Ok(())
+}
+
+/// How often the kernel's lost-event counters are checked.
+const LOST_EVENTS_CHECK: Duration = Duration::from_secs(1);
+
+async fn next_process_events(
+    events: &mut Option<ProcessEvents>,
+    batch: &mut Vec<ProcessEvent>,
+) -> std::io::Result<()> {
+    match events {
+        Some(events) => events.next_batch(batch).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn publish(changes: Vec<Change>, publisher: &TargetPublisher, registry: &ResourceRegistry) {

@@ -248,6 +248,50 @@ impl Discovery {
         self.processes.retain(|pid, _| seen.contains(pid));
     }
 
+    /// Examines one process the kernel reported (exec, or fork of a
+    /// container process): its cgroup is read again (a container runtime
+    /// moves its init into the container's cgroup before the exec) and its
+    /// language is detected anew. Returns whether it is in a container, i.e.
+    /// whether its forks and exit are worth reporting.
+    pub fn observe_process(&mut self, pid: u32) -> bool {
+        if pid == self.exclude_pid {
+            return false;
+        }
+        let identity = match cgroup::read_process_identity(&self.proc_root, pid) {
+            Ok(identity) if !identity.is_empty() => identity,
+            // Gone already, or not in a container: nothing to track (the
+            // rescan remembers host processes; events need not).
+            _ => {
+                self.processes.remove(&pid);
+                return false;
+            }
+        };
+        let exe = std::fs::read_link(self.proc_root.join(pid.to_string()).join("exe")).ok();
+        debug!(pid, exe = ?exe, "Examining a new container process");
+        self.processes.insert(
+            pid,
+            ProcessEntry {
+                identity,
+                exe,
+                language: None,
+            },
+        );
+        true
+    }
+
+    /// Forgets a process that exited.
+    pub fn forget_process(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+
+    /// Processes known to run in a container.
+    pub fn container_pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.processes
+            .iter()
+            .filter(|(_, p)| !p.identity.is_empty())
+            .map(|(pid, _)| *pid)
+    }
+
     /// Recomputes the claims and returns what changed since the last call.
     pub fn reconcile(&mut self) -> Vec<Change> {
         let desired = self.desired();
