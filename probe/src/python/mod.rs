@@ -167,6 +167,19 @@ impl Frontend for PythonFrontend {
                     }
                 }
                 Step::Target(Some(TargetEvent::Removed(pid))) => {
+                    // The resolver saw the process gone, but its last
+                    // responses may still sit in the ring buffer (the reader
+                    // is woken in batches, and select! picks ready branches
+                    // at random): finish them before forgetting its
+                    // connections, or the last request of a process that
+                    // exits right after answering loses its span.
+                    let n = loaded.events.drain_now(|record| {
+                        on_record(&mut tracker, record, &mut records, &mut decode_errors)
+                    });
+                    ctx.health.events_received(n as u64);
+                    for record in records.drain(..) {
+                        ctx.sink.submit(record);
+                    }
                     loaded.claims.release(pid);
                     tracker.forget_process(pid);
                     debug!(pid, "Released process");
