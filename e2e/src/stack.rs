@@ -21,7 +21,11 @@
 //!   endpoint points at them, and the probe's `/metrics` listens on a free
 //!   loopback port (each probe pod would have its own network namespace).
 //! - the collector additionally gets a `file` exporter so tests can read
-//!   what it received (its own exporters stay).
+//!   what it received (its own exporters stay);
+//! - the probe's in-cluster credentials (the projected ServiceAccount token)
+//!   become a kubeconfig holding a token of the DaemonSet's
+//!   `serviceAccountName`, obtained with the TokenRequest API: the probe
+//!   runs with exactly the RBAC the operator rendered, not as admin.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -416,9 +420,24 @@ pub async fn run_rendered_probe(
         cmd.env(&env.name, &value);
         command.insert(0, format!("{}={value}", env.name));
     }
-    // The probe talks to the test bed's API server with the admin
-    // kubeconfig (in a pod it would use its ServiceAccount token).
-    cmd.env("KUBECONFIG", kubeconfig);
+    // In a pod the probe would authenticate with its ServiceAccount's
+    // projected token; here it gets a token of that same ServiceAccount
+    // (TokenRequest API), so every call it makes is checked against the
+    // RBAC the operator rendered.
+    let service_account = pod_spec
+        .service_account_name
+        .clone()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| err(format!("DaemonSet {ds_name} names no serviceAccountName")))?;
+    let sa_kubeconfig = service_account_kubeconfig(
+        client,
+        kubeconfig,
+        namespace,
+        &service_account,
+        &probe_dir.join("kubeconfig"),
+    )
+    .await?;
+    cmd.env("KUBECONFIG", &sa_kubeconfig);
     let metrics_addr = read_metrics_listen(&probe_dir)?;
     let log = dir.join(format!("probe-{language}.log"));
     let process = Process::spawn(&format!("probe-{language}"), cmd, &log)?;
@@ -428,6 +447,108 @@ pub async fn run_rendered_probe(
         metrics_addr,
         command,
     })
+}
+
+/// Writes a kubeconfig at `out` that authenticates to the cluster of
+/// `admin_kubeconfig` as ServiceAccount `namespace/name`, with a token from
+/// the TokenRequest API (valid for a day: the demo may run that long).
+pub async fn service_account_kubeconfig(
+    client: &kube::Client,
+    admin_kubeconfig: &Path,
+    namespace: &str,
+    name: &str,
+    out: &Path,
+) -> Result<PathBuf> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+
+    let admin = kube::config::Kubeconfig::read_from(admin_kubeconfig)
+        .map_err(|e| err(format!("reading {}: {e}", admin_kubeconfig.display())))?;
+    let context_name = admin.current_context.clone().unwrap_or_default();
+    let cluster_name = admin
+        .contexts
+        .iter()
+        .find(|c| c.name == context_name)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .ok_or_else(|| {
+            err(format!(
+                "{} has no current context",
+                admin_kubeconfig.display()
+            ))
+        })?;
+    let cluster = admin
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .and_then(|c| c.cluster.clone())
+        .ok_or_else(|| {
+            err(format!(
+                "{} has no cluster {cluster_name}",
+                admin_kubeconfig.display()
+            ))
+        })?;
+
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let what = format!("ServiceAccount {namespace}/{name} to exist");
+    wait_for(&what, Duration::from_secs(60), || {
+        let accounts = accounts.clone();
+        async move {
+            accounts
+                .get_opt(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|_| ())
+                .ok_or_else(|| "absent".to_string())
+        }
+    })
+    .await?;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(24 * 3600),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request(name, &kube::api::PostParams::default(), &request)
+        .await
+        .map_err(|source| Error::Kube {
+            context: format!("request a token for ServiceAccount {namespace}/{name}"),
+            source,
+        })?
+        .status
+        .and_then(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            err(format!(
+                "the token request for {namespace}/{name} returned no token"
+            ))
+        })?;
+
+    let mut cluster_entry = json!({"server": cluster.server});
+    if let Some(ca) = cluster.certificate_authority {
+        cluster_entry["certificate-authority"] = json!(ca);
+    }
+    if let Some(ca) = cluster.certificate_authority_data {
+        cluster_entry["certificate-authority-data"] = json!(ca);
+    }
+    let user = format!("system:serviceaccount:{namespace}:{name}");
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster_name, "cluster": cluster_entry}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": cluster_name, "user": user, "namespace": namespace}}],
+        "current-context": user,
+    });
+    let yaml = serde_yaml::to_string(&config)
+        .map_err(|e| err(format!("serializing the ServiceAccount kubeconfig: {e}")))?;
+    std::fs::write(out, yaml).map_err(|source| Error::Io {
+        path: out.to_owned(),
+        source,
+    })?;
+    Ok(out.to_owned())
 }
 
 /// Rewrites the probe config for one host: exporter endpoint to the local
@@ -620,9 +741,113 @@ pub async fn deploy(
     port: u16,
     log_dir: &Path,
 ) -> Result<Workload> {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let mut pod_labels = labels.clone();
+    let template = pod_template(name, node, labels, annotations);
+    apply_deployment(client, namespace, name, &template).await?;
+    run_workload_pod(client, namespace, name, program, args, port, log_dir).await
+}
+
+/// Like [`deploy`], but the pod belongs to a ReplicaSet `<name>-legacy`
+/// created first, which Deployment `name` then adopts (as when a team moves
+/// bare ReplicaSets under a Deployment). Its pods carry no
+/// `pod-template-hash` label and its name is not `<name>-<hash>`, so only a
+/// real lookup of the ReplicaSet's ownerReferences names the Deployment.
+#[allow(clippy::too_many_arguments)]
+pub async fn deploy_adopted(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    node: &str,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    program: &Path,
+    args: &[String],
+    port: u16,
+    log_dir: &Path,
+) -> Result<Workload> {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    let template = pod_template(name, node, labels, annotations);
+    let rs_name = format!("{name}-legacy");
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    let replica_set: ReplicaSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": rs_name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template}
+    }))
+    .map_err(|e| err(format!("replicaset fixture: {e}")))?;
+    replica_sets
+        .patch(
+            &rs_name,
+            &PatchParams::apply("ferrotel-e2e").force(),
+            &Patch::Apply(&replica_set),
+        )
+        .await
+        .map_err(|source| Error::Kube {
+            context: format!("apply ReplicaSet {namespace}/{rs_name}"),
+            source,
+        })?;
+    apply_deployment(client, namespace, name, &template).await?;
+    let what =
+        format!("Deployment {namespace}/{name} to adopt ReplicaSet {rs_name} (and make no other)");
+    wait_for(&what, Duration::from_secs(60), || {
+        let replica_sets = replica_sets.clone();
+        async move {
+            let list = replica_sets
+                .list(&ListParams::default().labels(&format!("app={name}")))
+                .await
+                .map_err(|e| e.to_string())?;
+            let names: Vec<String> = list
+                .items
+                .iter()
+                .filter_map(|r| r.metadata.name.clone())
+                .collect();
+            if names != [format!("{name}-legacy")] {
+                return Err(format!(
+                    "fatal: ReplicaSets {names:?}: the Deployment made its own instead of adopting"
+                ));
+            }
+            let adopted = list.items[0]
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && o.kind == "Deployment" && o.name == name);
+            if adopted {
+                Ok(())
+            } else {
+                Err("not adopted yet".to_string())
+            }
+        }
+    })
+    .await?;
+    run_workload_pod(client, namespace, name, program, args, port, log_dir).await
+}
+
+fn pod_template(
+    name: &str,
+    node: &str,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+) -> Value {
+    let mut pod_labels = labels;
     pod_labels.insert("app".into(), name.into());
+    json!({
+        "metadata": {"labels": pod_labels, "annotations": annotations},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "app", "image": format!("ferrotel.local/{name}:dev")}],
+            "tolerations": [{"operator": "Exists"}],
+        }
+    })
+}
+
+async fn apply_deployment(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    template: &Value,
+) -> Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let deployment: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -630,14 +855,7 @@ pub async fn deploy(
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": pod_labels, "annotations": annotations},
-                "spec": {
-                    "nodeName": node,
-                    "containers": [{"name": "app", "image": format!("ferrotel.local/{name}:dev")}],
-                    "tolerations": [{"operator": "Exists"}],
-                }
-            }
+            "template": template,
         }
     }))
     .map_err(|e| err(format!("deployment fixture: {e}")))?;
@@ -652,6 +870,20 @@ pub async fn deploy(
             context: format!("apply Deployment {namespace}/{name}"),
             source,
         })?;
+    Ok(())
+}
+
+/// Waits for the pod labelled `app=<name>`, runs `program args` in its
+/// sandbox, publishes the container ID and waits until it answers.
+async fn run_workload_pod(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    program: &Path,
+    args: &[String],
+    port: u16,
+    log_dir: &Path,
+) -> Result<Workload> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let what = format!("Deployment {namespace}/{name} to create its pod");
     let pod_name = wait_for(&what, Duration::from_secs(60), || {

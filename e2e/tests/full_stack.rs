@@ -10,7 +10,11 @@
 //! 1. before opt-in nothing is exported;
 //! 2. annotating the namespace makes spans with the right `k8s.*`
 //!    attributes arrive (the latency is printed; the ≤ 5 s goal is measured
-//!    in `bench/optin-latency`, not asserted here);
+//!    in `bench/optin-latency`, not asserted here); the backend's pod
+//!    belongs to a ReplicaSet its Deployment adopted (no pod-template-hash,
+//!    name not `<deployment>-<hash>`), so `k8s.deployment.name` can only
+//!    come from reading that ReplicaSet's ownerReferences — with the
+//!    probe's own ServiceAccount token, i.e. the RBAC the operator rendered;
 //! 3. the Python frontend calling the Go backend gives two services, with
 //!    server spans on both and a client span on the frontend;
 //! 4. a pod opted out with `ferrotel.io/instrument: "false"` stays dark;
@@ -239,7 +243,8 @@ spec:
             "--error-rate=0".to_owned(),
         ]
     };
-    let backend = stack::deploy(
+    // Adopted: only the ReplicaSet's real ownerReferences name its Deployment.
+    let backend = stack::deploy_adopted(
         &client,
         &shop,
         "backend",
@@ -393,10 +398,10 @@ spec:
             span.resource
         );
     }
-    assert!(
-        span.resource_str("k8s.replicaset.name")
-            .is_some_and(|rs| rs.starts_with("backend-")),
-        "k8s.replicaset.name names the backend's ReplicaSet: {:?}",
+    assert_eq!(
+        span.resource_str("k8s.replicaset.name"),
+        Some("backend-legacy"),
+        "k8s.replicaset.name names the backend's (adopted) ReplicaSet: {:?}",
         span.resource
     );
 

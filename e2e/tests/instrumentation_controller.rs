@@ -779,7 +779,8 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
         "kubectl diff --server-side shows drift: {diff:?}"
     );
 
-    // 5. The probe's ServiceAccount: exactly pods and namespaces, read-only.
+    // 5. The probe's ServiceAccount: pods and namespaces, read-only, and
+    //    `get` on the ReplicaSets/Jobs that own pods; nothing else.
     for language in ["go", "python"] {
         let sa = format!("system:serviceaccount:{NS}:default-probe-{language}");
         for (verb_resource, allowed) in [
@@ -787,6 +788,12 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
             (&["watch", "pods", "--all-namespaces"][..], true),
             (&["get", "namespaces"][..], true),
             (&["list", "namespaces"][..], true),
+            // Owners, to name a pod's Deployment/CronJob: get only.
+            (&["get", "replicasets.apps", "-n", APPS][..], true),
+            (&["get", "jobs.batch", "-n", APPS][..], true),
+            (&["list", "replicasets.apps", "--all-namespaces"][..], false),
+            (&["watch", "jobs.batch", "--all-namespaces"][..], false),
+            (&["get", "deployments.apps", "-n", APPS][..], false),
             (&["get", "secrets", "-n", NS][..], false),
             (&["list", "secrets", "--all-namespaces"][..], false),
             (&["create", "pods", "-n", APPS][..], false),

@@ -364,15 +364,33 @@ fn build_language(
     };
 
     // Exactly what the probe's discovery needs: its node's pods and the
-    // namespaces' opt-in annotations. Nothing else (no Secrets, no writes).
+    // namespaces' opt-in annotations, plus `get` (no list, no watch) on the
+    // ReplicaSets and Jobs that own those pods, to name their Deployment or
+    // CronJob from the real ownerReferences. Nothing else (no Secrets, no
+    // writes). Without the owner rules the probe falls back to the
+    // pod-template-hash heuristic.
     let cluster_role = ClusterRole {
         metadata: cluster_meta(inst, language),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["pods".into(), "namespaces".into()]),
-            verbs: vec!["get".into(), "list".into(), "watch".into()],
-            ..PolicyRule::default()
-        }]),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["pods".into(), "namespaces".into()]),
+                verbs: vec!["get".into(), "list".into(), "watch".into()],
+                ..PolicyRule::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec!["apps".into()]),
+                resources: Some(vec!["replicasets".into()]),
+                verbs: vec!["get".into()],
+                ..PolicyRule::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec!["batch".into()]),
+                resources: Some(vec!["jobs".into()]),
+                verbs: vec!["get".into()],
+                ..PolicyRule::default()
+            },
+        ]),
         ..ClusterRole::default()
     };
     let cluster_role_binding = ClusterRoleBinding {

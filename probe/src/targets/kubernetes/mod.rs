@@ -421,10 +421,14 @@ fn apply_namespace_event(
     }
 }
 
-/// Looks up the controller owner of ReplicaSets and Jobs, once each.
+/// Looks up the controller owner of ReplicaSets and Jobs; an owner found is
+/// remembered (a controller reference is rarely replaced), a missing one is
+/// asked for again on the pod's next event. A kind the probe may not read
+/// (403) is not asked for again.
 struct OwnerLookup {
     client: kube::Client,
     enabled: bool,
+    forbidden: Vec<String>,
     known: BTreeMap<String, ()>,
 }
 
@@ -433,6 +437,7 @@ impl OwnerLookup {
         Self {
             client,
             enabled,
+            forbidden: Vec::new(),
             known: BTreeMap::new(),
         }
     }
@@ -441,7 +446,10 @@ impl OwnerLookup {
         let Some(owner) = pod.owner.as_ref() else {
             return;
         };
-        if !self.enabled || !matches!(owner.kind.as_str(), "ReplicaSet" | "Job") {
+        if !self.enabled
+            || !matches!(owner.kind.as_str(), "ReplicaSet" | "Job")
+            || self.forbidden.contains(&owner.kind)
+        {
             return;
         }
         let key = format!("{}/{}", pod.namespace, owner.name);
@@ -472,23 +480,25 @@ impl OwnerLookup {
         })
         .await;
         match lookup {
-            Ok(Ok(found)) => {
+            Ok(Ok(Some(found))) => {
                 if self.known.len() > 4096 {
                     self.known.clear();
                 }
                 self.known.insert(key, ());
-                if let Some(found) = found {
-                    discovery
-                        .cluster
-                        .set_grand_owner(&pod.namespace, &owner.name, found);
-                }
+                discovery
+                    .cluster
+                    .set_grand_owner(&pod.namespace, &owner.name, found);
             }
+            // Not remembered: a bare ReplicaSet or Job may be adopted later
+            // (a Deployment adopts matching orphans), and the pod's next
+            // event asks again.
+            Ok(Ok(None)) => debug!(owner = %key, "Owner has no controller (yet)"),
             Ok(Err(kube::Error::Api(status))) if status.code == 403 => {
                 info!(
                     kind = %owner.kind,
-                    "No RBAC to read pod owners; deriving Deployment names from pod-template-hash instead"
+                    "No RBAC to get this owner kind; deriving workload names from pod-template-hash instead (grant get on replicasets.apps and jobs.batch)"
                 );
-                self.enabled = false;
+                self.forbidden.push(owner.kind.clone());
             }
             Ok(Err(error)) => {
                 debug!(%error, owner = %key, "Owner lookup failed; using the pod-template-hash rule")
