@@ -37,8 +37,23 @@ use kube::api::{Patch, PatchParams, PostParams};
 use crate::process::Process;
 use crate::{Error, Result, wait_for};
 
-/// Parent of every sandbox cgroup under the unified mount.
+/// Parent of every sandbox cgroup under the unified mount (the tests').
 pub const CGROUP_PARENT: &str = "ferrotel-e2e";
+
+static PARENT_OVERRIDE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Makes this process put its sandboxes under `name` instead of
+/// [`CGROUP_PARENT`] (call before the first sandbox). The demo uses its
+/// own parent so that cleaning up after it never touches the sandboxes of
+/// tests running at the same time. Returns `false` if already set.
+pub fn use_cgroup_parent(name: &'static str) -> bool {
+    PARENT_OVERRIDE.set(name).is_ok()
+}
+
+/// The parent this process puts its sandbox cgroups under.
+pub fn cgroup_parent() -> &'static str {
+    PARENT_OVERRIDE.get().copied().unwrap_or(CGROUP_PARENT)
+}
 
 /// The cgroup2 mount point, from `/proc/self/mountinfo`.
 pub fn cgroup2_mount() -> Result<PathBuf> {
@@ -338,7 +353,7 @@ impl PodSandbox {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let container_id = random_container_id();
         let cgroup = cgroup2_mount()?
-            .join(CGROUP_PARENT)
+            .join(cgroup_parent())
             .join(format!("kubepods-pod{}.slice", uid.replace('-', "_")))
             .join(format!("cri-containerd-{container_id}.scope"));
         std::fs::create_dir_all(&cgroup).map_err(|source| Error::Io {

@@ -1,10 +1,11 @@
 //! `make demo`: the whole of Ferrotel on one machine, in the foreground.
 //!
 //! Starts a local control plane (etcd, kube-apiserver, controllers, kwok),
-//! installs the CRDs, runs the operator, creates a TelemetryCollector and an
-//! Instrumentation, runs the collector and the Go and Python probes exactly
-//! as the operator rendered them, starts a Python storefront calling a Go
-//! catalogue in pod-like sandboxes, opts their namespace in, drives traffic,
+//! installs the CRDs, runs the operator, starts a Python storefront calling
+//! a Go catalogue in pod-like sandboxes (not instrumented), applies
+//! `config/samples` (which opts their namespace in and creates a
+//! TelemetryCollector and an Instrumentation), runs the collector and the Go
+//! and Python probes exactly as the operator rendered them, drives traffic,
 //! prints spans as the collector receives them and ends with a RED summary
 //! per service. Ctrl-C (or `--duration`) ends it and everything it started
 //! is stopped and removed; `ferrotel-demo down` cleans up after a run that
@@ -100,6 +101,8 @@ impl Progress {
 async fn main() {
     let args = Args::parse();
     stack::install_crypto_provider();
+    // Its own cgroup parent: `down` then never touches test sandboxes.
+    ferrotel_e2e::sandbox::use_cgroup_parent(DEMO_CGROUP_PARENT);
     tracing_subscriber::fmt()
         .with_env_filter(
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,kube_client=off".into()),
@@ -153,54 +156,22 @@ async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
         bed.kubeconfig().display()
     );
 
-    progress.step("Installing the CRDs and starting ferrotel-operator");
+    progress.step("Installing the CRDs (crds/) and starting ferrotel-operator");
     stack::install_crds(bed.kubeconfig())?;
     let operator = stack::start_operator(bed.kubeconfig(), &dir)?;
     println!("      operator log: {}", operator.log_path().display());
 
-    progress.step(
-        "Creating TelemetryCollector observability/otel and running the collector it renders",
-    );
+    // The apps run first, uninstrumented: Ferrotel attaches to what already
+    // runs, with no restart.
+    progress.step("Starting the sample apps, not instrumented yet: shop/frontend (Python) -> shop/catalogue (Go), in pod-like sandboxes");
     let kubectl = |args: &[&str]| bed.kubectl().args(args).output();
-    let _ = kubectl(&["create", "namespace", "observability"]);
-    stack::kubectl_apply(bed.kubeconfig(), DEMO_COLLECTOR)?;
-    let collector = stack::run_rendered_collector(&client, "observability", "otel", &dir).await?;
-    println!(
-        "      collector OTLP: {}   spans file: {}",
-        collector.grpc_url,
-        collector.traces_file.display()
-    );
-
-    progress.step("Creating Instrumentation observability/default and running the Go and Python probes it renders");
-    stack::kubectl_apply(bed.kubeconfig(), DEMO_INSTRUMENTATION)?;
-    let mut probes = Vec::new();
-    for language in ["go", "python"] {
-        let probe = stack::run_rendered_probe(
-            &client,
-            "observability",
-            "default",
-            language,
-            &node,
-            &collector.grpc_url,
-            bed.kubeconfig(),
-            &dir,
-        )
-        .await?;
-        println!("      {}", probe.command.join(" "));
-        probes.push(probe);
-    }
-    for probe in &mut probes {
-        stack::wait_probe_ready(probe).await?;
-    }
-
-    progress.step("Starting the sample apps: shop/frontend (Python) -> shop/catalogue (Go), in pod-like sandboxes");
-    let _ = kubectl(&["create", "namespace", "shop"]);
+    let _ = kubectl(&["create", "namespace", SHOP]);
     let backend_bin = stack::build_go_backend(&dir)?;
     let python = stack::python_interpreter()?;
     let frontend_py = stack::workspace_root().join("e2e/apps/demo/frontend.py");
     let catalogue = stack::deploy(
         &client,
-        "shop",
+        SHOP,
         "catalogue",
         &node,
         BTreeMap::new(),
@@ -213,7 +184,7 @@ async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
     .await?;
     let frontend = stack::deploy(
         &client,
-        "shop",
+        SHOP,
         "frontend",
         &node,
         BTreeMap::from([("app.kubernetes.io/name".to_owned(), "storefront".to_owned())]),
@@ -236,6 +207,57 @@ async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
         catalogue.sandbox.pod_name()
     );
 
+    progress.step(&format!(
+        "Applying the samples: kubectl apply --server-side -k config/samples (namespace {SHOP} opted in, TelemetryCollector {SAMPLES_NS}/{SAMPLE_COLLECTOR}, Instrumentation {SAMPLES_NS}/{SAMPLE_INSTRUMENTATION})"
+    ));
+    let samples = stack::workspace_root().join("config/samples");
+    let applied = Instant::now();
+    let out = kubectl(&[
+        "apply",
+        "--server-side",
+        "-k",
+        &samples.display().to_string(),
+    ])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl apply -k {} failed: {}",
+        samples.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("      {line}");
+    }
+
+    progress.step(
+        "Running the collector and the Go and Python probes exactly as the operator rendered them",
+    );
+    let collector =
+        stack::run_rendered_collector(&client, SAMPLES_NS, SAMPLE_COLLECTOR, &dir).await?;
+    println!(
+        "      collector OTLP: {}   spans file: {}",
+        collector.grpc_url,
+        collector.traces_file.display()
+    );
+    let mut probes = Vec::new();
+    for language in ["go", "python"] {
+        let probe = stack::run_rendered_probe(
+            &client,
+            SAMPLES_NS,
+            SAMPLE_INSTRUMENTATION,
+            language,
+            &node,
+            &collector.grpc_url,
+            bed.kubeconfig(),
+            &dir,
+        )
+        .await?;
+        println!("      {}", probe.command.join(" "));
+        probes.push(probe);
+    }
+    for probe in &mut probes {
+        stack::wait_probe_ready(probe).await?;
+    }
+
     Ok(Demo {
         frontend,
         catalogue,
@@ -244,6 +266,7 @@ async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
         operator,
         bed,
         dir,
+        applied,
     })
 }
 
@@ -257,18 +280,21 @@ struct Demo {
     operator: ferrotel_e2e::process::Process,
     bed: TestBed,
     dir: PathBuf,
+    /// When the samples were applied (the namespace opted in).
+    applied: Instant,
 }
 
 async fn up(args: &Args) -> anyhow::Result<()> {
     let mut progress = Progress {
         step: 0,
-        total: 8,
+        total: 7,
         started: Instant::now(),
     };
     let demo = tokio::select! {
         demo = setup(args, &mut progress) => demo?,
         _ = tokio::signal::ctrl_c() => {
             println!("\nCtrl-C: stopping what was started so far");
+            let _ = down(&args.dir);
             return Ok(());
         }
     };
@@ -280,14 +306,8 @@ async fn up(args: &Args) -> anyhow::Result<()> {
         operator,
         bed,
         dir,
+        applied,
     } = demo;
-    let client = bed.client();
-    progress.step(
-        "Opting namespace shop in: kubectl annotate namespace shop ferrotel.io/instrument=true",
-    );
-    let opted_in = Instant::now();
-    stack::annotate_namespace(&client, "shop", "ferrotel.io/instrument", Some("true")).await?;
-
     progress.step(&format!(
         "Driving {} req/s to the storefront for {:?} (Ctrl-C to stop early); spans as they arrive:",
         args.rate, args.duration
@@ -319,9 +339,9 @@ async fn up(args: &Args) -> anyhow::Result<()> {
             () = &mut deadline => break,
             _ = poll.tick() => {
                 let spans = collector.spans().unwrap_or_default();
-                if first_span.is_none() && spans.iter().any(|s| s.resource_str("k8s.namespace.name") == Some("shop")) {
-                    first_span = Some(opted_in.elapsed());
-                    println!("      first span {:.1}s after the annotation", opted_in.elapsed().as_secs_f64());
+                if first_span.is_none() && spans.iter().any(|s| s.resource_str("k8s.namespace.name") == Some(SHOP)) {
+                    first_span = Some(applied.elapsed());
+                    println!("      first span {:.1}s after applying the samples (probes started meanwhile)", applied.elapsed().as_secs_f64());
                 }
                 for span in spans.iter().skip(seen) {
                     if shown < args.show_spans {
@@ -428,7 +448,7 @@ fn print_summary(spans: &[Span], first_span: Option<Duration>) {
     }
     if let Some(latency) = first_span {
         println!(
-            "      opt-in latency (annotation -> first span at the collector): {:.1}s",
+            "      first span at the collector {:.1}s after applying config/samples (includes starting the collector and probes)",
             latency.as_secs_f64()
         );
     }
@@ -441,13 +461,13 @@ fn is_error(span: &Span) -> bool {
             .is_some_and(|c| c >= 500)
 }
 
-/// Removes leftovers of a killed demo: sandbox cgroups and network
-/// namespaces and bridges made by this machine's e2e sandboxes whose owner
-/// process is gone.
+/// Removes leftovers of a killed demo: the demo's sandbox cgroups (and
+/// their processes), and network namespaces and bridges of sandboxes whose
+/// owner process is gone.
 fn down(dir: &Path) -> anyhow::Result<()> {
     let _ = dir;
     if let Ok(mount) = ferrotel_e2e::sandbox::cgroup2_mount() {
-        let parent = mount.join(ferrotel_e2e::sandbox::CGROUP_PARENT);
+        let parent = mount.join(ferrotel_e2e::sandbox::cgroup_parent());
         for pod in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
             for container in std::fs::read_dir(pod.path())
                 .into_iter()
@@ -476,48 +496,37 @@ fn down(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-const DEMO_COLLECTOR: &str = r#"apiVersion: ferrotel.io/v1alpha1
-kind: TelemetryCollector
-metadata: {name: otel, namespace: observability}
-spec:
-  mode: deployment
-  config:
-    receivers: {otlp: {protocols: {grpc: {endpoint: "0.0.0.0:4317"}, http: {endpoint: "0.0.0.0:4318"}}}}
-    processors: {batch: {timeout: 200ms}}
-    exporters: {debug: {verbosity: basic}}
-    service:
-      pipelines:
-        traces: {receivers: [otlp], processors: [batch], exporters: [debug]}
-        metrics: {receivers: [otlp], processors: [batch], exporters: [debug]}
-"#;
+/// Parent of the demo's sandbox cgroups (tests use `ferrotel-e2e`).
+const DEMO_CGROUP_PARENT: &str = "ferrotel-demo";
 
-const DEMO_INSTRUMENTATION: &str = r#"apiVersion: ferrotel.io/v1alpha1
-kind: Instrumentation
-metadata: {name: default, namespace: observability}
-spec:
-  languages: [go, python]
-  exporter: {collectorRef: {name: otel}}
-  resource: {attributes: {deployment.environment: demo}}
-"#;
+/// What `config/samples` creates (the demo reads it back by these names).
+const SAMPLES_NS: &str = "otel";
+const SAMPLE_COLLECTOR: &str = "otel-collector";
+const SAMPLE_INSTRUMENTATION: &str = "default";
+/// The samples' opted-in application namespace.
+const SHOP: &str = "shop";
 
 fn shop_spans(collector: &stack::LocalCollector) -> usize {
     collector
         .spans()
         .unwrap_or_default()
         .iter()
-        .filter(|s| s.resource_str("k8s.namespace.name") == Some("shop"))
+        .filter(|s| s.resource_str("k8s.namespace.name") == Some(SHOP))
         .count()
 }
 
 async fn optin_bench(args: &Args, runs: usize, out: Option<&Path>) -> anyhow::Result<()> {
     let mut progress = Progress {
         step: 0,
-        total: 7,
+        total: 6,
         started: Instant::now(),
     };
     let demo = tokio::select! {
         demo = setup(args, &mut progress) => demo?,
-        _ = tokio::signal::ctrl_c() => return Ok(()),
+        _ = tokio::signal::ctrl_c() => {
+            let _ = down(&args.dir);
+            return Ok(());
+        }
     };
     let client = demo.bed.client();
     progress.step(&format!(
@@ -540,9 +549,22 @@ async fn optin_bench(args: &Args, runs: usize, out: Option<&Path>) -> anyhow::Re
     });
     let mut latencies = Vec::new();
     for run in 1..=runs {
+        // The samples opt the namespace in: opt out first and wait until
+        // spans stop (3 s without a new one).
+        stack::annotate_namespace(&client, SHOP, "ferrotel.io/instrument", None).await?;
+        let mut last = shop_spans(&demo.collector);
+        let mut quiet_since = Instant::now();
+        while quiet_since.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = shop_spans(&demo.collector);
+            if now != last {
+                last = now;
+                quiet_since = Instant::now();
+            }
+        }
         let before = shop_spans(&demo.collector);
         let start = Instant::now();
-        stack::annotate_namespace(&client, "shop", "ferrotel.io/instrument", Some("true")).await?;
+        stack::annotate_namespace(&client, SHOP, "ferrotel.io/instrument", Some("true")).await?;
         let latency = loop {
             if shop_spans(&demo.collector) > before {
                 break start.elapsed();
@@ -555,18 +577,6 @@ async fn optin_bench(args: &Args, runs: usize, out: Option<&Path>) -> anyhow::Re
         };
         println!("      run {run:>2}: {:.2}s", latency.as_secs_f64());
         latencies.push(latency);
-        // Opt out and wait until spans stop (3 s without a new one).
-        stack::annotate_namespace(&client, "shop", "ferrotel.io/instrument", None).await?;
-        let mut last = shop_spans(&demo.collector);
-        let mut quiet_since = Instant::now();
-        while quiet_since.elapsed() < Duration::from_secs(3) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = shop_spans(&demo.collector);
-            if now != last {
-                last = now;
-                quiet_since = Instant::now();
-            }
-        }
     }
     traffic.abort();
     let mut sorted = latencies.clone();
@@ -581,8 +591,8 @@ async fn optin_bench(args: &Args, runs: usize, out: Option<&Path>) -> anyhow::Re
         "# Opt-in latency\n\n\
 Time from `kubectl annotate namespace shop ferrotel.io/instrument=true` (measured from just before the equivalent API patch)\n\
 to the first span of that namespace in the collector's file exporter output, with the\n\
-storefront receiving {rate} req/s throughout. Each run then removes the annotation and waits\n\
-until spans stop (3 s quiet) before the next run.\n\n\
+storefront receiving {rate} req/s throughout. Each run first removes the annotation and waits\n\
+until spans stop (3 s quiet).\n\n\
 | | seconds |\n|---|---|\n| median | {} |\n| min | {} |\n| max | {} |\n| runs | {} |\n\n\
 Per run: {}\n\n\
 Goal: median ≤ 5 s.\n\n\
