@@ -146,14 +146,12 @@ pub fn workspace_root() -> PathBuf {
 
 /// Starts `ferrotel-operator` with `kubeconfig`, health and metrics on free
 /// loopback ports, logging to `<dir>/operator.log`.
-pub fn start_operator(kubeconfig: &Path, dir: &Path) -> Result<Process> {
-    let mut cmd = Command::new(workspace_binary("ferrotel-operator")?);
-    cmd.env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "info")
-        .arg(format!("--metrics-addr=127.0.0.1:{}", free_port()))
-        .arg(format!("--health-addr=127.0.0.1:{}", free_port()))
-        .arg("--log-format=text");
-    Process::spawn("ferrotel-operator", cmd, &dir.join("operator.log"))
+pub fn start_operator(kubeconfig: &Path, dir: &Path) -> Result<crate::operator::OperatorProcess> {
+    let args = [
+        "--log-format=text".to_owned(),
+        "--log-level=info".to_owned(),
+    ];
+    crate::operator::OperatorProcess::start(kubeconfig, &args, &[], &dir.join("operator.log"))
 }
 
 /// Reads `path` in `value` (`a.b.c`), for YAML/JSON configs.

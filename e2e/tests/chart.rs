@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferrotel_e2e::process::Process;
+use ferrotel_e2e::operator::OperatorProcess;
 use ferrotel_e2e::{TestBed, free_port, wait_for};
 use packaging::*;
 use serde_json::Value;
@@ -344,38 +344,19 @@ async fn helm_install_runs_an_operator_that_reconciles_and_helm_uninstall_remove
         .to_string();
     let work = tempfile::tempdir().expect("temp dir");
     let kubeconfig = service_account_kubeconfig(bed, &namespace, &sa, work.path());
-    let binary =
-        ferrotel_e2e::workspace_binary("ferrotel-operator").unwrap_or_else(|e| panic!("{e}"));
-    let mut cmd = std::process::Command::new(binary);
-    cmd.args(&args)
-        .envs(env)
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("RUST_LOG");
-    let log = work.path().join("operator.log");
-    let mut operator = Process::spawn("ferrotel-operator", cmd, &log).expect("start the operator");
-
-    let ready_url = format!("http://127.0.0.1:{health_port}/readyz");
-    wait_for("the operator's /readyz", Duration::from_secs(60), || {
-        let url = ready_url.clone();
-        let alive = operator.check_running().map_err(|e| format!("fatal: {e}"));
-        async move {
-            alive?;
-            http_get(&url).await.and_then(|(code, body)| {
-                if code == 200 {
-                    Ok(())
-                } else {
-                    Err(format!("{code}: {body}"))
-                }
-            })
-        }
-    })
-    .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\noperator log:\n{}",
-            ferrotel_e2e::process::tail(&log, 40)
-        )
-    });
+    // Verbatim: the listen addresses are the ports set through the values.
+    let mut operator =
+        OperatorProcess::spawn(&kubeconfig, &args, &env, &work.path().join("operator.log"))
+            .unwrap_or_else(|e| panic!("start the operator: {e}"));
+    operator
+        .wait_ready()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        operator.health_addr,
+        format!("127.0.0.1:{health_port}"),
+        "the chart passes operator.health.port to --health-addr"
+    );
 
     // 3. It reconciles the chart's collector and instrumentation...
     // Healthy as ArgoCD sees it: our Lua health checks on the live statuses.
@@ -387,7 +368,7 @@ async fn helm_install_runs_an_operator_that_reconciles_and_helm_uninstall_remove
             &format!("{kind} {name} to be Healthy (ArgoCD health check)"),
             Duration::from_secs(120),
             || {
-                let alive = operator.check_running().map_err(|e| format!("fatal: {e}"));
+                let alive = operator.alive();
                 let obj = kubectl_json(bed, &["get", kind, name, "-n", &workload_ns]);
                 async move {
                     alive?;
@@ -402,12 +383,7 @@ async fn helm_install_runs_an_operator_that_reconciles_and_helm_uninstall_remove
             },
         )
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}\noperator log:\n{}",
-                ferrotel_e2e::process::tail(&log, 40)
-            )
-        });
+        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.tail()));
     }
     let ds = kubectl_json(
         bed,
@@ -500,10 +476,15 @@ async fn helm_install_runs_an_operator_that_reconciles_and_helm_uninstall_remove
     .unwrap_or_else(|e| panic!("{e}"));
 
     // 6. Every operator metric the dashboards and alerts name is served.
-    let (code, metrics) = http_get(&format!("http://127.0.0.1:{metrics_port}/metrics"))
+    assert_eq!(
+        operator.metrics_addr,
+        format!("127.0.0.1:{metrics_port}"),
+        "the chart passes operator.metrics.port to --metrics-addr"
+    );
+    let metrics = operator
+        .metrics()
         .await
-        .expect("scrape");
-    assert_eq!(code, 200, "operator /metrics");
+        .unwrap_or_else(|e| panic!("operator /metrics: {e}"));
     let used = operator_metrics_named_by_dashboards_and_alerts();
     assert!(
         used.len() >= 3,
@@ -541,7 +522,7 @@ async fn helm_install_runs_an_operator_that_reconciles_and_helm_uninstall_remove
         "2m",
     ]);
     run(uninstall, None).unwrap_or_else(|e| panic!("helm uninstall failed: {e}"));
-    operator.terminate(Duration::from_secs(5));
+    operator.process.terminate(Duration::from_secs(5));
 
     // Children are garbage-collected, cluster-scoped probe RBAC is gone,
     // the release's own objects are gone, the CRDs stay (Helm never deletes crds/).
@@ -670,40 +651,6 @@ fn run_uninstall_hook(bed: &TestBed, release: &Release, dir: &std::path::Path) {
     let mut delete = kubectl(bed);
     delete.args(["delete", "--ignore-not-found", "-f", "-"]);
     run(delete, Some(&yaml)).expect("removing the hook objects");
-}
-
-/// A plain HTTP/1.1 GET on loopback (status code, body).
-async fn http_get(url: &str) -> Result<(u16, String), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let mut stream = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| format!("connect {host}: {e}"))?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    stream
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad response: {text}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
 }
 
 /// The images cannot be built here (no container engine, no registry), so

@@ -19,7 +19,7 @@ use std::{
 };
 
 use ferrotel_api::collector::{TelemetryCollector, TelemetryCollectorStatus};
-use ferrotel_e2e::{TestBed, process::Process, wait_for, workspace_binary};
+use ferrotel_e2e::{TestBed, wait_for};
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment},
     core::v1::{ConfigMap, Service, ServiceAccount},
@@ -39,88 +39,34 @@ fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
-fn kubectl(bed: &TestBed, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    use std::io::Write;
-    let mut cmd = bed.kubectl();
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("spawn kubectl: {e}"))?;
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin piped")
-            .write_all(input.as_bytes())
-            .map_err(|e| e.to_string())?;
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!(
-            "kubectl {args:?} failed: {}{stdout}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
+use ferrotel_e2e::operator::{OperatorProcess, kubectl};
 
-/// The operator as a process, restricted to one namespace.
-struct Operator {
-    process: Process,
-    metrics_url: String,
-    ready_url: String,
-    log: PathBuf,
-}
+/// The operator as a process, restricted to one namespace (with leader
+/// election in it).
+type Operator = OperatorProcess;
 
-impl Operator {
-    fn start(bed: &TestBed, namespace: &str, dir: &Path, run: usize) -> Operator {
-        let metrics = ferrotel_e2e::free_port();
-        let health = ferrotel_e2e::free_port();
-        let log = dir.join(format!("operator-{run}.log"));
-        let mut cmd =
-            Command::new(workspace_binary("ferrotel-operator").unwrap_or_else(|e| panic!("{e}")));
-        cmd.args([
-            "--watch-namespace",
-            namespace,
-            "--leader-elect",
-            "--leader-elect-namespace",
-            namespace,
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-            "--health-addr",
-            &format!("127.0.0.1:{health}"),
-            "--log-format",
-            "text",
-            "--log-level",
-            "info,ferrotel_operator=debug",
-        ])
-        .env("KUBECONFIG", bed.kubeconfig())
-        .env_remove("RUST_LOG");
-        let process = Process::spawn("ferrotel-operator", cmd, &log).expect("start the operator");
-        Operator {
-            process,
-            metrics_url: format!("127.0.0.1:{metrics}"),
-            ready_url: format!("127.0.0.1:{health}"),
-            log,
-        }
-    }
-
-    fn tail(&self) -> String {
-        ferrotel_e2e::process::tail(&self.log, 40)
-    }
-
-    fn alive(&mut self) -> Result<(), String> {
-        self.process
-            .check_running()
-            .map_err(|e| format!("fatal: operator died: {e}"))
-    }
+fn start_operator(bed: &TestBed, namespace: &str, dir: &Path, run: usize) -> Operator {
+    let args: Vec<String> = [
+        "--watch-namespace",
+        namespace,
+        "--leader-elect",
+        "--leader-elect-namespace",
+        namespace,
+        "--log-format",
+        "text",
+        "--log-level",
+        "info,ferrotel_operator=debug",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    OperatorProcess::start(
+        bed.kubeconfig(),
+        &args,
+        &[],
+        &dir.join(format!("operator-{run}.log")),
+    )
+    .unwrap_or_else(|e| panic!("start the operator: {e}"))
 }
 
 /// A minimal HTTP/1.0 GET (the test crate has no HTTP client).
@@ -258,7 +204,7 @@ async fn telemetry_collector_lifecycle_on_the_real_control_plane() {
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
 
-    let mut op = Operator::start(bed, &ns, dir.path(), 1);
+    let mut op = start_operator(bed, &ns, dir.path(), 1);
 
     // --- The seed sample rolls out.
     let sample = std::fs::read_to_string(repo_path("config/samples/telemetrycollector.yaml"))
@@ -418,8 +364,8 @@ async fn telemetry_collector_lifecycle_on_the_real_control_plane() {
     )
     .await;
     op.process.terminate(Duration::from_secs(10));
-    let mut op = Operator::start(bed, &ns, dir.path(), 2);
-    let (ready_url, metrics_url) = (op.ready_url.clone(), op.metrics_url.clone());
+    let mut op = start_operator(bed, &ns, dir.path(), 2);
+    let (ready_url, metrics_url) = (op.health_addr.clone(), op.metrics_addr.clone());
     wait_for(
         "the restarted operator to be ready and finish a reconcile",
         TIMEOUT,
@@ -460,7 +406,7 @@ async fn telemetry_collector_lifecycle_on_the_real_control_plane() {
         before,
         "a restarted operator must not write unchanged objects"
     );
-    let (code, _) = http_get(&op.ready_url, "/livez").await.expect("livez");
+    let (code, _) = http_get(&op.health_addr, "/livez").await.expect("livez");
     assert_eq!(code, 200);
 
     // --- A config change rolls out a new hash.

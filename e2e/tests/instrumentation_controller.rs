@@ -12,10 +12,9 @@
 //! Instrumentations (`"true"` would become ambiguous).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferrotel_e2e::{TestBed, process::Process, wait_for, workspace_binary};
+use ferrotel_e2e::{TestBed, wait_for};
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -28,50 +27,7 @@ fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
-fn kubectl(bed: &TestBed, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut cmd = bed.kubectl();
-    cmd.args(args);
-    run(cmd, stdin)
-}
-
-fn run(mut cmd: Command, stdin: Option<&str>) -> Result<String, String> {
-    use std::io::Write;
-    cmd.stdin(if stdin.is_some() {
-        std::process::Stdio::piped()
-    } else {
-        std::process::Stdio::null()
-    });
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .map_err(|e| e.to_string())?;
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        Err(format!(
-            "{cmd:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            stdout
-        ))
-    }
-}
-
-fn kubectl_json(bed: &TestBed, args: &[&str]) -> Result<Value, String> {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let text = kubectl(bed, &all, None)?;
-    serde_json::from_str(&text).map_err(|e| format!("kubectl output is not JSON: {e}: {text}"))
-}
+use ferrotel_e2e::operator::{OperatorProcess, kubectl, kubectl_json};
 
 fn items(list: &Value) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
@@ -99,59 +55,40 @@ fn language_status<'a>(inst: &'a Value, language: &str) -> Option<&'a Value> {
 }
 
 struct Operator {
-    process: Process,
-    log: PathBuf,
-    metrics_port: u16,
+    inner: OperatorProcess,
     _dir: tempfile::TempDir,
 }
 
 impl Operator {
     fn start(bed: &TestBed) -> Operator {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("operator.log");
-        let metrics_port = ferrotel_e2e::free_port();
-        let binary = workspace_binary("ferrotel-operator").unwrap_or_else(|e| panic!("{e}"));
-        let mut cmd = Command::new(binary);
-        cmd.args([
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics_port}"),
-            "--health-addr",
-            &format!("127.0.0.1:{}", ferrotel_e2e::free_port()),
+        let args: Vec<String> = [
             "--log-format",
             "text",
             "--log-level",
             "info,ferrotel_operator=debug",
-        ])
-        .env("KUBECONFIG", bed.kubeconfig())
-        .env_remove("RUST_LOG");
-        let process = Process::spawn("ferrotel-operator", cmd, &log).expect("start the operator");
-        Operator {
-            process,
-            log,
-            metrics_port,
-            _dir: dir,
-        }
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        let inner = OperatorProcess::start(
+            bed.kubeconfig(),
+            &args,
+            &[],
+            &dir.path().join("operator.log"),
+        )
+        .unwrap_or_else(|e| panic!("start the operator: {e}"));
+        Operator { inner, _dir: dir }
     }
 
     fn alive(&mut self) -> Result<(), String> {
-        self.process
-            .check_running()
-            .map_err(|e| format!("fatal: operator died: {e}"))
+        self.inner.alive()
     }
 
     /// Reconciles of Instrumentations that have finished (the duration
     /// histogram records when a reconcile ends).
-    fn finished_reconciles(&self) -> Result<u64, String> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
-            .map_err(|e| format!("connect to /metrics: {e}"))?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .map_err(|e| e.to_string())?;
-        let mut body = String::new();
-        stream
-            .read_to_string(&mut body)
-            .map_err(|e| e.to_string())?;
+    async fn finished_reconciles(&self) -> Result<u64, String> {
+        let body = self.inner.metrics().await?;
         body.lines()
             .find(|l| {
                 l.starts_with("ferrotel_operator_reconcile_duration_seconds_count")
@@ -164,7 +101,7 @@ impl Operator {
     }
 
     fn tail(&self) -> String {
-        ferrotel_e2e::process::tail(&self.log, 60)
+        self.inner.tail()
     }
 }
 
@@ -602,6 +539,7 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
         .unwrap_or_else(|e| panic!("{e}"));
     let reconciles = operator
         .finished_reconciles()
+        .await
         .unwrap_or_else(|e| panic!("{e}"));
     let bystanders = bed.create_namespace("bystanders").await;
     create_pod(bed, &bystanders, "idle", &nodes[1], &[]);
@@ -611,7 +549,7 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
         || {
             let count = operator.finished_reconciles();
             async move {
-                match count? {
+                match count.await? {
                     n if n > reconciles => Ok(()),
                     n => Err(format!("{n} reconciles finished, was {reconciles}")),
                 }

@@ -10,7 +10,7 @@ mod packaging;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferrotel_e2e::process::Process;
+use ferrotel_e2e::operator::OperatorProcess;
 use ferrotel_e2e::{TestBed, wait_for};
 use packaging::*;
 use serde_json::Value;
@@ -160,23 +160,10 @@ async fn kubectl_apply_k_config_default_runs_an_operator_that_reconciles_the_sam
     ]);
     run(rollout, None).unwrap_or_else(|e| panic!("operator Deployment did not roll out: {e}"));
 
-    // 2. The operator process with the Deployment's args, env and identity.
-    // Ports: the manifest's 8080/8081 may be taken on a shared machine, so
-    // the addresses move to loopback ports chosen here; every other argument
-    // is passed verbatim.
-    let (metrics_port, health_port) = (ferrotel_e2e::free_port(), ferrotel_e2e::free_port());
-    let args: Vec<String> = container_args(deployment, "operator")
-        .into_iter()
-        .map(|a| {
-            if a.starts_with("--metrics-addr=") {
-                format!("--metrics-addr=127.0.0.1:{metrics_port}")
-            } else if a.starts_with("--health-addr=") {
-                format!("--health-addr=127.0.0.1:{health_port}")
-            } else {
-                a
-            }
-        })
-        .collect();
+    // 2. The operator process with the Deployment's args, env and identity
+    // (its listen addresses move to free loopback ports: the manifest's
+    // 8080/8081 may be taken on a shared machine).
+    let args = container_args(deployment, "operator");
     let pod = format!("{}-e2e", name_of(deployment));
     let env = container_env(deployment, "operator", &pod, &namespace);
     let sa = pod_spec(deployment)["serviceAccountName"]
@@ -185,16 +172,9 @@ async fn kubectl_apply_k_config_default_runs_an_operator_that_reconciles_the_sam
         .to_string();
     let work = tempfile::tempdir().unwrap();
     let kubeconfig = service_account_kubeconfig(bed, &namespace, &sa, work.path());
-    let mut cmd = std::process::Command::new(
-        ferrotel_e2e::workspace_binary("ferrotel-operator").unwrap_or_else(|e| panic!("{e}")),
-    );
-    cmd.args(&args)
-        .envs(env)
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("RUST_LOG");
-    let log = work.path().join("operator.log");
-    let mut operator = Process::spawn("ferrotel-operator", cmd, &log).expect("start operator");
-    let tail = || ferrotel_e2e::process::tail(&log, 40);
+    let mut operator =
+        OperatorProcess::start(&kubeconfig, &args, &env, &work.path().join("operator.log"))
+            .unwrap_or_else(|e| panic!("start the operator: {e}"));
 
     // 3. The samples.
     let samples = kustomize("config/samples");
@@ -233,7 +213,7 @@ async fn kubectl_apply_k_config_default_runs_an_operator_that_reconciles_the_sam
             &format!("{kind} {ns}/{name} to be Healthy (ArgoCD health check)"),
             Duration::from_secs(120),
             || {
-                let alive = operator.check_running().map_err(|e| format!("fatal: {e}"));
+                let alive = operator.alive();
                 let obj = kubectl_json(bed, &["get", &kind.to_lowercase(), name, "-n", ns]);
                 async move {
                     alive?;
@@ -248,7 +228,7 @@ async fn kubectl_apply_k_config_default_runs_an_operator_that_reconciles_the_sam
             },
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", tail()));
+        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.tail()));
     }
 
     // 4. ArgoCD-style: re-applying everything after reconcile changes nothing.
@@ -272,8 +252,12 @@ async fn kubectl_apply_k_config_default_runs_an_operator_that_reconciles_the_sam
         .args(["--wait", "--timeout=120s"]);
     let cr_namespaces: Vec<String> = crs.iter().map(|c| c.1.clone()).collect();
     // Opted-in namespaces are samples too; delete only the CRs' children check.
-    run(delete, None)
-        .unwrap_or_else(|e| panic!("deleting the samples: {e}\noperator log:\n{}", tail()));
+    run(delete, None).unwrap_or_else(|e| {
+        panic!(
+            "deleting the samples: {e}\noperator log:\n{}",
+            operator.tail()
+        )
+    });
     for ns in cr_namespaces {
         wait_for(
             &format!("children in {ns} to be garbage-collected"),
@@ -321,5 +305,5 @@ async fn kubectl_apply_k_config_default_runs_an_operator_that_reconciles_the_sam
         "probe cluster RBAC left behind: {}",
         rbac["items"]
     );
-    operator.terminate(Duration::from_secs(5));
+    operator.process.terminate(Duration::from_secs(5));
 }

@@ -159,7 +159,7 @@ async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
     progress.step("Installing the CRDs (crds/) and starting ferrotel-operator");
     stack::install_crds(bed.kubeconfig())?;
     let operator = stack::start_operator(bed.kubeconfig(), &dir)?;
-    println!("      operator log: {}", operator.log_path().display());
+    println!("      operator log: {}", operator.log.display());
 
     // The apps run first, uninstrumented: Ferrotel attaches to what already
     // runs, with no restart.
@@ -277,7 +277,7 @@ struct Demo {
     catalogue: stack::Workload,
     probes: Vec<stack::LocalProbe>,
     collector: stack::LocalCollector,
-    operator: ferrotel_e2e::process::Process,
+    operator: ferrotel_e2e::operator::OperatorProcess,
     bed: TestBed,
     dir: PathBuf,
     /// When the samples were applied (the namespace opted in).
