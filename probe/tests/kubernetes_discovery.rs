@@ -55,23 +55,59 @@ async fn wait_event(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn annotating_a_namespace_claims_its_go_pods_processes_with_k8s_attributes_and_removing_it_releases_them()
- {
+/// The shared test bed's client, its first kwok node, a temporary
+/// directory and a fresh namespace.
+struct Setup {
+    client: kube::Client,
+    node: String,
+    dir: tempfile::TempDir,
+    ns: String,
+}
+
+/// Fails unless root (saying `why` root is needed), then prepares [`Setup`].
+async fn setup(namespace_prefix: &str, why: &str) -> Setup {
     assert!(
         is_root(),
-        "this test needs root: it creates cgroups and network namespaces for the pod sandboxes (run make test with sudo)"
+        "this test needs root: {why} (run make test with sudo)"
     );
     kubernetes::install_crypto_provider();
     let bed = TestBed::shared();
-    let client = bed.client();
-    let node = bed
-        .node_names()
-        .first()
-        .expect("the test bed has kwok nodes")
-        .clone();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ns = bed.create_namespace("discovery").await;
+    Setup {
+        client: bed.client(),
+        node: bed
+            .node_names()
+            .first()
+            .expect("the test bed has kwok nodes")
+            .clone(),
+        dir: tempfile::tempdir().expect("tempdir"),
+        ns: bed.create_namespace(namespace_prefix).await,
+    }
+}
+
+/// One Instrumentation, `observability/default`, for Go and Python.
+fn every_language_instrumentation() -> Vec<Candidate> {
+    vec![Candidate {
+        namespace: "observability".into(),
+        name: "default".into(),
+        languages: vec![Language::Go, Language::Python],
+        namespace_selector: None,
+        pod_selector: None,
+    }]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotating_a_namespace_claims_its_go_pods_processes_with_k8s_attributes_and_removing_it_releases_them()
+ {
+    let Setup {
+        client,
+        node,
+        dir,
+        ns,
+    } = setup(
+        "discovery",
+        "it creates cgroups and network namespaces for the pod sandboxes",
+    )
+    .await;
 
     let backend_bin = stack::build_go_backend(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let python = stack::python_interpreter().unwrap_or_else(|e| panic!("{e}"));
@@ -120,13 +156,7 @@ async fn annotating_a_namespace_claims_its_go_pods_processes_with_k8s_attributes
     let config = KubernetesDiscoveryConfig::new(
         node.clone(),
         Language::Go,
-        vec![Candidate {
-            namespace: "observability".into(),
-            name: "default".into(),
-            languages: vec![Language::Go, Language::Python],
-            namespace_selector: None,
-            pod_selector: None,
-        }],
+        every_language_instrumentation(),
     );
     let task = tokio::spawn(kubernetes::run(
         client.clone(),
@@ -199,20 +229,16 @@ time.sleep(3600)\n";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_exec_d_into_an_opted_in_pod_is_claimed_from_its_exec_event_its_fork_too_and_both_released_at_exit_with_rescans_an_hour_apart()
  {
-    assert!(
-        is_root(),
-        "this test needs root: it loads eBPF and creates cgroups for the pod sandboxes (run make test with sudo)"
-    );
-    kubernetes::install_crypto_provider();
-    let bed = TestBed::shared();
-    let client = bed.client();
-    let node = bed
-        .node_names()
-        .first()
-        .expect("the test bed has kwok nodes")
-        .clone();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ns = bed.create_namespace("procevents").await;
+    let Setup {
+        client,
+        node,
+        dir,
+        ns,
+    } = setup(
+        "procevents",
+        "it loads eBPF and creates cgroups for the pod sandboxes",
+    )
+    .await;
     stack::annotate_namespace(&client, &ns, "ferrotel.io/instrument", Some("true"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -263,13 +289,7 @@ async fn a_process_exec_d_into_an_opted_in_pod_is_claimed_from_its_exec_event_it
     let mut config = KubernetesDiscoveryConfig::new(
         node.clone(),
         Language::Python,
-        vec![Candidate {
-            namespace: "observability".into(),
-            name: "default".into(),
-            languages: vec![Language::Go, Language::Python],
-            namespace_selector: None,
-            pod_selector: None,
-        }],
+        every_language_instrumentation(),
     );
     // Polling is out of the picture: only the first scan runs within the
     // test, so everything after it must come from the kernel's events.

@@ -535,6 +535,20 @@ mod tests {
         )
     }
 
+    /// A Go probe's discovery that knows pod shop/backend-0 (container
+    /// ID_A) in the opted-in namespace shop, after one /proc scan.
+    fn opted_in_backend(proc: &FakeProc) -> Discovery {
+        let mut discovery = discovery(proc, Language::Go);
+        discovery
+            .cluster
+            .apply_pod(pod("u1", "shop", "backend-0", ID_A));
+        discovery
+            .cluster
+            .apply_namespace(namespace("shop", Some("true")));
+        discovery.scan_processes();
+        discovery
+    }
+
     fn claimed_pids(changes: &[Change]) -> Vec<u32> {
         changes
             .iter()
@@ -649,14 +663,7 @@ mod tests {
     fn exited_processes_are_released_and_new_ones_claimed() {
         let proc = FakeProc::new();
         proc.spawn(100, Some(ID_A), GO);
-        let mut discovery = discovery(&proc, Language::Go);
-        discovery
-            .cluster
-            .apply_pod(pod("u1", "shop", "backend-0", ID_A));
-        discovery
-            .cluster
-            .apply_namespace(namespace("shop", Some("true")));
-        discovery.scan_processes();
+        let mut discovery = opted_in_backend(&proc);
         assert_eq!(claimed_pids(&discovery.reconcile()), vec![100]);
         proc.exit(100);
         proc.spawn(150, Some(ID_A), GO);
@@ -675,17 +682,31 @@ mod tests {
     }
 
     #[test]
+    fn a_process_reported_by_an_exec_event_is_claimed_without_a_rescan_and_forgotten_at_exit() {
+        let proc = FakeProc::new();
+        let mut discovery = opted_in_backend(&proc);
+        assert_eq!(discovery.reconcile(), vec![], "no process yet");
+        proc.spawn(100, Some(ID_A), GO);
+        proc.spawn(200, None, GO);
+        assert!(
+            discovery.observe_process(100),
+            "a container process is worth watching"
+        );
+        assert!(
+            !discovery.observe_process(200),
+            "a host process is not watched"
+        );
+        assert_eq!(claimed_pids(&discovery.reconcile()), vec![100]);
+        assert_eq!(discovery.container_pids().collect::<Vec<_>>(), vec![100]);
+        discovery.forget_process(100);
+        assert_eq!(discovery.reconcile(), vec![Change::Release { pid: 100 }]);
+    }
+
+    #[test]
     fn exec_into_another_language_releases_the_process() {
         let proc = FakeProc::new();
         proc.spawn(100, Some(ID_A), GO);
-        let mut discovery = discovery(&proc, Language::Go);
-        discovery
-            .cluster
-            .apply_pod(pod("u1", "shop", "backend-0", ID_A));
-        discovery
-            .cluster
-            .apply_namespace(namespace("shop", Some("true")));
-        discovery.scan_processes();
+        let mut discovery = opted_in_backend(&proc);
         assert_eq!(claimed_pids(&discovery.reconcile()), vec![100]);
         proc.spawn(100, Some(ID_A), &python_exe());
         discovery.scan_processes();
@@ -696,14 +717,7 @@ mod tests {
     fn changing_the_service_name_annotation_updates_attributes_in_place() {
         let proc = FakeProc::new();
         proc.spawn(100, Some(ID_A), GO);
-        let mut discovery = discovery(&proc, Language::Go);
-        discovery
-            .cluster
-            .apply_pod(pod("u1", "shop", "backend-0", ID_A));
-        discovery
-            .cluster
-            .apply_namespace(namespace("shop", Some("true")));
-        discovery.scan_processes();
+        let mut discovery = opted_in_backend(&proc);
         discovery.reconcile();
         let mut renamed = pod("u1", "shop", "backend-0", ID_A);
         renamed
@@ -724,14 +738,7 @@ mod tests {
     fn deleting_the_pod_releases_its_processes() {
         let proc = FakeProc::new();
         proc.spawn(100, Some(ID_A), GO);
-        let mut discovery = discovery(&proc, Language::Go);
-        discovery
-            .cluster
-            .apply_pod(pod("u1", "shop", "backend-0", ID_A));
-        discovery
-            .cluster
-            .apply_namespace(namespace("shop", Some("true")));
-        discovery.scan_processes();
+        let mut discovery = opted_in_backend(&proc);
         discovery.reconcile();
         discovery.cluster.delete_pod("u1");
         assert_eq!(discovery.reconcile(), vec![Change::Release { pid: 100 }]);
