@@ -68,7 +68,9 @@ pub struct GoOffsets {
     pub table_groups: u32,
     pub groups_data: u32,
     pub groups_mask: u32,
-    pub flags: u32,
+    /// `runtime.g.parentGoid` (Go >= 1.21); unknown means goroutine
+    /// creation is traced at `runtime.newproc1`'s entry and RETs instead.
+    pub g_parent_goid: u32,
     pub grpc_status_error_itab: u64,
 }
 const _: () = assert!(size_of::<GoOffsets>() == 112);
@@ -102,7 +104,7 @@ impl Default for GoOffsets {
             table_groups: NO_OFFSET,
             groups_data: NO_OFFSET,
             groups_mask: NO_OFFSET,
-            flags: 0,
+            g_parent_goid: NO_OFFSET,
             grpc_status_error_itab: 0,
         }
     }

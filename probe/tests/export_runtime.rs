@@ -67,6 +67,8 @@ impl Frontend for Synthetic {
 }
 
 async fn get(url: &str) -> (u16, String) {
+    // reqwest has no bundled crypto provider in this workspace (ring only).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match reqwest::get(url).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
         Err(e) => (0, e.to_string()),

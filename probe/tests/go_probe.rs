@@ -13,7 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ferrotel_e2e::{Collector, Span};
-use go_common::{Apps, CLIENT, GoApp, Probe, SERVER, TOOLCHAINS, WAIT, apps, get_n, of_pid};
+use go_common::{
+    Apps, CLIENT, GoApp, Probe, SERVER, TOOLCHAINS, WAIT, apps, get_n, http_client, of_pid,
+};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
@@ -74,7 +76,7 @@ async fn net_http_case(apps: &Apps) {
     let mut front = GoApp::start(&apps.bin("httpserver"), &["-downstream", &downstream_url]);
     let probe = Probe::start(&collector, &[front.pid(), downstream.pid()], &[], 2).await;
 
-    let client = reqwest::Client::new();
+    let client = http_client();
     let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
     let mut longest = Duration::ZERO;
     longest = longest.max(get_n(&client, &front.url("/hello"), 10, &[]).await);
@@ -224,7 +226,7 @@ async fn chi_case(apps: &Apps) {
     let downstream = GoApp::start(&apps.bin("httpserver"), &[]);
     let mut chi = GoApp::start(&apps.bin("chiapp"), &["-downstream", &downstream.url("")]);
     let probe = Probe::start(&collector, &[chi.pid()], &[], 1).await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut longest = get_n(&client, &chi.url("/hello"), 5, &[]).await;
     longest = longest.max(get_n(&client, &chi.url("/users/9"), 5, &[]).await);
     longest = longest.max(get_n(&client, &chi.url("/missing"), 2, &[]).await);
@@ -449,7 +451,7 @@ async fn stripped_binaries_are_traced_through_the_offsets_table_on_every_go_vers
         let collector = collector().await;
         let mut server = GoApp::start(&apps.bin("httpserver.stripped"), &[]);
         let probe = Probe::start(&collector, &[server.pid()], &[], 1).await;
-        let client = reqwest::Client::new();
+        let client = http_client();
         get_n(&client, &server.url("/hello"), 5, &[]).await;
         get_n(&client, &server.url("/status/404"), 3, &[]).await;
         server.assert_alive();
@@ -511,7 +513,7 @@ async fn a_binary_replaced_on_disk_while_running_is_probed_with_its_own_offsets(
 
     let collector = collector().await;
     let probe = Probe::start(&collector, &[server.pid()], &[], 1).await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     get_n(&client, &server.url("/hello"), 4, &[]).await;
     get_n(&client, &server.url("/users/3"), 2, &[]).await;
     server.assert_alive();

@@ -390,3 +390,28 @@ int ft_go_newproc_end(struct pt_regs *ctx)
     bpf_map_delete_elem(&go_newproc, &pid_tgid);
     return 0;
 }
+
+/* runtime.newproc.func1 (the system-stack closure of a `go` statement), at
+ * its CALL runtime.runqput(pp, newg, next): newg in RBX, its goid and
+ * parentGoid (Go >= 1.21) already set. One probe on a CALL, which the
+ * kernel emulates (no single-step), instead of newproc1's entry and RET. */
+SEC("uprobe")
+int ft_go_newproc_spawn(struct pt_regs *ctx)
+{
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off || off->g_parent_goid == FT_GO_NO_OFFSET)
+        return 0;
+    __u64 newg = ctx->bx;
+    if (!newg)
+        return 0;
+    struct ft_go_key parent = ft_go_key_of(tgid, ft_go_read_u64(newg + off->g_parent_goid));
+    const struct ft_go_active *active = bpf_map_lookup_elem(&go_active, &parent);
+    if (!active)
+        return 0;
+    struct ft_go_active copy = *active;
+    struct ft_go_key child = ft_go_key_of(tgid, ft_go_goid_of(off, newg));
+    if (child.goid)
+        bpf_map_update_elem(&go_active, &child, &copy, BPF_ANY);
+    return 0;
+}

@@ -11,7 +11,7 @@ use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
-use ferrotel_probe_ebpf::go::GoOffsets;
+use ferrotel_probe_ebpf::go::{GoOffsets, NO_OFFSET};
 use tracing::{info, warn};
 
 use super::binary::{AnalysisCache, AnalysisError, GoBinary, ProbeSite, feature_symbols, symbols};
@@ -21,7 +21,7 @@ use crate::ebpf::EbpfError;
 const SET: &str = "go";
 
 /// Every program of `go.bpf.c`.
-pub const PROGRAMS: [&str; 11] = [
+pub const PROGRAMS: [&str; 12] = [
     "ft_go_http_server_start",
     "ft_go_http_server_end",
     "ft_go_http_client_start",
@@ -33,6 +33,7 @@ pub const PROGRAMS: [&str; 11] = [
     "ft_go_grpc_client_end",
     "ft_go_newproc_start",
     "ft_go_newproc_end",
+    "ft_go_newproc_spawn",
 ];
 
 /// `(entry program, RET program)` of a probed function; a function probed
@@ -183,16 +184,32 @@ impl GoProbes {
             .filter_map(|s| binary.sites.get(s))
             .collect();
         // Context propagation to spawned goroutines; without it client
-        // calls from spawned goroutines start their own traces.
-        match binary.sites.get(symbols::NEWPROC) {
-            Some(site) => sites.push(site),
-            None => warn!(
-                pid,
-                "Go binary has no runtime.newproc1; spawned goroutines will not inherit spans"
-            ),
+        // calls from spawned goroutines start their own traces. One probe
+        // at the runqput call where the new g knows its parent (Go >= 1.21),
+        // else newproc1's entry and RETs.
+        let spawn_call = binary
+            .spawn_call
+            .filter(|_| binary.offsets.g_parent_goid != NO_OFFSET);
+        if spawn_call.is_none() {
+            match binary.sites.get(symbols::NEWPROC) {
+                Some(site) => sites.push(site),
+                None => warn!(
+                    pid,
+                    "Go binary has no runtime.newproc1; spawned goroutines will not inherit spans"
+                ),
+            }
         }
 
         let mut links = Vec::new();
+        if let Some(offset) = spawn_call {
+            match self.attach_at("ft_go_newproc_spawn", offset, &exe, nz_pid) {
+                Ok(link) => links.push(("ft_go_newproc_spawn", link)),
+                Err(error) => {
+                    let _ = self.offsets.remove(&pid);
+                    return Err(error.into());
+                }
+            }
+        }
         for site in sites {
             let (entry_program, ret_program) = programs_of(site.symbol);
             let result = self
@@ -200,7 +217,7 @@ impl GoProbes {
                 .and_then(|link| {
                     links.push((entry_program, link));
                     if let Some(ret_program) = ret_program {
-                        for ret in &site.returns {
+                        for ret in &site.exits {
                             links.push((
                                 ret_program,
                                 self.attach_at(ret_program, *ret, &exe, nz_pid)?,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ferrotel_probe_ebpf::go::GoOffsets;
-use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use super::buildinfo::{BuildInfo, BuildInfoError, parse_go_version};
@@ -27,6 +27,21 @@ pub mod symbols {
         "google.golang.org/grpc/internal/transport.(*http2Server).WriteStatus";
     pub const GRPC_CLIENT: &str = "google.golang.org/grpc.(*ClientConn).Invoke";
     pub const NEWPROC: &str = "runtime.newproc1";
+    /// The `go` statement's system-stack closure: creates the goroutine with
+    /// `newproc1`, then queues it with `runqput`, whose call is probed.
+    pub const NEWPROC_CLOSURE: &str = "runtime.newproc.func1";
+    pub const RUNQPUT: &str = "runtime.runqput";
+    /// HTTP/1's connection loop, which calls `HTTP_SERVER` and then, on
+    /// every request, `(*conn).hijacked`.
+    pub const HTTP1_CONN_SERVE: &str = "net/http.(*conn).serve";
+    pub const HTTP1_HIJACKED: &str = "net/http.(*conn).hijacked";
+    /// The other callers of `HTTP_SERVER` (HTTP/2 over TLS, h2c, the
+    /// pointer-receiver wrapper).
+    pub const HTTP_SERVER_OTHER_CALLERS: [&str; 3] = [
+        "net/http.initALPNRequest.ServeHTTP",
+        "net/http.unencryptedHTTP2Request.ServeHTTP",
+        "net/http.(*serverHandler).ServeHTTP",
+    ];
     pub const ALL: [&str; 6] = [
         HTTP_SERVER,
         HTTP_CLIENT,
@@ -34,6 +49,22 @@ pub mod symbols {
         GRPC_STATUS,
         GRPC_CLIENT,
         NEWPROC,
+    ];
+    /// Every function whose address the analysis needs.
+    pub const LOCATED: [&str; 13] = [
+        HTTP_SERVER,
+        HTTP_CLIENT,
+        GRPC_SERVER,
+        GRPC_STATUS,
+        GRPC_CLIENT,
+        NEWPROC,
+        NEWPROC_CLOSURE,
+        RUNQPUT,
+        HTTP1_CONN_SERVE,
+        HTTP1_HIJACKED,
+        HTTP_SERVER_OTHER_CALLERS[0],
+        HTTP_SERVER_OTHER_CALLERS[1],
+        HTTP_SERVER_OTHER_CALLERS[2],
     ];
     /// The itab that marks a gRPC status error (compared in the client RET probe).
     pub const STATUS_ERROR_ITAB: &str =
@@ -120,10 +151,16 @@ pub struct BinaryKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeSite {
     pub symbol: &'static str,
-    /// File offset of the first instruction.
+    /// File offset of the entry probe: the conditional jump of the
+    /// function's stack-bound check when it has the standard prologue (see
+    /// [`entry_probe_point`]), else the first instruction.
     pub entry: u64,
     /// File offsets of every RET instruction.
     pub returns: Vec<u64>,
+    /// File offsets where the function's end program goes: its RETs, or
+    /// for `net/http.serverHandler.ServeHTTP` the cheaper equivalent found
+    /// by [`http_server_exits`].
+    pub exits: Vec<u64>,
 }
 
 /// Everything the attach step needs to know about one executable.
@@ -133,6 +170,11 @@ pub struct GoBinary {
     pub build: BuildInfo,
     /// Probe sites of the functions present in the binary.
     pub sites: BTreeMap<&'static str, ProbeSite>,
+    /// File offset of the `CALL runtime.runqput` in `runtime.newproc.func1`,
+    /// where a new goroutine (in RBX) meets its creator's id
+    /// (`g.parentGoid`): one emulated probe per `go` statement instead of
+    /// an entry and a RET probe on `runtime.newproc1`.
+    pub spawn_call: Option<u64>,
     /// The value written to `go_offsets` for processes of this binary.
     pub offsets: GoOffsets,
     pub offsets_source: OffsetsSource,
@@ -202,6 +244,18 @@ impl GoBinary {
                 sites.insert(*symbol, site);
             }
         }
+        if let Some(site) = sites.get_mut(symbols::HTTP_SERVER)
+            && let Some(exits) = http_server_exits(&file, &functions)
+        {
+            site.exits = exits;
+        }
+        let spawn_call = match (
+            functions.get(symbols::NEWPROC_CLOSURE),
+            functions.get(symbols::RUNQPUT),
+        ) {
+            (Some(closure), Some(runqput)) => call_site(&file, *closure, runqput.start),
+            _ => None,
+        };
 
         let (fields, offsets_source) = match dwarf::field_offsets(&file, ALL_FIELDS) {
             Ok(fields) => (fields, OffsetsSource::Dwarf),
@@ -239,6 +293,7 @@ impl GoBinary {
             key,
             build,
             sites,
+            spawn_call,
             offsets,
             offsets_source,
             fields,
@@ -341,7 +396,7 @@ fn find_functions(
     let mut found = HashMap::new();
     for symbol in file.symbols() {
         if let Ok(name) = symbol.name()
-            && symbols::ALL.contains(&name)
+            && symbols::LOCATED.contains(&name)
             && symbol.size() > 0
         {
             found.insert(
@@ -371,7 +426,104 @@ fn find_functions(
         .section_by_name(".text")
         .map(|s| s.address())
         .unwrap_or(0);
-    pclntab::find_functions(data, text_start, &symbols::ALL).map_err(|e| no_functions(Some(e)))
+    pclntab::find_functions(data, text_start, &symbols::LOCATED).map_err(|e| no_functions(Some(e)))
+}
+
+/// The code of `range` and the file offset of its first byte.
+fn function_code<'a>(file: &'a object::File<'_>, range: FuncRange) -> Option<(&'a [u8], u64)> {
+    let text = file
+        .sections()
+        .find(|s| s.address() <= range.start && range.end <= s.address() + s.size())?;
+    let (file_start, _) = text.file_range()?;
+    let bytes = text.data().ok()?;
+    let lo = usize::try_from(range.start - text.address()).ok()?;
+    let hi = usize::try_from(range.end - text.address()).ok()?;
+    Some((
+        bytes.get(lo..hi)?,
+        range.start - text.address() + file_start,
+    ))
+}
+
+/// Where an HTTP server request ends, without a RET probe on the hot path.
+///
+/// A RET cannot be emulated by the kernel: its uprobe single-steps a copy,
+/// a second trap that dominated the probe's cost per request. HTTP/1's
+/// `(*conn).serve` calls `serverHandler.ServeHTTP` and, right after it
+/// returns (and `w.cancelCtx()`), `c.hijacked()` — a direct CALL, which is
+/// emulated, on the same goroutine, on every request, hijacked or not. The
+/// rarer HTTP/2 callers keep RET probes of their own. `None` (use
+/// ServeHTTP's own RETs) unless that shape is found exactly.
+fn http_server_exits(
+    file: &object::File<'_>,
+    functions: &HashMap<String, FuncRange>,
+) -> Option<Vec<u64>> {
+    let serve_http = functions.get(symbols::HTTP_SERVER)?.start;
+    let hijacked = functions.get(symbols::HTTP1_HIJACKED)?.start;
+    let conn_serve = *functions.get(symbols::HTTP1_CONN_SERVE)?;
+    let (code, file_start) = function_code(file, conn_serve)?;
+    let decoder = Decoder::with_ip(64, code, conn_serve.start, DecoderOptions::NONE);
+    let mut direct_calls = decoder
+        .into_iter()
+        .filter(|i| i.mnemonic() == Mnemonic::Call && i.op0_kind() == OpKind::NearBranch64);
+    direct_calls.find(|i| i.near_branch_target() == serve_http)?;
+    let next = direct_calls.next()?;
+    if next.near_branch_target() != hijacked {
+        return None;
+    }
+    let mut exits = vec![next.ip() - conn_serve.start + file_start];
+    for caller in symbols::HTTP_SERVER_OTHER_CALLERS {
+        if let Some(range) = functions.get(caller) {
+            let (code, file_start) = function_code(file, *range)?;
+            exits.extend(
+                ret_offsets(code, range.start)
+                    .into_iter()
+                    .map(|addr| addr - range.start + file_start),
+            );
+        }
+    }
+    Some(exits)
+}
+
+/// File offset of the first direct CALL to `target` in the function.
+fn call_site(file: &object::File<'_>, range: FuncRange, target: u64) -> Option<u64> {
+    let (code, file_start) = function_code(file, range)?;
+    let mut decoder = Decoder::with_ip(64, code, range.start, DecoderOptions::NONE);
+    decoder
+        .iter()
+        .find(|i| i.mnemonic() == Mnemonic::Call && i.near_branch_target() == target)
+        .map(|i| i.ip() - range.start + file_start)
+}
+
+/// Virtual address of the instruction the entry probe goes on.
+///
+/// A uprobe on an instruction the kernel cannot emulate costs a second trap
+/// (single-stepping a copy of the instruction), which on this platform
+/// costs several times the probe itself; x86 uprobes emulate jumps, calls
+/// and NOPs. A Go function with a frame starts with its stack-bound check,
+/// `[LEA R12, [RSP-n];] CMP RSP|R12, 16(R14); JBE morestack`, which leaves
+/// every argument register as it was at entry: probing the JBE sees the
+/// same arguments with one trap. (When the stack must grow, the function
+/// restarts after `morestack` and the probe fires a second time with the
+/// same arguments; the entry programs overwrite what the first run parked.)
+/// Functions without that prologue are probed at their first instruction.
+pub fn entry_probe_point(code: &[u8], ip: u64) -> u64 {
+    let decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut compared = false;
+    for (i, instruction) in decoder.into_iter().take(3).enumerate() {
+        match instruction.mnemonic() {
+            Mnemonic::Lea if i == 0 && instruction.op0_register() == Register::R12 => {}
+            Mnemonic::Cmp
+                if !compared
+                    && instruction.memory_base() == Register::R14
+                    && matches!(instruction.op0_register(), Register::RSP | Register::R12) =>
+            {
+                compared = true;
+            }
+            Mnemonic::Jbe if compared => return instruction.ip(),
+            _ => break,
+        }
+    }
+    ip
 }
 
 /// Decodes the function and lists its RETs, as file offsets.
@@ -380,24 +532,19 @@ fn probe_site(
     symbol: &'static str,
     range: FuncRange,
 ) -> Option<ProbeSite> {
-    let text = file
-        .sections()
-        .find(|s| s.address() <= range.start && range.end <= s.address() + s.size())?;
-    let (file_start, _) = text.file_range()?;
-    let bytes = text.data().ok()?;
-    let lo = usize::try_from(range.start - text.address()).ok()?;
-    let hi = usize::try_from(range.end - text.address()).ok()?;
-    let code = bytes.get(lo..hi)?;
+    let (code, file_start) = function_code(file, range)?;
+    let to_file = |addr: u64| addr - range.start + file_start;
     let returns = ret_offsets(code, range.start)
         .into_iter()
-        .map(|addr| addr - text.address() + file_start)
+        .map(to_file)
         .collect::<Vec<_>>();
     if returns.is_empty() {
         return None;
     }
     Some(ProbeSite {
         symbol,
-        entry: range.start - text.address() + file_start,
+        entry: to_file(entry_probe_point(code, range.start)),
+        exits: returns.clone(),
         returns,
     })
 }
@@ -483,5 +630,22 @@ mod tests {
             0x55, 0x85, 0xc0, 0x74, 0x01, 0xc3, 0x31, 0xc0, 0xb8, 0xc3, 0, 0, 0, 0xc3,
         ];
         assert_eq!(ret_offsets(&code, 0x1000), vec![0x1005, 0x100d]);
+    }
+
+    #[test]
+    fn entry_probe_goes_on_the_jump_of_the_stack_check_when_the_prologue_is_standard() {
+        // CMPQ SP, 0x10(R14); JBE +0x8a; PUSHQ BP
+        let small = [0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x8a, 0, 0, 0, 0x55];
+        assert_eq!(entry_probe_point(&small, 0x1000), 0x1004);
+        // LEAQ -0x118(SP), R12; CMPQ R12, 0x10(R14); JBE +0x10
+        let large = [
+            0x4c, 0x8d, 0xa4, 0x24, 0xe8, 0xfe, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x76, 0x10,
+        ];
+        assert_eq!(entry_probe_point(&large, 0x2000), 0x200c);
+        // PUSHQ BP; MOVQ SP, BP: no stack check, probe the first instruction.
+        assert_eq!(entry_probe_point(&[0x55, 0x48, 0x89, 0xe5], 0x3000), 0x3000);
+        // A JBE after a compare of something else is not the stack check.
+        let other = [0x48, 0x39, 0xc3, 0x76, 0x10];
+        assert_eq!(entry_probe_point(&other, 0x4000), 0x4000);
     }
 }

@@ -77,6 +77,7 @@ pub const GOID_FIELD: &str = "runtime.g.goid";
 /// Every `(struct, field)` the probes may read, required or optional.
 pub const ALL_FIELDS: &[(&str, &str)] = &[
     ("runtime.g", "goid"),
+    ("runtime.g", "parentGoid"),
     ("net/http.Request", "Method"),
     ("net/http.Request", "URL"),
     ("net/http.Request", "Header"),
@@ -253,7 +254,7 @@ pub fn to_wire(fields: &FieldOffsets, swiss: bool, status_error_itab: u64) -> Go
         table_groups: get("internal/runtime/maps.table.groups"),
         groups_data: get("internal/runtime/maps.groupsReference.data"),
         groups_mask: get("internal/runtime/maps.groupsReference.lengthMask"),
-        flags: 0,
+        g_parent_goid: get("runtime.g.parentGoid"),
         grpc_status_error_itab: status_error_itab,
     };
     // Header maps are only walked when every offset of that layout is known.

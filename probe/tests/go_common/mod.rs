@@ -226,7 +226,7 @@ impl Probe {
 
     /// The probe's /metrics text.
     pub async fn metrics(&self) -> String {
-        match reqwest::get(&self.metrics_url).await {
+        match http_client().get(&self.metrics_url).send().await {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(e) => format!("(no /metrics: {e})"),
         }
@@ -295,6 +295,13 @@ pub fn of_pid(pid: u32) -> impl Fn(&Span) -> bool {
 
 pub const SERVER: i64 = 2;
 pub const CLIENT: i64 = 3;
+
+/// An HTTP client for the test targets. reqwest is built without a bundled
+/// crypto provider (the workspace uses ring only), so install ring first.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
 
 /// Sends `n` GETs to `url` (optionally with headers) and returns the longest
 /// round trip seen: every server span must be shorter.

@@ -69,7 +69,7 @@ struct ft_go_offsets {
     __u32 table_groups;              /* maps.table.groups */
     __u32 groups_data;               /* maps.groupsReference.data */
     __u32 groups_mask;               /* maps.groupsReference.lengthMask */
-    __u32 flags;                     /* reserved */
+    __u32 g_parent_goid;             /* runtime.g.parentGoid (Go >= 1.21), optional */
     __u64 grpc_status_error_itab;    /* address of go:itab.*status.Error,error; 0 = unknown */
 };
 
