@@ -237,93 +237,105 @@ spec:
     let frontend_py = stack::workspace_root().join("e2e/apps/demo/frontend.py");
     let shop = bed.create_namespace("shop").await;
     let markers = bed.create_namespace("markers").await;
-    let go_args = |port: u16| {
-        vec![
-            format!("--addr=0.0.0.0:{port}"),
-            "--error-rate=0".to_owned(),
-        ]
+    let go_args = vec![
+        "--addr=0.0.0.0:8080".to_owned(),
+        "--error-rate=0".to_owned(),
+    ];
+    // A Go backend `name` in `ns` (a plain Deployment, or `adopted`: see
+    // stack::deploy_adopted) with pod `labels` and `annotations`.
+    let go_app = |ns: String,
+                  name: &'static str,
+                  adopted: bool,
+                  labels: BTreeMap<String, String>,
+                  annotations: BTreeMap<String, String>| {
+        let (client, node, backend_bin, go_args) = (&client, &node, &backend_bin, &go_args);
+        async move {
+            let deploy = if adopted {
+                stack::deploy_adopted(
+                    client,
+                    &ns,
+                    name,
+                    node,
+                    labels,
+                    annotations,
+                    backend_bin,
+                    go_args,
+                    8080,
+                    dir,
+                )
+                .await
+            } else {
+                stack::deploy(
+                    client,
+                    &ns,
+                    name,
+                    node,
+                    labels,
+                    annotations,
+                    backend_bin,
+                    go_args,
+                    8080,
+                    dir,
+                )
+                .await
+            };
+            deploy.unwrap_or_else(|e| panic!("{e}"))
+        }
     };
+    // A Python frontend `name` in `ns` calling `backend`.
+    let py_app =
+        |ns: String, name: &'static str, annotations: BTreeMap<String, String>, backend: String| {
+            let (client, node, python, frontend_py) = (&client, &node, &python, &frontend_py);
+            async move {
+                let args = vec![
+                    frontend_py.display().to_string(),
+                    "--listen=0.0.0.0:8000".to_owned(),
+                    format!("--backend=http://{backend}"),
+                ];
+                stack::deploy(
+                    client,
+                    &ns,
+                    name,
+                    node,
+                    BTreeMap::new(),
+                    annotations,
+                    python,
+                    &args,
+                    8000,
+                    dir,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
     // Adopted: only the ReplicaSet's real ownerReferences name its Deployment.
-    let backend = stack::deploy_adopted(
-        &client,
-        &shop,
+    let backend = go_app(
+        shop.clone(),
         "backend",
-        &node,
+        true,
         map(&[("app.kubernetes.io/name", "catalogue")]),
         BTreeMap::new(),
-        &backend_bin,
-        &go_args(8080),
-        8080,
-        dir,
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let frontend_args = vec![
-        frontend_py.display().to_string(),
-        "--listen=0.0.0.0:8000".to_owned(),
-        format!("--backend=http://{}", backend.addr()),
-    ];
-    let frontend = stack::deploy(
-        &client,
-        &shop,
-        "frontend",
-        &node,
-        BTreeMap::new(),
-        BTreeMap::new(),
-        &python,
-        &frontend_args,
-        8000,
-        dir,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let dark = stack::deploy(
-        &client,
-        &shop,
+    .await;
+    let frontend = py_app(shop.clone(), "frontend", BTreeMap::new(), backend.addr()).await;
+    let dark = go_app(
+        shop.clone(),
         "dark",
-        &node,
+        false,
         BTreeMap::new(),
         map(&[("ferrotel.io/instrument", "false")]),
-        &backend_bin,
-        &go_args(8080),
-        8080,
-        dir,
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let marker = stack::deploy(
-        &client,
-        &markers,
+    .await;
+    let opted_in_pod = || map(&[("ferrotel.io/instrument", "true")]);
+    let marker = go_app(
+        markers.clone(),
         "marker",
-        &node,
+        false,
         BTreeMap::new(),
-        map(&[("ferrotel.io/instrument", "true")]),
-        &backend_bin,
-        &go_args(8080),
-        8080,
-        dir,
+        opted_in_pod(),
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let marker_py_args = vec![
-        frontend_py.display().to_string(),
-        "--listen=0.0.0.0:8000".to_owned(),
-        format!("--backend=http://{}", marker.addr()),
-    ];
-    let marker_py = stack::deploy(
-        &client,
-        &markers,
-        "marker-py",
-        &node,
-        BTreeMap::new(),
-        map(&[("ferrotel.io/instrument", "true")]),
-        &python,
-        &marker_py_args,
-        8000,
-        dir,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
+    let marker_py = py_app(markers.clone(), "marker-py", opted_in_pod(), marker.addr()).await;
     let markers = Markers {
         collector: &collector,
         py: &marker_py,
