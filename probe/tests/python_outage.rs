@@ -211,6 +211,27 @@ async fn a_30_s_collector_outage_loses_no_span_that_fits_the_queue_and_counts_ev
     wait_exported("before the outage (default queue)", &roomy, BEFORE as u64).await;
     wait_exported("before the outage (small queue)", &tight, BEFORE as u64).await;
 
+    // The collector acknowledges an export before its file exporter flushes
+    // (every 100 ms): kill it only once the file holds what it acknowledged,
+    // or a SIGKILL would lose spans the probe rightly counted as delivered.
+    let before_file = dir.path().join("before-traces.json");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let spans = read_spans(&before_file).unwrap_or_default();
+        let written = (
+            paths_of(&spans, roomy_app.pid()).len(),
+            paths_of(&spans, tight_app.pid()).len(),
+        );
+        if written == (BEFORE, BEFORE) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first collector wrote {written:?} of {BEFORE} spans per app"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Collector killed; requests keep coming in waves over 30 s.
     drop(first);
     let outage_started = Instant::now();
@@ -252,7 +273,7 @@ async fn a_30_s_collector_outage_loses_no_span_that_fits_the_queue_and_counts_ev
     roomy.stop().await;
     tight.stop().await;
 
-    let before = settled_spans(&dir.path().join("before-traces.json")).await;
+    let before = settled_spans(&before_file).await;
     let after = settled_spans(&dir.path().join("after-traces.json")).await;
     let expected_before = users(0..BEFORE);
     let expected_during = users(during.clone());

@@ -170,12 +170,7 @@ async fn the_probe_survives_malformed_traffic_and_its_target_exiting_and_restart
         .expect("client");
     let deadline = Instant::now() + WAIT;
     let mut knocks = 0;
-    while !collector
-        .spans()
-        .expect("spans")
-        .iter()
-        .any(|s| is_second(s))
-    {
+    while !collector.spans().expect("spans").iter().any(&is_second) {
         assert!(
             Instant::now() < deadline,
             "the restarted process {second_pid} was not traced after {knocks} requests"
