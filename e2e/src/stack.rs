@@ -100,40 +100,46 @@ pub fn kubectl_apply(kubeconfig: &Path, yaml: &str) -> Result<()> {
 pub fn install_crds(kubeconfig: &Path) -> Result<()> {
     let crds = workspace_root().join("crds");
     let kubectl = crate::tools::try_tool_path("kubectl")?;
-    let status = Command::new(&kubectl)
-        .env("KUBECONFIG", kubeconfig)
-        .args(["apply", "--server-side", "--force-conflicts", "-f"])
-        .arg(&crds)
-        .output()
-        .map_err(|source| Error::Spawn {
-            component: "kubectl".into(),
-            program: "kubectl".into(),
-            source,
-        })?;
-    if !status.status.success() {
-        return Err(err(format!(
-            "installing CRDs from {} failed: {}",
-            crds.display(),
-            String::from_utf8_lossy(&status.stderr)
-        )));
-    }
-    let wait = Command::new(&kubectl)
-        .env("KUBECONFIG", kubeconfig)
-        .args(["wait", "--for=condition=Established", "--timeout=60s", "-f"])
-        .arg(&crds)
-        .output()
-        .map_err(|source| Error::Spawn {
-            component: "kubectl".into(),
-            program: "kubectl".into(),
-            source,
-        })?;
-    if !wait.status.success() {
-        return Err(err(format!(
-            "CRDs not established: {}",
-            String::from_utf8_lossy(&wait.stderr)
-        )));
-    }
-    Ok(())
+    let run = |args: &[&str], failure: &str| -> Result<()> {
+        let out = Command::new(&kubectl)
+            .env("KUBECONFIG", kubeconfig)
+            .args(args)
+            .arg(&crds)
+            .output()
+            .map_err(|source| Error::Spawn {
+                component: "kubectl".into(),
+                program: "kubectl".into(),
+                source,
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(err(format!(
+                "{failure} ({}): {}",
+                crds.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )))
+        }
+    };
+    run(
+        &["apply", "--server-side", "--force-conflicts", "-f"],
+        "installing the CRDs failed",
+    )?;
+    run(
+        &["wait", "--for=condition=Established", "--timeout=60s", "-f"],
+        "the CRDs were not established",
+    )
+}
+
+/// Whether this process runs as root (the full stack needs it for cgroups,
+/// network namespaces and eBPF).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(|uid| uid == "0"))
+        .unwrap_or(false)
 }
 
 /// The workspace root (this crate's parent directory).

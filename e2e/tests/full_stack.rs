@@ -144,7 +144,7 @@ impl Markers<'_> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opting_a_namespace_in_and_out_controls_which_pods_send_spans_with_kubernetes_attributes() {
     assert!(
-        nix_is_root(),
+        stack::is_root(),
         "this test needs root: it creates cgroups and network namespaces and the probes load eBPF programs (run make test with sudo)"
     );
     stack::install_crypto_provider();
@@ -549,13 +549,4 @@ spec:
     drop(probes);
     drop(collector);
     let _ = std::fs::remove_dir_all(dir);
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(|uid| uid == "0"))
-        .unwrap_or(false)
 }

@@ -21,15 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(|uid| uid == "0"))
-        .unwrap_or(false)
-}
-
 /// Waits for the next event matching `want`, returning every event seen.
 async fn wait_event(
     events: &mut TargetEvents,
@@ -67,7 +58,7 @@ struct Setup {
 /// Fails unless root (saying `why` root is needed), then prepares [`Setup`].
 async fn setup(namespace_prefix: &str, why: &str) -> Setup {
     assert!(
-        is_root(),
+        stack::is_root(),
         "this test needs root: {why} (run make test with sudo)"
     );
     kubernetes::install_crypto_provider();

@@ -119,18 +119,9 @@ async fn main() {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(|uid| uid == "0"))
-        .unwrap_or(false)
-}
-
 async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
     anyhow::ensure!(
-        is_root(),
+        stack::is_root(),
         "the demo needs root: the probes load eBPF programs and the sample apps run in cgroups and network namespaces (run: sudo make demo)"
     );
     let _ = down(&args.dir);
