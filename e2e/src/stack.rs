@@ -746,7 +746,7 @@ pub async fn deploy(
     log_dir: &Path,
 ) -> Result<Workload> {
     let template = pod_template(name, node, labels, annotations);
-    apply_deployment(client, namespace, name, &template).await?;
+    apply_replicated::<Deployment>(client, namespace, name, name, &template).await?;
     run_workload_pod(client, namespace, name, program, args, port, log_dir).await
 }
 
@@ -772,25 +772,8 @@ pub async fn deploy_adopted(
     let template = pod_template(name, node, labels, annotations);
     let rs_name = format!("{name}-legacy");
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
-    let replica_set: ReplicaSet = serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {"name": rs_name, "namespace": namespace, "labels": {"app": name}},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template}
-    }))
-    .map_err(|e| err(format!("replicaset fixture: {e}")))?;
-    replica_sets
-        .patch(
-            &rs_name,
-            &PatchParams::apply("ferrotel-e2e").force(),
-            &Patch::Apply(&replica_set),
-        )
-        .await
-        .map_err(|source| Error::Kube {
-            context: format!("apply ReplicaSet {namespace}/{rs_name}"),
-            source,
-        })?;
-    apply_deployment(client, namespace, name, &template).await?;
+    apply_replicated::<ReplicaSet>(client, namespace, &rs_name, name, &template).await?;
+    apply_replicated::<Deployment>(client, namespace, name, name, &template).await?;
     let what =
         format!("Deployment {namespace}/{name} to adopt ReplicaSet {rs_name} (and make no other)");
     wait_for(&what, Duration::from_secs(60), || {
@@ -845,35 +828,45 @@ fn pod_template(
     })
 }
 
-async fn apply_deployment(
+/// Server-side applies a one-replica `K` (Deployment or ReplicaSet) `name`
+/// selecting pods labelled `app=<app>`, with pod `template`.
+async fn apply_replicated<K>(
     client: &kube::Client,
     namespace: &str,
     name: &str,
+    app: &str,
     template: &Value,
-) -> Result<()> {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let deployment: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
+) -> Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+{
+    let kind = K::kind(&()).into_owned();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let object: K = serde_json::from_value(json!({
+        "apiVersion": K::api_version(&()),
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
         "spec": {
             "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
+            "selector": {"matchLabels": {"app": app}},
             "template": template,
         }
     }))
-    .map_err(|e| err(format!("deployment fixture: {e}")))?;
-    deployments
-        .patch(
-            name,
-            &PatchParams::apply("ferrotel-e2e").force(),
-            &Patch::Apply(&deployment),
-        )
-        .await
-        .map_err(|source| Error::Kube {
-            context: format!("apply Deployment {namespace}/{name}"),
-            source,
-        })?;
+    .map_err(|e| err(format!("{kind} fixture: {e}")))?;
+    api.patch(
+        name,
+        &PatchParams::apply("ferrotel-e2e").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .map_err(|source| Error::Kube {
+        context: format!("apply {kind} {namespace}/{name}"),
+        source,
+    })?;
     Ok(())
 }
 
