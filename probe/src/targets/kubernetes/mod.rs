@@ -256,18 +256,20 @@ pub async fn run(
                     process_events = None;
                     scan = tokio::time::interval(config.poll_interval);
                 }
+                // Only container processes can change a decision: the execs
+                // of host processes (most of them) cost one cgroup read.
                 for event in batch.drain(..) {
-                    match event {
+                    api_changed |= match event {
                         ProcessEvent::Exec(pid) | ProcessEvent::Fork(pid) => {
-                            if discovery.observe_process(pid)
-                                && let Some(events) = process_events.as_mut()
-                            {
+                            let was_known = discovery.knows_container_process(pid);
+                            let in_container = discovery.observe_process(pid);
+                            if in_container && let Some(events) = process_events.as_mut() {
                                 events.watch(pid);
                             }
+                            in_container || was_known
                         }
                         ProcessEvent::Exit(pid) => discovery.forget_process(pid),
-                    }
-                    api_changed = true;
+                    };
                 }
             }
             _ = lost_check.tick(), if process_events.is_some() => {

@@ -279,9 +279,16 @@ impl Discovery {
         true
     }
 
-    /// Forgets a process that exited.
-    pub fn forget_process(&mut self, pid: u32) {
-        self.processes.remove(&pid);
+    /// Forgets a process that exited; returns whether it was known.
+    pub fn forget_process(&mut self, pid: u32) -> bool {
+        self.processes.remove(&pid).is_some()
+    }
+
+    /// Whether `pid` is tracked as a container process.
+    pub fn knows_container_process(&self, pid: u32) -> bool {
+        self.processes
+            .get(&pid)
+            .is_some_and(|p| !p.identity.is_empty())
     }
 
     /// Processes known to run in a container.
@@ -698,7 +705,7 @@ mod tests {
         );
         assert_eq!(claimed_pids(&discovery.reconcile()), vec![100]);
         assert_eq!(discovery.container_pids().collect::<Vec<_>>(), vec![100]);
-        discovery.forget_process(100);
+        assert!(discovery.forget_process(100), "it was known");
         assert_eq!(discovery.reconcile(), vec![Change::Release { pid: 100 }]);
     }
 
