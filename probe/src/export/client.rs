@@ -3,16 +3,81 @@
 
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes};
 use ferrotel_api::probe_config::{OtlpProtocol, TlsConfig};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::settings::SignalSettings;
+
+/// The gRPC method of OTLP trace export.
+const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Encodes a trace export request once, for [`OtlpClient::export_traces_encoded`].
+pub fn encode_traces(request: &ExportTraceServiceRequest) -> Bytes {
+    Bytes::from(request.encode_to_vec())
+}
+
+/// A gRPC codec whose requests are already-encoded protobuf bytes and whose
+/// responses are decoded as `R`.
+#[derive(Debug)]
+struct EncodedCodec<R>(std::marker::PhantomData<fn() -> R>);
+
+impl<R> Default for EncodedCodec<R> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+#[derive(Debug)]
+struct BytesEncoder;
+
+impl Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct MessageDecoder<R>(std::marker::PhantomData<fn() -> R>);
+
+impl<R: Message + Default> Decoder for MessageDecoder<R> {
+    type Item = R;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<R>, tonic::Status> {
+        R::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable export response: {e}")))
+    }
+}
+
+impl<R: Message + Default + Send + 'static> Codec for EncodedCodec<R> {
+    type Encode = Bytes;
+    type Decode = R;
+    type Encoder = BytesEncoder;
+    type Decoder = MessageDecoder<R>;
+
+    fn encoder(&mut self) -> BytesEncoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> MessageDecoder<R> {
+        MessageDecoder(std::marker::PhantomData)
+    }
+}
 
 /// A failed export.
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +292,46 @@ impl OtlpClient {
         }
     }
 
+    /// Exports spans already encoded as an `ExportTraceServiceRequest`
+    /// (see [`encode_traces`]): a batch retried after a failure is sent
+    /// again without re-encoding or deep-copying its spans (a clone of the
+    /// request per attempt was a visible share of the probe's CPU).
+    pub async fn export_traces_encoded(&self, body: Bytes) -> Result<(), ExportError> {
+        match &self.transport {
+            Transport::Grpc { channel, metadata } => {
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                // A channel that cannot become ready is a transport failure
+                // (kept as the status' source, hence retryable).
+                grpc.ready()
+                    .await
+                    .map_err(|e| self.grpc_error(tonic::Status::from_error(e.into())))?;
+                let mut req = tonic::Request::new(body);
+                *req.metadata_mut() = metadata.clone();
+                let response = grpc
+                    .unary(
+                        req,
+                        PathAndQuery::from_static(TRACE_EXPORT_PATH),
+                        EncodedCodec::<ExportTraceServiceResponse>::default(),
+                    )
+                    .await;
+                match response {
+                    Ok(ok) => {
+                        if let Some(partial) = ok
+                            .into_inner()
+                            .partial_success
+                            .filter(|p| p.rejected_spans > 0)
+                        {
+                            tracing::warn!(rejected = partial.rejected_spans, message = %partial.error_message, "Collector rejected some spans");
+                        }
+                        Ok(())
+                    }
+                    Err(status) => Err(self.grpc_error(status)),
+                }
+            }
+            Transport::Http { .. } => self.post(body).await,
+        }
+    }
+
     /// Exports spans.
     pub async fn export_traces(
         &self,
@@ -251,7 +356,7 @@ impl OtlpClient {
                     Err(status) => Err(self.grpc_error(status)),
                 }
             }
-            Transport::Http { .. } => self.post(request.encode_to_vec()).await,
+            Transport::Http { .. } => self.post(request.encode_to_vec().into()).await,
         }
     }
 
@@ -278,7 +383,7 @@ impl OtlpClient {
                     Err(status) => Err(self.grpc_error(status)),
                 }
             }
-            Transport::Http { .. } => self.post(request.encode_to_vec()).await,
+            Transport::Http { .. } => self.post(request.encode_to_vec().into()).await,
         }
     }
 
@@ -307,7 +412,7 @@ impl OtlpClient {
         self.error(message, spec_retryable || transport_failure, None)
     }
 
-    async fn post(&self, body: Vec<u8>) -> Result<(), ExportError> {
+    async fn post(&self, body: Bytes) -> Result<(), ExportError> {
         let Transport::Http {
             client,
             url,
@@ -411,6 +516,16 @@ mod tests {
     async fn a_refused_connection_is_a_retryable_failure() {
         let err = client()
             .export_traces(ExportTraceServiceRequest::default())
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(err.retryable, "connection refused must be retried: {err}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_retryable_for_pre_encoded_spans_too() {
+        let body = encode_traces(&ExportTraceServiceRequest::default());
+        let err = client()
+            .export_traces_encoded(body)
             .await
             .expect_err("nothing listens on port 1");
         assert!(err.retryable, "connection refused must be retried: {err}");

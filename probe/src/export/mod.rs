@@ -125,10 +125,11 @@ pub async fn run_trace_exporter(
                 break;
             }
             let n = batch.len();
-            let request = traces_request(batch);
+            // Encoded once: retries resend the same bytes.
+            let body = client::encode_traces(&traces_request(batch));
             let mut attempt = 0;
             loop {
-                match client.export_traces(request.clone()).await {
+                match client.export_traces_encoded(body.clone()).await {
                     Ok(()) => {
                         health.export_request(signal, "ok");
                         health.exported(signal, n as u64);

@@ -171,11 +171,82 @@ impl HistogramState {
 
 type SeriesKey = (Instrument, Vec<(&'static str, Value)>);
 
+/// FNV-1a: the series map is looked up once per request with a key of a few
+/// short strings, where SipHash showed up in profiles. Its keys are bounded
+/// by the route cap, so collision flooding is not a concern here.
+#[derive(Clone, Copy, Debug)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type SeriesMap = HashMap<SeriesKey, HistogramState, std::hash::BuildHasherDefault<Fnv>>;
+
+/// The series of one resource.
+#[derive(Debug)]
+struct ResourceSeries {
+    /// The resource last seen with these attributes: a pointer comparison
+    /// finds it without hashing or comparing the attribute map per request.
+    last: Arc<ProcessResource>,
+    series: SeriesMap,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    /// Keyed by the resource's attributes (two PIDs of one service with the
-    /// same resource share series).
-    by_resource: HashMap<BTreeMap<String, String>, HashMap<SeriesKey, HistogramState>>,
+    /// One entry per distinct resource (two PIDs of one service with the
+    /// same attributes share series); a node runs few, so a scan is cheap.
+    by_resource: Vec<ResourceSeries>,
+}
+
+impl State {
+    fn series_mut(&mut self, resource: &Arc<ProcessResource>) -> &mut SeriesMap {
+        let index = match self
+            .by_resource
+            .iter()
+            .position(|r| Arc::ptr_eq(&r.last, resource))
+        {
+            Some(i) => i,
+            None => match self
+                .by_resource
+                .iter()
+                .position(|r| r.last.attributes == resource.attributes)
+            {
+                Some(i) => {
+                    self.by_resource[i].last = resource.clone();
+                    i
+                }
+                None => {
+                    self.by_resource.push(ResourceSeries {
+                        last: resource.clone(),
+                        series: SeriesMap::default(),
+                    });
+                    self.by_resource.len() - 1
+                }
+            },
+        };
+        &mut self.by_resource[index].series
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&BTreeMap<String, String>, &SeriesMap)> {
+        self.by_resource
+            .iter()
+            .map(|r| (&r.last.attributes, &r.series))
+    }
 }
 
 /// The RED histograms. Cheap to clone.
@@ -199,21 +270,15 @@ impl RedMetrics {
     /// Observes one request with its metric attributes.
     pub fn observe(
         &self,
-        resource: &ProcessResource,
+        resource: &Arc<ProcessResource>,
         record: &RequestRecord,
         attributes: Vec<(&'static str, Value)>,
     ) {
         let instrument = Instrument::of(record);
         let value = instrument.value_of(record);
         let mut state = self.state.lock().expect("metrics lock");
-        let series = match state.by_resource.get_mut(&resource.attributes) {
-            Some(series) => series,
-            None => state
-                .by_resource
-                .entry(resource.attributes.clone())
-                .or_default(),
-        };
-        series
+        state
+            .series_mut(resource)
             .entry((instrument, attributes))
             .or_insert_with(|| HistogramState::new(instrument.bounds(), now_unix_nanos()))
             .observe(instrument.bounds(), value);
@@ -223,9 +288,8 @@ impl RedMetrics {
     pub fn count(&self, instrument: Instrument) -> u64 {
         let state = self.state.lock().expect("metrics lock");
         state
-            .by_resource
-            .values()
-            .flat_map(|s| s.iter())
+            .iter()
+            .flat_map(|(_, s)| s.iter())
             .filter(|((i, _), _)| *i == instrument)
             .map(|(_, h)| h.count)
             .sum()
@@ -235,10 +299,12 @@ impl RedMetrics {
     /// routes), bounding memory on long-running nodes.
     pub fn prune_idle(&self, idle: Duration) {
         let mut state = self.state.lock().expect("metrics lock");
-        for series in state.by_resource.values_mut() {
-            series.retain(|_, h| h.last_update.elapsed() < idle);
+        for resource in &mut state.by_resource {
+            resource
+                .series
+                .retain(|_, h| h.last_update.elapsed() < idle);
         }
-        state.by_resource.retain(|_, series| !series.is_empty());
+        state.by_resource.retain(|r| !r.series.is_empty());
     }
 
     /// A cumulative snapshot of every series as an OTLP export request
@@ -247,7 +313,6 @@ impl RedMetrics {
         let now = now_unix_nanos();
         let state = self.state.lock().expect("metrics lock");
         let resource_metrics: Vec<ResourceMetrics> = state
-            .by_resource
             .iter()
             .map(|(resource, series)| {
                 let mut by_instrument: BTreeMap<Instrument, Vec<HistogramDataPoint>> =
@@ -339,7 +404,7 @@ impl prometheus_client::collector::Collector for RedMetrics {
             BTreeMap::new();
         {
             let state = self.state.lock().expect("metrics lock");
-            for (resource, series) in &state.by_resource {
+            for (resource, series) in state.iter() {
                 let resource_labels: Vec<(String, String)> = PROMETHEUS_RESOURCE_LABELS
                     .iter()
                     .filter_map(|k| resource.get(*k).map(|v| (prometheus_label(k), v.clone())))
@@ -399,10 +464,55 @@ mod tests {
     use super::*;
     use crate::telemetry::semconv::{metric_attributes, tests::http_record};
 
-    fn resource(service: &str) -> ProcessResource {
-        ProcessResource {
+    fn resource(service: &str) -> Arc<ProcessResource> {
+        Arc::new(ProcessResource {
             attributes: [("service.name".to_string(), service.to_string())].into(),
+        })
+    }
+
+    #[test]
+    fn equal_resources_share_series_and_different_ones_do_not() {
+        let metrics = RedMetrics::new();
+        let record = http_record(SpanKind::Server, "GET", "/", Some(200));
+        // Two allocations with equal attributes (e.g. a resource replaced by
+        // discovery with the same values), then another service.
+        for res in [resource("shop"), resource("shop"), resource("shop")] {
+            metrics.observe(&res, &record, metric_attributes(&record, Some("/")));
         }
+        metrics.observe(
+            &resource("cart"),
+            &record,
+            metric_attributes(&record, Some("/")),
+        );
+        let request = metrics.to_otlp().expect("observed");
+        let mut counts: Vec<(String, u64)> = request
+            .resource_metrics
+            .iter()
+            .map(|rm| {
+                let name = rm.resource.as_ref().unwrap().attributes[0]
+                    .value
+                    .as_ref()
+                    .and_then(|v| v.value.as_ref())
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default();
+                let Some(metric::Data::Histogram(h)) = &rm.scope_metrics[0].metrics[0].data else {
+                    panic!("a histogram")
+                };
+                assert_eq!(h.data_points.len(), 1, "one series per resource");
+                (name, h.data_points[0].count)
+            })
+            .collect();
+        counts.sort();
+        assert_eq!(counts.len(), 2, "two distinct resources: {counts:?}");
+        assert!(
+            counts[0].0.contains("cart") && counts[0].1 == 1,
+            "{counts:?}"
+        );
+        assert!(
+            counts[1].0.contains("shop") && counts[1].1 == 3,
+            "{counts:?}"
+        );
+        assert_eq!(metrics.count(Instrument::HttpServer), 4);
     }
 
     #[test]
@@ -479,20 +589,20 @@ mod tests {
     #[test]
     fn prometheus_exposition_uses_prometheus_names_and_merges_equal_series() {
         let metrics = RedMetrics::new();
-        let a = ProcessResource {
+        let a = Arc::new(ProcessResource {
             attributes: [
                 ("service.name".to_string(), "shop".to_string()),
                 ("process.pid".into(), "1".into()),
             ]
             .into(),
-        };
-        let b = ProcessResource {
+        });
+        let b = Arc::new(ProcessResource {
             attributes: [
                 ("service.name".to_string(), "shop".to_string()),
                 ("process.pid".into(), "2".into()),
             ]
             .into(),
-        };
+        });
         let record = http_record(SpanKind::Server, "GET", "/", Some(200));
         metrics.observe(&a, &record, metric_attributes(&record, Some("/")));
         metrics.observe(&b, &record, metric_attributes(&record, Some("/")));
