@@ -343,7 +343,7 @@ async fn helm_install_runs_an_operator_that_reconciles_and_helm_uninstall_remove
         .expect("serviceAccountName")
         .to_string();
     let work = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = service_account_kubeconfig(bed, &namespace, &sa, work.path());
+    let kubeconfig = service_account_kubeconfig(bed, &namespace, &sa, work.path()).await;
     // Verbatim: the listen addresses are the ports set through the values.
     let mut operator =
         OperatorProcess::spawn(&kubeconfig, &args, &env, &work.path().join("operator.log"))
@@ -511,7 +511,7 @@ async fn helm_install_runs_an_operator_that_reconciles_and_helm_uninstall_remove
     // operator and its RBAC are still there. The test bed runs no containers,
     // so the hook Job's containers run here, as its ServiceAccount, in order;
     // then helm uninstall proceeds without hooks.
-    run_uninstall_hook(bed, &release, work.path());
+    run_uninstall_hook(bed, &release, work.path()).await;
     let mut uninstall = release.helm(bed);
     uninstall.args([
         "uninstall",
@@ -617,7 +617,7 @@ fn names(list: &Value) -> String {
 /// Does what the pre-delete hook does in a real cluster: creates the hook's
 /// ServiceAccount and RBAC, runs each container's kubectl args (init
 /// containers first) with that account's token, removes the hook objects.
-fn run_uninstall_hook(bed: &TestBed, release: &Release, dir: &std::path::Path) {
+async fn run_uninstall_hook(bed: &TestBed, release: &Release, dir: &std::path::Path) {
     let mut cmd = release.helm(bed);
     cmd.args(["get", "hooks", &release.name]);
     let hooks = yaml_docs(&run(cmd, None).expect("helm get hooks"));
@@ -630,7 +630,7 @@ fn run_uninstall_hook(bed: &TestBed, release: &Release, dir: &std::path::Path) {
     apply.args(["apply", "--server-side", "-f", "-"]);
     run(apply, Some(&yaml)).unwrap_or_else(|e| panic!("creating the hook's RBAC: {e}"));
     let sa = pod_spec(job)["serviceAccountName"].as_str().unwrap();
-    let kubeconfig = service_account_kubeconfig(bed, &release.namespace, sa, dir);
+    let kubeconfig = service_account_kubeconfig(bed, &release.namespace, sa, dir).await;
     let spec = pod_spec(job);
     let containers = spec["initContainers"]
         .as_array()

@@ -171,7 +171,7 @@ async fn kubectl_apply_k_config_default_runs_an_operator_that_reconciles_the_sam
         .unwrap()
         .to_string();
     let work = tempfile::tempdir().unwrap();
-    let kubeconfig = service_account_kubeconfig(bed, &namespace, &sa, work.path());
+    let kubeconfig = service_account_kubeconfig(bed, &namespace, &sa, work.path()).await;
     let mut operator =
         OperatorProcess::start(&kubeconfig, &args, &env, &work.path().join("operator.log"))
             .unwrap_or_else(|e| panic!("start the operator: {e}"));

@@ -287,41 +287,24 @@ pub fn read(path: &Path) -> String {
 }
 
 /// A kubeconfig for the test bed's API server that authenticates with a
-/// token of ServiceAccount `namespace/name`: whatever runs with it has
-/// exactly the RBAC that account was granted (as a pod using it would).
-pub fn service_account_kubeconfig(
+/// token of ServiceAccount `namespace/name` (TokenRequest API): whatever
+/// runs with it has exactly the RBAC that account was granted (as a pod
+/// using it would).
+pub async fn service_account_kubeconfig(
     bed: &TestBed,
     namespace: &str,
     name: &str,
     dir: &Path,
 ) -> PathBuf {
-    let mut create = kubectl(bed);
-    create.args([
-        "create",
-        "token",
-        name,
-        "--namespace",
+    ferrotel_e2e::stack::service_account_kubeconfig(
+        &bed.client(),
+        bed.kubeconfig(),
         namespace,
-        "--duration",
-        "2h",
-    ]);
-    let token = run(create, None)
-        .unwrap_or_else(|e| panic!("token for ServiceAccount {namespace}/{name}: {e}"));
-    let mut view = kubectl(bed);
-    view.args(["config", "view", "--raw", "--minify", "-o", "json"]);
-    let mut config: Value = serde_json::from_str(&run(view, None).expect("kubectl config view"))
-        .expect("kubeconfig is JSON");
-    config["users"] = serde_json::json!([{"name": "sa", "user": {"token": token.trim()}}]);
-    let context = config["contexts"][0]["name"].clone();
-    config["contexts"][0]["context"]["user"] = "sa".into();
-    config["current-context"] = context;
-    let path = dir.join(format!("kubeconfig-{namespace}-{name}"));
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&config).expect("serialize kubeconfig"),
+        name,
+        &dir.join(format!("kubeconfig-{namespace}-{name}")),
     )
-    .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    path
+    .await
+    .unwrap_or_else(|e| panic!("token for ServiceAccount {namespace}/{name}: {e}"))
 }
 
 /// The first container of a rendered Deployment (or Job) pod template.
