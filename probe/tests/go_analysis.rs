@@ -35,6 +35,23 @@ fn go_binaries_yield_versions_modules_probe_sites_and_dwarf_offsets() {
                 "RETs lie after the entry"
             );
         }
+        assert!(
+            http.spawn_call.is_some(),
+            "{}: the CALL runtime.runqput in runtime.newproc.func1 is found",
+            toolchain.name
+        );
+        assert_ne!(
+            http.offsets.g_parent_goid,
+            ferrotel_probe_ebpf::go::NO_OFFSET,
+            "{}: g.parentGoid from DWARF",
+            toolchain.name
+        );
+        let server = &http.sites[symbols::HTTP_SERVER];
+        assert!(
+            server.exits.iter().any(|e| !server.returns.contains(e)),
+            "{}: the HTTP/1 server span ends at a call site in (*conn).serve, not only at RETs: {server:?}",
+            toolchain.name
+        );
         assert_eq!(http.features[&Feature::HttpServer], Ok(()));
         assert_eq!(http.features[&Feature::HttpClient], Ok(()));
         assert!(
@@ -91,7 +108,16 @@ fn stripped_binaries_get_the_same_probe_sites_from_gopclntab_and_offsets_from_th
                     site.returns.len(),
                     "{app} {symbol}: same number of RETs"
                 );
+                assert_eq!(
+                    (other.entry, &other.exits),
+                    (site.entry, &site.exits),
+                    "{app} {symbol}: same entry and exit probe points"
+                );
             }
+            assert_eq!(
+                stripped.spawn_call, full.spawn_call,
+                "{app}: same goroutine-creation probe point"
+            );
             for (field, offset) in &full.fields {
                 assert_eq!(
                     stripped.fields.get(field),

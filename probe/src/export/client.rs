@@ -9,7 +9,6 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
@@ -337,27 +336,7 @@ impl OtlpClient {
         &self,
         request: ExportTraceServiceRequest,
     ) -> Result<(), ExportError> {
-        match &self.transport {
-            Transport::Grpc { channel, metadata } => {
-                let mut req = tonic::Request::new(request);
-                *req.metadata_mut() = metadata.clone();
-                let response = TraceServiceClient::new(channel.clone()).export(req).await;
-                match response {
-                    Ok(ok) => {
-                        if let Some(partial) = ok
-                            .into_inner()
-                            .partial_success
-                            .filter(|p| p.rejected_spans > 0)
-                        {
-                            tracing::warn!(rejected = partial.rejected_spans, message = %partial.error_message, "Collector rejected some spans");
-                        }
-                        Ok(())
-                    }
-                    Err(status) => Err(self.grpc_error(status)),
-                }
-            }
-            Transport::Http { .. } => self.post(request.encode_to_vec().into()).await,
-        }
+        self.export_traces_encoded(encode_traces(&request)).await
     }
 
     /// Exports metrics.

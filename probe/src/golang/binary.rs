@@ -50,14 +50,9 @@ pub mod symbols {
         GRPC_CLIENT,
         NEWPROC,
     ];
-    /// Every function whose address the analysis needs.
-    pub const LOCATED: [&str; 13] = [
-        HTTP_SERVER,
-        HTTP_CLIENT,
-        GRPC_SERVER,
-        GRPC_STATUS,
-        GRPC_CLIENT,
-        NEWPROC,
+    /// Functions located for the analysis besides `ALL` (call sites and
+    /// callers of the probed functions).
+    pub const HELPERS: [&str; 7] = [
         NEWPROC_CLOSURE,
         RUNQPUT,
         HTTP1_CONN_SERVE,
@@ -66,6 +61,11 @@ pub mod symbols {
         HTTP_SERVER_OTHER_CALLERS[1],
         HTTP_SERVER_OTHER_CALLERS[2],
     ];
+
+    /// Every function whose address the analysis needs.
+    pub fn located() -> impl Iterator<Item = &'static str> {
+        ALL.into_iter().chain(HELPERS)
+    }
     /// The itab that marks a gRPC status error (compared in the client RET probe).
     pub const STATUS_ERROR_ITAB: &str =
         "go:itab.*google.golang.org/grpc/internal/status.Error,error";
@@ -396,7 +396,7 @@ fn find_functions(
     let mut found = HashMap::new();
     for symbol in file.symbols() {
         if let Ok(name) = symbol.name()
-            && symbols::LOCATED.contains(&name)
+            && symbols::located().any(|s| s == name)
             && symbol.size() > 0
         {
             found.insert(
@@ -426,7 +426,8 @@ fn find_functions(
         .section_by_name(".text")
         .map(|s| s.address())
         .unwrap_or(0);
-    pclntab::find_functions(data, text_start, &symbols::LOCATED).map_err(|e| no_functions(Some(e)))
+    let wanted: Vec<&str> = symbols::located().collect();
+    pclntab::find_functions(data, text_start, &wanted).map_err(|e| no_functions(Some(e)))
 }
 
 /// The code of `range` and the file offset of its first byte.
