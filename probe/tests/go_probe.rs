@@ -319,6 +319,8 @@ async fn grpc_case(apps: &Apps) {
             "-wait",
             "-calls",
             "ok=6,notfound=3,downstream=2",
+            "-watch",
+            "3",
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -344,16 +346,36 @@ async fn grpc_case(apps: &Apps) {
         stdout.contains("NotFound:3") && stdout.contains("OK:8"),
         "{label}: client saw {stdout}"
     );
+    // The test server does not implement Watch: each stream ends Unimplemented.
+    assert!(
+        stdout.contains("WATCH map[Unimplemented:3]"),
+        "{label}: client streams saw {stdout}"
+    );
     front.assert_alive();
     backend.assert_alive();
     let probe_metrics = probe.stop().await;
 
     let is_front = of_pid(front.pid());
-    let server = collector
-        .wait_for_spans(11, WAIT, |s| is_front(s) && s.kind == SERVER)
+    let server_all = collector
+        .wait_for_spans(14, WAIT, |s| is_front(s) && s.kind == SERVER)
         .await
         .unwrap_or_else(|e| panic!("{label}: gRPC server spans: {e}\n{probe_metrics}"));
-    assert_eq!(server.len(), 11, "{label}: one server span per call");
+    assert_eq!(
+        server_all.len(),
+        14,
+        "{label}: one server span per call (11 unary, 3 streams)"
+    );
+    let (server, watch_server): (Vec<Span>, Vec<Span>) = server_all
+        .into_iter()
+        .partition(|s| s.attr_str("rpc.method") != Some("Watch"));
+    assert_eq!(watch_server.len(), 3, "{label}: one server span per stream");
+    for span in &watch_server {
+        assert_eq!(
+            span.attr_i64("rpc.grpc.status_code"),
+            Some(12),
+            "{label}: an unimplemented stream is UNIMPLEMENTED on the server"
+        );
+    }
     for span in &server {
         assert_eq!(span.attr_str("rpc.system"), Some("grpc"), "{label}");
         assert_eq!(
@@ -379,10 +401,31 @@ async fn grpc_case(apps: &Apps) {
 
     let all = collector.spans().expect("spans");
     let is_client = of_pid(client_pid);
-    let client_spans: Vec<&Span> = all
+    let (stream_spans, client_spans): (Vec<&Span>, Vec<&Span>) = all
         .iter()
         .filter(|s| is_client(s) && s.kind == CLIENT)
-        .collect();
+        .partition(|s| s.attr_str("rpc.method") == Some("Watch"));
+    assert_eq!(
+        stream_spans.len(),
+        3,
+        "{label}: one client span per stream (NewStream .. finish)"
+    );
+    for span in &stream_spans {
+        assert_eq!(
+            span.attr_str("rpc.service"),
+            Some("grpc.health.v1.Health"),
+            "{label}: stream service"
+        );
+        assert_eq!(
+            span.attr_i64("rpc.grpc.status_code"),
+            Some(12),
+            "{label}: the stream's code comes from the error it ended with"
+        );
+        assert!(
+            duration(span) <= longest,
+            "{label}: stream span within the client's run"
+        );
+    }
     assert_eq!(
         client_spans.len(),
         11,

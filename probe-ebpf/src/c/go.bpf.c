@@ -293,6 +293,54 @@ int ft_go_grpc_server_end(struct pt_regs *ctx)
 
 /* ------------------------------------------------------------ gRPC client */
 
+/* The gRPC code of a returned error interface {itab, data}: 0 for nil, the
+ * status' code for a *status.Error, 2 (Unknown) for anything else. */
+static __always_inline __s64 ft_go_grpc_error_code(const struct ft_go_offsets *off, __u64 itab, __u64 data)
+{
+    if (!itab)
+        return 0;
+    __s64 code = 2;
+    if (data && (off->grpc_status_error_itab == 0 || off->grpc_status_error_itab == itab)) {
+        __u64 status = ft_go_read_u64(data + off->grpc_error_s);
+        __u64 proto = status ? ft_go_read_u64(status + off->grpc_status_s) : 0;
+        if (proto) {
+            __s32 value = 2;
+            bpf_probe_read_user(&value, sizeof(value), (void *)(proto + off->grpc_spb_code));
+            if (value >= 0 && value <= 16)
+                code = value;
+        }
+    }
+    return code;
+}
+
+/* A client stream between NewStream's RET and (*clientStream).finish, keyed
+ * by (tgid, *clientStream): the stream may end on another goroutine. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, FT_GO_MAX_GOROUTINES);
+    __type(key, struct ft_go_key);
+    __type(value, struct ft_go_client_inflight);
+} go_stream_inflight SEC(".maps");
+
+/* Emits the client span of a gRPC call parked in `inflight`, ended by `err`. */
+static __always_inline void ft_go_emit_grpc_client(__u64 pid_tgid, __u64 goid, const struct ft_go_offsets *off,
+                                                   const struct ft_go_client_inflight *inflight, __u64 err_itab,
+                                                   __u64 err_data)
+{
+    struct ft_go_request_event *event =
+        ft_go_new_event(FT_EV_GO_GRPC_CLIENT, pid_tgid, goid, inflight->start_ns, &inflight->trace);
+    if (!event)
+        return;
+    __u64 n = inflight->method_len;
+    if (n > FT_GO_PATH_CAP - 1)
+        n = FT_GO_PATH_CAP - 1;
+    n &= FT_GO_PATH_CAP - 1;
+    if (inflight->request && bpf_probe_read_user(event->path, n, (void *)inflight->request) == 0)
+        event->path_len = (__u16)n;
+    event->status = ft_go_grpc_error_code(off, err_itab, err_data);
+    ft_submit(event);
+}
+
 /* grpc.(*ClientConn).Invoke(cc, ctx, method string, args, reply any, opts...):
  * cc in RAX, ctx = {RBX, RCX}, method = {RDI, RSI}. */
 SEC("uprobe")
@@ -316,35 +364,62 @@ int ft_go_grpc_client_end(struct pt_regs *ctx)
     struct ft_go_client_inflight *inflight = bpf_map_lookup_elem(&go_client_inflight, &key);
     if (!inflight)
         return 0;
-    struct ft_go_request_event *event =
-        ft_go_new_event(FT_EV_GO_GRPC_CLIENT, pid_tgid, goid, inflight->start_ns, &inflight->trace);
-    if (event) {
-        struct ft_go_string method = {.ptr = inflight->request, .len = (__s64)inflight->method_len};
-        __u64 n = (__u64)method.len;
-        if (n > FT_GO_PATH_CAP - 1)
-            n = FT_GO_PATH_CAP - 1;
-        n &= FT_GO_PATH_CAP - 1;
-        if (method.ptr && bpf_probe_read_user(event->path, n, (void *)method.ptr) == 0)
-            event->path_len = (__u16)n;
-        __u64 itab = ctx->ax, data = ctx->bx;
-        __s64 code = 0;
-        if (itab) {
-            code = 2; /* Unknown: an error we cannot decode */
-            if (data && (off->grpc_status_error_itab == 0 || off->grpc_status_error_itab == itab)) {
-                __u64 status = ft_go_read_u64(data + off->grpc_error_s);
-                __u64 proto = status ? ft_go_read_u64(status + off->grpc_status_s) : 0;
-                if (proto) {
-                    __s32 value = 2;
-                    bpf_probe_read_user(&value, sizeof(value), (void *)(proto + off->grpc_spb_code));
-                    if (value >= 0 && value <= 16)
-                        code = value;
-                }
-            }
-        }
-        event->status = code;
-        ft_submit(event);
+    ft_go_emit_grpc_client(pid_tgid, goid, off, inflight, ctx->ax, ctx->bx);
+    bpf_map_delete_elem(&go_client_inflight, &key);
+    return 0;
+}
+
+/* grpc.(*ClientConn).NewStream(cc, ctx, desc, method string, opts...):
+ * method = {RSI, R8}. Streaming calls only (unary Invoke does not pass here). */
+SEC("uprobe")
+int ft_go_grpc_stream_start(struct pt_regs *ctx)
+{
+    ft_go_begin_client(ctx, ctx->si, ctx->r8);
+    return 0;
+}
+
+/* At NewStream's RET: (ClientStream = {RAX, RBX}, error = {RCX, RDI}). */
+SEC("uprobe")
+int ft_go_grpc_stream_opened(struct pt_regs *ctx)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return 0;
+    __u64 goid = ft_go_current_goid(ctx, off);
+    struct ft_go_key key = ft_go_key_of(tgid, goid);
+    struct ft_go_client_inflight *inflight = bpf_map_lookup_elem(&go_client_inflight, &key);
+    if (!inflight)
+        return 0;
+    __u64 stream = ctx->bx;
+    if (ctx->cx || !stream) {
+        /* Failed to open: the span ends here with the error's code. */
+        ft_go_emit_grpc_client(pid_tgid, goid, off, inflight, ctx->cx, ctx->di);
+    } else {
+        struct ft_go_key stream_key = ft_go_key_of(tgid, stream);
+        bpf_map_update_elem(&go_stream_inflight, &stream_key, inflight, BPF_ANY);
     }
     bpf_map_delete_elem(&go_client_inflight, &key);
+    return 0;
+}
+
+/* grpc.(*clientStream).finish(cs, err error): cs in RAX, err = {RBX, RCX}.
+ * Also runs for unary calls, whose streams are not in the map. */
+SEC("uprobe")
+int ft_go_grpc_stream_end(struct pt_regs *ctx)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return 0;
+    struct ft_go_key key = ft_go_key_of(tgid, ctx->ax);
+    struct ft_go_client_inflight *inflight = bpf_map_lookup_elem(&go_stream_inflight, &key);
+    if (!inflight)
+        return 0;
+    ft_go_emit_grpc_client(pid_tgid, ft_go_current_goid(ctx, off), off, inflight, ctx->bx, ctx->cx);
+    bpf_map_delete_elem(&go_stream_inflight, &key);
     return 0;
 }
 

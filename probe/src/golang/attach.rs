@@ -21,7 +21,7 @@ use crate::ebpf::EbpfError;
 const SET: &str = "go";
 
 /// Every program of `go.bpf.c`.
-pub const PROGRAMS: [&str; 12] = [
+pub const PROGRAMS: [&str; 15] = [
     "ft_go_http_server_start",
     "ft_go_http_server_end",
     "ft_go_http_client_start",
@@ -34,6 +34,9 @@ pub const PROGRAMS: [&str; 12] = [
     "ft_go_newproc_start",
     "ft_go_newproc_end",
     "ft_go_newproc_spawn",
+    "ft_go_grpc_stream_start",
+    "ft_go_grpc_stream_opened",
+    "ft_go_grpc_stream_end",
 ];
 
 /// `(entry program, RET program)` of a probed function; a function probed
@@ -45,6 +48,8 @@ fn programs_of(symbol: &str) -> (&'static str, Option<&'static str>) {
         symbols::GRPC_SERVER => ("ft_go_grpc_server_start", Some("ft_go_grpc_server_end")),
         symbols::GRPC_STATUS => ("ft_go_grpc_server_status", None),
         symbols::GRPC_CLIENT => ("ft_go_grpc_client_start", Some("ft_go_grpc_client_end")),
+        symbols::GRPC_NEW_STREAM => ("ft_go_grpc_stream_start", Some("ft_go_grpc_stream_opened")),
+        symbols::GRPC_STREAM_FINISH => ("ft_go_grpc_stream_end", None),
         _ => ("ft_go_newproc_start", Some("ft_go_newproc_end")),
     }
 }
@@ -183,6 +188,15 @@ impl GoProbes {
             .flat_map(|f| feature_symbols(*f))
             .filter_map(|s| binary.sites.get(s))
             .collect();
+        // Streaming client calls, where the binary has both ends of them.
+        if features.contains(&Feature::GrpcClient)
+            && let (Some(open), Some(finish)) = (
+                binary.sites.get(symbols::GRPC_NEW_STREAM),
+                binary.sites.get(symbols::GRPC_STREAM_FINISH),
+            )
+        {
+            sites.extend([open, finish]);
+        }
         // Context propagation to spawned goroutines; without it client
         // calls from spawned goroutines start their own traces. One probe
         // at the runqput call where the new g knows its parent (Go >= 1.21),

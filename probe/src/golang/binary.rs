@@ -27,6 +27,9 @@ pub mod symbols {
         "google.golang.org/grpc/internal/transport.(*http2Server).WriteStatus";
     pub const GRPC_CLIENT: &str = "google.golang.org/grpc.(*ClientConn).Invoke";
     pub const NEWPROC: &str = "runtime.newproc1";
+    /// Streaming client calls: opened by `NewStream`, ended by `finish`.
+    pub const GRPC_NEW_STREAM: &str = "google.golang.org/grpc.(*ClientConn).NewStream";
+    pub const GRPC_STREAM_FINISH: &str = "google.golang.org/grpc.(*clientStream).finish";
     /// The `go` statement's system-stack closure: creates the goroutine with
     /// `newproc1`, then queues it with `runqput`, whose call is probed.
     pub const NEWPROC_CLOSURE: &str = "runtime.newproc.func1";
@@ -42,13 +45,15 @@ pub mod symbols {
         "net/http.unencryptedHTTP2Request.ServeHTTP",
         "net/http.(*serverHandler).ServeHTTP",
     ];
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 8] = [
         HTTP_SERVER,
         HTTP_CLIENT,
         GRPC_SERVER,
         GRPC_STATUS,
         GRPC_CLIENT,
         NEWPROC,
+        GRPC_NEW_STREAM,
+        GRPC_STREAM_FINISH,
     ];
     /// Functions located for the analysis besides `ALL` (call sites and
     /// callers of the probed functions).

@@ -1,11 +1,14 @@
 // grpcclient is a gRPC client test target: unary health Checks, -calls
-// "service=count,..." in order, printing how many ended with each code.
+// "service=count,..." in order, printing how many ended with each code; then
+// -watch server-streaming Watch calls, each read until it ends, printing
+// their codes.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -22,6 +25,7 @@ func main() {
 	addr := flag.String("addr", "", "server host:port")
 	calls := flag.String("calls", "ok=1", "comma-separated service=count pairs")
 	wait := flag.Bool("wait", false, "wait for a line on stdin before calling")
+	watch := flag.Int("watch", 0, "server-streaming Watch calls after the unary ones")
 	flag.Parse()
 	if *wait {
 		common.WaitForStdin()
@@ -47,4 +51,16 @@ func main() {
 		}
 	}
 	fmt.Println("CODES", counts)
+	watched := map[string]int{}
+	for i := 0; i < *watch; i++ {
+		stream, err := client.Watch(context.Background(), &healthpb.HealthCheckRequest{Service: "ok"})
+		for err == nil {
+			_, err = stream.Recv()
+		}
+		if err == io.EOF {
+			err = nil
+		}
+		watched[status.Code(err).String()]++
+	}
+	fmt.Println("WATCH", watched)
 }
