@@ -90,6 +90,27 @@ static __always_inline void ft_go_begin_server(struct pt_regs *ctx, __u64 reques
     ft_go_activate(&key, &inflight.trace);
 }
 
+/* Who is running, and the entry it parked in `map` (per goroutine) at the
+ * function's entry: the shared start of every end program. */
+struct ft_go_caller {
+    __u64 pid_tgid;
+    __u64 goid;
+    const struct ft_go_offsets *off;
+    struct ft_go_key key;
+};
+
+static __always_inline void *ft_go_parked(struct pt_regs *ctx, void *map, struct ft_go_caller *c)
+{
+    c->pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = c->pid_tgid >> 32;
+    c->off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!c->off)
+        return NULL;
+    c->goid = ft_go_current_goid(ctx, c->off);
+    c->key = ft_go_key_of(tgid, c->goid);
+    return bpf_map_lookup_elem(map, &c->key);
+}
+
 static __always_inline struct ft_go_request_event *ft_go_new_event(__u32 kind, __u64 pid_tgid, __u64 goid,
                                                                     __u64 start_ns, const struct ft_go_trace *trace)
 {
@@ -144,16 +165,13 @@ int ft_go_http_server_start(struct pt_regs *ctx)
 SEC("uprobe")
 int ft_go_http_server_end(struct pt_regs *ctx)
 {
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
-    __u32 tgid = pid_tgid >> 32;
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
-    if (!off)
-        return 0;
-    __u64 goid = ft_go_current_goid(ctx, off);
-    struct ft_go_key key = ft_go_key_of(tgid, goid);
-    struct ft_go_server_inflight *inflight = bpf_map_lookup_elem(&go_server_inflight, &key);
+    struct ft_go_caller c;
+    struct ft_go_server_inflight *inflight = ft_go_parked(ctx, &go_server_inflight, &c);
     if (!inflight)
         return 0;
+    const struct ft_go_offsets *off = c.off;
+    __u64 pid_tgid = c.pid_tgid, goid = c.goid;
+    struct ft_go_key key = c.key;
     struct ft_go_request_event *event =
         ft_go_new_event(FT_EV_GO_HTTP_SERVER, pid_tgid, goid, inflight->start_ns, &inflight->trace);
     if (event) {
@@ -201,16 +219,13 @@ int ft_go_http_client_start(struct pt_regs *ctx)
 SEC("uprobe")
 int ft_go_http_client_end(struct pt_regs *ctx)
 {
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
-    __u32 tgid = pid_tgid >> 32;
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
-    if (!off)
-        return 0;
-    __u64 goid = ft_go_current_goid(ctx, off);
-    struct ft_go_key key = ft_go_key_of(tgid, goid);
-    struct ft_go_client_inflight *inflight = bpf_map_lookup_elem(&go_client_inflight, &key);
+    struct ft_go_caller c;
+    struct ft_go_client_inflight *inflight = ft_go_parked(ctx, &go_client_inflight, &c);
     if (!inflight)
         return 0;
+    const struct ft_go_offsets *off = c.off;
+    __u64 pid_tgid = c.pid_tgid, goid = c.goid;
+    struct ft_go_key key = c.key;
     struct ft_go_request_event *event =
         ft_go_new_event(FT_EV_GO_HTTP_CLIENT, pid_tgid, goid, inflight->start_ns, &inflight->trace);
     if (event) {
@@ -265,16 +280,13 @@ int ft_go_grpc_server_status(struct pt_regs *ctx)
 SEC("uprobe")
 int ft_go_grpc_server_end(struct pt_regs *ctx)
 {
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
-    __u32 tgid = pid_tgid >> 32;
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
-    if (!off)
-        return 0;
-    __u64 goid = ft_go_current_goid(ctx, off);
-    struct ft_go_key key = ft_go_key_of(tgid, goid);
-    struct ft_go_server_inflight *inflight = bpf_map_lookup_elem(&go_server_inflight, &key);
+    struct ft_go_caller c;
+    struct ft_go_server_inflight *inflight = ft_go_parked(ctx, &go_server_inflight, &c);
     if (!inflight)
         return 0;
+    const struct ft_go_offsets *off = c.off;
+    __u64 pid_tgid = c.pid_tgid, goid = c.goid;
+    struct ft_go_key key = c.key;
     struct ft_go_request_event *event =
         ft_go_new_event(FT_EV_GO_GRPC_SERVER, pid_tgid, goid, inflight->start_ns, &inflight->trace);
     if (event) {
@@ -354,16 +366,13 @@ int ft_go_grpc_client_start(struct pt_regs *ctx)
 SEC("uprobe")
 int ft_go_grpc_client_end(struct pt_regs *ctx)
 {
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
-    __u32 tgid = pid_tgid >> 32;
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
-    if (!off)
-        return 0;
-    __u64 goid = ft_go_current_goid(ctx, off);
-    struct ft_go_key key = ft_go_key_of(tgid, goid);
-    struct ft_go_client_inflight *inflight = bpf_map_lookup_elem(&go_client_inflight, &key);
+    struct ft_go_caller c;
+    struct ft_go_client_inflight *inflight = ft_go_parked(ctx, &go_client_inflight, &c);
     if (!inflight)
         return 0;
+    const struct ft_go_offsets *off = c.off;
+    __u64 pid_tgid = c.pid_tgid, goid = c.goid;
+    struct ft_go_key key = c.key;
     ft_go_emit_grpc_client(pid_tgid, goid, off, inflight, ctx->ax, ctx->bx);
     bpf_map_delete_elem(&go_client_inflight, &key);
     return 0;
@@ -382,22 +391,19 @@ int ft_go_grpc_stream_start(struct pt_regs *ctx)
 SEC("uprobe")
 int ft_go_grpc_stream_opened(struct pt_regs *ctx)
 {
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
-    __u32 tgid = pid_tgid >> 32;
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
-    if (!off)
-        return 0;
-    __u64 goid = ft_go_current_goid(ctx, off);
-    struct ft_go_key key = ft_go_key_of(tgid, goid);
-    struct ft_go_client_inflight *inflight = bpf_map_lookup_elem(&go_client_inflight, &key);
+    struct ft_go_caller c;
+    struct ft_go_client_inflight *inflight = ft_go_parked(ctx, &go_client_inflight, &c);
     if (!inflight)
         return 0;
+    const struct ft_go_offsets *off = c.off;
+    __u64 pid_tgid = c.pid_tgid, goid = c.goid;
+    struct ft_go_key key = c.key;
     __u64 stream = ctx->bx;
     if (ctx->cx || !stream) {
         /* Failed to open: the span ends here with the error's code. */
         ft_go_emit_grpc_client(pid_tgid, goid, off, inflight, ctx->cx, ctx->di);
     } else {
-        struct ft_go_key stream_key = ft_go_key_of(tgid, stream);
+        struct ft_go_key stream_key = ft_go_key_of(key.tgid, stream);
         bpf_map_update_elem(&go_stream_inflight, &stream_key, inflight, BPF_ANY);
     }
     bpf_map_delete_elem(&go_client_inflight, &key);
