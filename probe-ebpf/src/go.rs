@@ -38,6 +38,7 @@ pub const METHOD_CAP: usize = 16;
 pub const PATH_CAP: usize = 128;
 pub const HOST_CAP: usize = 64;
 pub const ROUTE_CAP: usize = 64;
+pub const PEER_CAP: usize = 64;
 
 /// `struct ft_go_offsets`: value of the `go_offsets` map, keyed by tgid.
 #[repr(C)]
@@ -72,8 +73,11 @@ pub struct GoOffsets {
     /// creation is traced at `runtime.newproc1`'s entry and RETs instead.
     pub g_parent_goid: u32,
     pub grpc_status_error_itab: u64,
+    /// `net/http.Request.RemoteAddr` (the server's peer), optional.
+    pub req_remote_addr: u32,
+    pub pad: u32,
 }
-const _: () = assert!(size_of::<GoOffsets>() == 112);
+const _: () = assert!(size_of::<GoOffsets>() == 120);
 
 impl Default for GoOffsets {
     /// Every field unknown.
@@ -106,6 +110,8 @@ impl Default for GoOffsets {
             groups_mask: NO_OFFSET,
             g_parent_goid: NO_OFFSET,
             grpc_status_error_itab: 0,
+            req_remote_addr: NO_OFFSET,
+            pad: 0,
         }
     }
 }
@@ -136,13 +142,15 @@ pub struct GoRequestEvent {
     pub path_len: u16,
     pub host_len: u16,
     pub route_len: u16,
-    pub pad: [u16; 4],
+    pub peer_len: u16,
+    pub pad: [u16; 3],
     pub method: [u8; METHOD_CAP],
     pub path: [u8; PATH_CAP],
     pub host: [u8; HOST_CAP],
     pub route: [u8; ROUTE_CAP],
+    pub peer: [u8; PEER_CAP],
 }
-const _: () = assert!(size_of::<GoRequestEvent>() == 384);
+const _: () = assert!(size_of::<GoRequestEvent>() == 448);
 
 impl Default for GoRequestEvent {
     fn default() -> Self {
@@ -157,11 +165,13 @@ impl Default for GoRequestEvent {
             path_len: 0,
             host_len: 0,
             route_len: 0,
-            pad: [0; 4],
+            peer_len: 0,
+            pad: [0; 3],
             method: [0; METHOD_CAP],
             path: [0; PATH_CAP],
             host: [0; HOST_CAP],
             route: [0; ROUTE_CAP],
+            peer: [0; PEER_CAP],
         }
     }
 }

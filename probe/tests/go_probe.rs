@@ -133,6 +133,17 @@ async fn net_http_case(apps: &Apps) {
         by_path, expected,
         "{label}: method, path and status of every server span"
     );
+    for span in &server {
+        assert_eq!(
+            span.attr_str("client.address"),
+            Some("127.0.0.1"),
+            "{label}: client.address from Request.RemoteAddr"
+        );
+        assert!(
+            span.attr_i64("client.port").is_some_and(|p| p > 0),
+            "{label}: client.port from Request.RemoteAddr"
+        );
+    }
     for span in server
         .iter()
         .filter(|s| s.attr_str("url.path") == Some("/users/42"))

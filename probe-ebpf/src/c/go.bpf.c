@@ -127,6 +127,7 @@ static __always_inline struct ft_go_request_event *ft_go_new_event(__u32 kind, _
     event->path_len = 0;
     event->host_len = 0;
     event->route_len = 0;
+    event->peer_len = 0;
     __builtin_memset(event->pad, 0, sizeof(event->pad));
     return event;
 }
@@ -140,10 +141,13 @@ static __always_inline void ft_go_read_http_request(struct ft_go_request_event *
     if (url)
         event->path_len = ft_go_read_string(event->path, FT_GO_PATH_CAP - 1, url + off->url_path);
     /* A client dials URL.Host; a server reports the Host header. */
-    if (client && url)
+    if (client && url) {
         event->host_len = ft_go_read_string(event->host, FT_GO_HOST_CAP - 1, url + off->url_host);
-    else
+    } else {
         event->host_len = ft_go_read_string(event->host, FT_GO_HOST_CAP - 1, request + off->req_host);
+        if (off->req_remote_addr != FT_GO_NO_OFFSET)
+            event->peer_len = ft_go_read_string(event->peer, FT_GO_PEER_CAP - 1, request + off->req_remote_addr);
+    }
     if (off->req_pattern != FT_GO_NO_OFFSET)
         event->route_len = ft_go_read_string(event->route, FT_GO_ROUTE_CAP - 1, request + off->req_pattern);
     __s64 content_length = -1;

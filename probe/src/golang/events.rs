@@ -154,7 +154,11 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
         span: span_context(sampler, &event.trace),
         protocol,
         local: None,
-        peer: None,
+        // The server's peer from Request.RemoteAddr ("ip:port"); unix
+        // sockets and anything unparsable leave it unset.
+        peer: (span_kind == SpanKind::Server)
+            .then(|| text(&event.peer, event.peer_len).parse().ok())
+            .flatten(),
         error,
     })
 }
@@ -192,6 +196,7 @@ mod tests {
         e.path_len = put(&mut e.path, "/users/7");
         e.route_len = put(&mut e.route, "GET /users/{id}");
         e.host_len = put(&mut e.host, "127.0.0.1:8080");
+        e.peer_len = put(&mut e.peer, "10.1.2.3:50312");
         e.status = 404;
         let r = to_record(&e, &sampler(SamplerType::AlwaysOn, 1.0)).expect("decodes");
         assert_eq!(r.kind, SpanKind::Server);
@@ -206,6 +211,11 @@ mod tests {
         assert_eq!(http.host.as_deref(), Some("127.0.0.1:8080"));
         assert_eq!(r.span.parent_kind, ParentKind::Root);
         assert_eq!(r.span.parent_span_id, None);
+        assert_eq!(
+            r.peer,
+            Some("10.1.2.3:50312".parse().unwrap()),
+            "the server's peer comes from Request.RemoteAddr"
+        );
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub const ALL_FIELDS: &[(&str, &str)] = &[
     ("net/http.Request", "Host"),
     ("net/http.Request", "Pattern"),
     ("net/http.Request", "ContentLength"),
+    ("net/http.Request", "RemoteAddr"),
     ("net/url.URL", "Path"),
     ("net/url.URL", "Host"),
     ("net/url.URL", "RawQuery"),
@@ -256,6 +257,8 @@ pub fn to_wire(fields: &FieldOffsets, swiss: bool, status_error_itab: u64) -> Go
         groups_mask: get("internal/runtime/maps.groupsReference.lengthMask"),
         g_parent_goid: get("runtime.g.parentGoid"),
         grpc_status_error_itab: status_error_itab,
+        req_remote_addr: get("net/http.Request.RemoteAddr"),
+        pad: 0,
     };
     // Header maps are only walked when every offset of that layout is known.
     let known = |offsets: &[u32]| offsets.iter().all(|o| *o != NO_OFFSET);

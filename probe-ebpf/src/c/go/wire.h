@@ -41,7 +41,7 @@ enum ft_go_map_kind {
  * Struct field offsets of one Go binary (DWARF or the offsets table), written
  * by user space into `go_offsets` under each traced process's tgid before
  * its probes are attached. Unknown optional fields are FT_GO_NO_OFFSET.
- * 112 bytes.
+ * 120 bytes.
  */
 struct ft_go_offsets {
     __u32 g_goid;                    /* runtime.g.goid */
@@ -71,6 +71,8 @@ struct ft_go_offsets {
     __u32 groups_mask;               /* maps.groupsReference.lengthMask */
     __u32 g_parent_goid;             /* runtime.g.parentGoid (Go >= 1.21), optional */
     __u64 grpc_status_error_itab;    /* address of go:itab.*status.Error,error; 0 = unknown */
+    __u32 req_remote_addr;           /* net/http.Request.RemoteAddr, optional */
+    __u32 pad;
 };
 
 /* Trace identity of one span, assigned in the kernel at request start so
@@ -87,12 +89,13 @@ struct ft_go_trace {
 #define FT_GO_PATH_CAP 128
 #define FT_GO_HOST_CAP 64
 #define FT_GO_ROUTE_CAP 64
+#define FT_GO_PEER_CAP 64
 
 /*
  * One finished request, server or client, HTTP or gRPC. For gRPC, `path`
  * holds the full method ("/pkg.Service/Method") and `status` the gRPC code.
  * Strings are not NUL-terminated: the *_len fields say how many bytes are
- * valid (truncated to CAP - 1). 384 bytes.
+ * valid (truncated to CAP - 1). 448 bytes.
  */
 struct ft_go_request_event {
     struct ft_event_header header; /* ts_ns: request end */
@@ -105,11 +108,13 @@ struct ft_go_request_event {
     __u16 path_len;
     __u16 host_len;
     __u16 route_len;
-    __u16 pad[4];
+    __u16 peer_len; /* server: Request.RemoteAddr ("ip:port") */
+    __u16 pad[3];
     char method[FT_GO_METHOD_CAP];
     char path[FT_GO_PATH_CAP];
     char host[FT_GO_HOST_CAP];
     char route[FT_GO_ROUTE_CAP];
+    char peer[FT_GO_PEER_CAP];
 };
 
 #endif
