@@ -42,6 +42,26 @@ fn count_by<'a>(spans: &'a [Span], key: impl Fn(&'a Span) -> String) -> BTreeMap
 
 /// Every client span is a child of one of `parents` (same trace), and each
 /// parent has exactly `per_parent` children.
+/// Asserts the exact count of every "METHOD path status" among `spans`.
+fn assert_method_path_status(label: &str, spans: &[Span], expected: &[(&str, usize)]) {
+    let got = count_by(spans, |s| {
+        format!(
+            "{} {} {}",
+            s.attr_str("http.request.method").unwrap_or("?"),
+            s.attr_str("url.path").unwrap_or("?"),
+            s.attr_i64("http.response.status_code").unwrap_or(-1)
+        )
+    });
+    let expected: BTreeMap<String, usize> = expected
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), *v))
+        .collect();
+    assert_eq!(
+        got, expected,
+        "{label}: method, path and status of every server span"
+    );
+}
+
 fn assert_children(what: &str, children: &[Span], parents: &[Span], per_parent: usize) {
     let by_id: HashMap<&str, &Span> = parents.iter().map(|p| (p.span_id.as_str(), p)).collect();
     let mut per: HashMap<&str, usize> = HashMap::new();
@@ -111,27 +131,16 @@ async fn net_http_case(apps: &Apps) {
         32,
         "{label}: exactly one server span per request"
     );
-    let by_path = count_by(&server, |s| {
-        format!(
-            "{} {} {}",
-            s.attr_str("http.request.method").unwrap_or("?"),
-            s.attr_str("url.path").unwrap_or("?"),
-            s.attr_i64("http.response.status_code").unwrap_or(-1)
-        )
-    });
-    let expected: BTreeMap<String, usize> = [
-        ("GET /hello 200", 13),
-        ("GET /status/503 503", 5),
-        ("GET /users/42 200", 5),
-        ("GET /downstream 200", 4),
-        ("GET /deep 200", 5),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    assert_eq!(
-        by_path, expected,
-        "{label}: method, path and status of every server span"
+    assert_method_path_status(
+        &label,
+        &server,
+        &[
+            ("GET /hello 200", 13),
+            ("GET /status/503 503", 5),
+            ("GET /users/42 200", 5),
+            ("GET /downstream 200", 4),
+            ("GET /deep 200", 5),
+        ],
     );
     for span in &server {
         assert_eq!(
@@ -262,25 +271,17 @@ async fn chi_case(apps: &Apps) {
         .await
         .unwrap_or_else(|e| panic!("{label}: chi server spans: {e}\n{probe_metrics}"));
     assert_eq!(server.len(), 18, "{label}: one span per request");
-    let by = count_by(&server, |s| {
-        format!(
-            "{} {} {}",
-            s.attr_str("http.request.method").unwrap_or("?"),
-            s.attr_str("url.path").unwrap_or("?"),
-            s.attr_i64("http.response.status_code").unwrap_or(-1)
-        )
-    });
-    let expected: BTreeMap<String, usize> = [
-        ("GET /hello 200", 5),
-        ("GET /users/9 200", 5),
-        ("GET /missing 404", 2),
-        ("GET /downstream 200", 3),
-        ("POST /users 201", 3),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    assert_eq!(by, expected, "{label}: method, path and status");
+    assert_method_path_status(
+        &label,
+        &server,
+        &[
+            ("GET /hello 200", 5),
+            ("GET /users/9 200", 5),
+            ("GET /missing 404", 2),
+            ("GET /downstream 200", 3),
+            ("POST /users 201", 3),
+        ],
+    );
     assert!(
         server.iter().all(|s| duration(s) <= longest),
         "{label}: durations within client bounds"
