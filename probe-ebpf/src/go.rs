@@ -75,9 +75,22 @@ pub struct GoOffsets {
     pub grpc_status_error_itab: u64,
     /// `net/http.Request.RemoteAddr` (the server's peer), optional.
     pub req_remote_addr: u32,
-    pub pad: u32,
+    /// Incoming gRPC `traceparent`: `transport.Stream.id`, optional.
+    pub grpc_stream_id: u32,
+    /// `x/net/http2.MetaHeadersFrame.HeadersFrame`, optional.
+    pub h2_meta_headers: u32,
+    /// `x/net/http2.MetaHeadersFrame.Fields`, optional.
+    pub h2_meta_fields: u32,
+    /// `x/net/http2.HeadersFrame.FrameHeader`, optional.
+    pub h2_frame_header: u32,
+    /// `x/net/http2.FrameHeader.StreamID`, optional.
+    pub h2_stream_id: u32,
+    /// `x/net/http2/hpack.HeaderField.Value`, optional.
+    pub hpack_value: u32,
+    /// Size of `hpack.HeaderField` (the slice stride), optional.
+    pub hpack_field_size: u32,
 }
-const _: () = assert!(size_of::<GoOffsets>() == 120);
+const _: () = assert!(size_of::<GoOffsets>() == 144);
 
 impl Default for GoOffsets {
     /// Every field unknown.
@@ -111,7 +124,13 @@ impl Default for GoOffsets {
             g_parent_goid: NO_OFFSET,
             grpc_status_error_itab: 0,
             req_remote_addr: NO_OFFSET,
-            pad: 0,
+            grpc_stream_id: NO_OFFSET,
+            h2_meta_headers: NO_OFFSET,
+            h2_meta_fields: NO_OFFSET,
+            h2_frame_header: NO_OFFSET,
+            h2_stream_id: NO_OFFSET,
+            hpack_value: NO_OFFSET,
+            hpack_field_size: NO_OFFSET,
         }
     }
 }

@@ -333,6 +333,10 @@ async fn grpc_case(apps: &Apps) {
             "ok=6,notfound=3,downstream=2",
             "-watch",
             "3",
+            "-traceparent",
+            &format!("00-{TRACE_ID}-{PARENT_ID}-01"),
+            "-traced",
+            "3",
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -401,6 +405,40 @@ async fn grpc_case(apps: &Apps) {
             "{label}: server span within the client's run"
         );
     }
+    // The first 3 calls ("ok") sent a traceparent in their metadata.
+    let (continued, fresh): (Vec<&Span>, Vec<&Span>) =
+        server.iter().partition(|s| s.trace_id == TRACE_ID);
+    assert_eq!(
+        continued.len(),
+        3,
+        "{label}: the 3 calls with traceparent metadata continue its trace"
+    );
+    for span in &continued {
+        assert_eq!(
+            span.parent_span_id, PARENT_ID,
+            "{label}: a continued server span's parent is the caller's span"
+        );
+        assert_eq!(
+            span.attr_i64("rpc.grpc.status_code"),
+            Some(0),
+            "{label}: the traced calls are the first (ok) ones"
+        );
+    }
+    for span in &fresh {
+        assert!(
+            span.parent_span_id.is_empty(),
+            "{label}: a call without traceparent starts a trace, but {} has parent {}",
+            span.span_id,
+            span.parent_span_id
+        );
+    }
+    let fresh_traces: std::collections::BTreeSet<&str> =
+        fresh.iter().map(|s| s.trace_id.as_str()).collect();
+    assert_eq!(
+        fresh_traces.len(),
+        fresh.len(),
+        "{label}: every call without traceparent has its own trace"
+    );
     let codes = count_by(&server, |s| {
         s.attr_i64("rpc.grpc.status_code")
             .map_or("none".into(), |c| c.to_string())

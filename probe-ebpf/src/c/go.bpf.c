@@ -68,7 +68,10 @@ static __always_inline void ft_go_activate(struct ft_go_key *key, const struct f
     bpf_map_update_elem(&go_active, key, &active, BPF_ANY);
 }
 
-static __always_inline void ft_go_begin_server(struct pt_regs *ctx, __u64 request, __u64 response, int read_headers)
+/* `incoming` is caller stack space; `found` == 0 says the caller already
+ * filled it (gRPC), else headers are read into it when `read_headers`. */
+static __always_inline void ft_go_begin_server(struct pt_regs *ctx, __u64 request, __u64 response, int read_headers,
+                                               struct ft_traceparent *incoming, int found)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
@@ -81,11 +84,9 @@ static __always_inline void ft_go_begin_server(struct pt_regs *ctx, __u64 reques
     inflight.request = request;
     inflight.response = response;
     inflight.status = -1;
-    struct ft_traceparent incoming = {};
-    int found = -1;
-    if (read_headers && off->req_header != FT_GO_NO_OFFSET)
-        found = ft_go_find_traceparent(off, ft_go_read_u64(request + off->req_header), &incoming);
-    ft_go_server_trace(&inflight.trace, found == 0 ? &incoming : NULL);
+    if (found != 0 && read_headers && off->req_header != FT_GO_NO_OFFSET)
+        found = ft_go_find_traceparent(off, ft_go_read_u64(request + off->req_header), incoming);
+    ft_go_server_trace(&inflight.trace, found == 0 ? incoming : NULL);
     bpf_map_update_elem(&go_server_inflight, &key, &inflight, BPF_ANY);
     ft_go_activate(&key, &inflight.trace);
 }
@@ -162,7 +163,8 @@ static __always_inline void ft_go_read_http_request(struct ft_go_request_event *
 SEC("uprobe")
 int ft_go_http_server_start(struct pt_regs *ctx)
 {
-    ft_go_begin_server(ctx, ctx->di, ctx->cx, 1);
+    struct ft_traceparent incoming = {};
+    ft_go_begin_server(ctx, ctx->di, ctx->cx, 1, &incoming, -1);
     return 0;
 }
 
@@ -248,12 +250,87 @@ int ft_go_http_client_end(struct pt_regs *ctx)
 
 /* ------------------------------------------------------------ gRPC server */
 
+/* transport.(*http2Server).operateHeaders(t, ctx context.Context, frame *http2.MetaHeadersFrame, handle):
+ * t in RAX, ctx = {RBX, RCX}, frame in RDI. Runs on the connection's reader
+ * goroutine before the stream exists; the handler runs later on another
+ * goroutine, so a valid `traceparent` field is parked under
+ * (tgid, transport, stream id) for ft_go_grpc_server_start. HTTP/2 header
+ * names arrive lowercase. */
+#define FT_GO_MAX_HEADER_FIELDS 32
+
+SEC("uprobe")
+int ft_go_grpc_server_headers(struct pt_regs *ctx)
+{
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off || off->hpack_field_size == FT_GO_NO_OFFSET || off->hpack_field_size > 256 ||
+        off->h2_meta_fields == FT_GO_NO_OFFSET || off->h2_meta_headers == FT_GO_NO_OFFSET ||
+        off->h2_frame_header == FT_GO_NO_OFFSET || off->h2_stream_id == FT_GO_NO_OFFSET ||
+        off->hpack_value == FT_GO_NO_OFFSET || off->grpc_stream_id == FT_GO_NO_OFFSET)
+        return 0;
+    __u64 transport = ctx->ax, frame = ctx->di;
+    if (!transport || !frame)
+        return 0;
+    struct ft_go_slice fields = {};
+    if (bpf_probe_read_user(&fields, sizeof(fields), (void *)(frame + off->h2_meta_fields)) != 0 || !fields.ptr)
+        return 0;
+    for (__u32 i = 0; i < FT_GO_MAX_HEADER_FIELDS; i++) {
+        if (i >= fields.len)
+            return 0;
+        __u64 field = fields.ptr + (__u64)i * off->hpack_field_size;
+        struct ft_go_string name = {};
+        if (bpf_probe_read_user(&name, sizeof(name), (void *)field) != 0 || name.len != 11)
+            continue;
+        char text[11];
+        if (bpf_probe_read_user(text, sizeof(text), (void *)name.ptr) != 0 ||
+            __builtin_memcmp(text, "traceparent", 11) != 0)
+            continue;
+        struct ft_go_string value = {};
+        if (bpf_probe_read_user(&value, sizeof(value), (void *)(field + off->hpack_value)) != 0 ||
+            value.len != FT_TRACEPARENT_LEN)
+            return 0;
+        __u8 raw[FT_TRACEPARENT_LEN];
+        struct ft_traceparent parsed = {};
+        if (bpf_probe_read_user(raw, sizeof(raw), (void *)value.ptr) != 0 || ft_parse_traceparent(raw, &parsed) != 0)
+            return 0;
+        __u64 headers = ft_go_read_u64(frame + off->h2_meta_headers);
+        if (!headers)
+            return 0;
+        struct ft_go_stream_key key = {.tgid = tgid, .stream_id = 0, .transport = transport};
+        bpf_probe_read_user(&key.stream_id, sizeof(key.stream_id),
+                            (void *)(headers + off->h2_frame_header + off->h2_stream_id));
+        bpf_map_update_elem(&go_grpc_traceparent, &key, &parsed, BPF_ANY);
+        return 0;
+    }
+    return 0;
+}
+
 /* grpc.(*Server).handleStream(s, t ServerTransport, stream *Stream|*ServerStream[, trInfo]):
  * s in RAX, t = {RBX, RCX}, stream in RDI. */
 SEC("uprobe")
 int ft_go_grpc_server_start(struct pt_regs *ctx)
 {
-    ft_go_begin_server(ctx, ctx->di, 0, 0);
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return 0;
+    struct ft_traceparent incoming = {};
+    int found = -1;
+    __u64 stream = ctx->di;
+    if (stream && off->grpc_server_stream_stream != FT_GO_NO_OFFSET)
+        stream = ft_go_read_u64(stream + off->grpc_server_stream_stream);
+    /* t's data word is the *http2Server that operateHeaders ran on. */
+    if (stream && ctx->cx && off->grpc_stream_id != FT_GO_NO_OFFSET) {
+        struct ft_go_stream_key key = {.tgid = tgid, .stream_id = 0, .transport = ctx->cx};
+        bpf_probe_read_user(&key.stream_id, sizeof(key.stream_id), (void *)(stream + off->grpc_stream_id));
+        struct ft_traceparent *parked = bpf_map_lookup_elem(&go_grpc_traceparent, &key);
+        if (parked) {
+            __builtin_memcpy(&incoming, parked, sizeof(incoming));
+            found = 0;
+            bpf_map_delete_elem(&go_grpc_traceparent, &key);
+        }
+    }
+    ft_go_begin_server(ctx, ctx->di, 0, 0, &incoming, found);
     return 0;
 }
 

@@ -21,7 +21,7 @@ use crate::ebpf::EbpfError;
 const SET: &str = "go";
 
 /// Every program of `go.bpf.c`.
-pub const PROGRAMS: [&str; 15] = [
+pub const PROGRAMS: [&str; 16] = [
     "ft_go_http_server_start",
     "ft_go_http_server_end",
     "ft_go_http_client_start",
@@ -37,6 +37,7 @@ pub const PROGRAMS: [&str; 15] = [
     "ft_go_grpc_stream_start",
     "ft_go_grpc_stream_opened",
     "ft_go_grpc_stream_end",
+    "ft_go_grpc_server_headers",
 ];
 
 /// `(entry program, RET program)` of a probed function; a function probed
@@ -50,6 +51,7 @@ fn programs_of(symbol: &str) -> (&'static str, Option<&'static str>) {
         symbols::GRPC_CLIENT => ("ft_go_grpc_client_start", Some("ft_go_grpc_client_end")),
         symbols::GRPC_NEW_STREAM => ("ft_go_grpc_stream_start", Some("ft_go_grpc_stream_opened")),
         symbols::GRPC_STREAM_FINISH => ("ft_go_grpc_stream_end", None),
+        symbols::GRPC_HEADERS => ("ft_go_grpc_server_headers", None),
         _ => ("ft_go_newproc_start", Some("ft_go_newproc_end")),
     }
 }
@@ -196,6 +198,15 @@ impl GoProbes {
             )
         {
             sites.extend([open, finish]);
+        }
+        // Incoming traceparent of gRPC server calls, where the binary has
+        // the header function and its offsets (the program checks them all;
+        // without them server spans start new traces).
+        if features.contains(&Feature::GrpcServer)
+            && binary.offsets.hpack_field_size != NO_OFFSET
+            && let Some(headers) = binary.sites.get(symbols::GRPC_HEADERS)
+        {
+            sites.push(headers);
         }
         // Context propagation to spawned goroutines; without it client
         // calls from spawned goroutines start their own traces. One probe

@@ -26,6 +26,10 @@ pub mod symbols {
     pub const GRPC_STATUS: &str =
         "google.golang.org/grpc/internal/transport.(*http2Server).WriteStatus";
     pub const GRPC_CLIENT: &str = "google.golang.org/grpc.(*ClientConn).Invoke";
+    /// Where a gRPC server sees a request's header fields (entry only):
+    /// the source of an incoming `traceparent`.
+    pub const GRPC_HEADERS: &str =
+        "google.golang.org/grpc/internal/transport.(*http2Server).operateHeaders";
     pub const NEWPROC: &str = "runtime.newproc1";
     /// Streaming client calls: opened by `NewStream`, ended by `finish`.
     pub const GRPC_NEW_STREAM: &str = "google.golang.org/grpc.(*ClientConn).NewStream";
@@ -45,7 +49,7 @@ pub mod symbols {
         "net/http.unencryptedHTTP2Request.ServeHTTP",
         "net/http.(*serverHandler).ServeHTTP",
     ];
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         HTTP_SERVER,
         HTTP_CLIENT,
         GRPC_SERVER,
@@ -54,6 +58,7 @@ pub mod symbols {
         NEWPROC,
         GRPC_NEW_STREAM,
         GRPC_STREAM_FINISH,
+        GRPC_HEADERS,
     ];
     /// Functions located for the analysis besides `ALL` (call sites and
     /// callers of the probed functions).

@@ -101,6 +101,14 @@ pub const ALL_FIELDS: &[(&str, &str)] = &[
         "google.golang.org/genproto/googleapis/rpc/status.Status",
         "Code",
     ),
+    // Incoming gRPC traceparent (HTTP/2 header fields); optional.
+    ("google.golang.org/grpc/internal/transport.Stream", "id"),
+    ("golang.org/x/net/http2.MetaHeadersFrame", "HeadersFrame"),
+    ("golang.org/x/net/http2.MetaHeadersFrame", "Fields"),
+    ("golang.org/x/net/http2.HeadersFrame", "FrameHeader"),
+    ("golang.org/x/net/http2.FrameHeader", "StreamID"),
+    ("golang.org/x/net/http2/hpack.HeaderField", "Value"),
+    ("golang.org/x/net/http2/hpack.HeaderField", "Sensitive"),
     ("runtime.hmap", "B"),
     ("runtime.hmap", "buckets"),
     ("internal/runtime/maps.Map", "dirPtr"),
@@ -258,7 +266,18 @@ pub fn to_wire(fields: &FieldOffsets, swiss: bool, status_error_itab: u64) -> Go
         g_parent_goid: get("runtime.g.parentGoid"),
         grpc_status_error_itab: status_error_itab,
         req_remote_addr: get("net/http.Request.RemoteAddr"),
-        pad: 0,
+        grpc_stream_id: get("google.golang.org/grpc/internal/transport.Stream.id"),
+        h2_meta_headers: get("golang.org/x/net/http2.MetaHeadersFrame.HeadersFrame"),
+        h2_meta_fields: get("golang.org/x/net/http2.MetaHeadersFrame.Fields"),
+        h2_frame_header: get("golang.org/x/net/http2.HeadersFrame.FrameHeader"),
+        h2_stream_id: get("golang.org/x/net/http2.FrameHeader.StreamID"),
+        hpack_value: get("golang.org/x/net/http2/hpack.HeaderField.Value"),
+        // HeaderField is {Name, Value string; Sensitive bool}: its size is
+        // the last field's end rounded up to the 8-byte alignment of strings.
+        hpack_field_size: match get("golang.org/x/net/http2/hpack.HeaderField.Sensitive") {
+            NO_OFFSET => NO_OFFSET,
+            sensitive => (sensitive + 1).next_multiple_of(8),
+        },
     };
     // Header maps are only walked when every offset of that layout is known.
     let known = |offsets: &[u32]| offsets.iter().all(|o| *o != NO_OFFSET);

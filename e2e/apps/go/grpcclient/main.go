@@ -1,7 +1,8 @@
 // grpcclient is a gRPC client test target: unary health Checks, -calls
 // "service=count,..." in order, printing how many ended with each code; then
 // -watch server-streaming Watch calls, each read until it ends, printing
-// their codes.
+// their codes. With -traceparent, the first -traced unary calls send it as
+// request metadata (as an instrumented caller would).
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -26,6 +28,8 @@ func main() {
 	calls := flag.String("calls", "ok=1", "comma-separated service=count pairs")
 	wait := flag.Bool("wait", false, "wait for a line on stdin before calling")
 	watch := flag.Int("watch", 0, "server-streaming Watch calls after the unary ones")
+	traceparent := flag.String("traceparent", "", "W3C traceparent metadata for the first -traced unary calls")
+	traced := flag.Int("traced", 0, "how many of the first unary calls send -traceparent")
 	flag.Parse()
 	if *wait {
 		common.WaitForStdin()
@@ -46,7 +50,12 @@ func main() {
 			os.Exit(2)
 		}
 		for i := 0; i < n; i++ {
-			_, err := client.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
+			ctx := context.Background()
+			if *traced > 0 && *traceparent != "" {
+				*traced--
+				ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", *traceparent)
+			}
+			_, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 			counts[status.Code(err).String()]++
 		}
 	}

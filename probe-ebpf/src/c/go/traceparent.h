@@ -32,6 +32,23 @@ struct ft_traceparent {
     __u8 pad[7];
 };
 
+/* An incoming gRPC traceparent, parked by the header-frame probe (on the
+ * connection's reader goroutine) until the stream's handler goroutine starts
+ * the server span: keyed by the transport and the HTTP/2 stream id. LRU:
+ * streams that never reach a handler (refused, reset) age out. */
+struct ft_go_stream_key {
+    __u32 tgid;
+    __u32 stream_id;
+    __u64 transport; /* *transport.http2Server */
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 4096);
+    __type(key, struct ft_go_stream_key);
+    __type(value, struct ft_traceparent);
+} go_grpc_traceparent SEC(".maps");
+
 static __always_inline int ft_hex(__u8 c)
 {
     if (c >= '0' && c <= '9')

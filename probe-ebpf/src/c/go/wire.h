@@ -41,7 +41,7 @@ enum ft_go_map_kind {
  * Struct field offsets of one Go binary (DWARF or the offsets table), written
  * by user space into `go_offsets` under each traced process's tgid before
  * its probes are attached. Unknown optional fields are FT_GO_NO_OFFSET.
- * 120 bytes.
+ * 144 bytes.
  */
 struct ft_go_offsets {
     __u32 g_goid;                    /* runtime.g.goid */
@@ -72,7 +72,14 @@ struct ft_go_offsets {
     __u32 g_parent_goid;             /* runtime.g.parentGoid (Go >= 1.21), optional */
     __u64 grpc_status_error_itab;    /* address of go:itab.*status.Error,error; 0 = unknown */
     __u32 req_remote_addr;           /* net/http.Request.RemoteAddr, optional */
-    __u32 pad;
+    /* Incoming gRPC traceparent (all optional; any unknown: not read). */
+    __u32 grpc_stream_id;   /* transport.Stream.id */
+    __u32 h2_meta_headers;  /* x/net/http2.MetaHeadersFrame.HeadersFrame (*HeadersFrame) */
+    __u32 h2_meta_fields;   /* x/net/http2.MetaHeadersFrame.Fields */
+    __u32 h2_frame_header;  /* x/net/http2.HeadersFrame.FrameHeader */
+    __u32 h2_stream_id;     /* x/net/http2.FrameHeader.StreamID */
+    __u32 hpack_value;      /* x/net/http2/hpack.HeaderField.Value */
+    __u32 hpack_field_size; /* sizeof(hpack.HeaderField), from its last field */
 };
 
 /* Trace identity of one span, assigned in the kernel at request start so
