@@ -80,6 +80,24 @@ fn go_binaries_yield_versions_modules_probe_sites_and_dwarf_offsets() {
             grpc.offsets.grpc_status_error_itab, 0,
             "status error itab found in the symbol table"
         );
+        // What the incoming-traceparent probe needs.
+        assert!(
+            grpc.sites.contains_key(symbols::GRPC_HEADERS),
+            "{}: operateHeaders found",
+            toolchain.name
+        );
+        assert_eq!(
+            (grpc.offsets.hpack_field_size, grpc.offsets.hpack_value),
+            (40, 16),
+            "{}: hpack.HeaderField layout from DWARF",
+            toolchain.name
+        );
+        assert_ne!(
+            grpc.offsets.h2_meta_fields,
+            ferrotel_probe_ebpf::go::NO_OFFSET,
+            "{}: MetaHeadersFrame.Fields from DWARF",
+            toolchain.name
+        );
     }
 }
 

@@ -418,6 +418,26 @@ mod tests {
     }
 
     #[test]
+    fn hpack_field_stride_is_the_end_of_sensitive_rounded_to_eight_bytes() {
+        let mut fields: FieldOffsets = [(
+            "golang.org/x/net/http2/hpack.HeaderField.Sensitive".to_owned(),
+            32,
+        )]
+        .into();
+        assert_eq!(
+            to_wire(&fields, false, 0).hpack_field_size,
+            40,
+            "{{Name, Value string; Sensitive bool}} is 40 bytes"
+        );
+        fields.clear();
+        assert_eq!(
+            to_wire(&fields, false, 0).hpack_field_size,
+            NO_OFFSET,
+            "unknown layout stays unknown, so the header probe is not attached"
+        );
+    }
+
+    #[test]
     fn swiss_maps_follow_the_go_version_and_experiment() {
         assert!(!uses_swiss_maps(&build("go1.23.5", &[])));
         assert!(uses_swiss_maps(&build("go1.26.8", &[])));
