@@ -247,8 +247,18 @@ async fn chi_case(apps: &Apps) {
     let mut chi = GoApp::start(&apps.bin("chiapp"), &["-downstream", &downstream.url("")]);
     let probe = Probe::start(&collector, &[chi.pid()], &[], 1).await;
     let client = http_client();
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
     let mut longest = get_n(&client, &chi.url("/hello"), 5, &[]).await;
-    longest = longest.max(get_n(&client, &chi.url("/users/9"), 5, &[]).await);
+    // Only the /users/9 requests carry a caller's trace context.
+    longest = longest.max(
+        get_n(
+            &client,
+            &chi.url("/users/9"),
+            5,
+            &[("traceparent", &traceparent)],
+        )
+        .await,
+    );
     longest = longest.max(get_n(&client, &chi.url("/missing"), 2, &[]).await);
     longest = longest.max(get_n(&client, &chi.url("/downstream"), 3, &[]).await);
     for _ in 0..3 {
@@ -285,6 +295,19 @@ async fn chi_case(apps: &Apps) {
     assert!(
         server.iter().all(|s| duration(s) <= longest),
         "{label}: durations within client bounds"
+    );
+    let (continued, fresh): (Vec<&Span>, Vec<&Span>) =
+        server.iter().partition(|s| s.trace_id == TRACE_ID);
+    assert!(
+        continued.len() == 5
+            && continued.iter().all(
+                |s| s.attr_str("url.path") == Some("/users/9") && s.parent_span_id == PARENT_ID
+            ),
+        "{label}: the 5 requests with a traceparent continue its trace under the caller's span: {continued:?}"
+    );
+    assert!(
+        fresh.iter().all(|s| s.parent_span_id.is_empty()),
+        "{label}: requests without a traceparent start their own traces"
     );
     let clients: Vec<Span> = collector
         .spans()
