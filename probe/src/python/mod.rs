@@ -120,6 +120,15 @@ pub fn load(ring_buffer_bytes: u32, max_payload_bytes: u32) -> Result<Loaded, eb
     })
 }
 
+/// Counts `n` ring-buffer events read and hands the requests they completed
+/// to the span pipeline.
+fn submit_drained(ctx: &FrontendContext, n: usize, records: &mut Vec<RequestRecord>) {
+    ctx.health.events_received(n as u64);
+    for record in records.drain(..) {
+        ctx.sink.submit(record);
+    }
+}
+
 enum Step {
     Shutdown,
     Target(Option<TargetEvent>),
@@ -176,20 +185,12 @@ impl Frontend for PythonFrontend {
                     let n = loaded.events.drain_now(|record| {
                         on_record(&mut tracker, record, &mut records, &mut decode_errors)
                     });
-                    ctx.health.events_received(n as u64);
-                    for record in records.drain(..) {
-                        ctx.sink.submit(record);
-                    }
+                    submit_drained(&ctx, n, &mut records);
                     loaded.claims.release(pid);
                     tracker.forget_process(pid);
                     debug!(pid, "Released process");
                 }
-                Step::Drained(Ok(n)) => {
-                    ctx.health.events_received(n as u64);
-                    for record in records.drain(..) {
-                        ctx.sink.submit(record);
-                    }
-                }
+                Step::Drained(Ok(n)) => submit_drained(&ctx, n, &mut records),
                 Step::Drained(Err(error)) => {
                     return Err(error).context("reading the python ring buffer");
                 }
