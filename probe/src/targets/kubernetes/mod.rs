@@ -26,7 +26,7 @@ pub mod metadata;
 pub mod process_events;
 pub mod state;
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -431,7 +431,7 @@ struct OwnerLookup {
     client: kube::Client,
     enabled: bool,
     forbidden: Vec<String>,
-    known: BTreeMap<String, ()>,
+    known: HashSet<String>,
 }
 
 impl OwnerLookup {
@@ -440,7 +440,7 @@ impl OwnerLookup {
             client,
             enabled,
             forbidden: Vec::new(),
-            known: BTreeMap::new(),
+            known: HashSet::new(),
         }
     }
 
@@ -455,7 +455,7 @@ impl OwnerLookup {
             return;
         }
         let key = format!("{}/{}", pod.namespace, owner.name);
-        if self.known.contains_key(&key) {
+        if self.known.contains(&key) {
             return;
         }
         let lookup = tokio::time::timeout(Duration::from_secs(2), async {
@@ -486,7 +486,7 @@ impl OwnerLookup {
                 if self.known.len() > 4096 {
                     self.known.clear();
                 }
-                self.known.insert(key, ());
+                self.known.insert(key);
                 discovery
                     .cluster
                     .set_grand_owner(&pod.namespace, &owner.name, found);

@@ -226,22 +226,9 @@ impl Discovery {
                 }
                 Some(_) => {}
                 None => {
-                    let Ok(identity) = cgroup::read_process_identity(&self.proc_root, pid) else {
-                        continue;
-                    };
-                    let exe = if identity.is_empty() {
-                        None
-                    } else {
-                        std::fs::read_link(entry.path().join("exe")).ok()
-                    };
-                    self.processes.insert(
-                        pid,
-                        ProcessEntry {
-                            identity,
-                            exe,
-                            language: None,
-                        },
-                    );
+                    if let Some(process) = self.examine(pid) {
+                        self.processes.insert(pid, process);
+                    }
                 }
             }
         }
@@ -257,26 +244,36 @@ impl Discovery {
         if pid == self.exclude_pid {
             return false;
         }
-        let identity = match cgroup::read_process_identity(&self.proc_root, pid) {
-            Ok(identity) if !identity.is_empty() => identity,
+        match self.examine(pid) {
+            Some(process) if !process.identity.is_empty() => {
+                debug!(pid, exe = ?process.exe, "Examining a new container process");
+                self.processes.insert(pid, process);
+                true
+            }
             // Gone already, or not in a container: nothing to track (the
             // rescan remembers host processes; events need not).
             _ => {
                 self.processes.remove(&pid);
-                return false;
+                false
             }
+        }
+    }
+
+    /// Reads what discovery keeps of one process: its container identity
+    /// from its cgroup and, for container processes only, its executable.
+    /// `None` when the process is gone.
+    fn examine(&self, pid: u32) -> Option<ProcessEntry> {
+        let identity = cgroup::read_process_identity(&self.proc_root, pid).ok()?;
+        let exe = if identity.is_empty() {
+            None
+        } else {
+            std::fs::read_link(self.proc_root.join(pid.to_string()).join("exe")).ok()
         };
-        let exe = std::fs::read_link(self.proc_root.join(pid.to_string()).join("exe")).ok();
-        debug!(pid, exe = ?exe, "Examining a new container process");
-        self.processes.insert(
-            pid,
-            ProcessEntry {
-                identity,
-                exe,
-                language: None,
-            },
-        );
-        true
+        Some(ProcessEntry {
+            identity,
+            exe,
+            language: None,
+        })
     }
 
     /// Forgets a process that exited; returns whether it was known.
