@@ -45,6 +45,10 @@ test: tools lint check-generated ## Everything: lint, generated files, unit test
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
+.PHONY: test-unit
+test-unit: ## Unit tests only (pure logic, snapshots, parsers): no root, no eBPF, no test bed, no tools
+	$(CARGO) test --workspace --lib --bins --no-fail-fast
+
 .PHONY: testbed-up
 testbed-up: tools ## Start the local control plane in the background; writes .testbed/kubeconfig
 	$(CARGO) build -q -p ferrotel-e2e --bin ferrotel-testbed
@@ -76,7 +80,7 @@ bench: tools ## Run the benchmarks; results land in bench/results/
 # binaries the images contain instead (see docs/install.md, "Images").
 IMAGE_REGISTRY ?= ghcr.io/ferrotel
 IMAGE_TAG ?= $(shell awk -F'"' '/^version *=/ {print $$2; exit}' Cargo.toml)
-OTELCOL_VERSION := $(shell awk '/^  version:/ {print $$2; exit}' operator/distribution/manifest.yaml)
+OTELCOL_VERSION := $(shell awk '/^  version:/ {print $$2; exit}' operator/api/distribution/manifest.yaml)
 CONTAINER_ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
 
 .PHONY: images

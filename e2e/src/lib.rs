@@ -29,7 +29,7 @@
 //!   nodes. [`TestBed::start`] gives a dedicated instance (own ports, own
 //!   directory), e.g. to test cluster-scoped behaviour in isolation.
 //! - [`Collector`]: the OpenTelemetry Collector built from
-//!   `operator/distribution/manifest.yaml`, either with a `file` exporter whose
+//!   `operator/api/distribution/manifest.yaml`, either with a `file` exporter whose
 //!   output [`Collector::spans`] / [`Collector::metrics`] parse, or with any
 //!   config ([`Collector::start`]); [`validate_config`] runs `otelcol validate`.
 //! - [`tools::tool_path`] finds the pinned tools installed by `make tools`;

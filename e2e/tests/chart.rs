@@ -446,7 +446,7 @@ async fn helm_install_runs_an_operator_that_reconciles_and_helm_uninstall_remove
     }
 
     // 5. A config the distribution cannot run (the kafka exporter is not in
-    // operator/distribution/manifest.yaml) is refused: ArgoCD sees Degraded,
+    // operator/api/distribution/manifest.yaml) is refused: ArgoCD sees Degraded,
     // and the operator counts it as a reconcile error.
     let broken = format!(
         "apiVersion: ferrotel.io/v1alpha1\nkind: TelemetryCollector\nmetadata: {{name: broken, namespace: {workload_ns}}}\nspec:\n  config:\n    receivers: {{otlp: {{protocols: {{grpc: {{endpoint: 0.0.0.0:4317}}}}}}}}\n    exporters: {{kafka: {{}}}}\n    service: {{pipelines: {{traces: {{receivers: [otlp], exporters: [kafka]}}}}}}\n"
@@ -659,7 +659,7 @@ async fn run_uninstall_hook(bed: &TestBed, release: &Release, dir: &std::path::P
 /// run with the manifests' args.
 #[test]
 fn containerfiles_are_multi_stage_with_the_expected_user_and_entrypoint() {
-    let manifest = read(&repo_path("operator/distribution/manifest.yaml"));
+    let manifest = read(&repo_path("operator/api/distribution/manifest.yaml"));
     let ocb_version = manifest
         .lines()
         .find_map(|l| l.trim().strip_prefix("version: "))

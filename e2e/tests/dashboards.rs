@@ -421,7 +421,7 @@ service:
 
 /// The hostmetrics receiver (node CPU and memory) is not in our collector
 /// distribution: the Go proxy does not serve one of its v0.161.0 test
-/// modules, so ocb cannot build it (see operator/distribution/manifest.yaml).
+/// modules, so ocb cannot build it (see operator/api/distribution/manifest.yaml).
 /// The node alerts therefore need a collector image that has it (upstream
 /// contrib, via spec.image). Its metric names come from the receiver's own
 /// metadata.yaml (the Go module, fetched with `go mod download`), translated

@@ -106,7 +106,7 @@ go_install() { # output module/path@version
 }
 
 build_collector() {
-  local manifest=$repo/operator/distribution/manifest.yaml
+  local manifest=$repo/operator/api/distribution/manifest.yaml
   local key="$(go env GOVERSION)-$(hash_files "$manifest")"
   if stamp_ok otelcol "$key" otelcol; then return; fi
   local version

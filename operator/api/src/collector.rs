@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 pub use config::CollectorConfig;
 
 /// The collector image used when `spec.image` is empty: Ferrotel's own
-/// distribution, built from `operator/distribution/manifest.yaml`.
+/// distribution, built from `operator/api/distribution/manifest.yaml`.
 pub const DEFAULT_COLLECTOR_IMAGE: &str = "ghcr.io/ferrotel/otelcol:0.161.0";
 
 /// An OpenTelemetry Collector managed by Ferrotel.
@@ -311,6 +311,15 @@ impl TelemetryCollectorSpec {
             .as_deref()
             .map(str::trim)
             .filter(|i| !i.is_empty())
+    }
+}
+
+impl crate::conditions::WithConditions for TelemetryCollectorStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
     }
 }
 

@@ -7,16 +7,30 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
+// Condition types. Each kind reports the ones that describe it; the docs of
+// the kinds (`docs/telemetrycollector.md`, `docs/instrumentation.md`) list
+// them for users, and ArgoCD's health checks read them.
+
 /// The rendered collector config passed validation (or why not).
+/// TelemetryCollector.
 pub const CONFIG_VALID: &str = "ConfigValid";
-/// The workload has as many ready pods as desired.
+/// The workload has as many ready pods as desired. TelemetryCollector.
 pub const AVAILABLE: &str = "Available";
 /// A rollout is in progress (a new config or image is being rolled out).
+/// Both kinds.
 pub const PROGRESSING: &str = "Progressing";
 /// The operator could not apply what it built (API error, RBAC...).
+/// TelemetryCollector.
 pub const RECONCILED: &str = "Reconciled";
+/// Every probe DaemonSet is rolled out and ready, and the exporter resolved.
+/// Instrumentation.
+pub const READY: &str = "Ready";
+/// Something the user must fix: unresolvable collector, ambiguous opt-in,
+/// invalid spec, a child the API server refused. Instrumentation.
+pub const DEGRADED: &str = "Degraded";
 
-/// Condition reasons (CamelCase, as the API requires).
+/// Condition reasons (CamelCase, as the API requires). A bounded set: they
+/// are also Event reasons.
 pub mod reasons {
     /// Validation passed, including the component check against the distribution.
     pub const VALID: &str = "Valid";
@@ -39,6 +53,20 @@ pub mod reasons {
     pub const APPLIED: &str = "Applied";
     /// Applying children failed; details in the message.
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Nothing to report (the `False` state of `Degraded`).
+    pub const AS_EXPECTED: &str = "AsExpected";
+    /// `exporter.collectorRef` names a TelemetryCollector that does not exist.
+    pub const COLLECTOR_NOT_FOUND: &str = "CollectorNotFound";
+    /// The referenced TelemetryCollector publishes no endpoint of the protocol.
+    pub const COLLECTOR_HAS_NO_ENDPOINT: &str = "CollectorHasNoEndpoint";
+    /// A `"true"` opt-in while several Instrumentations could serve it.
+    pub const AMBIGUOUS_INSTRUMENTATION: &str = "AmbiguousInstrumentation";
+    /// An opt-in annotation names no valid Instrumentation.
+    pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
+    /// A spec problem the schema could not catch.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The object is being deleted and its cluster-scoped children removed.
+    pub const DELETING: &str = "Deleting";
 }
 
 /// A condition stamped with the current time.
@@ -62,16 +90,23 @@ pub fn new_condition(
 /// Inserts or replaces the condition of `new.type_`, keeping the previous
 /// `lastTransitionTime` when the status did not flip (that is what the field
 /// means, and it keeps unchanged statuses byte-identical).
-pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
+pub fn set_condition(conditions: &mut Vec<Condition>, new: Condition) {
+    let new = carry_transition_time(conditions, new);
     match conditions.iter_mut().find(|c| c.type_ == new.type_) {
-        Some(old) => {
-            if old.status == new.status {
-                new.last_transition_time = old.last_transition_time.clone();
-            }
-            *old = new;
-        }
+        Some(old) => *old = new,
         None => conditions.push(new),
     }
+}
+
+/// `new`, with the `lastTransitionTime` of its type in `previous` when the
+/// status did not flip.
+pub fn carry_transition_time(previous: &[Condition], mut new: Condition) -> Condition {
+    if let Some(old) = find(previous, &new.type_)
+        && old.status == new.status
+    {
+        new.last_transition_time = old.last_transition_time.clone();
+    }
+    new
 }
 
 /// The condition of type `type_`, if present.
@@ -95,6 +130,25 @@ pub fn same_ignoring_time(a: &[Condition], b: &[Condition]) -> bool {
                     && x.observed_generation == y.observed_generation
             })
         })
+}
+
+/// A status with standard conditions, so that shared code can tell whether
+/// a freshly computed status differs from the stored one.
+pub trait WithConditions: Clone + PartialEq {
+    fn conditions(&self) -> &[Condition];
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+}
+
+/// True when `a` and `b` differ in nothing but condition timestamps: writing
+/// `b` over `a` would tell nobody anything new.
+pub fn same_status<S: WithConditions>(a: &S, b: &S) -> bool {
+    let without_conditions = |s: &S| {
+        let mut s = s.clone();
+        s.conditions_mut().clear();
+        s
+    };
+    without_conditions(a) == without_conditions(b)
+        && same_ignoring_time(a.conditions(), b.conditions())
 }
 
 #[cfg(test)]

@@ -25,33 +25,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::optin::Candidate;
 use crate::probe_config::{
     Language, LanguageTuning, OtlpProtocol, Propagator, SamplerType, UnmatchedRoutes,
 };
-
-/// Condition types on `Instrumentation.status.conditions`.
-pub mod condition {
-    /// Every probe DaemonSet is rolled out and ready, and the exporter resolved.
-    pub const READY: &str = "Ready";
-    /// A probe DaemonSet is rolling out (desired != updated or ready).
-    pub const PROGRESSING: &str = "Progressing";
-    /// Something the user must fix: unresolvable collector, ambiguous opt-in, invalid spec.
-    pub const DEGRADED: &str = "Degraded";
-}
-
-/// Condition reasons (bounded set: they are also Event reasons and metric labels).
-pub mod reason {
-    pub const ROLLED_OUT: &str = "RolledOut";
-    pub const ROLLING_OUT: &str = "RollingOut";
-    pub const AS_EXPECTED: &str = "AsExpected";
-    pub const COLLECTOR_NOT_FOUND: &str = "CollectorNotFound";
-    pub const COLLECTOR_HAS_NO_ENDPOINT: &str = "CollectorHasNoEndpoint";
-    pub const AMBIGUOUS_INSTRUMENTATION: &str = "AmbiguousInstrumentation";
-    pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const APPLY_FAILED: &str = "ApplyFailed";
-    pub const DELETING: &str = "Deleting";
-}
 
 /// Ring buffer sizes the probe accepts: powers of two from 4 KiB to 1 GiB.
 /// CEL has no bit operations, so the schema lists them.
@@ -319,6 +296,15 @@ pub struct InstrumentationStatus {
     pub languages: Vec<LanguageStatus>,
 }
 
+impl crate::conditions::WithConditions for InstrumentationStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
 /// The exporter as rendered into the probe config.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -358,6 +344,20 @@ pub struct LanguageStatus {
 
 /// Cap on `status.languages[].matchedNamespaces` so that status stays small.
 pub const MAX_LISTED_NAMESPACES: usize = 50;
+
+impl Instrumentation {
+    /// What the opt-in rules need to know about this Instrumentation.
+    pub fn candidate(&self) -> Candidate {
+        let selector = self.spec.selector.clone().unwrap_or_default();
+        Candidate {
+            namespace: self.metadata.namespace.clone().unwrap_or_default(),
+            name: self.metadata.name.clone().unwrap_or_default(),
+            languages: self.spec.languages.clone(),
+            namespace_selector: selector.namespace_selector,
+            pod_selector: selector.pod_selector,
+        }
+    }
+}
 
 impl InstrumentationSpec {
     /// The tuning section of `language`, if the spec has one.

@@ -11,6 +11,7 @@ pub mod collector;
 pub mod conditions;
 pub mod instrumentation;
 pub mod labels;
+pub mod language;
 pub mod optin;
 pub mod probe_config;
 

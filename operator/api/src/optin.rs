@@ -33,7 +33,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::labels::{INSTRUMENT_ANNOTATION, LANGUAGE_ANNOTATION, OTEL_INJECT_ANNOTATION_PREFIX};
-use crate::probe_config::Language;
+use crate::language::Language;
 
 /// `namespace/name` of an Instrumentation.
 #[derive(

@@ -11,49 +11,13 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::optin::Candidate;
+// Re-exported: the probe config names the language it configures, and its
+// readers have always found the type here.
+pub use crate::language::Language;
+
 /// Name of the probe config file inside the probe ConfigMap and its mount.
 pub const PROBE_CONFIG_FILE: &str = "probe.yaml";
-
-/// The language a probe DaemonSet instruments; each loads only its own eBPF
-/// program set.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    Go,
-    Python,
-}
-
-impl Language {
-    pub const ALL: [Language; 2] = [Language::Go, Language::Python];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Language::Go => "go",
-            Language::Python => "python",
-        }
-    }
-}
-
-impl std::fmt::Display for Language {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Language {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "go" | "golang" => Ok(Language::Go),
-            "python" | "python3" => Ok(Language::Python),
-            other => Err(format!(
-                "unknown language {other:?}; expected \"go\" or \"python\""
-            )),
-        }
-    }
-}
 
 /// The full probe configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -87,7 +51,7 @@ pub struct ProbeConfig {
     /// the cluster", and the probe may not read Instrumentations itself (its
     /// RBAC is pods and namespaces). Pass them to
     /// [`crate::optin::Instrumentations::new`]. Empty for a standalone probe.
-    pub cluster_instrumentations: Vec<crate::optin::Candidate>,
+    pub cluster_instrumentations: Vec<Candidate>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

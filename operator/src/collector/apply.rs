@@ -9,10 +9,7 @@ use k8s_openapi::api::{
 };
 use kube::{Api, ResourceExt, api::ListParams};
 
-use super::{
-    Error,
-    build::{self, Built, Children, Workload},
-};
+use super::build::{self, Built, Children, Workload, display_name};
 use crate::runtime::{Context, apply};
 
 /// Previous ConfigMaps kept besides the current one, so `kubectl rollout
@@ -64,7 +61,7 @@ pub async fn apply_and_prune(
     ctx: &Context,
     tc: &TelemetryCollector,
     built: &Built,
-) -> Result<Applied, Error> {
+) -> Result<Applied, apply::Error> {
     let client = &ctx.client;
     // Destructured without `..`: a new child kind must be handled here.
     let Children {
@@ -73,99 +70,54 @@ pub async fn apply_and_prune(
         workload,
         service,
     } = &built.children;
-    let apply_err =
-        |kind: &'static str, name: String| move |source| Error::Apply { kind, name, source };
 
     // Order matters: the ServiceAccount and ConfigMap must exist before the
     // pods that reference them are created.
     if let Some(sa) = service_account {
-        apply::apply(client, sa)
-            .await
-            .map_err(apply_err("ServiceAccount", sa.name_any()))?;
+        apply::apply(client, sa).await?;
     }
-    apply::apply(client, config_map)
-        .await
-        .map_err(apply_err("ConfigMap", config_map.name_any()))?;
+    apply::apply(client, config_map).await?;
     let state = match workload {
-        Workload::Deployment(d) => deployment_state(
-            &apply::apply(client, d.as_ref())
-                .await
-                .map_err(apply_err("Deployment", d.name_any()))?,
-        ),
-        Workload::DaemonSet(d) => daemonset_state(
-            &apply::apply(client, d.as_ref())
-                .await
-                .map_err(apply_err("DaemonSet", d.name_any()))?,
-        ),
+        Workload::Deployment(d) => deployment_state(&apply::apply(client, d.as_ref()).await?),
+        Workload::DaemonSet(d) => daemonset_state(&apply::apply(client, d.as_ref()).await?),
     };
     if let Some(svc) = service {
-        apply::apply(client, svc)
-            .await
-            .map_err(apply_err("Service", svc.name_any()))?;
+        apply::apply(client, svc).await?;
     }
 
     // Prune what this spec no longer wants.
-    let name = tc.name_any();
     let namespace = tc.namespace().unwrap_or_default();
     let uid = tc.uid().unwrap_or_default();
-    let selector = build::child_selector(&name);
-    let keep = |obj: Option<String>| obj.into_iter().collect::<BTreeSet<_>>();
-    let prune_err = |kind: &'static str| {
-        let owner = format!("{namespace}/{name}");
-        move |source| Error::Prune {
-            kind,
-            owner,
-            source,
-        }
+    let owner = format!("TelemetryCollector {}", display_name(tc));
+    let selector = build::child_selector(&tc.name_any());
+    let ours = apply::Children {
+        owner: &owner,
+        namespace: Some(&namespace),
+        selector: &selector,
+        ownership: apply::Ownership::OwnerReference(&uid),
     };
-    let mut pruned = Vec::new();
+    let keep = |obj: Option<String>| obj.into_iter().collect::<BTreeSet<_>>();
     let (keep_deploy, keep_ds) = match workload {
         Workload::Deployment(d) => (keep(Some(d.name_any())), keep(None)),
         Workload::DaemonSet(d) => (keep(None), keep(Some(d.name_any()))),
     };
-    for n in apply::prune::<Deployment>(client, &namespace, &selector, &uid, &keep_deploy)
-        .await
-        .map_err(prune_err("Deployment"))?
-    {
-        pruned.push(format!("Deployment {n}"));
-    }
-    for n in apply::prune::<DaemonSet>(client, &namespace, &selector, &uid, &keep_ds)
-        .await
-        .map_err(prune_err("DaemonSet"))?
-    {
-        pruned.push(format!("DaemonSet {n}"));
-    }
-    for n in apply::prune::<Service>(
-        client,
-        &namespace,
-        &selector,
-        &uid,
-        &keep(service.as_ref().map(|s| s.name_any())),
-    )
-    .await
-    .map_err(prune_err("Service"))?
-    {
-        pruned.push(format!("Service {n}"));
-    }
-    for n in apply::prune::<ServiceAccount>(
-        client,
-        &namespace,
-        &selector,
-        &uid,
-        &keep(service_account.as_ref().map(|s| s.name_any())),
-    )
-    .await
-    .map_err(prune_err("ServiceAccount"))?
-    {
-        pruned.push(format!("ServiceAccount {n}"));
-    }
+    let mut pruned = apply::prune::<Deployment>(client, ours, &keep_deploy).await?;
+    pruned.extend(apply::prune::<DaemonSet>(client, ours, &keep_ds).await?);
+    let keep_svc = keep(service.as_ref().map(|s| s.name_any()));
+    pruned.extend(apply::prune::<Service>(client, ours, &keep_svc).await?);
+    let keep_sa = keep(service_account.as_ref().map(|s| s.name_any()));
+    pruned.extend(apply::prune::<ServiceAccount>(client, ours, &keep_sa).await?);
 
     // ConfigMaps: the current one plus the newest few others.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let mut owned: Vec<_> = cms
         .list_metadata(&ListParams::default().labels(&selector))
         .await
-        .map_err(prune_err("ConfigMap"))?
+        .map_err(|source| apply::Error::Prune {
+            kind: "ConfigMap".into(),
+            owner: owner.clone(),
+            source,
+        })?
         .into_iter()
         .filter(|cm| apply::is_owned_by(cm, &uid) && cm.name_any() != config_map.name_any())
         .collect();
@@ -182,12 +134,7 @@ pub async fn apply_and_prune(
                 .map(|cm| cm.name_any()),
         )
         .collect();
-    for n in apply::prune::<ConfigMap>(client, &namespace, &selector, &uid, &keep_cms)
-        .await
-        .map_err(prune_err("ConfigMap"))?
-    {
-        pruned.push(format!("ConfigMap {n}"));
-    }
+    pruned.extend(apply::prune::<ConfigMap>(client, ours, &keep_cms).await?);
 
     Ok(Applied {
         workload: state,

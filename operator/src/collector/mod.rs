@@ -11,10 +11,13 @@
 //!    field manager, then pruning of children no longer wanted (the other
 //!    mode's workload, an unneeded Service or ServiceAccount, old hashed
 //!    ConfigMaps beyond the rollback window).
-//! 4. **status** ([`status`]): computed from what was applied, written only
-//!    when it differs from the stored one (timestamps ignored).
+//! 4. **status** ([`status`]): pure, the status and the Events follow from
+//!    what the stages came to ([`Outcome`]); the reconcile writes them once,
+//!    at its end, the status only when it differs from the stored one
+//!    (timestamps ignored).
 //!
-//! `managementState: unmanaged` skips stages 2–3 entirely. The operator never
+//! The Instrumentation controller has the same shape. `managementState:
+//! unmanaged` skips stages 1–3 entirely. The operator never
 //! writes to `spec`. Deletion is left to the garbage collector (every child
 //! has an ownerReference to the CR).
 
@@ -24,13 +27,13 @@ mod status;
 
 use std::{sync::Arc, time::Duration};
 
+use build::Built;
 use ferrotel_api::{
     collector::{
         ManagementState, TelemetryCollector,
         distribution::default_distribution,
         validate::{self, ComponentCheck},
     },
-    conditions::{self, reasons},
     labels,
 };
 use futures::StreamExt;
@@ -40,16 +43,11 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    runtime::{
-        Controller,
-        controller::Action,
-        events::{Event, EventType},
-        watcher,
-    },
+    runtime::{Controller, controller::Action, watcher},
 };
-use tracing::{debug, info, warn};
+use tracing::info;
 
-use crate::runtime::{Context, ErrorCategory, errors::Categorized};
+use crate::runtime::{Context, ErrorCategory, apply as runtime_apply, errors::Categorized};
 
 /// Name used for metrics, readiness and logs.
 pub const CONTROLLER: &str = "collector";
@@ -58,7 +56,7 @@ pub const CONTROLLER: &str = "collector";
 /// safety net against missed events, not a polling loop).
 const RESYNC: Duration = Duration::from_secs(600);
 
-/// A reconcile failure, one variant per stage that touches the API.
+/// A reconcile failure, one variant per stage.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("failed to build the children of TelemetryCollector {name}")]
@@ -67,20 +65,8 @@ pub enum Error {
         #[source]
         source: build::BuildError,
     },
-    #[error("failed to apply {kind} {name}")]
-    Apply {
-        kind: &'static str,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("failed to prune old {kind} children of TelemetryCollector {owner}")]
-    Prune {
-        kind: &'static str,
-        owner: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    Children(#[from] runtime_apply::Error),
     #[error("failed to update the status of TelemetryCollector {name}")]
     Status {
         name: String,
@@ -93,20 +79,18 @@ impl Categorized for Error {
     fn category(&self) -> ErrorCategory {
         match self {
             Self::Build { .. } => ErrorCategory::Internal,
-            Self::Apply { source, .. }
-            | Self::Prune { source, .. }
-            | Self::Status { source, .. } => ErrorCategory::of_kube(source),
+            Self::Children(err) => ErrorCategory::of_kube(err.kube()),
+            Self::Status { source, .. } => ErrorCategory::of_kube(source),
         }
     }
 }
 
 impl Error {
     /// Event reason for this failure (bounded set).
-    fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> &'static str {
         match self {
             Self::Build { .. } => "BuildFailed",
-            Self::Apply { .. } => "ApplyFailed",
-            Self::Prune { .. } => "PruneFailed",
+            Self::Children(err) => err.reason(),
             Self::Status { .. } => "StatusUpdateFailed",
         }
     }
@@ -167,15 +151,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     controller
         .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
         .run(reconcile, error_policy, ctx.clone())
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => debug!(object = %obj, "Reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(err, obj)) => {
-                    warn!(object = %obj, error = %err, cause = ?std::error::Error::source(&err).map(ToString::to_string), "Reconcile failed");
-                }
-                Err(err) => debug!(error = %err, "Controller event"),
-            }
-        })
+        .for_each(|result| async move { crate::runtime::log_result(CONTROLLER, result) })
         .await;
     info!(controller = CONTROLLER, "Controller stopped");
     Ok(())
@@ -185,46 +161,70 @@ fn error_policy(tc: Arc<TelemetryCollector>, err: &Error, ctx: Arc<Context>) -> 
     ctx.error_action(CONTROLLER, &key(&tc), err.category())
 }
 
-async fn publish(
-    ctx: &Context,
-    tc: &TelemetryCollector,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: action.to_owned(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&event, &tc.object_ref(&())).await {
-        // Events are best effort: never fail a reconcile over one.
-        warn!(error = %err, reason, "Could not publish Event");
-    }
+/// What the stages of one reconcile came to. The status and the Events
+/// follow from it ([`status::report`]), and are written in one place.
+#[derive(Debug)]
+pub enum Outcome {
+    /// `managementState: unmanaged`: nothing was built or applied.
+    Unmanaged,
+    /// The config failed validation: nothing was applied, the previous
+    /// config keeps serving.
+    Invalid(validate::Report),
+    /// Building or applying failed; retried with backoff.
+    Failed(Error),
+    /// Every child applied and what no longer belongs pruned.
+    Applied {
+        built: Box<Built>,
+        applied: apply::Applied,
+        report: validate::Report,
+    },
 }
 
 async fn reconcile(tc: Arc<TelemetryCollector>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
-    let name = build::display_name(&tc);
     if tc.meta().deletion_timestamp.is_some() {
         // The garbage collector removes the children through their ownerReferences.
         return Ok(Action::await_change());
     }
-    let old_status = tc.status.clone().unwrap_or_default();
-
-    if tc.spec.management_state() == ManagementState::Unmanaged {
-        let new = status::unmanaged(&tc, &old_status);
-        status::write_if_changed(&ctx, &tc, &old_status, &new).await?;
-        ctx.backoffs.reset(&key(&tc));
-        return Ok(Action::await_change());
+    let outcome = run_stages(&tc, &ctx).await;
+    let written = ctx.report(&*tc, &status::report(&tc, &outcome)).await;
+    let status_err = |source| Error::Status {
+        name: build::display_name(&tc),
+        source,
+    };
+    match outcome {
+        Outcome::Unmanaged => {
+            written.map_err(status_err)?;
+            ctx.backoffs.reset(&key(&tc));
+            Ok(Action::await_change())
+        }
+        Outcome::Invalid(_) => {
+            written.map_err(status_err)?;
+            // Retrying cannot fix the config; the next edit triggers a reconcile.
+            ctx.metrics.error(CONTROLLER, ErrorCategory::InvalidSpec);
+            ctx.backoffs.reset(&key(&tc));
+            Ok(Action::await_change())
+        }
+        // The stage's error drives the retry; the status write was best effort.
+        Outcome::Failed(err) => Err(err),
+        Outcome::Applied { .. } => {
+            written.map_err(status_err)?;
+            ctx.backoffs.reset(&key(&tc));
+            Ok(Action::requeue(RESYNC))
+        }
     }
+}
+
+/// validate → build → apply (+ prune). Writes children only: the status and
+/// Events are the caller's.
+async fn run_stages(tc: &TelemetryCollector, ctx: &Context) -> Outcome {
+    if tc.spec.management_state() == ManagementState::Unmanaged {
+        return Outcome::Unmanaged;
+    }
+    let name = build::display_name(tc);
 
     // 1. validate
-    let custom_image = tc.spec.custom_image();
-    let check = match custom_image {
+    let check = match tc.spec.custom_image() {
         Some(_) => ComponentCheck::Skip,
         None => ComponentCheck::Distribution(default_distribution()),
     };
@@ -234,97 +234,35 @@ async fn reconcile(tc: Arc<TelemetryCollector>, ctx: Arc<Context>) -> Result<Act
         check,
     );
     if !report.is_valid() {
-        let message = format!(
-            "config not rolled out, the previous one keeps serving: {}",
-            report.summary()
-        );
-        let previous = conditions::find(&old_status.conditions, conditions::CONFIG_VALID)
-            .map(|c| c.message.clone());
-        let new = status::invalid(&tc, &old_status, &message);
-        if previous.as_deref() != Some(message.as_str()) {
-            info!(collector = %name, reason = %report.summary(), "Refusing invalid collector config");
-            publish(
-                &ctx,
-                &tc,
-                EventType::Warning,
-                reasons::INVALID_CONFIG,
-                "Validate",
-                message,
-            )
-            .await;
-        }
-        status::write_if_changed(&ctx, &tc, &old_status, &new).await?;
-        // Retrying cannot fix the config; the next edit triggers a reconcile.
-        ctx.metrics.error(CONTROLLER, ErrorCategory::InvalidSpec);
-        ctx.backoffs.reset(&key(&tc));
-        return Ok(Action::await_change());
+        info!(collector = %name, reason = %report.summary(), "Refusing invalid collector config");
+        return Outcome::Invalid(report);
     }
 
     // 2. build
-    let built =
-        build::build(&tc, &ctx.config.default_collector_image).map_err(|source| Error::Build {
-            name: name.clone(),
-            source,
-        })?;
+    let built = match build::build(tc, &ctx.config.default_collector_image) {
+        Ok(built) => built,
+        Err(source) => return Outcome::Failed(Error::Build { name, source }),
+    };
 
     // 3. apply + prune
-    let applied = match apply::apply_and_prune(&ctx, &tc, &built).await {
-        Ok(applied) => applied,
-        Err(err) => {
-            let new = status::apply_failed(&tc, &old_status, &err);
-            publish(
-                &ctx,
-                &tc,
-                EventType::Warning,
-                err.reason(),
-                "Apply",
-                format!("{err}: {}", cause(&err)),
-            )
-            .await;
-            // Best effort: the error below is what drives the retry.
-            let _ = status::write_if_changed(&ctx, &tc, &old_status, &new).await;
-            return Err(err);
+    match apply::apply_and_prune(ctx, tc, &built)
+        .await
+        .map_err(Error::from)
+    {
+        Ok(applied) => {
+            if tc.status.as_ref().and_then(|s| s.config_hash.as_deref())
+                != Some(built.config_hash.as_str())
+            {
+                info!(collector = %name, hash = %built.config_hash, "Rolling out collector config");
+            }
+            Outcome::Applied {
+                built: Box::new(built),
+                applied,
+                report,
+            }
         }
-    };
-    if old_status.config_hash.as_deref() != Some(built.config_hash.as_str()) {
-        let note = match &old_status.config_hash {
-            Some(old) => format!(
-                "rolling out config {} (was {old}) with image {}",
-                built.config_hash, built.image
-            ),
-            None => format!(
-                "rolled out config {} with image {}",
-                built.config_hash, built.image
-            ),
-        };
-        info!(collector = %name, hash = %built.config_hash, "Rolling out collector config");
-        publish(
-            &ctx,
-            &tc,
-            EventType::Normal,
-            "ConfigRolledOut",
-            "Apply",
-            note,
-        )
-        .await;
+        Err(err) => Outcome::Failed(err),
     }
-    for pruned in &applied.pruned {
-        publish(
-            &ctx,
-            &tc,
-            EventType::Normal,
-            "Pruned",
-            "Prune",
-            format!("deleted {pruned}, no longer wanted"),
-        )
-        .await;
-    }
-
-    // 4. status
-    let new = status::applied(&tc, &old_status, &built, &applied, &report);
-    status::write_if_changed(&ctx, &tc, &old_status, &new).await?;
-    ctx.backoffs.reset(&key(&tc));
-    Ok(Action::requeue(RESYNC))
 }
 
 /// The `#[source]` chain of an error as one line (for Events and conditions).

@@ -1,6 +1,8 @@
-//! The status stage: compute the status from what happened, write it only
-//! when it differs from the stored one (ignoring condition timestamps), so a
-//! steady-state reconcile — or an operator restart — writes nothing.
+//! The status stage, pure: what the reconcile came to ([`Outcome`]) → the
+//! status and the Events ([`report`]). The driver writes them once, at the
+//! end of the reconcile, and only a status that changed (timestamps
+//! ignored), so a steady-state reconcile — or an operator restart — writes
+//! nothing.
 
 use ferrotel_api::{
     collector::{TelemetryCollector, TelemetryCollectorStatus, validate::Report},
@@ -8,8 +10,86 @@ use ferrotel_api::{
 };
 use kube::ResourceExt;
 
-use super::{Error, apply::Applied, build::Built};
-use crate::runtime::{Context, apply};
+use super::{Error, Outcome, apply::Applied, build::Built};
+use crate::runtime::report::{self, Report as Written};
+
+/// The status and Events of one reconcile.
+pub fn report(tc: &TelemetryCollector, outcome: &Outcome) -> Written<TelemetryCollectorStatus> {
+    let old = tc.status.clone().unwrap_or_default();
+    match outcome {
+        Outcome::Unmanaged => Written {
+            status: unmanaged(tc, &old),
+            events: Vec::new(),
+        },
+        Outcome::Invalid(validation) => {
+            let message = format!(
+                "config not rolled out, the previous one keeps serving: {}",
+                validation.summary()
+            );
+            let previous = conditions::find(&old.conditions, conditions::CONFIG_VALID)
+                .map(|c| c.message.as_str());
+            // Said once per distinct problem, not on every resync.
+            let events = if previous == Some(message.as_str()) {
+                Vec::new()
+            } else {
+                vec![report::warning(
+                    reasons::INVALID_CONFIG,
+                    "Validate",
+                    message.clone(),
+                )]
+            };
+            Written {
+                status: invalid(tc, &old, &message),
+                events,
+            }
+        }
+        // Only a hand-made object lacks the metadata build needs: nothing to
+        // tell its users; the error is logged and retried.
+        Outcome::Failed(Error::Build { .. }) => Written {
+            status: old,
+            events: Vec::new(),
+        },
+        Outcome::Failed(err) => Written {
+            status: apply_failed(tc, &old, err),
+            events: vec![report::warning(
+                err.reason(),
+                "Apply",
+                format!("{err}: {}", super::cause(err)),
+            )],
+        },
+        Outcome::Applied {
+            built,
+            applied: done,
+            report: validation,
+        } => {
+            let mut events = Vec::new();
+            if old.config_hash.as_deref() != Some(built.config_hash.as_str()) {
+                let note = match &old.config_hash {
+                    Some(previous) => format!(
+                        "rolling out config {} (was {previous}) with image {}",
+                        built.config_hash, built.image
+                    ),
+                    None => format!(
+                        "rolled out config {} with image {}",
+                        built.config_hash, built.image
+                    ),
+                };
+                events.push(report::normal("ConfigRolledOut", "Apply", note));
+            }
+            events.extend(done.pruned.iter().map(|pruned| {
+                report::normal(
+                    "Pruned",
+                    "Prune",
+                    format!("deleted {pruned}, no longer wanted"),
+                )
+            }));
+            Written {
+                status: applied(tc, &old, built, done, validation),
+                events,
+            }
+        }
+    }
+}
 
 fn base(tc: &TelemetryCollector, old: &TelemetryCollectorStatus) -> TelemetryCollectorStatus {
     TelemetryCollectorStatus {
@@ -167,37 +247,13 @@ pub fn applied(
     s
 }
 
-/// True when `a` and `b` differ in anything but condition timestamps.
-pub fn changed(a: &TelemetryCollectorStatus, b: &TelemetryCollectorStatus) -> bool {
-    let strip = |s: &TelemetryCollectorStatus| TelemetryCollectorStatus {
-        conditions: Vec::new(),
-        ..s.clone()
-    };
-    strip(a) != strip(b) || !conditions::same_ignoring_time(&a.conditions, &b.conditions)
-}
-
-pub async fn write_if_changed(
-    ctx: &Context,
-    tc: &TelemetryCollector,
-    old: &TelemetryCollectorStatus,
-    new: &TelemetryCollectorStatus,
-) -> Result<(), Error> {
-    if !changed(old, new) && tc.status.is_some() {
-        return Ok(());
-    }
-    apply::apply_status(&ctx.client, tc, new)
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::Status {
-            name: super::build::display_name(tc),
-            source,
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrotel_api::conditions::new_condition;
+    use ferrotel_api::{
+        collector::validate::ConfigError,
+        conditions::{new_condition, same_status},
+    };
 
     #[test]
     fn status_differing_only_in_condition_times_is_unchanged() {
@@ -217,11 +273,11 @@ mod tests {
             k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         );
         assert!(
-            !changed(&a, &b),
+            same_status(&a, &b),
             "timestamps alone must not cause a status write"
         );
         b.ready = Some("0/1".into());
-        assert!(changed(&a, &b), "a new ready count is a change");
+        assert!(!same_status(&a, &b), "a new ready count is a change");
     }
 
     fn sample() -> TelemetryCollector {
@@ -291,7 +347,7 @@ mod tests {
             ("False".into(), reasons::ROLLED_OUT.into())
         );
         assert!(
-            !changed(
+            same_status(
                 &done,
                 &applied(&tc, &done, &built, &state(2, 2, true), &valid)
             ),
@@ -317,6 +373,50 @@ mod tests {
         assert_eq!(
             cond(&s, conditions::CONFIG_VALID),
             ("True".into(), reasons::VALID_CUSTOM_IMAGE.into())
+        );
+    }
+
+    #[test]
+    fn an_invalid_config_is_announced_once_per_distinct_problem() {
+        let tc = sample();
+        let invalid = |path: &str| {
+            Outcome::Invalid(Report {
+                errors: vec![ConfigError::Required {
+                    path: path.to_owned(),
+                    hint: "no receivers",
+                }],
+                components_checked: true,
+            })
+        };
+        let first = report(&tc, &invalid("service.pipelines.traces.receivers"));
+        assert_eq!(
+            first
+                .events
+                .iter()
+                .map(|e| e.reason.as_str())
+                .collect::<Vec<_>>(),
+            ["InvalidConfig"],
+            "the first refusal is a Warning Event"
+        );
+        assert!(
+            first.events[0].note.contains("no receivers"),
+            "the Event says what is wrong: {}",
+            first.events[0].note
+        );
+        let mut again = tc.clone();
+        again.status = Some(first.status.clone());
+        assert!(
+            report(&again, &invalid("service.pipelines.traces.receivers"))
+                .events
+                .is_empty(),
+            "the same problem is not announced on every reconcile"
+        );
+        assert_eq!(
+            report(&again, &invalid("service.pipelines.logs.receivers"))
+                .events
+                .len(),
+            1,
+            "a different problem is announced"
         );
     }
 

@@ -37,6 +37,7 @@ use k8s_openapi::{
     },
 };
 use kube::{Resource, ResourceExt};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// Label on every child: the probe language it belongs to.
@@ -95,7 +96,7 @@ const HOST_MOUNTS: [(&str, &str, &str, bool); 6] = [
 
 /// Everything rendered for one language. The applier destructures it without
 /// `..`, so a child that is built but never applied does not compile.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct LanguageChildren {
     pub language: Language,
     pub service_account: ServiceAccount,
@@ -106,7 +107,7 @@ pub struct LanguageChildren {
 }
 
 /// All desired children of one Instrumentation.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Desired {
     pub probe_image: String,
     pub languages: Vec<LanguageChildren>,

@@ -4,7 +4,8 @@
 
 use ferrotel_api::{
     collector::TelemetryCollector,
-    instrumentation::{Instrumentation, ResolvedExporter, reason},
+    conditions::reasons,
+    instrumentation::{Instrumentation, ResolvedExporter},
     probe_config::OtlpProtocol,
 };
 use kube::{Api, Client, ResourceExt};
@@ -29,7 +30,7 @@ pub async fn resolve(
         // The schema requires one of the two; an object stored before the
         // rule existed gets a clear message instead of a panic.
         return Ok(Err(Problem {
-            reason: reason::INVALID_SPEC,
+            reason: reasons::INVALID_SPEC,
             message: "set exactly one of exporter.collectorRef and exporter.endpoint".into(),
         }));
     };
@@ -47,7 +48,7 @@ pub async fn resolve(
     };
     let Some(object) = object else {
         return Ok(Err(Problem {
-            reason: reason::COLLECTOR_NOT_FOUND,
+            reason: reasons::COLLECTOR_NOT_FOUND,
             message: format!(
                 "exporter.collectorRef {:?} not found in namespace {namespace:?}; create the TelemetryCollector or set exporter.endpoint",
                 collector.name
@@ -62,7 +63,7 @@ pub async fn resolve(
     match endpoint.filter(|url| !url.is_empty()) {
         Some(endpoint) => Ok(Ok(ResolvedExporter { endpoint, protocol })),
         None => Ok(Err(Problem {
-            reason: reason::COLLECTOR_HAS_NO_ENDPOINT,
+            reason: reasons::COLLECTOR_HAS_NO_ENDPOINT,
             message: format!(
                 "TelemetryCollector {namespace}/{} reports no {} OTLP endpoint in its status yet; it needs an otlp receiver with that protocol",
                 object.name_any(),

@@ -1,15 +1,15 @@
-//! Status: what is instrumented, computed from the caches, written only when
-//! it changed.
-//!
-//! Pure like `build`: the reconciler hands in the namespaces and pods from
-//! its metadata-only reflectors and the DaemonSets' observed status.
+//! The status stage, pure like `build`: what is instrumented, computed from
+//! the caches, and the Events that go with a change ([`report`]). The driver
+//! hands in the namespaces and pods from its metadata-only reflectors and the
+//! DaemonSets' observed status, and writes the result once, at the end of the
+//! reconcile, only if it changed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ferrotel_api::{
+    conditions::{self, carry_transition_time, reasons},
     instrumentation::{
-        InstrumentationStatus, LanguageStatus, MAX_LISTED_NAMESPACES, ResolvedExporter, condition,
-        reason,
+        InstrumentationStatus, LanguageStatus, MAX_LISTED_NAMESPACES, ResolvedExporter,
     },
     optin::{self, InstrumentationKey, Instrumentations, NamespaceView, OptInError, PodView},
     probe_config::Language,
@@ -18,6 +18,8 @@ use k8s_openapi::{
     api::apps::v1::DaemonSetStatus,
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
+
+use crate::runtime::report::{self, Report};
 
 /// Labels and annotations of an object (what the metadata watches keep).
 #[derive(Debug, Clone, Copy)]
@@ -233,11 +235,11 @@ pub fn compute(input: StatusInput<'_>) -> InstrumentationStatus {
     let progressing = if pending.is_empty() {
         (
             false,
-            reason::ROLLED_OUT,
+            reasons::ROLLED_OUT,
             "every probe DaemonSet is rolled out".to_owned(),
         )
     } else {
-        (true, reason::ROLLING_OUT, pending.join("; "))
+        (true, reasons::ROLLING_OUT, pending.join("; "))
     };
 
     let degraded = match (&problem, matches.errors.first()) {
@@ -256,43 +258,39 @@ pub fn compute(input: StatusInput<'_>) -> InstrumentationStatus {
                 ));
             }
             let reason = match first {
-                OptInError::Ambiguous { .. } => reason::AMBIGUOUS_INSTRUMENTATION,
-                OptInError::InvalidSelector { .. } => reason::INVALID_SPEC,
-                _ => reason::INVALID_ANNOTATION,
+                OptInError::Ambiguous { .. } => reasons::AMBIGUOUS_INSTRUMENTATION,
+                OptInError::InvalidSelector { .. } => reasons::INVALID_SPEC,
+                _ => reasons::INVALID_ANNOTATION,
             };
             (true, reason, message.join("; "))
         }
-        (None, None) => (false, reason::AS_EXPECTED, "no problems found".to_owned()),
+        (None, None) => (false, reasons::AS_EXPECTED, "no problems found".to_owned()),
     };
 
     let ready = match &problem {
         Some(p) => (false, p.reason, p.message.clone()),
-        None if progressing.0 => (false, reason::ROLLING_OUT, progressing.2.clone()),
-        None => (true, reason::ROLLED_OUT, "every probe is ready".to_owned()),
+        None if progressing.0 => (false, reasons::ROLLING_OUT, progressing.2.clone()),
+        None => (true, reasons::ROLLED_OUT, "every probe is ready".to_owned()),
     };
 
     let previous_conditions = previous
         .map(|p| p.conditions.as_slice())
         .unwrap_or_default();
     let condition = |type_: &str, (status, reason, message): (bool, &str, String)| {
-        let status = if status { "True" } else { "False" }.to_owned();
-        let last_transition_time = previous_conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-        Condition {
+        let fresh = Condition {
             type_: type_.to_owned(),
-            status,
+            status: if status { "True" } else { "False" }.to_owned(),
             reason: reason.to_owned(),
             message,
             observed_generation: generation,
-            last_transition_time,
-        }
+            last_transition_time: now.clone(),
+        };
+        carry_transition_time(previous_conditions, fresh)
     };
     let conditions = vec![
-        condition(condition::READY, ready),
-        condition(condition::PROGRESSING, progressing),
-        condition(condition::DEGRADED, degraded),
+        condition(conditions::READY, ready),
+        condition(conditions::PROGRESSING, progressing),
+        condition(conditions::DEGRADED, degraded),
     ];
 
     InstrumentationStatus {
@@ -304,6 +302,32 @@ pub fn compute(input: StatusInput<'_>) -> InstrumentationStatus {
         matched_pods: matches.pods,
         languages,
     }
+}
+
+/// The status and Events of one reconcile: a Normal Event naming what was
+/// pruned, and a Warning when `Degraded` turns on or changes reason.
+pub fn report(input: StatusInput<'_>, pruned: &[String]) -> Report<InstrumentationStatus> {
+    let previous = input.previous;
+    let status = compute(input);
+    let mut events = Vec::new();
+    if !pruned.is_empty() {
+        events.push(report::normal(
+            "Pruned",
+            "Reconcile",
+            format!("removed objects no longer wanted: {}", pruned.join(", ")),
+        ));
+    }
+    let degraded =
+        |s: &InstrumentationStatus| conditions::find(&s.conditions, conditions::DEGRADED).cloned();
+    if let Some(now) = degraded(&status)
+        && now.status == "True"
+        && previous
+            .and_then(degraded)
+            .is_none_or(|before| before.status != now.status || before.reason != now.reason)
+    {
+        events.push(report::warning(&now.reason, "Reconcile", now.message));
+    }
+    Report { status, events }
 }
 
 #[cfg(test)]

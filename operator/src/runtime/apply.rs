@@ -1,4 +1,5 @@
-//! Server-side apply and pruning, shared by every controller.
+//! Server-side apply and pruning, shared by every controller, for namespaced
+//! and cluster-scoped children alike.
 //!
 //! All writes go through [`apply`] with the one field manager
 //! ([`ferrotel_api::labels::FIELD_MANAGER`]) and `force`: the operator owns
@@ -6,38 +7,103 @@
 //! server (resourceVersion unchanged), so re-reconciling — or restarting the
 //! operator — causes no writes. Never read-modify-write a child instead.
 //!
-//! [`prune`] deletes children that carry our labels and an ownerReference to
-//! the given owner UID but are not in the set just applied (a mode switch, a
-//! removed language, old hashed ConfigMaps).
+//! [`prune`] deletes children that match a label selector and belong to the
+//! object being reconciled but are not in the set just applied (a mode
+//! switch, a removed language, old hashed ConfigMaps).
 
 use std::{collections::BTreeSet, fmt::Debug};
 
 use ferrotel_api::labels::FIELD_MANAGER;
-use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-/// Applies `obj` (which must carry name and namespace) and returns the
-/// object as stored, including its status.
-pub async fn apply<K>(client: &Client, obj: &K) -> Result<K, kube::Error>
+/// A child that could not be written or deleted, named by kind and name.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to apply {kind} {name}")]
+    Apply {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to prune {kind} children of {owner}")]
+    Prune {
+        kind: String,
+        /// `Kind namespace/name` of the object whose children these are.
+        owner: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// The API server's answer.
+    pub fn kube(&self) -> &kube::Error {
+        match self {
+            Error::Apply { source, .. } | Error::Prune { source, .. } => source,
+        }
+    }
+
+    /// Event and condition reason (bounded set).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Apply { .. } => "ApplyFailed",
+            Error::Prune { .. } => "PruneFailed",
+        }
+    }
+}
+
+/// The `Api` for an object of a given scope: implemented by kube's two
+/// scopes, so that [`apply`] and [`prune`] serve both.
+pub trait ApiScope: Sized {
+    /// An `Api` in `namespace` (ignored for cluster-scoped kinds).
+    fn api<K>(client: Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = Self, DynamicType = ()>;
+}
+
+impl ApiScope for NamespaceResourceScope {
+    fn api<K>(client: Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = Self, DynamicType = ()>,
+    {
+        Api::namespaced(client, namespace.unwrap_or_default())
+    }
+}
+
+impl ApiScope for ClusterResourceScope {
+    fn api<K>(client: Client, _namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = Self, DynamicType = ()>,
+    {
+        Api::all(client)
+    }
+}
+
+/// Applies `obj` (which must carry its name, and its namespace if it has
+/// one) and returns the object as stored, including its status.
+pub async fn apply<K>(client: &Client, obj: &K) -> Result<K, Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+    K::Scope: ApiScope,
 {
-    let namespace = obj.namespace().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    let api: Api<K> = K::Scope::api(client.clone(), obj.meta().namespace.as_deref());
     api.patch(
         &obj.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(obj),
     )
     .await
+    .map_err(|source| Error::Apply {
+        kind: K::kind(&()).into_owned(),
+        name: obj.name_any(),
+        source,
+    })
 }
 
 /// Server-side applies the status of a custom resource. `status` is the
@@ -77,42 +143,78 @@ pub fn is_owned_by(obj: &impl Resource, owner_uid: &str) -> bool {
         .any(|o| o.uid == owner_uid)
 }
 
-/// Deletes every `K` in `namespace` matching `label_selector` that is owned
-/// by `owner_uid` and whose name is not in `keep`. Returns the deleted names.
+/// How a child shows which object it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum Ownership<'a> {
+    /// An ownerReference to this UID: the garbage collector's own link,
+    /// used by every namespaced child.
+    OwnerReference(&'a str),
+    /// The label selector itself names the owner (its UID in a label):
+    /// cluster-scoped children of a namespaced object cannot carry an
+    /// ownerReference to it.
+    Selector,
+}
+
+impl Ownership<'_> {
+    fn owns(self, obj: &impl Resource) -> bool {
+        match self {
+            Ownership::OwnerReference(uid) => is_owned_by(obj, uid),
+            Ownership::Selector => true,
+        }
+    }
+}
+
+/// The children of one kind that [`prune`] considers.
+#[derive(Debug, Clone, Copy)]
+pub struct Children<'a> {
+    /// `Kind namespace/name` of their owner, for errors.
+    pub owner: &'a str,
+    /// Where they live; `None` for cluster-scoped kinds.
+    pub namespace: Option<&'a str>,
+    /// Labels every child carries.
+    pub selector: &'a str,
+    pub ownership: Ownership<'a>,
+}
+
+/// Deletes every `K` among `children` whose name is not in `keep`. Returns
+/// what it deleted, as `Kind name`.
 ///
-/// The UID check means a same-named object created by a user (or by a
-/// previous, deleted CR of the same name) is never touched.
+/// The ownership check means a same-named object created by a user (or by a
+/// previous, deleted owner of the same name) is never touched.
 pub async fn prune<K>(
     client: &Client,
-    namespace: &str,
-    label_selector: &str,
-    owner_uid: &str,
+    children: Children<'_>,
     keep: &BTreeSet<String>,
-) -> Result<Vec<String>, kube::Error>
+) -> Result<Vec<String>, Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    K::Scope: ApiScope,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let kind = K::kind(&());
+    let error = |source| Error::Prune {
+        kind: kind.clone().into_owned(),
+        owner: children.owner.to_owned(),
+        source,
+    };
+    let api: Api<K> = K::Scope::api(client.clone(), children.namespace);
     let existing = api
-        .list_metadata(&ListParams::default().labels(label_selector))
-        .await?;
+        .list_metadata(&ListParams::default().labels(children.selector))
+        .await
+        .map_err(error)?;
     let mut deleted = Vec::new();
     for obj in existing {
         let name = obj.name_any();
         if keep.contains(&name)
-            || !is_owned_by(&obj, owner_uid)
+            || !children.ownership.owns(&obj)
             || obj.metadata.deletion_timestamp.is_some()
         {
             continue;
         }
         match api.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => deleted.push(name),
+            Ok(_) => deleted.push(format!("{kind} {name}")),
             // Already gone (garbage collector or a concurrent delete): fine.
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(err) => return Err(err),
+            Err(err) => return Err(error(err)),
         }
     }
     Ok(deleted)

@@ -2,17 +2,20 @@
 
 use std::time::Duration;
 
+use ferrotel_api::conditions::WithConditions;
 use k8s_openapi::NamespaceResourceScope;
 use kube::{
     Api, Client, Resource,
+    core::object::HasStatus,
     runtime::{
         controller::Action,
         events::{Recorder, Reporter},
     },
 };
+use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoffs, ErrorCategory, Metrics, OperatorConfig, Readiness};
+use super::{Backoffs, ErrorCategory, Metrics, OperatorConfig, Readiness, Report, report};
 
 /// Shared by all controllers; cheap to clone behind an `Arc`.
 pub struct Context {
@@ -68,6 +71,21 @@ impl Context {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         }
+    }
+
+    /// Ends a reconcile: publishes the report's Events on `obj`, then writes
+    /// its status if it changed (see [`report`]). Returns whether the status
+    /// was written.
+    pub async fn report<K>(&self, obj: &K, report: &Report<K::Status>) -> Result<bool, kube::Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + HasStatus
+            + Clone
+            + std::fmt::Debug
+            + DeserializeOwned,
+        K::Status: WithConditions + Serialize,
+    {
+        report::write(&self.client, &self.recorder, obj, report).await
     }
 
     /// The `error_policy` decision: counts the error, then either waits for

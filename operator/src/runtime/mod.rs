@@ -11,7 +11,10 @@
 //! - stop when [`Context::shutdown`] is cancelled (for kube-runtime's
 //!   `Controller`: `.graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())`);
 //! - write children with [`apply::apply`] and remove unwanted ones with
-//!   [`apply::prune`] (one field manager, ownership checked by UID);
+//!   [`apply::prune`] (one field manager, ownership checked, namespaced and
+//!   cluster-scoped kinds alike);
+//! - end every reconcile in [`Context::report`]: the status its pure status
+//!   stage computed, written only if it changed, and its Events;
 //! - time each reconcile with [`Metrics::reconcile`] and map errors to an
 //!   [`ErrorCategory`] in its `error_policy` via [`Context::error_action`],
 //!   which also drives per-object exponential backoff.
@@ -27,15 +30,23 @@ pub mod errors;
 pub mod leader;
 mod metrics;
 mod readiness;
+pub mod report;
 mod server;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use anyhow::Context as _;
 use futures::future::try_join_all;
-use kube::Client;
+use kube::{
+    Client, Resource,
+    runtime::{
+        controller::{self, Action},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use args::{Args, LogFormat, OperatorConfig};
 pub use backoff::Backoffs;
@@ -43,6 +54,7 @@ pub use context::Context;
 pub use errors::ErrorCategory;
 pub use metrics::Metrics;
 pub use readiness::Readiness;
+pub use report::Report;
 
 /// What a controller entry point returns.
 pub type ControllerFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
@@ -183,6 +195,30 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
         }
         shutdown.cancel();
     });
+}
+
+/// Logs what `Controller::run` yields: a failed reconcile at `warn` with its
+/// cause (its `error_policy` has already decided the retry), the rest at
+/// `debug`.
+pub fn log_result<K, E>(
+    controller: &'static str,
+    result: Result<(ObjectRef<K>, Action), controller::Error<E, watcher::Error>>,
+) where
+    K: Resource,
+    K::DynamicType: std::fmt::Debug,
+    E: std::error::Error + 'static,
+{
+    match result {
+        Ok((object, _)) => debug!(controller, %object, "Reconciled"),
+        Err(controller::Error::ReconcilerFailed(err, object)) => warn!(
+            controller,
+            %object,
+            error = %err,
+            cause = ?std::error::Error::source(&err).map(ToString::to_string),
+            "Reconcile failed"
+        ),
+        Err(err) => debug!(controller, error = %err, "Controller event"),
+    }
 }
 
 /// Waits until `store` has received its first complete list.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::config::Kind;
 
 /// The OpenTelemetry Collector Builder manifest of the default image.
-pub const MANIFEST: &str = include_str!("../../../distribution/manifest.yaml");
+pub const MANIFEST: &str = include_str!("../../distribution/manifest.yaml");
 
 /// Module stems whose component type differs from the stem, per kind
 /// suffix. Since v0.14x the OTLP exporters are `otlp_grpc`/`otlp_http`; the

@@ -236,7 +236,7 @@ fn a_problem_makes_it_degraded_and_not_ready() {
     let matches = MatchSummary::default();
     let mut i = input(&matches, vec![], None, 100);
     i.problem = Some(Problem {
-        reason: reason::COLLECTOR_NOT_FOUND,
+        reason: reasons::COLLECTOR_NOT_FOUND,
         message: "collector missing".into(),
     });
     let status = compute(i);
@@ -250,5 +250,65 @@ fn a_problem_makes_it_degraded_and_not_ready() {
         cond(&status, "Progressing").status,
         "False",
         "nothing rolls out while the problem lasts"
+    );
+}
+
+#[test]
+fn degraded_turning_on_or_changing_reason_is_one_warning_event_and_staying_is_none() {
+    let matches = MatchSummary::default();
+    let problem = |reason: &'static str| Problem {
+        reason,
+        message: format!("{reason} details"),
+    };
+    let mut first = input(&matches, vec![], None, 100);
+    first.problem = Some(problem(reasons::COLLECTOR_NOT_FOUND));
+    let first = report(first, &[]);
+    let warnings: Vec<(&str, &str)> = first
+        .events
+        .iter()
+        .map(|e| (e.reason.as_str(), e.note.as_str()))
+        .collect();
+    assert_eq!(
+        warnings,
+        [("CollectorNotFound", "CollectorNotFound details")],
+        "the first problem is announced"
+    );
+
+    let mut same = input(&matches, vec![], Some(&first.status), 200);
+    same.problem = Some(problem(reasons::COLLECTOR_NOT_FOUND));
+    assert!(
+        report(same, &[]).events.is_empty(),
+        "a problem that stays is not announced on every reconcile"
+    );
+
+    let mut other = input(&matches, vec![], Some(&first.status), 300);
+    other.problem = Some(problem(reasons::COLLECTOR_HAS_NO_ENDPOINT));
+    let other = report(other, &[]);
+    assert_eq!(
+        other
+            .events
+            .iter()
+            .map(|e| e.reason.as_str())
+            .collect::<Vec<_>>(),
+        ["CollectorHasNoEndpoint"],
+        "a new reason is announced"
+    );
+
+    let healed = report(
+        input(&matches, vec![ds(GO, 1, 1, 1)], Some(&other.status), 400),
+        &["DaemonSet default-probe-python".to_owned()],
+    );
+    let events: Vec<(&str, &str)> = healed
+        .events
+        .iter()
+        .map(|e| (e.reason.as_str(), e.note.as_str()))
+        .collect();
+    assert_eq!(
+        events,
+        [(
+            "Pruned",
+            "removed objects no longer wanted: DaemonSet default-probe-python"
+        )],
+        "healing is not a warning; pruning is said once"
     );
 }
