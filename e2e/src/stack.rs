@@ -95,16 +95,20 @@ pub fn kubectl_apply(kubeconfig: &Path, yaml: &str) -> Result<()> {
     }
 }
 
-/// Applies the generated CRDs from `<workspace>/crds` and waits until they
-/// are established.
+/// Installs what a Ferrotel install ships besides the operator: the
+/// generated CRDs from `<workspace>/crds` (waiting until they are
+/// established) and the probes' ClusterRole and ClusterRoleBinding
+/// (`config/rbac/probe_role.yaml`, `probe_role_binding.yaml`), whose subjects
+/// the operator maintains.
 pub fn install_crds(kubeconfig: &Path) -> Result<()> {
-    let crds = workspace_root().join("crds");
+    let root = workspace_root();
+    let crds = root.join("crds");
     let kubectl = crate::tools::try_tool_path("kubectl")?;
-    let run = |args: &[&str], failure: &str| -> Result<()> {
+    let run = |args: &[&str], path: &Path, failure: &str| -> Result<()> {
         let out = Command::new(&kubectl)
             .env("KUBECONFIG", kubeconfig)
             .args(args)
-            .arg(&crds)
+            .arg(path)
             .output()
             .map_err(|source| Error::Spawn {
                 component: "kubectl".into(),
@@ -116,19 +120,29 @@ pub fn install_crds(kubeconfig: &Path) -> Result<()> {
         } else {
             Err(err(format!(
                 "{failure} ({}): {}",
-                crds.display(),
+                path.display(),
                 String::from_utf8_lossy(&out.stderr)
             )))
         }
     };
     run(
         &["apply", "--server-side", "--force-conflicts", "-f"],
+        &crds,
         "installing the CRDs failed",
     )?;
     run(
         &["wait", "--for=condition=Established", "--timeout=60s", "-f"],
+        &crds,
         "the CRDs were not established",
-    )
+    )?;
+    for file in ["probe_role.yaml", "probe_role_binding.yaml"] {
+        run(
+            &["apply", "--server-side", "-f"],
+            &root.join("config/rbac").join(file),
+            "installing the probes' RBAC failed",
+        )?;
+    }
+    Ok(())
 }
 
 /// Whether this process runs as root (the full stack needs it for cgroups,

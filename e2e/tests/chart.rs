@@ -564,8 +564,24 @@ async fn helm_install_runs_an_operator_that_reconciles_and_helm_uninstall_remove
     assert_eq!(
         cluster_rbac["items"].as_array().map(Vec::len),
         Some(0),
-        "probe ClusterRoles/Bindings left behind (the Instrumentation's finalizer did not run): {}",
+        "the operator creates no ClusterRole or ClusterRoleBinding: {}",
         names(&cluster_rbac)
+    );
+    let release_rbac = kubectl_json(
+        bed,
+        &[
+            "get",
+            "clusterroles,clusterrolebindings",
+            "-l",
+            "app.kubernetes.io/instance=ferrotel",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        release_rbac["items"].as_array().map(Vec::len),
+        Some(0),
+        "the release's operator and probe RBAC left behind: {}",
+        names(&release_rbac)
     );
     let operator_objects = kubectl_json(
         bed,

@@ -2,10 +2,11 @@
 //! kube-controller-manager, kube-scheduler, kwok nodes): the samples roll out
 //! one probe DaemonSet per language on every node; status follows namespace
 //! and pod opt-in annotations within seconds without restarting pods; a
-//! missing collector degrades without rendering a broken endpoint; removing a
-//! language prunes; deleting the CR removes the cluster-scoped RBAC; the
-//! stored spec stays what was applied (GitOps); the probe's ServiceAccount can
-//! do exactly what the probe needs.
+//! missing collector degrades without rendering a broken endpoint; a child the
+//! API server refuses shows in status with its message; removing a language
+//! prunes; deleting the CR takes its probes out of the probes'
+//! ClusterRoleBinding; the stored spec stays what was applied (GitOps); the
+//! probe's ServiceAccount can do exactly what the probe needs.
 //!
 //! One scenario, run in order: this test binary has its own control plane and
 //! opt-in is cluster-wide, so parallel scenarios would see each other's
@@ -185,6 +186,23 @@ fn pod_uids(bed: &TestBed, namespaces: &[&str]) -> Vec<(String, String)> {
     out
 }
 
+/// `namespace/name` of the subjects of the probes' ClusterRoleBinding.
+fn probe_binding_subjects(bed: &TestBed) -> Result<Vec<String>, String> {
+    let binding = kubectl_json(bed, &["get", "clusterrolebinding", "ferrotel-probe"])?;
+    Ok(binding["subjects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s["namespace"].as_str().unwrap_or_default(),
+                s["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect())
+}
+
 /// Matched pods and namespaces of one language, from status.
 fn matched(inst: &Value, language: &str) -> Result<(u64, Vec<String>), String> {
     let l = language_status(inst, language)
@@ -262,6 +280,23 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
         None,
     )
     .unwrap_or_else(|e| panic!("CRDs not established: {e}"));
+
+    // The probes' ClusterRole and ClusterRoleBinding ship with the install;
+    // the operator only keeps the binding's subjects.
+    for file in ["probe_role.yaml", "probe_role_binding.yaml"] {
+        let path = repo_path(&format!("config/rbac/{file}"));
+        kubectl(
+            bed,
+            &[
+                "apply",
+                "--server-side",
+                "-f",
+                path.to_str().expect("utf-8 path"),
+            ],
+            None,
+        )
+        .unwrap_or_else(|e| panic!("apply config/rbac/{file}: {e}"));
+    }
 
     let mut operator = Operator::start(bed);
 
@@ -724,8 +759,11 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
         for (verb_resource, allowed) in [
             (&["list", "pods", "--all-namespaces"][..], true),
             (&["watch", "pods", "--all-namespaces"][..], true),
-            (&["get", "namespaces"][..], true),
             (&["list", "namespaces"][..], true),
+            (&["watch", "namespaces"][..], true),
+            // Lists and watches only: the probe never gets one object.
+            (&["get", "namespaces"][..], false),
+            (&["get", "pods", "-n", APPS][..], false),
             // Owners, to name a pod's Deployment/CronJob: get only.
             (&["get", "replicasets.apps", "-n", APPS][..], true),
             (&["get", "jobs.batch", "-n", APPS][..], true),
@@ -756,6 +794,62 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
         }
     }
 
+    // 5b. A child the API server refuses: the Instrumentation says so, in the
+    // API server's words, and heals once the spec is fixed.
+    let bad_resources = std::fs::read_to_string(sample("instrumentation.yaml"))
+        .expect("read the sample")
+        .replace(
+            "spec:\n",
+            "spec:\n  go: {resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}}\n",
+        );
+    assert!(bad_resources.contains("2Gi"), "the sample has a spec: line");
+    kubectl(
+        bed,
+        &["apply", "--server-side", "-f", "-"],
+        Some(&bad_resources),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let message = wait_instrumentation(
+        bed,
+        &mut operator,
+        "Degraded=ApplyFailed",
+        TIMEOUT,
+        |inst| match condition(inst, "Degraded") {
+            Some(c) if c["status"] == "True" && c["reason"] == "ApplyFailed" => {
+                Ok(c["message"].as_str().unwrap_or_default().to_owned())
+            }
+            other => Err(format!("Degraded is {other:?}")),
+        },
+    )
+    .await;
+    assert!(
+        message.contains("failed to apply DaemonSet default-probe-go")
+            && message.contains("must be less than or equal to memory limit"),
+        "the condition names the child and carries the API server's message: {message}"
+    );
+    kubectl(
+        bed,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            &sample("instrumentation.yaml"),
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_instrumentation(
+        bed,
+        &mut operator,
+        "healed after the fix",
+        TIMEOUT,
+        |inst| match condition(inst, "Degraded") {
+            Some(c) if c["status"] == "False" => Ok(()),
+            other => Err(format!("Degraded is {other:?}")),
+        },
+    )
+    .await;
+
     // 6. Removing a language prunes everything rendered for it.
     let go_only = std::fs::read_to_string(sample("instrumentation.yaml"))
         .expect("read the sample")
@@ -778,17 +872,12 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
                 "ferrotel.io/probe-language=python",
             ],
         )?;
-        let cluster = kubectl_json(
-            bed,
-            &[
-                "get",
-                "clusterroles,clusterrolebindings",
-                "-l",
-                "ferrotel.io/probe-language=python,ferrotel.io/instrumentation-namespace=otel",
-            ],
-        )?;
         let mut all = names(&namespaced);
-        all.extend(names(&cluster));
+        all.extend(
+            probe_binding_subjects(bed)?
+                .into_iter()
+                .filter(|s| s == &format!("{NS}/default-probe-python")),
+        );
         // Probe pods go with their DaemonSet (garbage collector).
         Ok(all)
     };
@@ -829,8 +918,14 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
     )
     .await;
 
-    // 7. Deleting the CR: the finalizer removes the cluster-scoped RBAC, the
-    // garbage collector the namespaced children.
+    // 7. Deleting the CR: the finalizer takes its probes out of the probes'
+    // ClusterRoleBinding, the garbage collector removes the namespaced children.
+    assert!(
+        probe_binding_subjects(bed)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .contains(&format!("{NS}/default-probe-go")),
+        "the go probe's ServiceAccount is bound before the delete"
+    );
     kubectl(
         bed,
         &[
@@ -845,20 +940,14 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
         None,
     )
     .unwrap_or_else(|e| panic!("delete: {e}\noperator log:\n{}", operator.tail()));
-    let cluster = kubectl_json(
-        bed,
-        &[
-            "get",
-            "clusterroles,clusterrolebindings",
-            "-l",
-            "ferrotel.io/instrumentation-namespace=otel",
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let left: Vec<String> = probe_binding_subjects(bed)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|s| s.starts_with(&format!("{NS}/default-")))
+        .collect();
     assert!(
-        items(&cluster).is_empty(),
-        "cluster RBAC left after delete: {:?}",
-        names(&cluster)
+        left.is_empty(),
+        "the deleted Instrumentation's probes are still bound: {left:?}"
     );
     wait_for(
         "the namespaced children to be garbage-collected",

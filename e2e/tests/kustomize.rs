@@ -2,8 +2,12 @@
 //! running operator (run here with the Deployment's exact args, env and
 //! ServiceAccount) that reconciles `config/samples`; after it has, a
 //! server-side diff of every sample and default manifest is empty (what
-//! ArgoCD checks); deleting the samples garbage-collects their children.
-//! config/default mirrors the Helm chart, and config/crd is a copy of crds/.
+//! ArgoCD checks); the operator's identity can do what its code needs and
+//! nothing else (`kubectl auth can-i`); a user who may only edit
+//! Instrumentations in one namespace cannot choose the image or privilege of
+//! what runs on the nodes; deleting the samples garbage-collects their
+//! children. config/default mirrors the Helm chart, and config/crd is a copy
+//! of crds/.
 
 mod packaging;
 
@@ -243,8 +247,91 @@ async fn kubectl_apply_k_config_default_runs_an_operator_that_reconciles_the_sam
         }
     }
 
-    // 5. Deleting the samples removes their children (ownerReferences + GC,
-    // finalizer for the probes' cluster-scoped RBAC).
+    // 5. Least privilege: what the operator's identity may and may not do.
+    let operator_sa = format!("system:serviceaccount:{namespace}:{sa}");
+    let probe_rbac = "ferrotel-probe";
+    for (args, allowed) in [
+        (vec!["list", "pods", "--all-namespaces"], true),
+        (vec!["watch", "namespaces"], true),
+        (vec!["list", "probeclasses.ferrotel.io"], true),
+        (
+            vec!["patch", &format!("clusterrolebinding/{probe_rbac}")],
+            true,
+        ),
+        (vec!["bind", &format!("clusterrole/{probe_rbac}")], true),
+        (vec!["create", "daemonsets.apps", "-n", "otel"], true),
+        (vec!["delete", "configmaps", "-n", "otel"], true),
+        (
+            vec![
+                "patch",
+                "instrumentations.ferrotel.io",
+                "--subresource=status",
+                "-n",
+                "otel",
+            ],
+            true,
+        ),
+        (vec!["create", "events.events.k8s.io", "-n", "otel"], true),
+        (
+            vec!["update", "leases.coordination.k8s.io", "-n", &namespace],
+            true,
+        ),
+        // Secrets, arbitrary RBAC, exec, pods, nodes, impersonation: no.
+        (vec!["get", "secrets", "-n", "otel"], false),
+        (vec!["list", "secrets", "--all-namespaces"], false),
+        (vec!["create", "clusterroles"], false),
+        (vec!["create", "clusterrolebindings"], false),
+        (vec!["patch", "clusterrolebinding/cluster-admin"], false),
+        (
+            vec!["delete", &format!("clusterrolebinding/{probe_rbac}")],
+            false,
+        ),
+        (vec!["patch", &format!("clusterrole/{probe_rbac}")], false),
+        (vec!["bind", "clusterrole/cluster-admin"], false),
+        (vec!["escalate", "clusterroles"], false),
+        (
+            vec!["create", "roles.rbac.authorization.k8s.io", "-n", "otel"],
+            false,
+        ),
+        (
+            vec![
+                "create",
+                "rolebindings.rbac.authorization.k8s.io",
+                "-n",
+                "otel",
+            ],
+            false,
+        ),
+        (
+            vec!["create", "pods", "--subresource=exec", "-n", "otel"],
+            false,
+        ),
+        (vec!["create", "pods", "-n", "otel"], false),
+        (vec!["get", "nodes"], false),
+        (vec!["impersonate", "users"], false),
+        (
+            vec!["create", "customresourcedefinitions.apiextensions.k8s.io"],
+            false,
+        ),
+        (
+            vec!["update", "instrumentations.ferrotel.io", "-n", "otel"],
+            false,
+        ),
+    ] {
+        assert_eq!(
+            can_i(bed, &operator_sa, &args),
+            allowed,
+            "the operator's ServiceAccount: can-i {args:?}"
+        );
+    }
+
+    // 6. Who may run what on the nodes: a user who may only edit
+    // Instrumentations in one namespace gets neither another image, nor
+    // privileged mode, nor another namespace's ProbeClass onto any node.
+    restricted_user_cannot_choose_what_runs_on_the_nodes(bed, &mut operator).await;
+
+    // 7. Deleting the samples removes their children (ownerReferences + GC;
+    // the finalizer takes their probes out of the probes' binding).
     let mut delete = kubectl(bed);
     delete
         .args(["delete", "-k"])
@@ -302,8 +389,365 @@ async fn kubectl_apply_k_config_default_runs_an_operator_that_reconciles_the_sam
     assert_eq!(
         rbac["items"].as_array().map(Vec::len),
         Some(0),
-        "probe cluster RBAC left behind: {}",
+        "the operator creates no cluster RBAC: {}",
         rbac["items"]
     );
+    assert_eq!(
+        probe_binding_subjects(bed),
+        Vec::<String>::new(),
+        "the deleted Instrumentations' probes left the probes' binding (finalizer)"
+    );
     operator.process.terminate(Duration::from_secs(5));
+}
+
+/// `kubectl auth can-i <args> --as <who>` → yes or no.
+fn can_i(bed: &TestBed, who: &str, args: &[&str]) -> bool {
+    let mut cmd = kubectl(bed);
+    cmd.args(["auth", "can-i"]).args(args).args(["--as", who]);
+    let out = run_raw(&mut cmd, None);
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    match answer.as_str() {
+        "yes" => true,
+        "no" => false,
+        other => panic!(
+            "kubectl auth can-i {args:?} --as {who} answered {other:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Runs kubectl as `user` (impersonated by the test bed's admin).
+fn kubectl_as(
+    bed: &TestBed,
+    user: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String, String> {
+    let mut cmd = kubectl(bed);
+    cmd.args(["--as", user]).args(args);
+    run(cmd, stdin)
+}
+
+fn degraded(inst: &Value) -> Option<(String, String, String)> {
+    inst["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_owned(),
+                c["reason"].as_str().unwrap_or_default().to_owned(),
+                c["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+/// The probe containers of every DaemonSet in the cluster, as
+/// `(namespace/name, image, privileged)`.
+fn probe_containers(bed: &TestBed) -> Vec<(String, String, bool)> {
+    let all = kubectl_json(bed, &["get", "daemonsets", "--all-namespaces"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    for ds in all["items"].as_array().into_iter().flatten() {
+        let key = format!(
+            "{}/{}",
+            ds["metadata"]["namespace"].as_str().unwrap_or_default(),
+            ds["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        for c in ds["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            out.push((
+                key.clone(),
+                c["image"].as_str().unwrap_or_default().to_owned(),
+                c["securityContext"]["privileged"]
+                    .as_bool()
+                    .unwrap_or(false),
+            ));
+        }
+    }
+    out
+}
+
+/// `namespace/name` of every subject of the probes' ClusterRoleBinding.
+fn probe_binding_subjects(bed: &TestBed) -> Vec<String> {
+    let binding = kubectl_json(bed, &["get", "clusterrolebinding", "ferrotel-probe"])
+        .unwrap_or_else(|e| panic!("the probes' ClusterRoleBinding ships with the install: {e}"));
+    binding["subjects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s["namespace"].as_str().unwrap_or_default(),
+                s["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+async fn restricted_user_cannot_choose_what_runs_on_the_nodes(
+    bed: &TestBed,
+    operator: &mut OperatorProcess,
+) {
+    const ALICE: &str = "alice";
+    let team = bed.create_namespace("team-a").await;
+    let rbac = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: instrumentation-editor, namespace: {team}}}\n\
+         rules: [{{apiGroups: [ferrotel.io], resources: [instrumentations], verbs: [get, list, watch, create, update, patch, delete]}}]\n\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: alice, namespace: {team}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: instrumentation-editor}}\n\
+         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {ALICE}}}]\n\
+         ---\napiVersion: ferrotel.io/v1alpha1\nkind: ProbeClass\nmetadata: {{name: platform}}\n\
+         spec: {{allowPrivileged: true, allowedImages: [registry.local/probe:debug], namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: otel}}}}}}\n"
+    );
+    let mut apply = kubectl(bed);
+    apply.args(["apply", "--server-side", "-f", "-"]);
+    run(apply, Some(&rbac))
+        .unwrap_or_else(|e| panic!("alice's Role and the platform ProbeClass: {e}"));
+
+    // What alice may do, and what not.
+    for (args, allowed) in [
+        (
+            vec!["create", "instrumentations.ferrotel.io", "-n", &team],
+            true,
+        ),
+        (vec!["create", "probeclasses.ferrotel.io"], false),
+        (vec!["patch", "probeclass/platform"], false),
+        (vec!["create", "daemonsets.apps", "-n", &team], false),
+        (vec!["patch", "daemonsets.apps", "-n", &team], false),
+        (vec!["create", "pods", "-n", &team], false),
+        (vec!["patch", "clusterrolebinding/ferrotel-probe"], false),
+        (
+            vec!["create", "instrumentations.ferrotel.io", "-n", "otel"],
+            false,
+        ),
+        (
+            vec![
+                "patch",
+                "instrumentations.ferrotel.io",
+                "--subresource=status",
+                "-n",
+                &team,
+            ],
+            false,
+        ),
+    ] {
+        assert_eq!(can_i(bed, ALICE, &args), allowed, "alice: can-i {args:?}");
+    }
+
+    let shop = |probe: &str, class: &str| {
+        format!(
+            "apiVersion: ferrotel.io/v1alpha1\nkind: Instrumentation\nmetadata: {{name: shop, namespace: {team}}}\n\
+             spec: {{languages: [go], exporter: {{endpoint: \"http://collector.example:4317\"}}, probe: {probe}{class}}}\n"
+        )
+    };
+    let refused = |inst: &Value| match degraded(inst) {
+        Some((s, r, _)) if s == "True" && r == "NotAllowed" => Ok(()),
+        other => Err(format!("Degraded is {other:?}")),
+    };
+    for (probe, class, names) in [
+        ("{privileged: true}", "", "allowPrivileged: true"),
+        (
+            "{image: evil.example/probe:1}",
+            "",
+            "\"evil.example/probe:1\"",
+        ),
+        (
+            "{privileged: true}",
+            ", probeClassName: platform",
+            "namespaceSelector",
+        ),
+        (
+            "{image: registry.local/probe:debug}",
+            ", probeClassName: platform",
+            "namespaceSelector",
+        ),
+    ] {
+        kubectl_as(
+            bed,
+            ALICE,
+            &["apply", "--server-side", "-f", "-"],
+            Some(&shop(probe, class)),
+        )
+        .unwrap_or_else(|e| panic!("alice may edit Instrumentations in {team}: {e}"));
+        wait_for(
+            &format!("alice's probe {probe}{class} to be refused"),
+            Duration::from_secs(60),
+            || {
+                let alive = operator.alive();
+                let obj = kubectl_json(bed, &["get", "instrumentation", "shop", "-n", &team]);
+                async move {
+                    alive?;
+                    let obj = obj?;
+                    refused(&obj)?;
+                    let (_, _, message) = degraded(&obj).unwrap_or_default();
+                    if message.contains(names) {
+                        Ok(())
+                    } else {
+                        Err(format!("the refusal should name {names:?}: {message}"))
+                    }
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.tail()));
+        let ds = kubectl_json(bed, &["get", "daemonsets", "-n", &team])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ds["items"].as_array().map(Vec::len),
+            Some(0),
+            "a refused Instrumentation has no probes: {}",
+            ds["items"]
+        );
+    }
+
+    // Asking for nothing: admitted, with the operator's image, unprivileged,
+    // the host access the operator fixes, and a place in the probes' binding.
+    kubectl_as(
+        bed,
+        ALICE,
+        &["apply", "--server-side", "-f", "-"],
+        Some(&shop("{}", "")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Admitted: not refused, and its probes are there. (It may well be
+    // Degraded for another reason: a second Instrumentation makes the
+    // sample namespace's "true" ambiguous.)
+    wait_for(
+        "alice's plain Instrumentation to be admitted",
+        Duration::from_secs(60),
+        || {
+            let obj = kubectl_json(bed, &["get", "instrumentation", "shop", "-n", &team]);
+            let probes = probe_containers(bed);
+            let team = team.clone();
+            async move {
+                if let Some((_, reason, message)) = degraded(&obj?).filter(|d| d.1 == "NotAllowed")
+                {
+                    return Err(format!("still {reason}: {message}"));
+                }
+                if probes
+                    .iter()
+                    .any(|(key, _, _)| *key == format!("{team}/shop-probe-go"))
+                {
+                    Ok(())
+                } else {
+                    Err("no probe DaemonSet yet".to_owned())
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.tail()));
+    let probes = probe_containers(bed);
+    let alice_probe = probes
+        .iter()
+        .find(|(key, _, _)| *key == format!("{team}/shop-probe-go"))
+        .unwrap_or_else(|| panic!("alice's probe DaemonSet exists: {probes:?}"));
+    assert_eq!(
+        (alice_probe.1.as_str(), alice_probe.2),
+        ("ghcr.io/ferrotel/ferrotel-probe:0.1.0", false),
+        "the operator's default image, unprivileged"
+    );
+    assert!(
+        probe_binding_subjects(bed).contains(&format!("{team}/shop-probe-go")),
+        "the probe's ServiceAccount joined the probes' binding: {:?}",
+        probe_binding_subjects(bed)
+    );
+
+    // Asking for privileged mode afterwards: refused, and the running probes go.
+    kubectl_as(
+        bed,
+        ALICE,
+        &["apply", "--server-side", "-f", "-"],
+        Some(&shop("{privileged: true}", "")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(
+        "alice's escalated probes to be removed",
+        Duration::from_secs(60),
+        || {
+            let obj = kubectl_json(bed, &["get", "instrumentation", "shop", "-n", &team]);
+            let ds = kubectl_json(bed, &["get", "daemonsets", "-n", &team]);
+            async move {
+                refused(&obj?)?;
+                match ds?["items"].as_array().map(Vec::len) {
+                    Some(0) => Ok(()),
+                    n => Err(format!("{n:?} DaemonSets left")),
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.tail()));
+    assert!(
+        !probe_binding_subjects(bed).contains(&format!("{team}/shop-probe-go")),
+        "a refused Instrumentation's ServiceAccount leaves the probes' binding"
+    );
+
+    // The class does work where it admits: an admin's Instrumentation in
+    // otel gets the debug image, privileged.
+    let platform = "apiVersion: ferrotel.io/v1alpha1\nkind: Instrumentation\nmetadata: {name: platform, namespace: otel}\n\
+                    spec: {languages: [go], exporter: {endpoint: \"http://collector.example:4317\"}, probeClassName: platform, probe: {image: registry.local/probe:debug, privileged: true}}\n";
+    let mut apply = kubectl(bed);
+    apply.args(["apply", "--server-side", "-f", "-"]);
+    run(apply, Some(platform)).unwrap_or_else(|e| panic!("{e}"));
+    wait_for(
+        "the platform class's probe to roll out",
+        Duration::from_secs(60),
+        || {
+            let probes = probe_containers(bed);
+            async move {
+                match probes
+                    .iter()
+                    .find(|(key, _, _)| key == "otel/platform-probe-go")
+                {
+                    Some((_, image, privileged))
+                        if image == "registry.local/probe:debug" && *privileged =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("otel/platform-probe-go: {other:?}")),
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.tail()));
+
+    // Nothing of alice's reached a node with another image or privileges.
+    for (key, image, privileged) in probe_containers(bed) {
+        if key.starts_with(&format!("{team}/")) {
+            panic!("alice still has a probe DaemonSet: {key} {image} privileged={privileged}");
+        }
+        assert!(
+            image != "evil.example/probe:1" && !(privileged && key != "otel/platform-probe-go"),
+            "{key} runs {image} privileged={privileged}"
+        );
+    }
+
+    for (name, ns) in [("shop", team.as_str()), ("platform", "otel")] {
+        let mut delete = kubectl(bed);
+        delete.args([
+            "delete",
+            "instrumentation",
+            name,
+            "-n",
+            ns,
+            "--wait",
+            "--timeout=60s",
+        ]);
+        run(delete, None).unwrap_or_else(|e| {
+            panic!(
+                "delete {ns}/{name}: {e}\noperator log:\n{}",
+                operator.tail()
+            )
+        });
+    }
+    let mut delete = kubectl(bed);
+    delete.args(["delete", "probeclass", "platform"]);
+    run(delete, None).unwrap_or_else(|e| panic!("delete the ProbeClass: {e}"));
 }

@@ -21,6 +21,11 @@
 {{- printf "%s-operator" (include "ferrotel.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The probes' ClusterRole and ClusterRoleBinding (see probe-rbac.yaml). */}}
+{{- define "ferrotel.probeRbacName" -}}
+{{- printf "%s-probe" (include "ferrotel.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "ferrotel.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -94,6 +99,8 @@ tests (which run the operator binary with exactly these) cannot disagree.
 {{- end }}
 - --default-collector-image={{ include "ferrotel.image" (dict "image" .Values.defaultImages.collector "root" .) }}
 - --default-probe-image={{ include "ferrotel.image" (dict "image" .Values.defaultImages.probe "root" .) }}
+- --probe-cluster-role={{ include "ferrotel.probeRbacName" . }}
+- --probe-cluster-role-binding={{ include "ferrotel.probeRbacName" . }}
 {{- with .Values.operator.extraArgs }}
 {{ toYaml . }}
 {{- end }}
@@ -101,22 +108,36 @@ tests (which run the operator binary with exactly these) cannot disagree.
 
 {{/* The operator's rules on namespaced resources (see rbac.yaml). */}}
 {{- define "ferrotel.namespacedRules" -}}
+# Its own kinds: watch them, read the collector an Instrumentation points
+# at, add the Instrumentation finalizer, write status.
 - apiGroups: [ferrotel.io]
-  resources: [telemetrycollectors, instrumentations]
-  verbs: [get, list, watch, update, patch]
+  resources: [telemetrycollectors]
+  verbs: [get, list, watch]
+- apiGroups: [ferrotel.io]
+  resources: [instrumentations]
+  verbs: [list, watch, patch]
 - apiGroups: [ferrotel.io]
   resources: [telemetrycollectors/status, instrumentations/status]
-  verbs: [get, update, patch]
+  verbs: [patch]
+# Children carry ownerReferences with blockOwnerDeletion, which the
+# OwnerReferencesPermissionEnforcement admission plugin allows only to
+# whoever may update the owner's finalizers.
 - apiGroups: [ferrotel.io]
   resources: [telemetrycollectors/finalizers, instrumentations/finalizers]
   verbs: [update]
+# The children: server-side apply (patch; create when new), the watches
+# of their owners' controllers, pruning (list, delete).
 - apiGroups: [""]
   resources: [configmaps, services, serviceaccounts]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [apps]
-  resources: [deployments, daemonsets]
-  verbs: [get, list, watch, create, update, patch, delete]
-- apiGroups: ["", events.k8s.io]
+  resources: [deployments]
+  verbs: [list, watch, create, patch, delete]
+# get: the probe DaemonSets' rollout when nothing needs applying.
+- apiGroups: [apps]
+  resources: [daemonsets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
 {{- end }}

@@ -67,6 +67,14 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// The object is being deleted and its cluster-scoped children removed.
     pub const DELETING: &str = "Deleting";
+    /// An Instrumentation asks for more than its ProbeClass (or, without
+    /// one, the operator's defaults) allows: an image, privileged mode, or a
+    /// class its namespace may not use. Its probes are removed.
+    pub const NOT_ALLOWED: &str = "NotAllowed";
+    /// `spec.probeClassName` names no ProbeClass.
+    pub const PROBE_CLASS_NOT_FOUND: &str = "ProbeClassNotFound";
+    /// The named ProbeClass cannot be applied (an invalid selector).
+    pub const INVALID_PROBE_CLASS: &str = "InvalidProbeClass";
 }
 
 /// A condition stamped with the current time.

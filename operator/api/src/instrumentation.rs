@@ -98,6 +98,14 @@ pub struct InstrumentationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub python: Option<LanguageSpec>,
 
+    /// The ProbeClass (cluster-scoped, created by a cluster admin) that says
+    /// which probe images and privilege level this Instrumentation may use.
+    /// Unset: the operator's defaults (its default probe image, never
+    /// privileged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub probe_class_name: Option<String>,
+
     /// Pod settings shared by every probe DaemonSet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeSpec>,
@@ -168,7 +176,9 @@ pub struct TlsSpec {
 pub struct SelectorSpec {
     /// Namespaces whose labels match are opted in to this Instrumentation
     /// without an annotation (a `ferrotel.io/instrument` annotation on the
-    /// namespace still wins).
+    /// namespace still wins). Needs a ProbeClass with
+    /// `allowNamespaceSelector: true`: it reaches namespaces that did not
+    /// opt in themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     /// In namespaces opted in as a whole, only pods whose labels match are
@@ -237,7 +247,9 @@ pub struct LanguageSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeSpec {
-    /// Probe image; empty = the operator's pinned default.
+    /// Probe image; empty = the ProbeClass's image, or the operator's
+    /// default. Any other image must be listed in the ProbeClass's
+    /// `allowedImages`, or the Instrumentation is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Image pull policy: Always, IfNotPresent or Never.
@@ -262,7 +274,8 @@ pub struct ProbeSpec {
     pub log_level: Option<String>,
     /// Run the probe container privileged. Off by default: the probe gets an
     /// explicit capability list; turn this on only for kernels that refuse
-    /// BPF with capabilities alone.
+    /// BPF with capabilities alone. Needs a ProbeClass with
+    /// `allowPrivileged: true`, or the Instrumentation is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privileged: Option<bool>,
 }

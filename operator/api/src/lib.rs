@@ -13,6 +13,7 @@ pub mod instrumentation;
 pub mod labels;
 pub mod language;
 pub mod optin;
+pub mod probe_class;
 pub mod probe_config;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -24,6 +25,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         collector::TelemetryCollector::crd(),
         instrumentation::Instrumentation::crd(),
+        probe_class::ProbeClass::crd(),
     ]
 }
 

@@ -94,7 +94,7 @@ pub async fn apply_and_prune(
         owner: &owner,
         namespace: Some(&namespace),
         selector: &selector,
-        ownership: apply::Ownership::OwnerReference(&uid),
+        owner_uid: &uid,
     };
     let keep = |obj: Option<String>| obj.into_iter().collect::<BTreeSet<_>>();
     let (keep_deploy, keep_ds) = match workload {

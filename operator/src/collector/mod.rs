@@ -86,6 +86,16 @@ impl Categorized for Error {
 }
 
 impl Error {
+    /// What failed and why, in the API server's words where it answered (for
+    /// conditions and Events).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Children(err) => err.describe(),
+            Self::Build { source, .. } => format!("{self}: {source}"),
+            Self::Status { source, .. } => format!("{self}: {source}"),
+        }
+    }
+
     /// Event reason for this failure (bounded set).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -263,15 +273,4 @@ async fn run_stages(tc: &TelemetryCollector, ctx: &Context) -> Outcome {
         }
         Err(err) => Outcome::Failed(err),
     }
-}
-
-/// The `#[source]` chain of an error as one line (for Events and conditions).
-fn cause(err: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        parts.push(e.to_string());
-        cur = e.source();
-    }
-    parts.join(": ")
 }

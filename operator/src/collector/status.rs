@@ -51,11 +51,7 @@ pub fn report(tc: &TelemetryCollector, outcome: &Outcome) -> Written<TelemetryCo
         },
         Outcome::Failed(err) => Written {
             status: apply_failed(tc, &old, err),
-            events: vec![report::warning(
-                err.reason(),
-                "Apply",
-                format!("{err}: {}", super::cause(err)),
-            )],
+            events: vec![report::warning(err.reason(), "Apply", err.describe())],
         },
         Outcome::Applied {
             built,
@@ -150,7 +146,7 @@ pub fn apply_failed(
             conditions::RECONCILED,
             false,
             reasons::APPLY_FAILED,
-            format!("{err}: {}", super::cause(err)),
+            err.describe(),
             tc.metadata.generation,
         ),
     );

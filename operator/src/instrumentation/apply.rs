@@ -1,6 +1,8 @@
 //! The apply stage: server-side apply of every language's children, then
 //! pruning of what the spec no longer wants (a removed language), and the
-//! read of the probe DaemonSets when nothing needs applying.
+//! read of the probe DaemonSets when nothing needs applying; and the subjects
+//! of the probes' ClusterRoleBinding, which the operator keeps equal to the
+//! probe ServiceAccounts of every Instrumentation it serves.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -12,7 +14,7 @@ use ferrotel_api::instrumentation::Instrumentation;
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
     core::v1::{ConfigMap, ServiceAccount},
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    rbac::v1::Subject,
 };
 use kube::{Api, Client, ResourceExt};
 
@@ -22,7 +24,7 @@ use super::{
     key_of,
     status::ObservedDaemonSet,
 };
-use crate::runtime::apply::{self, Children, Ownership};
+use crate::runtime::apply::{self, Children};
 
 /// Children are re-applied at least this often, whatever the fingerprint says.
 pub const REAPPLY_AFTER: Duration = Duration::from_secs(300);
@@ -123,24 +125,18 @@ async fn apply_and_prune(
         languages,
     } = desired;
     let mut keep = BTreeSet::new();
-    let mut keep_cluster = BTreeSet::new();
     let mut daemon_sets = Vec::new();
     for children in languages {
         // Destructured without `..`: a child added to LanguageChildren must be applied here.
         let LanguageChildren {
             language,
             service_account,
-            cluster_role,
-            cluster_role_binding,
             config_map,
             daemon_set,
         } = children;
         keep.insert(daemon_set.name_any());
-        keep_cluster.insert(cluster_role.name_any());
         let config_hash = config_hash_of(&daemon_set);
         apply::apply(client, &service_account).await?;
-        apply::apply(client, &cluster_role).await?;
-        apply::apply(client, &cluster_role_binding).await?;
         apply::apply(client, &config_map).await?;
         let stored = apply::apply(client, &daemon_set).await?;
         daemon_sets.push(ObservedDaemonSet {
@@ -151,8 +147,7 @@ async fn apply_and_prune(
             config_hash,
         });
     }
-    let mut pruned = prune_namespaced(client, inst, &keep).await?;
-    pruned.extend(prune_cluster(client, inst, &keep_cluster).await?);
+    let pruned = prune(client, inst, &keep).await?;
     Ok(Applied {
         daemon_sets,
         pruned,
@@ -163,8 +158,9 @@ fn owner(inst: &Instrumentation) -> String {
     format!("Instrumentation {}", key_of(inst))
 }
 
-/// Deletes the namespaced children of `inst` whose names are not in `keep`.
-async fn prune_namespaced(
+/// Deletes the children of `inst` whose names are not in `keep` (an empty
+/// set: all of them, as when the Instrumentation is refused).
+pub async fn prune(
     client: &Client,
     inst: &Instrumentation,
     keep: &BTreeSet<String>,
@@ -176,7 +172,7 @@ async fn prune_namespaced(
         owner: &owner,
         namespace: Some(&namespace),
         selector: &selector,
-        ownership: Ownership::OwnerReference(&uid),
+        owner_uid: &uid,
     };
     let mut pruned = apply::prune::<DaemonSet>(client, ours, keep).await?;
     pruned.extend(apply::prune::<ConfigMap>(client, ours, keep).await?);
@@ -184,24 +180,47 @@ async fn prune_namespaced(
     Ok(pruned)
 }
 
-/// Deletes the cluster-scoped RBAC of `inst` whose names are not in `keep`
-/// (an empty set: all of it, as the finalizer does).
-pub async fn prune_cluster(
-    client: &Client,
-    inst: &Instrumentation,
-    keep: &BTreeSet<String>,
-) -> Result<Vec<String>, apply::Error> {
-    let owner = owner(inst);
-    let selector = build::cluster_children_selector(&inst.uid().unwrap_or_default());
-    let ours = Children {
-        owner: &owner,
-        namespace: None,
-        selector: &selector,
-        ownership: Ownership::Selector,
-    };
-    let mut pruned = apply::prune::<ClusterRoleBinding>(client, ours, keep).await?;
-    pruned.extend(apply::prune::<ClusterRole>(client, ours, keep).await?);
-    Ok(pruned)
+/// The probes' ClusterRoleBinding, shipped with the install: the operator
+/// owns its subjects and keeps them equal to the probe ServiceAccounts of
+/// every Instrumentation it serves. One binding for all, written by one
+/// operator at a time (the leader), so that the operator needs no right to
+/// create bindings — only to patch this one (RBAC `resourceNames`) and to
+/// `bind` the probes' ClusterRole.
+#[derive(Debug, Default)]
+pub struct ProbeBinding {
+    /// The subjects last applied, and when: the same list is not applied
+    /// again before [`REAPPLY_AFTER`]. The lock orders the writes of
+    /// concurrent reconciles, each computing the list when it holds it.
+    last: tokio::sync::Mutex<Option<(Vec<Subject>, Instant)>>,
+}
+
+impl ProbeBinding {
+    /// Applies the binding with the subjects `subjects()` computes now,
+    /// unless they are what was applied recently. Returns whether it wrote.
+    pub async fn sync(
+        &self,
+        client: &Client,
+        binding: &str,
+        role: &str,
+        subjects: impl FnOnce() -> Vec<Subject>,
+    ) -> Result<bool, apply::Error> {
+        let mut last = self.last.lock().await;
+        let subjects = subjects();
+        if last
+            .as_ref()
+            .is_some_and(|(s, at)| *s == subjects && at.elapsed() < REAPPLY_AFTER)
+        {
+            return Ok(false);
+        }
+        *last = None;
+        apply::apply(
+            client,
+            &build::probe_binding(binding, role, subjects.clone()),
+        )
+        .await?;
+        *last = Some((subjects, Instant::now()));
+        Ok(true)
+    }
 }
 
 /// Reads the DaemonSets of the listed languages (when nothing is applied).
@@ -251,7 +270,10 @@ mod tests {
         build::build(&build::BuildInput {
             instrumentation: &inst,
             exporter: &exporter,
-            default_probe_image: "probe:test",
+            grant: &ferrotel_api::probe_class::Grant {
+                image: "probe:test".into(),
+                privileged: false,
+            },
             cluster_instrumentations: &[],
         })
         .expect("builds")

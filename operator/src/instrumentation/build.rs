@@ -13,6 +13,7 @@ use ferrotel_api::{
         APP_PART_OF_LABEL, MANAGED_BY_VALUE, PART_OF_VALUE,
     },
     optin::Candidate,
+    probe_class::Grant,
     probe_config::{
         ExporterConfig, InstrumentationRef, Language, LanguageTuning, PROBE_CONFIG_FILE,
         ProbeConfig, ProbeMetricsConfig, Propagator, RoutesConfig, SamplerConfig, TargetsConfig,
@@ -28,7 +29,7 @@ use k8s_openapi::{
             PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
             SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
         },
-        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
+        rbac::v1::{ClusterRoleBinding, RoleRef, Subject},
     },
     apimachinery::pkg::{
         api::resource::Quantity,
@@ -42,11 +43,6 @@ use sha2::{Digest, Sha256};
 
 /// Label on every child: the probe language it belongs to.
 pub const LANGUAGE_LABEL: &str = "ferrotel.io/probe-language";
-/// Labels on the cluster-scoped RBAC, which cannot carry an ownerReference to
-/// a namespaced Instrumentation: they identify the owner for the finalizer.
-pub const OWNER_NAMESPACE_LABEL: &str = "ferrotel.io/instrumentation-namespace";
-pub const OWNER_NAME_LABEL: &str = "ferrotel.io/instrumentation-name";
-pub const OWNER_UID_LABEL: &str = "ferrotel.io/instrumentation-uid";
 /// Pod template annotation carrying the probe config hash: a config change
 /// changes the template and so rolls the probes.
 pub const CONFIG_HASH_ANNOTATION: &str = "ferrotel.io/config-hash";
@@ -96,12 +92,15 @@ const HOST_MOUNTS: [(&str, &str, &str, bool); 6] = [
 
 /// Everything rendered for one language. The applier destructures it without
 /// `..`, so a child that is built but never applied does not compile.
+///
+/// No RBAC: the probes' ClusterRole ships with the install, and their
+/// ServiceAccounts are bound to it through the one ClusterRoleBinding the
+/// operator maintains ([`probe_binding`]) — so the operator needs no right
+/// to create roles or bindings.
 #[derive(Clone, Debug, Serialize)]
 pub struct LanguageChildren {
     pub language: Language,
     pub service_account: ServiceAccount,
-    pub cluster_role: ClusterRole,
-    pub cluster_role_binding: ClusterRoleBinding,
     pub config_map: ConfigMap,
     pub daemon_set: DaemonSet,
 }
@@ -127,7 +126,10 @@ pub struct InvalidSpec {
 pub struct BuildInput<'a> {
     pub instrumentation: &'a Instrumentation,
     pub exporter: &'a ResolvedExporter,
-    pub default_probe_image: &'a str,
+    /// The image and privilege level the ProbeClass (or the operator's
+    /// defaults) grants; the spec's own `probe.image`/`privileged` are
+    /// requests, already checked against it.
+    pub grant: &'a Grant,
     /// Every Instrumentation the probe must know about for the opt-in rules
     /// (`"true"` means "the only one"), this one included.
     pub cluster_instrumentations: &'a [Candidate],
@@ -136,12 +138,6 @@ pub struct BuildInput<'a> {
 /// Names of the children of `instrumentation` for `language`.
 pub fn daemon_set_name(instrumentation_name: &str, language: Language) -> String {
     format!("{instrumentation_name}-probe-{language}")
-}
-
-/// ClusterRoles are cluster-wide: the namespace is part of the name so two
-/// Instrumentations of the same name in different namespaces do not collide.
-pub fn cluster_role_name(namespace: &str, name: &str, language: Language) -> String {
-    format!("ferrotel-probe-{namespace}-{name}-{language}")
 }
 
 /// Checks what the schema cannot express (the schema already checks shapes).
@@ -278,17 +274,10 @@ pub fn config_hash(text: &str) -> String {
 /// Builds every child of the Instrumentation.
 pub fn build(input: &BuildInput<'_>) -> Result<Desired, InvalidSpec> {
     validate(input.instrumentation)?;
-    let probe_image = input
-        .instrumentation
-        .spec
-        .probe
-        .as_ref()
-        .and_then(|p| p.image.clone())
-        .filter(|i| !i.is_empty())
-        .unwrap_or_else(|| input.default_probe_image.to_owned());
+    let probe_image = input.grant.image.clone();
     let mut languages = Vec::new();
     for &language in &input.instrumentation.spec.languages {
-        languages.push(build_language(input, language, &probe_image)?);
+        languages.push(build_language(input, language)?);
     }
     Ok(Desired {
         probe_image,
@@ -319,11 +308,6 @@ pub fn children_selector(name: &str) -> String {
     )
 }
 
-/// Label selector matching the cluster-scoped RBAC of the Instrumentation with `uid`.
-pub fn cluster_children_selector(uid: &str) -> String {
-    format!("{OWNER_UID_LABEL}={uid},{APP_MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
-}
-
 fn namespaced_meta(inst: &Instrumentation, name: &str, language: Language) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_owned()),
@@ -334,27 +318,12 @@ fn namespaced_meta(inst: &Instrumentation, name: &str, language: Language) -> Ob
     }
 }
 
-fn cluster_meta(inst: &Instrumentation, language: Language) -> ObjectMeta {
-    let namespace = inst.namespace().unwrap_or_default();
-    let mut labels = labels(inst, language);
-    labels.insert(OWNER_NAMESPACE_LABEL.to_owned(), namespace.clone());
-    labels.insert(OWNER_NAME_LABEL.to_owned(), inst.name_any());
-    labels.insert(OWNER_UID_LABEL.to_owned(), inst.uid().unwrap_or_default());
-    ObjectMeta {
-        name: Some(cluster_role_name(&namespace, &inst.name_any(), language)),
-        labels: Some(labels),
-        ..ObjectMeta::default()
-    }
-}
-
 fn build_language(
     input: &BuildInput<'_>,
     language: Language,
-    image: &str,
 ) -> Result<LanguageChildren, InvalidSpec> {
     let inst = input.instrumentation;
     let name = daemon_set_name(&inst.name_any(), language);
-    let namespace = inst.namespace().unwrap_or_default();
 
     let config = probe_config(input, language)?.to_yaml();
     let hash = config_hash(&config);
@@ -364,66 +333,58 @@ fn build_language(
         ..ServiceAccount::default()
     };
 
-    // Exactly what the probe's discovery needs: its node's pods and the
-    // namespaces' opt-in annotations, plus `get` (no list, no watch) on the
-    // ReplicaSets and Jobs that own those pods, to name their Deployment or
-    // CronJob from the real ownerReferences. Nothing else (no Secrets, no
-    // writes). Without the owner rules the probe falls back to the
-    // pod-template-hash heuristic.
-    let cluster_role = ClusterRole {
-        metadata: cluster_meta(inst, language),
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["pods".into(), "namespaces".into()]),
-                verbs: vec!["get".into(), "list".into(), "watch".into()],
-                ..PolicyRule::default()
-            },
-            PolicyRule {
-                api_groups: Some(vec!["apps".into()]),
-                resources: Some(vec!["replicasets".into()]),
-                verbs: vec!["get".into()],
-                ..PolicyRule::default()
-            },
-            PolicyRule {
-                api_groups: Some(vec!["batch".into()]),
-                resources: Some(vec!["jobs".into()]),
-                verbs: vec!["get".into()],
-                ..PolicyRule::default()
-            },
-        ]),
-        ..ClusterRole::default()
-    };
-    let cluster_role_binding = ClusterRoleBinding {
-        metadata: cluster_meta(inst, language),
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: cluster_role_name(&namespace, &inst.name_any(), language),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: name.clone(),
-            namespace: Some(namespace.clone()),
-            ..Subject::default()
-        }]),
-    };
-
     let config_map = ConfigMap {
         metadata: namespaced_meta(inst, &name, language),
         data: Some(BTreeMap::from([(PROBE_CONFIG_FILE.to_owned(), config)])),
         ..ConfigMap::default()
     };
 
-    let daemon_set = daemon_set(inst, &name, language, image, &hash);
+    let daemon_set = daemon_set(inst, &name, language, input.grant, &hash);
     Ok(LanguageChildren {
         language,
         service_account,
-        cluster_role,
-        cluster_role_binding,
         config_map,
         daemon_set,
     })
+}
+
+/// The ServiceAccounts of every probe DaemonSet of `instrumentations`,
+/// sorted: the subjects of the probes' ClusterRoleBinding.
+pub fn probe_subjects<'a>(
+    instrumentations: impl IntoIterator<Item = &'a Instrumentation>,
+) -> Vec<Subject> {
+    let mut subjects: Vec<Subject> = instrumentations
+        .into_iter()
+        .flat_map(|inst| {
+            inst.spec.languages.iter().map(move |&language| Subject {
+                kind: "ServiceAccount".into(),
+                name: daemon_set_name(&inst.name_any(), language),
+                namespace: inst.namespace(),
+                ..Subject::default()
+            })
+        })
+        .collect();
+    subjects.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    subjects.dedup();
+    subjects
+}
+
+/// The probes' ClusterRoleBinding as the operator applies it: only the
+/// fields it owns (the install owns the rest, labels included), so that
+/// Helm, Kustomize or ArgoCD and the operator never fight over it.
+pub fn probe_binding(binding: &str, role: &str, subjects: Vec<Subject>) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(binding.to_owned()),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: role.to_owned(),
+        },
+        subjects: Some(subjects),
+    }
 }
 
 /// Resource defaults per language: Go probes keep per-binary symbol and
@@ -465,12 +426,12 @@ fn daemon_set(
     inst: &Instrumentation,
     name: &str,
     language: Language,
-    image: &str,
+    grant: &Grant,
     hash: &str,
 ) -> DaemonSet {
     let spec = &inst.spec;
     let probe = spec.probe.clone().unwrap_or_default();
-    let privileged = probe.privileged.unwrap_or(false);
+    let Grant { image, privileged } = grant;
     let resources = spec
         .language_spec(language)
         .and_then(|l| l.resources.clone())
@@ -528,7 +489,7 @@ fn daemon_set(
         });
     }
 
-    let security_context = if privileged {
+    let security_context = if *privileged {
         SecurityContext {
             privileged: Some(true),
             run_as_user: Some(0),
@@ -556,7 +517,7 @@ fn daemon_set(
 
     let container = Container {
         name: "probe".into(),
-        image: Some(image.into()),
+        image: Some(image.clone()),
         image_pull_policy: probe.image_pull_policy.clone(),
         args: Some(vec![
             "--language".into(),

@@ -49,6 +49,7 @@ use ferrotel_api::{
     conditions::reasons,
     instrumentation::{Instrumentation, ResolvedExporter},
     optin::{Candidate, InstrumentationKey, Instrumentations},
+    probe_class::{self, ClassRef, Grant, ProbeClass, Refusal},
 };
 use futures::{StreamExt, stream};
 use k8s_openapi::{
@@ -115,17 +116,33 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     )
     .touched_objects()
     .map(|r| r.map(|_| ()));
+    // ProbeClasses decide what each Instrumentation may run; a change to one
+    // re-evaluates every Instrumentation (classes are few and rarely change).
+    let (probe_classes, class_writer) = reflector::store();
+    let class_events = reflector::reflector(
+        class_writer,
+        watcher(
+            Api::<ProbeClass>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .touched_objects()
+    .map(|r| r.map(|_| ()));
     let feeder = {
         let changed = changed.clone();
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
-            let mut events = std::pin::pin!(stream::select(ns_events, pod_events));
+            let mut events = std::pin::pin!(stream::select(
+                stream::select(ns_events, pod_events),
+                class_events
+            ));
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     next = events.next() => match next {
                         Some(Ok(())) => changed.notify_one(),
-                        Some(Err(err)) => warn!(error = %err, "Namespace/pod watch failed; retrying with backoff"),
+                        Some(Err(err)) => warn!(error = %err, "Namespace, pod or ProbeClass watch failed; retrying with backoff"),
                         None => break,
                     },
                 }
@@ -177,7 +194,9 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         instrumentations: store.clone(),
         namespaces: namespaces.clone(),
         pods: pods.clone(),
+        probe_classes: probe_classes.clone(),
         fingerprints: Default::default(),
+        binding: Default::default(),
     });
 
     // `/readyz` waits until every cache has its first full list.
@@ -188,6 +207,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             // kube-runtime 5.0.0's Store::wait_until_ready (see its docs).
             let synced = crate::runtime::wait_until_synced(&namespaces).await
                 && crate::runtime::wait_until_synced(&pods).await
+                && crate::runtime::wait_until_synced(&probe_classes).await
                 && crate::runtime::wait_until_synced(&store).await;
             if synced {
                 info!("Instrumentation caches synced");
@@ -213,7 +233,9 @@ pub struct Data {
     pub instrumentations: Store<Instrumentation>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub pods: Store<PartialObjectMeta<Pod>>,
+    pub probe_classes: Store<ProbeClass>,
     pub fingerprints: apply::Fingerprints,
+    pub binding: apply::ProbeBinding,
 }
 
 /// One variant per stage that talks to the API server.
@@ -245,6 +267,27 @@ pub enum Error {
         #[source]
         source: Box<finalizer::Error<Error>>,
     },
+}
+
+impl Error {
+    /// The `Degraded` reason when this error is shown in status.
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::Children(err) => err.reason(),
+            _ => reasons::APPLY_FAILED,
+        }
+    }
+
+    /// What failed, in the API server's words where it answered.
+    fn describe(&self) -> String {
+        match self {
+            Error::Children(err) => err.describe(),
+            other => match std::error::Error::source(other) {
+                Some(cause) => format!("{other}: {cause}"),
+                None => other.to_string(),
+            },
+        }
+    }
 }
 
 impl Categorized for Error {
@@ -302,19 +345,21 @@ fn error_policy(inst: Arc<Instrumentation>, error: &Error, data: Arc<Data>) -> A
 }
 
 /// The Instrumentations the opt-in rules consider: every one this operator
-/// watches, except those being deleted, and `inst` itself (the store may lag
-/// behind the object we were handed when it was just created).
-fn candidates(store: &Store<Instrumentation>, inst: &Instrumentation) -> Vec<Candidate> {
-    let mut out: Vec<Candidate> = store
+/// watches that its ProbeClass admits, except those being deleted, and
+/// `inst` itself (the store may lag behind the object we were handed when it
+/// was just created). A refused Instrumentation claims nothing: its
+/// `namespaceSelector` must not take namespaces from the others.
+fn candidates(data: &Data, inst: &Instrumentation) -> Vec<Candidate> {
+    let key = key_of(inst);
+    let mut out: Vec<Candidate> = data
+        .instrumentations
         .state()
         .iter()
-        .filter(|i| i.metadata.deletion_timestamp.is_none())
+        .filter(|i| i.metadata.deletion_timestamp.is_none() && key_of(i) != key)
+        .chain(std::iter::once(&Arc::new(inst.clone())))
+        .filter(|i| admit(i, data).is_ok())
         .map(|i| i.candidate())
         .collect();
-    let key = key_of(inst);
-    if !out.iter().any(|c| c.key() == key) {
-        out.push(inst.candidate());
-    }
     out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     out
 }
@@ -323,10 +368,23 @@ fn candidates(store: &Store<Instrumentation>, inst: &Instrumentation) -> Vec<Can
 /// follow from it ([`status::report`]), and are written in one place.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The spec or its exporter cannot be served: nothing was applied,
+    /// The Instrumentation asks for more than its ProbeClass (or the
+    /// operator's defaults) allows: its probes were removed, so that a
+    /// permission revoked in the class takes effect at once.
+    NotAllowed {
+        problem: Problem,
+        pruned: Vec<String>,
+    },
+    /// The spec or its exporter cannot be served yet: nothing was applied,
     /// existing probes keep their last good config.
     Refused {
         problem: Problem,
+        daemon_sets: Vec<ObservedDaemonSet>,
+    },
+    /// Applying failed; the status says what the API server answered, and
+    /// the error drives the retry.
+    Failed {
+        error: Error,
         daemon_sets: Vec<ObservedDaemonSet>,
     },
     /// Every child applied and the children of removed languages pruned.
@@ -338,14 +396,24 @@ pub enum Outcome {
 }
 
 async fn apply_stage(inst: &Instrumentation, data: &Data) -> Result<Action, Error> {
-    let all = candidates(&data.instrumentations, inst);
+    let all = candidates(data, inst);
     let outcome = run_stages(inst, data, &all).await?;
     let matches = match_summary(inst, data, &all);
+    let mut failed = None;
     let (exporter, probe_image, daemon_sets, problem, pruned) = match outcome {
+        Outcome::NotAllowed { problem, pruned } => (None, None, Vec::new(), Some(problem), pruned),
         Outcome::Refused {
             problem,
             daemon_sets,
         } => (None, None, daemon_sets, Some(problem), Vec::new()),
+        Outcome::Failed { error, daemon_sets } => {
+            let problem = Problem {
+                reason: error.reason(),
+                message: error.describe(),
+            };
+            failed = Some(error);
+            (None, None, daemon_sets, Some(problem), Vec::new())
+        }
         Outcome::Applied {
             exporter,
             probe_image,
@@ -359,7 +427,7 @@ async fn apply_stage(inst: &Instrumentation, data: &Data) -> Result<Action, Erro
         ),
     };
     if !pruned.is_empty() {
-        info!(instrumentation = %key_of(inst), objects = ?pruned, "Pruned children of removed languages");
+        info!(instrumentation = %key_of(inst), objects = ?pruned, "Pruned children no longer wanted");
     }
     let report = status::report(
         StatusInput {
@@ -374,20 +442,88 @@ async fn apply_stage(inst: &Instrumentation, data: &Data) -> Result<Action, Erro
         },
         &pruned,
     );
-    data.ctx
-        .report(inst, &report)
-        .await
-        .map_err(|source| Error::Status {
-            instrumentation: key_of(inst).to_string(),
-            source,
-        })?;
+    let written = data.ctx.report(inst, &report).await;
+    if let Some(error) = failed {
+        // The apply error drives the retry; the status write was best effort.
+        return Err(error);
+    }
+    written.map_err(|source| Error::Status {
+        instrumentation: key_of(inst).to_string(),
+        source,
+    })?;
     // Rollouts, pods and collectors are watched; the periodic requeue is only
     // a safety net (and bounds how long drift of an applied child lasts).
     Ok(Action::requeue(apply::REAPPLY_AFTER))
 }
 
-/// dereference → validate + build → apply (+ prune). Writes children only:
-/// the status and Events are the caller's. `Err` is an API failure, retried.
+/// What the ProbeClass `inst` names (or the operator's defaults) grants it.
+fn admit(inst: &Instrumentation, data: &Data) -> Result<Grant, Refusal> {
+    let namespace = inst.namespace().unwrap_or_default();
+    let mut labels = data
+        .namespaces
+        .get(&ObjectRef::new(&namespace))
+        .and_then(|ns| ns.metadata.labels.clone())
+        .unwrap_or_default();
+    // The API server sets this label on every namespace; a namespace the
+    // cache has not seen yet still has it.
+    labels
+        .entry("kubernetes.io/metadata.name".to_owned())
+        .or_insert_with(|| namespace.clone());
+    let class = inst
+        .spec
+        .probe_class_name
+        .as_deref()
+        .map(|name| (name, data.probe_classes.get(&ObjectRef::new(name))));
+    let class = match &class {
+        None => ClassRef::OperatorDefaults,
+        Some((name, None)) => ClassRef::Missing(name),
+        Some((_, Some(class))) => ClassRef::Found(class),
+    };
+    probe_class::admit(
+        class,
+        &inst.spec,
+        &namespace,
+        &labels,
+        &data.ctx.config.default_probe_image,
+    )
+}
+
+/// Keeps the probes' ClusterRoleBinding listing the ServiceAccounts of every
+/// admitted Instrumentation this operator serves, `inst` included unless it
+/// is going away.
+async fn sync_binding(inst: &Instrumentation, data: &Data, leaving: bool) -> Result<(), Error> {
+    let config = &data.ctx.config;
+    let subjects = || {
+        let key = key_of(inst);
+        let mut serving: Vec<Arc<Instrumentation>> = data
+            .instrumentations
+            .state()
+            .into_iter()
+            .filter(|i| {
+                i.metadata.deletion_timestamp.is_none()
+                    && key_of(i) != key
+                    && admit(i, data).is_ok()
+            })
+            .collect();
+        if !leaving && inst.metadata.deletion_timestamp.is_none() && admit(inst, data).is_ok() {
+            serving.push(Arc::new(inst.clone()));
+        }
+        build::probe_subjects(serving.iter().map(AsRef::as_ref))
+    };
+    data.binding
+        .sync(
+            &data.ctx.client,
+            &config.probe_cluster_role_binding,
+            &config.probe_cluster_role,
+            subjects,
+        )
+        .await?;
+    Ok(())
+}
+
+/// admit → dereference → validate + build → apply (+ prune). Writes children
+/// only: the status and Events are the caller's. `Err` is an API failure
+/// that leaves nothing to report, retried.
 async fn run_stages(
     inst: &Instrumentation,
     data: &Data,
@@ -400,8 +536,40 @@ async fn run_stages(
             daemon_sets: apply::read_daemon_sets(client, inst).await?,
         })
     };
+    let failed = |error: Error| async {
+        Ok(Outcome::Failed {
+            error,
+            // Best effort: the status keeps showing the probes while the
+            // API server refuses a change.
+            daemon_sets: apply::read_daemon_sets(client, inst)
+                .await
+                .unwrap_or_default(),
+        })
+    };
 
-    // 1. dereference
+    // 1. admit: what the ProbeClass (or the operator's defaults) grants
+    let grant = match admit(inst, data) {
+        Ok(grant) => grant,
+        Err(refusal) => {
+            warn!(instrumentation = %key_of(inst), reason = refusal.reason(), %refusal, "Refusing Instrumentation");
+            let removed = async {
+                sync_binding(inst, data, true).await?;
+                Ok::<_, Error>(apply::prune(client, inst, &BTreeSet::new()).await?)
+            };
+            return match removed.await {
+                Ok(pruned) => Ok(Outcome::NotAllowed {
+                    problem: Problem {
+                        reason: refusal.reason(),
+                        message: format!("{refusal}; its probes are removed"),
+                    },
+                    pruned,
+                }),
+                Err(error) => failed(error).await,
+            };
+        }
+    };
+
+    // 2. dereference
     let exporter = match exporter::resolve(client, inst).await {
         Ok(Ok(exporter)) => exporter,
         Ok(Err(problem)) => return refused(problem).await,
@@ -413,11 +581,11 @@ async fn run_stages(
         }
     };
 
-    // 2. validate + build
+    // 3. validate + build
     let input = BuildInput {
         instrumentation: inst,
         exporter: &exporter,
-        default_probe_image: &data.ctx.config.default_probe_image,
+        grant: &grant,
         cluster_instrumentations: all,
     };
     let desired = match build::build(&input) {
@@ -431,14 +599,21 @@ async fn run_stages(
         }
     };
 
-    // 3. apply
+    // 4. apply: the binding first, so the probes can read pods as they start
     let probe_image = desired.probe_image.clone();
-    let applied = apply::apply_if_changed(client, &data.fingerprints, inst, desired).await?;
-    Ok(Outcome::Applied {
-        exporter,
-        probe_image,
-        applied,
-    })
+    let applied = async {
+        sync_binding(inst, data, false).await?;
+        apply::apply_if_changed(client, &data.fingerprints, inst, desired).await
+    };
+    match applied.await {
+        Ok(applied) => Ok(Outcome::Applied {
+            exporter,
+            probe_image,
+            applied,
+        }),
+        Err(error @ Error::Children(_)) => failed(error).await,
+        Err(error) => Err(error),
+    }
 }
 
 /// The opt-in rules applied to every namespace and pod in the caches.
@@ -477,19 +652,22 @@ fn match_summary(inst: &Instrumentation, data: &Data, all: &[Candidate]) -> Matc
     )
 }
 
-/// Finalizer cleanup: the cluster-scoped RBAC. Namespaced children carry
-/// ownerReferences and are removed by the garbage collector.
+/// Finalizer cleanup: the probes' ServiceAccounts leave the probes'
+/// ClusterRoleBinding (cluster-scoped, so no ownerReference can do it);
+/// namespaced children carry ownerReferences and go with the garbage
+/// collector.
 async fn cleanup(inst: &Instrumentation, data: &Data) -> Result<Action, Error> {
     data.fingerprints.forget(&inst.uid().unwrap_or_default());
-    let deleted = apply::prune_cluster(&data.ctx.client, inst, &BTreeSet::new()).await?;
-    info!(instrumentation = %key_of(inst), objects = ?deleted, "Removed cluster-scoped RBAC");
+    sync_binding(inst, data, true).await?;
+    let binding = &data.ctx.config.probe_cluster_role_binding;
+    info!(instrumentation = %key_of(inst), binding, "Removed the probes' ServiceAccounts from their ClusterRoleBinding");
     report::publish(
         &data.ctx.recorder,
         inst,
         &[report::normal(
             reasons::DELETING,
             "Cleanup",
-            format!("removed {}", deleted.join(", ")),
+            format!("removed the probes' ServiceAccounts from ClusterRoleBinding {binding}"),
         )],
     )
     .await;

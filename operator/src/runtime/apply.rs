@@ -7,9 +7,9 @@
 //! server (resourceVersion unchanged), so re-reconciling — or restarting the
 //! operator — causes no writes. Never read-modify-write a child instead.
 //!
-//! [`prune`] deletes children that match a label selector and belong to the
-//! object being reconciled but are not in the set just applied (a mode
-//! switch, a removed language, old hashed ConfigMaps).
+//! [`prune`] deletes children that match a label selector and carry an
+//! ownerReference to the object being reconciled but are not in the set just
+//! applied (a mode switch, a removed language, old hashed ConfigMaps).
 
 use std::{collections::BTreeSet, fmt::Debug};
 
@@ -46,6 +46,16 @@ impl Error {
     pub fn kube(&self) -> &kube::Error {
         match self {
             Error::Apply { source, .. } | Error::Prune { source, .. } => source,
+        }
+    }
+
+    /// What failed and the API server's own words, for a condition or an
+    /// Event: `failed to apply DaemonSet otel/x: DaemonSet.apps "x" is
+    /// invalid: …`.
+    pub fn describe(&self) -> String {
+        match self.kube() {
+            kube::Error::Api(status) => format!("{self}: {}", status.message),
+            other => format!("{self}: {other}"),
         }
     }
 
@@ -143,27 +153,6 @@ pub fn is_owned_by(obj: &impl Resource, owner_uid: &str) -> bool {
         .any(|o| o.uid == owner_uid)
 }
 
-/// How a child shows which object it belongs to.
-#[derive(Debug, Clone, Copy)]
-pub enum Ownership<'a> {
-    /// An ownerReference to this UID: the garbage collector's own link,
-    /// used by every namespaced child.
-    OwnerReference(&'a str),
-    /// The label selector itself names the owner (its UID in a label):
-    /// cluster-scoped children of a namespaced object cannot carry an
-    /// ownerReference to it.
-    Selector,
-}
-
-impl Ownership<'_> {
-    fn owns(self, obj: &impl Resource) -> bool {
-        match self {
-            Ownership::OwnerReference(uid) => is_owned_by(obj, uid),
-            Ownership::Selector => true,
-        }
-    }
-}
-
 /// The children of one kind that [`prune`] considers.
 #[derive(Debug, Clone, Copy)]
 pub struct Children<'a> {
@@ -173,7 +162,8 @@ pub struct Children<'a> {
     pub namespace: Option<&'a str>,
     /// Labels every child carries.
     pub selector: &'a str,
-    pub ownership: Ownership<'a>,
+    /// The UID their ownerReferences name: only owned objects are pruned.
+    pub owner_uid: &'a str,
 }
 
 /// Deletes every `K` among `children` whose name is not in `keep`. Returns
@@ -205,7 +195,7 @@ where
     for obj in existing {
         let name = obj.name_any();
         if keep.contains(&name)
-            || !children.ownership.owns(&obj)
+            || !is_owned_by(&obj, children.owner_uid)
             || obj.metadata.deletion_timestamp.is_some()
         {
             continue;

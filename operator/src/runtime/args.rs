@@ -50,9 +50,30 @@ pub struct Args {
     #[arg(long, env = "FERROTEL_DEFAULT_COLLECTOR_IMAGE", default_value = ferrotel_api::collector::DEFAULT_COLLECTOR_IMAGE)]
     pub default_collector_image: String,
 
-    /// Probe image used when an Instrumentation leaves spec.probe.image empty.
+    /// Probe image of the Instrumentations that name no ProbeClass (and of
+    /// the classes that name no image). Instrumentations cannot pick another
+    /// image unless a ProbeClass allows it.
     #[arg(long, env = "FERROTEL_DEFAULT_PROBE_IMAGE", default_value = DEFAULT_PROBE_IMAGE)]
     pub default_probe_image: String,
+
+    /// The ClusterRole the install ships for the probes (read pods and
+    /// namespaces, get ReplicaSets and Jobs). The operator binds the probes'
+    /// ServiceAccounts to it and may bind nothing else.
+    #[arg(
+        long,
+        env = "FERROTEL_PROBE_CLUSTER_ROLE",
+        default_value = "ferrotel-probe"
+    )]
+    pub probe_cluster_role: String,
+
+    /// The ClusterRoleBinding the install ships for the probes; the operator
+    /// keeps its subjects equal to the probes' ServiceAccounts.
+    #[arg(
+        long,
+        env = "FERROTEL_PROBE_CLUSTER_ROLE_BINDING",
+        default_value = "ferrotel-probe"
+    )]
+    pub probe_cluster_role_binding: String,
 }
 
 /// The probe image released together with this operator.
@@ -79,6 +100,10 @@ pub struct OperatorConfig {
     pub default_collector_image: String,
     /// Image for Instrumentations with an empty `spec.probe.image`.
     pub default_probe_image: String,
+    /// The probes' ClusterRole and the ClusterRoleBinding whose subjects the
+    /// operator maintains.
+    pub probe_cluster_role: String,
+    pub probe_cluster_role_binding: String,
 }
 
 impl Args {
@@ -87,6 +112,8 @@ impl Args {
             watch_namespace: self.watch_namespace.clone().filter(|ns| !ns.is_empty()),
             default_collector_image: self.default_collector_image.clone(),
             default_probe_image: self.default_probe_image.clone(),
+            probe_cluster_role: self.probe_cluster_role.clone(),
+            probe_cluster_role_binding: self.probe_cluster_role_binding.clone(),
         }
     }
 

@@ -52,18 +52,22 @@ fn resolved(endpoint: &str, protocol: OtlpProtocol) -> ResolvedExporter {
     }
 }
 
+/// What a ProbeClass granting whatever the fixture asks for would give.
+fn granted(inst: &Instrumentation) -> Grant {
+    let probe = inst.spec.probe.clone().unwrap_or_default();
+    Grant {
+        image: probe.image.unwrap_or_else(|| IMAGE.to_owned()),
+        privileged: probe.privileged.unwrap_or(false),
+    }
+}
+
 fn build_fixture(inst: &Instrumentation, exporter: &ResolvedExporter) -> Desired {
-    let candidates = [Candidate {
-        namespace: inst.namespace().unwrap_or_default(),
-        name: inst.name_any(),
-        languages: inst.spec.languages.clone(),
-        namespace_selector: None,
-        pod_selector: None,
-    }];
+    let candidates = [inst.candidate()];
+    let grant = granted(inst);
     let input = BuildInput {
         instrumentation: inst,
         exporter,
-        default_probe_image: IMAGE,
+        grant: &grant,
         cluster_instrumentations: &candidates,
     };
     build(&input).expect("fixture builds")
@@ -74,19 +78,12 @@ fn snapshot_all(name: &str, desired: &Desired) {
         let LanguageChildren {
             language,
             service_account,
-            cluster_role,
-            cluster_role_binding,
             config_map,
             daemon_set,
         } = children;
         insta::assert_yaml_snapshot!(
             format!("{name}_{language}_service_account"),
             service_account
-        );
-        insta::assert_yaml_snapshot!(format!("{name}_{language}_cluster_role"), cluster_role);
-        insta::assert_yaml_snapshot!(
-            format!("{name}_{language}_cluster_role_binding"),
-            cluster_role_binding
         );
         // The probe config as text (reviewable), then the rest of the ConfigMap.
         let mut config_map = config_map.clone();
@@ -113,7 +110,7 @@ fn minimal_instrumentation_renders_one_probe_set_per_language() {
     assert_eq!(names, ["default-probe-go", "default-probe-python"]);
     assert_eq!(
         desired.probe_image, IMAGE,
-        "an unset image takes the operator default"
+        "the granted image is the one rendered"
     );
     snapshot_all("minimal", &desired);
 }
@@ -186,6 +183,52 @@ fn probes_get_capabilities_not_privileged_by_default() {
             "tolerates every taint by default"
         );
     }
+}
+
+#[test]
+fn the_granted_image_and_privilege_are_rendered_not_the_spec_s_requests() {
+    // The spec asks for an image and privileged mode; build renders only
+    // what the admission granted (here: neither).
+    let inst = fixture(FULL);
+    let candidates = [inst.candidate()];
+    let grant = Grant {
+        image: IMAGE.to_owned(),
+        privileged: false,
+    };
+    let desired = build(&BuildInput {
+        instrumentation: &inst,
+        exporter: &resolved("http://x:4317", OtlpProtocol::Grpc),
+        grant: &grant,
+        cluster_instrumentations: &candidates,
+    })
+    .expect("builds");
+    let c = container(&desired.languages[0].daemon_set);
+    assert_eq!(c.image.as_deref(), Some(IMAGE));
+    assert_eq!(
+        c.security_context.as_ref().and_then(|s| s.privileged),
+        Some(false)
+    );
+}
+
+#[test]
+fn the_probe_binding_lists_every_probe_service_account_once_and_sorted() {
+    let minimal = fixture(MINIMAL);
+    let full = fixture(FULL);
+    let subjects = probe_subjects([&full, &minimal, &minimal]);
+    let names: Vec<(String, String)> = subjects
+        .iter()
+        .map(|s| (s.namespace.clone().unwrap_or_default(), s.name.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("observability".into(), "default-probe-go".into()),
+            ("observability".into(), "default-probe-python".into()),
+            ("team-a".into(), "shop-probe-python".into()),
+        ]
+    );
+    let binding = probe_binding("ferrotel-probe", "ferrotel-probe", subjects);
+    insta::assert_yaml_snapshot!("probe_binding", binding);
 }
 
 #[test]
