@@ -175,3 +175,22 @@ pub fn kubectl_json(
     serde_json::from_str(&text)
         .map_err(|e| format!("kubectl {args:?} output is not JSON: {e}: {text}"))
 }
+
+/// `namespace/name` of every subject of the probes' ClusterRoleBinding
+/// (`ferrotel-probe`, shipped with the install; the operator keeps its
+/// subjects equal to the probes' ServiceAccounts).
+pub fn probe_binding_subjects(bed: &TestBed) -> std::result::Result<Vec<String>, String> {
+    let binding = kubectl_json(bed, &["get", "clusterrolebinding", "ferrotel-probe"])?;
+    Ok(binding["subjects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s["namespace"].as_str().unwrap_or_default(),
+                s["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect())
+}

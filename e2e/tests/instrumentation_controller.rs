@@ -28,7 +28,7 @@ fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
-use ferrotel_e2e::operator::{OperatorProcess, kubectl, kubectl_json};
+use ferrotel_e2e::operator::{OperatorProcess, kubectl, kubectl_json, probe_binding_subjects};
 
 fn items(list: &Value) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
@@ -184,23 +184,6 @@ fn pod_uids(bed: &TestBed, namespaces: &[&str]) -> Vec<(String, String)> {
     }
     out.sort();
     out
-}
-
-/// `namespace/name` of the subjects of the probes' ClusterRoleBinding.
-fn probe_binding_subjects(bed: &TestBed) -> Result<Vec<String>, String> {
-    let binding = kubectl_json(bed, &["get", "clusterrolebinding", "ferrotel-probe"])?;
-    Ok(binding["subjects"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            format!(
-                "{}/{}",
-                s["namespace"].as_str().unwrap_or_default(),
-                s["name"].as_str().unwrap_or_default()
-            )
-        })
-        .collect())
 }
 
 /// Matched pods and namespaces of one language, from status.

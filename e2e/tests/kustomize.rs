@@ -471,22 +471,10 @@ fn probe_containers(bed: &TestBed) -> Vec<(String, String, bool)> {
     out
 }
 
-/// `namespace/name` of every subject of the probes' ClusterRoleBinding.
+/// The probes' binding's subjects (the install ships the binding).
 fn probe_binding_subjects(bed: &TestBed) -> Vec<String> {
-    let binding = kubectl_json(bed, &["get", "clusterrolebinding", "ferrotel-probe"])
-        .unwrap_or_else(|e| panic!("the probes' ClusterRoleBinding ships with the install: {e}"));
-    binding["subjects"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            format!(
-                "{}/{}",
-                s["namespace"].as_str().unwrap_or_default(),
-                s["name"].as_str().unwrap_or_default()
-            )
-        })
-        .collect()
+    ferrotel_e2e::operator::probe_binding_subjects(bed)
+        .unwrap_or_else(|e| panic!("the probes' ClusterRoleBinding ships with the install: {e}"))
 }
 
 async fn restricted_user_cannot_choose_what_runs_on_the_nodes(
