@@ -46,53 +46,36 @@ impl Collector {
         let dir = new_dir()?;
         let grpc = free_port();
         let http = free_port();
-        let traces = dir.join("traces.json");
-        let metrics = dir.join("metrics.json");
-        let logs = dir.join("logs.json");
-        let config = format!(
-            r#"receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{grpc}
-      http:
-        endpoint: 127.0.0.1:{http}
-exporters:
-  file/traces:
-    path: {traces}
-    flush_interval: {FLUSH_INTERVAL_MS}ms
-  file/metrics:
-    path: {metrics}
-    flush_interval: {FLUSH_INTERVAL_MS}ms
-  file/logs:
-    path: {logs}
-    flush_interval: {FLUSH_INTERVAL_MS}ms
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [file/traces]
-    metrics:
-      receivers: [otlp]
-      exporters: [file/metrics]
-    logs:
-      receivers: [otlp]
-      exporters: [file/logs]
-"#,
-            traces = traces.display(),
-            metrics = metrics.display(),
-            logs = logs.display(),
-        );
-        let mut c = Self::start_in(dir, &config).await?;
-        c.grpc_port = Some(grpc);
+        let outputs = FileOutputs {
+            traces: dir.join("traces.json"),
+            metrics: Some(dir.join("metrics.json")),
+            logs: Some(dir.join("logs.json")),
+        };
+        let mut c = Self::start_in(dir, &file_exporter_config(grpc, Some(http), &outputs)).await?;
         c.http_port = Some(http);
-        c.traces_file = Some(traces);
-        c.metrics_file = Some(metrics);
-        c.logs_file = Some(logs);
+        c.set_outputs(grpc, outputs);
         Ok(c)
+    }
+
+    /// A collector that can be stopped and started again in its place: its
+    /// OTLP/gRPC receiver on `grpc_port`, its file exporters writing where
+    /// the test says (files that outlive it), otherwise like
+    /// [`Collector::start_with_file_exporter`]. For outage tests.
+    pub async fn start_with_file_exporter_at(
+        grpc_port: u16,
+        outputs: FileOutputs,
+    ) -> Result<Collector> {
+        let config = file_exporter_config(grpc_port, None, &outputs);
+        let mut c = Self::start_in(new_dir()?, &config).await?;
+        c.set_outputs(grpc_port, outputs);
+        Ok(c)
+    }
+
+    fn set_outputs(&mut self, grpc_port: u16, outputs: FileOutputs) {
+        self.grpc_port = Some(grpc_port);
+        self.traces_file = Some(outputs.traces);
+        self.metrics_file = outputs.metrics;
+        self.logs_file = outputs.logs;
     }
 
     /// Starts a collector with any configuration (YAML text) and waits until
@@ -296,6 +279,48 @@ impl Drop for Collector {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Where a collector's file exporters write (OTLP/JSON, one export request
+/// per line); a signal without a file is not received.
+#[derive(Clone, Debug)]
+pub struct FileOutputs {
+    pub traces: PathBuf,
+    pub metrics: Option<PathBuf>,
+    pub logs: Option<PathBuf>,
+}
+
+/// An OTLP receiver on loopback (gRPC, and HTTP if given) and one file
+/// exporter per signal of `outputs`, flushed every 100 ms. No batch
+/// processor: data is written as soon as it is received.
+fn file_exporter_config(grpc: u16, http: Option<u16>, outputs: &FileOutputs) -> String {
+    let mut receivers = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n"
+    );
+    if let Some(http) = http {
+        receivers.push_str(&format!(
+            "      http:\n        endpoint: 127.0.0.1:{http}\n"
+        ));
+    }
+    let signals = [
+        ("traces", Some(&outputs.traces)),
+        ("metrics", outputs.metrics.as_ref()),
+        ("logs", outputs.logs.as_ref()),
+    ];
+    let mut exporters = String::from("exporters:\n");
+    let mut pipelines =
+        String::from("service:\n  telemetry:\n    metrics:\n      level: none\n  pipelines:\n");
+    for (signal, path) in signals {
+        let Some(path) = path else { continue };
+        exporters.push_str(&format!(
+            "  file/{signal}:\n    path: {}\n    flush_interval: {FLUSH_INTERVAL_MS}ms\n",
+            path.display()
+        ));
+        pipelines.push_str(&format!(
+            "    {signal}:\n      receivers: [otlp]\n      exporters: [file/{signal}]\n"
+        ));
+    }
+    format!("{receivers}{exporters}{pipelines}")
 }
 
 fn new_dir() -> Result<PathBuf> {

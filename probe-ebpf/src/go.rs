@@ -1,7 +1,5 @@
-//! Structs of the Go program set (`src/c/go/wire.h`), mirrored with size
-//! asserts. The object itself is [`crate::GO`].
-
-use core::mem::size_of;
+//! Structs of the Go program set (`src/c/go/wire.h`), mirrored against the
+//! object's DWARF. The object itself is [`crate::GO`].
 
 use crate::wire::EventHeader;
 
@@ -90,7 +88,45 @@ pub struct GoOffsets {
     /// Size of `hpack.HeaderField` (the slice stride), optional.
     pub hpack_field_size: u32,
 }
-const _: () = assert!(size_of::<GoOffsets>() == 144);
+crate::mirrors!(
+    GoOffsets = ft_go_offsets {
+        g_goid,
+        req_method,
+        req_url,
+        req_header,
+        req_host,
+        req_pattern,
+        req_content_length,
+        url_path,
+        url_host,
+        url_raw_query,
+        response_status,
+        resp_status_code,
+        grpc_server_stream_stream,
+        grpc_stream_method,
+        grpc_status_s,
+        grpc_spb_code,
+        grpc_error_s,
+        map_kind,
+        hmap_b,
+        hmap_buckets,
+        swiss_dir_ptr,
+        swiss_dir_len,
+        table_groups,
+        groups_data,
+        groups_mask,
+        g_parent_goid,
+        grpc_status_error_itab,
+        req_remote_addr,
+        grpc_stream_id,
+        h2_meta_headers,
+        h2_meta_fields,
+        h2_frame_header,
+        h2_stream_id,
+        hpack_value,
+        hpack_field_size,
+    }
+);
 
 impl Default for GoOffsets {
     /// Every field unknown.
@@ -145,7 +181,15 @@ pub struct GoTrace {
     pub parent_kind: u32,
     pub root_flags: u32,
 }
-const _: () = assert!(size_of::<GoTrace>() == 40);
+crate::mirrors!(
+    GoTrace = ft_go_trace {
+        trace_id,
+        span_id,
+        parent_span_id,
+        parent_kind,
+        root_flags
+    }
+);
 
 /// `struct ft_go_request_event`.
 #[repr(C)]
@@ -169,7 +213,27 @@ pub struct GoRequestEvent {
     pub route: [u8; ROUTE_CAP],
     pub peer: [u8; PEER_CAP],
 }
-const _: () = assert!(size_of::<GoRequestEvent>() == 448);
+crate::mirrors!(
+    GoRequestEvent = ft_go_request_event {
+        header,
+        start_ns,
+        goid,
+        trace,
+        status,
+        content_length,
+        method_len,
+        path_len,
+        host_len,
+        route_len,
+        peer_len,
+        pad,
+        method,
+        path,
+        host,
+        route,
+        peer,
+    }
+);
 
 impl Default for GoRequestEvent {
     fn default() -> Self {

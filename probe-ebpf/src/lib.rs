@@ -1,13 +1,17 @@
-//! Ferrotel's eBPF program sets, embedded as compiled objects, and the Rust
-//! mirror of every struct that crosses the kernel/user boundary.
+//! Ferrotel's eBPF program sets, embedded as compiled objects; the kernel
+//! contract ([`contract`]: every map, global and program name user space
+//! looks up, and every knob's default); and the Rust mirror of every struct
+//! that crosses the kernel/user boundary.
 //!
 //! The C headers in `src/c/` are the source of truth for the wire structs
-//! (`wire.h` for what every program set shares, `python/wire.h` for the
-//! socket-level set); the Rust mirrors assert their sizes at compile time, so
-//! a field added on one side only fails the build.
+//! (`wire.h` for what every program set shares, `sockets/wire.h` and
+//! `go/wire.h` per set). `build.rs` reads the layouts clang gave them from
+//! the objects' DWARF, and each Rust mirror asserts its size and every field
+//! offset against them at compile time ([`mirrors!`]): a field added, moved
+//! or resized on one side only fails the build.
 //!
 //! Objects: `build.rs` compiles every `src/c/<name>.bpf.c` and embeds it as
-//! the static `<NAME>` (e.g. [`PYTHON`]), aligned so aya can parse it in place.
+//! the static `<NAME>` (e.g. [`SOCKETS`]), aligned so aya can parse it in place.
 #![no_std]
 
 /// Alignment wrapper for embedded objects (see `build.rs`).
@@ -18,6 +22,40 @@ pub struct Aligned<Bytes: ?Sized> {
 }
 
 include!(concat!(env!("OUT_DIR"), "/objects.rs"));
+
+/// The layouts of the C structs, from the objects' DWARF (`build.rs`).
+mod layouts {
+    include!(concat!(env!("OUT_DIR"), "/layouts.rs"));
+}
+
+/// Asserts at compile time that a Rust mirror has the size of its C struct
+/// and each listed field the C field's offset, and that every C field is
+/// listed: `mirrors!(EventHeader = ft_event_header { kind, tgid, .. })`.
+macro_rules! mirrors {
+    ($rust:ty = $c:ident { $($field:ident),+ $(,)? }) => {
+        const _: () = {
+            use crate::layouts::$c as c;
+            assert!(
+                core::mem::size_of::<$rust>() == c::SIZE,
+                concat!("size of ", stringify!($rust), " differs from struct ", stringify!($c))
+            );
+            assert!(
+                [$(stringify!($field)),+].len() == c::FIELDS,
+                concat!("struct ", stringify!($c), " has fields ", stringify!($rust), " does not list")
+            );
+            $(
+                assert!(
+                    core::mem::offset_of!($rust, $field) == c::$field,
+                    concat!(stringify!($rust), ".", stringify!($field), " is not where struct ", stringify!($c), " has it")
+                );
+            )+
+        };
+    };
+}
+pub(crate) use mirrors;
+
+/// The kernel contract: names and defaults shared with the C side.
+pub mod contract;
 
 /// Plain-old-data wire structs: every bit pattern is a valid value.
 ///
@@ -43,10 +81,11 @@ pub unsafe trait Wire: Copy + Sized {
 /// Structs of the Go program set (`src/c/go/wire.h`).
 pub mod go;
 
+/// Structs of the socket-level program set (`src/c/sockets/wire.h`).
+pub mod sockets;
+
 /// Structs shared by every program set (`src/c/wire.h`).
 pub mod wire {
-    use core::mem::size_of;
-
     /// `enum ft_event_kind`.
     pub mod kind {
         pub const PROC_EXEC: u32 = 1;
@@ -94,7 +133,15 @@ pub mod wire {
         /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
         pub ts_ns: u64,
     }
-    const _: () = assert!(size_of::<EventHeader>() == 24);
+    crate::mirrors!(
+        EventHeader = ft_event_header {
+            kind,
+            tgid,
+            tid,
+            cpu,
+            ts_ns
+        }
+    );
 
     /// `struct ft_proc_event`.
     #[repr(C)]
@@ -105,7 +152,14 @@ pub mod wire {
         pub flags: u32,
         pub comm: [u8; 16],
     }
-    const _: () = assert!(size_of::<ProcEvent>() == 48);
+    crate::mirrors!(
+        ProcEvent = ft_proc_event {
+            header,
+            parent_tgid,
+            flags,
+            comm
+        }
+    );
 
     /// `struct ft_sock_addr`: IPv4 as IPv4-mapped IPv6, port in host order.
     #[repr(C)]
@@ -115,7 +169,7 @@ pub mod wire {
         pub port: u16,
         pub family: u16,
     }
-    const _: () = assert!(size_of::<SockAddr>() == 20);
+    crate::mirrors!(SockAddr = ft_sock_addr { addr, port, family });
 
     pub const AF_UNIX: u16 = 1;
     pub const AF_INET: u16 = 2;
@@ -130,73 +184,6 @@ pub mod wire {
     unsafe impl crate::Wire for SockAddr {}
 }
 
-/// Structs of the socket-level program set (`src/c/python/wire.h`).
-pub mod python {
-    use core::mem::size_of;
-
-    use crate::wire::{EventHeader, SockAddr};
-
-    /// `FT_SOCK_PAYLOAD_CAP`: the most payload bytes one data event carries.
-    pub const PAYLOAD_CAP: usize = 4096;
-
-    /// `enum ft_sock_role`.
-    pub mod role {
-        pub const UNKNOWN: u32 = 0;
-        pub const SERVER: u32 = 1;
-        pub const CLIENT: u32 = 2;
-    }
-
-    /// `enum ft_sock_dir`.
-    pub mod direction {
-        pub const INGRESS: u32 = 1;
-        pub const EGRESS: u32 = 2;
-    }
-
-    /// `struct ft_sock_open_event`.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct SockOpenEvent {
-        pub header: EventHeader,
-        pub fd: i32,
-        pub role: u32,
-        pub local: SockAddr,
-        pub peer: SockAddr,
-    }
-    const _: () = assert!(size_of::<SockOpenEvent>() == 72);
-
-    /// `struct ft_sock_data_event`; `captured_len` payload bytes follow it
-    /// in the record.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct SockDataEvent {
-        pub header: EventHeader,
-        pub enter_ns: u64,
-        pub fd: i32,
-        pub direction: u32,
-        pub total_len: u32,
-        pub captured_len: u32,
-    }
-    const _: () = assert!(size_of::<SockDataEvent>() == 48);
-
-    /// `struct ft_sock_close_event`.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct SockCloseEvent {
-        pub header: EventHeader,
-        pub fd: i32,
-        pub role: u32,
-    }
-    const _: () = assert!(size_of::<SockCloseEvent>() == 32);
-
-    // SAFETY: repr(C), integers and integer arrays only, sizes asserted
-    // against the -Wpadded C definitions.
-    unsafe impl crate::Wire for SockOpenEvent {}
-    // SAFETY: as above.
-    unsafe impl crate::Wire for SockDataEvent {}
-    // SAFETY: as above.
-    unsafe impl crate::Wire for SockCloseEvent {}
-}
-
 /// `aya::Pod` for the structs user space reads from or writes to maps.
 #[cfg(feature = "user")]
 mod pod {
@@ -207,33 +194,33 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::wire::SockAddr {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for crate::python::SockOpenEvent {}
+    unsafe impl aya::Pod for crate::sockets::SockOpenEvent {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for crate::python::SockDataEvent {}
+    unsafe impl aya::Pod for crate::sockets::SockDataEvent {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for crate::python::SockCloseEvent {}
+    unsafe impl aya::Pod for crate::sockets::SockCloseEvent {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::Wire;
-    use super::python::SockDataEvent;
+    use super::sockets::SockDataEvent;
 
     #[test]
-    fn embedded_python_object_is_an_aligned_bpf_elf() {
+    fn embedded_sockets_object_is_an_aligned_bpf_elf() {
         assert_eq!(
-            &super::PYTHON[..4],
+            &super::SOCKETS[..4],
             b"\x7fELF",
-            "the python program set must be an ELF object"
+            "the socket-level program set must be an ELF object"
         );
         assert_eq!(
-            super::PYTHON.as_ptr() as usize % 32,
+            super::SOCKETS.as_ptr() as usize % 32,
             0,
             "aya needs the object aligned"
         );
         // e_machine at offset 18, little-endian: EM_BPF = 247.
         assert_eq!(
-            u16::from_le_bytes([super::PYTHON[18], super::PYTHON[19]]),
+            u16::from_le_bytes([super::SOCKETS[18], super::SOCKETS[19]]),
             247,
             "the object must target BPF"
         );

@@ -1,11 +1,15 @@
-//! The contract between the probe runtime and a language front-end.
+//! The contract between the probe runtime and a front-end: what produces
+//! [`RequestRecord`](crate::telemetry::RequestRecord)s.
 //!
-//! A front-end (`python`, `golang`) loads its eBPF program set, attaches to
-//! the processes announced on [`FrontendContext::targets`], turns kernel
-//! events into [`RequestRecord`](crate::telemetry::RequestRecord)s and
+//! A front-end attaches to the processes announced on
+//! [`FrontendContext::targets`], turns what it observes into records and
 //! submits them to [`FrontendContext::sink`], until
 //! [`FrontendContext::shutdown`] is cancelled. Everything after the record
 //! (sampling decisions excepted, see [`SpanStarter`]) is the pipeline's.
+//!
+//! The probe's front-end is [`LanguageFrontend`](crate::languages::LanguageFrontend):
+//! the language's eBPF program set under the [driver](crate::driver). This
+//! seam stays narrow so the runtime can be tested with a synthetic one.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,7 +57,7 @@ impl FrontendContext {
     }
 }
 
-/// A language front-end.
+/// A front-end.
 ///
 /// Implementors may write `async fn run(self, ctx: FrontendContext) -> anyhow::Result<()>`;
 /// the future must be `Send` because the runtime spawns it on tokio.
@@ -63,23 +67,4 @@ impl FrontendContext {
 /// for per-process failures.
 pub trait Frontend: Send + 'static {
     fn run(self, ctx: FrontendContext) -> impl Future<Output = anyhow::Result<()>> + Send;
-}
-
-/// Stands in for a front-end that is not compiled into this binary: fails
-/// with a message that says so.
-#[derive(Clone, Copy, Debug)]
-pub struct Unavailable(pub Language);
-
-impl Frontend for Unavailable {
-    async fn run(self, _ctx: FrontendContext) -> anyhow::Result<()> {
-        anyhow::bail!(
-            "the {} front-end is not built into this ferrotel-probe yet; rebuild from a revision that has probe/src/{}",
-            self.0,
-            if self.0 == Language::Go {
-                "golang"
-            } else {
-                "python"
-            }
-        )
-    }
 }

@@ -22,6 +22,7 @@ struct Metrics {
     kernel_events_dropped: Family<Labels, Counter>,
     parse_errors: Family<Labels, Counter>,
     attached_processes: Family<Labels, Gauge>,
+    ring_buffer_bytes: Family<Labels, Gauge>,
     attach_refused: Family<Labels, Counter>,
     records_submitted: Counter,
     records_dropped: Family<Labels, Counter>,
@@ -72,6 +73,11 @@ impl Health {
             "attached_processes",
             "Processes currently instrumented, by language",
             m.attached_processes.clone(),
+        );
+        r.register(
+            "ring_buffer_bytes",
+            "Size of the eBPF ring buffer as the kernel created it, by language",
+            m.ring_buffer_bytes.clone(),
         );
         r.register(
             "attach_refused",
@@ -268,13 +274,27 @@ impl FrontendHealth {
 
     /// A payload of `protocol` (`http1`, `http2`, `grpc`, ...) failed to parse.
     pub fn parse_error(&self, protocol: &'static str) {
+        self.parse_errors(protocol, 1);
+    }
+
+    /// `n` payloads of `protocol` failed to parse.
+    pub fn parse_errors(&self, protocol: &'static str, n: u64) {
         let mut labels = self.labels();
         labels.push(("protocol", protocol.to_owned()));
         self.health
             .metrics
             .parse_errors
             .get_or_create(&labels)
-            .inc();
+            .inc_by(n);
+    }
+
+    /// The size of the ring buffer the kernel created for the program set.
+    pub fn set_ring_buffer_bytes(&self, bytes: u32) {
+        self.health
+            .metrics
+            .ring_buffer_bytes
+            .get_or_create(&self.labels())
+            .set(i64::from(bytes));
     }
 
     /// The number of processes currently instrumented.

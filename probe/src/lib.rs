@@ -5,19 +5,22 @@
 //! are public so that integration tests can drive each stage directly.
 //!
 //! ```text
-//! front-end (python | golang) --RequestRecord--> RecordSink
+//! targets (standalone | kubernetes) --TargetEvent--> driver + program set (go | sockets)
+//!   --RequestRecord--> RecordSink
 //!   -> telemetry::pipeline (route, semconv, sampling, RED metrics)
 //!   -> export (bounded queue, OTLP gRPC / HTTP, retry) and /metrics
 //! ```
 
 pub mod config;
+pub mod driver;
 pub mod ebpf;
 pub mod export;
 pub mod frontend;
-pub mod golang;
+pub mod go;
 pub mod health;
 pub mod http1;
-pub mod python;
+pub mod languages;
 pub mod runtime;
+pub mod sockets;
 pub mod targets;
 pub mod telemetry;

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ferrotel_api::probe_config::Language;
 use ferrotel_probe::config::{Cli, RuntimeConfig};
+use ferrotel_probe::languages::LanguageFrontend;
 use ferrotel_probe::runtime;
 use tracing_subscriber::EnvFilter;
 
@@ -42,27 +42,7 @@ async fn main() -> ExitCode {
     init_logging(&config.log_filter, config.log_json);
     let targets = ferrotel_probe::targets::kubernetes::target_source(&config);
     let stop = runtime::termination_signal();
-    // Front-ends plug in here, one arm per language.
-    let result = match config.language {
-        Language::Go => {
-            runtime::run(
-                config,
-                ferrotel_probe::golang::GoFrontend::new(),
-                targets,
-                stop,
-            )
-            .await
-        }
-        Language::Python => {
-            runtime::run(
-                config,
-                ferrotel_probe::python::PythonFrontend,
-                targets,
-                stop,
-            )
-            .await
-        }
-    };
+    let result = runtime::run(config, LanguageFrontend, targets, stop).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ferrotel_api::probe_config::{ExporterConfig, OtlpProtocol, RoutesConfig, SamplerConfig};
 use ferrotel_e2e::Collector;
-use ferrotel_e2e::collector::read_spans;
+use ferrotel_e2e::collector::{FileOutputs, read_spans};
 use ferrotel_probe::export::client::OtlpClient;
 use ferrotel_probe::export::queue::BoundedQueue;
 use ferrotel_probe::export::settings::ExportSettings;
@@ -316,28 +316,16 @@ async fn spans_and_metrics_reach_the_real_collector_over_http_protobuf() {
     spans_and_metrics_arrive(OtlpProtocol::HttpProtobuf).await;
 }
 
-fn file_collector_config(grpc_port: u16, traces: &std::path::Path) -> String {
-    format!(
-        r#"receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{grpc_port}
-exporters:
-  file/traces:
-    path: {traces}
-    flush_interval: 100ms
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [file/traces]
-"#,
-        traces = traces.display()
-    )
+/// A collector on `port` writing spans to `traces` (restartable in place).
+async fn file_collector(port: u16, traces: &std::path::Path) -> Collector {
+    let outputs = FileOutputs {
+        traces: traces.to_owned(),
+        metrics: None,
+        logs: None,
+    };
+    Collector::start_with_file_exporter_at(port, outputs)
+        .await
+        .unwrap_or_else(|e| panic!("the real collector must start: {e}"))
 }
 
 async fn wait_counter(what: &str, read: impl Fn() -> u64, expected: u64) {
@@ -361,9 +349,7 @@ async fn collector_outage_loses_nothing_that_fits_the_queue_and_counts_the_rest(
     let port = ferrotel_e2e::free_port();
     let before_file = dir.path().join("traces-before.json");
     let after_file = dir.path().join("traces-after.json");
-    let first = Collector::start(&file_collector_config(port, &before_file))
-        .await
-        .unwrap_or_else(|e| panic!("the real collector must start: {e}"));
+    let first = file_collector(port, &before_file).await;
 
     let mut settings = settings(&format!("http://127.0.0.1:{port}"), OtlpProtocol::Grpc);
     settings.max_queue_size = 200;
@@ -417,9 +403,7 @@ async fn collector_outage_loses_nothing_that_fits_the_queue_and_counts_the_rest(
     );
 
     // Phase 3: collector back on the same port.
-    let second = Collector::start(&file_collector_config(port, &after_file))
-        .await
-        .unwrap_or_else(|e| panic!("the collector must restart on port {port}: {e}"));
+    let second = file_collector(port, &after_file).await;
     wait_counter(
         "the queued spans to be exported after the outage",
         || h.health.exported_total("traces"),

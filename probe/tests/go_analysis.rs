@@ -4,8 +4,8 @@
 
 mod go_common;
 
-use ferrotel_probe::golang::binary::{AnalysisError, GoBinary, symbols};
-use ferrotel_probe::golang::offsets::{ALL_FIELDS, Feature, OffsetsSource, OffsetsTable};
+use ferrotel_probe::go::binary::{AnalysisError, GoBinary, symbols};
+use ferrotel_probe::go::offsets::{ALL_FIELDS, Feature, OffsetsSource, OffsetsTable};
 use go_common::{TOOLCHAINS, apps};
 
 fn analyze(path: &std::path::Path) -> GoBinary {

@@ -610,12 +610,12 @@ async fn a_binary_replaced_on_disk_while_running_is_probed_with_its_own_offsets(
     std::fs::copy(apps.bin("grpcserver"), &staged).expect("copy grpcserver");
     std::fs::rename(&staged, &path).expect("replace the executable");
 
-    let running = ferrotel_probe::golang::binary::GoBinary::analyze(&std::path::PathBuf::from(
+    let running = ferrotel_probe::go::binary::GoBinary::analyze(&std::path::PathBuf::from(
         format!("/proc/{}/exe", server.pid()),
     ))
     .expect("analyse the running (deleted) executable");
     let on_disk =
-        ferrotel_probe::golang::binary::GoBinary::analyze(&path).expect("analyse the new file");
+        ferrotel_probe::go::binary::GoBinary::analyze(&path).expect("analyse the new file");
     assert_ne!(
         running.key, on_disk.key,
         "the replaced binary must have another cache key (inode, build id)"
@@ -623,7 +623,7 @@ async fn a_binary_replaced_on_disk_while_running_is_probed_with_its_own_offsets(
     assert!(
         running
             .sites
-            .contains_key(ferrotel_probe::golang::binary::symbols::HTTP_SERVER),
+            .contains_key(ferrotel_probe::go::binary::symbols::HTTP_SERVER),
         "the running binary is the HTTP server"
     );
 

@@ -8,8 +8,26 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferrotel_probe::python::events::{Direction, KernelEvent, decode};
-use ferrotel_probe::python::load;
+use ferrotel_api::probe_config::{LanguageTuning, SamplerConfig};
+use ferrotel_probe::driver::Driver;
+use ferrotel_probe::ebpf::EbpfError;
+use ferrotel_probe::sockets::SocketSet;
+use ferrotel_probe::sockets::events::{Direction, KernelEvent, decode};
+use ferrotel_probe::telemetry::record::SpanStarter;
+
+/// The socket-level set, loaded and attached the way the probe does it.
+#[allow(clippy::result_large_err)]
+fn load(ring_buffer_bytes: u32, max_payload_bytes: u32) -> Result<Driver<SocketSet>, EbpfError> {
+    let tuning = LanguageTuning {
+        ring_buffer_bytes,
+        max_payload_bytes,
+        ..LanguageTuning::default()
+    };
+    Driver::load(SocketSet::new(
+        &tuning,
+        SpanStarter::new(&SamplerConfig::default()),
+    ))
+}
 
 fn venv_python() -> PathBuf {
     let cache = std::env::var_os("FERROTEL_CACHE")
@@ -96,7 +114,9 @@ async fn a_claimed_server_yields_open_request_response_and_close_events_with_pay
     });
     let server = Server::start();
     loaded
-        .claims
+        .kernel_mut()
+        .claims()
+        .expect("the set has a claimed_tgids map")
         .claim(server.child.id(), true)
         .expect("claim the server");
     get_keep_alive(server.port, 3);
@@ -108,7 +128,7 @@ async fn a_claimed_server_yields_open_request_response_and_close_events_with_pay
     // The server closes its side after reading our EOF: drain until then.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while closes == 0 && tokio::time::Instant::now() < deadline {
-        loaded.events.drain_now(
+        loaded.drain_raw(
             |record| match decode(record).expect("every record decodes") {
                 KernelEvent::Open { pid, .. } if pid == server.child.id() => opens += 1,
                 KernelEvent::Data {
@@ -159,18 +179,20 @@ async fn a_full_ring_buffer_counts_its_losses() {
     });
     let server = Server::start();
     loaded
-        .claims
+        .kernel_mut()
+        .claims()
+        .expect("the set has a claimed_tgids map")
         .claim(server.child.id(), true)
         .expect("claim the server");
     get_keep_alive(server.port, 200);
-    let drops = loaded.drops.totals().expect("read drop counters");
+    let drops = loaded.drop_totals().expect("read drop counters");
     let full = drops
         .iter()
         .find(|(reason, _)| *reason == "ringbuf_full")
         .map(|(_, n)| *n)
         .expect("ringbuf_full is reported");
     let mut delivered = 0u64;
-    loaded.events.drain_now(|_| delivered += 1);
+    loaded.drain_raw(|_| delivered += 1);
     assert!(
         full > 0,
         "400+ events cannot fit one page: drops must be counted ({drops:?})"

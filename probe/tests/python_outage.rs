@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferrotel_e2e::Collector;
-use ferrotel_e2e::collector::{read_metrics, read_spans};
+use ferrotel_e2e::collector::{FileOutputs, read_metrics, read_spans};
 use python_common::*;
 
 /// How long the collector stays down: the scenario of the issue, not a limit.
@@ -34,44 +34,13 @@ const BEFORE: usize = 12;
 /// The small queue: far less than the WAVES * PER_WAVE spans of the outage.
 const TIGHT_QUEUE: usize = 20;
 
-fn collector_config(port: u16, traces: &Path, metrics: &Path) -> String {
-    format!(
-        r#"receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{port}
-exporters:
-  file/traces:
-    path: {traces}
-    flush_interval: 100ms
-  file/metrics:
-    path: {metrics}
-    flush_interval: 100ms
-service:
-  telemetry:
-    metrics:
-      level: none
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [file/traces]
-    metrics:
-      receivers: [otlp]
-      exporters: [file/metrics]
-"#,
-        traces = traces.display(),
-        metrics = metrics.display(),
-    )
-}
-
 async fn start_collector(port: u16, dir: &Path, name: &str) -> Collector {
-    let config = collector_config(
-        port,
-        &dir.join(format!("{name}-traces.json")),
-        &dir.join(format!("{name}-metrics.json")),
-    );
-    Collector::start(&config)
+    let outputs = FileOutputs {
+        traces: dir.join(format!("{name}-traces.json")),
+        metrics: Some(dir.join(format!("{name}-metrics.json"))),
+        logs: None,
+    };
+    Collector::start_with_file_exporter_at(port, outputs)
         .await
         .unwrap_or_else(|e| panic!("the real collector ({name}) must start on port {port}: {e}"))
 }

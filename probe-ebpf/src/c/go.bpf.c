@@ -100,27 +100,35 @@ struct ft_go_caller {
     struct ft_go_key key;
 };
 
-static __always_inline void *ft_go_parked(struct pt_regs *ctx, void *map, struct ft_go_caller *c)
+/* Fills `c` for the running goroutine; 0 if the process is not traced. */
+static __always_inline int ft_go_caller_of(struct pt_regs *ctx, struct ft_go_caller *c)
 {
     c->pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = c->pid_tgid >> 32;
     c->off = bpf_map_lookup_elem(&go_offsets, &tgid);
     if (!c->off)
-        return NULL;
+        return 0;
     c->goid = ft_go_current_goid(ctx, c->off);
     c->key = ft_go_key_of(tgid, c->goid);
+    return 1;
+}
+
+static __always_inline void *ft_go_parked(struct pt_regs *ctx, void *map, struct ft_go_caller *c)
+{
+    if (!ft_go_caller_of(ctx, c))
+        return NULL;
     return bpf_map_lookup_elem(map, &c->key);
 }
 
-static __always_inline struct ft_go_request_event *ft_go_new_event(__u32 kind, __u64 pid_tgid, __u64 goid,
+static __always_inline struct ft_go_request_event *ft_go_new_event(__u32 kind, const struct ft_go_caller *c,
                                                                     __u64 start_ns, const struct ft_go_trace *trace)
 {
     struct ft_go_request_event *event = ft_reserve(sizeof(*event));
     if (!event)
         return NULL;
-    ft_fill_header(&event->header, kind, pid_tgid);
+    ft_fill_header(&event->header, kind, c->pid_tgid);
     event->start_ns = start_ns;
-    event->goid = goid;
+    event->goid = c->goid;
     __builtin_memcpy(&event->trace, trace, sizeof(*trace));
     event->status = -1;
     event->content_length = -1;
@@ -131,6 +139,13 @@ static __always_inline struct ft_go_request_event *ft_go_new_event(__u32 kind, _
     event->peer_len = 0;
     __builtin_memset(event->pad, 0, sizeof(event->pad));
     return event;
+}
+
+/* A server request ended: forget it and the span it made active. */
+static __always_inline void ft_go_end_server(const struct ft_go_caller *c)
+{
+    bpf_map_delete_elem(&go_server_inflight, &c->key);
+    bpf_map_delete_elem(&go_active, &c->key);
 }
 
 /* Method, URL path and host of an *http.Request into the event. */
@@ -175,22 +190,18 @@ int ft_go_http_server_end(struct pt_regs *ctx)
     struct ft_go_server_inflight *inflight = ft_go_parked(ctx, &go_server_inflight, &c);
     if (!inflight)
         return 0;
-    const struct ft_go_offsets *off = c.off;
-    __u64 pid_tgid = c.pid_tgid, goid = c.goid;
-    struct ft_go_key key = c.key;
     struct ft_go_request_event *event =
-        ft_go_new_event(FT_EV_GO_HTTP_SERVER, pid_tgid, goid, inflight->start_ns, &inflight->trace);
+        ft_go_new_event(FT_EV_GO_HTTP_SERVER, &c, inflight->start_ns, &inflight->trace);
     if (event) {
-        ft_go_read_http_request(event, off, inflight->request, 0);
+        ft_go_read_http_request(event, c.off, inflight->request, 0);
         __s64 status = 0;
-        if (inflight->response && off->response_status != FT_GO_NO_OFFSET)
-            bpf_probe_read_user(&status, sizeof(status), (void *)(inflight->response + off->response_status));
+        if (inflight->response && c.off->response_status != FT_GO_NO_OFFSET)
+            bpf_probe_read_user(&status, sizeof(status), (void *)(inflight->response + c.off->response_status));
         /* No WriteHeader/Write yet: net/http sends 200 when the handler returns. */
         event->status = status == 0 ? 200 : status;
         ft_submit(event);
     }
-    bpf_map_delete_elem(&go_server_inflight, &key);
-    bpf_map_delete_elem(&go_active, &key);
+    ft_go_end_server(&c);
     return 0;
 }
 
@@ -229,22 +240,19 @@ int ft_go_http_client_end(struct pt_regs *ctx)
     struct ft_go_client_inflight *inflight = ft_go_parked(ctx, &go_client_inflight, &c);
     if (!inflight)
         return 0;
-    const struct ft_go_offsets *off = c.off;
-    __u64 pid_tgid = c.pid_tgid, goid = c.goid;
-    struct ft_go_key key = c.key;
     struct ft_go_request_event *event =
-        ft_go_new_event(FT_EV_GO_HTTP_CLIENT, pid_tgid, goid, inflight->start_ns, &inflight->trace);
+        ft_go_new_event(FT_EV_GO_HTTP_CLIENT, &c, inflight->start_ns, &inflight->trace);
     if (event) {
-        ft_go_read_http_request(event, off, inflight->request, 1);
+        ft_go_read_http_request(event, c.off, inflight->request, 1);
         __u64 response = ctx->ax;
         if (response) {
             __s64 status = -1;
-            bpf_probe_read_user(&status, sizeof(status), (void *)(response + off->resp_status_code));
+            bpf_probe_read_user(&status, sizeof(status), (void *)(response + c.off->resp_status_code));
             event->status = status;
         }
         ft_submit(event);
     }
-    bpf_map_delete_elem(&go_client_inflight, &key);
+    bpf_map_delete_elem(&go_client_inflight, &c.key);
     return 0;
 }
 
@@ -365,22 +373,18 @@ int ft_go_grpc_server_end(struct pt_regs *ctx)
     struct ft_go_server_inflight *inflight = ft_go_parked(ctx, &go_server_inflight, &c);
     if (!inflight)
         return 0;
-    const struct ft_go_offsets *off = c.off;
-    __u64 pid_tgid = c.pid_tgid, goid = c.goid;
-    struct ft_go_key key = c.key;
     struct ft_go_request_event *event =
-        ft_go_new_event(FT_EV_GO_GRPC_SERVER, pid_tgid, goid, inflight->start_ns, &inflight->trace);
+        ft_go_new_event(FT_EV_GO_GRPC_SERVER, &c, inflight->start_ns, &inflight->trace);
     if (event) {
         __u64 stream = inflight->request;
-        if (stream && off->grpc_server_stream_stream != FT_GO_NO_OFFSET)
-            stream = ft_go_read_u64(stream + off->grpc_server_stream_stream);
+        if (stream && c.off->grpc_server_stream_stream != FT_GO_NO_OFFSET)
+            stream = ft_go_read_u64(stream + c.off->grpc_server_stream_stream);
         if (stream)
-            event->path_len = ft_go_read_string(event->path, FT_GO_PATH_CAP - 1, stream + off->grpc_stream_method);
+            event->path_len = ft_go_read_string(event->path, FT_GO_PATH_CAP - 1, stream + c.off->grpc_stream_method);
         event->status = inflight->status;
         ft_submit(event);
     }
-    bpf_map_delete_elem(&go_server_inflight, &key);
-    bpf_map_delete_elem(&go_active, &key);
+    ft_go_end_server(&c);
     return 0;
 }
 
@@ -416,21 +420,18 @@ struct {
 } go_stream_inflight SEC(".maps");
 
 /* Emits the client span of a gRPC call parked in `inflight`, ended by `err`. */
-static __always_inline void ft_go_emit_grpc_client(__u64 pid_tgid, __u64 goid, const struct ft_go_offsets *off,
+static __always_inline void ft_go_emit_grpc_client(const struct ft_go_caller *c,
                                                    const struct ft_go_client_inflight *inflight, __u64 err_itab,
                                                    __u64 err_data)
 {
     struct ft_go_request_event *event =
-        ft_go_new_event(FT_EV_GO_GRPC_CLIENT, pid_tgid, goid, inflight->start_ns, &inflight->trace);
+        ft_go_new_event(FT_EV_GO_GRPC_CLIENT, c, inflight->start_ns, &inflight->trace);
     if (!event)
         return;
-    __u64 n = inflight->method_len;
-    if (n > FT_GO_PATH_CAP - 1)
-        n = FT_GO_PATH_CAP - 1;
-    n &= FT_GO_PATH_CAP - 1;
-    if (inflight->request && bpf_probe_read_user(event->path, n, (void *)inflight->request) == 0)
+    __u64 n = ft_go_copy_len((__s64)inflight->method_len, FT_GO_PATH_CAP - 1);
+    if (n && inflight->request && bpf_probe_read_user(event->path, n, (void *)inflight->request) == 0)
         event->path_len = (__u16)n;
-    event->status = ft_go_grpc_error_code(off, err_itab, err_data);
+    event->status = ft_go_grpc_error_code(c->off, err_itab, err_data);
     ft_submit(event);
 }
 
@@ -449,13 +450,10 @@ int ft_go_grpc_client_end(struct pt_regs *ctx)
 {
     struct ft_go_caller c;
     struct ft_go_client_inflight *inflight = ft_go_parked(ctx, &go_client_inflight, &c);
-    if (!inflight)
-        return 0;
-    const struct ft_go_offsets *off = c.off;
-    __u64 pid_tgid = c.pid_tgid, goid = c.goid;
-    struct ft_go_key key = c.key;
-    ft_go_emit_grpc_client(pid_tgid, goid, off, inflight, ctx->ax, ctx->bx);
-    bpf_map_delete_elem(&go_client_inflight, &key);
+    if (inflight) {
+        ft_go_emit_grpc_client(&c, inflight, ctx->ax, ctx->bx);
+        bpf_map_delete_elem(&go_client_inflight, &c.key);
+    }
     return 0;
 }
 
@@ -476,18 +474,15 @@ int ft_go_grpc_stream_opened(struct pt_regs *ctx)
     struct ft_go_client_inflight *inflight = ft_go_parked(ctx, &go_client_inflight, &c);
     if (!inflight)
         return 0;
-    const struct ft_go_offsets *off = c.off;
-    __u64 pid_tgid = c.pid_tgid, goid = c.goid;
-    struct ft_go_key key = c.key;
     __u64 stream = ctx->bx;
     if (ctx->cx || !stream) {
         /* Failed to open: the span ends here with the error's code. */
-        ft_go_emit_grpc_client(pid_tgid, goid, off, inflight, ctx->cx, ctx->di);
+        ft_go_emit_grpc_client(&c, inflight, ctx->cx, ctx->di);
     } else {
-        struct ft_go_key stream_key = ft_go_key_of(key.tgid, stream);
+        struct ft_go_key stream_key = ft_go_key_of(c.key.tgid, stream);
         bpf_map_update_elem(&go_stream_inflight, &stream_key, inflight, BPF_ANY);
     }
-    bpf_map_delete_elem(&go_client_inflight, &key);
+    bpf_map_delete_elem(&go_client_inflight, &c.key);
     return 0;
 }
 
@@ -496,16 +491,15 @@ int ft_go_grpc_stream_opened(struct pt_regs *ctx)
 SEC("uprobe")
 int ft_go_grpc_stream_end(struct pt_regs *ctx)
 {
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
-    __u32 tgid = pid_tgid >> 32;
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
-    if (!off)
+    struct ft_go_caller c;
+    if (!ft_go_caller_of(ctx, &c))
         return 0;
-    struct ft_go_key key = ft_go_key_of(tgid, ctx->ax);
+    /* Keyed by the stream, not the goroutine: it may finish on another. */
+    struct ft_go_key key = ft_go_key_of(c.key.tgid, ctx->ax);
     struct ft_go_client_inflight *inflight = bpf_map_lookup_elem(&go_stream_inflight, &key);
     if (!inflight)
         return 0;
-    ft_go_emit_grpc_client(pid_tgid, ft_go_current_goid(ctx, off), off, inflight, ctx->bx, ctx->cx);
+    ft_go_emit_grpc_client(&c, inflight, ctx->bx, ctx->cx);
     bpf_map_delete_elem(&go_stream_inflight, &key);
     return 0;
 }

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
  * Wire structs shared by every program set: the source of truth. The Rust
- * mirror (probe-ebpf/src/lib.rs, module `wire`) asserts the same sizes at
- * compile time. Compiled with -Wpadded -Werror: all padding is explicit, no
+ * mirror (probe-ebpf/src/lib.rs, module `wire`) asserts the same sizes and
+ * field offsets at compile time, against this object's BTF. Compiled with -Wpadded -Werror: all padding is explicit, no
  * bool (u32 flags instead), fixed-width types only.
  *
- * Language-specific events (python/wire.h, go/...) start with the same
+ * Program-set events (sockets/wire.h, go/wire.h) start with the same
  * `struct ft_event_header` so the reader can dispatch on `kind`.
  */
 #ifndef FT_WIRE_H
@@ -20,7 +20,7 @@ enum ft_event_kind {
     FT_EV_PROC_EXEC = 1,
     FT_EV_PROC_EXIT = 2,
     FT_EV_PROC_FORK = 3,
-    /* Socket-level events of the Python program set (python/wire.h). */
+    /* Events of the socket-level program set (sockets/wire.h). */
     FT_EV_SOCK_OPEN = 16,
     FT_EV_SOCK_DATA = 17,
     FT_EV_SOCK_CLOSE = 18,

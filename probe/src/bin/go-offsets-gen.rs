@@ -1,5 +1,5 @@
 //! `go-offsets-gen`: regenerates the Go probe's offsets table
-//! (`probe/src/golang/offsets_table.json`) from the DWARF of Go binaries we
+//! (`probe/src/go/offsets_table.json`) from the DWARF of Go binaries we
 //! build — never typed by hand.
 //!
 //! Usage: `go-offsets-gen OUT.json BINARY...` (see `e2e/apps/go/gen-offsets.sh`,
@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use ferrotel_probe::golang::binary::GoBinary;
-use ferrotel_probe::golang::dwarf;
-use ferrotel_probe::golang::offsets::{ALL_FIELDS, OffsetsSource, OffsetsTable};
+use ferrotel_probe::go::binary::GoBinary;
+use ferrotel_probe::go::dwarf;
+use ferrotel_probe::go::offsets::{ALL_FIELDS, OffsetsSource, OffsetsTable};
 
 fn main() -> ExitCode {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();

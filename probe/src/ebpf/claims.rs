@@ -1,12 +1,12 @@
 //! The `claimed_tgids` map: which processes a program set traces.
 
-use aya::Ebpf;
 use aya::maps::{HashMap, MapData};
+use ferrotel_probe_ebpf::contract::maps;
 use ferrotel_probe_ebpf::wire::CLAIM_FOLLOW_FORKS;
 
 use super::EbpfError;
 
-/// Owner of a program set's `claimed_tgids` map.
+/// Owner of a program set's `claimed_tgids` map (see [`super::Kernel::claims`]).
 #[derive(Debug)]
 pub struct Claims {
     set: &'static str,
@@ -14,20 +14,8 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// Takes the map out of `ebpf` (the front-end owns it from now on).
-    pub fn take(ebpf: &mut Ebpf, set: &'static str) -> Result<Self, EbpfError> {
-        let map = ebpf
-            .take_map("claimed_tgids")
-            .ok_or(EbpfError::MissingMap {
-                set,
-                name: "claimed_tgids",
-            })?;
-        let map = HashMap::try_from(map).map_err(|source| EbpfError::Map {
-            set,
-            name: "claimed_tgids",
-            source,
-        })?;
-        Ok(Self { set, map })
+    pub(super) fn new(set: &'static str, map: HashMap<MapData, u32, u32>) -> Self {
+        Self { set, map }
     }
 
     /// Starts tracing `pid`; with `follow_forks` its future children are
@@ -38,7 +26,7 @@ impl Claims {
             .insert(pid, flags, 0)
             .map_err(|source| EbpfError::Map {
                 set: self.set,
-                name: "claimed_tgids",
+                name: maps::CLAIMED_TGIDS,
                 source,
             })
     }

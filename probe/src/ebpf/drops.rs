@@ -1,10 +1,10 @@
 //! The `drop_counters` map: events the kernel side could not deliver.
 
-use aya::Ebpf;
 use aya::maps::{MapData, PerCpuArray};
+use ferrotel_probe_ebpf::contract::maps;
 use ferrotel_probe_ebpf::wire::drop_reason;
 
-use super::EbpfError;
+use super::{EbpfError, Kernel};
 
 /// Reader of a program set's per-CPU drop counters.
 pub struct DropCounters {
@@ -21,19 +21,12 @@ impl std::fmt::Debug for DropCounters {
 }
 
 impl DropCounters {
-    pub fn take(ebpf: &mut Ebpf, set: &'static str) -> Result<Self, EbpfError> {
-        let map = ebpf
-            .take_map("drop_counters")
-            .ok_or(EbpfError::MissingMap {
-                set,
-                name: "drop_counters",
-            })?;
-        let map = PerCpuArray::try_from(map).map_err(|source| EbpfError::Map {
-            set,
-            name: "drop_counters",
-            source,
-        })?;
-        Ok(Self { set, map })
+    /// Takes the map out of `kernel`.
+    pub fn take(kernel: &mut Kernel) -> Result<Self, EbpfError> {
+        Ok(Self {
+            set: kernel.set(),
+            map: kernel.take_map(maps::DROP_COUNTERS)?,
+        })
     }
 
     /// Totals per reason (summed over CPUs), as `(label, count)`; every
@@ -43,7 +36,7 @@ impl DropCounters {
         for reason in 0..drop_reason::COUNT {
             let values = self.map.get(&reason, 0).map_err(|source| EbpfError::Map {
                 set: self.set,
-                name: "drop_counters",
+                name: maps::DROP_COUNTERS,
                 source,
             })?;
             let name = drop_reason::name(reason);

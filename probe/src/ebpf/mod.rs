@@ -1,24 +1,29 @@
-//! User-side eBPF plumbing shared by the language front-ends: loading a
-//! program set with its knobs, attaching tracepoints, reading the ring
-//! buffer with batched wake-ups, claiming processes and reading the kernel
-//! drop counters. Everything here is generic over the program set: the maps
-//! it touches (`events`, `claimed_tgids`, `drop_counters`) and the knobs
-//! (`wakeup_bytes`, ...) are defined once in `probe-ebpf/src/c/common/`.
+//! User-side eBPF plumbing under the [driver](crate::driver): loading a
+//! program set with its [`Tuning`], the loaded set's handle ([`Kernel`]:
+//! typed maps and programs, attach helpers), reading the ring buffer with
+//! batched wake-ups, claiming processes and reading the kernel drop
+//! counters. Everything here is generic over the program set; every name it
+//! passes to aya comes from the kernel contract,
+//! [`ferrotel_probe_ebpf::contract`].
 
 // Setup errors carry aya's (large) errors unboxed: they happen once, at
-// startup, and the Go front-end builds these variants directly.
+// startup, and the Go set builds these variants directly.
 #![allow(clippy::result_large_err)]
 
 mod claims;
 mod drops;
 mod ring;
 
-use aya::programs::{BtfTracePoint, TracePoint};
+use std::time::Duration;
+
+use aya::maps::Map;
+use aya::programs::{BtfTracePoint, Program, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
+use ferrotel_probe_ebpf::contract::{globals, maps, process};
 
 pub use claims::Claims;
 pub use drops::DropCounters;
-pub use ring::{DEFAULT_POLL, EventReader};
+pub use ring::EventReader;
 
 /// Why a program set could not be set up; every message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -75,27 +80,50 @@ pub enum EbpfError {
     },
 }
 
-/// Load-time settings of a program set.
-#[derive(Clone, Debug)]
-pub struct LoadOptions {
-    /// Program set name, for errors and logs (`python`, `go`).
-    pub set: &'static str,
-    /// Ring buffer size (`events` map), a power of two >= one page.
-    pub ring_buffer_bytes: u32,
-    /// Pending bytes above which the kernel wakes the reader (`wakeup_bytes`).
-    pub wakeup_bytes: u64,
-    /// Extra `volatile const __u32` knobs of the program set, by name.
-    pub u32_globals: Vec<(&'static str, u32)>,
+/// A `volatile const` knob's value (`__u32` or `__u64` on the C side).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Global {
+    U32(u32),
+    U64(u64),
 }
 
-impl LoadOptions {
-    pub fn new(set: &'static str) -> Self {
+/// How a program set is loaded. There is no default: every set says where
+/// each value comes from (a language's from its `spec.<language>` section,
+/// see [`Tuning::from_language`]), so that a knob cannot be dropped on the
+/// way to the kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tuning {
+    /// Size of the `events` ring buffer, rounded up to a power of two of at
+    /// least one page ([`ring_size`]).
+    pub ring_buffer_bytes: u32,
+    /// Pending ring-buffer bytes above which the kernel wakes the reader.
+    pub wakeup_bytes: u64,
+    /// How often the ring is drained when the kernel did not wake the
+    /// reader: the longest a record waits below `wakeup_bytes`.
+    pub poll: Duration,
+    /// The set's other `volatile const` knobs, by contract name
+    /// ([`ferrotel_probe_ebpf::contract::globals`]).
+    pub globals: Vec<(&'static str, Global)>,
+}
+
+impl Tuning {
+    /// The tuning of a language's program set: ring size and payload bytes
+    /// from its config section; batched wake-ups at the contract's default,
+    /// polled every 10 ms (an event waits at most that long).
+    pub fn from_language(ring_buffer_bytes: u32, max_payload_bytes: u32) -> Self {
         Self {
-            set,
-            ring_buffer_bytes: 4 << 20,
-            wakeup_bytes: 64 * 1024,
-            u32_globals: Vec::new(),
+            ring_buffer_bytes,
+            wakeup_bytes: ferrotel_probe_ebpf::contract::defaults::WAKEUP_BYTES,
+            poll: Duration::from_millis(10),
+            globals: vec![(globals::MAX_PAYLOAD_BYTES, Global::U32(max_payload_bytes))],
         }
+    }
+
+    /// Adds or replaces knob `name`.
+    pub fn with_global(mut self, name: &'static str, value: Global) -> Self {
+        self.globals.retain(|(n, _)| *n != name);
+        self.globals.push((name, value));
+        self
     }
 }
 
@@ -108,112 +136,201 @@ pub fn ring_size(requested: u32) -> u32 {
         .unwrap_or(1 << 31)
 }
 
-/// Parses an embedded program set and creates its maps, with its knobs
-/// set. Programs are verified when they are attached.
-pub fn load(object: &[u8], options: &LoadOptions) -> Result<Ebpf, EbpfError> {
-    let mut loader = EbpfLoader::new();
-    loader.map_max_entries("events", ring_size(options.ring_buffer_bytes));
-    loader.override_global("wakeup_bytes", &options.wakeup_bytes, true);
-    for (name, value) in &options.u32_globals {
-        loader.override_global(name, value, true);
+/// A loaded program set: the object, its maps and programs, and the
+/// helpers a set uses to attach. Dropping it detaches every program.
+pub struct Kernel {
+    set: &'static str,
+    ebpf: Ebpf,
+    ring_buffer_bytes: u32,
+    claims: Option<Claims>,
+    btf: Option<Btf>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("set", &self.set)
+            .field("ring_buffer_bytes", &self.ring_buffer_bytes)
+            .finish_non_exhaustive()
     }
-    loader.load(object).map_err(|source| EbpfError::Load {
-        set: options.set,
-        source,
+}
+
+/// Parses an embedded program set and creates its maps with `tuning`
+/// applied. Programs are verified when they are attached.
+pub fn load(set: &'static str, object: &[u8], tuning: &Tuning) -> Result<Kernel, EbpfError> {
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(maps::EVENTS, ring_size(tuning.ring_buffer_bytes));
+    loader.override_global(globals::WAKEUP_BYTES, &tuning.wakeup_bytes, true);
+    for (name, value) in &tuning.globals {
+        match value {
+            Global::U32(v) => loader.override_global(name, v, true),
+            Global::U64(v) => loader.override_global(name, v, true),
+        };
+    }
+    let ebpf = loader
+        .load(object)
+        .map_err(|source| EbpfError::Load { set, source })?;
+    // What the kernel made of the request, not the request.
+    let ring_buffer_bytes = match ebpf.map(maps::EVENTS) {
+        Some(Map::RingBuf(data)) => data
+            .info()
+            .map_err(|source| EbpfError::Map {
+                set,
+                name: maps::EVENTS,
+                source,
+            })?
+            .max_entries(),
+        _ => {
+            return Err(EbpfError::MissingMap {
+                set,
+                name: maps::EVENTS,
+            });
+        }
+    };
+    Ok(Kernel {
+        set,
+        ebpf,
+        ring_buffer_bytes,
+        claims: None,
+        btf: None,
     })
 }
 
-/// Loads program `name` and attaches it to each `category/tracepoint` given.
-pub fn attach_tracepoints(
-    ebpf: &mut Ebpf,
-    set: &'static str,
-    name: &str,
-    tracepoints: &[(&str, &str)],
-) -> Result<(), EbpfError> {
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| EbpfError::MissingProgram {
-            set,
-            name: name.to_owned(),
-        })?
-        .try_into()
-        .map_err(|_| EbpfError::WrongProgramType {
-            set,
-            name: name.to_owned(),
-            expected: "tracepoint",
-        })?;
-    let attach_err = |target: String| {
-        move |source| EbpfError::Attach {
-            set,
-            name: name.to_owned(),
-            target,
-            source,
-        }
-    };
-    program.load().map_err(attach_err("load".to_owned()))?;
-    for (category, tracepoint) in tracepoints {
-        program
-            .attach(category, tracepoint)
-            .map_err(attach_err(format!("{category}/{tracepoint}")))?;
+impl Kernel {
+    /// The program set's name, for errors and logs.
+    pub fn set(&self) -> &'static str {
+        self.set
     }
-    Ok(())
-}
 
-/// Loads BTF tracepoint program `name` for `tracepoint` and attaches it.
-pub fn attach_btf_tracepoint(
-    ebpf: &mut Ebpf,
-    set: &'static str,
-    name: &str,
-    tracepoint: &str,
-    btf: &Btf,
-) -> Result<(), EbpfError> {
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| EbpfError::MissingProgram {
+    /// Size of the `events` ring buffer as the kernel created it.
+    pub fn ring_buffer_bytes(&self) -> u32 {
+        self.ring_buffer_bytes
+    }
+
+    /// The loaded object, for what the helpers below do not cover.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Takes map `name` out of the object as a typed map (the caller owns
+    /// it from now on).
+    pub fn take_map<M>(&mut self, name: &'static str) -> Result<M, EbpfError>
+    where
+        M: TryFrom<Map, Error = aya::maps::MapError>,
+    {
+        let set = self.set;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(EbpfError::MissingMap { set, name })?;
+        M::try_from(map).map_err(|source| EbpfError::Map { set, name, source })
+    }
+
+    /// Program `name` as a `P` (`UProbe`, `TracePoint`, ...).
+    pub fn program<P>(&mut self, name: &str, expected: &'static str) -> Result<&mut P, EbpfError>
+    where
+        for<'a> &'a mut P: TryFrom<&'a mut Program>,
+    {
+        let set = self.set;
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| EbpfError::MissingProgram {
+                set,
+                name: name.to_owned(),
+            })?
+            .try_into()
+            .map_err(|_| EbpfError::WrongProgramType {
+                set,
+                name: name.to_owned(),
+                expected,
+            })
+    }
+
+    /// The set's `claimed_tgids` map (taken on first use).
+    pub fn claims(&mut self) -> Result<&mut Claims, EbpfError> {
+        if self.claims.is_none() {
+            let map = self.take_map(maps::CLAIMED_TGIDS)?;
+            self.claims = Some(Claims::new(self.set, map));
+        }
+        Ok(self.claims.as_mut().expect("just set"))
+    }
+
+    /// The claimed pids, if the set claims processes.
+    pub fn claimed(&self) -> Option<Vec<u32>> {
+        self.claims.as_ref().map(Claims::pids)
+    }
+
+    /// Loads program `name` and attaches it to each `category/tracepoint`.
+    pub fn attach_tracepoints(
+        &mut self,
+        name: &str,
+        tracepoints: &[(&str, &str)],
+    ) -> Result<(), EbpfError> {
+        let set = self.set;
+        let program: &mut TracePoint = self.program(name, "tracepoint")?;
+        let attach_err = |target: String| {
+            move |source| EbpfError::Attach {
+                set,
+                name: name.to_owned(),
+                target,
+                source,
+            }
+        };
+        program.load().map_err(attach_err("load".to_owned()))?;
+        for (category, tracepoint) in tracepoints {
+            program
+                .attach(category, tracepoint)
+                .map_err(attach_err(format!("{category}/{tracepoint}")))?;
+        }
+        Ok(())
+    }
+
+    /// Attaches each `(program, syscall tracepoints)` of a contract table
+    /// such as [`ferrotel_probe_ebpf::contract::sockets::TRACEPOINTS`].
+    pub fn attach_syscall_tracepoints(
+        &mut self,
+        table: &[(&str, &[&str])],
+    ) -> Result<(), EbpfError> {
+        for (program, tracepoints) in table {
+            let targets: Vec<(&str, &str)> = tracepoints.iter().map(|t| ("syscalls", *t)).collect();
+            self.attach_tracepoints(program, &targets)?;
+        }
+        Ok(())
+    }
+
+    /// Loads BTF tracepoint program `name` for `tracepoint` and attaches it.
+    pub fn attach_btf_tracepoint(&mut self, name: &str, tracepoint: &str) -> Result<(), EbpfError> {
+        if self.btf.is_none() {
+            self.btf = Some(Btf::from_sys_fs().map_err(EbpfError::Btf)?);
+        }
+        let set = self.set;
+        let btf = self.btf.take().expect("just set");
+        let attach_err = |source| EbpfError::Attach {
             set,
             name: name.to_owned(),
-        })?
-        .try_into()
-        .map_err(|_| EbpfError::WrongProgramType {
-            set,
-            name: name.to_owned(),
-            expected: "tp_btf",
-        })?;
-    let attach_err = |source| EbpfError::Attach {
-        set,
-        name: name.to_owned(),
-        target: format!("tp_btf/{tracepoint}"),
-        source,
-    };
-    program.load(tracepoint, btf).map_err(attach_err)?;
-    program.attach().map_err(attach_err)?;
-    Ok(())
-}
+            target: format!("tp_btf/{tracepoint}"),
+            source,
+        };
+        let result = self
+            .program::<BtfTracePoint>(name, "tp_btf")
+            .and_then(|program| {
+                program.load(tracepoint, &btf).map_err(attach_err)?;
+                program.attach().map_err(attach_err)?;
+                Ok(())
+            });
+        self.btf = Some(btf);
+        result
+    }
 
-/// The kernel's BTF, needed by `tp_btf` programs.
-pub fn kernel_btf() -> Result<Btf, EbpfError> {
-    Btf::from_sys_fs().map_err(EbpfError::Btf)
-}
-
-/// Attaches the shared process-lifecycle programs of `common/proc.h`
-/// (fork inheritance of claims, exit, exec) present in every program set.
-pub fn attach_process_tracking(
-    ebpf: &mut Ebpf,
-    set: &'static str,
-    btf: &Btf,
-) -> Result<(), EbpfError> {
-    attach_btf_tracepoint(ebpf, set, "ft_proc_fork", "sched_process_fork", btf)?;
-    attach_tracepoints(
-        ebpf,
-        set,
-        "ft_proc_exit",
-        &[("sched", "sched_process_exit")],
-    )?;
-    attach_tracepoints(
-        ebpf,
-        set,
-        "ft_proc_exec",
-        &[("sched", "sched_process_exec")],
-    )?;
-    Ok(())
+    /// Attaches the shared process-lifecycle programs of `common/proc.h`
+    /// (fork inheritance of claims, exit, exec).
+    pub fn attach_process_tracking(&mut self) -> Result<(), EbpfError> {
+        for (program, tracepoint) in process::BTF_TRACEPOINTS {
+            self.attach_btf_tracepoint(program, tracepoint)?;
+        }
+        for (program, category, tracepoint) in process::TRACEPOINTS {
+            self.attach_tracepoints(program, &[(category, tracepoint)])?;
+        }
+        Ok(())
+    }
 }

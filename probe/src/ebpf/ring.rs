@@ -8,15 +8,12 @@
 
 use std::time::Duration;
 
-use aya::Ebpf;
 use aya::maps::{MapData, RingBuf};
+use ferrotel_probe_ebpf::contract::maps;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Interval, MissedTickBehavior};
 
-use super::EbpfError;
-
-/// How often the ring is drained when the kernel did not wake us.
-pub const DEFAULT_POLL: Duration = Duration::from_millis(10);
+use super::{EbpfError, Kernel};
 
 /// Async reader of a program set's `events` ring buffer.
 pub struct EventReader {
@@ -25,17 +22,11 @@ pub struct EventReader {
 }
 
 impl EventReader {
-    /// Takes the `events` map out of `ebpf`. Must run inside a tokio runtime.
-    pub fn take(ebpf: &mut Ebpf, set: &'static str, poll: Duration) -> Result<Self, EbpfError> {
-        let map = ebpf.take_map("events").ok_or(EbpfError::MissingMap {
-            set,
-            name: "events",
-        })?;
-        let ring = RingBuf::try_from(map).map_err(|source| EbpfError::Map {
-            set,
-            name: "events",
-            source,
-        })?;
+    /// Takes the `events` map out of `kernel`, drained at least every
+    /// `poll`. Must run inside a tokio runtime.
+    pub fn take(kernel: &mut Kernel, poll: Duration) -> Result<Self, EbpfError> {
+        let set = kernel.set();
+        let ring: RingBuf<MapData> = kernel.take_map(maps::EVENTS)?;
         // SAFETY: the RingBuf owns the map's fd (MapData) and keeps it open,
         // unchanged, for as long as it lives; the AsyncFd owns the RingBuf,
         // so the registered fd outlives the registration.

@@ -1,6 +1,6 @@
 //! Shared harness of the Go probe tests: the Go toolchain matrix, building
 //! the test targets (e2e/apps/go), running them, and running the probe
-//! runtime with the Go front-end against the real collector.
+//! runtime with the Go program set against the real collector.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -10,14 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use clap::Parser;
-use ferrotel_api::probe_config::ProbeConfig;
+use ferrotel_api::probe_config::{Language, ProbeConfig};
 use ferrotel_e2e::{Collector, Span};
-use ferrotel_probe::config::{Cli, RuntimeConfig};
-use ferrotel_probe::golang::GoFrontend;
-use ferrotel_probe::runtime::{self, TargetSource};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub const WAIT: Duration = Duration::from_secs(90);
 
@@ -169,15 +163,13 @@ impl Drop for GoApp {
     }
 }
 
-/// The probe runtime with the Go front-end, exporting to `collector`.
-pub struct Probe {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-    pub metrics_url: String,
-}
+#[path = "../probe_harness/mod.rs"]
+mod probe_harness;
+pub use probe_harness::Probe;
 
 impl Probe {
-    /// Starts the probe for `pids` and `exe_globs`, and waits until
+    /// Starts the probe with the Go program set for `pids` and
+    /// `exe_globs`, exporting to `collector`, and waits until
     /// `expect_attached` processes are instrumented.
     pub async fn start(
         collector: &Collector,
@@ -185,105 +177,36 @@ impl Probe {
         exe_globs: &[&str],
         expect_attached: usize,
     ) -> Probe {
-        let mut file = ProbeConfig::default();
-        file.exporter.endpoint = collector.grpc_url();
-        file.exporter.scheduled_delay_millis = 200;
-        let metrics_port = ferrotel_e2e::free_port();
-        let mut args = vec![
-            "ferrotel-probe".to_owned(),
-            "--language".into(),
-            "go".into(),
-            "--metrics-addr".into(),
-            format!("127.0.0.1:{metrics_port}"),
-            "--rescan-millis".into(),
-            "100".into(),
-        ];
-        for pid in pids {
-            args.extend(["--pid".to_owned(), pid.to_string()]);
-        }
-        for glob in exe_globs {
-            args.extend(["--exe-path".to_owned(), (*glob).to_owned()]);
-        }
-        let cli = Cli::try_parse_from(&args).expect("valid probe flags");
-        let config = RuntimeConfig::resolve(&cli, file, &|_| None).expect("valid probe config");
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(runtime::run(
-            config,
-            GoFrontend::new(),
-            TargetSource::Standalone,
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let mut probe = Probe {
-            stop: Some(stop_tx),
-            task: Some(task),
-            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
-        };
+        Self::start_with(collector, pids, exe_globs, expect_attached, |_| {}).await
+    }
+
+    /// [`Probe::start`] with the config file adjusted by `edit` (e.g. the
+    /// `go` tuning).
+    pub async fn start_with(
+        collector: &Collector,
+        pids: &[u32],
+        exe_globs: &[&str],
+        expect_attached: usize,
+        edit: impl FnOnce(&mut ProbeConfig),
+    ) -> Probe {
+        let targets: Vec<(&str, String)> = pids
+            .iter()
+            .map(|pid| ("--pid", pid.to_string()))
+            .chain(
+                exe_globs
+                    .iter()
+                    .map(|glob| ("--exe-path", (*glob).to_owned())),
+            )
+            .collect();
+        let mut probe = Probe::launch(Language::Go, &collector.grpc_url(), &targets, edit);
         probe.wait_attached(expect_attached).await;
         probe
     }
 
-    /// The probe's /metrics text.
-    pub async fn metrics(&self) -> String {
-        match http_client().get(&self.metrics_url).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(e) => format!("(no /metrics: {e})"),
-        }
-    }
-
-    /// Waits until the attached-processes gauge reads `n`; fails with the
-    /// probe's error if it stopped (e.g. eBPF could not be loaded).
+    /// Waits until the attached-processes gauge reads `n`.
     pub async fn wait_attached(&mut self, n: usize) {
-        let line = format!("ferrotel_probe_attached_processes{{language=\"go\"}} {n}");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(task) = &self.task
-                && task.is_finished()
-            {
-                let result = self.task.take().expect("task").await;
-                panic!(
-                    "the Go probe stopped before attaching (it needs root and a kernel with BTF and uprobes): {result:?}"
-                );
-            }
-            let text = self.metrics().await;
-            if text.lines().any(|l| l == line) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the Go probe did not attach {n} processes in time:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Stops gracefully (flushing every span); returns the probe's /metrics
-    /// text from just before the stop, for failure messages.
-    pub async fn stop(mut self) -> String {
-        let metrics = self.metrics().await;
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let task = self.task.take().expect("probe still running");
-        let result = tokio::time::timeout(WAIT, task)
-            .await
-            .expect("probe stops in time")
-            .expect("probe task");
-        result.expect("the probe returns Ok after a graceful stop");
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("ferrotel_probe_"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.wait_attached_until(&format!("exactly {n} processes"), |v| v == n as f64)
+            .await;
     }
 }
 

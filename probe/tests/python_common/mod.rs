@@ -1,6 +1,7 @@
 //! Shared harness of the Python probe tests: the Python apps (e2e/apps/python,
 //! run from the venv `e2e/tools/install.sh` creates), the probe runtime with
-//! the Python front-end, the mixed HTTP workload and the span assertions.
+//! the socket-level program set, the mixed HTTP workload and the span
+//! assertions.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -9,14 +10,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use ferrotel_api::probe_config::ProbeConfig;
+use ferrotel_api::probe_config::{Language, ProbeConfig};
 use ferrotel_e2e::{Collector, MetricPoint, Span};
-use ferrotel_probe::config::{Cli, RuntimeConfig};
-use ferrotel_probe::python::PythonFrontend;
-use ferrotel_probe::runtime::{self, TargetSource};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub const WAIT: Duration = Duration::from_secs(60);
 pub const SERVER: i64 = 2;
@@ -166,16 +161,14 @@ impl Drop for App {
 
 // ----------------------------------------------------------------- probe
 
-pub struct Probe {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-    metrics_url: String,
-}
+#[path = "../probe_harness/mod.rs"]
+mod probe_harness;
+pub use probe_harness::Probe;
 
 impl Probe {
-    /// Starts the probe runtime with the Python front-end for `pids` and
-    /// listening `ports`, and waits until at least `attached` processes are
-    /// claimed.
+    /// Starts the probe runtime with the socket-level program set for
+    /// `pids` and listening `ports`, and waits until at least `attached`
+    /// processes are claimed.
     pub async fn start(
         collector: &Collector,
         pids: &[u32],
@@ -194,138 +187,34 @@ impl Probe {
         attached: usize,
         edit: impl FnOnce(&mut ProbeConfig),
     ) -> Probe {
-        install_crypto_provider();
-        let mut file = ProbeConfig::default();
-        file.exporter.endpoint = endpoint.to_owned();
-        file.exporter.scheduled_delay_millis = 200;
-        file.routes.patterns = [
-            "/users/{id}",
-            "/redirect/{id}",
-            "/missing/{id}",
-            "/fail/{id}",
-            "/stream/{id}",
-            "/checkout/{id}",
-            "/users",
-            "/health",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        edit(&mut file);
-        let metrics_port = ferrotel_e2e::free_port();
-        let mut args = vec![
-            "ferrotel-probe".to_owned(),
-            "--language".into(),
-            "python".into(),
-        ];
-        args.extend([
-            "--metrics-addr".into(),
-            format!("127.0.0.1:{metrics_port}"),
-            "--rescan-millis".into(),
-            "100".into(),
-        ]);
-        for pid in pids {
-            args.extend(["--pid".to_owned(), pid.to_string()]);
-        }
-        for port in ports {
-            args.extend(["--open-port".to_owned(), port.to_string()]);
-        }
-        let cli = Cli::try_parse_from(&args).expect("valid probe flags");
-        let config = RuntimeConfig::resolve(&cli, file, &|_| None).expect("valid probe config");
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(runtime::run(
-            config,
-            PythonFrontend,
-            TargetSource::Standalone,
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let mut probe = Probe {
-            stop: Some(stop_tx),
-            task: Some(task),
-            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
-        };
+        let targets: Vec<(&str, String)> = pids
+            .iter()
+            .map(|pid| ("--pid", pid.to_string()))
+            .chain(ports.iter().map(|port| ("--open-port", port.to_string())))
+            .collect();
+        let mut probe = Probe::launch(Language::Python, endpoint, &targets, |file| {
+            file.routes.patterns = [
+                "/users/{id}",
+                "/redirect/{id}",
+                "/missing/{id}",
+                "/fail/{id}",
+                "/stream/{id}",
+                "/checkout/{id}",
+                "/users",
+                "/health",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            edit(file);
+        });
         probe.wait_attached(attached).await;
         probe
     }
 
-    pub async fn metrics(&self) -> String {
-        match reqwest::get(&self.metrics_url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(e) => format!("(no /metrics: {e})"),
-        }
-    }
-
-    pub fn metric(text: &str, prefix: &str) -> Option<f64> {
-        text.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    }
-
-    /// Sum of every sample whose line starts with `prefix` (a metric name
-    /// and the start of its labels), 0 if there is none.
-    pub fn metric_sum(text: &str, prefix: &str) -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    /// Waits until the attached-processes gauge reads at least `n`; fails
-    /// with the probe's error if it stopped (e.g. eBPF could not be loaded).
+    /// Waits until the attached-processes gauge reads at least `n`.
     pub async fn wait_attached(&mut self, n: usize) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if self.task.as_ref().is_some_and(JoinHandle::is_finished) {
-                let result = self.task.take().expect("task").await;
-                panic!(
-                    "the Python probe stopped before attaching (it needs root and a kernel with BTF and syscall tracepoints): {result:?}"
-                );
-            }
-            let text = self.metrics().await;
-            if Self::metric(
-                &text,
-                "ferrotel_probe_attached_processes{language=\"python\"}",
-            )
-            .is_some_and(|v| v >= n as f64)
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the Python probe did not attach {n} processes in time:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    pub fn assert_running(&self) {
-        assert!(
-            self.task.as_ref().is_some_and(|t| !t.is_finished()),
-            "the probe must still be running"
-        );
-    }
-
-    /// Stops gracefully (flushing spans and metrics).
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let task = self.task.take().expect("probe still running");
-        let result = tokio::time::timeout(WAIT, task)
-            .await
-            .expect("probe stops in time")
-            .expect("probe task");
-        result.expect("the probe returns Ok after a graceful stop");
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.wait_attached_until(&format!("{n} processes"), |v| v >= n as f64)
+            .await;
     }
 }
 

@@ -13,13 +13,14 @@
 #define FT_COMMON_PROC_H
 
 #include "common/types.h"
+#include "common/sizes.h"
 #include "common/claimed.h"
 #include "common/drops.h"
 #include "common/ringbuf.h"
 #include "wire.h"
 
 /* Load-time knob: report execs of every process (1) or only claimed ones (0). */
-volatile const __u32 report_execs = 1;
+volatile const __u32 report_execs = FT_DEFAULT_REPORT_EXECS;
 
 static __always_inline void ft_emit_proc(__u32 kind, __u64 pid_tgid, __u32 parent_tgid)
 {

@@ -14,10 +14,13 @@
 
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
-    __uint(max_entries, FT_RINGBUF_BYTES);
+    __uint(max_entries, FT_DEFAULT_RINGBUF_BYTES); /* resized at load: ringBufferBytes */
 } events SEC(".maps");
 
-/* Load-time knob (EbpfLoader::set_global): 0 wakes the reader on every event. */
+/*
+ * Load-time knob: pending bytes above which a submit wakes the reader; 0
+ * wakes it on every event. Below it the reader finds the data on its poll.
+ */
 volatile const __u64 wakeup_bytes = FT_DEFAULT_WAKEUP_BYTES;
 
 static __always_inline __u64 ft_wakeup_flags(void)

@@ -3,24 +3,18 @@
  * Every sizing constant of the shared eBPF plumbing, in one place.
  *
  * Map capacities are defaults: the loader may resize maps before load
- * (aya `EbpfLoader::set_max_entries`) for large nodes.
+ * (aya `EbpfLoader::map_max_entries`) for large nodes. The defaults of the
+ * load-time knobs (ring size, wake-up threshold, payload bytes) are not
+ * here: they come from the kernel contract, probe-ebpf/src/contract.rs,
+ * through the generated ft_contract.h.
  */
 #ifndef FT_COMMON_SIZES_H
 #define FT_COMMON_SIZES_H
 
+#include "ft_contract.h"
+
 /* Processes the probe may claim at once (claimed_tgids). */
 #define FT_MAX_CLAIMED_TGIDS 4096
-
-/* Default ring buffer size; must be a power of two and a multiple of the page size. */
-#define FT_RINGBUF_BYTES (8 * 1024 * 1024)
-
-/*
- * Pending ring-buffer bytes above which a submit wakes the reader. Below it
- * the reader is not woken and finds the data on its periodic poll: waking the
- * reader per event was measured as the dominant cost of syscall tracing
- * (PLATFORM.md). Overridable at load time through `wakeup_bytes`.
- */
-#define FT_DEFAULT_WAKEUP_BYTES (64 * 1024)
 
 /* Tracked TCP/stream connections of claimed processes, keyed by (tgid, fd). */
 #define FT_MAX_CONNS 65536

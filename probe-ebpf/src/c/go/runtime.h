@@ -10,6 +10,7 @@
 #define FT_GO_RUNTIME_H
 
 #include "common/types.h"
+#include "common/payload.h"
 #include "go/wire.h"
 #include "go/maps.h"
 
@@ -45,19 +46,32 @@ static __always_inline __u64 ft_go_current_goid(struct pt_regs *ctx, const struc
 }
 
 /*
+ * How many of `len` bytes to copy into a field of capacity cap_mask + 1 (a
+ * power of two): at most cap_mask, and at most the max_payload_bytes knob.
+ */
+static __always_inline __u64 ft_go_copy_len(__s64 len, __u64 cap_mask)
+{
+    if (len <= 0)
+        return 0;
+    __u64 n = (__u64)len;
+    if (n > cap_mask)
+        n = cap_mask;
+    if (n > max_payload_bytes)
+        n = max_payload_bytes;
+    return n & cap_mask; /* a bound the verifier can see */
+}
+
+/*
  * Copies the Go string whose header is at `addr` into dst (capacity
- * cap_mask + 1, a power of two); at most cap_mask bytes. Returns the length.
+ * cap_mask + 1); see ft_go_copy_len. Returns the length copied.
  */
 static __always_inline __u16 ft_go_read_string(char *dst, __u64 cap_mask, __u64 addr)
 {
     struct ft_go_string s = {};
-    if (bpf_probe_read_user(&s, sizeof(s), (void *)addr) != 0 || !s.ptr || s.len <= 0)
+    if (bpf_probe_read_user(&s, sizeof(s), (void *)addr) != 0 || !s.ptr)
         return 0;
-    __u64 n = (__u64)s.len;
-    if (n > cap_mask)
-        n = cap_mask;
-    n &= cap_mask; /* a bound the verifier can see */
-    if (bpf_probe_read_user(dst, n, (void *)s.ptr) != 0)
+    __u64 n = ft_go_copy_len(s.len, cap_mask);
+    if (n == 0 || bpf_probe_read_user(dst, n, (void *)s.ptr) != 0)
         return 0;
     return (__u16)n;
 }

@@ -216,7 +216,6 @@ pub async fn run(
     };
     let mut scan = tokio::time::interval(scan_every);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut lost_check = tokio::time::interval(LOST_EVENTS_CHECK);
     let mut batch = Vec::new();
     info!(
         node = %config.node_name,
@@ -269,13 +268,12 @@ pub async fn run(
                             in_container || was_known
                         }
                         ProcessEvent::Exit(pid) => discovery.forget_process(pid),
+                        ProcessEvent::Lost => {
+                            debug!("Process events were lost; rescanning /proc");
+                            scan.reset_immediately();
+                            false
+                        }
                     };
-                }
-            }
-            _ = lost_check.tick(), if process_events.is_some() => {
-                if process_events.as_mut().is_some_and(ProcessEvents::lost_events) {
-                    debug!("The kernel lost process events; rescanning /proc");
-                    scan.reset_immediately();
                 }
             }
             _ = scan.tick() => {
@@ -299,9 +297,6 @@ pub async fn run(
     }
     Ok(())
 }
-
-/// How often the kernel's lost-event counters are checked.
-const LOST_EVENTS_CHECK: Duration = Duration::from_secs(1);
 
 async fn next_process_events(
     events: &mut Option<ProcessEvents>,

@@ -11,22 +11,31 @@
 //! container processes discovery tracks ([`ProcessEvents::watch`]); the kernel
 //! adds their children at fork and removes them at exit, reporting both.
 //!
+//! The set runs under the [driver](crate::driver) like the language sets,
+//! in a task of its own: watching a process is adding a target, and its
+//! events come out of a channel.
+//!
 //! Events can still be lost (ring buffer full: counted in `drop_counters`;
 //! the map full; a process moved between cgroups without exec), so discovery
-//! keeps a slow full rescan, and rescans at once when the kernel counted a
-//! drop.
+//! keeps a slow full rescan, and rescans at once when events were lost
+//! ([`ProcessEvent::Lost`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aya::Ebpf;
 use ferrotel_probe_ebpf::Wire as _;
+use ferrotel_probe_ebpf::contract::globals;
 use ferrotel_probe_ebpf::wire::{ProcEvent, kind};
-use tracing::debug;
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::warn;
 
-use crate::ebpf::{self, Claims, DropCounters, EbpfError, EventReader, LoadOptions};
-
-const SET: &str = "discovery";
+use crate::driver::{DecodeError, Driver, Housekeeping, ProgramSet, Sink};
+use crate::ebpf::{EbpfError, Global, Kernel, Tuning};
+use crate::targets::{ProcessTarget, TargetEvent, TargetPublisher, target_channel};
 
 /// Upper bound on how long a reported event waits in the ring buffer.
 const POLL: Duration = Duration::from_millis(50);
@@ -42,6 +51,10 @@ const RING_BYTES: u32 = 256 * 1024;
 /// the rescan, only later.
 const MAX_WATCHED: usize = 4096;
 
+/// Events decoded but not yet taken by discovery; past it they are dropped
+/// and a rescan is asked for instead.
+const CHANNEL_CAPACITY: usize = 8192;
+
 /// One process lifecycle event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessEvent {
@@ -51,6 +64,8 @@ pub enum ProcessEvent {
     Fork(u32),
     /// Watched process `pid` exited.
     Exit(u32),
+    /// Events were lost (in the kernel or on the way): rescan `/proc`.
+    Lost,
 }
 
 /// Decodes one ring-buffer record of the discovery set.
@@ -65,23 +80,96 @@ pub fn decode(record: &[u8]) -> Option<ProcessEvent> {
     }
 }
 
-/// The loaded discovery program set.
-pub struct ProcessEvents {
-    // Owns the attached programs: dropping it detaches them.
-    _ebpf: Ebpf,
-    reader: EventReader,
-    watched_map: Claims,
-    drops: DropCounters,
-    watched: HashSet<u32>,
+/// The discovery program set (`discovery.bpf.c`): process lifecycles. Its
+/// targets are the container processes to follow; the kernel adds their
+/// children at fork and removes them at exit.
+#[derive(Debug, Default)]
+pub struct DiscoverySet {
+    /// Kernel drops already turned into [`ProcessEvent::Lost`].
     dropped_seen: u64,
 }
 
-impl std::fmt::Debug for ProcessEvents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessEvents")
-            .field("watched", &self.watched.len())
-            .finish_non_exhaustive()
+impl ProgramSet for DiscoverySet {
+    type Output = ProcessEvent;
+
+    fn name(&self) -> &'static str {
+        "discovery"
     }
+
+    fn object(&self) -> &'static [u8] {
+        ferrotel_probe_ebpf::DISCOVERY
+    }
+
+    /// Small and slow: process events are rare next to requests, and a
+    /// rescan backs them up.
+    fn tuning(&self) -> Tuning {
+        Tuning {
+            ring_buffer_bytes: RING_BYTES,
+            wakeup_bytes: WAKEUP_BYTES,
+            poll: POLL,
+            // Every exec on the node: a process becomes a container's only
+            // when the runtime execs the entrypoint inside its cgroup.
+            globals: vec![(globals::REPORT_EXECS, Global::U32(1))],
+        }
+    }
+
+    fn attach(&mut self, kernel: &mut Kernel) -> Result<(), EbpfError> {
+        kernel.attach_process_tracking()?;
+        kernel.claims()?;
+        Ok(())
+    }
+
+    fn decode(&mut self, record: &[u8], out: &mut Vec<ProcessEvent>) -> Result<(), DecodeError> {
+        let event = decode(record).ok_or_else(|| {
+            DecodeError::new(format!("not a process event ({} bytes)", record.len()))
+        })?;
+        out.push(event);
+        Ok(())
+    }
+
+    fn housekeeping(
+        &mut self,
+        _kernel: &mut Kernel,
+        tick: &mut Housekeeping<'_>,
+        out: &mut Vec<ProcessEvent>,
+    ) {
+        let total: u64 = tick.drops.iter().map(|(_, n)| n).sum();
+        if total > self.dropped_seen {
+            out.push(ProcessEvent::Lost);
+        }
+        self.dropped_seen = total;
+    }
+
+    fn attached(&self, _kernel: &Kernel, targets: &BTreeSet<u32>) -> usize {
+        targets.len()
+    }
+}
+
+/// Hands events to discovery without blocking the driver; when discovery
+/// falls behind, events are dropped and one rescan is asked for.
+#[derive(Debug)]
+struct EventSink {
+    tx: mpsc::Sender<ProcessEvent>,
+    overflowed: Arc<AtomicBool>,
+}
+
+impl Sink<ProcessEvent> for EventSink {
+    fn deliver(&mut self, event: ProcessEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(event) {
+            self.overflowed.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The discovery program set, running under the driver in its own task.
+#[derive(Debug)]
+pub struct ProcessEvents {
+    events: mpsc::Receiver<ProcessEvent>,
+    overflowed: Arc<AtomicBool>,
+    publisher: TargetPublisher,
+    watched: HashSet<u32>,
+    // Stops the driver when discovery is done with it.
+    _stop: DropGuard,
 }
 
 impl ProcessEvents {
@@ -90,43 +178,55 @@ impl ProcessEvents {
     // aya's error is large; this runs once, at startup.
     #[allow(clippy::result_large_err)]
     pub fn start() -> Result<Self, EbpfError> {
-        let options = LoadOptions {
-            set: SET,
-            ring_buffer_bytes: RING_BYTES,
-            wakeup_bytes: WAKEUP_BYTES,
-            u32_globals: vec![("report_execs", 1)],
+        let driver = Driver::load(DiscoverySet::default())?;
+        let (publisher, targets) = target_channel();
+        let (tx, events) = mpsc::channel(CHANNEL_CAPACITY);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let sink = EventSink {
+            tx,
+            overflowed: overflowed.clone(),
         };
-        let mut bpf = ebpf::load(ferrotel_probe_ebpf::DISCOVERY, &options)?;
-        let btf = ebpf::kernel_btf()?;
-        ebpf::attach_process_tracking(&mut bpf, SET, &btf)?;
-        let watched_map = Claims::take(&mut bpf, SET)?;
-        let drops = DropCounters::take(&mut bpf, SET)?;
-        let reader = EventReader::take(&mut bpf, SET, POLL)?;
+        let stop = CancellationToken::new();
+        let run = driver.run(targets, sink, None, stop.clone());
+        tokio::spawn(async move {
+            if let Err(error) = run.await {
+                warn!(error = format!("{error:#}"), "Process events stopped");
+            }
+        });
         Ok(Self {
-            _ebpf: bpf,
-            reader,
-            watched_map,
-            drops,
+            events,
+            overflowed,
+            publisher,
             watched: HashSet::new(),
-            dropped_seen: 0,
+            _stop: stop.drop_guard(),
         })
     }
 
-    /// Waits for events and appends them to `out` (at least one poll).
+    /// Waits for events and appends them to `out`; an error means the
+    /// kernel side stopped (then scan `/proc` instead).
     pub async fn next_batch(&mut self, out: &mut Vec<ProcessEvent>) -> std::io::Result<()> {
-        self.reader
-            .drain(|record| {
-                if let Some(event) = decode(record) {
-                    out.push(event);
-                }
-            })
-            .await?;
+        let first = self
+            .events
+            .recv()
+            .await
+            .ok_or_else(|| std::io::Error::other("the process event reader stopped"))?;
+        out.push(first);
+        while let Ok(event) = self.events.try_recv() {
+            out.push(event);
+        }
+        if self.overflowed.swap(false, Ordering::Relaxed) {
+            out.push(ProcessEvent::Lost);
+        }
         for event in out.iter() {
-            if let ProcessEvent::Exit(pid) = event {
+            match event {
                 // The kernel removed it from the map already.
-                self.watched.remove(pid);
-            } else if let ProcessEvent::Fork(pid) = event {
-                self.watched.insert(*pid);
+                ProcessEvent::Exit(pid) => {
+                    self.watched.remove(pid);
+                }
+                ProcessEvent::Fork(pid) => {
+                    self.watched.insert(*pid);
+                }
+                ProcessEvent::Exec(_) | ProcessEvent::Lost => {}
             }
         }
         Ok(())
@@ -137,14 +237,12 @@ impl ProcessEvents {
         if self.watched.contains(&pid) || self.watched.len() >= MAX_WATCHED {
             return;
         }
-        match self.watched_map.claim(pid, true) {
-            Ok(()) => {
-                self.watched.insert(pid);
-            }
-            Err(error) => {
-                debug!(pid, %error, "Cannot watch process; the rescan will notice its exit")
-            }
-        }
+        self.watched.insert(pid);
+        self.publisher.publish(TargetEvent::Added(ProcessTarget {
+            pid,
+            exe: PathBuf::new(),
+            reason: "discovery",
+        }));
     }
 
     /// Makes the watched set exactly `pids` (after a full rescan).
@@ -152,25 +250,12 @@ impl ProcessEvents {
         let wanted: HashSet<u32> = pids.into_iter().collect();
         let gone: Vec<u32> = self.watched.difference(&wanted).copied().collect();
         for pid in gone {
-            self.watched_map.release(pid);
             self.watched.remove(&pid);
+            self.publisher.publish(TargetEvent::Removed(pid));
         }
         for pid in wanted {
             self.watch(pid);
         }
-    }
-
-    /// Whether the kernel counted lost events since the last call (then a
-    /// full rescan is due).
-    pub fn lost_events(&mut self) -> bool {
-        let total: u64 = self
-            .drops
-            .totals()
-            .map(|t| t.iter().map(|(_, n)| n).sum())
-            .unwrap_or(0);
-        let lost = total > self.dropped_seen;
-        self.dropped_seen = total;
-        lost
     }
 }
 

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
- * Wire structs of the socket-level program set (python.bpf.c). Source of
- * truth; mirrored in probe-ebpf/src/lib.rs (module `python`).
+ * Wire structs of the socket-level program set (sockets.bpf.c). Source of
+ * truth; mirrored in probe-ebpf/src/sockets.rs.
  */
-#ifndef FT_PYTHON_WIRE_H
-#define FT_PYTHON_WIRE_H
+#ifndef FT_SOCKETS_WIRE_H
+#define FT_SOCKETS_WIRE_H
 
 #include "wire.h"
 

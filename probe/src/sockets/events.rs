@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ferrotel_probe_ebpf::Wire;
-use ferrotel_probe_ebpf::python::{SockCloseEvent, SockDataEvent, SockOpenEvent, direction, role};
+use ferrotel_probe_ebpf::sockets::{SockCloseEvent, SockDataEvent, SockOpenEvent, direction, role};
 use ferrotel_probe_ebpf::wire::{AF_INET, AF_INET6, EventHeader, ProcEvent, SockAddr, kind};
 
 /// Which way bytes moved, seen from the traced process.

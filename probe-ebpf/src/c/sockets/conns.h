@@ -5,8 +5,8 @@
  * adopted if it is a stream socket; anything else costs that check only.
  * LRU: sockets of processes that died without closing them age out.
  */
-#ifndef FT_PYTHON_CONNS_H
-#define FT_PYTHON_CONNS_H
+#ifndef FT_SOCKETS_CONNS_H
+#define FT_SOCKETS_CONNS_H
 
 #include "common/types.h"
 #include "common/sizes.h"

@@ -2,57 +2,36 @@
 //! offsets into `go_offsets`, then put one uprobe on each probed function's
 //! entry and one on each of its RET instructions (never a uretprobe).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use ferrotel_probe_ebpf::contract::{go as programs, maps};
 use ferrotel_probe_ebpf::go::{GoOffsets, NO_OFFSET};
 use tracing::{info, warn};
 
 use super::binary::{AnalysisCache, AnalysisError, GoBinary, ProbeSite, feature_symbols, symbols};
 use super::offsets::{Feature, OffsetsSource};
-use crate::ebpf::EbpfError;
-
-const SET: &str = "go";
-
-/// Every program of `go.bpf.c`.
-pub const PROGRAMS: [&str; 16] = [
-    "ft_go_http_server_start",
-    "ft_go_http_server_end",
-    "ft_go_http_client_start",
-    "ft_go_http_client_end",
-    "ft_go_grpc_server_start",
-    "ft_go_grpc_server_status",
-    "ft_go_grpc_server_end",
-    "ft_go_grpc_client_start",
-    "ft_go_grpc_client_end",
-    "ft_go_newproc_start",
-    "ft_go_newproc_end",
-    "ft_go_newproc_spawn",
-    "ft_go_grpc_stream_start",
-    "ft_go_grpc_stream_opened",
-    "ft_go_grpc_stream_end",
-    "ft_go_grpc_server_headers",
-];
+use crate::ebpf::{EbpfError, Kernel};
 
 /// `(entry program, RET program)` of a probed function; a function probed
 /// only at entry has no RET program.
 fn programs_of(symbol: &str) -> (&'static str, Option<&'static str>) {
+    use programs::*;
     match symbol {
-        symbols::HTTP_SERVER => ("ft_go_http_server_start", Some("ft_go_http_server_end")),
-        symbols::HTTP_CLIENT => ("ft_go_http_client_start", Some("ft_go_http_client_end")),
-        symbols::GRPC_SERVER => ("ft_go_grpc_server_start", Some("ft_go_grpc_server_end")),
-        symbols::GRPC_STATUS => ("ft_go_grpc_server_status", None),
-        symbols::GRPC_CLIENT => ("ft_go_grpc_client_start", Some("ft_go_grpc_client_end")),
-        symbols::GRPC_NEW_STREAM => ("ft_go_grpc_stream_start", Some("ft_go_grpc_stream_opened")),
-        symbols::GRPC_STREAM_FINISH => ("ft_go_grpc_stream_end", None),
-        symbols::GRPC_HEADERS => ("ft_go_grpc_server_headers", None),
-        _ => ("ft_go_newproc_start", Some("ft_go_newproc_end")),
+        symbols::HTTP_SERVER => (HTTP_SERVER_START, Some(HTTP_SERVER_END)),
+        symbols::HTTP_CLIENT => (HTTP_CLIENT_START, Some(HTTP_CLIENT_END)),
+        symbols::GRPC_SERVER => (GRPC_SERVER_START, Some(GRPC_SERVER_END)),
+        symbols::GRPC_STATUS => (GRPC_SERVER_STATUS, None),
+        symbols::GRPC_CLIENT => (GRPC_CLIENT_START, Some(GRPC_CLIENT_END)),
+        symbols::GRPC_NEW_STREAM => (GRPC_STREAM_START, Some(GRPC_STREAM_OPENED)),
+        symbols::GRPC_STREAM_FINISH => (GRPC_STREAM_END, None),
+        symbols::GRPC_HEADERS => (GRPC_SERVER_HEADERS, None),
+        _ => (NEWPROC_START, Some(NEWPROC_END)),
     }
 }
 
@@ -65,6 +44,13 @@ pub enum AttachError {
         "executable {path} has none of the probed functions (net/http server/client, gRPC server/client)"
     )]
     NothingToProbe { path: PathBuf },
+    #[error(
+        "executable {path} has only {found:?}, which the tuning turned off (go.http / go.grpc)"
+    )]
+    Disabled {
+        path: PathBuf,
+        found: Vec<&'static str>,
+    },
     #[error("pid {pid} is 0 or was already attached")]
     BadPid { pid: u32 },
     /// Boxed: aya's errors are large, and this travels through every attach.
@@ -78,6 +64,7 @@ impl AttachError {
         match self {
             AttachError::Analysis(e) => e.category(),
             AttachError::NothingToProbe { .. } => "nothing_to_probe",
+            AttachError::Disabled { .. } => "disabled",
             AttachError::BadPid { .. } => "bad_pid",
             AttachError::Ebpf(_) => "attach_failed",
         }
@@ -99,52 +86,39 @@ impl Attached {
     }
 }
 
-/// The loaded Go program set and the processes it is attached to.
+/// The processes the Go program set is attached to, and the map of their
+/// struct offsets.
 #[derive(Debug)]
 pub struct GoProbes {
-    ebpf: Ebpf,
     offsets: BpfHashMap<MapData, u32, GoOffsets>,
     cache: Arc<AnalysisCache>,
+    /// Features the tuning allows (`go.http`, `go.grpc`).
+    enabled: BTreeSet<Feature>,
     attached: HashMap<u32, Attached>,
 }
 
 impl GoProbes {
-    /// Loads (verifies) every program of the set; `ebpf` comes from
-    /// [`crate::ebpf::load`] with the `events` map already taken.
-    pub fn new(mut ebpf: Ebpf, cache: Arc<AnalysisCache>) -> Result<Self, Box<EbpfError>> {
-        for name in PROGRAMS {
-            let program: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| EbpfError::MissingProgram {
-                    set: SET,
-                    name: name.to_owned(),
-                })?
-                .try_into()
-                .map_err(|_| EbpfError::WrongProgramType {
-                    set: SET,
-                    name: name.to_owned(),
-                    expected: "uprobe",
-                })?;
+    /// Loads (verifies) every program of the set and takes `go_offsets`.
+    /// Only the `enabled` features are ever attached.
+    pub fn new(
+        kernel: &mut Kernel,
+        cache: Arc<AnalysisCache>,
+        enabled: BTreeSet<Feature>,
+    ) -> Result<Self, Box<EbpfError>> {
+        let set = kernel.set();
+        for name in programs::PROGRAMS {
+            let program: &mut UProbe = kernel.program(name, "uprobe")?;
             program.load().map_err(|source| EbpfError::Attach {
-                set: SET,
+                set,
                 name: name.to_owned(),
                 target: "load".to_owned(),
                 source,
             })?;
         }
-        let map = ebpf.take_map("go_offsets").ok_or(EbpfError::MissingMap {
-            set: SET,
-            name: "go_offsets",
-        })?;
-        let offsets = BpfHashMap::try_from(map).map_err(|source| EbpfError::Map {
-            set: SET,
-            name: "go_offsets",
-            source,
-        })?;
         Ok(Self {
-            ebpf,
-            offsets,
+            offsets: kernel.take_map(maps::GO_OFFSETS)?,
             cache,
+            enabled,
             attached: HashMap::new(),
         })
     }
@@ -165,22 +139,38 @@ impl GoProbes {
     /// Instruments process `pid` through `/proc/<pid>/exe`, which names the
     /// inode the process runs even after its file was replaced on disk.
     /// `binary` is the analysis of that file (see [`AnalysisCache::get`]).
-    pub fn attach(&mut self, pid: u32, binary: Arc<GoBinary>) -> Result<&Attached, AttachError> {
+    pub fn attach(
+        &mut self,
+        kernel: &mut Kernel,
+        pid: u32,
+        binary: Arc<GoBinary>,
+    ) -> Result<&Attached, AttachError> {
         let Some(nz_pid) = NonZeroU32::new(pid).filter(|_| !self.attached.contains_key(&pid))
         else {
             return Err(AttachError::BadPid { pid });
         };
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        let features: Vec<Feature> = binary.attachable().collect();
-        if features.is_empty() {
+        let found: Vec<Feature> = binary.attachable().collect();
+        let features: Vec<Feature> = found
+            .iter()
+            .copied()
+            .filter(|f| self.enabled.contains(f))
+            .collect();
+        if found.is_empty() {
             return Err(AttachError::NothingToProbe { path: exe });
+        }
+        if features.is_empty() {
+            return Err(AttachError::Disabled {
+                path: exe,
+                found: found.iter().map(|f| f.as_str()).collect(),
+            });
         }
         self.offsets
             .insert(pid, binary.offsets, 0)
             .map_err(|source| {
                 Box::new(EbpfError::Map {
-                    set: SET,
-                    name: "go_offsets",
+                    set: kernel.set(),
+                    name: maps::GO_OFFSETS,
                     source,
                 })
             })?;
@@ -227,8 +217,8 @@ impl GoProbes {
 
         let mut links = Vec::new();
         if let Some(offset) = spawn_call {
-            match self.attach_at("ft_go_newproc_spawn", offset, &exe, nz_pid) {
-                Ok(link) => links.push(("ft_go_newproc_spawn", link)),
+            match attach_at(kernel, programs::NEWPROC_SPAWN, offset, &exe, nz_pid) {
+                Ok(link) => links.push((programs::NEWPROC_SPAWN, link)),
                 Err(error) => {
                     let _ = self.offsets.remove(&pid);
                     return Err(error.into());
@@ -237,22 +227,21 @@ impl GoProbes {
         }
         for site in sites {
             let (entry_program, ret_program) = programs_of(site.symbol);
-            let result = self
-                .attach_at(entry_program, site.entry, &exe, nz_pid)
-                .and_then(|link| {
+            let result =
+                attach_at(kernel, entry_program, site.entry, &exe, nz_pid).and_then(|link| {
                     links.push((entry_program, link));
                     if let Some(ret_program) = ret_program {
                         for ret in &site.exits {
                             links.push((
                                 ret_program,
-                                self.attach_at(ret_program, *ret, &exe, nz_pid)?,
+                                attach_at(kernel, ret_program, *ret, &exe, nz_pid)?,
                             ));
                         }
                     }
                     Ok(())
                 });
             if let Err(error) = result {
-                self.detach_links(&mut links);
+                detach_links(kernel, &mut links);
                 let _ = self.offsets.remove(&pid);
                 return Err(error.into());
             }
@@ -277,56 +266,12 @@ impl GoProbes {
         Ok(self.attached.entry(pid).or_insert(attached))
     }
 
-    fn attach_at(
-        &mut self,
-        program: &'static str,
-        offset: u64,
-        exe: &Path,
-        pid: NonZeroU32,
-    ) -> Result<UProbeLinkId, Box<EbpfError>> {
-        let uprobe: &mut UProbe = self
-            .ebpf
-            .program_mut(program)
-            .ok_or_else(|| EbpfError::MissingProgram {
-                set: SET,
-                name: program.to_owned(),
-            })?
-            .try_into()
-            .map_err(|_| EbpfError::WrongProgramType {
-                set: SET,
-                name: program.to_owned(),
-                expected: "uprobe",
-            })?;
-        uprobe
-            .attach(
-                UProbeAttachLocation::AbsoluteOffset(offset),
-                exe,
-                UProbeScope::OneProcess(pid),
-            )
-            .map_err(|source| {
-                Box::new(EbpfError::Attach {
-                    set: SET,
-                    name: program.to_owned(),
-                    target: format!("{}+{offset:#x}", exe.display()),
-                    source,
-                })
-            })
-    }
-
-    fn detach_links(&mut self, links: &mut Vec<(&'static str, UProbeLinkId)>) {
-        for (program, link) in links.drain(..) {
-            if let Some(Ok(uprobe)) = self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
-                let _ = uprobe.detach(link);
-            }
-        }
-    }
-
     /// Removes the probes of `pid` (it exited or stopped matching).
-    pub fn detach(&mut self, pid: u32) -> bool {
+    pub fn detach(&mut self, kernel: &mut Kernel, pid: u32) -> bool {
         let Some(mut attached) = self.attached.remove(&pid) else {
             return false;
         };
-        self.detach_links(&mut attached.links);
+        detach_links(kernel, &mut attached.links);
         let _ = self.offsets.remove(&pid);
         info!(pid, "Detached Go probes");
         true
@@ -334,5 +279,38 @@ impl GoProbes {
 
     pub fn cache(&self) -> &Arc<AnalysisCache> {
         &self.cache
+    }
+}
+
+fn attach_at(
+    kernel: &mut Kernel,
+    program: &'static str,
+    offset: u64,
+    exe: &Path,
+    pid: NonZeroU32,
+) -> Result<UProbeLinkId, Box<EbpfError>> {
+    let set = kernel.set();
+    let uprobe: &mut UProbe = kernel.program(program, "uprobe")?;
+    uprobe
+        .attach(
+            UProbeAttachLocation::AbsoluteOffset(offset),
+            exe,
+            UProbeScope::OneProcess(pid),
+        )
+        .map_err(|source| {
+            Box::new(EbpfError::Attach {
+                set,
+                name: program.to_owned(),
+                target: format!("{}+{offset:#x}", exe.display()),
+                source,
+            })
+        })
+}
+
+fn detach_links(kernel: &mut Kernel, links: &mut Vec<(&'static str, UProbeLinkId)>) {
+    for (program, link) in links.drain(..) {
+        if let Ok(uprobe) = kernel.program::<UProbe>(program, "uprobe") {
+            let _ = uprobe.detach(link);
+        }
     }
 }

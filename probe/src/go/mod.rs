@@ -15,8 +15,8 @@ pub mod binary;
 pub mod buildinfo;
 pub mod dwarf;
 pub mod events;
-pub mod frontend;
 pub mod offsets;
 pub mod pclntab;
+pub mod set;
 
-pub use frontend::GoFrontend;
+pub use set::GoSet;

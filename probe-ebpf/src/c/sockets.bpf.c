@@ -13,19 +13,17 @@
 #include "common/types.h"
 #include "common/sizes.h"
 #include "wire.h"
-#include "python/wire.h"
+#include "sockets/wire.h"
 #include "common/claimed.h"
 #include "common/drops.h"
 #include "common/ringbuf.h"
 #include "common/sock.h"
+#include "common/payload.h"
 #include "common/proc.h"
-#include "python/conns.h"
-#include "python/inflight.h"
+#include "sockets/conns.h"
+#include "sockets/inflight.h"
 
 char LICENSE[] SEC("license") = "GPL";
-
-/* Load-time knob: payload bytes copied per syscall (<= FT_SOCK_PAYLOAD_CAP). */
-volatile const __u32 max_payload_bytes = 1024;
 
 /* Per-CPU scratch: data events are variable-length, built here, then copied. */
 struct {
@@ -35,7 +33,7 @@ struct {
     __type(value, struct ft_sock_data_scratch);
 } data_scratch SEC(".maps");
 
-static __always_inline void emit_open(__u64 pid_tgid, __s32 fd, __u32 role, struct sock *sk)
+static __always_inline void ft_sock_emit_open(__u64 pid_tgid, __s32 fd, __u32 role, struct sock *sk)
 {
     struct ft_sock_open_event *event = ft_reserve(sizeof(*event));
     if (!event)
@@ -48,7 +46,7 @@ static __always_inline void emit_open(__u64 pid_tgid, __s32 fd, __u32 role, stru
 }
 
 /* Start tracing fd as a connection of the given role, if it is a stream socket. */
-static __always_inline int track(__u64 pid_tgid, __s32 fd, __u32 role)
+static __always_inline int ft_sock_track(__u64 pid_tgid, __s32 fd, __u32 role)
 {
     struct sock *sk = ft_stream_sock(fd);
     if (!sk)
@@ -59,20 +57,20 @@ static __always_inline int track(__u64 pid_tgid, __s32 fd, __u32 role)
         ft_count_drop(FT_DROP_CONN_TABLE_FULL);
         return 0;
     }
-    emit_open(pid_tgid, fd, role, sk);
+    ft_sock_emit_open(pid_tgid, fd, role, sk);
     return 1;
 }
 
 /* Is fd a traced socket? Adopts stream sockets opened before we attached. */
-static __always_inline int known_socket(__u64 pid_tgid, __s32 fd)
+static __always_inline int ft_sock_known_socket(__u64 pid_tgid, __s32 fd)
 {
     struct ft_conn_key key = {.tgid = pid_tgid >> 32, .fd = fd};
     if (bpf_map_lookup_elem(&conns, &key))
         return 1;
-    return track(pid_tgid, fd, FT_ROLE_UNKNOWN);
+    return ft_sock_track(pid_tgid, fd, FT_ROLE_UNKNOWN);
 }
 
-static __always_inline void remember(__u64 pid_tgid, __s32 fd, __u32 kind, __u32 direction, __u64 buf, __u64 iovcnt)
+static __always_inline void ft_sock_remember(__u64 pid_tgid, __s32 fd, __u32 kind, __u32 direction, __u64 buf, __u64 iovcnt)
 {
     struct ft_inflight io = {
         .buf = buf,
@@ -87,36 +85,36 @@ static __always_inline void remember(__u64 pid_tgid, __s32 fd, __u32 kind, __u32
         ft_count_drop(FT_DROP_INFLIGHT_FULL);
 }
 
-static __always_inline void on_io_enter(__s32 fd, __u32 kind, __u32 direction, __u64 buf, __u64 iovcnt)
+static __always_inline void ft_sock_on_io_enter(__s32 fd, __u32 kind, __u32 direction, __u64 buf, __u64 iovcnt)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!ft_is_claimed(pid_tgid >> 32))
         return;
-    if (!known_socket(pid_tgid, fd))
+    if (!ft_sock_known_socket(pid_tgid, fd))
         return;
-    remember(pid_tgid, fd, kind, direction, buf, iovcnt);
+    ft_sock_remember(pid_tgid, fd, kind, direction, buf, iovcnt);
 }
 
 /* msghdr: the iovec array and its length live in user memory. */
-static __always_inline void on_msg_enter(__s32 fd, __u32 direction, __u64 msg)
+static __always_inline void ft_sock_on_msg_enter(__s32 fd, __u32 direction, __u64 msg)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!ft_is_claimed(pid_tgid >> 32))
         return;
-    if (!known_socket(pid_tgid, fd))
+    if (!ft_sock_known_socket(pid_tgid, fd))
         return;
     struct user_msghdr hdr;
     if (bpf_probe_read_user(&hdr, sizeof(hdr), (void *)msg) != 0) {
         ft_count_drop(FT_DROP_PAYLOAD_READ);
         return;
     }
-    remember(pid_tgid, fd, FT_IO_IOV, direction, (__u64)hdr.msg_iov, hdr.msg_iovlen);
+    ft_sock_remember(pid_tgid, fd, FT_IO_IOV, direction, (__u64)hdr.msg_iov, hdr.msg_iovlen);
 }
 
 #define CAP FT_SOCK_PAYLOAD_CAP
 
 /* Copies up to `limit` bytes from one user buffer at payload offset `off`. */
-static __always_inline __u32 copy_chunk(struct ft_sock_data_scratch *s, __u32 off, const void *src, __u64 len, __u32 limit)
+static __always_inline __u32 ft_sock_copy_chunk(struct ft_sock_data_scratch *s, __u32 off, const void *src, __u64 len, __u32 limit)
 {
     if (off >= limit)
         return 0;
@@ -135,7 +133,7 @@ static __always_inline __u32 copy_chunk(struct ft_sock_data_scratch *s, __u32 of
     return n;
 }
 
-static __always_inline int on_io_exit(struct ft_sys_exit_ctx *ctx)
+static __always_inline int ft_sock_on_io_exit(struct ft_sys_exit_ctx *ctx)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     struct ft_inflight *found = bpf_map_lookup_elem(&inflight, &pid_tgid);
@@ -167,7 +165,7 @@ static __always_inline int on_io_exit(struct ft_sys_exit_ctx *ctx)
 
     __u32 captured = 0;
     if (io.kind == FT_IO_FLAT) {
-        captured = copy_chunk(s, 0, (const void *)io.buf, limit, limit);
+        captured = ft_sock_copy_chunk(s, 0, (const void *)io.buf, limit, limit);
     } else if (io.kind == FT_IO_IOV && io.iovcnt > 0) {
         /* The first two iovecs carry the head in every writer we know of
          * (head + body); later ones are counted in total_len only. */
@@ -176,9 +174,9 @@ static __always_inline int on_io_exit(struct ft_sys_exit_ctx *ctx)
         if (bpf_probe_read_user(iov, want * sizeof(struct iovec), (void *)io.buf) != 0) {
             ft_count_drop(FT_DROP_PAYLOAD_READ);
         } else {
-            captured = copy_chunk(s, 0, iov[0].iov_base, iov[0].iov_len, limit);
+            captured = ft_sock_copy_chunk(s, 0, iov[0].iov_base, iov[0].iov_len, limit);
             if (want > 1 && captured == iov[0].iov_len)
-                captured += copy_chunk(s, captured, iov[1].iov_base, iov[1].iov_len, limit);
+                captured += ft_sock_copy_chunk(s, captured, iov[1].iov_base, iov[1].iov_len, limit);
         }
     }
     captured &= (CAP * 4 - 1);
@@ -192,93 +190,93 @@ static __always_inline int on_io_exit(struct ft_sys_exit_ctx *ctx)
 #define ARG(i) (ctx->args[i])
 
 SEC("tracepoint/syscalls/sys_enter_read")
-int py_enter_read(struct ft_sys_enter_ctx *ctx)
+int ft_sock_enter_read(struct ft_sys_enter_ctx *ctx)
 {
-    on_io_enter(ARG(0), FT_IO_FLAT, FT_DIR_INGRESS, ARG(1), 0);
+    ft_sock_on_io_enter(ARG(0), FT_IO_FLAT, FT_DIR_INGRESS, ARG(1), 0);
     return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int py_enter_recvfrom(struct ft_sys_enter_ctx *ctx)
+int ft_sock_enter_recvfrom(struct ft_sys_enter_ctx *ctx)
 {
-    on_io_enter(ARG(0), FT_IO_FLAT, FT_DIR_INGRESS, ARG(1), 0);
+    ft_sock_on_io_enter(ARG(0), FT_IO_FLAT, FT_DIR_INGRESS, ARG(1), 0);
     return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_write")
-int py_enter_write(struct ft_sys_enter_ctx *ctx)
+int ft_sock_enter_write(struct ft_sys_enter_ctx *ctx)
 {
-    on_io_enter(ARG(0), FT_IO_FLAT, FT_DIR_EGRESS, ARG(1), 0);
+    ft_sock_on_io_enter(ARG(0), FT_IO_FLAT, FT_DIR_EGRESS, ARG(1), 0);
     return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendto")
-int py_enter_sendto(struct ft_sys_enter_ctx *ctx)
+int ft_sock_enter_sendto(struct ft_sys_enter_ctx *ctx)
 {
-    on_io_enter(ARG(0), FT_IO_FLAT, FT_DIR_EGRESS, ARG(1), 0);
+    ft_sock_on_io_enter(ARG(0), FT_IO_FLAT, FT_DIR_EGRESS, ARG(1), 0);
     return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_readv")
-int py_enter_readv(struct ft_sys_enter_ctx *ctx)
+int ft_sock_enter_readv(struct ft_sys_enter_ctx *ctx)
 {
-    on_io_enter(ARG(0), FT_IO_IOV, FT_DIR_INGRESS, ARG(1), ARG(2));
+    ft_sock_on_io_enter(ARG(0), FT_IO_IOV, FT_DIR_INGRESS, ARG(1), ARG(2));
     return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_writev")
-int py_enter_writev(struct ft_sys_enter_ctx *ctx)
+int ft_sock_enter_writev(struct ft_sys_enter_ctx *ctx)
 {
-    on_io_enter(ARG(0), FT_IO_IOV, FT_DIR_EGRESS, ARG(1), ARG(2));
+    ft_sock_on_io_enter(ARG(0), FT_IO_IOV, FT_DIR_EGRESS, ARG(1), ARG(2));
     return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int py_enter_recvmsg(struct ft_sys_enter_ctx *ctx)
+int ft_sock_enter_recvmsg(struct ft_sys_enter_ctx *ctx)
 {
-    on_msg_enter(ARG(0), FT_DIR_INGRESS, ARG(1));
+    ft_sock_on_msg_enter(ARG(0), FT_DIR_INGRESS, ARG(1));
     return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int py_enter_sendmsg(struct ft_sys_enter_ctx *ctx)
+int ft_sock_enter_sendmsg(struct ft_sys_enter_ctx *ctx)
 {
-    on_msg_enter(ARG(0), FT_DIR_EGRESS, ARG(1));
+    ft_sock_on_msg_enter(ARG(0), FT_DIR_EGRESS, ARG(1));
     return 0;
 }
 
 /* One exit program serves every read/write-family syscall: the inflight
  * entry says what the enter saw. Attached to each sys_exit_* tracepoint. */
 SEC("tracepoint/syscalls/sys_exit_read")
-int py_exit_io(struct ft_sys_exit_ctx *ctx)
+int ft_sock_exit_io(struct ft_sys_exit_ctx *ctx)
 {
-    return on_io_exit(ctx);
+    return ft_sock_on_io_exit(ctx);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
-int py_exit_accept(struct ft_sys_exit_ctx *ctx)
+int ft_sock_exit_accept(struct ft_sys_exit_ctx *ctx)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!ft_is_claimed(pid_tgid >> 32))
         return 0;
     if (ctx->ret < 0)
         return 0;
-    track(pid_tgid, (__s32)ctx->ret, FT_ROLE_SERVER);
+    ft_sock_track(pid_tgid, (__s32)ctx->ret, FT_ROLE_SERVER);
     return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_connect")
-int py_enter_connect(struct ft_sys_enter_ctx *ctx)
+int ft_sock_enter_connect(struct ft_sys_enter_ctx *ctx)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!ft_is_claimed(pid_tgid >> 32))
         return 0;
-    remember(pid_tgid, ARG(0), FT_IO_CONNECT, 0, 0, 0);
+    ft_sock_remember(pid_tgid, ARG(0), FT_IO_CONNECT, 0, 0, 0);
     return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_connect")
-int py_exit_connect(struct ft_sys_exit_ctx *ctx)
+int ft_sock_exit_connect(struct ft_sys_exit_ctx *ctx)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     struct ft_inflight *found = bpf_map_lookup_elem(&inflight, &pid_tgid);
@@ -292,12 +290,12 @@ int py_exit_connect(struct ft_sys_exit_ctx *ctx)
     /* Non-blocking sockets (asyncio, urllib3 with timeouts) return EINPROGRESS. */
     if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
         return 0;
-    track(pid_tgid, fd, FT_ROLE_CLIENT);
+    ft_sock_track(pid_tgid, fd, FT_ROLE_CLIENT);
     return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_close")
-int py_enter_close(struct ft_sys_enter_ctx *ctx)
+int ft_sock_enter_close(struct ft_sys_enter_ctx *ctx)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!ft_is_claimed(pid_tgid >> 32))

@@ -4,8 +4,8 @@
  * tracepoints (the exit record only carries the return value), keyed by
  * pid_tgid: a thread is in at most one syscall at a time.
  */
-#ifndef FT_PYTHON_INFLIGHT_H
-#define FT_PYTHON_INFLIGHT_H
+#ifndef FT_SOCKETS_INFLIGHT_H
+#define FT_SOCKETS_INFLIGHT_H
 
 #include "common/types.h"
 #include "common/sizes.h"

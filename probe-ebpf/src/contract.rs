@@ -1,0 +1,199 @@
+// The kernel contract: the names user space looks up in the compiled
+// objects (maps, `volatile const` globals, programs, the tracepoints each
+// program expects) and the default value of every knob.
+//
+// One declaration for both sides. `build.rs` reads this file (it is plain
+// `const`s for that reason: no crate paths, no inner attributes) to write
+// the C side's defaults into the generated `ft_contract.h`, and after
+// compiling each object it checks that the object defines every map,
+// global and program declared here for it: a name changed on one side only
+// fails the build, not a probe at load time. The probe takes every name it
+// passes to aya from here.
+
+/// Maps, by the name of their C variable.
+pub mod maps {
+    /// The ring buffer every program set writes its records to
+    /// (`common/ringbuf.h`); its size is the `ringBufferBytes` knob.
+    pub const EVENTS: &str = "events";
+    /// Per-CPU counts of lost events, indexed by `enum ft_drop_reason`
+    /// (`common/drops.h`).
+    pub const DROP_COUNTERS: &str = "drop_counters";
+    /// Processes a set traces, with `CLAIM_*` flags (`common/claimed.h`).
+    pub const CLAIMED_TGIDS: &str = "claimed_tgids";
+    /// Struct offsets of each traced Go process, keyed by tgid (`go/maps.h`).
+    pub const GO_OFFSETS: &str = "go_offsets";
+}
+
+/// `volatile const` globals, set when an object is loaded.
+pub mod globals {
+    /// Pending ring-buffer bytes above which a submit wakes the reader
+    /// (`__u64`, `common/ringbuf.h`).
+    pub const WAKEUP_BYTES: &str = "wakeup_bytes";
+    /// Bytes copied from a traced process per read: the head of each
+    /// socket read/write, or each string of a Go request (`__u32`,
+    /// `common/payload.h`).
+    pub const MAX_PAYLOAD_BYTES: &str = "max_payload_bytes";
+    /// Report the execs of every process (1) or of claimed ones only (0)
+    /// (`__u32`, `common/proc.h`).
+    pub const REPORT_EXECS: &str = "report_execs";
+}
+
+/// The default of every knob. The C initialisers come from here (through
+/// the generated `ft_contract.h`), and so do the probe config's defaults.
+pub mod defaults {
+    /// `ringBufferBytes`: a power of two, at least one page.
+    pub const RING_BUFFER_BYTES: u32 = 4 << 20;
+    /// `wakeup_bytes`: waking the reader per event was the dominant cost
+    /// of syscall tracing measured on this platform (PLATFORM.md).
+    pub const WAKEUP_BYTES: u64 = 64 << 10;
+    /// `maxPayloadBytes`.
+    pub const MAX_PAYLOAD_BYTES: u32 = 512;
+    /// The smallest `maxPayloadBytes` accepted: a request line and its
+    /// first header fit.
+    pub const MAX_PAYLOAD_BYTES_MIN: u32 = 64;
+    /// The largest `maxPayloadBytes` accepted: the capacity of a socket
+    /// data event's payload (`FT_SOCK_PAYLOAD_CAP`).
+    pub const MAX_PAYLOAD_BYTES_MAX: u32 = 4096;
+    /// `report_execs`: claimed processes only; discovery asks for all.
+    pub const REPORT_EXECS: u32 = 0;
+}
+
+/// Programs shared by every set that tracks process lifecycles
+/// (`common/proc.h`).
+pub mod process {
+    /// `tp_btf/sched_process_fork`: children of claimed processes are claimed.
+    pub const FORK: &str = "ft_proc_fork";
+    /// `tracepoint/sched/sched_process_exit`.
+    pub const EXIT: &str = "ft_proc_exit";
+    /// `tracepoint/sched/sched_process_exec`.
+    pub const EXEC: &str = "ft_proc_exec";
+    /// `(program, category, tracepoint)` of the classic tracepoints.
+    pub const TRACEPOINTS: [(&str, &str, &str); 2] = [
+        (EXIT, "sched", "sched_process_exit"),
+        (EXEC, "sched", "sched_process_exec"),
+    ];
+    /// `(program, tp_btf event)`.
+    pub const BTF_TRACEPOINTS: [(&str, &str); 1] = [(FORK, "sched_process_fork")];
+}
+
+/// The socket-level program set (`sockets.bpf.c`).
+pub mod sockets {
+    /// Each program and the `syscalls` tracepoints it is attached to. The
+    /// enter programs differ per syscall (their arguments do); one exit
+    /// program serves every data syscall.
+    pub const TRACEPOINTS: [(&str, &[&str]); 13] = [
+        ("ft_sock_enter_read", &["sys_enter_read"]),
+        ("ft_sock_enter_recvfrom", &["sys_enter_recvfrom"]),
+        ("ft_sock_enter_readv", &["sys_enter_readv"]),
+        ("ft_sock_enter_recvmsg", &["sys_enter_recvmsg"]),
+        ("ft_sock_enter_write", &["sys_enter_write"]),
+        ("ft_sock_enter_sendto", &["sys_enter_sendto"]),
+        ("ft_sock_enter_writev", &["sys_enter_writev"]),
+        ("ft_sock_enter_sendmsg", &["sys_enter_sendmsg"]),
+        ("ft_sock_enter_connect", &["sys_enter_connect"]),
+        ("ft_sock_enter_close", &["sys_enter_close"]),
+        (
+            "ft_sock_exit_io",
+            &[
+                "sys_exit_read",
+                "sys_exit_recvfrom",
+                "sys_exit_readv",
+                "sys_exit_recvmsg",
+                "sys_exit_write",
+                "sys_exit_sendto",
+                "sys_exit_writev",
+                "sys_exit_sendmsg",
+            ],
+        ),
+        (
+            "ft_sock_exit_accept",
+            &["sys_exit_accept4", "sys_exit_accept"],
+        ),
+        ("ft_sock_exit_connect", &["sys_exit_connect"]),
+    ];
+}
+
+/// The Go program set (`go.bpf.c`): uprobes, attached per process.
+pub mod go {
+    pub const HTTP_SERVER_START: &str = "ft_go_http_server_start";
+    pub const HTTP_SERVER_END: &str = "ft_go_http_server_end";
+    pub const HTTP_CLIENT_START: &str = "ft_go_http_client_start";
+    pub const HTTP_CLIENT_END: &str = "ft_go_http_client_end";
+    pub const GRPC_SERVER_START: &str = "ft_go_grpc_server_start";
+    pub const GRPC_SERVER_STATUS: &str = "ft_go_grpc_server_status";
+    pub const GRPC_SERVER_END: &str = "ft_go_grpc_server_end";
+    pub const GRPC_SERVER_HEADERS: &str = "ft_go_grpc_server_headers";
+    pub const GRPC_CLIENT_START: &str = "ft_go_grpc_client_start";
+    pub const GRPC_CLIENT_END: &str = "ft_go_grpc_client_end";
+    pub const GRPC_STREAM_START: &str = "ft_go_grpc_stream_start";
+    pub const GRPC_STREAM_OPENED: &str = "ft_go_grpc_stream_opened";
+    pub const GRPC_STREAM_END: &str = "ft_go_grpc_stream_end";
+    pub const NEWPROC_START: &str = "ft_go_newproc_start";
+    pub const NEWPROC_END: &str = "ft_go_newproc_end";
+    pub const NEWPROC_SPAWN: &str = "ft_go_newproc_spawn";
+
+    /// Every program of the set.
+    pub const PROGRAMS: [&str; 16] = [
+        HTTP_SERVER_START,
+        HTTP_SERVER_END,
+        HTTP_CLIENT_START,
+        HTTP_CLIENT_END,
+        GRPC_SERVER_START,
+        GRPC_SERVER_STATUS,
+        GRPC_SERVER_END,
+        GRPC_SERVER_HEADERS,
+        GRPC_CLIENT_START,
+        GRPC_CLIENT_END,
+        GRPC_STREAM_START,
+        GRPC_STREAM_OPENED,
+        GRPC_STREAM_END,
+        NEWPROC_START,
+        NEWPROC_END,
+        NEWPROC_SPAWN,
+    ];
+}
+
+/// What one compiled object must define, checked by `build.rs`.
+#[derive(Clone, Copy, Debug)]
+pub struct ObjectContract {
+    /// `src/c/<object>.bpf.c`.
+    pub object: &'static str,
+    pub maps: &'static [&'static str],
+    pub globals: &'static [&'static str],
+    /// Programs attached to `syscalls` tracepoints, with those tracepoints.
+    pub syscall_programs: &'static [(&'static str, &'static [&'static str])],
+    /// Every other program.
+    pub programs: &'static [&'static str],
+}
+
+/// The process-lifecycle programs of `common/proc.h`.
+const PROCESS_PROGRAMS: &[&str] = &[process::FORK, process::EXIT, process::EXEC];
+
+/// Every object and its contract.
+pub const OBJECTS: [ObjectContract; 3] = [
+    ObjectContract {
+        object: "sockets",
+        maps: &[maps::EVENTS, maps::DROP_COUNTERS, maps::CLAIMED_TGIDS],
+        globals: &[
+            globals::WAKEUP_BYTES,
+            globals::MAX_PAYLOAD_BYTES,
+            globals::REPORT_EXECS,
+        ],
+        syscall_programs: &sockets::TRACEPOINTS,
+        programs: PROCESS_PROGRAMS,
+    },
+    ObjectContract {
+        object: "go",
+        maps: &[maps::EVENTS, maps::DROP_COUNTERS, maps::GO_OFFSETS],
+        globals: &[globals::WAKEUP_BYTES, globals::MAX_PAYLOAD_BYTES],
+        syscall_programs: &[],
+        programs: &go::PROGRAMS,
+    },
+    ObjectContract {
+        object: "discovery",
+        maps: &[maps::EVENTS, maps::DROP_COUNTERS, maps::CLAIMED_TGIDS],
+        globals: &[globals::WAKEUP_BYTES, globals::REPORT_EXECS],
+        syscall_programs: &[],
+        programs: PROCESS_PROGRAMS,
+    },
+];

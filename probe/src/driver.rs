@@ -1,0 +1,469 @@
+//! The one event loop of every eBPF program set.
+//!
+//! A program set (Go uprobes, socket-level syscall tracing, process
+//! discovery, and whatever comes next) says what is particular to it by
+//! implementing [`ProgramSet`]; the driver does everything else, the same way
+//! for every set:
+//!
+//! - **load with the tuning**: the set's [`Tuning`] sizes the ring buffer and
+//!   sets the `volatile const` knobs; there is no load without one;
+//! - **static attach**, once, then **ready** (`/readyz`);
+//! - **ring draining**: batched wake-ups plus a poll ([`EventReader`]), every
+//!   record through [`ProgramSet::decode`], outputs handed to the [`Sink`];
+//!   records that do not decode are counted
+//!   (`kernel_events_dropped{source="undecodable"}`) and logged once;
+//! - **drop counting**: the kernel's per-reason counters, read every
+//!   [`HOUSEKEEPING`] into `kernel_events_dropped`;
+//! - **targets**: [`TargetEvent`]s become [`ProgramSet::add_target`] and
+//!   [`ProgramSet::remove_target`]; refusals are counted by reason;
+//! - **drain before release**: before a process is released, what the
+//!   kernel already wrote about it is decoded (its last response may still
+//!   sit in the ring when its exit is seen);
+//! - **the final drain** on shutdown, then every target removed;
+//! - **health**: ready, events read, attached processes, refusals, parse
+//!   errors the set reports.
+//!
+//! # Writing a program set
+//!
+//! The C side: a `src/c/<name>.bpf.c` that includes `common/ringbuf.h` (the
+//! `events` ring and the `drop_counters` map every set has), declared in
+//! `probe-ebpf/src/contract.rs` (its maps, globals and programs; the build
+//! fails if the object and the declaration disagree). The Rust side: a type
+//! implementing [`ProgramSet`], and a decoder for its records. How the
+//! shapes we know of fit:
+//!
+//! - **uprobes on a binary, per process** (the Go set): nothing in
+//!   [`attach`](ProgramSet::attach) but loading the programs;
+//!   [`add_target`](ProgramSet::add_target) analyses `/proc/<pid>/exe` (off
+//!   the event loop, with `spawn_blocking`), fills per-process maps, attaches
+//!   with `UProbeScope::OneProcess`, and keeps the link ids it needs for
+//!   [`remove_target`](ProgramSet::remove_target).
+//! - **uprobes on a shared library** (TLS in `libssl.so`): attach once per
+//!   library file rather than per process (a `HashMap` from the library's
+//!   device and inode to its links, in the set), filter by pid in the kernel
+//!   through `claimed_tgids` (the default `add_target`/`remove_target` claim
+//!   and release), and attach a library the first time a target maps it
+//!   (`/proc/<pid>/maps`).
+//! - **syscall tracepoints filtered by claims** (the socket-level set):
+//!   [`attach`](ProgramSet::attach) attaches every tracepoint; the default
+//!   `add_target` claims the pid (children follow at fork).
+//! - **cgroup-attached programs** (sockops, `sk_msg` on a sockhash):
+//!   [`attach`](ProgramSet::attach) attaches them at the cgroup2 root (find
+//!   it in `/proc/self/mountinfo`; with `CgroupAttachMode::Single` on this
+//!   kernel) and takes the sockhash; targets are claims as above.
+//! - **perf_event programs** (a CPU profiler): [`attach`](ProgramSet::attach)
+//!   opens one sampling event per CPU; samples arrive as ring records
+//!   ([`decode`](ProgramSet::decode)) or are read from a map in
+//!   [`housekeeping`](ProgramSet::housekeeping), which runs every
+//!   [`HOUSEKEEPING`] and once more at the end.
+//! - **process lifecycles** (discovery): [`attach`](ProgramSet::attach)
+//!   attaches `common/proc.h`'s programs; targets are the processes to
+//!   follow; outputs go to a channel instead of the span pipeline.
+//!
+//! Outputs need not be requests: [`ProgramSet::Output`] is the set's own
+//! type, and the [`Sink`] says where it goes ([`RecordSink`] for
+//! [`RequestRecord`]s). A set's errors from [`attach`](ProgramSet::attach)
+//! stop the probe with the message (say what to fix); a refused target is
+//! logged and counted, and the probe goes on.
+
+// Attach errors carry aya's (large) errors unboxed: they happen at startup
+// (see crate::ebpf).
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::ebpf::{self, DropCounters, EbpfError, EventReader, Kernel, Tuning};
+use crate::frontend::FrontendContext;
+use crate::health::FrontendHealth;
+use crate::targets::{ProcessTarget, TargetEvent, TargetEvents};
+use crate::telemetry::{RecordSink, RequestRecord};
+
+/// How often drop counters are read and [`ProgramSet::housekeeping`] runs.
+pub const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// A program set: its object, its knobs, how it attaches and what its
+/// records mean. See the [module docs](self) for the shapes that fit.
+pub trait ProgramSet: Send + 'static {
+    /// What a record becomes: a [`RequestRecord`] for a language, anything
+    /// for other sets.
+    type Output: Send + 'static;
+
+    /// Name in logs, errors and the contract (`go`, `sockets`, ...).
+    fn name(&self) -> &'static str;
+
+    /// The compiled object, e.g. [`ferrotel_probe_ebpf::GO`].
+    fn object(&self) -> &'static [u8];
+
+    /// How to load the object. A language set builds it from its config
+    /// section ([`Tuning::from_language`]); it has no default on purpose.
+    fn tuning(&self) -> Tuning;
+
+    /// Attaches what does not depend on targets and takes the maps the set
+    /// drives, once, right after loading.
+    fn attach(&mut self, kernel: &mut Kernel) -> Result<(), EbpfError>;
+
+    /// Starts tracing a process. The default claims it in `claimed_tgids`
+    /// (its children follow at fork); a set that attaches per process
+    /// overrides this. A refusal is logged and counted; the probe goes on.
+    fn add_target(
+        &mut self,
+        kernel: &mut Kernel,
+        target: &ProcessTarget,
+    ) -> impl Future<Output = Result<(), Refusal>> + Send {
+        let claimed = kernel
+            .claims()
+            .and_then(|claims| claims.claim(target.pid, true))
+            .map_err(|error| Refusal::new("claim_failed", error));
+        std::future::ready(claimed)
+    }
+
+    /// Stops tracing a process. The driver has drained the ring first, so
+    /// everything the kernel wrote about it was decoded. The default
+    /// releases the claim.
+    fn remove_target(&mut self, kernel: &mut Kernel, pid: u32) {
+        if let Ok(claims) = kernel.claims() {
+            claims.release(pid);
+        }
+    }
+
+    /// Turns one ring-buffer record into zero or more outputs.
+    fn decode(&mut self, record: &[u8], out: &mut Vec<Self::Output>) -> Result<(), DecodeError>;
+
+    /// Runs every [`HOUSEKEEPING`] and once after the final drain: time-outs,
+    /// map reads, statistics for [`Housekeeping::parse_errors`].
+    fn housekeeping(
+        &mut self,
+        _kernel: &mut Kernel,
+        _tick: &mut Housekeeping<'_>,
+        _out: &mut Vec<Self::Output>,
+    ) {
+    }
+
+    /// Processes traced now (the `attached_processes` gauge). The default is
+    /// the kernel's view of `claimed_tgids`, children claimed at fork
+    /// included; `targets` is what the driver added.
+    fn attached(&self, kernel: &Kernel, targets: &BTreeSet<u32>) -> usize {
+        kernel.claimed().map_or(targets.len(), |pids| pids.len())
+    }
+}
+
+/// Where a set's outputs go. Must not block: the loop has a ring to drain.
+pub trait Sink<T>: Send {
+    fn deliver(&mut self, item: T);
+}
+
+impl Sink<RequestRecord> for RecordSink {
+    fn deliver(&mut self, record: RequestRecord) {
+        // A full pipeline counts the drop itself.
+        self.submit(record);
+    }
+}
+
+impl<T: Send> Sink<T> for tokio::sync::mpsc::UnboundedSender<T> {
+    fn deliver(&mut self, item: T) {
+        // The receiver gone means the consumer stopped; nothing to keep.
+        let _ = self.send(item);
+    }
+}
+
+/// A record a set could not decode: a probe and eBPF object out of sync.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+impl DecodeError {
+    pub fn new(error: impl std::fmt::Display) -> Self {
+        Self(error.to_string())
+    }
+}
+
+/// Why a process was not traced: a bounded `reason` for the
+/// `attach_refused` metric, and the full error for the log.
+#[derive(Debug)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub error: anyhow::Error,
+}
+
+impl Refusal {
+    pub fn new(reason: &'static str, error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            reason,
+            error: error.into(),
+        }
+    }
+}
+
+/// What the driver read this tick, and what the set reports back.
+#[derive(Debug)]
+pub struct Housekeeping<'a> {
+    /// Kernel-side drop totals by reason (running totals, summed over CPUs).
+    pub drops: &'a [(&'static str, u64)],
+    parse_errors: Vec<(&'static str, u64)>,
+}
+
+impl Housekeeping<'_> {
+    /// `n` more payloads of `protocol` failed to parse since the last tick.
+    pub fn parse_errors(&mut self, protocol: &'static str, n: u64) {
+        if n > 0 {
+            self.parse_errors.push((protocol, n));
+        }
+    }
+}
+
+/// A loaded, attached program set with its ring and drop counters.
+#[derive(Debug)]
+pub struct Driver<S: ProgramSet> {
+    set: S,
+    kernel: Kernel,
+    reader: EventReader,
+    drops: DropCounters,
+    targets: BTreeSet<u32>,
+    outputs: Vec<S::Output>,
+    undecodable: u64,
+}
+
+impl<S: ProgramSet> Driver<S> {
+    /// Loads `set` with its tuning and attaches it. Needs a tokio runtime
+    /// (the ring buffer is registered with it).
+    pub fn load(mut set: S) -> Result<Self, EbpfError> {
+        let tuning = set.tuning();
+        let mut kernel = ebpf::load(set.name(), set.object(), &tuning)?;
+        let reader = EventReader::take(&mut kernel, tuning.poll)?;
+        let drops = DropCounters::take(&mut kernel)?;
+        set.attach(&mut kernel)?;
+        info!(
+            set = set.name(),
+            ring_buffer_bytes = kernel.ring_buffer_bytes(),
+            globals = ?tuning.globals,
+            "Loaded eBPF program set"
+        );
+        Ok(Self {
+            set,
+            kernel,
+            reader,
+            drops,
+            targets: BTreeSet::new(),
+            outputs: Vec::new(),
+            undecodable: 0,
+        })
+    }
+
+    pub fn set(&self) -> &S {
+        &self.set
+    }
+
+    pub fn kernel_mut(&mut self) -> &mut Kernel {
+        &mut self.kernel
+    }
+
+    /// The kernel's drop totals by reason.
+    pub fn drop_totals(&self) -> Result<Vec<(&'static str, u64)>, EbpfError> {
+        self.drops.totals()
+    }
+
+    /// Hands every pending raw record to `on_record` without decoding it
+    /// (tests of the kernel side). Returns the number of records.
+    pub fn drain_raw(&mut self, on_record: impl FnMut(&[u8])) -> usize {
+        self.reader.drain_now(on_record)
+    }
+
+    /// Runs the set until `shutdown`: see the [module docs](self).
+    pub async fn run(
+        mut self,
+        mut targets: TargetEvents,
+        mut sink: impl Sink<S::Output>,
+        health: Option<FrontendHealth>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let health = health.as_ref();
+        if let Some(health) = health {
+            health.set_ring_buffer_bytes(self.kernel.ring_buffer_bytes());
+            health.mark_ready();
+        }
+        let mut tick = tokio::time::interval(HOUSEKEEPING);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut targets_open = true;
+        loop {
+            // The branches borrow parts of the driver; act once they are done.
+            let step = {
+                let Self {
+                    set,
+                    reader,
+                    outputs,
+                    undecodable,
+                    ..
+                } = &mut self;
+                tokio::select! {
+                    () = shutdown.cancelled() => Step::Stop,
+                    event = targets.next(), if targets_open => Step::Target(event),
+                    drained = reader.drain(|record| decode(set, record, outputs, undecodable)) => Step::Drained(drained),
+                    _ = tick.tick() => Step::Housekeeping,
+                }
+            };
+            match step {
+                Step::Stop => break,
+                Step::Target(Some(TargetEvent::Added(target))) => self.add(&target, health).await,
+                Step::Target(Some(TargetEvent::Removed(pid))) => {
+                    self.remove(pid, &mut sink, health)
+                }
+                Step::Target(None) => targets_open = false,
+                Step::Drained(drained) => {
+                    let n = drained
+                        .with_context(|| format!("reading the {} ring buffer", self.set.name()))?;
+                    self.deliver(n, &mut sink, health);
+                }
+                Step::Housekeeping => self.housekeeping(&mut sink, health),
+            }
+        }
+        // Deliver what the kernel already produced, then let go.
+        self.drain_now(&mut sink, health);
+        self.housekeeping(&mut sink, health);
+        for pid in std::mem::take(&mut self.targets) {
+            self.set.remove_target(&mut self.kernel, pid);
+        }
+        info!(set = self.set.name(), "Detached eBPF program set");
+        Ok(())
+    }
+
+    async fn add(&mut self, target: &ProcessTarget, health: Option<&FrontendHealth>) {
+        match self.set.add_target(&mut self.kernel, target).await {
+            Ok(()) => {
+                self.targets.insert(target.pid);
+                debug!(set = self.set.name(), pid = target.pid, exe = %target.exe.display(), reason = target.reason, "Tracing process");
+            }
+            Err(refusal) => {
+                warn!(
+                    set = self.set.name(),
+                    pid = target.pid,
+                    reason = refusal.reason,
+                    error = format!("{:#}", refusal.error),
+                    "Refusing to trace process"
+                );
+                if let Some(health) = health {
+                    health.attach_refused(refusal.reason);
+                }
+            }
+        }
+        self.report_attached(health);
+    }
+
+    fn remove(
+        &mut self,
+        pid: u32,
+        sink: &mut impl Sink<S::Output>,
+        health: Option<&FrontendHealth>,
+    ) {
+        // The process's last records may still wait in the ring (wake-ups
+        // are batched, and select! picks among ready branches at random):
+        // decode them while the set still knows the process.
+        self.drain_now(sink, health);
+        self.set.remove_target(&mut self.kernel, pid);
+        self.targets.remove(&pid);
+        debug!(set = self.set.name(), pid, "Released process");
+        self.report_attached(health);
+    }
+
+    fn drain_now(&mut self, sink: &mut impl Sink<S::Output>, health: Option<&FrontendHealth>) {
+        let Self {
+            set,
+            reader,
+            outputs,
+            undecodable,
+            ..
+        } = self;
+        let n = reader.drain_now(|record| decode(set, record, outputs, undecodable));
+        self.deliver(n, sink, health);
+    }
+
+    fn deliver(
+        &mut self,
+        records: usize,
+        sink: &mut impl Sink<S::Output>,
+        health: Option<&FrontendHealth>,
+    ) {
+        if let Some(health) = health {
+            health.events_received(records as u64);
+        }
+        for output in self.outputs.drain(..) {
+            sink.deliver(output);
+        }
+    }
+
+    fn housekeeping(&mut self, sink: &mut impl Sink<S::Output>, health: Option<&FrontendHealth>) {
+        let drops = match self.drops.totals() {
+            Ok(totals) => totals,
+            Err(error) => {
+                debug!(set = self.set.name(), %error, "Could not read drop counters");
+                Vec::new()
+            }
+        };
+        let mut tick = Housekeeping {
+            drops: &drops,
+            parse_errors: Vec::new(),
+        };
+        self.set
+            .housekeeping(&mut self.kernel, &mut tick, &mut self.outputs);
+        let parse_errors = std::mem::take(&mut tick.parse_errors);
+        self.deliver(0, sink, health);
+        let Some(health) = health else { return };
+        for (reason, total) in &drops {
+            health.kernel_dropped_total(reason, *total);
+        }
+        health.kernel_dropped_total("undecodable", self.undecodable);
+        for (protocol, n) in parse_errors {
+            health.parse_errors(protocol, n);
+        }
+        self.report_attached(Some(health));
+    }
+
+    fn report_attached(&self, health: Option<&FrontendHealth>) {
+        if let Some(health) = health {
+            health.set_attached_processes(self.set.attached(&self.kernel, &self.targets));
+        }
+    }
+}
+
+/// What woke the loop.
+enum Step {
+    Stop,
+    Target(Option<TargetEvent>),
+    Drained(std::io::Result<usize>),
+    Housekeeping,
+}
+
+fn decode<S: ProgramSet>(
+    set: &mut S,
+    record: &[u8],
+    out: &mut Vec<S::Output>,
+    undecodable: &mut u64,
+) {
+    if let Err(error) = set.decode(record, out) {
+        *undecodable += 1;
+        if *undecodable == 1 {
+            warn!(set = set.name(), %error, "Undecodable ring buffer record (probe and eBPF object out of sync?)");
+        }
+    }
+}
+
+/// Loads a language's program set and runs it for the runtime: targets
+/// from the context, records to the pipeline, health labelled with the
+/// language.
+pub async fn run_language<S>(set: S, ctx: FrontendContext) -> anyhow::Result<()>
+where
+    S: ProgramSet<Output = RequestRecord>,
+{
+    let name = set.name();
+    let driver =
+        Driver::load(set).with_context(|| format!("starting the {} front-end", ctx.language))?;
+    debug!(set = name, language = %ctx.language, "Front-end ready");
+    driver
+        .run(ctx.targets, ctx.sink, Some(ctx.health), ctx.shutdown)
+        .await
+}
