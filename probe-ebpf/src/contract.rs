@@ -63,17 +63,16 @@ pub mod defaults {
 pub mod process {
     /// `tp_btf/sched_process_fork`: children of claimed processes are claimed.
     pub const FORK: &str = "ft_proc_fork";
-    /// `tracepoint/sched/sched_process_exit`.
+    /// `tp_btf/sched_process_exit`: a claimed process left.
     pub const EXIT: &str = "ft_proc_exit";
-    /// `tracepoint/sched/sched_process_exec`.
+    /// `tp_btf/sched_process_exec`.
     pub const EXEC: &str = "ft_proc_exec";
-    /// `(program, category, tracepoint)` of the classic tracepoints.
-    pub const TRACEPOINTS: [(&str, &str, &str); 2] = [
-        (EXIT, "sched", "sched_process_exit"),
-        (EXEC, "sched", "sched_process_exec"),
+    /// `(program, tp_btf event)`: BTF tracepoints need no tracefs.
+    pub const BTF_TRACEPOINTS: [(&str, &str); 3] = [
+        (FORK, "sched_process_fork"),
+        (EXIT, "sched_process_exit"),
+        (EXEC, "sched_process_exec"),
     ];
-    /// `(program, tp_btf event)`.
-    pub const BTF_TRACEPOINTS: [(&str, &str); 1] = [(FORK, "sched_process_fork")];
 }
 
 /// The socket-level program set (`sockets.bpf.c`).

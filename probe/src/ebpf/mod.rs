@@ -328,9 +328,6 @@ impl Kernel {
         for (program, tracepoint) in process::BTF_TRACEPOINTS {
             self.attach_btf_tracepoint(program, tracepoint)?;
         }
-        for (program, category, tracepoint) in process::TRACEPOINTS {
-            self.attach_tracepoints(program, &[(category, tracepoint)])?;
-        }
         Ok(())
     }
 }

@@ -7,7 +7,9 @@
  *  - ft_proc_exit: a claimed process left; its claim is removed;
  *  - ft_proc_exec: a process exec'd; reported for every process when
  *    `report_execs` is set, so user space can discover new targets.
- * Include once per program set (it defines programs).
+ * Include once per program set (it defines programs). All three are BTF
+ * tracepoints: they attach without tracefs, which a fresh host may not have
+ * mounted.
  */
 #ifndef FT_COMMON_PROC_H
 #define FT_COMMON_PROC_H
@@ -54,8 +56,8 @@ int BPF_PROG(ft_proc_fork, struct task_struct *parent, struct task_struct *child
     return 0;
 }
 
-SEC("tracepoint/sched/sched_process_exit")
-int ft_proc_exit(void *ctx)
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(ft_proc_exit, struct task_struct *task)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
@@ -68,8 +70,8 @@ int ft_proc_exit(void *ctx)
     return 0;
 }
 
-SEC("tracepoint/sched/sched_process_exec")
-int ft_proc_exec(void *ctx)
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(ft_proc_exec, struct task_struct *task)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!report_execs && !ft_is_claimed(pid_tgid >> 32))
