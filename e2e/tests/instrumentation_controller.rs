@@ -672,6 +672,18 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
             "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, go: {ringBufferBytes: 5000}}",
             "ringBufferBytes must be a power of two",
         ),
+        (
+            "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, go: {maxPayloadBytes: 8192}}",
+            "should be less than or equal to 4096",
+        ),
+        (
+            "{languages: [python], exporter: {endpoint: \"http://a:4317\"}, python: {grpc: true}}",
+            "python.grpc is not supported",
+        ),
+        (
+            "{languages: [python], exporter: {endpoint: \"http://a:4317\"}, python: {http: false}}",
+            "python.http cannot be false",
+        ),
     ] {
         let bad = format!(
             "apiVersion: ferrotel.io/v1alpha1\nkind: Instrumentation\nmetadata: {{name: bad, namespace: {NS}}}\nspec: {spec}\n"

@@ -82,6 +82,17 @@ pub enum ConfigError {
         "no target selected: pass --pid, --exe-path or --open-port (or targets in the config file), or enable targets.kubernetes"
     )]
     NoTargets,
+    #[error("{language}.maxPayloadBytes is {value}; use a value from {min} to {max}")]
+    MaxPayloadBytes {
+        language: Language,
+        value: u32,
+        min: u32,
+        max: u32,
+    },
+    #[error(
+        "python.http is false, but HTTP/1.x is all the Python probe traces; set it to true, or stop running a Python probe"
+    )]
+    PythonWithoutHttp,
 }
 
 /// Everything the runtime needs, resolved.
@@ -158,6 +169,7 @@ impl RuntimeConfig {
         if let Some(level) = &cli.log_level {
             probe.log_level = Some(level.clone());
         }
+        check_tuning(cli.language, &probe)?;
         let t = &probe.targets;
         if !t.kubernetes && t.pids.is_empty() && t.exe_paths.is_empty() && t.open_ports.is_empty() {
             return Err(ConfigError::NoTargets);
@@ -179,6 +191,30 @@ impl RuntimeConfig {
             rescan: std::time::Duration::from_millis(cli.rescan_millis.max(100)),
         })
     }
+}
+
+/// Refuses what this probe's program set cannot do with its tuning (the
+/// CRD's schema refuses the same; a standalone config file is checked here).
+fn check_tuning(language: Language, probe: &ProbeConfig) -> Result<(), ConfigError> {
+    use ferrotel_probe_ebpf::contract::defaults::{MAX_PAYLOAD_BYTES_MAX, MAX_PAYLOAD_BYTES_MIN};
+    let tuning = match language {
+        Language::Go => &probe.go,
+        Language::Python => &probe.python,
+    };
+    if !(MAX_PAYLOAD_BYTES_MIN..=MAX_PAYLOAD_BYTES_MAX).contains(&tuning.max_payload_bytes) {
+        return Err(ConfigError::MaxPayloadBytes {
+            language,
+            value: tuning.max_payload_bytes,
+            min: MAX_PAYLOAD_BYTES_MIN,
+            max: MAX_PAYLOAD_BYTES_MAX,
+        });
+    }
+    // `python.grpc` is not checked: the config's default is true for every
+    // language, and the socket-level set ignores it (the CRD refuses it).
+    if language == Language::Python && !tuning.http {
+        return Err(ConfigError::PythonWithoutHttp);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -278,5 +314,40 @@ mod tests {
             Cli::try_parse_from(["ferrotel-probe", "--language", "ruby"]).is_err(),
             "unknown languages are rejected"
         );
+    }
+
+    #[test]
+    fn max_payload_bytes_out_of_range_is_refused_for_the_probes_own_language() {
+        let mut file = ProbeConfig::default();
+        file.go.max_payload_bytes = 8192;
+        let err = RuntimeConfig::resolve(
+            &cli(&["--language", "go", "--pid", "1"]),
+            file.clone(),
+            &env(&[]),
+        )
+        .expect_err("8192 bytes cannot be copied");
+        assert_eq!(
+            err.to_string(),
+            "go.maxPayloadBytes is 8192; use a value from 64 to 4096"
+        );
+        RuntimeConfig::resolve(
+            &cli(&["--language", "python", "--pid", "1"]),
+            file,
+            &env(&[]),
+        )
+        .expect("the Go section does not matter to a Python probe");
+    }
+
+    #[test]
+    fn a_python_probe_without_http_is_refused() {
+        let mut file = ProbeConfig::default();
+        file.python.http = false;
+        let err = RuntimeConfig::resolve(
+            &cli(&["--language", "python", "--pid", "1"]),
+            file,
+            &env(&[]),
+        )
+        .expect_err("HTTP/1.x is all the socket-level set reads");
+        assert!(matches!(err, ConfigError::PythonWithoutHttp), "{err}");
     }
 }

@@ -20,7 +20,12 @@ async fn collector() -> Collector {
 /// `n` unary health checks from `grpcclient` to `server`.
 fn grpc_calls(client: &std::path::Path, server: &GoApp, n: usize) {
     let output = Command::new(client)
-        .args(["-addr", &server.addr.to_string(), "-calls", &format!("ok={n}")])
+        .args([
+            "-addr",
+            &server.addr.to_string(),
+            "-calls",
+            &format!("ok={n}"),
+        ])
         .output()
         .expect("run grpcclient");
     assert!(

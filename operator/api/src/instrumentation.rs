@@ -94,8 +94,14 @@ pub struct InstrumentationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub go: Option<LanguageSpec>,
 
-    /// Python probe tuning: which protocols to trace, buffer sizes, resources.
+    /// Python probe tuning: buffer sizes, payload bytes, resources. The
+    /// Python probe reads HTTP/1.x at the socket level: `http` is always on
+    /// and `grpc` is not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(
+        validation = kube::core::Rule::new("!has(self.grpc) || !self.grpc").message("python.grpc is not supported: the Python probe traces HTTP/1.x at the socket level; remove python.grpc"),
+        validation = kube::core::Rule::new("!has(self.http) || self.http").message("python.http cannot be false: HTTP/1.x is all the Python probe traces; to stop tracing Python, remove it from languages")
+    )]
     pub python: Option<LanguageSpec>,
 
     /// The ProbeClass (cluster-scoped, created by a cluster admin) that says
@@ -532,6 +538,8 @@ probe: {image: "", resources: {}, tolerations: [], nodeSelector: {}, logLevel: i
             "sampler.ratio is only used by",
             "sampler.ratio must be a decimal",
             "ringBufferBytes must be a power of two",
+            "python.grpc is not supported",
+            "python.http cannot be false",
         ] {
             assert!(
                 text.contains(needle),

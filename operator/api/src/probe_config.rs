@@ -227,13 +227,19 @@ impl Default for RoutesConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LanguageTuning {
-    /// Trace HTTP/1.x servers and clients.
+    /// Trace HTTP/1.x servers and clients (Go: off leaves their uprobes
+    /// out; the Python probe needs it on).
     pub http: bool,
-    /// Trace gRPC servers and clients (Go only).
+    /// Trace gRPC servers and clients (Go only; off leaves their uprobes
+    /// out).
     pub grpc: bool,
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_buffer_bytes: u32,
-    /// Bytes of each request/response head copied from the kernel.
+    /// Bytes copied from a traced process per read, 64 to 4096: the head of
+    /// each socket read or write (Python), each string of a request (Go;
+    /// at most the event's field: 127 for a path, 63 for host, route and
+    /// peer, 15 for the method).
+    #[schemars(range(min = 64, max = 4096))]
     pub max_payload_bytes: u32,
 }
 

@@ -331,3 +331,25 @@ impl Kernel {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ferrotel_api::probe_config::LanguageTuning;
+    use ferrotel_probe_ebpf::contract::defaults;
+
+    #[test]
+    fn the_probe_configs_defaults_are_the_kernel_contracts() {
+        // The API crate cannot depend on probe-ebpf (the operator is built
+        // without clang), so its defaults are held to the contract here.
+        let config = LanguageTuning::default();
+        assert_eq!(config.ring_buffer_bytes, defaults::RING_BUFFER_BYTES);
+        assert_eq!(config.max_payload_bytes, defaults::MAX_PAYLOAD_BYTES);
+    }
+
+    #[test]
+    fn ring_sizes_round_up_to_a_power_of_two_of_at_least_a_page() {
+        assert_eq!(super::ring_size(0), 4096);
+        assert_eq!(super::ring_size(100_000), 131_072);
+        assert_eq!(super::ring_size(1 << 20), 1 << 20);
+    }
+}
