@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::health::FrontendHealth;
 use crate::targets::TargetEvents;
 use crate::telemetry::RecordSink;
-use crate::telemetry::record::{ClockOffsets, SpanStarter};
+use crate::telemetry::clock::ClockOffsets;
 use crate::telemetry::resource::ResourceRegistry;
+use crate::telemetry::sampling::SpanStarter;
 
 /// Everything a front-end gets from the runtime.
 #[derive(Debug)]

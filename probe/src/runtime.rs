@@ -6,7 +6,6 @@
 //! (retrying for up to the exporter timeout) → final metrics snapshot.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,37 +21,16 @@ use crate::export::{Backoff, run_metrics_exporter, run_trace_exporter};
 use crate::frontend::{Frontend, FrontendContext};
 use crate::health::Health;
 use crate::targets::standalone::{self, StandaloneSelector};
-use crate::targets::{TargetPublisher, target_channel};
+use crate::targets::{TargetSource, target_channel};
 use crate::telemetry::RecordSink;
+use crate::telemetry::clock::ClockOffsets;
 use crate::telemetry::metrics::RedMetrics;
 use crate::telemetry::pipeline::Pipeline;
-use crate::telemetry::record::{ClockOffsets, SpanStarter};
 use crate::telemetry::resource::ResourceRegistry;
+use crate::telemetry::sampling::SpanStarter;
 
 /// Records buffered between the front-end and the pipeline.
 pub const RECORD_CHANNEL_CAPACITY: usize = 16_384;
-
-/// A boxed target source task.
-pub type TargetTask = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
-
-/// How processes are selected: the standalone `/proc` resolver, or another
-/// source (Kubernetes discovery) given as a closure that receives the
-/// publisher, the resource registry and the shutdown token.
-pub enum TargetSource {
-    Standalone,
-    Custom(
-        Box<dyn FnOnce(TargetPublisher, ResourceRegistry, CancellationToken) -> TargetTask + Send>,
-    ),
-}
-
-impl std::fmt::Debug for TargetSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TargetSource::Standalone => f.write_str("Standalone"),
-            TargetSource::Custom(_) => f.write_str("Custom"),
-        }
-    }
-}
 
 /// Resolves when SIGTERM or SIGINT arrives.
 pub async fn termination_signal() {

@@ -15,13 +15,13 @@ use ferrotel_probe::export::queue::BoundedQueue;
 use ferrotel_probe::export::settings::ExportSettings;
 use ferrotel_probe::export::{Backoff, run_trace_exporter};
 use ferrotel_probe::health::Health;
+use ferrotel_probe::telemetry::clock::{ClockOffsets, KernelClock};
 use ferrotel_probe::telemetry::metrics::RedMetrics;
 use ferrotel_probe::telemetry::pipeline::{Pipeline, QueuedSpan};
-use ferrotel_probe::telemetry::record::{
-    ClockOffsets, HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind, SpanStarter,
-    parse_traceparent,
-};
+use ferrotel_probe::telemetry::record::{HttpInfo, Protocol, RequestRecord, SpanKind};
 use ferrotel_probe::telemetry::resource::{BaseResource, ResourceRegistry};
+use ferrotel_probe::telemetry::sampling::SpanStarter;
+use ferrotel_probe::telemetry::trace_context::parse_traceparent;
 
 const WAIT: Duration = Duration::from_secs(60);
 

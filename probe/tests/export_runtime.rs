@@ -10,11 +10,11 @@ use ferrotel_api::probe_config::ProbeConfig;
 use ferrotel_e2e::Collector;
 use ferrotel_probe::config::{Cli, RuntimeConfig};
 use ferrotel_probe::frontend::{Frontend, FrontendContext};
-use ferrotel_probe::runtime::{self, TargetSource};
+use ferrotel_probe::runtime;
 use ferrotel_probe::targets::TargetEvent;
-use ferrotel_probe::telemetry::record::{
-    ClockOffsets, HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind,
-};
+use ferrotel_probe::targets::TargetSource;
+use ferrotel_probe::telemetry::clock::{ClockOffsets, KernelClock};
+use ferrotel_probe::telemetry::record::{HttpInfo, Protocol, RequestRecord, SpanKind};
 use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -13,7 +13,7 @@ use ferrotel_probe::driver::Driver;
 use ferrotel_probe::ebpf::EbpfError;
 use ferrotel_probe::sockets::SocketSet;
 use ferrotel_probe::sockets::events::{Direction, KernelEvent, decode};
-use ferrotel_probe::telemetry::record::SpanStarter;
+use ferrotel_probe::telemetry::sampling::SpanStarter;
 
 /// The socket-level set, loaded and attached the way the probe does it.
 #[allow(clippy::result_large_err)]

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 
 use crate::health::Health;
+use crate::telemetry::pipeline::{QueuedSpan, SpanQueue};
 
 #[derive(Debug)]
 struct Inner<T> {
@@ -136,6 +137,17 @@ impl<T> BoundedQueue<T> {
             return;
         }
         self.ready.notified().await;
+    }
+}
+
+impl SpanQueue for BoundedQueue<QueuedSpan> {
+    fn push(&self, span: QueuedSpan) {
+        // A full queue counts the drop itself.
+        BoundedQueue::push(self, span);
+    }
+
+    fn close(&self) {
+        BoundedQueue::close(self);
     }
 }
 

@@ -10,10 +10,10 @@
 
 use ferrotel_probe_ebpf::go::{self, GoRequestEvent, ROOT_REMOTE, ROOT_SAMPLED, kind, parent_kind};
 
-use crate::telemetry::record::{
-    GrpcInfo, HttpInfo, KernelClock, ParentKind, Protocol, RequestRecord, Sampler, SpanContext,
-    SpanId, SpanKind, TraceId,
-};
+use crate::telemetry::clock::KernelClock;
+use crate::telemetry::record::{GrpcInfo, HttpInfo, Protocol, RequestRecord, SpanKind};
+use crate::telemetry::sampling::Sampler;
+use crate::telemetry::trace_context::{ParentKind, SpanContext, SpanId, TraceId};
 
 /// Why an event could not become a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use crate::driver::{DecodeError, ProgramSet, Refusal};
 use crate::ebpf::{EbpfError, Kernel, Tuning};
 use crate::targets::ProcessTarget;
 use crate::telemetry::RequestRecord;
-use crate::telemetry::record::Sampler;
+use crate::telemetry::sampling::Sampler;
 
 /// `--language go`.
 #[derive(Debug)]

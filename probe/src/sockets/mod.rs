@@ -19,7 +19,7 @@ use ferrotel_probe_ebpf::contract::{defaults, globals, sockets};
 use crate::driver::{DecodeError, Housekeeping, ProgramSet};
 use crate::ebpf::{EbpfError, Global, Kernel, Tuning};
 use crate::telemetry::RequestRecord;
-use crate::telemetry::record::SpanStarter;
+use crate::telemetry::sampling::SpanStarter;
 
 pub use tracker::{Tracker, TrackerStats};
 

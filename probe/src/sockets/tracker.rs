@@ -14,10 +14,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use crate::http1::{Head, MessageParser, Parsed, RequestHead, ResponseHead, SegmentMeta, Side};
-use crate::telemetry::record::{
-    HttpInfo, KernelClock, Protocol, RequestRecord, SpanContext, SpanKind, SpanStarter,
-    parse_traceparent,
-};
+use crate::telemetry::clock::KernelClock;
+use crate::telemetry::record::{HttpInfo, Protocol, RequestRecord, SpanKind};
+use crate::telemetry::sampling::SpanStarter;
+use crate::telemetry::trace_context::{SpanContext, parse_traceparent};
 
 use super::events::{Direction, KernelEvent, RoleHint};
 

@@ -9,9 +9,14 @@
 pub mod kubernetes;
 pub mod standalone;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::resource::ResourceRegistry;
 
 /// A process the front-end should instrument.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,5 +73,27 @@ impl TargetPublisher {
     /// Sends `event`; returns `false` if the front-end is gone.
     pub fn publish(&self, event: TargetEvent) -> bool {
         self.tx.send(event).is_ok()
+    }
+}
+
+/// A boxed target source task.
+pub type TargetTask = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// How processes are selected: the standalone `/proc` resolver, or another
+/// source (Kubernetes discovery) given as a closure that receives the
+/// publisher, the resource registry and the shutdown token.
+pub enum TargetSource {
+    Standalone,
+    Custom(
+        Box<dyn FnOnce(TargetPublisher, ResourceRegistry, CancellationToken) -> TargetTask + Send>,
+    ),
+}
+
+impl std::fmt::Debug for TargetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetSource::Standalone => f.write_str("Standalone"),
+            TargetSource::Custom(_) => f.write_str("Custom"),
+        }
     }
 }

@@ -6,12 +6,15 @@
 //! templating, records RED metrics for every request (sampled or not) and
 //! turns sampled requests into OTLP spans for the exporter.
 
+pub mod clock;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod resource;
 pub mod route;
+pub mod sampling;
 pub mod semconv;
+pub mod trace_context;
 
 use tokio::sync::mpsc;
 

@@ -7,12 +7,12 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::clock::ClockOffsets;
 use super::metrics::RedMetrics;
-use super::record::{ClockOffsets, Protocol, RequestRecord, SpanKind};
+use super::record::{Protocol, RequestRecord, SpanKind};
 use super::resource::{ProcessResource, ResourceRegistry};
 use super::route::RouteTemplater;
 use super::semconv;
-use crate::export::queue::BoundedQueue;
 use crate::health::Health;
 
 /// A span waiting for export, with the resource it belongs to.
@@ -22,13 +22,23 @@ pub struct QueuedSpan {
     pub span: Span,
 }
 
+/// Where sampled spans go: the exporter's queue. A trait so that the
+/// pipeline does not depend on the export side (which depends on it for
+/// [`QueuedSpan`]).
+pub trait SpanQueue: Send + Sync + std::fmt::Debug {
+    /// Queues a span; a full queue drops it and counts the drop itself.
+    fn push(&self, span: QueuedSpan);
+    /// No more spans will come: the exporter flushes what it holds and stops.
+    fn close(&self);
+}
+
 /// Turns records into metrics and spans.
 #[derive(Debug)]
 pub struct Pipeline {
     routes: RouteTemplater,
     resources: ResourceRegistry,
     metrics: RedMetrics,
-    spans: Arc<BoundedQueue<QueuedSpan>>,
+    spans: Arc<dyn SpanQueue>,
     clock: ClockOffsets,
     health: Health,
 }
@@ -38,7 +48,7 @@ impl Pipeline {
         routes: &RoutesConfig,
         resources: ResourceRegistry,
         metrics: RedMetrics,
-        spans: Arc<BoundedQueue<QueuedSpan>>,
+        spans: Arc<dyn SpanQueue>,
         clock: ClockOffsets,
         health: Health,
     ) -> Self {

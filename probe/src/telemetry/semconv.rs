@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{Span, Status, span, status};
 
-use super::record::{ClockOffsets, GrpcInfo, HttpInfo, Protocol, RequestRecord, SpanKind};
+use super::clock::ClockOffsets;
+use super::record::{GrpcInfo, HttpInfo, Protocol, RequestRecord, SpanKind};
 
 /// An attribute value before it becomes protobuf.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -369,7 +370,7 @@ pub fn to_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets
     };
     // Bit 8/9 of OTLP span flags: "has is_remote" and "parent is remote".
     let remote_flags = match ctx.parent_kind {
-        super::record::ParentKind::Remote => 0x300,
+        super::trace_context::ParentKind::Remote => 0x300,
         _ => 0x100,
     };
     Span {
@@ -394,7 +395,9 @@ pub fn to_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::telemetry::clock::*;
     use crate::telemetry::record::*;
+    use crate::telemetry::sampling::*;
     use ferrotel_api::probe_config::SamplerConfig;
 
     pub(crate) fn http_record(

@@ -9,7 +9,8 @@ use clap::Parser;
 use ferrotel_api::probe_config::{Language, ProbeConfig};
 use ferrotel_probe::config::{Cli, RuntimeConfig};
 use ferrotel_probe::languages::LanguageFrontend;
-use ferrotel_probe::runtime::{self, TargetSource};
+use ferrotel_probe::runtime;
+use ferrotel_probe::targets::TargetSource;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -1,7 +1,7 @@
 use ferrotel_api::probe_config::{SamplerConfig, SamplerType};
 
 use super::*;
-use crate::telemetry::record::ParentKind;
+use crate::telemetry::trace_context::ParentKind;
 
 const PID: u32 = 100;
 

@@ -21,10 +21,10 @@
 //! reconcile, so annotating a namespace takes effect within one watch event.
 
 pub mod cgroup;
+pub mod discovery;
 pub mod language;
 pub mod metadata;
 pub mod process_events;
-pub mod state;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -43,9 +43,9 @@ use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use self::discovery::{Change, Discovery};
 use self::metadata::{NamespaceInfo, Owner, PodInfo};
 use self::process_events::{ProcessEvent, ProcessEvents};
-use self::state::{Change, Discovery};
 use super::{ProcessTarget, TargetEvent, TargetPublisher};
 use crate::telemetry::resource::ResourceRegistry;
 
@@ -118,9 +118,9 @@ pub fn install_crypto_provider() {
 /// `targets.kubernetes` is set (the operator renders it so), else the
 /// standalone `/proc` selection. `NODE_NAME` comes from the downward API; the
 /// API client from the in-cluster ServiceAccount or `KUBECONFIG`.
-pub fn target_source(config: &crate::config::RuntimeConfig) -> crate::runtime::TargetSource {
+pub fn target_source(config: &crate::config::RuntimeConfig) -> crate::targets::TargetSource {
     if !config.probe.targets.kubernetes {
-        return crate::runtime::TargetSource::Standalone;
+        return crate::targets::TargetSource::Standalone;
     }
     let mut candidates = config.probe.cluster_instrumentations.clone();
     if candidates.is_empty()
@@ -142,7 +142,7 @@ pub fn target_source(config: &crate::config::RuntimeConfig) -> crate::runtime::T
         candidates,
     );
     discovery.poll_interval = config.rescan.max(Duration::from_millis(100));
-    crate::runtime::TargetSource::Custom(Box::new(move |publisher, registry, shutdown| {
+    crate::targets::TargetSource::Custom(Box::new(move |publisher, registry, shutdown| {
         Box::pin(async move {
             install_crypto_provider();
             let client = kube::Client::try_default().await.map_err(|e| {
