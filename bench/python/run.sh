@@ -149,14 +149,14 @@ print(sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(
 ' "$probe_metrics"
 }
 
-# Run counts and run time of the py_* programs (kernel.bpf_stats_enabled=1), as JSON.
+# Run counts and run time of the socket-level set's ft_sock_* programs (kernel.bpf_stats_enabled=1), as JSON.
 kernel_snapshot() {
   bpftool -j prog show 2>/dev/null | python3 -c '
 import json, sys
 out = {}
 for p in json.load(sys.stdin):
     name = p.get("name", "")
-    if name.startswith("py_"):
+    if name.startswith("ft_sock_"):
         runs, ns = out.get(name, (0, 0))
         out[name] = (runs + p.get("run_cnt", 0), ns + p.get("run_time_ns", 0))
 print(json.dumps(out))

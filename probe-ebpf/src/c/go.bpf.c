@@ -171,6 +171,18 @@ static __always_inline void ft_go_read_http_request(struct ft_go_request_event *
     event->content_length = content_length;
 }
 
+/* A new HTTP event of `kind` for the request parked by `c`, read from the
+ * *http.Request (the client's view of it for FT_EV_GO_HTTP_CLIENT). */
+static __always_inline struct ft_go_request_event *ft_go_http_event(__u32 kind, const struct ft_go_caller *c,
+                                                                     __u64 start_ns, const struct ft_go_trace *trace,
+                                                                     __u64 request)
+{
+    struct ft_go_request_event *event = ft_go_new_event(kind, c, start_ns, trace);
+    if (event)
+        ft_go_read_http_request(event, c->off, request, kind == FT_EV_GO_HTTP_CLIENT);
+    return event;
+}
+
 /* ------------------------------------------------------------ net/http server */
 
 /* net/http.serverHandler.ServeHTTP(sh, rw ResponseWriter, req *Request):
@@ -191,9 +203,8 @@ int ft_go_http_server_end(struct pt_regs *ctx)
     if (!inflight)
         return 0;
     struct ft_go_request_event *event =
-        ft_go_new_event(FT_EV_GO_HTTP_SERVER, &c, inflight->start_ns, &inflight->trace);
+        ft_go_http_event(FT_EV_GO_HTTP_SERVER, &c, inflight->start_ns, &inflight->trace, inflight->request);
     if (event) {
-        ft_go_read_http_request(event, c.off, inflight->request, 0);
         __s64 status = 0;
         if (inflight->response && c.off->response_status != FT_GO_NO_OFFSET)
             bpf_probe_read_user(&status, sizeof(status), (void *)(inflight->response + c.off->response_status));
@@ -241,9 +252,8 @@ int ft_go_http_client_end(struct pt_regs *ctx)
     if (!inflight)
         return 0;
     struct ft_go_request_event *event =
-        ft_go_new_event(FT_EV_GO_HTTP_CLIENT, &c, inflight->start_ns, &inflight->trace);
+        ft_go_http_event(FT_EV_GO_HTTP_CLIENT, &c, inflight->start_ns, &inflight->trace, inflight->request);
     if (event) {
-        ft_go_read_http_request(event, c.off, inflight->request, 1);
         __u64 response = ctx->ax;
         if (response) {
             __s64 status = -1;
