@@ -79,6 +79,21 @@ impl Drop for Server {
     }
 }
 
+/// The set loaded with these knobs, and a stdlib server it has claimed.
+fn claimed_server(ring_buffer_bytes: u32, max_payload_bytes: u32) -> (Driver<SocketSet>, Server) {
+    let mut loaded = load(ring_buffer_bytes, max_payload_bytes).unwrap_or_else(|e| {
+        panic!("the python program set must load and attach (run as root): {e}")
+    });
+    let server = Server::start();
+    loaded
+        .kernel_mut()
+        .claims()
+        .expect("the set has a claimed_tgids map")
+        .claim(server.child.id(), true)
+        .expect("claim the server");
+    (loaded, server)
+}
+
 /// `n` GETs over one keep-alive connection, each answer read fully.
 fn get_keep_alive(port: u16, n: usize) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -109,16 +124,7 @@ fn get_keep_alive(port: u16, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claimed_server_yields_open_request_response_and_close_events_with_payload_prefixes() {
-    let mut loaded = load(1 << 20, 64).unwrap_or_else(|e| {
-        panic!("the python program set must load and attach (run as root): {e}")
-    });
-    let server = Server::start();
-    loaded
-        .kernel_mut()
-        .claims()
-        .expect("the set has a claimed_tgids map")
-        .claim(server.child.id(), true)
-        .expect("claim the server");
+    let (mut loaded, server) = claimed_server(1 << 20, 64);
     get_keep_alive(server.port, 3);
     let mut opens = 0;
     let mut requests = Vec::new();
@@ -174,16 +180,7 @@ async fn a_claimed_server_yields_open_request_response_and_close_events_with_pay
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_ring_buffer_counts_its_losses() {
     // One page of ring buffer, never drained while traffic flows.
-    let mut loaded = load(4096, 1024).unwrap_or_else(|e| {
-        panic!("the python program set must load and attach (run as root): {e}")
-    });
-    let server = Server::start();
-    loaded
-        .kernel_mut()
-        .claims()
-        .expect("the set has a claimed_tgids map")
-        .claim(server.child.id(), true)
-        .expect("claim the server");
+    let (mut loaded, server) = claimed_server(4096, 1024);
     get_keep_alive(server.port, 200);
     let drops = loaded.drop_totals().expect("read drop counters");
     let full = drops
