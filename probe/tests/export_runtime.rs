@@ -5,17 +5,17 @@
 
 use std::time::Duration;
 
-use clap::Parser;
-use ferrotel_api::probe_config::ProbeConfig;
+use ferrotel_api::probe_config::Language;
 use ferrotel_e2e::Collector;
-use ferrotel_probe::config::{Cli, RuntimeConfig};
 use ferrotel_probe::frontend::{Frontend, FrontendContext};
-use ferrotel_probe::runtime;
 use ferrotel_probe::targets::TargetEvent;
-use ferrotel_probe::targets::TargetSource;
 use ferrotel_probe::telemetry::clock::{ClockOffsets, KernelClock};
 use ferrotel_probe::telemetry::record::{HttpInfo, Protocol, RequestRecord, SpanKind};
 use tokio::sync::oneshot;
+
+#[path = "probe_harness/mod.rs"]
+mod probe_harness;
+use probe_harness::Probe;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -84,53 +84,38 @@ async fn graceful_stop_flushes_spans_and_metrics_and_metrics_endpoint_serves() {
         .arg("60")
         .spawn()
         .expect("spawn a target process");
-    let metrics_port = ferrotel_e2e::free_port();
     let service = "runtime-test";
-
-    let mut file = ProbeConfig::default();
-    file.exporter.endpoint = collector.grpc_url();
-    // Nothing is exported before the stop unless the stop flushes.
-    file.exporter.scheduled_delay_millis = 600_000;
-    file.exporter.max_export_batch_size = 1_000;
-    file.exporter.metrics_interval_millis = 600_000;
-    file.resource_attributes
-        .insert("service.name".into(), service.into());
-    let cli = Cli::try_parse_from([
-        "ferrotel-probe",
-        "--language",
-        "python",
-        "--pid",
-        &target.id().to_string(),
-        "--metrics-addr",
-        &format!("127.0.0.1:{metrics_port}"),
-        "--rescan-millis",
-        "100",
-    ])
-    .expect("valid flags");
-    let config = RuntimeConfig::resolve(&cli, file, &|_| None).expect("valid config");
-
     let requests = 30;
     let (submitted_tx, submitted_rx) = oneshot::channel();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let frontend = Synthetic {
         target: target.id(),
         requests,
         submitted: submitted_tx,
     };
-    let probe = tokio::spawn(runtime::run(
-        config,
+    let probe = Probe::launch_frontend(
+        Language::Python,
         frontend,
-        TargetSource::Standalone,
-        async move {
-            let _ = stop_rx.await;
+        &collector.grpc_url(),
+        &[("--pid", target.id().to_string())],
+        |file| {
+            // Nothing is exported before the stop unless the stop flushes.
+            file.exporter.scheduled_delay_millis = 600_000;
+            file.exporter.max_export_batch_size = 1_000;
+            file.exporter.metrics_interval_millis = 600_000;
+            file.resource_attributes
+                .insert("service.name".into(), service.into());
         },
-    ));
+    );
 
     tokio::time::timeout(WAIT, submitted_rx)
         .await
         .expect("front-end submits in time")
         .expect("front-end ran");
-    let base = format!("http://127.0.0.1:{metrics_port}");
+    let base = probe
+        .metrics_url
+        .strip_suffix("/metrics")
+        .expect("a /metrics URL")
+        .to_owned();
     let text = ferrotel_e2e::wait_for("the RED metrics on /metrics", WAIT, || {
         let url = format!("{base}/metrics");
         async move {
@@ -179,12 +164,9 @@ async fn graceful_stop_flushes_spans_and_metrics_and_metrics_endpoint_serves() {
         "no span may be exported before the stop"
     );
 
-    stop_tx.send(()).expect("runtime still running");
-    let result = tokio::time::timeout(WAIT, probe)
-        .await
-        .expect("runtime stops in time")
-        .expect("runtime task");
-    result.expect("runtime returns Ok after a graceful stop");
+    probe.assert_running();
+    // Fails unless the runtime returns Ok after a graceful stop, in time.
+    probe.stop().await;
 
     let spans = collector
         .wait_for_spans(requests, WAIT, |s| s.service_name() == Some(service))

@@ -1,5 +1,11 @@
-//! The Go front-end: uprobes on net/http and google.golang.org/grpc.
+//! The Go program set (`--language go`): uprobes on net/http and
+//! google.golang.org/grpc.
 //!
+//! - [`set`]: the [`ProgramSet`](crate::driver::ProgramSet) the driver runs:
+//!   the tuning (`go.http`, `go.grpc`, ring and payload sizes), attach per
+//!   process, decoding;
+//! - [`attach`]: per process, the offsets map and one uprobe per entry and
+//!   RET;
 //! - [`binary`]: which Go, which modules, where the functions and their RET
 //!   instructions are, which struct offsets apply (DWARF, else the generated
 //!   [`offsets`] table), cached by (device, inode, build ID);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use ferrotel_api::probe_config::{Language, ProbeConfig};
 use ferrotel_probe::config::{Cli, RuntimeConfig};
+use ferrotel_probe::frontend::Frontend;
 use ferrotel_probe::languages::LanguageFrontend;
 use ferrotel_probe::runtime;
 use ferrotel_probe::targets::TargetSource;
@@ -35,6 +36,18 @@ impl Probe {
         targets: &[(&str, String)],
         edit: impl FnOnce(&mut ProbeConfig),
     ) -> Probe {
+        Self::launch_frontend(language, LanguageFrontend, endpoint, targets, edit)
+    }
+
+    /// [`Probe::launch`] with another front-end than the language's program
+    /// set (a synthetic one, for tests of the runtime itself).
+    pub fn launch_frontend(
+        language: Language,
+        frontend: impl Frontend,
+        endpoint: &str,
+        targets: &[(&str, String)],
+        edit: impl FnOnce(&mut ProbeConfig),
+    ) -> Probe {
         ferrotel_e2e::stack::install_crypto_provider();
         let mut file = ProbeConfig::default();
         file.exporter.endpoint = endpoint.to_owned();
@@ -58,7 +71,7 @@ impl Probe {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(runtime::run(
             config,
-            LanguageFrontend,
+            frontend,
             TargetSource::Standalone,
             async move {
                 let _ = stop_rx.await;
