@@ -47,6 +47,8 @@
 #![deny(unsafe_code)]
 
 pub mod collector;
+pub mod images;
+pub mod node;
 pub mod operator;
 pub mod pki;
 pub mod process;
@@ -149,6 +151,13 @@ pub enum Error {
     /// The collector's configuration or output was not what we expect.
     #[error("collector: {0}")]
     Collector(String),
+    /// Building a local container image failed.
+    #[error("image: {0}")]
+    Image(String),
+    /// The real node (containerd, kubelet, kube-proxy) could not be set up
+    /// or misbehaved.
+    #[error("real node: {0}")]
+    Node(String),
 }
 
 /// Result alias for this crate.
