@@ -598,9 +598,10 @@ fn remove_log_links(node_dir: &Path) {
 }
 
 /// Host-side leftovers of node `index` (for teardown tests): what exists of
-/// its network namespace, veth, cgroups, mounts below `node_dir`, claim and
-/// log links. Empty when the teardown was complete.
-pub fn leftovers(index: u8, node_dir: &Path) -> Vec<String> {
+/// its network namespace, veth, route, cgroups, mounts below `node_dir`,
+/// directory, claim and container log links (into `node_dir` or
+/// `logs_dir`). Empty when the teardown was complete.
+pub fn leftovers(index: u8, node_dir: &Path, logs_dir: &Path) -> Vec<String> {
     let network = NodeNetwork { index };
     let mut left = Vec::new();
     if network.netns_path().exists() {
@@ -631,7 +632,9 @@ pub fn leftovers(index: u8, node_dir: &Path) -> Vec<String> {
         .flatten()
         .flatten()
     {
-        if std::fs::read_link(entry.path()).is_ok_and(|t| t.starts_with(node_dir)) {
+        if std::fs::read_link(entry.path())
+            .is_ok_and(|t| t.starts_with(node_dir) || t.starts_with(logs_dir))
+        {
             left.push(format!("log link {}", entry.path().display()));
         }
     }
@@ -1158,7 +1161,8 @@ current-context: node
 
 /// CoreDNS as the kubeadm manifests run it, trimmed: the `kubernetes`
 /// plugin answers for cluster.local and reverse zones; there is no
-/// `forward` (no upstream resolver may be reached from the test bed).
+/// `forward` (no upstream resolver may be reached from the test bed), hence
+/// no `loop` either (it probes through `forward`).
 fn coredns_manifest(image: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -1200,7 +1204,6 @@ data:
             ttl 30
         }}
         cache 30
-        loop
         loadbalance
     }}
 ---

@@ -90,12 +90,12 @@ build_tool_module() { # dir output=package...
   # has none), so that editing a program here rebuilds it.
   [[ -f $here/$dir/go.sum ]] && inputs+=("$here/$dir/go.sum")
   while IFS= read -r f; do inputs+=("$f"); done < <(find "$here/$dir" -maxdepth 1 -name '*.go' | sort)
-  key="$(go env GOVERSION)-$(hash_files "${inputs[@]}")"
+  key="$(go env GOVERSION)-$(hash_files "${inputs[@]}")${GO_LDFLAGS:+-$(sha256sum <<<"$GO_LDFLAGS" | cut -c1-8)}"
   for spec in "$@"; do outputs+=("${spec%%=*}"); done
   if stamp_ok "$dir" "$key" "${outputs[@]}"; then return; fi
   for spec in "$@"; do
     log "Building ${spec%%=*} (${spec#*=}) from Go modules"
-    (cd "$here/$dir" && go build -o "$bin/${spec%%=*}" "${spec#*=}")
+    (cd "$here/$dir" && go build ${GO_LDFLAGS:+-ldflags="$GO_LDFLAGS"} -o "$bin/${spec%%=*}" "${spec#*=}")
   done
   stamp_write "$dir" "$key"
 }
@@ -139,6 +139,11 @@ install_go_tools() {
   # The real node: kubelet and kube-proxy from the same Kubernetes release
   # (their own module, so the control plane's stamp is untouched); CoreDNS
   # and the pod sandbox program go into images, so they are static.
+  # The version the kubelet reports (`kubectl get nodes`): a module build
+  # has no git metadata, so stamp the release it was built from.
+  local k8s
+  k8s=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$here/node/go.mod")
+  GO_LDFLAGS="-X k8s.io/component-base/version.gitVersion=$k8s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$k8s")" \
   build_tool_module node \
     kubelet=k8s.io/kubernetes/cmd/kubelet \
     kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
