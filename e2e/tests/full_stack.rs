@@ -227,6 +227,7 @@ spec:
         labels,
         annotations,
         adopted,
+        run_as_root: false,
     };
     let py_app = |name: &str, annotations, backend_url: String| App {
         name: name.to_owned(),
