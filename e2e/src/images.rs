@@ -59,11 +59,21 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Entry {
     /// A file with content from `source` on the host.
-    File { source: PathBuf, mode: u32 },
+    File {
+        source: PathBuf,
+        mode: u32,
+    },
     /// A file with the given content.
-    Content { content: Vec<u8>, mode: u32 },
-    Dir { mode: u32 },
-    Symlink { target: String },
+    Content {
+        content: Vec<u8>,
+        mode: u32,
+    },
+    Dir {
+        mode: u32,
+    },
+    Symlink {
+        target: String,
+    },
 }
 
 /// What an image contains and how it runs.
@@ -218,7 +228,8 @@ impl ImageSpec {
                             });
                         }
                     }
-                    self.entries.insert(inside, Entry::File { source: host, mode });
+                    self.entries
+                        .insert(inside, Entry::File { source: host, mode });
                 }
             }
         }
@@ -245,11 +256,7 @@ impl ImageSpec {
             });
         }
         std::fs::create_dir_all(cache_dir).map_err(io_err(cache_dir))?;
-        let tmp = cache_dir.join(format!(
-            ".{}-{tag}.{}.tmp",
-            self.name,
-            std::process::id()
-        ));
+        let tmp = cache_dir.join(format!(".{}-{tag}.{}.tmp", self.name, std::process::id()));
         let written = self.write_archive(&tmp, &reference, &tag);
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
@@ -277,7 +284,9 @@ impl ImageSpec {
             } else {
                 format!("/home/{name}")
             };
-            passwd.push_str(&format!("{name}:x:{uid}:{uid}:{name}:{home}:/sbin/nologin\n"));
+            passwd.push_str(&format!(
+                "{name}:x:{uid}:{uid}:{name}:{home}:/sbin/nologin\n"
+            ));
             group.push_str(&format!("{name}:x:{uid}:\n"));
             self.entries.insert(
                 clean(&home),
@@ -507,14 +516,14 @@ impl LocalImage {
 
     /// The tag part of [`LocalImage::reference`].
     pub fn tag(&self) -> &str {
-        self.reference
-            .rsplit_once(':')
-            .map_or("", |(_, t)| t)
+        self.reference.rsplit_once(':').map_or("", |(_, t)| t)
     }
 }
 
 fn clean(path: &str) -> String {
-    path.trim_start_matches('/').trim_end_matches('/').to_owned()
+    path.trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -709,14 +718,18 @@ pub mod catalog {
         let app = crate::stack::workspace_root().join("e2e/apps/demo/frontend.py");
         ImageSpec::new("demo-frontend", "65532:65532")
             .binary(python, "/usr/bin/python3.11")?
-            .tree(Path::new("/usr/lib/python3.11"), "/usr/lib/python3.11", &[
-                "__pycache__",
-                "test",
-                "idlelib",
-                "tkinter",
-                "turtledemo",
-                "ensurepip",
-            ])?
+            .tree(
+                Path::new("/usr/lib/python3.11"),
+                "/usr/lib/python3.11",
+                &[
+                    "__pycache__",
+                    "test",
+                    "idlelib",
+                    "tkinter",
+                    "turtledemo",
+                    "ensurepip",
+                ],
+            )?
             .file(&app, "/app/frontend.py", 0o644)
             .env("PYTHONDONTWRITEBYTECODE=1")
             .env("PYTHONUNBUFFERED=1")

@@ -393,7 +393,9 @@ pub fn reap_stale() {
         let mut ids = lines.next().unwrap_or_default().split_whitespace();
         let pid: Option<u32> = ids.next().and_then(|p| p.parse().ok());
         let start: Option<u64> = ids.next().and_then(|s| s.parse().ok());
-        let alive = pid.is_some_and(|pid| process_start_time(pid).is_some() && process_start_time(pid) == start);
+        let alive = pid.is_some_and(|pid| {
+            process_start_time(pid).is_some() && process_start_time(pid) == start
+        });
         // A claim without an owner line is being written right now: only
         // reap it once it is old.
         let fresh = pid.is_none()
@@ -452,20 +454,46 @@ fn remove_containers(socket: &Path) {
     let ctr = ctr.display().to_string();
     let address = socket.display().to_string();
     let list = |what: &str| -> Vec<String> {
-        run(&ctr, &["--address", &address, "-n", "k8s.io", what, "list", "-q"])
-            .map(|out| out.lines().map(str::to_owned).collect())
-            .unwrap_or_default()
+        run(
+            &ctr,
+            &["--address", &address, "-n", "k8s.io", what, "list", "-q"],
+        )
+        .map(|out| out.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
     };
     for task in list("tasks") {
         let _ = run(
             &ctr,
-            &["--address", &address, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", &task],
+            &[
+                "--address",
+                &address,
+                "-n",
+                "k8s.io",
+                "tasks",
+                "kill",
+                "-s",
+                "SIGKILL",
+                &task,
+            ],
         );
     }
     for task in list("tasks") {
         // Retries: a task is deletable once its process has been reaped.
         for _ in 0..50 {
-            if run(&ctr, &["--address", &address, "-n", "k8s.io", "tasks", "delete", &task]).is_ok() {
+            if run(
+                &ctr,
+                &[
+                    "--address",
+                    &address,
+                    "-n",
+                    "k8s.io",
+                    "tasks",
+                    "delete",
+                    &task,
+                ],
+            )
+            .is_ok()
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -474,7 +502,15 @@ fn remove_containers(socket: &Path) {
     for container in list("containers") {
         let _ = run(
             &ctr,
-            &["--address", &address, "-n", "k8s.io", "containers", "delete", &container],
+            &[
+                "--address",
+                &address,
+                "-n",
+                "k8s.io",
+                "containers",
+                "delete",
+                &container,
+            ],
         );
     }
 }
@@ -580,7 +616,10 @@ fn rustix_unmount(path: &Path) -> std::io::Result<()> {
     if status.success() {
         Ok(())
     } else {
-        Err(std::io::Error::other(format!("umount -l {}", path.display())))
+        Err(std::io::Error::other(format!(
+            "umount -l {}",
+            path.display()
+        )))
     }
 }
 
@@ -605,7 +644,10 @@ pub fn leftovers(index: u8, node_dir: &Path, logs_dir: &Path) -> Vec<String> {
     let network = NodeNetwork { index };
     let mut left = Vec::new();
     if network.netns_path().exists() {
-        left.push(format!("network namespace {}", network.netns_path().display()));
+        left.push(format!(
+            "network namespace {}",
+            network.netns_path().display()
+        ));
     }
     if Path::new("/sys/class/net")
         .join(network.host_interface())
@@ -738,7 +780,10 @@ impl RealNode {
     fn create_cgroups(&self) -> Result<()> {
         for dir in cgroup_dirs(&self.network.cgroup_root())
             .into_iter()
-            .chain(cgroup_dirs(&format!("{}/runtime", self.network.cgroup_root())))
+            .chain(cgroup_dirs(&format!(
+                "{}/runtime",
+                self.network.cgroup_root()
+            )))
         {
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             // cpuset cgroups start empty and accept no task until they
@@ -748,7 +793,11 @@ impl RealNode {
                     let parent = dir.parent().unwrap_or(Path::new("/")).join(file);
                     let value = std::fs::read_to_string(&parent).map_err(io_err(&parent))?;
                     let own = dir.join(file);
-                    if std::fs::read_to_string(&own).unwrap_or_default().trim().is_empty() {
+                    if std::fs::read_to_string(&own)
+                        .unwrap_or_default()
+                        .trim()
+                        .is_empty()
+                    {
                         std::fs::write(&own, value.trim()).map_err(io_err(&own))?;
                     }
                 }
@@ -910,12 +959,20 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     /// Loads `image` into the node's containerd (unpacked for overlayfs), so
     /// pods can use it with no registry.
     pub fn import(&mut self, image: &LocalImage) -> Result<()> {
-        if self.images.get(&image.name).is_some_and(|i| i.reference == image.reference) {
+        if self
+            .images
+            .get(&image.name)
+            .is_some_and(|i| i.reference == image.reference)
+        {
             return Ok(());
         }
         let archive = image.archive.display().to_string();
-        self.ctr(&["images", "import", &archive])
-            .map_err(|e| err(format!("importing {} into containerd: {e}", image.reference)))?;
+        self.ctr(&["images", "import", &archive]).map_err(|e| {
+            err(format!(
+                "importing {} into containerd: {e}",
+                image.reference
+            ))
+        })?;
         self.images.insert(image.name.clone(), image.clone());
         Ok(())
     }
@@ -1028,7 +1085,10 @@ conntrack: {{maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeo
         self.spawn(
             "kube-proxy",
             &proxy,
-            &[format!("--config={}", config_path.display()), "--v=1".into()],
+            &[
+                format!("--config={}", config_path.display()),
+                "--v=1".into(),
+            ],
         )
     }
 
@@ -1071,7 +1131,12 @@ conntrack: {{maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeo
 
     /// Applies cluster DNS (CoreDNS from `image`, Service `kube-dns` at
     /// [`DNS_SERVICE_IP`]) and waits until it serves.
-    pub async fn start_dns(&self, kubeconfig: &Path, client: &kube::Client, image: &LocalImage) -> Result<()> {
+    pub async fn start_dns(
+        &self,
+        kubeconfig: &Path,
+        client: &kube::Client,
+        image: &LocalImage,
+    ) -> Result<()> {
         crate::stack::kubectl_apply(kubeconfig, &coredns_manifest(&image.reference))?;
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
         wait_for(
@@ -1080,7 +1145,10 @@ conntrack: {{maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeo
             || {
                 let deployments = deployments.clone();
                 async move {
-                    let d = deployments.get("coredns").await.map_err(|e| e.to_string())?;
+                    let d = deployments
+                        .get("coredns")
+                        .await
+                        .map_err(|e| e.to_string())?;
                     let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
                     if ready >= 1 {
                         Ok(())

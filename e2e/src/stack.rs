@@ -545,7 +545,6 @@ pub async fn annotate_namespace(
     Ok(())
 }
 
-
 // ------------------------------------------------------------------------
 // The full stack on the real node.
 
@@ -607,7 +606,10 @@ pub async fn install_chart(bed: &TestBed, images: &StackImages, namespace: &str)
             images.collector.repository()
         ),
         format!("defaultImages.collector.tag={}", images.collector.tag()),
-        format!("defaultImages.probe.repository={}", images.probe.repository()),
+        format!(
+            "defaultImages.probe.repository={}",
+            images.probe.repository()
+        ),
         format!("defaultImages.probe.tag={}", images.probe.tag()),
     ];
     let mut cmd = Command::new(&helm);
@@ -645,7 +647,11 @@ pub async fn install_chart(bed: &TestBed, images: &StackImages, namespace: &str)
                     .await
                     .map_err(|e| e.to_string())?;
                 let d = list.items.first().ok_or("no operator Deployment yet")?;
-                let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+                let ready = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0);
                 if ready >= 1 {
                     Ok(())
                 } else {
@@ -748,7 +754,11 @@ pub async fn deploy_app(client: &kube::Client, namespace: &str, app: &App) -> Re
     }))
     .map_err(|e| err(format!("Service fixture: {e}")))?;
     services
-        .patch(&app.name, &PatchParams::apply("ferrotel-e2e").force(), &Patch::Apply(&service))
+        .patch(
+            &app.name,
+            &PatchParams::apply("ferrotel-e2e").force(),
+            &Patch::Apply(&service),
+        )
         .await
         .map_err(|source| Error::Kube {
             context: format!("apply Service {namespace}/{}", app.name),
@@ -910,8 +920,7 @@ pub fn pod_logs(bed: &TestBed, namespace: &str, pod: &str, previous: bool) -> St
     }
     cmd.output()
         .map(|o| {
-            String::from_utf8_lossy(&o.stdout).into_owned()
-                + &String::from_utf8_lossy(&o.stderr)
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
         })
         .unwrap_or_else(|e| format!("kubectl logs failed: {e}"))
 }

@@ -538,7 +538,11 @@ impl TestBed {
         // Taken, so that a second `stop` never tears down an index that
         // another process may have claimed meanwhile.
         let node = self.node.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let network = self.network.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let network = self
+            .network
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(mut node) = node {
             node.stop();
         } else if let Some(network) = network {

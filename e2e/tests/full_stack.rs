@@ -370,19 +370,15 @@ spec:
     );
 
     // 3. Two services: Python frontend (server + client) -> Go backend (server).
-    let frontend_spans = wait_for(
-        "frontend spans after opt-in",
-        SPAN_TIMEOUT,
-        || async {
-            let found = spans_for(&backend, &frontend_pod, "/shop/");
-            if found.iter().any(|s| s.kind == SERVER) {
-                Ok(found)
-            } else {
-                get(&frontend.addr(), &format!("/shop{}", next_id())).await;
-                Err("no frontend SERVER span yet".to_string())
-            }
-        },
-    )
+    let frontend_spans = wait_for("frontend spans after opt-in", SPAN_TIMEOUT, || async {
+        let found = spans_for(&backend, &frontend_pod, "/shop/");
+        if found.iter().any(|s| s.kind == SERVER) {
+            Ok(found)
+        } else {
+            get(&frontend.addr(), &format!("/shop{}", next_id())).await;
+            Err("no frontend SERVER span yet".to_string())
+        }
+    })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let frontend_server = frontend_spans
@@ -542,20 +538,24 @@ spec:
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let sent = std::sync::Mutex::new(Vec::new());
-    wait_for("Go spans again after the probe restart", SPAN_TIMEOUT, || async {
-        let id = next_id();
-        get(&frontend.addr(), &format!("/shop{id}")).await;
-        sent.lock().expect("ids").push(id);
-        let ids = sent.lock().expect("ids").clone();
-        if ids
-            .iter()
-            .any(|id| !spans_for(&backend, &backend_pod, &format!("/api/items{id}")).is_empty())
-        {
-            Ok(())
-        } else {
-            Err(format!("no Go span for any of {} requests yet", ids.len()))
-        }
-    })
+    wait_for(
+        "Go spans again after the probe restart",
+        SPAN_TIMEOUT,
+        || async {
+            let id = next_id();
+            get(&frontend.addr(), &format!("/shop{id}")).await;
+            sent.lock().expect("ids").push(id);
+            let ids = sent.lock().expect("ids").clone();
+            if ids
+                .iter()
+                .any(|id| !spans_for(&backend, &backend_pod, &format!("/api/items{id}")).is_empty())
+            {
+                Ok(())
+            } else {
+                Err(format!("no Go span for any of {} requests yet", ids.len()))
+            }
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let after: Vec<String> = (0..5).map(|_| next_id()).collect();

@@ -111,7 +111,15 @@ async fn subject_spans_after_marker(
 fn patch_daemon_set(bed: &TestBed, namespace: &str, name: &str, ops: serde_json::Value) {
     let out = bed
         .kubectl()
-        .args(["patch", "daemonset", name, "-n", namespace, "--type=json", "-p"])
+        .args([
+            "patch",
+            "daemonset",
+            name,
+            "-n",
+            namespace,
+            "--type=json",
+            "-p",
+        ])
         .arg(ops.to_string())
         .output()
         .expect("kubectl patch");
@@ -138,8 +146,7 @@ fn set_capabilities(bed: &TestBed, namespace: &str, name: &str, caps: &[&str]) {
 /// current or previous run).
 async fn wait_probe_log(bed: &TestBed, namespace: &str, language: &str, text: &str) {
     let client = bed.client();
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
-        kube::Api::namespaced(client, namespace);
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, namespace);
     wait_for(
         &format!("the {language} probe to log {text:?}"),
         TIMEOUT,
@@ -291,13 +298,12 @@ spec:
                 ])
                 .output()
                 .expect("kubectl get daemonset");
-            let caps: Vec<String> =
-                serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-                    panic!(
-                        "rendered capabilities of the {language} probe: {e}: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                });
+            let caps: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "rendered capabilities of the {language} probe: {e}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
             (language, caps)
         })
         .collect();
@@ -331,7 +337,11 @@ spec:
         ])
         .output()
         .expect("kubectl scale");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let without = |language: &str, cap: &str| -> Vec<String> {
         let caps = &rendered[language];
@@ -352,7 +362,10 @@ spec:
         let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
         set_capabilities(&bed, &obs, &format!("default-probe-{language}"), &caps);
         if host_has_tracefs() {
-            assert_eq!(language, "go", "with tracefs on the node only Go needs SYS_ADMIN");
+            assert_eq!(
+                language, "go",
+                "with tracefs on the node only Go needs SYS_ADMIN"
+            );
             wait_probe_log(&bed, &obs, language, "Refusing to attach Go probes").await;
         } else {
             wait_probe_log(&bed, &obs, language, "tracefs is not mounted").await;

@@ -33,7 +33,10 @@ async fn a_real_node_is_ready_beside_kwok_nodes_runs_pods_and_leaves_nothing_whe
     .await
     .unwrap_or_else(|e| panic!("test bed with a real node: {e}"));
     let nodes: Api<Node> = Api::all(bed.client());
-    let real = nodes.get(NODE_NAME).await.expect("the real node is registered");
+    let real = nodes
+        .get(NODE_NAME)
+        .await
+        .expect("the real node is registered");
     let addresses = real
         .status
         .as_ref()
@@ -105,7 +108,8 @@ async fn a_node_whose_owner_was_killed_is_torn_down_by_the_reaper() {
         .tempdir()
         .expect("tempdir")
         .keep();
-    let testbed = ferrotel_e2e::workspace_binary("ferrotel-testbed").unwrap_or_else(|e| panic!("{e}"));
+    let testbed =
+        ferrotel_e2e::workspace_binary("ferrotel-testbed").unwrap_or_else(|e| panic!("{e}"));
     // A detached daemon, as `make testbed-up` starts it.
     let mut daemon = std::process::Command::new(&testbed)
         .args(["serve", "--nodes", "0", "--dir"])
@@ -116,20 +120,28 @@ async fn a_node_whose_owner_was_killed_is_torn_down_by_the_reaper() {
         .expect("start ferrotel-testbed serve");
     let ready = dir.join("ready");
     let log = dir.with_extension("err");
-    wait_for("the daemon's test bed with a real node", Duration::from_secs(240), || {
-        let exited = daemon.try_wait().ok().flatten();
-        let ready = ready.exists();
-        let log = log.clone();
-        async move {
-            if let Some(status) = exited {
-                return Err(format!(
-                    "fatal: ferrotel-testbed serve exited ({status}): {}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                ));
+    wait_for(
+        "the daemon's test bed with a real node",
+        Duration::from_secs(240),
+        || {
+            let exited = daemon.try_wait().ok().flatten();
+            let ready = ready.exists();
+            let log = log.clone();
+            async move {
+                if let Some(status) = exited {
+                    return Err(format!(
+                        "fatal: ferrotel-testbed serve exited ({status}): {}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    ));
+                }
+                if ready {
+                    Ok(())
+                } else {
+                    Err("not ready".into())
+                }
             }
-            if ready { Ok(()) } else { Err("not ready".into()) }
-        }
-    })
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     // Its node: the claim whose owner is the daemon.

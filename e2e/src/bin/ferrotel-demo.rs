@@ -259,14 +259,17 @@ async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
     );
     println!("      backend OTLP: {}", backend.grpc_endpoint());
 
-    progress.step("Waiting for the collector and the Go and Python probe pods the operator renders");
+    progress
+        .step("Waiting for the collector and the Go and Python probe pods the operator renders");
     for language in ["go", "python"] {
         stack::wait_probe_ready(&client, SAMPLES_NS, SAMPLE_INSTRUMENTATION, language).await?;
     }
     stack::wait_pod_ready(
         &client,
         SAMPLES_NS,
-        &format!("app.kubernetes.io/instance={SAMPLE_COLLECTOR},app.kubernetes.io/component=collector"),
+        &format!(
+            "app.kubernetes.io/instance={SAMPLE_COLLECTOR},app.kubernetes.io/component=collector"
+        ),
     )
     .await?;
     let pods = bed

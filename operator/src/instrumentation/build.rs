@@ -25,9 +25,9 @@ use k8s_openapi::{
         apps::v1::{DaemonSet, DaemonSetSpec},
         core::v1::{
             Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
-            EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec,
-            PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-            SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
+            EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
+            ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
+            ServiceAccount, Toleration, Volume, VolumeMount,
         },
         rbac::v1::{ClusterRoleBinding, RoleRef, Subject},
     },

@@ -187,10 +187,7 @@ fn probes_get_capabilities_not_privileged_by_default() {
             "needs the host PID namespace to find processes"
         );
         assert!(
-            pod.volumes
-                .iter()
-                .flatten()
-                .all(|v| v.host_path.is_none()),
+            pod.volumes.iter().flatten().all(|v| v.host_path.is_none()),
             "no host path is mounted: {:?}",
             pod.volumes
         );
