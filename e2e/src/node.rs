@@ -1039,7 +1039,7 @@ shutdownGracePeriod: 0s
                 format!("--cert-dir={}", base.join("pki").display()),
                 format!("--hostname-override={NODE_NAME}"),
                 format!("--node-ip={}", self.network.node_ip()),
-                format!("--node-labels=ferrotel.io/real-node=true"),
+                "--node-labels=ferrotel.io/real-node=true".to_owned(),
                 "--v=1".into(),
             ],
         )
