@@ -971,3 +971,34 @@ async fn adopt_under_deployment(
     .await?;
     Ok(())
 }
+
+/// Everything the full-stack tests start before their own objects: a bed
+/// with a real node and no kwok node (so every pod, the probes' included,
+/// is real), the images built and imported, the chart installed, and the
+/// backend collector on the host.
+#[derive(Debug)]
+pub struct RealStack {
+    pub images: StackImages,
+    pub backend: Collector,
+    // Last: dropping it stops every pod and the node.
+    pub bed: TestBed,
+}
+
+impl RealStack {
+    pub async fn start() -> Result<RealStack> {
+        let bed = TestBed::start(crate::TestBedOptions {
+            nodes: 0,
+            real_node: true,
+            ..crate::TestBedOptions::default()
+        })
+        .await?;
+        let images = StackImages::build_and_import(&bed).await?;
+        install_chart(&bed, &images, CHART_NAMESPACE).await?;
+        let backend = start_backend(&bed).await?;
+        Ok(RealStack {
+            images,
+            backend,
+            bed,
+        })
+    }
+}

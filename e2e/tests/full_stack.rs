@@ -35,8 +35,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ferrotel_e2e::stack::{self, App, AppPod, StackImages};
-use ferrotel_e2e::{Collector, Span, TestBed, TestBedOptions, wait_for};
+use ferrotel_e2e::stack::{self, App, AppPod};
+use ferrotel_e2e::{Collector, Span, wait_for};
 
 const SPAN_TIMEOUT: Duration = Duration::from_secs(90);
 const SERVER: i64 = 2;
@@ -143,26 +143,15 @@ async fn opting_a_namespace_in_and_out_controls_which_pods_send_spans_with_kuber
         "this test needs root: it runs a real node (network namespace, cgroups, mounts) and the probes load eBPF programs (run make test with sudo)"
     );
     stack::install_crypto_provider();
-    // No kwok node: every pod, the probes' DaemonSet pods included, is real.
-    let bed = TestBed::start(TestBedOptions {
-        nodes: 0,
-        real_node: true,
-        ..TestBedOptions::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("test bed with a real node: {e}"));
+    let stack::RealStack {
+        images,
+        backend,
+        bed,
+    } = stack::RealStack::start()
+        .await
+        .unwrap_or_else(|e| panic!("the stack on a real node: {e}"));
     let client = bed.client();
     let node = bed.with_real_node(|n| n.name().to_owned());
-
-    let images = StackImages::build_and_import(&bed)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    stack::install_chart(&bed, &images, stack::CHART_NAMESPACE)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let backend = stack::start_backend(&bed)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
 
     // The collector, from a TelemetryCollector, forwarding to the backend.
     let observability = bed.create_namespace("observability").await;

@@ -24,8 +24,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferrotel_e2e::stack::{self, App, AppPod, StackImages};
-use ferrotel_e2e::{Collector, Span, TestBed, TestBedOptions, wait_for};
+use ferrotel_e2e::stack::{self, App, AppPod};
+use ferrotel_e2e::{Collector, Span, TestBed, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -194,23 +194,14 @@ async fn every_capability_and_pod_setting_the_probe_keeps_is_one_it_fails_withou
         "this test needs root: it runs a real node and the probes load eBPF programs (run make test with sudo)"
     );
     stack::install_crypto_provider();
-    let bed = TestBed::start(TestBedOptions {
-        nodes: 0,
-        real_node: true,
-        ..TestBedOptions::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("test bed with a real node: {e}"));
+    let stack::RealStack {
+        images,
+        backend,
+        bed,
+    } = stack::RealStack::start()
+        .await
+        .unwrap_or_else(|e| panic!("the stack on a real node: {e}"));
     let client = bed.client();
-    let images = StackImages::build_and_import(&bed)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    stack::install_chart(&bed, &images, stack::CHART_NAMESPACE)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let backend = stack::start_backend(&bed)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
 
     let obs = bed.create_namespace("observability").await;
     let exporter = serde_json::to_string(&stack::backend_exporter(&backend)).expect("json");
