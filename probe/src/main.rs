@@ -46,20 +46,23 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     // Before the runtime starts threads: a mount namespace of our own is
-    // per thread until then (see tracefs.rs).
-    match ferrotel_probe::tracefs::ensure() {
-        Ok(ferrotel_probe::tracefs::Tracefs::Found(path)) => {
-            tracing::debug!(path = %path.display(), "Found tracefs");
-        }
-        Ok(ferrotel_probe::tracefs::Tracefs::MountedPrivately(path)) => {
-            tracing::info!(
-                path = %path.display(),
-                "Mounted tracefs in the probe's own mount namespace (the host has none mounted)"
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "ferrotel-probe cannot attach tracepoints");
-            return ExitCode::FAILURE;
+    // per thread until then (see tracefs.rs). Only a set that attaches
+    // syscall tracepoints needs tracefs; uprobes and BTF tracepoints do not.
+    if ferrotel_probe::languages::needs_tracefs(config.language) {
+        match ferrotel_probe::tracefs::ensure() {
+            Ok(ferrotel_probe::tracefs::Tracefs::Found(path)) => {
+                tracing::debug!(path = %path.display(), "Found tracefs");
+            }
+            Ok(ferrotel_probe::tracefs::Tracefs::MountedPrivately(path)) => {
+                tracing::info!(
+                    path = %path.display(),
+                    "Mounted tracefs in the probe's own mount namespace (the host has none mounted)"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ferrotel-probe cannot attach tracepoints");
+                return ExitCode::FAILURE;
+            }
         }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

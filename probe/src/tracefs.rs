@@ -1,4 +1,4 @@
-//! tracefs, which every program set needs and a fresh node may not have.
+//! tracefs, which syscall tracepoints need and a fresh node may not have.
 //!
 //! aya attaches a tracepoint program by reading the tracepoint's id from
 //! `<tracefs>/events/<category>/<name>/id`, and looks for tracefs only at

@@ -62,9 +62,9 @@ const METRICS_PORT: i32 = 9464;
 /// - `SYS_ADMIN`: kernels with "perf: Revert to requiring CAP_SYS_ADMIN for
 ///   uprobes" (mainline 2025) refuse `perf_event_open` on the uprobe PMU to
 ///   BPF + PERFMON (EACCES), so the Go set cannot attach without it; and
-///   where the node has no tracefs mounted (no systemd), the probe mounts
-///   one in its own mount namespace, which needs it too — for both sets,
-///   since every set attaches the process-lifecycle tracepoints. With
+///   where the node has no tracefs mounted (no systemd), the Python probe
+///   mounts one in its own mount namespace for its syscall tracepoints,
+///   which needs it too (BTF tracepoints and uprobes need no tracefs). With
 ///   SYS_ADMIN, BPF and PERFMON grant nothing more (the kernel accepts
 ///   SYS_ADMIN wherever it checks them), so they are not listed.
 /// - `SYS_PTRACE`: reading `/proc/<pid>/exe`, `maps`, `root/` of apps that
