@@ -34,7 +34,7 @@ use std::process::Command;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result};
+use crate::{Error, Result, io_err};
 
 /// Registry host of every locally built image. Not resolvable, so a missing
 /// image fails (`ErrImageNeverPull` / `ErrImagePull`) instead of pulling
@@ -46,13 +46,6 @@ const FORMAT_VERSION: &str = "ferrotel-local-image-v1";
 
 fn err(message: impl Into<String>) -> Error {
     Error::Image(message.into())
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// One entry of the image's single layer.

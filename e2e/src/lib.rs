@@ -163,6 +163,14 @@ pub enum Error {
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Maps an I/O error on `path` to [`Error::Io`] (for `map_err`).
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Prefix of a reason that makes [`wait_for`] give up at once (e.g. the
 /// component being waited for has exited): `Err(format!("{FATAL}{e}"))`.
 pub const FATAL: &str = "fatal: ";

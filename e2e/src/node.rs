@@ -54,7 +54,7 @@ use kube::Api;
 use crate::images::LocalImage;
 use crate::process::Process;
 use crate::tools::try_tool_path;
-use crate::{Error, FATAL, Result, wait_for};
+use crate::{Error, FATAL, Result, io_err, wait_for};
 
 /// Where node claims live: one directory per node index.
 const CLAIMS_DIR: &str = "/run/ferrotel-nodes";
@@ -71,13 +71,6 @@ const CONTAINER_LOG_LINKS: &str = "/var/log/containers";
 
 fn err(message: impl Into<String>) -> Error {
     Error::Node(message.into())
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Runs a command to completion; fails with its stderr.
@@ -453,65 +446,30 @@ fn remove_containers(socket: &Path) {
     let Some(ctr) = which("ctr") else { return };
     let ctr = ctr.display().to_string();
     let address = socket.display().to_string();
+    let k8s = |args: &[&str]| {
+        let mut all = vec!["--address", &address, "-n", "k8s.io"];
+        all.extend_from_slice(args);
+        run(&ctr, &all)
+    };
     let list = |what: &str| -> Vec<String> {
-        run(
-            &ctr,
-            &["--address", &address, "-n", "k8s.io", what, "list", "-q"],
-        )
-        .map(|out| out.lines().map(str::to_owned).collect())
-        .unwrap_or_default()
+        k8s(&[what, "list", "-q"])
+            .map(|out| out.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
     };
     for task in list("tasks") {
-        let _ = run(
-            &ctr,
-            &[
-                "--address",
-                &address,
-                "-n",
-                "k8s.io",
-                "tasks",
-                "kill",
-                "-s",
-                "SIGKILL",
-                &task,
-            ],
-        );
+        let _ = k8s(&["tasks", "kill", "-s", "SIGKILL", &task]);
     }
     for task in list("tasks") {
         // Retries: a task is deletable once its process has been reaped.
         for _ in 0..50 {
-            if run(
-                &ctr,
-                &[
-                    "--address",
-                    &address,
-                    "-n",
-                    "k8s.io",
-                    "tasks",
-                    "delete",
-                    &task,
-                ],
-            )
-            .is_ok()
-            {
+            if k8s(&["tasks", "delete", &task]).is_ok() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     for container in list("containers") {
-        let _ = run(
-            &ctr,
-            &[
-                "--address",
-                &address,
-                "-n",
-                "k8s.io",
-                "containers",
-                "delete",
-                &container,
-            ],
-        );
+        let _ = k8s(&["containers", "delete", &container]);
     }
 }
 
@@ -692,10 +650,15 @@ pub fn leftovers(index: u8, node_dir: &Path, logs_dir: &Path) -> Vec<String> {
 #[derive(Clone, Debug)]
 pub struct NodeCredentials {
     pub ca_cert: PathBuf,
-    pub kubelet_cert: PathBuf,
-    pub kubelet_key: PathBuf,
-    pub proxy_cert: PathBuf,
-    pub proxy_key: PathBuf,
+    pub kubelet: ClientCert,
+    pub proxy: ClientCert,
+}
+
+/// A component's client certificate and its key.
+#[derive(Clone, Debug)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A running real node.
@@ -744,8 +707,8 @@ impl RealNode {
         for image in images {
             node.import(image)?;
         }
-        node.start_kubelet(server, credentials)?;
-        node.start_kube_proxy(server, credentials)?;
+        node.start_kubelet(server, &credentials.ca_cert, &credentials.kubelet)?;
+        node.start_kube_proxy(server, &credentials.ca_cert, &credentials.proxy)?;
         node.wait_ready(client).await?;
         Ok(node)
     }
@@ -977,17 +940,42 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         Ok(())
     }
 
-    fn start_kubelet(&mut self, server: &str, credentials: &NodeCredentials) -> Result<()> {
-        let base = self.dir.join("kubelet");
+    /// `<dir>/<component>/` with a kubeconfig in it for the component's
+    /// client certificate: (the directory, the kubeconfig).
+    fn component_dir(
+        &self,
+        component: &str,
+        server: &str,
+        ca: &Path,
+        client: &ClientCert,
+    ) -> Result<(PathBuf, PathBuf)> {
+        let base = self.dir.join(component);
         std::fs::create_dir_all(&base).map_err(io_err(&base))?;
         let kubeconfig = base.join("kubeconfig");
-        write_kubeconfig(
-            &kubeconfig,
-            server,
-            &credentials.ca_cert,
-            &credentials.kubelet_cert,
-            &credentials.kubelet_key,
-        )?;
+        write_kubeconfig(&kubeconfig, server, ca, &client.cert, &client.key)?;
+        Ok((base, kubeconfig))
+    }
+
+    /// Writes `config` to `<base>/config.yaml` and starts the pinned tool
+    /// `component` on it, with `args` after `--config`.
+    fn spawn_component(
+        &mut self,
+        component: &str,
+        base: &Path,
+        config: &str,
+        args: &[String],
+    ) -> Result<()> {
+        let path = base.join("config.yaml");
+        std::fs::write(&path, config).map_err(io_err(&path))?;
+        let program = try_tool_path(component)?;
+        let mut all = vec![format!("--config={}", path.display())];
+        all.extend_from_slice(args);
+        all.push("--v=1".into());
+        self.spawn(component, &program, &all)
+    }
+
+    fn start_kubelet(&mut self, server: &str, ca: &Path, client: &ClientCert) -> Result<()> {
+        let (base, kubeconfig) = self.component_dir("kubelet", server, ca, client)?;
         let config = format!(
             r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -1019,30 +1007,22 @@ rotateCertificates: false
 shutdownGracePeriod: 0s
 "#,
             node_ip = self.network.node_ip(),
-            ca = credentials.ca_cert.display(),
+            ca = ca.display(),
             socket = self.containerd_socket().display(),
             cgroup_root = self.network.cgroup_root(),
             dns = DNS_SERVICE_IP,
             resolv = self.resolv_conf()?.display(),
             pod_logs = self.logs.join("pods").display(),
         );
-        let config_path = base.join("config.yaml");
-        std::fs::write(&config_path, config).map_err(io_err(&config_path))?;
-        let kubelet = try_tool_path("kubelet")?;
-        self.spawn(
-            "kubelet",
-            &kubelet,
-            &[
-                format!("--config={}", config_path.display()),
-                format!("--kubeconfig={}", kubeconfig.display()),
-                format!("--root-dir={}", base.join("root").display()),
-                format!("--cert-dir={}", base.join("pki").display()),
-                format!("--hostname-override={NODE_NAME}"),
-                format!("--node-ip={}", self.network.node_ip()),
-                "--node-labels=ferrotel.io/real-node=true".to_owned(),
-                "--v=1".into(),
-            ],
-        )
+        let args = [
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--root-dir={}", base.join("root").display()),
+            format!("--cert-dir={}", base.join("pki").display()),
+            format!("--hostname-override={NODE_NAME}"),
+            format!("--node-ip={}", self.network.node_ip()),
+            "--node-labels=ferrotel.io/real-node=true".to_owned(),
+        ];
+        self.spawn_component("kubelet", &base, &config, &args)
     }
 
     /// A resolv.conf for pods with `dnsPolicy: Default`: no upstream server
@@ -1053,17 +1033,8 @@ shutdownGracePeriod: 0s
         Ok(path)
     }
 
-    fn start_kube_proxy(&mut self, server: &str, credentials: &NodeCredentials) -> Result<()> {
-        let base = self.dir.join("kube-proxy");
-        std::fs::create_dir_all(&base).map_err(io_err(&base))?;
-        let kubeconfig = base.join("kubeconfig");
-        write_kubeconfig(
-            &kubeconfig,
-            server,
-            &credentials.ca_cert,
-            &credentials.proxy_cert,
-            &credentials.proxy_key,
-        )?;
+    fn start_kube_proxy(&mut self, server: &str, ca: &Path, client: &ClientCert) -> Result<()> {
+        let (base, kubeconfig) = self.component_dir("kube-proxy", server, ca, client)?;
         let config = format!(
             r#"apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -1079,17 +1050,7 @@ conntrack: {{maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeo
             kubeconfig = kubeconfig.display(),
             pod_cidr = self.network.pod_cidr(),
         );
-        let config_path = base.join("config.yaml");
-        std::fs::write(&config_path, config).map_err(io_err(&config_path))?;
-        let proxy = try_tool_path("kube-proxy")?;
-        self.spawn(
-            "kube-proxy",
-            &proxy,
-            &[
-                format!("--config={}", config_path.display()),
-                "--v=1".into(),
-            ],
-        )
+        self.spawn_component("kube-proxy", &base, &config, &[])
     }
 
     async fn wait_ready(&mut self, client: &kube::Client) -> Result<()> {

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 use crate::images::LocalImage;
 use crate::sandbox::{PodSandbox, SandboxOptions};
-use crate::{Collector, Error, Result, TestBed, wait_for};
+use crate::{Collector, Error, Result, Span, TestBed, wait_for};
 
 /// Group/version of our CRDs.
 pub const API_VERSION: &str = "ferrotel.io/v1alpha1";
@@ -675,6 +675,66 @@ pub fn backend_exporter(backend: &Collector) -> Value {
     json!({"endpoint": backend.grpc_endpoint(), "tls": {"insecure": true}})
 }
 
+/// Applies TelemetryCollector `otel` in `namespace` — OTLP in over gRPC
+/// and HTTP, traces and metrics out to `backend` and to its log — and
+/// waits for its pod to be Ready.
+async fn apply_backend_collector(
+    bed: &TestBed,
+    namespace: &str,
+    backend: &Collector,
+) -> Result<()> {
+    let yaml = format!(
+        r#"apiVersion: {API_VERSION}
+kind: TelemetryCollector
+metadata: {{name: otel, namespace: {namespace}}}
+spec:
+  mode: deployment
+  config:
+    receivers: {{otlp: {{protocols: {{grpc: {{endpoint: "0.0.0.0:4317"}}, http: {{endpoint: "0.0.0.0:4318"}}}}}}}}
+    processors: {{batch: {{timeout: 200ms}}}}
+    exporters: {{debug: {{verbosity: basic}}, otlp/backend: {exporter}}}
+    service:
+      pipelines:
+        traces: {{receivers: [otlp], processors: [batch], exporters: [debug, otlp/backend]}}
+        metrics: {{receivers: [otlp], processors: [batch], exporters: [debug, otlp/backend]}}
+"#,
+        exporter = backend_exporter(backend),
+    );
+    kubectl_apply(bed.kubeconfig(), &yaml)?;
+    wait_pod_ready(
+        &bed.client(),
+        namespace,
+        "app.kubernetes.io/instance=otel,app.kubernetes.io/component=collector",
+    )
+    .await
+    .map(drop)
+}
+
+/// Applies Instrumentation `default` in `namespace` — Go and Python,
+/// exporting to collector `otel` ([`apply_backend_collector`]), resource
+/// attribute `deployment.environment=e2e` — and waits for both probe
+/// DaemonSets to be Ready.
+async fn apply_instrumentation(bed: &TestBed, namespace: &str) -> Result<()> {
+    kubectl_apply(
+        bed.kubeconfig(),
+        &format!(
+            r#"apiVersion: {API_VERSION}
+kind: Instrumentation
+metadata: {{name: default, namespace: {namespace}}}
+spec:
+  languages: [go, python]
+  exporter: {{collectorRef: {{name: otel}}}}
+  resource: {{attributes: {{deployment.environment: e2e}}}}
+"#
+        ),
+    )?;
+    let client = bed.client();
+    for language in ["go", "python"] {
+        wait_probe_ready(&client, namespace, "default", language).await?;
+    }
+    Ok(())
+}
+
 /// An application Deployment on the real node.
 #[derive(Clone, Debug, Default)]
 pub struct App {
@@ -974,18 +1034,29 @@ async fn adopt_under_deployment(
 
 /// Everything the full-stack tests start before their own objects: a bed
 /// with a real node and no kwok node (so every pod, the probes' included,
-/// is real), the images built and imported, the chart installed, and the
-/// backend collector on the host.
+/// is real), the images built and imported, the chart installed, the
+/// backend collector on the host, and in namespace `observability` a
+/// collector forwarding to it and Go and Python probes exporting there.
 #[derive(Debug)]
 pub struct RealStack {
     pub images: StackImages,
     pub backend: Collector,
+    /// Holds TelemetryCollector `otel` and Instrumentation `default`.
+    pub observability: String,
     // Last: dropping it stops every pod and the node.
     pub bed: TestBed,
 }
 
 impl RealStack {
+    /// Starts it all; as root only (a real node: network namespace,
+    /// cgroups, mounts; the probes load eBPF programs).
     pub async fn start() -> Result<RealStack> {
+        if !is_root() {
+            return Err(err(
+                "the stack on a real node needs root: it runs a network namespace, cgroups and mounts, and the probes load eBPF programs (run make test with sudo)",
+            ));
+        }
+        install_crypto_provider();
         let bed = TestBed::start(crate::TestBedOptions {
             nodes: 0,
             real_node: true,
@@ -995,10 +1066,37 @@ impl RealStack {
         let images = StackImages::build_and_import(&bed).await?;
         install_chart(&bed, &images, CHART_NAMESPACE).await?;
         let backend = start_backend(&bed).await?;
+        let observability = bed.create_namespace("observability").await;
+        apply_backend_collector(&bed, &observability, &backend).await?;
+        apply_instrumentation(&bed, &observability).await?;
         Ok(RealStack {
             images,
             backend,
+            observability,
             bed,
         })
     }
+}
+
+/// Everything a span says about its request: path, query, target, name —
+/// where the full-stack tests put their request ids.
+pub fn span_request_text(span: &Span) -> String {
+    ["url.path", "url.query", "url.full", "http.target"]
+        .iter()
+        .filter_map(|k| span.attr_str(k))
+        .chain([span.name.as_str()])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The spans `backend` received from pod `pod` whose request mentions
+/// `text` ([`span_request_text`]).
+pub fn pod_spans(backend: &Collector, pod: &str, text: &str) -> Result<Vec<Span>> {
+    Ok(backend
+        .spans()?
+        .into_iter()
+        .filter(|s| {
+            s.resource_str("k8s.pod.name") == Some(pod) && span_request_text(s).contains(text)
+        })
+        .collect())
 }

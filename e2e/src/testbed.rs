@@ -458,10 +458,14 @@ impl TestBed {
         .map_err(|e| Error::Node(format!("building the node images panicked: {e}")))??;
         let credentials = crate::node::NodeCredentials {
             ca_cert: pki.ca_cert.clone(),
-            kubelet_cert: pki.kubelet_cert.clone(),
-            kubelet_key: pki.kubelet_key.clone(),
-            proxy_cert: pki.proxy_cert.clone(),
-            proxy_key: pki.proxy_key.clone(),
+            kubelet: crate::node::ClientCert {
+                cert: pki.kubelet_cert.clone(),
+                key: pki.kubelet_key.clone(),
+            },
+            proxy: crate::node::ClientCert {
+                cert: pki.proxy_cert.clone(),
+                key: pki.proxy_key.clone(),
+            },
         };
         self.wait_for_default_service_account("kube-system").await?;
         let client = self.client();

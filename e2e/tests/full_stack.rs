@@ -49,24 +49,10 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Everything a span says about its request: path, query, target, name.
-fn span_text(s: &Span) -> String {
-    ["url.path", "url.query", "url.full", "http.target"]
-        .iter()
-        .filter_map(|k| s.attr_str(k))
-        .chain([s.name.as_str()])
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Spans whose resource is pod `pod` and whose request mentions `marker`.
 fn spans_for(backend: &Collector, pod: &str, marker: &str) -> Vec<Span> {
-    backend
-        .spans()
+    stack::pod_spans(backend, pod, marker)
         .unwrap_or_else(|e| panic!("reading the backend's spans failed: {e}"))
-        .into_iter()
-        .filter(|s| s.resource_str("k8s.pod.name") == Some(pod) && span_text(s).contains(marker))
-        .collect()
 }
 
 async fn get(addr: &str, path: &str) -> u16 {
@@ -138,72 +124,16 @@ fn host_pid_of_container(container_id: &str) -> Option<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opting_a_namespace_in_and_out_controls_which_pods_send_spans_with_kubernetes_attributes() {
-    assert!(
-        stack::is_root(),
-        "this test needs root: it runs a real node (network namespace, cgroups, mounts) and the probes load eBPF programs (run make test with sudo)"
-    );
-    stack::install_crypto_provider();
     let stack::RealStack {
         images,
         backend,
+        observability,
         bed,
     } = stack::RealStack::start()
         .await
         .unwrap_or_else(|e| panic!("the stack on a real node: {e}"));
     let client = bed.client();
     let node = bed.with_real_node(|n| n.name().to_owned());
-
-    // The collector, from a TelemetryCollector, forwarding to the backend.
-    let observability = bed.create_namespace("observability").await;
-    let exporter = serde_json::to_string(&stack::backend_exporter(&backend)).expect("json");
-    stack::kubectl_apply(
-        bed.kubeconfig(),
-        &format!(
-            r#"apiVersion: ferrotel.io/v1alpha1
-kind: TelemetryCollector
-metadata: {{name: otel, namespace: {observability}}}
-spec:
-  mode: deployment
-  config:
-    receivers: {{otlp: {{protocols: {{grpc: {{endpoint: "0.0.0.0:4317"}}, http: {{endpoint: "0.0.0.0:4318"}}}}}}}}
-    processors: {{batch: {{timeout: 200ms}}}}
-    exporters: {{debug: {{verbosity: basic}}, otlp/backend: {exporter}}}
-    service:
-      pipelines:
-        traces: {{receivers: [otlp], processors: [batch], exporters: [debug, otlp/backend]}}
-        metrics: {{receivers: [otlp], processors: [batch], exporters: [debug, otlp/backend]}}
-"#
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    stack::wait_pod_ready(
-        &client,
-        &observability,
-        "app.kubernetes.io/instance=otel,app.kubernetes.io/component=collector",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("the collector pod: {e}"));
-
-    // The probes, from an Instrumentation.
-    stack::kubectl_apply(
-        bed.kubeconfig(),
-        &format!(
-            r#"apiVersion: ferrotel.io/v1alpha1
-kind: Instrumentation
-metadata: {{name: default, namespace: {observability}}}
-spec:
-  languages: [go, python]
-  exporter: {{collectorRef: {{name: otel}}}}
-  resource: {{attributes: {{deployment.environment: e2e}}}}
-"#
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    for language in ["go", "python"] {
-        stack::wait_probe_ready(&client, &observability, "default", language)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
 
     // The apps: shop (opted in later) and a marker namespace opted in by pod annotation.
     let shop = bed.create_namespace("shop").await;

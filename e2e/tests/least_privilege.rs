@@ -25,26 +25,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ferrotel_e2e::stack::{self, App, AppPod};
-use ferrotel_e2e::{Collector, Span, TestBed, wait_for};
+use ferrotel_e2e::{Collector, TestBed, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-fn span_text(s: &Span) -> String {
-    ["url.path", "url.query", "url.full", "http.target"]
-        .iter()
-        .filter_map(|k| s.attr_str(k))
-        .chain([s.name.as_str()])
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
+/// How many spans pod `pod` exported for requests mentioning `marker`.
 fn spans_for(backend: &Collector, pod: &str, marker: &str) -> usize {
-    backend
-        .spans()
-        .unwrap_or_default()
-        .iter()
-        .filter(|s| s.resource_str("k8s.pod.name") == Some(pod) && span_text(s).contains(marker))
-        .count()
+    stack::pod_spans(backend, pod, marker)
+        .unwrap_or_else(|e| panic!("reading the backend's spans failed: {e}"))
+        .len()
 }
 
 fn next_id() -> String {
@@ -107,11 +96,28 @@ async fn subject_spans_after_marker(
         .sum()
 }
 
-/// `kubectl patch daemonset --type=json` with `ops`.
-fn patch_daemon_set(bed: &TestBed, namespace: &str, name: &str, ops: serde_json::Value) {
+/// Runs `kubectl <args>` against the bed; its stdout. Panics, with
+/// kubectl's stderr, if it fails.
+fn kubectl(bed: &TestBed, args: &[&str]) -> Vec<u8> {
     let out = bed
         .kubectl()
-        .args([
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running kubectl {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `kubectl patch daemonset --type=json` with `ops`.
+fn patch_daemon_set(bed: &TestBed, namespace: &str, name: &str, ops: serde_json::Value) {
+    let ops = ops.to_string();
+    kubectl(
+        bed,
+        &[
             "patch",
             "daemonset",
             name,
@@ -119,14 +125,8 @@ fn patch_daemon_set(bed: &TestBed, namespace: &str, name: &str, ops: serde_json:
             namespace,
             "--type=json",
             "-p",
-        ])
-        .arg(ops.to_string())
-        .output()
-        .expect("kubectl patch");
-    assert!(
-        out.status.success(),
-        "kubectl patch daemonset {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
+            &ops,
+        ],
     );
 }
 
@@ -189,47 +189,15 @@ fn host_has_tracefs() -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_capability_and_pod_setting_the_probe_keeps_is_one_it_fails_without() {
-    assert!(
-        stack::is_root(),
-        "this test needs root: it runs a real node and the probes load eBPF programs (run make test with sudo)"
-    );
-    stack::install_crypto_provider();
     let stack::RealStack {
         images,
         backend,
+        observability: obs,
         bed,
     } = stack::RealStack::start()
         .await
         .unwrap_or_else(|e| panic!("the stack on a real node: {e}"));
     let client = bed.client();
-
-    let obs = bed.create_namespace("observability").await;
-    let exporter = serde_json::to_string(&stack::backend_exporter(&backend)).expect("json");
-    stack::kubectl_apply(
-        bed.kubeconfig(),
-        &format!(
-            r#"apiVersion: ferrotel.io/v1alpha1
-kind: TelemetryCollector
-metadata: {{name: otel, namespace: {obs}}}
-spec:
-  config:
-    receivers: {{otlp: {{protocols: {{grpc: {{endpoint: "0.0.0.0:4317"}}}}}}}}
-    processors: {{batch: {{timeout: 200ms}}}}
-    exporters: {{otlp/backend: {exporter}}}
-    service:
-      pipelines:
-        traces: {{receivers: [otlp], processors: [batch], exporters: [otlp/backend]}}
----
-apiVersion: ferrotel.io/v1alpha1
-kind: Instrumentation
-metadata: {{name: default, namespace: {obs}}}
-spec:
-  languages: [go, python]
-  exporter: {{collectorRef: {{name: otel}}}}
-"#
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
 
     // Subjects run as the images' non-root user; markers as root with no
     // capability, which a probe without SYS_PTRACE may still inspect.
@@ -276,9 +244,9 @@ spec:
     let rendered: BTreeMap<&str, Vec<String>> = ["go", "python"]
         .into_iter()
         .map(|language| {
-            let out = bed
-                .kubectl()
-                .args([
+            let out = kubectl(
+                &bed,
+                &[
                     "get",
                     "daemonset",
                     &format!("default-probe-{language}"),
@@ -286,23 +254,17 @@ spec:
                     &obs,
                     "-o",
                     "jsonpath={.spec.template.spec.containers[0].securityContext.capabilities.add}",
-                ])
-                .output()
-                .expect("kubectl get daemonset");
-            let caps: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                ],
+            );
+            let caps: Vec<String> = serde_json::from_slice(&out).unwrap_or_else(|e| {
                 panic!(
                     "rendered capabilities of the {language} probe: {e}: {}",
-                    String::from_utf8_lossy(&out.stderr)
+                    String::from_utf8_lossy(&out)
                 )
             });
             (language, caps)
         })
         .collect();
-    for language in ["go", "python"] {
-        stack::wait_probe_ready(&client, &obs, "default", language)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
 
     // Baseline: as rendered, both probes trace the non-root subjects.
     for (language, subject, marker) in pairs {
@@ -315,9 +277,9 @@ spec:
     }
 
     // The operator would undo the patches below.
-    let out = bed
-        .kubectl()
-        .args([
+    kubectl(
+        &bed,
+        &[
             "scale",
             "deployment",
             "-n",
@@ -325,13 +287,7 @@ spec:
             "-l",
             "app.kubernetes.io/component=operator",
             "--replicas=0",
-        ])
-        .output()
-        .expect("kubectl scale");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
 
     let without = |language: &str, cap: &str| -> Vec<String> {
