@@ -1,5 +1,5 @@
 //! Ferrotel's real test bed: the real control-plane components and a real
-//! OpenTelemetry Collector as local processes on loopback (issue 2).
+//! OpenTelemetry Collector as local processes on loopback.
 //!
 //! # Using it from a test
 //!
