@@ -65,6 +65,17 @@ pub const DNS_SERVICE_IP: &str = "10.96.0.10";
 /// CNI plugins the node's config uses (Debian's containernetworking-plugins).
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
 const MAX_NODES: u8 = 250;
+/// The host-wide kernel tunables the kubelet sets at start unless they
+/// already hold these values (`setupKernelTunables` in its container
+/// manager), as `sysctl` names: it gets to read them, the host keeps its own.
+const KUBELET_KERNEL_TUNABLES: [(&str, u32); 6] = [
+    ("vm.overcommit_memory", 1),
+    ("vm.panic_on_oom", 0),
+    ("kernel.panic", 10),
+    ("kernel.panic_on_oops", 1),
+    ("kernel.keys.root_maxkeys", 1_000_000),
+    ("kernel.keys.root_maxbytes", 25_000_000),
+];
 /// Containers' log links the kubelet writes outside its root directory (a
 /// constant in the kubelet).
 const CONTAINER_LOG_LINKS: &str = "/var/log/containers";
@@ -129,6 +140,8 @@ pub fn preflight() -> Result<()> {
         "iptables",
         "ip",
         "nsenter",
+        "unshare",
+        "mount",
     ] {
         if which(program).is_none() {
             missing.push(format!(
@@ -366,6 +379,22 @@ fn process_start_time(pid: u32) -> Option<u64> {
     // The command name (field 2) may contain spaces; it ends at the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The host's values of the tunables the kubelet would set
+/// ([`KUBELET_KERNEL_TUNABLES`]), `sysctl` name and value as read from
+/// `/proc/sys` (a node must leave them as they are).
+pub fn host_kernel_tunables() -> Vec<(&'static str, String)> {
+    KUBELET_KERNEL_TUNABLES
+        .iter()
+        .map(|(key, _)| {
+            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+            let value = std::fs::read_to_string(&path)
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|e| format!("unreadable: {e}"));
+            (*key, value)
+        })
+        .collect()
 }
 
 /// Tears down every node whose owning process is gone.
@@ -782,13 +811,57 @@ impl RealNode {
     /// the host's mount namespace (so the kubelet's volume mounts are seen by
     /// runc) but not its network.
     fn spawn(&mut self, name: &str, program: &Path, args: &[String]) -> Result<()> {
-        let logs = self.logs_dir();
-        std::fs::create_dir_all(&logs).map_err(io_err(&logs))?;
         let mut cmd = Command::new(which("nsenter").unwrap_or_else(|| "nsenter".into()));
         cmd.arg(format!("--net={}", self.network.netns_path().display()))
             .arg("--")
             .arg(program)
             .args(args);
+        self.spawn_command(name, cmd)
+    }
+
+    /// The kubelet as [`RealNode::spawn`] would start it, but in a mount
+    /// namespace of its own where the kernel tunables it insists on
+    /// (`vm.overcommit_memory=1`, `kernel.panic_on_oops=1`, ...: host-wide,
+    /// not namespaced) read as already set, so it leaves the host's alone,
+    /// and the rest of `/proc/sys` is read-only, so a tunable a later
+    /// release adds fails the kubelet's start instead of changing the
+    /// host. Its root directory is made a shared mount first (as the
+    /// kubelet itself would, but in the host's namespace), so the volumes
+    /// it mounts there propagate to the host, where runc bind-mounts them
+    /// into containers.
+    fn spawn_kubelet(&mut self, program: &Path, args: &[String], base: &Path) -> Result<()> {
+        let root = base.join("root");
+        std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+        let root_text = root.display().to_string();
+        run("mount", &["--bind", &root_text, &root_text])?;
+        run("mount", &["--make-rshared", &root_text])?;
+        let tunables = base.join("kernel-tunables");
+        std::fs::create_dir_all(&tunables).map_err(io_err(&tunables))?;
+        let mut script = String::from(
+            "set -e\nmount --make-rprivate /proc\nmount --bind /proc/sys /proc/sys\nmount -o remount,bind,ro /proc/sys\n",
+        );
+        for (key, value) in KUBELET_KERNEL_TUNABLES {
+            let file = tunables.join(key);
+            std::fs::write(&file, format!("{value}\n")).map_err(io_err(&file))?;
+            script.push_str(&format!(
+                "mount --bind \"$0/{key}\" /proc/sys/{}\n",
+                key.replace('.', "/")
+            ));
+        }
+        script.push_str("netns=$1\nshift\nexec nsenter --net=\"$netns\" -- \"$@\"\n");
+        let mut cmd = Command::new(which("unshare").unwrap_or_else(|| "unshare".into()));
+        cmd.args(["--mount", "--propagation", "unchanged", "--", "sh", "-c"])
+            .arg(script)
+            .arg(&tunables)
+            .arg(self.network.netns_path())
+            .arg(program)
+            .args(args);
+        self.spawn_command("kubelet", cmd)
+    }
+
+    fn spawn_command(&mut self, name: &str, cmd: Command) -> Result<()> {
+        let logs = self.logs_dir();
+        std::fs::create_dir_all(&logs).map_err(io_err(&logs))?;
         let process = Process::spawn(name, cmd, &logs.join(format!("{name}.log")))?;
         let pid = process.pid();
         self.processes.push(process);
@@ -971,7 +1044,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         let mut all = vec![format!("--config={}", path.display())];
         all.extend_from_slice(args);
         all.push("--v=1".into());
-        self.spawn(component, &program, &all)
+        if component == "kubelet" {
+            self.spawn_kubelet(&program, &all, base)
+        } else {
+            self.spawn(component, &program, &all)
+        }
     }
 
     fn start_kubelet(&mut self, server: &str, ca: &Path, client: &ClientCert) -> Result<()> {

@@ -1,9 +1,9 @@
 //! The real node of the test bed (`ferrotel_e2e::node`): it registers Ready
 //! beside the kwok nodes, runs pods from locally built images with cluster
-//! DNS, and leaves nothing behind — after a normal stop, and after its owner
-//! was killed with SIGKILL (then the next reaper removes it). The two tests
-//! run at the same time, so they also show two nodes coexisting on one
-//! machine.
+//! DNS, leaves the host's kernel tunables alone, and leaves nothing behind —
+//! after a normal stop, and after its owner was killed with SIGKILL (then
+//! the next reaper removes it). The two tests run at the same time, so they
+//! also show two nodes coexisting on one machine.
 //!
 //! Needs root and fails saying so.
 
@@ -25,6 +25,7 @@ fn require_root() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_node_is_ready_beside_kwok_nodes_runs_pods_and_leaves_nothing_when_stopped() {
     require_root();
+    let tunables = node::host_kernel_tunables();
     let bed = TestBed::start(TestBedOptions {
         nodes: 1,
         real_node: true,
@@ -86,6 +87,15 @@ async fn a_real_node_is_ready_beside_kwok_nodes_runs_pods_and_leaves_nothing_whe
     assert!(
         logs.contains("CoreDNS-"),
         "kubectl logs reaches the kubelet through the node IP: {logs}"
+    );
+
+    // The kubelet sets host-wide kernel tunables at start (panic on oops,
+    // overcommit, ...) unless they already hold its values: not on a
+    // machine it shares with everything else.
+    assert_eq!(
+        node::host_kernel_tunables(),
+        tunables,
+        "the host's kernel tunables are as they were before the kubelet started"
     );
 
     assert!(
