@@ -71,6 +71,31 @@ fn next_id() -> String {
     format!("/{}", NEXT.fetch_add(1, Ordering::SeqCst))
 }
 
+/// Every span the backend holds for request `id`, one line each: pod,
+/// service, kind, name (what a failure needs to tell a span that is missing
+/// from one attributed elsewhere).
+fn spans_of_request(backend: &Collector, id: &str) -> String {
+    let spans = backend.spans().unwrap_or_default();
+    let lines: Vec<String> = spans
+        .iter()
+        .filter(|s| stack::span_request_text(s).contains(id))
+        .map(|s| {
+            format!(
+                "[pod {:?} service {:?} kind {} {:?}]",
+                s.resource_str("k8s.pod.name"),
+                s.service_name(),
+                s.kind,
+                s.name
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        "none".to_owned()
+    } else {
+        lines.join(" ")
+    }
+}
+
 /// The opted-in marker pair: a Python frontend (`marker-py`) calling a Go
 /// backend (`marker`), served by the same two probes as the pods under test.
 struct Markers<'a> {
@@ -471,7 +496,11 @@ async fn opting_a_namespace_in_and_out_controls_which_pods_send_spans_with_kuber
             {
                 Ok(())
             } else {
-                Err(format!("no Go span for any of {} requests yet", ids.len()))
+                Err(format!(
+                    "no Go span for any of {} requests yet; every span of the first: {}",
+                    ids.len(),
+                    spans_of_request(&backend, &ids[0])
+                ))
             }
         },
     )
