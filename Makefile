@@ -50,17 +50,17 @@ test-unit: ## Unit tests only (pure logic, snapshots, parsers): no root, no eBPF
 	$(CARGO) test --workspace --lib --bins --no-fail-fast
 
 .PHONY: testbed-up
-testbed-up: tools ## Start the local control plane in the background; writes .testbed/kubeconfig
+testbed-up: tools ## Start the local cluster (control plane, kwok nodes and a real node; root) in the background; writes .testbed/kubeconfig
 	$(CARGO) build -q -p ferrotel-e2e --bin ferrotel-testbed
-	$${CARGO_TARGET_DIR:-target}/debug/ferrotel-testbed up --dir .testbed
+	$${CARGO_TARGET_DIR:-target}/debug/ferrotel-testbed up --dir .testbed $(TESTBED_ARGS)
 
 .PHONY: testbed-down
 testbed-down: ## Stop the local control plane started by testbed-up
 	@tb=$${CARGO_TARGET_DIR:-target}/debug/ferrotel-testbed; if [ -x $$tb ]; then $$tb down --dir .testbed; fi
 
 .PHONY: demo
-demo: tools ## Run Ferrotel locally: control plane, operator, probes, sample Go and Python apps, spans as they arrive, RED summary (Ctrl-C stops)
-	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root: the probes load eBPF programs and the apps run in cgroups/network namespaces (run: sudo make demo)" >&2; exit 1; }
+demo: tools ## Run Ferrotel locally on real pods: cluster with a real node, chart, probes, sample Go and Python apps, spans as they arrive, RED summary (Ctrl-C stops)
+	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root: it runs a real node (containerd, kubelet) and the probes load eBPF programs (run: sudo make demo)" >&2; exit 1; }
 	$(CARGO) build -q -p ferrotel-operator -p ferrotel-probe -p ferrotel-e2e --bins
 	$${CARGO_TARGET_DIR:-target}/debug/ferrotel-demo --dir .demo $(DEMO_ARGS)
 
@@ -76,8 +76,10 @@ bench: tools ## Run the benchmarks; results land in bench/results/
 	bench/optin-latency/run.sh
 
 # Container images (images/*.Containerfile). Needs podman or a running Docker
-# engine; this repository's CI machines have neither, so the tests check the
-# binaries the images contain instead (see docs/install.md, "Images").
+# engine and a registry for the bases. The test bed's machines have neither:
+# the tests and the demo build images with the same contract locally, from
+# the host's binaries, and load them into the real node's containerd
+# (e2e/src/images.rs; see docs/install.md, "Images").
 IMAGE_REGISTRY ?= ghcr.io/ferrotel
 IMAGE_TAG ?= $(shell awk -F'"' '/^version *=/ {print $$2; exit}' Cargo.toml)
 OTELCOL_VERSION := $(shell awk '/^  version:/ {print $$2; exit}' operator/api/distribution/manifest.yaml)

@@ -34,6 +34,8 @@ pub struct Collector {
     metrics_file: Option<PathBuf>,
     logs_file: Option<PathBuf>,
     panics_at_start: usize,
+    /// Address the OTLP receivers listen on.
+    host: String,
 }
 
 impl Collector {
@@ -43,6 +45,13 @@ impl Collector {
     /// as soon as it is received. Read it back with [`Collector::spans`] and
     /// [`Collector::metrics`].
     pub async fn start_with_file_exporter() -> Result<Collector> {
+        Self::start_with_file_exporter_on("127.0.0.1").await
+    }
+
+    /// Like [`Collector::start_with_file_exporter`], listening on `host`
+    /// instead of loopback: the host end of a real node's veth, where the
+    /// node's pods (an in-cluster collector exporting to this one) reach it.
+    pub async fn start_with_file_exporter_on(host: &str) -> Result<Collector> {
         let dir = new_dir()?;
         let grpc = free_port();
         let http = free_port();
@@ -51,8 +60,10 @@ impl Collector {
             metrics: Some(dir.join("metrics.json")),
             logs: Some(dir.join("logs.json")),
         };
-        let mut c = Self::start_in(dir, &file_exporter_config(grpc, Some(http), &outputs)).await?;
+        let config = file_exporter_config(host, grpc, Some(http), &outputs);
+        let mut c = Self::start_in(dir, &config).await?;
         c.http_port = Some(http);
+        c.host = host.to_owned();
         c.set_outputs(grpc, outputs);
         Ok(c)
     }
@@ -65,7 +76,7 @@ impl Collector {
         grpc_port: u16,
         outputs: FileOutputs,
     ) -> Result<Collector> {
-        let config = file_exporter_config(grpc_port, None, &outputs);
+        let config = file_exporter_config("127.0.0.1", grpc_port, None, &outputs);
         let mut c = Self::start_in(new_dir()?, &config).await?;
         c.set_outputs(grpc_port, outputs);
         Ok(c)
@@ -106,6 +117,7 @@ impl Collector {
             metrics_file: None,
             logs_file: None,
             panics_at_start,
+            host: "127.0.0.1".to_owned(),
         };
         let log_path = log.clone();
         let proc = std::sync::Mutex::new(&mut collector.process);
@@ -135,19 +147,21 @@ impl Collector {
         Ok(collector)
     }
 
-    /// `127.0.0.1:<port>` of the OTLP/gRPC receiver (as `telemetrygen
+    /// `<host>:<port>` of the OTLP/gRPC receiver (as `telemetrygen
     /// --otlp-endpoint` wants it). Only for [`Collector::start_with_file_exporter`].
     pub fn grpc_endpoint(&self) -> String {
         format!(
-            "127.0.0.1:{}",
+            "{}:{}",
+            self.host,
             self.grpc_port.expect("no gRPC receiver known")
         )
     }
 
-    /// `127.0.0.1:<port>` of the OTLP/HTTP receiver.
+    /// `<host>:<port>` of the OTLP/HTTP receiver.
     pub fn http_endpoint(&self) -> String {
         format!(
-            "127.0.0.1:{}",
+            "{}:{}",
+            self.host,
             self.http_port.expect("no HTTP receiver known")
         )
     }
@@ -290,17 +304,15 @@ pub struct FileOutputs {
     pub logs: Option<PathBuf>,
 }
 
-/// An OTLP receiver on loopback (gRPC, and HTTP if given) and one file
+/// An OTLP receiver on `host` (gRPC, and HTTP if given) and one file
 /// exporter per signal of `outputs`, flushed every 100 ms. No batch
 /// processor: data is written as soon as it is received.
-fn file_exporter_config(grpc: u16, http: Option<u16>, outputs: &FileOutputs) -> String {
+fn file_exporter_config(host: &str, grpc: u16, http: Option<u16>, outputs: &FileOutputs) -> String {
     let mut receivers = format!(
-        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n"
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: {host}:{grpc}\n"
     );
     if let Some(http) = http {
-        receivers.push_str(&format!(
-            "      http:\n        endpoint: 127.0.0.1:{http}\n"
-        ));
+        receivers.push_str(&format!("      http:\n        endpoint: {host}:{http}\n"));
     }
     let signals = [
         ("traces", Some(&outputs.traces)),

@@ -561,20 +561,17 @@ impl Drop for PodSandbox {
 
 /// Deletes network namespaces (`ferrotel-<pid>-<n>`) and bridges
 /// (`ftbr<pid>`) of sandbox owners that no longer run: what a killed test or
-/// demo left behind.
+/// demo left behind. Names of any other shape are not ours to judge (the
+/// real node's `ferrotel-node-<i>` has an owner of its own).
 pub fn remove_stale_networks() {
-    let alive = |pid: &str| {
-        pid.parse::<u32>()
-            .is_ok_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
-    };
+    let alive = |pid: u32| Path::new("/proc").join(pid.to_string()).exists();
     for entry in std::fs::read_dir("/run/netns")
         .into_iter()
         .flatten()
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(rest) = name.strip_prefix("ferrotel-")
-            && let Some((pid, _)) = rest.split_once('-')
+        if let Some(pid) = netns_owner(&name)
             && !alive(pid)
         {
             let _ = ip(&["netns", "del", &name]);
@@ -586,10 +583,42 @@ pub fn remove_stale_networks() {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("ftbr")
+        if let Some(pid) = bridge_owner(&name)
             && !alive(pid)
         {
             let _ = ip(&["link", "del", &name]);
         }
+    }
+}
+
+/// The owner pid of a sandbox network namespace `ferrotel-<pid>-<n>`
+/// (both numbers); `None` for every other name.
+fn netns_owner(name: &str) -> Option<u32> {
+    let (pid, n) = name.strip_prefix("ferrotel-")?.split_once('-')?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
+/// The owner pid of a sandbox bridge `ftbr<pid>`; `None` for other names.
+fn bridge_owner(name: &str) -> Option<u32> {
+    name.strip_prefix("ftbr")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sandbox_names_have_an_owner_pid() {
+        assert_eq!(netns_owner("ferrotel-4242-0"), Some(4242));
+        assert_eq!(netns_owner("ferrotel-4242-17"), Some(4242));
+        // The real node's namespace (node.rs) is no sandbox's.
+        assert_eq!(netns_owner("ferrotel-node-0"), None);
+        assert_eq!(netns_owner("ferrotel-4242"), None);
+        assert_eq!(netns_owner("ferrotel-4242-x"), None);
+        assert_eq!(netns_owner("cni-4242-0"), None);
+        assert_eq!(bridge_owner("ftbr4242"), Some(4242));
+        assert_eq!(bridge_owner("ftbrx"), None);
+        assert_eq!(bridge_owner("ftnode0"), None);
     }
 }

@@ -2,6 +2,10 @@
 //! what the programs emit for a real Python server, and that losses are
 //! counted. Needs root; fails (does not skip) without it.
 
+// For its private tracefs (the tracepoint programs need one).
+#[path = "probe_harness/mod.rs"]
+mod probe_harness;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
