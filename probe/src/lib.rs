@@ -20,6 +20,7 @@ pub mod go;
 pub mod health;
 pub mod http1;
 pub mod languages;
+pub mod profile;
 pub mod runtime;
 pub mod sockets;
 pub mod targets;

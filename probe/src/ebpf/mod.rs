@@ -17,7 +17,8 @@ mod ring;
 use std::time::Duration;
 
 use aya::maps::Map;
-use aya::programs::{BtfTracePoint, Program, TracePoint};
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::{BtfTracePoint, PerfEvent, Program, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use ferrotel_probe_ebpf::contract::{globals, maps, process};
 
@@ -74,6 +75,14 @@ pub enum EbpfError {
     Btf(#[source] aya::BtfError),
     #[error("ring buffer of the {set} set: {source}")]
     Ring {
+        set: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "reading the online CPUs (/sys/devices/system/cpu/online) for the {set} set failed: {source}; mount /sys into the probe"
+    )]
+    OnlineCpus {
         set: &'static str,
         #[source]
         source: std::io::Error,
@@ -320,6 +329,37 @@ impl Kernel {
             });
         self.btf = Some(btf);
         result
+    }
+
+    /// Loads perf_event program `name` and attaches it to the software CPU
+    /// clock of every online CPU, sampling whatever runs there at
+    /// `frequency_hz` (the program filters). The software clock because a
+    /// VM may have no hardware PMU. Returns the number of CPUs.
+    pub fn attach_cpu_clock(&mut self, name: &str, frequency_hz: u32) -> Result<usize, EbpfError> {
+        let set = self.set;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(_, source)| EbpfError::OnlineCpus { set, source })?;
+        let program: &mut PerfEvent = self.program(name, "perf_event")?;
+        let attach_err = |target: String| {
+            move |source| EbpfError::Attach {
+                set,
+                name: name.to_owned(),
+                target,
+                source,
+            }
+        };
+        program.load().map_err(attach_err("load".to_owned()))?;
+        for &cpu in &cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(u64::from(frequency_hz.max(1))),
+                    false,
+                )
+                .map_err(attach_err(format!("cpu-clock on CPU {cpu}")))?;
+        }
+        Ok(cpus.len())
     }
 
     /// Attaches the shared process-lifecycle programs of `common/proc.h`

@@ -1,5 +1,7 @@
 //! OTLP export: a bounded span queue drained in batches, periodic metric
-//! snapshots, over gRPC or HTTP/protobuf, with retries.
+//! snapshots, over gRPC or HTTP/protobuf, with retries. Profiles (when
+//! profiling is on) go through the same batch exporter as spans, from a
+//! queue of process windows (`crate::profile`).
 //!
 //! Spans: the pipeline pushes into a [`queue::BoundedQueue`]; the trace
 //! exporter takes a batch when `maxExportBatchSize` spans are waiting or
@@ -21,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
@@ -106,7 +109,35 @@ pub async fn run_trace_exporter(
     shutdown_grace: Duration,
     health: Health,
 ) {
-    let signal = "traces";
+    let encode = |batch| client::encode_traces(&traces_request(batch));
+    run_batch_exporter(
+        queue,
+        client,
+        encode,
+        scheduled_delay,
+        backoff,
+        shutdown_grace,
+        health,
+    )
+    .await;
+}
+
+/// Drains `queue` until it is closed and empty (or `shutdown_grace` after
+/// closing has passed while the collector is still failing): a batch is
+/// taken when a full one is waiting or every `scheduled_delay`, encoded
+/// once with `encode`, and sent on `client`'s signal until the collector
+/// accepts it, a permanent error drops it, or the grace ends. Spans and
+/// profiles are exported this way.
+pub async fn run_batch_exporter<T>(
+    queue: Arc<BoundedQueue<T>>,
+    client: OtlpClient,
+    encode: impl Fn(Vec<T>) -> Bytes,
+    scheduled_delay: Duration,
+    backoff: Backoff,
+    shutdown_grace: Duration,
+    health: Health,
+) {
+    let signal = client.settings().signal.as_str();
     let mut closed_at: Option<Instant> = None;
     loop {
         if !queue.is_closed() && !queue.has_full_batch() {
@@ -117,7 +148,11 @@ pub async fn run_trace_exporter(
         }
         if queue.is_closed() && closed_at.is_none() {
             closed_at = Some(Instant::now());
-            debug!(queued = queue.queued(), "Flushing spans before exit");
+            debug!(
+                signal,
+                queued = queue.queued(),
+                "Flushing the export queue before exit"
+            );
         }
         loop {
             let batch = queue.take_batch();
@@ -126,18 +161,19 @@ pub async fn run_trace_exporter(
             }
             let n = batch.len();
             // Encoded once: retries resend the same bytes.
-            let body = client::encode_traces(&traces_request(batch));
+            let body = encode(batch);
             let mut attempt = 0;
             loop {
-                match client.export_traces_encoded(body.clone()).await {
+                match client.export_encoded(body.clone()).await {
                     Ok(()) => {
                         health.export_request(signal, "ok");
                         health.exported(signal, n as u64);
                         if attempt > 0 {
                             info!(
-                                spans = n,
+                                signal,
+                                items = n,
                                 attempts = attempt + 1,
-                                "Collector accepted spans after retries"
+                                "Collector accepted a batch after retries"
                             );
                         }
                         break;
@@ -160,16 +196,16 @@ pub async fn run_trace_exporter(
                                 },
                             );
                             health.export_dropped(signal, reason, n as u64);
-                            warn!(error = %err, spans = n, reason, "Dropped a span batch");
+                            warn!(error = %err, signal, items = n, reason, "Dropped an export batch");
                             break;
                         }
                         health.export_request(signal, "retryable");
                         health.export_retry(signal);
                         let delay = wait_for(&err, &backoff, attempt);
                         if attempt == 0 {
-                            warn!(error = %err, spans = n, "Span export failed; retrying with backoff");
+                            warn!(error = %err, signal, items = n, "Export failed; retrying with backoff");
                         } else {
-                            debug!(error = %err, attempt, ?delay, "Retrying span export");
+                            debug!(error = %err, signal, attempt, ?delay, "Retrying export");
                         }
                         attempt += 1;
                         sleep_unless_closing(&queue, delay, closed_at.is_some()).await;
@@ -185,7 +221,7 @@ pub async fn run_trace_exporter(
             }
         }
         if queue.is_closed() && queue.queued() == 0 {
-            debug!("Span exporter finished");
+            debug!(signal, "Exporter finished");
             return;
         }
     }
@@ -200,11 +236,7 @@ fn wait_for(err: &ExportError, backoff: &Backoff, attempt: u32) -> Duration {
 /// Sleeps `delay`, but wakes early when the queue closes so that a shutdown
 /// during an outage gets its final attempts in without waiting out a long
 /// backoff.
-async fn sleep_unless_closing(
-    queue: &BoundedQueue<QueuedSpan>,
-    delay: Duration,
-    already_closing: bool,
-) {
+async fn sleep_unless_closing<T>(queue: &BoundedQueue<T>, delay: Duration, already_closing: bool) {
     if already_closing {
         tokio::time::sleep(delay.min(Duration::from_millis(200))).await;
         return;
