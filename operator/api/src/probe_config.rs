@@ -283,8 +283,8 @@ impl Default for ProbeMetricsConfig {
 pub struct ProfilingConfig {
     /// Sample the traced processes' CPU use.
     pub enabled: bool,
-    /// Samples per second of CPU time, per thread on a CPU (default 19;
-    /// 99 costs about five times as much, see docs/probe-profiling.md).
+    /// Samples per second of CPU time a traced process uses (default 19;
+    /// see docs/probe-profiling.md for the cost at 19 and 99).
     #[schemars(range(min = 1, max = 1000))]
     pub frequency_hz: u32,
     /// How often aggregated profiles are exported, in seconds.
