@@ -33,6 +33,7 @@ pub struct Collector {
     traces_file: Option<PathBuf>,
     metrics_file: Option<PathBuf>,
     logs_file: Option<PathBuf>,
+    profiles_file: Option<PathBuf>,
     panics_at_start: usize,
 }
 
@@ -43,6 +44,18 @@ impl Collector {
     /// as soon as it is received. Read it back with [`Collector::spans`] and
     /// [`Collector::metrics`].
     pub async fn start_with_file_exporter() -> Result<Collector> {
+        Self::start_with_files(false).await
+    }
+
+    /// Like [`Collector::start_with_file_exporter`], plus a `profiles`
+    /// pipeline writing OTLP/JSON to [`Collector::profiles_file`]. Profiles
+    /// are alpha in the collector: this runs it with
+    /// `--feature-gates=+service.profilesSupport`.
+    pub async fn start_with_profiles() -> Result<Collector> {
+        Self::start_with_files(true).await
+    }
+
+    async fn start_with_files(profiles: bool) -> Result<Collector> {
         let dir = new_dir()?;
         let grpc = free_port();
         let http = free_port();
@@ -51,10 +64,24 @@ impl Collector {
             metrics: Some(dir.join("metrics.json")),
             logs: Some(dir.join("logs.json")),
         };
-        let mut c = Self::start_in(dir, &file_exporter_config(grpc, Some(http), &outputs)).await?;
+        let profiles_file = profiles.then(|| dir.join("profiles.json"));
+        let config = file_exporter_config(grpc, Some(http), &outputs, profiles_file.as_deref());
+        let gates: &[&str] = if profiles {
+            &["--feature-gates=+service.profilesSupport"]
+        } else {
+            &[]
+        };
+        let mut c = Self::start_in_with(dir, &config, gates).await?;
         c.http_port = Some(http);
         c.set_outputs(grpc, outputs);
+        c.profiles_file = profiles_file;
         Ok(c)
+    }
+
+    /// Where the `profiles` pipeline of [`Collector::start_with_profiles`]
+    /// writes (OTLP/JSON, one export request per line).
+    pub fn profiles_file(&self) -> Option<&Path> {
+        self.profiles_file.as_deref()
     }
 
     /// A collector that can be stopped and started again in its place: its
@@ -65,7 +92,7 @@ impl Collector {
         grpc_port: u16,
         outputs: FileOutputs,
     ) -> Result<Collector> {
-        let config = file_exporter_config(grpc_port, None, &outputs);
+        let config = file_exporter_config(grpc_port, None, &outputs, None);
         let mut c = Self::start_in(new_dir()?, &config).await?;
         c.set_outputs(grpc_port, outputs);
         Ok(c)
@@ -86,6 +113,10 @@ impl Collector {
     }
 
     async fn start_in(dir: PathBuf, config_yaml: &str) -> Result<Collector> {
+        Self::start_in_with(dir, config_yaml, &[]).await
+    }
+
+    async fn start_in_with(dir: PathBuf, config_yaml: &str, args: &[&str]) -> Result<Collector> {
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config_yaml).map_err(|source| Error::Io {
             path: config_path.clone(),
@@ -93,6 +124,7 @@ impl Collector {
         })?;
         let mut cmd = Command::new(try_tool_path("otelcol")?);
         cmd.arg(format!("--config={}", config_path.display()));
+        cmd.args(args);
         let log = dir.join("otelcol.log");
         let panics_at_start = process::panics_observed();
         let process = Process::spawn("otelcol", cmd, &log)?;
@@ -105,6 +137,7 @@ impl Collector {
             traces_file: None,
             metrics_file: None,
             logs_file: None,
+            profiles_file: None,
             panics_at_start,
         };
         let log_path = log.clone();
@@ -291,9 +324,15 @@ pub struct FileOutputs {
 }
 
 /// An OTLP receiver on loopback (gRPC, and HTTP if given) and one file
-/// exporter per signal of `outputs`, flushed every 100 ms. No batch
-/// processor: data is written as soon as it is received.
-fn file_exporter_config(grpc: u16, http: Option<u16>, outputs: &FileOutputs) -> String {
+/// exporter per signal of `outputs` (and `profiles`, if given), flushed
+/// every 100 ms. No batch processor: data is written as soon as it is
+/// received.
+fn file_exporter_config(
+    grpc: u16,
+    http: Option<u16>,
+    outputs: &FileOutputs,
+    profiles: Option<&Path>,
+) -> String {
     let mut receivers = format!(
         "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n"
     );
@@ -303,9 +342,10 @@ fn file_exporter_config(grpc: u16, http: Option<u16>, outputs: &FileOutputs) -> 
         ));
     }
     let signals = [
-        ("traces", Some(&outputs.traces)),
-        ("metrics", outputs.metrics.as_ref()),
-        ("logs", outputs.logs.as_ref()),
+        ("traces", Some(outputs.traces.as_path())),
+        ("metrics", outputs.metrics.as_deref()),
+        ("logs", outputs.logs.as_deref()),
+        ("profiles", profiles),
     ];
     let mut exporters = String::from("exporters:\n");
     let mut pipelines =
