@@ -2,9 +2,12 @@
 iterations of `cold` (same loop body), so whatever the scheduling, `hot`
 should get about 75 % of the process's CPU samples, almost all on the line
 marked HOT. Prints READY once running. Optional argument: run that many
-threads (each does the same), to exercise thread-state lookup."""
+threads (each does the same), to exercise thread-state lookup; or
+`--for SECONDS`: print READY, wait for a line on stdin, burn rounds that
+long and print ROUNDS <n> (the profiling benchmark)."""
 import sys
 import threading
+import time
 
 
 def hot():
@@ -28,6 +31,18 @@ def cycle_forever():
 
 
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--for":
+        # Start on the harness's word, so a profiler can attach first.
+        print("READY", flush=True)
+        sys.stdin.readline()
+        end = time.monotonic() + float(sys.argv[2])
+        rounds = 0
+        while time.monotonic() < end:
+            hot()
+            cold()
+            rounds += 1
+        print(f"ROUNDS {rounds}", flush=True)
+        return
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     for _ in range(threads - 1):
         threading.Thread(target=cycle_forever, daemon=True).start()

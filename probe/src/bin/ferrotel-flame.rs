@@ -119,9 +119,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn fetch(url: &str, query: &[(&str, String)]) -> anyhow::Result<Vec<u8>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let endpoint = format!("{}/debug/profile", url.trim_end_matches('/'));
+    let query: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
     let response = reqwest::Client::new()
-        .get(&endpoint)
-        .query(query)
+        .get(format!("{endpoint}?{}", query.join("&")))
         .send()
         .await
         .map_err(|e| {
@@ -130,12 +133,25 @@ async fn fetch(url: &str, query: &[(&str, String)]) -> anyhow::Result<Vec<u8>> {
             )
         })?;
     let status = response.status();
-    let body = response.bytes().await?;
+    let body: Vec<u8> = response.bytes().await?.to_vec();
     if !status.is_success() {
         anyhow::bail!(
             "{endpoint} answered {status}: {}",
             String::from_utf8_lossy(&body)
         );
     }
-    Ok(body.to_vec())
+    Ok(body)
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -55,7 +55,8 @@ impl Frame {
     }
 
     /// The label in folded stacks and flame graphs: Python frames carry
-    /// their file and line (`handle (app.py:42)`), kernel frames the `_[k]`
+    /// their file's base name and line (`handle (app.py:42)`; pprof and
+    /// OTLP keep the full path), kernel frames the `_[k]`
     /// suffix flame graph palettes know, inlined Go frames ` (inlined)`.
     pub fn label(&self) -> String {
         let mut s = String::new();
@@ -65,7 +66,9 @@ impl Frame {
                     s,
                     "{} ({}:{})",
                     self.function,
-                    self.file.as_deref().unwrap_or("?"),
+                    self.file
+                        .as_deref()
+                        .map_or("?", |f| f.rsplit('/').next().unwrap_or(f)),
                     self.line
                 );
             }

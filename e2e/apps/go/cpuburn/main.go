@@ -3,13 +3,16 @@
 // CPU samples, whatever the scheduling. mix is small enough to be inlined
 // into both: a profile must show it as an inlined frame of its caller.
 // GET /burn does one round per request (spans to link samples to); with
-// -spin a background goroutine burns rounds without requests.
+// -spin a background goroutine burns rounds without requests; with -for D
+// it prints READY, waits for a line on stdin, burns rounds for D and prints
+// how many (the profiling benchmark).
 package main
 
 import (
 	"flag"
 	"fmt"
 	"net/http"
+	"time"
 
 	"ferrotel.test/goapps/internal/common"
 )
@@ -41,7 +44,20 @@ func cold() uint64 {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
 	spin := flag.Bool("spin", false, "burn CPU in a background goroutine")
+	burnFor := flag.Duration("for", 0, "only burn rounds for this long, print ROUNDS <n> and exit (benchmarks)")
 	flag.Parse()
+	if *burnFor > 0 {
+		// Start on the harness's word, so a profiler can attach first.
+		fmt.Println("READY")
+		fmt.Scanln()
+		rounds := 0
+		for end := time.Now().Add(*burnFor); time.Now().Before(end); rounds++ {
+			hot()
+			cold()
+		}
+		fmt.Printf("ROUNDS %d\n", rounds)
+		return
+	}
 	if *spin {
 		go func() {
 			for {
