@@ -135,8 +135,9 @@ measure() {
   exec {app_in}>&- {app_out}<&-
   wait "$app_pid" 2>/dev/null || true
   if [[ $variant == 99hz ]]; then
-    rss_kib=$(awk '/^VmRSS/ {print $2}' "/proc/$probe_pid/status")
-    bpf_line=$(bpftool prog show name ft_profile_tick 2>/dev/null | head -1 || true)
+    # measure runs in a subshell: leave what the report needs in files.
+    awk '/^VmRSS/ {print $2}' "/proc/$probe_pid/status" > "$work/rss-$app"
+    bpftool prog show name ft_profile_tick 2>/dev/null | head -1 > "$work/bpf-$app" || true
   fi
   [[ $variant == bare ]] || stop_probe
   [[ -n $idle ]] && kill "$idle" 2>/dev/null || true
@@ -157,8 +158,8 @@ for app in go python; do
       echo "$app round $round $v: ${result[$app,$round,$v]} rounds" >&2
     done
   done
-  result[$app,rss]=${rss_kib:-?}
-  result[$app,bpf]=${bpf_line:-?}
+  result[$app,rss]=$(cat "$work/rss-$app" 2>/dev/null || echo '?')
+  result[$app,bpf]=$(cat "$work/bpf-$app" 2>/dev/null || echo '?')
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -187,7 +188,9 @@ print()
 print(f"Median paired ratio: 19 Hz / off **{med([x[2]/x[1] for x in r]):.4f}**, 99 Hz / off **{med([x[3]/x[1] for x in r]):.4f}**, untraced / bare **{med([x[4]/x[0] for x in r]):.4f}** (off / bare {med([x[1]/x[0] for x in r]):.4f}).")
 PY
     echo
-    echo "Probe RSS at the end of the last 99 Hz run: ${result[$app,rss]} KiB. Kernel program at that point: \`${result[$app,bpf]}\`"
+    bpf=${result[$app,bpf]}
+    per_tick=$(python3 -c "import re,sys; m=re.search(r'run_time_ns (\d+) run_cnt (\d+)', sys.argv[1]); print(f'{int(m[1])/int(m[2]):.0f} ns per tick ({m[2]} ticks, every process on both CPUs)' if m else '?')" "$bpf")
+    echo "Probe RSS at the end of the last 99 Hz run: ${result[$app,rss]} KiB. Kernel program \`ft_profile_tick\` in that run: $per_tick."
     echo
   done
 } > "$out"

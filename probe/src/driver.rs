@@ -274,6 +274,12 @@ impl<S: ProgramSet> Driver<S> {
         &mut self.kernel
     }
 
+    /// The set and its kernel side, for tests and measurements that drive
+    /// a set by hand (add a target, then [`Driver::drain_raw`]).
+    pub fn set_and_kernel_mut(&mut self) -> (&mut S, &mut Kernel) {
+        (&mut self.set, &mut self.kernel)
+    }
+
     /// The kernel's drop totals by reason.
     pub fn drop_totals(&self) -> Result<Vec<(&'static str, u64)>, EbpfError> {
         self.drops.totals()

@@ -45,6 +45,10 @@ async fn hot_python_function_gets_its_cpu_share_on_the_right_line_in_every_cpyth
             (label, t)
         })
         .collect();
+    // A busy process nobody asked to profile: the kernel program must
+    // drop its ticks at the claim check.
+    let python = &interpreters()[1].1;
+    let untraced = Target::start(&[python, script.to_str().unwrap()], "READY");
     for (_, t) in &targets {
         profiler.profile(t.pid());
     }
@@ -87,6 +91,15 @@ async fn hot_python_function_gets_its_cpu_share_on_the_right_line_in_every_cpyth
             )),
         }
     }
+    let leaked = profiler.handle.store.query(
+        &ferrotel_probe::profile::store::Selector::Pid(untraced.pid()),
+        0,
+    );
     profiler.stop().await;
+    assert!(
+        leaked.is_empty(),
+        "an untraced process was sampled: {} samples",
+        leaked.iter().map(|p| p.total()).sum::<u64>()
+    );
     assert!(failures.is_empty(), "{failures:#?}");
 }

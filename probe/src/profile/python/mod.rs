@@ -357,6 +357,48 @@ impl PyProcess {
         })
     }
 
+    /// Walks the frame chain of thread state `tstate` from user space, as
+    /// the kernel program does (innermost first, C-stack shims skipped).
+    /// Not used for profiles: by the time user space reads them, the
+    /// thread's frames have moved on; it exists for the measurement that
+    /// chose the kernel walk (docs/probe-profiling.md).
+    pub fn walk_user(&self, mem: &Memory, tstate: u64, max: usize) -> Vec<(u64, u64)> {
+        let l = &self.layout;
+        let mut frames = Vec::new();
+        let Ok(mut frame) = mem.read_u64(tstate + l.tstate_frame) else {
+            return frames;
+        };
+        if let Some(current) = l.cframe_current_frame
+            && frame != 0
+        {
+            frame = mem.read_u64(frame + current).unwrap_or(0);
+        }
+        let mut buf = [0u8; PY_FRAME_READ as usize];
+        let word = |buf: &[u8], off: u64| {
+            u64::from_le_bytes(
+                buf[off as usize..off as usize + 8]
+                    .try_into()
+                    .expect("8 bytes"),
+            )
+        };
+        for _ in 0..max + 8 {
+            if frame == 0 || frames.len() >= max || mem.read(frame, &mut buf).is_err() {
+                break;
+            }
+            let code = word(&buf, l.frame_code);
+            let mut instr = word(&buf, l.frame_instr);
+            if self.version == (3, 10) {
+                instr &= 0xffff_ffff;
+            }
+            let shim = l.frame_owner.is_some_and(|o| buf[o as usize] == 3);
+            if !shim && code != 0 {
+                frames.push((code, instr));
+            }
+            frame = word(&buf, l.frame_previous);
+        }
+        frames
+    }
+
     /// The instruction (code unit) index of a frame as the kernel saw it.
     pub fn instruction_index(&self, code: u64, instr: u64) -> i64 {
         match self.layout.code_adaptive {
