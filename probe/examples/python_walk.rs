@@ -10,6 +10,8 @@
 //!
 //!   sudo cargo run --release -p ferrotel-probe --example python_walk -- [PYTHON] [SECONDS]
 
+#![allow(clippy::print_stdout)] // a measurement: what it prints is the result
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -66,6 +66,18 @@ impl Backoff {
     }
 }
 
+/// The OTLP resource of a process (spans, profiles).
+pub fn resource_proto(resource: &crate::telemetry::resource::ProcessResource) -> Resource {
+    Resource {
+        attributes: resource
+            .attributes
+            .iter()
+            .map(|(k, v)| string_kv(k, v))
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// Groups spans by resource into one export request.
 pub fn traces_request(batch: Vec<QueuedSpan>) -> ExportTraceServiceRequest {
     let mut groups: Vec<ResourceSpans> = Vec::new();
@@ -75,14 +87,7 @@ pub fn traces_request(batch: Vec<QueuedSpan>) -> ExportTraceServiceRequest {
         let key = Arc::as_ptr(&resource);
         let i = *index.entry(key).or_insert_with(|| {
             groups.push(ResourceSpans {
-                resource: Some(Resource {
-                    attributes: resource
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| string_kv(k, v))
-                        .collect(),
-                    ..Default::default()
-                }),
+                resource: Some(resource_proto(&resource)),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(scope()),
                     spans: Vec::new(),

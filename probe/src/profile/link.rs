@@ -30,7 +30,7 @@ impl SpanInterval {
     /// The interval of a sampled record; `None` for unsampled ones (they
     /// are never exported, so nothing could follow a link to them).
     pub fn of(record: &RequestRecord) -> Option<Self> {
-        record.span.sampled.then(|| Self {
+        record.span.sampled.then_some(Self {
             pid: record.pid,
             thread: record.tid,
             start_ns: record.start_ns,

@@ -14,11 +14,10 @@ use opentelemetry_proto::tonic::profiles::v1development::{
     Function, KeyValueAndUnit, Line, Link, Location, Mapping, Profile as OtlpProfile,
     ProfilesDictionary, ResourceProfiles, Sample, ScopeProfiles, Stack, ValueType,
 };
-use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::model::{Frame, FrameKind, Profile, SpanLink};
+use crate::export::resource_proto;
 use crate::telemetry::metrics::scope;
-use crate::telemetry::semconv::string_kv;
 
 /// Builds the dictionary while profiles are converted; index 0 of every
 /// table is the zero value the spec requires.
@@ -183,15 +182,7 @@ pub fn request(profiles: &[Arc<Profile>]) -> ExportProfilesServiceRequest {
         let mut profile_id = [0u8; 16];
         profile_id.copy_from_slice(&rand::random::<[u8; 16]>());
         resource_profiles.push(ResourceProfiles {
-            resource: Some(Resource {
-                attributes: profile
-                    .resource
-                    .attributes
-                    .iter()
-                    .map(|(k, v)| string_kv(k, v))
-                    .collect(),
-                ..Default::default()
-            }),
+            resource: Some(resource_proto(&profile.resource)),
             scope_profiles: vec![ScopeProfiles {
                 scope: Some(scope()),
                 profiles: vec![OtlpProfile {
@@ -234,7 +225,7 @@ mod tests {
         let a = Frame::new(FrameKind::Go, "main.main", Some("main.go"), 5);
         let b = Frame::new(FrameKind::Go, "main.hot", Some("main.go"), 9);
         p.add_frames(&[a.clone(), b.clone()], Some(link), 3);
-        p.add_frames(&[a.clone()], Some(link), 1);
+        p.add_frames(std::slice::from_ref(&a), Some(link), 1);
         p.add_frames(&[a], None, 1);
         let req = request(&[Arc::new(p)]);
         let dict = req.dictionary.expect("a dictionary");

@@ -335,7 +335,7 @@ mod tests {
             span_id: [0xcd; 8],
         };
         p.add_frames(&[main.clone(), hot.clone()], Some(link), 5);
-        p.add_frames(&[main.clone()], None, 2);
+        p.add_frames(std::slice::from_ref(&main), None, 2);
         p.end_unix_ns = 5_000;
         let back = decode(&encode(&p), registry.get(1)).expect("our pprof decodes");
         assert_eq!(back.total(), 7);
