@@ -95,12 +95,22 @@ impl ElfImage {
         })
     }
 
-    /// Link-time address of file offset `offset`.
+    /// Link-time address of file offset `offset` (a mapping's start). A
+    /// segment that does not start on a page boundary shares its first page
+    /// with the previous segment's tail, and the loader maps that page once
+    /// per segment: the segment whose first page is exactly this one is the
+    /// mapping's, not the one whose bytes also lie there.
     fn offset_to_vaddr(&self, offset: u64) -> Option<u64> {
+        let to_vaddr = |s: &Segment| offset.wrapping_sub(s.offset).wrapping_add(s.vaddr);
         self.segments
             .iter()
-            .find(|s| s.offset / PAGE * PAGE <= offset && offset < s.offset + s.filesz.max(1))
-            .map(|s| offset.wrapping_sub(s.offset).wrapping_add(s.vaddr))
+            .find(|s| s.offset / PAGE * PAGE == offset)
+            .or_else(|| {
+                self.segments.iter().find(|s| {
+                    s.offset / PAGE * PAGE <= offset && offset < s.offset + s.filesz.max(1)
+                })
+            })
+            .map(to_vaddr)
     }
 
     /// What to add to a link-time address to get the runtime address in the

@@ -271,6 +271,6 @@ mod tests {
             Some("/app/srv;1.py"),
             42,
         );
-        assert_eq!(f.label(), "Handler.do_GET (/app/srv:1.py:42)");
+        assert_eq!(f.label(), "Handler.do_GET (srv:1.py:42)");
     }
 }
