@@ -32,7 +32,7 @@ async fn hot_go_function_gets_its_cpu_share_with_inlined_frames_stripped_or_not(
     }
     let mut failures = Vec::new();
     for (label, t) in &targets {
-        let profile = profiler.wait_samples(t.pid(), 150).await;
+        let profile = profiler.wait_samples(t.pid(), 300).await;
         let frames = profile.frames();
         let hot = share(&profile, |f| &*f.function == "main.hot");
         let cold = share(&profile, |f| &*f.function == "main.cold");

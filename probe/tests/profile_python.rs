@@ -54,7 +54,7 @@ async fn hot_python_function_gets_its_cpu_share_on_the_right_line_in_every_cpyth
     }
     let mut failures = Vec::new();
     for (label, t) in &targets {
-        let profile = profiler.wait_samples(t.pid(), 150).await;
+        let profile = profiler.wait_samples(t.pid(), 300).await;
         let hot = share(&profile, |f| &*f.function == "hot");
         let cold = share(&profile, |f| &*f.function == "cold");
         let lines = python_lines(&profile, "hot");
@@ -68,9 +68,9 @@ async fn hot_python_function_gets_its_cpu_share_on_the_right_line_in_every_cpyth
             hot * 100.0,
             cold * 100.0
         );
-        // 75 % expected (3:1 iterations of one loop body). With 150+
-        // samples one standard deviation of the sampling error is 3.5
-        // points: ±10 points is about 3 sigma.
+        // 75 % expected (3:1 iterations of one loop body). With 300+
+        // samples one standard deviation of the sampling error is 2.5
+        // points: ±10 points is 4 sigma.
         if !(0.65..=0.85).contains(&hot) {
             failures.push(format!(
                 "{label}: hot at {:.1} % (expected 75 % ± 10)",
