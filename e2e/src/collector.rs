@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use ferrotel_api::collector::CollectorConfig;
+use ferrotel_api::collector::config::PROFILES_FEATURE_GATE;
 use serde_json::Value;
 
 use crate::process::{self, Process};
@@ -66,11 +68,8 @@ impl Collector {
         };
         let profiles_file = profiles.then(|| dir.join("profiles.json"));
         let config = file_exporter_config(grpc, Some(http), &outputs, profiles_file.as_deref());
-        let gates: &[&str] = if profiles {
-            &["--feature-gates=+service.profilesSupport"]
-        } else {
-            &[]
-        };
+        let gate = format!("--feature-gates=+{PROFILES_FEATURE_GATE}");
+        let gates: &[&str] = if profiles { &[&gate] } else { &[] };
         let mut c = Self::start_in_with(dir, &config, gates).await?;
         c.http_port = Some(http);
         c.set_outputs(grpc, outputs);
@@ -374,7 +373,9 @@ fn new_dir() -> Result<PathBuf> {
         })
 }
 
-/// Runs `otelcol validate` on a configuration; `Err` carries its complaint.
+/// Runs `otelcol validate` on a configuration, with the command line the
+/// operator would run it with (feature gates included); `Err` carries its
+/// complaint.
 pub fn validate_config(config_yaml: &str) -> std::result::Result<(), String> {
     let otelcol = try_tool_path("otelcol").map_err(|e| e.to_string())?;
     let file = tempfile::Builder::new()
@@ -384,9 +385,12 @@ pub fn validate_config(config_yaml: &str) -> std::result::Result<(), String> {
         .map_err(|e| format!("cannot create a temporary file: {e}"))?;
     std::fs::write(file.path(), config_yaml)
         .map_err(|e| format!("cannot write {}: {e}", file.path().display()))?;
+    // A text that is not even a TelemetryCollector config (the API server
+    // would refuse it) needs no gate: the collector judges it as it is.
+    let config: CollectorConfig = serde_yaml::from_str(config_yaml).unwrap_or_default();
     let out = Command::new(otelcol)
         .arg("validate")
-        .arg(format!("--config={}", file.path().display()))
+        .args(config.command_args(&file.path().display().to_string()))
         .output()
         .map_err(|e| format!("cannot run otelcol validate: {e}"))?;
     if out.status.success() {
