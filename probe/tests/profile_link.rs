@@ -13,60 +13,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ferrotel_e2e::Collector;
+use ferrotel_e2e::collector::read_profile_samples;
 use ferrotel_probe::profile::pprof;
 use go_common::Probe;
-use serde_json::Value;
 
 /// Linked sample counts in the collector's profiles file: (span id hex,
-/// leaf-most function names of the sample, count).
+/// function names of the sample, count).
 fn linked_samples(path: &std::path::Path) -> Vec<(String, Vec<String>, u64)> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let Ok(request) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let dict = &request["dictionary"];
-        let table = |name: &str| dict[name].as_array().cloned().unwrap_or_default();
-        let (links, stacks, locations, functions, strings) = (
-            table("linkTable"),
-            table("stackTable"),
-            table("locationTable"),
-            table("functionTable"),
-            table("stringTable"),
-        );
-        let index = |v: &Value| v.as_u64().unwrap_or(0) as usize;
-        for rp in request["resourceProfiles"].as_array().into_iter().flatten() {
-            for sp in rp["scopeProfiles"].as_array().into_iter().flatten() {
-                for profile in sp["profiles"].as_array().into_iter().flatten() {
-                    for sample in profile["samples"].as_array().into_iter().flatten() {
-                        let link = index(&sample["linkIndex"]);
-                        if link == 0 {
-                            continue;
-                        }
-                        let span = links[link]["spanId"].as_str().unwrap_or("").to_owned();
-                        let count: u64 = sample["values"][0]
-                            .as_str()
-                            .and_then(|v| v.parse().ok())
-                            .or_else(|| sample["values"][0].as_u64())
-                            .unwrap_or(0);
-                        let names = stacks[index(&sample["stackIndex"])]["locationIndices"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|l| {
-                                let f = index(&locations[index(l)]["lines"][0]["functionIndex"]);
-                                let name = index(&functions[f]["nameStrindex"]);
-                                strings[name].as_str().unwrap_or("").to_owned()
-                            })
-                            .collect();
-                        out.push((span, names, count));
-                    }
-                }
-            }
-        }
-    }
-    out
+    read_profile_samples(path)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| Some((s.span_id?, s.functions, s.count)))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

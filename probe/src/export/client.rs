@@ -8,7 +8,9 @@ use ferrotel_api::probe_config::{OtlpProtocol, TlsConfig};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceResponse;
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesServiceRequest, ExportProfilesServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
@@ -29,6 +31,12 @@ const PROFILES_EXPORT_PATH: &str =
 
 /// Encodes a trace export request once, for [`OtlpClient::export_traces_encoded`].
 pub fn encode_traces(request: &ExportTraceServiceRequest) -> Bytes {
+    Bytes::from(request.encode_to_vec())
+}
+
+/// Encodes a profiles export request once, for
+/// [`OtlpClient::export_profiles_encoded`].
+pub fn encode_profiles(request: &ExportProfilesServiceRequest) -> Bytes {
     Bytes::from(request.encode_to_vec())
 }
 

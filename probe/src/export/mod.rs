@@ -1,7 +1,8 @@
 //! OTLP export: a bounded span queue drained in batches, periodic metric
 //! snapshots, over gRPC or HTTP/protobuf, with retries. Profiles (when
 //! profiling is on) go through the same batch exporter as spans, from a
-//! queue of process windows (`crate::profile`).
+//! queue of process windows bounded by their estimated size
+//! ([`crate::profile::export_queue`]).
 //!
 //! Spans: the pipeline pushes into a [`queue::BoundedQueue`]; the trace
 //! exporter takes a batch when `maxExportBatchSize` spans are waiting or
@@ -31,6 +32,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::health::Health;
+use crate::profile::{self, model::Profile};
 use crate::telemetry::metrics::{RedMetrics, scope};
 use crate::telemetry::pipeline::QueuedSpan;
 use crate::telemetry::semconv::string_kv;
@@ -115,6 +117,30 @@ pub async fn run_trace_exporter(
     health: Health,
 ) {
     let encode = |batch| client::encode_traces(&traces_request(batch));
+    run_batch_exporter(
+        queue,
+        client,
+        encode,
+        scheduled_delay,
+        backoff,
+        shutdown_grace,
+        health,
+    )
+    .await;
+}
+
+/// Drains a queue of profile windows ([`crate::profile::export_queue`])
+/// the way spans are: same batching, retries and shutdown.
+pub async fn run_profile_exporter(
+    queue: Arc<BoundedQueue<Arc<Profile>>>,
+    client: OtlpClient,
+    scheduled_delay: Duration,
+    backoff: Backoff,
+    shutdown_grace: Duration,
+    health: Health,
+) {
+    let encode =
+        |batch: Vec<Arc<Profile>>| client::encode_profiles(&profile::otlp::request(&batch));
     run_batch_exporter(
         queue,
         client,
@@ -220,7 +246,7 @@ pub async fn run_batch_exporter<T>(
                     }
                 }
             }
-            queue.complete(n);
+            queue.complete();
             if !queue.is_closed() && !queue.has_full_batch() {
                 break;
             }

@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 use crate::driver::{Driver, Sink};
 use crate::export::client::OtlpClient;
 use crate::export::queue::BoundedQueue;
-use crate::export::{Backoff, run_batch_exporter};
+use crate::export::{Backoff, run_profile_exporter};
 use crate::health::Health;
 use crate::targets::TargetEvents;
 use crate::telemetry::RequestRecord;
@@ -67,15 +67,31 @@ const SPAN_CHANNEL: usize = 16_384;
 /// How long finished windows stay on `/debug/profile`.
 const RETAIN: Duration = Duration::from_secs(600);
 const RETAIN_PROFILES: usize = 4096;
-/// Process windows waiting for the collector. They are the objects the
-/// store holds too, so a collector outage costs little beyond the store's
-/// own memory; past this many, the newest are dropped and counted
+/// What the process windows waiting for the collector may weigh
+/// ([`Profile::approx_bytes`]). They are the objects the store holds too,
+/// so an outage shorter than the store's retention costs nothing beyond
+/// it; past this, the newest windows are dropped and counted
 /// (`export_dropped_items{signal="profiles",reason="queue_full"}`).
-pub const EXPORT_QUEUE_PROFILES: usize = 1024;
-/// Process windows per export request.
+pub const EXPORT_QUEUE_BYTES: usize = 32 << 20;
+/// Process windows per export request, and what they may weigh: the
+/// collector's gRPC receiver refuses messages over 4 MiB by default.
 const EXPORT_BATCH_PROFILES: usize = 64;
+const EXPORT_BATCH_BYTES: usize = 2 << 20;
 /// The longest a closed window waits for the export loop.
-const EXPORT_DELAY: Duration = Duration::from_secs(1);
+pub const EXPORT_DELAY: Duration = Duration::from_secs(1);
+
+/// The export queue of profile windows, holding at most `capacity_bytes`
+/// of them (estimated); drained by [`crate::export::run_profile_exporter`].
+pub fn export_queue(capacity_bytes: usize, health: Health) -> BoundedQueue<Arc<Profile>> {
+    BoundedQueue::weighed(
+        capacity_bytes,
+        EXPORT_BATCH_PROFILES,
+        EXPORT_BATCH_BYTES,
+        "profiles",
+        health,
+        |profile| profile.approx_bytes(),
+    )
+}
 
 /// Hands sampled spans from the record sink to the profiler. Never blocks:
 /// when the profiler lags, spans are dropped (their samples stay unlinked)
@@ -247,20 +263,11 @@ impl Profiler {
     ) -> anyhow::Result<()> {
         let driver = Driver::load(self.set)?;
         let queue = self.client.map(|client| {
-            let queue = Arc::new(BoundedQueue::new(
-                EXPORT_QUEUE_PROFILES,
-                EXPORT_BATCH_PROFILES,
-                "profiles",
-                self.health.clone(),
-            ));
+            let queue = Arc::new(export_queue(EXPORT_QUEUE_BYTES, self.health.clone()));
             let grace = client.settings().timeout;
-            let encode = |batch: Vec<Arc<Profile>>| {
-                bytes::Bytes::from(prost::Message::encode_to_vec(&otlp::request(&batch)))
-            };
-            let task = tokio::spawn(run_batch_exporter(
+            let task = tokio::spawn(run_profile_exporter(
                 queue.clone(),
                 client,
-                encode,
                 EXPORT_DELAY,
                 Backoff::default(),
                 grace,

@@ -196,6 +196,35 @@ impl Profile {
         self.samples.values().sum()
     }
 
+    /// The window's size, estimated from above for both what it holds in
+    /// memory and what it encodes to (what bounds the export queue and its
+    /// requests): per distinct stack its key, span link, count and
+    /// hash-table slot plus 4 bytes a frame; per distinct frame its entries
+    /// plus its name and file (in memory they are shared with the symbol
+    /// caches; on the wire each request carries them); the resource.
+    pub fn approx_bytes(&self) -> usize {
+        const STACK: usize = 96;
+        const FRAME: usize = 128;
+        const ATTRIBUTE: usize = 32;
+        let stacks: usize = self
+            .samples
+            .keys()
+            .map(|(stack, _)| STACK + 4 * stack.len())
+            .sum();
+        let frames: usize = self
+            .frames
+            .iter()
+            .map(|f| FRAME + f.function.len() + f.file.as_deref().map_or(0, str::len))
+            .sum();
+        let resource: usize = self
+            .resource
+            .attributes
+            .iter()
+            .map(|(k, v)| ATTRIBUTE + k.len() + v.len())
+            .sum();
+        std::mem::size_of::<Self>() + stacks + frames + resource
+    }
+
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
     }

@@ -252,4 +252,43 @@ mod tests {
             "leaf first"
         );
     }
+
+    /// The export queue bounds requests by [`Profile::approx_bytes`]; the
+    /// collector refuses gRPC messages over 4 MiB. A window where nothing
+    /// is shared (every frame, name and link distinct, long names) must
+    /// still encode to no more than its estimate.
+    #[test]
+    fn the_size_estimate_covers_the_encoded_request() {
+        let mut attributes = std::collections::BTreeMap::new();
+        for i in 0..12 {
+            attributes.insert(format!("k8s.attribute.{i}"), "x".repeat(60));
+        }
+        let resource = Arc::new(crate::telemetry::resource::ProcessResource { attributes });
+        let mut p = Profile::new(1, resource, 10, 52_631_578, 10_000);
+        for s in 0..2_000u32 {
+            let frames: Vec<Frame> = (0..40u32)
+                .map(|d| {
+                    Frame::new(
+                        FrameKind::Python,
+                        &format!("module.Class.method_{s}_{d}_{}", "n".repeat(150)),
+                        Some(&format!("/usr/lib/python3.11/site-packages/pkg/{s}/{d}.py")),
+                        d + 1,
+                    )
+                })
+                .collect();
+            let mut span_id = [0u8; 8];
+            span_id[..4].copy_from_slice(&s.to_le_bytes());
+            let link = SpanLink {
+                trace_id: [0xab; 16],
+                span_id,
+            };
+            p.add_frames(&frames, Some(link), u64::from(s) + 1_000_000);
+        }
+        let estimate = p.approx_bytes();
+        let encoded = prost::Message::encoded_len(&request(&[Arc::new(p)]));
+        assert!(
+            encoded <= estimate,
+            "encoded {encoded} bytes, estimated {estimate}"
+        );
+    }
 }
