@@ -172,16 +172,9 @@ pub mod go {
 /// The profiling program set (`profile.bpf.c`): a CPU-clock perf event
 /// per CPU, and its own exit program (it also forgets `profile_procs`).
 pub mod profile {
-    /// `perf_event`: one sample of a claimed thread per tick.
+    /// `perf_event`: one sample of a claimed thread per tick. The process
+    /// lifecycle is [`super::process`]'s.
     pub const TICK: &str = "ft_profile_tick";
-    /// `tp_btf/sched_process_exit`: a claimed process left.
-    pub const EXIT: &str = "ft_profile_exit";
-    /// `(program, tp_btf event)`: children are claimed at fork by the
-    /// shared program; exits go to the set's own.
-    pub const BTF_TRACEPOINTS: [(&str, &str); 2] = [
-        (super::process::FORK, "sched_process_fork"),
-        (EXIT, "sched_process_exit"),
-    ];
 }
 
 /// What one compiled object must define, checked by `build.rs`.
@@ -235,13 +228,7 @@ pub const OBJECTS: [ObjectContract; 4] = [
             globals::PYTHON_FRAMES,
         ],
         syscall_programs: &[],
-        programs: &[
-            process::FORK,
-            process::EXIT,
-            process::EXEC,
-            profile::TICK,
-            profile::EXIT,
-        ],
+        programs: &[process::FORK, process::EXIT, process::EXEC, profile::TICK],
     },
     ObjectContract {
         object: "discovery",

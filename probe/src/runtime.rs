@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::config::RuntimeConfig;
 use crate::export::client::OtlpClient;
 use crate::export::queue::BoundedQueue;
-use crate::export::{Backoff, run_metrics_exporter, run_trace_exporter};
+use crate::export::{Backoff, run_batch_exporter, run_metrics_exporter};
 use crate::frontend::{Frontend, FrontendContext};
 use crate::health::Health;
 use crate::profile::Profiler;
@@ -116,7 +116,7 @@ pub async fn run<F: Frontend>(
         "traces",
         health.clone(),
     ));
-    let trace_task = tokio::spawn(run_trace_exporter(
+    let trace_task = tokio::spawn(run_batch_exporter(
         queue.clone(),
         trace_client,
         export.scheduled_delay,

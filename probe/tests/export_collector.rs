@@ -13,7 +13,7 @@ use ferrotel_e2e::collector::{FileOutputs, read_profile_samples, read_spans};
 use ferrotel_probe::export::client::OtlpClient;
 use ferrotel_probe::export::queue::BoundedQueue;
 use ferrotel_probe::export::settings::ExportSettings;
-use ferrotel_probe::export::{Backoff, run_profile_exporter, run_trace_exporter};
+use ferrotel_probe::export::{Backoff, run_batch_exporter};
 use ferrotel_probe::health::Health;
 use ferrotel_probe::profile;
 use ferrotel_probe::profile::model::{Frame, FrameKind, Profile};
@@ -120,7 +120,7 @@ fn harness(settings: &ExportSettings, service: &str, backoff: Backoff) -> Harnes
         health.clone(),
     );
     let client = OtlpClient::new(settings.traces.clone()).expect("trace client");
-    let exporter = tokio::spawn(run_trace_exporter(
+    let exporter = tokio::spawn(run_batch_exporter(
         queue.clone(),
         client,
         settings.scheduled_delay,
@@ -564,7 +564,7 @@ async fn profiles_outlive_a_collector_outage_within_the_queue_bound_and_the_rest
         initial: Duration::from_millis(50),
         max: Duration::from_millis(500),
     };
-    let exporter = tokio::spawn(run_profile_exporter(
+    let exporter = tokio::spawn(run_batch_exporter(
         queue.clone(),
         client,
         Duration::from_millis(100),

@@ -1,10 +1,13 @@
 //! Python-level CPU profiles: for every CPython here (pyenv 3.10–3.13,
 //! shared libpython, and Debian's static /usr/bin/python3.11), a script that
 //! spends 75 % of its CPU in `hot` shows `hot` at that share, on the right
-//! file and line. Real eBPF, real interpreters.
+//! file and line; a profiled shell that execs Python gets Python frames.
+//! Real eBPF, real interpreters.
 
 mod profile_common;
 
+use ferrotel_probe::profile::model::FrameKind;
+use ferrotel_probe::profile::store::Selector;
 use profile_common::*;
 
 /// (label, interpreter).
@@ -102,4 +105,66 @@ async fn hot_python_function_gets_its_cpu_share_on_the_right_line_in_every_cpyth
         leaked.iter().map(|p| p.total()).sum::<u64>()
     );
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A claimed process that execs Python (a shell wrapper's `exec python
+/// app.py`, common in container entrypoints) gets Python frames from then
+/// on: the exec is seen in the kernel and the process is read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profiled_process_that_execs_python_gets_python_frames() {
+    let script =
+        std::fs::canonicalize(repo_path("e2e/apps/python/cpu_burn.py")).expect("cpu_burn.py");
+    let python = &interpreters()[1].1;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let go = dir.path().join("go");
+    let mut profiler = Running::start(99);
+    // Busy in the shell (so it is sampled as a native process) until told
+    // to exec the interpreter.
+    let wrapper = Target::start(
+        &[
+            "/bin/sh",
+            "-c",
+            // The harness stops reading stdout after WAITING.
+            r#"echo WAITING; while [ ! -e "$1" ]; do :; done; exec "$2" "$3" >/dev/null"#,
+            "sh",
+            go.to_str().unwrap(),
+            python,
+            script.to_str().unwrap(),
+        ],
+        "WAITING",
+    );
+    let pid = wrapper.pid();
+    profiler.profile(pid);
+    let before = profiler.wait_samples(pid, 20).await;
+    assert_eq!(
+        share(&before, |f| f.kind == FrameKind::Python),
+        0.0,
+        "the shell has no Python frames"
+    );
+    std::fs::write(&go, b"").expect("tell the wrapper to exec");
+    let store = profiler.handle.store.clone();
+    let after = ferrotel_e2e::wait_for("Python samples after the exec", WAIT, || {
+        let profile = store.query_merged(&Selector::Pid(pid), 0);
+        async move {
+            let profile = profile.ok_or_else(|| "no profile yet".to_string())?;
+            let hot = share(&profile, |f| {
+                f.kind == FrameKind::Python && &*f.function == "hot"
+            });
+            let samples = (hot * profile.total() as f64) as u64;
+            if samples >= 50 {
+                Ok(profile)
+            } else {
+                Err(format!("{samples} samples in Python's hot so far"))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let lines = python_lines(&after, "hot");
+    profiler.stop().await;
+    let hot_line = line_of(&script, "# HOT");
+    assert!(
+        lines.contains_key(&(script.to_str().unwrap().to_owned(), hot_line)),
+        "hot's samples name its file and line after the exec: {lines:?}"
+    );
 }

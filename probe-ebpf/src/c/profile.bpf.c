@@ -19,8 +19,11 @@
  *    process's memory the thread has moved on (docs/probe-profiling.md has
  *    the measurement). User space turns code objects into names and lines.
  *
- * Children of a claimed process are claimed at fork (common/proc.h); the
- * exit program below forgets a process without needing tracefs.
+ * The process lifecycle is common/proc.h's, as in every set: children of a
+ * claimed process are claimed at fork, a claim ends at exit, and an exec of a
+ * claimed process is reported (user space then re-reads what it runs). A
+ * profile_procs entry outliving its process is harmless: nothing samples an
+ * unclaimed pid, and user space removes it when it reads the exit.
  */
 #include "common/types.h"
 #include "common/sizes.h"
@@ -250,20 +253,5 @@ int ft_profile_tick(struct bpf_perf_event_data *ctx)
             ft_py_walk(s, &proc->py, pid_tgid);
     }
     ft_submit(s);
-    return 0;
-}
-
-/* A claimed process left: forget it (tp_btf: no tracefs needed). */
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(ft_profile_exit, struct task_struct *task)
-{
-    __u32 tgid = task->tgid;
-    if ((__u32)task->pid != tgid)
-        return 0; /* a thread, not the process */
-    if (!ft_is_claimed(tgid))
-        return 0;
-    bpf_map_delete_elem(&claimed_tgids, &tgid);
-    bpf_map_delete_elem(&profile_procs, &tgid);
-    ft_emit_proc(FT_EV_PROC_EXIT, ((__u64)tgid << 32) | tgid, 0);
     return 0;
 }

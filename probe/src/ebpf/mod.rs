@@ -136,6 +136,22 @@ impl Tuning {
     }
 }
 
+/// The error of program `name` of `set` failing to load or attach to `target`.
+fn attach_error(
+    set: &'static str,
+    name: &str,
+    target: impl Into<String>,
+) -> impl FnOnce(aya::programs::ProgramError) -> EbpfError {
+    let name = name.to_owned();
+    let target = target.into();
+    move |source| EbpfError::Attach {
+        set,
+        name,
+        target,
+        source,
+    }
+}
+
 /// Rounds a requested ring size to what the kernel accepts: a power of two,
 /// at least one 4 KiB page.
 pub fn ring_size(requested: u32) -> u32 {
@@ -277,19 +293,13 @@ impl Kernel {
     ) -> Result<(), EbpfError> {
         let set = self.set;
         let program: &mut TracePoint = self.program(name, "tracepoint")?;
-        let attach_err = |target: String| {
-            move |source| EbpfError::Attach {
-                set,
-                name: name.to_owned(),
-                target,
-                source,
-            }
-        };
-        program.load().map_err(attach_err("load".to_owned()))?;
+        program.load().map_err(attach_error(set, name, "load"))?;
         for (category, tracepoint) in tracepoints {
-            program
-                .attach(category, tracepoint)
-                .map_err(attach_err(format!("{category}/{tracepoint}")))?;
+            program.attach(category, tracepoint).map_err(attach_error(
+                set,
+                name,
+                format!("{category}/{tracepoint}"),
+            ))?;
         }
         Ok(())
     }
@@ -314,17 +324,14 @@ impl Kernel {
         }
         let set = self.set;
         let btf = self.btf.take().expect("just set");
-        let attach_err = |source| EbpfError::Attach {
-            set,
-            name: name.to_owned(),
-            target: format!("tp_btf/{tracepoint}"),
-            source,
-        };
+        let target = format!("tp_btf/{tracepoint}");
         let result = self
             .program::<BtfTracePoint>(name, "tp_btf")
             .and_then(|program| {
-                program.load(tracepoint, &btf).map_err(attach_err)?;
-                program.attach().map_err(attach_err)?;
+                program
+                    .load(tracepoint, &btf)
+                    .map_err(attach_error(set, name, target.as_str()))?;
+                program.attach().map_err(attach_error(set, name, target))?;
                 Ok(())
             });
         self.btf = Some(btf);
@@ -340,15 +347,7 @@ impl Kernel {
         let cpus = aya::util::online_cpus()
             .map_err(|(_, source)| EbpfError::OnlineCpus { set, source })?;
         let program: &mut PerfEvent = self.program(name, "perf_event")?;
-        let attach_err = |target: String| {
-            move |source| EbpfError::Attach {
-                set,
-                name: name.to_owned(),
-                target,
-                source,
-            }
-        };
-        program.load().map_err(attach_err("load".to_owned()))?;
+        program.load().map_err(attach_error(set, name, "load"))?;
         for &cpu in &cpus {
             program
                 .attach(
@@ -357,7 +356,7 @@ impl Kernel {
                     SamplePolicy::Frequency(u64::from(frequency_hz.max(1))),
                     false,
                 )
-                .map_err(attach_err(format!("cpu-clock on CPU {cpu}")))?;
+                .map_err(attach_error(set, name, format!("cpu-clock on CPU {cpu}")))?;
         }
         Ok(cpus.len())
     }

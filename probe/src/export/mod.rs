@@ -106,63 +106,35 @@ pub fn traces_request(batch: Vec<QueuedSpan>) -> ExportTraceServiceRequest {
     }
 }
 
-/// Drains the span queue until it is closed and empty (or `shutdown_grace`
-/// after closing has passed while the collector is still failing).
-pub async fn run_trace_exporter(
-    queue: Arc<BoundedQueue<QueuedSpan>>,
-    client: OtlpClient,
-    scheduled_delay: Duration,
-    backoff: Backoff,
-    shutdown_grace: Duration,
-    health: Health,
-) {
-    let encode = |batch| client::encode_traces(&traces_request(batch));
-    run_batch_exporter(
-        queue,
-        client,
-        encode,
-        scheduled_delay,
-        backoff,
-        shutdown_grace,
-        health,
-    )
-    .await;
+/// An item of a signal exported in batches: how one batch becomes one
+/// encoded OTLP request. One implementation per signal, so every path that
+/// exports it encodes it the same way.
+pub trait BatchItem: Send + Sized + 'static {
+    fn encode(batch: Vec<Self>) -> Bytes;
 }
 
-/// Drains a queue of profile windows ([`crate::profile::export_queue`])
-/// the way spans are: same batching, retries and shutdown.
-pub async fn run_profile_exporter(
-    queue: Arc<BoundedQueue<Arc<Profile>>>,
-    client: OtlpClient,
-    scheduled_delay: Duration,
-    backoff: Backoff,
-    shutdown_grace: Duration,
-    health: Health,
-) {
-    let encode =
-        |batch: Vec<Arc<Profile>>| client::encode_profiles(&profile::otlp::request(&batch));
-    run_batch_exporter(
-        queue,
-        client,
-        encode,
-        scheduled_delay,
-        backoff,
-        shutdown_grace,
-        health,
-    )
-    .await;
+impl BatchItem for QueuedSpan {
+    fn encode(batch: Vec<Self>) -> Bytes {
+        client::encode_traces(&traces_request(batch))
+    }
+}
+
+/// Profile windows ([`crate::profile::export_queue`]).
+impl BatchItem for Arc<Profile> {
+    fn encode(batch: Vec<Self>) -> Bytes {
+        client::encode_profiles(&profile::otlp::request(&batch))
+    }
 }
 
 /// Drains `queue` until it is closed and empty (or `shutdown_grace` after
 /// closing has passed while the collector is still failing): a batch is
 /// taken when a full one is waiting or every `scheduled_delay`, encoded
-/// once with `encode`, and sent on `client`'s signal until the collector
-/// accepts it, a permanent error drops it, or the grace ends. Spans and
-/// profiles are exported this way.
-pub async fn run_batch_exporter<T>(
+/// once ([`BatchItem::encode`]), and sent on `client`'s signal until the
+/// collector accepts it, a permanent error drops it, or the grace ends.
+/// Spans and profiles are exported this way.
+pub async fn run_batch_exporter<T: BatchItem>(
     queue: Arc<BoundedQueue<T>>,
     client: OtlpClient,
-    encode: impl Fn(Vec<T>) -> Bytes,
     scheduled_delay: Duration,
     backoff: Backoff,
     shutdown_grace: Duration,
@@ -192,7 +164,7 @@ pub async fn run_batch_exporter<T>(
             }
             let n = batch.len();
             // Encoded once: retries resend the same bytes.
-            let body = encode(batch);
+            let body = T::encode(batch);
             let mut attempt = 0;
             loop {
                 match client.export_encoded(body.clone()).await {

@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 use crate::driver::{Driver, Sink};
 use crate::export::client::OtlpClient;
 use crate::export::queue::BoundedQueue;
-use crate::export::{Backoff, run_profile_exporter};
+use crate::export::{Backoff, run_batch_exporter};
 use crate::health::Health;
 use crate::targets::TargetEvents;
 use crate::telemetry::RequestRecord;
@@ -81,7 +81,7 @@ const EXPORT_BATCH_BYTES: usize = 2 << 20;
 pub const EXPORT_DELAY: Duration = Duration::from_secs(1);
 
 /// The export queue of profile windows, holding at most `capacity_bytes`
-/// of them (estimated); drained by [`crate::export::run_profile_exporter`].
+/// of them (estimated); drained by [`crate::export::run_batch_exporter`].
 pub fn export_queue(capacity_bytes: usize, health: Health) -> BoundedQueue<Arc<Profile>> {
     BoundedQueue::weighed(
         capacity_bytes,
@@ -265,7 +265,7 @@ impl Profiler {
         let queue = self.client.map(|client| {
             let queue = Arc::new(export_queue(EXPORT_QUEUE_BYTES, self.health.clone()));
             let grace = client.settings().timeout;
-            let task = tokio::spawn(run_profile_exporter(
+            let task = tokio::spawn(run_batch_exporter(
                 queue.clone(),
                 client,
                 EXPORT_DELAY,

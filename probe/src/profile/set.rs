@@ -1,7 +1,7 @@
 //! The profiling program set under the [driver](crate::driver): one
 //! CPU-clock perf event per online CPU running `ft_profile_tick`, plus the
-//! fork and exit programs that keep the set of profiled processes right
-//! without tracefs. The driver loads it, drains its ring and hands it its
+//! process-lifecycle programs every set has (fork, exit, exec; BTF
+//! tracepoints, no tracefs) that keep the set of profiled processes right. The driver loads it, drains its ring and hands it its
 //! targets; this module turns samples into per-process windows and hands
 //! a window's [`Profile`] over when the window closes.
 //!
@@ -47,6 +47,10 @@ const SPAN_INDEX_CAP: usize = 65_536;
 const PENDING_CAP: usize = 200_000;
 /// Distinct stacks per process window.
 const MAX_STACKS: usize = 20_000;
+/// How long after an exec a process is read again: the dynamic loader
+/// maps the new binary's libraries (`libpython`) in its first
+/// milliseconds; before, it would look like a native process.
+const EXEC_SETTLE: Duration = Duration::from_millis(500);
 
 /// Load-time settings.
 #[derive(Clone, Copy, Debug)]
@@ -81,6 +85,8 @@ pub struct ProfileSet {
     metrics: ProfilerMetrics,
     interval: Duration,
     next_rotation: Instant,
+    /// Processes that exec'd, waiting to be read again.
+    execs: Vec<(u32, Instant)>,
 }
 
 impl std::fmt::Debug for ProfileSet {
@@ -128,6 +134,7 @@ impl ProfileSet {
             metrics,
             interval,
             next_rotation: Instant::now() + interval,
+            execs: Vec::new(),
         }
     }
 
@@ -146,6 +153,50 @@ impl ProfileSet {
         let Some(procs) = &mut self.procs else { return };
         if let Err(error) = procs.insert(pid, view, 0) {
             warn!(pid, %error, "Cannot describe the process to the profiler; native frames only");
+        }
+    }
+
+    /// Forgets what `pid` ran, here and in the kernel's description.
+    fn forget(&mut self, pid: u32) {
+        if let Some(procs) = &mut self.procs {
+            // Absent when the process was never described or already gone.
+            let _ = procs.remove(&pid);
+        }
+        self.state.forget(pid);
+    }
+
+    /// A claimed process exec'd (a shell wrapper's `exec python app.py`):
+    /// what it runs is new. Forget the old view now (the kernel must not
+    /// walk Python frames with another binary's offsets), read the new one
+    /// once the dynamic loader has mapped its libraries ([`EXEC_SETTLE`]).
+    fn exec_seen(&mut self, pid: u32) {
+        self.forget(pid);
+        self.execs.push((pid, Instant::now()));
+    }
+
+    /// Reads again the processes that exec'd at least [`EXEC_SETTLE`] ago.
+    /// On the loop, like a process first seen in a sample: execs of traced
+    /// processes are rare.
+    fn reexamine_settled(&mut self) {
+        let now = Instant::now();
+        let (settled, waiting) = std::mem::take(&mut self.execs)
+            .into_iter()
+            .partition(|(_, at)| now.duration_since(*at) >= EXEC_SETTLE);
+        self.execs = waiting;
+        for (pid, _) in settled {
+            self.reexamine(pid);
+        }
+    }
+
+    fn reexamine(&mut self, pid: u32) {
+        self.forget(pid);
+        match self.state.symbolizer.add_process(pid) {
+            Ok((view, kind)) => {
+                self.describe(pid, view);
+                debug!(pid, ?kind, "Profiling process after exec");
+            }
+            // Gone already: its exit follows.
+            Err(error) => debug!(pid, %error, "Cannot examine a process after exec"),
         }
     }
 
@@ -225,9 +276,7 @@ impl ProgramSet for ProfileSet {
     }
 
     fn attach(&mut self, kernel: &mut Kernel) -> Result<(), EbpfError> {
-        for (program, tracepoint) in contract::profile::BTF_TRACEPOINTS {
-            kernel.attach_btf_tracepoint(program, tracepoint)?;
-        }
+        kernel.attach_process_tracking()?;
         let frequency_hz = self.options.frequency_hz.max(1);
         let cpus = kernel.attach_cpu_clock(contract::profile::TICK, frequency_hz)?;
         self.procs = Some(kernel.take_map(maps::PROFILE_PROCS)?);
@@ -277,11 +326,7 @@ impl ProgramSet for ProfileSet {
         if let Ok(claims) = kernel.claims() {
             claims.release(pid);
         }
-        if let Some(procs) = &mut self.procs {
-            // Gone already when the kernel saw the exit first.
-            let _ = procs.remove(&pid);
-        }
-        self.state.forget(pid);
+        self.forget(pid);
     }
 
     fn decode(&mut self, record: &[u8], _out: &mut Vec<Arc<Profile>>) -> Result<(), DecodeError> {
@@ -307,7 +352,8 @@ impl ProgramSet for ProfileSet {
                     );
                 }
             }
-            kind::PROC_EXIT => self.state.forget(header.tgid),
+            kind::PROC_EXIT => self.forget(header.tgid),
+            kind::PROC_EXEC => self.exec_seen(header.tgid),
             other => {
                 return Err(DecodeError::new(format!(
                     "unknown event kind {other} in the profile ring"
@@ -324,6 +370,7 @@ impl ProgramSet for ProfileSet {
         out: &mut Vec<Arc<Profile>>,
     ) {
         self.learn_spans();
+        self.reexamine_settled();
         if tick.is_last() {
             // The open window and the one waiting for its spans.
             out.extend(self.state.rotate());
