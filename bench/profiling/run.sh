@@ -15,10 +15,14 @@
 # interleaved in a rotating order each round; ratios are paired per round.
 # A last variant measures an *untraced* app while a 99 Hz profiler samples
 # another process: the cost the perf events put on everything else.
+# Then the traced case: the Go app serving GET /burn (one work round per
+# request, each request a server span), wrk on CPU 1, under the probe with
+# profiling off, 19 Hz and 99 Hz: requests per second, and the spans that
+# reached the collector in each round (the probe's exported-items counter).
 # The probe runs as `--language go`: the profiler follows the probe's
 # targets whatever their language, and the Go front-end's uprobes never fire
-# in these loops, so the difference between variants is the profiler's.
-# Needs root, `make tools` (otelcol) and the machine's Go and pyenv 3.11.
+# in the CPU loops, so the difference between variants is the profiler's.
+# Needs root, `make tools` (otelcol), wrk, and the machine's Go and pyenv 3.11.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -144,6 +148,35 @@ measure() {
   echo "${rounds_line#ROUNDS }"
 }
 
+# measure_http VARIANT -> echoes "requests spans"
+measure_http() {
+  local variant=$1 port line requests spans=0 srv_pid
+  port=$(free_port)
+  coproc SRV { exec taskset -c 0 "$work/cpuburn" -addr "127.0.0.1:$port"; }
+  srv_pid=$SRV_PID
+  pids_to_kill+=("$srv_pid")
+  exec {srv_out}<&"${SRV[0]}"
+  read -r line <&"$srv_out"
+  [[ $line == LISTENING* ]] || { echo "cpuburn printed $line" >&2; exit 1; }
+  case $variant in
+    off) start_probe "$srv_pid" 0 ;;
+    19hz) start_probe "$srv_pid" 19 ;;
+    99hz) start_probe "$srv_pid" 99 ;;
+  esac
+  requests=$(taskset -c 1 wrk -t1 -c4 -d"${duration}s" "http://127.0.0.1:$port/burn" | awk '/requests in/ {print $1}')
+  # Every request is a span: wait (bounded) until the probe exported them.
+  for _ in $(seq 100); do
+    spans=$(curl -sf "http://127.0.0.1:$metrics/metrics" | grep -F 'ferrotel_probe_exported_items_total{signal="traces"}' | awk '{print $2}')
+    [[ ${spans:-0} -ge $requests ]] && break
+    sleep 0.1
+  done
+  stop_probe
+  kill "$srv_pid" 2>/dev/null || true
+  wait "$srv_pid" 2>/dev/null || true
+  exec {srv_out}<&-
+  echo "$requests ${spans:-0}"
+}
+
 sysctl -q -w kernel.bpf_stats_enabled=1
 variants=(bare off 19hz 99hz untraced)
 declare -A result
@@ -161,12 +194,24 @@ for app in go python; do
   result[$app,rss]=$(cat "$work/rss-$app" 2>/dev/null || echo '?')
   result[$app,bpf]=$(cat "$work/bpf-$app" 2>/dev/null || echo '?')
 done
+http_variants=(off 19hz 99hz)
+for round in $(seq "$rounds"); do
+  for i in "${!http_variants[@]}"; do
+    v=${http_variants[$(( (i + round) % ${#http_variants[@]} ))]}
+    result[http,$round,$v]=$(measure_http "$v")
+    echo "http round $round $v: ${result[http,$round,$v]} (requests spans)" >&2
+  done
+done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 ratio() { python3 -c "print(f'{$1/$2:.4f}')"; }
 {
   echo "# Profiling overhead"
   echo
+  if python3 -c "import sys; sys.exit(0 if max(float('$load_start'.split()[0]), float('$load_end'.split()[0])) > 1.5 else 1)"; then
+    echo "**Provisional**: measured while other work loaded the machine (load average below); re-run on a quiet machine for figures to quote."
+    echo
+  fi
   echo "Run $started by \`bench/profiling/run.sh --rounds $rounds --duration $duration\` on $(nproc) CPUs ($(uname -r)); load average $load_start at the start, $load_end at the end."
   echo "App and probe on CPU 0, collector on CPU 1. A number is work rounds the app finished in $duration s; a ratio divides it by the same round's baseline."
   echo
@@ -193,5 +238,26 @@ PY
     echo "Probe RSS at the end of the last 99 Hz run: ${result[$app,rss]} KiB. Kernel program \`ft_profile_tick\` in that run: $per_tick."
     echo
   done
+  echo "## Traced Go server (e2e/apps/go/cpuburn, GET /burn: one work round per request)"
+  echo
+  echo "\`wrk -t1 -c4 -d${duration}s\` on CPU 1; app and probe on CPU 0. Requests per second, and spans that reached the collector / requests."
+  echo
+  echo "| round | off req/s | 19 Hz req/s | 99 Hz req/s | 19 Hz / off | 99 Hz / off | spans/requests off, 19 Hz, 99 Hz |"
+  echo "|---|---|---|---|---|---|---|"
+  for round in $(seq "$rounds"); do
+    read -r ro so <<< "${result[http,$round,off]}"
+    read -r rl sl <<< "${result[http,$round,19hz]}"
+    read -r rh sh <<< "${result[http,$round,99hz]}"
+    rate() { python3 -c "print(f'{$1/$duration:.0f}')"; }
+    echo "| $round | $(rate "$ro") | $(rate "$rl") | $(rate "$rh") | $(ratio "$rl" "$ro") | $(ratio "$rh" "$ro") | $so/$ro, $sl/$rl, $sh/$rh |"
+  done
+  python3 - <<PY
+import statistics
+rows = """$(for round in $(seq "$rounds"); do echo "${result[http,$round,off]} ${result[http,$round,19hz]} ${result[http,$round,99hz]}"; done)""".split("\n")
+r = [list(map(float, x.split())) for x in rows if x.strip()]
+med = statistics.median
+print()
+print(f"Median paired ratio: 19 Hz / off **{med([x[2]/x[0] for x in r]):.4f}**, 99 Hz / off **{med([x[4]/x[0] for x in r]):.4f}**.")
+PY
 } > "$out"
 echo "wrote $out" >&2
