@@ -385,6 +385,21 @@ async fn collector_outage_loses_nothing_that_fits_the_queue_and_counts_the_rest(
     )
     .await;
 
+    // Accepted is not yet written: the file exporter flushes every 100 ms,
+    // and a collector stopped before that loses what it held.
+    ferrotel_e2e::wait_for("20 spans in the first collector's file", WAIT, || {
+        let n = read_spans(&before_file).unwrap_or_default().len();
+        async move {
+            if n >= 20 {
+                Ok(())
+            } else {
+                Err(format!("{n} spans so far"))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
     // Phase 2: collector down; 250 spans arrive, the queue holds 200.
     drop(first);
     push(150, "during");
