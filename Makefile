@@ -74,6 +74,7 @@ bench: tools ## Run the benchmarks; results land in bench/results/
 	bench/python/run.sh
 	bench/go/run.sh
 	bench/optin-latency/run.sh
+	bench/profiling/run.sh
 
 # Container images (images/*.Containerfile). Needs podman or a running Docker
 # engine and a registry for the bases. The test bed's machines have neither:

@@ -81,6 +81,9 @@ pub unsafe trait Wire: Copy + Sized {
 /// Structs of the Go program set (`src/c/go/wire.h`).
 pub mod go;
 
+/// Structs of the profiling program set (`src/c/profile/wire.h`).
+pub mod profile;
+
 /// Structs of the socket-level program set (`src/c/sockets/wire.h`).
 pub mod sockets;
 
@@ -199,6 +202,8 @@ mod pod {
     unsafe impl aya::Pod for crate::sockets::SockDataEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::sockets::SockCloseEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::profile::ProfProc {}
 }
 
 #[cfg(test)]

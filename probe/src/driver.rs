@@ -55,7 +55,10 @@
 //!   opens one sampling event per CPU; samples arrive as ring records
 //!   ([`decode`](ProgramSet::decode)) or are read from a map in
 //!   [`housekeeping`](ProgramSet::housekeeping), which runs every
-//!   [`HOUSEKEEPING`] and once more at the end.
+//!   [`HOUSEKEEPING`] and once more at the end
+//!   ([`Housekeeping::is_last`]: hand over what is held back). The profiler
+//!   (`crate::profile`) is this shape: samples are decoded as they come,
+//!   and a window's profile is an output when the window closes.
 //! - **process lifecycles** (discovery): [`attach`](ProgramSet::attach)
 //!   attaches `common/proc.h`'s programs; targets are the processes to
 //!   follow; outputs go to a channel instead of the span pipeline.
@@ -206,9 +209,17 @@ pub struct Housekeeping<'a> {
     /// Kernel-side drop totals by reason (running totals, summed over CPUs).
     pub drops: &'a [(&'static str, u64)],
     parse_errors: Vec<(&'static str, u64)>,
+    last: bool,
 }
 
 impl Housekeeping<'_> {
+    /// This is the call after the final drain: the probe is stopping, so
+    /// a set that holds outputs back (a profiler's open window) hands them
+    /// over now.
+    pub fn is_last(&self) -> bool {
+        self.last
+    }
+
     /// `n` more payloads of `protocol` failed to parse since the last tick.
     pub fn parse_errors(&mut self, protocol: &'static str, n: u64) {
         if n > 0 {
@@ -261,6 +272,12 @@ impl<S: ProgramSet> Driver<S> {
 
     pub fn kernel_mut(&mut self) -> &mut Kernel {
         &mut self.kernel
+    }
+
+    /// The set and its kernel side, for tests and measurements that drive
+    /// a set by hand (add a target, then [`Driver::drain_raw`]).
+    pub fn set_and_kernel_mut(&mut self) -> (&mut S, &mut Kernel) {
+        (&mut self.set, &mut self.kernel)
     }
 
     /// The kernel's drop totals by reason.
@@ -319,12 +336,12 @@ impl<S: ProgramSet> Driver<S> {
                         .with_context(|| format!("reading the {} ring buffer", self.set.name()))?;
                     self.deliver(n, &mut sink, health);
                 }
-                Step::Housekeeping => self.housekeeping(&mut sink, health),
+                Step::Housekeeping => self.housekeeping(&mut sink, health, false),
             }
         }
         // Deliver what the kernel already produced, then let go.
         self.drain_now(&mut sink, health);
-        self.housekeeping(&mut sink, health);
+        self.housekeeping(&mut sink, health, true);
         for pid in std::mem::take(&mut self.targets) {
             self.set.remove_target(&mut self.kernel, pid);
         }
@@ -396,7 +413,12 @@ impl<S: ProgramSet> Driver<S> {
         }
     }
 
-    fn housekeeping(&mut self, sink: &mut impl Sink<S::Output>, health: Option<&FrontendHealth>) {
+    fn housekeeping(
+        &mut self,
+        sink: &mut impl Sink<S::Output>,
+        health: Option<&FrontendHealth>,
+        last: bool,
+    ) {
         let drops = match self.drops.totals() {
             Ok(totals) => totals,
             Err(error) => {
@@ -407,6 +429,7 @@ impl<S: ProgramSet> Driver<S> {
         let mut tick = Housekeeping {
             drops: &drops,
             parse_errors: Vec::new(),
+            last,
         };
         self.set
             .housekeeping(&mut self.kernel, &mut tick, &mut self.outputs);

@@ -21,6 +21,7 @@ pub mod health;
 pub mod http1;
 pub mod languages;
 pub mod preflight;
+pub mod profile;
 pub mod runtime;
 pub mod sockets;
 pub mod targets;

@@ -17,9 +17,10 @@ use tracing::{error, info, warn};
 use crate::config::RuntimeConfig;
 use crate::export::client::OtlpClient;
 use crate::export::queue::BoundedQueue;
-use crate::export::{Backoff, run_metrics_exporter, run_trace_exporter};
+use crate::export::{Backoff, run_batch_exporter, run_metrics_exporter};
 use crate::frontend::{Frontend, FrontendContext};
 use crate::health::Health;
+use crate::profile::Profiler;
 use crate::targets::standalone::{self, StandaloneSelector};
 use crate::targets::{TargetSource, target_channel};
 use crate::telemetry::RecordSink;
@@ -58,16 +59,38 @@ pub async fn run<F: Frontend>(
     let shutdown = CancellationToken::new();
     let config = Arc::new(config);
 
+    // Profiling (off by default) runs beside the front-end on the same
+    // targets; it exports OTLP profiles and serves /debug/profile.
+    let profiler = if config.probe.profiling.enabled {
+        let client = OtlpClient::new(config.export.profiles.clone())
+            .context("setting up the OTLP profiles exporter")?;
+        Some(Profiler::new(
+            config.probe.profiling.clone(),
+            Some(client),
+            resources.clone(),
+            clock,
+            health.clone(),
+        ))
+    } else {
+        None
+    };
+
     // The metrics endpoint first: a taken port fails fast.
     let mut registry = Registry::default();
     health.register(&mut registry);
     registry.register_collector(Box::new(red.clone()));
+    let mut routes = axum::Router::new();
+    if let Some((_, handle)) = &profiler {
+        handle.metrics.register(&mut registry);
+        routes = crate::profile::store::router(handle.store.clone());
+    }
     let server_stop = CancellationToken::new();
     let server = if config.probe.metrics.enabled {
-        let (addr, task) = crate::export::prometheus::serve(
+        let (addr, task) = crate::export::prometheus::serve_with(
             &config.probe.metrics.listen,
             registry,
             health.clone(),
+            routes,
             server_stop.clone(),
         )
         .await?;
@@ -93,7 +116,7 @@ pub async fn run<F: Frontend>(
         "traces",
         health.clone(),
     ));
-    let trace_task = tokio::spawn(run_trace_exporter(
+    let trace_task = tokio::spawn(run_batch_exporter(
         queue.clone(),
         trace_client,
         export.scheduled_delay,
@@ -110,7 +133,10 @@ pub async fn run<F: Frontend>(
         metrics_stop.clone(),
     ));
 
-    let (sink, records) = RecordSink::channel(RECORD_CHANNEL_CAPACITY, health.clone());
+    let (mut sink, records) = RecordSink::channel(RECORD_CHANNEL_CAPACITY, health.clone());
+    if let Some((_, handle)) = &profiler {
+        sink = sink.with_span_tap(handle.spans.clone());
+    }
     let pipeline = Pipeline::new(
         &config.probe.routes,
         resources.clone(),
@@ -121,7 +147,23 @@ pub async fn run<F: Frontend>(
     );
     let pipeline_task = tokio::spawn(pipeline.run(records));
 
-    let (publisher, target_events) = target_channel();
+    let (mut publisher, target_events) = target_channel();
+    let profiler_task = match profiler {
+        Some((profiler, _)) => {
+            let (mirrored, profiler_targets) = publisher.mirrored();
+            publisher = mirrored;
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = profiler.run(profiler_targets, stop).await {
+                    error!(
+                        error = format!("{e:#}"),
+                        "Profiling stopped; tracing continues"
+                    );
+                }
+            }))
+        }
+        None => None,
+    };
     let targets_task = match targets {
         TargetSource::Standalone => {
             let t = &config.probe.targets;
@@ -182,6 +224,14 @@ pub async fn run<F: Frontend>(
                 warn!("Front-end did not stop within 10 s; aborting it");
                 frontend_task.abort();
             }
+        }
+    }
+    if let Some(task) = profiler_task {
+        // Its last windows, then its export queue (retried up to the
+        // exporter timeout while the collector fails).
+        let grace = config.export.profiles.timeout + Duration::from_secs(5);
+        if tokio::time::timeout(grace, task).await.is_err() {
+            warn!("Profiler did not stop in time; its last profiles are lost");
         }
     }
     if let Ok(Err(e)) = targets_task.await {

@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::optin::Candidate;
 use crate::probe_config::{
-    Language, LanguageTuning, OtlpProtocol, Propagator, SamplerType, UnmatchedRoutes,
+    Language, LanguageTuning, OtlpProtocol, ProfilingConfig, Propagator, SamplerType,
+    UnmatchedRoutes,
 };
 
 /// Ring buffer sizes the probe accepts: powers of two from 4 KiB to 1 GiB.
@@ -115,6 +116,11 @@ pub struct InstrumentationSpec {
     /// Pod settings shared by every probe DaemonSet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeSpec>,
+
+    /// CPU profiling of the instrumented processes (flame graphs, OTLP
+    /// profiles linked to spans); off unless `enabled: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiling: Option<ProfilingConfig>,
 }
 
 /// Where the probes export OTLP.

@@ -44,6 +44,8 @@ pub struct ProbeConfig {
     pub python: LanguageTuning,
     /// The probe's own Prometheus endpoint.
     pub metrics: ProbeMetricsConfig,
+    /// CPU profiling of the traced processes (off by default).
+    pub profiling: ProfilingConfig,
     /// Log filter (`info`, `debug`, or a `tracing` directive list).
     pub log_level: Option<String>,
     /// Every Instrumentation the opt-in rules must consider (this one
@@ -268,6 +270,37 @@ impl Default for ProbeMetricsConfig {
         Self {
             enabled: true,
             listen: "0.0.0.0:9464".to_owned(),
+        }
+    }
+}
+
+/// CPU profiling of the traced processes: sampled on the CPU clock,
+/// symbolized on the node (Go through the binary's own function table,
+/// Python at the interpreter's level), exported as OTLP profiles and served
+/// as pprof. See docs/probe-profiling.md.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProfilingConfig {
+    /// Sample the traced processes' CPU use.
+    pub enabled: bool,
+    /// Samples per second of CPU time a traced process uses (default 19;
+    /// see docs/probe-profiling.md for the cost at 19 and 99).
+    #[schemars(range(min = 1, max = 1000))]
+    pub frequency_hz: u32,
+    /// How often aggregated profiles are exported, in seconds.
+    #[schemars(range(min = 1, max = 3600))]
+    pub export_interval_seconds: u32,
+    /// Also record the kernel part of each stack (time spent in syscalls).
+    pub kernel_stacks: bool,
+}
+
+impl Default for ProfilingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            frequency_hz: 19,
+            export_interval_seconds: 30,
+            kernel_stacks: true,
         }
     }
 }

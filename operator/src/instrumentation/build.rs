@@ -259,6 +259,7 @@ pub fn probe_config(
                 .and_then(|p| p.log_level.clone())
                 .unwrap_or_else(|| "info".into()),
         ),
+        profiling: spec.profiling.clone().unwrap_or_default(),
         cluster_instrumentations: input.cluster_instrumentations.to_vec(),
     })
 }

@@ -38,6 +38,17 @@ pub async fn serve(
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
+    serve_with(addr, registry, health, Router::new(), shutdown).await
+}
+
+/// [`serve`], plus `extra` routes (e.g. the profiler's `/debug/profile`).
+pub async fn serve_with(
+    addr: &str,
+    registry: Registry,
+    health: Health,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError {
@@ -55,7 +66,8 @@ pub async fn serve(
         .with_state(AppState {
             registry: Arc::new(registry),
             health,
-        });
+        })
+        .merge(extra);
     let task = tokio::spawn(async move {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -10,6 +10,18 @@
 //! `(entryoff u32, funcoff u32)` sorted by entry, the last one the end of
 //! text. Each `_func` at `pclnOffset + funcoff` starts with
 //! `(entryoff u32, nameoff i32)`; names are NUL-terminated in funcnametab.
+//!
+//! For symbolization (the profiler) the rest of `_func` matters: `pcfile`
+//! and `pcln` are offsets into pctab of pc-value tables (zig-zag varint
+//! value deltas and pc deltas, as the runtime's `pcvalue` reads them), file
+//! numbers index the function's compilation unit in cutab, then filetab;
+//! `npcdata` u32 pc-value table offsets and `nfuncdata` u32 offsets past
+//! `moduledata.gofunc` follow the 44-byte record. Inlining (Go >= 1.20):
+//! pcdata 2 gives, per pc, an index into the inline tree (funcdata 3), whose
+//! 16-byte entries name the inlined function and the pc of its call site in
+//! the outer function; file and line at each pc are the innermost
+//! function's. Go 1.18/1.19 trees have another layout: their inlined frames
+//! are not expanded.
 
 use std::collections::HashMap;
 
@@ -31,6 +43,306 @@ pub struct FuncRange {
     pub end: u64,
 }
 
+/// The parsed header of a `.gopclntab` section, borrowing its bytes: the
+/// function table, names, files and pc-value tables, enough to turn a PC
+/// into function, file and line (what the profiler needs) and to find
+/// functions by name (what the probe attach needs).
+#[derive(Clone, Copy, Debug)]
+pub struct Pclntab<'a> {
+    data: &'a [u8],
+    nfunc: usize,
+    /// Virtual address the functab's entry offsets are relative to.
+    base: u64,
+    funcname_off: usize,
+    cu_off: usize,
+    filetab_off: usize,
+    pctab_off: usize,
+    pcln_off: usize,
+    /// Go >= 1.20 layout (magic 0xfffffff1): inline trees are understood.
+    go120: bool,
+}
+
+/// One function's `_func` record, as far as symbolization needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FuncInfo {
+    /// Index in the function table.
+    pub index: usize,
+    pub entry: u64,
+    pub end: u64,
+    name_off: u32,
+    pcfile: u32,
+    pcln: u32,
+    npcdata: u32,
+    cu_offset: u32,
+    pub start_line: i32,
+    nfuncdata: u8,
+    /// Byte offset of the `_func` record in the section.
+    func_off: usize,
+}
+
+/// `abi.PCDATA_InlTreeIndex` and `abi.FUNCDATA_InlTree`.
+const PCDATA_INL_TREE_INDEX: u32 = 2;
+const FUNCDATA_INL_TREE: u8 = 3;
+/// `runtime.inlinedCall` (Go >= 1.20): funcID u8, pad [3]u8, nameOff i32,
+/// parentPc i32, startLine i32.
+const INLINED_CALL_SIZE: usize = 16;
+
+/// One source-level frame at a PC: a function, possibly inlined into the
+/// next one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFrame {
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+    /// This frame was inlined into its caller (the next frame) by the compiler.
+    pub inlined: bool,
+}
+
+impl<'a> Pclntab<'a> {
+    /// Parses the header. `text_start` is used when the header's textStart
+    /// is zero.
+    pub fn parse(data: &'a [u8], text_start: u64) -> Result<Self, PclntabError> {
+        let magic = u32_at(data, 0)?;
+        if magic != 0xffff_fff0 && magic != 0xffff_fff1 {
+            return Err(PclntabError::UnknownMagic(magic));
+        }
+        let ptr_size = *data.get(7).ok_or(PclntabError::Truncated(7))? as usize;
+        let word = |index: usize| -> Result<u64, PclntabError> {
+            let off = 8 + index * ptr_size;
+            let bytes = data
+                .get(off..off + ptr_size)
+                .ok_or(PclntabError::Truncated(off))?;
+            Ok(if ptr_size == 8 {
+                u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
+            } else {
+                u64::from(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+            })
+        };
+        let header_text = word(2)?;
+        Ok(Self {
+            data,
+            nfunc: word(0)? as usize,
+            base: if header_text != 0 {
+                header_text
+            } else {
+                text_start
+            },
+            funcname_off: word(3)? as usize,
+            cu_off: word(4)? as usize,
+            filetab_off: word(5)? as usize,
+            pctab_off: word(6)? as usize,
+            pcln_off: word(7)? as usize,
+            go120: magic == 0xffff_fff1,
+        })
+    }
+
+    /// Number of functions.
+    pub fn len(&self) -> usize {
+        self.nfunc
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nfunc == 0
+    }
+
+    fn entry_of(&self, i: usize) -> Result<u64, PclntabError> {
+        Ok(self.base + u64::from(u32_at(self.data, self.pcln_off + i * 8)?))
+    }
+
+    fn func_off(&self, i: usize) -> Result<usize, PclntabError> {
+        Ok(self.pcln_off + u32_at(self.data, self.pcln_off + i * 8 + 4)? as usize)
+    }
+
+    /// The `i`-th function of the table.
+    pub fn func(&self, i: usize) -> Result<FuncInfo, PclntabError> {
+        let func_off = self.func_off(i)?;
+        let field = |n: usize| u32_at(self.data, func_off + n * 4);
+        Ok(FuncInfo {
+            index: i,
+            entry: self.entry_of(i)?,
+            end: self.entry_of(i + 1)?,
+            name_off: field(1)?,
+            pcfile: field(5)?,
+            pcln: field(6)?,
+            npcdata: field(7)?,
+            cu_offset: field(8)?,
+            start_line: field(9)? as i32,
+            nfuncdata: *self
+                .data
+                .get(func_off + 43)
+                .ok_or(PclntabError::Truncated(func_off + 43))?,
+            func_off,
+        })
+    }
+
+    /// The function containing `pc`, by binary search of the table.
+    pub fn func_at(&self, pc: u64) -> Option<FuncInfo> {
+        if self.nfunc == 0 || pc < self.entry_of(0).ok()? || pc >= self.entry_of(self.nfunc).ok()? {
+            return None;
+        }
+        let (mut lo, mut hi) = (0, self.nfunc);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if self.entry_of(mid).ok()? <= pc {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        self.func(lo).ok()
+    }
+
+    /// A NUL-terminated string of funcnametab.
+    pub fn name_at(&self, name_off: u32) -> Option<&'a str> {
+        cstr(self.data, self.funcname_off + name_off as usize)
+    }
+
+    pub fn func_name(&self, func: &FuncInfo) -> Option<&'a str> {
+        self.name_at(func.name_off)
+    }
+
+    fn file_name(&self, func: &FuncInfo, fileno: i32) -> Option<&'a str> {
+        if fileno < 0 {
+            return None;
+        }
+        let cu = u32_at(
+            self.data,
+            self.cu_off + (func.cu_offset as usize + fileno as usize) * 4,
+        )
+        .ok()?;
+        if cu == u32::MAX {
+            return None;
+        }
+        cstr(self.data, self.filetab_off + cu as usize)
+    }
+
+    /// The value of the pc-value table at `table` (an offset into pctab) at
+    /// `pc`, as the runtime's `pcvalue` computes it; `None` past the table.
+    pub fn pc_value(&self, table: u32, func: &FuncInfo, pc: u64) -> Option<i32> {
+        if table == 0 {
+            return None;
+        }
+        let mut p = self.data.get(self.pctab_off + table as usize..)?;
+        let mut cur_pc = func.entry;
+        let mut val: i32 = -1;
+        let mut first = true;
+        loop {
+            let (uvdelta, n) = varint(p)?;
+            if uvdelta == 0 && !first {
+                return None;
+            }
+            first = false;
+            p = p.get(n..)?;
+            val = val.wrapping_add((-((uvdelta & 1) as i32)) ^ ((uvdelta >> 1) as i32));
+            let (pcdelta, n) = varint(p)?;
+            p = p.get(n..)?;
+            cur_pc += u64::from(pcdelta); // PCQuantum is 1 on amd64
+            if pc < cur_pc {
+                return Some(val);
+            }
+        }
+    }
+
+    fn pcdata_table(&self, func: &FuncInfo, index: u32) -> Option<u32> {
+        if index >= func.npcdata {
+            return None;
+        }
+        u32_at(self.data, func.func_off + 44 + index as usize * 4).ok()
+    }
+
+    /// Offset past `go:func.*` of the function's funcdata `index`.
+    fn funcdata_off(&self, func: &FuncInfo, index: u8) -> Option<u32> {
+        if index >= func.nfuncdata {
+            return None;
+        }
+        let off = u32_at(
+            self.data,
+            func.func_off + 44 + func.npcdata as usize * 4 + index as usize * 4,
+        )
+        .ok()?;
+        (off != u32::MAX).then_some(off)
+    }
+
+    /// The source frames at `pc`, innermost first: the inlined calls the
+    /// compiler folded into the function (Go >= 1.20 inline trees), then
+    /// the function itself. `gofunc` are the bytes at `moduledata.gofunc`
+    /// (where inline trees live), or empty to skip inlined frames.
+    pub fn frames(&self, func: &FuncInfo, pc: u64, gofunc: &[u8]) -> Vec<SourceFrame> {
+        let mut frames = Vec::new();
+        let mut at = pc;
+        let tree = self
+            .funcdata_off(func, FUNCDATA_INL_TREE)
+            .filter(|_| self.go120)
+            .and_then(|off| gofunc.get(off as usize..));
+        let inl_table = self.pcdata_table(func, PCDATA_INL_TREE_INDEX);
+        // A chain deeper than this is a corrupt table, not real inlining.
+        for _ in 0..64 {
+            let line = self.pc_value(func.pcln, func, at).unwrap_or(0).max(0) as u32;
+            let file = self
+                .pc_value(func.pcfile, func, at)
+                .and_then(|f| self.file_name(func, f))
+                .unwrap_or("?")
+                .to_owned();
+            let index = match (tree, inl_table) {
+                (Some(_), Some(table)) => self.pc_value(table, func, at).unwrap_or(-1),
+                _ => -1,
+            };
+            let call = (index >= 0)
+                .then(|| {
+                    tree?
+                        .get(index as usize * INLINED_CALL_SIZE..)?
+                        .get(..INLINED_CALL_SIZE)
+                })
+                .flatten();
+            let Some(call) = call else {
+                frames.push(SourceFrame {
+                    function: self.func_name(func).unwrap_or("?").to_owned(),
+                    file,
+                    line,
+                    inlined: false,
+                });
+                return frames;
+            };
+            let name_off = u32::from_le_bytes(call[4..8].try_into().expect("4 bytes"));
+            let parent_pc = i32::from_le_bytes(call[8..12].try_into().expect("4 bytes"));
+            frames.push(SourceFrame {
+                function: self.name_at(name_off).unwrap_or("?").to_owned(),
+                file,
+                line,
+                inlined: true,
+            });
+            at = func.entry.wrapping_add(parent_pc as i64 as u64);
+        }
+        frames
+    }
+}
+
+fn u32_at(data: &[u8], off: usize) -> Result<u32, PclntabError> {
+    data.get(off..off + 4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .ok_or(PclntabError::Truncated(off))
+}
+
+fn cstr(data: &[u8], off: usize) -> Option<&str> {
+    let bytes = data.get(off..)?;
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    std::str::from_utf8(&bytes[..len]).ok()
+}
+
+/// The runtime's `readvarint`: 7 bits per byte, little-endian.
+fn varint(p: &[u8]) -> Option<(u32, usize)> {
+    let mut value = 0u32;
+    let mut shift = 0u32;
+    for (i, b) in p.iter().enumerate().take(5) {
+        value |= u32::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+        shift += 7;
+    }
+    None
+}
+
 /// Looks up the functions named in `wanted`; others are skipped so a large
 /// binary's tens of thousands of names are not all materialised.
 /// `text_start` is used when the header's textStart is zero.
@@ -39,44 +351,11 @@ pub fn find_functions(
     text_start: u64,
     wanted: &[&str],
 ) -> Result<HashMap<String, FuncRange>, PclntabError> {
-    let u32_at = |off: usize| -> Result<u32, PclntabError> {
-        data.get(off..off + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .ok_or(PclntabError::Truncated(off))
-    };
-    let magic = u32_at(0)?;
-    if magic != 0xffff_fff0 && magic != 0xffff_fff1 {
-        return Err(PclntabError::UnknownMagic(magic));
-    }
-    let ptr_size = *data.get(7).ok_or(PclntabError::Truncated(7))? as usize;
-    let word = |index: usize| -> Result<u64, PclntabError> {
-        let off = 8 + index * ptr_size;
-        let bytes = data
-            .get(off..off + ptr_size)
-            .ok_or(PclntabError::Truncated(off))?;
-        Ok(if ptr_size == 8 {
-            u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
-        } else {
-            u64::from(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
-        })
-    };
-    let nfunc = word(0)? as usize;
-    let header_text = word(2)?;
-    let funcname_off = word(3)? as usize;
-    let pcln_off = word(7)? as usize;
-    let base = if header_text != 0 {
-        header_text
-    } else {
-        text_start
-    };
-
+    let table = Pclntab::parse(data, text_start)?;
     let mut found = HashMap::new();
-    for i in 0..nfunc {
-        let entry_off = u32_at(pcln_off + i * 8)?;
-        let func_off = u32_at(pcln_off + i * 8 + 4)? as usize;
-        let next_entry = u32_at(pcln_off + (i + 1) * 8)?;
-        let name_off = u32_at(pcln_off + func_off + 4)? as usize;
-        let name_start = funcname_off + name_off;
+    for i in 0..table.len() {
+        let name_off = u32_at(data, table.func_off(i)? + 4)?;
+        let name_start = table.funcname_off + name_off as usize;
         let name_bytes = data
             .get(name_start..)
             .ok_or(PclntabError::Truncated(name_start))?;
@@ -89,8 +368,8 @@ pub fn find_functions(
             found.insert(
                 (*w).to_owned(),
                 FuncRange {
-                    start: base + u64::from(entry_off),
-                    end: base + u64::from(next_entry),
+                    start: table.entry_of(i)?,
+                    end: table.entry_of(i + 1)?,
                 },
             );
             if found.len() == wanted.len() {

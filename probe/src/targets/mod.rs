@@ -47,6 +47,8 @@ pub struct TargetEvents {
 #[derive(Clone, Debug)]
 pub struct TargetPublisher {
     tx: mpsc::UnboundedSender<TargetEvent>,
+    /// A second consumer of the same events (the profiler).
+    mirror: Option<mpsc::UnboundedSender<TargetEvent>>,
 }
 
 /// A connected publisher/receiver pair. Unbounded because events are rare
@@ -54,7 +56,7 @@ pub struct TargetPublisher {
 /// front-end.
 pub fn target_channel() -> (TargetPublisher, TargetEvents) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (TargetPublisher { tx }, TargetEvents { rx })
+    (TargetPublisher { tx, mirror: None }, TargetEvents { rx })
 }
 
 impl TargetEvents {
@@ -72,7 +74,17 @@ impl TargetEvents {
 impl TargetPublisher {
     /// Sends `event`; returns `false` if the front-end is gone.
     pub fn publish(&self, event: TargetEvent) -> bool {
+        if let Some(mirror) = &self.mirror {
+            let _ = mirror.send(event.clone());
+        }
         self.tx.send(event).is_ok()
+    }
+
+    /// Also delivers every event to a second stream, returned.
+    pub fn mirrored(mut self) -> (Self, TargetEvents) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.mirror = Some(tx);
+        (self, TargetEvents { rx })
     }
 }
 

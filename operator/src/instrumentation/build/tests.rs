@@ -43,6 +43,7 @@ spec:
     priorityClassName: system-node-critical
     logLevel: debug
     privileged: true
+  profiling: {enabled: true, frequencyHz: 49, exportIntervalSeconds: 60}
 "#;
 
 fn resolved(endpoint: &str, protocol: OtlpProtocol) -> ResolvedExporter {
