@@ -11,9 +11,11 @@
 //!   -> export (bounded queue, OTLP gRPC / HTTP, retry) and /metrics
 //! ```
 
+pub mod analysis;
 pub mod config;
 pub mod driver;
 pub mod ebpf;
+pub mod elf;
 pub mod export;
 pub mod frontend;
 pub mod go;

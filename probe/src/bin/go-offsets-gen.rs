@@ -65,7 +65,7 @@ fn record(table: &mut OffsetsTable, path: &Path) -> Result<(), String> {
     let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
     let fields =
-        dwarf::field_offsets(&file, ALL_FIELDS).map_err(|e| format!("{}: {e}", path.display()))?;
+        dwarf::field_offsets(&file, ALL_FIELDS, dwarf::MAX_DWARF_BYTES).map_err(|e| format!("{}: {e}", path.display()))?;
     table.record(&analysed.build, &fields);
     eprintln!(
         "{}: {} fields from {}",

@@ -3,6 +3,13 @@
 //! struct offsets apply. The result is cached by (device, inode, Go build
 //! ID), so a binary replaced on disk is analysed afresh and never probed
 //! with a stale layout.
+//!
+//! The binary is the workload's, so nothing it states is trusted: the file
+//! is read in ranges within a byte budget ([`crate::elf`]), DWARF is
+//! decompressed within [`dwarf::MAX_DWARF_BYTES`], a function is decoded
+//! only up to [`MAX_FUNCTION_BYTES`], and a function with more than
+//! [`MAX_RETURNS_PER_FUNCTION`] RET instructions is not probed (one uprobe
+//! per RET). See [`AnalysisLimits`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
@@ -11,7 +18,10 @@ use std::sync::{Arc, Mutex};
 
 use ferrotel_probe_ebpf::go::GoOffsets;
 use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
+use object::read::ReadRef;
 use object::{Object, ObjectSection, ObjectSymbol};
+
+use crate::elf::{self, BoundedElf, ElfLimitError, ReadBudget};
 
 use super::buildinfo::{BuildInfo, BuildInfoError, parse_go_version};
 use super::dwarf::{self, DwarfError, FieldOffsets};
@@ -131,6 +141,12 @@ pub enum AnalysisError {
          rebuild without -ldflags=-w, or add this Go version to the table (go-offsets-gen)"
     )]
     UnknownOffsets { path: PathBuf, go_version: String },
+    #[error("executable {path} exceeds the probe's analysis limits")]
+    Limit {
+        path: PathBuf,
+        #[source]
+        source: ElfLimitError,
+    },
 }
 
 impl AnalysisError {
@@ -142,8 +158,13 @@ impl AnalysisError {
             AnalysisError::NotGo { .. } => "not_go",
             AnalysisError::BuildInfo { .. } | AnalysisError::TooOld { .. } => "go_version",
             AnalysisError::NoFunctions { .. } => "no_functions",
+            AnalysisError::Dwarf {
+                source: DwarfError::TooLarge { .. },
+                ..
+            } => "analysis_limit",
             AnalysisError::Dwarf { .. } => "dwarf",
             AnalysisError::UnknownOffsets { .. } => "unknown_offsets",
+            AnalysisError::Limit { .. } => "analysis_limit",
         }
     }
 }
@@ -194,25 +215,75 @@ pub struct GoBinary {
     pub features: BTreeMap<Feature, Result<(), String>>,
 }
 
+/// Bounds on the work and memory one analysis may take; the defaults fit
+/// the Go probe's memory limit with room to spare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnalysisLimits {
+    /// Bytes read from the executable, all ranges together.
+    pub read_budget: u64,
+    /// Decompressed DWARF bytes.
+    pub dwarf_bytes: u64,
+}
+
+impl Default for AnalysisLimits {
+    fn default() -> Self {
+        Self {
+            read_budget: elf::DEFAULT_READ_BUDGET,
+            dwarf_bytes: dwarf::MAX_DWARF_BYTES,
+        }
+    }
+}
+
+/// A probed function with more RET instructions than this is not probed:
+/// each RET costs a uprobe, and Go's functions have a handful.
+pub const MAX_RETURNS_PER_FUNCTION: usize = 32;
+/// Longest function body decoded; the probed functions are a few KiB.
+pub const MAX_FUNCTION_BYTES: u64 = 1 << 20;
+
 impl GoBinary {
     /// Reads and analyses the executable at `path` (e.g. `/proc/<pid>/exe`).
     pub fn analyze(path: &Path) -> Result<Self, AnalysisError> {
-        let read_err = |source| AnalysisError::Read {
+        let meta = std::fs::metadata(path).map_err(|source| AnalysisError::Read {
             path: path.to_owned(),
             source,
-        };
-        let meta = std::fs::metadata(path).map_err(read_err)?;
-        let data = std::fs::read(path).map_err(read_err)?;
-        Self::analyze_bytes(
+        })?;
+        Self::analyze_file(
             path,
-            &data,
             meta.dev(),
             meta.ino(),
-            &OffsetsTable::builtin().clone(),
+            OffsetsTable::builtin(),
+            AnalysisLimits::default(),
         )
     }
 
-    /// Analysis of an executable's bytes (separate from I/O for tests).
+    /// Analyses the file at `path` within `limits`, reading only the ranges
+    /// the analysis needs.
+    pub fn analyze_file(
+        path: &Path,
+        dev: u64,
+        inode: u64,
+        table: &OffsetsTable,
+        limits: AnalysisLimits,
+    ) -> Result<Self, AnalysisError> {
+        let limit = |source| AnalysisError::Limit {
+            path: path.to_owned(),
+            source,
+        };
+        let bounded = match BoundedElf::open(path, limits.read_budget) {
+            Ok(bounded) => bounded,
+            Err(ElfLimitError::Open { source, .. }) => {
+                return Err(AnalysisError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+            Err(other) => return Err(limit(other)),
+        };
+        analyze_object(path, bounded.data(), dev, inode, table, &bounded.budget, limits)
+    }
+
+    /// Analysis of an executable's bytes (tests and fuzzing), with the
+    /// default limits.
     pub fn analyze_bytes(
         path: &Path,
         data: &[u8],
@@ -220,95 +291,9 @@ impl GoBinary {
         inode: u64,
         table: &OffsetsTable,
     ) -> Result<Self, AnalysisError> {
-        let path_buf = || path.to_owned();
-        let file = object::File::parse(data).map_err(|source| AnalysisError::Elf {
-            path: path_buf(),
-            source,
-        })?;
-        if file.architecture() != object::Architecture::X86_64 {
-            return Err(AnalysisError::Arch { path: path_buf() });
-        }
-        let build = read_build_info(&file, path)?;
-        match build.go_minor() {
-            Some(v) if v >= MIN_GO => {}
-            _ => {
-                return Err(AnalysisError::TooOld {
-                    path: path_buf(),
-                    version: build.go_version.clone(),
-                });
-            }
-        }
-        let key = BinaryKey {
-            dev,
-            inode,
-            build_id: go_build_id(&file).unwrap_or_default(),
-        };
-
-        let functions = find_functions(&file, path)?;
-        let mut sites = BTreeMap::new();
-        for (name, range) in &functions {
-            let Some(symbol) = symbols::ALL.iter().find(|s| *s == name) else {
-                continue;
-            };
-            if let Some(site) = probe_site(&file, symbol, *range) {
-                sites.insert(*symbol, site);
-            }
-        }
-        if let Some(site) = sites.get_mut(symbols::HTTP_SERVER)
-            && let Some(exits) = http_server_exits(&file, &functions)
-        {
-            site.exits = exits;
-        }
-        let spawn_call = match (
-            functions.get(symbols::NEWPROC_CLOSURE),
-            functions.get(symbols::RUNQPUT),
-        ) {
-            (Some(closure), Some(runqput)) => call_site(&file, *closure, runqput.start),
-            _ => None,
-        };
-
-        let (fields, offsets_source) = match dwarf::field_offsets(&file, ALL_FIELDS) {
-            Ok(fields) => (fields, OffsetsSource::Dwarf),
-            Err(DwarfError::Missing) => {
-                let (fields, entries) = table.lookup(&build);
-                if !fields.contains_key(GOID_FIELD) {
-                    return Err(AnalysisError::UnknownOffsets {
-                        path: path_buf(),
-                        go_version: build.go_version.clone(),
-                    });
-                }
-                (fields, OffsetsSource::Table { entries })
-            }
-            Err(source) => {
-                return Err(AnalysisError::Dwarf {
-                    path: path_buf(),
-                    source,
-                });
-            }
-        };
-        if !fields.contains_key(GOID_FIELD) {
-            return Err(AnalysisError::UnknownOffsets {
-                path: path_buf(),
-                go_version: build.go_version.clone(),
-            });
-        }
-
-        let itab = symbol_address(&file, symbols::STATUS_ERROR_ITAB).unwrap_or(0);
-        let offsets = offsets::to_wire(&fields, offsets::uses_swiss_maps(&build), itab);
-        let features = Feature::ALL
-            .iter()
-            .map(|feature| (*feature, feature_status(*feature, &sites, &fields)))
-            .collect();
-        Ok(GoBinary {
-            key,
-            build,
-            sites,
-            spawn_call,
-            offsets,
-            offsets_source,
-            fields,
-            features,
-        })
+        let limits = AnalysisLimits::default();
+        let budget = ReadBudget::new(limits.read_budget);
+        analyze_object(path, data, dev, inode, table, &budget, limits)
     }
 
     /// Features whose functions and fields are all present.
@@ -318,6 +303,128 @@ impl GoBinary {
             .filter(|(_, s)| s.is_ok())
             .map(|(f, _)| *f)
     }
+}
+
+fn analyze_object<'data, R: ReadRef<'data>>(
+    path: &Path,
+    data: R,
+    dev: u64,
+    inode: u64,
+    table: &OffsetsTable,
+    budget: &ReadBudget,
+    limits: AnalysisLimits,
+) -> Result<GoBinary, AnalysisError> {
+    let path_buf = || path.to_owned();
+    let limit = |source| AnalysisError::Limit {
+        path: path_buf(),
+        source,
+    };
+    elf::check_eager_tables(data, budget).map_err(|source| match source {
+        ElfLimitError::NotElf64(_) => AnalysisError::Arch { path: path_buf() },
+        other => limit(other),
+    })?;
+    let file = object::File::parse(data).map_err(|source| AnalysisError::Elf {
+        path: path_buf(),
+        source,
+    })?;
+    if file.architecture() != object::Architecture::X86_64 {
+        return Err(AnalysisError::Arch { path: path_buf() });
+    }
+    let build = read_build_info(&file, path, budget)?;
+    match build.go_minor() {
+        Some(v) if v >= MIN_GO => {}
+        _ => {
+            return Err(AnalysisError::TooOld {
+                path: path_buf(),
+                version: build.go_version.clone(),
+            });
+        }
+    }
+    let key = BinaryKey {
+        dev,
+        inode,
+        build_id: go_build_id(data).unwrap_or_default(),
+    };
+
+    let code = Code { file: &file, data };
+    let functions = find_functions(&file, path, budget)?;
+    let mut sites = BTreeMap::new();
+    let mut oversized = BTreeMap::new();
+    for (name, range) in &functions {
+        let Some(symbol) = symbols::ALL.iter().find(|s| *s == name) else {
+            continue;
+        };
+        match probe_site(&code, budget, symbol, *range) {
+            Ok(Some(site)) => {
+                sites.insert(*symbol, site);
+            }
+            Ok(None) => {}
+            Err(returns) => {
+                oversized.insert(*symbol, returns);
+            }
+        }
+    }
+    if let Some(site) = sites.get_mut(symbols::HTTP_SERVER)
+        && let Some(exits) = http_server_exits(&code, budget, &functions)
+    {
+        site.exits = exits;
+    }
+    let spawn_call = match (
+        functions.get(symbols::NEWPROC_CLOSURE),
+        functions.get(symbols::RUNQPUT),
+    ) {
+        (Some(closure), Some(runqput)) => call_site(&code, budget, *closure, runqput.start),
+        _ => None,
+    };
+
+    let (fields, offsets_source) = match dwarf::field_offsets(&file, ALL_FIELDS, limits.dwarf_bytes)
+    {
+        Ok(fields) => (fields, OffsetsSource::Dwarf),
+        Err(DwarfError::Missing) => {
+            let (fields, entries) = table.lookup(&build);
+            if !fields.contains_key(GOID_FIELD) {
+                return Err(AnalysisError::UnknownOffsets {
+                    path: path_buf(),
+                    go_version: build.go_version.clone(),
+                });
+            }
+            (fields, OffsetsSource::Table { entries })
+        }
+        Err(source) => {
+            return Err(AnalysisError::Dwarf {
+                path: path_buf(),
+                source,
+            });
+        }
+    };
+    if !fields.contains_key(GOID_FIELD) {
+        return Err(AnalysisError::UnknownOffsets {
+            path: path_buf(),
+            go_version: build.go_version.clone(),
+        });
+    }
+
+    let itab = symbol_address(&file, symbols::STATUS_ERROR_ITAB).unwrap_or(0);
+    let offsets = offsets::to_wire(&fields, offsets::uses_swiss_maps(&build), itab);
+    let features = Feature::ALL
+        .iter()
+        .map(|feature| {
+            (
+                *feature,
+                feature_status(*feature, &sites, &oversized, &fields),
+            )
+        })
+        .collect();
+    Ok(GoBinary {
+        key,
+        build,
+        sites,
+        spawn_call,
+        offsets,
+        offsets_source,
+        fields,
+        features,
+    })
 }
 
 /// The functions a feature attaches to (entry + RETs unless noted).
@@ -333,8 +440,17 @@ pub fn feature_symbols(feature: Feature) -> &'static [&'static str] {
 fn feature_status(
     feature: Feature,
     sites: &BTreeMap<&'static str, ProbeSite>,
+    oversized: &BTreeMap<&'static str, usize>,
     fields: &FieldOffsets,
 ) -> Result<(), String> {
+    if let Some((symbol, returns)) = feature_symbols(feature)
+        .iter()
+        .find_map(|s| oversized.get_key_value(s))
+    {
+        return Err(format!(
+            "function {symbol} has {returns} RET instructions, above the cap of {MAX_RETURNS_PER_FUNCTION} (one uprobe each)"
+        ));
+    }
     let missing_symbols: Vec<&str> = feature_symbols(feature)
         .iter()
         .copied()
@@ -361,37 +477,72 @@ fn feature_status(
     Ok(())
 }
 
-fn read_build_info(file: &object::File<'_>, path: &Path) -> Result<BuildInfo, AnalysisError> {
+fn read_build_info<'data, R: ReadRef<'data>>(
+    file: &object::File<'data, R>,
+    path: &Path,
+    budget: &ReadBudget,
+) -> Result<BuildInfo, AnalysisError> {
     let section = file
         .section_by_name(".go.buildinfo")
         .ok_or_else(|| AnalysisError::NotGo {
             path: path.to_owned(),
         })?;
-    let data = section.data().map_err(|source| AnalysisError::Elf {
-        path: path.to_owned(),
-        source,
-    })?;
+    let data = section_data(&section, path, budget)?;
     BuildInfo::parse(data).map_err(|source| AnalysisError::BuildInfo {
         path: path.to_owned(),
         source,
     })
 }
 
-/// The Go build ID from the `.note.go.buildid` ELF note (name "Go", type 4).
-fn go_build_id(file: &object::File<'_>) -> Option<String> {
-    let data = file.section_by_name(".note.go.buildid")?.data().ok()?;
+/// A section's contents, if its stated size fits the read budget.
+fn section_data<'data, 'file, R: ReadRef<'data>>(
+    section: &object::Section<'data, 'file, R>,
+    path: &Path,
+    budget: &ReadBudget,
+) -> Result<&'data [u8], AnalysisError> {
+    let name = section.name().unwrap_or("?");
+    budget
+        .check(format!("section {name}"), section.size())
+        .map_err(|source| AnalysisError::Limit {
+            path: path.to_owned(),
+            source,
+        })?;
+    section.data().map_err(|source| AnalysisError::Elf {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The Go build ID from the `.note.go.buildid` ELF note (name "Go", type
+/// 4). Reads the section table and the note only, not the symbol tables:
+/// this is the analysis cache's key, computed on every attach.
+pub fn go_build_id<'data, R: ReadRef<'data>>(data: R) -> Option<String> {
+    use object::elf::FileHeader64;
+    use object::read::elf::{FileHeader, SectionHeader};
+    let header = FileHeader64::<object::Endianness>::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let sections = header.sections(endian, data).ok()?;
+    let (_, section) = sections.section_by_name(endian, b".note.go.buildid")?;
+    // A real note is under a hundred bytes.
+    if section.sh_size(endian) > 4096 {
+        return None;
+    }
+    let note = section.data(endian, data).ok()?;
     let u32_at = |o: usize| {
-        data.get(o..o + 4)
+        note.get(o..o.checked_add(4)?)
             .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
     };
     let namesz = u32_at(0)? as usize;
     let descsz = u32_at(4)? as usize;
-    let desc_start = 12 + namesz.div_ceil(4) * 4;
-    let desc = data.get(desc_start..desc_start + descsz)?;
+    let desc_start = 12usize.checked_add(namesz.div_ceil(4).checked_mul(4)?)?;
+    let desc = note.get(desc_start..desc_start.checked_add(descsz)?)?;
     Some(String::from_utf8_lossy(desc).into_owned())
 }
 
-fn symbol_address(file: &object::File<'_>, name: &str) -> Option<u64> {
+fn symbol_address<'data, R: ReadRef<'data>>(
+    file: &object::File<'data, R>,
+    name: &str,
+) -> Option<u64> {
     file.symbols()
         .find(|s| s.name() == Ok(name))
         .map(|s| s.address())
@@ -399,9 +550,10 @@ fn symbol_address(file: &object::File<'_>, name: &str) -> Option<u64> {
 
 /// Address ranges of the probed functions: from `.symtab` when present,
 /// else from the runtime's own `.gopclntab` (stripped binaries).
-fn find_functions(
-    file: &object::File<'_>,
+fn find_functions<'data, R: ReadRef<'data>>(
+    file: &object::File<'data, R>,
     path: &Path,
+    budget: &ReadBudget,
 ) -> Result<HashMap<String, FuncRange>, AnalysisError> {
     let mut found = HashMap::new();
     for symbol in file.symbols() {
@@ -413,7 +565,7 @@ fn find_functions(
                 name.to_owned(),
                 FuncRange {
                     start: symbol.address(),
-                    end: symbol.address() + symbol.size(),
+                    end: symbol.address().saturating_add(symbol.size()),
                 },
             );
         }
@@ -428,10 +580,7 @@ fn find_functions(
     let section = file
         .section_by_name(".gopclntab")
         .ok_or_else(|| no_functions(None))?;
-    let data = section.data().map_err(|source| AnalysisError::Elf {
-        path: path.to_owned(),
-        source,
-    })?;
+    let data = section_data(&section, path, budget)?;
     let text_start = file
         .section_by_name(".text")
         .map(|s| s.address())
@@ -440,19 +589,38 @@ fn find_functions(
     pclntab::find_functions(data, text_start, &wanted).map_err(|e| no_functions(Some(e)))
 }
 
-/// The code of `range` and the file offset of its first byte.
-fn function_code<'a>(file: &'a object::File<'_>, range: FuncRange) -> Option<(&'a [u8], u64)> {
-    let text = file
-        .sections()
-        .find(|s| s.address() <= range.start && range.end <= s.address() + s.size())?;
-    let (file_start, _) = text.file_range()?;
-    let bytes = text.data().ok()?;
-    let lo = usize::try_from(range.start - text.address()).ok()?;
-    let hi = usize::try_from(range.end - text.address()).ok()?;
-    Some((
-        bytes.get(lo..hi)?,
-        range.start - text.address() + file_start,
-    ))
+/// The parsed file and its reader: function bodies are read by range, not
+/// by reading `.text` whole.
+struct Code<'a, 'data, R: ReadRef<'data>> {
+    file: &'a object::File<'data, R>,
+    data: R,
+}
+
+impl<'data, R: ReadRef<'data>> Code<'_, 'data, R> {
+    /// The code of `range` and the file offset of its first byte; `None` if
+    /// the range is not inside one section, longer than
+    /// [`MAX_FUNCTION_BYTES`], or over the read budget.
+    fn function(&self, budget: &ReadBudget, range: FuncRange) -> Option<(&'data [u8], u64)> {
+        let len = range.end.checked_sub(range.start)?;
+        if len > MAX_FUNCTION_BYTES {
+            return None;
+        }
+        let text = self.file.sections().find(|s| {
+            s.address() <= range.start
+                && s.address()
+                    .checked_add(s.size())
+                    .is_some_and(|end| range.end <= end)
+        })?;
+        let (section_start, section_len) = text.file_range()?;
+        let offset = range.start - text.address();
+        if offset.checked_add(len)? > section_len {
+            return None;
+        }
+        let file_start = section_start.checked_add(offset)?;
+        budget.check("function code", len).ok()?;
+        let bytes = self.data.read_bytes_at(file_start, len).ok()?;
+        Some((bytes, file_start))
+    }
 }
 
 /// Where an HTTP server request ends, without a RET probe on the hot path.
@@ -464,15 +632,16 @@ fn function_code<'a>(file: &'a object::File<'_>, range: FuncRange) -> Option<(&'
 /// emulated, on the same goroutine, on every request, hijacked or not. The
 /// rarer HTTP/2 callers keep RET probes of their own. `None` (use
 /// ServeHTTP's own RETs) unless that shape is found exactly.
-fn http_server_exits(
-    file: &object::File<'_>,
+fn http_server_exits<'data, R: ReadRef<'data>>(
+    code: &Code<'_, 'data, R>,
+    budget: &ReadBudget,
     functions: &HashMap<String, FuncRange>,
 ) -> Option<Vec<u64>> {
     let serve_http = functions.get(symbols::HTTP_SERVER)?.start;
     let hijacked = functions.get(symbols::HTTP1_HIJACKED)?.start;
     let conn_serve = *functions.get(symbols::HTTP1_CONN_SERVE)?;
-    let (code, file_start) = function_code(file, conn_serve)?;
-    let decoder = Decoder::with_ip(64, code, conn_serve.start, DecoderOptions::NONE);
+    let (bytes, file_start) = code.function(budget, conn_serve)?;
+    let decoder = Decoder::with_ip(64, bytes, conn_serve.start, DecoderOptions::NONE);
     let mut direct_calls = decoder
         .into_iter()
         .filter(|i| i.mnemonic() == Mnemonic::Call && i.op0_kind() == OpKind::NearBranch64);
@@ -484,21 +653,26 @@ fn http_server_exits(
     let mut exits = vec![next.ip() - conn_serve.start + file_start];
     for caller in symbols::HTTP_SERVER_OTHER_CALLERS {
         if let Some(range) = functions.get(caller) {
-            let (code, file_start) = function_code(file, *range)?;
-            exits.extend(
-                ret_offsets(code, range.start)
-                    .into_iter()
-                    .map(|addr| addr - range.start + file_start),
-            );
+            let (bytes, file_start) = code.function(budget, *range)?;
+            let rets = ret_offsets(bytes, range.start);
+            if rets.len() > MAX_RETURNS_PER_FUNCTION {
+                return None;
+            }
+            exits.extend(rets.into_iter().map(|addr| addr - range.start + file_start));
         }
     }
     Some(exits)
 }
 
 /// File offset of the first direct CALL to `target` in the function.
-fn call_site(file: &object::File<'_>, range: FuncRange, target: u64) -> Option<u64> {
-    let (code, file_start) = function_code(file, range)?;
-    let mut decoder = Decoder::with_ip(64, code, range.start, DecoderOptions::NONE);
+fn call_site<'data, R: ReadRef<'data>>(
+    code: &Code<'_, 'data, R>,
+    budget: &ReadBudget,
+    range: FuncRange,
+    target: u64,
+) -> Option<u64> {
+    let (bytes, file_start) = code.function(budget, range)?;
+    let mut decoder = Decoder::with_ip(64, bytes, range.start, DecoderOptions::NONE);
     decoder
         .iter()
         .find(|i| i.mnemonic() == Mnemonic::Call && i.near_branch_target() == target)
@@ -537,27 +711,33 @@ pub fn entry_probe_point(code: &[u8], ip: u64) -> u64 {
     ip
 }
 
-/// Decodes the function and lists its RETs, as file offsets.
-fn probe_site(
-    file: &object::File<'_>,
+/// Decodes the function and lists its RETs, as file offsets: `Ok(None)`
+/// if its code cannot be read or has no RET, `Err(count)` if it has more
+/// RETs than [`MAX_RETURNS_PER_FUNCTION`].
+fn probe_site<'data, R: ReadRef<'data>>(
+    code: &Code<'_, 'data, R>,
+    budget: &ReadBudget,
     symbol: &'static str,
     range: FuncRange,
-) -> Option<ProbeSite> {
-    let (code, file_start) = function_code(file, range)?;
+) -> Result<Option<ProbeSite>, usize> {
+    let Some((bytes, file_start)) = code.function(budget, range) else {
+        return Ok(None);
+    };
     let to_file = |addr: u64| addr - range.start + file_start;
-    let returns = ret_offsets(code, range.start)
-        .into_iter()
-        .map(to_file)
-        .collect::<Vec<_>>();
-    if returns.is_empty() {
-        return None;
+    let returns = ret_offsets(bytes, range.start);
+    if returns.len() > MAX_RETURNS_PER_FUNCTION {
+        return Err(returns.len());
     }
-    Some(ProbeSite {
+    let returns = returns.into_iter().map(to_file).collect::<Vec<_>>();
+    if returns.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(ProbeSite {
         symbol,
-        entry: to_file(entry_probe_point(code, range.start)),
+        entry: to_file(entry_probe_point(bytes, range.start)),
         exits: returns.clone(),
         returns,
-    })
+    }))
 }
 
 /// Virtual addresses of the RET instructions in `code` (which starts at `ip`).
@@ -572,52 +752,101 @@ pub fn ret_offsets(code: &[u8], ip: u64) -> Vec<u64> {
     rets
 }
 
+/// Analyses kept at most; the least recently used goes first. A node runs
+/// far fewer distinct Go executables; churn beyond this (a workload
+/// rebuilding its binary in a loop) costs re-analysis, never memory.
+pub const MAX_CACHED_ANALYSES: usize = 64;
+
 /// Analyses shared by every process running the same executable contents.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AnalysisCache {
-    entries: Mutex<HashMap<BinaryKey, Arc<GoBinary>>>,
+    entries: Mutex<CacheEntries>,
+    capacity: usize,
+    limits: AnalysisLimits,
+}
+
+#[derive(Debug, Default)]
+struct CacheEntries {
+    /// Key -> (analysis, last use).
+    map: HashMap<BinaryKey, (Arc<GoBinary>, u64)>,
+    clock: u64,
+}
+
+impl Default for AnalysisCache {
+    fn default() -> Self {
+        Self::new(MAX_CACHED_ANALYSES, AnalysisLimits::default())
+    }
 }
 
 impl AnalysisCache {
+    pub fn new(capacity: usize, limits: AnalysisLimits) -> Self {
+        Self {
+            entries: Mutex::default(),
+            capacity: capacity.max(1),
+            limits,
+        }
+    }
+
     /// The analysis of the executable at `path`: cached if its (device,
     /// inode, build ID) was seen, computed otherwise. The key is read from
-    /// the file itself, so `/proc/<pid>/exe` of a process whose binary was
-    /// replaced on disk resolves to the old contents.
+    /// the file itself (its section table and build ID note, not the whole
+    /// file), so `/proc/<pid>/exe` of a process whose binary was replaced on
+    /// disk resolves to the old contents.
     pub fn get(&self, path: &Path) -> Result<Arc<GoBinary>, AnalysisError> {
         let read_err = |source| AnalysisError::Read {
             path: path.to_owned(),
             source,
         };
         let meta = std::fs::metadata(path).map_err(read_err)?;
-        let data = std::fs::read(path).map_err(read_err)?;
-        let build_id = object::File::parse(&*data)
-            .ok()
-            .and_then(|f| go_build_id(&f))
-            .unwrap_or_default();
+        let build_id = match BoundedElf::open(path, self.limits.read_budget) {
+            Ok(bounded) => go_build_id(bounded.data()).unwrap_or_default(),
+            Err(ElfLimitError::Open { source, .. }) => return Err(read_err(source)),
+            Err(source) => {
+                return Err(AnalysisError::Limit {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
         let key = BinaryKey {
             dev: meta.dev(),
             inode: meta.ino(),
             build_id,
         };
-        if let Some(hit) = self.entries.lock().expect("analysis cache lock").get(&key) {
-            return Ok(hit.clone());
+        {
+            let mut entries = self.entries.lock().expect("analysis cache lock");
+            entries.clock += 1;
+            let now = entries.clock;
+            if let Some((hit, used)) = entries.map.get_mut(&key) {
+                *used = now;
+                return Ok(hit.clone());
+            }
         }
-        let analysed = Arc::new(GoBinary::analyze_bytes(
+        let analysed = Arc::new(GoBinary::analyze_file(
             path,
-            &data,
             meta.dev(),
             meta.ino(),
             OffsetsTable::builtin(),
+            self.limits,
         )?);
-        self.entries
-            .lock()
-            .expect("analysis cache lock")
-            .insert(key, analysed.clone());
+        let mut entries = self.entries.lock().expect("analysis cache lock");
+        if entries.map.len() >= self.capacity
+            && let Some(oldest) = entries
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            entries.map.remove(&oldest);
+        }
+        entries.clock += 1;
+        let now = entries.clock;
+        entries.map.insert(key, (analysed.clone(), now));
         Ok(analysed)
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("analysis cache lock").len()
+        self.entries.lock().expect("analysis cache lock").map.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -11,6 +11,21 @@ use std::collections::{BTreeMap, HashMap};
 
 use object::{Object, ObjectSection};
 
+/// Cap on the DWARF the probe decompresses per binary (the sections
+/// [`field_offsets`] reads, together): a compressed section states its own
+/// uncompressed size, and a workload's binary may state anything.
+pub const MAX_DWARF_BYTES: u64 = 128 << 20;
+
+/// The sections the field lookup reads; gimli gets empty data for the rest
+/// (line tables, locations, ranges, frames are never needed here).
+const NEEDED: [gimli::SectionId; 5] = [
+    gimli::SectionId::DebugInfo,
+    gimli::SectionId::DebugAbbrev,
+    gimli::SectionId::DebugStr,
+    gimli::SectionId::DebugStrOffsets,
+    gimli::SectionId::DebugLineStr,
+];
+
 /// Why DWARF could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DwarfError {
@@ -22,6 +37,14 @@ pub enum DwarfError {
         #[source]
         source: object::Error,
     },
+    #[error(
+        "DWARF section {section} is {size} bytes uncompressed, which with the sections before it exceeds the {limit}-byte cap"
+    )]
+    TooLarge {
+        section: &'static str,
+        size: u64,
+        limit: u64,
+    },
     #[error("malformed DWARF")]
     Parse(#[from] gimli::Error),
 }
@@ -32,19 +55,41 @@ pub type FieldOffsets = BTreeMap<String, u64>;
 /// Finds the offsets of `wanted` fields, given as `(struct, field)` pairs.
 /// Fields absent from the binary (a struct or field that this Go or module
 /// version does not have) are simply missing from the result.
-pub fn field_offsets(
-    file: &object::File<'_>,
+///
+/// Sections are decompressed only if their stated sizes together stay
+/// within `limit` (see [`MAX_DWARF_BYTES`]).
+pub fn field_offsets<'data, R: object::ReadRef<'data>>(
+    file: &object::File<'data, R>,
     wanted: &[(&str, &str)],
+    limit: u64,
 ) -> Result<FieldOffsets, DwarfError> {
     if file.section_by_name(".debug_info").is_none() {
         return Err(DwarfError::Missing);
     }
-    let mut by_struct: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (s, f) in wanted {
-        by_struct.entry(s).or_default().push(f);
+    let mut total = 0u64;
+    for id in NEEDED {
+        let Some(section) = file.section_by_name(id.name()) else {
+            continue;
+        };
+        let range = section
+            .compressed_file_range()
+            .map_err(|source| DwarfError::Section {
+                section: id.name(),
+                source,
+            })?;
+        total = total.saturating_add(range.uncompressed_size);
+        if total > limit {
+            return Err(DwarfError::TooLarge {
+                section: id.name(),
+                size: range.uncompressed_size,
+                limit,
+            });
+        }
     }
-
-    let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, DwarfError> {
+    let load = |id: gimli::SectionId| -> Result<Cow<'data, [u8]>, DwarfError> {
+        if !NEEDED.contains(&id) {
+            return Ok(Cow::Borrowed(&[][..]));
+        }
         match file.section_by_name(id.name()) {
             Some(section) => section
                 .uncompressed_data()
@@ -56,7 +101,20 @@ pub fn field_offsets(
         }
     };
     let sections = gimli::DwarfSections::load(load)?;
-    let dwarf = sections.borrow(|data| gimli::EndianSlice::new(data, gimli::LittleEndian));
+    field_offsets_in(&sections, wanted)
+}
+
+/// The lookup itself, over already loaded sections (also the fuzzing entry).
+pub fn field_offsets_in<T: AsRef<[u8]>>(
+    sections: &gimli::DwarfSections<T>,
+    wanted: &[(&str, &str)],
+) -> Result<FieldOffsets, DwarfError> {
+    let mut by_struct: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (s, f) in wanted {
+        by_struct.entry(s).or_default().push(f);
+    }
+    let dwarf =
+        sections.borrow(|data| gimli::EndianSlice::new(data.as_ref(), gimli::LittleEndian));
 
     let mut found = FieldOffsets::new();
     let mut units = dwarf.units();

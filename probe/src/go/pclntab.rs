@@ -22,6 +22,8 @@ pub enum PclntabError {
         "section .gopclntab has magic {0:#x}; only Go 1.18 and newer tables (0xfffffff0/0xfffffff1) are understood"
     )]
     UnknownMagic(u32),
+    #[error("section .gopclntab declares a pointer size of {0} bytes; only 4 and 8 exist")]
+    PointerSize(u8),
 }
 
 /// A function's virtual address range `[start, end)`.
@@ -34,13 +36,20 @@ pub struct FuncRange {
 /// Looks up the functions named in `wanted`; others are skipped so a large
 /// binary's tens of thousands of names are not all materialised.
 /// `text_start` is used when the header's textStart is zero.
+///
+/// The table comes from the workload's binary, so every offset in it is
+/// untrusted: reads are bounds-checked, offsets added with overflow checks,
+/// and a name is compared only against the wanted names (never scanned to
+/// its NUL), which keeps the work linear in the size of the table.
 pub fn find_functions(
     data: &[u8],
     text_start: u64,
     wanted: &[&str],
 ) -> Result<HashMap<String, FuncRange>, PclntabError> {
+    let at = |base: usize, add: usize| base.checked_add(add).ok_or(PclntabError::Truncated(base));
     let u32_at = |off: usize| -> Result<u32, PclntabError> {
-        data.get(off..off + 4)
+        off.checked_add(4)
+            .and_then(|end| data.get(off..end))
             .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
             .ok_or(PclntabError::Truncated(off))
     };
@@ -48,22 +57,31 @@ pub fn find_functions(
     if magic != 0xffff_fff0 && magic != 0xffff_fff1 {
         return Err(PclntabError::UnknownMagic(magic));
     }
-    let ptr_size = *data.get(7).ok_or(PclntabError::Truncated(7))? as usize;
+    let ptr_size = *data.get(7).ok_or(PclntabError::Truncated(7))?;
+    if ptr_size != 4 && ptr_size != 8 {
+        return Err(PclntabError::PointerSize(ptr_size));
+    }
+    let ptr_size = usize::from(ptr_size);
     let word = |index: usize| -> Result<u64, PclntabError> {
         let off = 8 + index * ptr_size;
         let bytes = data
             .get(off..off + ptr_size)
             .ok_or(PclntabError::Truncated(off))?;
-        Ok(if ptr_size == 8 {
-            u64::from_le_bytes(bytes.try_into().expect("8 bytes"))
-        } else {
-            u64::from(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+        Ok(match bytes.try_into() {
+            Ok(eight) => u64::from_le_bytes(eight),
+            Err(_) => u64::from(u32::from_le_bytes(bytes.try_into().expect("4 bytes"))),
         })
     };
-    let nfunc = word(0)? as usize;
+    // Offsets past the end of the section fail at their first read; as
+    // `usize` they must at least fit the address space.
+    let offset = |index: usize| -> Result<usize, PclntabError> {
+        let value = word(index)?;
+        usize::try_from(value).map_err(|_| PclntabError::Truncated(8 + index * ptr_size))
+    };
+    let nfunc = offset(0)?;
     let header_text = word(2)?;
-    let funcname_off = word(3)? as usize;
-    let pcln_off = word(7)? as usize;
+    let funcname_off = offset(3)?;
+    let pcln_off = offset(7)?;
     let base = if header_text != 0 {
         header_text
     } else {
@@ -72,27 +90,34 @@ pub fn find_functions(
 
     let mut found = HashMap::new();
     for i in 0..nfunc {
-        let entry_off = u32_at(pcln_off + i * 8)?;
-        let func_off = u32_at(pcln_off + i * 8 + 4)? as usize;
-        let next_entry = u32_at(pcln_off + (i + 1) * 8)?;
-        let name_off = u32_at(pcln_off + func_off + 4)? as usize;
-        let name_start = funcname_off + name_off;
+        // Each entry reads 8 bytes further into the section, so a lying
+        // `nfunc` ends at the section's end with `Truncated`.
+        let entry = at(pcln_off, i.checked_mul(8).ok_or(PclntabError::Truncated(pcln_off))?)?;
+        let entry_off = u32_at(entry)?;
+        let func_off = u32_at(at(entry, 4)?)? as usize;
+        let next_entry = u32_at(at(entry, 8)?)?;
+        let name_off = u32_at(at(at(pcln_off, func_off)?, 4)?)? as usize;
+        let name_start = at(funcname_off, name_off)?;
         let name_bytes = data
             .get(name_start..)
             .ok_or(PclntabError::Truncated(name_start))?;
-        let len = name_bytes
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(name_bytes.len());
-        let name = &name_bytes[..len];
-        if let Some(w) = wanted.iter().find(|w| w.as_bytes() == name) {
-            found.insert(
-                (*w).to_owned(),
-                FuncRange {
-                    start: base + u64::from(entry_off),
-                    end: base + u64::from(next_entry),
-                },
-            );
+        let is_named = |w: &&&str| {
+            name_bytes.starts_with(w.as_bytes())
+                && name_bytes.get(w.len()).is_none_or(|b| *b == 0)
+        };
+        if let Some(w) = wanted.iter().find(is_named) {
+            let (Some(start), Some(end)) = (
+                base.checked_add(u64::from(entry_off)),
+                base.checked_add(u64::from(next_entry)),
+            ) else {
+                continue;
+            };
+            if end <= start {
+                // Entries are sorted; a function that ends before it
+                // starts is a corrupt table, not a function to probe.
+                continue;
+            }
+            found.insert((*w).to_owned(), FuncRange { start, end });
             if found.len() == wanted.len() {
                 break;
             }
@@ -143,6 +168,47 @@ mod tests {
             "absent names are not invented"
         );
         assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn an_odd_pointer_size_is_an_error_not_a_panic() {
+        // Found by fuzzing: a pointer size of 3 took the 4-byte path and
+        // panicked converting a 3-byte slice.
+        for size in [0u8, 1, 3, 5, 7, 16, 255] {
+            let mut t = table();
+            t[7] = size;
+            assert_eq!(
+                find_functions(&t, 0, &["main.a"]),
+                Err(PclntabError::PointerSize(size)),
+                "pointer size {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn offsets_that_overflow_are_truncation_errors() {
+        let mut t = table();
+        // pclnOffset (word 7) = u64::MAX: the functab lies beyond any section.
+        t[8 + 7 * 8..8 + 8 * 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            find_functions(&t, 0, &["main.a"]),
+            Err(PclntabError::Truncated(_))
+        ));
+        // funcnameOffset = u64::MAX - 3: adding a name offset overflows.
+        let mut t = table();
+        t[8 + 3 * 8..8 + 4 * 8].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+        assert!(find_functions(&t, 0, &["main.a"]).is_err());
+        // textStart near u64::MAX: addresses overflow, the function is skipped.
+        let mut t = table();
+        t[8 + 2 * 8..8 + 3 * 8].copy_from_slice(&(u64::MAX - 0x100).to_le_bytes());
+        assert_eq!(find_functions(&t, 0, &["main.bb"]), Ok(HashMap::new()));
+    }
+
+    #[test]
+    fn a_wanted_name_that_is_a_prefix_of_another_does_not_match() {
+        let t = table();
+        // "main.b" is a prefix of "main.bb": names compare whole.
+        assert_eq!(find_functions(&t, 0, &["main.b"]), Ok(HashMap::new()));
     }
 
     #[test]
