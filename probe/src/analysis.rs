@@ -205,13 +205,19 @@ mod tests {
         });
         analyzer.submit(7).expect("queued");
         analyzer.submit(8).expect("queued");
-        analyzer.submit(8).expect("a resubmission replaces the first");
+        analyzer
+            .submit(8)
+            .expect("a resubmission replaces the first");
         analyzer.cancel(7);
         assert_eq!(analyzer.pending(), 1);
         drop(held);
         let analysed = analyzer.next().await;
         assert_eq!(analysed.pid, 8);
-        assert_eq!(analyzer.pending(), 0, "the superseded result of 8 is dropped too");
+        assert_eq!(
+            analyzer.pending(),
+            0,
+            "the superseded result of 8 is dropped too"
+        );
         // Analyses run one at a time in submission order, so 7 and the
         // first 8 finished (and were dropped) before the last 8 came back.
         assert!(analyzer.rx.try_recv().is_err(), "nothing else is in flight");
@@ -223,6 +229,8 @@ mod tests {
         analyzer.submit(1).expect("first");
         analyzer.submit(2).expect("second");
         assert_eq!(analyzer.submit(3), Err(Busy { pid: 3, pending: 2 }));
-        analyzer.submit(2).expect("a pending pid may be resubmitted");
+        analyzer
+            .submit(2)
+            .expect("a pending pid may be resubmitted");
     }
 }

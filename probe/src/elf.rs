@@ -184,9 +184,9 @@ pub fn check_eager_tables<'data, R: ReadRef<'data>>(
     data: R,
     budget: &ReadBudget,
 ) -> Result<(), ElfLimitError> {
+    use object::Endianness;
     use object::elf::{FileHeader64, SHT_DYNSYM, SHT_STRTAB, SHT_SYMTAB};
     use object::read::elf::{FileHeader, SectionHeader};
-    use object::Endianness;
 
     let header = FileHeader64::<Endianness>::parse(data)
         .map_err(|_| ElfLimitError::NotElf64("no ELF64 header"))?;

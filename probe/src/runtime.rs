@@ -53,7 +53,7 @@ pub async fn run<F: Frontend>(
 ) -> anyhow::Result<()> {
     let health = Health::new();
     let resources = ResourceRegistry::new(config.resource.clone());
-    let red = RedMetrics::new();
+    let red = RedMetrics::with_health(health.clone());
     let clock = ClockOffsets::measure();
     let shutdown = CancellationToken::new();
     let config = Arc::new(config);
@@ -118,7 +118,8 @@ pub async fn run<F: Frontend>(
         queue.clone(),
         clock,
         health.clone(),
-    );
+    )
+    .with_redaction(&config.probe.redaction);
     let pipeline_task = tokio::spawn(pipeline.run(records));
 
     let (publisher, target_events) = target_channel();

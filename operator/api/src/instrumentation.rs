@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::optin::Candidate;
 use crate::probe_config::{
-    Language, LanguageTuning, OtlpProtocol, Propagator, SamplerType, UnmatchedRoutes,
+    Language, LanguageTuning, OtlpProtocol, Propagator, RedactionConfig, SamplerType,
+    UnmatchedRoutes,
 };
 
 /// Ring buffer sizes the probe accepts: powers of two from 4 KiB to 1 GiB.
@@ -89,6 +90,11 @@ pub struct InstrumentationSpec {
     /// How `http.route` is derived from request paths (cardinality guard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<RoutesSpec>,
+
+    /// What is removed from spans before they leave the node; default:
+    /// every query string value in `url.query` and `url.full` is `REDACTED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<RedactionConfig>,
 
     /// Go probe tuning: which protocols to trace, buffer sizes, resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -64,8 +64,8 @@ fn record(table: &mut OffsetsTable, path: &Path) -> Result<(), String> {
     // Everything the probes may read, not just what this binary's features need.
     let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
-    let fields =
-        dwarf::field_offsets(&file, ALL_FIELDS, dwarf::MAX_DWARF_BYTES).map_err(|e| format!("{}: {e}", path.display()))?;
+    let fields = dwarf::field_offsets(&file, ALL_FIELDS, dwarf::MAX_DWARF_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     table.record(&analysed.build, &fields);
     eprintln!(
         "{}: {} fields from {}",

@@ -279,7 +279,15 @@ impl GoBinary {
             }
             Err(other) => return Err(limit(other)),
         };
-        analyze_object(path, bounded.data(), dev, inode, table, &bounded.budget, limits)
+        analyze_object(
+            path,
+            bounded.data(),
+            dev,
+            inode,
+            table,
+            &bounded.budget,
+            limits,
+        )
     }
 
     /// Analysis of an executable's bytes (tests and fuzzing), with the

@@ -17,13 +17,18 @@ use object::{Object, ObjectSection};
 pub const MAX_DWARF_BYTES: u64 = 128 << 20;
 
 /// The sections the field lookup reads; gimli gets empty data for the rest
-/// (line tables, locations, ranges, frames are never needed here).
-const NEEDED: [gimli::SectionId; 5] = [
+/// (locations and frames are never needed here). Reading a DWARF 5 unit
+/// (Go 1.25+) resolves its `addrx` entry address and parses its line
+/// program header, so those sections are needed too.
+const NEEDED: [gimli::SectionId; 8] = [
     gimli::SectionId::DebugInfo,
     gimli::SectionId::DebugAbbrev,
     gimli::SectionId::DebugStr,
     gimli::SectionId::DebugStrOffsets,
     gimli::SectionId::DebugLineStr,
+    gimli::SectionId::DebugLine,
+    gimli::SectionId::DebugAddr,
+    gimli::SectionId::DebugRngLists,
 ];
 
 /// Why DWARF could not be read.
@@ -113,8 +118,7 @@ pub fn field_offsets_in<T: AsRef<[u8]>>(
     for (s, f) in wanted {
         by_struct.entry(s).or_default().push(f);
     }
-    let dwarf =
-        sections.borrow(|data| gimli::EndianSlice::new(data.as_ref(), gimli::LittleEndian));
+    let dwarf = sections.borrow(|data| gimli::EndianSlice::new(data.as_ref(), gimli::LittleEndian));
 
     let mut found = FieldOffsets::new();
     let mut units = dwarf.units();

@@ -138,7 +138,11 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
             Protocol::Grpc(GrpcInfo {
                 service,
                 method,
-                status_code: i32::try_from(event.status).ok().filter(|c| *c >= 0),
+                // gRPC defines codes 0..=16; anything else read from the
+                // process is not a status (and must not become a label).
+                status_code: i32::try_from(event.status)
+                    .ok()
+                    .filter(|c| (0..=16).contains(c)),
                 authority: None,
                 user_agent: None,
             })

@@ -92,7 +92,10 @@ pub fn find_functions(
     for i in 0..nfunc {
         // Each entry reads 8 bytes further into the section, so a lying
         // `nfunc` ends at the section's end with `Truncated`.
-        let entry = at(pcln_off, i.checked_mul(8).ok_or(PclntabError::Truncated(pcln_off))?)?;
+        let entry = at(
+            pcln_off,
+            i.checked_mul(8).ok_or(PclntabError::Truncated(pcln_off))?,
+        )?;
         let entry_off = u32_at(entry)?;
         let func_off = u32_at(at(entry, 4)?)? as usize;
         let next_entry = u32_at(at(entry, 8)?)?;
@@ -102,8 +105,7 @@ pub fn find_functions(
             .get(name_start..)
             .ok_or(PclntabError::Truncated(name_start))?;
         let is_named = |w: &&&str| {
-            name_bytes.starts_with(w.as_bytes())
-                && name_bytes.get(w.len()).is_none_or(|b| *b == 0)
+            name_bytes.starts_with(w.as_bytes()) && name_bytes.get(w.len()).is_none_or(|b| *b == 0)
         };
         if let Some(w) = wanted.iter().find(is_named) {
             let (Some(start), Some(end)) = (

@@ -147,6 +147,16 @@ impl MessageParser {
         self.side
     }
 
+    /// Bytes this parser holds (a head being accumulated, a chunk-size or
+    /// trailer line); everything else about a message is a few counters.
+    pub fn buffered(&self) -> usize {
+        match &self.state {
+            State::Head { buf, .. } => buf.capacity(),
+            State::Chunked { line, .. } => line.capacity(),
+            _ => 0,
+        }
+    }
+
     /// The stream was found not to be HTTP.
     pub fn is_off(&self) -> bool {
         self.state == State::Off
@@ -342,6 +352,17 @@ impl MessageParser {
         let take = rest.len().min(MAX_HEAD_BYTES - before);
         buf.extend_from_slice(&rest[..take]);
         self.last = meta;
+        // A head can only have ended where the new bytes complete an empty
+        // line: re-parsing the whole buffer on every read would make a peer
+        // that drips a head a byte at a time cost quadratic time. The first
+        // bytes are always parsed, so what is not HTTP is still refused early.
+        let fresh = &buf[before.saturating_sub(3)..];
+        let may_end =
+            fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n");
+        if before > 0 && !may_end && buf.len() < MAX_HEAD_BYTES && last_captured {
+            self.state = State::Head { buf, first };
+            return take;
+        }
         match self.parse_head(&buf) {
             Ok(Some((len, head, chunked))) => {
                 let consumed = len - before;

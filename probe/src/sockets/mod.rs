@@ -111,6 +111,8 @@ impl ProgramSet for SocketSet {
     ) {
         let stats = self.tracker.stats();
         tick.parse_errors("http1", stats.not_http - self.reported.not_http);
+        tick.connections_untraced("connection_cap", stats.untracked - self.reported.untracked);
+        tick.connections_untraced("abandoned", stats.abandoned - self.reported.abandoned);
         self.reported = stats;
     }
 }

@@ -21,9 +21,26 @@ use crate::telemetry::trace_context::{SpanContext, parse_traceparent};
 
 use super::events::{Direction, KernelEvent, RoleHint};
 
+/// Connections tracked at most (all processes together); a connection
+/// opened beyond it is not traced (counted in [`TrackerStats::untracked`]).
+pub const MAX_CONNECTIONS: usize = 32_768;
+/// Bytes of message heads held across all connections. A peer that drips
+/// a head one byte at a time, on many connections at once, makes the
+/// parsers accumulate; past this, the connection that grows is dropped
+/// (counted in [`TrackerStats::abandoned`]) instead of the probe growing.
+pub const MAX_BUFFERED_BYTES: usize = 16 << 20;
+/// Requests waiting for their responses on one connection (HTTP/1.1
+/// pipelining); a client that sends more without reading is not traced.
+pub const MAX_PENDING_PER_CONNECTION: usize = 64;
+
 /// Counters of what the tracker saw, for the front-end's health metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrackerStats {
+    /// Connections no longer traced because they exceeded a cap
+    /// ([`MAX_BUFFERED_BYTES`], [`MAX_PENDING_PER_CONNECTION`]).
+    pub abandoned: u64,
+    /// Connections not traced because [`MAX_CONNECTIONS`] were tracked.
+    pub untracked: u64,
     /// Connections whose traffic was not HTTP/1.x (ignored from then on).
     pub not_http: u64,
     /// Requests that ended without a response (connection closed first).
@@ -54,6 +71,8 @@ struct Conn {
     /// Requests in order, waiting for (or receiving) their responses.
     pending: VecDeque<Exchange>,
     off: bool,
+    /// What the two parsers hold, as counted in `Tracker::buffered`.
+    buffered: usize,
 }
 
 impl Conn {
@@ -70,6 +89,7 @@ impl Conn {
             responses: MessageParser::new(Side::Response),
             pending: VecDeque::new(),
             off: false,
+            buffered: 0,
         }
     }
 
@@ -89,6 +109,8 @@ pub struct Tracker {
     /// (pid, tid) -> the server span that thread is serving.
     serving: HashMap<(u32, u32), SpanContext>,
     stats: TrackerStats,
+    /// Sum of every connection's `buffered`.
+    buffered: usize,
 }
 
 impl Tracker {
@@ -98,6 +120,7 @@ impl Tracker {
             conns: HashMap::new(),
             serving: HashMap::new(),
             stats: TrackerStats::default(),
+            buffered: 0,
         }
     }
 
@@ -108,6 +131,26 @@ impl Tracker {
     /// Connections currently tracked.
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Head bytes held across connections (at most about [`MAX_BUFFERED_BYTES`]).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
+    fn remove_conn(&mut self, key: (u32, i32)) -> Option<Conn> {
+        let conn = self.conns.remove(&key)?;
+        self.buffered -= conn.buffered;
+        Some(conn)
+    }
+
+    /// Whether a new connection may be tracked.
+    fn has_room(&mut self) -> bool {
+        if self.conns.len() < MAX_CONNECTIONS {
+            return true;
+        }
+        self.stats.untracked += 1;
+        false
     }
 
     /// Handles one event; completed requests are appended to `out`.
@@ -122,10 +165,12 @@ impl Tracker {
                 ..
             } => {
                 // A reused fd number: whatever was there is over.
-                if let Some(old) = self.conns.remove(&(pid, fd)) {
+                if let Some(old) = self.remove_conn((pid, fd)) {
                     self.close_conn(pid, old, None, out);
                 }
-                self.conns.insert((pid, fd), Conn::new(role, local, peer));
+                if self.has_room() {
+                    self.conns.insert((pid, fd), Conn::new(role, local, peer));
+                }
             }
             KernelEvent::Data {
                 pid,
@@ -145,7 +190,7 @@ impl Tracker {
                 self.on_data(pid, fd, direction, payload, total_len, meta, out);
             }
             KernelEvent::Close { pid, fd, ts_ns, .. } => {
-                if let Some(conn) = self.conns.remove(&(pid, fd)) {
+                if let Some(conn) = self.remove_conn((pid, fd)) {
                     self.close_conn(pid, conn, Some(ts_ns), out);
                 }
             }
@@ -157,7 +202,14 @@ impl Tracker {
     /// Drops every connection and thread state of `pid` (it exited or was
     /// released); requests in flight are not reported.
     pub fn forget_process(&mut self, pid: u32) {
-        self.conns.retain(|(p, _), _| *p != pid);
+        let mut freed = 0;
+        self.conns.retain(|(p, _), conn| {
+            if *p == pid {
+                freed += conn.buffered;
+            }
+            *p != pid
+        });
+        self.buffered -= freed;
         self.serving.retain(|(p, _), _| *p != pid);
     }
 
@@ -172,6 +224,9 @@ impl Tracker {
         meta: SegmentMeta,
         out: &mut Vec<RequestRecord>,
     ) {
+        if !self.conns.contains_key(&(pid, fd)) && !self.has_room() {
+            return;
+        }
         let conn = self
             .conns
             .entry((pid, fd))
@@ -209,8 +264,29 @@ impl Tracker {
             conn.responses.feed(payload, total_len, meta, &mut found);
             parsed.extend(found.into_iter().map(|p| (Side::Response, p)));
         }
+        // Account for what the parsers hold now; past the budget this
+        // connection stops being traced rather than the probe growing.
+        let held = conn.requests.buffered() + conn.responses.buffered();
+        self.buffered = self.buffered - conn.buffered + held;
+        conn.buffered = held;
+        if self.buffered > MAX_BUFFERED_BYTES {
+            self.abandon(pid, fd);
+            return;
+        }
         for (side, item) in parsed {
             self.apply(pid, fd, side, item, out);
+        }
+    }
+
+    /// Stops tracing a connection that exceeded a cap: its state is freed,
+    /// its requests in flight are not reported, its fd stays known (as
+    /// off) so later bytes are skipped cheaply.
+    fn abandon(&mut self, pid: u32, fd: i32) {
+        if let Some(conn) = self.remove_conn((pid, fd)) {
+            self.stats.abandoned += 1;
+            let mut off = Conn::new(RoleHint::Unknown, conn.local, conn.peer);
+            off.off = true;
+            self.conns.insert((pid, fd), off);
         }
     }
 
@@ -244,6 +320,10 @@ impl Tracker {
                         (self.spans.start_client(parent), first.enter_ns)
                     }
                 };
+                if conn.pending.len() >= MAX_PENDING_PER_CONNECTION {
+                    self.abandon(pid, fd);
+                    return;
+                }
                 conn.responses
                     .expect_response_to(request.method.eq_ignore_ascii_case("HEAD"));
                 conn.pending.push_back(Exchange {

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;
+pub mod redact;
 pub mod resource;
 pub mod route;
 pub mod sampling;

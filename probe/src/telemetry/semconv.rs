@@ -17,6 +17,7 @@ use super::record::{GrpcInfo, HttpInfo, Protocol, RequestRecord, SpanKind};
 pub enum Value {
     Str(String),
     Int(i64),
+    Bool(bool),
 }
 
 impl From<&str> for Value {
@@ -42,6 +43,7 @@ pub fn key_value(key: &str, value: &Value) -> KeyValue {
     let value = match value {
         Value::Str(s) => any_value::Value::StringValue(s.clone()),
         Value::Int(i) => any_value::Value::IntValue(*i),
+        Value::Bool(b) => any_value::Value::BoolValue(*b),
     };
     KeyValue {
         key: key.to_owned(),

@@ -430,3 +430,102 @@ fn targets_are_split_into_path_and_query() {
     assert_eq!(split_target("http://host"), ("/".to_owned(), None));
     assert_eq!(split_target("*"), ("*".to_owned(), None));
 }
+
+#[test]
+fn slow_drip_heads_on_many_connections_stay_within_the_buffer_budget() {
+    let mut t = tracker();
+    let mut out = Vec::new();
+    // Each connection sends a head that never ends, a few hundred bytes a
+    // read, like a client dripping headers to keep the server busy.
+    let chunk = [b'a'; 512];
+    let mut ts = 0;
+    let connections = 2 * MAX_BUFFERED_BYTES / (16 * 1024) + 10;
+    for fd in 0..connections as i32 {
+        open(&mut t, fd, RoleHint::Server, &mut out);
+        ts += 1;
+        data(
+            &mut t,
+            fd,
+            1,
+            Direction::Ingress,
+            ts,
+            b"GET /slow HTTP/1.1\r\nX-Drip: ",
+            &mut out,
+        );
+        for _ in 0..24 {
+            ts += 1;
+            data(&mut t, fd, 1, Direction::Ingress, ts, &chunk, &mut out);
+            assert!(
+                t.buffered_bytes() <= MAX_BUFFERED_BYTES,
+                "{} bytes held",
+                t.buffered_bytes()
+            );
+        }
+    }
+    assert!(
+        t.stats().abandoned > 0,
+        "connections past the budget are abandoned"
+    );
+    // Closing everything frees everything.
+    for fd in 0..connections as i32 {
+        t.on_event(
+            &KernelEvent::Close {
+                pid: PID,
+                tid: 1,
+                ts_ns: ts,
+                fd,
+            },
+            &mut out,
+        );
+    }
+    assert_eq!(t.buffered_bytes(), 0);
+    assert_eq!(t.connections(), 0);
+}
+
+#[test]
+fn a_client_pipelining_past_the_cap_is_no_longer_traced() {
+    let mut t = tracker();
+    let mut out = Vec::new();
+    open(&mut t, 3, RoleHint::Server, &mut out);
+    let request = b"GET /p HTTP/1.1\r\nHost: x\r\n\r\n";
+    for i in 0..(MAX_PENDING_PER_CONNECTION as u64 + 10) {
+        data(&mut t, 3, 1, Direction::Ingress, i, request, &mut out);
+    }
+    assert_eq!(t.stats().abandoned, 1);
+    // The connection stays known as off: its response costs nothing.
+    data(
+        &mut t,
+        3,
+        1,
+        Direction::Egress,
+        1000,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        &mut out,
+    );
+    assert!(out.is_empty(), "no record from an abandoned connection");
+}
+
+#[test]
+fn connections_beyond_the_table_cap_are_not_tracked() {
+    let mut t = tracker();
+    let mut out = Vec::new();
+    for fd in 0..(MAX_CONNECTIONS + 5) as i32 {
+        open(&mut t, fd, RoleHint::Server, &mut out);
+    }
+    assert_eq!(t.connections(), MAX_CONNECTIONS);
+    assert_eq!(t.stats().untracked, 5);
+    data(
+        &mut t,
+        MAX_CONNECTIONS as i32 + 1,
+        1,
+        Direction::Ingress,
+        1,
+        b"GET / HTTP/1.1\r\n\r\n",
+        &mut out,
+    );
+    assert_eq!(
+        t.connections(),
+        MAX_CONNECTIONS,
+        "data on an untracked fd adopts nothing"
+    );
+}

@@ -1,0 +1,85 @@
+//! Replays the fuzz targets' committed inputs on stable Rust: every seed
+//! (`probe/fuzz/seeds/<target>/`) and every input that once crashed a
+//! target (`probe/fuzz/regressions/<target>/`) runs through the same body
+//! the fuzzer runs (`probe/fuzz/src/lib.rs`). A regression that comes back
+//! fails here, in `cargo test`, without nightly or libFuzzer.
+
+#[path = "../fuzz/src/lib.rs"]
+mod bodies;
+
+use std::path::{Path, PathBuf};
+
+fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join(kind)
+        .join(target);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_target_has_committed_seeds() {
+    for (target, _) in bodies::TARGETS {
+        assert!(
+            !inputs("seeds", target).is_empty(),
+            "fuzz target {target} has no seeds in probe/fuzz/seeds/{target}/"
+        );
+    }
+}
+
+#[test]
+fn seeds_and_past_crashes_run_clean_through_every_target() {
+    let mut ran = 0;
+    for (target, body) in bodies::TARGETS {
+        for path in inputs("seeds", target)
+            .into_iter()
+            .chain(inputs("regressions", target))
+        {
+            let data =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            let outcome = std::panic::catch_unwind(|| body(&data));
+            assert!(
+                outcome.is_ok(),
+                "fuzz target {target} panicked on {} (reproduce: make fuzz-one TARGET={target} INPUT={})",
+                path.display(),
+                path.display()
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran > 0, "no fuzz inputs found under probe/fuzz/");
+}
+
+#[test]
+fn the_go_binary_seeds_reach_the_end_of_the_analysis() {
+    use ferrotel_probe::golang::binary::GoBinary;
+    use ferrotel_probe::golang::offsets::OffsetsTable;
+    // Seeds that fail early would leave the fuzzer to discover the ELF,
+    // build info, pclntab and DWARF formats by itself.
+    for seed in ["symtab_dwarf", "stripped_pclntab"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds/go_binary")
+            .join(seed);
+        let data = std::fs::read(&path).expect("seed exists");
+        let analysed = GoBinary::analyze_bytes(&path, &data, 0, 0, OffsetsTable::builtin())
+            .unwrap_or_else(|e| panic!("seed {seed} must analyse: {e:?}"));
+        assert_eq!(analysed.build.go_version, "go1.23.5", "{seed}");
+        assert!(
+            analysed.fields.contains_key("runtime.g.goid"),
+            "{seed}: DWARF read: {:?}",
+            analysed.fields
+        );
+        assert!(
+            analysed
+                .sites
+                .contains_key("net/http.serverHandler.ServeHTTP"),
+            "{seed}: functions and RETs found: {:?}",
+            analysed.sites
+        );
+    }
+}
