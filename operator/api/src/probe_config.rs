@@ -239,8 +239,9 @@ pub enum QueryRedaction {
     /// (`AWSAccessKeyId`, `Signature`, `sig`, `X-Goog-Signature`) and of
     /// `sensitiveQueryKeys`.
     Listed,
-    /// Nothing: query strings are exported as sent.
-    Off,
+    /// Nothing: query strings are exported as sent. (Not `off`: YAML 1.1
+    /// readers turn that word into a boolean.)
+    None,
 }
 
 /// What the probe removes from telemetry before it leaves the node.

@@ -9,7 +9,7 @@
 //! know which names a workload uses for its secrets. Keys stay, so the
 //! shape of a request is still visible (`?token=REDACTED&page=REDACTED`).
 //! `redaction.query` chooses: `all` (default), `listed` (the semantic
-//! conventions' keys plus `sensitiveQueryKeys`), `off`.
+//! conventions' keys plus `sensitiveQueryKeys`), `none`.
 
 use std::borrow::Cow;
 
@@ -52,7 +52,7 @@ impl Redactor {
 
     /// The query with the values the policy names replaced by `REDACTED`.
     pub fn query<'a>(&self, query: &'a str) -> Cow<'a, str> {
-        if self.mode == QueryRedaction::Off {
+        if self.mode == QueryRedaction::None {
             return Cow::Borrowed(query);
         }
         let mut out = String::with_capacity(query.len());
@@ -81,7 +81,7 @@ impl Redactor {
     fn redacts(&self, key: &str) -> bool {
         match self.mode {
             QueryRedaction::All => true,
-            QueryRedaction::Off => false,
+            QueryRedaction::None => false,
             QueryRedaction::Listed => {
                 let decoded = percent_decode(key);
                 self.keys.iter().any(|k| *k == key || *k == decoded)
@@ -178,8 +178,8 @@ mod tests {
     }
 
     #[test]
-    fn off_exports_the_query_as_sent() {
-        let r = redactor(QueryRedaction::Off, &[]);
+    fn none_exports_the_query_as_sent() {
+        let r = redactor(QueryRedaction::None, &[]);
         assert_eq!(r.query("token=s3cr3t"), "token=s3cr3t");
     }
 }
