@@ -126,8 +126,13 @@ WANTED = [
     "net/http.(*conn).hijacked",
 ]
 TEXT_ADDR = 0x401000
-# CMPQ SP, 0x10(R14); JBE +2; PUSHQ BP; RET; RET   (8 bytes of code + 2 RETs)
-FUNC = bytes([0x49, 0x3B, 0x66, 0x10, 0x76, 0x02, 0x55, 0xC3, 0xC3, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90])
+STRIDE = 64
+# CMPQ SP, 0x10(R14); JBE +2; PUSHQ BP; RET; RET   (2 RETs), NOP-padded
+PROLOGUE = bytes([0x49, 0x3B, 0x66, 0x10, 0x76, 0x02, 0x55])
+
+
+def func(rets):
+    return (PROLOGUE + b"\xC3" * rets).ljust(STRIDE, b"\x90")
 # (*conn).serve: CALL ServeHTTP; CALL hijacked; RET
 def conn_serve(own, serve_http, hijacked):
     code = b""
@@ -135,17 +140,19 @@ def conn_serve(own, serve_http, hijacked):
     for target in (serve_http, hijacked):
         rel = target - (ip + len(code) + 5)
         code += b"\xE8" + struct.pack("<i", rel)
-    return code + b"\xC3" + b"\x90" * (16 - len(code) - 1)
+    return (code + b"\xC3").ljust(STRIDE, b"\x90")
 
 
-def text_section():
-    addrs = [TEXT_ADDR + 16 * i for i in range(len(WANTED))]
+def text_section(serve_http_rets=2):
+    addrs = [TEXT_ADDR + STRIDE * i for i in range(len(WANTED))]
     code = b""
     for i, name in enumerate(WANTED):
         if name == "net/http.(*conn).serve":
             code += conn_serve(addrs[i], addrs[0], addrs[5])
+        elif i == 0:
+            code += func(serve_http_rets)
         else:
-            code += FUNC
+            code += func(2)
     return code, addrs
 
 
@@ -175,7 +182,7 @@ def pclntab(addrs):
     t += names
     for i in range(nfunc):
         t += struct.pack("<II", addrs[i] - TEXT_ADDR, funcs_off + 8 * i)
-    t += struct.pack("<II", 16 * nfunc, 0)
+    t += struct.pack("<II", STRIDE * nfunc, 0)
     for i in range(nfunc):
         t += struct.pack("<Ii", addrs[i] - TEXT_ADDR, name_offs[i])
     return t
@@ -206,8 +213,8 @@ def dwarf_sections():
     return info, abbrev, b"\0"
 
 
-def elf(with_dwarf, with_symtab):
-    code, addrs = text_section()
+def elf(with_dwarf, with_symtab, serve_http_rets=2):
+    code, addrs = text_section(serve_http_rets)
     info, abbrev, strs = dwarf_sections()
     sections = [("", 0, 0, b"", 0, 0)]  # name, type, flags, data, addr, link/info
     sections.append((".text", 1, 6, code, TEXT_ADDR, 0))
@@ -222,7 +229,7 @@ def elf(with_dwarf, with_symtab):
         strtab = b"\0"
         syms = b"\0" * 24
         for name, a in zip(WANTED, addrs):
-            syms += struct.pack("<IBBHQQ", len(strtab), 0x12, 0, 1, a, 16)
+            syms += struct.pack("<IBBHQQ", len(strtab), 0x12, 0, 1, a, STRIDE)
             strtab += name.encode() + b"\0"
         strtab_index = len(sections) + 1
         sections.append((".symtab", 2, 0, syms, 0, strtab_index))
@@ -262,6 +269,8 @@ def elf(with_dwarf, with_symtab):
 write("go_binary", "stripped_pclntab", elf(with_dwarf=True, with_symtab=False))
 write("go_binary", "symtab_dwarf", elf(with_dwarf=True, with_symtab=True))
 write("go_binary", "no_dwarf", elf(with_dwarf=False, with_symtab=False))
+# ServeHTTP with 40 RETs: past the probe's cap of 32 uprobes per function.
+write("go_binary", "many_rets", elf(with_dwarf=True, with_symtab=True, serve_http_rets=40))
 _, addrs = text_section()
 write("pclntab", "go120", pclntab(addrs))
 write("buildinfo", "go123", buildinfo())

@@ -83,3 +83,26 @@ fn the_go_binary_seeds_reach_the_end_of_the_analysis() {
         );
     }
 }
+
+#[test]
+fn a_function_with_more_rets_than_the_uprobe_cap_is_not_probed() {
+    use ferrotel_probe::golang::binary::{GoBinary, MAX_RETURNS_PER_FUNCTION};
+    use ferrotel_probe::golang::offsets::{Feature, OffsetsTable};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/go_binary/many_rets");
+    let data = std::fs::read(&path).expect("seed exists");
+    let analysed = GoBinary::analyze_bytes(&path, &data, 0, 0, OffsetsTable::builtin())
+        .expect("the binary analyses; only the function is refused");
+    assert!(
+        !analysed
+            .sites
+            .contains_key("net/http.serverHandler.ServeHTTP"),
+        "no probe site for a function with 40 RETs (cap {MAX_RETURNS_PER_FUNCTION})"
+    );
+    let reason = analysed.features[&Feature::HttpServer]
+        .as_ref()
+        .expect_err("the HTTP server feature is refused");
+    assert!(
+        reason.contains("40 RET instructions") && reason.contains("cap of 32"),
+        "the reason names the count and the cap: {reason}"
+    );
+}

@@ -33,8 +33,8 @@ const GO_PROBE_MEMORY_LIMIT: u64 = 512 << 20;
 /// Appends `blob` to `bytes` and points section `name`'s header at it
 /// (offset, size, and `SHF_COMPRESSED` if `compressed`).
 fn redirect_section(bytes: &mut Vec<u8>, name: &str, blob: &[u8], compressed: bool) {
-    let header = object::elf::FileHeader64::<object::Endianness>::parse(&bytes[..])
-        .expect("an ELF64 file");
+    let header =
+        object::elf::FileHeader64::<object::Endianness>::parse(&bytes[..]).expect("an ELF64 file");
     let endian = header.endian().expect("endianness");
     let shoff = header.e_shoff.get(endian) as usize;
     let sections = header.sections(endian, &bytes[..]).expect("section table");
@@ -107,7 +107,8 @@ fn peak_rss_bytes() -> u64 {
 }
 
 fn refused(metrics: &str, reason: &str) -> u64 {
-    let prefix = format!("ferrotel_probe_attach_refused_total{{language=\"go\",reason=\"{reason}\"}} ");
+    let prefix =
+        format!("ferrotel_probe_attach_refused_total{{language=\"go\",reason=\"{reason}\"}} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&prefix))
