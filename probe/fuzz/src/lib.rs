@@ -324,7 +324,12 @@ pub fn proc_net_tcp(data: &[u8]) {
 /// `/proc/<pid>/maps` and executable names.
 pub fn proc_maps(data: &[u8]) {
     let text = text(data);
-    let _ = language::maps_load_libpython(&text);
+    let whole = language::maps_load_libpython(&text);
+    let streamed = language::maps_lines_load_libpython(data);
+    // Line by line sees what the whole text shows (lines over 4 KiB aside).
+    if data.split(|b| *b == b'\n').all(|l| l.len() < 4096) && text.len() == data.len() {
+        assert_eq!(whole, streamed, "streamed and whole-text maps agree");
+    }
     let _ = language::is_python_executable_name(Path::new(text.as_ref()));
 }
 

@@ -59,9 +59,10 @@ impl LanguageDetector {
         if from_elf.is_some() {
             return from_elf;
         }
-        // Embedded interpreters: only the memory map tells.
-        let maps = std::fs::read_to_string(dir.join("maps")).ok()?;
-        maps_load_libpython(&maps).then_some(Language::Python)
+        // Embedded interpreters: only the memory map tells. Read line by
+        // line: a process's map can have hundreds of thousands of entries.
+        let maps = File::open(dir.join("maps")).ok()?;
+        maps_lines_load_libpython(std::io::BufReader::new(maps)).then_some(Language::Python)
     }
 }
 
@@ -79,11 +80,39 @@ pub fn is_python_executable_name(path: &Path) -> bool {
 
 /// True if a `/proc/<pid>/maps` text maps a `libpython` shared object.
 pub fn maps_load_libpython(maps: &str) -> bool {
-    maps.lines().any(|line| {
-        line.rsplit('/')
-            .next()
-            .is_some_and(|file| file.starts_with("libpython") && file.contains(".so"))
-    })
+    maps.lines().any(maps_line_is_libpython)
+}
+
+/// [`maps_load_libpython`] over a reader, holding one line at a time (and
+/// at most 4 KiB of it: a path is at most `PATH_MAX`).
+pub fn maps_lines_load_libpython(mut maps: impl std::io::BufRead) -> bool {
+    use std::io::Read as _;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut maps).take(4096).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {
+                if maps_line_is_libpython(&String::from_utf8_lossy(&line)) {
+                    return true;
+                }
+                // A line cut at the limit: skip its rest.
+                if line.last() != Some(&b'\n') {
+                    let mut rest = Vec::new();
+                    if maps.read_until(b'\n', &mut rest).is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn maps_line_is_libpython(line: &str) -> bool {
+    line.trim_end()
+        .rsplit('/')
+        .next()
+        .is_some_and(|file| file.starts_with("libpython") && file.contains(".so"))
 }
 
 /// Inspects an ELF file without reading it whole: Go binaries are tens of
@@ -91,6 +120,10 @@ pub fn maps_load_libpython(maps: &str) -> bool {
 pub fn elf_language(file: File) -> Option<Language> {
     use object::{Object, ObjectSection};
     let cache = object::read::ReadCache::new(file);
+    // The executable is the workload's: refuse symbol tables larger than
+    // the analysis budget before the parser allocates them.
+    let budget = crate::elf::ReadBudget::new(crate::elf::DEFAULT_READ_BUDGET);
+    crate::elf::check_eager_tables(&cache, &budget).ok()?;
     let elf = object::File::parse(&cache).ok()?;
     let is_go = elf.section_by_name(".go.buildinfo").is_some()
         || elf
@@ -132,6 +165,12 @@ mod tests {
     fn embedded_libpython_is_found_in_maps() {
         let maps = "7f2a1c000000-7f2a1c200000 r-xp 00000000 08:01 1234 /root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0\n";
         assert!(maps_load_libpython(maps));
+        assert!(maps_lines_load_libpython(maps.as_bytes()));
+        let long = format!("{}\n{maps}", "x".repeat(10_000));
+        assert!(
+            maps_lines_load_libpython(long.as_bytes()),
+            "an overlong line is skipped, not taken for the next"
+        );
         let not_python = "7f2a1c000000-7f2a1c200000 r-xp 00000000 08:01 1234 /usr/lib/x86_64-linux-gnu/libc.so.6\n";
         assert!(!maps_load_libpython(not_python));
     }
