@@ -42,7 +42,7 @@ fn redirect_section(bytes: &mut Vec<u8>, name: &str, blob: &[u8], compressed: bo
         .section_by_name(endian, name.as_bytes())
         .unwrap_or_else(|| panic!("{name} exists in the test target"));
     let _ = section;
-    while bytes.len() % 8 != 0 {
+    while !bytes.len().is_multiple_of(8) {
         bytes.push(0);
     }
     let offset = bytes.len() as u64;

@@ -31,9 +31,12 @@ use ferrotel_probe::telemetry::semconv;
 use ferrotel_probe_ebpf::Wire;
 use ferrotel_probe_ebpf::go::GoRequestEvent;
 
+/// A fuzz target's body.
+pub type Body = fn(&[u8]);
+
 /// Every target, by name: the fuzz target binaries and the corpus replay
 /// use this one list.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("http1", http1),
     ("socket_tracker", socket_tracker),
     ("ring_records", ring_records),

@@ -86,7 +86,7 @@ pub fn maps_load_libpython(maps: &str) -> bool {
 /// [`maps_load_libpython`] over a reader, holding one line at a time (and
 /// at most 4 KiB of it: a path is at most `PATH_MAX`).
 pub fn maps_lines_load_libpython(mut maps: impl std::io::BufRead) -> bool {
-    use std::io::Read as _;
+    use std::io::{BufRead as _, Read as _};
     let mut line = Vec::new();
     loop {
         line.clear();
