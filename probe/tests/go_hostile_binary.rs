@@ -96,16 +96,6 @@ fn zlib_bomb(size: u64) -> Vec<u8> {
     blob
 }
 
-fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .expect("read /proc/self/status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM in /proc/self/status")
-        * 1024
-}
-
 fn refused(metrics: &str, reason: &str) -> u64 {
     let prefix =
         format!("ferrotel_probe_attach_refused_total{{language=\"go\",reason=\"{reason}\"}} ");
@@ -137,7 +127,7 @@ async fn crafted_binaries_cost_their_own_target_only() {
     let mut healthy = GoApp::start(&apps.bin("httpserver"), &[]);
     let mut odd = GoApp::start(&odd, &[]);
     let mut bomb = GoApp::start(&bomb, &[]);
-    let rss_before = peak_rss_bytes();
+    let rss_before = ferrotel_e2e::process::peak_rss_bytes();
 
     let probe = Probe::start(&collector, &[odd.pid(), bomb.pid(), healthy.pid()], &[], 1).await;
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -182,7 +172,7 @@ async fn crafted_binaries_cost_their_own_target_only() {
         "refused targets are not traced"
     );
 
-    let peak = peak_rss_bytes();
+    let peak = ferrotel_e2e::process::peak_rss_bytes();
     assert!(
         peak < GO_PROBE_MEMORY_LIMIT,
         "the 1 GiB DWARF bomb must not be inflated: peak RSS {} MiB (before the probe: {} MiB), limit {} MiB",

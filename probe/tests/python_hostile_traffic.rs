@@ -18,16 +18,6 @@ use python_common::{App, Probe, SERVER, WAIT, of_pids};
 /// The Python probe's memory limit in the rendered DaemonSet.
 const PYTHON_PROBE_MEMORY_LIMIT: u64 = 256 << 20;
 
-fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .expect("read /proc/self/status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM in /proc/self/status")
-        * 1024
-}
-
 fn connect(port: u16) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the victim");
     stream.set_nodelay(true).expect("nodelay");
@@ -157,7 +147,7 @@ async fn hostile_traffic_leaves_the_probe_up_bounded_and_tracing() {
         ) >= 1.0,
         "malformed connections are counted:\n{metrics}"
     );
-    let peak = peak_rss_bytes();
+    let peak = ferrotel_e2e::process::peak_rss_bytes();
     assert!(
         peak < PYTHON_PROBE_MEMORY_LIMIT,
         "peak RSS {} MiB, limit {} MiB",
