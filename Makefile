@@ -44,12 +44,12 @@ test: tools lint check-generated ## Everything: lint, generated files, unit test
 	@[ "$$(id -u)" = 0 ] || { echo "make test needs root: the probe tests load eBPF programs into the kernel (run with sudo)" >&2; exit 1; }
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
-	$(MAKE) --no-print-directory fuzz
 
 # The probe's fuzz targets (probe/fuzz): every parser of bytes a workload
-# controls. `make fuzz` runs each briefly (CI, inside `make test`); `make
-# fuzz-long` runs each for FUZZ_RUNS executions (the release bar: 10 million
-# with no crash). Nightly toolchain + cargo-fuzz (installed by `make tools`).
+# controls. `make fuzz` runs each briefly; `make fuzz-long` runs each for
+# FUZZ_RUNS executions (the release bar: 10 million with no crash). Nightly
+# toolchain + cargo-fuzz (installed by `make tools`). `make test` replays the
+# committed seeds and regressions on stable (probe/tests/fuzz_corpus.rs).
 FUZZ_TARGETS := $(sort $(basename $(notdir $(wildcard probe/fuzz/fuzz_targets/*.rs))))
 FUZZ_SECONDS ?= 3
 FUZZ_RUNS ?= 10000000
