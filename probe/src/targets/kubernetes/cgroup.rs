@@ -238,14 +238,20 @@ fn unescape_mountinfo(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        // `\ooo` is a byte only up to `\377`; anything above is kept as text
+        // (the kernel never writes it; a crafted mount point might).
+        let octal = (bytes[i] == b'\\' && i + 3 < bytes.len())
+            .then(|| &bytes[i + 1..i + 4])
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .and_then(|d| {
+                u8::try_from(
+                    u32::from(d[0] - b'0') * 64
+                        + u32::from(d[1] - b'0') * 8
+                        + u32::from(d[2] - b'0'),
+                )
+                .ok()
+            });
+        if let Some(value) = octal {
             out.push(value);
             i += 4;
         } else {
@@ -438,6 +444,13 @@ mod tests {
         );
         assert_eq!(mounts.v2.as_deref(), Some(Path::new("/sys/fs/cgroup")));
         assert!(!mounts.is_hybrid());
+    }
+
+    #[test]
+    fn octal_escapes_above_a_byte_are_kept_as_text() {
+        // Found by fuzzing: `\777` overflowed the byte it was decoded into.
+        let mounts = parse_mountinfo("41 31 0:38 / /mnt/a\\777b rw - cgroup2 cgroup2 rw\n");
+        assert_eq!(mounts.v2.as_deref(), Some(Path::new("/mnt/a\\777b")));
     }
 
     #[test]
