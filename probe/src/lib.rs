@@ -15,14 +15,17 @@ pub mod analysis;
 pub mod config;
 pub mod driver;
 pub mod ebpf;
-pub mod elf;
 pub mod export;
 pub mod frontend;
 pub mod go;
 pub mod health;
-pub mod http1;
 pub mod languages;
 pub mod runtime;
 pub mod sockets;
 pub mod targets;
 pub mod telemetry;
+
+// The parsers of workload-controlled input live in `ferrotel-parse` (fuzzed
+// on their own, without this crate's dependencies); they keep their paths
+// here.
+pub use ferrotel_parse::{elf, http1};

@@ -151,7 +151,7 @@ pub async fn run<F: Frontend>(
         config: Arc::new(config.probe.clone()),
         targets: target_events,
         sink,
-        spans: SpanStarter::new(&config.probe.sampler),
+        spans: SpanStarter::new(crate::config::sampler(&config.probe.sampler)),
         health: health.frontend(config.language),
         resources: resources.clone(),
         clock,

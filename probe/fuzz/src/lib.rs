@@ -12,22 +12,20 @@
 
 use std::path::Path;
 
-use ferrotel_api::probe_config::{RoutesConfig, SamplerConfig};
-use ferrotel_probe::golang::binary::{GoBinary, go_build_id, symbols};
-use ferrotel_probe::golang::buildinfo::{BuildInfo, parse_go_version};
-use ferrotel_probe::golang::dwarf::field_offsets_in;
-use ferrotel_probe::golang::offsets::{ALL_FIELDS, OffsetsTable};
-use ferrotel_probe::golang::{events as go_events, pclntab};
-use ferrotel_probe::http1::{MessageParser, Parsed, SegmentMeta, Side};
-use ferrotel_probe::python::Tracker;
-use ferrotel_probe::python::events::{self as py_events, Direction, KernelEvent, RoleHint};
-use ferrotel_probe::targets::kubernetes::{cgroup, language, process_events};
-use ferrotel_probe::targets::standalone;
-use ferrotel_probe::telemetry::record::{
-    ClockOffsets, Protocol, Sampler, SpanKind, SpanStarter, parse_traceparent,
-};
-use ferrotel_probe::telemetry::route::{RouteTemplater, heuristic_route};
-use ferrotel_probe::telemetry::semconv;
+use ferrotel_parse::go::binary::{GoBinary, go_build_id, symbols};
+use ferrotel_parse::go::buildinfo::{BuildInfo, parse_go_version};
+use ferrotel_parse::go::dwarf::field_offsets_in;
+use ferrotel_parse::go::offsets::{ALL_FIELDS, OffsetsTable};
+use ferrotel_parse::go::{events as go_events, pclntab};
+use ferrotel_parse::http1::{MessageParser, Parsed, SegmentMeta, Side};
+use ferrotel_parse::process_events;
+use ferrotel_parse::procfs::{cgroup, maps, net_tcp};
+use ferrotel_parse::record::RequestRecord;
+use ferrotel_parse::sampling::{Sampler, SpanStarter};
+use ferrotel_parse::sockets::Tracker;
+use ferrotel_parse::sockets::events::{self as socket_events, Direction, KernelEvent, RoleHint};
+use ferrotel_parse::trace_context::parse_traceparent;
+use ferrotel_parse::url::{self, RoutePattern};
 use ferrotel_probe_ebpf::Wire;
 use ferrotel_probe_ebpf::go::GoRequestEvent;
 
@@ -135,11 +133,17 @@ pub fn http1(data: &[u8]) {
 }
 
 /// Socket events of a few processes and descriptors, in any order, through
-/// the HTTP/1 tracker; every completed request goes through the span and
-/// metric mapping.
+/// the HTTP/1 tracker.
 pub fn socket_tracker(data: &[u8]) {
+    let _ = socket_tracker_records(data);
+}
+
+/// The requests [`socket_tracker`] completes: the stable corpus replay
+/// (`probe/tests/fuzz_corpus.rs`) maps them to spans and metric
+/// attributes, which live in `ferrotel-probe` and so outside the fuzz build.
+pub fn socket_tracker_records(data: &[u8]) -> Vec<RequestRecord> {
     let mut input = Input(data);
-    let mut tracker = Tracker::new(SpanStarter::new(&SamplerConfig::default()));
+    let mut tracker = Tracker::new(SpanStarter::new(Sampler::default()));
     let mut records = Vec::new();
     let mut tick = 0u64;
     while !input.is_empty() {
@@ -194,26 +198,17 @@ pub fn socket_tracker(data: &[u8]) {
             "connections are keyed by (pid, fd)"
         );
     }
-    let clock = ClockOffsets::fixed(0, 0);
-    let mut routes = RouteTemplater::new(&RoutesConfig::default());
     for record in &records {
         assert!(record.end_ns >= record.start_ns, "no negative durations");
-        let route = match &record.protocol {
-            Protocol::Http(http) if record.kind == SpanKind::Server => {
-                routes.route("svc", &http.path, None).route
-            }
-            _ => None,
-        };
-        let _ = semconv::to_span(record, route.as_deref(), &clock);
-        let _ = semconv::metric_attributes(record, route.as_deref());
     }
+    records
 }
 
 /// One ring-buffer record, as every decoder sees it.
 pub fn ring_records(data: &[u8]) {
     if let Ok(KernelEvent::Data {
         payload, total_len, ..
-    }) = py_events::decode(data)
+    }) = socket_events::decode(data)
     {
         assert!(
             payload.len() <= data.len(),
@@ -221,31 +216,24 @@ pub fn ring_records(data: &[u8]) {
         );
         let _ = total_len;
     }
-    let sampler = Sampler::from_config(&SamplerConfig::default());
-    let _ = go_events::decode(data, &sampler);
+    let _ = go_events::decode(data, &Sampler::default());
     let _ = process_events::decode(data);
 }
 
 /// A Go request event with any contents (lengths, kinds, text, status),
-/// through the record, span and metric mapping.
+/// decoded into a request record.
 pub fn go_event(data: &[u8]) {
+    let _ = go_event_record(data);
+}
+
+/// The request record [`go_event`] decodes, if any (mapped to a span by the
+/// stable corpus replay, like [`socket_tracker_records`]).
+pub fn go_event_record(data: &[u8]) -> Option<RequestRecord> {
     let mut record = vec![0u8; size_of::<GoRequestEvent>()];
     let n = data.len().min(record.len());
     record[..n].copy_from_slice(&data[..n]);
     let event = GoRequestEvent::read(&record).expect("sized to the struct");
-    let sampler = Sampler::from_config(&SamplerConfig::default());
-    let Ok(record) = go_events::to_record(&event, &sampler) else {
-        return;
-    };
-    let mut routes = RouteTemplater::new(&RoutesConfig::default());
-    let route = match &record.protocol {
-        Protocol::Http(http) if record.kind == SpanKind::Server => {
-            routes.route("svc", &http.path, http.route.as_deref()).route
-        }
-        _ => None,
-    };
-    let _ = semconv::to_span(&record, route.as_deref(), &ClockOffsets::fixed(0, 0));
-    let _ = semconv::metric_attributes(&record, route.as_deref());
+    go_events::to_record(&event, &Sampler::default()).ok()
 }
 
 /// A `.gopclntab` section.
@@ -320,36 +308,40 @@ pub fn proc_mountinfo(data: &[u8]) {
 
 /// `/proc/<pid>/net/tcp` and `tcp6`.
 pub fn proc_net_tcp(data: &[u8]) {
-    let inodes = standalone::parse_listening_inodes(&text(data), &[80, 8080, 0x1f90]);
+    let inodes = net_tcp::parse_listening_inodes(&text(data), &[80, 8080, 0x1f90]);
     assert!(!inodes.contains(&0), "inode 0 is never a socket");
 }
 
 /// `/proc/<pid>/maps` and executable names.
 pub fn proc_maps(data: &[u8]) {
     let text = text(data);
-    let whole = language::maps_load_libpython(&text);
-    let streamed = language::maps_lines_load_libpython(data);
+    let whole = maps::maps_load_libpython(&text);
+    let streamed = maps::maps_lines_load_libpython(data);
     // Line by line sees what the whole text shows (lines over 4 KiB aside).
     if data.split(|b| *b == b'\n').all(|l| l.len() < 4096) && text.len() == data.len() {
         assert_eq!(whole, streamed, "streamed and whole-text maps agree");
     }
-    let _ = language::is_python_executable_name(Path::new(text.as_ref()));
+    let _ = maps::is_python_executable_name(Path::new(text.as_ref()));
 }
 
-/// Request targets, Host values, traceparent headers and route templates
-/// as traffic carries them.
+/// Request targets, query strings, Host values, traceparent headers and
+/// route patterns as traffic carries them.
 pub fn url_text(data: &[u8]) {
     let text = text(data);
     let _ = parse_traceparent(&text);
-    let _ = semconv::split_host(&text);
-    let _ = heuristic_route(&text);
-    let mut routes = RouteTemplater::new(&RoutesConfig {
-        patterns: vec![
-            "/users/{id}".into(),
-            "/files/{rest...}".into(),
-            "/a/*/b".into(),
-        ],
-        ..RoutesConfig::default()
+    let _ = url::split_host(&text);
+    let template = url::heuristic_route(&text);
+    assert!(template.starts_with('/'), "a route template is a path");
+    let (path, query) = text.split_once('?').unwrap_or((&text, ""));
+    let redacted = url::redact_query_values(query, |key| {
+        url::percent_decode(key).len().is_multiple_of(2)
     });
-    let _ = routes.route("svc", &text, None);
+    assert_eq!(
+        redacted.split('&').count(),
+        query.split('&').count(),
+        "redaction keeps every pair"
+    );
+    for pattern in ["/users/{id}", "/files/{rest...}", "/a/*/b", path] {
+        let _ = RoutePattern::parse(pattern).matches(path);
+    }
 }

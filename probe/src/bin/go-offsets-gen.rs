@@ -1,5 +1,5 @@
 //! `go-offsets-gen`: regenerates the Go probe's offsets table
-//! (`probe/src/go/offsets_table.json`) from the DWARF of Go binaries we
+//! (`probe/parse/src/go/offsets_table.json`) from the DWARF of Go binaries we
 //! build — never typed by hand.
 //!
 //! Usage: `go-offsets-gen OUT.json BINARY...` (see `e2e/apps/go/gen-offsets.sh`,

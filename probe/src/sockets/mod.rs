@@ -10,8 +10,9 @@
 //!   -> RequestRecord -> RecordSink (the pipeline)
 //! ```
 
-pub mod events;
-pub mod tracker;
+// Record decoding and the HTTP/1 tracker read the workload's bytes: they
+// live in `ferrotel-parse`, where they are fuzzed.
+pub use ferrotel_parse::sockets::{events, tracker};
 
 use ferrotel_api::probe_config::LanguageTuning;
 use ferrotel_probe_ebpf::contract::{defaults, globals, sockets};

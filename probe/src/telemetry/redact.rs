@@ -14,11 +14,10 @@
 use std::borrow::Cow;
 
 use ferrotel_api::probe_config::{QueryRedaction, RedactionConfig};
+use ferrotel_parse::url;
+pub use ferrotel_parse::url::REDACTED;
 
 use super::record::{Protocol, RequestRecord};
-
-/// The replacement the semantic conventions prescribe.
-pub const REDACTED: &str = "REDACTED";
 
 /// Query keys the semantic conventions (`url.query`) say to redact.
 pub const SEMCONV_SENSITIVE_KEYS: [&str; 4] =
@@ -55,27 +54,7 @@ impl Redactor {
         if self.mode == QueryRedaction::None {
             return Cow::Borrowed(query);
         }
-        let mut out = String::with_capacity(query.len());
-        let mut changed = false;
-        for (i, pair) in query.split('&').enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
-            match pair.split_once('=') {
-                Some((key, value)) if !value.is_empty() && self.redacts(key) => {
-                    out.push_str(key);
-                    out.push('=');
-                    out.push_str(REDACTED);
-                    changed |= value != REDACTED;
-                }
-                _ => out.push_str(pair),
-            }
-        }
-        if changed {
-            Cow::Owned(out)
-        } else {
-            Cow::Borrowed(query)
-        }
+        url::redact_query_values(query, |key| self.redacts(key))
     }
 
     fn redacts(&self, key: &str) -> bool {
@@ -83,7 +62,7 @@ impl Redactor {
             QueryRedaction::All => true,
             QueryRedaction::None => false,
             QueryRedaction::Listed => {
-                let decoded = percent_decode(key);
+                let decoded = url::percent_decode(key);
                 self.keys.iter().any(|k| *k == key || *k == decoded)
             }
         }
@@ -109,34 +88,6 @@ impl Redactor {
             }
         }
     }
-}
-
-fn percent_decode(text: &str) -> Cow<'_, str> {
-    if !text.contains(['%', '+']) {
-        return Cow::Borrowed(text);
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => match text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                Some(byte) => {
-                    out.push(byte);
-                    i += 3;
-                    continue;
-                }
-                None => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

@@ -166,11 +166,7 @@ mod tests {
     use super::*;
 
     fn bytes_of<T: Wire>(value: &T) -> Vec<u8> {
-        // Test helper: the wire structs are plain old data without padding.
-        let ptr = (value as *const T).cast::<u8>();
-        // SAFETY: `Wire` types have no padding, so all size_of::<T>() bytes
-        // are initialized; the slice does not outlive `value`.
-        unsafe { std::slice::from_raw_parts(ptr, size_of::<T>()) }.to_vec()
+        value.as_bytes().to_vec()
     }
 
     #[test]

@@ -1,15 +1,11 @@
-use ferrotel_api::probe_config::{SamplerConfig, SamplerType};
-
 use super::*;
-use crate::telemetry::trace_context::ParentKind;
+use crate::sampling::{Sampler, SamplerKind};
+use crate::trace_context::ParentKind;
 
 const PID: u32 = 100;
 
 fn tracker() -> Tracker {
-    Tracker::new(SpanStarter::new(&SamplerConfig {
-        kind: SamplerType::AlwaysOn,
-        ratio: 1.0,
-    }))
+    Tracker::new(SpanStarter::new(Sampler::new(SamplerKind::AlwaysOn, 1.0)))
 }
 
 fn open(t: &mut Tracker, fd: i32, role: RoleHint, out: &mut Vec<RequestRecord>) {

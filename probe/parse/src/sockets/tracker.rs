@@ -14,10 +14,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use crate::http1::{Head, MessageParser, Parsed, RequestHead, ResponseHead, SegmentMeta, Side};
-use crate::telemetry::clock::KernelClock;
-use crate::telemetry::record::{HttpInfo, Protocol, RequestRecord, SpanKind};
-use crate::telemetry::sampling::SpanStarter;
-use crate::telemetry::trace_context::{SpanContext, parse_traceparent};
+use crate::record::{HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind};
+use crate::sampling::SpanStarter;
+use crate::trace_context::{SpanContext, parse_traceparent};
 
 use super::events::{Direction, KernelEvent, RoleHint};
 

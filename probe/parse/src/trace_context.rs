@@ -169,7 +169,7 @@ pub struct SpanContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrotel_api::probe_config::{SamplerConfig, SamplerType};
+    use crate::sampling::{Sampler, SamplerKind, SpanStarter};
 
     #[test]
     fn valid_traceparent_is_parsed_into_ids_and_flags() {
@@ -217,10 +217,7 @@ mod tests {
 
     #[test]
     fn traceparent_round_trips_through_format() {
-        let starter = crate::telemetry::sampling::SpanStarter::new(&SamplerConfig {
-            kind: SamplerType::AlwaysOn,
-            ratio: 1.0,
-        });
+        let starter = SpanStarter::new(Sampler::new(SamplerKind::AlwaysOn, 1.0));
         let span = starter.start_server(None);
         let parsed =
             parse_traceparent(&format_traceparent(&span)).expect("formatted traceparent parses");

@@ -3,16 +3,26 @@
 //!
 //! A front-end (socket-level tracing, Go uprobes, ...) produces one
 //! [`RequestRecord`] per request/response exchange and hands it to the
-//! [`RecordSink`](crate::telemetry::RecordSink). Everything after that —
-//! `http.route`, semantic-convention attributes, RED metrics, export — is
-//! the pipeline's, so front-ends only report facts. The span's identity and
-//! sampling decision come with it, taken when the request started
-//! ([`super::sampling`]); its timestamps are kernel clocks ([`super::clock`]).
+//! probe's pipeline. Everything after that — `http.route`,
+//! semantic-convention attributes, RED metrics, export — is the pipeline's,
+//! so front-ends only report facts. The span's identity and sampling
+//! decision come with it, taken when the request started
+//! ([`crate::sampling`]); its timestamps are kernel clocks ([`KernelClock`]),
+//! which the probe converts to Unix time.
 
 use std::net::SocketAddr;
 
-use super::clock::KernelClock;
-use super::trace_context::SpanContext;
+use crate::trace_context::SpanContext;
+
+/// Which kernel clock the record's timestamps come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelClock {
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    #[default]
+    Monotonic,
+    /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME (counts suspend).
+    Boottime,
+}
 
 /// Whether the traced process served the request or made it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -88,7 +98,7 @@ pub struct RequestRecord {
     /// Kernel timestamp of the response end.
     pub end_ns: u64,
     pub clock: KernelClock,
-    /// Ids and sampling decision, from [`SpanStarter`] at request start.
+    /// Ids and sampling decision, from [`SpanStarter`](crate::sampling::SpanStarter) at request start.
     pub span: SpanContext,
     pub protocol: Protocol,
     /// Local side of the connection (the server's address for a server span).

@@ -10,10 +10,9 @@
 
 use ferrotel_probe_ebpf::go::{self, GoRequestEvent, ROOT_REMOTE, ROOT_SAMPLED, kind, parent_kind};
 
-use crate::telemetry::clock::KernelClock;
-use crate::telemetry::record::{GrpcInfo, HttpInfo, Protocol, RequestRecord, SpanKind};
-use crate::telemetry::sampling::Sampler;
-use crate::telemetry::trace_context::{ParentKind, SpanContext, SpanId, TraceId};
+use crate::record::{GrpcInfo, HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind};
+use crate::sampling::Sampler;
+use crate::trace_context::{ParentKind, SpanContext, SpanId, TraceId};
 
 /// Why an event could not become a record.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -170,10 +169,10 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrotel_api::probe_config::{SamplerConfig, SamplerType};
+    use crate::sampling::SamplerKind;
 
-    fn sampler(kind: SamplerType, ratio: f64) -> Sampler {
-        Sampler::from_config(&SamplerConfig { kind, ratio })
+    fn sampler(kind: SamplerKind, ratio: f64) -> Sampler {
+        Sampler::new(kind, ratio)
     }
 
     fn event(kind: u32) -> GoRequestEvent {
@@ -202,7 +201,7 @@ mod tests {
         e.host_len = put(&mut e.host, "127.0.0.1:8080");
         e.peer_len = put(&mut e.peer, "10.1.2.3:50312");
         e.status = 404;
-        let r = to_record(&e, &sampler(SamplerType::AlwaysOn, 1.0)).expect("decodes");
+        let r = to_record(&e, &sampler(SamplerKind::AlwaysOn, 1.0)).expect("decodes");
         assert_eq!(r.kind, SpanKind::Server);
         assert_eq!((r.pid, r.start_ns, r.end_ns), (42, 1_000, 2_000));
         let Protocol::Http(http) = r.protocol else {
@@ -225,7 +224,7 @@ mod tests {
     #[test]
     fn failed_client_round_trip_has_no_status_and_an_error() {
         let e = event(kind::HTTP_CLIENT);
-        let r = to_record(&e, &sampler(SamplerType::AlwaysOn, 1.0)).expect("decodes");
+        let r = to_record(&e, &sampler(SamplerKind::AlwaysOn, 1.0)).expect("decodes");
         assert_eq!(r.kind, SpanKind::Client);
         assert!(r.error.is_some(), "no response means an error");
     }
@@ -235,7 +234,7 @@ mod tests {
         let mut e = event(kind::GRPC_SERVER);
         e.path_len = put(&mut e.path, "/grpc.health.v1.Health/Check");
         e.status = 5;
-        let r = to_record(&e, &sampler(SamplerType::AlwaysOn, 1.0)).expect("decodes");
+        let r = to_record(&e, &sampler(SamplerKind::AlwaysOn, 1.0)).expect("decodes");
         let Protocol::Grpc(grpc) = r.protocol else {
             panic!("expected gRPC")
         };
@@ -250,7 +249,7 @@ mod tests {
         e.trace.parent_kind = parent_kind::LOCAL;
         e.trace.parent_span_id = [3; 8];
         e.trace.root_flags = ROOT_REMOTE; // the caller said "not sampled"
-        let s = sampler(SamplerType::ParentbasedTraceIdRatio, 1.0);
+        let s = sampler(SamplerKind::ParentBasedTraceIdRatio, 1.0);
         let r = to_record(&e, &s).expect("decodes");
         assert_eq!(r.span.parent_span_id, Some(SpanId([3; 8])));
         assert_eq!(r.span.parent_kind, ParentKind::Local);
@@ -264,7 +263,7 @@ mod tests {
 
     #[test]
     fn short_records_and_unknown_kinds_are_errors() {
-        let s = sampler(SamplerType::AlwaysOn, 1.0);
+        let s = sampler(SamplerKind::AlwaysOn, 1.0);
         assert_eq!(decode(&[0u8; 10], &s), Err(DecodeError::Short(10)));
         assert_eq!(to_record(&event(99), &s), Err(DecodeError::Kind(99)));
     }

@@ -13,11 +13,10 @@
 //! as the parent.
 //!
 //! ```
-//! use ferrotel_probe::telemetry::sampling::SpanStarter;
-//! use ferrotel_probe::telemetry::trace_context::parse_traceparent;
-//! use ferrotel_api::probe_config::SamplerConfig;
+//! use ferrotel_parse::sampling::{Sampler, SpanStarter};
+//! use ferrotel_parse::trace_context::parse_traceparent;
 //!
-//! let starter = SpanStarter::new(&SamplerConfig::default());
+//! let starter = SpanStarter::new(Sampler::default());
 //! // Request head read; it carried a `traceparent` header.
 //! let incoming = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
 //! let server = starter.start_server(incoming.as_ref());
@@ -29,8 +28,6 @@
 
 use std::sync::Arc;
 
-use ferrotel_api::probe_config::{SamplerConfig, SamplerType};
-
 use super::trace_context::{IncomingTraceContext, ParentKind, SpanContext, SpanId, TraceId};
 
 /// Hands out span ids and takes the sampling decision, at request start.
@@ -41,9 +38,9 @@ pub struct SpanStarter {
 }
 
 impl SpanStarter {
-    pub fn new(config: &SamplerConfig) -> Self {
+    pub fn new(sampler: Sampler) -> Self {
         Self {
-            sampler: Arc::new(Sampler::from_config(config)),
+            sampler: Arc::new(sampler),
         }
     }
 
@@ -108,22 +105,51 @@ impl SpanStarter {
     }
 }
 
+/// The OpenTelemetry SDK's samplers, as `OTEL_TRACES_SAMPLER` names them
+/// (the probe config's `sampler.type` maps onto these one to one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SamplerKind {
+    /// `always_on`
+    AlwaysOn,
+    /// `always_off`
+    AlwaysOff,
+    /// `traceidratio`
+    TraceIdRatio,
+    /// `parentbased_always_on`
+    ParentBasedAlwaysOn,
+    /// `parentbased_always_off`
+    ParentBasedAlwaysOff,
+    /// `parentbased_traceidratio`, the SDKs' default.
+    #[default]
+    ParentBasedTraceIdRatio,
+}
+
 /// Head sampler, with the OpenTelemetry SDK's semantics for
 /// `OTEL_TRACES_SAMPLER` values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sampler {
-    kind: SamplerType,
+    kind: SamplerKind,
     /// Traces whose id's low 64 bits are below this are kept (ratio samplers).
     threshold: u64,
     ratio: f64,
 }
 
+impl Default for Sampler {
+    /// `parentbased_traceidratio` at 1.0: every new trace kept, callers'
+    /// decisions followed.
+    fn default() -> Self {
+        Self::new(SamplerKind::default(), 1.0)
+    }
+}
+
 impl Sampler {
-    pub fn from_config(config: &SamplerConfig) -> Self {
-        let ratio = if config.ratio.is_nan() {
+    /// `ratio` is the fraction of new traces kept by the ratio samplers,
+    /// clamped to 0.0..=1.0 (NaN keeps everything).
+    pub fn new(kind: SamplerKind, ratio: f64) -> Self {
+        let ratio = if ratio.is_nan() {
             1.0
         } else {
-            config.ratio.clamp(0.0, 1.0)
+            ratio.clamp(0.0, 1.0)
         };
         // Compare in the u64 domain; ratio 1.0 must keep everything, so it
         // maps to u64::MAX and the test is `<=` minus the zero-ratio case.
@@ -133,7 +159,7 @@ impl Sampler {
             (ratio * (u64::MAX as f64)) as u64
         };
         Self {
-            kind: config.kind,
+            kind,
             threshold,
             ratio,
         }
@@ -155,12 +181,12 @@ impl Sampler {
     pub fn should_sample(&self, trace_id: TraceId, parent: Option<(ParentKind, bool)>) -> bool {
         let parent_sampled = parent.map(|(_, sampled)| sampled);
         match self.kind {
-            SamplerType::AlwaysOn => true,
-            SamplerType::AlwaysOff => false,
-            SamplerType::TraceIdRatio => self.ratio_keeps(trace_id),
-            SamplerType::ParentbasedAlwaysOn => parent_sampled.unwrap_or(true),
-            SamplerType::ParentbasedAlwaysOff => parent_sampled.unwrap_or(false),
-            SamplerType::ParentbasedTraceIdRatio => match parent_sampled {
+            SamplerKind::AlwaysOn => true,
+            SamplerKind::AlwaysOff => false,
+            SamplerKind::TraceIdRatio => self.ratio_keeps(trace_id),
+            SamplerKind::ParentBasedAlwaysOn => parent_sampled.unwrap_or(true),
+            SamplerKind::ParentBasedAlwaysOff => parent_sampled.unwrap_or(false),
+            SamplerKind::ParentBasedTraceIdRatio => match parent_sampled {
                 Some(sampled) => sampled,
                 None => self.ratio_keeps(trace_id),
             },
@@ -171,15 +197,15 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::trace_context::parse_traceparent;
+    use crate::trace_context::parse_traceparent;
 
-    fn sampler(kind: SamplerType, ratio: f64) -> SpanStarter {
-        SpanStarter::new(&SamplerConfig { kind, ratio })
+    fn sampler(kind: SamplerKind, ratio: f64) -> SpanStarter {
+        SpanStarter::new(Sampler::new(kind, ratio))
     }
 
     #[test]
     fn server_span_continues_the_incoming_trace() {
-        let starter = sampler(SamplerType::ParentbasedTraceIdRatio, 1.0);
+        let starter = sampler(SamplerKind::ParentBasedTraceIdRatio, 1.0);
         let incoming =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         let server = starter.start_server(Some(&incoming));
@@ -201,7 +227,7 @@ mod tests {
 
     #[test]
     fn client_call_becomes_a_child_of_the_active_server_span() {
-        let starter = sampler(SamplerType::ParentbasedTraceIdRatio, 1.0);
+        let starter = sampler(SamplerKind::ParentBasedTraceIdRatio, 1.0);
         let server = starter.start_server(None);
         let client = starter.start_client(Some(&server));
         assert_eq!(client.trace_id, server.trace_id, "same trace");
@@ -222,7 +248,7 @@ mod tests {
 
     #[test]
     fn parent_based_sampler_follows_the_caller_decision() {
-        let starter = sampler(SamplerType::ParentbasedTraceIdRatio, 1.0);
+        let starter = sampler(SamplerKind::ParentBasedTraceIdRatio, 1.0);
         let unsampled =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
         let server = starter.start_server(Some(&unsampled));
@@ -233,7 +259,7 @@ mod tests {
         let child = starter.start_client(Some(&server));
         assert!(!child.sampled, "children follow their local parent");
 
-        let starter = sampler(SamplerType::ParentbasedAlwaysOff, 0.0);
+        let starter = sampler(SamplerKind::ParentBasedAlwaysOff, 0.0);
         let sampled =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert!(
@@ -251,7 +277,7 @@ mod tests {
         let unsampled =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
         assert!(
-            sampler(SamplerType::AlwaysOn, 0.0)
+            sampler(SamplerKind::AlwaysOn, 0.0)
                 .start_server(Some(&unsampled))
                 .sampled
         );
@@ -260,7 +286,7 @@ mod tests {
             ..unsampled
         };
         assert!(
-            !sampler(SamplerType::AlwaysOff, 1.0)
+            !sampler(SamplerKind::AlwaysOff, 1.0)
                 .start_server(Some(&sampled))
                 .sampled
         );
@@ -268,7 +294,7 @@ mod tests {
 
     #[test]
     fn ratio_sampler_keeps_about_the_ratio_and_is_deterministic_per_trace() {
-        let starter = sampler(SamplerType::TraceIdRatio, 0.25);
+        let starter = sampler(SamplerKind::TraceIdRatio, 0.25);
         let total = 20_000;
         let kept = (0..total)
             .filter(|_| starter.start_server(None).sampled)
@@ -293,14 +319,8 @@ mod tests {
 
     #[test]
     fn ratio_zero_keeps_nothing_and_ratio_one_keeps_everything() {
-        let none = Sampler::from_config(&SamplerConfig {
-            kind: SamplerType::TraceIdRatio,
-            ratio: 0.0,
-        });
-        let all = Sampler::from_config(&SamplerConfig {
-            kind: SamplerType::TraceIdRatio,
-            ratio: 1.0,
-        });
+        let none = Sampler::new(SamplerKind::TraceIdRatio, 0.0);
+        let all = Sampler::new(SamplerKind::TraceIdRatio, 1.0);
         let max = TraceId([0xff; 16]);
         let min = TraceId([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
         assert!(
