@@ -159,6 +159,10 @@ install_python() {
 # crate). Pinned, built from crates.io into $bin.
 cargo_fuzz_version=0.13.2
 install_cargo_fuzz() {
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    log "Installing the nightly Rust toolchain (cargo fuzz needs its sanitizer flags)"
+    rustup toolchain install nightly --profile minimal
+  fi
   local key="cargo-fuzz-$cargo_fuzz_version"
   if stamp_ok cargo-fuzz "$key" cargo-fuzz; then return; fi
   log "Building cargo-fuzz $cargo_fuzz_version"

@@ -4,9 +4,9 @@
 #   probe/fuzz/run.sh TARGET [libFuzzer flags...]   e.g. -max_total_time=5, -runs=10000000
 #   probe/fuzz/run.sh TARGET path/to/input          replay one input
 #
-# The committed seeds (seeds/TARGET) are read; what the fuzzer finds is
-# written to the working corpus (corpus/TARGET, not committed) and a crash to
-# artifacts/TARGET/. Commit a crash input under regressions/TARGET/ once it is
+# The committed seeds (seeds/TARGET) and past crashes (regressions/TARGET)
+# are read; what the fuzzer finds is written to the working corpus
+# (corpus/TARGET, not committed) and a crash to artifacts/TARGET/. Commit a crash input under regressions/TARGET/ once it is
 # fixed: `cargo test --test fuzz_corpus` replays it on stable.
 # Builds in release mode with debug assertions and overflow checks.
 set -euo pipefail
@@ -20,6 +20,7 @@ mkdir -p "$here/corpus/$target" "$here/artifacts/$target"
 if [[ $# -ge 1 && -f $1 ]]; then
   exec cargo +nightly fuzz run --fuzz-dir "$here" "$target" "$@"
 fi
-exec cargo +nightly fuzz run --fuzz-dir "$here" "$target" \
-  "$here/corpus/$target" "$here/seeds/$target" -- \
+inputs=("$here/corpus/$target" "$here/seeds/$target")
+[[ -d $here/regressions/$target ]] && inputs+=("$here/regressions/$target")
+exec cargo +nightly fuzz run --fuzz-dir "$here" "$target" "${inputs[@]}" -- \
   -artifact_prefix="$here/artifacts/$target/" -print_final_stats=1 "$@"
