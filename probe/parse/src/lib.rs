@@ -9,8 +9,9 @@
 //! live in `ferrotel-probe`, which depends on this crate (and re-exports
 //! its modules where the probe's own code used to have them). Keeping this
 //! crate's dependencies few is the point: the fuzz targets (`probe/fuzz`,
-//! nightly and sanitizers) build only this, in about a minute, so `make
-//! test` can run them. A new parser of workload-controlled input belongs
+//! nightly and sanitizers) build only this and what it uses (about 3 CPU
+//! minutes cold, not the whole probe's dependency tree), so `make test` can
+//! run them. A new parser of workload-controlled input belongs
 //! here, with a fuzz target; `docs/security.md` says which limits each one
 //! keeps.
 //!
