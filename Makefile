@@ -44,6 +44,36 @@ test: tools lint check-generated ## Everything: lint, generated files, unit test
 	@[ "$$(id -u)" = 0 ] || { echo "make test needs root: the probe tests load eBPF programs into the kernel (run with sudo)" >&2; exit 1; }
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory fuzz
+
+# The probe's fuzz targets (probe/fuzz): every parser of bytes a workload
+# controls, built from ferrotel-parse alone. `make fuzz` (part of `make
+# test`) builds them and runs each for FUZZ_SECONDS from the committed seeds
+# and regressions; `make fuzz-long` runs each for FUZZ_RUNS executions (the
+# release bar: 10 million with no crash; probe/fuzz/RESULTS.md). Nightly
+# toolchain + cargo-fuzz (installed by `make tools`). `cargo test` also
+# replays the committed inputs on stable (probe/tests/fuzz_corpus.rs).
+FUZZ_TARGETS := $(sort $(basename $(notdir $(wildcard probe/fuzz/fuzz_targets/*.rs))))
+FUZZ_SECONDS ?= 3
+FUZZ_RUNS ?= 10000000
+
+.PHONY: fuzz
+fuzz: tools ## Build the probe fuzz targets and run each for FUZZ_SECONDS (default 3)
+	nice -n 19 $(CARGO) +nightly fuzz build --fuzz-dir probe/fuzz
+	@mkdir -p probe/fuzz/artifacts; for t in $(FUZZ_TARGETS); do \
+	  log=probe/fuzz/artifacts/$$t.log; \
+	  if nice -n 19 probe/fuzz/run.sh $$t -max_total_time=$(FUZZ_SECONDS) > $$log 2>&1; then \
+	    echo "fuzz $$t: $$(grep -m1 -o 'stat::number_of_executed_units: [0-9]*' $$log | grep -o '[0-9]*$$') executions, no crash"; \
+	  else tail -40 $$log; echo "fuzz target $$t failed: see $$log; the crashing input is in probe/fuzz/artifacts/$$t/" >&2; exit 1; fi; \
+	done
+
+.PHONY: fuzz-long
+fuzz-long: tools ## Run every probe fuzz target for FUZZ_RUNS (default 10 million) executions
+	@for t in $(FUZZ_TARGETS); do nice -n 19 probe/fuzz/run.sh $$t -runs=$(FUZZ_RUNS) -timeout=60 || exit 1; done
+
+.PHONY: fuzz-one
+fuzz-one: ## Replay one input through one fuzz target: make fuzz-one TARGET=http1 INPUT=path
+	probe/fuzz/run.sh $(TARGET) $(INPUT)
 
 .PHONY: test-unit
 test-unit: ## Unit tests only (pure logic, snapshots, parsers): no root, no eBPF, no test bed, no tools

@@ -174,8 +174,26 @@ install_python() {
   stamp_write python-venv "$key"
 }
 
+# ---------------------------------------------------------------- Rust
+# cargo-fuzz for `make fuzz` (the probe's fuzz targets run on the nightly
+# toolchain, which rustup provides; libFuzzer is built by the libfuzzer-sys
+# crate). Pinned, built from crates.io into $bin.
+cargo_fuzz_version=0.13.2
+install_cargo_fuzz() {
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    log "Installing the nightly Rust toolchain (cargo fuzz needs its sanitizer flags)"
+    rustup toolchain install nightly --profile minimal
+  fi
+  local key="cargo-fuzz-$cargo_fuzz_version"
+  if stamp_ok cargo-fuzz "$key" cargo-fuzz; then return; fi
+  log "Building cargo-fuzz $cargo_fuzz_version"
+  cargo install --quiet --locked --root "$cache" --version "$cargo_fuzz_version" cargo-fuzz
+  stamp_write cargo-fuzz "$key"
+}
+
 start=$SECONDS
 install_debian
 install_go_tools
 install_python
+install_cargo_fuzz
 log "Tools ready in $bin ($((SECONDS - start)) s)"

@@ -76,6 +76,19 @@ pub unsafe trait Wire: Copy + Sized {
         // buffer's 8-byte record alignment being weaker than `Self`'s.
         Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
     }
+
+    /// The bytes of `self` as the kernel writes them into a record: what
+    /// tests and fuzz targets build records from.
+    fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `Wire` types have no padding, so all `size_of::<Self>()`
+        // bytes are initialized; the slice borrows `self`.
+        unsafe {
+            core::slice::from_raw_parts(
+                core::ptr::from_ref(self).cast::<u8>(),
+                core::mem::size_of::<Self>(),
+            )
+        }
+    }
 }
 
 /// Structs of the Go program set (`src/c/go/wire.h`).

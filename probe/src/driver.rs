@@ -210,6 +210,7 @@ pub struct Housekeeping<'a> {
     pub drops: &'a [(&'static str, u64)],
     parse_errors: Vec<(&'static str, u64)>,
     last: bool,
+    untraced: Vec<(&'static str, u64)>,
 }
 
 impl Housekeeping<'_> {
@@ -224,6 +225,14 @@ impl Housekeeping<'_> {
     pub fn parse_errors(&mut self, protocol: &'static str, n: u64) {
         if n > 0 {
             self.parse_errors.push((protocol, n));
+        }
+    }
+
+    /// `n` more connections were left untraced since the last tick because
+    /// a memory cap was reached; `reason` names the cap.
+    pub fn connections_untraced(&mut self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.untraced.push((reason, n));
         }
     }
 }
@@ -430,10 +439,12 @@ impl<S: ProgramSet> Driver<S> {
             drops: &drops,
             parse_errors: Vec::new(),
             last,
+            untraced: Vec::new(),
         };
         self.set
             .housekeeping(&mut self.kernel, &mut tick, &mut self.outputs);
         let parse_errors = std::mem::take(&mut tick.parse_errors);
+        let untraced = std::mem::take(&mut tick.untraced);
         self.deliver(0, sink, health);
         let Some(health) = health else { return };
         for (reason, total) in &drops {
@@ -442,6 +453,9 @@ impl<S: ProgramSet> Driver<S> {
         health.kernel_dropped_total("undecodable", self.undecodable);
         for (protocol, n) in parse_errors {
             health.parse_errors(protocol, n);
+        }
+        for (reason, n) in untraced {
+            health.connections_untraced(reason, n);
         }
         self.report_attached(Some(health));
     }

@@ -11,6 +11,7 @@
 //!   -> export (bounded queue, OTLP gRPC / HTTP, retry) and /metrics
 //! ```
 
+pub mod analysis;
 pub mod config;
 pub mod driver;
 pub mod ebpf;
@@ -18,7 +19,6 @@ pub mod export;
 pub mod frontend;
 pub mod go;
 pub mod health;
-pub mod http1;
 pub mod languages;
 pub mod preflight;
 pub mod profile;
@@ -27,3 +27,8 @@ pub mod sockets;
 pub mod targets;
 pub mod telemetry;
 pub mod tracefs;
+
+// The parsers of workload-controlled input live in `ferrotel-parse` (fuzzed
+// on their own, without this crate's dependencies); they keep their paths
+// here.
+pub use ferrotel_parse::{elf, http1};

@@ -54,7 +54,7 @@ pub async fn run<F: Frontend>(
 ) -> anyhow::Result<()> {
     let health = Health::new();
     let resources = ResourceRegistry::new(config.resource.clone());
-    let red = RedMetrics::new();
+    let red = RedMetrics::with_health(health.clone());
     let clock = ClockOffsets::measure();
     let shutdown = CancellationToken::new();
     let config = Arc::new(config);
@@ -144,7 +144,8 @@ pub async fn run<F: Frontend>(
         queue.clone(),
         clock,
         health.clone(),
-    );
+    )
+    .with_redaction(&config.probe.redaction);
     let pipeline_task = tokio::spawn(pipeline.run(records));
 
     let (mut publisher, target_events) = target_channel();
@@ -192,7 +193,7 @@ pub async fn run<F: Frontend>(
         config: Arc::new(config.probe.clone()),
         targets: target_events,
         sink,
-        spans: SpanStarter::new(&config.probe.sampler),
+        spans: SpanStarter::new(crate::config::sampler(&config.probe.sampler)),
         health: health.frontend(config.language),
         resources: resources.clone(),
         clock,

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrotel_api::probe_config::{ExporterConfig, OtlpProtocol, RoutesConfig, SamplerConfig};
+use ferrotel_api::probe_config::{ExporterConfig, OtlpProtocol, RoutesConfig};
 use ferrotel_e2e::Collector;
 use ferrotel_e2e::collector::{FileOutputs, read_profile_samples, read_spans};
 use ferrotel_probe::export::client::OtlpClient;
@@ -22,7 +22,7 @@ use ferrotel_probe::telemetry::metrics::RedMetrics;
 use ferrotel_probe::telemetry::pipeline::{Pipeline, QueuedSpan};
 use ferrotel_probe::telemetry::record::{HttpInfo, Protocol, RequestRecord, SpanKind};
 use ferrotel_probe::telemetry::resource::{BaseResource, ResourceRegistry};
-use ferrotel_probe::telemetry::sampling::SpanStarter;
+use ferrotel_probe::telemetry::sampling::{Sampler, SpanStarter};
 use ferrotel_probe::telemetry::trace_context::parse_traceparent;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -154,7 +154,7 @@ async fn spans_and_metrics_arrive(protocol: OtlpProtocol) {
     let service = format!("export-test-{protocol:?}").to_lowercase();
     let settings = settings(&endpoint, protocol);
     let mut h = harness(&settings, &service, Backoff::default());
-    let starter = SpanStarter::new(&SamplerConfig::default());
+    let starter = SpanStarter::new(Sampler::default());
 
     let requests = 40;
     let mut server_ids = HashSet::new();
@@ -362,7 +362,7 @@ async fn collector_outage_loses_nothing_that_fits_the_queue_and_counts_the_rest(
         max: Duration::from_millis(500),
     };
     let mut h = harness(&settings, "outage-test", backoff);
-    let starter = SpanStarter::new(&SamplerConfig::default());
+    let starter = SpanStarter::new(Sampler::default());
     let mut push = |n: usize, prefix: &str| {
         for i in 0..n {
             let record = http_record(

@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferrotel_api::probe_config::{LanguageTuning, SamplerConfig};
+use ferrotel_api::probe_config::LanguageTuning;
 use ferrotel_probe::driver::Driver;
 use ferrotel_probe::ebpf::EbpfError;
 use ferrotel_probe::sockets::SocketSet;
 use ferrotel_probe::sockets::events::{Direction, KernelEvent, decode};
-use ferrotel_probe::telemetry::sampling::SpanStarter;
+use ferrotel_probe::telemetry::sampling::{Sampler, SpanStarter};
 
 /// The socket-level set, loaded and attached the way the probe does it.
 #[allow(clippy::result_large_err)]
@@ -29,7 +29,7 @@ fn load(ring_buffer_bytes: u32, max_payload_bytes: u32) -> Result<Driver<SocketS
     };
     Driver::load(SocketSet::new(
         &tuning,
-        SpanStarter::new(&SamplerConfig::default()),
+        SpanStarter::new(Sampler::default()),
     ))
 }
 

@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::optin::Candidate;
 use crate::probe_config::{
-    Language, LanguageTuning, OtlpProtocol, ProfilingConfig, Propagator, SamplerType,
+    Language, LanguageTuning, OtlpProtocol, ProfilingConfig, Propagator, RedactionConfig,
+    SamplerType,
     UnmatchedRoutes,
 };
 
@@ -90,6 +91,11 @@ pub struct InstrumentationSpec {
     /// How `http.route` is derived from request paths (cardinality guard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<RoutesSpec>,
+
+    /// What is removed from spans before they leave the node; default:
+    /// every query string value in `url.query` and `url.full` is `REDACTED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<RedactionConfig>,
 
     /// Go probe tuning: which protocols to trace, buffer sizes, resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]

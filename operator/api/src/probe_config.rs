@@ -38,6 +38,8 @@ pub struct ProbeConfig {
     pub targets: TargetsConfig,
     /// `http.route` derivation.
     pub routes: RoutesConfig,
+    /// What is removed from telemetry before it leaves the node.
+    pub redaction: RedactionConfig,
     /// Tuning for the Go program set.
     pub go: LanguageTuning,
     /// Tuning for the Python program set.
@@ -223,6 +225,36 @@ impl Default for RoutesConfig {
             max_distinct: 500,
         }
     }
+}
+
+/// Which values of a URL's query string are replaced by `REDACTED` in
+/// `url.query` and `url.full` (keys are kept, so the shape of the request
+/// stays visible).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryRedaction {
+    /// Every value: query strings carry tokens, signatures and personal data
+    /// under any name.
+    #[default]
+    All,
+    /// The values of the keys the OpenTelemetry semantic conventions name
+    /// (`AWSAccessKeyId`, `Signature`, `sig`, `X-Goog-Signature`) and of
+    /// `sensitiveQueryKeys`.
+    Listed,
+    /// Nothing: query strings are exported as sent. (Not `off`: YAML 1.1
+    /// readers turn that word into a boolean.)
+    None,
+}
+
+/// What the probe removes from telemetry before it leaves the node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RedactionConfig {
+    /// Query string values in `url.query` and `url.full`.
+    pub query: QueryRedaction,
+    /// Extra query keys whose values are redacted under `query: listed`
+    /// (compared case-sensitively, after percent-decoding).
+    pub sensitive_query_keys: Vec<String>,
 }
 
 /// Per-language tuning of the eBPF program set.

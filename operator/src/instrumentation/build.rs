@@ -247,6 +247,7 @@ pub fn probe_config(
             ..TargetsConfig::default()
         },
         routes,
+        redaction: spec.redaction.clone().unwrap_or_default(),
         go,
         python,
         metrics: ProbeMetricsConfig {

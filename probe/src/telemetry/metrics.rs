@@ -4,8 +4,19 @@
 //!
 //! Every request is observed exactly once, sampled or not, so
 //! `_count` equals the number of requests.
+//!
+//! Cardinality is bounded whatever the traffic: attribute values a
+//! workload's traffic chooses (`rpc.service`, `rpc.method`, a client's
+//! `server.address` and `server.port`) are capped per resource at
+//! [`MAX_ATTRIBUTE_VALUES`] distinct values, later ones reported as
+//! `_OTHER` (an integer attribute is dropped instead); `http.route` has its
+//! own cap in [`super::route`]. Past [`MAX_SERIES_PER_INSTRUMENT`] series of
+//! one instrument and resource, observations go to one series with the
+//! single attribute `otel.metric.overflow=true`, as the OpenTelemetry SDKs'
+//! cardinality limit does. Both are counted
+//! (`ferrotel_probe_metric_attribute_capped`, `..._series_capped`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +34,7 @@ use prometheus_client::registry::Unit;
 use super::record::{Protocol, RequestRecord, SpanKind};
 use super::resource::ProcessResource;
 use super::semconv::{Value, key_value, string_kv};
+use crate::health::Health;
 
 /// OTel's recommended boundaries for HTTP durations, in seconds.
 pub const HTTP_BOUNDS_SECONDS: [f64; 14] = [
@@ -171,6 +183,20 @@ impl HistogramState {
 
 type SeriesKey = (Instrument, Vec<(&'static str, Value)>);
 
+/// Attributes whose values come from traffic (names a workload or its
+/// clients choose), capped per resource.
+pub const TRAFFIC_ATTRIBUTES: [&str; 4] =
+    ["rpc.service", "rpc.method", "server.address", "server.port"];
+/// Distinct values kept per traffic attribute and resource.
+pub const MAX_ATTRIBUTE_VALUES: usize = 500;
+/// Series kept per instrument and resource (the OpenTelemetry SDKs'
+/// default cardinality limit).
+pub const MAX_SERIES_PER_INSTRUMENT: usize = 2000;
+/// The value that replaces a capped string attribute.
+pub const OVERFLOW_VALUE: &str = "_OTHER";
+/// The attribute of the overflow series.
+pub const OVERFLOW_ATTRIBUTE: &str = "otel.metric.overflow";
+
 /// The series map is looked up once per request with a key of a few short
 /// strings, where SipHash showed up in profiles; foldhash's fixed-seed hasher
 /// is several times cheaper. Keys are bounded by the route cap, so hash
@@ -184,6 +210,79 @@ struct ResourceSeries {
     /// finds it without hashing or comparing the attribute map per request.
     last: Arc<ProcessResource>,
     series: SeriesMap,
+    /// Distinct values seen per traffic attribute.
+    values: HashMap<&'static str, HashSet<Value>>,
+    /// Series per instrument (the overflow series included).
+    counts: HashMap<Instrument, usize>,
+}
+
+impl ResourceSeries {
+    fn new(resource: Arc<ProcessResource>) -> Self {
+        Self {
+            last: resource,
+            series: SeriesMap::default(),
+            values: HashMap::new(),
+            counts: HashMap::new(),
+        }
+    }
+
+    /// Replaces traffic attribute values past the per-attribute cap.
+    fn cap_attributes(&mut self, attributes: &mut Vec<(&'static str, Value)>, health: &Health) {
+        attributes.retain_mut(|(key, value)| {
+            if !TRAFFIC_ATTRIBUTES.contains(key) {
+                return true;
+            }
+            let seen = self.values.entry(*key).or_default();
+            if seen.contains(value) {
+                return true;
+            }
+            if seen.len() < MAX_ATTRIBUTE_VALUES {
+                seen.insert(value.clone());
+                return true;
+            }
+            health.metric_attribute_capped(key);
+            match value {
+                Value::Str(s) => {
+                    *s = OVERFLOW_VALUE.to_owned();
+                    true
+                }
+                _ => false,
+            }
+        });
+    }
+
+    /// The series key for `attributes`, or the overflow series' once the
+    /// instrument has its fill of series.
+    fn key(
+        &self,
+        instrument: Instrument,
+        attributes: Vec<(&'static str, Value)>,
+        health: &Health,
+    ) -> SeriesKey {
+        let key = (instrument, attributes);
+        if self.series.contains_key(&key) {
+            return key;
+        }
+        if self.counts.get(&instrument).copied().unwrap_or(0) < MAX_SERIES_PER_INSTRUMENT {
+            return key;
+        }
+        health.metric_series_capped();
+        (instrument, vec![(OVERFLOW_ATTRIBUTE, Value::Bool(true))])
+    }
+
+    /// After pruning: the caps count what is still there.
+    fn recount_values(&mut self) {
+        self.values.clear();
+        self.counts.clear();
+        for (instrument, attributes) in self.series.keys() {
+            *self.counts.entry(*instrument).or_default() += 1;
+            for (key, value) in attributes {
+                if TRAFFIC_ATTRIBUTES.contains(key) {
+                    self.values.entry(*key).or_default().insert(value.clone());
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -194,7 +293,7 @@ struct State {
 }
 
 impl State {
-    fn series_mut(&mut self, resource: &Arc<ProcessResource>) -> &mut SeriesMap {
+    fn series_mut(&mut self, resource: &Arc<ProcessResource>) -> &mut ResourceSeries {
         let index = match self
             .by_resource
             .iter()
@@ -211,15 +310,12 @@ impl State {
                     i
                 }
                 None => {
-                    self.by_resource.push(ResourceSeries {
-                        last: resource.clone(),
-                        series: SeriesMap::default(),
-                    });
+                    self.by_resource.push(ResourceSeries::new(resource.clone()));
                     self.by_resource.len() - 1
                 }
             },
         };
-        &mut self.by_resource[index].series
+        &mut self.by_resource[index]
     }
 
     fn iter(&self) -> impl Iterator<Item = (&BTreeMap<String, String>, &SeriesMap)> {
@@ -233,6 +329,8 @@ impl State {
 #[derive(Clone, Debug, Default)]
 pub struct RedMetrics {
     state: Arc<Mutex<State>>,
+    /// Where cardinality caps are counted.
+    health: Health,
 }
 
 fn now_unix_nanos() -> u64 {
@@ -247,21 +345,36 @@ impl RedMetrics {
         Self::default()
     }
 
-    /// Observes one request with its metric attributes.
+    /// Metrics whose cardinality caps are counted in `health`.
+    pub fn with_health(health: Health) -> Self {
+        Self {
+            state: Arc::default(),
+            health,
+        }
+    }
+
+    /// Observes one request with its metric attributes (capped, see the
+    /// module doc).
     pub fn observe(
         &self,
         resource: &Arc<ProcessResource>,
         record: &RequestRecord,
-        attributes: Vec<(&'static str, Value)>,
+        mut attributes: Vec<(&'static str, Value)>,
     ) {
         let instrument = Instrument::of(record);
         let value = instrument.value_of(record);
         let mut state = self.state.lock().expect("metrics lock");
-        state
-            .series_mut(resource)
-            .entry((instrument, attributes))
-            .or_insert_with(|| HistogramState::new(instrument.bounds(), now_unix_nanos()))
-            .observe(instrument.bounds(), value);
+        let series = state.series_mut(resource);
+        series.cap_attributes(&mut attributes, &self.health);
+        let key = series.key(instrument, attributes, &self.health);
+        let histogram = match series.series.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                *series.counts.entry(instrument).or_default() += 1;
+                entry.insert(HistogramState::new(instrument.bounds(), now_unix_nanos()))
+            }
+        };
+        histogram.observe(instrument.bounds(), value);
     }
 
     /// Total requests observed by `instrument` across all series (tests, health).
@@ -283,6 +396,7 @@ impl RedMetrics {
             resource
                 .series
                 .retain(|_, h| h.last_update.elapsed() < idle);
+            resource.recount_values();
         }
         state.by_resource.retain(|r| !r.series.is_empty());
     }
@@ -373,6 +487,7 @@ fn value_text(value: &Value) -> String {
     match value {
         Value::Str(s) => s.clone(),
         Value::Int(i) => i.to_string(),
+        Value::Bool(b) => b.to_string(),
     }
 }
 
@@ -442,6 +557,7 @@ fn encode_histogram(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::semconv::key_value;
     use crate::telemetry::semconv::{metric_attributes, tests::http_record};
 
     fn resource(service: &str) -> Arc<ProcessResource> {
@@ -493,6 +609,86 @@ mod tests {
             "{counts:?}"
         );
         assert_eq!(metrics.count(Instrument::HttpServer), 4);
+    }
+
+    fn grpc_record(method: String, code: i32) -> RequestRecord {
+        let mut record = http_record(SpanKind::Server, "POST", "/", None);
+        record.protocol = Protocol::Grpc(crate::telemetry::record::GrpcInfo {
+            service: "shop.Cart".into(),
+            method,
+            status_code: Some(code),
+            authority: None,
+            user_agent: None,
+        });
+        record
+    }
+
+    fn series_with(metrics: &RedMetrics, key: &str, value: &Value) -> u64 {
+        let request = metrics.to_otlp().expect("observed");
+        request.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .flat_map(|m| match &m.data {
+                Some(metric::Data::Histogram(h)) => h.data_points.clone(),
+                _ => vec![],
+            })
+            .filter(|p| p.attributes.iter().any(|kv| *kv == key_value(key, value)))
+            .map(|p| p.count)
+            .sum()
+    }
+
+    #[test]
+    fn rpc_methods_beyond_the_cap_are_reported_as_other_and_counted() {
+        let health = Health::new();
+        let metrics = RedMetrics::with_health(health.clone());
+        let res = resource("cart");
+        let extra = 25;
+        for i in 0..MAX_ATTRIBUTE_VALUES + extra {
+            let record = grpc_record(format!("Method{i}"), 0);
+            metrics.observe(&res, &record, metric_attributes(&record, None));
+        }
+        assert_eq!(
+            series_with(&metrics, "rpc.method", &Value::from(OVERFLOW_VALUE)),
+            extra as u64,
+            "methods past the cap share the _OTHER series"
+        );
+        assert_eq!(
+            health.metric_attribute_capped_total("rpc.method"),
+            extra as u64
+        );
+        assert_eq!(
+            metrics.count(Instrument::RpcServer),
+            (MAX_ATTRIBUTE_VALUES + extra) as u64,
+            "capping loses no observation"
+        );
+        // A method seen before the cap keeps its own series.
+        let record = grpc_record("Method0".into(), 0);
+        metrics.observe(&res, &record, metric_attributes(&record, None));
+        assert_eq!(series_with(&metrics, "rpc.method", &"Method0".into()), 2);
+    }
+
+    #[test]
+    fn series_beyond_the_cap_go_to_the_overflow_series() {
+        let health = Health::new();
+        let metrics = RedMetrics::with_health(health.clone());
+        let res = resource("cart");
+        // 500 methods x 5 codes = 2500 combinations, 500 past the series cap.
+        for code in 0..5 {
+            for i in 0..MAX_ATTRIBUTE_VALUES {
+                let record = grpc_record(format!("M{i}"), code);
+                metrics.observe(&res, &record, metric_attributes(&record, None));
+            }
+        }
+        let overflow = (5 * MAX_ATTRIBUTE_VALUES - MAX_SERIES_PER_INSTRUMENT) as u64;
+        assert_eq!(
+            series_with(&metrics, OVERFLOW_ATTRIBUTE, &Value::Bool(true)),
+            overflow
+        );
+        assert_eq!(health.metric_series_capped_total(), overflow);
+        assert_eq!(
+            metrics.count(Instrument::RpcServer),
+            5 * MAX_ATTRIBUTE_VALUES as u64
+        );
     }
 
     #[test]

@@ -9,12 +9,15 @@
 pub mod clock;
 pub mod metrics;
 pub mod pipeline;
-pub mod record;
+pub mod redact;
 pub mod resource;
 pub mod route;
-pub mod sampling;
 pub mod semconv;
-pub mod trace_context;
+
+// What a front-end produces — the record, its span identity and sampling
+// decision — is defined next to the parsers that produce it, in
+// `ferrotel-parse` (the config's sampler: `crate::config::sampler`).
+pub use ferrotel_parse::{record, sampling, trace_context};
 
 use tokio::sync::mpsc;
 

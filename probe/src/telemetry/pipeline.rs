@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ferrotel_api::probe_config::RoutesConfig;
+use ferrotel_api::probe_config::{RedactionConfig, RoutesConfig};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -10,6 +10,7 @@ use tracing::debug;
 use super::clock::ClockOffsets;
 use super::metrics::RedMetrics;
 use super::record::{Protocol, RequestRecord, SpanKind};
+use super::redact::Redactor;
 use super::resource::{ProcessResource, ResourceRegistry};
 use super::route::RouteTemplater;
 use super::semconv;
@@ -41,6 +42,7 @@ pub struct Pipeline {
     spans: Arc<dyn SpanQueue>,
     clock: ClockOffsets,
     health: Health,
+    redactor: Redactor,
 }
 
 impl Pipeline {
@@ -59,12 +61,22 @@ impl Pipeline {
             spans,
             clock,
             health,
+            redactor: Redactor::default(),
         }
+    }
+
+    /// Redacts query strings as `redaction` says (the default redacts every
+    /// query value; see [`super::redact`]).
+    pub fn with_redaction(mut self, redaction: &RedactionConfig) -> Self {
+        self.redactor = Redactor::new(redaction);
+        self
     }
 
     /// Processes one record: every record feeds the RED metrics; sampled
     /// ones are also queued as spans.
     pub fn process(&mut self, record: &RequestRecord) {
+        let record = self.redactor.record(record);
+        let record = record.as_ref();
         let resource = self.resources.get(record.pid);
         let route = match (&record.protocol, record.kind) {
             (Protocol::Http(http), SpanKind::Server) => {

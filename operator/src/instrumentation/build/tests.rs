@@ -33,6 +33,7 @@ spec:
   propagators: [tracecontext, b3]
   resource: {attributes: {deployment.environment: prod}}
   routes: {patterns: ["/users/{id}"], unmatched: wildcard, maxDistinct: 100}
+  redaction: {query: listed, sensitiveQueryKeys: [api_key]}
   python: {ringBufferBytes: 1048576, resources: {limits: {memory: 1Gi}}}
   probe:
     image: registry.local/probe:dev

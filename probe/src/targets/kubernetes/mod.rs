@@ -20,7 +20,7 @@
 //! scan alone runs, every second. Any API change triggers an immediate
 //! reconcile, so annotating a namespace takes effect within one watch event.
 
-pub mod cgroup;
+pub use ferrotel_parse::procfs::cgroup;
 pub mod discovery;
 pub mod language;
 pub mod metadata;
