@@ -20,6 +20,7 @@ use crate::export::queue::BoundedQueue;
 use crate::export::{Backoff, run_metrics_exporter, run_trace_exporter};
 use crate::frontend::{Frontend, FrontendContext};
 use crate::health::Health;
+use crate::tap::SpanTap;
 use crate::targets::standalone::{self, StandaloneSelector};
 use crate::targets::{TargetSource, target_channel};
 use crate::telemetry::RecordSink;
@@ -58,6 +59,10 @@ pub async fn run<F: Frontend>(
     let shutdown = CancellationToken::new();
     let config = Arc::new(config);
 
+    // Both ends share the process ledger that `/debug/processes` serves.
+    let (publisher, target_events) = target_channel();
+    let tap = SpanTap::new();
+
     // The metrics endpoint first: a taken port fails fast.
     let mut registry = Registry::default();
     health.register(&mut registry);
@@ -68,10 +73,16 @@ pub async fn run<F: Frontend>(
             &config.probe.metrics.listen,
             registry,
             health.clone(),
+            crate::export::debug::routes(crate::export::debug::DebugState {
+                ledger: publisher.ledger().clone(),
+                tap: tap.clone(),
+                language: config.language,
+                node: std::env::var("NODE_NAME").unwrap_or_default(),
+            }),
             server_stop.clone(),
         )
         .await?;
-        info!(%addr, "Serving /metrics, /healthz and /readyz");
+        info!(%addr, "Serving /metrics, /healthz, /readyz and /debug/processes, /debug/tap");
         Some(task)
     } else {
         None
@@ -118,10 +129,10 @@ pub async fn run<F: Frontend>(
         queue.clone(),
         clock,
         health.clone(),
-    );
+    )
+    .with_tap(tap);
     let pipeline_task = tokio::spawn(pipeline.run(records));
 
-    let (publisher, target_events) = target_channel();
     let targets_task = match targets {
         TargetSource::Standalone => {
             let t = &config.probe.targets;

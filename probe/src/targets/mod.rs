@@ -16,6 +16,7 @@ use std::pin::Pin;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::ledger::ProcessLedger;
 use crate::telemetry::resource::ResourceRegistry;
 
 /// A process the front-end should instrument.
@@ -41,20 +42,30 @@ pub enum TargetEvent {
 #[derive(Debug)]
 pub struct TargetEvents {
     rx: mpsc::UnboundedReceiver<TargetEvent>,
+    ledger: ProcessLedger,
 }
 
 /// The resolver's end of the target stream. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct TargetPublisher {
     tx: mpsc::UnboundedSender<TargetEvent>,
+    ledger: ProcessLedger,
 }
 
 /// A connected publisher/receiver pair. Unbounded because events are rare
 /// (process starts and exits) and a resolver must never block on a busy
-/// front-end.
+/// front-end. Both ends share one [`ProcessLedger`]: the resolver writes
+/// its decisions there, the front-end what it did with each claim.
 pub fn target_channel() -> (TargetPublisher, TargetEvents) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (TargetPublisher { tx }, TargetEvents { rx })
+    let ledger = ProcessLedger::new();
+    (
+        TargetPublisher {
+            tx,
+            ledger: ledger.clone(),
+        },
+        TargetEvents { rx, ledger },
+    )
 }
 
 impl TargetEvents {
@@ -67,12 +78,22 @@ impl TargetEvents {
     pub fn try_next(&mut self) -> Option<TargetEvent> {
         self.rx.try_recv().ok()
     }
+
+    /// Where the front-end records what it did with each target.
+    pub fn ledger(&self) -> &ProcessLedger {
+        &self.ledger
+    }
 }
 
 impl TargetPublisher {
     /// Sends `event`; returns `false` if the front-end is gone.
     pub fn publish(&self, event: TargetEvent) -> bool {
         self.tx.send(event).is_ok()
+    }
+
+    /// Where the resolver records its per-process decisions.
+    pub fn ledger(&self) -> &ProcessLedger {
+        &self.ledger
     }
 }
 

@@ -14,6 +14,7 @@ use super::resource::{ProcessResource, ResourceRegistry};
 use super::route::RouteTemplater;
 use super::semconv;
 use crate::health::Health;
+use crate::tap::SpanTap;
 
 /// A span waiting for export, with the resource it belongs to.
 #[derive(Clone, Debug)]
@@ -41,6 +42,7 @@ pub struct Pipeline {
     spans: Arc<dyn SpanQueue>,
     clock: ClockOffsets,
     health: Health,
+    tap: SpanTap,
 }
 
 impl Pipeline {
@@ -59,7 +61,15 @@ impl Pipeline {
             spans,
             clock,
             health,
+            tap: SpanTap::default(),
         }
+    }
+
+    /// Offers every request's span to `tap` while someone taps (see
+    /// [`crate::tap`]: one atomic load per request otherwise).
+    pub fn with_tap(mut self, tap: SpanTap) -> Self {
+        self.tap = tap;
+        self
     }
 
     /// Processes one record: every record feeds the RED metrics; sampled
@@ -83,11 +93,19 @@ impl Pipeline {
             record,
             semconv::metric_attributes(record, route.as_deref()),
         );
+        let tapping = self.tap.is_active();
         if !record.span.sampled {
             self.health.span_unsampled();
+            if tapping {
+                let span = semconv::to_span(record, route.as_deref(), &self.clock);
+                self.tap.publish(&resource, &span);
+            }
             return;
         }
         let span = semconv::to_span(record, route.as_deref(), &self.clock);
+        if tapping {
+            self.tap.publish(&resource, &span);
+        }
         // A full queue counts the drop itself.
         self.spans.push(QueuedSpan { resource, span });
     }

@@ -12,8 +12,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use ferrotel_api::optin::{self, Decision, Instrumentations, NamespaceView, PodView};
+use ferrotel_api::optin::{self, Decision, Instrumentations, NamespaceView, PodView, Skip};
 use ferrotel_api::probe_config::Language;
+use ferrotel_api::probe_endpoints::{DiscoveryOutcome, PodRef, ProcessReport};
 use tracing::{debug, warn};
 
 use super::cgroup::{self, CgroupIdentity, ContainerId};
@@ -166,6 +167,9 @@ pub struct Discovery {
     /// Opt-in errors already logged (pod uid + message), so that a bad
     /// annotation is reported once, not on every scan.
     reported: HashSet<(String, String)>,
+    /// What the last reconcile decided for every container process located
+    /// in a pod, claimed or not, and why ([`Discovery::take_decisions`]).
+    decisions: BTreeMap<u32, ProcessReport>,
 }
 
 impl Discovery {
@@ -187,7 +191,14 @@ impl Discovery {
             detector: LanguageDetector::new(),
             claimed: BTreeMap::new(),
             reported: HashSet::new(),
+            decisions: BTreeMap::new(),
         }
+    }
+
+    /// The decision of the last [`Discovery::reconcile`] for every container
+    /// process located in a pod (for [`crate::ledger`]); taken, not copied.
+    pub fn take_decisions(&mut self) -> BTreeMap<u32, ProcessReport> {
+        std::mem::take(&mut self.decisions)
     }
 
     pub fn claimed(&self) -> &BTreeMap<u32, DesiredClaim> {
@@ -333,6 +344,7 @@ impl Discovery {
 
     fn desired(&mut self) -> BTreeMap<u32, DesiredClaim> {
         let mut desired = BTreeMap::new();
+        let mut decisions = BTreeMap::new();
         let no_labels = BTreeMap::new();
         for (pid, process) in self.processes.iter_mut() {
             if process.identity.is_empty() {
@@ -377,16 +389,14 @@ impl Discovery {
                     detected,
                 )
             };
-            let first = match decide(None) {
-                Ok(decision) => decision,
-                Err(error) => {
-                    report(&mut self.reported, pod, &error);
-                    continue;
-                }
-            };
-            let claimed = match first {
-                Decision::Skipped(_) => false,
-                Decision::Claimed(claim)
+            let first = decide(None);
+            if let Err(error) = &first {
+                report(&mut self.reported, pod, error);
+            }
+            let (outcome, detected) = match first {
+                Err(error) => (opt_in_error(&error), None),
+                Ok(Decision::Skipped(skip)) => (skipped(&skip), None),
+                Ok(Decision::Claimed(claim))
                     if claim.language_source == optin::LanguageSource::Annotation =>
                 {
                     // Pinned by annotation; still skip a process that is
@@ -395,17 +405,50 @@ impl Discovery {
                     let detected = *process
                         .language
                         .get_or_insert_with(|| self.detector.detect(&self.proc_root, *pid));
-                    detected.is_none_or(|d| d == self.language)
+                    let outcome = match detected {
+                        Some(other) if other != self.language => {
+                            DiscoveryOutcome::OtherLanguage { language: other }
+                        }
+                        _ => claimed(&claim),
+                    };
+                    (outcome, detected)
                 }
-                Decision::Claimed(_) => {
+                Ok(Decision::Claimed(_)) => {
                     let detected = *process
                         .language
                         .get_or_insert_with(|| self.detector.detect(&self.proc_root, *pid));
-                    detected.is_some_and(|d| d == self.language)
-                        && matches!(decide(detected), Ok(Decision::Claimed(_)))
+                    let outcome = match detected {
+                        None => DiscoveryOutcome::UnknownLanguage,
+                        Some(other) if other != self.language => {
+                            DiscoveryOutcome::OtherLanguage { language: other }
+                        }
+                        Some(_) => match decide(detected) {
+                            Ok(Decision::Claimed(claim)) => claimed(&claim),
+                            Ok(Decision::Skipped(skip)) => skipped(&skip),
+                            Err(error) => opt_in_error(&error),
+                        },
+                    };
+                    (outcome, detected)
                 }
             };
-            if !claimed {
+            let is_claimed = matches!(outcome, DiscoveryOutcome::Claimed { .. });
+            decisions.insert(
+                *pid,
+                ProcessReport {
+                    pid: *pid,
+                    exe: exe.display().to_string(),
+                    pod: Some(PodRef {
+                        namespace: pod.namespace.clone(),
+                        name: pod.name.clone(),
+                        uid: pod.uid.clone(),
+                        container: container.to_owned(),
+                    }),
+                    detected,
+                    discovery: Some(outcome),
+                    tracing: None,
+                },
+            );
+            if !is_claimed {
                 continue;
             }
             let grand_owner = self.cluster.grand_owner_of(pod);
@@ -418,7 +461,37 @@ impl Discovery {
             );
             desired.insert(*pid, DesiredClaim { exe, attributes });
         }
+        self.decisions = decisions;
         desired
+    }
+}
+
+fn claimed(claim: &optin::Claim) -> DiscoveryOutcome {
+    DiscoveryOutcome::Claimed {
+        instrumentation: claim.instrumentation.to_string(),
+    }
+}
+
+fn skipped(skip: &Skip) -> DiscoveryOutcome {
+    match skip {
+        Skip::NotOptedIn => DiscoveryOutcome::NotOptedIn,
+        Skip::OptedOut { .. } => DiscoveryOutcome::OptedOut,
+        Skip::OtherLanguage { language, .. } => DiscoveryOutcome::OtherLanguage {
+            language: *language,
+        },
+        Skip::LanguageNotEnabled { instrumentation } => DiscoveryOutcome::LanguageNotEnabled {
+            instrumentation: instrumentation.to_string(),
+        },
+        Skip::PodSelectorMismatch { instrumentation } => DiscoveryOutcome::PodSelectorMismatch {
+            instrumentation: instrumentation.to_string(),
+        },
+    }
+}
+
+fn opt_in_error(error: &optin::OptInError) -> DiscoveryOutcome {
+    DiscoveryOutcome::OptInError {
+        category: error.category().to_owned(),
+        message: error.to_string(),
     }
 }
 
