@@ -159,7 +159,8 @@ pub struct ProbeMetrics {
 
 impl ProbeMetrics {
     pub fn refused_total(&self) -> f64 {
-        self.refused.values().sum()
+        // Not `sum()`: an empty f64 sum is -0, which would print as "-0".
+        self.refused.values().fold(0.0, |a, b| a + b)
     }
 
     pub fn dropped_total(&self) -> f64 {

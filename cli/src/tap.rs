@@ -111,14 +111,16 @@ pub fn clock(unix_nanos: u64) -> String {
 /// duration, target, peer and trace id.
 pub fn render_span(span: &TapSpan, style: &Style) -> String {
     let attr = |k: &str| span.attributes.get(k).map(String::as_str);
-    let method = attr("http.request.method").unwrap_or("");
-    let route = attr("http.route")
-        .map(str::to_owned)
-        .or_else(|| match (attr("rpc.service"), attr("rpc.method")) {
-            (Some(s), Some(m)) => Some(format!("{s}/{m}")),
-            _ => None,
-        })
-        .unwrap_or_else(|| span.name.clone());
+    // The route when there is one (server spans), else the span name,
+    // which already starts with the method (`GET`, `GET /items/{id}`).
+    let what = match (attr("http.route"), attr("rpc.service"), attr("rpc.method")) {
+        (Some(route), _, _) => match attr("http.request.method") {
+            Some(method) => format!("{method} {route}"),
+            None => route.to_owned(),
+        },
+        (None, Some(service), Some(method)) => format!("{service}/{method}"),
+        _ => span.name.clone(),
+    };
     let status = attr("http.response.status_code")
         .or(attr("rpc.grpc.status_code"))
         .unwrap_or("-");
@@ -137,11 +139,6 @@ pub fn render_span(span: &TapSpan, style: &Style) -> String {
         _ => attr("client.address")
             .map(|a| format!("<- {a}"))
             .unwrap_or_default(),
-    };
-    let what = if method.is_empty() {
-        route
-    } else {
-        format!("{method} {route}")
     };
     let status = style.paint(status, if span.error { Color::Red } else { Color::Green });
     let mut fields = vec![

@@ -519,6 +519,7 @@ mod tests {
 
     const ID_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const ID_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const ID_C: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
     const GO: &str = "/usr/local/go/bin/go";
 
     /// A fake /proc: `<pid>/cgroup` files and `<pid>/exe` links to real
@@ -708,6 +709,62 @@ mod tests {
             .apply_namespace(namespace("shop", Some("true")));
         discovery.scan_processes();
         assert_eq!(claimed_pids(&discovery.reconcile()), vec![100]);
+    }
+
+    #[test]
+    fn every_container_process_gets_a_decision_with_its_reason_claimed_or_not() {
+        let proc = FakeProc::new();
+        let python = python_exe();
+        proc.spawn(100, Some(ID_A), GO);
+        proc.spawn(101, Some(ID_B), &python);
+        proc.spawn(102, Some(ID_C), GO);
+        proc.spawn(200, None, GO);
+        let mut discovery = discovery(&proc, Language::Go);
+        let mut dark = pod("u3", "shop", "dark", ID_C);
+        dark.annotations
+            .insert("ferrotel.io/instrument".into(), "false".into());
+        discovery
+            .cluster
+            .apply_pod(pod("u1", "shop", "go-pod", ID_A));
+        discovery
+            .cluster
+            .apply_pod(pod("u2", "shop", "py-pod", ID_B));
+        discovery.cluster.apply_pod(dark);
+        discovery
+            .cluster
+            .apply_namespace(namespace("shop", Some("true")));
+        discovery.scan_processes();
+        discovery.reconcile();
+        let decisions = discovery.take_decisions();
+        let outcome = |pid: u32| decisions.get(&pid).and_then(|r| r.discovery.clone());
+        assert_eq!(
+            outcome(100),
+            Some(DiscoveryOutcome::Claimed {
+                instrumentation: "observability/default".into()
+            })
+        );
+        assert_eq!(decisions[&100].detected, Some(Language::Go));
+        assert_eq!(
+            decisions[&100].pod.as_ref().map(|p| p.uid.as_str()),
+            Some("u1")
+        );
+        assert_eq!(
+            outcome(101),
+            Some(DiscoveryOutcome::OtherLanguage {
+                language: Language::Python
+            }),
+            "the Go probe says the Python pod is Python"
+        );
+        assert_eq!(outcome(102), Some(DiscoveryOutcome::OptedOut));
+        assert_eq!(
+            decisions[&102].detected, None,
+            "an opted-out pod's binary is not opened"
+        );
+        assert!(
+            !decisions.contains_key(&200),
+            "host processes are none of our business"
+        );
+        assert!(discovery.take_decisions().is_empty(), "taken, not copied");
     }
 
     #[test]
