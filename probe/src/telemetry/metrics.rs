@@ -461,7 +461,7 @@ mod tests {
             ]
             .into(),
         });
-        let mut observe = |record: RequestRecord, route: Option<&str>| {
+        let observe = |record: RequestRecord, route: Option<&str>| {
             let attributes = metric_attributes(&record, route);
             metrics.observe(&resource, &record, attributes);
         };
