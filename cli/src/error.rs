@@ -166,17 +166,21 @@ impl CliError {
             request.namespace.as_deref().unwrap_or_default(),
             request.name.as_deref().unwrap_or_default()
         );
+        // The API server's own refusals are JSON Status objects with a
+        // reason; whatever the probe (or a middlebox on the way to it)
+        // answered is plain text, which kube wraps without one.
+        let from_api_server = |status: &kube::core::Status| {
+            matches!(status.reason.as_str(), "Forbidden" | "NotFound")
+        };
         match error {
-            kube::Error::Api(status) if status.code == 403 => CliError::Forbidden {
-                can_i: request.can_i(),
-                request: Box::new(request),
-                message: status.message.clone(),
-            },
-            // The API server's own 404 names the pod; anything else came
-            // from the probe.
-            kube::Error::Api(status)
-                if status.code == 404 && status.message.contains("pods \"") =>
-            {
+            kube::Error::Api(status) if status.code == 403 && from_api_server(&status) => {
+                CliError::Forbidden {
+                    can_i: request.can_i(),
+                    request: Box::new(request),
+                    message: status.message.clone(),
+                }
+            }
+            kube::Error::Api(status) if status.code == 404 && from_api_server(&status) => {
                 CliError::NotFound {
                     kind: "pod",
                     name: request.name.clone().unwrap_or_default(),
@@ -276,6 +280,51 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ferrotel-cli-probe-proxy"), "{text}");
+    }
+
+    #[test]
+    fn a_probe_error_is_told_apart_from_the_api_servers_own_refusal() {
+        let request = || Request {
+            verb: "get",
+            resource: "pods/proxy".into(),
+            namespace: Some("otel".into()),
+            name: Some("default-probe-go-x".into()),
+        };
+        let rbac = kube::core::Status::failure("cannot get resource pods/proxy", "Forbidden")
+            .with_code(403);
+        assert!(matches!(
+            CliError::from_probe(request(), "/metrics", kube::Error::Api(rbac.boxed())),
+            CliError::Forbidden { .. }
+        ));
+        // What kube makes of a plain-text answer (from the probe, or a
+        // middlebox between the API server and the pod).
+        let proxied =
+            kube::core::Status::failure("denied destination", "Failed to parse error data")
+                .with_code(403);
+        let error = CliError::from_probe(request(), "/metrics", kube::Error::Api(proxied.boxed()));
+        assert_eq!(
+            error.to_string(),
+            "probe otel/default-probe-go-x did not answer /metrics: denied destination (HTTP 403)"
+        );
+        let old_probe =
+            kube::core::Status::failure("404 page not found", "Failed to parse error data")
+                .with_code(404);
+        let error =
+            CliError::from_probe(request(), "/debug/tap", kube::Error::Api(old_probe.boxed()));
+        assert!(error.to_string().contains("older probe version"), "{error}");
+        let unreachable = kube::core::Status::failure(
+            "error trying to reach service: dial tcp 10.0.0.9:9464: connect: no route to host",
+            "ServiceUnavailable",
+        )
+        .with_code(503);
+        let error =
+            CliError::from_probe(request(), "/metrics", kube::Error::Api(unreachable.boxed()));
+        assert!(
+            error
+                .to_string()
+                .contains("can the API server reach pod IPs?"),
+            "{error}"
+        );
     }
 
     #[test]
