@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::histogram::{Histogram, Labels};
 use crate::output::{self, Cell, Format, Style, Table};
-use crate::red::Scope;
+use crate::red::{Red, Scope};
 use crate::source::{Wants, Window};
 
 const HISTOGRAMS: [(&str, f64); 4] = [
@@ -62,13 +62,8 @@ pub struct EdgeRow {
     /// `virtual_node` for an untraced peer, `database`, `messaging_system`.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub connection_type: String,
-    pub requests: f64,
-    pub failures: f64,
-    pub rps: f64,
-    pub success: Option<f64>,
-    pub p50: Option<f64>,
-    pub p90: Option<f64>,
-    pub p99: Option<f64>,
+    #[serde(flatten)]
+    pub red: Red,
 }
 
 /// The edges of one window.
@@ -312,17 +307,7 @@ pub fn edges(window: &Window, scope: &Scope, peers: &Peers) -> EdgesFrame {
                     server_namespace,
                     server,
                     connection_type,
-                    requests: acc.requests,
-                    failures: acc.failures,
-                    rps: if window.seconds > 0.0 {
-                        acc.requests / window.seconds
-                    } else {
-                        0.0
-                    },
-                    success: (acc.requests > 0.0).then(|| 1.0 - acc.failures / acc.requests),
-                    p50: latency.quantile(0.5),
-                    p90: latency.quantile(0.9),
-                    p99: latency.quantile(0.99),
+                    red: Red::new(acc.requests, acc.failures, &latency, window.seconds),
                 }
             },
         )
@@ -360,23 +345,23 @@ pub fn render(frame: &EdgesFrame, format: Format, style: &Style) -> String {
     }
     let mut table = Table::new(&headers);
     for e in &frame.edges {
-        let success = output::percent(e.success);
+        let success = output::percent(e.red.success);
         let mut row = vec![
             Cell::from(end(&e.client_namespace, &e.client)),
             Cell::from(end(&e.server_namespace, &e.server)),
-            Cell::from(crate::stat::rate(e.rps)),
-            match output::success_color(e.success) {
+            Cell::from(crate::stat::rate(e.red.rps)),
+            match output::success_color(e.red.success) {
                 Some(c) => Cell::colored(success, c),
                 None => Cell::from(success),
             },
-            output::duration(e.p50).into(),
-            output::duration(e.p90).into(),
-            output::duration(e.p99).into(),
+            output::duration(e.red.p50).into(),
+            output::duration(e.red.p90).into(),
+            output::duration(e.red.p99).into(),
         ];
         if format == Format::Wide {
             row.extend([
-                Cell::from(format!("{}", e.requests)),
-                Cell::from(format!("{}", e.failures)),
+                Cell::from(format!("{}", e.red.requests)),
+                Cell::from(format!("{}", e.red.failures)),
                 Cell::from(if e.connection_type.is_empty() {
                     "-"
                 } else {

@@ -89,14 +89,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             write_out(&why::render(&why::judge(&inputs), format, &style))
         }
         Command::Stat(args) => {
-            let target = stat::target(
+            let (target, mut source) = measured(
                 &cluster,
+                &global,
                 namespace.as_deref(),
-                global.selector.as_deref(),
                 args.workload.as_deref(),
             )
             .await?;
-            let mut source = metric_source(&cluster, &global, &target).await?;
             let window = args.window;
             let live = window.watch && !format.is_structured() && std::io::stdout().is_terminal();
             let mut frames = 0u64;
@@ -132,14 +131,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::Top(args) => {
-            let target = stat::target(
+            let (target, mut source) = measured(
                 &cluster,
+                &global,
                 namespace.as_deref(),
-                global.selector.as_deref(),
                 args.workload.as_deref(),
             )
             .await?;
-            let mut source = metric_source(&cluster, &global, &target).await?;
             let live = !format.is_structured() && std::io::stdout().is_terminal();
             repeat(
                 &mut source,
@@ -206,14 +204,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::Resources(args) => {
-            let target = stat::target(
+            let (target, mut source) = measured(
                 &cluster,
+                &global,
                 namespace.as_deref(),
-                global.selector.as_deref(),
                 args.workload.as_deref(),
             )
             .await?;
-            let mut source = metric_source(&cluster, &global, &target).await?;
             let window = args.window;
             repeat(
                 &mut source,
@@ -358,6 +355,18 @@ async fn peers(cluster: &Cluster) -> edges::Peers {
         .await
         .unwrap_or_default();
     edges::Peers::new(&pods, &services)
+}
+
+/// The pods, probes and metric source of `stat`, `top` and `resources`.
+async fn measured(
+    cluster: &Cluster,
+    global: &Global,
+    namespace: Option<&str>,
+    workload: Option<&str>,
+) -> Result<(stat::Target, MetricSource), CliError> {
+    let target = stat::target(cluster, namespace, global.selector.as_deref(), workload).await?;
+    let source = metric_source(cluster, global, &target).await?;
+    Ok((target, source))
 }
 
 async fn metric_source(

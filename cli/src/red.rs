@@ -68,6 +68,20 @@ pub struct RedRow {
     pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    #[serde(flatten)]
+    pub red: Red,
+    /// Since the probes started (probes source only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_requests: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_failures: Option<f64>,
+}
+
+/// Rate, errors and duration of some requests over a window: one row of
+/// `stat`, `top` or `edges`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Red {
     /// Requests in the window.
     pub requests: f64,
     /// Of which failed.
@@ -80,11 +94,26 @@ pub struct RedRow {
     pub p50: Option<f64>,
     pub p90: Option<f64>,
     pub p99: Option<f64>,
-    /// Since the probes started (probes source only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total_requests: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total_failures: Option<f64>,
+}
+
+impl Red {
+    /// `requests` of which `failures` failed in `seconds`, with their
+    /// durations in `latency`.
+    pub fn new(requests: f64, failures: f64, latency: &Histogram, seconds: f64) -> Self {
+        Self {
+            requests,
+            failures,
+            rps: if seconds > 0.0 {
+                requests / seconds
+            } else {
+                0.0
+            },
+            success: (requests > 0.0).then(|| 1.0 - failures / requests),
+            p50: latency.quantile(0.5),
+            p90: latency.quantile(0.9),
+            p99: latency.quantile(0.99),
+        }
+    }
 }
 
 /// A series' identity, read from its labels.
@@ -222,17 +251,7 @@ pub fn rows(window: &Window, by: GroupBy, scope: &Scope) -> Vec<RedRow> {
                 pod,
                 method,
                 route,
-                requests,
-                failures: acc.failures,
-                rps: if window.seconds > 0.0 {
-                    requests / window.seconds
-                } else {
-                    0.0
-                },
-                success: (requests > 0.0).then(|| 1.0 - acc.failures / requests),
-                p50: window_h.quantile(0.5),
-                p90: window_h.quantile(0.9),
-                p99: window_h.quantile(0.99),
+                red: Red::new(requests, acc.failures, &window_h, window.seconds),
                 total_requests: acc
                     .has_total
                     .then(|| acc.total.as_ref().map_or(0.0, Histogram::count)),
@@ -256,9 +275,9 @@ pub enum SortBy {
 /// Sorts for `top`: the key descending, then by name for stable frames.
 pub fn sort(rows: &mut [RedRow], by: SortBy) {
     let key = |r: &RedRow| match by {
-        SortBy::Rps => r.requests,
-        SortBy::Errors => r.failures,
-        SortBy::P99 => r.p99.unwrap_or(0.0),
+        SortBy::Rps => r.red.requests,
+        SortBy::Errors => r.red.failures,
+        SortBy::P99 => r.red.p99.unwrap_or(0.0),
     };
     rows.sort_by(|a, b| {
         key(b)
@@ -334,13 +353,13 @@ mod tests {
         assert_eq!(rows.len(), 1);
         let row = &rows[0];
         assert_eq!(row.workload.as_deref(), Some("deploy/web"));
-        assert_eq!(row.requests, 30.0);
-        assert_eq!(row.failures, 2.0);
-        assert_eq!(row.rps, 3.0);
-        assert_eq!(row.success, Some(28.0 / 30.0));
+        assert_eq!(row.red.requests, 30.0);
+        assert_eq!(row.red.failures, 2.0);
+        assert_eq!(row.red.rps, 3.0);
+        assert_eq!(row.red.success, Some(28.0 / 30.0));
         assert_eq!(row.total_requests, Some(30.0));
         // 10 in (0, 0.1], 20 in (0.1, 0.5]: the median is the 15th request.
-        assert_eq!(row.p50, Some(0.1 + 0.4 * 5.0 / 20.0));
+        assert_eq!(row.red.p50, Some(0.1 + 0.4 * 5.0 / 20.0));
     }
 
     #[test]
@@ -368,6 +387,6 @@ mod tests {
         sort(&mut rows, SortBy::Rps);
         assert_eq!(rows[0].route.as_deref(), Some("/items/{id}"));
         sort(&mut rows, SortBy::Errors);
-        assert_eq!(rows[0].failures, 2.0);
+        assert_eq!(rows[0].red.failures, 2.0);
     }
 }

@@ -211,22 +211,22 @@ pub fn render(frame: &StatFrame, format: Format, style: &Style) -> String {
     let mut table = Table::new(&headers);
     for row in &frame.rows {
         let mut cells = name_cells(frame.by, row);
-        let success = output::percent(row.success);
+        let success = output::percent(row.red.success);
         cells.extend([
-            Cell::from(rate(row.rps)),
-            match output::success_color(row.success) {
+            Cell::from(rate(row.red.rps)),
+            match output::success_color(row.red.success) {
                 Some(color) => Cell::colored(success, color),
                 None => Cell::from(success),
             },
-            output::duration(row.p50).into(),
-            output::duration(row.p90).into(),
-            output::duration(row.p99).into(),
+            output::duration(row.red.p50).into(),
+            output::duration(row.red.p90).into(),
+            output::duration(row.red.p99).into(),
         ]);
         if format == Format::Wide {
             let count = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v}"));
             cells.extend([
-                Cell::from(format!("{}", row.requests)),
-                Cell::from(format!("{}", row.failures)),
+                Cell::from(format!("{}", row.red.requests)),
+                Cell::from(format!("{}", row.red.failures)),
                 Cell::from(count(row.total_requests)),
                 Cell::from(count(row.total_failures)),
             ]);
@@ -269,7 +269,7 @@ pub fn top_header(
         crate::red::SortBy::Errors => "failures",
         crate::red::SortBy::P99 => "p99 latency",
     };
-    let total: f64 = frame.rows.iter().map(|r| r.requests).sum();
+    let total: f64 = frame.rows.iter().map(|r| r.red.requests).sum();
     style.paint(
         &format!(
             "Top {what} {scope} by {sort}: last {:.1}s, {} requests, from the {} (Ctrl-C quits)",

@@ -124,12 +124,12 @@ fn stat_by_workload_counts_the_window_only_and_colors_nothing_off_a_terminal() {
     let web = &frame.rows[0];
     assert_eq!(web.workload.as_deref(), Some("deploy/web"));
     // (100-10)+(65-5)+(30-0) ok + (6-1) failed + 40 health = 225 in 10 s.
-    assert_eq!(web.requests, 225.0);
-    assert_eq!(web.failures, 5.0);
+    assert_eq!(web.red.requests, 225.0);
+    assert_eq!(web.red.failures, 5.0);
     assert_eq!(web.total_requests, Some(241.0));
     let idle = &frame.rows[1];
     assert_eq!(idle.workload.as_deref(), Some("sts/api"));
-    assert_eq!(idle.requests, 0.0, "no request in the window");
+    assert_eq!(idle.red.requests, 0.0, "no request in the window");
     insta::assert_snapshot!(
         "stat_workloads",
         stat::render(&frame, Format::Table, &Style::plain())
@@ -214,8 +214,8 @@ traces_service_graph_request_client_seconds_bucket{{client="web",client_service_
     let frame = edges::edges(&w, &shop_scope(), &Peers::default());
     assert_eq!(frame.source, edges::EdgeSource::ServiceGraph);
     assert_eq!(frame.edges.len(), 2);
-    assert_eq!(frame.edges[0].requests, 200.0);
-    assert_eq!(frame.edges[0].failures, 4.0);
+    assert_eq!(frame.edges[0].red.requests, 200.0);
+    assert_eq!(frame.edges[0].red.failures, 4.0);
     assert_eq!(frame.edges[1].connection_type, "virtual_node");
     insta::assert_snapshot!(
         "edges_service_graph",
