@@ -84,6 +84,7 @@ use tracing::{debug, info, warn};
 use crate::ebpf::{self, DropCounters, EbpfError, EventReader, Kernel, Tuning};
 use crate::frontend::FrontendContext;
 use crate::health::FrontendHealth;
+use crate::ledger::ProcessLedger;
 use crate::targets::{ProcessTarget, TargetEvent, TargetEvents};
 use crate::telemetry::{RecordSink, RequestRecord};
 
@@ -309,6 +310,7 @@ impl<S: ProgramSet> Driver<S> {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let health = health.as_ref();
+        let ledger = targets.ledger().clone();
         if let Some(health) = health {
             health.set_ring_buffer_bytes(self.kernel.ring_buffer_bytes());
             health.mark_ready();
@@ -335,9 +337,12 @@ impl<S: ProgramSet> Driver<S> {
             };
             match step {
                 Step::Stop => break,
-                Step::Target(Some(TargetEvent::Added(target))) => self.add(&target, health).await,
+                Step::Target(Some(TargetEvent::Added(target))) => {
+                    self.add(&target, health, &ledger).await
+                }
                 Step::Target(Some(TargetEvent::Removed(pid))) => {
-                    self.remove(pid, &mut sink, health)
+                    self.remove(pid, &mut sink, health);
+                    ledger.released(pid);
                 }
                 Step::Target(None) => targets_open = false,
                 Step::Drained(drained) => {
@@ -353,15 +358,22 @@ impl<S: ProgramSet> Driver<S> {
         self.housekeeping(&mut sink, health, true);
         for pid in std::mem::take(&mut self.targets) {
             self.set.remove_target(&mut self.kernel, pid);
+            ledger.released(pid);
         }
         info!(set = self.set.name(), "Detached eBPF program set");
         Ok(())
     }
 
-    async fn add(&mut self, target: &ProcessTarget, health: Option<&FrontendHealth>) {
+    async fn add(
+        &mut self,
+        target: &ProcessTarget,
+        health: Option<&FrontendHealth>,
+        ledger: &ProcessLedger,
+    ) {
         match self.set.add_target(&mut self.kernel, target).await {
             Ok(()) => {
                 self.targets.insert(target.pid);
+                ledger.traced(target.pid, &target.exe, self.set.name());
                 debug!(set = self.set.name(), pid = target.pid, exe = %target.exe.display(), reason = target.reason, "Tracing process");
             }
             Err(refusal) => {
@@ -375,6 +387,13 @@ impl<S: ProgramSet> Driver<S> {
                 if let Some(health) = health {
                     health.attach_refused(refusal.reason);
                 }
+                ledger.refused(
+                    target.pid,
+                    &target.exe,
+                    self.set.name(),
+                    refusal.reason,
+                    format!("{:#}", refusal.error),
+                );
             }
         }
         self.report_attached(health);

@@ -21,6 +21,7 @@ use crate::export::{Backoff, run_batch_exporter, run_metrics_exporter};
 use crate::frontend::{Frontend, FrontendContext};
 use crate::health::Health;
 use crate::profile::Profiler;
+use crate::tap::SpanTap;
 use crate::targets::standalone::{self, StandaloneSelector};
 use crate::targets::{TargetSource, target_channel};
 use crate::telemetry::RecordSink;
@@ -75,6 +76,10 @@ pub async fn run<F: Frontend>(
         None
     };
 
+    // Both ends share the process ledger that `/debug/processes` serves.
+    let (mut publisher, target_events) = target_channel();
+    let tap = SpanTap::new();
+
     // The metrics endpoint first: a taken port fails fast.
     let mut registry = Registry::default();
     health.register(&mut registry);
@@ -86,15 +91,20 @@ pub async fn run<F: Frontend>(
     }
     let server_stop = CancellationToken::new();
     let server = if config.probe.metrics.enabled {
-        let (addr, task) = crate::export::prometheus::serve_with(
+        let (addr, task) = crate::export::prometheus::serve(
             &config.probe.metrics.listen,
             registry,
             health.clone(),
-            routes,
+            routes.merge(crate::export::debug::routes(crate::export::debug::DebugState {
+                ledger: publisher.ledger().clone(),
+                tap: tap.clone(),
+                language: config.language,
+                node: std::env::var("NODE_NAME").unwrap_or_default(),
+            })),
             server_stop.clone(),
         )
         .await?;
-        info!(%addr, "Serving /metrics, /healthz and /readyz");
+        info!(%addr, "Serving /metrics, /healthz, /readyz and /debug/processes, /debug/tap");
         Some(task)
     } else {
         None
@@ -145,10 +155,10 @@ pub async fn run<F: Frontend>(
         clock,
         health.clone(),
     )
-    .with_redaction(&config.probe.redaction);
+    .with_redaction(&config.probe.redaction)
+    .with_tap(tap);
     let pipeline_task = tokio::spawn(pipeline.run(records));
 
-    let (mut publisher, target_events) = target_channel();
     let profiler_task = match profiler {
         Some((profiler, _)) => {
             let (mirrored, profiler_targets) = publisher.mirrored();

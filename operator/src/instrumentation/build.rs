@@ -41,17 +41,16 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-/// Label on every child: the probe language it belongs to.
-pub const LANGUAGE_LABEL: &str = "ferrotel.io/probe-language";
+pub use ferrotel_api::labels::{
+    PROBE_APP_NAME as APP_NAME, PROBE_LANGUAGE_LABEL as LANGUAGE_LABEL,
+};
 /// Pod template annotation carrying the probe config hash: a config change
 /// changes the template and so rolls the probes.
 pub const CONFIG_HASH_ANNOTATION: &str = "ferrotel.io/config-hash";
-/// `app.kubernetes.io/name` of everything rendered for an Instrumentation.
-pub const APP_NAME: &str = "ferrotel-probe";
 
 const CONFIG_DIR: &str = "/etc/ferrotel";
 const TLS_DIR: &str = "/etc/ferrotel/tls";
-const METRICS_PORT: i32 = 9464;
+const METRICS_PORT: i32 = ferrotel_api::probe_endpoints::PORT as i32;
 
 /// What the probe needs from its node, instead of `privileged: true`.
 /// Every item was measured on a real node (kubelet + containerd, the probe

@@ -16,6 +16,7 @@
 //! the next one carries the same counts plus the new ones.
 
 pub mod client;
+pub mod debug;
 pub mod prometheus;
 pub mod queue;
 pub mod settings;

@@ -560,6 +560,110 @@ mod tests {
     use crate::telemetry::semconv::key_value;
     use crate::telemetry::semconv::{metric_attributes, tests::http_record};
 
+    /// `kubectl ferrotel` reads these families and labels from `/metrics`
+    /// (`ferrotel_api::probe_endpoints`): renaming one here breaks it.
+    #[test]
+    fn the_exposition_carries_every_family_and_label_the_cli_reads() {
+        use crate::health::Health;
+        use crate::telemetry::record::GrpcInfo;
+        use ferrotel_api::probe_endpoints::{labels as l, metrics as m};
+
+        let metrics = RedMetrics::new();
+        let resource = Arc::new(ProcessResource {
+            attributes: [
+                ("service.name".to_owned(), "shop".to_owned()),
+                ("k8s.namespace.name".to_owned(), "ns".to_owned()),
+                ("k8s.pod.name".to_owned(), "shop-1".to_owned()),
+            ]
+            .into(),
+        });
+        let observe = |record: RequestRecord, route: Option<&str>| {
+            let attributes = metric_attributes(&record, route);
+            metrics.observe(&resource, &record, attributes);
+        };
+        observe(
+            http_record(SpanKind::Server, "GET", "/a", Some(500)),
+            Some("/a"),
+        );
+        observe(http_record(SpanKind::Client, "GET", "/b", Some(200)), None);
+        for kind in [SpanKind::Server, SpanKind::Client] {
+            let mut grpc = http_record(kind, "POST", "/", None);
+            grpc.protocol = Protocol::Grpc(GrpcInfo {
+                service: "s.S".into(),
+                method: "M".into(),
+                status_code: Some(0),
+                authority: Some("s:50051".into()),
+                user_agent: None,
+            });
+            observe(grpc, None);
+        }
+        let health = Health::new();
+        let frontend = health.frontend(ferrotel_api::language::Language::Go);
+        frontend.set_attached_processes(1);
+        frontend.attach_refused("no_functions");
+        frontend.kernel_dropped_total("events", 1);
+        health.record_dropped("pipeline_full");
+        health.export_dropped("traces", "queue_full", 1);
+        health.export_request("traces", "retryable");
+        let mut registry = prometheus_client::registry::Registry::default();
+        health.register(&mut registry);
+        registry.register_collector(Box::new(metrics.clone()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+
+        let line = |family: &str| -> &str {
+            text.lines()
+                .find(|line| {
+                    line.strip_prefix(family)
+                        .is_some_and(|rest| rest.starts_with(['{', ' ', '_']))
+                        && !line.starts_with('#')
+                })
+                .unwrap_or_else(|| panic!("no {family} series in:\n{text}"))
+        };
+        for family in [
+            m::HTTP_SERVER_DURATION,
+            m::HTTP_CLIENT_DURATION,
+            m::RPC_SERVER_DURATION,
+            m::RPC_CLIENT_DURATION,
+        ] {
+            let series = line(&format!("{family}_bucket"));
+            for label in [l::NAMESPACE, l::POD, l::SERVICE] {
+                assert!(
+                    series.contains(&format!("{label}=\"")),
+                    "{label} in {series}"
+                );
+            }
+        }
+        let server = line(&format!("{}_bucket", m::HTTP_SERVER_DURATION));
+        for label in [l::HTTP_ROUTE, l::HTTP_METHOD, l::ERROR_TYPE] {
+            assert!(
+                server.contains(&format!("{label}=\"")),
+                "{label} in {server}"
+            );
+        }
+        let client = line(&format!("{}_bucket", m::HTTP_CLIENT_DURATION));
+        for label in [l::SERVER_ADDRESS, l::SERVER_PORT] {
+            assert!(
+                client.contains(&format!("{label}=\"")),
+                "{label} in {client}"
+            );
+        }
+        let rpc = line(&format!("{}_bucket", m::RPC_SERVER_DURATION));
+        for label in [l::RPC_SERVICE, l::RPC_METHOD] {
+            assert!(rpc.contains(&format!("{label}=\"")), "{label} in {rpc}");
+        }
+        assert!(line(m::ATTACHED_PROCESSES).contains(&format!("{}=\"go\"", l::LANGUAGE)));
+        assert!(line(m::ATTACH_REFUSED).contains(&format!("{}=\"no_functions\"", l::REASON)));
+        for family in [
+            m::KERNEL_EVENTS_DROPPED,
+            m::RECORDS_DROPPED,
+            m::EXPORT_DROPPED,
+            m::EXPORT_REQUESTS,
+        ] {
+            line(family);
+        }
+    }
+
     fn resource(service: &str) -> Arc<ProcessResource> {
         Arc::new(ProcessResource {
             attributes: [("service.name".to_string(), service.to_string())].into(),

@@ -15,6 +15,7 @@ use super::resource::{ProcessResource, ResourceRegistry};
 use super::route::RouteTemplater;
 use super::semconv;
 use crate::health::Health;
+use crate::tap::SpanTap;
 
 /// A span waiting for export, with the resource it belongs to.
 #[derive(Clone, Debug)]
@@ -43,6 +44,7 @@ pub struct Pipeline {
     clock: ClockOffsets,
     health: Health,
     redactor: Redactor,
+    tap: SpanTap,
 }
 
 impl Pipeline {
@@ -62,6 +64,7 @@ impl Pipeline {
             clock,
             health,
             redactor: Redactor::default(),
+            tap: SpanTap::default(),
         }
     }
 
@@ -69,6 +72,13 @@ impl Pipeline {
     /// query value; see [`super::redact`]).
     pub fn with_redaction(mut self, redaction: &RedactionConfig) -> Self {
         self.redactor = Redactor::new(redaction);
+        self
+    }
+
+    /// Offers every request's span to `tap` while someone taps (see
+    /// [`crate::tap`]: one atomic load per request otherwise).
+    pub fn with_tap(mut self, tap: SpanTap) -> Self {
+        self.tap = tap;
         self
     }
 
@@ -95,11 +105,19 @@ impl Pipeline {
             record,
             semconv::metric_attributes(record, route.as_deref()),
         );
+        let tapping = self.tap.is_active();
         if !record.span.sampled {
             self.health.span_unsampled();
+            if tapping {
+                let span = semconv::to_span(record, route.as_deref(), &self.clock);
+                self.tap.publish(&resource, &span);
+            }
             return;
         }
         let span = semconv::to_span(record, route.as_deref(), &self.clock);
+        if tapping {
+            self.tap.publish(&resource, &span);
+        }
         // A full queue counts the drop itself.
         self.spans.push(QueuedSpan { resource, span });
     }

@@ -288,6 +288,7 @@ pub async fn run(
         // namespace annotation may simply not have arrived yet.
         if api_changed && pods_synced && namespaces_synced {
             publish(discovery.reconcile(), &publisher, &registry);
+            publisher.ledger().discovered(discovery.take_decisions());
         }
     }
     // Release everything so that front-ends detach cleanly.
