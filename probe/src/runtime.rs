@@ -95,12 +95,14 @@ pub async fn run<F: Frontend>(
             &config.probe.metrics.listen,
             registry,
             health.clone(),
-            routes.merge(crate::export::debug::routes(crate::export::debug::DebugState {
-                ledger: publisher.ledger().clone(),
-                tap: tap.clone(),
-                language: config.language,
-                node: std::env::var("NODE_NAME").unwrap_or_default(),
-            })),
+            routes.merge(crate::export::debug::routes(
+                crate::export::debug::DebugState {
+                    ledger: publisher.ledger().clone(),
+                    tap: tap.clone(),
+                    language: config.language,
+                    node: std::env::var("NODE_NAME").unwrap_or_default(),
+                },
+            )),
             server_stop.clone(),
         )
         .await?;

@@ -28,8 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::optin::Candidate;
 use crate::probe_config::{
     Language, LanguageTuning, OtlpProtocol, ProfilingConfig, Propagator, RedactionConfig,
-    SamplerType,
-    UnmatchedRoutes,
+    SamplerType, UnmatchedRoutes,
 };
 
 /// Ring buffer sizes the probe accepts: powers of two from 4 KiB to 1 GiB.
