@@ -252,20 +252,11 @@ fn to_tap_span(resource: &ProcessResource, span: &Span) -> TapSpan {
     }
 }
 
-/// The replacement the semantic conventions use for sensitive values.
-pub const REDACTED: &str = "REDACTED";
-
 /// `a=1&token=xyz&flag` → `a=REDACTED&token=REDACTED&flag`: every value
-/// goes, keys stay (the probe cannot know which names carry secrets).
-pub fn redact_query(query: &str) -> String {
-    query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, value)) if !value.is_empty() => format!("{key}={REDACTED}"),
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+/// goes, keys stay (the probe cannot know which names carry secrets),
+/// whatever the Instrumentation's own redaction policy exports.
+fn redact_query(query: &str) -> String {
+    ferrotel_parse::url::redact_query_values(query, |_| true).into_owned()
 }
 
 #[cfg(test)]
