@@ -43,7 +43,9 @@ lint: ## cargo fmt --check and clippy -D warnings
 test: tools lint check-generated ## Everything: lint, generated files, unit tests, privileged eBPF tests, test-bed e2e
 	@[ "$$(id -u)" = 0 ] || { echo "make test needs root: the probe tests load eBPF programs into the kernel (run with sudo)" >&2; exit 1; }
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --no-fail-fast
+	@log=$${CARGO_TARGET_DIR:-target}/test.log; mkdir -p $$(dirname $$log); set -o pipefail; \
+	  echo "$(CARGO) test --workspace --no-fail-fast (log: $$log)"; \
+	  $(CARGO) test --workspace --no-fail-fast 2>&1 | tee $$log || { e2e/tools/test-failures.sh $$log; exit 1; }
 	$(MAKE) --no-print-directory fuzz
 
 # The probe's fuzz targets (probe/fuzz): every parser of bytes a workload
