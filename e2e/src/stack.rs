@@ -636,11 +636,12 @@ pub async fn install_chart(bed: &TestBed, images: &StackImages, namespace: &str)
         )));
     }
     let deployments: Api<Deployment> = Api::namespaced(bed.client(), namespace);
+    let pods: Api<Pod> = Api::namespaced(bed.client(), namespace);
     wait_for(
         &format!("the operator Deployment in {namespace} to be available"),
         Duration::from_secs(120),
         || {
-            let deployments = deployments.clone();
+            let (deployments, pods) = (deployments.clone(), pods.clone());
             async move {
                 let list = deployments
                     .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
@@ -653,10 +654,14 @@ pub async fn install_chart(bed: &TestBed, images: &StackImages, namespace: &str)
                     .and_then(|s| s.ready_replicas)
                     .unwrap_or(0);
                 if ready >= 1 {
-                    Ok(())
-                } else {
-                    Err(format!("{ready} ready replicas"))
+                    return Ok(());
                 }
+                let operator_pods = pods
+                    .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let problems: Vec<String> = operator_pods.items.iter().map(pod_problem).collect();
+                Err(format!("{ready} ready replicas; {}", problems.join("; ")))
             }
         },
     )
@@ -893,6 +898,17 @@ pub fn pod_problem(pod: &Pod) -> String {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
     let mut parts = vec![format!("pod {name} {}", status.phase.unwrap_or_default())];
+    // A pod that is not scheduled says why only here (a node taint such as
+    // disk pressure, too little CPU): without it, "Pending" explains nothing.
+    for c in status.conditions.unwrap_or_default() {
+        if c.type_ == "PodScheduled" && c.status == "False" {
+            parts.push(format!(
+                "not scheduled: {} {}",
+                c.reason.unwrap_or_default(),
+                c.message.unwrap_or_default()
+            ));
+        }
+    }
     for c in status.container_statuses.unwrap_or_default() {
         let state = c.state.unwrap_or_default();
         if let Some(w) = state.waiting {
