@@ -234,6 +234,7 @@ pub fn probe_config(
             .propagators
             .clone()
             .unwrap_or_else(|| vec![Propagator::Tracecontext, Propagator::Baggage]),
+        propagation: Default::default(),
         resource_attributes: spec
             .resource
             .as_ref()

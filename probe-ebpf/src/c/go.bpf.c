@@ -19,6 +19,10 @@
 #include "go/maps.h"
 #include "go/runtime.h"
 #include "go/traceparent.h"
+#include "common/claimed.h"
+/* Propagation: the client span handed to the thread that writes the
+ * request, for the sk_msg program (propagation.bpf.c). */
+#include "propagation/go.h"
 
 char LICENSE[] SEC("license") = "GPL";
 

@@ -1,0 +1,193 @@
+//! Shared harness of the propagation tests: a cgroup v2 directory of the
+//! test's own (sockops attach per cgroup, and never to the root), processes
+//! started inside it, and the socket-level set loaded with propagation.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ferrotel_api::probe_config::{
+    LanguageTuning, PropagationConfig, Propagator, SamplerConfig,
+};
+use ferrotel_probe::driver::Driver;
+use ferrotel_probe::propagation::Settings;
+use ferrotel_probe::sockets::SocketSet;
+use ferrotel_probe::targets::ProcessTarget;
+use ferrotel_probe::targets::kubernetes::cgroup::read_cgroup_mounts;
+use ferrotel_probe::telemetry::sampling::{Sampler, SpanStarter};
+
+pub fn venv_python() -> PathBuf {
+    let cache = std::env::var_os("FERROTEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/ferrotel")
+        });
+    let path = cache.join("venv/bin/python");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make tools` (e2e/tools/install.sh creates the Python venv)",
+        path.display()
+    );
+    path
+}
+
+pub fn apps_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../e2e/apps/python")
+}
+
+/// A cgroup v2 directory named for this test process, removed (with its
+/// processes killed) on drop.
+pub struct TestCgroup {
+    dir: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(what: &str) -> TestCgroup {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let root = read_cgroup_mounts()
+            .ok()
+            .and_then(|m| m.v2)
+            .expect("a cgroup v2 hierarchy must be mounted (see /proc/self/mountinfo): propagation attaches to cgroup v2 directories");
+        let dir = root.join(format!(
+            "ferrotel-test-prop-{what}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("creating {} (run as root): {e}", dir.display()));
+        TestCgroup { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `program args...` run inside the cgroup: the shell moves itself in,
+    /// then execs, so nothing of the program ever runs outside it.
+    pub fn command(&self, program: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"echo $$ > "$0/cgroup.procs" && shift && exec "$@""#)
+            .arg(&self.dir)
+            .arg("--")
+            .arg(program)
+            .args(args);
+        cmd
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            ferrotel_e2e::process::signal_pid(pid, 9);
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// `send_chunks.py` in a cgroup: sends exactly the chunks it is given.
+pub struct SenderProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl SenderProcess {
+    pub fn start(cgroup: &TestCgroup) -> SenderProcess {
+        let script = apps_dir().join("send_chunks.py");
+        let mut child = cgroup
+            .command(&venv_python(), &["-u", script.to_str().expect("utf-8 path")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the sender starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("READY");
+        assert_eq!(line.trim(), "READY", "the sender must start");
+        SenderProcess {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `chunks` on a new connection to `port`; what each send() took.
+    pub fn send(&mut self, port: u16, chunks: &[Vec<u8>]) -> Vec<usize> {
+        let mut line = port.to_string();
+        for chunk in chunks {
+            line.push(' ');
+            line.push_str(&hex::encode(chunk));
+        }
+        line.push('\n');
+        self.stdin.write_all(line.as_bytes()).expect("to the sender");
+        self.stdin.flush().expect("flush");
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).expect("from the sender");
+        let fields: Vec<&str> = answer.split_whitespace().collect();
+        assert_eq!(fields.first(), Some(&"OK"), "the sender failed: {answer}");
+        fields[1..]
+            .iter()
+            .map(|n| n.parse().expect("send sizes"))
+            .collect()
+    }
+}
+
+impl Drop for SenderProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Propagation settings for a test: a join map of the test's own.
+pub fn settings(inject: bool, join: bool, propagators: &[Propagator]) -> Settings {
+    let sampler = Sampler::from_config(&SamplerConfig::default());
+    let joins = PathBuf::from(format!(
+        "/sys/fs/bpf/ferrotel-test/joins-{}",
+        std::process::id()
+    ));
+    Settings::new(&PropagationConfig { inject, join }, propagators, &sampler).with_joins_pin(joins)
+}
+
+/// The socket-level set loaded with propagation as asked.
+pub fn load_sockets_with_propagation(
+    inject: bool,
+    join: bool,
+    propagators: &[Propagator],
+) -> Driver<SocketSet> {
+    let set = SocketSet::with_propagation(
+        &LanguageTuning::default(),
+        SpanStarter::new(&SamplerConfig::default()),
+        settings(inject, join, propagators),
+    );
+    Driver::load(set).unwrap_or_else(|e| {
+        panic!("the socket-level set must load with propagation (run as root): {e}")
+    })
+}
+
+/// Traces `pid` (claims it; propagation attaches to its cgroup).
+pub async fn trace(driver: &mut Driver<SocketSet>, pid: u32) {
+    let target = ProcessTarget {
+        pid,
+        exe: PathBuf::from(format!("/proc/{pid}/exe")),
+        reason: "pid",
+    };
+    driver
+        .add_target(&target)
+        .await
+        .unwrap_or_else(|r| panic!("tracing pid {pid} refused: {}: {:#}", r.reason, r.error));
+}
