@@ -31,9 +31,10 @@ pub mod outcome {
     pub const NOT_HTTP1: u32 = 5;
     pub const UNFRAMED: u32 = 6;
     pub const PUSH_FAILED: u32 = 7;
+    pub const NOT_TRACED: u32 = 8;
     /// Number of outcomes (`FT_PROP_OUTCOMES`): server origins follow them
     /// in `prop_counters`.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
 
     /// Metric label of an outcome.
     pub fn name(outcome: u32) -> &'static str {
@@ -46,6 +47,7 @@ pub mod outcome {
             NOT_HTTP1 => "not_http1",
             UNFRAMED => "unframed",
             PUSH_FAILED => "push_failed",
+            NOT_TRACED => "not_traced",
             _ => "other",
         }
     }

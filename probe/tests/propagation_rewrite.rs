@@ -386,16 +386,16 @@ async fn injected_headers_never_corrupt_a_request_whatever_its_shape_or_cut() {
     prop_common::trace(&mut driver, sender.pid()).await;
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
     let port = listener.local_addr().expect("addr").port();
-    let mut sender = sender;
+    let sender = std::cell::RefCell::new(sender);
 
     let mut runner = TestRunner::new(Config {
         cases: 160,
         failure_persistence: None,
         ..Config::default()
     });
-    let mut cases = 0usize;
-    let mut injected_total = 0usize;
-    let mut not_injected_total = 0usize;
+    let cases = std::cell::Cell::new(0usize);
+    let injected_total = std::cell::Cell::new(0usize);
+    let not_injected_total = std::cell::Cell::new(0usize);
     let result = runner.run(&case(), |case| {
         let stream = case.stream();
         let chunks = case.chunks(&stream);
@@ -408,7 +408,7 @@ async fn injected_headers_never_corrupt_a_request_whatever_its_shape_or_cut() {
                 received
             })
         };
-        let sends = sender.send(port, &chunks);
+        let sends = sender.borrow_mut().send(port, &chunks);
         let received = receiver.join().expect("receiver");
         let (original, at) = strip_injected(&received);
         prop_assert!(
@@ -438,15 +438,17 @@ async fn injected_headers_never_corrupt_a_request_whatever_its_shape_or_cut() {
             .position(|r| r.upgrade)
             .map_or(case.requests.len(), |i| i + 1);
         prop_assert_eq!(parsed, expected_requests, "every request is still there");
-        cases += 1;
-        injected_total += at.len();
-        not_injected_total += case.requests.len() - at.len();
+        cases.set(cases.get() + 1);
+        injected_total.set(injected_total.get() + at.len());
+        not_injected_total.set(not_injected_total.get() + case.requests.len() - at.len());
         Ok(())
     });
     drop(driver);
     if let Err(failure) = result {
         panic!("{failure}");
     }
+    let (cases, injected_total, not_injected_total) =
+        (cases.get(), injected_total.get(), not_injected_total.get());
     assert!(cases > 0);
     assert!(
         injected_total > cases,

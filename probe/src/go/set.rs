@@ -154,6 +154,7 @@ impl ProgramSet for GoSet {
     fn decode(&mut self, record: &[u8], out: &mut Vec<RequestRecord>) -> Result<(), DecodeError> {
         if let Some(event) = propagation::events::decode(record) {
             if let PropagationEvent::Client(ctx) = event.map_err(DecodeError::new)? {
+                self.propagation.on_client(&ctx);
                 self.pairings.record(&ctx);
             }
             return Ok(());

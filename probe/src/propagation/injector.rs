@@ -78,8 +78,9 @@ struct Attachment {
 /// The loaded propagation object of one language set.
 pub struct Injector {
     ebpf: Ebpf,
-    /// Kept: the sk_msg attachment lives as long as the map.
-    _socks: SockHash<MapData, u64>,
+    /// The sk_msg attachment lives as long as the map; sockets the program
+    /// lets go of are removed from it ([`Injector::release`]).
+    socks: SockHash<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
     cgroup2: PathBuf,
     cgroups: HashMap<PathBuf, Attachment>,
@@ -182,7 +183,7 @@ impl Injector {
         );
         Ok(Self {
             ebpf,
-            _socks: socks,
+            socks,
             counters,
             cgroup2,
             cgroups: HashMap::new(),
@@ -241,6 +242,12 @@ impl Injector {
             let _ = ops.detach(attachment.link);
             debug!(cgroup = %dir.display(), "Detached propagation sockops");
         }
+    }
+
+    /// Takes socket `cookie` out of the sockhash: the kernel then gives it
+    /// back its own send and receive paths. Gone already (closed) is fine.
+    pub fn release(&mut self, cookie: u64) {
+        let _ = self.socks.remove(&cookie);
     }
 
     /// cgroups the sockops program is attached to.

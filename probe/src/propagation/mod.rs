@@ -246,6 +246,16 @@ impl Propagation {
         }
     }
 
+    /// A client record: a connection the kernel lets go of leaves the
+    /// sockhash (see `propagation/inject.h` for why that matters).
+    pub fn on_client(&mut self, ctx: &events::ClientContext) {
+        if ctx.outcome.releases()
+            && let Some(injector) = self.injector.as_mut()
+        {
+            injector.release(ctx.cookie);
+        }
+    }
+
     /// Reports the kernel's counts and the refusals.
     pub fn housekeeping(&self, tick: &mut Housekeeping<'_>) {
         for (reason, total) in &self.refused {

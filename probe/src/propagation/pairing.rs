@@ -144,6 +144,7 @@ mod tests {
 
     fn ctx(span: u8, local: &str, ts_ns: u64) -> ClientContext {
         ClientContext {
+            cookie: 1,
             pid: 1,
             tid: 1,
             ts_ns,

@@ -18,6 +18,7 @@ use ferrotel_api::probe_config::LanguageTuning;
 use ferrotel_probe_ebpf::contract::{defaults, globals, sockets};
 
 use crate::driver::{DecodeError, Housekeeping, ProgramSet, Refusal};
+use crate::propagation::events::PropagationEvent;
 use crate::propagation::{self, Propagation, Served};
 use crate::targets::ProcessTarget;
 use crate::ebpf::{EbpfError, Global, Kernel, Tuning};
@@ -129,6 +130,9 @@ impl ProgramSet for SocketSet {
 
     fn decode(&mut self, record: &[u8], out: &mut Vec<RequestRecord>) -> Result<(), DecodeError> {
         let event = events::decode(record).map_err(DecodeError::new)?;
+        if let events::KernelEvent::Propagation(PropagationEvent::Client(ctx)) = &event {
+            self.propagation.on_client(ctx);
+        }
         self.tracker.on_event(&event, out);
         Ok(())
     }

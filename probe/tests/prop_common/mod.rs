@@ -121,6 +121,10 @@ impl SenderProcess {
         }
     }
 
+    pub fn io(&mut self) -> (&mut ChildStdin, &mut BufReader<ChildStdout>) {
+        (&mut self.stdin, &mut self.stdout)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -58,11 +58,13 @@ enum ft_prop_conn_state {
 
 struct ft_prop_conn {
     __u64 body_left;
-    __u32 state; /* enum ft_prop_conn_state */
-    __u32 heads; /* request heads seen */
+    __u64 cookie; /* the socket's key in prop_socks (sk_msg programs cannot read it) */
+    __u32 state;  /* enum ft_prop_conn_state */
+    __u32 heads;  /* request heads seen */
 };
 
-/* Per-socket framing state; freed with the socket. */
+/* Per-socket framing state, created by the sockops program; freed with the
+ * socket. */
 struct {
     __uint(type, BPF_MAP_TYPE_SK_STORAGE);
     __uint(map_flags, BPF_F_NO_PREALLOC);
@@ -76,7 +78,7 @@ struct {
     __uint(type, BPF_MAP_TYPE_SOCKHASH);
     __uint(max_entries, 65536);
     __type(key, __u64);
-    __type(value, __u64);
+    __type(value, __u32); /* the socket, as the kernel takes it (aya's SockHash reads 4 bytes) */
 } prop_socks SEC(".maps");
 
 struct ft_prop_scratch {
@@ -269,14 +271,19 @@ static __always_inline int ft_prop_insert(struct sk_msg_md *msg, __u32 at, const
     return 0;
 }
 
-static __always_inline void ft_prop_report(struct sk_msg_md *msg, __u64 pid_tgid, __u32 outcome, const struct ft_prop_span *span,
-                                           const struct ft_sock_addr *local, const struct ft_sock_addr *peer)
+/* Reports an outgoing request head (`span` set: the client span it went
+ * out for) or a connection let go of (`span` NULL). A global function:
+ * checked once, on its own stack, from every place that reports. */
+__noinline int ft_prop_report(struct sk_msg_md *msg, const struct ft_prop_conn *conn, __u64 pid_tgid, __u32 outcome,
+                              const struct ft_prop_span *span)
 {
+    if (!msg || !conn)
+        return 0;
     struct ft_prop_client_event *event = ft_reserve(sizeof(*event));
     if (!event)
-        return;
+        return 0;
     ft_fill_header(&event->header, FT_EV_PROP_CLIENT, pid_tgid);
-    event->cookie = 0;
+    event->cookie = conn->cookie;
     event->enter_ns = 0;
     event->fd = -1;
     if (prop_syscall_inflight) {
@@ -287,8 +294,7 @@ static __always_inline void ft_prop_report(struct sk_msg_md *msg, __u64 pid_tgid
         }
     }
     event->outcome = outcome;
-    event->local = *local;
-    event->peer = *peer;
+    ft_prop_msg_addrs(msg, &event->local, &event->peer);
     if (span) {
         __builtin_memcpy(event->trace_id, span->trace_id, 16);
         __builtin_memcpy(event->span_id, span->span_id, 8);
@@ -302,6 +308,26 @@ static __always_inline void ft_prop_report(struct sk_msg_md *msg, __u64 pid_tgid
     }
     event->pad = 0;
     ft_submit(event);
+    return 0;
+}
+
+/* The connection is never touched again (`outcome` says why), and is
+ * reported so that user space takes the socket out of the sockhash. A
+ * socket in a sockhash has its receive path replaced by the kernel's
+ * sockmap one, which fails a blocking recv() with EAGAIN on a wake-up
+ * without data (a signal, the peer's ACK of our FIN): no socket should stay
+ * there that the program will not rewrite. */
+static __always_inline void ft_prop_release(struct sk_msg_md *msg, struct ft_prop_conn *conn, __u32 outcome, __u64 pid_tgid)
+{
+    conn->state = FT_PROP_CONN_OFF;
+    ft_prop_report(msg, conn, pid_tgid, outcome, NULL);
+}
+
+/* Counted, then released. */
+static __always_inline void ft_prop_leave(struct sk_msg_md *msg, struct ft_prop_conn *conn, __u32 outcome, __u64 pid_tgid)
+{
+    ft_prop_count(outcome);
+    ft_prop_release(msg, conn, outcome, pid_tgid);
 }
 
 /* The request head starting at `pos`: follow its framing and carry its
@@ -315,7 +341,7 @@ __noinline __u32 ft_prop_head(struct sk_msg_md *msg, struct ft_prop_conn *conn, 
     __u32 zero = 0;
     struct ft_prop_scratch *s = bpf_map_lookup_elem(&prop_scratch, &zero);
     if (!s) {
-        conn->state = FT_PROP_CONN_OFF;
+        ft_prop_leave(msg, conn, FT_PROP_PUSH_FAILED, pid_tgid);
         return pos;
     }
     __u32 size = msg->size;
@@ -325,40 +351,35 @@ __noinline __u32 ft_prop_head(struct sk_msg_md *msg, struct ft_prop_conn *conn, 
     if (n > FT_HTTP_WINDOW)
         n = FT_HTTP_WINDOW;
     if (bpf_msg_pull_data(msg, pos, pos + n, 0) != 0) {
-        conn->state = FT_PROP_CONN_OFF;
-        ft_prop_count(FT_PROP_PUSH_FAILED);
+        ft_prop_leave(msg, conn, FT_PROP_PUSH_FAILED, pid_tgid);
         return pos;
     }
     void *data = msg->data;
     void *end = msg->data_end;
     if (data + n > end) {
-        conn->state = FT_PROP_CONN_OFF;
-        ft_prop_count(FT_PROP_PUSH_FAILED);
+        ft_prop_leave(msg, conn, FT_PROP_PUSH_FAILED, pid_tgid);
         return pos;
     }
     if (bpf_probe_read_kernel(s->head, n & (FT_HTTP_WINDOW * 2 - 1), data) != 0) {
-        conn->state = FT_PROP_CONN_OFF;
-        ft_prop_count(FT_PROP_PUSH_FAILED);
+        ft_prop_leave(msg, conn, FT_PROP_PUSH_FAILED, pid_tgid);
         return pos;
     }
     struct ft_http_head *hp = ft_http_head_slot(0);
     if (!hp) {
-        conn->state = FT_PROP_CONN_OFF;
+        ft_prop_leave(msg, conn, FT_PROP_PUSH_FAILED, pid_tgid);
         return pos;
     }
     ft_http_scan_head(s->head, n, hp);
     /* A copy the verifier can follow exactly (offsets used below). */
     struct ft_http_head h = *hp;
     if (h.flags & FT_HTTP_BAD) {
-        conn->state = FT_PROP_CONN_OFF;
-        ft_prop_count(FT_PROP_NOT_HTTP1);
+        ft_prop_leave(msg, conn, FT_PROP_NOT_HTTP1, pid_tgid);
         return pos;
     }
     if (!(h.flags & FT_HTTP_DONE)) {
         /* Longer than the window, or the rest of the head is in a later
          * send: its end (and so the body's) cannot be found. */
-        conn->state = FT_PROP_CONN_OFF;
-        ft_prop_count(FT_PROP_HEAD_TOO_LARGE);
+        ft_prop_leave(msg, conn, FT_PROP_HEAD_TOO_LARGE, pid_tgid);
         return pos;
     }
     conn->heads++;
@@ -382,7 +403,7 @@ __noinline __u32 ft_prop_head(struct sk_msg_md *msg, struct ft_prop_conn *conn, 
             } else {
                 outcome = FT_PROP_PUSH_FAILED;
                 if (err == -2)
-                    conn->state = FT_PROP_CONN_OFF; /* the message may hold the gap */
+                    conn->state = FT_PROP_CONN_OFF; /* the message may hold the gap: released below */
             }
         }
         if (prop_join && outcome != FT_PROP_INJECTED) {
@@ -392,11 +413,13 @@ __noinline __u32 ft_prop_head(struct sk_msg_md *msg, struct ft_prop_conn *conn, 
         }
     }
     ft_prop_count(outcome);
-    ft_prop_report(msg, pid_tgid, outcome, have_span ? &span : NULL, &local, &peer);
-
+    ft_prop_report(msg, conn, pid_tgid, outcome, have_span ? &span : NULL);
+    if (conn->state == FT_PROP_CONN_OFF) {
+        ft_prop_release(msg, conn, FT_PROP_PUSH_FAILED, pid_tgid); /* counted above */
+        return pos;
+    }
     if (h.flags & FT_HTTP_UNFRAMED) {
-        ft_prop_count(FT_PROP_UNFRAMED);
-        conn->state = FT_PROP_CONN_OFF;
+        ft_prop_leave(msg, conn, FT_PROP_UNFRAMED, pid_tgid);
         return pos;
     }
     conn->body_left = h.content_length;
@@ -411,7 +434,14 @@ int ft_prop_sockops(struct bpf_sock_ops *skops)
         return 1;
     if (skops->family != AF_INET && skops->family != AF_INET6)
         return 1;
+    struct bpf_sock *sk = skops->sk;
+    if (!sk)
+        return 1;
+    struct ft_prop_conn *conn = bpf_sk_storage_get(&prop_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+    if (!conn)
+        return 1; /* no state, no rewriting: the socket stays out */
     __u64 cookie = bpf_get_socket_cookie(skops);
+    conn->cookie = cookie;
     bpf_sock_hash_update(skops, &prop_socks, &cookie, BPF_ANY);
     return 1;
 }
@@ -420,15 +450,18 @@ SEC("sk_msg")
 int ft_prop_msg(struct sk_msg_md *msg)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
-    /* Containers hold other processes too (shells, sidecars). */
-    if (!ft_is_claimed(pid_tgid >> 32))
-        return SK_PASS;
     struct bpf_sock *sk = msg->sk;
     if (!sk)
         return SK_PASS;
-    struct ft_prop_conn *conn = bpf_sk_storage_get(&prop_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-    if (!conn)
+    struct ft_prop_conn *conn = bpf_sk_storage_get(&prop_conns, sk, 0, 0);
+    if (!conn || conn->state == FT_PROP_CONN_OFF)
         return SK_PASS;
+    /* Containers hold other processes too (shells, sidecars): their
+     * connections are let go at their first send. */
+    if (!ft_is_claimed(pid_tgid >> 32)) {
+        ft_prop_leave(msg, conn, FT_PROP_NOT_TRACED, pid_tgid);
+        return SK_PASS;
+    }
     __u32 pos = 0;
     for (int r = 0; r < FT_PROP_HEADS_PER_SEND; r++) {
         if (conn->state == FT_PROP_CONN_OFF)
@@ -461,11 +494,8 @@ int ft_prop_msg(struct sk_msg_md *msg)
         conn->body_left = 0;
         conn->state = FT_PROP_CONN_HEAD;
     }
-    if (pos < size) {
-        /* More pipelined heads in one send than we follow. */
-        conn->state = FT_PROP_CONN_OFF;
-        ft_prop_count(FT_PROP_HEAD_TOO_LARGE);
-    }
+    if (pos < size) /* more pipelined heads in one send than we follow */
+        ft_prop_leave(msg, conn, FT_PROP_HEAD_TOO_LARGE, pid_tgid);
     return SK_PASS;
 }
 

@@ -31,7 +31,8 @@ enum ft_prop_outcome {
     FT_PROP_NOT_HTTP1 = 5,    /* the connection does not speak HTTP/1 (TLS, HTTP/2, ...): left alone */
     FT_PROP_UNFRAMED = 6,     /* chunked, Upgrade or CONNECT: later requests of the connection left alone */
     FT_PROP_PUSH_FAILED = 7,  /* the kernel refused to grow the message */
-    FT_PROP_OUTCOMES = 8,
+    FT_PROP_NOT_TRACED = 8,   /* sent by a process of the container that is not traced: left alone */
+    FT_PROP_OUTCOMES = 9,
 };
 
 /* Where a server span's parent came from (ft_prop_server_event.origin). */
@@ -48,11 +49,13 @@ enum ft_prop_origin {
 
 /*
  * One outgoing request head seen by the sk_msg program: the identity of the
- * client span whose context went out (or was published), and where. 128 bytes.
+ * client span whose context went out (or was published), and where; or a
+ * connection the program lets go of (no span, `outcome` says why), which
+ * user space takes out of the sockhash. 128 bytes.
  */
 struct ft_prop_client_event {
     struct ft_event_header header;
-    __u64 cookie;   /* socket cookie */
+    __u64 cookie;   /* socket cookie: its key in the sockhash */
     __u64 enter_ns; /* entry of the send syscall (socket-level set; 0 if unknown) */
     __s32 fd;       /* -1 if unknown */
     __u32 outcome;  /* enum ft_prop_outcome */

@@ -42,6 +42,12 @@ impl Outcome {
     pub fn carried(self) -> bool {
         matches!(self, Self::Injected | Self::Published)
     }
+
+    /// The program lets go of the connection: user space takes the socket
+    /// out of the sockhash.
+    pub fn releases(self) -> bool {
+        matches!(self, Self::LeftAlone(_))
+    }
 }
 
 /// Where a server request's parent came from.
@@ -58,6 +64,8 @@ pub enum Origin {
 /// (socket-level set) or took it (Go set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientContext {
+    /// The socket's cookie (its key in the sockhash).
+    pub cookie: u64,
     pub pid: u32,
     pub tid: u32,
     /// When the head was sent (kernel monotonic ns).
@@ -125,6 +133,7 @@ pub fn decode(record: &[u8]) -> Option<Result<PropagationEvent, DecodeError>> {
             PropClientEvent::read(record)
                 .map(|e| {
                     PropagationEvent::Client(ClientContext {
+                        cookie: e.cookie,
                         pid: header.tgid,
                         tid: header.tid,
                         ts_ns: header.ts_ns,
