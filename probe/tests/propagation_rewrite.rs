@@ -14,7 +14,7 @@ mod prop_common;
 use std::io::Read;
 use std::net::TcpListener;
 
-use prop_common::{SenderProcess, TestCgroup, load_sockets_with_propagation};
+use prop_common::{PinDir, SenderProcess, TestCgroup, load_sockets_with_propagation};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -382,7 +382,8 @@ fn case() -> impl Strategy<Value = Case> {
 async fn injected_headers_never_corrupt_a_request_whatever_its_shape_or_cut() {
     let cgroup = TestCgroup::new("rewrite");
     let sender = SenderProcess::start(&cgroup);
-    let mut driver = load_sockets_with_propagation(true, false, &[]);
+    let pins = PinDir::new();
+    let mut driver = load_sockets_with_propagation(&pins, true, false, &[]);
     prop_common::trace(&mut driver, sender.pid()).await;
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
     let port = listener.local_addr().expect("addr").port();

@@ -197,7 +197,7 @@ impl Propagator {
 /// sockets, CAP_NET_ADMIN); a node that cannot load it refuses with a log
 /// line and `ferrotel_probe_propagation_refused_total`, and the probe goes
 /// on tracing without it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PropagationConfig {
     /// Write the context headers of [`ProbeConfig::propagators`] into
@@ -208,9 +208,18 @@ pub struct PropagationConfig {
     /// kernel cannot follow), publish the client span for a traced server
     /// on the same node, which continues it.
     pub join: bool,
+    /// A directory on a BPF filesystem where the probe pins the maps
+    /// propagation shares: the node-wide join map, and (briefly, while
+    /// loading) the maps its two program sets share. Unset:
+    /// [`PropagationConfig::DEFAULT_PIN_DIR`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_dir: Option<String>,
 }
 
 impl PropagationConfig {
+    /// Where propagation pins its maps unless `pinDir` says otherwise.
+    pub const DEFAULT_PIN_DIR: &'static str = "/sys/fs/bpf/ferrotel";
+
     /// Either half is on: the propagation program set is needed.
     pub fn enabled(&self) -> bool {
         self.inject || self.join

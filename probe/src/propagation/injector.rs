@@ -52,6 +52,10 @@ pub enum PropagationError {
         "no cgroup v2 hierarchy is mounted here (checked /proc/self/mountinfo); sockops attach to cgroup v2 directories: mount the host's cgroup2 (e.g. /sys/fs/cgroup/unified) into the probe"
     )]
     NoCgroup2,
+    #[error(
+        "{dir:?} is not on a BPF filesystem; propagation pins the maps it shares there: mount the host's /sys/fs/bpf into the probe, or set propagation.pinDir in the probe config to a directory on a bpffs"
+    )]
+    NoBpffs { dir: PathBuf },
 }
 
 impl PropagationError {
@@ -63,6 +67,7 @@ impl PropagationError {
             Self::Program { .. } => "kernel_unsupported",
             Self::Map { .. } => "map_error",
             Self::NoCgroup2 => "no_cgroup2",
+            Self::NoBpffs { .. } => "no_bpffs",
         }
     }
 }
@@ -210,6 +215,9 @@ impl Injector {
             })?;
             let ops: &mut SockOps = program(&mut self.ebpf, contract::SOCKOPS)
                 .map_err(|e| Refusal::new("object_mismatch", e))?;
+            // Single: sockops programs attached in multi mode do not run
+            // on the kernels we measured (docs/propagation.md). A second
+            // probe attaching to the same cgroup replaces this one there.
             let link = ops.attach(&file, CgroupAttachMode::Single).map_err(|e| {
                 Refusal::new(
                     "cgroup_attach_failed",

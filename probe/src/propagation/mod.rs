@@ -52,14 +52,19 @@ use crate::telemetry::sampling::Sampler;
 
 pub use injector::{Injector, PropagationError};
 
-/// Where the node-wide join map is pinned: every probe on the node (one
-/// per language) reuses it there, so a Python client and a Go server meet.
-pub const JOINS_PIN: &str = "/sys/fs/bpf/ferrotel/prop_joins";
+/// The node-wide join map's name in the pin directory
+/// ([`PropagationConfig::pin_dir`]): every probe on the node (one per
+/// language) reuses it there, so a Python client and a Go server meet.
+pub const JOINS_PIN: &str = "prop_joins";
 
-/// Where a probe pins the maps its propagation object must share with its
-/// language set, for the few milliseconds between loading the two
-/// (`<dir>/<pid>-<n>/`): aya reuses a map only through a pin.
-pub const SHARE_DIR: &str = "/sys/fs/bpf/ferrotel/share";
+/// Where, under the pin directory, a probe pins the maps its propagation
+/// object must share with its language set, for the few milliseconds
+/// between loading the two (`share/<pid>-<n>/`): aya reuses a map only
+/// through a pin.
+pub const SHARE_DIR: &str = "share";
+
+/// `statfs` magic of a BPF filesystem.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The language set a propagation object serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,9 +87,12 @@ pub struct Settings {
     /// `propagation::format` bits.
     pub formats: u32,
     pub sampling: crate::telemetry::sampling::KernelSampling,
-    /// The node-wide join map ([`JOINS_PIN`]; tests use their own).
+    /// The pin directory ([`PropagationConfig::pin_dir`]).
+    pub pin_dir: PathBuf,
+    /// The node-wide join map ([`JOINS_PIN`] in the pin directory).
     pub joins_pin: PathBuf,
-    /// This probe's private pin directory under [`SHARE_DIR`].
+    /// This probe's private directory under [`SHARE_DIR`] (chosen when
+    /// propagation is on).
     pub share_dir: PathBuf,
 }
 
@@ -98,13 +106,25 @@ impl Settings {
                 Propagator::B3 => format::B3,
             })
             .fold(0, |bits, bit| bits | bit);
+        let pin_dir = PathBuf::from(
+            config
+                .pin_dir
+                .as_deref()
+                .unwrap_or(PropagationConfig::DEFAULT_PIN_DIR),
+        );
+        let share_dir = if config.enabled() {
+            share_dir_for(&pin_dir.join(SHARE_DIR))
+        } else {
+            pin_dir.join(SHARE_DIR)
+        };
         Self {
             inject: config.inject,
             join: config.join,
             formats,
             sampling: sampler.kernel_rule(),
-            joins_pin: PathBuf::from(JOINS_PIN),
-            share_dir: share_dir_for(Path::new(SHARE_DIR)),
+            joins_pin: pin_dir.join(JOINS_PIN),
+            pin_dir,
+            share_dir,
         }
     }
 
@@ -118,10 +138,18 @@ impl Settings {
         self.inject || self.join
     }
 
-    /// Uses `path` as the node-wide join map (tests: a private one).
-    pub fn with_joins_pin(mut self, path: PathBuf) -> Self {
-        self.joins_pin = path;
-        self
+    /// Why the maps cannot be pinned where the settings say, if so: the
+    /// pin directory must be on a BPF filesystem.
+    fn pin_problem(&self) -> Option<PropagationError> {
+        // The directory may not exist yet (it is created at load): the
+        // nearest existing ancestor decides which filesystem it is on.
+        let existing = self.pin_dir.ancestors().find(|p| p.exists())?;
+        match rustix::fs::statfs(existing) {
+            Ok(fs) if fs.f_type as i64 == BPF_FS_MAGIC => None,
+            Ok(_) | Err(_) => Some(PropagationError::NoBpffs {
+                dir: self.pin_dir.clone(),
+            }),
+        }
     }
 
     /// The knobs every object with a propagation half gets.
@@ -175,15 +203,26 @@ pub struct Propagation {
     settings: Settings,
     served: Served,
     injector: Option<Injector>,
+    /// Why propagation was turned off before loading (no BPF filesystem).
+    unusable: Option<PropagationError>,
     refused: BTreeMap<&'static str, u64>,
 }
 
 impl Propagation {
-    pub fn new(settings: Settings, served: Served) -> Self {
+    /// Propagation as `settings` ask, if the pin directory is usable; else
+    /// off, refused at [`Propagation::start`] (the language set must load
+    /// without the pins it would otherwise ask for).
+    pub fn new(mut settings: Settings, served: Served) -> Self {
+        let unusable = settings.enabled().then(|| settings.pin_problem()).flatten();
+        if unusable.is_some() {
+            settings.inject = false;
+            settings.join = false;
+        }
         Self {
             settings,
             served,
             injector: None,
+            unusable,
             refused: BTreeMap::new(),
         }
     }
@@ -201,10 +240,12 @@ impl Propagation {
     /// Loads the propagation object, once the language set is loaded. A
     /// node that cannot is refused (logged, counted): tracing goes on.
     pub fn start(&mut self, wakeup_bytes: u64) {
-        if !self.settings.enabled() {
-            return;
-        }
-        match Injector::load(&self.settings, self.served, wakeup_bytes) {
+        let result = match self.unusable.take() {
+            Some(error) => Err(error),
+            None if !self.settings.enabled() => return,
+            None => Injector::load(&self.settings, self.served, wakeup_bytes),
+        };
+        match result {
             Ok(injector) => self.injector = Some(injector),
             Err(error) => {
                 let reason = error.reason();
@@ -369,6 +410,7 @@ mod tests {
         let config = PropagationConfig {
             inject: true,
             join: true,
+            pin_dir: None,
         };
         let settings = Settings::new(&config, &[], &sampler());
         let tuning =
@@ -382,9 +424,10 @@ mod tests {
             );
         }
         assert!(
-            tuning
-                .map_pins
-                .contains(&(maps::PROP_JOINS, PathBuf::from(JOINS_PIN)))
+            tuning.map_pins.contains(&(
+                maps::PROP_JOINS,
+                Path::new(PropagationConfig::DEFAULT_PIN_DIR).join(JOINS_PIN)
+            ))
         );
         assert!(
             !shared_maps(Served::Go).contains(&maps::INFLIGHT),

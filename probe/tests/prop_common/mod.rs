@@ -157,18 +157,48 @@ impl Drop for SenderProcess {
     }
 }
 
-/// Propagation settings for a test: a join map of the test's own.
-pub fn settings(inject: bool, join: bool, propagators: &[Propagator]) -> Settings {
+/// A pin directory of this test process's own on the host's bpffs,
+/// removed (with every pin in it) on drop.
+pub struct PinDir(PathBuf);
+
+impl PinDir {
+    pub fn new() -> PinDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        PinDir(PathBuf::from(format!(
+            "/sys/fs/bpf/ferrotel-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn config(&self, inject: bool, join: bool) -> PropagationConfig {
+        PropagationConfig {
+            inject,
+            join,
+            pin_dir: Some(self.0.display().to_string()),
+        }
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Propagation settings for a test, pinning in `pins`.
+pub fn settings(pins: &PinDir, inject: bool, join: bool, propagators: &[Propagator]) -> Settings {
     let sampler = Sampler::from_config(&SamplerConfig::default());
-    let joins = PathBuf::from(format!(
-        "/sys/fs/bpf/ferrotel-test/joins-{}",
-        std::process::id()
-    ));
-    Settings::new(&PropagationConfig { inject, join }, propagators, &sampler).with_joins_pin(joins)
+    Settings::new(&pins.config(inject, join), propagators, &sampler)
 }
 
 /// The socket-level set loaded with propagation as asked.
 pub fn load_sockets_with_propagation(
+    pins: &PinDir,
     inject: bool,
     join: bool,
     propagators: &[Propagator],
@@ -176,7 +206,7 @@ pub fn load_sockets_with_propagation(
     let set = SocketSet::with_propagation(
         &LanguageTuning::default(),
         SpanStarter::new(&SamplerConfig::default()),
-        settings(inject, join, propagators),
+        settings(pins, inject, join, propagators),
     );
     Driver::load(set).unwrap_or_else(|e| {
         panic!("the socket-level set must load with propagation (run as root): {e}")
@@ -194,4 +224,77 @@ pub async fn trace(driver: &mut Driver<SocketSet>, pid: u32) {
         .add_target(&target)
         .await
         .unwrap_or_else(|r| panic!("tracing pid {pid} refused: {}: {:#}", r.reason, r.error));
+}
+
+/// A server started inside a [`TestCgroup`], killed (with its process
+/// group) on drop. It announces its port with a first stdout line:
+/// "READY <port>" (the Python apps) or "LISTENING <host:port>" (the Go ones).
+pub struct Service {
+    child: Child,
+    pub port: u16,
+    /// The rest of its stdout, line by line.
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl Service {
+    pub fn start(what: &str, mut cmd: Command) -> Service {
+        use std::os::unix::process::CommandExt;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what} must start: {e}"));
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("{what}: reading its first line: {e}"));
+        let line = line.trim();
+        let port = line
+            .strip_prefix("READY ")
+            .and_then(|p| p.parse().ok())
+            .or_else(|| {
+                line.strip_prefix("LISTENING ")
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                    .map(|a| a.port())
+            })
+            .unwrap_or_else(|| panic!("{what} printed {line:?}, not READY <port>"));
+        Service {
+            child,
+            port,
+            stdout,
+        }
+    }
+
+    /// A Python app of e2e/apps/python run with the venv's interpreter.
+    pub fn python(cgroup: &TestCgroup, script: &str, args: &[&str]) -> Service {
+        let path = apps_dir().join(script);
+        let mut argv = vec!["-u", path.to_str().expect("utf-8 path")];
+        argv.extend_from_slice(args);
+        Service::start(script, cgroup.command(&venv_python(), &argv))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The next stdout line.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("the service's stdout");
+        line.trim().to_owned()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        ferrotel_e2e::process::signal_pgid(self.child.id() as i32, 9);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,332 @@
+//! Whole traces across services with no SDK: real Python and Go clients and
+//! servers, each traced by its language's probe (two probe runtimes, as on
+//! a node), exporting to the real collector. With injection on, every call
+//! a traced service makes carries its client span's `traceparent`, so the
+//! server it calls continues the trace: one trace per incoming request,
+//! each server span the child of the client span that called it.
+//!
+//! Needs root (eBPF, sockops on a cgroup v2 directory of the test's own, a
+//! bpffs for the pins); fails, does not skip, without it.
+
+mod go_common;
+mod prop_common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferrotel_api::probe_config::{Language, ProbeConfig};
+use ferrotel_e2e::{Collector, Span, wait_for};
+use go_common::{CLIENT, Probe, SERVER};
+use prop_common::{PinDir, Service, TestCgroup};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn collector() -> Collector {
+    ferrotel_e2e::stack::install_crypto_provider();
+    Collector::start_with_file_exporter()
+        .await
+        .unwrap_or_else(|e| panic!("the real collector must start (make tools builds otelcol): {e}"))
+}
+
+/// A probe of `language` for `pids`, with propagation as `pins` and the
+/// flags say.
+async fn probe(
+    language: Language,
+    collector: &Collector,
+    pids: &[u32],
+    edit: impl FnOnce(&mut ProbeConfig),
+) -> Probe {
+    let targets: Vec<(&str, String)> = pids.iter().map(|p| ("--pid", p.to_string())).collect();
+    let mut probe = Probe::launch(language, &collector.grpc_url(), &targets, edit);
+    let n = pids.len() as f64;
+    probe
+        .wait_attached_until(&format!("{n} processes"), |v| v >= n)
+        .await;
+    probe
+}
+
+fn pid_of(span: &Span) -> u32 {
+    span.resource_str("process.pid")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+fn path_of(span: &Span) -> String {
+    ["url.path", "url.full", "http.target"]
+        .iter()
+        .find_map(|k| span.attr_str(k))
+        .unwrap_or(&span.name)
+        .to_owned()
+}
+
+fn describe(spans: &[&Span]) -> String {
+    spans
+        .iter()
+        .map(|s| {
+            format!(
+                "\n  kind {} pid {} {} trace {} span {} parent {:?}",
+                s.kind,
+                pid_of(s),
+                path_of(s),
+                s.trace_id,
+                s.span_id,
+                s.parent_span_id
+            )
+        })
+        .collect()
+}
+
+/// The spans of the trace whose server span, in process `pid`, served a
+/// path ending in `path_end` — once `expected` spans of it arrived.
+async fn trace_of(
+    collector: &Collector,
+    pid: u32,
+    path_end: &str,
+    expected: usize,
+) -> Vec<Span> {
+    wait_for(
+        &format!("{expected} spans in the trace of {path_end} served by pid {pid}"),
+        WAIT,
+        || async {
+            let spans = collector.spans().map_err(|e| e.to_string())?;
+            let root = spans
+                .iter()
+                .find(|s| s.kind == SERVER && pid_of(s) == pid && path_of(s).ends_with(path_end))
+                .ok_or_else(|| format!("no server span of {path_end} from pid {pid} yet"))?;
+            let trace: Vec<Span> = spans
+                .iter()
+                .filter(|s| s.trace_id == root.trace_id)
+                .cloned()
+                .collect();
+            if trace.len() >= expected {
+                Ok(trace)
+            } else {
+                Err(format!(
+                    "{} of {expected} spans so far:{}",
+                    trace.len(),
+                    describe(&trace.iter().collect::<Vec<_>>())
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        let all = collector.spans().unwrap_or_default();
+        panic!(
+            "{e}\nevery span the collector has:{}",
+            describe(&all.iter().collect::<Vec<_>>())
+        )
+    })
+}
+
+/// Asserts that `trace` is: one server span in `front` for `front_path`,
+/// and for each `(path, pid)` of `calls` a client span of `front`, child of
+/// that server span, and a server span in `pid`, child of that client span.
+fn assert_calls(trace: &[Span], front: u32, front_path: &str, calls: &[(&str, u32)]) {
+    let all: Vec<&Span> = trace.iter().collect();
+    let roots: Vec<&Span> = all
+        .iter()
+        .copied()
+        .filter(|s| s.kind == SERVER && pid_of(s) == front && path_of(s).ends_with(front_path))
+        .collect();
+    assert_eq!(
+        roots.len(),
+        1,
+        "one server span of {front_path} in pid {front}:{}",
+        describe(&all)
+    );
+    let root = roots[0];
+    assert_eq!(
+        trace.len(),
+        1 + 2 * calls.len(),
+        "the trace holds the server span, and a client and a server span per call, nothing else:{}",
+        describe(&all)
+    );
+    for (path, server_pid) in calls {
+        let client = all
+            .iter()
+            .find(|s| s.kind == CLIENT && pid_of(s) == front && path_of(s).ends_with(path))
+            .unwrap_or_else(|| {
+                panic!("a client span of {path} in pid {front}:{}", describe(&all))
+            });
+        assert_eq!(
+            client.parent_span_id,
+            root.span_id,
+            "the call to {path} is a child of the server span that made it:{}",
+            describe(&all)
+        );
+        let server = all
+            .iter()
+            .find(|s| s.kind == SERVER && pid_of(s) == *server_pid && path_of(s).ends_with(path))
+            .unwrap_or_else(|| {
+                panic!(
+                    "a server span of {path} in pid {server_pid}, in the same trace:{}",
+                    describe(&all)
+                )
+            });
+        assert_eq!(
+            server.parent_span_id,
+            client.span_id,
+            "the server span of {path} (pid {server_pid}) is the child of the client span that called it:{}",
+            describe(&all)
+        );
+    }
+}
+
+fn injection(pins: &PinDir) -> impl FnOnce(&mut ProbeConfig) + '_ {
+    move |config: &mut ProbeConfig| config.propagation = pins.config(true, false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_go_calls_carry_their_context_to_the_next_service() {
+    let collector = collector().await;
+    let pins = PinDir::new();
+    // One cgroup per language, as containers are: each probe attaches its
+    // sockops program to the cgroups of its own processes.
+    let cgroup = TestCgroup::new("traces-py");
+    let go_cgroup = TestCgroup::new("traces-go");
+    let apps = go_common::apps(go_common::TOOLCHAINS[0]);
+
+    // Go -> Python: the Go server's /downstream calls the Python backend
+    // twice (from its own goroutine and from a spawned one).
+    let py_backend = Service::python(&cgroup, "stdlib_server.py", &[]);
+    let go_server = Service::start(
+        "Go httpserver",
+        go_cgroup.command(
+            &apps.bin("httpserver"),
+            &["-addr", "127.0.0.1:0", "-downstream", &py_backend.url("")],
+        ),
+    );
+    // Python -> Python and Python -> Go: two_tier calls GET /users/<id>
+    // then POST /users on its backend.
+    let py_to_py = Service::python(&cgroup, "two_tier.py", &[&py_backend.url("")]);
+    let py_to_go = Service::python(&cgroup, "two_tier.py", &[&go_server.url("")]);
+
+    let python = probe(
+        Language::Python,
+        &collector,
+        &[py_backend.pid(), py_to_py.pid(), py_to_go.pid()],
+        injection(&pins),
+    )
+    .await;
+    let go = probe(Language::Go, &collector, &[go_server.pid()], injection(&pins)).await;
+
+    let client = go_common::http_client();
+    for (url, what) in [
+        (py_to_py.url("/checkout/4101"), "python -> python"),
+        (py_to_go.url("/checkout/4102"), "python -> go"),
+        (go_server.url("/downstream"), "go -> python"),
+    ] {
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: GET {url}: {e}"));
+        assert_eq!(response.status().as_u16(), 200, "{what}: GET {url}");
+    }
+
+    let trace = trace_of(&collector, py_to_py.pid(), "/checkout/4101", 5).await;
+    assert_calls(
+        &trace,
+        py_to_py.pid(),
+        "/checkout/4101",
+        &[("/users/4101", py_backend.pid()), ("/users", py_backend.pid())],
+    );
+    let trace = trace_of(&collector, py_to_go.pid(), "/checkout/4102", 5).await;
+    assert_calls(
+        &trace,
+        py_to_go.pid(),
+        "/checkout/4102",
+        &[("/users/4102", go_server.pid()), ("/users", go_server.pid())],
+    );
+    let trace = trace_of(&collector, go_server.pid(), "/downstream", 5).await;
+    assert_calls(
+        &trace,
+        go_server.pid(),
+        "/downstream",
+        &[("/hello", py_backend.pid()), ("/users/7", py_backend.pid())],
+    );
+
+    let metrics = [python.metrics().await, go.metrics().await].join("\n");
+    let injected = Probe::metric_sum(
+        &metrics,
+        "ferrotel_probe_propagation_requests_total{language=\"python\",outcome=\"injected\"}",
+    );
+    assert!(
+        injected >= 4.0,
+        "the Python probe counts the headers it wrote (4 calls):\n{metrics}"
+    );
+    go.assert_running();
+    python.assert_running();
+    drop(go.stop().await);
+    drop(python.stop().await);
+}
+
+/// The headers the probe writes keep requests valid for a server that
+/// refuses any header it does not know, or a trace header sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_unknown_headers_still_accepts_every_request() {
+    let collector = collector().await;
+    let pins = PinDir::new();
+    let cgroup = TestCgroup::new("strict");
+    let mut strict = Service::python(&cgroup, "strict_server.py", &[]);
+    let front = Service::python(&cgroup, "two_tier.py", &[&strict.url("")]);
+    let python = probe(
+        Language::Python,
+        &collector,
+        &[front.pid()],
+        injection(&pins),
+    )
+    .await;
+
+    let client = go_common::http_client();
+    let mut seen = BTreeMap::new();
+    for id in 4201..4211 {
+        let body = client
+            .get(front.url(&format!("/checkout/{id}")))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /checkout/{id}: {e}"))
+            .text()
+            .await
+            .expect("body");
+        assert_eq!(
+            body, r#"{"user": 200, "order": 201}"#,
+            "the strict server accepted both calls of request {id}"
+        );
+        for _ in 0..2 {
+            let line = strict.line();
+            let traceparent = line
+                .strip_prefix("SAW ")
+                .unwrap_or_else(|| panic!("the strict server refused a request: {line}"));
+            assert_ne!(traceparent, "-", "every call carries a traceparent");
+            *seen.entry(traceparent.to_owned()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(seen.len(), 20, "a traceparent of its own for each call: {seen:?}");
+
+    // Each traceparent names the client span that sent it.
+    let clients = wait_for("the front's 20 client spans", WAIT, || async {
+        let spans: Vec<Span> = collector
+            .spans()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|s| s.kind == CLIENT && pid_of(s) == front.pid())
+            .collect();
+        if spans.len() >= 20 {
+            Ok(spans)
+        } else {
+            Err(format!("{} client spans", spans.len()))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    for span in &clients {
+        let sent = format!("00-{}-{}-01", span.trace_id, span.span_id);
+        assert!(
+            seen.contains_key(&sent),
+            "the server got the client span's own context {sent}: {seen:?}"
+        );
+    }
+    drop(python.stop().await);
+}
