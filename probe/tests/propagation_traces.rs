@@ -330,3 +330,76 @@ async fn a_server_that_refuses_unknown_headers_still_accepts_every_request() {
     }
     drop(python.stop().await);
 }
+
+/// Without injection (or where a request cannot carry it), a client
+/// publishes its span for the connection, and a traced server on the same
+/// node adopts it: the same trace, across processes and across probes
+/// (a Go client and a Python server meet in the node-wide join map).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_injection_a_server_on_the_same_node_joins_its_clients_trace() {
+    let collector = collector().await;
+    let pins = PinDir::new();
+    let cgroup = TestCgroup::new("join-py");
+    let go_cgroup = TestCgroup::new("join-go");
+    let apps = go_common::apps(go_common::TOOLCHAINS[0]);
+    let py_backend = Service::python(&cgroup, "stdlib_server.py", &[]);
+    let go_server = Service::start(
+        "Go httpserver",
+        go_cgroup.command(
+            &apps.bin("httpserver"),
+            &["-addr", "127.0.0.1:0", "-downstream", &py_backend.url("")],
+        ),
+    );
+    let py_to_py = Service::python(&cgroup, "two_tier.py", &[&py_backend.url("")]);
+    let join = |config: &mut ProbeConfig| config.propagation = pins.config(false, true);
+    let python = probe(
+        Language::Python,
+        &collector,
+        &[py_backend.pid(), py_to_py.pid()],
+        join,
+    )
+    .await;
+    let go = probe(Language::Go, &collector, &[go_server.pid()], join).await;
+
+    let client = go_common::http_client();
+    for url in [py_to_py.url("/checkout/4301"), go_server.url("/downstream")] {
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert_eq!(response.status().as_u16(), 200, "GET {url}");
+    }
+    let trace = trace_of(&collector, py_to_py.pid(), "/checkout/4301", 5).await;
+    assert_calls(
+        &trace,
+        py_to_py.pid(),
+        "/checkout/4301",
+        &[("/users/4301", py_backend.pid()), ("/users", py_backend.pid())],
+    );
+    let trace = trace_of(&collector, go_server.pid(), "/downstream", 5).await;
+    assert_calls(
+        &trace,
+        go_server.pid(),
+        "/downstream",
+        &[("/hello", py_backend.pid()), ("/users/7", py_backend.pid())],
+    );
+    let metrics = python.metrics().await;
+    assert_eq!(
+        Probe::metric_sum(
+            &metrics,
+            "ferrotel_probe_propagation_requests_total{language=\"python\",outcome=\"injected\"}"
+        ),
+        0.0,
+        "nothing is written into requests when injection is off:\n{metrics}"
+    );
+    assert!(
+        Probe::metric_sum(
+            &metrics,
+            "ferrotel_probe_propagation_server_requests_total{language=\"python\",origin=\"joined\"}"
+        ) >= 4.0,
+        "the Python server joined the four calls:\n{metrics}"
+    );
+    drop(go.stop().await);
+    drop(python.stop().await);
+}
