@@ -173,6 +173,22 @@ fn assert_calls(trace: &[Span], front: u32, front_path: &str, calls: &[(&str, u3
     }
 }
 
+/// Waits until the probe's metric `prefix` (summed) reaches `at_least`:
+/// the kernel's counts are read once a second.
+async fn wait_metric(probe: &Probe, prefix: &str, at_least: f64, what: &str) {
+    wait_for(what, WAIT, || async {
+        let text = probe.metrics().await;
+        let value = Probe::metric_sum(&text, prefix);
+        if value >= at_least {
+            Ok(())
+        } else {
+            Err(format!("{prefix} is {value}:\n{text}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 fn injection(pins: &PinDir) -> impl FnOnce(&mut ProbeConfig) + '_ {
     move |config: &mut ProbeConfig| config.propagation = pins.config(true, false)
 }
@@ -247,15 +263,20 @@ async fn python_and_go_calls_carry_their_context_to_the_next_service() {
         &[("/hello", py_backend.pid()), ("/users/7", py_backend.pid())],
     );
 
-    let metrics = [python.metrics().await, go.metrics().await].join("\n");
-    let injected = Probe::metric_sum(
-        &metrics,
+    wait_metric(
+        &python,
         "ferrotel_probe_propagation_requests_total{language=\"python\",outcome=\"injected\"}",
-    );
-    assert!(
-        injected >= 4.0,
-        "the Python probe counts the headers it wrote (4 calls):\n{metrics}"
-    );
+        4.0,
+        "the Python probe counts the headers it wrote (4 calls)",
+    )
+    .await;
+    wait_metric(
+        &go,
+        "ferrotel_probe_propagation_requests_total{language=\"go\",outcome=\"injected\"}",
+        2.0,
+        "the Go probe counts the headers it wrote (2 calls)",
+    )
+    .await;
     go.assert_running();
     python.assert_running();
     drop(go.stop().await);
@@ -333,8 +354,9 @@ async fn a_server_that_refuses_unknown_headers_still_accepts_every_request() {
 
 /// Without injection (or where a request cannot carry it), a client
 /// publishes its span for the connection, and a traced server on the same
-/// node adopts it: the same trace, across processes and across probes
-/// (a Go client and a Python server meet in the node-wide join map).
+/// node adopts it: the same trace, across processes and across probes (a
+/// Go client and a Python server, a Python client and a Go server meet in
+/// the node-wide join map).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_injection_a_server_on_the_same_node_joins_its_clients_trace() {
     let collector = collector().await;
@@ -351,18 +373,23 @@ async fn without_injection_a_server_on_the_same_node_joins_its_clients_trace() {
         ),
     );
     let py_to_py = Service::python(&cgroup, "two_tier.py", &[&py_backend.url("")]);
+    let py_to_go = Service::python(&cgroup, "two_tier.py", &[&go_server.url("")]);
     let join = |config: &mut ProbeConfig| config.propagation = pins.config(false, true);
     let python = probe(
         Language::Python,
         &collector,
-        &[py_backend.pid(), py_to_py.pid()],
+        &[py_backend.pid(), py_to_py.pid(), py_to_go.pid()],
         join,
     )
     .await;
     let go = probe(Language::Go, &collector, &[go_server.pid()], join).await;
 
     let client = go_common::http_client();
-    for url in [py_to_py.url("/checkout/4301"), go_server.url("/downstream")] {
+    for url in [
+        py_to_py.url("/checkout/4301"),
+        py_to_go.url("/checkout/4302"),
+        go_server.url("/downstream"),
+    ] {
         let response = client
             .get(&url)
             .send()
@@ -377,6 +404,13 @@ async fn without_injection_a_server_on_the_same_node_joins_its_clients_trace() {
         "/checkout/4301",
         &[("/users/4301", py_backend.pid()), ("/users", py_backend.pid())],
     );
+    let trace = trace_of(&collector, py_to_go.pid(), "/checkout/4302", 5).await;
+    assert_calls(
+        &trace,
+        py_to_go.pid(),
+        "/checkout/4302",
+        &[("/users/4302", go_server.pid()), ("/users", go_server.pid())],
+    );
     let trace = trace_of(&collector, go_server.pid(), "/downstream", 5).await;
     assert_calls(
         &trace,
@@ -384,6 +418,20 @@ async fn without_injection_a_server_on_the_same_node_joins_its_clients_trace() {
         "/downstream",
         &[("/hello", py_backend.pid()), ("/users/7", py_backend.pid())],
     );
+    wait_metric(
+        &go,
+        "ferrotel_probe_propagation_server_requests_total{language=\"go\",origin=\"joined\"}",
+        2.0,
+        "the Go server joined the two calls",
+    )
+    .await;
+    wait_metric(
+        &python,
+        "ferrotel_probe_propagation_server_requests_total{language=\"python\",origin=\"joined\"}",
+        4.0,
+        "the Python server joined the four calls",
+    )
+    .await;
     let metrics = python.metrics().await;
     assert_eq!(
         Probe::metric_sum(
@@ -392,13 +440,6 @@ async fn without_injection_a_server_on_the_same_node_joins_its_clients_trace() {
         ),
         0.0,
         "nothing is written into requests when injection is off:\n{metrics}"
-    );
-    assert!(
-        Probe::metric_sum(
-            &metrics,
-            "ferrotel_probe_propagation_server_requests_total{language=\"python\",origin=\"joined\"}"
-        ) >= 4.0,
-        "the Python server joined the four calls:\n{metrics}"
     );
     drop(go.stop().await);
     drop(python.stop().await);

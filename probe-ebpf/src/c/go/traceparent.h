@@ -138,4 +138,36 @@ static __always_inline int ft_go_find_traceparent(const struct ft_go_offsets *of
     return -1;
 }
 
+/* Where the searches below leave the context they found (per CPU). */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct ft_traceparent);
+} go_found_context SEC(".maps");
+
+/* ft_go_find_traceparent as a global function: verified once, on its own,
+ * instead of inside every path of the program that starts a server span
+ * (which it would otherwise take past the verifier's budget). 0 if found,
+ * decoded into go_found_context. */
+__noinline int ft_go_search_traceparent(const struct ft_go_offsets *off, __u64 map)
+{
+    __u32 zero = 0;
+    struct ft_traceparent *out = bpf_map_lookup_elem(&go_found_context, &zero);
+    if (!off || !out)
+        return -1;
+    return ft_go_find_traceparent(off, map, out);
+}
+
+/* The context a search left in go_found_context, into `out`; 0 on success. */
+static __always_inline int ft_go_take_found(struct ft_traceparent *out)
+{
+    __u32 zero = 0;
+    struct ft_traceparent *found = bpf_map_lookup_elem(&go_found_context, &zero);
+    if (!found)
+        return -1;
+    *out = *found;
+    return 0;
+}
+
 #endif

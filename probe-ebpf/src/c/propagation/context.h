@@ -25,6 +25,7 @@
 #include "common/types.h"
 #include "common/sizes.h"
 #include "propagation/wire.h"
+#include "propagation/headers.h"
 
 /* Load-time knobs (set by user space from the probe config). */
 volatile const __u32 prop_inject = 0;          /* write context headers into outgoing HTTP/1 requests */
@@ -131,6 +132,23 @@ struct {
 /* A published context older than this is not adopted (the request it was
  * for was lost, or the server is not traced). */
 #define FT_PROP_JOIN_TTL_NS (5ULL * 1000 * 1000 * 1000)
+
+/* Takes the context published under `key`: removed, so that it is used
+ * once. 0 if a fresh one was there (then in `parent`). */
+static __always_inline int ft_prop_take_join(const struct ft_prop_join_key *key, struct ft_traceparent *parent)
+{
+    struct ft_prop_join *join = bpf_map_lookup_elem(&ferrotel_prop_joins, key);
+    if (!join)
+        return -1;
+    int fresh = bpf_ktime_get_ns() - join->ts_ns <= FT_PROP_JOIN_TTL_NS;
+    if (fresh) {
+        __builtin_memcpy(parent->trace_id, join->trace_id, 16);
+        __builtin_memcpy(parent->parent_id, join->span_id, 8);
+        parent->flags = join->flags & 1;
+    }
+    bpf_map_delete_elem(&ferrotel_prop_joins, key);
+    return fresh ? 0 : -1;
+}
 
 /* Per-CPU counts of outgoing request heads by enum ft_prop_outcome, and of
  * server requests by enum ft_prop_origin (offset FT_PROP_OUTCOMES). */

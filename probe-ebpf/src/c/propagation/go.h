@@ -50,6 +50,101 @@ static __always_inline __u32 ft_go_prop_sampled(const struct ft_go_trace *trace)
     return ft_prop_sampled(trace->trace_id, root);
 }
 
+/* Parsing an http.Request's RemoteAddr, "a.b.c.d:port", one character
+ * per bpf_loop step (a plain loop gives the verifier a path per digit
+ * pattern). IPv6 peers are not joined (docs/propagation.md). */
+struct ft_go_addr_parse {
+    char text[32];
+    __u32 len;
+    __u32 acc;    /* the number being read */
+    __u32 field;  /* 0..3: octets, 4: the port */
+    __u32 digits; /* of the number being read */
+    __u32 bad;
+    __u8 ip[4];
+};
+
+static long ft_go_addr_step(__u64 i, void *ctx)
+{
+    struct ft_go_addr_parse *p = ctx;
+    if (i >= p->len)
+        return 1;
+    char c = p->text[i & 31];
+    if (c >= '0' && c <= '9') {
+        p->acc = p->acc * 10 + (c - '0');
+        p->digits++;
+        if (p->digits > 5 || (p->field < 4 && p->acc > 255) || p->acc > 65535) {
+            p->bad = 1;
+            return 1;
+        }
+        return 0;
+    }
+    __u32 want = p->field < 3 ? '.' : ':';
+    if (c != want || p->field > 3 || p->digits == 0) {
+        p->bad = 1;
+        return 1;
+    }
+    p->ip[p->field & 3] = (__u8)p->acc;
+    p->field++;
+    p->acc = 0;
+    p->digits = 0;
+    return 0;
+}
+
+/* RemoteAddr text (`p->text`, `p->len`) into the address half of a join
+ * key; 0 on success. */
+static __always_inline int ft_go_prop_parse_addr(struct ft_go_addr_parse *p, struct ft_prop_join_key *key)
+{
+    bpf_loop(p->len < 32 ? p->len : 32, ft_go_addr_step, p, 0);
+    if (p->bad || p->field != 4 || p->digits == 0)
+        return -1;
+    key->addr[10] = 0xff;
+    key->addr[11] = 0xff;
+    __builtin_memcpy(&key->addr[12], p->ip, 4);
+    key->port = (__u16)p->acc;
+    return 0;
+}
+
+/* Counts where a traced server request's parent came from (Go set). */
+static __always_inline void ft_go_prop_count_origin(__u32 origin)
+{
+    if (prop_inject || prop_join)
+        ft_prop_count(FT_PROP_OUTCOMES + origin);
+}
+
+/* A net/http server request (`request`) that came without context: the
+ * context a client on this node published for the connection whose client
+ * end is the request's RemoteAddr (at `remote_off` in the request) is
+ * taken into go_found_context. Counts the origin; 0 if one was taken. A
+ * global function: verified once on its own, not inside every path of the
+ * server-start program. */
+__noinline int ft_go_prop_join(__u64 request, __u32 remote_off)
+{
+    if (!prop_inject && !prop_join)
+        return -1;
+    __u32 zero = 0;
+    struct ft_traceparent *parent = bpf_map_lookup_elem(&go_found_context, &zero);
+    if (!parent)
+        return -1;
+    if (prop_join && remote_off != FT_GO_NO_OFFSET) {
+        struct ft_go_addr_parse parse = {};
+        parse.len = ft_go_read_string(parse.text, sizeof(parse.text) - 1, request + remote_off);
+        struct ft_prop_join_key key = {};
+        if (ft_go_prop_parse_addr(&parse, &key) == 0) {
+            if (ft_prop_is_loopback(key.addr)) {
+                /* On loopback the server's network namespace is the client's. */
+                struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+                key.netns = BPF_CORE_READ(task, nsproxy, net_ns, net_cookie);
+            }
+            if (ft_prop_take_join(&key, parent) == 0) {
+                ft_prop_count(FT_PROP_OUTCOMES + FT_PROP_ORIGIN_JOINED);
+                return 0;
+            }
+        }
+    }
+    ft_prop_count(FT_PROP_OUTCOMES + FT_PROP_ORIGIN_NONE);
+    return -1;
+}
+
 /* net/http.(*persistConn).roundTrip(pc, req *transportRequest): req in RBX. */
 SEC("uprobe")
 int ft_go_prop_round_trip(struct pt_regs *ctx)

@@ -81,8 +81,8 @@ static __noinline __u32 ft_prop_incoming(const __u8 *buf, const struct ft_http_h
 }
 
 /* A context a same-node client published for the connection whose client
- * end is `peer` (the server's peer): taken, so that it is used once. */
-static __always_inline int ft_prop_take_join(struct sock *sk, const struct ft_sock_addr *peer, struct ft_traceparent *parent)
+ * end is `peer` (the server's peer). */
+static __always_inline int ft_prop_join_peer(struct sock *sk, const struct ft_sock_addr *peer, struct ft_traceparent *parent)
 {
     struct ft_prop_join_key key = {};
     __builtin_memcpy(key.addr, peer->addr, 16);
@@ -90,17 +90,7 @@ static __always_inline int ft_prop_take_join(struct sock *sk, const struct ft_so
     key.netns = 0;
     if (ft_prop_is_loopback(peer->addr))
         key.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
-    struct ft_prop_join *join = bpf_map_lookup_elem(&ferrotel_prop_joins, &key);
-    if (!join)
-        return -1;
-    int fresh = bpf_ktime_get_ns() - join->ts_ns <= FT_PROP_JOIN_TTL_NS;
-    if (fresh) {
-        __builtin_memcpy(parent->trace_id, join->trace_id, 16);
-        __builtin_memcpy(parent->parent_id, join->span_id, 8);
-        parent->flags = join->flags & 1;
-    }
-    bpf_map_delete_elem(&ferrotel_prop_joins, &key);
-    return fresh ? 0 : -1;
+    return ft_prop_take_join(&key, parent);
 }
 
 static __always_inline void ft_prop_keep_carry(__u32 tgid, const __u8 *span_id, const __u8 *buf, const struct ft_http_head *h)
@@ -166,7 +156,7 @@ static __noinline void ft_prop_on_data(__u64 pid_tgid, const struct ft_inflight 
         if (sk) {
             struct ft_sock_addr local, peer;
             ft_sock_addrs(sk, &local, &peer);
-            if (ft_prop_take_join(sk, &peer, &parent) == 0)
+            if (ft_prop_join_peer(sk, &peer, &parent) == 0)
                 origin = FT_PROP_ORIGIN_JOINED;
         }
     }
