@@ -120,11 +120,7 @@ pub trait ProgramSet: Send + 'static {
         kernel: &mut Kernel,
         target: &ProcessTarget,
     ) -> impl Future<Output = Result<(), Refusal>> + Send {
-        let claimed = kernel
-            .claims()
-            .and_then(|claims| claims.claim(target.pid, true))
-            .map_err(|error| Refusal::new("claim_failed", error));
-        std::future::ready(claimed)
+        std::future::ready(claim(kernel, target.pid, true))
     }
 
     /// Stops tracing a process. The driver has drained the ring first, so
@@ -174,6 +170,16 @@ impl<T: Send> Sink<T> for tokio::sync::mpsc::UnboundedSender<T> {
         // The receiver gone means the consumer stopped; nothing to keep.
         let _ = self.send(item);
     }
+}
+
+/// Claims `pid` in the set's `claimed_tgids` map (`follow_children`: its
+/// children are claimed at fork), as [`ProgramSet::add_target`] does by
+/// default.
+pub fn claim(kernel: &mut Kernel, pid: u32, follow_children: bool) -> Result<(), Refusal> {
+    kernel
+        .claims()
+        .and_then(|claims| claims.claim(pid, follow_children))
+        .map_err(|error| Refusal::new("claim_failed", error))
 }
 
 /// A record a set could not decode: a probe and eBPF object out of sync.
@@ -240,7 +246,12 @@ impl Housekeeping<'_> {
     }
 
     /// A propagation counter's running total (see `crate::propagation`).
-    pub fn propagation_total(&mut self, metric: PropagationMetric, label: &'static str, total: u64) {
+    pub fn propagation_total(
+        &mut self,
+        metric: PropagationMetric,
+        label: &'static str,
+        total: u64,
+    ) {
         self.propagation.push((metric, label, total));
     }
 

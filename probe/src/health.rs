@@ -347,9 +347,21 @@ impl FrontendHealth {
     /// `label` (running totals, like [`FrontendHealth::kernel_dropped_total`]).
     pub fn propagation_total(&self, metric: PropagationMetric, label: &'static str, total: u64) {
         let (family, key, name) = match metric {
-            PropagationMetric::Outcome => (&self.health.metrics.propagation_requests, "outcome", "prop_outcome"),
-            PropagationMetric::Origin => (&self.health.metrics.propagation_server_requests, "origin", "prop_origin"),
-            PropagationMetric::Refused => (&self.health.metrics.propagation_refused, "reason", "prop_refused"),
+            PropagationMetric::Outcome => (
+                &self.health.metrics.propagation_requests,
+                "outcome",
+                "prop_outcome",
+            ),
+            PropagationMetric::Origin => (
+                &self.health.metrics.propagation_server_requests,
+                "origin",
+                "prop_origin",
+            ),
+            PropagationMetric::Refused => (
+                &self.health.metrics.propagation_refused,
+                "reason",
+                "prop_refused",
+            ),
         };
         let mut totals = self
             .health

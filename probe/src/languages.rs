@@ -25,7 +25,8 @@ impl Frontend for LanguageFrontend {
         );
         match ctx.language {
             Language::Go => {
-                let set = GoSet::with_propagation(&tuning, ctx.spans.sampler().clone(), propagation);
+                let set =
+                    GoSet::with_propagation(&tuning, ctx.spans.sampler().clone(), propagation);
                 driver::run_language(set, ctx).await
             }
             // Socket-level HTTP/1.x: the interpreter does not matter.

@@ -21,7 +21,8 @@ use proptest::test_runner::{Config, TestRunner};
 const WINDOW: usize = 4096;
 const HEADS_PER_SEND: usize = 4;
 /// The application's own context: a fixed trace id injected ones never have.
-const APP_TRACEPARENT: &str = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n";
+const APP_TRACEPARENT: &str =
+    "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n";
 
 #[derive(Clone, Debug)]
 enum Body {
@@ -199,7 +200,11 @@ fn expected_injections(case: &Case, stream: &Stream, sends: &[usize]) -> Vec<usi
             let body = body_end - head_end;
             pos = head_end;
             next_request += 1;
-            state = if body > 0 { State::Body(body) } else { State::Head };
+            state = if body > 0 {
+                State::Body(body)
+            } else {
+                State::Head
+            };
         }
         send_start = send_end;
     }
@@ -233,7 +238,10 @@ fn strip_injected(received: &[u8]) -> (Vec<u8>, Vec<usize>) {
 }
 
 fn is_traceparent_value(v: &[u8]) -> bool {
-    let hex = |s: &[u8]| s.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    let hex = |s: &[u8]| {
+        s.iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
     v.len() == 55
         && &v[..3] == b"00-"
         && hex(&v[3..35])
@@ -253,7 +261,9 @@ fn parse_strictly(received: &[u8]) -> Result<usize, String> {
         let mut request = httparse::Request::new(&mut headers);
         let head_len = match request.parse(rest) {
             Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Err(format!("request {count}: truncated head")),
+            Ok(httparse::Status::Partial) => {
+                return Err(format!("request {count}: truncated head"));
+            }
             Err(e) => return Err(format!("request {count}: {e}")),
         };
         let mut length = None;
@@ -262,7 +272,9 @@ fn parse_strictly(received: &[u8]) -> Result<usize, String> {
         for h in request.headers.iter() {
             let value = std::str::from_utf8(h.value).map_err(|e| e.to_string())?;
             match h.name.to_ascii_lowercase().as_str() {
-                "content-length" => length = Some(value.parse::<usize>().map_err(|e| e.to_string())?),
+                "content-length" => {
+                    length = Some(value.parse::<usize>().map_err(|e| e.to_string())?)
+                }
                 "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
                 "upgrade" => upgrade = true,
                 _ => {}
@@ -315,7 +327,9 @@ fn header_name() -> impl Strategy<Value = String> {
 }
 
 fn request() -> impl Strategy<Value = Request> {
-    let method = prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]);
+    let method = prop::sample::select(vec![
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS",
+    ]);
     let target = "(/[a-zA-Z0-9._~-]{0,20}){1,4}(\\?[a-z]{1,8}=[a-z0-9]{0,8})?";
     // Mostly short values; sometimes long enough to push the head past the
     // scan window.
@@ -336,22 +350,33 @@ fn request() -> impl Strategy<Value = Request> {
         1 => bytes.clone().prop_map(Body::Continue),
         1 => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..4).prop_map(Body::Chunked),
     ];
-    (method, target, headers, body, prop::bool::weighted(0.1), prop::bool::weighted(0.03)).prop_map(
-        |(method, target, headers, body, app_context, upgrade)| Request {
-            method,
-            target,
-            headers,
-            body,
-            app_context,
-            upgrade,
-        },
+    (
+        method,
+        target,
+        headers,
+        body,
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.03),
     )
+        .prop_map(
+            |(method, target, headers, body, app_context, upgrade)| Request {
+                method,
+                target,
+                headers,
+                body,
+                app_context,
+                upgrade,
+            },
+        )
 }
 
 fn case() -> impl Strategy<Value = Case> {
     prop::collection::vec(request(), 1..6)
         .prop_flat_map(|requests| {
-            let total: usize = requests.iter().map(|r| r.head().len() + r.body().len()).sum();
+            let total: usize = requests
+                .iter()
+                .map(|r| r.head().len() + r.body().len())
+                .sum();
             // Requests one per send (the common shape), all in one send
             // (pipelined), or cut anywhere.
             let cuts = prop_oneof![

@@ -25,7 +25,9 @@ async fn collector() -> Collector {
     ferrotel_e2e::stack::install_crypto_provider();
     Collector::start_with_file_exporter()
         .await
-        .unwrap_or_else(|e| panic!("the real collector must start (make tools builds otelcol): {e}"))
+        .unwrap_or_else(|e| {
+            panic!("the real collector must start (make tools builds otelcol): {e}")
+        })
 }
 
 /// A probe of `language` for `pids`, with propagation as `pins` and the
@@ -78,12 +80,7 @@ fn describe(spans: &[&Span]) -> String {
 
 /// The spans of the trace whose server span, in process `pid`, served a
 /// path ending in `path_end` — once `expected` spans of it arrived.
-async fn trace_of(
-    collector: &Collector,
-    pid: u32,
-    path_end: &str,
-    expected: usize,
-) -> Vec<Span> {
+async fn trace_of(collector: &Collector, pid: u32, path_end: &str, expected: usize) -> Vec<Span> {
     wait_for(
         &format!("{expected} spans in the trace of {path_end} served by pid {pid}"),
         WAIT,
@@ -146,9 +143,7 @@ fn assert_calls(trace: &[Span], front: u32, front_path: &str, calls: &[(&str, u3
         let client = all
             .iter()
             .find(|s| s.kind == CLIENT && pid_of(s) == front && path_of(s).ends_with(path))
-            .unwrap_or_else(|| {
-                panic!("a client span of {path} in pid {front}:{}", describe(&all))
-            });
+            .unwrap_or_else(|| panic!("a client span of {path} in pid {front}:{}", describe(&all)));
         assert_eq!(
             client.parent_span_id,
             root.span_id,
@@ -225,7 +220,13 @@ async fn python_and_go_calls_carry_their_context_to_the_next_service() {
         injection(&pins),
     )
     .await;
-    let go = probe(Language::Go, &collector, &[go_server.pid()], injection(&pins)).await;
+    let go = probe(
+        Language::Go,
+        &collector,
+        &[go_server.pid()],
+        injection(&pins),
+    )
+    .await;
 
     let client = go_common::http_client();
     for (url, what) in [
@@ -246,14 +247,20 @@ async fn python_and_go_calls_carry_their_context_to_the_next_service() {
         &trace,
         py_to_py.pid(),
         "/checkout/4101",
-        &[("/users/4101", py_backend.pid()), ("/users", py_backend.pid())],
+        &[
+            ("/users/4101", py_backend.pid()),
+            ("/users", py_backend.pid()),
+        ],
     );
     let trace = trace_of(&collector, py_to_go.pid(), "/checkout/4102", 5).await;
     assert_calls(
         &trace,
         py_to_go.pid(),
         "/checkout/4102",
-        &[("/users/4102", go_server.pid()), ("/users", go_server.pid())],
+        &[
+            ("/users/4102", go_server.pid()),
+            ("/users", go_server.pid()),
+        ],
     );
     let trace = trace_of(&collector, go_server.pid(), "/downstream", 5).await;
     assert_calls(
@@ -324,7 +331,11 @@ async fn a_server_that_refuses_unknown_headers_still_accepts_every_request() {
             *seen.entry(traceparent.to_owned()).or_insert(0) += 1;
         }
     }
-    assert_eq!(seen.len(), 20, "a traceparent of its own for each call: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        20,
+        "a traceparent of its own for each call: {seen:?}"
+    );
 
     // Each traceparent names the client span that sent it.
     let clients = wait_for("the front's 20 client spans", WAIT, || async {
@@ -402,14 +413,20 @@ async fn without_injection_a_server_on_the_same_node_joins_its_clients_trace() {
         &trace,
         py_to_py.pid(),
         "/checkout/4301",
-        &[("/users/4301", py_backend.pid()), ("/users", py_backend.pid())],
+        &[
+            ("/users/4301", py_backend.pid()),
+            ("/users", py_backend.pid()),
+        ],
     );
     let trace = trace_of(&collector, py_to_go.pid(), "/checkout/4302", 5).await;
     assert_calls(
         &trace,
         py_to_go.pid(),
         "/checkout/4302",
-        &[("/users/4302", go_server.pid()), ("/users", go_server.pid())],
+        &[
+            ("/users/4302", go_server.pid()),
+            ("/users", go_server.pid()),
+        ],
     );
     let trace = trace_of(&collector, go_server.pid(), "/downstream", 5).await;
     assert_calls(

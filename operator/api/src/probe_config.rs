@@ -36,7 +36,9 @@ pub struct ProbeConfig {
     /// ([`Propagator::effective`]).
     pub propagators: Vec<Propagator>,
     /// Carrying context between services without an SDK: header injection
-    /// into outgoing HTTP/1 requests and same-node joins.
+    /// into outgoing HTTP/1 requests and same-node joins. Left out of the
+    /// rendered file when off.
+    #[serde(skip_serializing_if = "PropagationConfig::is_off")]
     pub propagation: PropagationConfig,
     /// Extra resource attributes on every span and metric.
     pub resource_attributes: BTreeMap<String, String>,
@@ -219,6 +221,11 @@ pub struct PropagationConfig {
 impl PropagationConfig {
     /// Where propagation pins its maps unless `pinDir` says otherwise.
     pub const DEFAULT_PIN_DIR: &'static str = "/sys/fs/bpf/ferrotel";
+
+    /// Nothing set: the default.
+    pub fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
 
     /// Either half is on: the propagation program set is needed.
     pub fn enabled(&self) -> bool {

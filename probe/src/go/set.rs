@@ -12,13 +12,13 @@ use super::binary::AnalysisCache;
 use super::events;
 use super::offsets::Feature;
 use crate::driver::{DecodeError, Housekeeping, ProgramSet, Refusal};
+use crate::ebpf::{EbpfError, Kernel, Tuning};
 use crate::propagation::events::PropagationEvent;
 use crate::propagation::pairing::Pairings;
 use crate::propagation::{self, Propagation, Served};
-use crate::telemetry::record::SpanKind;
-use crate::ebpf::{EbpfError, Kernel, Tuning};
 use crate::targets::ProcessTarget;
 use crate::telemetry::RequestRecord;
+use crate::telemetry::record::SpanKind;
 use crate::telemetry::sampling::Sampler;
 
 /// `--language go`.
@@ -131,11 +131,8 @@ impl ProgramSet for GoSet {
             .attach(kernel, pid, binary)
             .map_err(|error| Refusal::new(error.category(), error))?;
         if self.propagation.is_active() {
-            if let Ok(claims) = kernel.claims() {
-                claims
-                    .claim(pid, false)
-                    .map_err(|error| Refusal::new("claim_failed", error))?;
-            }
+            // The sk_msg program recognises traced processes by their claim.
+            crate::driver::claim(kernel, pid, false)?;
             self.propagation.add(pid);
         }
         Ok(())

@@ -35,8 +35,13 @@ pub enum PropagationError {
         source: aya::EbpfError,
     },
     #[error("the propagation object has no {what} {name:?}; rebuild the probe")]
-    Missing { what: &'static str, name: &'static str },
-    #[error("verifying or attaching {name} failed: {source}; the kernel may lack the sk_msg helpers (bpf_msg_push_data, Linux >= 4.20)")]
+    Missing {
+        what: &'static str,
+        name: &'static str,
+    },
+    #[error(
+        "verifying or attaching {name} failed: {source}; the kernel may lack the sk_msg helpers (bpf_msg_push_data, Linux >= 4.20)"
+    )]
     Program {
         name: &'static str,
         #[source]
@@ -228,7 +233,8 @@ impl Injector {
                 )
             })?;
             debug!(pid, cgroup = %dir.display(), "Attached propagation sockops");
-            self.cgroups.insert(dir.clone(), Attachment { link, pids: 1 });
+            self.cgroups
+                .insert(dir.clone(), Attachment { link, pids: 1 });
         }
         self.by_pid.insert(pid, dir);
         Ok(())
@@ -378,10 +384,7 @@ mod tests {
     #[test]
     fn the_unified_line_names_the_cgroup2_directory() {
         let hybrid = "4:memory:/kubepods/besteffort/podx/abc\n0::/kubepods/besteffort/podx/abc\n";
-        assert_eq!(
-            unified_path(hybrid),
-            Some("/kubepods/besteffort/podx/abc")
-        );
+        assert_eq!(unified_path(hybrid), Some("/kubepods/besteffort/podx/abc"));
         assert_eq!(unified_path("4:memory:/x\n"), None, "cgroup v1 only");
     }
 
@@ -389,9 +392,6 @@ mod tests {
     fn root_and_namespaced_cgroups_are_refused() {
         assert_eq!(classify("/"), CgroupPath::Root);
         assert_eq!(classify("/../../kubepods/x"), CgroupPath::Outside);
-        assert_eq!(
-            classify("/kubepods/x"),
-            CgroupPath::Relative("kubepods/x")
-        );
+        assert_eq!(classify("/kubepods/x"), CgroupPath::Relative("kubepods/x"));
     }
 }

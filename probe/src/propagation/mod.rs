@@ -145,7 +145,7 @@ impl Settings {
         // nearest existing ancestor decides which filesystem it is on.
         let existing = self.pin_dir.ancestors().find(|p| p.exists())?;
         match rustix::fs::statfs(existing) {
-            Ok(fs) if fs.f_type as i64 == BPF_FS_MAGIC => None,
+            Ok(fs) if fs.f_type == BPF_FS_MAGIC => None,
             Ok(_) | Err(_) => Some(PropagationError::NoBpffs {
                 dir: self.pin_dir.clone(),
             }),
@@ -378,11 +378,7 @@ mod tests {
     fn an_empty_propagator_list_means_tracecontext_and_baggage() {
         let settings = Settings::off(&sampler());
         assert_eq!(settings.formats, format::TRACECONTEXT | format::BAGGAGE);
-        let b3 = Settings::new(
-            &PropagationConfig::default(),
-            &[Propagator::B3],
-            &sampler(),
-        );
+        let b3 = Settings::new(&PropagationConfig::default(), &[Propagator::B3], &sampler());
         assert_eq!(b3.formats, format::B3, "b3 alone writes and reads b3 only");
     }
 
@@ -413,8 +409,7 @@ mod tests {
             pin_dir: None,
         };
         let settings = Settings::new(&config, &[], &sampler());
-        let tuning =
-            settings.language_tuning(Tuning::from_language(1 << 20, 512), Served::Sockets);
+        let tuning = settings.language_tuning(Tuning::from_language(1 << 20, 512), Served::Sockets);
         for name in shared_maps(Served::Sockets) {
             assert!(
                 tuning
@@ -423,12 +418,10 @@ mod tests {
                 "{name} must be shared with the propagation object"
             );
         }
-        assert!(
-            tuning.map_pins.contains(&(
-                maps::PROP_JOINS,
-                Path::new(PropagationConfig::DEFAULT_PIN_DIR).join(JOINS_PIN)
-            ))
-        );
+        assert!(tuning.map_pins.contains(&(
+            maps::PROP_JOINS,
+            Path::new(PropagationConfig::DEFAULT_PIN_DIR).join(JOINS_PIN)
+        )));
         assert!(
             !shared_maps(Served::Go).contains(&maps::INFLIGHT),
             "the Go set has no syscall map to share"

@@ -84,7 +84,10 @@ impl Pairings {
         if self.by_span.insert(ctx.span_id, end).is_none() {
             self.order.push_back(ctx.span_id);
         }
-        self.by_local.entry(local).or_default().push_back(ctx.span_id);
+        self.by_local
+            .entry(local)
+            .or_default()
+            .push_back(ctx.span_id);
     }
 
     /// The connection a client span's request went out on.

@@ -17,11 +17,11 @@ pub use ferrotel_parse::sockets::{events, tracker};
 use ferrotel_api::probe_config::LanguageTuning;
 use ferrotel_probe_ebpf::contract::{defaults, globals, sockets};
 
-use crate::driver::{DecodeError, Housekeeping, ProgramSet, Refusal};
+use crate::driver::{self, DecodeError, Housekeeping, ProgramSet, Refusal};
+use crate::ebpf::{EbpfError, Global, Kernel, Tuning};
 use crate::propagation::events::PropagationEvent;
 use crate::propagation::{self, Propagation, Served};
 use crate::targets::ProcessTarget;
-use crate::ebpf::{EbpfError, Global, Kernel, Tuning};
 use crate::telemetry::RequestRecord;
 use crate::telemetry::sampling::SpanStarter;
 
@@ -112,10 +112,7 @@ impl ProgramSet for SocketSet {
         kernel: &mut Kernel,
         target: &ProcessTarget,
     ) -> Result<(), Refusal> {
-        kernel
-            .claims()
-            .and_then(|claims| claims.claim(target.pid, true))
-            .map_err(|error| Refusal::new("claim_failed", error))?;
+        driver::claim(kernel, target.pid, true)?;
         self.propagation.add(target.pid);
         Ok(())
     }

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ferrotel_api::probe_config::{
-    LanguageTuning, PropagationConfig, Propagator, SamplerConfig,
-};
+use ferrotel_api::probe_config::{LanguageTuning, PropagationConfig, Propagator, SamplerConfig};
 use ferrotel_probe::driver::Driver;
 use ferrotel_probe::propagation::Settings;
 use ferrotel_probe::sockets::SocketSet;
@@ -104,7 +102,10 @@ impl SenderProcess {
     pub fn start(cgroup: &TestCgroup) -> SenderProcess {
         let script = apps_dir().join("send_chunks.py");
         let mut child = cgroup
-            .command(&venv_python(), &["-u", script.to_str().expect("utf-8 path")])
+            .command(
+                &venv_python(),
+                &["-u", script.to_str().expect("utf-8 path")],
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -137,7 +138,9 @@ impl SenderProcess {
             line.push_str(&hex::encode(chunk));
         }
         line.push('\n');
-        self.stdin.write_all(line.as_bytes()).expect("to the sender");
+        self.stdin
+            .write_all(line.as_bytes())
+            .expect("to the sender");
         self.stdin.flush().expect("flush");
         let mut answer = String::new();
         self.stdout.read_line(&mut answer).expect("from the sender");
@@ -286,7 +289,9 @@ impl Service {
     /// The next stdout line.
     pub fn line(&mut self) -> String {
         let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("the service's stdout");
+        self.stdout
+            .read_line(&mut line)
+            .expect("the service's stdout");
         line.trim().to_owned()
     }
 }

@@ -38,7 +38,12 @@ fn push<T>(queue: &mut VecDeque<T>, item: T, unmatched: &mut u64) {
 
 /// Takes the entry recorded for the syscall that began the head; older
 /// ones (whose heads were never parsed) are dropped.
-fn take<T>(queue: Option<&mut VecDeque<T>>, enter_ns: u64, at: impl Fn(&T) -> u64, unmatched: &mut u64) -> Option<T> {
+fn take<T>(
+    queue: Option<&mut VecDeque<T>>,
+    enter_ns: u64,
+    at: impl Fn(&T) -> u64,
+    unmatched: &mut u64,
+) -> Option<T> {
     let queue = queue?;
     while let Some(front) = queue.front() {
         let ns = at(front);
@@ -68,7 +73,12 @@ impl KernelContexts {
 
     /// The server span of the head whose first segment is `first`.
     pub fn server_span(&mut self, pid: u32, fd: i32, first: &SegmentMeta) -> Option<SpanContext> {
-        let ctx = take(self.server.get_mut(&(pid, fd)), first.enter_ns, |c| c.enter_ns, &mut self.unmatched)?;
+        let ctx = take(
+            self.server.get_mut(&(pid, fd)),
+            first.enter_ns,
+            |c| c.enter_ns,
+            &mut self.unmatched,
+        )?;
         let parent_kind = match ctx.origin {
             Origin::NewTrace => ParentKind::Root,
             Origin::Traceparent | Origin::B3 | Origin::Joined => ParentKind::Remote,
@@ -76,7 +86,9 @@ impl KernelContexts {
         Some(SpanContext {
             trace_id: ctx.trace_id,
             span_id: ctx.span_id,
-            parent_span_id: ctx.parent_span_id.filter(|_| parent_kind == ParentKind::Remote),
+            parent_span_id: ctx
+                .parent_span_id
+                .filter(|_| parent_kind == ParentKind::Remote),
             parent_kind,
             sampled: ctx.sampled,
             flags: u8::from(ctx.sampled),
@@ -85,7 +97,12 @@ impl KernelContexts {
 
     /// The client span of the head whose first segment is `first`.
     pub fn client_span(&mut self, pid: u32, fd: i32, first: &SegmentMeta) -> Option<SpanContext> {
-        let ctx = take(self.client.get_mut(&(pid, fd)), first.enter_ns, |c| c.enter_ns, &mut self.unmatched)?;
+        let ctx = take(
+            self.client.get_mut(&(pid, fd)),
+            first.enter_ns,
+            |c| c.enter_ns,
+            &mut self.unmatched,
+        )?;
         if !ctx.span_id.is_valid() {
             return None;
         }

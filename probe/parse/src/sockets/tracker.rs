@@ -322,7 +322,8 @@ impl Tracker {
                 let (span, start_ns) = match role {
                     SpanKind::Server => {
                         let span = self.kernel.server_span(pid, fd, &first).unwrap_or_else(|| {
-                            let incoming = request.traceparent.as_deref().and_then(parse_traceparent);
+                            let incoming =
+                                request.traceparent.as_deref().and_then(parse_traceparent);
                             self.spans.start_server(incoming.as_ref())
                         });
                         self.serving.insert((pid, first.tid), span);
