@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ferrotel_api::probe_config::{LanguageTuning, PropagationConfig, Propagator, SamplerConfig};
+use ferrotel_api::probe_config::{LanguageTuning, PropagationConfig, Propagator};
 use ferrotel_probe::driver::Driver;
 use ferrotel_probe::propagation::Settings;
 use ferrotel_probe::sockets::SocketSet;
@@ -195,7 +195,7 @@ impl Drop for PinDir {
 
 /// Propagation settings for a test, pinning in `pins`.
 pub fn settings(pins: &PinDir, inject: bool, join: bool, propagators: &[Propagator]) -> Settings {
-    let sampler = Sampler::from_config(&SamplerConfig::default());
+    let sampler = Sampler::default();
     Settings::new(&pins.config(inject, join), propagators, &sampler)
 }
 
@@ -208,7 +208,7 @@ pub fn load_sockets_with_propagation(
 ) -> Driver<SocketSet> {
     let set = SocketSet::with_propagation(
         &LanguageTuning::default(),
-        SpanStarter::new(&SamplerConfig::default()),
+        SpanStarter::new(Sampler::default()),
         settings(pins, inject, join, propagators),
     );
     Driver::load(set).unwrap_or_else(|e| {
