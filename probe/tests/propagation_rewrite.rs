@@ -10,6 +10,10 @@
 //! Needs root (eBPF, cgroup v2); fails, does not skip, without it.
 
 mod prop_common;
+// For its private tracefs (the socket-level set's tracepoint programs need
+// one).
+#[path = "probe_harness/mod.rs"]
+mod probe_harness;
 
 use std::io::Read;
 use std::net::TcpListener;
