@@ -200,9 +200,15 @@ mod tests {
         let set = GoSet::new(&tuning, Sampler::default());
         let load = set.tuning();
         assert_eq!(load.ring_buffer_bytes, 1 << 16);
-        assert_eq!(
-            load.globals,
-            vec![(globals::MAX_PAYLOAD_BYTES, Global::U32(100))]
+        // The language knob, then propagation's, all off (its maps shrunk).
+        let mut expected = vec![(globals::MAX_PAYLOAD_BYTES, Global::U32(100))];
+        expected.extend(propagation::Settings::off(&Sampler::default()).globals());
+        assert_eq!(load.globals, expected);
+        assert!(
+            load.globals
+                .contains(&(globals::PROP_INJECT, Global::U32(0)))
+                && load.globals.contains(&(globals::PROP_JOIN, Global::U32(0))),
+            "propagation is off unless the config asks"
         );
         assert_eq!(
             set.enabled,
