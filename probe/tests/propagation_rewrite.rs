@@ -18,6 +18,8 @@ mod probe_harness;
 use std::io::Read;
 use std::net::TcpListener;
 
+use ferrotel_probe::propagation::Cgroup2;
+use ferrotel_probe::targets::kubernetes::cgroup::read_cgroup_mounts;
 use prop_common::{PinDir, SenderProcess, TestCgroup, load_sockets_with_propagation};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -487,5 +489,47 @@ async fn injected_headers_never_corrupt_a_request_whatever_its_shape_or_cut() {
     assert!(
         not_injected_total > 0,
         "the generator must also produce requests the program leaves alone"
+    );
+}
+
+/// A probe pod's own `/sys/fs/cgroup` shows only its container's cgroup, so
+/// propagation mounts cgroup2 for itself (detached: no mount point, no
+/// hostPath): that mount must show the whole hierarchy and open a traced
+/// container's directory — the very one the host sees.
+#[test]
+fn the_probes_own_cgroup2_mount_opens_a_traced_containers_cgroup() {
+    use std::os::unix::fs::MetadataExt;
+
+    let cgroup = TestCgroup::new("detached");
+    let root = Cgroup2::detached().unwrap_or_else(|e| {
+        panic!("mounting cgroup2 detached needs CAP_SYS_ADMIN (run as root): {e}")
+    });
+    assert!(matches!(root, Cgroup2::Detached(_)), "{root:?}");
+    let host_v2 = read_cgroup_mounts()
+        .ok()
+        .and_then(|m| m.v2)
+        .expect("the host mounts cgroup v2");
+    let relative = cgroup
+        .dir()
+        .strip_prefix(&host_v2)
+        .expect("the test cgroup is under the host's cgroup2 mount");
+    let opened = std::fs::File::from(
+        root.open(relative)
+            .unwrap_or_else(|e| panic!("opening {} in {root}: {e}", relative.display())),
+    );
+    let (via_own, via_host) = (
+        opened.metadata().expect("fstat"),
+        std::fs::metadata(cgroup.dir()).expect("stat"),
+    );
+    assert_eq!(
+        (via_own.dev(), via_own.ino()),
+        (via_host.dev(), via_host.ino()),
+        "the probe's own mount opened another directory than the host's {}",
+        cgroup.dir().display()
+    );
+    assert!(
+        root.open(std::path::Path::new("ferrotel-test-no-such-cgroup"))
+            .is_err(),
+        "a cgroup that does not exist is not opened"
     );
 }

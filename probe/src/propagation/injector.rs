@@ -6,7 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{MapData, PerCpuArray, SockHash};
@@ -54,9 +54,9 @@ pub enum PropagationError {
         source: aya::maps::MapError,
     },
     #[error(
-        "no cgroup v2 hierarchy is mounted here (checked /proc/self/mountinfo); sockops attach to cgroup v2 directories: mount the host's cgroup2 (e.g. /sys/fs/cgroup/unified) into the probe"
+        "the probe cannot reach the cgroup v2 hierarchy: mounting one of its own failed ({mount_error}) and none is mounted whole in its view (/proc/self/mountinfo); sockops attach to the traced containers' cgroup v2 directories. Grant the probe CAP_SYS_ADMIN (the DaemonSet the operator renders has it) on a kernel with cgroup v2 (hybrid hosts are fine)"
     )]
-    NoCgroup2,
+    NoCgroup2 { mount_error: std::io::Error },
     #[error(
         "{dir:?} is not on a BPF filesystem; propagation pins the maps it shares there: mount the host's /sys/fs/bpf into the probe, or set propagation.pinDir in the probe config to a directory on a bpffs"
     )]
@@ -71,7 +71,7 @@ impl PropagationError {
             Self::Missing { .. } => "object_mismatch",
             Self::Program { .. } => "kernel_unsupported",
             Self::Map { .. } => "map_error",
-            Self::NoCgroup2 => "no_cgroup2",
+            Self::NoCgroup2 { .. } => "no_cgroup2",
             Self::NoBpffs { .. } => "no_bpffs",
         }
     }
@@ -92,9 +92,79 @@ pub struct Injector {
     /// lets go of are removed from it ([`Injector::release`]).
     socks: SockHash<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
-    cgroup2: PathBuf,
+    cgroup2: Cgroup2,
     cgroups: HashMap<PathBuf, Attachment>,
     by_pid: HashMap<u32, PathBuf>,
+}
+
+/// Where the traced containers' cgroup v2 directories are opened from.
+#[derive(Debug)]
+pub enum Cgroup2 {
+    /// A cgroup2 mount of the probe's own, detached (`fsopen` + `fsmount`):
+    /// it has no mount point and appears in no mount table, lives as long
+    /// as this fd, and shows the hierarchy from the probe's cgroup
+    /// namespace root — the whole of it when the probe shares the host's
+    /// cgroup namespace. A probe pod sees only its own container's cgroup
+    /// in its `/sys/fs/cgroup`, so this is how it reaches the others
+    /// without a hostPath volume. Needs CAP_SYS_ADMIN.
+    Detached(OwnedFd),
+    /// The whole hierarchy, mounted in the probe's view (a probe run on the
+    /// host, without CAP_SYS_ADMIN).
+    Mounted(PathBuf),
+}
+
+impl Cgroup2 {
+    /// A detached mount of its own, else the whole hierarchy as mounted in
+    /// the probe's view.
+    pub fn find() -> Result<Self, PropagationError> {
+        let mount_error = match Self::detached() {
+            Ok(root) => return Ok(root),
+            Err(e) => e,
+        };
+        read_cgroup_mounts()
+            .ok()
+            .filter(|m| m.v2_whole)
+            .and_then(|m| m.v2)
+            .map(Self::Mounted)
+            .ok_or(PropagationError::NoCgroup2 { mount_error })
+    }
+
+    /// Mounts cgroup2 detached (see [`Cgroup2::Detached`]).
+    pub fn detached() -> std::io::Result<Self> {
+        use rustix::mount::{
+            FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsmount, fsopen,
+        };
+        let fs = fsopen("cgroup2", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        fsconfig_create(&fs)?;
+        let root = fsmount(
+            &fs,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        )?;
+        Ok(Self::Detached(root))
+    }
+
+    /// Opens the directory `relative` (to the hierarchy's root) for
+    /// attaching.
+    pub fn open(&self, relative: &Path) -> std::io::Result<OwnedFd> {
+        use rustix::fs::{Mode, OFlags, open, openat};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        Ok(match self {
+            Self::Detached(root) => openat(root, relative, flags, Mode::empty())?,
+            Self::Mounted(root) => open(root.join(relative), flags, Mode::empty())?,
+        })
+    }
+}
+
+impl std::fmt::Display for Cgroup2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Detached(_) => f.write_str("a cgroup2 mount of the probe's own"),
+            Self::Mounted(root) => write!(f, "{}", root.display()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Injector {
@@ -137,10 +207,7 @@ impl Injector {
         served: Served,
         wakeup_bytes: u64,
     ) -> Result<Self, PropagationError> {
-        let cgroup2 = read_cgroup_mounts()
-            .ok()
-            .and_then(|m| m.v2)
-            .ok_or(PropagationError::NoCgroup2)?;
+        let cgroup2 = Cgroup2::find()?;
         let pins: Vec<(&'static str, PathBuf)> = shared_maps(served)
             .into_iter()
             .map(|name| (name, settings.share_dir.join(name)))
@@ -185,7 +252,7 @@ impl Injector {
         let ops: &mut SockOps = program(&mut ebpf, contract::SOCKOPS)?;
         ops.load().map_err(program_err(contract::SOCKOPS))?;
         info!(
-            cgroup2 = %cgroup2.display(),
+            cgroup2 = %cgroup2,
             inject = settings.inject,
             join = settings.join,
             formats = settings.formats,
@@ -208,14 +275,18 @@ impl Injector {
         if self.by_pid.contains_key(&pid) {
             return Ok(());
         }
-        let dir = cgroup_dir(&self.cgroup2, pid)?;
+        let dir = cgroup_dir(pid)?;
         if let Some(attachment) = self.cgroups.get_mut(&dir) {
             attachment.pids += 1;
         } else {
-            let file = File::open(&dir).map_err(|e| {
+            let file = self.cgroup2.open(&dir).map_err(|e| {
                 Refusal::new(
                     "cgroup_unreadable",
-                    anyhow::anyhow!("opening cgroup {} of pid {pid}: {e}", dir.display()),
+                    anyhow::anyhow!(
+                        "opening cgroup {} of pid {pid} in {}: {e}",
+                        dir.display(),
+                        self.cgroup2
+                    ),
                 )
             })?;
             let ops: &mut SockOps = program(&mut self.ebpf, contract::SOCKOPS)
@@ -320,8 +391,8 @@ where
         })
 }
 
-/// The cgroup v2 directory of `pid`, under the mount `cgroup2`.
-fn cgroup_dir(cgroup2: &Path, pid: u32) -> Result<PathBuf, Refusal> {
+/// The cgroup v2 directory of `pid`, relative to the hierarchy's root.
+fn cgroup_dir(pid: u32) -> Result<PathBuf, Refusal> {
     let content = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|e| {
         Refusal::new(
             "process_gone",
@@ -349,7 +420,7 @@ fn cgroup_dir(cgroup2: &Path, pid: u32) -> Result<PathBuf, Refusal> {
                 "pid {pid}'s cgroup {path:?} is outside this probe's cgroup namespace; run the probe with the host's cgroup namespace"
             ),
         )),
-        CgroupPath::Relative(relative) => Ok(cgroup2.join(relative)),
+        CgroupPath::Relative(relative) => Ok(PathBuf::from(relative)),
     }
 }
 

@@ -50,7 +50,7 @@ use crate::ebpf::{Global, Tuning};
 use crate::health::PropagationMetric;
 use crate::telemetry::sampling::Sampler;
 
-pub use injector::{Injector, PropagationError};
+pub use injector::{Cgroup2, Injector, PropagationError};
 
 /// The node-wide join map's name in the pin directory
 /// ([`PropagationConfig::pin_dir`]): every probe on the node (one per
