@@ -17,18 +17,7 @@ use ferrotel_probe::targets::kubernetes::cgroup::read_cgroup_mounts;
 use ferrotel_probe::telemetry::sampling::{Sampler, SpanStarter};
 
 pub fn venv_python() -> PathBuf {
-    let cache = std::env::var_os("FERROTEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/ferrotel")
-        });
-    let path = cache.join("venv/bin/python");
-    assert!(
-        path.exists(),
-        "{} is missing: run `make tools` (e2e/tools/install.sh creates the Python venv)",
-        path.display()
-    );
-    path
+    ferrotel_e2e::tools::venv_bin("python")
 }
 
 pub fn apps_dir() -> PathBuf {
