@@ -188,106 +188,140 @@ fn injection(pins: &PinDir) -> impl FnOnce(&mut ProbeConfig) + '_ {
     move |config: &mut ProbeConfig| config.propagation = pins.config(true, false)
 }
 
+/// Three calls across services, each traced by its language's probe (two
+/// probe runtimes, as on a node), with propagation as `inject` and `join`
+/// say: Go -> Python (the Go server's /downstream calls the Python backend
+/// twice, from its own goroutine and from a spawned one), Python -> Python
+/// and Python -> Go (two_tier calls GET /users/<id> then POST /users on its
+/// backend). One cgroup per language, as containers are: each probe
+/// attaches its sockops program to the cgroups of its own processes.
+struct ThreeCalls {
+    py_backend: Service,
+    go_server: Service,
+    py_to_py: Service,
+    py_to_go: Service,
+    python: Probe,
+    go: Probe,
+    _cgroups: (TestCgroup, TestCgroup),
+}
+
+impl ThreeCalls {
+    async fn start(collector: &Collector, pins: &PinDir, inject: bool, join: bool) -> Self {
+        let name = if inject { "traces" } else { "join" };
+        let cgroup = TestCgroup::new(&format!("{name}-py"));
+        let go_cgroup = TestCgroup::new(&format!("{name}-go"));
+        let apps = go_common::apps(go_common::TOOLCHAINS[0]);
+        let py_backend = Service::python(&cgroup, "stdlib_server.py", &[]);
+        let go_server = Service::start(
+            "Go httpserver",
+            go_cgroup.command(
+                &apps.bin("httpserver"),
+                &["-addr", "127.0.0.1:0", "-downstream", &py_backend.url("")],
+            ),
+        );
+        let py_to_py = Service::python(&cgroup, "two_tier.py", &[&py_backend.url("")]);
+        let py_to_go = Service::python(&cgroup, "two_tier.py", &[&go_server.url("")]);
+        let propagation = |config: &mut ProbeConfig| config.propagation = pins.config(inject, join);
+        let python = probe(
+            Language::Python,
+            collector,
+            &[py_backend.pid(), py_to_py.pid(), py_to_go.pid()],
+            propagation,
+        )
+        .await;
+        let go = probe(Language::Go, collector, &[go_server.pid()], propagation).await;
+        Self {
+            py_backend,
+            go_server,
+            py_to_py,
+            py_to_go,
+            python,
+            go,
+            _cgroups: (cgroup, go_cgroup),
+        }
+    }
+
+    /// One request into each chain (`/checkout/<first>`, then the next id,
+    /// and `/downstream`): each gives one trace, every server span the
+    /// child of the client span that called it.
+    async fn assert_one_trace_per_request(&self, collector: &Collector, first: u32) {
+        let (py_py, py_go) = (first.to_string(), (first + 1).to_string());
+        let client = go_common::http_client();
+        for (url, what) in [
+            (
+                self.py_to_py.url(&format!("/checkout/{py_py}")),
+                "python -> python",
+            ),
+            (
+                self.py_to_go.url(&format!("/checkout/{py_go}")),
+                "python -> go",
+            ),
+            (self.go_server.url("/downstream"), "go -> python"),
+        ] {
+            let response = client
+                .get(&url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{what}: GET {url}: {e}"));
+            assert_eq!(response.status().as_u16(), 200, "{what}: GET {url}");
+        }
+        for (server, id, backend) in [
+            (&self.py_to_py, &py_py, &self.py_backend),
+            (&self.py_to_go, &py_go, &self.go_server),
+        ] {
+            let path = format!("/checkout/{id}");
+            let trace = trace_of(collector, server.pid(), &path, 5).await;
+            assert_calls(
+                &trace,
+                server.pid(),
+                &path,
+                &[
+                    (&format!("/users/{id}"), backend.pid()),
+                    ("/users", backend.pid()),
+                ],
+            );
+        }
+        let trace = trace_of(collector, self.go_server.pid(), "/downstream", 5).await;
+        assert_calls(
+            &trace,
+            self.go_server.pid(),
+            "/downstream",
+            &[
+                ("/hello", self.py_backend.pid()),
+                ("/users/7", self.py_backend.pid()),
+            ],
+        );
+    }
+
+    async fn stop(self) {
+        self.go.assert_running();
+        self.python.assert_running();
+        drop(self.go.stop().await);
+        drop(self.python.stop().await);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_go_calls_carry_their_context_to_the_next_service() {
     let collector = collector().await;
     let pins = PinDir::new();
-    // One cgroup per language, as containers are: each probe attaches its
-    // sockops program to the cgroups of its own processes.
-    let cgroup = TestCgroup::new("traces-py");
-    let go_cgroup = TestCgroup::new("traces-go");
-    let apps = go_common::apps(go_common::TOOLCHAINS[0]);
-
-    // Go -> Python: the Go server's /downstream calls the Python backend
-    // twice (from its own goroutine and from a spawned one).
-    let py_backend = Service::python(&cgroup, "stdlib_server.py", &[]);
-    let go_server = Service::start(
-        "Go httpserver",
-        go_cgroup.command(
-            &apps.bin("httpserver"),
-            &["-addr", "127.0.0.1:0", "-downstream", &py_backend.url("")],
-        ),
-    );
-    // Python -> Python and Python -> Go: two_tier calls GET /users/<id>
-    // then POST /users on its backend.
-    let py_to_py = Service::python(&cgroup, "two_tier.py", &[&py_backend.url("")]);
-    let py_to_go = Service::python(&cgroup, "two_tier.py", &[&go_server.url("")]);
-
-    let python = probe(
-        Language::Python,
-        &collector,
-        &[py_backend.pid(), py_to_py.pid(), py_to_go.pid()],
-        injection(&pins),
-    )
-    .await;
-    let go = probe(
-        Language::Go,
-        &collector,
-        &[go_server.pid()],
-        injection(&pins),
-    )
-    .await;
-
-    let client = go_common::http_client();
-    for (url, what) in [
-        (py_to_py.url("/checkout/4101"), "python -> python"),
-        (py_to_go.url("/checkout/4102"), "python -> go"),
-        (go_server.url("/downstream"), "go -> python"),
-    ] {
-        let response = client
-            .get(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: GET {url}: {e}"));
-        assert_eq!(response.status().as_u16(), 200, "{what}: GET {url}");
-    }
-
-    let trace = trace_of(&collector, py_to_py.pid(), "/checkout/4101", 5).await;
-    assert_calls(
-        &trace,
-        py_to_py.pid(),
-        "/checkout/4101",
-        &[
-            ("/users/4101", py_backend.pid()),
-            ("/users", py_backend.pid()),
-        ],
-    );
-    let trace = trace_of(&collector, py_to_go.pid(), "/checkout/4102", 5).await;
-    assert_calls(
-        &trace,
-        py_to_go.pid(),
-        "/checkout/4102",
-        &[
-            ("/users/4102", go_server.pid()),
-            ("/users", go_server.pid()),
-        ],
-    );
-    let trace = trace_of(&collector, go_server.pid(), "/downstream", 5).await;
-    assert_calls(
-        &trace,
-        go_server.pid(),
-        "/downstream",
-        &[("/hello", py_backend.pid()), ("/users/7", py_backend.pid())],
-    );
-
+    let calls = ThreeCalls::start(&collector, &pins, true, false).await;
+    calls.assert_one_trace_per_request(&collector, 4101).await;
     wait_metric(
-        &python,
+        &calls.python,
         "ferrotel_probe_propagation_requests_total{language=\"python\",outcome=\"injected\"}",
         4.0,
         "the Python probe counts the headers it wrote (4 calls)",
     )
     .await;
     wait_metric(
-        &go,
+        &calls.go,
         "ferrotel_probe_propagation_requests_total{language=\"go\",outcome=\"injected\"}",
         2.0,
         "the Go probe counts the headers it wrote (2 calls)",
     )
     .await;
-    go.assert_running();
-    python.assert_running();
-    drop(go.stop().await);
-    drop(python.stop().await);
+    calls.stop().await;
 }
 
 /// The headers the probe writes keep requests valid for a server that
@@ -372,84 +406,23 @@ async fn a_server_that_refuses_unknown_headers_still_accepts_every_request() {
 async fn without_injection_a_server_on_the_same_node_joins_its_clients_trace() {
     let collector = collector().await;
     let pins = PinDir::new();
-    let cgroup = TestCgroup::new("join-py");
-    let go_cgroup = TestCgroup::new("join-go");
-    let apps = go_common::apps(go_common::TOOLCHAINS[0]);
-    let py_backend = Service::python(&cgroup, "stdlib_server.py", &[]);
-    let go_server = Service::start(
-        "Go httpserver",
-        go_cgroup.command(
-            &apps.bin("httpserver"),
-            &["-addr", "127.0.0.1:0", "-downstream", &py_backend.url("")],
-        ),
-    );
-    let py_to_py = Service::python(&cgroup, "two_tier.py", &[&py_backend.url("")]);
-    let py_to_go = Service::python(&cgroup, "two_tier.py", &[&go_server.url("")]);
-    let join = |config: &mut ProbeConfig| config.propagation = pins.config(false, true);
-    let python = probe(
-        Language::Python,
-        &collector,
-        &[py_backend.pid(), py_to_py.pid(), py_to_go.pid()],
-        join,
-    )
-    .await;
-    let go = probe(Language::Go, &collector, &[go_server.pid()], join).await;
-
-    let client = go_common::http_client();
-    for url in [
-        py_to_py.url("/checkout/4301"),
-        py_to_go.url("/checkout/4302"),
-        go_server.url("/downstream"),
-    ] {
-        let response = client
-            .get(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        assert_eq!(response.status().as_u16(), 200, "GET {url}");
-    }
-    let trace = trace_of(&collector, py_to_py.pid(), "/checkout/4301", 5).await;
-    assert_calls(
-        &trace,
-        py_to_py.pid(),
-        "/checkout/4301",
-        &[
-            ("/users/4301", py_backend.pid()),
-            ("/users", py_backend.pid()),
-        ],
-    );
-    let trace = trace_of(&collector, py_to_go.pid(), "/checkout/4302", 5).await;
-    assert_calls(
-        &trace,
-        py_to_go.pid(),
-        "/checkout/4302",
-        &[
-            ("/users/4302", go_server.pid()),
-            ("/users", go_server.pid()),
-        ],
-    );
-    let trace = trace_of(&collector, go_server.pid(), "/downstream", 5).await;
-    assert_calls(
-        &trace,
-        go_server.pid(),
-        "/downstream",
-        &[("/hello", py_backend.pid()), ("/users/7", py_backend.pid())],
-    );
+    let calls = ThreeCalls::start(&collector, &pins, false, true).await;
+    calls.assert_one_trace_per_request(&collector, 4301).await;
     wait_metric(
-        &go,
+        &calls.go,
         "ferrotel_probe_propagation_server_requests_total{language=\"go\",origin=\"joined\"}",
         2.0,
         "the Go server joined the two calls",
     )
     .await;
     wait_metric(
-        &python,
+        &calls.python,
         "ferrotel_probe_propagation_server_requests_total{language=\"python\",origin=\"joined\"}",
         4.0,
         "the Python server joined the four calls",
     )
     .await;
-    let metrics = python.metrics().await;
+    let metrics = calls.python.metrics().await;
     assert_eq!(
         Probe::metric_sum(
             &metrics,
@@ -458,6 +431,5 @@ async fn without_injection_a_server_on_the_same_node_joins_its_clients_trace() {
         0.0,
         "nothing is written into requests when injection is off:\n{metrics}"
     );
-    drop(go.stop().await);
-    drop(python.stop().await);
+    calls.stop().await;
 }
