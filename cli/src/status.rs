@@ -476,26 +476,24 @@ pub fn problems(report: &StatusReport) -> Vec<String> {
             out.push(format!("{what}: its /metrics could not be read: {error}"));
         }
         let Some(metrics) = &p.metrics else { continue };
-        if metrics.refused_total() > 0.0 {
-            let reasons: Vec<String> = metrics
-                .refused
+        // "2 no_functions, 1 disabled"
+        let counts = |by_reason: &BTreeMap<String, f64>| {
+            let counts: Vec<String> = by_reason
                 .iter()
                 .map(|(reason, n)| format!("{n} {reason}"))
                 .collect();
+            counts.join(", ")
+        };
+        if metrics.refused_total() > 0.0 {
             out.push(format!(
                 "{what} refused to trace processes ({}); kubectl ferrotel why <pod> says which and why",
-                reasons.join(", ")
+                counts(&metrics.refused)
             ));
         }
         if !metrics.propagation_refused.is_empty() {
-            let reasons: Vec<String> = metrics
-                .propagation_refused
-                .iter()
-                .map(|(reason, n)| format!("{n} {reason}"))
-                .collect();
             out.push(format!(
                 "{what} could not carry trace context across services ({}); its log says why (kubectl -n {} logs {}), docs/propagation.md what each reason needs",
-                reasons.join(", "),
+                counts(&metrics.propagation_refused),
                 p.namespace,
                 p.name
             ));

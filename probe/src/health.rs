@@ -324,16 +324,7 @@ impl FrontendHealth {
     /// over CPUs); the increment since the last call is added. A total lower
     /// than before (maps recreated) counts from zero again.
     pub fn kernel_dropped_total(&self, source: &str, total: u64) {
-        let mut totals = self
-            .health
-            .kernel_totals
-            .lock()
-            .expect("kernel totals lock");
-        let last = totals
-            .entry((self.language, source.to_owned()))
-            .or_insert(0);
-        let delta = if total >= *last { total - *last } else { total };
-        *last = total;
+        let delta = self.since_last(source.to_owned(), total);
         let mut labels = self.labels();
         labels.push(("source", source.to_owned()));
         self.health
@@ -363,19 +354,25 @@ impl FrontendHealth {
                 "prop_refused",
             ),
         };
+        let delta = self.since_last(format!("{name}/{label}"), total);
+        let mut labels = self.labels();
+        labels.push((key, label.to_owned()));
+        family.get_or_create(&labels).inc_by(delta);
+    }
+
+    /// The increment of the kernel running total `key` of this language
+    /// since its last reading (the whole `total` if it went down: maps
+    /// recreated), remembering `total`.
+    fn since_last(&self, key: String, total: u64) -> u64 {
         let mut totals = self
             .health
             .kernel_totals
             .lock()
             .expect("kernel totals lock");
-        let last = totals
-            .entry((self.language, format!("{name}/{label}")))
-            .or_insert(0);
+        let last = totals.entry((self.language, key)).or_insert(0);
         let delta = if total >= *last { total - *last } else { total };
         *last = total;
-        let mut labels = self.labels();
-        labels.push((key, label.to_owned()));
-        family.get_or_create(&labels).inc_by(delta);
+        delta
     }
 
     /// cgroups the propagation sockops program is attached to now.

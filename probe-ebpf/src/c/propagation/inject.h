@@ -427,6 +427,24 @@ __noinline __u32 ft_prop_head(struct sk_msg_md *msg, struct ft_prop_conn *conn, 
     return pos + h.head_len + inserted;
 }
 
+/* Skips what is left of the body the connection is in, from `pos` in a
+ * send of `size` bytes: the position of the next head, or `size` when the
+ * body goes on past this send. */
+static __always_inline __u32 ft_prop_skip_body(struct ft_prop_conn *conn, __u32 pos, __u32 size)
+{
+    if (conn->state != FT_PROP_CONN_BODY)
+        return pos;
+    __u64 rest = size > pos ? size - pos : 0;
+    if (conn->body_left >= rest) {
+        conn->body_left -= rest;
+        return size;
+    }
+    pos += (__u32)conn->body_left;
+    conn->body_left = 0;
+    conn->state = FT_PROP_CONN_HEAD;
+    return pos;
+}
+
 SEC("sockops")
 int ft_prop_sockops(struct bpf_sock_ops *skops)
 {
@@ -467,16 +485,7 @@ int ft_prop_msg(struct sk_msg_md *msg)
         if (conn->state == FT_PROP_CONN_OFF)
             return SK_PASS;
         __u32 size = msg->size;
-        if (conn->state == FT_PROP_CONN_BODY) {
-            __u64 rest = size > pos ? size - pos : 0;
-            if (conn->body_left >= rest) {
-                conn->body_left -= rest;
-                return SK_PASS;
-            }
-            pos += (__u32)conn->body_left;
-            conn->body_left = 0;
-            conn->state = FT_PROP_CONN_HEAD;
-        }
+        pos = ft_prop_skip_body(conn, pos, size);
         if (pos >= size)
             return SK_PASS;
         pos = ft_prop_head(msg, conn, pos, pid_tgid);
@@ -484,16 +493,7 @@ int ft_prop_msg(struct sk_msg_md *msg)
     if (conn->state == FT_PROP_CONN_OFF)
         return SK_PASS;
     __u32 size = msg->size;
-    if (conn->state == FT_PROP_CONN_BODY) {
-        __u64 rest = size > pos ? size - pos : 0;
-        if (conn->body_left >= rest) {
-            conn->body_left -= rest;
-            return SK_PASS;
-        }
-        pos += (__u32)conn->body_left;
-        conn->body_left = 0;
-        conn->state = FT_PROP_CONN_HEAD;
-    }
+    pos = ft_prop_skip_body(conn, pos, size);
     if (pos < size) /* more pipelined heads in one send than we follow */
         ft_prop_leave(msg, conn, FT_PROP_HEAD_TOO_LARGE, pid_tgid);
     return SK_PASS;
