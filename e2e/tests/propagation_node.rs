@@ -31,8 +31,25 @@ fn next_id() -> String {
     format!("/{}", NEXT.fetch_add(1, Ordering::SeqCst))
 }
 
+/// The probes pin the node-wide join map in the node's bpffs, which is
+/// this machine's: it outlives the probe pods by design (a restarted probe
+/// finds it again), so the test removes it, pass or fail.
+struct NodePins;
+
+impl Drop for NodePins {
+    fn drop(&mut self) {
+        let dir = std::path::Path::new("/sys/fs/bpf/ferrotel");
+        if let Err(e) = std::fs::remove_dir_all(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("removing the probes' pins in {}: {e}", dir.display());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_frontend_and_a_go_backend_form_one_trace_with_propagation_on() {
+    let _pins = NodePins;
     let stack::RealStack {
         images,
         backend,
