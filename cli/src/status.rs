@@ -148,8 +148,12 @@ pub struct ProbeReport {
 #[serde(rename_all = "camelCase")]
 pub struct ProbeMetrics {
     pub attached: f64,
-    /// By reason.
+    /// Processes refused, by reason.
     pub refused: BTreeMap<String, f64>,
+    /// Trace-context propagation refused (for the probe or a process), by
+    /// reason.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub propagation_refused: BTreeMap<String, f64>,
     pub kernel_dropped: f64,
     pub records_dropped: f64,
     pub export_dropped: f64,
@@ -176,17 +180,21 @@ impl ProbeMetrics {
                 .map(|s| s.value)
                 .sum()
         };
-        let mut refused = BTreeMap::new();
-        for s in samples.iter().filter(|s| s.name == m::ATTACH_REFUSED) {
-            if s.value > 0.0 {
-                *refused
-                    .entry(s.labels.get(l::REASON).cloned().unwrap_or_default())
-                    .or_insert(0.0) += s.value;
+        let by_reason = |name: &str| {
+            let mut totals = BTreeMap::new();
+            for s in samples.iter().filter(|s| s.name == name) {
+                if s.value > 0.0 {
+                    *totals
+                        .entry(s.labels.get(l::REASON).cloned().unwrap_or_default())
+                        .or_insert(0.0) += s.value;
+                }
             }
-        }
+            totals
+        };
         Self {
             attached: sum(m::ATTACHED_PROCESSES),
-            refused,
+            refused: by_reason(m::ATTACH_REFUSED),
+            propagation_refused: by_reason(m::PROPAGATION_REFUSED),
             kernel_dropped: sum(m::KERNEL_EVENTS_DROPPED),
             records_dropped: sum(m::RECORDS_DROPPED),
             export_dropped: sum(m::EXPORT_DROPPED),
@@ -468,15 +476,26 @@ pub fn problems(report: &StatusReport) -> Vec<String> {
             out.push(format!("{what}: its /metrics could not be read: {error}"));
         }
         let Some(metrics) = &p.metrics else { continue };
-        if metrics.refused_total() > 0.0 {
-            let reasons: Vec<String> = metrics
-                .refused
+        // "2 no_functions, 1 disabled"
+        let counts = |by_reason: &BTreeMap<String, f64>| {
+            let counts: Vec<String> = by_reason
                 .iter()
                 .map(|(reason, n)| format!("{n} {reason}"))
                 .collect();
+            counts.join(", ")
+        };
+        if metrics.refused_total() > 0.0 {
             out.push(format!(
                 "{what} refused to trace processes ({}); kubectl ferrotel why <pod> says which and why",
-                reasons.join(", ")
+                counts(&metrics.refused)
+            ));
+        }
+        if !metrics.propagation_refused.is_empty() {
+            out.push(format!(
+                "{what} could not carry trace context across services ({}); its log says why (kubectl -n {} logs {}), docs/propagation.md what each reason needs",
+                counts(&metrics.propagation_refused),
+                p.namespace,
+                p.name
             ));
         }
         if metrics.kernel_dropped > 0.0 {

@@ -511,6 +511,61 @@ fn status_lists_the_install_and_says_what_is_wrong_with_the_fix() {
 }
 
 #[test]
+fn status_says_which_probes_refused_propagation_and_where_to_look() {
+    use ferrotel_cli::promtext;
+
+    let text = "# TYPE ferrotel_probe_propagation_refused_total counter\n\
+        ferrotel_probe_propagation_refused_total{language=\"python\",reason=\"no_bpffs\"} 1\n\
+        ferrotel_probe_propagation_refused_total{language=\"python\",reason=\"cgroup_namespace\"} 3\n\
+        ferrotel_probe_propagation_refused_total{language=\"python\",reason=\"root_cgroup\"} 0\n\
+        ferrotel_probe_attach_refused_total{language=\"python\",reason=\"disabled\"} 2\n";
+    let (samples, errors) = promtext::parse(text);
+    assert!(errors.is_empty(), "{errors:?}");
+    let metrics = ProbeMetrics::from_samples(&samples);
+    assert_eq!(
+        metrics.propagation_refused,
+        [
+            ("cgroup_namespace".to_owned(), 3.0),
+            ("no_bpffs".to_owned(), 1.0)
+        ]
+        .into(),
+        "by reason, zero counts left out"
+    );
+    assert_eq!(
+        metrics.refused,
+        [("disabled".to_owned(), 2.0)].into(),
+        "process refusals stay apart"
+    );
+    let mut report = status_report();
+    let before = report.problems.len();
+    let fixture = report.probes[2]
+        .metrics
+        .take()
+        .expect("the fixture's metrics");
+    report.probes[2].metrics = Some(ProbeMetrics {
+        propagation_refused: metrics.propagation_refused,
+        ..fixture
+    });
+    report.problems = status::problems(&report);
+    let line = report
+        .problems
+        .iter()
+        .find(|p| p.contains("trace context"))
+        .unwrap_or_else(|| panic!("no propagation problem in {:#?}", report.problems));
+    assert!(
+        line.contains("default-probe-python-q9v8c")
+            && line.contains("3 cgroup_namespace, 1 no_bpffs")
+            && line.contains("kubectl -n obs logs default-probe-python-q9v8c"),
+        "{line}"
+    );
+    assert_eq!(
+        report.problems.len(),
+        before + 1,
+        "one line more, for propagation"
+    );
+}
+
+#[test]
 fn status_of_an_empty_cluster_tells_to_install_and_create_an_instrumentation() {
     let mut report = StatusReport {
         operators: Some(vec![]),

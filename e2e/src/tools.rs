@@ -32,3 +32,22 @@ pub fn try_tool_path(name: &str) -> Result<PathBuf, Error> {
 pub fn tool_path(name: &str) -> PathBuf {
     try_tool_path(name).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// A program of the Python venv `make tools` creates (`python`, `gunicorn`,
+/// ...): `$FERROTEL_CACHE/venv/bin/<name>`, else
+/// `~/.cache/ferrotel/venv/bin/<name>`. Panics with "run `make tools`" if
+/// missing.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let cache = std::env::var_os("FERROTEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/ferrotel")
+        });
+    let path = cache.join("venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make tools` (e2e/tools/install.sh creates the Python venv)",
+        path.display()
+    );
+    path
+}

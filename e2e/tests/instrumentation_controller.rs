@@ -684,6 +684,10 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
             "{languages: [python], exporter: {endpoint: \"http://a:4317\"}, python: {http: false}}",
             "python.http cannot be false",
         ),
+        (
+            "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, propagators: [baggage], propagation: {inject: true}}",
+            "baggage alone carries no trace",
+        ),
     ] {
         let bad = format!(
             "apiVersion: ferrotel.io/v1alpha1\nkind: Instrumentation\nmetadata: {{name: bad, namespace: {NS}}}\nspec: {spec}\n"
@@ -698,6 +702,25 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
                 e.contains(expected),
                 "rejection of {spec} should say {expected:?}: {e}"
             ),
+        }
+    }
+
+    // ... and accepts what injection can use: the default formats, or a
+    // list with a trace format.
+    for spec in [
+        "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, propagation: {inject: true, join: true}}",
+        "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, propagators: [b3, baggage], propagation: {inject: true}}",
+        "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, propagators: [baggage], propagation: {join: true}}",
+    ] {
+        let good = format!(
+            "apiVersion: ferrotel.io/v1alpha1\nkind: Instrumentation\nmetadata: {{name: good, namespace: {NS}}}\nspec: {spec}\n"
+        );
+        if let Err(e) = kubectl(
+            bed,
+            &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+            Some(&good),
+        ) {
+            panic!("the API server refused a valid spec {spec}: {e}");
         }
     }
 

@@ -25,6 +25,30 @@ pub mod maps {
     /// What each profiled process runs and where its language keeps the
     /// frames the kernel adds, keyed by tgid (`profile.bpf.c`).
     pub const PROFILE_PROCS: &str = "profile_procs";
+    /// The socket-level set's syscalls between entry and exit
+    /// (`sockets/inflight.h`).
+    pub const INFLIGHT: &str = "inflight";
+    /// What each thread is working for, for the sk_msg program
+    /// (`propagation/context.h`).
+    pub const PROP_THREADS: &str = "prop_threads";
+    /// tracestate and baggage carried from a request to its calls.
+    pub const PROP_CARRY: &str = "prop_carry";
+    /// Where a carry is built (per CPU).
+    pub const PROP_CARRY_SCRATCH: &str = "prop_carry_scratch";
+    /// Per-CPU counts of outgoing heads by outcome and server requests by
+    /// origin.
+    pub const PROP_COUNTERS: &str = "prop_counters";
+    /// Per-CPU head-scan results (`propagation/http.h`).
+    pub const PROP_HEADS: &str = "prop_heads";
+    /// Contexts published for same-node joins; pinned node-wide when
+    /// joining is on.
+    pub const PROP_JOINS: &str = "ferrotel_prop_joins";
+    /// Go requests between `(*persistConn).roundTrip` and `(*Request).write`
+    /// (`propagation/go.h`).
+    pub const GO_PROP_REQUESTS: &str = "go_prop_requests";
+    /// Client sockets of traced containers, for the sk_msg program
+    /// (`propagation/inject.h`).
+    pub const PROP_SOCKS: &str = "prop_socks";
 }
 
 /// `volatile const` globals, set when an object is loaded.
@@ -45,6 +69,25 @@ pub mod globals {
     /// Walk Python frames in the kernel (`__u32` 0/1, `profile.bpf.c`);
     /// 0 only for the measurement that compared it with user space.
     pub const PYTHON_FRAMES: &str = "python_frames";
+    /// Write context headers into outgoing HTTP/1 requests (`__u32`,
+    /// `propagation/context.h`).
+    pub const PROP_INJECT: &str = "prop_inject";
+    /// Publish and adopt contexts for same-node joins (`__u32`).
+    pub const PROP_JOIN: &str = "prop_join";
+    /// Trace-context formats read and written, a `propagation::format` bit
+    /// set (`__u32`).
+    pub const PROP_FORMATS: &str = "prop_formats";
+    /// Head sampling of traces started in the kernel: root rule (0 never,
+    /// 1 always, 2 ratio), parent-based (0/1), ratio threshold (`__u32`,
+    /// `__u32`, `__u64`).
+    pub const PROP_SAMPLE_ROOT: &str = "prop_sample_root";
+    pub const PROP_SAMPLE_PARENT_BASED: &str = "prop_sample_parent_based";
+    pub const PROP_SAMPLE_THRESHOLD: &str = "prop_sample_threshold";
+    /// The sk_msg program assigns client spans (socket-level set, 1) or
+    /// takes the Go probe's (0) (`__u32`, `propagation/inject.h`).
+    pub const PROP_SENDER_ASSIGNS_SPAN: &str = "prop_sender_assigns_span";
+    /// The served set has an `inflight` map to read fds from (`__u32`).
+    pub const PROP_SYSCALL_INFLIGHT: &str = "prop_syscall_inflight";
 }
 
 /// The default of every knob. The C initialisers come from here (through
@@ -148,8 +191,9 @@ pub mod go {
     pub const NEWPROC_END: &str = "ft_go_newproc_end";
     pub const NEWPROC_SPAWN: &str = "ft_go_newproc_spawn";
 
-    /// Every program of the set.
-    pub const PROGRAMS: [&str; 16] = [
+    /// Every program of the set (propagation's two are attached only when
+    /// it is on).
+    pub const PROGRAMS: [&str; 18] = [
         HTTP_SERVER_START,
         HTTP_SERVER_END,
         HTTP_CLIENT_START,
@@ -166,6 +210,55 @@ pub mod go {
         NEWPROC_START,
         NEWPROC_END,
         NEWPROC_SPAWN,
+        super::propagation::GO_ROUND_TRIP,
+        super::propagation::GO_REQUEST_WRITE,
+    ];
+}
+
+/// Trace-context propagation: the sockops + sk_msg object
+/// (`propagation.bpf.c`) and the language sets' halves.
+pub mod propagation {
+    use super::{globals, maps};
+
+    /// `sockops`, attached to the cgroups of traced containers.
+    pub const SOCKOPS: &str = "ft_prop_sockops";
+    /// `sk_msg`, attached to [`maps::PROP_SOCKS`].
+    pub const MSG: &str = "ft_prop_msg";
+    /// Go: `net/http.(*persistConn).roundTrip` entry.
+    pub const GO_ROUND_TRIP: &str = "ft_go_prop_round_trip";
+    /// Go: `net/http.(*Request).write` entry.
+    pub const GO_REQUEST_WRITE: &str = "ft_go_prop_request_write";
+
+    /// Maps the propagation object takes from the language set it serves
+    /// (the loader makes it reuse them). [`maps::INFLIGHT`] too, where the
+    /// set has it.
+    pub const SHARED_MAPS: [&str; 6] = [
+        maps::EVENTS,
+        maps::DROP_COUNTERS,
+        maps::CLAIMED_TGIDS,
+        maps::PROP_THREADS,
+        maps::PROP_CARRY,
+        maps::PROP_COUNTERS,
+    ];
+
+    /// Maps a language set holds for propagation, shrunk to one entry when
+    /// it is off (LRU maps are preallocated).
+    pub const LANGUAGE_MAPS: [&str; 5] = [
+        maps::PROP_THREADS,
+        maps::PROP_CARRY,
+        maps::PROP_JOINS,
+        maps::PROP_CARRY_SCRATCH,
+        maps::PROP_HEADS,
+    ];
+
+    /// The knobs every object with a propagation half has.
+    pub const GLOBALS: [&str; 6] = [
+        globals::PROP_INJECT,
+        globals::PROP_JOIN,
+        globals::PROP_FORMATS,
+        globals::PROP_SAMPLE_ROOT,
+        globals::PROP_SAMPLE_PARENT_BASED,
+        globals::PROP_SAMPLE_THRESHOLD,
     ];
 }
 
@@ -194,22 +287,58 @@ pub struct ObjectContract {
 const PROCESS_PROGRAMS: &[&str] = &[process::FORK, process::EXIT, process::EXEC];
 
 /// Every object and its contract.
-pub const OBJECTS: [ObjectContract; 4] = [
+pub const OBJECTS: [ObjectContract; 5] = [
     ObjectContract {
         object: "sockets",
-        maps: &[maps::EVENTS, maps::DROP_COUNTERS, maps::CLAIMED_TGIDS],
+        maps: &[
+            maps::EVENTS,
+            maps::DROP_COUNTERS,
+            maps::CLAIMED_TGIDS,
+            maps::INFLIGHT,
+            maps::PROP_THREADS,
+            maps::PROP_CARRY,
+            maps::PROP_CARRY_SCRATCH,
+            maps::PROP_COUNTERS,
+            maps::PROP_HEADS,
+            maps::PROP_JOINS,
+        ],
         globals: &[
             globals::WAKEUP_BYTES,
             globals::MAX_PAYLOAD_BYTES,
             globals::REPORT_EXECS,
+            globals::PROP_INJECT,
+            globals::PROP_JOIN,
+            globals::PROP_FORMATS,
+            globals::PROP_SAMPLE_ROOT,
+            globals::PROP_SAMPLE_PARENT_BASED,
+            globals::PROP_SAMPLE_THRESHOLD,
         ],
         syscall_programs: &sockets::TRACEPOINTS,
         programs: PROCESS_PROGRAMS,
     },
     ObjectContract {
         object: "go",
-        maps: &[maps::EVENTS, maps::DROP_COUNTERS, maps::GO_OFFSETS],
-        globals: &[globals::WAKEUP_BYTES, globals::MAX_PAYLOAD_BYTES],
+        maps: &[
+            maps::EVENTS,
+            maps::DROP_COUNTERS,
+            maps::GO_OFFSETS,
+            maps::CLAIMED_TGIDS,
+            maps::PROP_THREADS,
+            maps::PROP_CARRY,
+            maps::PROP_COUNTERS,
+            maps::PROP_JOINS,
+            maps::GO_PROP_REQUESTS,
+        ],
+        globals: &[
+            globals::WAKEUP_BYTES,
+            globals::MAX_PAYLOAD_BYTES,
+            globals::PROP_INJECT,
+            globals::PROP_JOIN,
+            globals::PROP_FORMATS,
+            globals::PROP_SAMPLE_ROOT,
+            globals::PROP_SAMPLE_PARENT_BASED,
+            globals::PROP_SAMPLE_THRESHOLD,
+        ],
         syscall_programs: &[],
         programs: &go::PROGRAMS,
     },
@@ -229,6 +358,34 @@ pub const OBJECTS: [ObjectContract; 4] = [
         ],
         syscall_programs: &[],
         programs: &[process::FORK, process::EXIT, process::EXEC, profile::TICK],
+    },
+    ObjectContract {
+        object: "propagation",
+        maps: &[
+            maps::EVENTS,
+            maps::DROP_COUNTERS,
+            maps::CLAIMED_TGIDS,
+            maps::INFLIGHT,
+            maps::PROP_THREADS,
+            maps::PROP_CARRY,
+            maps::PROP_COUNTERS,
+            maps::PROP_HEADS,
+            maps::PROP_JOINS,
+            maps::PROP_SOCKS,
+        ],
+        globals: &[
+            globals::WAKEUP_BYTES,
+            globals::PROP_INJECT,
+            globals::PROP_JOIN,
+            globals::PROP_FORMATS,
+            globals::PROP_SAMPLE_ROOT,
+            globals::PROP_SAMPLE_PARENT_BASED,
+            globals::PROP_SAMPLE_THRESHOLD,
+            globals::PROP_SENDER_ASSIGNS_SPAN,
+            globals::PROP_SYSCALL_INFLIGHT,
+        ],
+        syscall_programs: &[],
+        programs: &[propagation::SOCKOPS, propagation::MSG],
     },
     ObjectContract {
         object: "discovery",

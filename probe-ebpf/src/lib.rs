@@ -100,6 +100,9 @@ pub mod profile;
 /// Structs of the socket-level program set (`src/c/sockets/wire.h`).
 pub mod sockets;
 
+/// Structs of trace-context propagation (`src/c/propagation/wire.h`).
+pub mod propagation;
+
 /// Structs shared by every program set (`src/c/wire.h`).
 pub mod wire {
     /// `enum ft_event_kind`.

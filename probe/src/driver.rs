@@ -83,7 +83,7 @@ use tracing::{debug, info, warn};
 
 use crate::ebpf::{self, DropCounters, EbpfError, EventReader, Kernel, Tuning};
 use crate::frontend::FrontendContext;
-use crate::health::FrontendHealth;
+use crate::health::{FrontendHealth, PropagationMetric};
 use crate::ledger::ProcessLedger;
 use crate::targets::{ProcessTarget, TargetEvent, TargetEvents};
 use crate::telemetry::{RecordSink, RequestRecord};
@@ -120,11 +120,7 @@ pub trait ProgramSet: Send + 'static {
         kernel: &mut Kernel,
         target: &ProcessTarget,
     ) -> impl Future<Output = Result<(), Refusal>> + Send {
-        let claimed = kernel
-            .claims()
-            .and_then(|claims| claims.claim(target.pid, true))
-            .map_err(|error| Refusal::new("claim_failed", error));
-        std::future::ready(claimed)
+        std::future::ready(claim(kernel, target.pid, true))
     }
 
     /// Stops tracing a process. The driver has drained the ring first, so
@@ -176,6 +172,16 @@ impl<T: Send> Sink<T> for tokio::sync::mpsc::UnboundedSender<T> {
     }
 }
 
+/// Claims `pid` in the set's `claimed_tgids` map (`follow_children`: its
+/// children are claimed at fork), as [`ProgramSet::add_target`] does by
+/// default.
+pub fn claim(kernel: &mut Kernel, pid: u32, follow_children: bool) -> Result<(), Refusal> {
+    kernel
+        .claims()
+        .and_then(|claims| claims.claim(pid, follow_children))
+        .map_err(|error| Refusal::new("claim_failed", error))
+}
+
 /// A record a set could not decode: a probe and eBPF object out of sync.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -212,6 +218,8 @@ pub struct Housekeeping<'a> {
     parse_errors: Vec<(&'static str, u64)>,
     last: bool,
     untraced: Vec<(&'static str, u64)>,
+    propagation: Vec<(PropagationMetric, &'static str, u64)>,
+    propagation_cgroups: Option<usize>,
 }
 
 impl Housekeeping<'_> {
@@ -235,6 +243,21 @@ impl Housekeeping<'_> {
         if n > 0 {
             self.untraced.push((reason, n));
         }
+    }
+
+    /// A propagation counter's running total (see `crate::propagation`).
+    pub fn propagation_total(
+        &mut self,
+        metric: PropagationMetric,
+        label: &'static str,
+        total: u64,
+    ) {
+        self.propagation.push((metric, label, total));
+    }
+
+    /// cgroups the propagation sockops program is attached to.
+    pub fn propagation_cgroups(&mut self, n: usize) {
+        self.propagation_cgroups = Some(n);
     }
 }
 
@@ -293,6 +316,26 @@ impl<S: ProgramSet> Driver<S> {
     /// The kernel's drop totals by reason.
     pub fn drop_totals(&self) -> Result<Vec<(&'static str, u64)>, EbpfError> {
         self.drops.totals()
+    }
+
+    /// Starts tracing `target` now, as a target event would (tests of the
+    /// kernel side drive targets directly). A refusal is returned.
+    pub async fn add_target(&mut self, target: &ProcessTarget) -> Result<(), Refusal> {
+        self.set.add_target(&mut self.kernel, target).await?;
+        self.targets.insert(target.pid);
+        Ok(())
+    }
+
+    /// Decodes every pending record into `out` (tests of a set's decoding
+    /// with the real kernel). Returns the number of records.
+    pub fn drain_decoded(&mut self, out: &mut Vec<S::Output>) -> usize {
+        let Self {
+            set,
+            reader,
+            undecodable,
+            ..
+        } = self;
+        reader.drain_now(|record| decode(set, record, out, undecodable))
     }
 
     /// Hands every pending raw record to `on_record` without decoding it
@@ -459,11 +502,15 @@ impl<S: ProgramSet> Driver<S> {
             parse_errors: Vec::new(),
             last,
             untraced: Vec::new(),
+            propagation: Vec::new(),
+            propagation_cgroups: None,
         };
         self.set
             .housekeeping(&mut self.kernel, &mut tick, &mut self.outputs);
         let parse_errors = std::mem::take(&mut tick.parse_errors);
         let untraced = std::mem::take(&mut tick.untraced);
+        let propagation = std::mem::take(&mut tick.propagation);
+        let propagation_cgroups = tick.propagation_cgroups;
         self.deliver(0, sink, health);
         let Some(health) = health else { return };
         for (reason, total) in &drops {
@@ -475,6 +522,12 @@ impl<S: ProgramSet> Driver<S> {
         }
         for (reason, n) in untraced {
             health.connections_untraced(reason, n);
+        }
+        for (metric, label, total) in propagation {
+            health.propagation_total(metric, label, total);
+        }
+        if let Some(n) = propagation_cgroups {
+            health.set_propagation_cgroups(n);
         }
         self.report_attached(Some(health));
     }

@@ -36,6 +36,10 @@ struct Metrics {
     metric_attribute_capped: Family<Labels, Counter>,
     metric_series_capped: Counter,
     connections_untraced: Family<Labels, Counter>,
+    propagation_requests: Family<Labels, Counter>,
+    propagation_server_requests: Family<Labels, Counter>,
+    propagation_refused: Family<Labels, Counter>,
+    propagation_cgroups: Family<Labels, Gauge>,
 }
 
 /// Shared health state. Cheap to clone.
@@ -126,6 +130,26 @@ impl Health {
             "export_queue_items",
             "Spans or metric data points waiting in the export queue",
             m.export_queue_items.clone(),
+        );
+        r.register(
+            "propagation_requests",
+            "Outgoing HTTP/1 request heads seen by the propagation sk_msg program, by outcome (injected, published, app_context, no_context, head_too_large, not_http1, unframed, push_failed)",
+            m.propagation_requests.clone(),
+        );
+        r.register(
+            "propagation_server_requests",
+            "Server requests whose context the kernel decided at request start, by origin (traceparent, b3, joined, new_trace)",
+            m.propagation_server_requests.clone(),
+        );
+        r.register(
+            "propagation_refused",
+            "Times propagation could not be set up, for the probe (no_net_admin, no_cgroup2, kernel_unsupported, ...) or a process (root_cgroup, cgroup_attach_failed, ...)",
+            m.propagation_refused.clone(),
+        );
+        r.register(
+            "propagation_cgroups",
+            "cgroups the propagation sockops program is attached to",
+            m.propagation_cgroups.clone(),
         );
         r.register(
             "route_cardinality_capped",
@@ -263,6 +287,17 @@ impl Health {
     }
 }
 
+/// The propagation counter families ([`FrontendHealth::propagation_total`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PropagationMetric {
+    /// `propagation_requests{outcome}`.
+    Outcome,
+    /// `propagation_server_requests{origin}`.
+    Origin,
+    /// `propagation_refused{reason}`.
+    Refused,
+}
+
 /// What a language front-end reports about itself. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct FrontendHealth {
@@ -289,16 +324,7 @@ impl FrontendHealth {
     /// over CPUs); the increment since the last call is added. A total lower
     /// than before (maps recreated) counts from zero again.
     pub fn kernel_dropped_total(&self, source: &str, total: u64) {
-        let mut totals = self
-            .health
-            .kernel_totals
-            .lock()
-            .expect("kernel totals lock");
-        let last = totals
-            .entry((self.language, source.to_owned()))
-            .or_insert(0);
-        let delta = if total >= *last { total - *last } else { total };
-        *last = total;
+        let delta = self.since_last(source.to_owned(), total);
         let mut labels = self.labels();
         labels.push(("source", source.to_owned()));
         self.health
@@ -306,6 +332,56 @@ impl FrontendHealth {
             .kernel_events_dropped
             .get_or_create(&labels)
             .inc_by(delta);
+    }
+
+    /// A propagation counter of family `metric` now reads `total` for
+    /// `label` (running totals, like [`FrontendHealth::kernel_dropped_total`]).
+    pub fn propagation_total(&self, metric: PropagationMetric, label: &'static str, total: u64) {
+        let (family, key, name) = match metric {
+            PropagationMetric::Outcome => (
+                &self.health.metrics.propagation_requests,
+                "outcome",
+                "prop_outcome",
+            ),
+            PropagationMetric::Origin => (
+                &self.health.metrics.propagation_server_requests,
+                "origin",
+                "prop_origin",
+            ),
+            PropagationMetric::Refused => (
+                &self.health.metrics.propagation_refused,
+                "reason",
+                "prop_refused",
+            ),
+        };
+        let delta = self.since_last(format!("{name}/{label}"), total);
+        let mut labels = self.labels();
+        labels.push((key, label.to_owned()));
+        family.get_or_create(&labels).inc_by(delta);
+    }
+
+    /// The increment of the kernel running total `key` of this language
+    /// since its last reading (the whole `total` if it went down: maps
+    /// recreated), remembering `total`.
+    fn since_last(&self, key: String, total: u64) -> u64 {
+        let mut totals = self
+            .health
+            .kernel_totals
+            .lock()
+            .expect("kernel totals lock");
+        let last = totals.entry((self.language, key)).or_insert(0);
+        let delta = if total >= *last { total - *last } else { total };
+        *last = total;
+        delta
+    }
+
+    /// cgroups the propagation sockops program is attached to now.
+    pub fn set_propagation_cgroups(&self, n: usize) {
+        self.health
+            .metrics
+            .propagation_cgroups
+            .get_or_create(&self.labels())
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// A payload of `protocol` (`http1`, `http2`, `grpc`, ...) failed to parse.

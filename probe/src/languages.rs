@@ -7,6 +7,7 @@ use ferrotel_probe_ebpf::contract;
 use crate::driver;
 use crate::frontend::{Frontend, FrontendContext};
 use crate::go::GoSet;
+use crate::propagation;
 use crate::sockets::SocketSet;
 
 /// The front-end of `--language`: that language's program set, loaded with
@@ -17,14 +18,20 @@ pub struct LanguageFrontend;
 impl Frontend for LanguageFrontend {
     async fn run(self, ctx: FrontendContext) -> anyhow::Result<()> {
         let tuning = ctx.tuning().clone();
+        let propagation = propagation::Settings::new(
+            &ctx.config.propagation,
+            &ctx.config.propagators,
+            ctx.spans.sampler(),
+        );
         match ctx.language {
             Language::Go => {
-                let set = GoSet::new(&tuning, ctx.spans.sampler().clone());
+                let set =
+                    GoSet::with_propagation(&tuning, ctx.spans.sampler().clone(), propagation);
                 driver::run_language(set, ctx).await
             }
             // Socket-level HTTP/1.x: the interpreter does not matter.
             Language::Python => {
-                let set = SocketSet::new(&tuning, ctx.spans.clone());
+                let set = SocketSet::with_propagation(&tuning, ctx.spans.clone(), propagation);
                 driver::run_language(set, ctx).await
             }
         }

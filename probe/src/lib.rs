@@ -23,6 +23,7 @@ pub mod languages;
 pub mod ledger;
 pub mod preflight;
 pub mod profile;
+pub mod propagation;
 pub mod runtime;
 pub mod sockets;
 pub mod tap;

@@ -34,18 +34,7 @@ fn load(ring_buffer_bytes: u32, max_payload_bytes: u32) -> Result<Driver<SocketS
 }
 
 fn venv_python() -> PathBuf {
-    let cache = std::env::var_os("FERROTEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/ferrotel")
-        });
-    let path = cache.join("venv/bin/python");
-    assert!(
-        path.exists(),
-        "{} is missing: run `make tools` (e2e/tools/install.sh creates the Python venv)",
-        path.display()
-    );
-    path
+    ferrotel_e2e::tools::venv_bin("python")
 }
 
 struct Server {

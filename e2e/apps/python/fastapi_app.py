@@ -15,6 +15,11 @@ async def health():
     return {"ok": True}
 
 
+@app.get("/hello")
+async def hello():
+    return Response("hello\n", media_type="text/plain")
+
+
 @app.api_route("/users/{ident}", methods=["GET", "HEAD"])
 async def get_user(ident: str):
     return {"id": ident, "name": "user" + ident}

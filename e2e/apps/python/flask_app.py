@@ -17,6 +17,11 @@ def health():
     return jsonify(ok=True)
 
 
+@app.get("/hello")
+def hello():
+    return Response("hello\n", mimetype="text/plain")
+
+
 @app.route("/users/<ident>", methods=["GET", "HEAD"])
 def get_user(ident):
     return jsonify(id=ident, name="user" + ident)

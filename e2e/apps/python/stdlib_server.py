@@ -5,6 +5,7 @@
 Prints "READY <port>" on stdout once listening. Routes (the Flask and
 FastAPI variants serve the same ones):
     GET  /health                 200
+    GET  /hello                  200, text body
     GET  /users/<id>             200, JSON body
     HEAD /users/<id>             200, no body
     POST /users                  201, echoes the body length
@@ -50,6 +51,8 @@ class Handler(BaseHTTPRequestHandler):
         parts = self._parts()
         if parts == ["health"]:
             return self._send(200, b'{"ok":true}')
+        if parts == ["hello"]:
+            return self._send(200, b"hello\n", content_type="text/plain")
         if len(parts) == 2:
             kind, ident = parts
             if kind == "users":

@@ -27,13 +27,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::optin::Candidate;
 use crate::probe_config::{
-    Language, LanguageTuning, OtlpProtocol, ProfilingConfig, Propagator, RedactionConfig,
-    SamplerType, UnmatchedRoutes,
+    Language, LanguageTuning, OtlpProtocol, ProfilingConfig, PropagationConfig, Propagator,
+    RedactionConfig, SamplerType, UnmatchedRoutes,
 };
 
 /// Ring buffer sizes the probe accepts: powers of two from 4 KiB to 1 GiB.
 /// CEL has no bit operations, so the schema lists them.
 const RING_BUFFER_RULE: &str = "!has(self.ringBufferBytes) || self.ringBufferBytes in [4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608, 16777216, 33554432, 67108864, 134217728, 268435456, 536870912, 1073741824]";
+
+/// Injection needs a format that carries the trace itself.
+const INJECT_RULE: &str = "!has(self.propagation) || !has(self.propagation.inject) || !self.propagation.inject || !has(self.propagators) || size(self.propagators) == 0 || self.propagators.exists(p, p == 'tracecontext' || p == 'b3')";
 
 /// Instrumentation: which languages to trace with eBPF probes, in which
 /// namespaces, and where to send the spans and metrics.
@@ -58,6 +61,7 @@ const RING_BUFFER_RULE: &str = "!has(self.ringBufferBytes) || self.ringBufferByt
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = kube_compatible)]
+#[x_kube(validation = kube::core::Rule::new(INJECT_RULE).message("propagation.inject writes the formats of propagators into requests, and baggage alone carries no trace: add tracecontext or b3 to propagators, or remove them to get the default [tracecontext, baggage]"))]
 pub struct InstrumentationSpec {
     /// Languages to trace. Each gets its own probe DaemonSet
     /// `<name>-probe-<language>` that loads only that language's eBPF programs.
@@ -77,11 +81,19 @@ pub struct InstrumentationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampler: Option<SamplerSpec>,
 
-    /// Context propagation formats honoured on incoming requests; default
+    /// Context propagation formats honoured on incoming requests, and
+    /// written into outgoing ones by `propagation.inject`; default
     /// `[tracecontext, baggage]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub propagators: Option<Vec<Propagator>>,
+
+    /// Whole traces across services without an SDK: carry the trace
+    /// context from a traced client to the server it calls. Off unless
+    /// set; turning it on mounts the node's `/sys/fs/bpf` into the probes
+    /// (see docs/propagation.md for what it costs and its limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<PropagationSpec>,
 
     /// Resource attributes added to every span and metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,6 +229,36 @@ pub struct SamplerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^(0(\\\\.[0-9]+)?|1(\\\\.0*)?|\\\\.[0-9]+)$')").message("sampler.ratio must be a decimal between \"0\" and \"1\", e.g. \"0.25\""))]
     pub ratio: Option<String>,
+}
+
+/// Trace-context propagation between traced services.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PropagationSpec {
+    /// Write the `propagators` headers (`traceparent`, ...) into the
+    /// outgoing HTTP/1 requests of traced processes, right after the
+    /// request line, so the server called continues the trace wherever it
+    /// runs. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject: Option<bool>,
+    /// When a request cannot carry the context (injection off, HTTP/2, a
+    /// request the kernel cannot follow), a traced server on the same node
+    /// continues the trace of the traced client that called it. Default
+    /// false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<bool>,
+}
+
+impl PropagationSpec {
+    /// The probe config's section: unset fields off; the pin directory the
+    /// probe's default, on the node's `/sys/fs/bpf` the operator mounts.
+    pub fn probe_config(&self) -> PropagationConfig {
+        PropagationConfig {
+            inject: self.inject.unwrap_or(false),
+            join: self.join.unwrap_or(false),
+            pin_dir: None,
+        }
+    }
 }
 
 /// Resource attributes.
@@ -551,6 +593,7 @@ probe: {image: "", resources: {}, tolerations: [], nodeSelector: {}, logLevel: i
             "ringBufferBytes must be a power of two",
             "python.grpc is not supported",
             "python.http cannot be false",
+            "propagation.inject writes the formats of propagators",
         ] {
             assert!(
                 text.contains(needle),

@@ -22,7 +22,10 @@
 //!   `allowedImages` (an exact reference);
 //! - `spec.probe.privileged: true` needs `allowPrivileged: true`;
 //! - `spec.selector.namespaceSelector` (which claims namespaces that did not
-//!   opt in themselves) needs `allowNamespaceSelector: true`.
+//!   opt in themselves) needs `allowNamespaceSelector: true`;
+//! - `spec.propagation` turned on (which mounts the node's BPF filesystem
+//!   into the probes and rewrites the traced pods' outgoing requests) needs
+//!   `allowPropagation: true`.
 //!
 //! An Instrumentation that asks for more is refused (`Degraded`, reason
 //! [`crate::conditions::reasons::NOT_ALLOWED`]) and its probes are removed,
@@ -77,6 +80,15 @@ pub struct ProbeClassSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_namespace_selector: Option<bool>,
 
+    /// Whether an Instrumentation of this class may turn on
+    /// `spec.propagation`: its probes then mount the node's `/sys/fs/bpf`
+    /// read-write (where other tools, e.g. a CNI, pin their maps too),
+    /// write trace headers into the outgoing requests of the pods they
+    /// trace, and share a node-wide map of trace contexts with every other
+    /// Instrumentation's probes on the node. Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_propagation: Option<bool>,
+
     /// Namespaces whose Instrumentations may use this class, by their
     /// labels (`kubernetes.io/metadata.name` selects by name). Unset: every
     /// namespace.
@@ -115,6 +127,10 @@ pub enum Refusal {
         "spec.selector.namespaceSelector is not allowed by {granted_by}: it would instrument namespaces that did not opt in; opt them in with the ferrotel.io/instrument annotation instead, or ask a cluster admin for a ProbeClass with allowNamespaceSelector: true"
     )]
     NamespaceSelectorNotAllowed { granted_by: String },
+    #[error(
+        "spec.propagation is not allowed by {granted_by}: it mounts the node's /sys/fs/bpf into the probes and rewrites the traced pods' requests; remove it (or set inject and join to false), or ask a cluster admin for a ProbeClass with allowPropagation: true"
+    )]
+    PropagationNotAllowed { granted_by: String },
 }
 
 /// What the operator grants an Instrumentation's probes.
@@ -146,7 +162,8 @@ impl Refusal {
             Refusal::NamespaceNotAdmitted { .. }
             | Refusal::ImageNotAllowed { .. }
             | Refusal::PrivilegedNotAllowed { .. }
-            | Refusal::NamespaceSelectorNotAllowed { .. } => reasons::NOT_ALLOWED,
+            | Refusal::NamespaceSelectorNotAllowed { .. }
+            | Refusal::PropagationNotAllowed { .. } => reasons::NOT_ALLOWED,
         }
     }
 }
@@ -235,6 +252,13 @@ pub fn admit(
             .unwrap_or(false)
     {
         return Err(Refusal::NamespaceSelectorNotAllowed { granted_by });
+    }
+    let propagates = spec
+        .propagation
+        .as_ref()
+        .is_some_and(|p| p.probe_config().enabled());
+    if propagates && !class.and_then(|c| c.allow_propagation).unwrap_or(false) {
+        return Err(Refusal::PropagationNotAllowed { granted_by });
     }
     Ok(Grant { image, privileged })
 }
@@ -431,6 +455,35 @@ mod tests {
             )
             .is_ok(),
             "a podSelector only narrows what opted in"
+        );
+    }
+
+    #[test]
+    fn propagation_needs_a_class_that_allows_it() {
+        let propagating = |class: ClassRef<'_>, section: &str| {
+            let mut s = spec("{}");
+            s.propagation = Some(serde_yaml::from_str(section).expect("section parses"));
+            admit(class, &s, "team-a", &labels("team-a", &[]), DEFAULT)
+        };
+        for section in ["{inject: true}", "{join: true}"] {
+            let refused = propagating(ClassRef::OperatorDefaults, section)
+                .expect_err("without a class the node's bpffs is not mounted");
+            assert_eq!(refused.reason(), reasons::NOT_ALLOWED);
+            assert!(
+                refused.to_string().contains("allowPropagation: true"),
+                "{refused}"
+            );
+            let plain = class("plain", "{allowPrivileged: true}");
+            assert!(
+                propagating(ClassRef::Found(&plain), section).is_err(),
+                "{section}: other permissions do not imply it"
+            );
+            let tracing = class("tracing", "{allowPropagation: true}");
+            assert!(propagating(ClassRef::Found(&tracing), section).is_ok());
+        }
+        assert!(
+            propagating(ClassRef::OperatorDefaults, "{inject: false, join: false}").is_ok(),
+            "a section that turns nothing on asks for nothing"
         );
     }
 

@@ -30,8 +30,16 @@ pub struct ProbeConfig {
     pub exporter: ExporterConfig,
     /// Head sampling of new traces.
     pub sampler: SamplerConfig,
-    /// Context propagation formats read from incoming requests.
+    /// Trace-context formats read from incoming requests and, where
+    /// propagation carries context out, written into outgoing ones. Empty
+    /// means the default, `[tracecontext, baggage]`
+    /// ([`Propagator::effective`]).
     pub propagators: Vec<Propagator>,
+    /// Carrying context between services without an SDK: header injection
+    /// into outgoing HTTP/1 requests and same-node joins. Left out of the
+    /// rendered file when off.
+    #[serde(skip_serializing_if = "PropagationConfig::is_off")]
+    pub propagation: PropagationConfig,
     /// Extra resource attributes on every span and metric.
     pub resource_attributes: BTreeMap<String, String>,
     /// Which processes to instrument.
@@ -171,6 +179,58 @@ pub enum Propagator {
     Baggage,
     /// Zipkin B3, single and multi header.
     B3,
+}
+
+impl Propagator {
+    /// The formats in effect for a configured list: the list, or the
+    /// default `[tracecontext, baggage]` when it is empty.
+    pub fn effective(configured: &[Propagator]) -> Vec<Propagator> {
+        if configured.is_empty() {
+            vec![Propagator::Tracecontext, Propagator::Baggage]
+        } else {
+            configured.to_vec()
+        }
+    }
+}
+
+/// Trace-context propagation between services, resolved for one probe.
+/// Both halves need the probe's `propagation` program set (sockops on the
+/// traced containers' cgroup v2 directories, sk_msg on their TCP client
+/// sockets, CAP_NET_ADMIN); a node that cannot load it refuses with a log
+/// line and `ferrotel_probe_propagation_refused_total`, and the probe goes
+/// on tracing without it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PropagationConfig {
+    /// Write the context headers of [`ProbeConfig::propagators`] into
+    /// outgoing HTTP/1 requests of traced processes, right after the
+    /// request line.
+    pub inject: bool,
+    /// When a request cannot carry them (injection off, HTTP/2, a head the
+    /// kernel cannot follow), publish the client span for a traced server
+    /// on the same node, which continues it.
+    pub join: bool,
+    /// A directory on a BPF filesystem where the probe pins the maps
+    /// propagation shares: the node-wide join map, and (briefly, while
+    /// loading) the maps its two program sets share. Unset:
+    /// [`PropagationConfig::DEFAULT_PIN_DIR`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_dir: Option<String>,
+}
+
+impl PropagationConfig {
+    /// Where propagation pins its maps unless `pinDir` says otherwise.
+    pub const DEFAULT_PIN_DIR: &'static str = "/sys/fs/bpf/ferrotel";
+
+    /// Nothing set: the default.
+    pub fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Either half is on: the propagation program set is needed.
+    pub fn enabled(&self) -> bool {
+        self.inject || self.join
+    }
 }
 
 /// How a probe finds the processes it instruments.

@@ -45,6 +45,9 @@ pub mod metrics {
     pub const ATTACHED_PROCESSES: &str = "ferrotel_probe_attached_processes";
     /// Counter: processes refused, by `language` and `reason`.
     pub const ATTACH_REFUSED: &str = "ferrotel_probe_attach_refused_total";
+    /// Counter: times trace-context propagation could not be set up, for
+    /// the probe or one process, by `language` and `reason`.
+    pub const PROPAGATION_REFUSED: &str = "ferrotel_probe_propagation_refused_total";
     /// Counter: events the eBPF programs could not submit, by `language`, `source`.
     pub const KERNEL_EVENTS_DROPPED: &str = "ferrotel_probe_kernel_events_dropped_total";
     /// Counter: completed requests dropped before the pipeline, by `reason`.

@@ -25,9 +25,9 @@ use k8s_openapi::{
         apps::v1::{DaemonSet, DaemonSetSpec},
         core::v1::{
             Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
-            EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
-            ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
-            ServiceAccount, Toleration, Volume, VolumeMount,
+            EnvVarSource, HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, PodSpec,
+            PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+            SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
         },
         rbac::v1::{ClusterRoleBinding, RoleRef, Subject},
     },
@@ -80,11 +80,24 @@ pub fn probe_capabilities(language: Language) -> &'static [&'static str] {
     }
 }
 
-// HOST_MOUNTS_NONE: the probe mounts no host path. With `hostPID` the
-// container's own `/proc` shows every process of the node, and its own
-// `/sys` has `/sys/kernel/btf`; tracefs is mounted privately when the host
-// has none (see `probe_capabilities`). `/sys/fs/bpf`, `/sys/kernel/security`,
-// the host's `/proc` and cgroupfs were mounted before and never read.
+// HOST_MOUNTS_NONE: the probe mounts no host path, unless propagation is on
+// (`BPFFS_DIR`). With `hostPID` the container's own `/proc` shows every
+// process of the node, and its own `/sys` has `/sys/kernel/btf`; tracefs is
+// mounted privately when the host has none (see `probe_capabilities`).
+// `/sys/kernel/security`, the host's `/proc` and cgroupfs were mounted
+// before and never read; propagation reaches the traced containers' cgroup
+// v2 directories through a detached cgroup2 mount of its own (SYS_ADMIN),
+// not a hostPath.
+
+/// The node's BPF filesystem, mounted (read-write, same path) only when
+/// `spec.propagation` turns on either half: propagation pins the map that
+/// lets the Go and the Python probe of a node join each other's traces, and
+/// briefly the maps its two program sets share, under `ferrotel/` there (the
+/// probe config's default pin directory). A pod has no bpffs of its own; a
+/// node whose `/sys/fs/bpf` is no bpffs gets propagation refused by the
+/// probe (`ferrotel_probe_propagation_refused_total{reason="no_bpffs"}`,
+/// shown by `kubectl ferrotel status`) while tracing goes on.
+pub const BPFFS_DIR: &str = "/sys/fs/bpf";
 
 /// Everything rendered for one language. The applier destructures it without
 /// `..`, so a child that is built but never applied does not compile.
@@ -234,6 +247,11 @@ pub fn probe_config(
             .propagators
             .clone()
             .unwrap_or_else(|| vec![Propagator::Tracecontext, Propagator::Baggage]),
+        propagation: spec
+            .propagation
+            .as_ref()
+            .map(|p| p.probe_config())
+            .unwrap_or_default(),
         resource_attributes: spec
             .resource
             .as_ref()
@@ -323,7 +341,9 @@ fn build_language(
     let inst = input.instrumentation;
     let name = daemon_set_name(&inst.name_any(), language);
 
-    let config = probe_config(input, language)?.to_yaml();
+    let config = probe_config(input, language)?;
+    let propagation = config.propagation.enabled();
+    let config = config.to_yaml();
     let hash = config_hash(&config);
 
     let service_account = ServiceAccount {
@@ -337,7 +357,7 @@ fn build_language(
         ..ConfigMap::default()
     };
 
-    let daemon_set = daemon_set(inst, &name, language, input.grant, &hash);
+    let daemon_set = daemon_set(inst, &name, language, input.grant, &hash, propagation);
     Ok(LanguageChildren {
         language,
         service_account,
@@ -426,6 +446,7 @@ fn daemon_set(
     language: Language,
     grant: &Grant,
     hash: &str,
+    propagation: bool,
 ) -> DaemonSet {
     let spec = &inst.spec;
     let probe = spec.probe.clone().unwrap_or_default();
@@ -436,7 +457,7 @@ fn daemon_set(
         .or_else(|| probe.resources.clone())
         .unwrap_or_else(|| default_resources(language));
 
-    // No hostPath volume: see `HOST_MOUNTS_NONE`.
+    // No hostPath volume but the bpffs of propagation: see `HOST_MOUNTS_NONE`.
     let mut volumes: Vec<Volume> = Vec::new();
     let mut mounts: Vec<VolumeMount> = Vec::new();
     volumes.push(Volume {
@@ -466,6 +487,25 @@ fn daemon_set(
             name: "exporter-tls".into(),
             mount_path: TLS_DIR.into(),
             read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+
+    if propagation {
+        volumes.push(Volume {
+            name: "bpffs".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: BPFFS_DIR.into(),
+                // The directory exists on every kernel with BPF (it is
+                // sysfs's mount point); whether a bpffs is mounted there is
+                // the probe's check, so a node without one still traces.
+                type_: Some("Directory".into()),
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "bpffs".into(),
+            mount_path: BPFFS_DIR.into(),
             ..VolumeMount::default()
         });
     }

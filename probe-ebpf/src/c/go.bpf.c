@@ -19,6 +19,10 @@
 #include "go/maps.h"
 #include "go/runtime.h"
 #include "go/traceparent.h"
+#include "common/claimed.h"
+/* Propagation: the client span handed to the thread that writes the
+ * request, for the sk_msg program (propagation.bpf.c). */
+#include "propagation/go.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -84,8 +88,17 @@ static __always_inline void ft_go_begin_server(struct pt_regs *ctx, __u64 reques
     inflight.request = request;
     inflight.response = response;
     inflight.status = -1;
-    if (found != 0 && read_headers && off->req_header != FT_GO_NO_OFFSET)
-        found = ft_go_find_traceparent(off, ft_go_read_u64(request + off->req_header), incoming);
+    if (found != 0 && read_headers && off->req_header != FT_GO_NO_OFFSET &&
+        ft_go_search_traceparent(off, ft_go_read_u64(request + off->req_header)) == 0)
+        found = ft_go_take_found(incoming);
+    if (read_headers) {
+        /* net/http without a context header: propagation's join, when a
+         * client on this node published its span for this connection. */
+        if (found == 0)
+            ft_go_prop_count_origin(FT_PROP_ORIGIN_TRACEPARENT);
+        else if (ft_go_prop_join(request, off->req_remote_addr) == 0)
+            found = ft_go_take_found(incoming);
+    }
     ft_go_server_trace(&inflight.trace, found == 0 ? incoming : NULL);
     bpf_map_update_elem(&go_server_inflight, &key, &inflight, BPF_ANY);
     ft_go_activate(&key, &inflight.trace);

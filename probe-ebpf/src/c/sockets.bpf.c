@@ -23,6 +23,10 @@
 #include "sockets/conns.h"
 #include "sockets/inflight.h"
 
+/* Propagation's server half: context decided at request start (the
+ * sk_msg half is propagation.bpf.c). */
+#include "propagation/server.h"
+
 char LICENSE[] SEC("license") = "GPL";
 
 /* Per-CPU scratch: data events are variable-length, built here, then copied. */
@@ -181,6 +185,7 @@ static __always_inline int ft_sock_on_io_exit(struct ft_sys_exit_ctx *ctx)
     }
     captured &= (CAP * 4 - 1);
     s->event.captured_len = captured;
+    ft_prop_on_data(pid_tgid, &io, s->payload, captured);
     ft_output(s, sizeof(s->event) + captured);
     return 0;
 }

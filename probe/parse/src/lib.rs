@@ -26,6 +26,7 @@ pub mod go;
 pub mod http1;
 pub mod process_events;
 pub mod procfs;
+pub mod propagation;
 pub mod record;
 pub mod sampling;
 pub mod sockets;

@@ -124,6 +124,17 @@ pub enum SamplerKind {
     ParentBasedTraceIdRatio,
 }
 
+/// A [`Sampler`] as the kernel applies it ([`Sampler::kernel_rule`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelSampling {
+    /// For spans without a parent: 0 never, 1 always, 2 trace-id ratio.
+    pub root: u32,
+    /// A parent's sampled flag decides for spans that have one.
+    pub parent_based: bool,
+    /// Trace ids whose low 64 bits are at most this are kept (rule 2).
+    pub threshold: u64,
+}
+
 /// Head sampler, with the OpenTelemetry SDK's semantics for
 /// `OTEL_TRACES_SAMPLER` values.
 #[derive(Clone, Debug, PartialEq)]
@@ -174,6 +185,28 @@ impl Sampler {
             return false;
         }
         trace_id.low_u64() <= self.threshold
+    }
+
+    /// The same rule for traces the kernel starts or continues (propagation
+    /// writes the decision into outgoing headers before user space sees the
+    /// request): the rule for spans without a parent (0 never, 1 always,
+    /// 2 trace-id ratio), whether a parent's flag decides instead, and the
+    /// ratio threshold, compared like [`Sampler::should_sample`] does.
+    pub fn kernel_rule(&self) -> KernelSampling {
+        let ratio = if self.ratio <= 0.0 { 0 } else { 2 };
+        let (root, parent_based) = match self.kind {
+            SamplerKind::AlwaysOn => (1, false),
+            SamplerKind::AlwaysOff => (0, false),
+            SamplerKind::TraceIdRatio => (ratio, false),
+            SamplerKind::ParentBasedAlwaysOn => (1, true),
+            SamplerKind::ParentBasedAlwaysOff => (0, true),
+            SamplerKind::ParentBasedTraceIdRatio => (ratio, true),
+        };
+        KernelSampling {
+            root,
+            parent_based,
+            threshold: self.threshold,
+        }
     }
 
     /// The sampling decision for a span of `trace_id` whose parent is

@@ -14,6 +14,7 @@ mod claims;
 mod drops;
 mod ring;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use aya::maps::Map;
@@ -113,6 +114,12 @@ pub struct Tuning {
     /// The set's other `volatile const` knobs, by contract name
     /// ([`ferrotel_probe_ebpf::contract::globals`]).
     pub globals: Vec<(&'static str, Global)>,
+    /// Maps created with another size than the object's (by contract
+    /// name): e.g. a feature's maps shrunk to one entry when it is off.
+    pub map_sizes: Vec<(&'static str, u32)>,
+    /// Maps reused from (or created at) a bpffs path instead of created
+    /// private to the object: shared with another object or probe.
+    pub map_pins: Vec<(&'static str, PathBuf)>,
 }
 
 impl Tuning {
@@ -125,6 +132,8 @@ impl Tuning {
             wakeup_bytes: ferrotel_probe_ebpf::contract::defaults::WAKEUP_BYTES,
             poll: Duration::from_millis(10),
             globals: vec![(globals::MAX_PAYLOAD_BYTES, Global::U32(max_payload_bytes))],
+            map_sizes: Vec::new(),
+            map_pins: Vec::new(),
         }
     }
 
@@ -132,6 +141,21 @@ impl Tuning {
     pub fn with_global(mut self, name: &'static str, value: Global) -> Self {
         self.globals.retain(|(n, _)| *n != name);
         self.globals.push((name, value));
+        self
+    }
+
+    /// Creates map `name` with `entries` entries.
+    pub fn with_map_size(mut self, name: &'static str, entries: u32) -> Self {
+        self.map_sizes.retain(|(n, _)| *n != name);
+        self.map_sizes.push((name, entries));
+        self
+    }
+
+    /// Reuses map `name` pinned at `path` (creating and pinning it there
+    /// if nothing is).
+    pub fn with_map_pin(mut self, name: &'static str, path: PathBuf) -> Self {
+        self.map_pins.retain(|(n, _)| *n != name);
+        self.map_pins.push((name, path));
         self
     }
 }
@@ -184,6 +208,16 @@ impl std::fmt::Debug for Kernel {
 /// applied. Programs are verified when they are attached.
 pub fn load(set: &'static str, object: &[u8], tuning: &Tuning) -> Result<Kernel, EbpfError> {
     let mut loader = EbpfLoader::new();
+    for (name, entries) in &tuning.map_sizes {
+        loader.map_max_entries(name, *entries);
+    }
+    for (name, path) in &tuning.map_pins {
+        if let Some(dir) = path.parent() {
+            // bpffs: the probe's own directories (e.g. /sys/fs/bpf/ferrotel).
+            let _ = std::fs::create_dir_all(dir);
+        }
+        loader.map_pin_path(name, path.as_path());
+    }
     loader.map_max_entries(maps::EVENTS, ring_size(tuning.ring_buffer_bytes));
     loader.override_global(globals::WAKEUP_BYTES, &tuning.wakeup_bytes, true);
     for (name, value) in &tuning.globals {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use ferrotel_probe_ebpf::contract::propagation as propagation_programs;
 use ferrotel_probe_ebpf::contract::{go as programs, maps};
 use ferrotel_probe_ebpf::go::{GoOffsets, NO_OFFSET};
 use tracing::{info, warn};
@@ -31,6 +32,8 @@ fn programs_of(symbol: &str) -> (&'static str, Option<&'static str>) {
         symbols::GRPC_NEW_STREAM => (GRPC_STREAM_START, Some(GRPC_STREAM_OPENED)),
         symbols::GRPC_STREAM_FINISH => (GRPC_STREAM_END, None),
         symbols::GRPC_HEADERS => (GRPC_SERVER_HEADERS, None),
+        symbols::PROP_ROUND_TRIP => (propagation_programs::GO_ROUND_TRIP, None),
+        symbols::PROP_REQUEST_WRITE => (propagation_programs::GO_REQUEST_WRITE, None),
         _ => (NEWPROC_START, Some(NEWPROC_END)),
     }
 }
@@ -94,6 +97,9 @@ pub struct GoProbes {
     cache: Arc<AnalysisCache>,
     /// Features the tuning allows (`go.http`, `go.grpc`).
     enabled: BTreeSet<Feature>,
+    /// Attach the uprobes that hand net/http client spans to the thread
+    /// that writes their request (propagation on).
+    propagation: bool,
     attached: HashMap<u32, Attached>,
 }
 
@@ -119,8 +125,14 @@ impl GoProbes {
             offsets: kernel.take_map(maps::GO_OFFSETS)?,
             cache,
             enabled,
+            propagation: false,
             attached: HashMap::new(),
         })
+    }
+
+    /// Whether processes attached from now on get propagation's uprobes.
+    pub fn set_propagation(&mut self, on: bool) {
+        self.propagation = on;
     }
 
     pub fn attached_count(&self) -> usize {
@@ -197,6 +209,16 @@ impl GoProbes {
             && let Some(headers) = binary.sites.get(symbols::GRPC_HEADERS)
         {
             sites.push(headers);
+        }
+        // Trace-context propagation out of the process: net/http client
+        // spans handed to the thread that writes the request, for the
+        // sk_msg program (propagation/go.h). Entry probes only.
+        if self.propagation && features.contains(&Feature::HttpClient) {
+            sites.extend(
+                [symbols::PROP_ROUND_TRIP, symbols::PROP_REQUEST_WRITE]
+                    .iter()
+                    .filter_map(|s| binary.sites.get(s)),
+            );
         }
         // Context propagation to spawned goroutines; without it client
         // calls from spawned goroutines start their own traces. One probe

@@ -11,10 +11,14 @@ use super::attach::GoProbes;
 use super::binary::AnalysisCache;
 use super::events;
 use super::offsets::Feature;
-use crate::driver::{DecodeError, ProgramSet, Refusal};
+use crate::driver::{DecodeError, Housekeeping, ProgramSet, Refusal};
 use crate::ebpf::{EbpfError, Kernel, Tuning};
+use crate::propagation::events::PropagationEvent;
+use crate::propagation::pairing::Pairings;
+use crate::propagation::{self, Propagation, Served};
 use crate::targets::ProcessTarget;
 use crate::telemetry::RequestRecord;
+use crate::telemetry::record::SpanKind;
 use crate::telemetry::sampling::Sampler;
 
 /// `--language go`.
@@ -27,12 +31,26 @@ pub struct GoSet {
     cache: Arc<AnalysisCache>,
     /// Set by `attach`.
     probes: Option<GoProbes>,
+    propagation: Propagation,
+    /// Connections of recent client spans (from propagation's records):
+    /// Go client spans get their addresses from here.
+    pairings: Pairings,
 }
 
 impl GoSet {
     /// The set as `tuning` (the config's `go` section) asks for it; span
-    /// sampling decisions come from `sampler`.
+    /// sampling decisions come from `sampler`; no propagation.
     pub fn new(tuning: &LanguageTuning, sampler: Sampler) -> Self {
+        let off = propagation::Settings::off(&sampler);
+        Self::with_propagation(tuning, sampler, off)
+    }
+
+    /// The set with trace-context propagation as `propagation` says.
+    pub fn with_propagation(
+        tuning: &LanguageTuning,
+        sampler: Sampler,
+        propagation: propagation::Settings,
+    ) -> Self {
         // Every knob, named: a new one does not compile until it is used.
         let LanguageTuning {
             http,
@@ -53,6 +71,8 @@ impl GoSet {
             sampler,
             cache: Arc::default(),
             probes: None,
+            propagation: Propagation::new(propagation, Served::Go),
+            pairings: Pairings::default(),
         }
     }
 
@@ -75,13 +95,21 @@ impl ProgramSet for GoSet {
     }
 
     fn tuning(&self) -> Tuning {
-        self.tuning.clone()
+        self.propagation.tuning(self.tuning.clone())
     }
 
     fn attach(&mut self, kernel: &mut Kernel) -> Result<(), EbpfError> {
         // Uprobes attach per process; here they are only verified.
-        let probes = GoProbes::new(kernel, self.cache.clone(), self.enabled.clone())
+        let mut probes = GoProbes::new(kernel, self.cache.clone(), self.enabled.clone())
             .map_err(|error| *error)?;
+        self.propagation.start(self.tuning.wakeup_bytes);
+        // The uprobes that hand client spans to the writing thread cost two
+        // traps per request: only when the sk_msg program is there.
+        probes.set_propagation(self.propagation.is_active());
+        if self.propagation.is_active() {
+            // The sk_msg program recognises traced processes by their claim.
+            kernel.claims()?;
+        }
         self.probes = Some(probes);
         Ok(())
     }
@@ -101,17 +129,52 @@ impl ProgramSet for GoSet {
         let binary = analysed.map_err(|error| Refusal::new(error.category(), error))?;
         self.probes()
             .attach(kernel, pid, binary)
-            .map(|_| ())
-            .map_err(|error| Refusal::new(error.category(), error))
+            .map_err(|error| Refusal::new(error.category(), error))?;
+        if self.propagation.is_active() {
+            // The sk_msg program recognises traced processes by their claim.
+            crate::driver::claim(kernel, pid, false)?;
+            self.propagation.add(pid);
+        }
+        Ok(())
     }
 
     fn remove_target(&mut self, kernel: &mut Kernel, pid: u32) {
         self.probes().detach(kernel, pid);
+        if self.propagation.is_active() {
+            if let Ok(claims) = kernel.claims() {
+                claims.release(pid);
+            }
+            self.propagation.remove(pid);
+        }
     }
 
     fn decode(&mut self, record: &[u8], out: &mut Vec<RequestRecord>) -> Result<(), DecodeError> {
-        out.push(events::decode(record, &self.sampler).map_err(DecodeError::new)?);
+        if let Some(event) = propagation::events::decode(record) {
+            if let PropagationEvent::Client(ctx) = event.map_err(DecodeError::new)? {
+                self.propagation.on_client(&ctx);
+                self.pairings.record(&ctx);
+            }
+            return Ok(());
+        }
+        let mut record = events::decode(record, &self.sampler).map_err(DecodeError::new)?;
+        if record.kind == SpanKind::Client
+            && record.local.is_none()
+            && let Some(end) = self.pairings.connection_of(record.span.span_id)
+        {
+            record.local = Some(end.local);
+            record.peer = end.peer;
+        }
+        out.push(record);
         Ok(())
+    }
+
+    fn housekeeping(
+        &mut self,
+        _kernel: &mut Kernel,
+        tick: &mut Housekeeping<'_>,
+        _out: &mut Vec<RequestRecord>,
+    ) {
+        self.propagation.housekeeping(tick);
     }
 
     fn attached(&self, _kernel: &Kernel, _targets: &BTreeSet<u32>) -> usize {
@@ -137,9 +200,15 @@ mod tests {
         let set = GoSet::new(&tuning, Sampler::default());
         let load = set.tuning();
         assert_eq!(load.ring_buffer_bytes, 1 << 16);
-        assert_eq!(
-            load.globals,
-            vec![(globals::MAX_PAYLOAD_BYTES, Global::U32(100))]
+        // The language knob, then propagation's, all off (its maps shrunk).
+        let mut expected = vec![(globals::MAX_PAYLOAD_BYTES, Global::U32(100))];
+        expected.extend(propagation::Settings::off(&Sampler::default()).globals());
+        assert_eq!(load.globals, expected);
+        assert!(
+            load.globals
+                .contains(&(globals::PROP_INJECT, Global::U32(0)))
+                && load.globals.contains(&(globals::PROP_JOIN, Global::U32(0))),
+            "propagation is off unless the config asks"
         );
         assert_eq!(
             set.enabled,

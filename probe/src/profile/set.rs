@@ -272,6 +272,8 @@ impl ProgramSet for ProfileSet {
                 // Exits and forks of claimed processes only.
                 (globals::REPORT_EXECS, Global::U32(0)),
             ],
+            map_sizes: Vec::new(),
+            map_pins: Vec::new(),
         }
     }
 

@@ -17,8 +17,11 @@ pub use ferrotel_parse::sockets::{events, tracker};
 use ferrotel_api::probe_config::LanguageTuning;
 use ferrotel_probe_ebpf::contract::{defaults, globals, sockets};
 
-use crate::driver::{DecodeError, Housekeeping, ProgramSet};
+use crate::driver::{self, DecodeError, Housekeeping, ProgramSet, Refusal};
 use crate::ebpf::{EbpfError, Global, Kernel, Tuning};
+use crate::propagation::events::PropagationEvent;
+use crate::propagation::{self, Propagation, Served};
+use crate::targets::ProcessTarget;
 use crate::telemetry::RequestRecord;
 use crate::telemetry::sampling::SpanStarter;
 
@@ -31,12 +34,23 @@ pub struct SocketSet {
     tracker: Tracker,
     /// Tracker statistics already reported.
     reported: TrackerStats,
+    propagation: Propagation,
 }
 
 impl SocketSet {
     /// The set as `tuning` (the config's `python` section) asks for it;
-    /// span ids and sampling decisions come from `spans`.
+    /// span ids and sampling decisions come from `spans`; no propagation.
     pub fn new(tuning: &LanguageTuning, spans: SpanStarter) -> Self {
+        let off = propagation::Settings::off(spans.sampler());
+        Self::with_propagation(tuning, spans, off)
+    }
+
+    /// The set with trace-context propagation as `propagation` says.
+    pub fn with_propagation(
+        tuning: &LanguageTuning,
+        spans: SpanStarter,
+        propagation: propagation::Settings,
+    ) -> Self {
         // Every knob, named: a new one does not compile until it is used.
         // `http` and `grpc` select nothing here: HTTP/1.x is all this set
         // reads, so the schema refuses `python.http: false` and
@@ -60,6 +74,7 @@ impl SocketSet {
                 .with_global(globals::REPORT_EXECS, Global::U32(0)),
             tracker: Tracker::new(spans),
             reported: TrackerStats::default(),
+            propagation: Propagation::new(propagation, Served::Sockets),
         }
     }
 
@@ -80,7 +95,7 @@ impl ProgramSet for SocketSet {
     }
 
     fn tuning(&self) -> Tuning {
-        self.tuning.clone()
+        self.propagation.tuning(self.tuning.clone())
     }
 
     fn attach(&mut self, kernel: &mut Kernel) -> Result<(), EbpfError> {
@@ -88,6 +103,17 @@ impl ProgramSet for SocketSet {
         kernel.attach_process_tracking()?;
         // Created now, so that a claim cannot fail for want of the map.
         kernel.claims()?;
+        self.propagation.start(self.tuning.wakeup_bytes);
+        Ok(())
+    }
+
+    async fn add_target(
+        &mut self,
+        kernel: &mut Kernel,
+        target: &ProcessTarget,
+    ) -> Result<(), Refusal> {
+        driver::claim(kernel, target.pid, true)?;
+        self.propagation.add(target.pid);
         Ok(())
     }
 
@@ -95,11 +121,15 @@ impl ProgramSet for SocketSet {
         if let Ok(claims) = kernel.claims() {
             claims.release(pid);
         }
+        self.propagation.remove(pid);
         self.tracker.forget_process(pid);
     }
 
     fn decode(&mut self, record: &[u8], out: &mut Vec<RequestRecord>) -> Result<(), DecodeError> {
         let event = events::decode(record).map_err(DecodeError::new)?;
+        if let events::KernelEvent::Propagation(PropagationEvent::Client(ctx)) = &event {
+            self.propagation.on_client(ctx);
+        }
         self.tracker.on_event(&event, out);
         Ok(())
     }
@@ -115,5 +145,6 @@ impl ProgramSet for SocketSet {
         tick.connections_untraced("connection_cap", stats.untracked - self.reported.untracked);
         tick.connections_untraced("abandoned", stats.abandoned - self.reported.abandoned);
         self.reported = stats;
+        self.propagation.housekeeping(tick);
     }
 }

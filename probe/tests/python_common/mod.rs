@@ -30,18 +30,7 @@ pub fn apps_dir() -> PathBuf {
 }
 
 pub fn venv_bin(name: &str) -> PathBuf {
-    let cache = std::env::var_os("FERROTEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/ferrotel")
-        });
-    let path = cache.join("venv/bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `make tools` (e2e/tools/install.sh creates the Python venv)",
-        path.display()
-    );
-    path
+    ferrotel_e2e::tools::venv_bin(name)
 }
 
 /// A Python server process, killed (with its process group) on drop.

@@ -31,6 +31,7 @@ spec:
     podSelector: {matchExpressions: [{key: app, operator: In, values: [web]}]}
   sampler: {type: traceidratio, ratio: "0.25"}
   propagators: [tracecontext, b3]
+  propagation: {inject: true, join: true}
   resource: {attributes: {deployment.environment: prod}}
   routes: {patterns: ["/users/{id}"], unmatched: wildcard, maxDistinct: 100}
   redaction: {query: listed, sensitiveQueryKeys: [api_key]}
@@ -198,6 +199,98 @@ fn probes_get_capabilities_not_privileged_by_default() {
             Some("Exists"),
             "tolerates every taint by default"
         );
+    }
+}
+
+fn pod_spec(ds: &DaemonSet) -> PodSpec {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec")
+}
+
+#[test]
+fn propagation_adds_the_nodes_bpffs_and_nothing_else_and_only_when_on() {
+    let exporter = resolved("http://x:4317", OtlpProtocol::Grpc);
+    let off = build_fixture(&fixture(MINIMAL), &exporter);
+    for (halves, inject, join) in [
+        ("{inject: true}", true, false),
+        ("{join: true}", false, true),
+        ("{inject: true, join: true}", true, true),
+    ] {
+        let mut inst = fixture(MINIMAL);
+        inst.spec.propagation = Some(serde_yaml::from_str(halves).expect("parses"));
+        let on = build_fixture(&inst, &exporter);
+        for (off, on) in off.languages.iter().zip(&on.languages) {
+            let config = ProbeConfig::from_yaml(
+                &on.config_map.data.as_ref().expect("data")[PROBE_CONFIG_FILE],
+            )
+            .expect("the probe parses its config");
+            assert_eq!(
+                (
+                    config.propagation.inject,
+                    config.propagation.join,
+                    config.propagation.pin_dir
+                ),
+                (inject, join, None),
+                "{halves}: the halves asked for, pinned under the probe's default directory on the mounted bpffs"
+            );
+            assert!(
+                ferrotel_api::probe_config::PropagationConfig::DEFAULT_PIN_DIR
+                    .starts_with(&format!("{BPFFS_DIR}/")),
+                "the default pin directory is on the mounted bpffs"
+            );
+            let mut pod = pod_spec(&on.daemon_set);
+            let volumes = pod.volumes.as_mut().expect("volumes");
+            let bpffs = volumes.pop().expect("a volume more than off");
+            assert_eq!(
+                bpffs.host_path.map(|h| (h.path, h.type_)),
+                Some((BPFFS_DIR.to_owned(), Some("Directory".to_owned()))),
+                "{halves}: the node's /sys/fs/bpf"
+            );
+            let mounts = pod.containers[0].volume_mounts.as_mut().expect("mounts");
+            let mount = mounts.pop().expect("a mount more than off");
+            assert_eq!(
+                (
+                    mount.name.as_str(),
+                    mount.mount_path.as_str(),
+                    mount.read_only
+                ),
+                ("bpffs", BPFFS_DIR, None),
+                "{halves}: read-write (pins are created), at the same path"
+            );
+            assert_eq!(
+                pod,
+                pod_spec(&off.daemon_set),
+                "{halves}: nothing else differs (capabilities, host namespaces, other volumes)"
+            );
+        }
+    }
+    for children in &off.languages {
+        assert!(
+            !children.config_map.data.as_ref().expect("data")[PROBE_CONFIG_FILE]
+                .contains("propagation:"),
+            "off, the probe config does not mention propagation (its hash, and so the running probes, stay as they were)"
+        );
+        assert!(
+            pod_spec(&children.daemon_set)
+                .volumes
+                .iter()
+                .flatten()
+                .all(|v| v.host_path.is_none()),
+            "off, no host path"
+        );
+    }
+    let mut explicit_off = fixture(MINIMAL);
+    explicit_off.spec.propagation =
+        Some(serde_yaml::from_str("{inject: false, join: false}").expect("parses"));
+    let explicit_off = build_fixture(&explicit_off, &exporter);
+    for (a, b) in off.languages.iter().zip(&explicit_off.languages) {
+        assert_eq!(
+            a.daemon_set, b.daemon_set,
+            "spelled-out off renders as unset"
+        );
+        assert_eq!(a.config_map, b.config_map);
     }
 }
 

@@ -14,8 +14,8 @@
 #define FT_GO_TRACEPARENT_H
 
 #include "go/runtime.h"
+#include "propagation/headers.h"
 
-#define FT_TRACEPARENT_LEN 55
 #define FT_GO_BUCKET_SLOTS 8
 /* map[string][]string: tophash[8] + keys[8]string + elems[8][]string + overflow */
 #define FT_GO_BUCKET_SIZE (8 + 8 * 16 + 8 * 24 + 8)
@@ -24,13 +24,6 @@
 #define FT_GO_GROUP_SIZE (8 + 8 * 40)
 #define FT_GO_MAX_TABLES 4
 #define FT_GO_MAX_GROUPS 4
-
-struct ft_traceparent {
-    __u8 trace_id[16];
-    __u8 parent_id[8];
-    __u8 flags;
-    __u8 pad[7];
-};
 
 /* An incoming gRPC traceparent, parked by the header-frame probe (on the
  * connection's reader goroutine) until the stream's handler goroutine starts
@@ -48,44 +41,6 @@ struct {
     __type(key, struct ft_go_stream_key);
     __type(value, struct ft_traceparent);
 } go_grpc_traceparent SEC(".maps");
-
-static __always_inline int ft_hex(__u8 c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-/* Decodes "00-<32 hex>-<16 hex>-<2 hex>"; 0 on success. */
-static __always_inline int ft_parse_traceparent(const __u8 *s, struct ft_traceparent *out)
-{
-    if (s[2] != '-' || s[35] != '-' || s[52] != '-')
-        return -1;
-    if (s[0] == 'f' && s[1] == 'f')
-        return -1;
-    __u8 any_trace = 0, any_parent = 0;
-    for (int i = 0; i < 16; i++) {
-        int hi = ft_hex(s[3 + 2 * i]), lo = ft_hex(s[4 + 2 * i]);
-        if (hi < 0 || lo < 0)
-            return -1;
-        out->trace_id[i] = (__u8)(hi << 4 | lo);
-        any_trace |= out->trace_id[i];
-    }
-    for (int i = 0; i < 8; i++) {
-        int hi = ft_hex(s[36 + 2 * i]), lo = ft_hex(s[37 + 2 * i]);
-        if (hi < 0 || lo < 0)
-            return -1;
-        out->parent_id[i] = (__u8)(hi << 4 | lo);
-        any_parent |= out->parent_id[i];
-    }
-    int hi = ft_hex(s[53]), lo = ft_hex(s[54]);
-    if (hi < 0 || lo < 0 || !any_trace || !any_parent)
-        return -1;
-    out->flags = (__u8)(hi << 4 | lo);
-    return 0;
-}
 
 /* Checks one map slot: key string header at key_addr, []string at elem_addr. */
 static __always_inline int ft_go_match_slot(__u64 key_addr, __u64 elem_addr, struct ft_traceparent *out)
@@ -181,6 +136,38 @@ static __always_inline int ft_go_find_traceparent(const struct ft_go_offsets *of
         }
     }
     return -1;
+}
+
+/* Where the searches below leave the context they found (per CPU). */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct ft_traceparent);
+} go_found_context SEC(".maps");
+
+/* ft_go_find_traceparent as a global function: verified once, on its own,
+ * instead of inside every path of the program that starts a server span
+ * (which it would otherwise take past the verifier's budget). 0 if found,
+ * decoded into go_found_context. */
+__noinline int ft_go_search_traceparent(const struct ft_go_offsets *off, __u64 map)
+{
+    __u32 zero = 0;
+    struct ft_traceparent *out = bpf_map_lookup_elem(&go_found_context, &zero);
+    if (!off || !out)
+        return -1;
+    return ft_go_find_traceparent(off, map, out);
+}
+
+/* The context a search left in go_found_context, into `out`; 0 on success. */
+static __always_inline int ft_go_take_found(struct ft_traceparent *out)
+{
+    __u32 zero = 0;
+    struct ft_traceparent *found = bpf_map_lookup_elem(&go_found_context, &zero);
+    if (!found)
+        return -1;
+    *out = *found;
+    return 0;
 }
 
 #endif

@@ -59,7 +59,13 @@ pub mod symbols {
         "net/http.unencryptedHTTP2Request.ServeHTTP",
         "net/http.(*serverHandler).ServeHTTP",
     ];
-    pub const ALL: [&str; 9] = [
+    /// Propagation (entry only): the request a connection's writeLoop
+    /// will write, and that write.
+    pub const PROP_ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
+    pub const PROP_REQUEST_WRITE: &str = "net/http.(*Request).write";
+    pub const ALL: [&str; 11] = [
+        PROP_ROUND_TRIP,
+        PROP_REQUEST_WRITE,
         HTTP_SERVER,
         HTTP_CLIENT,
         GRPC_SERVER,

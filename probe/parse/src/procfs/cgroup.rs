@@ -190,6 +190,9 @@ pub struct CgroupMounts {
     pub v2: Option<PathBuf>,
     /// cgroup v1 mounts with their super options (e.g. `rw,cpu`).
     pub v1: Vec<(PathBuf, String)>,
+    /// `v2` shows the whole hierarchy (its mount root is `/`), so
+    /// `/proc/<pid>/cgroup` paths resolve under it.
+    pub v2_whole: bool,
 }
 
 impl CgroupMounts {
@@ -211,10 +214,17 @@ pub fn parse_mountinfo(content: &str) -> CgroupMounts {
             continue;
         };
         let mount_point = PathBuf::from(unescape_mountinfo(mount_point));
+        // The mount's root within the hierarchy: "/" for the whole of it; a
+        // container's own /sys/fs/cgroup shows only its subtree.
+        let whole = fields.get(3) == Some(&"/");
         match *fs_type {
-            // The first cgroup2 mount wins: later ones are bind mounts of it
-            // (e.g. into containers) as seen from this mount namespace.
-            "cgroup2" if mounts.v2.is_none() => mounts.v2 = Some(mount_point),
+            // The first mount of the whole cgroup2 hierarchy wins (later
+            // ones are bind mounts of it, e.g. into containers); a subtree
+            // only if nothing better is mounted.
+            "cgroup2" if mounts.v2.is_none() || (whole && !mounts.v2_whole) => {
+                mounts.v2 = Some(mount_point);
+                mounts.v2_whole = whole;
+            }
             "cgroup" => {
                 let options = fields.get(sep + 3).copied().unwrap_or_default().to_owned();
                 mounts.v1.push((mount_point, options));
@@ -435,6 +445,21 @@ mod tests {
         );
         assert_eq!(mounts.v1.len(), 2, "two v1 hierarchies: {mounts:?}");
         assert!(mounts.is_hybrid());
+    }
+
+    #[test]
+    fn the_whole_cgroup2_hierarchy_wins_over_a_containers_own_subtree() {
+        // A probe container: its own cgroupfs view first, the host's
+        // hierarchy bind-mounted under /host later.
+        let mounts = parse_mountinfo(
+            "800 790 0:38 /kubepods/besteffort/podx/ctr /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n\
+             810 790 0:38 / /host/sys/fs/cgroup/unified ro - cgroup2 cgroup2 rw\n",
+        );
+        assert_eq!(
+            mounts.v2.as_deref(),
+            Some(Path::new("/host/sys/fs/cgroup/unified"))
+        );
+        assert!(mounts.v2_whole);
     }
 
     #[test]

@@ -6,6 +6,8 @@ use ferrotel_probe_ebpf::Wire;
 use ferrotel_probe_ebpf::sockets::{SockCloseEvent, SockDataEvent, SockOpenEvent, direction, role};
 use ferrotel_probe_ebpf::wire::{AF_INET, AF_INET6, EventHeader, ProcEvent, SockAddr, kind};
 
+use crate::propagation::events::PropagationEvent;
+
 /// Which way bytes moved, seen from the traced process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -64,11 +66,15 @@ pub enum KernelEvent<'a> {
     ProcExit {
         pid: u32,
     },
+    /// A context the kernel assigned (propagation on).
+    Propagation(PropagationEvent),
 }
 
 /// Why a record could not be decoded (a build mismatch: never expected).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    #[error(transparent)]
+    Propagation(#[from] crate::propagation::events::DecodeError),
     #[error("ring buffer record of {len} bytes is too short for its kind {kind}")]
     Short { kind: u32, len: usize },
     #[error("ring buffer record has unknown kind {0}")]
@@ -77,6 +83,9 @@ pub enum DecodeError {
 
 /// Decodes one ring-buffer record.
 pub fn decode(record: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
+    if let Some(event) = crate::propagation::events::decode(record) {
+        return Ok(KernelEvent::Propagation(event?));
+    }
     let header = EventHeader::read(record).ok_or(DecodeError::Short {
         kind: 0,
         len: record.len(),

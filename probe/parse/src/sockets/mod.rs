@@ -3,6 +3,7 @@
 //! streams, paired into requests ([`tracker`]).
 
 pub mod events;
+mod kernel_context;
 pub mod tracker;
 
 pub use tracker::{Tracker, TrackerStats};

@@ -19,6 +19,8 @@ use crate::sampling::SpanStarter;
 use crate::trace_context::{SpanContext, parse_traceparent};
 
 use super::events::{Direction, KernelEvent, RoleHint};
+use super::kernel_context::KernelContexts;
+use crate::propagation::events::PropagationEvent;
 
 /// Connections tracked at most (all processes together); a connection
 /// opened beyond it is not traced (counted in [`TrackerStats::untracked`]).
@@ -107,6 +109,8 @@ pub struct Tracker {
     conns: HashMap<(u32, i32), Conn>,
     /// (pid, tid) -> the server span that thread is serving.
     serving: HashMap<(u32, u32), SpanContext>,
+    /// Span ids the kernel assigned (propagation on).
+    kernel: KernelContexts,
     stats: TrackerStats,
     /// Sum of every connection's `buffered`.
     buffered: usize,
@@ -118,6 +122,7 @@ impl Tracker {
             spans,
             conns: HashMap::new(),
             serving: HashMap::new(),
+            kernel: KernelContexts::default(),
             stats: TrackerStats::default(),
             buffered: 0,
         }
@@ -166,6 +171,7 @@ impl Tracker {
                 // A reused fd number: whatever was there is over.
                 if let Some(old) = self.remove_conn((pid, fd)) {
                     self.close_conn(pid, old, None, out);
+                    self.kernel.forget_connection(pid, fd);
                 }
                 if self.has_room() {
                     self.conns.insert((pid, fd), Conn::new(role, local, peer));
@@ -192,7 +198,10 @@ impl Tracker {
                 if let Some(conn) = self.remove_conn((pid, fd)) {
                     self.close_conn(pid, conn, Some(ts_ns), out);
                 }
+                self.kernel.forget_connection(pid, fd);
             }
+            KernelEvent::Propagation(PropagationEvent::Server(ctx)) => self.kernel.server_read(ctx),
+            KernelEvent::Propagation(PropagationEvent::Client(ctx)) => self.kernel.client_sent(ctx),
             KernelEvent::ProcExit { pid } => self.forget_process(pid),
             KernelEvent::ProcExec { .. } | KernelEvent::ProcFork { .. } => {}
         }
@@ -210,6 +219,7 @@ impl Tracker {
         });
         self.buffered -= freed;
         self.serving.retain(|(p, _), _| *p != pid);
+        self.kernel.forget_process(pid);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -307,16 +317,24 @@ impl Tracker {
                     first,
                 },
             ) => {
+                // The kernel's ids when it assigned them (propagation on):
+                // the requests this one causes went out with them.
                 let (span, start_ns) = match role {
                     SpanKind::Server => {
-                        let incoming = request.traceparent.as_deref().and_then(parse_traceparent);
-                        let span = self.spans.start_server(incoming.as_ref());
+                        let span = self.kernel.server_span(pid, fd, &first).unwrap_or_else(|| {
+                            let incoming =
+                                request.traceparent.as_deref().and_then(parse_traceparent);
+                            self.spans.start_server(incoming.as_ref())
+                        });
                         self.serving.insert((pid, first.tid), span);
                         (span, first.exit_ns)
                     }
                     SpanKind::Client => {
-                        let parent = self.serving.get(&(pid, first.tid));
-                        (self.spans.start_client(parent), first.enter_ns)
+                        let span = self.kernel.client_span(pid, fd, &first).unwrap_or_else(|| {
+                            let parent = self.serving.get(&(pid, first.tid));
+                            self.spans.start_client(parent)
+                        });
+                        (span, first.enter_ns)
                     }
                 };
                 if conn.pending.len() >= MAX_PENDING_PER_CONNECTION {

@@ -85,6 +85,8 @@ impl ProgramSet for DiscoverySet {
             // Every exec on the node: a process becomes a container's only
             // when the runtime execs the entrypoint inside its cgroup.
             globals: vec![(globals::REPORT_EXECS, Global::U32(1))],
+            map_sizes: Vec::new(),
+            map_pins: Vec::new(),
         }
     }
 

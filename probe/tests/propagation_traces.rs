@@ -1,0 +1,435 @@
+//! Whole traces across services with no SDK: real Python and Go clients and
+//! servers, each traced by its language's probe (two probe runtimes, as on
+//! a node), exporting to the real collector. With injection on, every call
+//! a traced service makes carries its client span's `traceparent`, so the
+//! server it calls continues the trace: one trace per incoming request,
+//! each server span the child of the client span that called it.
+//!
+//! Needs root (eBPF, sockops on a cgroup v2 directory of the test's own, a
+//! bpffs for the pins); fails, does not skip, without it.
+
+mod go_common;
+mod prop_common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferrotel_api::probe_config::{Language, ProbeConfig};
+use ferrotel_e2e::{Collector, Span, wait_for};
+use go_common::{CLIENT, Probe, SERVER};
+use prop_common::{PinDir, Service, TestCgroup};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn collector() -> Collector {
+    ferrotel_e2e::stack::install_crypto_provider();
+    Collector::start_with_file_exporter()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("the real collector must start (make tools builds otelcol): {e}")
+        })
+}
+
+/// A probe of `language` for `pids`, with propagation as `pins` and the
+/// flags say.
+async fn probe(
+    language: Language,
+    collector: &Collector,
+    pids: &[u32],
+    edit: impl FnOnce(&mut ProbeConfig),
+) -> Probe {
+    let targets: Vec<(&str, String)> = pids.iter().map(|p| ("--pid", p.to_string())).collect();
+    let mut probe = Probe::launch(language, &collector.grpc_url(), &targets, edit);
+    let n = pids.len() as f64;
+    probe
+        .wait_attached_until(&format!("{n} processes"), |v| v >= n)
+        .await;
+    probe
+}
+
+fn pid_of(span: &Span) -> u32 {
+    span.resource_str("process.pid")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+fn path_of(span: &Span) -> String {
+    ["url.path", "url.full", "http.target"]
+        .iter()
+        .find_map(|k| span.attr_str(k))
+        .unwrap_or(&span.name)
+        .to_owned()
+}
+
+fn describe(spans: &[&Span]) -> String {
+    spans
+        .iter()
+        .map(|s| {
+            format!(
+                "\n  kind {} pid {} {} trace {} span {} parent {:?}",
+                s.kind,
+                pid_of(s),
+                path_of(s),
+                s.trace_id,
+                s.span_id,
+                s.parent_span_id
+            )
+        })
+        .collect()
+}
+
+/// The spans of the trace whose server span, in process `pid`, served a
+/// path ending in `path_end` — once `expected` spans of it arrived.
+async fn trace_of(collector: &Collector, pid: u32, path_end: &str, expected: usize) -> Vec<Span> {
+    wait_for(
+        &format!("{expected} spans in the trace of {path_end} served by pid {pid}"),
+        WAIT,
+        || async {
+            let spans = collector.spans().map_err(|e| e.to_string())?;
+            let root = spans
+                .iter()
+                .find(|s| s.kind == SERVER && pid_of(s) == pid && path_of(s).ends_with(path_end))
+                .ok_or_else(|| format!("no server span of {path_end} from pid {pid} yet"))?;
+            let trace: Vec<Span> = spans
+                .iter()
+                .filter(|s| s.trace_id == root.trace_id)
+                .cloned()
+                .collect();
+            if trace.len() >= expected {
+                Ok(trace)
+            } else {
+                Err(format!(
+                    "{} of {expected} spans so far:{}",
+                    trace.len(),
+                    describe(&trace.iter().collect::<Vec<_>>())
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        let all = collector.spans().unwrap_or_default();
+        panic!(
+            "{e}\nevery span the collector has:{}",
+            describe(&all.iter().collect::<Vec<_>>())
+        )
+    })
+}
+
+/// Asserts that `trace` is: one server span in `front` for `front_path`,
+/// and for each `(path, pid)` of `calls` a client span of `front`, child of
+/// that server span, and a server span in `pid`, child of that client span.
+fn assert_calls(trace: &[Span], front: u32, front_path: &str, calls: &[(&str, u32)]) {
+    let all: Vec<&Span> = trace.iter().collect();
+    let roots: Vec<&Span> = all
+        .iter()
+        .copied()
+        .filter(|s| s.kind == SERVER && pid_of(s) == front && path_of(s).ends_with(front_path))
+        .collect();
+    assert_eq!(
+        roots.len(),
+        1,
+        "one server span of {front_path} in pid {front}:{}",
+        describe(&all)
+    );
+    let root = roots[0];
+    assert_eq!(
+        trace.len(),
+        1 + 2 * calls.len(),
+        "the trace holds the server span, and a client and a server span per call, nothing else:{}",
+        describe(&all)
+    );
+    for (path, server_pid) in calls {
+        let client = all
+            .iter()
+            .find(|s| s.kind == CLIENT && pid_of(s) == front && path_of(s).ends_with(path))
+            .unwrap_or_else(|| panic!("a client span of {path} in pid {front}:{}", describe(&all)));
+        assert_eq!(
+            client.parent_span_id,
+            root.span_id,
+            "the call to {path} is a child of the server span that made it:{}",
+            describe(&all)
+        );
+        let server = all
+            .iter()
+            .find(|s| s.kind == SERVER && pid_of(s) == *server_pid && path_of(s).ends_with(path))
+            .unwrap_or_else(|| {
+                panic!(
+                    "a server span of {path} in pid {server_pid}, in the same trace:{}",
+                    describe(&all)
+                )
+            });
+        assert_eq!(
+            server.parent_span_id,
+            client.span_id,
+            "the server span of {path} (pid {server_pid}) is the child of the client span that called it:{}",
+            describe(&all)
+        );
+    }
+}
+
+/// Waits until the probe's metric `prefix` (summed) reaches `at_least`:
+/// the kernel's counts are read once a second.
+async fn wait_metric(probe: &Probe, prefix: &str, at_least: f64, what: &str) {
+    wait_for(what, WAIT, || async {
+        let text = probe.metrics().await;
+        let value = Probe::metric_sum(&text, prefix);
+        if value >= at_least {
+            Ok(())
+        } else {
+            Err(format!("{prefix} is {value}:\n{text}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn injection(pins: &PinDir) -> impl FnOnce(&mut ProbeConfig) + '_ {
+    move |config: &mut ProbeConfig| config.propagation = pins.config(true, false)
+}
+
+/// Three calls across services, each traced by its language's probe (two
+/// probe runtimes, as on a node), with propagation as `inject` and `join`
+/// say: Go -> Python (the Go server's /downstream calls the Python backend
+/// twice, from its own goroutine and from a spawned one), Python -> Python
+/// and Python -> Go (two_tier calls GET /users/<id> then POST /users on its
+/// backend). One cgroup per language, as containers are: each probe
+/// attaches its sockops program to the cgroups of its own processes.
+struct ThreeCalls {
+    py_backend: Service,
+    go_server: Service,
+    py_to_py: Service,
+    py_to_go: Service,
+    python: Probe,
+    go: Probe,
+    _cgroups: (TestCgroup, TestCgroup),
+}
+
+impl ThreeCalls {
+    async fn start(collector: &Collector, pins: &PinDir, inject: bool, join: bool) -> Self {
+        let name = if inject { "traces" } else { "join" };
+        let cgroup = TestCgroup::new(&format!("{name}-py"));
+        let go_cgroup = TestCgroup::new(&format!("{name}-go"));
+        let apps = go_common::apps(go_common::TOOLCHAINS[0]);
+        let py_backend = Service::python(&cgroup, "stdlib_server.py", &[]);
+        let go_server = Service::start(
+            "Go httpserver",
+            go_cgroup.command(
+                &apps.bin("httpserver"),
+                &["-addr", "127.0.0.1:0", "-downstream", &py_backend.url("")],
+            ),
+        );
+        let py_to_py = Service::python(&cgroup, "two_tier.py", &[&py_backend.url("")]);
+        let py_to_go = Service::python(&cgroup, "two_tier.py", &[&go_server.url("")]);
+        let propagation = |config: &mut ProbeConfig| config.propagation = pins.config(inject, join);
+        let python = probe(
+            Language::Python,
+            collector,
+            &[py_backend.pid(), py_to_py.pid(), py_to_go.pid()],
+            propagation,
+        )
+        .await;
+        let go = probe(Language::Go, collector, &[go_server.pid()], propagation).await;
+        Self {
+            py_backend,
+            go_server,
+            py_to_py,
+            py_to_go,
+            python,
+            go,
+            _cgroups: (cgroup, go_cgroup),
+        }
+    }
+
+    /// One request into each chain (`/checkout/<first>`, then the next id,
+    /// and `/downstream`): each gives one trace, every server span the
+    /// child of the client span that called it.
+    async fn assert_one_trace_per_request(&self, collector: &Collector, first: u32) {
+        let (py_py, py_go) = (first.to_string(), (first + 1).to_string());
+        let client = go_common::http_client();
+        for (url, what) in [
+            (
+                self.py_to_py.url(&format!("/checkout/{py_py}")),
+                "python -> python",
+            ),
+            (
+                self.py_to_go.url(&format!("/checkout/{py_go}")),
+                "python -> go",
+            ),
+            (self.go_server.url("/downstream"), "go -> python"),
+        ] {
+            let response = client
+                .get(&url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{what}: GET {url}: {e}"));
+            assert_eq!(response.status().as_u16(), 200, "{what}: GET {url}");
+        }
+        for (server, id, backend) in [
+            (&self.py_to_py, &py_py, &self.py_backend),
+            (&self.py_to_go, &py_go, &self.go_server),
+        ] {
+            let path = format!("/checkout/{id}");
+            let trace = trace_of(collector, server.pid(), &path, 5).await;
+            assert_calls(
+                &trace,
+                server.pid(),
+                &path,
+                &[
+                    (&format!("/users/{id}"), backend.pid()),
+                    ("/users", backend.pid()),
+                ],
+            );
+        }
+        let trace = trace_of(collector, self.go_server.pid(), "/downstream", 5).await;
+        assert_calls(
+            &trace,
+            self.go_server.pid(),
+            "/downstream",
+            &[
+                ("/hello", self.py_backend.pid()),
+                ("/users/7", self.py_backend.pid()),
+            ],
+        );
+    }
+
+    async fn stop(self) {
+        self.go.assert_running();
+        self.python.assert_running();
+        drop(self.go.stop().await);
+        drop(self.python.stop().await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_go_calls_carry_their_context_to_the_next_service() {
+    let collector = collector().await;
+    let pins = PinDir::new();
+    let calls = ThreeCalls::start(&collector, &pins, true, false).await;
+    calls.assert_one_trace_per_request(&collector, 4101).await;
+    wait_metric(
+        &calls.python,
+        "ferrotel_probe_propagation_requests_total{language=\"python\",outcome=\"injected\"}",
+        4.0,
+        "the Python probe counts the headers it wrote (4 calls)",
+    )
+    .await;
+    wait_metric(
+        &calls.go,
+        "ferrotel_probe_propagation_requests_total{language=\"go\",outcome=\"injected\"}",
+        2.0,
+        "the Go probe counts the headers it wrote (2 calls)",
+    )
+    .await;
+    calls.stop().await;
+}
+
+/// The headers the probe writes keep requests valid for a server that
+/// refuses any header it does not know, or a trace header sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_unknown_headers_still_accepts_every_request() {
+    let collector = collector().await;
+    let pins = PinDir::new();
+    let cgroup = TestCgroup::new("strict");
+    let mut strict = Service::python(&cgroup, "strict_server.py", &[]);
+    let front = Service::python(&cgroup, "two_tier.py", &[&strict.url("")]);
+    let python = probe(
+        Language::Python,
+        &collector,
+        &[front.pid()],
+        injection(&pins),
+    )
+    .await;
+
+    let client = go_common::http_client();
+    let mut seen = BTreeMap::new();
+    for id in 4201..4211 {
+        let body = client
+            .get(front.url(&format!("/checkout/{id}")))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /checkout/{id}: {e}"))
+            .text()
+            .await
+            .expect("body");
+        assert_eq!(
+            body, r#"{"user": 200, "order": 201}"#,
+            "the strict server accepted both calls of request {id}"
+        );
+        for _ in 0..2 {
+            let line = strict.line();
+            let traceparent = line
+                .strip_prefix("SAW ")
+                .unwrap_or_else(|| panic!("the strict server refused a request: {line}"));
+            assert_ne!(traceparent, "-", "every call carries a traceparent");
+            *seen.entry(traceparent.to_owned()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        20,
+        "a traceparent of its own for each call: {seen:?}"
+    );
+
+    // Each traceparent names the client span that sent it.
+    let clients = wait_for("the front's 20 client spans", WAIT, || async {
+        let spans: Vec<Span> = collector
+            .spans()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|s| s.kind == CLIENT && pid_of(s) == front.pid())
+            .collect();
+        if spans.len() >= 20 {
+            Ok(spans)
+        } else {
+            Err(format!("{} client spans", spans.len()))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    for span in &clients {
+        let sent = format!("00-{}-{}-01", span.trace_id, span.span_id);
+        assert!(
+            seen.contains_key(&sent),
+            "the server got the client span's own context {sent}: {seen:?}"
+        );
+    }
+    drop(python.stop().await);
+}
+
+/// Without injection (or where a request cannot carry it), a client
+/// publishes its span for the connection, and a traced server on the same
+/// node adopts it: the same trace, across processes and across probes (a
+/// Go client and a Python server, a Python client and a Go server meet in
+/// the node-wide join map).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_injection_a_server_on_the_same_node_joins_its_clients_trace() {
+    let collector = collector().await;
+    let pins = PinDir::new();
+    let calls = ThreeCalls::start(&collector, &pins, false, true).await;
+    calls.assert_one_trace_per_request(&collector, 4301).await;
+    wait_metric(
+        &calls.go,
+        "ferrotel_probe_propagation_server_requests_total{language=\"go\",origin=\"joined\"}",
+        2.0,
+        "the Go server joined the two calls",
+    )
+    .await;
+    wait_metric(
+        &calls.python,
+        "ferrotel_probe_propagation_server_requests_total{language=\"python\",origin=\"joined\"}",
+        4.0,
+        "the Python server joined the four calls",
+    )
+    .await;
+    let metrics = calls.python.metrics().await;
+    assert_eq!(
+        Probe::metric_sum(
+            &metrics,
+            "ferrotel_probe_propagation_requests_total{language=\"python\",outcome=\"injected\"}"
+        ),
+        0.0,
+        "nothing is written into requests when injection is off:\n{metrics}"
+    );
+    calls.stop().await;
+}
