@@ -9,16 +9,22 @@
 //!   -> events::decode -> tracker::Tracker (HTTP/1 framing, pairing, parents)
 //!   -> RequestRecord -> RecordSink (the pipeline)
 //! ```
+//!
+//! TLS: the plaintext of OpenSSL connections comes from uprobes on the
+//! libssl each process maps and joins the same path ([`tls`]).
 
 // Record decoding and the HTTP/1 tracker read the workload's bytes: they
 // live in `ferrotel-parse`, where they are fuzzed.
 pub use ferrotel_parse::sockets::{events, tracker};
 
+pub mod tls;
+
 use ferrotel_api::probe_config::LanguageTuning;
 use ferrotel_probe_ebpf::contract::{defaults, globals, sockets};
 
-use crate::driver::{DecodeError, Housekeeping, ProgramSet};
+use crate::driver::{DecodeError, Housekeeping, ProgramSet, Refusal};
 use crate::ebpf::{EbpfError, Global, Kernel, Tuning};
+use crate::targets::ProcessTarget;
 use crate::telemetry::RequestRecord;
 use crate::telemetry::sampling::SpanStarter;
 
@@ -31,6 +37,8 @@ pub struct SocketSet {
     tracker: Tracker,
     /// Tracker statistics already reported.
     reported: TrackerStats,
+    /// Set by `attach`.
+    tls: Option<tls::TlsProbes>,
 }
 
 impl SocketSet {
@@ -60,11 +68,17 @@ impl SocketSet {
                 .with_global(globals::REPORT_EXECS, Global::U32(0)),
             tracker: Tracker::new(spans),
             reported: TrackerStats::default(),
+            tls: None,
         }
     }
 
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// TLS library files probed now.
+    pub fn tls_library_count(&self) -> usize {
+        self.tls.as_ref().map_or(0, tls::TlsProbes::library_count)
     }
 }
 
@@ -88,6 +102,25 @@ impl ProgramSet for SocketSet {
         kernel.attach_process_tracking()?;
         // Created now, so that a claim cannot fail for want of the map.
         kernel.claims()?;
+        self.tls = Some(tls::TlsProbes::load(kernel)?);
+        Ok(())
+    }
+
+    async fn add_target(
+        &mut self,
+        kernel: &mut Kernel,
+        target: &ProcessTarget,
+    ) -> Result<(), Refusal> {
+        kernel
+            .claims()
+            .and_then(|claims| claims.claim(target.pid, true))
+            .map_err(|error| Refusal::new("claim_failed", error))?;
+        // The libssl it maps now; one it loads later is found when it maps
+        // it (FT_EV_EXEC_MAP) or opens a TLS connection; its children at
+        // their fork.
+        if let Some(tls) = self.tls.as_mut() {
+            tls.scan(kernel, target.pid);
+        }
         Ok(())
     }
 
@@ -96,12 +129,38 @@ impl ProgramSet for SocketSet {
             claims.release(pid);
         }
         self.tracker.forget_process(pid);
+        if let Some(tls) = self.tls.as_mut() {
+            tls.release(kernel, pid);
+        }
     }
 
     fn decode(&mut self, record: &[u8], out: &mut Vec<RequestRecord>) -> Result<(), DecodeError> {
         let event = events::decode(record).map_err(DecodeError::new)?;
         self.tracker.on_event(&event, out);
+        if let Some(tls) = self.tls.as_mut() {
+            match event {
+                events::KernelEvent::ExecMap { pid } => tls.mapped(pid),
+                events::KernelEvent::ProcExit { pid } => tls.exited(pid),
+                // A new program: its own libraries, mapped from now on.
+                events::KernelEvent::ProcExec { pid } => {
+                    tls.exited(pid);
+                    tls.mapped(pid);
+                }
+                // Claimed at fork; its uprobes are its own (per process).
+                events::KernelEvent::ProcFork { pid, .. } => tls.mapped(pid),
+                _ => {}
+            }
+            for pid in self.tracker.take_tls_processes() {
+                tls.saw_tls(pid);
+            }
+        }
         Ok(())
+    }
+
+    fn settle(&mut self, kernel: &mut Kernel) {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.settle(kernel);
+        }
     }
 
     fn housekeeping(
@@ -115,5 +174,11 @@ impl ProgramSet for SocketSet {
         tick.connections_untraced("connection_cap", stats.untracked - self.reported.untracked);
         tick.connections_untraced("abandoned", stats.abandoned - self.reported.abandoned);
         self.reported = stats;
+        if let Some(tls) = self.tls.as_mut() {
+            for (reason, n) in tls.take_untraced() {
+                tick.tls_untraced(reason, n);
+            }
+            tick.tls_libraries(tls.library_count());
+        }
     }
 }

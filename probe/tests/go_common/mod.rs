@@ -166,6 +166,8 @@ impl Drop for GoApp {
 #[path = "../probe_harness/mod.rs"]
 mod probe_harness;
 pub use probe_harness::Probe;
+#[allow(unused_imports)] // the TLS tests use it
+pub use probe_harness::TestTls;
 
 impl Probe {
     /// Starts the probe with the Go program set for `pids` and

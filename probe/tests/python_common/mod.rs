@@ -134,6 +134,10 @@ impl App {
         self.child.id()
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
@@ -164,6 +168,8 @@ impl Drop for App {
 #[path = "../probe_harness/mod.rs"]
 mod probe_harness;
 pub use probe_harness::Probe;
+#[allow(unused_imports)] // the TLS tests use it
+pub use probe_harness::TestTls;
 
 impl Probe {
     /// Starts the probe runtime with the socket-level program set for
@@ -247,11 +253,20 @@ pub type PlannedRequest = (&'static str, String, &'static str, u16, Option<Vec<u
 /// one keep-alive connection, half over fresh connections. Each request has
 /// its own path (the id), so spans can be matched to requests one to one.
 pub async fn mixed_workload(base: &str, first_id: usize) -> Vec<Sent> {
-    let keep_alive = reqwest::Client::builder()
+    mixed_workload_with(base, first_id, reqwest::Client::builder).await
+}
+
+/// [`mixed_workload`] with clients from `builder` (e.g. trusting a test CA).
+pub async fn mixed_workload_with(
+    base: &str,
+    first_id: usize,
+    builder: impl Fn() -> reqwest::ClientBuilder,
+) -> Vec<Sent> {
+    let keep_alive = builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let fresh = reqwest::Client::builder()
+    let fresh = builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
         .build()

@@ -3,7 +3,9 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ferrotel_probe_ebpf::Wire;
-use ferrotel_probe_ebpf::sockets::{SockCloseEvent, SockDataEvent, SockOpenEvent, direction, role};
+use ferrotel_probe_ebpf::sockets::{
+    ExecMapEvent, SockCloseEvent, SockDataEvent, SockOpenEvent, direction, role,
+};
 use ferrotel_probe_ebpf::wire::{AF_INET, AF_INET6, EventHeader, ProcEvent, SockAddr, kind};
 
 /// Which way bytes moved, seen from the traced process.
@@ -24,6 +26,16 @@ pub enum RoleHint {
     Client,
     /// Adopted on first use; decided from the first bytes.
     Unknown,
+}
+
+/// Where the bytes of a data event were seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// A read/write-family syscall on the socket: plaintext, or a TLS
+    /// connection's ciphertext (only its hellos reach user space).
+    Socket,
+    /// SSL_read/SSL_write on the connection: its plaintext.
+    Tls,
 }
 
 /// One decoded kernel event.
@@ -47,6 +59,7 @@ pub enum KernelEvent<'a> {
         direction: Direction,
         total_len: usize,
         payload: &'a [u8],
+        layer: Layer,
     },
     Close {
         pid: u32,
@@ -62,6 +75,11 @@ pub enum KernelEvent<'a> {
         parent: u32,
     },
     ProcExit {
+        pid: u32,
+    },
+    /// The process mapped part of a file executable (it may have loaded a
+    /// TLS library).
+    ExecMap {
         pid: u32,
     },
 }
@@ -86,7 +104,7 @@ pub fn decode(record: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
         len: record.len(),
     };
     Ok(match header.kind {
-        kind::SOCK_DATA => {
+        kind::SOCK_DATA | kind::TLS_DATA => {
             let event = SockDataEvent::read(record).ok_or_else(short)?;
             let start = size_of::<SockDataEvent>();
             let captured = event.captured_len as usize;
@@ -104,7 +122,16 @@ pub fn decode(record: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
                 },
                 total_len: event.total_len as usize,
                 payload,
+                layer: if header.kind == kind::TLS_DATA {
+                    Layer::Tls
+                } else {
+                    Layer::Socket
+                },
             }
+        }
+        kind::EXEC_MAP => {
+            ExecMapEvent::read(record).ok_or_else(short)?;
+            KernelEvent::ExecMap { pid: header.tgid }
         }
         kind::SOCK_OPEN => {
             let event = SockOpenEvent::read(record).ok_or_else(short)?;
@@ -197,8 +224,10 @@ mod tests {
                 direction,
                 total_len,
                 payload,
+                layer,
             } => {
                 assert_eq!((pid, tid, enter_ns, exit_ns, fd), (10, 11, 400, 500, 7));
+                assert_eq!(layer, Layer::Socket);
                 assert_eq!(direction, Direction::Egress);
                 assert_eq!(
                     total_len, 9000,

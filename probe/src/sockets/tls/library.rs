@@ -1,0 +1,338 @@
+//! Which OpenSSL a process really runs: the files it maps executable
+//! (`/proc/<pid>/maps`), each identified by device and inode (containers
+//! bring their own libssl; two paths may be one file, one path may be two
+//! files over time), and in each, where the probed `SSL_*` functions are.
+//!
+//! A file qualifies if it defines `SSL_read` and `SSL_write`:
+//! - exported ([`Provider::Exported`]): `libssl.so`, found by its symbols,
+//!   not its name (NSS ships an unrelated `libssl3.so`);
+//! - in its symbol table only ([`Provider::SymbolTable`]): OpenSSL linked
+//!   statically into an extension module or the interpreter, not stripped.
+//!
+//! A process whose TLS connections get no plaintext (no qualifying file) is
+//! explained by [`untraced_reason`]: a file that holds OpenSSL's TLS code
+//! (the source paths its error reports keep) without the functions is
+//! OpenSSL linked in statically and stripped; no such file, a TLS library
+//! other than OpenSSL (GnuTLS, NSS, rustls, ...).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+
+use ferrotel_probe_ebpf::contract::tls;
+use object::{Object, ObjectSection, ObjectSymbol};
+
+/// A file, as the kernel identifies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    /// `major:minor` of the device, as in `/proc/<pid>/maps`.
+    pub dev: (u32, u32),
+    pub inode: u64,
+}
+
+/// A file a process maps executable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappedFile {
+    pub key: FileKey,
+    /// The path in the process's mount namespace (for logs).
+    pub path: String,
+    /// `/proc/<pid>/map_files/<range>`: opens exactly the mapped inode, in
+    /// whatever mount namespace, even if the path was replaced or deleted.
+    pub open_path: PathBuf,
+}
+
+/// One line of `/proc/<pid>/maps` that maps a file executable:
+/// `(start-end, key, path)`.
+pub fn parse_maps_line(line: &str) -> Option<(&str, FileKey, &str)> {
+    let mut fields = line.split_ascii_whitespace();
+    let range = fields.next()?;
+    let perms = fields.next()?;
+    let _offset = fields.next()?;
+    let dev = fields.next()?;
+    let inode: u64 = fields.next()?.parse().ok()?;
+    // The path is the rest of the line and may contain spaces.
+    let path_start = line.find('/')?;
+    let path = line[path_start..].trim_end();
+    if inode == 0 || perms.as_bytes().get(2) != Some(&b'x') {
+        return None;
+    }
+    let (major, minor) = dev.split_once(':')?;
+    let key = FileKey {
+        dev: (
+            u32::from_str_radix(major, 16).ok()?,
+            u32::from_str_radix(minor, 16).ok()?,
+        ),
+        inode,
+    };
+    Some((range, key, path))
+}
+
+/// The distinct files process `pid` maps executable, in map order.
+pub fn executable_files(pid: u32) -> std::io::Result<Vec<MappedFile>> {
+    let maps = File::open(format!("/proc/{pid}/maps"))?;
+    let mut found: BTreeMap<FileKey, MappedFile> = BTreeMap::new();
+    let mut order = Vec::new();
+    // Line by line: a process may map hundreds of thousands of regions.
+    for line in BufReader::new(maps).lines() {
+        let line = line?;
+        let Some((range, key, path)) = parse_maps_line(&line) else {
+            continue;
+        };
+        if found.contains_key(&key) {
+            continue;
+        }
+        order.push(key);
+        found.insert(
+            key,
+            MappedFile {
+                key,
+                path: path.to_owned(),
+                open_path: PathBuf::from(format!("/proc/{pid}/map_files/{range}")),
+            },
+        );
+    }
+    Ok(order
+        .into_iter()
+        .filter_map(|key| found.remove(&key))
+        .collect())
+}
+
+/// How a file provides the probed OpenSSL functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// In its dynamic symbol table (a shared libssl).
+    Exported,
+    /// In its symbol table only (statically linked, not stripped).
+    SymbolTable,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Exported => "exported",
+            Provider::SymbolTable => "symbol_table",
+        }
+    }
+}
+
+/// Where to attach in one file: `(function, file offset)` for each of
+/// [`tls::FUNCTIONS`] the file defines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sites {
+    pub provider: Provider,
+    pub offsets: Vec<(&'static str, u64)>,
+}
+
+/// Why a file could not be read as a TLS library.
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not an ELF file the probe can read: {source}")]
+    Elf {
+        path: PathBuf,
+        #[source]
+        source: object::read::Error,
+    },
+}
+
+/// The largest file read whole when looking for a TLS implementation
+/// (interpreters with everything linked in are tens of MiB).
+const MAX_SCAN_BYTES: u64 = 512 << 20;
+
+/// The probe sites of the file at `path`, if it defines `SSL_read` and
+/// `SSL_write`. Reads the headers and symbol tables, not the whole file.
+pub fn sites(path: &std::path::Path) -> Result<Option<Sites>, LibraryError> {
+    let file = File::open(path).map_err(|source| LibraryError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let cache = object::read::ReadCache::new(file);
+    let elf = object::File::parse(&cache).map_err(|source| LibraryError::Elf {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(sites_in(&elf))
+}
+
+/// [`sites`] of a parsed file: the exported functions, else the symbol
+/// table's.
+pub fn sites_in<'data, R: object::ReadRef<'data>>(elf: &object::File<'data, R>) -> Option<Sites> {
+    if let Some(offsets) = probed_functions(elf, elf.dynamic_symbols()) {
+        return Some(Sites {
+            provider: Provider::Exported,
+            offsets,
+        });
+    }
+    probed_functions(elf, elf.symbols()).map(|offsets| Sites {
+        provider: Provider::SymbolTable,
+        offsets,
+    })
+}
+
+/// The file offsets of the probed functions `symbols` define, if a read
+/// and a write function are among them.
+fn probed_functions<'data, R: object::ReadRef<'data>>(
+    elf: &object::File<'data, R>,
+    symbols: impl Iterator<Item = impl ObjectSymbol<'data>>,
+) -> Option<Vec<(&'static str, u64)>> {
+    let mut found: Vec<(&'static str, u64)> = Vec::new();
+    for symbol in symbols {
+        if !symbol.is_definition() || symbol.address() == 0 {
+            continue;
+        }
+        let Ok(name) = symbol.name() else { continue };
+        let Some((function, _, _)) = tls::FUNCTIONS.iter().find(|(f, _, _)| *f == name) else {
+            continue;
+        };
+        if found.iter().any(|(f, _)| f == function) {
+            continue;
+        }
+        if let Some(offset) = file_offset(elf, symbol.address()) {
+            found.push((function, offset));
+        }
+    }
+    let has = |f: &str| found.iter().any(|(g, _)| *g == f);
+    let reads = has("SSL_read") || has("SSL_read_ex");
+    let writes = has("SSL_write") || has("SSL_write_ex");
+    (reads && writes).then_some(found)
+}
+
+/// The file offset of virtual address `address`: uprobes are placed by
+/// file offset. From the executable section that holds it.
+fn file_offset<'data>(
+    elf: &object::File<'data, impl object::ReadRef<'data>>,
+    address: u64,
+) -> Option<u64> {
+    elf.sections()
+        .filter(|s| s.kind() == object::SectionKind::Text)
+        .find(|s| s.address() <= address && address < s.address() + s.size())
+        .and_then(|s| {
+            let (start, _) = s.file_range()?;
+            aya::programs::uprobe::UProbeAttachLocation::from_virtual_address(
+                address,
+                s.address(),
+                start,
+            )
+            .ok()
+        })
+        .map(|location| match location {
+            aya::programs::uprobe::UProbeAttachLocation::AbsoluteOffset(offset) => offset,
+            _ => unreachable!("from_virtual_address gives an absolute offset"),
+        })
+}
+
+/// Why a process's TLS traffic gets no plaintext: the `reason` label of
+/// `ferrotel_probe_tls_untraced_processes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Untraced {
+    /// `static_libssl`: `file` holds OpenSSL's TLS code but neither
+    /// exports its functions nor names them in a symbol table.
+    Static { file: String },
+    /// `no_libssl`: no mapped file holds OpenSSL's TLS code: the process
+    /// speaks TLS through another library.
+    NoLibrary,
+}
+
+impl Untraced {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Untraced::Static { .. } => "static_libssl",
+            Untraced::NoLibrary => "no_libssl",
+        }
+    }
+}
+
+/// The source directory of OpenSSL's TLS state machine (1.1.0 and
+/// later), whose file names OpenSSL keeps in the binary for its error
+/// reports: in libssl and in anything that links it in, stripped or not;
+/// not in libcrypto alone, nor in other TLS libraries.
+const OPENSSL_TLS_MARK: &[u8] = b"ssl/statem/";
+
+/// Whether the file at `path` holds OpenSSL's TLS code.
+pub fn holds_openssl(path: &std::path::Path) -> std::io::Result<bool> {
+    use std::io::Read as _;
+    let file = File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SCAN_BYTES).read_to_end(&mut bytes)?;
+    Ok(contains(&bytes, OPENSSL_TLS_MARK))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    // A literal regex searches with memchr's SIMD substring search.
+    regex::bytes::Regex::new(&regex::escape(
+        std::str::from_utf8(needle).expect("the label is ASCII"),
+    ))
+    .expect("an escaped literal is a valid regex")
+    .is_match(haystack)
+}
+
+/// Explains a process with TLS connections and no probed TLS library, from
+/// its mapped files (`holds` answers [`holds_openssl`] for one).
+pub fn untraced_reason(
+    files: &[MappedFile],
+    mut holds: impl FnMut(&MappedFile) -> bool,
+) -> Untraced {
+    files
+        .iter()
+        .find(|file| holds(file))
+        .map_or(Untraced::NoLibrary, |file| Untraced::Static {
+            file: file.path.clone(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_give_executable_file_mappings_only() {
+        let line = "7f1c2a400000-7f1c2a4b0000 r-xp 00035000 fd:01 1311000                    /usr/lib/x86_64-linux-gnu/libssl.so.3";
+        let (range, key, path) = parse_maps_line(line).expect("an executable file mapping");
+        assert_eq!(range, "7f1c2a400000-7f1c2a4b0000");
+        assert_eq!(
+            key,
+            FileKey {
+                dev: (0xfd, 1),
+                inode: 1311000
+            }
+        );
+        assert_eq!(path, "/usr/lib/x86_64-linux-gnu/libssl.so.3");
+        for other in [
+            "7f1c2a400000-7f1c2a4b0000 r--p 00000000 fd:01 1311000 /usr/lib/libssl.so.3",
+            "7ffd5e5f0000-7ffd5e611000 rw-p 00000000 00:00 0                          [stack]",
+            "7f1c2a400000-7f1c2a4b0000 r-xp 00000000 00:00 0 ",
+        ] {
+            assert_eq!(parse_maps_line(other), None, "{other}");
+        }
+        let spaced = "1000-2000 r-xp 00000000 08:02 42 /opt/my app/lib ssl.so (deleted)";
+        assert_eq!(
+            parse_maps_line(spaced).map(|(_, _, p)| p),
+            Some("/opt/my app/lib ssl.so (deleted)"),
+            "paths keep their spaces"
+        );
+    }
+
+    #[test]
+    fn the_untraced_reason_names_the_file_holding_openssl() {
+        let file = |path: &str, inode| MappedFile {
+            key: FileKey { dev: (8, 1), inode },
+            path: path.to_owned(),
+            open_path: PathBuf::from(path),
+        };
+        let files = [file("/usr/bin/python3", 1), file("/app/_static_tls.so", 2)];
+        assert_eq!(
+            untraced_reason(&files, |f| f.key.inode == 2),
+            Untraced::Static {
+                file: "/app/_static_tls.so".to_owned()
+            }
+        );
+        assert_eq!(untraced_reason(&files, |_| false), Untraced::NoLibrary);
+        assert_eq!(Untraced::NoLibrary.reason(), "no_libssl");
+    }
+}
