@@ -123,11 +123,7 @@ pub trait ProgramSet: Send + 'static {
         kernel: &mut Kernel,
         target: &ProcessTarget,
     ) -> impl Future<Output = Result<(), Refusal>> + Send {
-        let claimed = kernel
-            .claims()
-            .and_then(|claims| claims.claim(target.pid, true))
-            .map_err(|error| Refusal::new("claim_failed", error));
-        std::future::ready(claimed)
+        std::future::ready(claim(kernel, target.pid))
     }
 
     /// Stops tracing a process. The driver has drained the ring first, so
@@ -194,6 +190,15 @@ impl DecodeError {
     pub fn new(error: impl std::fmt::Display) -> Self {
         Self(error.to_string())
     }
+}
+
+/// Claims `pid` in `claimed_tgids` (its children follow at fork): what the
+/// default [`ProgramSet::add_target`] does, for sets that do more.
+pub fn claim(kernel: &mut Kernel, pid: u32) -> Result<(), Refusal> {
+    kernel
+        .claims()
+        .and_then(|claims| claims.claim(pid, true))
+        .map_err(|error| Refusal::new("claim_failed", error))
 }
 
 /// Why a process was not traced: a bounded `reason` for the

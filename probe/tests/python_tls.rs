@@ -204,7 +204,7 @@ async fn uvicorn_with_ssl_serves_exact_https_spans_through_asyncio_memory_bios()
 
 /// W3C traceparent of checkout `i` (every other one carries one).
 fn traceparent(i: usize) -> Option<(String, String)> {
-    (i % 2 == 0).then(|| {
+    i.is_multiple_of(2).then(|| {
         (
             format!("{:032x}", 0xabc0 + i),
             format!("{:016x}", 0x5150 + i),

@@ -22,7 +22,7 @@ pub mod tls;
 use ferrotel_api::probe_config::LanguageTuning;
 use ferrotel_probe_ebpf::contract::{defaults, globals, sockets};
 
-use crate::driver::{DecodeError, Housekeeping, ProgramSet, Refusal};
+use crate::driver::{self, DecodeError, Housekeeping, ProgramSet, Refusal};
 use crate::ebpf::{EbpfError, Global, Kernel, Tuning};
 use crate::targets::ProcessTarget;
 use crate::telemetry::RequestRecord;
@@ -111,10 +111,7 @@ impl ProgramSet for SocketSet {
         kernel: &mut Kernel,
         target: &ProcessTarget,
     ) -> Result<(), Refusal> {
-        kernel
-            .claims()
-            .and_then(|claims| claims.claim(target.pid, true))
-            .map_err(|error| Refusal::new("claim_failed", error))?;
+        driver::claim(kernel, target.pid)?;
         // The libssl it maps now; one it loads later is found when it maps
         // it (FT_EV_EXEC_MAP) or opens a TLS connection; its children at
         // their fork.

@@ -29,6 +29,10 @@
 //!   reported once, with the reason (`static_libssl`, `no_libssl`), in the
 //!   log and in `ferrotel_probe_tls_untraced_processes`.
 
+// Attach errors carry aya's (large) errors unboxed: they happen at startup
+// (see crate::ebpf).
+#![allow(clippy::result_large_err)]
+
 // The hello parser reads the workload's bytes: it lives in `ferrotel-parse`.
 pub use ferrotel_parse::sockets::tls_hello as hello;
 pub mod library;
