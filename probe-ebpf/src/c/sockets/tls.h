@@ -49,6 +49,11 @@ struct ft_tls_call {
     __u64 buf;
     __u64 len_ptr;  /* _ex variants: the size_t * that receives the byte count; else 0 */
     __u64 enter_ns;
+    /* When the call's last ciphertext syscall began (0: none yet). The
+     * response of a write call started leaving then: its plaintext event
+     * ends there, not at the return probe, which a thread preempted on its
+     * way back to user space reaches late. */
+    __u64 io_ns;
     __s32 fd;       /* the socket the call did I/O on; -1 until one is seen */
     __u32 kind;     /* enum ft_tls_call_kind */
 };
@@ -111,6 +116,7 @@ static __always_inline void ft_tls_note_io(__u64 pid_tgid, __s32 fd)
     struct ft_tls_call *call = bpf_map_lookup_elem(&tls_calls, &pid_tgid);
     if (call) {
         call->fd = fd;
+        call->io_ns = bpf_ktime_get_ns();
         ft_tls_map_fd(call->ssl, pid_tgid >> 32, fd, FT_TLS_FD_NESTED);
     }
     __s32 *last = bpf_map_lookup_elem(&tls_last_fd, &pid_tgid);

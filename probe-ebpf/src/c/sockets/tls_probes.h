@@ -152,6 +152,10 @@ int ft_tls_return(struct pt_regs *ctx)
     if (!s)
         return 0;
     ft_fill_header(&s->event.header, FT_EV_TLS_DATA, pid_tgid);
+    /* A write ends when its ciphertext started leaving (see io_ns); a read
+     * when it returns (its last syscall may have waited for the peer). */
+    if (call.kind == FT_TLS_CALL_WRITE && call.io_ns != 0)
+        s->event.header.ts_ns = call.io_ns;
     s->event.enter_ns = call.enter_ns;
     s->event.fd = fd;
     s->event.direction = call.kind == FT_TLS_CALL_READ ? FT_DIR_INGRESS : FT_DIR_EGRESS;
