@@ -334,7 +334,7 @@ for variant, label in (("bare", "without the probe"), ("probe", "probe tracing a
   echo "Server pinned to CPU 0; wrk (\`wrk -t1 -c16 -d${duration}s --latency\`, keep-alive, TLS 1.3), the probe and the collector (nop exporter) on CPU 1."
   echo "Python: \`tls_apps.py server\` (stdlib ThreadingHTTPServer behind ssl) and, for comparison, the same handler over plain HTTP (\`stdlib_server.py\`); GET /users/1."
   echo "Go: \`e2e/apps/go/httpserver -tls-cert\` (net/http ServeTLS; HTTP/1.1, wrk does not offer h2); GET /hello."
-  echo "Probe: \`ferrotel-probe --language python|go --pid <server>\` ($probe)."
+  echo "Probe: \`ferrotel-probe --language python|go --pid <server>\` (${probe#"$repo/"})."
   echo "CPU per request = (app CPU + probe CPU) / requests, from /proc/<pid>/stat; added = probe row minus the bare row of the same round."
   echo "eBPF ns/request: run time of every ft_* program during the load (kernel.bpf_stats_enabled=1), divided by requests: it includes every process's hits on the syscall tracepoints (wrk's too), which return at the claim check."
   echo "Load average at the start of the run: $load_start; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine competes for both CPUs and skews every number)."

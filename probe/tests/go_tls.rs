@@ -9,24 +9,16 @@
 
 mod go_common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use ferrotel_e2e::{Collector, Span};
-use go_common::{Apps, CLIENT, GoApp, Probe, SERVER, TOOLCHAINS, TestTls, WAIT, apps, of_pid};
-
-const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const PARENT_ID: &str = "00f067aa0ba902b7";
-
-async fn collector() -> Collector {
-    Collector::start_with_file_exporter()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("the real collector must start (make tools builds otelcol): {e}")
-        })
-}
+use ferrotel_e2e::Span;
+use go_common::{
+    Apps, CLIENT, GoApp, PARENT_ID, Probe, SERVER, TOOLCHAINS, TRACE_ID, TestTls, WAIT, apps,
+    assert_children, collector, count_by, of_pid,
+};
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
@@ -48,14 +40,6 @@ fn https(app: &GoApp, path: &str) -> String {
     format!("https://localhost:{}{path}", app.addr.port())
 }
 
-fn count_by(spans: &[Span], key: impl Fn(&Span) -> String) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for span in spans {
-        *counts.entry(key(span)).or_insert(0) += 1;
-    }
-    counts
-}
-
 /// HTTP spans over TLS 1.3: `url.scheme` (servers) or `url.full`
 /// (clients) says https, and the version comes from the connection state.
 fn assert_https(what: &str, spans: &[Span]) {
@@ -72,28 +56,6 @@ fn assert_https(what: &str, spans: &[Span]) {
             ),
             (Some("tls"), Some("1.3")),
             "{what}: the TLS version of the connection: {span:#?}"
-        );
-    }
-}
-
-/// Every span of `children` is a child of one of `parents` in its trace,
-/// `per_parent` each.
-fn assert_children(what: &str, children: &[Span], parents: &[Span], per_parent: usize) {
-    let by_id: HashMap<&str, &Span> = parents.iter().map(|p| (p.span_id.as_str(), p)).collect();
-    let mut per: HashMap<&str, usize> = HashMap::new();
-    for child in children {
-        let parent = by_id
-            .get(child.parent_span_id.as_str())
-            .unwrap_or_else(|| panic!("{what}: {} is not a child of a server span", child.span_id));
-        assert_eq!(child.trace_id, parent.trace_id, "{what}: one trace");
-        *per.entry(parent.span_id.as_str()).or_default() += 1;
-    }
-    for parent in parents {
-        assert_eq!(
-            per.get(parent.span_id.as_str()).copied().unwrap_or(0),
-            per_parent,
-            "{what}: children of {}",
-            parent.span_id
         );
     }
 }

@@ -60,15 +60,6 @@ fn tls_server(tls: &Tls) -> App {
     )
 }
 
-/// Waits until the probe has uprobes on at least `n` TLS library files.
-async fn wait_tls_libraries(probe: &Probe, n: usize) {
-    probe
-        .wait_metric("ferrotel_probe_tls_libraries{language=\"python\"}", |v| {
-            v >= n as f64
-        })
-        .await;
-}
-
 /// Every span of `spans` went over TLS 1.3 to `localhost`, and none was
 /// made from ciphertext.
 fn assert_https(what: &str, spans: &[Span]) {
@@ -108,45 +99,12 @@ fn assert_no_ciphertext_parsed(what: &str, probe_metrics: &str) {
     );
 }
 
-/// The server scenario over TLS: the mixed workload (every method, bodies
-/// larger than the capture, chunked responses, keep-alive and fresh
-/// connections) gives exactly one HTTPS span and one metric sample per
-/// request.
-async fn https_server_case(what: &str, tls: &Tls, mut app: App, by_port: bool, processes: usize) {
-    let collector = collector().await;
-    let probe = if by_port {
-        // Workers forked before the probe started: claimed by their port.
-        Probe::start(&collector, &[], &[app.port()], processes).await
-    } else {
-        Probe::start(&collector, &[app.pid()], &[], processes).await
-    };
-    wait_tls_libraries(&probe, 1).await;
-    let port = app.port();
-    let sent = mixed_workload_with(&https_url(&app, ""), 1000, || https_client(tls, port)).await;
-    app.assert_alive(what);
-    let pids = claimed_pids(&app);
-    let probe_metrics = probe.stop().await;
-
-    let is_app = of_pids(&pids);
-    let spans = collector
-        .wait_for_spans(sent.len(), WAIT, |s| is_app(s) && s.kind == SERVER)
-        .await
-        .unwrap_or_else(|e| panic!("{what}: server spans: {e}"));
-    assert_spans_match(what, &spans, &sent);
-    assert_https(what, &spans);
-    assert_no_ciphertext_parsed(what, &probe_metrics);
-    let count = wait_histogram(
-        &collector,
-        "http.server.request.duration",
-        &pids,
-        sent.len() as u64,
-    )
-    .await;
-    assert_eq!(
-        count,
-        sent.len() as u64,
-        "{what}: http.server.request.duration counts every request once"
-    );
+/// The server scenario of the plaintext tests, over TLS: every span is
+/// HTTPS and no ciphertext reached the parser.
+async fn https_server_case(what: &str, tls: &Tls, app: App, by_port: bool, processes: usize) {
+    let served = server_case_over(what, app, by_port, processes, Some(tls)).await;
+    assert_https(what, &served.spans);
+    assert_no_ciphertext_parsed(what, &served.probe_metrics);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -466,17 +466,48 @@ pub async fn wait_histogram(collector: &Collector, name: &str, pids: &[u32], exp
 
 /// The server-app scenario shared by the three frameworks.
 /// `processes`: how many processes serve (master and workers).
-pub async fn server_case(what: &str, mut app: App, by_port: bool, processes: usize) {
+pub async fn server_case(what: &str, app: App, by_port: bool, processes: usize) {
+    server_case_over(what, app, by_port, processes, None).await;
+}
+
+/// What [`server_case_over`] saw: the app's server spans (already matched
+/// against the requests sent) and the probe's own metrics at its stop.
+pub struct Served {
+    pub spans: Vec<Span>,
+    pub probe_metrics: String,
+}
+
+/// [`server_case`] over plain HTTP (`tls` None) or HTTPS with clients
+/// trusting the test CA (the probe's libssl uprobes awaited first): the
+/// mixed workload (every method, bodies larger than the capture, chunked
+/// responses, keep-alive and fresh connections) gives exactly one server
+/// span and one histogram sample per request.
+pub async fn server_case_over(
+    what: &str,
+    mut app: App,
+    by_port: bool,
+    processes: usize,
+    tls: Option<&TestTls>,
+) -> Served {
     let collector = collector().await;
     let probe = if by_port {
+        // Workers forked before the probe started: claimed by their port.
         Probe::start(&collector, &[], &[app.port], processes).await
     } else {
         Probe::start(&collector, &[app.pid()], &[], processes).await
     };
-    let sent = mixed_workload(&app.url(""), 1000).await;
+    let port = app.port;
+    let sent = match tls {
+        Some(tls) => {
+            wait_tls_libraries(&probe, 1).await;
+            let base = format!("https://localhost:{port}");
+            mixed_workload_with(&base, 1000, || tls.client(port)).await
+        }
+        None => mixed_workload(&app.url(""), 1000).await,
+    };
     app.assert_alive(what);
     let pids = claimed_pids(&app);
-    probe.stop().await;
+    let probe_metrics = probe.stop().await;
 
     let is_app = of_pids(&pids);
     let spans = collector
@@ -494,8 +525,21 @@ pub async fn server_case(what: &str, mut app: App, by_port: bool, processes: usi
     assert_eq!(
         count,
         sent.len() as u64,
-        "{what}: http.server.request.duration counts every request"
+        "{what}: http.server.request.duration counts every request once"
     );
+    Served {
+        spans,
+        probe_metrics,
+    }
+}
+
+/// Waits until the probe has uprobes on at least `n` TLS library files.
+pub async fn wait_tls_libraries(probe: &Probe, n: usize) {
+    probe
+        .wait_metric("ferrotel_probe_tls_libraries{language=\"python\"}", |v| {
+            v >= n as f64
+        })
+        .await;
 }
 
 /// The app's process and its workers (children).
