@@ -118,23 +118,12 @@ async fn stdlib_ssl_server_requests_become_exact_https_spans() {
 async fn gunicorn_with_a_certfile_serves_exact_https_spans_from_its_workers() {
     let tls = tls();
     let port = ferrotel_e2e::free_port();
-    let mut cmd = Command::new(venv_bin("gunicorn"));
-    cmd.args([
-        "-k",
-        "gthread",
-        "-w",
-        "2",
-        "--threads",
-        "4",
-        "--certfile",
-        &path(&tls.files.cert),
-        "--keyfile",
-        &path(&tls.files.key),
-        "-b",
-        &format!("127.0.0.1:{port}"),
-        "flask_app:app",
-    ]);
-    let app = App::start("Flask under gunicorn --certfile", cmd, port);
+    let (cert, key) = (path(&tls.files.cert), path(&tls.files.key));
+    let app = App::gunicorn_flask_with(
+        port,
+        "Flask under gunicorn --certfile",
+        &["--certfile", &cert, "--keyfile", &key],
+    );
     // The master and its two workers (claimed at fork).
     https_server_case("gunicorn --certfile", &tls, app, true, 3).await;
 }
@@ -143,20 +132,12 @@ async fn gunicorn_with_a_certfile_serves_exact_https_spans_from_its_workers() {
 async fn uvicorn_with_ssl_serves_exact_https_spans_through_asyncio_memory_bios() {
     let tls = tls();
     let port = ferrotel_e2e::free_port();
-    let mut cmd = Command::new(venv_bin("uvicorn"));
-    cmd.args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--no-access-log",
-        "--ssl-certfile",
-        &path(&tls.files.cert),
-        "--ssl-keyfile",
-        &path(&tls.files.key),
-        "fastapi_app:app",
-    ]);
-    let app = App::start("FastAPI under uvicorn --ssl-*", cmd, port);
+    let (cert, key) = (path(&tls.files.cert), path(&tls.files.key));
+    let app = App::uvicorn_fastapi_with(
+        port,
+        "FastAPI under uvicorn --ssl-*",
+        &["--ssl-certfile", &cert, "--ssl-keyfile", &key],
+    );
     https_server_case("uvicorn --ssl-*", &tls, app, false, 1).await;
 }
 

@@ -96,32 +96,31 @@ impl App {
     }
 
     pub fn gunicorn_flask(port: u16) -> App {
+        App::gunicorn_flask_with(port, "Flask under gunicorn", &[])
+    }
+
+    /// Flask under gunicorn (two gthread workers) with `extra` arguments
+    /// (e.g. `--certfile`).
+    pub fn gunicorn_flask_with(port: u16, what: &str, extra: &[&str]) -> App {
         let mut cmd = Command::new(venv_bin("gunicorn"));
-        cmd.args([
-            "-k",
-            "gthread",
-            "-w",
-            "2",
-            "--threads",
-            "4",
-            "-b",
-            &format!("127.0.0.1:{port}"),
-            "flask_app:app",
-        ]);
-        App::start("Flask under gunicorn", cmd, port)
+        cmd.args(["-k", "gthread", "-w", "2", "--threads", "4"])
+            .args(extra)
+            .args(["-b", &format!("127.0.0.1:{port}"), "flask_app:app"]);
+        App::start(what, cmd, port)
     }
 
     pub fn uvicorn_fastapi(port: u16) -> App {
+        App::uvicorn_fastapi_with(port, "FastAPI under uvicorn", &[])
+    }
+
+    /// FastAPI under uvicorn with `extra` arguments (e.g. `--ssl-*`).
+    pub fn uvicorn_fastapi_with(port: u16, what: &str, extra: &[&str]) -> App {
         let mut cmd = Command::new(venv_bin("uvicorn"));
-        cmd.args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--no-access-log",
-            "fastapi_app:app",
-        ]);
-        App::start("FastAPI under uvicorn", cmd, port)
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--no-access-log"])
+            .args(extra)
+            .arg("fastapi_app:app");
+        App::start(what, cmd, port)
     }
 
     pub fn two_tier(backend: &App) -> App {
