@@ -15,21 +15,16 @@
 //! OpenSSL linked in statically and stripped; no such file, a TLS library
 //! other than OpenSSL (GnuTLS, NSS, rustls, ...).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
 use ferrotel_probe_ebpf::contract::tls;
 use object::{Object, ObjectSection, ObjectSymbol};
 
-/// A file, as the kernel identifies it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileKey {
-    /// `major:minor` of the device, as in `/proc/<pid>/maps`.
-    pub dev: (u32, u32),
-    pub inode: u64,
-}
+/// A file as the kernel identifies it (device and inode): the profiler's
+/// reading of `/proc/<pid>/maps` is the one the probe has.
+pub use crate::profile::maps::FileKey;
 
 /// A file a process maps executable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,65 +32,34 @@ pub struct MappedFile {
     pub key: FileKey,
     /// The path in the process's mount namespace (for logs).
     pub path: String,
-    /// `/proc/<pid>/map_files/<range>`: opens exactly the mapped inode, in
-    /// whatever mount namespace, even if the path was replaced or deleted.
+    /// `/proc/<pid>/map_files/<start>-<end>`: opens exactly the mapped
+    /// inode, in whatever mount namespace, even if the path was replaced or
+    /// deleted.
     pub open_path: PathBuf,
-}
-
-/// One line of `/proc/<pid>/maps` that maps a file executable:
-/// `(start-end, key, path)`.
-pub fn parse_maps_line(line: &str) -> Option<(&str, FileKey, &str)> {
-    let mut fields = line.split_ascii_whitespace();
-    let range = fields.next()?;
-    let perms = fields.next()?;
-    let _offset = fields.next()?;
-    let dev = fields.next()?;
-    let inode: u64 = fields.next()?.parse().ok()?;
-    // The path is the rest of the line and may contain spaces.
-    let path_start = line.find('/')?;
-    let path = line[path_start..].trim_end();
-    if inode == 0 || perms.as_bytes().get(2) != Some(&b'x') {
-        return None;
-    }
-    let (major, minor) = dev.split_once(':')?;
-    let key = FileKey {
-        dev: (
-            u32::from_str_radix(major, 16).ok()?,
-            u32::from_str_radix(minor, 16).ok()?,
-        ),
-        inode,
-    };
-    Some((range, key, path))
 }
 
 /// The distinct files process `pid` maps executable, in map order.
 pub fn executable_files(pid: u32) -> std::io::Result<Vec<MappedFile>> {
-    let maps = File::open(format!("/proc/{pid}/maps"))?;
-    let mut found: BTreeMap<FileKey, MappedFile> = BTreeMap::new();
-    let mut order = Vec::new();
-    // Line by line: a process may map hundreds of thousands of regions.
-    for line in BufReader::new(maps).lines() {
-        let line = line?;
-        let Some((range, key, path)) = parse_maps_line(&line) else {
-            continue;
-        };
-        if found.contains_key(&key) {
-            continue;
-        }
-        order.push(key);
-        found.insert(
-            key,
-            MappedFile {
-                key,
-                path: path.to_owned(),
-                open_path: PathBuf::from(format!("/proc/{pid}/map_files/{range}")),
-            },
-        );
-    }
-    Ok(order
-        .into_iter()
-        .filter_map(|key| found.remove(&key))
-        .collect())
+    Ok(executable_files_in(
+        pid,
+        &crate::profile::maps::read_maps(pid)?,
+    ))
+}
+
+/// [`executable_files`] of `maps`, the mappings of process `pid`.
+fn executable_files_in(pid: u32, maps: &[crate::profile::maps::Mapping]) -> Vec<MappedFile> {
+    let mut seen = BTreeSet::new();
+    maps.iter()
+        // Files only: the vDSO has no inode, and no OpenSSL.
+        .filter(|m| m.executable && m.inode != 0 && m.path.starts_with('/'))
+        .filter(|m| seen.insert(m.file()))
+        .map(|m| MappedFile {
+            key: m.file(),
+            path: m.path.clone(),
+            // The kernel names these entries `%lx-%lx`: no zero padding.
+            open_path: PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)),
+        })
+        .collect()
 }
 
 /// How a file provides the probed OpenSSL functions.
@@ -291,37 +255,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn maps_lines_give_executable_file_mappings_only() {
-        let line = "7f1c2a400000-7f1c2a4b0000 r-xp 00035000 fd:01 1311000                    /usr/lib/x86_64-linux-gnu/libssl.so.3";
-        let (range, key, path) = parse_maps_line(line).expect("an executable file mapping");
-        assert_eq!(range, "7f1c2a400000-7f1c2a4b0000");
+    fn executable_files_are_distinct_files_opened_by_their_exact_mapping() {
+        let maps = crate::profile::maps::parse_maps(concat!(
+            "00400000-00452000 r-xp 00000000 fd:01 42 /app/static_client\n",
+            "7f1c2a400000-7f1c2a4b0000 r-xp 00035000 fd:01 1311000 /usr/lib/libssl.so.3\n",
+            "7f1c2a4b0000-7f1c2a4c0000 r--p 000e5000 fd:01 1311000 /usr/lib/libssl.so.3\n",
+            "7f1c2a600000-7f1c2a6b0000 r-xp 00035000 fd:01 1311000 /usr/lib/libssl.so.3\n",
+            "7ffd5e5f0000-7ffd5e611000 rw-p 00000000 00:00 0 [stack]\n",
+            "7ffd5e7f0000-7ffd5e7f2000 r-xp 00000000 00:00 0 [vdso]\n",
+        ));
+        let files = executable_files_in(7, &maps);
+        let got: Vec<(&str, &str)> = files
+            .iter()
+            .map(|f| (f.path.as_str(), f.open_path.to_str().unwrap()))
+            .collect();
         assert_eq!(
-            key,
-            FileKey {
-                dev: (0xfd, 1),
-                inode: 1311000
-            }
-        );
-        assert_eq!(path, "/usr/lib/x86_64-linux-gnu/libssl.so.3");
-        for other in [
-            "7f1c2a400000-7f1c2a4b0000 r--p 00000000 fd:01 1311000 /usr/lib/libssl.so.3",
-            "7ffd5e5f0000-7ffd5e611000 rw-p 00000000 00:00 0                          [stack]",
-            "7f1c2a400000-7f1c2a4b0000 r-xp 00000000 00:00 0 ",
-        ] {
-            assert_eq!(parse_maps_line(other), None, "{other}");
-        }
-        let spaced = "1000-2000 r-xp 00000000 08:02 42 /opt/my app/lib ssl.so (deleted)";
-        assert_eq!(
-            parse_maps_line(spaced).map(|(_, _, p)| p),
-            Some("/opt/my app/lib ssl.so (deleted)"),
-            "paths keep their spaces"
+            got,
+            [
+                ("/app/static_client", "/proc/7/map_files/400000-452000"),
+                (
+                    "/usr/lib/libssl.so.3",
+                    "/proc/7/map_files/7f1c2a400000-7f1c2a4b0000"
+                ),
+            ],
+            "one entry per executable file, named as map_files names it"
         );
     }
 
     #[test]
     fn the_untraced_reason_names_the_file_holding_openssl() {
         let file = |path: &str, inode| MappedFile {
-            key: FileKey { dev: (8, 1), inode },
+            key: FileKey {
+                dev: 8 << 32 | 1,
+                inode,
+            },
             path: path.to_owned(),
             open_path: PathBuf::from(path),
         };
