@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::PathBuf;
 
+use ferrotel_parse::elf::{BoundedElf, DEFAULT_READ_BUDGET, ElfLimitError, check_eager_tables};
 use ferrotel_probe_ebpf::contract::tls;
 use object::{Object, ObjectSection, ObjectSymbol};
 
@@ -92,10 +93,10 @@ pub struct Sites {
 #[derive(Debug, thiserror::Error)]
 pub enum LibraryError {
     #[error("cannot read {path}: {source}")]
-    Read {
+    Limit {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: ElfLimitError,
     },
     #[error("{path} is not an ELF file the probe can read: {source}")]
     Elf {
@@ -105,19 +106,22 @@ pub enum LibraryError {
     },
 }
 
-/// The largest file read whole when looking for a TLS implementation
-/// (interpreters with everything linked in are tens of MiB).
+/// The largest file searched for OpenSSL's TLS code (interpreters with
+/// everything linked in are tens of MiB); it is read in chunks.
 const MAX_SCAN_BYTES: u64 = 512 << 20;
 
 /// The probe sites of the file at `path`, if it defines `SSL_read` and
-/// `SSL_write`. Reads the headers and symbol tables, not the whole file.
+/// `SSL_write`. Reads the headers and symbol tables, not the whole file,
+/// within the read budget of every binary the probe inspects (the file is
+/// the workload's: its headers may claim anything).
 pub fn sites(path: &std::path::Path) -> Result<Option<Sites>, LibraryError> {
-    let file = File::open(path).map_err(|source| LibraryError::Read {
+    let limit = |source| LibraryError::Limit {
         path: path.to_owned(),
         source,
-    })?;
-    let cache = object::read::ReadCache::new(file);
-    let elf = object::File::parse(&cache).map_err(|source| LibraryError::Elf {
+    };
+    let bounded = BoundedElf::open(path, DEFAULT_READ_BUDGET).map_err(limit)?;
+    check_eager_tables(bounded.data(), &bounded.budget).map_err(limit)?;
+    let elf = object::File::parse(bounded.data()).map_err(|source| LibraryError::Elf {
         path: path.to_owned(),
         source,
     })?;
@@ -218,22 +222,30 @@ impl Untraced {
 /// not in libcrypto alone, nor in other TLS libraries.
 const OPENSSL_TLS_MARK: &[u8] = b"ssl/statem/";
 
-/// Whether the file at `path` holds OpenSSL's TLS code.
+/// Whether the file at `path` holds OpenSSL's TLS code: its first
+/// [`MAX_SCAN_BYTES`], searched 1 MiB at a time (a mark cut by a chunk's
+/// end is found in the next, which starts with the cut part).
 pub fn holds_openssl(path: &std::path::Path) -> std::io::Result<bool> {
     use std::io::Read as _;
-    let file = File::open(path)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_SCAN_BYTES).read_to_end(&mut bytes)?;
-    Ok(contains(&bytes, OPENSSL_TLS_MARK))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    const CHUNK: usize = 1 << 20;
     // A literal regex searches with memchr's SIMD substring search.
-    regex::bytes::Regex::new(&regex::escape(
-        std::str::from_utf8(needle).expect("the label is ASCII"),
-    ))
-    .expect("an escaped literal is a valid regex")
-    .is_match(haystack)
+    let mark = std::str::from_utf8(OPENSSL_TLS_MARK).expect("the mark is ASCII");
+    let finder = regex::bytes::Regex::new(&regex::escape(mark)).expect("an escaped literal");
+    let mut file = File::open(path)?.take(MAX_SCAN_BYTES);
+    let mut buf = vec![0u8; CHUNK + OPENSSL_TLS_MARK.len()];
+    let mut kept = 0;
+    loop {
+        let n = file.read(&mut buf[kept..])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let end = kept + n;
+        if finder.is_match(&buf[..end]) {
+            return Ok(true);
+        }
+        kept = (OPENSSL_TLS_MARK.len() - 1).min(end);
+        buf.copy_within(end - kept..end, 0);
+    }
 }
 
 /// Explains a process with TLS connections and no probed TLS library, from
@@ -280,6 +292,30 @@ mod tests {
             ],
             "one entry per executable file, named as map_files names it"
         );
+    }
+
+    #[test]
+    fn the_openssl_mark_is_found_across_chunk_boundaries_and_nowhere_else() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let at = |name: &str, offset: usize| {
+            let mut bytes = vec![b'x'; offset];
+            bytes.extend_from_slice(OPENSSL_TLS_MARK);
+            bytes.extend_from_slice(&[0; 64]);
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("write");
+            path
+        };
+        // Every offset around the first chunk's end (wherever the reads
+        // fall, some of these marks straddle it), and far in.
+        for offset in (0..40).map(|d| (1 << 20) - 16 + d).chain([0, 3 << 20]) {
+            let path = at("mark", offset);
+            assert!(holds_openssl(&path).expect("read"), "mark at {offset}");
+        }
+        let mut cut = OPENSSL_TLS_MARK.to_vec();
+        cut.pop();
+        let without = dir.path().join("without");
+        std::fs::write(&without, [vec![b'x'; (1 << 20) - 3], cut].concat()).expect("write");
+        assert!(!holds_openssl(&without).expect("read"));
     }
 
     #[test]
