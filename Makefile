@@ -105,6 +105,7 @@ demo-down: ## Stop and remove everything `make demo` started (also after a kille
 bench: tools ## Run the benchmarks; results land in bench/results/
 	bench/python/run.sh
 	bench/go/run.sh
+	bench/tls/run.sh
 	bench/optin-latency/run.sh
 	bench/profiling/run.sh
 

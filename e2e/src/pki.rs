@@ -92,50 +92,13 @@ pub fn generate(dir: &Path, extra_sans: &[String]) -> Result<PkiFiles, Error> {
         sa_pub: dir.join("sa.pub"),
     };
 
-    let ca_key = KeyPair::generate().map_err(|e| pki_err("generate CA key", e))?;
-    let mut ca_params =
-        CertificateParams::new(Vec::<String>::new()).map_err(|e| pki_err("CA params", e))?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "ferrotel-testbed-ca");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params
-        .self_signed(&ca_key)
-        .map_err(|e| pki_err("self-sign CA", e))?;
-    write(&files.ca_cert, &ca_cert.pem())?;
-    let issuer = Issuer::new(ca_params, ca_key);
-
+    let issuer = ca("ferrotel-testbed-ca", &files.ca_cert)?;
     let leaf = |cn: &str,
                 org: Option<&str>,
                 sans: Vec<String>,
                 usage: ExtendedKeyUsagePurpose,
                 cert: &Path,
-                key: &Path|
-     -> Result<(), Error> {
-        let leaf_key = KeyPair::generate().map_err(|e| pki_err("generate key", e))?;
-        let mut params = CertificateParams::new(sans).map_err(|e| pki_err("leaf params", e))?;
-        params.distinguished_name.push(DnType::CommonName, cn);
-        if let Some(org) = org {
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, org);
-        }
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![usage];
-        let signed = params
-            .signed_by(&leaf_key, &issuer)
-            .map_err(|e| pki_err(cn, e))?;
-        write(cert, &signed.pem())?;
-        write(key, &leaf_key.serialize_pem())
-    };
+                key: &Path| leaf(&issuer, cn, org, sans, usage, cert, key);
 
     let mut apiserver_sans: Vec<String> = vec![
         "127.0.0.1".into(),
@@ -199,5 +162,89 @@ pub fn generate(dir: &Path, extra_sans: &[String]) -> Result<PkiFiles, Error> {
     let sa = KeyPair::generate().map_err(|e| pki_err("generate service-account key", e))?;
     write(&files.sa_key, &sa.serialize_pem())?;
     write(&files.sa_pub, &sa.public_key_pem())?;
+    Ok(files)
+}
+
+/// A new CA named `cn`: its certificate is written to `cert`, the returned
+/// issuer signs leaves.
+fn ca(cn: &str, cert: &Path) -> Result<Issuer<'static, KeyPair>, Error> {
+    let ca_key = KeyPair::generate().map_err(|e| pki_err("generate CA key", e))?;
+    let mut ca_params =
+        CertificateParams::new(Vec::<String>::new()).map_err(|e| pki_err("CA params", e))?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, cn);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .map_err(|e| pki_err("self-sign CA", e))?;
+    write(cert, &ca_cert.pem())?;
+    Ok(Issuer::new(ca_params, ca_key))
+}
+
+/// A leaf certificate signed by `issuer`, written with its key.
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    cn: &str,
+    org: Option<&str>,
+    sans: Vec<String>,
+    usage: ExtendedKeyUsagePurpose,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), Error> {
+    let leaf_key = KeyPair::generate().map_err(|e| pki_err("generate key", e))?;
+    let mut params = CertificateParams::new(sans).map_err(|e| pki_err("leaf params", e))?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(org) = org {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
+    }
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![usage];
+    let signed = params
+        .signed_by(&leaf_key, issuer)
+        .map_err(|e| pki_err(cn, e))?;
+    write(cert, &signed.pem())?;
+    write(key, &leaf_key.serialize_pem())
+}
+
+/// PEM files of a test server's TLS identity ([`serving_cert`]).
+#[derive(Debug, Clone)]
+pub struct ServingCert {
+    /// The CA that signed the server certificate: what clients trust.
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A fresh CA and a server certificate for `localhost` and `127.0.0.1`,
+/// written into `dir` (created if missing): for test apps that serve TLS.
+pub fn serving_cert(dir: &Path) -> Result<ServingCert, Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let files = ServingCert {
+        ca_cert: dir.join("ca.crt"),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+    };
+    let issuer = ca("ferrotel-test-ca", &files.ca_cert)?;
+    leaf(
+        &issuer,
+        "localhost",
+        None,
+        vec!["localhost".into(), "127.0.0.1".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        &files.cert,
+        &files.key,
+    )?;
     Ok(files)
 }

@@ -36,6 +36,9 @@ debian_packages=(
   # plugins (bridge, host-local, loopback in /usr/lib/cni), and iptables for
   # kube-proxy's rules inside the node's network namespace.
   containerd runc containernetworking-plugins iptables
+  # The TLS tests link a client with OpenSSL's static libraries, and use
+  # curl on GnuTLS for TLS without OpenSSL.
+  gcc libssl-dev libcurl3-gnutls
 )
 # Packages taken from bookworm-backports: libbpf 1.1 lacks helpers our CO-RE
 # programs use; 1.4 is in backports.

@@ -140,7 +140,7 @@ pub mod sockets {
     /// Each program and the `syscalls` tracepoints it is attached to. The
     /// enter programs differ per syscall (their arguments do); one exit
     /// program serves every data syscall.
-    pub const TRACEPOINTS: [(&str, &[&str]); 13] = [
+    pub const TRACEPOINTS: [(&str, &[&str]); 14] = [
         ("ft_sock_enter_read", &["sys_enter_read"]),
         ("ft_sock_enter_recvfrom", &["sys_enter_recvfrom"]),
         ("ft_sock_enter_readv", &["sys_enter_readv"]),
@@ -169,6 +169,45 @@ pub mod sockets {
             &["sys_exit_accept4", "sys_exit_accept"],
         ),
         ("ft_sock_exit_connect", &["sys_exit_connect"]),
+        (super::tls::EXEC_MAP, &["sys_enter_mmap"]),
+    ];
+}
+
+/// TLS in the socket-level set (`sockets/tls_probes.h`): uprobes on
+/// OpenSSL, attached once per library file that a claimed process maps.
+pub mod tls {
+    pub const READ_ENTER: &str = "ft_tls_read_enter";
+    pub const READ_EX_ENTER: &str = "ft_tls_read_ex_enter";
+    pub const WRITE_ENTER: &str = "ft_tls_write_enter";
+    pub const WRITE_EX_ENTER: &str = "ft_tls_write_ex_enter";
+    pub const HANDSHAKE_ENTER: &str = "ft_tls_handshake_enter";
+    pub const FREE: &str = "ft_tls_free";
+    /// A uretprobe: one program for every function with a return probe.
+    pub const RETURN: &str = "ft_tls_return";
+    /// `syscalls/sys_enter_mmap`: a claimed process mapped a file
+    /// executable (it may have loaded a TLS library).
+    pub const EXEC_MAP: &str = "ft_tls_enter_mmap";
+
+    /// `(OpenSSL function, entry program, whether it gets the return
+    /// program)`: what is attached to each TLS library.
+    pub const FUNCTIONS: [(&str, &str, bool); 6] = [
+        ("SSL_read", READ_ENTER, true),
+        ("SSL_read_ex", READ_EX_ENTER, true),
+        ("SSL_write", WRITE_ENTER, true),
+        ("SSL_write_ex", WRITE_EX_ENTER, true),
+        ("SSL_do_handshake", HANDSHAKE_ENTER, true),
+        ("SSL_free", FREE, false),
+    ];
+
+    /// Every uprobe program.
+    pub const PROGRAMS: [&str; 7] = [
+        READ_ENTER,
+        READ_EX_ENTER,
+        WRITE_ENTER,
+        WRITE_EX_ENTER,
+        HANDSHAKE_ENTER,
+        FREE,
+        RETURN,
     ];
 }
 
@@ -286,6 +325,20 @@ pub struct ObjectContract {
 /// The process-lifecycle programs of `common/proc.h`.
 const PROCESS_PROGRAMS: &[&str] = &[process::FORK, process::EXIT, process::EXEC];
 
+/// The socket-level set's programs besides its syscall tracepoints.
+const SOCKET_PROGRAMS: &[&str] = &[
+    process::FORK,
+    process::EXIT,
+    process::EXEC,
+    tls::READ_ENTER,
+    tls::READ_EX_ENTER,
+    tls::WRITE_ENTER,
+    tls::WRITE_EX_ENTER,
+    tls::HANDSHAKE_ENTER,
+    tls::FREE,
+    tls::RETURN,
+];
+
 /// Every object and its contract.
 pub const OBJECTS: [ObjectContract; 5] = [
     ObjectContract {
@@ -314,7 +367,7 @@ pub const OBJECTS: [ObjectContract; 5] = [
             globals::PROP_SAMPLE_THRESHOLD,
         ],
         syscall_programs: &sockets::TRACEPOINTS,
-        programs: PROCESS_PROGRAMS,
+        programs: SOCKET_PROGRAMS,
     },
     ObjectContract {
         object: "go",

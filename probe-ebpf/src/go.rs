@@ -22,6 +22,9 @@ pub mod parent_kind {
 pub const ROOT_REMOTE: u32 = 0x100;
 pub const ROOT_SAMPLED: u32 = 0x1;
 
+/// `FT_GO_EVENT_TLS` of [`GoRequestEvent::flags`]: the request went over TLS.
+pub const EVENT_TLS: u16 = 0x1;
+
 /// `FT_GO_NO_OFFSET`: a field this Go or module version does not have.
 pub const NO_OFFSET: u32 = u32::MAX;
 
@@ -87,6 +90,17 @@ pub struct GoOffsets {
     pub hpack_value: u32,
     /// Size of `hpack.HeaderField` (the slice stride), optional.
     pub hpack_field_size: u32,
+    /// `net/http.Request.TLS`, optional.
+    pub req_tls: u32,
+    /// `net/http.Response.TLS`, optional.
+    pub resp_tls: u32,
+    /// `net/url.URL.Scheme`, optional.
+    pub url_scheme: u32,
+    /// `crypto/tls.ConnectionState.Version`, optional.
+    pub tls_version: u32,
+    /// `crypto/tls.ConnectionState.ServerName`, optional.
+    pub tls_server_name: u32,
+    pub reserved: u32,
 }
 crate::mirrors!(
     GoOffsets = ft_go_offsets {
@@ -125,6 +139,12 @@ crate::mirrors!(
         h2_stream_id,
         hpack_value,
         hpack_field_size,
+        req_tls,
+        resp_tls,
+        url_scheme,
+        tls_version,
+        tls_server_name,
+        reserved,
     }
 );
 
@@ -167,6 +187,12 @@ impl Default for GoOffsets {
             h2_stream_id: NO_OFFSET,
             hpack_value: NO_OFFSET,
             hpack_field_size: NO_OFFSET,
+            req_tls: NO_OFFSET,
+            resp_tls: NO_OFFSET,
+            url_scheme: NO_OFFSET,
+            tls_version: NO_OFFSET,
+            tls_server_name: NO_OFFSET,
+            reserved: 0,
         }
     }
 }
@@ -206,7 +232,11 @@ pub struct GoRequestEvent {
     pub host_len: u16,
     pub route_len: u16,
     pub peer_len: u16,
-    pub pad: [u16; 3],
+    /// The connection's TLS version (`0x0304`: 1.3); 0 unknown.
+    pub tls_version: u16,
+    /// [`EVENT_TLS`].
+    pub flags: u16,
+    pub pad: u16,
     pub method: [u8; METHOD_CAP],
     pub path: [u8; PATH_CAP],
     pub host: [u8; HOST_CAP],
@@ -226,6 +256,8 @@ crate::mirrors!(
         host_len,
         route_len,
         peer_len,
+        tls_version,
+        flags,
         pad,
         method,
         path,
@@ -249,7 +281,9 @@ impl Default for GoRequestEvent {
             host_len: 0,
             route_len: 0,
             peer_len: 0,
-            pad: [0; 3],
+            tls_version: 0,
+            flags: 0,
+            pad: 0,
             method: [0; METHOD_CAP],
             path: [0; PATH_CAP],
             host: [0; HOST_CAP],

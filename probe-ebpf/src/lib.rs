@@ -113,6 +113,9 @@ pub mod wire {
         pub const SOCK_OPEN: u32 = 16;
         pub const SOCK_DATA: u32 = 17;
         pub const SOCK_CLOSE: u32 = 18;
+        /// Plaintext of a TLS connection, in the layout of `SOCK_DATA`.
+        pub const TLS_DATA: u32 = 19;
+        pub const EXEC_MAP: u32 = 20;
     }
 
     /// `enum ft_drop_reason`: indices into the `drop_counters` map.
@@ -122,6 +125,7 @@ pub mod wire {
         pub const INFLIGHT_FULL: u32 = 2;
         pub const PAYLOAD_READ: u32 = 3;
         pub const CLAIM_TABLE_FULL: u32 = 4;
+        pub const TLS_NO_FD: u32 = 5;
         /// Number of slots in `drop_counters` (`FT_DROP_REASONS`).
         pub const COUNT: u32 = 8;
 
@@ -133,6 +137,7 @@ pub mod wire {
                 INFLIGHT_FULL => "inflight_full",
                 PAYLOAD_READ => "payload_read",
                 CLAIM_TABLE_FULL => "claim_table_full",
+                TLS_NO_FD => "tls_no_fd",
                 _ => "other",
             }
         }
@@ -220,6 +225,8 @@ mod pod {
     unsafe impl aya::Pod for crate::sockets::SockCloseEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::profile::ProfProc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::sockets::ExecMapEvent {}
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use crate::wire::{EventHeader, SockAddr};
 /// `ft_event_header.kind` of propagation events.
 pub mod kind {
     /// An outgoing request head passed the sk_msg program.
-    pub const CLIENT: u32 = 64;
+    pub const CLIENT: u32 = 80;
     /// A server request started with a kernel-assigned context.
-    pub const SERVER: u32 = 65;
+    pub const SERVER: u32 = 81;
 }
 
 /// Trace-context formats: the `prop_formats` bit set.

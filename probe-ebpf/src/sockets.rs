@@ -80,9 +80,21 @@ pub struct SockCloseEvent {
 }
 crate::mirrors!(SockCloseEvent = ft_sock_close_event { header, fd, role });
 
+/// `struct ft_exec_map_event`: a claimed process mapped a file executable.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecMapEvent {
+    pub header: EventHeader,
+    pub fd: i32,
+    pub prot: u32,
+}
+crate::mirrors!(ExecMapEvent = ft_exec_map_event { header, fd, prot });
+
 // SAFETY: repr(C), integers and integer arrays only, sizes asserted
 // against the -Wpadded C definitions.
 unsafe impl crate::Wire for SockOpenEvent {}
+// SAFETY: as above.
+unsafe impl crate::Wire for ExecMapEvent {}
 // SAFETY: as above.
 unsafe impl crate::Wire for SockDataEvent {}
 // SAFETY: as above.

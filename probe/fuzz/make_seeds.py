@@ -69,6 +69,56 @@ write("socket_tracker", "client_exchange", client)
 unknown = data_op(False, POST_CHUNKED, fd=5) + data_op(True, RESP_CHUNKED[:120], fd=5) + op(1, fd=5)
 write("socket_tracker", "adopted_connection", unknown)
 
+# --------------------------------------------------------------- tls hello
+# The hellos of an OpenSSL 3 handshake (SNI Shop.Example, TLS 1.3 chosen)
+# and a TLS 1.2 ServerHello, as in probe/parse/src/sockets/tls_hello.rs.
+CLIENT_HELLO = bytes.fromhex(
+    "1603010200010001fc03030e1e246ac539bd1eb832736899d223c9f75a61876edcd88d4c"
+    "bb81bdcf52a0fc2049c851ddd74e8b4cdd0c241bd311e72a4b9fd267756074985f1bb499"
+    "ca50e5430024130213031301c02cc030c02bc02fcca9cca8c024c028c023c027009f009e"
+    "006b006700ff0100018f00000011000f00000c53686f702e4578616d706c65000b000403"
+    "000102000a00160014001d0017001e001900180100010101020103010400230000001600"
+    "0000170000000d002a0028040305030603080708080809080a080b080408050806040105"
+    "010601030303010302040205020602002b00050403040303002d00020101003300260024"
+    "001d0020c4864495f291bd11bd62315a256530cf1f91c35c15d728680e973e2816a77516"
+    "001500e10000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000000000000000000000000000"
+    "00000000000000000000000000"
+)
+SERVER_HELLO_13 = bytes.fromhex(
+    "160303007a020000760303fa80b6f0ef70b55d6925e9a12ceada7cf05ea2be36d6c8b02d"
+    "6cce5ae7304b9b2049c851ddd74e8b4cdd0c241bd311e72a4b9fd267756074985f1bb499"
+    "ca50e543130200002e002b0002030400330024001d0020c92ea0ef75ea7bdc2c3db50cdb"
+    "b17a8b9cf6299fbfa99c2de7055acf1d101376"
+)
+SERVER_HELLO_12 = bytes.fromhex(
+    "16030300410200003d0303cdc1ef1275b8baf3b60f2cc64655aa100f51e4b79a9f076344"
+    "4f574e4752440100c02c000015ff01000100000b0004030001020023000000170000"
+)
+
+
+def hello_segments(from_client, data, step=255):
+    out = b""
+    for i in range(0, len(data), step):
+        part = data[i:i + step]
+        out += bytes([1 if from_client else 0, len(part)]) + part
+    return out
+
+
+write("tls_hello", "tls13", hello_segments(True, CLIENT_HELLO) + hello_segments(False, SERVER_HELLO_13))
+write("tls_hello", "tls12_cut", hello_segments(True, CLIENT_HELLO[:300]) + hello_segments(False, SERVER_HELLO_12))
+# The hellos as socket data, then the request and response as OpenSSL's
+# plaintext (flag 0x80) on the same descriptor.
+tls = op(0, fd=6) + bytes([0])
+tls += data_op(False, CLIENT_HELLO[:255], fd=6) + data_op(True, SERVER_HELLO_13, fd=6)
+tls += data_op(False, REQ[:200], fd=6, gap=0x80) + data_op(True, RESP, fd=6, gap=0x80)
+tls += op(1, fd=6)
+write("socket_tracker", "tls_exchange", tls)
+
 # ----------------------------------------------------------- ring records
 # struct ft_event_header { u32 kind, tgid, tid, cpu; u64 ts_ns; } = 24 bytes
 def header(kind, tgid=10, tid=11, ts=500):

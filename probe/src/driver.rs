@@ -38,12 +38,15 @@
 //!   the event loop, with `spawn_blocking`), fills per-process maps, attaches
 //!   with `UProbeScope::OneProcess`, and keeps the link ids it needs for
 //!   [`remove_target`](ProgramSet::remove_target).
-//! - **uprobes on a shared library** (TLS in `libssl.so`): attach once per
-//!   library file rather than per process (a `HashMap` from the library's
-//!   device and inode to its links, in the set), filter by pid in the kernel
-//!   through `claimed_tgids` (the default `add_target`/`remove_target` claim
-//!   and release), and attach a library the first time a target maps it
-//!   (`/proc/<pid>/maps`).
+//! - **uprobes on a shared library** (TLS in `libssl.so`, the socket-level
+//!   set's `sockets::tls`): find the library each target really maps
+//!   (`/proc/<pid>/maps`, by device and inode), analyse each file once, and
+//!   attach per process (`UProbeScope::OneProcess`): a uprobe scoped to the
+//!   file traps in every process mapping it, which cost untraced processes
+//!   ~4 µs per call here (`bench/results/tls.md`). Children forked after
+//!   the claim get theirs when [`decode`](ProgramSet::decode) reads their
+//!   fork; the attach itself runs in [`settle`](ProgramSet::settle), which
+//!   has the kernel.
 //! - **syscall tracepoints filtered by claims** (the socket-level set):
 //!   [`attach`](ProgramSet::attach) attaches every tracepoint; the default
 //!   `add_target` claims the pid (children follow at fork).
@@ -135,6 +138,12 @@ pub trait ProgramSet: Send + 'static {
     /// Turns one ring-buffer record into zero or more outputs.
     fn decode(&mut self, record: &[u8], out: &mut Vec<Self::Output>) -> Result<(), DecodeError>;
 
+    /// Runs after each batch of records was decoded, with the kernel: the
+    /// work a record asked for that needs it (the TLS probes attach to a
+    /// library a process just mapped). The ring waits meanwhile: keep it
+    /// short.
+    fn settle(&mut self, _kernel: &mut Kernel) {}
+
     /// Runs every [`HOUSEKEEPING`] and once after the final drain: time-outs,
     /// map reads, statistics for [`Housekeeping::parse_errors`].
     fn housekeeping(
@@ -220,6 +229,8 @@ pub struct Housekeeping<'a> {
     untraced: Vec<(&'static str, u64)>,
     propagation: Vec<(PropagationMetric, &'static str, u64)>,
     propagation_cgroups: Option<usize>,
+    tls_untraced: Vec<(&'static str, u64)>,
+    tls_libraries: Option<usize>,
 }
 
 impl Housekeeping<'_> {
@@ -258,6 +269,19 @@ impl Housekeeping<'_> {
     /// cgroups the propagation sockops program is attached to.
     pub fn propagation_cgroups(&mut self, n: usize) {
         self.propagation_cgroups = Some(n);
+    }
+
+    /// `n` more processes were found whose TLS connections cannot be
+    /// traced, for `reason`.
+    pub fn tls_untraced(&mut self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.tls_untraced.push((reason, n));
+        }
+    }
+
+    /// TLS library files probed now.
+    pub fn tls_libraries(&mut self, n: usize) {
+        self.tls_libraries = Some(n);
     }
 }
 
@@ -392,6 +416,7 @@ impl<S: ProgramSet> Driver<S> {
                     let n = drained
                         .with_context(|| format!("reading the {} ring buffer", self.set.name()))?;
                     self.deliver(n, &mut sink, health);
+                    self.set.settle(&mut self.kernel);
                 }
                 Step::Housekeeping => self.housekeeping(&mut sink, health, false),
             }
@@ -468,6 +493,7 @@ impl<S: ProgramSet> Driver<S> {
         } = self;
         let n = reader.drain_now(|record| decode(set, record, outputs, undecodable));
         self.deliver(n, sink, health);
+        self.set.settle(&mut self.kernel);
     }
 
     fn deliver(
@@ -504,6 +530,8 @@ impl<S: ProgramSet> Driver<S> {
             untraced: Vec::new(),
             propagation: Vec::new(),
             propagation_cgroups: None,
+            tls_untraced: Vec::new(),
+            tls_libraries: None,
         };
         self.set
             .housekeeping(&mut self.kernel, &mut tick, &mut self.outputs);
@@ -511,6 +539,8 @@ impl<S: ProgramSet> Driver<S> {
         let untraced = std::mem::take(&mut tick.untraced);
         let propagation = std::mem::take(&mut tick.propagation);
         let propagation_cgroups = tick.propagation_cgroups;
+        let tls_untraced = std::mem::take(&mut tick.tls_untraced);
+        let tls_libraries = tick.tls_libraries;
         self.deliver(0, sink, health);
         let Some(health) = health else { return };
         for (reason, total) in &drops {
@@ -528,6 +558,12 @@ impl<S: ProgramSet> Driver<S> {
         }
         if let Some(n) = propagation_cgroups {
             health.set_propagation_cgroups(n);
+        }
+        for (reason, n) in tls_untraced {
+            health.tls_untraced(reason, n);
+        }
+        if let Some(n) = tls_libraries {
+            health.set_tls_libraries(n);
         }
         self.report_attached(Some(health));
     }

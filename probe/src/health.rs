@@ -40,6 +40,8 @@ struct Metrics {
     propagation_server_requests: Family<Labels, Counter>,
     propagation_refused: Family<Labels, Counter>,
     propagation_cgroups: Family<Labels, Gauge>,
+    tls_untraced: Family<Labels, Counter>,
+    tls_libraries: Family<Labels, Gauge>,
 }
 
 /// Shared health state. Cheap to clone.
@@ -150,6 +152,16 @@ impl Health {
             "propagation_cgroups",
             "cgroups the propagation sockops program is attached to",
             m.propagation_cgroups.clone(),
+        );
+        r.register(
+            "tls_untraced_processes",
+            "Processes whose TLS connections cannot be traced, by reason (static_libssl, no_libssl)",
+            m.tls_untraced.clone(),
+        );
+        r.register(
+            "tls_libraries",
+            "TLS library files (libssl) with uprobes attached, by language",
+            m.tls_libraries.clone(),
         );
         r.register(
             "route_cardinality_capped",
@@ -440,6 +452,27 @@ impl FrontendHealth {
             .attach_refused
             .get_or_create(&labels)
             .inc();
+    }
+
+    /// `n` more processes whose TLS connections cannot be traced, for
+    /// `reason` (`static_libssl`, `no_libssl`).
+    pub fn tls_untraced(&self, reason: &'static str, n: u64) {
+        let mut labels = self.labels();
+        labels.push(("reason", reason.to_owned()));
+        self.health
+            .metrics
+            .tls_untraced
+            .get_or_create(&labels)
+            .inc_by(n);
+    }
+
+    /// The number of TLS library files probed now.
+    pub fn set_tls_libraries(&self, n: usize) {
+        self.health
+            .metrics
+            .tls_libraries
+            .get_or_create(&self.labels())
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The eBPF programs are loaded and attached: `/readyz` turns 200.

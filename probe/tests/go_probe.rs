@@ -7,41 +7,21 @@
 
 mod go_common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ferrotel_e2e::{Collector, Span};
+use ferrotel_e2e::Span;
 use go_common::{
-    Apps, CLIENT, GoApp, Probe, SERVER, TOOLCHAINS, WAIT, apps, get_n, http_client, of_pid,
+    Apps, CLIENT, GoApp, PARENT_ID, Probe, SERVER, TOOLCHAINS, TRACE_ID, WAIT, apps,
+    assert_children, collector, count_by, get_n, http_client, of_pid,
 };
-
-const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const PARENT_ID: &str = "00f067aa0ba902b7";
-
-async fn collector() -> Collector {
-    Collector::start_with_file_exporter()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("the real collector must start (make tools builds otelcol): {e}")
-        })
-}
 
 fn duration(span: &Span) -> Duration {
     Duration::from_nanos(span.end_ns.saturating_sub(span.start_ns))
 }
 
-fn count_by<'a>(spans: &'a [Span], key: impl Fn(&'a Span) -> String) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for span in spans {
-        *counts.entry(key(span)).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// Every client span is a child of one of `parents` (same trace), and each
-/// parent has exactly `per_parent` children.
 /// Asserts the exact count of every "METHOD path status" among `spans`.
 fn assert_method_path_status(label: &str, spans: &[Span], expected: &[(&str, usize)]) {
     let got = count_by(spans, |s| {
@@ -60,32 +40,6 @@ fn assert_method_path_status(label: &str, spans: &[Span], expected: &[(&str, usi
         got, expected,
         "{label}: method, path and status of every server span"
     );
-}
-
-fn assert_children(what: &str, children: &[Span], parents: &[Span], per_parent: usize) {
-    let by_id: HashMap<&str, &Span> = parents.iter().map(|p| (p.span_id.as_str(), p)).collect();
-    let mut per: HashMap<&str, usize> = HashMap::new();
-    for child in children {
-        let parent = by_id.get(child.parent_span_id.as_str()).unwrap_or_else(|| {
-            panic!(
-                "{what}: client span {} has parent {:?}, not one of the server spans",
-                child.span_id, child.parent_span_id
-            )
-        });
-        assert_eq!(
-            child.trace_id, parent.trace_id,
-            "{what}: a child shares its parent's trace"
-        );
-        *per.entry(parent.span_id.as_str()).or_default() += 1;
-    }
-    for parent in parents {
-        assert_eq!(
-            per.get(parent.span_id.as_str()).copied().unwrap_or(0),
-            per_parent,
-            "{what}: children of server span {}",
-            parent.span_id
-        );
-    }
 }
 
 async fn net_http_case(apps: &Apps) {

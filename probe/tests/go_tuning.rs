@@ -6,16 +6,10 @@ mod go_common;
 
 use std::process::Command;
 
-use ferrotel_e2e::{Collector, Span};
-use go_common::{GoApp, Probe, SERVER, TOOLCHAINS, WAIT, apps, get_n, http_client, of_pid};
-
-async fn collector() -> Collector {
-    Collector::start_with_file_exporter()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("the real collector must start (make tools builds otelcol): {e}")
-        })
-}
+use ferrotel_e2e::Span;
+use go_common::{
+    GoApp, Probe, SERVER, TOOLCHAINS, WAIT, apps, collector, get_n, http_client, of_pid,
+};
 
 /// `n` unary health checks from `grpcclient` to `server`.
 fn grpc_calls(client: &std::path::Path, server: &GoApp, n: usize) {

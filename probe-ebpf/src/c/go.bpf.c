@@ -150,7 +150,9 @@ static __always_inline struct ft_go_request_event *ft_go_new_event(__u32 kind, c
     event->host_len = 0;
     event->route_len = 0;
     event->peer_len = 0;
-    __builtin_memset(event->pad, 0, sizeof(event->pad));
+    event->tls_version = 0;
+    event->flags = 0;
+    event->pad = 0;
     return event;
 }
 
@@ -159,6 +161,20 @@ static __always_inline void ft_go_end_server(const struct ft_go_caller *c)
 {
     bpf_map_delete_elem(&go_server_inflight, &c->key);
     bpf_map_delete_elem(&go_active, &c->key);
+}
+
+/* The request went over TLS: `state` is its *tls.ConnectionState (0 if
+ * only the URL scheme said so). The server name fills an empty host. */
+static __always_inline void ft_go_read_tls(struct ft_go_request_event *event, const struct ft_go_offsets *off,
+                                           __u64 state)
+{
+    event->flags |= FT_GO_EVENT_TLS;
+    if (!state)
+        return;
+    if (off->tls_version != FT_GO_NO_OFFSET)
+        bpf_probe_read_user(&event->tls_version, sizeof(event->tls_version), (void *)(state + off->tls_version));
+    if (event->host_len == 0 && off->tls_server_name != FT_GO_NO_OFFSET)
+        event->host_len = ft_go_read_string(event->host, FT_GO_HOST_CAP - 1, state + off->tls_server_name);
 }
 
 /* Method, URL path and host of an *http.Request into the event. */
@@ -176,6 +192,9 @@ static __always_inline void ft_go_read_http_request(struct ft_go_request_event *
         event->host_len = ft_go_read_string(event->host, FT_GO_HOST_CAP - 1, request + off->req_host);
         if (off->req_remote_addr != FT_GO_NO_OFFSET)
             event->peer_len = ft_go_read_string(event->peer, FT_GO_PEER_CAP - 1, request + off->req_remote_addr);
+        __u64 state = off->req_tls != FT_GO_NO_OFFSET ? ft_go_read_u64(request + off->req_tls) : 0;
+        if (state)
+            ft_go_read_tls(event, off, state);
     }
     if (off->req_pattern != FT_GO_NO_OFFSET)
         event->route_len = ft_go_read_string(event->route, FT_GO_ROUTE_CAP - 1, request + off->req_pattern);
@@ -231,6 +250,24 @@ int ft_go_http_server_end(struct pt_regs *ctx)
 
 /* ------------------------------------------------------------ net/http client */
 
+/* Request.URL.Scheme == "https": a round trip that failed before a
+ * response still went (or tried to go) over TLS. */
+static __always_inline int ft_go_url_is_https(const struct ft_go_offsets *off, __u64 request)
+{
+    if (off->url_scheme == FT_GO_NO_OFFSET)
+        return 0;
+    __u64 url = ft_go_read_u64(request + off->req_url);
+    if (!url)
+        return 0;
+    struct ft_go_string scheme = {};
+    if (bpf_probe_read_user(&scheme, sizeof(scheme), (void *)(url + off->url_scheme)) != 0 || scheme.len != 5)
+        return 0;
+    char text[5];
+    if (bpf_probe_read_user(text, sizeof(text), (void *)scheme.ptr) != 0)
+        return 0;
+    return __builtin_memcmp(text, "https", 5) == 0;
+}
+
 static __always_inline void ft_go_begin_client(struct pt_regs *ctx, __u64 request, __u64 method_len)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -268,11 +305,16 @@ int ft_go_http_client_end(struct pt_regs *ctx)
         ft_go_http_event(FT_EV_GO_HTTP_CLIENT, &c, inflight->start_ns, &inflight->trace, inflight->request);
     if (event) {
         __u64 response = ctx->ax;
+        __u64 state = 0;
         if (response) {
             __s64 status = -1;
             bpf_probe_read_user(&status, sizeof(status), (void *)(response + c.off->resp_status_code));
             event->status = status;
+            if (c.off->resp_tls != FT_GO_NO_OFFSET)
+                state = ft_go_read_u64(response + c.off->resp_tls);
         }
+        if (state || ft_go_url_is_https(c.off, inflight->request))
+            ft_go_read_tls(event, c.off, state);
         ft_submit(event);
     }
     bpf_map_delete_elem(&go_client_inflight, &c.key);

@@ -22,6 +22,7 @@
 #include "common/proc.h"
 #include "sockets/conns.h"
 #include "sockets/inflight.h"
+#include "sockets/tls.h"
 
 /* Propagation's server half: context decided at request start (the
  * sk_msg half is propagation.bpf.c). */
@@ -56,7 +57,7 @@ static __always_inline int ft_sock_track(__u64 pid_tgid, __s32 fd, __u32 role)
     if (!sk)
         return 0;
     struct ft_conn_key key = {.tgid = pid_tgid >> 32, .fd = fd};
-    struct ft_conn conn = {.role = role, .reserved = 0};
+    struct ft_conn conn = {.role = role, .flags = 0};
     if (bpf_map_update_elem(&conns, &key, &conn, BPF_ANY) != 0) {
         ft_count_drop(FT_DROP_CONN_TABLE_FULL);
         return 0;
@@ -65,16 +66,18 @@ static __always_inline int ft_sock_track(__u64 pid_tgid, __s32 fd, __u32 role)
     return 1;
 }
 
-/* Is fd a traced socket? Adopts stream sockets opened before we attached. */
-static __always_inline int ft_sock_known_socket(__u64 pid_tgid, __s32 fd)
+/* The traced socket fd, or NULL. Adopts stream sockets opened before we attached. */
+static __always_inline struct ft_conn *ft_sock_known_socket(__u64 pid_tgid, __s32 fd)
 {
     struct ft_conn_key key = {.tgid = pid_tgid >> 32, .fd = fd};
-    if (bpf_map_lookup_elem(&conns, &key))
-        return 1;
-    return ft_sock_track(pid_tgid, fd, FT_ROLE_UNKNOWN);
+    struct ft_conn *conn = bpf_map_lookup_elem(&conns, &key);
+    if (conn || !ft_sock_track(pid_tgid, fd, FT_ROLE_UNKNOWN))
+        return conn;
+    return bpf_map_lookup_elem(&conns, &key);
 }
 
-static __always_inline void ft_sock_remember(__u64 pid_tgid, __s32 fd, __u32 kind, __u32 direction, __u64 buf, __u64 iovcnt)
+static __always_inline void ft_sock_remember(__u64 pid_tgid, __s32 fd, __u32 kind, __u32 direction, __u64 buf, __u64 iovcnt,
+                                             __u32 flags)
 {
     struct ft_inflight io = {
         .buf = buf,
@@ -83,7 +86,7 @@ static __always_inline void ft_sock_remember(__u64 pid_tgid, __s32 fd, __u32 kin
         .fd = fd,
         .kind = kind,
         .direction = direction,
-        .reserved = 0,
+        .flags = flags,
     };
     if (bpf_map_update_elem(&inflight, &pid_tgid, &io, BPF_ANY) != 0)
         ft_count_drop(FT_DROP_INFLIGHT_FULL);
@@ -94,9 +97,13 @@ static __always_inline void ft_sock_on_io_enter(__s32 fd, __u32 kind, __u32 dire
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!ft_is_claimed(pid_tgid >> 32))
         return;
-    if (!ft_sock_known_socket(pid_tgid, fd))
+    struct ft_conn *conn = ft_sock_known_socket(pid_tgid, fd);
+    if (!conn)
         return;
-    ft_sock_remember(pid_tgid, fd, kind, direction, buf, iovcnt);
+    __u32 flags;
+    if (ft_tls_on_io_enter(pid_tgid, fd, conn, direction, &flags))
+        return;
+    ft_sock_remember(pid_tgid, fd, kind, direction, buf, iovcnt, flags);
 }
 
 /* msghdr: the iovec array and its length live in user memory. */
@@ -105,14 +112,18 @@ static __always_inline void ft_sock_on_msg_enter(__s32 fd, __u32 direction, __u6
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!ft_is_claimed(pid_tgid >> 32))
         return;
-    if (!ft_sock_known_socket(pid_tgid, fd))
+    struct ft_conn *conn = ft_sock_known_socket(pid_tgid, fd);
+    if (!conn)
+        return;
+    __u32 flags;
+    if (ft_tls_on_io_enter(pid_tgid, fd, conn, direction, &flags))
         return;
     struct user_msghdr hdr;
     if (bpf_probe_read_user(&hdr, sizeof(hdr), (void *)msg) != 0) {
         ft_count_drop(FT_DROP_PAYLOAD_READ);
         return;
     }
-    ft_sock_remember(pid_tgid, fd, FT_IO_IOV, direction, (__u64)hdr.msg_iov, hdr.msg_iovlen);
+    ft_sock_remember(pid_tgid, fd, FT_IO_IOV, direction, (__u64)hdr.msg_iov, hdr.msg_iovlen, flags);
 }
 
 #define CAP FT_SOCK_PAYLOAD_CAP
@@ -184,6 +195,10 @@ static __always_inline int ft_sock_on_io_exit(struct ft_sys_exit_ctx *ctx)
         }
     }
     captured &= (CAP * 4 - 1);
+    if (io.flags & FT_IO_SNIFF)
+        ft_tls_sniff(pid_tgid, io.fd, io.direction, s->payload, captured);
+    else if (io.flags & FT_IO_HELLO)
+        ft_tls_count_hello(pid_tgid, io.fd, io.direction);
     s->event.captured_len = captured;
     ft_prop_on_data(pid_tgid, &io, s->payload, captured);
     ft_output(s, sizeof(s->event) + captured);
@@ -276,7 +291,7 @@ int ft_sock_enter_connect(struct ft_sys_enter_ctx *ctx)
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!ft_is_claimed(pid_tgid >> 32))
         return 0;
-    ft_sock_remember(pid_tgid, ARG(0), FT_IO_CONNECT, 0, 0, 0);
+    ft_sock_remember(pid_tgid, ARG(0), FT_IO_CONNECT, 0, 0, 0, 0);
     return 0;
 }
 
@@ -320,3 +335,7 @@ int ft_sock_enter_close(struct ft_sys_enter_ctx *ctx)
     ft_submit(event);
     return 0;
 }
+
+/* The OpenSSL uprobes and the exec-mapping tracepoint: they share the
+ * helpers above. */
+#include "sockets/tls_probes.h"

@@ -24,7 +24,13 @@ enum ft_event_kind {
     FT_EV_SOCK_OPEN = 16,
     FT_EV_SOCK_DATA = 17,
     FT_EV_SOCK_CLOSE = 18,
-    /* 32..63 are reserved for the Go program set, 64..79 for profiling (profile/wire.h). */
+    /* Plaintext of a TLS connection, read or written through OpenSSL:
+     * the layout of FT_EV_SOCK_DATA (sockets/tls.h). */
+    FT_EV_TLS_DATA = 19,
+    /* A claimed process mapped a file executable (sockets/tls.h). */
+    FT_EV_EXEC_MAP = 20,
+    /* 32..63 are reserved for the Go program set, 64..79 for profiling
+     * (profile/wire.h), 80..95 for propagation (propagation/wire.h). */
 };
 
 /* Indices into the per-CPU `drop_counters` array: why an event was lost. */
@@ -39,6 +45,8 @@ enum ft_drop_reason {
     FT_DROP_PAYLOAD_READ = 3,
     /* A claimed child could not be added to claimed_tgids. */
     FT_DROP_CLAIM_TABLE_FULL = 4,
+    /* TLS plaintext whose connection (socket fd) is unknown: not reported. */
+    FT_DROP_TLS_NO_FD = 5,
     FT_DROP_REASONS = 8,
 };
 

@@ -23,7 +23,10 @@ use ferrotel_parse::procfs::{cgroup, maps, net_tcp};
 use ferrotel_parse::record::RequestRecord;
 use ferrotel_parse::sampling::{Sampler, SpanStarter};
 use ferrotel_parse::sockets::Tracker;
-use ferrotel_parse::sockets::events::{self as socket_events, Direction, KernelEvent, RoleHint};
+use ferrotel_parse::sockets::events::{
+    self as socket_events, Direction, KernelEvent, Layer, RoleHint,
+};
+use ferrotel_parse::sockets::tls_hello::HelloReader;
 use ferrotel_parse::trace_context::parse_traceparent;
 use ferrotel_parse::url::{self, RoutePattern};
 use ferrotel_probe_ebpf::Wire;
@@ -37,6 +40,7 @@ pub type Body = fn(&[u8]);
 pub const TARGETS: &[(&str, Body)] = &[
     ("http1", http1),
     ("socket_tracker", socket_tracker),
+    ("tls_hello", tls_hello),
     ("ring_records", ring_records),
     ("go_event", go_event),
     ("pclntab", pclntab),
@@ -175,7 +179,10 @@ pub fn socket_tracker_records(data: &[u8]) -> Vec<RequestRecord> {
             _ => {
                 let len = usize::from(input.byte());
                 let payload = input.bytes(len);
-                let gap = usize::from(input.byte() & 0x0f) * 97;
+                // Low bits: bytes not captured; the high bit: plaintext
+                // from the OpenSSL probes rather than the socket.
+                let flags = input.byte();
+                let gap = usize::from(flags & 0x0f) * 97;
                 KernelEvent::Data {
                     pid,
                     tid: pid + u32::from(op & 1),
@@ -189,6 +196,11 @@ pub fn socket_tracker_records(data: &[u8]) -> Vec<RequestRecord> {
                     },
                     total_len: payload.len() + gap,
                     payload,
+                    layer: if flags & 0x80 == 0 {
+                        Layer::Socket
+                    } else {
+                        Layer::Tls
+                    },
                 }
             }
         };
@@ -202,6 +214,37 @@ pub fn socket_tracker_records(data: &[u8]) -> Vec<RequestRecord> {
         assert!(record.end_ns >= record.start_ns, "no negative durations");
     }
     records
+}
+
+/// The first ciphertext of a TLS connection, both directions interleaved
+/// as the kernel reports them: each `[flags, captured length]` header is
+/// followed by the captured bytes; flag bit 0 is the direction (client
+/// first), bits 1.. the bytes the syscall moved beyond the capture.
+pub fn tls_hello(data: &[u8]) {
+    let mut input = Input(data);
+    let mut reader = HelloReader::default();
+    while !input.is_empty() {
+        let flags = input.byte();
+        let len = usize::from(input.byte());
+        let payload = input.bytes(len);
+        reader.feed(
+            flags & 1 == 1,
+            payload,
+            payload.len() + usize::from(flags >> 1) * 61,
+        );
+        let info = reader.info();
+        if let Some(name) = &info.server_name {
+            assert!(
+                !name.is_empty() && name.len() <= 253 && name.bytes().all(|b| b.is_ascii_graphic()),
+                "a server name is a short printable host name: {name:?}"
+            );
+        }
+        assert_eq!(
+            info.protocol_name.is_some(),
+            info.protocol_version.is_some(),
+            "a protocol has a name and a version or neither"
+        );
+    }
 }
 
 /// One ring-buffer record, as every decoder sees it.

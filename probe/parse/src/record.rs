@@ -60,6 +60,37 @@ pub struct HttpInfo {
     pub request_body_size: Option<u64>,
     /// Response body bytes (`Content-Length` or counted).
     pub response_body_size: Option<u64>,
+    /// Set if the request travelled over TLS, with what is known of it.
+    pub tls: Option<TlsInfo>,
+}
+
+/// What the probe knows of a request's TLS connection (from its hellos, or
+/// the library's connection state). Every field may be unknown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `tls.protocol.name`: `tls` (or `ssl` for SSL 3).
+    pub protocol_name: Option<String>,
+    /// `tls.protocol.version`: `1.2`, `1.3`, ...
+    pub protocol_version: Option<String>,
+    /// The server name the client asked for (SNI).
+    pub server_name: Option<String>,
+}
+
+impl TlsInfo {
+    /// Sets the protocol from a wire version (`0x0303`: TLS 1.2, `0x0300`:
+    /// SSL 3); an unknown value leaves it unknown.
+    pub fn set_version(&mut self, version: u16) {
+        let (name, number) = match version {
+            0x0300 => ("ssl", "3"),
+            0x0301 => ("tls", "1.0"),
+            0x0302 => ("tls", "1.1"),
+            0x0303 => ("tls", "1.2"),
+            0x0304 => ("tls", "1.3"),
+            _ => return,
+        };
+        self.protocol_name = Some(name.to_owned());
+        self.protocol_version = Some(number.to_owned());
+    }
 }
 
 /// A gRPC call (unary or streaming), as parsed by the front-end.
@@ -74,6 +105,8 @@ pub struct GrpcInfo {
     /// `:authority`, if seen.
     pub authority: Option<String>,
     pub user_agent: Option<String>,
+    /// Set if the call travelled over TLS.
+    pub tls: Option<TlsInfo>,
 }
 
 /// What was spoken.

@@ -14,12 +14,13 @@ mod claims;
 mod drops;
 mod ring;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::Map;
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
-use aya::programs::{BtfTracePoint, PerfEvent, Program, TracePoint};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use aya::programs::{BtfTracePoint, PerfEvent, Program, TracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
 use ferrotel_probe_ebpf::contract::{globals, maps, process};
 
@@ -393,6 +394,47 @@ impl Kernel {
                 .map_err(attach_error(set, name, format!("cpu-clock on CPU {cpu}")))?;
         }
         Ok(cpus.len())
+    }
+
+    /// Loads (verifies) uprobe programs `names`; they attach later, per
+    /// process or per file.
+    pub fn load_uprobes(&mut self, names: &[&str]) -> Result<(), EbpfError> {
+        let set = self.set;
+        for name in names {
+            let program: &mut UProbe = self.program(name, "uprobe")?;
+            program.load().map_err(attach_error(set, name, "load"))?;
+        }
+        Ok(())
+    }
+
+    /// Attaches loaded uprobe program `name` at file `offset` of `target`
+    /// for `scope`. Boxed: aya's errors are large, and per-process attaches
+    /// return this on every path.
+    pub fn attach_uprobe(
+        &mut self,
+        name: &'static str,
+        offset: u64,
+        target: &Path,
+        scope: UProbeScope,
+    ) -> Result<UProbeLinkId, Box<EbpfError>> {
+        let set = self.set;
+        let uprobe: &mut UProbe = self.program(name, "uprobe")?;
+        uprobe
+            .attach(UProbeAttachLocation::AbsoluteOffset(offset), target, scope)
+            .map_err(|source| {
+                let target = format!("{}+{offset:#x}", target.display());
+                Box::new(attach_error(set, name, target)(source))
+            })
+    }
+
+    /// Detaches uprobe links taken from [`Kernel::attach_uprobe`]; a link
+    /// whose process exited is already gone, which is fine.
+    pub fn detach_uprobes(&mut self, links: &mut Vec<(&'static str, UProbeLinkId)>) {
+        for (program, link) in links.drain(..) {
+            if let Ok(uprobe) = self.program::<UProbe>(program, "uprobe") {
+                let _ = uprobe.detach(link);
+            }
+        }
     }
 
     /// Attaches the shared process-lifecycle programs of `common/proc.h`

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use aya::programs::UProbe;
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
 use ferrotel_probe_ebpf::contract::propagation as propagation_programs;
 use ferrotel_probe_ebpf::contract::{go as programs, maps};
 use ferrotel_probe_ebpf::go::{GoOffsets, NO_OFFSET};
@@ -111,16 +110,7 @@ impl GoProbes {
         cache: Arc<AnalysisCache>,
         enabled: BTreeSet<Feature>,
     ) -> Result<Self, Box<EbpfError>> {
-        let set = kernel.set();
-        for name in programs::PROGRAMS {
-            let program: &mut UProbe = kernel.program(name, "uprobe")?;
-            program.load().map_err(|source| EbpfError::Attach {
-                set,
-                name: name.to_owned(),
-                target: "load".to_owned(),
-                source,
-            })?;
-        }
+        kernel.load_uprobes(&programs::PROGRAMS)?;
         Ok(Self {
             offsets: kernel.take_map(maps::GO_OFFSETS)?,
             cache,
@@ -311,28 +301,9 @@ fn attach_at(
     exe: &Path,
     pid: NonZeroU32,
 ) -> Result<UProbeLinkId, Box<EbpfError>> {
-    let set = kernel.set();
-    let uprobe: &mut UProbe = kernel.program(program, "uprobe")?;
-    uprobe
-        .attach(
-            UProbeAttachLocation::AbsoluteOffset(offset),
-            exe,
-            UProbeScope::OneProcess(pid),
-        )
-        .map_err(|source| {
-            Box::new(EbpfError::Attach {
-                set,
-                name: program.to_owned(),
-                target: format!("{}+{offset:#x}", exe.display()),
-                source,
-            })
-        })
+    kernel.attach_uprobe(program, offset, exe, UProbeScope::OneProcess(pid))
 }
 
 fn detach_links(kernel: &mut Kernel, links: &mut Vec<(&'static str, UProbeLinkId)>) {
-    for (program, link) in links.drain(..) {
-        if let Ok(uprobe) = kernel.program::<UProbe>(program, "uprobe") {
-            let _ = uprobe.detach(link);
-        }
-    }
+    kernel.detach_uprobes(links);
 }

@@ -9,10 +9,15 @@
 //!   -> events::decode -> tracker::Tracker (HTTP/1 framing, pairing, parents)
 //!   -> RequestRecord -> RecordSink (the pipeline)
 //! ```
+//!
+//! TLS: the plaintext of OpenSSL connections comes from uprobes on the
+//! libssl each process maps and joins the same path ([`tls`]).
 
 // Record decoding and the HTTP/1 tracker read the workload's bytes: they
 // live in `ferrotel-parse`, where they are fuzzed.
 pub use ferrotel_parse::sockets::{events, tracker};
+
+pub mod tls;
 
 use ferrotel_api::probe_config::LanguageTuning;
 use ferrotel_probe_ebpf::contract::{defaults, globals, sockets};
@@ -35,6 +40,8 @@ pub struct SocketSet {
     /// Tracker statistics already reported.
     reported: TrackerStats,
     propagation: Propagation,
+    /// Set by `attach`.
+    tls: Option<tls::TlsProbes>,
 }
 
 impl SocketSet {
@@ -75,11 +82,17 @@ impl SocketSet {
             tracker: Tracker::new(spans),
             reported: TrackerStats::default(),
             propagation: Propagation::new(propagation, Served::Sockets),
+            tls: None,
         }
     }
 
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// TLS library files probed now.
+    pub fn tls_library_count(&self) -> usize {
+        self.tls.as_ref().map_or(0, tls::TlsProbes::library_count)
     }
 }
 
@@ -103,6 +116,7 @@ impl ProgramSet for SocketSet {
         kernel.attach_process_tracking()?;
         // Created now, so that a claim cannot fail for want of the map.
         kernel.claims()?;
+        self.tls = Some(tls::TlsProbes::load(kernel)?);
         self.propagation.start(self.tuning.wakeup_bytes);
         Ok(())
     }
@@ -114,6 +128,12 @@ impl ProgramSet for SocketSet {
     ) -> Result<(), Refusal> {
         driver::claim(kernel, target.pid, true)?;
         self.propagation.add(target.pid);
+        // The libssl it maps now; one it loads later is found when it maps
+        // it (FT_EV_EXEC_MAP) or opens a TLS connection; its children at
+        // their fork.
+        if let Some(tls) = self.tls.as_mut() {
+            tls.scan(kernel, target.pid);
+        }
         Ok(())
     }
 
@@ -123,6 +143,9 @@ impl ProgramSet for SocketSet {
         }
         self.propagation.remove(pid);
         self.tracker.forget_process(pid);
+        if let Some(tls) = self.tls.as_mut() {
+            tls.release(kernel, pid);
+        }
     }
 
     fn decode(&mut self, record: &[u8], out: &mut Vec<RequestRecord>) -> Result<(), DecodeError> {
@@ -131,7 +154,30 @@ impl ProgramSet for SocketSet {
             self.propagation.on_client(ctx);
         }
         self.tracker.on_event(&event, out);
+        if let Some(tls) = self.tls.as_mut() {
+            match event {
+                events::KernelEvent::ExecMap { pid } => tls.mapped(pid),
+                events::KernelEvent::ProcExit { pid } => tls.exited(pid),
+                // A new program: its own libraries, mapped from now on.
+                events::KernelEvent::ProcExec { pid } => {
+                    tls.exited(pid);
+                    tls.mapped(pid);
+                }
+                // Claimed at fork; its uprobes are its own (per process).
+                events::KernelEvent::ProcFork { pid, .. } => tls.mapped(pid),
+                _ => {}
+            }
+            for pid in self.tracker.take_tls_processes() {
+                tls.saw_tls(pid);
+            }
+        }
         Ok(())
+    }
+
+    fn settle(&mut self, kernel: &mut Kernel) {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.settle(kernel);
+        }
     }
 
     fn housekeeping(
@@ -146,5 +192,11 @@ impl ProgramSet for SocketSet {
         tick.connections_untraced("abandoned", stats.abandoned - self.reported.abandoned);
         self.reported = stats;
         self.propagation.housekeeping(tick);
+        if let Some(tls) = self.tls.as_mut() {
+            for (reason, n) in tls.take_untraced() {
+                tick.tls_untraced(reason, n);
+            }
+            tick.tls_libraries(tls.library_count());
+        }
     }
 }

@@ -594,6 +594,7 @@ mod tests {
                 status_code: Some(0),
                 authority: Some("s:50051".into()),
                 user_agent: None,
+                tls: None,
             });
             observe(grpc, None);
         }
@@ -723,6 +724,7 @@ mod tests {
             status_code: Some(code),
             authority: None,
             user_agent: None,
+            tls: None,
         });
         record
     }

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::{Span, Status, span, status};
 pub use ferrotel_parse::url::split_host;
 
 use super::clock::ClockOffsets;
-use super::record::{GrpcInfo, HttpInfo, Protocol, RequestRecord, SpanKind};
+use super::record::{GrpcInfo, HttpInfo, Protocol, RequestRecord, SpanKind, TlsInfo};
 
 /// An attribute value before it becomes protobuf.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -172,7 +172,11 @@ fn http_span_attributes(
         attrs.push(("http.request.method_original", http.method.clone().into()));
     }
     let scheme = http.scheme.as_deref().unwrap_or("http");
-    let (server_address, server_port) = server_endpoint(record, http.host.as_deref(), scheme);
+    let (server_address, server_port) = server_endpoint(
+        record,
+        authority(http.host.as_deref(), http.tls.as_ref()),
+        scheme,
+    );
     match record.kind {
         SpanKind::Server => {
             attrs.push(("url.path", http.path.clone().into()));
@@ -237,6 +241,26 @@ fn http_span_attributes(
             i64::try_from(size).unwrap_or(i64::MAX).into(),
         ));
     }
+    if let Some(tls) = &http.tls {
+        tls_attributes(tls, attrs);
+    }
+}
+
+/// The authority of a request: its `Host`/`:authority`, else the server
+/// name the client asked for in the TLS handshake (SNI).
+fn authority<'a>(host: Option<&'a str>, tls: Option<&'a TlsInfo>) -> Option<&'a str> {
+    host.filter(|h| !h.is_empty())
+        .or_else(|| tls.and_then(|t| t.server_name.as_deref()))
+}
+
+/// `tls.*` span attributes, where known.
+fn tls_attributes(tls: &TlsInfo, attrs: &mut Attributes) {
+    if let Some(name) = &tls.protocol_name {
+        attrs.push(("tls.protocol.name", name.clone().into()));
+    }
+    if let Some(version) = &tls.protocol_version {
+        attrs.push(("tls.protocol.version", version.clone().into()));
+    }
 }
 
 fn grpc_span_attributes(record: &RequestRecord, grpc: &GrpcInfo, attrs: &mut Attributes) {
@@ -246,7 +270,12 @@ fn grpc_span_attributes(record: &RequestRecord, grpc: &GrpcInfo, attrs: &mut Att
     if let Some(code) = grpc.status_code {
         attrs.push(("rpc.grpc.status_code", i64::from(code).into()));
     }
-    let (server_address, server_port) = server_endpoint(record, grpc.authority.as_deref(), "http");
+    let scheme = if grpc.tls.is_some() { "https" } else { "http" };
+    let (server_address, server_port) = server_endpoint(
+        record,
+        authority(grpc.authority.as_deref(), grpc.tls.as_ref()),
+        scheme,
+    );
     if let Some(address) = server_address {
         attrs.push(("server.address", address.into()));
     }
@@ -256,6 +285,9 @@ fn grpc_span_attributes(record: &RequestRecord, grpc: &GrpcInfo, attrs: &mut Att
     peer_attributes(record, attrs);
     if let Some(ua) = &grpc.user_agent {
         attrs.push(("user_agent.original", ua.clone().into()));
+    }
+    if let Some(tls) = &grpc.tls {
+        tls_attributes(tls, attrs);
     }
 }
 
@@ -290,7 +322,11 @@ pub fn metric_attributes(record: &RequestRecord, route: Option<&str>) -> Attribu
                     }
                 }
                 SpanKind::Client => {
-                    let (address, port) = server_endpoint(record, http.host.as_deref(), scheme);
+                    let (address, port) = server_endpoint(
+                        record,
+                        authority(http.host.as_deref(), http.tls.as_ref()),
+                        scheme,
+                    );
                     if let Some(address) = address {
                         attrs.push(("server.address", address.into()));
                     }
@@ -312,7 +348,12 @@ pub fn metric_attributes(record: &RequestRecord, route: Option<&str>) -> Attribu
                 attrs.push(("rpc.grpc.status_code", i64::from(code).into()));
             }
             if record.kind == SpanKind::Client {
-                let (address, port) = server_endpoint(record, grpc.authority.as_deref(), "http");
+                let scheme = if grpc.tls.is_some() { "https" } else { "http" };
+                let (address, port) = server_endpoint(
+                    record,
+                    authority(grpc.authority.as_deref(), grpc.tls.as_ref()),
+                    scheme,
+                );
                 if let Some(address) = address {
                     attrs.push(("server.address", address.into()));
                 }
@@ -516,6 +557,7 @@ pub(crate) mod tests {
             status_code: Some(5),
             authority: Some("greeter:50051".into()),
             user_agent: None,
+            tls: None,
         });
         let attrs = span_attributes(&record, None);
         assert_eq!(span_name(&record, None), "helloworld.Greeter/SayHello");

@@ -3,6 +3,7 @@
 //! runtime with the Go program set against the real collector.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -166,6 +167,8 @@ impl Drop for GoApp {
 #[path = "../probe_harness/mod.rs"]
 mod probe_harness;
 pub use probe_harness::Probe;
+#[allow(unused_imports)] // the TLS tests use it
+pub use probe_harness::TestTls;
 
 impl Probe {
     /// Starts the probe with the Go program set for `pids` and
@@ -249,4 +252,57 @@ pub async fn get_n(
         longest = longest.max(started.elapsed());
     }
     longest
+}
+
+/// A W3C trace context the tests send, to see it continued.
+pub const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+pub const PARENT_ID: &str = "00f067aa0ba902b7";
+
+/// The real collector, exporting to a file the tests read.
+pub async fn collector() -> Collector {
+    Collector::start_with_file_exporter()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("the real collector must start (make tools builds otelcol): {e}")
+        })
+}
+
+/// How many of `spans` have each `key`.
+pub fn count_by<'a>(
+    spans: &'a [Span],
+    key: impl Fn(&'a Span) -> String,
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for span in spans {
+        *counts.entry(key(span)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Every span of `children` is a child of one of `parents` (same trace),
+/// and each parent has exactly `per_parent` children.
+pub fn assert_children(what: &str, children: &[Span], parents: &[Span], per_parent: usize) {
+    let by_id: HashMap<&str, &Span> = parents.iter().map(|p| (p.span_id.as_str(), p)).collect();
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for child in children {
+        let parent = by_id.get(child.parent_span_id.as_str()).unwrap_or_else(|| {
+            panic!(
+                "{what}: client span {} has parent {:?}, not one of the server spans",
+                child.span_id, child.parent_span_id
+            )
+        });
+        assert_eq!(
+            child.trace_id, parent.trace_id,
+            "{what}: a child shares its parent's trace"
+        );
+        *per.entry(parent.span_id.as_str()).or_default() += 1;
+    }
+    for parent in parents {
+        assert_eq!(
+            per.get(parent.span_id.as_str()).copied().unwrap_or(0),
+            per_parent,
+            "{what}: children of server span {}",
+            parent.span_id
+        );
+    }
 }

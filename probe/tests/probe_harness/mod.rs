@@ -164,6 +164,23 @@ impl Probe {
         }
     }
 
+    /// Waits until the probe's metric `sample` (name and labels, as
+    /// exposed) satisfies `wanted`.
+    pub async fn wait_metric(&self, sample: &str, wanted: impl Fn(f64) -> bool) {
+        let deadline = tokio::time::Instant::now() + PROBE_WAIT;
+        loop {
+            let text = self.metrics().await;
+            if Self::metric(&text, &format!("{sample} ")).is_some_and(&wanted) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the probe's {sample} never reached the expected value:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn assert_running(&self) {
         assert!(
             self.task.as_ref().is_some_and(|t| !t.is_finished()),
@@ -198,5 +215,31 @@ impl Drop for Probe {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// A TLS identity for `localhost` made for one test (a fresh CA and a
+/// server certificate), removed with the value.
+pub struct TestTls {
+    _dir: tempfile::TempDir,
+    pub files: ferrotel_e2e::pki::ServingCert,
+}
+
+impl TestTls {
+    pub fn new() -> TestTls {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = ferrotel_e2e::pki::serving_cert(dir.path()).expect("test certificates");
+        TestTls { _dir: dir, files }
+    }
+
+    /// A reqwest client trusting the test CA, with `localhost` pinned to
+    /// 127.0.0.1:`port` (the apps listen on IPv4; the name is what SNI
+    /// and the certificate carry).
+    pub fn client(&self, port: u16) -> reqwest::ClientBuilder {
+        ferrotel_e2e::stack::install_crypto_provider();
+        let ca = std::fs::read(&self.files.ca_cert).expect("read the test CA");
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA pem"))
+            .resolve("localhost", ([127, 0, 0, 1], port).into())
     }
 }

@@ -85,32 +85,31 @@ impl App {
     }
 
     pub fn gunicorn_flask(port: u16) -> App {
+        App::gunicorn_flask_with(port, "Flask under gunicorn", &[])
+    }
+
+    /// Flask under gunicorn (two gthread workers) with `extra` arguments
+    /// (e.g. `--certfile`).
+    pub fn gunicorn_flask_with(port: u16, what: &str, extra: &[&str]) -> App {
         let mut cmd = Command::new(venv_bin("gunicorn"));
-        cmd.args([
-            "-k",
-            "gthread",
-            "-w",
-            "2",
-            "--threads",
-            "4",
-            "-b",
-            &format!("127.0.0.1:{port}"),
-            "flask_app:app",
-        ]);
-        App::start("Flask under gunicorn", cmd, port)
+        cmd.args(["-k", "gthread", "-w", "2", "--threads", "4"])
+            .args(extra)
+            .args(["-b", &format!("127.0.0.1:{port}"), "flask_app:app"]);
+        App::start(what, cmd, port)
     }
 
     pub fn uvicorn_fastapi(port: u16) -> App {
+        App::uvicorn_fastapi_with(port, "FastAPI under uvicorn", &[])
+    }
+
+    /// FastAPI under uvicorn with `extra` arguments (e.g. `--ssl-*`).
+    pub fn uvicorn_fastapi_with(port: u16, what: &str, extra: &[&str]) -> App {
         let mut cmd = Command::new(venv_bin("uvicorn"));
-        cmd.args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--no-access-log",
-            "fastapi_app:app",
-        ]);
-        App::start("FastAPI under uvicorn", cmd, port)
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--no-access-log"])
+            .args(extra)
+            .arg("fastapi_app:app");
+        App::start(what, cmd, port)
     }
 
     pub fn two_tier(backend: &App) -> App {
@@ -121,6 +120,10 @@ impl App {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -153,6 +156,8 @@ impl Drop for App {
 #[path = "../probe_harness/mod.rs"]
 mod probe_harness;
 pub use probe_harness::Probe;
+#[allow(unused_imports)] // the TLS tests use it
+pub use probe_harness::TestTls;
 
 impl Probe {
     /// Starts the probe runtime with the socket-level program set for
@@ -236,11 +241,20 @@ pub type PlannedRequest = (&'static str, String, &'static str, u16, Option<Vec<u
 /// one keep-alive connection, half over fresh connections. Each request has
 /// its own path (the id), so spans can be matched to requests one to one.
 pub async fn mixed_workload(base: &str, first_id: usize) -> Vec<Sent> {
-    let keep_alive = reqwest::Client::builder()
+    mixed_workload_with(base, first_id, reqwest::Client::builder).await
+}
+
+/// [`mixed_workload`] with clients from `builder` (e.g. trusting a test CA).
+pub async fn mixed_workload_with(
+    base: &str,
+    first_id: usize,
+    builder: impl Fn() -> reqwest::ClientBuilder,
+) -> Vec<Sent> {
+    let keep_alive = builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let fresh = reqwest::Client::builder()
+    let fresh = builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
         .build()
@@ -440,17 +454,48 @@ pub async fn wait_histogram(collector: &Collector, name: &str, pids: &[u32], exp
 
 /// The server-app scenario shared by the three frameworks.
 /// `processes`: how many processes serve (master and workers).
-pub async fn server_case(what: &str, mut app: App, by_port: bool, processes: usize) {
+pub async fn server_case(what: &str, app: App, by_port: bool, processes: usize) {
+    server_case_over(what, app, by_port, processes, None).await;
+}
+
+/// What [`server_case_over`] saw: the app's server spans (already matched
+/// against the requests sent) and the probe's own metrics at its stop.
+pub struct Served {
+    pub spans: Vec<Span>,
+    pub probe_metrics: String,
+}
+
+/// [`server_case`] over plain HTTP (`tls` None) or HTTPS with clients
+/// trusting the test CA (the probe's libssl uprobes awaited first): the
+/// mixed workload (every method, bodies larger than the capture, chunked
+/// responses, keep-alive and fresh connections) gives exactly one server
+/// span and one histogram sample per request.
+pub async fn server_case_over(
+    what: &str,
+    mut app: App,
+    by_port: bool,
+    processes: usize,
+    tls: Option<&TestTls>,
+) -> Served {
     let collector = collector().await;
     let probe = if by_port {
+        // Workers forked before the probe started: claimed by their port.
         Probe::start(&collector, &[], &[app.port], processes).await
     } else {
         Probe::start(&collector, &[app.pid()], &[], processes).await
     };
-    let sent = mixed_workload(&app.url(""), 1000).await;
+    let port = app.port;
+    let sent = match tls {
+        Some(tls) => {
+            wait_tls_libraries(&probe, 1).await;
+            let base = format!("https://localhost:{port}");
+            mixed_workload_with(&base, 1000, || tls.client(port)).await
+        }
+        None => mixed_workload(&app.url(""), 1000).await,
+    };
     app.assert_alive(what);
     let pids = claimed_pids(&app);
-    probe.stop().await;
+    let probe_metrics = probe.stop().await;
 
     let is_app = of_pids(&pids);
     let spans = collector
@@ -468,8 +513,21 @@ pub async fn server_case(what: &str, mut app: App, by_port: bool, processes: usi
     assert_eq!(
         count,
         sent.len() as u64,
-        "{what}: http.server.request.duration counts every request"
+        "{what}: http.server.request.duration counts every request once"
     );
+    Served {
+        spans,
+        probe_metrics,
+    }
+}
+
+/// Waits until the probe has uprobes on at least `n` TLS library files.
+pub async fn wait_tls_libraries(probe: &Probe, n: usize) {
+    probe
+        .wait_metric("ferrotel_probe_tls_libraries{language=\"python\"}", |v| {
+            v >= n as f64
+        })
+        .await;
 }
 
 /// The app's process and its workers (children).

@@ -17,6 +17,7 @@ import (
 	"ferrotel.test/goapps/internal/common"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -30,11 +31,16 @@ func main() {
 	watch := flag.Int("watch", 0, "server-streaming Watch calls after the unary ones")
 	traceparent := flag.String("traceparent", "", "W3C traceparent metadata for the first -traced unary calls")
 	traced := flag.Int("traced", 0, "how many of the first unary calls send -traceparent")
+	secure := common.TLSFlags()
 	flag.Parse()
 	if *wait {
 		common.WaitForStdin()
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if config := secure.ClientConfig(); config != nil {
+		creds = credentials.NewTLS(config)
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

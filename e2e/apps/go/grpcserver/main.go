@@ -17,6 +17,7 @@ import (
 	"ferrotel.test/goapps/internal/common"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -58,21 +59,34 @@ func (s *server) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
 	downstream := flag.String("downstream", "", "host:port that service \"downstream\" calls")
+	secure := common.TLSFlags()
 	flag.Parse()
 	s := &server{}
 	if *downstream != "" {
-		conn, err := grpc.NewClient(*downstream, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(*downstream, grpc.WithTransportCredentials(clientCredentials(secure)))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 		s.downstream = healthpb.NewHealthClient(conn)
 	}
-	gs := grpc.NewServer()
+	var options []grpc.ServerOption
+	if config := secure.ServerConfig(); config != nil {
+		options = append(options, grpc.Creds(credentials.NewTLS(config)))
+	}
+	gs := grpc.NewServer(options...)
 	healthpb.RegisterHealthServer(gs, s)
 	ln := common.Listen(*addr)
 	if err := gs.Serve(ln); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// clientCredentials trusts -tls-ca, or is insecure without it.
+func clientCredentials(secure common.TLS) credentials.TransportCredentials {
+	if config := secure.ClientConfig(); config != nil {
+		return credentials.NewTLS(config)
+	}
+	return insecure.NewCredentials()
 }

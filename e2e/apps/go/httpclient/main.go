@@ -17,12 +17,15 @@ func main() {
 	n := flag.Int("n", 1, "number of requests")
 	traceparent := flag.String("traceparent", "", "traceparent header to send")
 	wait := flag.Bool("wait", false, "wait for a line on stdin before sending")
+	h2 := flag.Bool("h2", false, "HTTP/2 over TLS (with -tls-ca)")
+	secure := common.TLSFlags()
 	flag.Parse()
 	if *wait {
 		common.WaitForStdin()
 	}
-	client := &http.Client{}
+	client := secure.HTTPClient(*h2)
 	counts := map[int]int{}
+	protocols := map[string]int{}
 	for i := 0; i < *n; i++ {
 		req, err := http.NewRequest(http.MethodGet, *url, nil)
 		if err != nil {
@@ -40,6 +43,8 @@ func main() {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		counts[resp.StatusCode]++
+		protocols[resp.Proto]++
 	}
 	fmt.Println("STATUS", counts)
+	fmt.Println("PROTO", protocols)
 }

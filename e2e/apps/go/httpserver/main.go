@@ -19,9 +19,10 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
 	downstream := flag.String("downstream", "", "base URL that /downstream calls")
+	secure := common.TLSFlags()
 	flag.Parse()
 
-	client := &http.Client{}
+	client := secure.HTTPClient(false)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /hello", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello\n")
@@ -76,7 +77,15 @@ func main() {
 	})
 
 	ln := common.Listen(*addr)
-	if err := http.Serve(ln, mux); err != nil {
+	server := &http.Server{Handler: mux}
+	var err error
+	if secure.Serving() {
+		// ServeTLS: what ListenAndServeTLS does on its listener (HTTP/2 by ALPN too).
+		err = server.ServeTLS(ln, secure.CertFile(), secure.KeyFile())
+	} else {
+		err = server.Serve(ln)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

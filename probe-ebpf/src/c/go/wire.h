@@ -41,7 +41,7 @@ enum ft_go_map_kind {
  * Struct field offsets of one Go binary (DWARF or the offsets table), written
  * by user space into `go_offsets` under each traced process's tgid before
  * its probes are attached. Unknown optional fields are FT_GO_NO_OFFSET.
- * 144 bytes.
+ * 168 bytes.
  */
 struct ft_go_offsets {
     __u32 g_goid;                    /* runtime.g.goid */
@@ -80,6 +80,14 @@ struct ft_go_offsets {
     __u32 h2_stream_id;     /* x/net/http2.FrameHeader.StreamID */
     __u32 hpack_value;      /* x/net/http2/hpack.HeaderField.Value */
     __u32 hpack_field_size; /* sizeof(hpack.HeaderField), from its last field */
+    /* TLS (all optional): Request.TLS and Response.TLS are a
+     * *tls.ConnectionState, nil without TLS. */
+    __u32 req_tls;         /* net/http.Request.TLS */
+    __u32 resp_tls;        /* net/http.Response.TLS */
+    __u32 url_scheme;      /* net/url.URL.Scheme */
+    __u32 tls_version;     /* crypto/tls.ConnectionState.Version */
+    __u32 tls_server_name; /* crypto/tls.ConnectionState.ServerName */
+    __u32 reserved;
 };
 
 /* Trace identity of one span, assigned in the kernel at request start so
@@ -91,6 +99,9 @@ struct ft_go_trace {
     __u32 parent_kind;      /* enum ft_go_parent_kind */
     __u32 root_flags;       /* FT_GO_ROOT_* of the chain's local root */
 };
+
+/* ft_go_request_event.flags */
+#define FT_GO_EVENT_TLS 0x1u /* the request went over TLS (url.scheme https) */
 
 #define FT_GO_METHOD_CAP 16
 #define FT_GO_PATH_CAP 128
@@ -115,8 +126,10 @@ struct ft_go_request_event {
     __u16 path_len;
     __u16 host_len;
     __u16 route_len;
-    __u16 peer_len; /* server: Request.RemoteAddr ("ip:port") */
-    __u16 pad[3];
+    __u16 peer_len;    /* server: Request.RemoteAddr ("ip:port") */
+    __u16 tls_version; /* the connection's TLS version (0x0304: 1.3); 0 unknown */
+    __u16 flags;       /* FT_GO_EVENT_* */
+    __u16 pad;
     char method[FT_GO_METHOD_CAP];
     char path[FT_GO_PATH_CAP];
     char host[FT_GO_HOST_CAP];

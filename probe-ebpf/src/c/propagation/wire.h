@@ -11,8 +11,8 @@
 
 /* ft_event_header.kind of propagation events (64..79). */
 enum ft_prop_event_kind {
-    FT_EV_PROP_CLIENT = 64, /* an outgoing request head passed the sk_msg program */
-    FT_EV_PROP_SERVER = 65, /* a server request started with a kernel-assigned context */
+    FT_EV_PROP_CLIENT = 80, /* an outgoing request head passed the sk_msg program */
+    FT_EV_PROP_SERVER = 81, /* a server request started with a kernel-assigned context */
 };
 
 /* Trace-context formats (the `propagators` knob, a bit set). */

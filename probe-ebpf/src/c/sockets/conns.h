@@ -16,9 +16,21 @@ struct ft_conn_key {
     __s32 fd;
 };
 
+/*
+ * ft_conn.flags: what the first bytes said (sockets/tls.h). A connection
+ * whose first data is a TLS record carries ciphertext: its first
+ * FT_TLS_HELLO_EVENTS data events per direction are reported (the hellos:
+ * SNI, protocol version), the rest is suppressed; its plaintext comes from
+ * the OpenSSL uprobes.
+ */
+#define FT_CONN_SEEN 0x1u /* first data classified */
+#define FT_CONN_TLS 0x2u  /* ... as a TLS record */
+#define FT_CONN_HELLO_IN_SHIFT 8  /* ingress ciphertext events reported */
+#define FT_CONN_HELLO_OUT_SHIFT 16 /* egress ciphertext events reported */
+
 struct ft_conn {
-    __u32 role; /* enum ft_sock_role */
-    __u32 reserved;
+    __u32 role;  /* enum ft_sock_role */
+    __u32 flags; /* FT_CONN_* */
 };
 
 struct {

@@ -23,8 +23,14 @@ struct ft_inflight {
     __s32 fd;
     __u32 kind;      /* enum ft_io_kind */
     __u32 direction; /* enum ft_sock_dir */
-    __u32 reserved;
+    __u32 flags;     /* FT_IO_* */
 };
+
+/* ft_inflight.flags: the connection's first data, whose exit classifies
+ * it; or a TLS hello, counted at exit if the syscall moved bytes (a
+ * non-blocking read may return EAGAIN first). */
+#define FT_IO_SNIFF 0x1u
+#define FT_IO_HELLO 0x2u
 
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);

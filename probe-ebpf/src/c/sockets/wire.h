@@ -53,6 +53,17 @@ struct ft_sock_data_scratch {
     __u8 payload[FT_SOCK_PAYLOAD_CAP * 2];
 };
 
+/*
+ * A claimed process mapped part of a file executable (mmap with PROT_EXEC
+ * of an fd): it may have loaded a TLS library, which user space then looks
+ * for in /proc/<pid>/maps. Emitted at syscall entry. 32 bytes.
+ */
+struct ft_exec_map_event {
+    struct ft_event_header header;
+    __s32 fd;
+    __u32 prot;
+};
+
 /* A traced socket was closed by the process. 32 bytes. */
 struct ft_sock_close_event {
     struct ft_event_header header;

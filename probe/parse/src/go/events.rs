@@ -10,7 +10,7 @@
 
 use ferrotel_probe_ebpf::go::{self, GoRequestEvent, ROOT_REMOTE, ROOT_SAMPLED, kind, parent_kind};
 
-use crate::record::{GrpcInfo, HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind};
+use crate::record::{GrpcInfo, HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind, TlsInfo};
 use crate::sampling::Sampler;
 use crate::trace_context::{ParentKind, SpanContext, SpanId, TraceId};
 
@@ -108,6 +108,11 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
     };
     let path = text(&event.path, event.path_len);
     let host = text(&event.host, event.host_len);
+    let tls = (event.flags & go::EVENT_TLS != 0).then(|| {
+        let mut tls = TlsInfo::default();
+        tls.set_version(event.tls_version);
+        tls
+    });
     let mut error = None;
     let protocol = match event.header.kind {
         kind::HTTP_SERVER | kind::HTTP_CLIENT => {
@@ -125,11 +130,12 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
                 status,
                 route,
                 host: (!host.is_empty()).then_some(host),
-                scheme: Some("http".to_owned()),
+                scheme: Some(if tls.is_some() { "https" } else { "http" }.to_owned()),
                 protocol_version: None,
                 user_agent: None,
                 request_body_size: u64::try_from(event.content_length).ok().filter(|n| *n > 0),
                 response_body_size: None,
+                tls,
             })
         }
         _ => {
@@ -144,6 +150,7 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
                     .filter(|c| (0..=16).contains(c)),
                 authority: None,
                 user_agent: None,
+                tls: None,
             })
         }
     };
@@ -218,6 +225,43 @@ mod tests {
             r.peer,
             Some("10.1.2.3:50312".parse().unwrap()),
             "the server's peer comes from Request.RemoteAddr"
+        );
+    }
+
+    #[test]
+    fn a_tls_request_is_https_with_its_protocol_version() {
+        let mut e = event(kind::HTTP_SERVER);
+        e.method_len = put(&mut e.method, "GET");
+        e.status = 200;
+        let plain = to_record(&e, &sampler(SamplerKind::AlwaysOn, 1.0)).expect("decodes");
+        let Protocol::Http(http) = plain.protocol else {
+            panic!("expected HTTP")
+        };
+        assert_eq!((http.scheme.as_deref(), http.tls), (Some("http"), None));
+        e.flags = go::EVENT_TLS;
+        e.tls_version = 0x0304;
+        let secure = to_record(&e, &sampler(SamplerKind::AlwaysOn, 1.0)).expect("decodes");
+        let Protocol::Http(http) = secure.protocol else {
+            panic!("expected HTTP")
+        };
+        assert_eq!(http.scheme.as_deref(), Some("https"));
+        let tls = http.tls.expect("TLS info");
+        assert_eq!(
+            (
+                tls.protocol_name.as_deref(),
+                tls.protocol_version.as_deref()
+            ),
+            (Some("tls"), Some("1.3"))
+        );
+        e.tls_version = 0;
+        let unknown = to_record(&e, &sampler(SamplerKind::AlwaysOn, 1.0)).expect("decodes");
+        let Protocol::Http(http) = unknown.protocol else {
+            panic!("expected HTTP")
+        };
+        assert_eq!(
+            (http.scheme.as_deref(), http.tls.map(|t| t.protocol_version)),
+            (Some("https"), Some(None)),
+            "a failed round trip to an https URL is HTTPS without a version"
         );
     }
 

@@ -116,6 +116,12 @@ pub const ALL_FIELDS: &[(&str, &str)] = &[
     ("internal/runtime/maps.table", "groups"),
     ("internal/runtime/maps.groupsReference", "data"),
     ("internal/runtime/maps.groupsReference", "lengthMask"),
+    // TLS of HTTP requests; optional.
+    ("net/http.Request", "TLS"),
+    ("net/http.Response", "TLS"),
+    ("net/url.URL", "Scheme"),
+    ("crypto/tls.ConnectionState", "Version"),
+    ("crypto/tls.ConnectionState", "ServerName"),
 ];
 
 /// Where a binary's offsets came from.
@@ -278,6 +284,12 @@ pub fn to_wire(fields: &FieldOffsets, swiss: bool, status_error_itab: u64) -> Go
             NO_OFFSET => NO_OFFSET,
             sensitive => (sensitive + 1).next_multiple_of(8),
         },
+        req_tls: get("net/http.Request.TLS"),
+        resp_tls: get("net/http.Response.TLS"),
+        url_scheme: get("net/url.URL.Scheme"),
+        tls_version: get("crypto/tls.ConnectionState.Version"),
+        tls_server_name: get("crypto/tls.ConnectionState.ServerName"),
+        reserved: 0,
     };
     // Header maps are only walked when every offset of that layout is known.
     let known = |offsets: &[u32]| offsets.iter().all(|o| *o != NO_OFFSET);

@@ -3,7 +3,9 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ferrotel_probe_ebpf::Wire;
-use ferrotel_probe_ebpf::sockets::{SockCloseEvent, SockDataEvent, SockOpenEvent, direction, role};
+use ferrotel_probe_ebpf::sockets::{
+    ExecMapEvent, SockCloseEvent, SockDataEvent, SockOpenEvent, direction, role,
+};
 use ferrotel_probe_ebpf::wire::{AF_INET, AF_INET6, EventHeader, ProcEvent, SockAddr, kind};
 
 use crate::propagation::events::PropagationEvent;
@@ -28,6 +30,16 @@ pub enum RoleHint {
     Unknown,
 }
 
+/// Where the bytes of a data event were seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// A read/write-family syscall on the socket: plaintext, or a TLS
+    /// connection's ciphertext (only its hellos reach user space).
+    Socket,
+    /// SSL_read/SSL_write on the connection: its plaintext.
+    Tls,
+}
+
 /// One decoded kernel event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelEvent<'a> {
@@ -49,6 +61,7 @@ pub enum KernelEvent<'a> {
         direction: Direction,
         total_len: usize,
         payload: &'a [u8],
+        layer: Layer,
     },
     Close {
         pid: u32,
@@ -68,6 +81,11 @@ pub enum KernelEvent<'a> {
     },
     /// A context the kernel assigned (propagation on).
     Propagation(PropagationEvent),
+    /// The process mapped part of a file executable (it may have loaded a
+    /// TLS library).
+    ExecMap {
+        pid: u32,
+    },
 }
 
 /// Why a record could not be decoded (a build mismatch: never expected).
@@ -95,7 +113,7 @@ pub fn decode(record: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
         len: record.len(),
     };
     Ok(match header.kind {
-        kind::SOCK_DATA => {
+        kind::SOCK_DATA | kind::TLS_DATA => {
             let event = SockDataEvent::read(record).ok_or_else(short)?;
             let start = size_of::<SockDataEvent>();
             let captured = event.captured_len as usize;
@@ -113,7 +131,16 @@ pub fn decode(record: &[u8]) -> Result<KernelEvent<'_>, DecodeError> {
                 },
                 total_len: event.total_len as usize,
                 payload,
+                layer: if header.kind == kind::TLS_DATA {
+                    Layer::Tls
+                } else {
+                    Layer::Socket
+                },
             }
+        }
+        kind::EXEC_MAP => {
+            ExecMapEvent::read(record).ok_or_else(short)?;
+            KernelEvent::ExecMap { pid: header.tgid }
         }
         kind::SOCK_OPEN => {
             let event = SockOpenEvent::read(record).ok_or_else(short)?;
@@ -206,8 +233,10 @@ mod tests {
                 direction,
                 total_len,
                 payload,
+                layer,
             } => {
                 assert_eq!((pid, tid, enter_ns, exit_ns, fd), (10, 11, 400, 500, 7));
+                assert_eq!(layer, Layer::Socket);
                 assert_eq!(direction, Direction::Egress);
                 assert_eq!(
                     total_len, 9000,

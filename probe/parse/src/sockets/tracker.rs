@@ -8,18 +8,25 @@
 //! client request), which is what the parent/child logic is keyed on:
 //! (pid, tid).
 //!
+//! A connection whose first bytes are a TLS record carries ciphertext at
+//! the socket: the tracker reads only its hellos there (SNI and protocol
+//! version, see [`super::tls::hello`]) and takes its HTTP from the
+//! plaintext events of the OpenSSL probes ([`Layer::Tls`]), on the same
+//! (pid, fd). Its records get `url.scheme` `https` and the TLS attributes.
+//!
 //! Pure logic over decoded events: unit-tested without a kernel.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use crate::http1::{Head, MessageParser, Parsed, RequestHead, ResponseHead, SegmentMeta, Side};
-use crate::record::{HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind};
+use crate::record::{HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind, TlsInfo};
 use crate::sampling::SpanStarter;
 use crate::trace_context::{SpanContext, parse_traceparent};
 
-use super::events::{Direction, KernelEvent, RoleHint};
+use super::events::{Direction, KernelEvent, Layer, RoleHint};
 use super::kernel_context::KernelContexts;
+use super::tls_hello::{self as hello, HelloReader};
 use crate::propagation::events::PropagationEvent;
 
 /// Connections tracked at most (all processes together); a connection
@@ -48,6 +55,8 @@ pub struct TrackerStats {
     pub unanswered: u64,
     /// Responses for which no request had been seen.
     pub orphan_responses: u64,
+    /// Connections whose first bytes were a TLS record.
+    pub tls_connections: u64,
 }
 
 #[derive(Debug)]
@@ -74,6 +83,10 @@ struct Conn {
     off: bool,
     /// What the two parsers hold, as counted in `Tracker::buffered`.
     buffered: usize,
+    /// Some data was seen (the first bytes decide whether it is TLS).
+    seen_data: bool,
+    /// A TLS connection: its hellos, read from its ciphertext.
+    tls: Option<HelloReader>,
 }
 
 impl Conn {
@@ -91,7 +104,13 @@ impl Conn {
             pending: VecDeque::new(),
             off: false,
             buffered: 0,
+            seen_data: false,
+            tls: None,
         }
+    }
+
+    fn tls_info(&self) -> Option<TlsInfo> {
+        self.tls.as_ref().map(|hello| hello.info().clone())
     }
 
     fn request_direction(&self) -> Option<Direction> {
@@ -114,6 +133,8 @@ pub struct Tracker {
     stats: TrackerStats,
     /// Sum of every connection's `buffered`.
     buffered: usize,
+    /// Processes that opened a TLS connection since [`Tracker::take_tls_processes`].
+    tls_processes: BTreeSet<u32>,
 }
 
 impl Tracker {
@@ -125,7 +146,14 @@ impl Tracker {
             kernel: KernelContexts::default(),
             stats: TrackerStats::default(),
             buffered: 0,
+            tls_processes: BTreeSet::new(),
         }
+    }
+
+    /// Processes seen opening a TLS connection since the last call: the
+    /// program set checks that their TLS library is probed.
+    pub fn take_tls_processes(&mut self) -> BTreeSet<u32> {
+        std::mem::take(&mut self.tls_processes)
     }
 
     pub fn stats(&self) -> TrackerStats {
@@ -186,13 +214,14 @@ impl Tracker {
                 direction,
                 total_len,
                 payload,
+                layer,
             } => {
                 let meta = SegmentMeta {
                     enter_ns,
                     exit_ns,
                     tid,
                 };
-                self.on_data(pid, fd, direction, payload, total_len, meta, out);
+                self.on_data(pid, fd, direction, payload, total_len, meta, layer, out);
             }
             KernelEvent::Close { pid, fd, ts_ns, .. } => {
                 if let Some(conn) = self.remove_conn((pid, fd)) {
@@ -203,7 +232,9 @@ impl Tracker {
             KernelEvent::Propagation(PropagationEvent::Server(ctx)) => self.kernel.server_read(ctx),
             KernelEvent::Propagation(PropagationEvent::Client(ctx)) => self.kernel.client_sent(ctx),
             KernelEvent::ProcExit { pid } => self.forget_process(pid),
-            KernelEvent::ProcExec { .. } | KernelEvent::ProcFork { .. } => {}
+            KernelEvent::ProcExec { .. }
+            | KernelEvent::ProcFork { .. }
+            | KernelEvent::ExecMap { .. } => {}
         }
     }
 
@@ -220,6 +251,7 @@ impl Tracker {
         self.buffered -= freed;
         self.serving.retain(|(p, _), _| *p != pid);
         self.kernel.forget_process(pid);
+        self.tls_processes.remove(&pid);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -231,6 +263,7 @@ impl Tracker {
         payload: &[u8],
         total_len: usize,
         meta: SegmentMeta,
+        layer: Layer,
         out: &mut Vec<RequestRecord>,
     ) {
         if !self.conns.contains_key(&(pid, fd)) && !self.has_room() {
@@ -240,6 +273,36 @@ impl Tracker {
             .conns
             .entry((pid, fd))
             .or_insert_with(|| Conn::new(RoleHint::Unknown, None, None));
+        match layer {
+            // Ciphertext: only the hellos come this way.
+            Layer::Socket
+                if conn.tls.is_some() || (!conn.seen_data && hello::is_record(payload)) =>
+            {
+                if conn.tls.is_none() {
+                    conn.tls = Some(HelloReader::default());
+                    conn.role = conn.role.or_else(|| tls_role(direction, payload));
+                    self.stats.tls_connections += 1;
+                    self.tls_processes.insert(pid);
+                }
+                conn.seen_data = true;
+                let from_client = conn.request_direction() == Some(direction);
+                if conn.role.is_some()
+                    && let Some(reader) = conn.tls.as_mut()
+                {
+                    reader.feed(from_client, payload, total_len);
+                }
+                return;
+            }
+            Layer::Socket => {}
+            // Plaintext of a TLS connection whose hellos we missed (it was
+            // adopted mid-stream): still HTTPS.
+            Layer::Tls => {
+                if conn.tls.is_none() {
+                    conn.tls = Some(HelloReader::default());
+                }
+            }
+        }
+        conn.seen_data = true;
         if conn.off {
             return;
         }
@@ -378,7 +441,7 @@ impl Tracker {
                     return;
                 }
                 let exchange = conn.pending.pop_front().expect("front checked");
-                let (local, peer) = (conn.local, conn.peer);
+                let (local, peer, tls) = (conn.local, conn.peer, conn.tls_info());
                 if role == SpanKind::Server
                     && self.serving.get(&(pid, exchange.tid)) == Some(&exchange.span)
                 {
@@ -393,6 +456,7 @@ impl Tracker {
                     local,
                     peer,
                     None,
+                    tls,
                 ));
             }
             // Heads of the wrong kind cannot come out of a parser of one side.
@@ -427,6 +491,7 @@ impl Tracker {
                 conn.local,
                 conn.peer,
                 None,
+                conn.tls_info(),
             ));
         }
         // Requests the peer never got an answer to: still a request served
@@ -444,6 +509,7 @@ impl Tracker {
                 conn.local,
                 conn.peer,
                 Some("connection closed before the response completed"),
+                conn.tls_info(),
             ));
         }
     }
@@ -455,6 +521,21 @@ impl Tracker {
             self.serving.remove(&(pid, exchange.tid));
         }
     }
+}
+
+/// The role of a TLS connection we did not see being opened: who sends the
+/// ClientHello is the client, who sends the ServerHello the server.
+fn tls_role(direction: Direction, payload: &[u8]) -> Option<SpanKind> {
+    // Record header (5 bytes), then the handshake message type.
+    let sent_by_client = match payload.get(5) {
+        Some(1) => true,
+        Some(2) => false,
+        _ => return None,
+    };
+    Some(match (direction, sent_by_client) {
+        (Direction::Egress, true) | (Direction::Ingress, false) => SpanKind::Client,
+        _ => SpanKind::Server,
+    })
 }
 
 /// The role of a connection we did not see being opened, from its first bytes.
@@ -483,6 +564,7 @@ fn record(
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
     error: Option<&str>,
+    tls: Option<TlsInfo>,
 ) -> RequestRecord {
     let Exchange {
         request,
@@ -500,7 +582,7 @@ fn record(
         status: response.as_ref().map(|r| r.status),
         route: None,
         host: request.host,
-        scheme: Some("http".to_owned()),
+        scheme: Some(if tls.is_some() { "https" } else { "http" }.to_owned()),
         protocol_version: Some(if request.version == 0 { "1.0" } else { "1.1" }.to_owned()),
         user_agent: request.user_agent,
         request_body_size: request_body.or(request.content_length),
@@ -508,6 +590,7 @@ fn record(
             .as_ref()
             .and_then(|r| r.content_length)
             .or(response_body.filter(|_| response.is_some())),
+        tls,
     };
     RequestRecord {
         kind,

@@ -1,6 +1,7 @@
 use super::*;
 use crate::sampling::{Sampler, SamplerKind};
 use crate::trace_context::ParentKind;
+use std::collections::BTreeSet;
 
 const PID: u32 = 100;
 
@@ -30,6 +31,33 @@ fn data(
     bytes: &[u8],
     out: &mut Vec<RequestRecord>,
 ) {
+    data_at(t, Layer::Socket, fd, tid, dir, ts, bytes, out);
+}
+
+/// Plaintext of a TLS connection, from the OpenSSL probes.
+fn tls_data(
+    t: &mut Tracker,
+    fd: i32,
+    tid: u32,
+    dir: Direction,
+    ts: u64,
+    bytes: &[u8],
+    out: &mut Vec<RequestRecord>,
+) {
+    data_at(t, Layer::Tls, fd, tid, dir, ts, bytes, out);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn data_at(
+    t: &mut Tracker,
+    layer: Layer,
+    fd: i32,
+    tid: u32,
+    dir: Direction,
+    ts: u64,
+    bytes: &[u8],
+    out: &mut Vec<RequestRecord>,
+) {
     let event = KernelEvent::Data {
         pid: PID,
         tid,
@@ -39,6 +67,7 @@ fn data(
         direction: dir,
         total_len: bytes.len(),
         payload: bytes,
+        layer,
     };
     t.on_event(&event, out);
 }
@@ -384,11 +413,13 @@ fn non_http_connections_are_ignored_and_counted() {
         7,
         Direction::Ingress,
         3,
-        &[0x16, 0x03, 0x01, 0, 5],
+        // A PostgreSQL SSLRequest: binary, and not a TLS record either.
+        &[0, 0, 0, 8, 4, 210, 22, 47],
         &mut out,
     );
     assert!(out.is_empty());
     assert_eq!(t.stats().not_http, 2);
+    assert_eq!(t.stats().tls_connections, 0);
 }
 
 #[test]
@@ -524,4 +555,258 @@ fn connections_beyond_the_table_cap_are_not_tracked() {
         MAX_CONNECTIONS,
         "data on an untracked fd adopts nothing"
     );
+}
+
+// ------------------------------------------------------------------ TLS
+
+/// A ClientHello for `shop.example` and a TLS 1.3 ServerHello, as OpenSSL
+/// 3.0 wrote them.
+fn hellos() -> (Vec<u8>, Vec<u8>) {
+    use crate::sockets::tls_hello::fixtures::{CLIENT_HELLO_13, SERVER_HELLO_13};
+    (
+        hex::decode(CLIENT_HELLO_13).expect("hex"),
+        hex::decode(SERVER_HELLO_13).expect("hex"),
+    )
+}
+
+fn client_hello() -> Vec<u8> {
+    hellos().0
+}
+
+#[test]
+fn a_tls_server_connection_yields_https_records_from_plaintext_only() {
+    let mut t = tracker();
+    let mut out = Vec::new();
+    open(&mut t, 5, RoleHint::Server, &mut out);
+    let client = client_hello();
+    let (_, server) = hellos();
+    // OpenSSL reads the record header, then the body; then answers.
+    data(&mut t, 5, 7, Direction::Ingress, 10, &client[..5], &mut out);
+    data(&mut t, 5, 7, Direction::Ingress, 20, &client[5..], &mut out);
+    data(&mut t, 5, 7, Direction::Egress, 30, &server, &mut out);
+    assert_eq!(t.take_tls_processes(), BTreeSet::from([PID]));
+    tls_data(
+        &mut t,
+        5,
+        7,
+        Direction::Ingress,
+        100,
+        b"GET /secure HTTP/1.1\r\nHost: shop.example:8443\r\n\r\n",
+        &mut out,
+    );
+    tls_data(
+        &mut t,
+        5,
+        7,
+        Direction::Egress,
+        200,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        &mut out,
+    );
+    assert_eq!(out.len(), 1, "one request, one record: {out:#?}");
+    let http = http(&out[0]);
+    assert_eq!(
+        (http.path.as_str(), http.status, http.scheme.as_deref()),
+        ("/secure", Some(200), Some("https"))
+    );
+    assert_eq!(
+        http.tls,
+        Some(TlsInfo {
+            protocol_name: Some("tls".into()),
+            protocol_version: Some("1.3".into()),
+            server_name: Some("shop.example".into()),
+        })
+    );
+    assert_eq!(
+        (t.stats().not_http, t.stats().tls_connections),
+        (0, 1),
+        "ciphertext is not counted as a parse error"
+    );
+}
+
+#[test]
+fn ciphertext_past_the_hellos_never_becomes_a_record() {
+    let mut t = tracker();
+    let mut out = Vec::new();
+    open(&mut t, 5, RoleHint::Server, &mut out);
+    data(
+        &mut t,
+        5,
+        7,
+        Direction::Ingress,
+        10,
+        &client_hello(),
+        &mut out,
+    );
+    // Application data records that reached user space anyway.
+    data(
+        &mut t,
+        5,
+        7,
+        Direction::Ingress,
+        20,
+        &[23, 3, 3, 0, 2, 0xaa, 0xbb],
+        &mut out,
+    );
+    data(
+        &mut t,
+        5,
+        7,
+        Direction::Egress,
+        30,
+        b"HTTP/1.1 200 OK\r\n\r\n",
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:#?}");
+    assert_eq!(t.stats().not_http, 0);
+}
+
+#[test]
+fn plaintext_connections_are_not_taken_for_tls() {
+    let mut t = tracker();
+    let mut out = Vec::new();
+    open(&mut t, 5, RoleHint::Server, &mut out);
+    data(
+        &mut t,
+        5,
+        7,
+        Direction::Ingress,
+        10,
+        b"GET / HTTP/1.1\r\n\r\n",
+        &mut out,
+    );
+    // A later body byte that looks like a record header changes nothing.
+    data(
+        &mut t,
+        5,
+        7,
+        Direction::Egress,
+        20,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+        &mut out,
+    );
+    data(&mut t, 5, 7, Direction::Egress, 30, &[22, 3, 1], &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(http(&out[0]).scheme.as_deref(), Some("http"));
+    assert_eq!(http(&out[0]).tls, None);
+    assert!(t.take_tls_processes().is_empty());
+}
+
+#[test]
+fn an_adopted_tls_connection_is_a_client_if_it_sent_the_client_hello() {
+    let mut t = tracker();
+    let mut out = Vec::new();
+    // No open event: the socket existed before the probe attached.
+    data(
+        &mut t,
+        9,
+        7,
+        Direction::Egress,
+        10,
+        &client_hello(),
+        &mut out,
+    );
+    tls_data(
+        &mut t,
+        9,
+        7,
+        Direction::Egress,
+        100,
+        b"GET /api HTTP/1.1\r\nHost: api.example\r\n\r\n",
+        &mut out,
+    );
+    tls_data(
+        &mut t,
+        9,
+        7,
+        Direction::Ingress,
+        200,
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].kind, SpanKind::Client);
+    assert_eq!(http(&out[0]).scheme.as_deref(), Some("https"));
+    assert_eq!(
+        http(&out[0])
+            .tls
+            .as_ref()
+            .and_then(|t| t.server_name.as_deref()),
+        Some("shop.example")
+    );
+}
+
+#[test]
+fn a_tls_call_made_while_serving_tls_is_a_child_of_the_server_span() {
+    let mut t = tracker();
+    let mut out = Vec::new();
+    open(&mut t, 5, RoleHint::Server, &mut out);
+    open(&mut t, 6, RoleHint::Client, &mut out);
+    data(
+        &mut t,
+        5,
+        7,
+        Direction::Ingress,
+        10,
+        &client_hello(),
+        &mut out,
+    );
+    data(
+        &mut t,
+        6,
+        7,
+        Direction::Egress,
+        11,
+        &client_hello(),
+        &mut out,
+    );
+    tls_data(
+        &mut t,
+        5,
+        7,
+        Direction::Ingress,
+        100,
+        b"GET /front HTTP/1.1\r\nHost: f\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n",
+        &mut out,
+    );
+    tls_data(
+        &mut t,
+        6,
+        7,
+        Direction::Egress,
+        110,
+        b"GET /back HTTP/1.1\r\nHost: b\r\n\r\n",
+        &mut out,
+    );
+    tls_data(
+        &mut t,
+        6,
+        7,
+        Direction::Ingress,
+        120,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        &mut out,
+    );
+    tls_data(
+        &mut t,
+        5,
+        7,
+        Direction::Egress,
+        130,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        &mut out,
+    );
+    assert_eq!(out.len(), 2, "{out:#?}");
+    let (client, server) = (&out[0], &out[1]);
+    assert_eq!(
+        (client.kind, server.kind),
+        (SpanKind::Client, SpanKind::Server)
+    );
+    assert_eq!(
+        server.span.trace_id.to_string(),
+        "0af7651916cd43dd8448eb211c80319c",
+        "the incoming traceparent is continued"
+    );
+    assert_eq!(client.span.trace_id, server.span.trace_id);
+    assert_eq!(client.span.parent_span_id, Some(server.span.span_id));
 }

@@ -1,0 +1,45 @@
+"""OpenSSL calls in a loop, without sockets: the cost of one SSL_write_ex
+plus one SSL_read_ex, which is what a uprobe on libssl adds to a process.
+
+    python ssl_loop.py CERT KEY SECONDS
+
+A client and a server SSL object over memory BIOs in one process (the
+handshake once), then 64-byte records written by one and read by the other,
+timed in windows of 20,000 pairs. Prints "PID <pid>", then one line per
+window: its end (CLOCK_REALTIME, ns) and the nanoseconds per write+read
+pair.
+"""
+import os
+import ssl
+import sys
+import time
+
+cert, key, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+server_ctx.load_cert_chain(cert, key)
+client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+client_ctx.check_hostname = False
+client_ctx.verify_mode = ssl.CERT_NONE
+c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
+server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+for _ in range(10):
+    for side in (client, server):
+        try:
+            side.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+    s_in.write(c_out.read())
+    c_in.write(s_out.read())
+print("PID", os.getpid(), flush=True)
+payload = b"x" * 64
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    n = 0
+    start = time.perf_counter_ns()
+    while n < 20000:
+        client.write(payload)
+        s_in.write(c_out.read())
+        server.read(64)
+        n += 1
+    print(time.time_ns(), (time.perf_counter_ns() - start) // n, flush=True)
