@@ -84,7 +84,9 @@ class Bench:
         )
         self.header = {
             "title": title,
-            "command": " ".join(shlex.quote(a) for a in argv),
+            # As run from the project's root (the wrapper takes the lock), not
+            # the path this machine keeps it at.
+            "command": " ".join([f"bench/{name}/run.sh", *(shlex.quote(a) for a in argv[1:])]),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": system.machine(),
             "probe_build": system.git_describe(str(REPO)) if args.probe == parser("").get_default("probe") else str(args.probe),

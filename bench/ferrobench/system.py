@@ -148,15 +148,24 @@ def machine() -> dict[str, str]:
     }
 
 
+# What the probe binary is built from: a change elsewhere (a benchmark
+# script, docs) does not make its build "dirty".
+PROBE_SOURCES = ("probe", "probe-ebpf", "operator/api", "Cargo.toml", "Cargo.lock")
+
+
 def git_describe(repo: str) -> str:
+    """The commit the probe is built from, `-dirty` if its sources differ from it."""
     try:
         out = subprocess.run(
-            ["git", "-C", repo, "describe", "--always", "--dirty", "--abbrev=10"],
+            ["git", "-C", repo, "describe", "--always", "--abbrev=10"],
             capture_output=True,
             text=True,
             check=True,
         )
-        return out.stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", repo, "diff", "--quiet", "HEAD", "--", *PROBE_SOURCES],
+        ).returncode != 0
+        return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
