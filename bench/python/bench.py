@@ -247,7 +247,7 @@ def syscall_experiment(bench: Bench, mode: str) -> tuple[dict[str, list[float]],
     lines = [
         f"#### Cost per syscall: {what} (`bench/python/syscall_loop.c {mode}`)",
         "",
-        f"ns per syscall, median of 16 windows of 0.25 s per measurement; the added cost is paired with the bare measurement of the same round; median (lowest–highest) over {bench.args.rounds} rounds.",
+        f"ns per syscall, median of 16 windows of 0.25 s per measurement; the added cost is paired with the bare measurement of the same round; `mean ±95 % CI (lowest–highest)` over {bench.args.rounds} rounds.",
         "",
         "| Variant | ns per syscall | added ns per syscall vs bare |",
         "|---|---:|---:|",
