@@ -102,12 +102,26 @@ demo-down: ## Stop and remove everything `make demo` started (also after a kille
 	@if [ -x target/debug/ferrotel-testbed ] && [ -d .testbed ]; then target/debug/ferrotel-testbed down --dir .testbed; fi
 
 .PHONY: bench
-bench: tools ## Run the benchmarks; results land in bench/results/
-	bench/python/run.sh
-	bench/go/run.sh
+bench: tools ## Run every benchmark (each under flock /tmp/ferrotel-bench.lock); results land in bench/results/
+	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
+	bench/python/run.sh $(BENCH_ARGS)
+	bench/go/run.sh $(BENCH_ARGS)
 	bench/tls/run.sh
 	bench/optin-latency/run.sh
-	bench/profiling/run.sh
+	bench/profiling/run.sh $(BENCH_ARGS)
+
+.PHONY: bench-python bench-go bench-profiling
+bench-python: tools ## The Python benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
+	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
+	bench/python/run.sh $(BENCH_ARGS)
+
+bench-go: tools ## The Go benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
+	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
+	bench/go/run.sh $(BENCH_ARGS)
+
+bench-profiling: tools ## The profiling benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
+	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
+	bench/profiling/run.sh $(BENCH_ARGS)
 
 # Container images (images/*.Containerfile). Needs podman or a running Docker
 # engine and a registry for the bases. The test bed's machines have neither:

@@ -10,5 +10,6 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 [ "$(id -u)" = 0 ] || { echo "needs root (eBPF, cgroups, network namespaces): sudo $0" >&2; exit 1; }
 cargo build -q -p ferrotel-operator -p ferrotel-probe -p ferrotel-e2e --bins
-"${CARGO_TARGET_DIR:-target}/debug/ferrotel-demo" --dir .demo-bench --rate 20 \
+# Under the machine-wide benchmark lock, like every benchmark.
+flock /tmp/ferrotel-bench.lock "${CARGO_TARGET_DIR:-target}/debug/ferrotel-demo" --dir .demo-bench --rate 20 \
   optin-bench --runs "$runs" --out bench/results/optin-latency.md

@@ -4,4 +4,6 @@ package main
 
 import "net/http"
 
-func instrument(h http.Handler) (http.Handler, func()) { return h, func() {} }
+func instrument(h http.Handler) (http.Handler, http.RoundTripper, func()) {
+	return h, http.DefaultTransport, func() {}
+}
