@@ -271,6 +271,40 @@ fn a_python_pod_under_a_go_only_instrumentation_has_no_probe_for_its_language() 
 }
 
 #[test]
+fn a_python_pod_under_a_go_only_instrumentation_without_a_go_probe_on_the_node_is_about_its_language()
+{
+    // The Go-only Instrumentation runs no Go probe on the node; another
+    // Instrumentation's Python probe there saw the process and detected
+    // Python. A missing Go probe is beside the point for a Python pod.
+    let mut inputs = inputs(
+        "{}",
+        OPTED_IN,
+        "[go]",
+        vec![],
+        vec![process(
+            41,
+            "/usr/bin/python3.11",
+            Some(Language::Python),
+            DiscoveryOutcome::LanguageNotEnabled {
+                instrumentation: "obs/default".into(),
+            },
+            None,
+        )],
+    );
+    inputs.probes.remove(0);
+    inputs.reports.remove(0);
+    let report = judge(&inputs);
+    assert_reason(
+        &report,
+        Reason::LanguageNotEnabled,
+        &[
+            "its processes are python",
+            "add python to spec.languages of Instrumentation obs/default",
+        ],
+    );
+}
+
+#[test]
 fn an_enabled_language_whose_probe_does_not_run_on_the_node_says_which_daemonset() {
     let mut inputs = inputs(
         r#"{"ferrotel.io/language": "python"}"#,
