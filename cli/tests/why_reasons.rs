@@ -271,8 +271,7 @@ fn a_python_pod_under_a_go_only_instrumentation_has_no_probe_for_its_language() 
 }
 
 #[test]
-fn a_python_pod_under_a_go_only_instrumentation_without_a_go_probe_on_the_node_is_about_its_language()
-{
+fn a_python_pod_claimed_only_for_go_is_about_its_language_not_the_missing_go_probe() {
     // The Go-only Instrumentation runs no Go probe on the node; another
     // Instrumentation's Python probe there saw the process and detected
     // Python. A missing Go probe is beside the point for a Python pod.

@@ -724,8 +724,9 @@ mod tests {
             }))
         };
         let probe_of = |instrumentation: &str| {
-            let mut discovery = Discovery::new(Language::Go, "kwok-node-0", two(), proc.dir.path(), 0)
-                .serving(Some(format!("observability/{instrumentation}")));
+            let mut discovery =
+                Discovery::new(Language::Go, "kwok-node-0", two(), proc.dir.path(), 0)
+                    .serving(Some(format!("observability/{instrumentation}")));
             discovery
                 .cluster
                 .apply_pod(pod("u1", "shop", "backend-0", ID_A));
