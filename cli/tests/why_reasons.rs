@@ -290,8 +290,14 @@ fn a_python_pod_claimed_only_for_go_is_about_its_language_not_the_missing_go_pro
             None,
         )],
     );
-    inputs.probes.remove(0);
-    inputs.reports.remove(0);
+    // Only the Python probe runs on the node.
+    inputs
+        .probes
+        .retain(|p| p.language == Some(Language::Python));
+    inputs.reports.retain(|r| {
+        r.as_ref()
+            .is_ok_and(|r| r.language == Some(Language::Python))
+    });
     let report = judge(&inputs);
     assert_reason(
         &report,
