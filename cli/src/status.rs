@@ -173,12 +173,12 @@ impl ProbeMetrics {
 
     /// Reads one probe's counters from its samples.
     pub fn from_samples(samples: &[crate::promtext::Sample]) -> Self {
+        // Not `sum()`: an empty f64 sum is -0, shown as "-0" and `-0.0`.
         let sum = |name: &str| -> f64 {
             samples
                 .iter()
                 .filter(|s| s.name == name)
-                .map(|s| s.value)
-                .sum()
+                .fold(0.0, |a, s| a + s.value)
         };
         let by_reason = |name: &str| {
             let mut totals = BTreeMap::new();

@@ -453,6 +453,41 @@ fn verdict(
         return not_claimed(namespace, decisions);
     }
 
+    let detected: BTreeSet<Language> = seen
+        .iter()
+        .filter_map(|(_, p)| match &p.discovery {
+            Some(DiscoveryOutcome::OtherLanguage { language }) => Some(*language),
+            _ => p.detected,
+        })
+        .collect();
+    let claimed_languages: BTreeSet<Language> = claims.iter().map(|(l, _)| *l).collect();
+    if let Some(language) = detected.iter().find(|l| !claimed_languages.contains(l)) {
+        // The processes are of a language nobody claimed the pod for: what
+        // the probes of the claimed languages do is beside the point.
+        let (_, decision) = decisions
+            .iter()
+            .find(|(l, _)| l == language)
+            .expect("every language has a decision");
+        let why = match decision {
+            Ok(Decision::Skipped(Skip::LanguageNotEnabled { instrumentation })) => format!(
+                "{instrumentation} does not list {language} in spec.languages, so there is no {language} probe"
+            ),
+            Ok(Decision::Skipped(skip)) => skip_rule(skip, *language),
+            Err(error) => error.to_string(),
+            Ok(Decision::Claimed(_)) => unreachable!("not claimed"),
+        };
+        let fix = match decision {
+            Ok(Decision::Skipped(Skip::LanguageNotEnabled { instrumentation })) => Some(format!(
+                "add {language} to spec.languages of Instrumentation {instrumentation}"
+            )),
+            _ => None,
+        };
+        return (
+            Reason::LanguageNotEnabled,
+            format!("not traced: its processes are {language} (detected by the probe), and {why}"),
+            fix,
+        );
+    }
     // Claimed for some languages: every probe that should act, per language.
     for (language, claim) in &claims {
         let key = claim.instrumentation.to_string();
@@ -508,40 +543,6 @@ fn verdict(
             ),
         );
     }
-    let detected: BTreeSet<Language> = seen
-        .iter()
-        .filter_map(|(_, p)| match &p.discovery {
-            Some(DiscoveryOutcome::OtherLanguage { language }) => Some(*language),
-            _ => p.detected,
-        })
-        .collect();
-    let claimed_languages: BTreeSet<Language> = claims.iter().map(|(l, _)| *l).collect();
-    if let Some(language) = detected.iter().find(|l| !claimed_languages.contains(l)) {
-        // The processes are of a language nobody claimed the pod for.
-        let (_, decision) = decisions
-            .iter()
-            .find(|(l, _)| l == language)
-            .expect("every language has a decision");
-        let why = match decision {
-            Ok(Decision::Skipped(Skip::LanguageNotEnabled { instrumentation })) => format!(
-                "{instrumentation} does not list {language} in spec.languages, so there is no {language} probe"
-            ),
-            Ok(Decision::Skipped(skip)) => skip_rule(skip, *language),
-            Err(error) => error.to_string(),
-            Ok(Decision::Claimed(_)) => unreachable!("not claimed"),
-        };
-        let fix = match decision {
-            Ok(Decision::Skipped(Skip::LanguageNotEnabled { instrumentation })) => Some(format!(
-                "add {language} to spec.languages of Instrumentation {instrumentation}"
-            )),
-            _ => None,
-        };
-        return (
-            Reason::LanguageNotEnabled,
-            format!("not traced: its processes are {language} (detected by the probe), and {why}"),
-            fix,
-        );
-    }
     for (language, claim) in &claims {
         let key = claim.instrumentation.to_string();
         let has_probe = inputs
@@ -582,7 +583,7 @@ fn join(set: &BTreeSet<String>) -> String {
 
 fn refusal_fix(reason: &str, program_set: &str) -> String {
     match reason {
-        "no_functions" => "the binary does not use a library the probe instruments (net/http, google.golang.org/grpc); nothing to trace in it".into(),
+        "no_functions" | "nothing_to_probe" => "the binary does not use a library the probe instruments (net/http, google.golang.org/grpc); nothing to trace in it".into(),
         "not_go" | "not_elf_amd64" => "the executable is not a Go binary for amd64; pin the right language with ferrotel.io/language".into(),
         "go_version" => "rebuild with a supported Go version (docs/probe-go.md)".into(),
         "dwarf" | "unknown_offsets" => "build the binary without -ldflags=\"-s -w\" (keep DWARF), or use a Go version the probe has offsets for (docs/probe-go.md)".into(),

@@ -271,6 +271,45 @@ fn a_python_pod_under_a_go_only_instrumentation_has_no_probe_for_its_language() 
 }
 
 #[test]
+fn a_python_pod_claimed_only_for_go_is_about_its_language_not_the_missing_go_probe() {
+    // The Go-only Instrumentation runs no Go probe on the node; another
+    // Instrumentation's Python probe there saw the process and detected
+    // Python. A missing Go probe is beside the point for a Python pod.
+    let mut inputs = inputs(
+        "{}",
+        OPTED_IN,
+        "[go]",
+        vec![],
+        vec![process(
+            41,
+            "/usr/bin/python3.11",
+            Some(Language::Python),
+            DiscoveryOutcome::LanguageNotEnabled {
+                instrumentation: "obs/default".into(),
+            },
+            None,
+        )],
+    );
+    // Only the Python probe runs on the node.
+    inputs
+        .probes
+        .retain(|p| p.language == Some(Language::Python));
+    inputs.reports.retain(|r| {
+        r.as_ref()
+            .is_ok_and(|r| r.language == Some(Language::Python))
+    });
+    let report = judge(&inputs);
+    assert_reason(
+        &report,
+        Reason::LanguageNotEnabled,
+        &[
+            "its processes are python",
+            "add python to spec.languages of Instrumentation obs/default",
+        ],
+    );
+}
+
+#[test]
 fn an_enabled_language_whose_probe_does_not_run_on_the_node_says_which_daemonset() {
     let mut inputs = inputs(
         r#"{"ferrotel.io/language": "python"}"#,

@@ -15,24 +15,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use ferrotel_e2e::cli::{succeeds, text};
 use ferrotel_e2e::stack::{install_crds, install_crypto_provider, kubectl_apply, workspace_root};
 use ferrotel_e2e::{TestBed, wait_for, workspace_binary};
 
 fn cli(kubeconfig: &Path, args: &[&str]) -> Output {
-    let binary = workspace_binary("kubectl-ferrotel").unwrap_or_else(|e| panic!("{e}"));
-    Command::new(binary)
-        .env("KUBECONFIG", kubeconfig)
-        .env("NO_COLOR", "1")
-        .args(args)
-        .output()
-        .expect("kubectl-ferrotel runs")
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    ferrotel_e2e::cli::run(kubeconfig, args)
 }
 
 #[track_caller]
@@ -49,16 +37,6 @@ fn assert_fails_with(out: &Output, words: &[&str]) {
             "{word:?} missing from the error:\n{stderr}"
         );
     }
-}
-
-#[track_caller]
-fn succeeds(out: &Output) -> String {
-    let (stdout, stderr) = text(out);
-    assert!(
-        out.status.success(),
-        "expected success; stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -159,6 +159,10 @@ pub struct Discovery {
     language: Language,
     node_name: String,
     instrumentations: Instrumentations,
+    /// The Instrumentation this probe serves (`namespace/name`): pods the
+    /// opt-in rules give to another are that one's probes' to trace, with
+    /// its exporter. `None`: every claim is this probe's.
+    serves: Option<String>,
     proc_root: PathBuf,
     exclude_pid: u32,
     processes: HashMap<u32, ProcessEntry>,
@@ -185,6 +189,7 @@ impl Discovery {
             language,
             node_name: node_name.into(),
             instrumentations,
+            serves: None,
             proc_root: proc_root.into(),
             exclude_pid,
             processes: HashMap::new(),
@@ -193,6 +198,13 @@ impl Discovery {
             reported: HashSet::new(),
             decisions: BTreeMap::new(),
         }
+    }
+
+    /// Claims only pods the opt-in rules give to `instrumentation`
+    /// (`namespace/name`); other claims are reported, not traced.
+    pub fn serving(mut self, instrumentation: Option<String>) -> Self {
+        self.serves = instrumentation;
+        self
     }
 
     /// The decision of the last [`Discovery::reconcile`] for every container
@@ -346,6 +358,7 @@ impl Discovery {
         let mut desired = BTreeMap::new();
         let mut decisions = BTreeMap::new();
         let no_labels = BTreeMap::new();
+        let serves = self.serves.clone();
         for (pid, process) in self.processes.iter_mut() {
             if process.identity.is_empty() {
                 continue;
@@ -431,7 +444,11 @@ impl Discovery {
                     (outcome, detected)
                 }
             };
-            let is_claimed = matches!(outcome, DiscoveryOutcome::Claimed { .. });
+            let is_claimed = matches!(
+                &outcome,
+                DiscoveryOutcome::Claimed { instrumentation }
+                    if serves.as_ref().is_none_or(|own| own == instrumentation)
+            );
             decisions.insert(
                 *pid,
                 ProcessReport {
@@ -691,6 +708,46 @@ mod tests {
             vec![Change::Release { pid: 100 }],
             "removing the annotation releases"
         );
+    }
+
+    #[test]
+    fn a_pod_another_instrumentation_claims_is_left_to_that_ones_probes() {
+        let proc = FakeProc::new();
+        proc.spawn(100, Some(ID_A), GO);
+        let two = || {
+            Instrumentations::new(["default", "other"].map(|name| Candidate {
+                namespace: "observability".into(),
+                name: name.into(),
+                languages: vec![Language::Go],
+                namespace_selector: None,
+                pod_selector: None,
+            }))
+        };
+        let probe_of = |instrumentation: &str| {
+            let mut discovery =
+                Discovery::new(Language::Go, "kwok-node-0", two(), proc.dir.path(), 0)
+                    .serving(Some(format!("observability/{instrumentation}")));
+            discovery
+                .cluster
+                .apply_pod(pod("u1", "shop", "backend-0", ID_A));
+            discovery
+                .cluster
+                .apply_namespace(namespace("shop", Some("observability/other")));
+            discovery.scan_processes();
+            discovery
+        };
+
+        let mut default = probe_of("default");
+        assert_eq!(default.reconcile(), vec![], "not default's to trace");
+        assert_eq!(
+            default.take_decisions()[&100].discovery,
+            Some(DiscoveryOutcome::Claimed {
+                instrumentation: "observability/other".into()
+            }),
+            "the decision names who claimed it"
+        );
+        let mut other = probe_of("other");
+        assert_eq!(claimed_pids(&other.reconcile()), vec![100]);
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct KubernetesDiscoveryConfig {
     /// into the probe config (the opt-in rules need them all to resolve
     /// `"true"`).
     pub instrumentations: Vec<Candidate>,
+    /// The Instrumentation this probe serves (`namespace/name`); it claims
+    /// only the pods the opt-in rules give to it. `None`: all claimed pods.
+    pub serves: Option<String>,
     /// Where the host's processes are (`/proc`, or the host's proc mount).
     pub proc_root: PathBuf,
     /// Follow execs, forks and exits through the kernel
@@ -97,6 +100,7 @@ impl KubernetesDiscoveryConfig {
             node_name: node_name.into(),
             language,
             instrumentations,
+            serves: None,
             proc_root: PathBuf::from("/proc"),
             process_events: true,
             rescan_interval: Duration::from_secs(30),
@@ -141,6 +145,11 @@ pub fn target_source(config: &crate::config::RuntimeConfig) -> crate::targets::T
         config.language,
         candidates,
     );
+    discovery.serves = config
+        .probe
+        .instrumentation
+        .as_ref()
+        .map(|own| format!("{}/{}", own.namespace, own.name));
     discovery.poll_interval = config.rescan.max(Duration::from_millis(100));
     crate::targets::TargetSource::Custom(Box::new(move |publisher, registry, shutdown| {
         Box::pin(async move {
@@ -177,7 +186,8 @@ pub async fn run(
         Instrumentations::new(config.instrumentations.clone()),
         config.proc_root.clone(),
         std::process::id(),
-    );
+    )
+    .serving(config.serves.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let pod_stream = watcher::watcher(
         pods,
