@@ -24,3 +24,4 @@ pub mod runtime;
 pub mod sockets;
 pub mod targets;
 pub mod telemetry;
+pub mod views;

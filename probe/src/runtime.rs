@@ -21,13 +21,14 @@ use crate::export::{Backoff, run_metrics_exporter, run_trace_exporter};
 use crate::frontend::{Frontend, FrontendContext};
 use crate::health::Health;
 use crate::targets::standalone::{self, StandaloneSelector};
-use crate::targets::{TargetSource, target_channel};
+use crate::targets::{TargetContext, TargetSource, target_channel};
 use crate::telemetry::RecordSink;
 use crate::telemetry::clock::ClockOffsets;
 use crate::telemetry::metrics::RedMetrics;
 use crate::telemetry::pipeline::Pipeline;
 use crate::telemetry::resource::ResourceRegistry;
 use crate::telemetry::sampling::SpanStarter;
+use crate::views::Views;
 
 /// Records buffered between the front-end and the pipeline.
 pub const RECORD_CHANNEL_CAPACITY: usize = 16_384;
@@ -54,6 +55,7 @@ pub async fn run<F: Frontend>(
     let health = Health::new();
     let resources = ResourceRegistry::new(config.resource.clone());
     let red = RedMetrics::new();
+    let views = Views::new(&config.probe.views);
     let clock = ClockOffsets::measure();
     let shutdown = CancellationToken::new();
     let config = Arc::new(config);
@@ -62,6 +64,7 @@ pub async fn run<F: Frontend>(
     let mut registry = Registry::default();
     health.register(&mut registry);
     registry.register_collector(Box::new(red.clone()));
+    views.register(&mut registry);
     let server_stop = CancellationToken::new();
     let server = if config.probe.metrics.enabled {
         let (addr, task) = crate::export::prometheus::serve(
@@ -102,8 +105,11 @@ pub async fn run<F: Frontend>(
         health.clone(),
     ));
     let metrics_stop = CancellationToken::new();
+    let mut producers: Vec<Arc<dyn crate::telemetry::metrics::MetricProducer>> =
+        vec![Arc::new(red.clone())];
+    producers.extend(views.producers());
     let metrics_task = tokio::spawn(run_metrics_exporter(
-        red.clone(),
+        producers,
         metrics_client,
         export.metrics_interval,
         health.clone(),
@@ -118,7 +124,8 @@ pub async fn run<F: Frontend>(
         queue.clone(),
         clock,
         health.clone(),
-    );
+    )
+    .with_service_graph(views.service_graph());
     let pipeline_task = tokio::spawn(pipeline.run(records));
 
     let (publisher, target_events) = target_channel();
@@ -140,9 +147,13 @@ pub async fn run<F: Frontend>(
                 Ok(())
             })
         }
-        TargetSource::Custom(start) => {
-            tokio::spawn(start(publisher, resources.clone(), shutdown.clone()))
-        }
+        TargetSource::Custom(start) => tokio::spawn(start(TargetContext {
+            publisher,
+            registry: resources.clone(),
+            peers: views.peers.clone(),
+            pods: views.pods.clone(),
+            shutdown: shutdown.clone(),
+        })),
     };
 
     let ctx = FrontendContext {
@@ -156,6 +167,11 @@ pub async fn run<F: Frontend>(
         clock,
         shutdown: shutdown.clone(),
     };
+    let views_sampler = views.start_sampler(crate::views::sampler::Reporter {
+        language: config.language,
+        covered: covered_languages(&config.probe, config.language),
+        node_name: std::env::var("NODE_NAME").unwrap_or_default(),
+    });
     info!(language = %config.language, "Starting front-end");
     let mut frontend_task = tokio::spawn(frontend.run(ctx));
 
@@ -190,6 +206,9 @@ pub async fn run<F: Frontend>(
             "Target discovery stopped with an error"
         );
     }
+    if let Some(sampler) = views_sampler {
+        sampler.stop();
+    }
     // The pipeline ends when the last sink clone is dropped; a front-end
     // that leaked one must not block the exit forever.
     if tokio::time::timeout(Duration::from_secs(5), pipeline_task)
@@ -214,6 +233,26 @@ pub async fn run<F: Frontend>(
         "Stopped"
     );
     result
+}
+
+/// The languages of this probe's Instrumentation (who reports node-level
+/// views when several probes share a node); just `language` standalone.
+fn covered_languages(
+    probe: &ferrotel_api::probe_config::ProbeConfig,
+    language: ferrotel_api::probe_config::Language,
+) -> Vec<ferrotel_api::probe_config::Language> {
+    probe
+        .instrumentation
+        .as_ref()
+        .and_then(|own| {
+            probe
+                .cluster_instrumentations
+                .iter()
+                .find(|c| c.namespace == own.namespace && c.name == own.name)
+        })
+        .map(|c| c.languages.clone())
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| vec![language])
 }
 
 fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {

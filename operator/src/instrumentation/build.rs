@@ -17,7 +17,7 @@ use ferrotel_api::{
     probe_config::{
         ExporterConfig, InstrumentationRef, Language, LanguageTuning, PROBE_CONFIG_FILE,
         ProbeConfig, ProbeMetricsConfig, Propagator, RoutesConfig, SamplerConfig, TargetsConfig,
-        TlsConfig,
+        TlsConfig, ViewsConfig,
     },
 };
 use k8s_openapi::{
@@ -256,6 +256,7 @@ pub fn probe_config(
             enabled: true,
             listen: format!("0.0.0.0:{METRICS_PORT}"),
         },
+        views: ViewsConfig::default(),
         log_level: Some(
             spec.probe
                 .as_ref()

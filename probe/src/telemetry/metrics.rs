@@ -119,20 +119,21 @@ impl Instrument {
     }
 }
 
+/// One explicit-bucket histogram, cumulative since `start_unix_nanos`.
 #[derive(Clone, Debug)]
-struct HistogramState {
+pub(crate) struct HistogramState {
     /// One count per bound, plus the overflow bucket.
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-    min: f64,
-    max: f64,
-    start_unix_nanos: u64,
-    last_update: Instant,
+    pub(crate) counts: Vec<u64>,
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) start_unix_nanos: u64,
+    pub(crate) last_update: Instant,
 }
 
 impl HistogramState {
-    fn new(bounds: &[f64], now_unix: u64) -> Self {
+    pub(crate) fn new(bounds: &[f64], now_unix: u64) -> Self {
         Self {
             counts: vec![0; bounds.len() + 1],
             sum: 0.0,
@@ -144,7 +145,7 @@ impl HistogramState {
         }
     }
 
-    fn observe(&mut self, bounds: &[f64], value: f64) {
+    pub(crate) fn observe(&mut self, bounds: &[f64], value: f64) {
         // Buckets are upper-inclusive: (previous, bound].
         let index = bounds
             .iter()
@@ -158,7 +159,7 @@ impl HistogramState {
         self.last_update = Instant::now();
     }
 
-    fn merge(&mut self, other: &HistogramState) {
+    pub(crate) fn merge(&mut self, other: &HistogramState) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
         }
@@ -166,6 +167,38 @@ impl HistogramState {
         self.count += other.count;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
+    }
+
+    /// The cumulative OTLP data point of this histogram at `now`.
+    pub(crate) fn to_point(
+        &self,
+        bounds: &[f64],
+        attributes: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+        now: u64,
+    ) -> HistogramDataPoint {
+        HistogramDataPoint {
+            attributes,
+            start_time_unix_nano: self.start_unix_nanos,
+            time_unix_nano: now,
+            count: self.count,
+            sum: Some(self.sum),
+            bucket_counts: self.counts.clone(),
+            explicit_bounds: bounds.to_vec(),
+            min: (self.count > 0).then_some(self.min),
+            max: (self.count > 0).then_some(self.max),
+            ..Default::default()
+        }
+    }
+
+    /// `(upper bound, cumulative-per-bucket count)` pairs for the
+    /// Prometheus encoder, `+Inf` last.
+    pub(crate) fn prometheus_buckets(&self, bounds: &[f64]) -> Vec<(f64, u64)> {
+        bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.counts.iter().copied())
+            .collect()
     }
 }
 
@@ -179,22 +212,32 @@ type SeriesMap = HashMap<SeriesKey, HistogramState, foldhash::fast::FixedState>;
 
 /// The series of one resource.
 #[derive(Debug)]
-struct ResourceSeries {
+struct ResourceSeries<S> {
     /// The resource last seen with these attributes: a pointer comparison
     /// finds it without hashing or comparing the attribute map per request.
     last: Arc<ProcessResource>,
-    series: SeriesMap,
+    series: S,
 }
 
-#[derive(Debug, Default)]
-struct State {
+/// Series partitioned by the resource (process) that observed them; shared
+/// by every per-request metric family (RED, service graph).
+#[derive(Debug)]
+pub(crate) struct ByResource<S> {
     /// One entry per distinct resource (two PIDs of one service with the
     /// same attributes share series); a node runs few, so a scan is cheap.
-    by_resource: Vec<ResourceSeries>,
+    by_resource: Vec<ResourceSeries<S>>,
 }
 
-impl State {
-    fn series_mut(&mut self, resource: &Arc<ProcessResource>) -> &mut SeriesMap {
+impl<S> Default for ByResource<S> {
+    fn default() -> Self {
+        Self {
+            by_resource: Vec::new(),
+        }
+    }
+}
+
+impl<S: Default> ByResource<S> {
+    pub(crate) fn series_mut(&mut self, resource: &Arc<ProcessResource>) -> &mut S {
         let index = match self
             .by_resource
             .iter()
@@ -213,7 +256,7 @@ impl State {
                 None => {
                     self.by_resource.push(ResourceSeries {
                         last: resource.clone(),
-                        series: SeriesMap::default(),
+                        series: S::default(),
                     });
                     self.by_resource.len() - 1
                 }
@@ -222,12 +265,23 @@ impl State {
         &mut self.by_resource[index].series
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&BTreeMap<String, String>, &SeriesMap)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&BTreeMap<String, String>, &S)> {
         self.by_resource
             .iter()
             .map(|r| (&r.last.attributes, &r.series))
     }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut S> {
+        self.by_resource.iter_mut().map(|r| &mut r.series)
+    }
+
+    /// Drops the resources whose series `is_empty` says are all gone.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&S) -> bool) {
+        self.by_resource.retain(|r| keep(&r.series));
+    }
 }
+
+type State = ByResource<SeriesMap>;
 
 /// The RED histograms. Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -235,7 +289,7 @@ pub struct RedMetrics {
     state: Arc<Mutex<State>>,
 }
 
-fn now_unix_nanos() -> u64 {
+pub(crate) fn now_unix_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -279,12 +333,10 @@ impl RedMetrics {
     /// routes), bounding memory on long-running nodes.
     pub fn prune_idle(&self, idle: Duration) {
         let mut state = self.state.lock().expect("metrics lock");
-        for resource in &mut state.by_resource {
-            resource
-                .series
-                .retain(|_, h| h.last_update.elapsed() < idle);
+        for series in state.iter_mut() {
+            series.retain(|_, h| h.last_update.elapsed() < idle);
         }
-        state.by_resource.retain(|r| !r.series.is_empty());
+        state.retain(|series| !series.is_empty());
     }
 
     /// A cumulative snapshot of every series as an OTLP export request
@@ -301,18 +353,11 @@ impl RedMetrics {
                     by_instrument
                         .entry(*instrument)
                         .or_default()
-                        .push(HistogramDataPoint {
-                            attributes: attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
-                            start_time_unix_nano: h.start_unix_nanos,
-                            time_unix_nano: now,
-                            count: h.count,
-                            sum: Some(h.sum),
-                            bucket_counts: h.counts.clone(),
-                            explicit_bounds: instrument.bounds().to_vec(),
-                            min: (h.count > 0).then_some(h.min),
-                            max: (h.count > 0).then_some(h.max),
-                            ..Default::default()
-                        });
+                        .push(h.to_point(
+                            instrument.bounds(),
+                            attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
+                            now,
+                        ));
                 }
                 ResourceMetrics {
                     resource: Some(Resource {
@@ -345,6 +390,46 @@ impl RedMetrics {
     }
 }
 
+/// Something the OTLP metrics exporter takes a cumulative snapshot of on
+/// every interval: the RED histograms, the service graph, pod resources,
+/// TCP health. One export request carries every producer's resources.
+pub trait MetricProducer: Send + Sync + std::fmt::Debug {
+    /// Cumulative OTLP metrics, grouped by resource.
+    fn resource_metrics(&self) -> Vec<ResourceMetrics>;
+    /// Forgets series not updated for `idle` (called before each snapshot).
+    fn prune_idle(&self, _idle: Duration) {}
+}
+
+impl MetricProducer for RedMetrics {
+    fn resource_metrics(&self) -> Vec<ResourceMetrics> {
+        self.to_otlp()
+            .map(|r| r.resource_metrics)
+            .unwrap_or_default()
+    }
+
+    fn prune_idle(&self, idle: Duration) {
+        RedMetrics::prune_idle(self, idle);
+    }
+}
+
+/// The data points in an export request (what `exported` counts).
+pub fn data_point_count(request: &ExportMetricsServiceRequest) -> u64 {
+    request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .map(|m| match &m.data {
+            Some(metric::Data::Histogram(h)) => h.data_points.len(),
+            Some(metric::Data::Sum(s)) => s.data_points.len(),
+            Some(metric::Data::Gauge(g)) => g.data_points.len(),
+            Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+            Some(metric::Data::Summary(s)) => s.data_points.len(),
+            None => 0,
+        } as u64)
+        .sum()
+}
+
 /// The instrumentation scope of everything the probe emits.
 pub fn scope() -> InstrumentationScope {
     InstrumentationScope {
@@ -356,20 +441,30 @@ pub fn scope() -> InstrumentationScope {
 
 /// Resource attributes that become Prometheus labels (the rest would
 /// belong in `target_info`; these identify the workload on a node).
-const PROMETHEUS_RESOURCE_LABELS: [&str; 4] = [
+pub(crate) const PROMETHEUS_RESOURCE_LABELS: [&str; 4] = [
     "service.name",
     "service.namespace",
     "k8s.namespace.name",
     "k8s.pod.name",
 ];
 
-fn prometheus_label(key: &str) -> String {
+/// The Prometheus labels a resource contributes to each of its series.
+pub(crate) fn prometheus_resource_labels(
+    resource: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    PROMETHEUS_RESOURCE_LABELS
+        .iter()
+        .filter_map(|k| resource.get(*k).map(|v| (prometheus_label(k), v.clone())))
+        .collect()
+}
+
+pub(crate) fn prometheus_label(key: &str) -> String {
     key.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
 }
 
-fn value_text(value: &Value) -> String {
+pub(crate) fn value_text(value: &Value) -> String {
     match value {
         Value::Str(s) => s.clone(),
         Value::Int(i) => i.to_string(),
@@ -385,10 +480,7 @@ impl prometheus_client::collector::Collector for RedMetrics {
         {
             let state = self.state.lock().expect("metrics lock");
             for (resource, series) in state.iter() {
-                let resource_labels: Vec<(String, String)> = PROMETHEUS_RESOURCE_LABELS
-                    .iter()
-                    .filter_map(|k| resource.get(*k).map(|v| (prometheus_label(k), v.clone())))
-                    .collect();
+                let resource_labels = prometheus_resource_labels(resource);
                 for ((instrument, attributes), h) in series {
                     let mut labels = resource_labels.clone();
                     labels.extend(
@@ -415,13 +507,7 @@ impl prometheus_client::collector::Collector for RedMetrics {
                 MetricType::Histogram,
             )?;
             for (labels, h) in series {
-                let bounds = instrument.bounds();
-                let buckets: Vec<(f64, u64)> = bounds
-                    .iter()
-                    .copied()
-                    .chain(std::iter::once(f64::INFINITY))
-                    .zip(h.counts.iter().copied())
-                    .collect();
+                let buckets = h.prometheus_buckets(instrument.bounds());
                 let metric_encoder = family.encode_family(&labels)?;
                 encode_histogram(metric_encoder, h.sum, h.count, &buckets)?;
             }
@@ -430,7 +516,7 @@ impl prometheus_client::collector::Collector for RedMetrics {
     }
 }
 
-fn encode_histogram(
+pub(crate) fn encode_histogram(
     mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
     sum: f64,
     count: u64,

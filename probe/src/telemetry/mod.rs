@@ -14,6 +14,7 @@ pub mod resource;
 pub mod route;
 pub mod sampling;
 pub mod semconv;
+pub mod servicegraph;
 pub mod trace_context;
 
 use tokio::sync::mpsc;

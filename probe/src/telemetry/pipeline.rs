@@ -13,6 +13,7 @@ use super::record::{Protocol, RequestRecord, SpanKind};
 use super::resource::{ProcessResource, ResourceRegistry};
 use super::route::RouteTemplater;
 use super::semconv;
+use super::servicegraph::{self, PeerLookup, ServiceGraphMetrics};
 use crate::health::Health;
 
 /// A span waiting for export, with the resource it belongs to.
@@ -41,6 +42,14 @@ pub struct Pipeline {
     spans: Arc<dyn SpanQueue>,
     clock: ClockOffsets,
     health: Health,
+    /// Service-graph edges from every record, named through the peer lookup.
+    graph: Option<(ServiceGraphMetrics, Arc<dyn PeerLookup>)>,
+}
+
+impl std::fmt::Debug for dyn PeerLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerLookup")
+    }
 }
 
 impl Pipeline {
@@ -59,7 +68,17 @@ impl Pipeline {
             spans,
             clock,
             health,
+            graph: None,
         }
+    }
+
+    /// Also records service-graph edges (`views.serviceGraph`).
+    pub fn with_service_graph(
+        mut self,
+        graph: Option<(ServiceGraphMetrics, Arc<dyn PeerLookup>)>,
+    ) -> Self {
+        self.graph = graph;
+        self
     }
 
     /// Processes one record: every record feeds the RED metrics; sampled
@@ -83,6 +102,11 @@ impl Pipeline {
             record,
             semconv::metric_attributes(record, route.as_deref()),
         );
+        if let Some((graph, peers)) = &self.graph
+            && let Some(edge) = servicegraph::observe_record(record, &resource, peers.as_ref())
+        {
+            graph.observe(&resource, &edge);
+        }
         if !record.span.sampled {
             self.health.span_unsampled();
             return;
