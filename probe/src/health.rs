@@ -33,6 +33,8 @@ struct Metrics {
     export_dropped: Family<Labels, Counter>,
     export_queue_items: Family<Labels, Gauge>,
     route_cardinality_capped: Counter,
+    service_graph_overflow: Counter,
+    views_samples: Counter,
 }
 
 /// Shared health state. Cheap to clone.
@@ -129,6 +131,31 @@ impl Health {
             "Requests whose http.route was replaced by /** because the per-service cap was reached",
             m.route_cardinality_capped.clone(),
         );
+        r.register(
+            "service_graph_overflow",
+            "Requests counted in the service graph's overflow series because the edge cap was reached",
+            m.service_graph_overflow.clone(),
+        );
+        r.register(
+            "views_samples",
+            "Readings of pod resources, node memory and TCP health taken by the views sampler",
+            m.views_samples.clone(),
+        );
+    }
+
+    /// A service-graph observation went to the overflow series.
+    pub fn service_graph_overflow(&self) {
+        self.metrics.service_graph_overflow.inc();
+    }
+
+    /// The views sampler finished one reading.
+    pub fn views_sampled(&self) {
+        self.metrics.views_samples.inc();
+    }
+
+    /// Readings the views sampler finished (tests wait on it).
+    pub fn views_samples(&self) -> u64 {
+        self.metrics.views_samples.get()
     }
 
     /// Health handle for a language front-end.

@@ -167,11 +167,14 @@ pub async fn run<F: Frontend>(
         clock,
         shutdown: shutdown.clone(),
     };
-    let views_sampler = views.start_sampler(crate::views::sampler::Reporter {
-        language: config.language,
-        covered: covered_languages(&config.probe, config.language),
-        node_name: std::env::var("NODE_NAME").unwrap_or_default(),
-    });
+    let views_sampler = views.start_sampler(
+        crate::views::sampler::Reporter {
+            language: config.language,
+            covered: covered_languages(&config.probe, config.language),
+            node_name: std::env::var("NODE_NAME").unwrap_or_default(),
+        },
+        health.clone(),
+    );
     info!(language = %config.language, "Starting front-end");
     let mut frontend_task = tokio::spawn(frontend.run(ctx));
 

@@ -125,15 +125,32 @@ impl Link {
             run(Command::new("ip").args(["netns", "add", ns]));
         }
         run(Command::new("ip").args([
-            "link", "add", &link.veth_a, "netns", &link.a, "type", "veth", "peer", "name", &veth_b,
-            "netns", &link.b,
+            "link",
+            "add",
+            &link.veth_a,
+            "netns",
+            &link.a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &veth_b,
+            "netns",
+            &link.b,
         ]));
         for (ns, dev, host) in [(&link.a, &link.veth_a, 1), (&link.b, &veth_b, 2)] {
             let exec = |args: &[&str]| {
                 run(Command::new("ip").args(["netns", "exec", ns]).args(args));
             };
             exec(&["ip", "link", "set", "lo", "up"]);
-            exec(&["ip", "addr", "add", &format!("10.254.{n}.{host}/24"), "dev", dev]);
+            exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("10.254.{n}.{host}/24"),
+                "dev",
+                dev,
+            ]);
             exec(&["ip", "link", "set", dev, "up"]);
         }
         if let Some(qdisc) = qdisc {
@@ -323,7 +340,9 @@ fn a_lossy_link_shows_retransmits_and_the_rtt_and_refused_connects_count_exactly
     ]));
     sink.wait_with_output().expect("sink");
     let said = String::from_utf8_lossy(&out.stdout);
-    let mut fields = said.split_whitespace().map(|f| f.parse::<u64>().expect("a number"));
+    let mut fields = said
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().expect("a number"));
     let (client_rtt_us, client_retransmitted) = (
         fields.next().expect("tcpi_rtt"),
         fields.next().expect("tcpi_total_retrans"),

@@ -104,8 +104,9 @@ impl Pipeline {
         );
         if let Some((graph, peers)) = &self.graph
             && let Some(edge) = servicegraph::observe_record(record, &resource, peers.as_ref())
+            && !graph.observe(&resource, &edge)
         {
-            graph.observe(&resource, &edge);
+            self.health.service_graph_overflow();
         }
         if !record.span.sampled {
             self.health.span_unsampled();

@@ -97,6 +97,13 @@ pub struct PeerIdentity {
 /// fills, and by fixtures in tests.
 pub trait PeerLookup: Send + Sync {
     fn lookup(&self, ip: IpAddr) -> Option<PeerIdentity>;
+
+    /// Resolves a host name a client asked for (`Host` / `:authority`
+    /// without the port), e.g. a Service's DNS name; `caller_namespace`
+    /// completes a bare Service name.
+    fn lookup_host(&self, _host: &str, _caller_namespace: Option<&str>) -> Option<PeerIdentity> {
+        None
+    }
 }
 
 /// A lookup that knows no one (standalone probes).
@@ -198,20 +205,24 @@ pub fn own_node(resource: &ProcessResource) -> GraphNode {
     GraphNode::new(resource.service_name(), namespace)
 }
 
-/// The host a client asked for (`Host` / `:authority`), without its port,
-/// unless it is an address literal (then the address names the peer).
+/// The host a client asked for (`Host` / `:authority`), without its port.
 fn requested_host(record: &RequestRecord) -> Option<String> {
     let authority = match &record.protocol {
         Protocol::Http(http) => http.host.as_deref(),
         Protocol::Grpc(grpc) => grpc.authority.as_deref(),
     }?;
     let (host, _) = semconv::split_host(authority);
-    (!host.is_empty() && host.parse::<IpAddr>().is_err()).then_some(host)
+    (!host.is_empty()).then_some(host)
 }
 
 /// The single-span edge of a completed request (see the module docs), or
 /// `None` for a client span that says nothing about its server (no peer
 /// address, no host).
+///
+/// A client span's server is its peer address; front-ends that do not see
+/// the connection (the Go uprobes read the request, not the socket) leave
+/// it unset, and then the requested host stands in: an address literal is
+/// looked up as the peer address, a name through [`PeerLookup::lookup_host`].
 pub fn observe_record(
     record: &RequestRecord,
     resource: &ProcessResource,
@@ -220,14 +231,20 @@ pub fn observe_record(
     let me = own_node(resource);
     let failed = semconv::error_type(record).is_some();
     let seconds = record.duration_secs();
-    let peer = record
-        .peer
-        .map(|p| canonical_ip(p.ip()))
-        .and_then(|ip| peers.lookup(ip).map(|id| (ip, id)));
+    let host = (record.kind == SpanKind::Client)
+        .then(|| requested_host(record))
+        .flatten();
+    let host_ip = host.as_deref().and_then(|h| h.parse::<IpAddr>().ok());
+    let peer_ip = record.peer.map(|p| p.ip()).or(host_ip).map(canonical_ip);
+    let peer = peer_ip.and_then(|ip| peers.lookup(ip)).or_else(|| {
+        host.as_deref()
+            .filter(|_| host_ip.is_none())
+            .and_then(|h| peers.lookup_host(h, me.namespace.as_deref()))
+    });
     match record.kind {
         SpanKind::Server => {
             let (client, connection_type) = match peer {
-                Some((_, id)) => (
+                Some(id) => (
                     GraphNode::new(id.service, Some(id.namespace)),
                     if id.traced {
                         ConnectionType::Direct
@@ -254,10 +271,12 @@ pub fn observe_record(
         }
         SpanKind::Client => {
             let (server, traced) = match peer {
-                Some((_, id)) => (GraphNode::new(id.service, Some(id.namespace)), id.traced),
+                Some(id) => (GraphNode::new(id.service, Some(id.namespace)), id.traced),
                 None => {
-                    let name = requested_host(record)
-                        .or_else(|| record.peer.map(|p| canonical_ip(p.ip()).to_string()))?;
+                    // A name the client asked for says more than an address.
+                    let name = host
+                        .filter(|_| host_ip.is_none())
+                        .or_else(|| peer_ip.map(|ip| ip.to_string()))?;
                     (GraphNode::new(name, None), false)
                 }
             };

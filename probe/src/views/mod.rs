@@ -111,7 +111,11 @@ impl Views {
 
     /// Starts the sampler thread of pod resources and TCP health (if
     /// either is enabled); stop it with [`ViewsSampler::stop`].
-    pub fn start_sampler(&self, reporter: Reporter) -> Option<ViewsSampler> {
+    pub fn start_sampler(
+        &self,
+        reporter: Reporter,
+        health: crate::health::Health,
+    ) -> Option<ViewsSampler> {
         if self.resources.is_none() && self.tcp.is_none() {
             return None;
         }
@@ -122,6 +126,7 @@ impl Views {
             self.tcp.clone().unwrap_or_default(),
             self.peers.clone(),
             self.pods.clone(),
+            health,
         );
         let interval =
             std::time::Duration::from_millis(self.config.pod_resources.interval_millis.max(100));

@@ -33,6 +33,7 @@ use super::resources::cgroup::{self, Hierarchies, PodCgroups};
 use super::resources::procio::PodProcIo;
 use super::resources::{NodeMemory, PodResources, PodSnapshot};
 use super::tcp::{CgroupOwner, TcpHealth, TcpProbe};
+use crate::health::Health;
 use crate::targets::kubernetes::peers::PeerIndex;
 use crate::telemetry::metrics::now_unix_nanos;
 use crate::telemetry::servicegraph::GraphNode;
@@ -93,6 +94,7 @@ pub struct Sampler {
     peers: PeerIndex,
     pods: NodePods,
     cache: HashMap<String, PodCache>,
+    health: Health,
 }
 
 impl Sampler {
@@ -105,6 +107,7 @@ impl Sampler {
         tcp_health: TcpHealth,
         peers: PeerIndex,
         pods: NodePods,
+        health: Health,
     ) -> Self {
         let hierarchies = Hierarchies::read().unwrap_or_else(|error| {
             warn!(%error, "Cannot read /proc/self/mountinfo; pod resources are unavailable");
@@ -156,6 +159,7 @@ impl Sampler {
             peers,
             pods,
             cache: HashMap::new(),
+            health,
         }
     }
 
@@ -279,6 +283,7 @@ impl Sampler {
                 self.resources.set_node(attributes, memory);
             }
         }
+        self.health.views_sampled();
     }
 
     /// The cached cgroups of `pod`, located from one of its processes (again

@@ -189,6 +189,28 @@ impl PeerLookup for PeerIndex {
             traced: service.traced,
         })
     }
+
+    /// A Service by DNS name: `name.namespace.svc[.<cluster domain>]`,
+    /// `name.namespace`, or a bare `name` in the caller's namespace.
+    fn lookup_host(&self, host: &str, caller_namespace: Option<&str>) -> Option<PeerIdentity> {
+        let host = host.trim_end_matches('.');
+        let mut parts = host.split('.');
+        let name = parts.next()?;
+        let key = match (parts.next(), parts.next()) {
+            (None, _) => format!("{}/{name}", caller_namespace?),
+            (Some(namespace), None) => format!("{namespace}/{name}"),
+            (Some(namespace), Some("svc")) => format!("{namespace}/{name}"),
+            // Any other name is outside the cluster.
+            _ => return None,
+        };
+        let inner = self.inner.read().expect("peer index lock");
+        let service = inner.services.get(&key)?;
+        Some(PeerIdentity {
+            service: service.name.clone(),
+            namespace: service.namespace.clone(),
+            traced: service.traced,
+        })
+    }
 }
 
 impl PeerIndex {
@@ -466,6 +488,36 @@ mod tests {
             "a ClusterIP names its Service, also as an IPv4-mapped address"
         );
         assert_eq!(index.lookup(ip("10.1.0.6")), None);
+    }
+
+    #[test]
+    fn service_dns_names_resolve_in_every_spelling() {
+        let index = PeerIndex::new();
+        index.apply_service(ServicePeer {
+            key: "shop/catalog".into(),
+            ips: vec![ip("10.96.0.10")],
+            name: "catalog".into(),
+            namespace: "shop".into(),
+            traced: false,
+        });
+        for (host, caller) in [
+            ("catalog", Some("shop")),
+            ("catalog.shop", None),
+            ("catalog.shop.svc", None),
+            ("catalog.shop.svc.cluster.local", Some("other")),
+            ("catalog.shop.svc.cluster.local.", None),
+        ] {
+            assert_eq!(
+                index
+                    .lookup_host(host, caller)
+                    .map(|p| p.service.to_string()),
+                Some("catalog".into()),
+                "{host} from {caller:?}"
+            );
+        }
+        assert_eq!(index.lookup_host("catalog", Some("other")), None);
+        assert_eq!(index.lookup_host("catalog", None), None);
+        assert_eq!(index.lookup_host("api.example.com", Some("shop")), None);
     }
 
     #[test]

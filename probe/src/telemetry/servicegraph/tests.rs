@@ -157,6 +157,47 @@ fn unresolved_server_is_named_by_host_else_by_address() {
 }
 
 #[test]
+fn a_client_span_without_a_peer_address_is_resolved_from_its_host() {
+    // Go client spans carry the request's host, not the connection.
+    let peers = Book::default().with("10.0.0.3", "catalog", "shop", true);
+    let mut r = record(SpanKind::Client, "10.0.0.3:8080", 200);
+    r.peer = None;
+    if let Protocol::Http(http) = &mut r.protocol {
+        http.host = Some("10.0.0.3:8080".into());
+    }
+    let obs = observe_record(&r, &resource("frontend", "shop"), &peers).unwrap();
+    assert_eq!(obs.edge.server, node("catalog", Some("shop")));
+    assert!(!obs.counts_request);
+
+    struct Dns;
+    impl PeerLookup for Dns {
+        fn lookup(&self, _: IpAddr) -> Option<PeerIdentity> {
+            None
+        }
+        fn lookup_host(&self, host: &str, ns: Option<&str>) -> Option<PeerIdentity> {
+            (host == "catalog" && ns == Some("shop")).then(|| PeerIdentity {
+                service: "catalog".into(),
+                namespace: "shop".into(),
+                traced: false,
+            })
+        }
+    }
+    if let Protocol::Http(http) = &mut r.protocol {
+        http.host = Some("catalog:8080".into());
+    }
+    let obs = observe_record(&r, &resource("frontend", "shop"), &Dns).unwrap();
+    assert_eq!(
+        obs.edge.server,
+        node("catalog", Some("shop")),
+        "a bare Service name in the caller's namespace"
+    );
+    assert!(
+        obs.counts_request,
+        "an untraced Service's requests are counted by the client"
+    );
+}
+
+#[test]
 fn mapped_ipv6_peers_resolve_as_ipv4() {
     let peers = Book::default().with("10.0.0.2", "frontend", "shop", true);
     let obs = observe_record(
