@@ -47,6 +47,7 @@
 #![deny(unsafe_code)]
 
 pub mod collector;
+pub mod graph;
 pub mod operator;
 pub mod pki;
 pub mod process;

@@ -673,8 +673,14 @@ pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> 
 
 /// Builds the demo's Go backend (stdlib only, offline) into `out_dir`.
 pub fn build_go_backend(out_dir: &Path) -> Result<PathBuf> {
-    let source = workspace_root().join("e2e/apps/demo/backend");
-    let out = out_dir.join("demo-backend");
+    build_go_app("e2e/apps/demo/backend", "demo-backend", out_dir)
+}
+
+/// Builds the Go module at `source` (relative to the workspace; stdlib
+/// only, offline) into `out_dir/<name>`.
+pub fn build_go_app(source: &str, name: &str, out_dir: &Path) -> Result<PathBuf> {
+    let source = workspace_root().join(source);
+    let out = out_dir.join(name);
     let go = ["/usr/local/go/bin/go", "go"]
         .into_iter()
         .find(|g| Path::new(g).is_file())
@@ -759,9 +765,50 @@ pub async fn deploy(
     port: u16,
     log_dir: &Path,
 ) -> Result<Workload> {
+    let workload = WorkloadSpec {
+        program,
+        args,
+        port,
+        sandbox: SandboxOptions::default(),
+    };
+    deploy_with(
+        client,
+        namespace,
+        name,
+        node,
+        labels,
+        annotations,
+        workload,
+        log_dir,
+    )
+    .await
+}
+
+/// What runs in a workload's pod.
+#[derive(Debug)]
+pub struct WorkloadSpec<'a> {
+    pub program: &'a Path,
+    pub args: &'a [String],
+    /// The port it answers on once started.
+    pub port: u16,
+    pub sandbox: SandboxOptions,
+}
+
+/// Like [`deploy`], with the sandbox's options given.
+#[allow(clippy::too_many_arguments)]
+pub async fn deploy_with(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    node: &str,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    workload: WorkloadSpec<'_>,
+    log_dir: &Path,
+) -> Result<Workload> {
     let template = pod_template(name, node, labels, annotations);
     apply_replicated::<Deployment>(client, namespace, name, name, &template).await?;
-    run_workload_pod(client, namespace, name, program, args, port, log_dir).await
+    run_workload_pod(client, namespace, name, &workload, log_dir).await
 }
 
 /// Like [`deploy`], but the pod belongs to a ReplicaSet `<name>-legacy`
@@ -821,7 +868,13 @@ pub async fn deploy_adopted(
         }
     })
     .await?;
-    run_workload_pod(client, namespace, name, program, args, port, log_dir).await
+    let workload = WorkloadSpec {
+        program,
+        args,
+        port,
+        sandbox: SandboxOptions::default(),
+    };
+    run_workload_pod(client, namespace, name, &workload, log_dir).await
 }
 
 fn pod_template(
@@ -890,11 +943,10 @@ async fn run_workload_pod(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-    program: &Path,
-    args: &[String],
-    port: u16,
+    workload: &WorkloadSpec<'_>,
     log_dir: &Path,
 ) -> Result<Workload> {
+    let (program, args, port) = (workload.program, workload.args, workload.port);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let what = format!("Deployment {namespace}/{name} to create its pod");
     let pod_name = wait_for(&what, Duration::from_secs(60), || {
@@ -913,7 +965,7 @@ async fn run_workload_pod(
     })
     .await?;
     let mut sandbox =
-        PodSandbox::adopt(client, namespace, &pod_name, SandboxOptions::default()).await?;
+        PodSandbox::adopt(client, namespace, &pod_name, workload.sandbox.clone()).await?;
     let log = log_dir.join(format!("{namespace}-{name}.log"));
     sandbox.spawn(program, args, &[], &log)?;
     sandbox.publish_status().await?;
