@@ -37,12 +37,6 @@ const FAIL_EVERY: usize = 5;
 const BACKEND_WORK: Duration = Duration::from_millis(30);
 const METRICS_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
 
 fn graph(collector: &LocalCollector) -> BTreeMap<EdgeKey, EdgeStats> {
     service_graph(
