@@ -37,7 +37,6 @@ const FAIL_EVERY: usize = 5;
 const BACKEND_WORK: Duration = Duration::from_millis(30);
 const METRICS_TIMEOUT: Duration = Duration::from_secs(120);
 
-
 fn graph(collector: &LocalCollector) -> BTreeMap<EdgeKey, EdgeStats> {
     service_graph(
         &collector
