@@ -4,11 +4,11 @@
 //! that crosses the kernel/user boundary.
 //!
 //! The C headers in `src/c/` are the source of truth for the wire structs
-//! (`wire.h` for what every program set shares, `sockets/wire.h` and
-//! `go/wire.h` per set). `build.rs` reads the layouts clang gave them from
-//! the objects' DWARF, and each Rust mirror asserts its size and every field
-//! offset against them at compile time ([`mirrors!`]): a field added, moved
-//! or resized on one side only fails the build.
+//! (`wire.h` for what every program set shares, `sockets/wire.h`,
+//! `go/wire.h` and `views/wire.h` per set). `build.rs` reads the layouts
+//! clang gave them from the objects' DWARF, and each Rust mirror asserts its
+//! size and every field offset against them at compile time ([`mirrors!`]):
+//! a field added, moved or resized on one side only fails the build.
 //!
 //! Objects: `build.rs` compiles every `src/c/<name>.bpf.c` and embeds it as
 //! the static `<NAME>` (e.g. [`SOCKETS`]), aligned so aya can parse it in place.
@@ -83,6 +83,9 @@ pub mod go;
 
 /// Structs of the socket-level program set (`src/c/sockets/wire.h`).
 pub mod sockets;
+
+/// Structs of the node-level views' program sets (`src/c/views/wire.h`).
+pub mod views;
 
 /// Structs shared by every program set (`src/c/wire.h`).
 pub mod wire {
@@ -182,68 +185,6 @@ pub mod wire {
     unsafe impl crate::Wire for ProcEvent {}
     // SAFETY: as above.
     unsafe impl crate::Wire for SockAddr {}
-}
-
-/// Structs of the node-level views' program sets (`src/c/views/wire.h`):
-/// pod network (`podnet.bpf.c`) and TCP health (`tcphealth.bpf.c`).
-pub mod views {
-    use core::mem::size_of;
-
-    /// `struct ft_net_counters`: one cgroup's socket traffic.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct NetCounters {
-        pub rx_bytes: u64,
-        pub rx_packets: u64,
-        pub tx_bytes: u64,
-        pub tx_packets: u64,
-    }
-    const _: () = assert!(size_of::<NetCounters>() == 32);
-
-    /// `enum ft_tcp_role`.
-    pub mod tcp_role {
-        pub const UNKNOWN: u32 = 0;
-        pub const CLIENT: u32 = 1;
-        pub const SERVER: u32 = 2;
-    }
-
-    /// `FT_RTT_BUCKETS`.
-    pub const RTT_BUCKETS: usize = 16;
-    /// `FT_RTT_FIRST_BOUND_US`: bucket `i` counts RTTs below `2^i` times this.
-    pub const RTT_FIRST_BOUND_US: u64 = 64;
-
-    /// `struct ft_tcp_key`.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-    pub struct TcpKey {
-        pub cgroup_id: u64,
-        pub peer: [u8; 16],
-        pub role: u32,
-        pub pad: u32,
-    }
-    const _: () = assert!(size_of::<TcpKey>() == 32);
-
-    /// `struct ft_tcp_stats`.
-    #[repr(C)]
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct TcpStats {
-        pub retransmits: u64,
-        pub failed_connects: u64,
-        pub resets_received: u64,
-        pub resets_sent: u64,
-        pub rtt_count: u64,
-        pub rtt_sum_us: u64,
-        pub rtt_buckets: [u64; RTT_BUCKETS],
-    }
-    const _: () = assert!(size_of::<TcpStats>() == 176);
-
-    // SAFETY: repr(C), integers and integer arrays only, sizes asserted
-    // against the -Wpadded C definitions.
-    unsafe impl crate::Wire for NetCounters {}
-    // SAFETY: as above.
-    unsafe impl crate::Wire for TcpKey {}
-    // SAFETY: as above.
-    unsafe impl crate::Wire for TcpStats {}
 }
 
 /// `aya::Pod` for the structs user space reads from or writes to maps.

@@ -22,19 +22,18 @@ use std::path::Path;
 
 use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
 use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
-use aya::{Ebpf, EbpfLoader};
+use ferrotel_probe_ebpf::contract::{maps, podnet};
 use ferrotel_probe_ebpf::views::NetCounters;
 
 use super::ViewsError;
-use crate::ebpf::EbpfError;
+use crate::ebpf::{self, EbpfError, Kernel};
 
 const SET: &str = "podnet";
-const MAP: &str = "cgroup_traffic";
 
 /// The loaded, attached program set and its counters.
 pub struct PodNet {
     // Owns the programs and their links: dropping it detaches them.
-    _ebpf: Ebpf,
+    _kernel: Kernel,
     traffic: PerCpuHashMap<MapData, u64, NetCounters>,
     watched: BTreeSet<u64>,
     cpus: usize,
@@ -52,52 +51,31 @@ impl PodNet {
     /// Loads the set and attaches it to the cgroup2 hierarchy at
     /// `cgroup2_root` (the mount point, from mountinfo).
     pub fn start(cgroup2_root: &Path) -> Result<Self, ViewsError> {
-        let mut ebpf = EbpfLoader::new()
-            .load(ferrotel_probe_ebpf::PODNET)
-            .map_err(|source| EbpfError::Load { set: SET, source })?;
+        let mut kernel = ebpf::load_maps_only(SET, ferrotel_probe_ebpf::PODNET)?;
         let root = std::fs::File::open(cgroup2_root).map_err(|source| ViewsError::CgroupRoot {
             path: cgroup2_root.to_owned(),
             source,
         })?;
         for (name, attach_type) in [
-            ("ft_podnet_ingress", CgroupSkbAttachType::Ingress),
-            ("ft_podnet_egress", CgroupSkbAttachType::Egress),
+            (podnet::INGRESS, CgroupSkbAttachType::Ingress),
+            (podnet::EGRESS, CgroupSkbAttachType::Egress),
         ] {
-            let program: &mut CgroupSkb = ebpf
-                .program_mut(name)
-                .ok_or_else(|| EbpfError::MissingProgram {
-                    set: SET,
-                    name: name.to_owned(),
-                })?
-                .try_into()
-                .map_err(|_| EbpfError::WrongProgramType {
-                    set: SET,
-                    name: name.to_owned(),
-                    expected: "cgroup_skb",
-                })?;
             let attach_err = |source| EbpfError::Attach {
                 set: SET,
                 name: name.to_owned(),
                 target: format!("cgroup {}", cgroup2_root.display()),
                 source,
             };
+            let program: &mut CgroupSkb = kernel.program(name, "cgroup_skb")?;
             program.load().map_err(attach_err)?;
             program
                 .attach(&root, attach_type, CgroupAttachMode::Single)
                 .map_err(attach_err)?;
         }
-        let map = ebpf.take_map(MAP).ok_or(EbpfError::MissingMap {
-            set: SET,
-            name: MAP,
-        })?;
-        let traffic = PerCpuHashMap::try_from(map).map_err(|source| EbpfError::Map {
-            set: SET,
-            name: MAP,
-            source,
-        })?;
+        let traffic = kernel.take_map(maps::CGROUP_TRAFFIC)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| ViewsError::Cpus(source))?;
         Ok(Self {
-            _ebpf: ebpf,
+            _kernel: kernel,
             traffic,
             watched: BTreeSet::new(),
             cpus,

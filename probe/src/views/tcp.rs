@@ -30,8 +30,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use aya::programs::BtfTracePoint;
-use aya::{Ebpf, EbpfLoader};
+use ferrotel_probe_ebpf::contract::{maps, tcphealth};
 use ferrotel_probe_ebpf::views::{RTT_BUCKETS, RTT_FIRST_BOUND_US, TcpKey, TcpStats, tcp_role};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -44,7 +43,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
 use super::ViewsError;
-use crate::ebpf::EbpfError;
+use crate::ebpf::{self, Kernel};
 use crate::telemetry::metrics::{
     MetricProducer, encode_histogram, now_unix_nanos, prometheus_resource_labels, scope,
 };
@@ -63,7 +62,8 @@ pub fn rtt_bounds() -> Vec<f64> {
 
 /// The loaded program set and its maps.
 pub struct TcpProbe {
-    _ebpf: Ebpf,
+    // Owns the programs and their links: dropping it detaches them.
+    _kernel: Kernel,
     watched: BpfHashMap<MapData, u64, u32>,
     peers: BpfHashMap<MapData, TcpKey, TcpStats>,
     watched_ids: BTreeSet<u64>,
@@ -80,58 +80,14 @@ impl std::fmt::Debug for TcpProbe {
 impl TcpProbe {
     /// Loads the set and attaches its BTF tracepoints (no tracefs needed).
     pub fn start() -> Result<Self, ViewsError> {
-        let mut ebpf = EbpfLoader::new()
-            .load(ferrotel_probe_ebpf::TCPHEALTH)
-            .map_err(|source| EbpfError::Load { set: SET, source })?;
-        let btf = aya::Btf::from_sys_fs().map_err(EbpfError::Btf)?;
-        for (name, tracepoint) in [
-            ("ft_tcp_retransmit", "tcp_retransmit_skb"),
-            ("ft_tcp_receive_reset", "tcp_receive_reset"),
-            ("ft_tcp_send_reset", "tcp_send_reset"),
-            ("ft_tcp_state", "inet_sock_set_state"),
-        ] {
-            let program: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| EbpfError::MissingProgram {
-                    set: SET,
-                    name: name.to_owned(),
-                })?
-                .try_into()
-                .map_err(|_| EbpfError::WrongProgramType {
-                    set: SET,
-                    name: name.to_owned(),
-                    expected: "tp_btf",
-                })?;
-            let attach_err = |source| EbpfError::Attach {
-                set: SET,
-                name: name.to_owned(),
-                target: format!("tp_btf/{tracepoint}"),
-                source,
-            };
-            program.load(tracepoint, &btf).map_err(attach_err)?;
-            program.attach().map_err(attach_err)?;
+        let mut kernel = ebpf::load_maps_only(SET, ferrotel_probe_ebpf::TCPHEALTH)?;
+        for (program, tracepoint) in tcphealth::BTF_TRACEPOINTS {
+            kernel.attach_btf_tracepoint(program, tracepoint)?;
         }
-        let take = |ebpf: &mut Ebpf, name: &'static str| {
-            ebpf.take_map(name)
-                .ok_or(EbpfError::MissingMap { set: SET, name })
-        };
-        let watched =
-            BpfHashMap::try_from(take(&mut ebpf, "watched_cgroups")?).map_err(|source| {
-                EbpfError::Map {
-                    set: SET,
-                    name: "watched_cgroups",
-                    source,
-                }
-            })?;
-        let peers = BpfHashMap::try_from(take(&mut ebpf, "tcp_peers")?).map_err(|source| {
-            EbpfError::Map {
-                set: SET,
-                name: "tcp_peers",
-                source,
-            }
-        })?;
+        let watched = kernel.take_map(maps::WATCHED_CGROUPS)?;
+        let peers = kernel.take_map(maps::TCP_PEERS)?;
         Ok(Self {
-            _ebpf: ebpf,
+            _kernel: kernel,
             watched,
             peers,
             watched_ids: BTreeSet::new(),

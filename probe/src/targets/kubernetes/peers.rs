@@ -43,8 +43,8 @@ use std::sync::{Arc, RwLock};
 use ferrotel_api::optin::{self, Decision, Instrumentations, NamespaceView, PodView};
 use ferrotel_api::probe_config::Language;
 
-use super::metadata::{self, NamespaceInfo, PodInfo};
 use super::discovery::ClusterState;
+use super::metadata::{self, NamespaceInfo, PodInfo};
 use crate::telemetry::servicegraph::{PeerIdentity, PeerLookup, canonical_ip};
 
 /// What the opt-in rules need to re-decide whether a pod is traced.
