@@ -644,6 +644,16 @@ pub async fn wait_probe_ready(probe: &mut LocalProbe) -> Result<()> {
 
 /// A minimal HTTP/1.1 GET (no client library needed): `(status, body)`.
 pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_within(addr, path, Duration::from_secs(10)).await
+}
+
+/// [`http_get`] for a request whose handler does real work (burns CPU,
+/// writes to disk): the answer may take `read_timeout` on a loaded machine.
+pub async fn http_get_within(
+    addr: &str,
+    path: &str,
+    read_timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream =
         tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
@@ -655,7 +665,7 @@ pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> 
         )
         .await?;
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
+    tokio::time::timeout(read_timeout, stream.read_to_end(&mut buf))
         .await
         .map_err(|_| std::io::Error::other("read timed out"))??;
     let text = String::from_utf8_lossy(&buf).into_owned();

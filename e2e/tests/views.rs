@@ -492,11 +492,13 @@ spec:
     };
     let closed_port = ferrotel_e2e::free_port();
     let (cpu_ms, disk_bytes, net_bytes, refusals) = (2000, 32u64 << 20, 16u64 << 20, 3);
-    let (code, body) = stack::http_get(
+    // Two seconds of CPU time take much longer on a loaded 2-core machine.
+    let (code, body) = stack::http_get_within(
         &worker.addr(),
         &format!(
             "/work?cpu_ms={cpu_ms}&disk_bytes={disk_bytes}&net_bytes={net_bytes}&sink={gateway}:{sink_port}&refused={gateway}:{closed_port}&refusals={refusals}"
         ),
+        METRICS_TIMEOUT,
     )
     .await
     .expect("worker /work");
