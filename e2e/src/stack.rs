@@ -668,17 +668,45 @@ pub async fn http_get_within(
     tokio::time::timeout(read_timeout, stream.read_to_end(&mut buf))
         .await
         .map_err(|_| std::io::Error::other("read timed out"))??;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len());
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let body = buf.get(split + 4..).unwrap_or_default();
+    let code = head
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {text:?}")))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {head:?}")))?;
+    let chunked = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("transfer-encoding") && v.trim() == "chunked"
+        })
+    });
+    let body = if chunked {
+        dechunk(body).ok_or_else(|| std::io::Error::other("malformed chunked body"))?
+    } else {
+        body.to_vec()
+    };
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The payload of an HTTP/1.1 chunked body (Go's servers chunk what they do
+/// not size up front, e.g. a collector's /metrics).
+fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    loop {
+        let line = body.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&body[..line]).ok()?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        let rest = &body[line + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix(b"\r\n")?;
+    }
 }
 
 /// Builds the demo's Go backend (stdlib only, offline) into `out_dir`.
@@ -1020,4 +1048,23 @@ pub async fn annotate_namespace(
             source,
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_chunked_body_is_joined_even_where_a_chunk_splits_a_line_or_a_character() {
+        let raw: &[u8] = b"5\r\nabc\xc3\xa9\r\n3\r\nde\n\r\n0\r\n\r\n";
+        assert_eq!(
+            super::dechunk(raw).as_deref(),
+            Some("abc\u{e9}de\n".as_bytes())
+        );
+        let split: &[u8] = b"4\r\nabc\xc3\r\n4\r\n\xa9de\n\r\n0\r\n\r\n";
+        assert_eq!(
+            String::from_utf8_lossy(&super::dechunk(split).unwrap()),
+            "abc\u{e9}de\n"
+        );
+        assert_eq!(super::dechunk(b"zz\r\n"), None, "not a size");
+        assert_eq!(super::dechunk(b"9\r\nshort\r\n"), None, "truncated");
+    }
 }
