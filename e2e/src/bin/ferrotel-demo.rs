@@ -7,9 +7,9 @@
 //! TelemetryCollector and an Instrumentation), runs the collector and the Go
 //! and Python probes exactly as the operator rendered them, drives traffic,
 //! prints spans as the collector receives them and ends with a RED summary
-//! per service. Ctrl-C (or `--duration`) ends it and everything it started
-//! is stopped and removed; `ferrotel-demo down` cleans up after a run that
-//! was killed.
+//! per service and the service map's edges with their p50/p90/p99. Ctrl-C
+//! (or `--duration`) ends it and everything it started is stopped and
+//! removed; `ferrotel-demo down` cleans up after a run that was killed.
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
 
@@ -353,6 +353,7 @@ async fn up(args: &Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let spans = collector.spans().unwrap_or_default();
     print_summary(&spans, first_span);
+    print_edges(&probes).await;
     println!(
         "\nStopping everything (the operator, probes, collector, sandboxes and control plane)…"
     );
@@ -442,6 +443,33 @@ fn print_summary(spans: &[Span], first_span: Option<Duration>) {
             "      first span at the collector {:.1}s after applying config/samples (includes starting the collector and probes)",
             latency.as_secs_f64()
         );
+    }
+}
+
+/// The service map as the probes serve it (`traces_service_graph_*` on
+/// their /metrics, what Prometheus would scrape): every edge with its
+/// requests, error share and p50/p90/p99.
+async fn print_edges(probes: &[stack::LocalProbe]) {
+    let mut expositions = Vec::new();
+    for probe in probes {
+        match stack::http_get(&probe.metrics_addr, "/metrics").await {
+            Ok((200, body)) => expositions.push(body),
+            Ok((code, _)) => println!(
+                "      the {} probe's /metrics answered {code}",
+                probe.language
+            ),
+            Err(e) => println!("      the {} probe's /metrics: {e}", probe.language),
+        }
+    }
+    let graph =
+        ferrotel_e2e::graph::service_graph_from_prometheus(expositions.iter().map(String::as_str));
+    println!("\n      Service map (edges the probes computed from their spans):");
+    if graph.is_empty() {
+        println!("      no edges: see the probe logs in the demo directory");
+        return;
+    }
+    for line in ferrotel_e2e::graph::edge_table(&graph) {
+        println!("      {line}");
     }
 }
 
