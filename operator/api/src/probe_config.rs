@@ -291,8 +291,7 @@ pub struct ViewsConfig {
 #[serde(rename_all = "lowercase")]
 pub enum PeerResolution {
     /// Every pod IP and Service ClusterIP of the cluster (a stripped-down,
-    /// cluster-wide watch of Pods and Services; see docs/views.md for its
-    /// memory cost).
+    /// cluster-wide watch of Pods and Services; see docs/views.md).
     #[default]
     Cluster,
     /// Only the pods on this node; peers elsewhere are named by address

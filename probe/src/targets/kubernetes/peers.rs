@@ -31,9 +31,9 @@
 //!
 //! The cluster-wide watch is the cost: every pod change in the cluster
 //! reaches every probe (as it does every kube-proxy for EndpointSlices).
-//! What stays in memory is about a hundred bytes per pod; the measured
-//! resident size at 10,000 pods is in docs/views.md. `peers: node` turns
-//! it off: peers on other nodes are then `user` (callers) or their address
+//! What stays in memory is a few hundred bytes per pod (addresses, names,
+//! opt-in annotations; not measured at scale yet). `peers: node` turns it
+//! off: peers on other nodes are then `user` (callers) or their address
 //! (servers).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
