@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
-    metric,
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -359,34 +359,82 @@ impl RedMetrics {
                             now,
                         ));
                 }
-                ResourceMetrics {
-                    resource: Some(Resource {
-                        attributes: resource.iter().map(|(k, v)| string_kv(k, v)).collect(),
-                        ..Default::default()
-                    }),
-                    scope_metrics: vec![ScopeMetrics {
-                        scope: Some(scope()),
-                        metrics: by_instrument
-                            .into_iter()
-                            .map(|(instrument, data_points)| Metric {
-                                name: instrument.name().to_owned(),
-                                description: instrument.description().to_owned(),
-                                unit: instrument.unit().to_owned(),
-                                data: Some(metric::Data::Histogram(Histogram {
-                                    data_points,
-                                    aggregation_temporality: AggregationTemporality::Cumulative
-                                        as i32,
-                                })),
-                                ..Default::default()
-                            })
-                            .collect(),
-                        schema_url: String::new(),
-                    }],
-                    schema_url: String::new(),
-                }
+                resource_metrics(
+                    resource,
+                    by_instrument
+                        .into_iter()
+                        .map(|(instrument, data_points)| Metric {
+                            name: instrument.name().to_owned(),
+                            description: instrument.description().to_owned(),
+                            unit: instrument.unit().to_owned(),
+                            data: Some(metric::Data::Histogram(Histogram {
+                                data_points,
+                                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            })),
+                            ..Default::default()
+                        })
+                        .collect(),
+                )
             })
             .collect();
         (!resource_metrics.is_empty()).then_some(ExportMetricsServiceRequest { resource_metrics })
+    }
+}
+
+/// One resource's metrics, under the probe's instrumentation scope.
+pub(crate) fn resource_metrics(
+    attributes: &BTreeMap<String, String>,
+    metrics: Vec<Metric>,
+) -> ResourceMetrics {
+    ResourceMetrics {
+        resource: Some(Resource {
+            attributes: attributes.iter().map(|(k, v)| string_kv(k, v)).collect(),
+            ..Default::default()
+        }),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(scope()),
+            metrics,
+            schema_url: String::new(),
+        }],
+        schema_url: String::new(),
+    }
+}
+
+/// A cumulative, monotonic sum: an OTLP counter.
+pub(crate) fn counter_metric(
+    name: &str,
+    description: &str,
+    unit: &str,
+    points: Vec<NumberDataPoint>,
+) -> Metric {
+    Metric {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        unit: unit.to_owned(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+/// An integer data point (a `u64` past `i64::MAX` saturates).
+pub(crate) fn int_point(
+    value: u64,
+    start_unix_nanos: u64,
+    now: u64,
+    attributes: Vec<KeyValue>,
+) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes,
+        start_time_unix_nano: start_unix_nanos,
+        time_unix_nano: now,
+        value: Some(number_data_point::Value::AsInt(
+            i64::try_from(value).unwrap_or(i64::MAX),
+        )),
+        ..Default::default()
     }
 }
 

@@ -54,16 +54,15 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    metric, number_data_point,
+    AggregationTemporality, Histogram, Metric, ResourceMetrics, metric,
 };
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
 use super::metrics::{
-    ByResource, HTTP_BOUNDS_SECONDS, HistogramState, encode_histogram, now_unix_nanos, scope,
+    self, ByResource, HTTP_BOUNDS_SECONDS, HistogramState, counter_metric, encode_histogram,
+    int_point, now_unix_nanos,
 };
 use super::record::{Protocol, RequestRecord, SpanKind};
 use super::resource::ProcessResource;
@@ -471,13 +470,13 @@ impl ServiceGraphMetrics {
                 for (key, s) in series {
                     let attributes = key_attributes(key);
                     if let Some(c) = s.counted {
-                        total.push(sum_point(
+                        total.push(int_point(
                             c.total,
                             c.start_unix_nanos,
                             now,
                             attributes.clone(),
                         ));
-                        failed.push(sum_point(
+                        failed.push(int_point(
                             c.failed,
                             c.start_unix_nanos,
                             now,
@@ -501,17 +500,7 @@ impl ServiceGraphMetrics {
                     ),
                 ] {
                     if !points.is_empty() {
-                        metrics.push(Metric {
-                            name: name.to_owned(),
-                            description: description.to_owned(),
-                            unit: "{request}".to_owned(),
-                            data: Some(metric::Data::Sum(Sum {
-                                data_points: points,
-                                aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                                is_monotonic: true,
-                            })),
-                            ..Default::default()
-                        });
+                        metrics.push(counter_metric(name, description, "{request}", points));
                     }
                 }
                 for (name, description, points) in [
@@ -539,18 +528,7 @@ impl ServiceGraphMetrics {
                         });
                     }
                 }
-                ResourceMetrics {
-                    resource: Some(Resource {
-                        attributes: resource.iter().map(|(k, v)| string_kv(k, v)).collect(),
-                        ..Default::default()
-                    }),
-                    scope_metrics: vec![ScopeMetrics {
-                        scope: Some(scope()),
-                        metrics,
-                        schema_url: String::new(),
-                    }],
-                    schema_url: String::new(),
-                }
+                metrics::resource_metrics(resource, metrics)
             })
             .collect()
     }
@@ -583,16 +561,6 @@ fn key_attributes(key: &SeriesKey) -> Vec<KeyValue> {
             "otel.metric.overflow",
             &semconv::Value::Str("true".into()),
         )],
-    }
-}
-
-fn sum_point(value: u64, start: u64, now: u64, attributes: Vec<KeyValue>) -> NumberDataPoint {
-    NumberDataPoint {
-        attributes,
-        start_time_unix_nano: start,
-        time_unix_nano: now,
-        value: Some(number_data_point::Value::AsInt(value as i64)),
-        ..Default::default()
     }
 }
 

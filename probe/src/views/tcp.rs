@@ -34,10 +34,8 @@ use ferrotel_probe_ebpf::contract::{maps, tcphealth};
 use ferrotel_probe_ebpf::views::{RTT_BUCKETS, RTT_FIRST_BOUND_US, TcpKey, TcpStats, tcp_role};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics, metric,
 };
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
@@ -45,7 +43,8 @@ use prometheus_client::registry::Unit;
 use super::ViewsError;
 use crate::ebpf::{self, Kernel};
 use crate::telemetry::metrics::{
-    MetricProducer, encode_histogram, now_unix_nanos, prometheus_resource_labels, scope,
+    MetricProducer, counter_metric, encode_histogram, int_point, now_unix_nanos,
+    prometheus_resource_labels, resource_metrics,
 };
 use crate::telemetry::semconv::string_kv;
 use crate::telemetry::servicegraph::{GraphNode, PeerLookup, UNKNOWN_CLIENT, canonical_ip};
@@ -287,30 +286,6 @@ fn edge_labels((client, server): &EdgeKey) -> Vec<(&'static str, String)> {
     out
 }
 
-fn sum_metric(name: &str, description: &str, unit: &str, points: Vec<NumberDataPoint>) -> Metric {
-    Metric {
-        name: name.to_owned(),
-        description: description.to_owned(),
-        unit: unit.to_owned(),
-        data: Some(metric::Data::Sum(Sum {
-            data_points: points,
-            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-            is_monotonic: true,
-        })),
-        ..Default::default()
-    }
-}
-
-fn point(value: u64, start: u64, now: u64, attributes: Vec<KeyValue>) -> NumberDataPoint {
-    NumberDataPoint {
-        attributes,
-        start_time_unix_nano: start,
-        time_unix_nano: now,
-        value: Some(number_data_point::Value::AsInt(value as i64)),
-        ..Default::default()
-    }
-}
-
 impl MetricProducer for TcpHealth {
     fn resource_metrics(&self) -> Vec<ResourceMetrics> {
         let now = now_unix_nanos();
@@ -326,14 +301,14 @@ impl MetricProducer for TcpHealth {
                     .map(|(k, v)| string_kv(k, v))
                     .collect();
                 let start = s.start_unix_nanos;
-                retransmits.push(point(s.retransmits, start, now, attrs.clone()));
-                failed.push(point(s.failed_connections, start, now, attrs.clone()));
+                retransmits.push(int_point(s.retransmits, start, now, attrs.clone()));
+                failed.push(int_point(s.failed_connections, start, now, attrs.clone()));
                 for (direction, value) in
                     [("receive", s.resets_received), ("transmit", s.resets_sent)]
                 {
                     let mut a = attrs.clone();
                     a.push(string_kv("network.io.direction", direction));
-                    resets.push(point(value, start, now, a));
+                    resets.push(int_point(value, start, now, a));
                 }
                 if s.rtt_count > 0 {
                     rtt.push(HistogramDataPoint {
@@ -352,19 +327,19 @@ impl MetricProducer for TcpHealth {
                 continue;
             }
             let mut metrics = vec![
-                sum_metric(
+                counter_metric(
                     "obi.stat.tcp.retransmits",
                     "TCP segments retransmitted.",
                     "{segment}",
                     retransmits,
                 ),
-                sum_metric(
+                counter_metric(
                     "obi.stat.tcp.failed.connections",
                     "TCP connects that were never established.",
                     "{connection}",
                     failed,
                 ),
-                sum_metric(
+                counter_metric(
                     "obi.stat.tcp.resets",
                     "TCP resets received and sent.",
                     "{reset}",
@@ -383,18 +358,7 @@ impl MetricProducer for TcpHealth {
                     ..Default::default()
                 });
             }
-            out.push(ResourceMetrics {
-                resource: Some(Resource {
-                    attributes: attributes.iter().map(|(k, v)| string_kv(k, v)).collect(),
-                    ..Default::default()
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(scope()),
-                    metrics,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            });
+            out.push(resource_metrics(attributes, metrics));
         }
         out
     }

@@ -3,6 +3,7 @@ use std::net::IpAddr;
 
 use super::*;
 use crate::telemetry::semconv::tests::http_record;
+use opentelemetry_proto::tonic::metrics::v1::number_data_point;
 
 /// A fixed address book.
 #[derive(Default)]

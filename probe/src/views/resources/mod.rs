@@ -29,18 +29,16 @@ pub mod procio;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    metric, number_data_point,
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, metric, number_data_point,
 };
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
 use crate::telemetry::metrics::{
-    MetricProducer, now_unix_nanos, prometheus_label, prometheus_resource_labels, scope,
+    MetricProducer, counter_metric, int_point, now_unix_nanos, prometheus_label,
+    prometheus_resource_labels, resource_metrics,
 };
 use crate::telemetry::semconv::string_kv;
 use ferrotel_probe_ebpf::views::NetCounters;
@@ -117,47 +115,6 @@ fn gauge(name: &str, description: &str, unit: &str, points: Vec<NumberDataPoint>
     }
 }
 
-fn counter(name: &str, description: &str, unit: &str, points: Vec<NumberDataPoint>) -> Metric {
-    Metric {
-        name: name.to_owned(),
-        description: description.to_owned(),
-        unit: unit.to_owned(),
-        data: Some(metric::Data::Sum(Sum {
-            data_points: points,
-            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-            is_monotonic: true,
-        })),
-        ..Default::default()
-    }
-}
-
-fn int_point(value: u64, start: u64, now: u64, attributes: Vec<KeyValue>) -> NumberDataPoint {
-    NumberDataPoint {
-        attributes,
-        start_time_unix_nano: start,
-        time_unix_nano: now,
-        value: Some(number_data_point::Value::AsInt(
-            value.min(i64::MAX as u64) as i64
-        )),
-        ..Default::default()
-    }
-}
-
-fn resource(attributes: &BTreeMap<String, String>, metrics: Vec<Metric>) -> ResourceMetrics {
-    ResourceMetrics {
-        resource: Some(Resource {
-            attributes: attributes.iter().map(|(k, v)| string_kv(k, v)).collect(),
-            ..Default::default()
-        }),
-        scope_metrics: vec![ScopeMetrics {
-            scope: Some(scope()),
-            metrics,
-            schema_url: String::new(),
-        }],
-        schema_url: String::new(),
-    }
-}
-
 impl PodResources {
     pub fn new() -> Self {
         Self::default()
@@ -196,7 +153,7 @@ impl MetricProducer for PodResources {
             let start = pod.start_unix_nanos;
             let mut metrics = Vec::new();
             if let Some(cpu) = pod.cpu_seconds {
-                metrics.push(counter(
+                metrics.push(counter_metric(
                     "k8s.pod.cpu.time",
                     "Total CPU time of the pod's processes.",
                     "s",
@@ -236,7 +193,7 @@ impl MetricProducer for PodResources {
             }
             if let Some((read, written)) = pod.disk {
                 let dir = |d: &str| vec![string_kv("disk.io.direction", d)];
-                metrics.push(counter(
+                metrics.push(counter_metric(
                     "k8s.pod.disk.io",
                     "Bytes read from and written to block devices.",
                     "By",
@@ -249,7 +206,7 @@ impl MetricProducer for PodResources {
             if let Some(net) = pod.network {
                 let start = pod.network_start_unix_nanos;
                 let dir = |d: &str| vec![string_kv("network.io.direction", d)];
-                metrics.push(counter(
+                metrics.push(counter_metric(
                     "k8s.pod.network.io",
                     "Bytes through the pod's sockets (IP packets).",
                     "By",
@@ -258,7 +215,7 @@ impl MetricProducer for PodResources {
                         int_point(net.tx_bytes, start, now, dir("transmit")),
                     ],
                 ));
-                metrics.push(counter(
+                metrics.push(counter_metric(
                     "k8s.pod.network.packets",
                     "Packets through the pod's sockets.",
                     "{packet}",
@@ -269,12 +226,12 @@ impl MetricProducer for PodResources {
                 ));
             }
             if !metrics.is_empty() {
-                out.push(resource(&pod.attributes, metrics));
+                out.push(resource_metrics(&pod.attributes, metrics));
             }
         }
         if let Some((attributes, memory)) = &state.node {
             let point = |v| vec![int_point(v, 0, now, vec![])];
-            out.push(resource(
+            out.push(resource_metrics(
                 attributes,
                 vec![
                     gauge(
