@@ -43,24 +43,56 @@ lint: ## cargo fmt --check and clippy -D warnings
 test: tools lint check-generated ## Everything: lint, generated files, unit tests, privileged eBPF tests, test-bed e2e
 	@[ "$$(id -u)" = 0 ] || { echo "make test needs root: the probe tests load eBPF programs into the kernel (run with sudo)" >&2; exit 1; }
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --no-fail-fast
+	@log=$${CARGO_TARGET_DIR:-target}/test.log; mkdir -p $$(dirname $$log); set -o pipefail; \
+	  echo "$(CARGO) test --workspace --no-fail-fast (log: $$log)"; \
+	  $(CARGO) test --workspace --no-fail-fast 2>&1 | tee $$log || { e2e/tools/test-failures.sh $$log; exit 1; }
+	$(MAKE) --no-print-directory fuzz
+
+# The probe's fuzz targets (probe/fuzz): every parser of bytes a workload
+# controls, built from ferrotel-parse alone. `make fuzz` (part of `make
+# test`) builds them and runs each for FUZZ_SECONDS from the committed seeds
+# and regressions; `make fuzz-long` runs each for FUZZ_RUNS executions (the
+# release bar: 10 million with no crash; probe/fuzz/RESULTS.md). Nightly
+# toolchain + cargo-fuzz (installed by `make tools`). `cargo test` also
+# replays the committed inputs on stable (probe/tests/fuzz_corpus.rs).
+FUZZ_TARGETS := $(sort $(basename $(notdir $(wildcard probe/fuzz/fuzz_targets/*.rs))))
+FUZZ_SECONDS ?= 3
+FUZZ_RUNS ?= 10000000
+
+.PHONY: fuzz
+fuzz: tools ## Build the probe fuzz targets and run each for FUZZ_SECONDS (default 3)
+	nice -n 19 $(CARGO) +nightly fuzz build --fuzz-dir probe/fuzz
+	@mkdir -p probe/fuzz/artifacts; for t in $(FUZZ_TARGETS); do \
+	  log=probe/fuzz/artifacts/$$t.log; \
+	  if nice -n 19 probe/fuzz/run.sh $$t -max_total_time=$(FUZZ_SECONDS) > $$log 2>&1; then \
+	    echo "fuzz $$t: $$(grep -m1 -o 'stat::number_of_executed_units: [0-9]*' $$log | grep -o '[0-9]*$$') executions, no crash"; \
+	  else tail -40 $$log; echo "fuzz target $$t failed: see $$log; the crashing input is in probe/fuzz/artifacts/$$t/" >&2; exit 1; fi; \
+	done
+
+.PHONY: fuzz-long
+fuzz-long: tools ## Run every probe fuzz target for FUZZ_RUNS (default 10 million) executions
+	@for t in $(FUZZ_TARGETS); do nice -n 19 probe/fuzz/run.sh $$t -runs=$(FUZZ_RUNS) -timeout=60 || exit 1; done
+
+.PHONY: fuzz-one
+fuzz-one: ## Replay one input through one fuzz target: make fuzz-one TARGET=http1 INPUT=path
+	probe/fuzz/run.sh $(TARGET) $(INPUT)
 
 .PHONY: test-unit
 test-unit: ## Unit tests only (pure logic, snapshots, parsers): no root, no eBPF, no test bed, no tools
 	$(CARGO) test --workspace --lib --bins --no-fail-fast
 
 .PHONY: testbed-up
-testbed-up: tools ## Start the local control plane in the background; writes .testbed/kubeconfig
+testbed-up: tools ## Start the local cluster (control plane, kwok nodes and a real node; root) in the background; writes .testbed/kubeconfig
 	$(CARGO) build -q -p ferrotel-e2e --bin ferrotel-testbed
-	$${CARGO_TARGET_DIR:-target}/debug/ferrotel-testbed up --dir .testbed
+	$${CARGO_TARGET_DIR:-target}/debug/ferrotel-testbed up --dir .testbed $(TESTBED_ARGS)
 
 .PHONY: testbed-down
 testbed-down: ## Stop the local control plane started by testbed-up
 	@tb=$${CARGO_TARGET_DIR:-target}/debug/ferrotel-testbed; if [ -x $$tb ]; then $$tb down --dir .testbed; fi
 
 .PHONY: demo
-demo: tools ## Run Ferrotel locally: control plane, operator, probes, sample Go and Python apps, spans as they arrive, RED summary (Ctrl-C stops)
-	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root: the probes load eBPF programs and the apps run in cgroups/network namespaces (run: sudo make demo)" >&2; exit 1; }
+demo: tools ## Run Ferrotel locally on real pods: cluster with a real node, chart, probes, sample Go and Python apps, spans as they arrive, RED summary (Ctrl-C stops)
+	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root: it runs a real node (containerd, kubelet) and the probes load eBPF programs (run: sudo make demo)" >&2; exit 1; }
 	$(CARGO) build -q -p ferrotel-operator -p ferrotel-probe -p ferrotel-e2e --bins
 	$${CARGO_TARGET_DIR:-target}/debug/ferrotel-demo --dir .demo $(DEMO_ARGS)
 
@@ -74,10 +106,13 @@ bench: tools ## Run the benchmarks; results land in bench/results/
 	bench/python/run.sh
 	bench/go/run.sh
 	bench/optin-latency/run.sh
+	bench/profiling/run.sh
 
 # Container images (images/*.Containerfile). Needs podman or a running Docker
-# engine; this repository's CI machines have neither, so the tests check the
-# binaries the images contain instead (see docs/install.md, "Images").
+# engine and a registry for the bases. The test bed's machines have neither:
+# the tests and the demo build images with the same contract locally, from
+# the host's binaries, and load them into the real node's containerd
+# (e2e/src/images.rs; see docs/install.md, "Images").
 IMAGE_REGISTRY ?= ghcr.io/ferrotel
 IMAGE_TAG ?= $(shell awk -F'"' '/^version *=/ {print $$2; exit}' Cargo.toml)
 OTELCOL_VERSION := $(shell awk '/^  version:/ {print $$2; exit}' operator/api/distribution/manifest.yaml)

@@ -107,11 +107,15 @@ fn contract_header() -> String {
          #define FT_DEFAULT_RINGBUF_BYTES {}u\n\
          #define FT_DEFAULT_WAKEUP_BYTES {}ull\n\
          #define FT_DEFAULT_MAX_PAYLOAD_BYTES {}u\n\
-         #define FT_DEFAULT_REPORT_EXECS {}u\n\n#endif\n",
+         #define FT_DEFAULT_REPORT_EXECS {}u\n\
+         #define FT_DEFAULT_KERNEL_STACKS {}u\n\
+         #define FT_DEFAULT_PYTHON_FRAMES {}u\n\n#endif\n",
         d::RING_BUFFER_BYTES,
         d::WAKEUP_BYTES,
         d::MAX_PAYLOAD_BYTES,
-        d::REPORT_EXECS
+        d::REPORT_EXECS,
+        d::KERNEL_STACKS,
+        d::PYTHON_FRAMES
     )
 }
 

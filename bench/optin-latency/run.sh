@@ -2,7 +2,7 @@
 # Opt-in latency: `kubectl annotate namespace ... ferrotel.io/instrument=true`
 # -> first span of that namespace at the collector, median over RUNS cycles.
 # Runs the same full stack as `make demo` (local control plane, operator,
-# collector and probes as rendered, Go + Python apps in pod-like sandboxes).
+# collector and probe pods as rendered on a real node, Go + Python apps as Deployments).
 # Needs root. Usage: bench/optin-latency/run.sh [RUNS]
 set -euo pipefail
 runs=${1:-10}

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use ferrotel_api::collector::CollectorConfig;
 use serde_json::Value;
 
 use crate::process::{self, Process};
@@ -33,7 +34,10 @@ pub struct Collector {
     traces_file: Option<PathBuf>,
     metrics_file: Option<PathBuf>,
     logs_file: Option<PathBuf>,
+    profiles_file: Option<PathBuf>,
     panics_at_start: usize,
+    /// Address the OTLP receivers listen on.
+    host: String,
 }
 
 impl Collector {
@@ -43,6 +47,25 @@ impl Collector {
     /// as soon as it is received. Read it back with [`Collector::spans`] and
     /// [`Collector::metrics`].
     pub async fn start_with_file_exporter() -> Result<Collector> {
+        Self::start_with_files("127.0.0.1", false).await
+    }
+
+    /// Like [`Collector::start_with_file_exporter`], listening on `host`
+    /// instead of loopback: the host end of a real node's veth, where the
+    /// node's pods (an in-cluster collector exporting to this one) reach it.
+    pub async fn start_with_file_exporter_on(host: &str) -> Result<Collector> {
+        Self::start_with_files(host, false).await
+    }
+
+    /// Like [`Collector::start_with_file_exporter`], plus a `profiles`
+    /// pipeline writing OTLP/JSON to [`Collector::profiles_file`] (profiles
+    /// are alpha: the collector runs with their feature gate, as the
+    /// operator runs it).
+    pub async fn start_with_profiles() -> Result<Collector> {
+        Self::start_with_files("127.0.0.1", true).await
+    }
+
+    async fn start_with_files(host: &str, profiles: bool) -> Result<Collector> {
         let dir = new_dir()?;
         let grpc = free_port();
         let http = free_port();
@@ -50,11 +73,20 @@ impl Collector {
             traces: dir.join("traces.json"),
             metrics: Some(dir.join("metrics.json")),
             logs: Some(dir.join("logs.json")),
+            profiles: profiles.then(|| dir.join("profiles.json")),
         };
-        let mut c = Self::start_in(dir, &file_exporter_config(grpc, Some(http), &outputs)).await?;
+        let config = file_exporter_config(host, grpc, Some(http), &outputs);
+        let mut c = Self::start_in(dir, &config).await?;
         c.http_port = Some(http);
+        c.host = host.to_owned();
         c.set_outputs(grpc, outputs);
         Ok(c)
+    }
+
+    /// Where the `profiles` pipeline writes (OTLP/JSON, one export request
+    /// per line); read it with [`read_profile_samples`].
+    pub fn profiles_file(&self) -> Option<&Path> {
+        self.profiles_file.as_deref()
     }
 
     /// A collector that can be stopped and started again in its place: its
@@ -65,7 +97,7 @@ impl Collector {
         grpc_port: u16,
         outputs: FileOutputs,
     ) -> Result<Collector> {
-        let config = file_exporter_config(grpc_port, None, &outputs);
+        let config = file_exporter_config("127.0.0.1", grpc_port, None, &outputs);
         let mut c = Self::start_in(new_dir()?, &config).await?;
         c.set_outputs(grpc_port, outputs);
         Ok(c)
@@ -76,6 +108,7 @@ impl Collector {
         self.traces_file = Some(outputs.traces);
         self.metrics_file = outputs.metrics;
         self.logs_file = outputs.logs;
+        self.profiles_file = outputs.profiles;
     }
 
     /// Starts a collector with any configuration (YAML text) and waits until
@@ -85,6 +118,9 @@ impl Collector {
         Self::start_in(new_dir()?, config_yaml).await
     }
 
+    /// Runs the collector on `config_yaml` with the command line the
+    /// operator gives a TelemetryCollector of that config (feature gates
+    /// included).
     async fn start_in(dir: PathBuf, config_yaml: &str) -> Result<Collector> {
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config_yaml).map_err(|source| Error::Io {
@@ -92,7 +128,7 @@ impl Collector {
             source,
         })?;
         let mut cmd = Command::new(try_tool_path("otelcol")?);
-        cmd.arg(format!("--config={}", config_path.display()));
+        cmd.args(command_args(config_yaml, &config_path));
         let log = dir.join("otelcol.log");
         let panics_at_start = process::panics_observed();
         let process = Process::spawn("otelcol", cmd, &log)?;
@@ -105,7 +141,9 @@ impl Collector {
             traces_file: None,
             metrics_file: None,
             logs_file: None,
+            profiles_file: None,
             panics_at_start,
+            host: "127.0.0.1".to_owned(),
         };
         let log_path = log.clone();
         let proc = std::sync::Mutex::new(&mut collector.process);
@@ -135,19 +173,21 @@ impl Collector {
         Ok(collector)
     }
 
-    /// `127.0.0.1:<port>` of the OTLP/gRPC receiver (as `telemetrygen
+    /// `<host>:<port>` of the OTLP/gRPC receiver (as `telemetrygen
     /// --otlp-endpoint` wants it). Only for [`Collector::start_with_file_exporter`].
     pub fn grpc_endpoint(&self) -> String {
         format!(
-            "127.0.0.1:{}",
+            "{}:{}",
+            self.host,
             self.grpc_port.expect("no gRPC receiver known")
         )
     }
 
-    /// `127.0.0.1:<port>` of the OTLP/HTTP receiver.
+    /// `<host>:<port>` of the OTLP/HTTP receiver.
     pub fn http_endpoint(&self) -> String {
         format!(
-            "127.0.0.1:{}",
+            "{}:{}",
+            self.host,
             self.http_port.expect("no HTTP receiver known")
         )
     }
@@ -288,24 +328,24 @@ pub struct FileOutputs {
     pub traces: PathBuf,
     pub metrics: Option<PathBuf>,
     pub logs: Option<PathBuf>,
+    pub profiles: Option<PathBuf>,
 }
 
-/// An OTLP receiver on loopback (gRPC, and HTTP if given) and one file
+/// An OTLP receiver on `host` (gRPC, and HTTP if given) and one file
 /// exporter per signal of `outputs`, flushed every 100 ms. No batch
 /// processor: data is written as soon as it is received.
-fn file_exporter_config(grpc: u16, http: Option<u16>, outputs: &FileOutputs) -> String {
+fn file_exporter_config(host: &str, grpc: u16, http: Option<u16>, outputs: &FileOutputs) -> String {
     let mut receivers = format!(
-        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n"
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: {host}:{grpc}\n"
     );
     if let Some(http) = http {
-        receivers.push_str(&format!(
-            "      http:\n        endpoint: 127.0.0.1:{http}\n"
-        ));
+        receivers.push_str(&format!("      http:\n        endpoint: {host}:{http}\n"));
     }
     let signals = [
-        ("traces", Some(&outputs.traces)),
-        ("metrics", outputs.metrics.as_ref()),
-        ("logs", outputs.logs.as_ref()),
+        ("traces", Some(outputs.traces.as_path())),
+        ("metrics", outputs.metrics.as_deref()),
+        ("logs", outputs.logs.as_deref()),
+        ("profiles", outputs.profiles.as_deref()),
     ];
     let mut exporters = String::from("exporters:\n");
     let mut pipelines =
@@ -334,7 +374,19 @@ fn new_dir() -> Result<PathBuf> {
         })
 }
 
-/// Runs `otelcol validate` on a configuration; `Err` carries its complaint.
+/// The operator's command line for the collector config `config_yaml`
+/// stored at `path` ([`CollectorConfig::command_args`]). A text that is not
+/// even a TelemetryCollector config (the API server would refuse it) needs
+/// no gate: the collector judges it as it is.
+fn command_args(config_yaml: &str, path: &Path) -> Vec<String> {
+    serde_yaml::from_str::<CollectorConfig>(config_yaml)
+        .unwrap_or_default()
+        .command_args(&path.display().to_string())
+}
+
+/// Runs `otelcol validate` on a configuration, with the command line the
+/// operator would run it with (feature gates included); `Err` carries its
+/// complaint.
 pub fn validate_config(config_yaml: &str) -> std::result::Result<(), String> {
     let otelcol = try_tool_path("otelcol").map_err(|e| e.to_string())?;
     let file = tempfile::Builder::new()
@@ -346,7 +398,7 @@ pub fn validate_config(config_yaml: &str) -> std::result::Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", file.path().display()))?;
     let out = Command::new(otelcol)
         .arg("validate")
-        .arg(format!("--config={}", file.path().display()))
+        .args(command_args(config_yaml, file.path()))
         .output()
         .map_err(|e| format!("cannot run otelcol validate: {e}"))?;
     if out.status.success() {
@@ -498,6 +550,119 @@ impl Span {
     pub fn service_name(&self) -> Option<&str> {
         self.resource_str("service.name")
     }
+}
+
+/// One sample of an exported profile (OTLP `v1development`), with its stack
+/// resolved through the request's dictionary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileSample {
+    /// Function names of the stack, leaf first (every line of a location:
+    /// inlined calls first), as OTLP orders them.
+    pub functions: Vec<String>,
+    /// The sample's count (its first value).
+    pub count: u64,
+    /// Hex span id of the sample's link, if any.
+    pub span_id: Option<String>,
+    /// Hex trace id of the sample's link, if any.
+    pub trace_id: Option<String>,
+    /// Resource attributes of its `ResourceProfiles`.
+    pub resource: BTreeMap<String, AttrValue>,
+}
+
+impl ProfileSample {
+    /// `service.name` of the resource.
+    pub fn service_name(&self) -> Option<&str> {
+        self.resource
+            .get("service.name")
+            .and_then(AttrValue::as_str)
+    }
+}
+
+/// Reads every profile sample of a profiles file written by the `file`
+/// exporter (one `ExportProfilesServiceRequest` per line). A missing file
+/// reads as no samples.
+pub fn read_profile_samples(path: &Path) -> Result<Vec<ProfileSample>> {
+    let mut out = Vec::new();
+    for request in read_lines(path)? {
+        let dict = request.get("dictionary").unwrap_or(&Value::Null);
+        let table = |name: &str| array(dict, name).collect::<Vec<_>>();
+        let (links, stacks, locations, functions, strings) = (
+            table("linkTable"),
+            table("stackTable"),
+            table("locationTable"),
+            table("functionTable"),
+            table("stringTable"),
+        );
+        // Index 0 of every table is the empty entry, and 0 is omitted in JSON.
+        let index = |v: Option<&Value>| v.map(json_u64).unwrap_or(0) as usize;
+        let function_name = |line: &Value| {
+            functions
+                .get(index(line.get("functionIndex")))
+                .and_then(|f| strings.get(index(f.get("nameStrindex"))))
+                .and_then(|s| s.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        // The collector writes a profile's resource with its keys and
+        // string values in the request's string table.
+        let string_at = |v: Option<&Value>| {
+            strings
+                .get(index(v))
+                .and_then(|s| s.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let resource_of = |rp: &Value| -> BTreeMap<String, AttrValue> {
+            array(rp.get("resource").unwrap_or(&Value::Null), "attributes")
+                .map(|kv| {
+                    let key = kv
+                        .get("key")
+                        .and_then(Value::as_str)
+                        .map_or_else(|| string_at(kv.get("keyStrindex")), str::to_owned);
+                    let value = kv.get("value").map_or(AttrValue::Empty, |v| {
+                        match v.get("stringValueStrindex") {
+                            Some(i) => AttrValue::Str(string_at(Some(i))),
+                            None => AttrValue::from_json(v),
+                        }
+                    });
+                    (key, value)
+                })
+                .collect()
+        };
+        for rp in array(&request, "resourceProfiles") {
+            let resource = resource_of(rp);
+            for sp in array(rp, "scopeProfiles") {
+                for profile in array(sp, "profiles") {
+                    for sample in array(profile, "samples") {
+                        let link = match index(sample.get("linkIndex")) {
+                            0 => None,
+                            i => links.get(i).copied(),
+                        };
+                        let stack = stacks.get(index(sample.get("stackIndex"))).copied();
+                        let functions = stack
+                            .into_iter()
+                            .flat_map(|s| array(s, "locationIndices"))
+                            .filter_map(|l| locations.get(index(Some(l))).copied())
+                            .flat_map(|l| array(l, "lines"))
+                            .map(function_name)
+                            .collect();
+                        out.push(ProfileSample {
+                            functions,
+                            count: sample
+                                .get("values")
+                                .and_then(|v| v.get(0))
+                                .map(json_u64)
+                                .unwrap_or(0),
+                            span_id: link.map(|l| string(l, "spanId")),
+                            trace_id: link.map(|l| string(l, "traceId")),
+                            resource: resource.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// One metric data point as exported, flattened with its metric, resource and scope.

@@ -1,5 +1,5 @@
 //! Ferrotel's real test bed: the real control-plane components and a real
-//! OpenTelemetry Collector as local processes on loopback (issue 2).
+//! OpenTelemetry Collector as local processes on loopback.
 //!
 //! # Using it from a test
 //!
@@ -48,6 +48,8 @@
 
 pub mod collector;
 pub mod graph;
+pub mod images;
+pub mod node;
 pub mod operator;
 pub mod pki;
 pub mod process;
@@ -150,10 +152,25 @@ pub enum Error {
     /// The collector's configuration or output was not what we expect.
     #[error("collector: {0}")]
     Collector(String),
+    /// Building a local container image failed.
+    #[error("image: {0}")]
+    Image(String),
+    /// The real node (containerd, kubelet, kube-proxy) could not be set up
+    /// or misbehaved.
+    #[error("real node: {0}")]
+    Node(String),
 }
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Maps an I/O error on `path` to [`Error::Io`] (for `map_err`).
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// Prefix of a reason that makes [`wait_for`] give up at once (e.g. the
 /// component being waited for has exited): `Err(format!("{FATAL}{e}"))`.

@@ -31,6 +31,19 @@ pub struct PkiFiles {
     pub restricted_cert: PathBuf,
     #[allow(missing_docs)]
     pub restricted_key: PathBuf,
+    /// The real node's kubelet (CN `system:node:<name>`, O `system:nodes`,
+    /// so the Node authorizer and NodeRestriction apply to it).
+    pub kubelet_cert: PathBuf,
+    #[allow(missing_docs)]
+    pub kubelet_key: PathBuf,
+    /// kube-proxy (CN `system:kube-proxy`, bound to `system:node-proxier`).
+    pub proxy_cert: PathBuf,
+    #[allow(missing_docs)]
+    pub proxy_key: PathBuf,
+    /// The API server's client certificate towards kubelets (logs, exec).
+    pub apiserver_kubelet_cert: PathBuf,
+    #[allow(missing_docs)]
+    pub apiserver_kubelet_key: PathBuf,
     /// Service-account token signing key (private, PKCS#8) and its public key.
     pub sa_key: PathBuf,
     #[allow(missing_docs)]
@@ -54,7 +67,9 @@ fn write(path: &Path, text: &str) -> Result<(), Error> {
 }
 
 /// Generates all certificates and keys into `dir` (created if missing).
-pub fn generate(dir: &Path) -> Result<PkiFiles, Error> {
+/// `extra_sans` are added to the API server's certificate (the address it
+/// listens on when a real node must reach it, the `kubernetes` Service IP).
+pub fn generate(dir: &Path, extra_sans: &[String]) -> Result<PkiFiles, Error> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.to_path_buf(),
         source,
@@ -67,6 +82,12 @@ pub fn generate(dir: &Path) -> Result<PkiFiles, Error> {
         admin_key: dir.join("admin.key"),
         restricted_cert: dir.join("restricted.crt"),
         restricted_key: dir.join("restricted.key"),
+        kubelet_cert: dir.join("kubelet.crt"),
+        kubelet_key: dir.join("kubelet.key"),
+        proxy_cert: dir.join("kube-proxy.crt"),
+        proxy_key: dir.join("kube-proxy.key"),
+        apiserver_kubelet_cert: dir.join("apiserver-kubelet-client.crt"),
+        apiserver_kubelet_key: dir.join("apiserver-kubelet-client.key"),
         sa_key: dir.join("sa.key"),
         sa_pub: dir.join("sa.pub"),
     };
@@ -116,17 +137,19 @@ pub fn generate(dir: &Path) -> Result<PkiFiles, Error> {
         write(key, &leaf_key.serialize_pem())
     };
 
+    let mut apiserver_sans: Vec<String> = vec![
+        "127.0.0.1".into(),
+        "localhost".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        "kubernetes.default.svc.cluster.local".into(),
+    ];
+    apiserver_sans.extend(extra_sans.iter().cloned());
     leaf(
         "kube-apiserver",
         None,
-        vec![
-            "127.0.0.1".into(),
-            "localhost".into(),
-            "kubernetes".into(),
-            "kubernetes.default".into(),
-            "kubernetes.default.svc".into(),
-            "kubernetes.default.svc.cluster.local".into(),
-        ],
+        apiserver_sans,
         ExtendedKeyUsagePurpose::ServerAuth,
         &files.apiserver_cert,
         &files.apiserver_key,
@@ -146,6 +169,31 @@ pub fn generate(dir: &Path) -> Result<PkiFiles, Error> {
         ExtendedKeyUsagePurpose::ClientAuth,
         &files.restricted_cert,
         &files.restricted_key,
+    )?;
+
+    leaf(
+        &format!("system:node:{}", crate::node::NODE_NAME),
+        Some("system:nodes"),
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        &files.kubelet_cert,
+        &files.kubelet_key,
+    )?;
+    leaf(
+        "system:kube-proxy",
+        None,
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        &files.proxy_cert,
+        &files.proxy_key,
+    )?;
+    leaf(
+        "kube-apiserver-kubelet-client",
+        Some("system:masters"),
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        &files.apiserver_kubelet_cert,
+        &files.apiserver_kubelet_key,
     )?;
 
     let sa = KeyPair::generate().map_err(|e| pki_err("generate service-account key", e))?;

@@ -249,13 +249,6 @@ pub struct SandboxOptions {
     pub container: String,
     /// Give the pod its own network namespace and IP.
     pub network: bool,
-    /// Also put the workload in a pod/container cgroup of every cgroup v1
-    /// hierarchy with a resource controller (cpu, cpuacct, memory, blkio,
-    /// pids), as a kubelet with the cgroupfs driver does on a hybrid host:
-    /// only then do the v1 controllers (memory, here) account for the pod.
-    /// The directories are made under this process's own cgroup in each
-    /// hierarchy, so the workload stays within whatever limits apply to it.
-    pub v1_controllers: bool,
 }
 
 impl Default for SandboxOptions {
@@ -263,49 +256,8 @@ impl Default for SandboxOptions {
         Self {
             container: "app".into(),
             network: true,
-            v1_controllers: false,
         }
     }
-}
-
-/// The v1 hierarchies with a resource controller, with this process's own
-/// cgroup in each: `(mount point, path of our cgroup)`.
-fn v1_resource_hierarchies() -> Vec<(PathBuf, String)> {
-    const CONTROLLERS: [&str; 5] = ["cpu", "cpuacct", "memory", "blkio", "pids"];
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let mut out = Vec::new();
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if fields.get(sep + 1) != Some(&"cgroup") {
-            continue;
-        }
-        let options: Vec<&str> = fields
-            .get(sep + 3)
-            .copied()
-            .unwrap_or_default()
-            .split(',')
-            .collect();
-        if !options.iter().any(|o| CONTROLLERS.contains(o)) {
-            continue;
-        }
-        // Our line for this hierarchy: `<id>:<controllers>:<path>` whose
-        // controller list equals the mount's.
-        let mine = own.lines().find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let listed: Vec<&str> = controllers.split(',').collect();
-            (listed.iter().all(|c| options.contains(c)) && !controllers.is_empty())
-                .then(|| path.to_owned())
-        });
-        if let (Some(mount), Some(path)) = (fields.get(4), mine) {
-            out.push((PathBuf::from(mount), path));
-        }
-    }
-    out
 }
 
 /// One pod-like sandbox (see the module docs). Local resources (process,
@@ -319,8 +271,6 @@ pub struct PodSandbox {
     container: String,
     container_id: String,
     cgroup: PathBuf,
-    /// Container cgroups in v1 hierarchies, if asked for.
-    v1_cgroups: Vec<PathBuf>,
     netns: Option<Netns>,
     process: Option<Process>,
 }
@@ -410,21 +360,6 @@ impl PodSandbox {
             path: cgroup.clone(),
             source,
         })?;
-        let mut v1_cgroups = Vec::new();
-        if options.v1_controllers {
-            for (mount, own) in v1_resource_hierarchies() {
-                let dir = mount
-                    .join(own.trim_start_matches('/'))
-                    .join(cgroup_parent())
-                    .join(format!("kubepods-pod{}.slice", uid.replace('-', "_")))
-                    .join(format!("cri-containerd-{container_id}.scope"));
-                std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
-                v1_cgroups.push(dir);
-            }
-        }
         let netns = if options.network {
             Some(Netns::create()?)
         } else {
@@ -438,7 +373,6 @@ impl PodSandbox {
             container: options.container,
             container_id,
             cgroup,
-            v1_cgroups,
             netns,
             process: None,
         })
@@ -495,14 +429,11 @@ impl PodSandbox {
         env: &[(String, String)],
         log: &Path,
     ) -> Result<u32> {
-        let joins: String = std::iter::once(&self.cgroup)
-            .chain(&self.v1_cgroups)
-            .map(|dir| format!("echo $$ > '{}' && ", dir.join("cgroup.procs").display()))
-            .collect();
+        let procs = self.cgroup.join("cgroup.procs");
         let mut cmd = Command::new("sh");
         // `$$` is the shell's PID, which `exec` hands to the workload.
         cmd.arg("-c")
-            .arg(format!("{joins}exec \"$@\""))
+            .arg(format!("echo $$ > '{}' && exec \"$@\"", procs.display()))
             .arg("sandbox");
         if let Some(netns) = &self.netns {
             cmd.arg("nsenter")
@@ -625,41 +556,22 @@ impl Drop for PodSandbox {
         if let Some(pod_slice) = self.cgroup.parent() {
             let _ = std::fs::remove_dir(pod_slice);
         }
-        // In v1 hierarchies the parent lives under our own cgroup, which
-        // must be removable when we are done: it goes too once empty.
-        for dir in &self.v1_cgroups {
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if let Some(pod_slice) = dir.parent() {
-                let _ = std::fs::remove_dir(pod_slice);
-                if let Some(parent) = pod_slice.parent() {
-                    let _ = std::fs::remove_dir(parent);
-                }
-            }
-        }
     }
 }
 
 /// Deletes network namespaces (`ferrotel-<pid>-<n>`) and bridges
 /// (`ftbr<pid>`) of sandbox owners that no longer run: what a killed test or
-/// demo left behind.
+/// demo left behind. Names of any other shape are not ours to judge (the
+/// real node's `ferrotel-node-<i>` has an owner of its own).
 pub fn remove_stale_networks() {
-    let alive = |pid: &str| {
-        pid.parse::<u32>()
-            .is_ok_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
-    };
+    let alive = |pid: u32| Path::new("/proc").join(pid.to_string()).exists();
     for entry in std::fs::read_dir("/run/netns")
         .into_iter()
         .flatten()
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(rest) = name.strip_prefix("ferrotel-")
-            && let Some((pid, _)) = rest.split_once('-')
+        if let Some(pid) = netns_owner(&name)
             && !alive(pid)
         {
             let _ = ip(&["netns", "del", &name]);
@@ -671,10 +583,42 @@ pub fn remove_stale_networks() {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("ftbr")
+        if let Some(pid) = bridge_owner(&name)
             && !alive(pid)
         {
             let _ = ip(&["link", "del", &name]);
         }
+    }
+}
+
+/// The owner pid of a sandbox network namespace `ferrotel-<pid>-<n>`
+/// (both numbers); `None` for every other name.
+fn netns_owner(name: &str) -> Option<u32> {
+    let (pid, n) = name.strip_prefix("ferrotel-")?.split_once('-')?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
+/// The owner pid of a sandbox bridge `ftbr<pid>`; `None` for other names.
+fn bridge_owner(name: &str) -> Option<u32> {
+    name.strip_prefix("ftbr")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sandbox_names_have_an_owner_pid() {
+        assert_eq!(netns_owner("ferrotel-4242-0"), Some(4242));
+        assert_eq!(netns_owner("ferrotel-4242-17"), Some(4242));
+        // The real node's namespace (node.rs) is no sandbox's.
+        assert_eq!(netns_owner("ferrotel-node-0"), None);
+        assert_eq!(netns_owner("ferrotel-4242"), None);
+        assert_eq!(netns_owner("ferrotel-4242-x"), None);
+        assert_eq!(netns_owner("cni-4242-0"), None);
+        assert_eq!(bridge_owner("ftbr4242"), Some(4242));
+        assert_eq!(bridge_owner("ftbrx"), None);
+        assert_eq!(bridge_owner("ftnode0"), None);
     }
 }

@@ -1,31 +1,19 @@
-//! The full stack on one machine: the operator against the test bed's
-//! control plane, a collector and probes started from what the operator
-//! rendered, and apps in pod-like sandboxes ([`crate::sandbox`]). Shared by
-//! `tests/full_stack.rs`, the demo (`ferrotel-demo`) and the opt-in latency
-//! benchmark.
+//! The full stack on the test bed's real node ([`crate::node`]): the
+//! project's images built locally ([`crate::images`]) and loaded into the
+//! node's containerd, the Helm chart installed with them, the collector and
+//! probes as the pods the operator renders, and the apps as Deployments.
+//! Shared by `tests/full_stack.rs`, `tests/least_privilege.rs`, the demo
+//! (`ferrotel-demo`) and the opt-in latency benchmark.
 //!
-//! # From rendered objects to local processes
+//! What the collector pod received is read from a *backend*: a collector on
+//! the host, listening on the node link, that the in-cluster collector
+//! forwards to with an `otlp` exporter ([`backend_exporter`]) — the way a
+//! gateway forwards to Tempo. The backend writes OTLP/JSON files the tests
+//! parse ([`crate::Collector::spans`]).
 //!
-//! Nothing about how the probe or collector is started is re-typed here: the
-//! command line, environment and config file come from the DaemonSet,
-//! ConfigMaps and Deployment the operator wrote, read back from the API.
-//! What a kubelet would provide and a laptop does not is translated, and
-//! only that:
-//! - `valueFrom.fieldRef` env vars get the values the downward API would
-//!   give (`spec.nodeName` is the kwok node whose pods the sandboxes run);
-//! - volume mount paths in args/env are rewritten to a local directory
-//!   holding the ConfigMap's files (configMap volumes) or to the host path
-//!   (hostPath volumes);
-//! - cluster DNS names and fixed ports do not exist on one shared host: the
-//!   collector's receivers move to free loopback ports, the probe's exporter
-//!   endpoint points at them, and the probe's `/metrics` listens on a free
-//!   loopback port (each probe pod would have its own network namespace).
-//! - the collector additionally gets a `file` exporter so tests can read
-//!   what it received (its own exporters stay);
-//! - the probe's in-cluster credentials (the projected ServiceAccount token)
-//!   become a kubeconfig holding a token of the DaemonSet's
-//!   `serviceAccountName`, obtained with the TokenRequest API: the probe
-//!   runs with exactly the RBAC the operator rendered, not as admin.
+//! Also here: the pod-like sandbox workloads ([`deploy`], [`Workload`]) that
+//! the probe's discovery tests still use (hand-made cgroups behind kwok
+//! Pods, see [`crate::sandbox`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,14 +21,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::process::Process;
+use crate::images::LocalImage;
 use crate::sandbox::{PodSandbox, SandboxOptions};
-use crate::{Error, Result, free_port, wait_for, workspace_binary};
+use crate::{Collector, Error, Result, Span, TestBed, wait_for};
 
 /// Group/version of our CRDs.
 pub const API_VERSION: &str = "ferrotel.io/v1alpha1";
@@ -174,299 +162,6 @@ pub fn start_operator(kubeconfig: &Path, dir: &Path) -> Result<crate::operator::
     crate::operator::OperatorProcess::start(kubeconfig, &args, &[], &dir.join("operator.log"))
 }
 
-/// Reads `path` in `value` (`a.b.c`), for YAML/JSON configs.
-fn pointer_mut<'a>(value: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
-    path.iter().try_fold(value, |v, key| v.get_mut(*key))
-}
-
-/// What the rendered collector config became locally.
-#[derive(Debug)]
-pub struct LocalCollector {
-    pub collector: crate::Collector,
-    /// `http://127.0.0.1:<port>` of the OTLP/gRPC receiver.
-    pub grpc_url: String,
-    /// Where the added `file` exporter writes spans (OTLP/JSON lines).
-    pub traces_file: PathBuf,
-    /// Where the added `file` exporter writes metrics.
-    pub metrics_file: PathBuf,
-}
-
-impl LocalCollector {
-    pub fn spans(&self) -> Result<Vec<crate::Span>> {
-        crate::collector::read_spans(&self.traces_file)
-    }
-
-    pub fn metrics(&self) -> Result<Vec<crate::MetricPoint>> {
-        crate::collector::read_metrics(&self.metrics_file)
-    }
-}
-
-/// Waits until the operator rendered TelemetryCollector `namespace/name`
-/// (its `status.configMap`), reads that ConfigMap, and runs the collector
-/// with it locally (see the module docs for the translations).
-pub async fn run_rendered_collector(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    dir: &Path,
-) -> Result<LocalCollector> {
-    let collectors: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        namespace,
-        &kube::api::ApiResource {
-            group: "ferrotel.io".into(),
-            version: "v1alpha1".into(),
-            api_version: API_VERSION.into(),
-            kind: "TelemetryCollector".into(),
-            plural: "telemetrycollectors".into(),
-        },
-    );
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let what =
-        format!("the operator to render TelemetryCollector {namespace}/{name} (status.configMap)");
-    let config_map = wait_for(&what, Duration::from_secs(60), || {
-        let collectors = collectors.clone();
-        let config_maps = config_maps.clone();
-        async move {
-            let tc = collectors.get(name).await.map_err(|e| e.to_string())?;
-            let cm_name = tc.data["status"]["configMap"]
-                .as_str()
-                .ok_or("status.configMap not set yet")?
-                .to_owned();
-            config_maps
-                .get(&cm_name)
-                .await
-                .map_err(|e| format!("ConfigMap {cm_name}: {e}"))
-        }
-    })
-    .await?;
-    let data = config_map.data.unwrap_or_default();
-    let (_, text) = data
-        .iter()
-        .next()
-        .ok_or_else(|| err("the rendered collector ConfigMap has no data"))?;
-    let mut config: Value = serde_yaml::from_str(text)
-        .map_err(|e| err(format!("rendered collector config is not YAML: {e}")))?;
-
-    let grpc = free_port();
-    let http = free_port();
-    if let Some(protocols) = pointer_mut(&mut config, &["receivers", "otlp", "protocols"]) {
-        if let Some(grpc_cfg) = protocols.get_mut("grpc") {
-            grpc_cfg["endpoint"] = json!(format!("127.0.0.1:{grpc}"));
-        }
-        if let Some(http_cfg) = protocols.get_mut("http") {
-            http_cfg["endpoint"] = json!(format!("127.0.0.1:{http}"));
-        }
-    } else {
-        return Err(err(
-            "the rendered collector config has no receivers.otlp.protocols; the full stack needs an OTLP receiver",
-        ));
-    }
-    let traces_file = dir.join("collector-traces.jsonl");
-    let metrics_file = dir.join("collector-metrics.jsonl");
-    config["exporters"]["file/ferrotel-e2e-traces"] =
-        json!({"path": traces_file, "flush_interval": "100ms"});
-    config["exporters"]["file/ferrotel-e2e-metrics"] =
-        json!({"path": metrics_file, "flush_interval": "100ms"});
-    if let Some(pipelines) =
-        pointer_mut(&mut config, &["service", "pipelines"]).and_then(Value::as_object_mut)
-    {
-        for (pipeline, spec) in pipelines.iter_mut() {
-            let exporter = if pipeline.starts_with("traces") {
-                "file/ferrotel-e2e-traces"
-            } else if pipeline.starts_with("metrics") {
-                "file/ferrotel-e2e-metrics"
-            } else {
-                continue;
-            };
-            if let Some(list) = spec.get_mut("exporters").and_then(Value::as_array_mut) {
-                list.push(json!(exporter));
-            }
-        }
-    }
-    // The collector's own telemetry port (:8888) would clash between runs.
-    config["service"]["telemetry"]["metrics"] = json!({"level": "none"});
-    let yaml = serde_yaml::to_string(&config)
-        .map_err(|e| err(format!("re-serializing collector config: {e}")))?;
-    let collector = crate::Collector::start(&yaml).await?;
-    Ok(LocalCollector {
-        collector,
-        grpc_url: format!("http://127.0.0.1:{grpc}"),
-        traces_file,
-        metrics_file,
-    })
-}
-
-/// A probe started the way its DaemonSet would start it.
-#[derive(Debug)]
-pub struct LocalProbe {
-    pub language: String,
-    pub process: Process,
-    pub metrics_addr: String,
-    /// The command line used, for logs and reports.
-    pub command: Vec<String>,
-}
-
-/// Waits for DaemonSet `namespace/<instrumentation>-probe-<language>` and
-/// its ConfigMap, then starts `ferrotel-probe` as its pod spec says, as if
-/// scheduled on `node`.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_rendered_probe(
-    client: &kube::Client,
-    namespace: &str,
-    instrumentation: &str,
-    language: &str,
-    node: &str,
-    collector_grpc_url: &str,
-    kubeconfig: &Path,
-    dir: &Path,
-) -> Result<LocalProbe> {
-    let ds_name = format!("{instrumentation}-probe-{language}");
-    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
-    let what = format!("the operator to render DaemonSet {namespace}/{ds_name}");
-    let ds = wait_for(&what, Duration::from_secs(60), || {
-        let daemon_sets = daemon_sets.clone();
-        let ds_name = ds_name.clone();
-        async move {
-            daemon_sets
-                .get_opt(&ds_name)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "absent".to_string())
-        }
-    })
-    .await?;
-    let pod_spec: PodSpec = ds
-        .spec
-        .and_then(|s| s.template.spec)
-        .ok_or_else(|| err(format!("DaemonSet {ds_name} has no pod spec")))?;
-    let container: Container = pod_spec
-        .containers
-        .first()
-        .cloned()
-        .ok_or_else(|| err(format!("DaemonSet {ds_name} has no container")))?;
-
-    // Volume mount path -> local path.
-    let probe_dir = dir.join(format!("probe-{language}"));
-    std::fs::create_dir_all(&probe_dir).map_err(|source| Error::Io {
-        path: probe_dir.clone(),
-        source,
-    })?;
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
-    for mount in container.volume_mounts.iter().flatten() {
-        let Some(volume) = pod_spec
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == mount.name)
-        else {
-            continue;
-        };
-        if let Some(cm) = &volume.config_map {
-            let local = probe_dir.join(&mount.name);
-            std::fs::create_dir_all(&local).map_err(|source| Error::Io {
-                path: local.clone(),
-                source,
-            })?;
-            let config_map = config_maps
-                .get(&cm.name)
-                .await
-                .map_err(|source| Error::Kube {
-                    context: format!("get ConfigMap {}", cm.name),
-                    source,
-                })?;
-            for (file, content) in config_map.data.unwrap_or_default() {
-                let content = if file.ends_with(".yaml") || file.ends_with(".yml") {
-                    localize_probe_config(&content, collector_grpc_url)?
-                } else {
-                    content
-                };
-                let path = local.join(&file);
-                std::fs::write(&path, content).map_err(|source| Error::Io { path, source })?;
-            }
-            mounts.push((mount.mount_path.clone(), local));
-        } else if let Some(host) = &volume.host_path {
-            mounts.push((mount.mount_path.clone(), PathBuf::from(&host.path)));
-        }
-    }
-    // Longest mount path first so nested mounts win.
-    mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-    let localize = |text: &str| -> String {
-        for (mount_path, local) in &mounts {
-            if let Some(rest) = text.strip_prefix(mount_path.as_str())
-                && (rest.is_empty() || rest.starts_with('/'))
-            {
-                return format!("{}{rest}", local.display());
-            }
-        }
-        text.to_owned()
-    };
-
-    let mut cmd = Command::new(workspace_binary("ferrotel-probe")?);
-    let mut command = vec!["ferrotel-probe".to_owned()];
-    // The image's entrypoint is the probe; `command` (if any) would replace it.
-    for arg in container
-        .command
-        .iter()
-        .flatten()
-        .skip(1)
-        .chain(container.args.iter().flatten())
-    {
-        let arg = localize(arg);
-        command.push(arg.clone());
-        cmd.arg(arg);
-    }
-    let pod_name = format!("{ds_name}-{}", node.rsplit('-').next().unwrap_or("0"));
-    for env in container.env.iter().flatten() {
-        let value = match (&env.value, &env.value_from) {
-            (Some(value), _) => localize(value),
-            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                Some("spec.nodeName") => node.to_owned(),
-                Some("metadata.name") => pod_name.clone(),
-                Some("metadata.namespace") => namespace.to_owned(),
-                Some(other) => {
-                    return Err(err(format!(
-                        "probe env {} uses fieldRef {other}, unknown to the e2e translation",
-                        env.name
-                    )));
-                }
-                None => continue,
-            },
-            (None, None) => String::new(),
-        };
-        cmd.env(&env.name, &value);
-        command.insert(0, format!("{}={value}", env.name));
-    }
-    // In a pod the probe would authenticate with its ServiceAccount's
-    // projected token; here it gets a token of that same ServiceAccount
-    // (TokenRequest API), so every call it makes is checked against the
-    // RBAC the operator rendered.
-    let service_account = pod_spec
-        .service_account_name
-        .clone()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| err(format!("DaemonSet {ds_name} names no serviceAccountName")))?;
-    let sa_kubeconfig = service_account_kubeconfig(
-        client,
-        kubeconfig,
-        namespace,
-        &service_account,
-        &probe_dir.join("kubeconfig"),
-    )
-    .await?;
-    cmd.env("KUBECONFIG", &sa_kubeconfig);
-    let metrics_addr = read_metrics_listen(&probe_dir)?;
-    let log = dir.join(format!("probe-{language}.log"));
-    let process = Process::spawn(&format!("probe-{language}"), cmd, &log)?;
-    Ok(LocalProbe {
-        language: language.to_owned(),
-        process,
-        metrics_addr,
-        command,
-    })
-}
-
 /// Writes a kubeconfig at `out` that authenticates to the cluster of
 /// `admin_kubeconfig` as ServiceAccount `namespace/name`, with a token from
 /// the TokenRequest API (valid for a day: the demo may run that long).
@@ -567,79 +262,6 @@ pub async fn service_account_kubeconfig(
         source,
     })?;
     Ok(out.to_owned())
-}
-
-/// Rewrites the probe config for one host: exporter endpoint to the local
-/// collector, `/metrics` to a free loopback port.
-fn localize_probe_config(text: &str, collector_grpc_url: &str) -> Result<String> {
-    let mut config: Value = serde_yaml::from_str(text)
-        .map_err(|e| err(format!("rendered probe config is not YAML: {e}")))?;
-    if config.get("exporter").is_none() {
-        config["exporter"] = json!({});
-    }
-    config["exporter"]["endpoint"] = json!(collector_grpc_url);
-    config["exporter"]["protocol"] = json!("grpc");
-    if config.get("metrics").is_none() {
-        config["metrics"] = json!({});
-    }
-    config["metrics"]["listen"] = json!(format!("127.0.0.1:{}", free_port()));
-    serde_yaml::to_string(&config).map_err(|e| err(format!("re-serializing probe config: {e}")))
-}
-
-fn read_metrics_listen(probe_dir: &Path) -> Result<String> {
-    for entry in walk(probe_dir) {
-        if entry.extension().is_some_and(|e| e == "yaml")
-            && let Ok(text) = std::fs::read_to_string(&entry)
-            && let Ok(config) = serde_yaml::from_str::<Value>(&text)
-            && let Some(listen) = config["metrics"]["listen"].as_str()
-        {
-            return Ok(listen.to_owned());
-        }
-    }
-    Err(err(format!(
-        "no probe config with metrics.listen under {}",
-        probe_dir.display()
-    )))
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
-/// Waits until a probe serves `/readyz` with 200 (or fails if it exited).
-pub async fn wait_probe_ready(probe: &mut LocalProbe) -> Result<()> {
-    let addr = probe.metrics_addr.clone();
-    let what = format!("probe {} to be ready on {addr}/readyz", probe.language);
-    let process = std::sync::Mutex::new(&mut probe.process);
-    wait_for(&what, Duration::from_secs(90), || {
-        let status = process
-            .lock()
-            .map(|mut p| p.check_running())
-            .unwrap_or(Ok(()));
-        let addr = addr.clone();
-        async move {
-            status.map_err(|e| format!("fatal: {e}"))?;
-            let (code, _) = http_get(&addr, "/readyz")
-                .await
-                .map_err(|e| e.to_string())?;
-            if code == 200 {
-                Ok(())
-            } else {
-                Err(format!("/readyz answered {code}"))
-            }
-        }
-    })
-    .await?;
-    Ok(())
 }
 
 /// A minimal HTTP/1.1 GET (no client library needed): `(status, body)`.
@@ -803,50 +425,9 @@ pub async fn deploy(
     port: u16,
     log_dir: &Path,
 ) -> Result<Workload> {
-    let workload = WorkloadSpec {
-        program,
-        args,
-        port,
-        sandbox: SandboxOptions::default(),
-    };
-    deploy_with(
-        client,
-        namespace,
-        name,
-        node,
-        labels,
-        annotations,
-        workload,
-        log_dir,
-    )
-    .await
-}
-
-/// What runs in a workload's pod.
-#[derive(Debug)]
-pub struct WorkloadSpec<'a> {
-    pub program: &'a Path,
-    pub args: &'a [String],
-    /// The port it answers on once started.
-    pub port: u16,
-    pub sandbox: SandboxOptions,
-}
-
-/// Like [`deploy`], with the sandbox's options given.
-#[allow(clippy::too_many_arguments)]
-pub async fn deploy_with(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    node: &str,
-    labels: BTreeMap<String, String>,
-    annotations: BTreeMap<String, String>,
-    workload: WorkloadSpec<'_>,
-    log_dir: &Path,
-) -> Result<Workload> {
     let template = pod_template(name, node, labels, annotations);
     apply_replicated::<Deployment>(client, namespace, name, name, &template).await?;
-    run_workload_pod(client, namespace, name, &workload, log_dir).await
+    run_workload_pod(client, namespace, name, program, args, port, log_dir).await
 }
 
 /// Like [`deploy`], but the pod belongs to a ReplicaSet `<name>-legacy`
@@ -867,52 +448,9 @@ pub async fn deploy_adopted(
     port: u16,
     log_dir: &Path,
 ) -> Result<Workload> {
-    use k8s_openapi::api::apps::v1::ReplicaSet;
     let template = pod_template(name, node, labels, annotations);
-    let rs_name = format!("{name}-legacy");
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
-    apply_replicated::<ReplicaSet>(client, namespace, &rs_name, name, &template).await?;
-    apply_replicated::<Deployment>(client, namespace, name, name, &template).await?;
-    let what =
-        format!("Deployment {namespace}/{name} to adopt ReplicaSet {rs_name} (and make no other)");
-    wait_for(&what, Duration::from_secs(60), || {
-        let replica_sets = replica_sets.clone();
-        async move {
-            let list = replica_sets
-                .list(&ListParams::default().labels(&format!("app={name}")))
-                .await
-                .map_err(|e| e.to_string())?;
-            let names: Vec<String> = list
-                .items
-                .iter()
-                .filter_map(|r| r.metadata.name.clone())
-                .collect();
-            if names != [format!("{name}-legacy")] {
-                return Err(format!(
-                    "fatal: ReplicaSets {names:?}: the Deployment made its own instead of adopting"
-                ));
-            }
-            let adopted = list.items[0]
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.controller == Some(true) && o.kind == "Deployment" && o.name == name);
-            if adopted {
-                Ok(())
-            } else {
-                Err("not adopted yet".to_string())
-            }
-        }
-    })
-    .await?;
-    let workload = WorkloadSpec {
-        program,
-        args,
-        port,
-        sandbox: SandboxOptions::default(),
-    };
-    run_workload_pod(client, namespace, name, &workload, log_dir).await
+    adopt_under_deployment(client, namespace, name, &template).await?;
+    run_workload_pod(client, namespace, name, program, args, port, log_dir).await
 }
 
 fn pod_template(
@@ -981,10 +519,11 @@ async fn run_workload_pod(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-    workload: &WorkloadSpec<'_>,
+    program: &Path,
+    args: &[String],
+    port: u16,
     log_dir: &Path,
 ) -> Result<Workload> {
-    let (program, args, port) = (workload.program, workload.args, workload.port);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let what = format!("Deployment {namespace}/{name} to create its pod");
     let pod_name = wait_for(&what, Duration::from_secs(60), || {
@@ -1003,7 +542,7 @@ async fn run_workload_pod(
     })
     .await?;
     let mut sandbox =
-        PodSandbox::adopt(client, namespace, &pod_name, workload.sandbox.clone()).await?;
+        PodSandbox::adopt(client, namespace, &pod_name, SandboxOptions::default()).await?;
     let log = log_dir.join(format!("{namespace}-{name}.log"));
     sandbox.spawn(program, args, &[], &log)?;
     sandbox.publish_status().await?;
@@ -1048,6 +587,611 @@ pub async fn annotate_namespace(
             source,
         })?;
     Ok(())
+}
+
+// ------------------------------------------------------------------------
+// The full stack on the real node.
+
+/// Namespace the chart is installed into.
+pub const CHART_NAMESPACE: &str = "ferrotel-system";
+
+/// The project's images, built locally and loaded into a bed's real node.
+#[derive(Clone, Debug)]
+pub struct StackImages {
+    pub operator: LocalImage,
+    pub probe: LocalImage,
+    pub collector: LocalImage,
+    /// The demo's Go backend (`e2e/apps/demo/backend`).
+    pub backend: LocalImage,
+    /// The demo's Python frontend (`e2e/apps/demo/frontend.py`).
+    pub frontend: LocalImage,
+}
+
+impl StackImages {
+    /// Builds every image (cached by inputs) and imports them into the
+    /// real node of `bed`.
+    pub async fn build_and_import(bed: &TestBed) -> Result<StackImages> {
+        use crate::images::catalog;
+        let images = tokio::task::spawn_blocking(|| -> Result<StackImages> {
+            Ok(StackImages {
+                operator: catalog::operator()?,
+                probe: catalog::probe()?,
+                collector: catalog::collector()?,
+                backend: catalog::go_backend()?,
+                frontend: catalog::python_frontend()?,
+            })
+        })
+        .await
+        .map_err(|e| err(format!("building the images panicked: {e}")))??;
+        bed.import_images(&[
+            images.operator.clone(),
+            images.probe.clone(),
+            images.collector.clone(),
+            images.backend.clone(),
+            images.frontend.clone(),
+        ])?;
+        Ok(images)
+    }
+}
+
+/// `helm upgrade --install ferrotel charts/ferrotel` into `namespace`,
+/// with the locally built operator image (`pullPolicy: Never`) and the
+/// local collector and probe images as the operator's defaults; waits until
+/// the operator Deployment is available. The chart's CRDs come with it.
+pub async fn install_chart(bed: &TestBed, images: &StackImages, namespace: &str) -> Result<()> {
+    let chart = workspace_root().join("charts/ferrotel");
+    let helm = crate::tools::try_tool_path("helm")?;
+    let sets = [
+        format!("operator.image.repository={}", images.operator.repository()),
+        format!("operator.image.tag={}", images.operator.tag()),
+        "operator.image.pullPolicy=Never".to_owned(),
+        format!(
+            "defaultImages.collector.repository={}",
+            images.collector.repository()
+        ),
+        format!("defaultImages.collector.tag={}", images.collector.tag()),
+        format!(
+            "defaultImages.probe.repository={}",
+            images.probe.repository()
+        ),
+        format!("defaultImages.probe.tag={}", images.probe.tag()),
+    ];
+    let mut cmd = Command::new(&helm);
+    cmd.env("KUBECONFIG", bed.kubeconfig())
+        .env("HELM_CACHE_HOME", bed.dir().join("helm/cache"))
+        .env("HELM_CONFIG_HOME", bed.dir().join("helm/config"))
+        .env("HELM_DATA_HOME", bed.dir().join("helm/data"))
+        .args(["upgrade", "--install", "ferrotel"])
+        .arg(&chart)
+        .args(["--namespace", namespace, "--create-namespace"]);
+    for set in &sets {
+        cmd.args(["--set", set]);
+    }
+    let out = cmd.output().map_err(|source| Error::Spawn {
+        component: "helm".into(),
+        program: helm.display().to_string(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "helm upgrade --install ferrotel {} failed: {}",
+            chart.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let deployments: Api<Deployment> = Api::namespaced(bed.client(), namespace);
+    wait_for(
+        &format!("the operator Deployment in {namespace} to be available"),
+        Duration::from_secs(120),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let list = deployments
+                    .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let d = list.items.first().ok_or("no operator Deployment yet")?;
+                let ready = d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0);
+                if ready >= 1 {
+                    Ok(())
+                } else {
+                    Err(format!("{ready} ready replicas"))
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// A collector on the host end of the bed's node link, writing what it
+/// receives to files: the backend the in-cluster collector forwards to.
+pub async fn start_backend(bed: &TestBed) -> Result<Collector> {
+    let host = bed.with_real_node(|n| n.network().host_ip().to_string());
+    Collector::start_with_file_exporter_on(&host).await
+}
+
+/// The `otlp` exporter (name `otlp/backend`) that forwards to `backend`.
+pub fn backend_exporter(backend: &Collector) -> Value {
+    json!({"endpoint": backend.grpc_endpoint(), "tls": {"insecure": true}})
+}
+
+/// Applies TelemetryCollector `otel` in `namespace` — OTLP in over gRPC
+/// and HTTP, traces and metrics out to `backend` and to its log — and
+/// waits for its pod to be Ready.
+async fn apply_backend_collector(
+    bed: &TestBed,
+    namespace: &str,
+    backend: &Collector,
+) -> Result<()> {
+    let yaml = format!(
+        r#"apiVersion: {API_VERSION}
+kind: TelemetryCollector
+metadata: {{name: otel, namespace: {namespace}}}
+spec:
+  mode: deployment
+  config:
+    receivers: {{otlp: {{protocols: {{grpc: {{endpoint: "0.0.0.0:4317"}}, http: {{endpoint: "0.0.0.0:4318"}}}}}}}}
+    processors: {{batch: {{timeout: 200ms}}}}
+    exporters: {{debug: {{verbosity: basic}}, otlp/backend: {exporter}}}
+    service:
+      pipelines:
+        traces: {{receivers: [otlp], processors: [batch], exporters: [debug, otlp/backend]}}
+        metrics: {{receivers: [otlp], processors: [batch], exporters: [debug, otlp/backend]}}
+"#,
+        exporter = backend_exporter(backend),
+    );
+    kubectl_apply(bed.kubeconfig(), &yaml)?;
+    wait_pod_ready(
+        &bed.client(),
+        namespace,
+        "app.kubernetes.io/instance=otel,app.kubernetes.io/component=collector",
+    )
+    .await
+    .map(drop)
+}
+
+/// Applies Instrumentation `default` in `namespace` — Go and Python,
+/// exporting to collector `otel` ([`apply_backend_collector`]), resource
+/// attribute `deployment.environment=e2e` — and waits for both probe
+/// DaemonSets to be Ready.
+async fn apply_instrumentation(bed: &TestBed, namespace: &str) -> Result<()> {
+    kubectl_apply(
+        bed.kubeconfig(),
+        &format!(
+            r#"apiVersion: {API_VERSION}
+kind: Instrumentation
+metadata: {{name: default, namespace: {namespace}}}
+spec:
+  languages: [go, python]
+  exporter: {{collectorRef: {{name: otel}}}}
+  resource: {{attributes: {{deployment.environment: e2e}}}}
+"#
+        ),
+    )?;
+    let client = bed.client();
+    for language in ["go", "python"] {
+        wait_probe_ready(&client, namespace, "default", language).await?;
+    }
+    Ok(())
+}
+
+/// An application Deployment on the real node.
+#[derive(Clone, Debug, Default)]
+pub struct App {
+    pub name: String,
+    pub image: String,
+    pub args: Vec<String>,
+    pub port: u16,
+    /// Pod labels besides `app=<name>`.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// The pod belongs to a ReplicaSet `<name>-legacy` created first and
+    /// then adopted by Deployment `name` (see [`deploy_adopted`]).
+    pub adopted: bool,
+    /// Run as uid 0 (still with every capability dropped) instead of the
+    /// image's non-root user.
+    pub run_as_root: bool,
+    /// A writable directory (an `emptyDir` on the node's disk) mounted
+    /// here, for an app that writes files under its read-only root.
+    pub scratch: Option<String>,
+}
+
+/// A running pod of an [`App`].
+#[derive(Clone, Debug)]
+pub struct AppPod {
+    pub namespace: String,
+    pub deployment: String,
+    pub pod: String,
+    pub uid: String,
+    pub ip: String,
+    pub port: u16,
+}
+
+impl AppPod {
+    /// `ip:port`, reachable from the host through the node link.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+
+    /// The in-cluster URL of the app's Service.
+    pub fn service_url(&self) -> String {
+        format!(
+            "http://{}.{}.svc.cluster.local:{}",
+            self.deployment, self.namespace, self.port
+        )
+    }
+}
+
+/// Creates Service and Deployment `app.name` in `namespace` (non-root,
+/// read-only root filesystem, the image's entrypoint with `app.args`,
+/// `imagePullPolicy: Never`) and waits until its pod is Ready.
+pub async fn deploy_app(client: &kube::Client, namespace: &str, app: &App) -> Result<AppPod> {
+    let mut labels = app.labels.clone();
+    labels.insert("app".into(), app.name.clone());
+    let uid = if app.run_as_root { 0 } else { 65532 };
+    let (volumes, mounts) = match &app.scratch {
+        Some(path) => (
+            json!([{"name": "scratch", "emptyDir": {}}]),
+            json!([{"name": "scratch", "mountPath": path}]),
+        ),
+        None => (json!([]), json!([])),
+    };
+    let template = json!({
+        "metadata": {"labels": labels, "annotations": app.annotations},
+        "spec": {
+            "securityContext": {"runAsNonRoot": !app.run_as_root, "runAsUser": uid, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "app",
+                "image": app.image,
+                "imagePullPolicy": "Never",
+                "args": app.args,
+                "ports": [{"name": "http", "containerPort": app.port}],
+                "readinessProbe": {"tcpSocket": {"port": app.port}, "periodSeconds": 1},
+                "volumeMounts": mounts,
+                "securityContext": {
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }],
+            "volumes": volumes,
+        }
+    });
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), namespace);
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": app.name, "namespace": namespace},
+        "spec": {"selector": {"app": app.name}, "ports": [{"name": "http", "port": app.port, "targetPort": app.port}]},
+    }))
+    .map_err(|e| err(format!("Service fixture: {e}")))?;
+    services
+        .patch(
+            &app.name,
+            &PatchParams::apply("ferrotel-e2e").force(),
+            &Patch::Apply(&service),
+        )
+        .await
+        .map_err(|source| Error::Kube {
+            context: format!("apply Service {namespace}/{}", app.name),
+            source,
+        })?;
+    if app.adopted {
+        adopt_under_deployment(client, namespace, &app.name, &template).await?;
+    } else {
+        apply_replicated::<Deployment>(client, namespace, &app.name, &app.name, &template).await?;
+    }
+    let pod = wait_pod_ready(client, namespace, &format!("app={}", app.name)).await?;
+    Ok(AppPod {
+        namespace: namespace.to_owned(),
+        deployment: app.name.clone(),
+        pod: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        ip: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_default(),
+        port: app.port,
+    })
+}
+
+/// Waits until one pod matching `selector` in `namespace` is Running and
+/// Ready, and returns it. Gives up at once if a container cannot start
+/// (image missing, crash loop), with the reason.
+pub async fn wait_pod_ready(client: &kube::Client, namespace: &str, selector: &str) -> Result<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        &format!("a Ready pod {selector} in {namespace}"),
+        Duration::from_secs(120),
+        || {
+            let pods = pods.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels(selector))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut last = "no pod yet".to_owned();
+                for pod in list.items {
+                    if pod.metadata.deletion_timestamp.is_some() {
+                        continue;
+                    }
+                    if pod_ready(&pod) {
+                        return Ok(pod);
+                    }
+                    last = pod_problem(&pod);
+                    if last.contains("ErrImageNeverPull") || last.contains("InvalidImageName") {
+                        return Err(format!("{}{last}", crate::FATAL));
+                    }
+                }
+                Err(last)
+            }
+        },
+    )
+    .await
+}
+
+/// Whether the pod is Running with condition Ready.
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// What keeps a pod from being Ready, in one line (phase, waiting or
+/// terminated reasons and messages of its containers).
+pub fn pod_problem(pod: &Pod) -> String {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let mut parts = vec![format!("pod {name} {}", status.phase.unwrap_or_default())];
+    for c in status.container_statuses.unwrap_or_default() {
+        let state = c.state.unwrap_or_default();
+        if let Some(w) = state.waiting {
+            parts.push(format!(
+                "{} waiting: {} {}",
+                c.name,
+                w.reason.unwrap_or_default(),
+                w.message.unwrap_or_default()
+            ));
+        }
+        if let Some(t) = c.last_state.and_then(|s| s.terminated) {
+            parts.push(format!(
+                "{} last exit {}: {} {}",
+                c.name,
+                t.exit_code,
+                t.reason.unwrap_or_default(),
+                t.message.unwrap_or_default().trim()
+            ));
+        }
+        parts.push(format!("restarts {}", c.restart_count));
+    }
+    parts.join("; ")
+}
+
+/// Waits until DaemonSet `<instrumentation>-probe-<language>` in
+/// `namespace` (rendered by the operator) has every pod Ready.
+pub async fn wait_probe_ready(
+    client: &kube::Client,
+    namespace: &str,
+    instrumentation: &str,
+    language: &str,
+) -> Result<()> {
+    let name = format!("{instrumentation}-probe-{language}");
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        &format!("DaemonSet {namespace}/{name} to be Ready"),
+        Duration::from_secs(120),
+        || {
+            let (daemon_sets, pods, name) = (daemon_sets.clone(), pods.clone(), name.clone());
+            async move {
+                let ds = daemon_sets
+                    .get_opt(&name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("not rendered yet")?;
+                let status = ds.status.unwrap_or_default();
+                let current = status.observed_generation == ds.metadata.generation;
+                if current
+                    && status.desired_number_scheduled > 0
+                    && status.number_ready == status.desired_number_scheduled
+                    && status.updated_number_scheduled == Some(status.desired_number_scheduled)
+                {
+                    return Ok(());
+                }
+                let problems: Vec<String> = pods
+                    .list(&ListParams::default().labels(&format!(
+                        "ferrotel.io/probe-language={language},app.kubernetes.io/instance={instrumentation}"
+                    )))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items
+                    .iter()
+                    .filter(|p| !pod_ready(p))
+                    .map(pod_problem)
+                    .collect();
+                Err(format!(
+                    "{}/{} ready; {}",
+                    status.number_ready,
+                    status.desired_number_scheduled,
+                    problems.join(" | ")
+                ))
+            }
+        },
+    )
+    .await
+}
+
+/// `(language, ip:port)` of the `/metrics` endpoint of every Ready probe
+/// pod that Instrumentation `namespace/instrumentation` runs, reachable
+/// from the host through the node link.
+pub async fn probe_endpoints(
+    client: &kube::Client,
+    namespace: &str,
+    instrumentation: &str,
+) -> Result<Vec<(String, String)>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={instrumentation},ferrotel.io/probe-language"
+        )))
+        .await
+        .map_err(|source| Error::Kube {
+            context: format!("list the probe pods of {namespace}/{instrumentation}"),
+            source,
+        })?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|p| pod_ready(p))
+        .filter_map(|p| {
+            let language = p
+                .metadata
+                .labels
+                .as_ref()?
+                .get("ferrotel.io/probe-language")?;
+            let ip = p.status.as_ref()?.pod_ip.as_ref()?;
+            Some((
+                language.clone(),
+                format!("{ip}:{}", ferrotel_api::probe_endpoints::PORT),
+            ))
+        })
+        .collect())
+}
+
+/// `kubectl logs` of a pod's container (`previous`: of its last run).
+pub fn pod_logs(bed: &TestBed, namespace: &str, pod: &str, previous: bool) -> String {
+    let mut cmd = bed.kubectl();
+    cmd.args(["logs", "-n", namespace, pod]);
+    if previous {
+        cmd.arg("--previous");
+    }
+    cmd.output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+        })
+        .unwrap_or_else(|e| format!("kubectl logs failed: {e}"))
+}
+
+async fn adopt_under_deployment(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    template: &Value,
+) -> Result<()> {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    let rs_name = format!("{name}-legacy");
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    apply_replicated::<ReplicaSet>(client, namespace, &rs_name, name, template).await?;
+    apply_replicated::<Deployment>(client, namespace, name, name, template).await?;
+    let what =
+        format!("Deployment {namespace}/{name} to adopt ReplicaSet {rs_name} (and make no other)");
+    wait_for(&what, Duration::from_secs(60), || {
+        let replica_sets = replica_sets.clone();
+        async move {
+            let list = replica_sets
+                .list(&ListParams::default().labels(&format!("app={name}")))
+                .await
+                .map_err(|e| e.to_string())?;
+            let names: Vec<String> = list
+                .items
+                .iter()
+                .filter_map(|r| r.metadata.name.clone())
+                .collect();
+            if names != [format!("{name}-legacy")] {
+                return Err(format!(
+                    "fatal: ReplicaSets {names:?}: the Deployment made its own instead of adopting"
+                ));
+            }
+            let adopted = list.items[0]
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && o.kind == "Deployment" && o.name == name);
+            if adopted {
+                Ok(())
+            } else {
+                Err("not adopted yet".to_string())
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// Everything the full-stack tests start before their own objects: a bed
+/// with a real node and no kwok node (so every pod, the probes' included,
+/// is real), the images built and imported, the chart installed, the
+/// backend collector on the host, and in namespace `observability` a
+/// collector forwarding to it and Go and Python probes exporting there.
+#[derive(Debug)]
+pub struct RealStack {
+    pub images: StackImages,
+    pub backend: Collector,
+    /// Holds TelemetryCollector `otel` and Instrumentation `default`.
+    pub observability: String,
+    // Last: dropping it stops every pod and the node.
+    pub bed: TestBed,
+}
+
+impl RealStack {
+    /// Starts it all; as root only (a real node: network namespace,
+    /// cgroups, mounts; the probes load eBPF programs).
+    pub async fn start() -> Result<RealStack> {
+        if !is_root() {
+            return Err(err(
+                "the stack on a real node needs root: it runs a network namespace, cgroups and mounts, and the probes load eBPF programs (run make test with sudo)",
+            ));
+        }
+        install_crypto_provider();
+        let bed = TestBed::start(crate::TestBedOptions {
+            nodes: 0,
+            real_node: true,
+            ..crate::TestBedOptions::default()
+        })
+        .await?;
+        let images = StackImages::build_and_import(&bed).await?;
+        install_chart(&bed, &images, CHART_NAMESPACE).await?;
+        let backend = start_backend(&bed).await?;
+        let observability = bed.create_namespace("observability").await;
+        apply_backend_collector(&bed, &observability, &backend).await?;
+        apply_instrumentation(&bed, &observability).await?;
+        Ok(RealStack {
+            images,
+            backend,
+            observability,
+            bed,
+        })
+    }
+}
+
+/// Everything a span says about its request: path, query, target, name —
+/// where the full-stack tests put their request ids.
+pub fn span_request_text(span: &Span) -> String {
+    ["url.path", "url.query", "url.full", "http.target"]
+        .iter()
+        .filter_map(|k| span.attr_str(k))
+        .chain([span.name.as_str()])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The spans `backend` received from pod `pod` whose request mentions
+/// `text` ([`span_request_text`]).
+pub fn pod_spans(backend: &Collector, pod: &str, text: &str) -> Result<Vec<Span>> {
+    Ok(backend
+        .spans()?
+        .into_iter()
+        .filter(|s| {
+            s.resource_str("k8s.pod.name") == Some(pod) && span_request_text(s).contains(text)
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -35,6 +35,11 @@ pub struct TestBedOptions {
     /// Use this directory instead of a fresh temporary one. It is never
     /// deleted by the test bed (used by `ferrotel-testbed up`).
     pub dir: Option<PathBuf>,
+    /// Also run a real node ([`crate::node`]): containerd, kubelet,
+    /// kube-proxy and CoreDNS. Needs root. The kwok nodes are then tainted
+    /// `ferrotel.io/kwok=fake:NoSchedule`, so ordinary workloads land on the
+    /// real node (DaemonSets that tolerate everything still cover them).
+    pub real_node: bool,
 }
 
 impl Default for TestBedOptions {
@@ -42,9 +47,15 @@ impl Default for TestBedOptions {
         TestBedOptions {
             nodes: 3,
             dir: None,
+            real_node: false,
         }
     }
 }
+
+/// Taint of the kwok nodes of a test bed that also has a real node.
+pub const KWOK_TAINT: (&str, &str) = ("ferrotel.io/kwok", "fake");
+/// The `kubernetes` Service IP (first of the service range).
+const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
 
 /// One running control plane. Dropping it kills every component; its
 /// directory is deleted unless a test panicked (then the path of the logs is
@@ -62,6 +73,11 @@ pub struct TestBed {
     nodes: Vec<String>,
     panics_at_start: usize,
     startup: Duration,
+    /// The real node, when asked for (stopped before the control plane).
+    node: Mutex<Option<crate::node::RealNode>>,
+    /// Its network, from before the API server starts: torn down by `stop`
+    /// if the node never started.
+    network: Mutex<Option<crate::node::NodeNetwork>>,
 }
 
 impl TestBed {
@@ -195,6 +211,8 @@ impl TestBed {
             nodes: Vec::new(),
             panics_at_start,
             startup: Duration::ZERO,
+            node: Mutex::new(None),
+            network: Mutex::new(None),
         };
         match bed.boot(opts).await {
             Ok(()) => {
@@ -224,12 +242,30 @@ impl TestBed {
                     source,
                 })?;
         }
-        let pki = pki::generate(&self.dir.join("pki"))?;
+        // A real node reaches the API server on the host end of its veth:
+        // the address (and the node's network) must exist first.
+        let network = if opts.real_node {
+            Some(crate::node::NodeNetwork::create(
+                &self.dir.join("node"),
+                &logs,
+            )?)
+        } else {
+            None
+        };
+        *self.network.lock().unwrap_or_else(|e| e.into_inner()) = network.clone();
+        let bind_ip = network
+            .as_ref()
+            .map_or("127.0.0.1".to_owned(), |n| n.host_ip().to_string());
+        let extra_sans: Vec<String> = network
+            .as_ref()
+            .map(|n| vec![n.host_ip().to_string(), KUBERNETES_SERVICE_IP.to_owned()])
+            .unwrap_or_default();
+        let pki = pki::generate(&self.dir.join("pki"), &extra_sans)?;
 
         let etcd_client = free_port();
         let etcd_peer = free_port();
         let api_port = free_port();
-        self.server = format!("https://127.0.0.1:{api_port}");
+        self.server = format!("https://{bind_ip}:{api_port}");
         write_kubeconfig(
             &self.kubeconfig,
             &self.server,
@@ -267,7 +303,13 @@ impl TestBed {
         self.spawn("etcd", etcd)?;
 
         let mut apiserver = Command::new(try_tool_path("kube-apiserver")?);
-        apiserver.args(apiserver_args(&pki, &self.dir, etcd_client, api_port));
+        apiserver.args(apiserver_args(
+            &pki,
+            &self.dir,
+            etcd_client,
+            api_port,
+            network.is_some().then_some(bind_ip.as_str()),
+        ));
         self.spawn("kube-apiserver", apiserver)?;
 
         self.config = load_config(&self.kubeconfig).await?;
@@ -356,7 +398,12 @@ impl TestBed {
         let nodes: Api<Node> = Api::all(client.clone());
         for i in 0..opts.nodes {
             let name = format!("kwok-node-{i}");
-            create_or_exists(&nodes, &fake_node(&name, i), &format!("Node {name}")).await?;
+            create_or_exists(
+                &nodes,
+                &fake_node(&name, i, network.is_some()),
+                &format!("Node {name}"),
+            )
+            .await?;
             self.nodes.push(name);
         }
 
@@ -392,7 +439,72 @@ impl TestBed {
         // The ServiceAccount controller (kube-controller-manager) creates
         // `default` in every namespace; pods can't be created before it.
         self.wait_for_default_service_account("default").await?;
+        if let Some(network) = network {
+            self.start_real_node(network, &pki).await?;
+        }
         Ok(())
+    }
+
+    async fn start_real_node(
+        &mut self,
+        network: crate::node::NodeNetwork,
+        pki: &PkiFiles,
+    ) -> Result<()> {
+        use crate::images::catalog;
+        let (pause, coredns) = tokio::task::spawn_blocking(|| -> Result<_> {
+            Ok((catalog::pause()?, catalog::coredns()?))
+        })
+        .await
+        .map_err(|e| Error::Node(format!("building the node images panicked: {e}")))??;
+        let credentials = crate::node::NodeCredentials {
+            ca_cert: pki.ca_cert.clone(),
+            kubelet: crate::node::ClientCert {
+                cert: pki.kubelet_cert.clone(),
+                key: pki.kubelet_key.clone(),
+            },
+            proxy: crate::node::ClientCert {
+                cert: pki.proxy_cert.clone(),
+                key: pki.proxy_key.clone(),
+            },
+        };
+        self.wait_for_default_service_account("kube-system").await?;
+        let client = self.client();
+        let node = crate::node::RealNode::start(
+            network,
+            &self.dir.join("node"),
+            &self.logs_dir(),
+            &self.server,
+            &credentials,
+            &[pause, coredns.clone()],
+            &client,
+        )
+        .await?;
+        let started = node.start_dns(&self.kubeconfig, &client, &coredns).await;
+        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = Some(node);
+        started
+    }
+
+    /// Whether this bed has a real node.
+    pub fn has_real_node(&self) -> bool {
+        self.node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Runs `f` with the real node; panics if the bed has none (a test
+    /// setup error: start it with `TestBedOptions { real_node: true, .. }`).
+    pub fn with_real_node<T>(&self, f: impl FnOnce(&mut crate::node::RealNode) -> T) -> T {
+        let mut guard = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let node = guard.as_mut().expect(
+            "this test bed has no real node: start it with TestBedOptions { real_node: true, .. }",
+        );
+        f(node)
+    }
+
+    /// Loads locally built images into the real node's containerd.
+    pub fn import_images(&self, images: &[crate::images::LocalImage]) -> Result<()> {
+        self.with_real_node(|node| images.iter().try_for_each(|i| node.import(i)))
     }
 
     fn spawn(&self, name: &str, cmd: Command) -> Result<()> {
@@ -407,6 +519,9 @@ impl TestBed {
 
     /// Fails if any component has exited.
     pub fn check_processes(&self) -> Result<()> {
+        if let Some(node) = self.node.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            node.check_processes()?;
+        }
         let mut procs = self.processes.lock().unwrap_or_else(|e| e.into_inner());
         for p in procs.iter_mut() {
             p.check_running()?;
@@ -422,8 +537,22 @@ impl TestBed {
         }
     }
 
-    /// Kills every component (reverse start order).
+    /// Kills every component (reverse start order), the real node first.
     fn stop(&self) {
+        // Taken, so that a second `stop` never tears down an index that
+        // another process may have claimed meanwhile.
+        let node = self.node.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let network = self
+            .network
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut node) = node {
+            node.stop();
+        } else if let Some(network) = network {
+            // Its network was set up, the node never started (or failed).
+            crate::node::teardown(network.index(), &self.dir.join("node"), &self.logs_dir());
+        }
         let mut procs = self.processes.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(mut p) = procs.pop() {
             p.kill();
@@ -604,12 +733,23 @@ fn ensure_crypto_provider() {
     }
 }
 
-fn apiserver_args(pki: &PkiFiles, dir: &Path, etcd_port: u16, port: u16) -> Vec<String> {
+/// `node_ip`: the host address a real node reaches the API server on; the
+/// API server then listens there (not on loopback), publishes it as the
+/// `kubernetes` Service endpoint and talks to the kubelet with a client
+/// certificate.
+fn apiserver_args(
+    pki: &PkiFiles,
+    dir: &Path,
+    etcd_port: u16,
+    port: u16,
+    node_ip: Option<&str>,
+) -> Vec<String> {
     let issuer = "https://kubernetes.default.svc.cluster.local";
-    vec![
+    let address = node_ip.unwrap_or("127.0.0.1");
+    let mut args = vec![
         format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-        "--bind-address=127.0.0.1".into(),
-        "--advertise-address=127.0.0.1".into(),
+        format!("--bind-address={address}"),
+        format!("--advertise-address={address}"),
         format!("--secure-port={port}"),
         format!("--tls-cert-file={}", pki.apiserver_cert.display()),
         format!("--tls-private-key-file={}", pki.apiserver_key.display()),
@@ -624,11 +764,26 @@ fn apiserver_args(pki: &PkiFiles, dir: &Path, etcd_port: u16, port: u16) -> Vec<
         "--authorization-mode=Node,RBAC".into(),
         "--service-cluster-ip-range=10.96.0.0/16".into(),
         "--allow-privileged=true".into(),
-        // No kubelets to reach and loopback can't be an Endpoints address.
-        "--endpoint-reconciler-type=none".into(),
         "--profiling=false".into(),
         format!("--cert-dir={}", dir.join("apiserver-certs").display()),
-    ]
+    ];
+    if node_ip.is_some() {
+        args.extend([
+            format!(
+                "--kubelet-client-certificate={}",
+                pki.apiserver_kubelet_cert.display()
+            ),
+            format!(
+                "--kubelet-client-key={}",
+                pki.apiserver_kubelet_key.display()
+            ),
+            "--kubelet-preferred-address-types=InternalIP".into(),
+        ]);
+    } else {
+        // No kubelets to reach and loopback can't be an Endpoints address.
+        args.push("--endpoint-reconciler-type=none".into());
+    }
+    args
 }
 
 fn write_kubeconfig(
@@ -703,7 +858,12 @@ where
     }
 }
 
-fn fake_node(name: &str, index: usize) -> Node {
+fn fake_node(name: &str, index: usize, tainted: bool) -> Node {
+    let taints = if tainted {
+        serde_json::json!([{"key": KWOK_TAINT.0, "value": KWOK_TAINT.1, "effect": "NoSchedule"}])
+    } else {
+        serde_json::json!([])
+    };
     // Distinct, never-routed addresses so tests can tell nodes apart.
     let ip = format!("10.255.{}.{}", index / 250, index % 250 + 1);
     serde_json::from_value(serde_json::json!({
@@ -721,7 +881,7 @@ fn fake_node(name: &str, index: usize) -> Node {
                 "node-role.kubernetes.io/agent": "",
             },
         },
-        "spec": {},
+        "spec": {"taints": taints},
         "status": {
             "addresses": [
                 {"type": "InternalIP", "address": ip},

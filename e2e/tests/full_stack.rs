@@ -1,39 +1,44 @@
-//! The full stack, for real: the operator against the test bed's control
-//! plane; the collector and the Go and Python probes started from the
-//! objects the operator rendered (`ferrotel_e2e::stack` says exactly what
-//! is translated); a Python frontend and a Go backend running in pod-like
-//! sandboxes (own cgroup named like containerd's, own network namespace and
-//! IP) whose container IDs are those of Pods on a kwok node.
+//! The full stack, for real, on the test bed's real node (kubelet,
+//! containerd, kube-proxy, CoreDNS): the Helm chart installed with the
+//! project's locally built images; a TelemetryCollector and an
+//! Instrumentation whose collector and probe pods run as the operator
+//! rendered them (the probe with exactly its listed capabilities); a Python
+//! frontend calling a Go backend through its Service name, as Deployments.
+//! What the collector pod receives, it forwards to a backend collector on
+//! the host, whose files the test reads (`ferrotel_e2e::stack`).
 //!
 //! One test walks through the scenarios in order, because each needs the
-//! whole stack (about a minute to bring up) and they build on each other:
+//! whole stack (a minute or two to bring up) and they build on each other:
 //! 1. before opt-in nothing is exported;
 //! 2. annotating the namespace makes spans with the right `k8s.*`
-//!    attributes arrive (the latency is printed; the ≤ 5 s goal is measured
-//!    in `bench/optin-latency`, not asserted here); the backend's pod
-//!    belongs to a ReplicaSet its Deployment adopted (no pod-template-hash,
-//!    name not `<deployment>-<hash>`), so `k8s.deployment.name` can only
-//!    come from reading that ReplicaSet's ownerReferences — with the
-//!    probe's own ServiceAccount token, i.e. the RBAC the operator rendered;
+//!    attributes arrive; the backend's pod belongs to a ReplicaSet its
+//!    Deployment adopted (no pod-template-hash, name not
+//!    `<deployment>-<hash>`), so `k8s.deployment.name` can only come from
+//!    reading that ReplicaSet's ownerReferences — with the probe pod's own
+//!    ServiceAccount, i.e. the RBAC the operator rendered;
 //! 3. the Python frontend calling the Go backend gives two services, with
-//!    server spans on both and a client span on the frontend;
+//!    server spans on both and a client span on the frontend, and RED
+//!    metrics (`http.server.request.duration`) carry the same attributes;
 //! 4. a pod opted out with `ferrotel.io/instrument: "false"` stays dark;
-//! 5. removing the namespace annotation stops the spans.
+//! 5. the Go probe's container is killed: its DaemonSet restarts it and
+//!    tracing resumes, each request giving exactly one server span;
+//! 6. removing the namespace annotation stops the spans.
 //!
 //! Absence is proven against a *marker*: a pod in another, still opted-in
-//! namespace, served by the same probe. Requests to the dark pod are made
+//! namespace, served by the same probes. Requests to the dark pod are made
 //! first, then one to the marker; once the marker's span arrived, anything
 //! the dark pod had produced would have arrived too (one exporter, in order).
 //!
-//! Needs root (cgroups, network namespaces, eBPF) and fails saying so.
+//! Needs root (a real node: network namespace, cgroups, mounts, eBPF) and
+//! fails saying so.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ferrotel_e2e::stack::{self, LocalCollector, Workload};
-use ferrotel_e2e::{Span, TestBed, wait_for};
+use ferrotel_e2e::stack::{self, App, AppPod};
+use ferrotel_e2e::{Collector, Span, wait_for};
 
-const SPAN_TIMEOUT: Duration = Duration::from_secs(60);
+const SPAN_TIMEOUT: Duration = Duration::from_secs(90);
 const SERVER: i64 = 2;
 const CLIENT: i64 = 3;
 
@@ -44,42 +49,10 @@ fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Everything a span says about its request: path, query, target, name.
-fn span_text(s: &Span) -> String {
-    ["url.path", "url.query", "url.full", "http.target"]
-        .iter()
-        .filter_map(|k| s.attr_str(k))
-        .chain([s.name.as_str()])
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Spans whose resource is pod `pod` and whose request mentions `marker`.
-fn spans_for(collector: &LocalCollector, pod: &str, marker: &str) -> Vec<Span> {
-    collector
-        .spans()
-        .unwrap_or_else(|e| panic!("reading the collector's spans failed: {e}"))
-        .into_iter()
-        .filter(|s| s.resource_str("k8s.pod.name") == Some(pod) && span_text(s).contains(marker))
-        .collect()
-}
-
-async fn wait_for_spans(
-    collector: &LocalCollector,
-    pod: &str,
-    marker: &str,
-    what: &str,
-) -> Vec<Span> {
-    wait_for(what, SPAN_TIMEOUT, || async {
-        let found = spans_for(collector, pod, marker);
-        if found.is_empty() {
-            Err(format!("no span yet for pod {pod} with {marker:?}"))
-        } else {
-            Ok(found)
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+fn spans_for(backend: &Collector, pod: &str, marker: &str) -> Vec<Span> {
+    stack::pod_spans(backend, pod, marker)
+        .unwrap_or_else(|e| panic!("reading the backend's spans failed: {e}"))
 }
 
 async fn get(addr: &str, path: &str) -> u16 {
@@ -98,22 +71,44 @@ fn next_id() -> String {
     format!("/{}", NEXT.fetch_add(1, Ordering::SeqCst))
 }
 
+/// Every span the backend holds for request `id`, one line each: pod,
+/// service, kind, name (what a failure needs to tell a span that is missing
+/// from one attributed elsewhere).
+fn spans_of_request(backend: &Collector, id: &str) -> String {
+    let spans = backend.spans().unwrap_or_default();
+    let lines: Vec<String> = spans
+        .iter()
+        .filter(|s| stack::span_request_text(s).contains(id))
+        .map(|s| {
+            format!(
+                "[pod {:?} service {:?} kind {} {:?}]",
+                s.resource_str("k8s.pod.name"),
+                s.service_name(),
+                s.kind,
+                s.name
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        "none".to_owned()
+    } else {
+        lines.join(" ")
+    }
+}
+
 /// The opted-in marker pair: a Python frontend (`marker-py`) calling a Go
 /// backend (`marker`), served by the same two probes as the pods under test.
 struct Markers<'a> {
-    collector: &'a LocalCollector,
-    py: &'a Workload,
-    go: &'a Workload,
+    backend: &'a Collector,
+    py: &'a AppPod,
+    go: &'a AppPod,
 }
 
 impl Markers<'_> {
-    /// Requests through both markers until their spans for `tag` arrived:
-    /// both probes' exporters have then sent everything made before.
+    /// Requests through both markers until their spans arrived: both probes'
+    /// exporters have then sent everything made before.
     async fn flush(&self) {
-        let (py_pod, go_pod) = (
-            self.py.sandbox.pod_name().to_owned(),
-            self.go.sandbox.pod_name().to_owned(),
-        );
+        let (py_pod, go_pod) = (self.py.pod.clone(), self.go.pod.clone());
         let addr = self.py.addr();
         let what = format!("marker spans from {py_pod} and {go_pod}");
         // Every request of this flush counts: spans arrive an export
@@ -126,10 +121,10 @@ impl Markers<'_> {
             let ids = sent.lock().expect("ids").clone();
             let py = ids
                 .iter()
-                .any(|id| !spans_for(self.collector, &py_pod, id).is_empty());
+                .any(|id| !spans_for(self.backend, &py_pod, id).is_empty());
             let go = ids
                 .iter()
-                .any(|id| !spans_for(self.collector, &go_pod, id).is_empty());
+                .any(|id| !spans_for(self.backend, &go_pod, id).is_empty());
             if py && go {
                 Ok(())
             } else {
@@ -141,218 +136,120 @@ impl Markers<'_> {
     }
 }
 
+/// The host pid of the first process of container `container_id`, found
+/// through `/proc/<pid>/cgroup` as the probe itself does.
+fn host_pid_of_container(container_id: &str) -> Option<i32> {
+    let id = container_id.rsplit("://").next()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cgroup = std::fs::read_to_string(e.path().join("cgroup")).ok()?;
+        cgroup.contains(id).then_some(pid)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opting_a_namespace_in_and_out_controls_which_pods_send_spans_with_kubernetes_attributes() {
-    assert!(
-        stack::is_root(),
-        "this test needs root: it creates cgroups and network namespaces and the probes load eBPF programs (run make test with sudo)"
-    );
-    stack::install_crypto_provider();
-    let bed = TestBed::shared();
+    let stack::RealStack {
+        images,
+        backend,
+        observability,
+        bed,
+    } = stack::RealStack::start()
+        .await
+        .unwrap_or_else(|e| panic!("the stack on a real node: {e}"));
     let client = bed.client();
-    let dir = tempfile::Builder::new()
-        .prefix("ferrotel-fullstack-")
-        .tempdir()
-        .expect("tempdir")
-        .keep();
-    // Kept (logs of the operator, probes, apps) unless the test passes.
-    eprintln!("full-stack logs: {}", dir.display());
-    let dir = dir.as_path();
-    let node = bed
-        .node_names()
-        .first()
-        .expect("the test bed has kwok nodes")
-        .clone();
-
-    stack::install_crds(bed.kubeconfig()).unwrap_or_else(|e| panic!("{e}"));
-    let _operator = stack::start_operator(bed.kubeconfig(), dir).unwrap_or_else(|e| panic!("{e}"));
-
-    // The collector, from a TelemetryCollector.
-    let observability = bed.create_namespace("observability").await;
-    stack::kubectl_apply(
-        bed.kubeconfig(),
-        &format!(
-            r#"apiVersion: ferrotel.io/v1alpha1
-kind: TelemetryCollector
-metadata: {{name: otel, namespace: {observability}}}
-spec:
-  mode: deployment
-  config:
-    receivers: {{otlp: {{protocols: {{grpc: {{endpoint: "0.0.0.0:4317"}}, http: {{endpoint: "0.0.0.0:4318"}}}}}}}}
-    processors: {{batch: {{timeout: 200ms}}}}
-    exporters: {{debug: {{verbosity: basic}}}}
-    service:
-      pipelines:
-        traces: {{receivers: [otlp], processors: [batch], exporters: [debug]}}
-        metrics: {{receivers: [otlp], processors: [batch], exporters: [debug]}}
-"#
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let collector = stack::run_rendered_collector(&client, &observability, "otel", dir)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-
-    // The probes, from an Instrumentation.
-    stack::kubectl_apply(
-        bed.kubeconfig(),
-        &format!(
-            r#"apiVersion: ferrotel.io/v1alpha1
-kind: Instrumentation
-metadata: {{name: default, namespace: {observability}}}
-spec:
-  languages: [go, python]
-  exporter: {{collectorRef: {{name: otel}}}}
-  resource: {{attributes: {{deployment.environment: e2e}}}}
-"#
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let mut probes = Vec::new();
-    for language in ["go", "python"] {
-        let probe = stack::run_rendered_probe(
-            &client,
-            &observability,
-            "default",
-            language,
-            &node,
-            &collector.grpc_url,
-            bed.kubeconfig(),
-            dir,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        eprintln!("started probe: {}", probe.command.join(" "));
-        probes.push(probe);
-    }
-    for probe in &mut probes {
-        stack::wait_probe_ready(probe)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    let node = bed.with_real_node(|n| n.name().to_owned());
 
     // The apps: shop (opted in later) and a marker namespace opted in by pod annotation.
-    let backend_bin = stack::build_go_backend(dir).unwrap_or_else(|e| panic!("{e}"));
-    let python = stack::python_interpreter().unwrap_or_else(|e| panic!("{e}"));
-    let frontend_py = stack::workspace_root().join("e2e/apps/demo/frontend.py");
     let shop = bed.create_namespace("shop").await;
-    let markers = bed.create_namespace("markers").await;
-    let go_args = vec![
-        "--addr=0.0.0.0:8080".to_owned(),
-        "--error-rate=0".to_owned(),
-    ];
-    // A Go backend `name` in `ns` (a plain Deployment, or `adopted`: see
-    // stack::deploy_adopted) with pod `labels` and `annotations`.
-    let go_app = |ns: String,
-                  name: &'static str,
-                  adopted: bool,
-                  labels: BTreeMap<String, String>,
-                  annotations: BTreeMap<String, String>| {
-        let (client, node, backend_bin, go_args) = (&client, &node, &backend_bin, &go_args);
-        async move {
-            let deploy = if adopted {
-                stack::deploy_adopted(
-                    client,
-                    &ns,
-                    name,
-                    node,
-                    labels,
-                    annotations,
-                    backend_bin,
-                    go_args,
-                    8080,
-                    dir,
-                )
-                .await
-            } else {
-                stack::deploy(
-                    client,
-                    &ns,
-                    name,
-                    node,
-                    labels,
-                    annotations,
-                    backend_bin,
-                    go_args,
-                    8080,
-                    dir,
-                )
-                .await
-            };
-            deploy.unwrap_or_else(|e| panic!("{e}"))
-        }
+    let markers_ns = bed.create_namespace("markers").await;
+    let go_app = |name: &str, adopted: bool, labels, annotations| App {
+        name: name.to_owned(),
+        image: images.backend.reference.clone(),
+        args: vec!["--addr=0.0.0.0:8080".into(), "--error-rate=0".into()],
+        port: 8080,
+        labels,
+        annotations,
+        adopted,
+        run_as_root: false,
+        scratch: None,
     };
-    // A Python frontend `name` in `ns` calling `backend`.
-    let py_app =
-        |ns: String, name: &'static str, annotations: BTreeMap<String, String>, backend: String| {
-            let (client, node, python, frontend_py) = (&client, &node, &python, &frontend_py);
-            async move {
-                let args = vec![
-                    frontend_py.display().to_string(),
-                    "--listen=0.0.0.0:8000".to_owned(),
-                    format!("--backend=http://{backend}"),
-                ];
-                stack::deploy(
-                    client,
-                    &ns,
-                    name,
-                    node,
-                    BTreeMap::new(),
-                    annotations,
-                    python,
-                    &args,
-                    8000,
-                    dir,
-                )
+    let py_app = |name: &str, annotations, backend_url: String| App {
+        name: name.to_owned(),
+        image: images.frontend.reference.clone(),
+        args: vec![
+            "--listen=0.0.0.0:8000".into(),
+            format!("--backend={backend_url}"),
+        ],
+        port: 8000,
+        annotations,
+        ..App::default()
+    };
+    let deploy = |ns: String, app: App| {
+        let client = client.clone();
+        async move {
+            stack::deploy_app(&client, &ns, &app)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"))
-            }
-        };
+        }
+    };
     // Adopted: only the ReplicaSet's real ownerReferences name its Deployment.
-    let backend = go_app(
+    let backend_app = deploy(
         shop.clone(),
-        "backend",
-        true,
-        map(&[("app.kubernetes.io/name", "catalogue")]),
-        BTreeMap::new(),
+        go_app(
+            "backend",
+            true,
+            map(&[("app.kubernetes.io/name", "catalogue")]),
+            BTreeMap::new(),
+        ),
     )
     .await;
-    let frontend = py_app(shop.clone(), "frontend", BTreeMap::new(), backend.addr()).await;
-    let dark = go_app(
+    // By Service name: cluster DNS (CoreDNS) and kube-proxy are in the path.
+    let frontend = deploy(
         shop.clone(),
-        "dark",
-        false,
-        BTreeMap::new(),
-        map(&[("ferrotel.io/instrument", "false")]),
+        py_app("frontend", BTreeMap::new(), backend_app.service_url()),
+    )
+    .await;
+    let dark = deploy(
+        shop.clone(),
+        go_app(
+            "dark",
+            false,
+            BTreeMap::new(),
+            map(&[("ferrotel.io/instrument", "false")]),
+        ),
     )
     .await;
     let opted_in_pod = || map(&[("ferrotel.io/instrument", "true")]);
-    let marker = go_app(
-        markers.clone(),
-        "marker",
-        false,
-        BTreeMap::new(),
-        opted_in_pod(),
+    let marker = deploy(
+        markers_ns.clone(),
+        go_app("marker", false, BTreeMap::new(), opted_in_pod()),
     )
     .await;
-    let marker_py = py_app(markers.clone(), "marker-py", opted_in_pod(), marker.addr()).await;
+    let marker_py = deploy(
+        markers_ns.clone(),
+        py_app("marker-py", opted_in_pod(), marker.service_url()),
+    )
+    .await;
     let markers = Markers {
-        collector: &collector,
+        backend: &backend,
         py: &marker_py,
         go: &marker,
     };
-    let backend_pod = backend.sandbox.pod_name().to_owned();
-    let frontend_pod = frontend.sandbox.pod_name().to_owned();
-    let dark_pod = dark.sandbox.pod_name().to_owned();
+    let (backend_pod, frontend_pod, dark_pod) = (
+        backend_app.pod.clone(),
+        frontend.pod.clone(),
+        dark.pod.clone(),
+    );
 
     // 1. Before opt-in: traffic, then a marker flush; nothing from shop.
     assert_eq!(
         get(&frontend.addr(), "/shop/1?phase=before").await,
         200,
-        "frontend works before opt-in"
+        "the frontend reaches the backend through its Service name before opt-in"
     );
     markers.flush().await;
-    let early: Vec<Span> = collector
+    let early: Vec<Span> = backend
         .spans()
         .expect("spans")
         .into_iter()
@@ -376,7 +273,7 @@ spec:
         || async {
             get(&frontend.addr(), &format!("/shop{}", next_id())).await;
             // Any backend span: there were none before the annotation.
-            let found = spans_for(&collector, &backend_pod, "/api/items/");
+            let found = spans_for(&backend, &backend_pod, "/api/items/");
             if found.is_empty() {
                 Err("none yet".to_string())
             } else {
@@ -387,14 +284,14 @@ spec:
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
-        "opt-in latency (annotation -> first backend span at the collector, polling): {:?}",
+        "opt-in latency (annotation -> first backend span at the backend, polling): {:?}",
         opted_in_at.elapsed()
     );
     let span = &backend_spans[0];
     let expect = [
         ("k8s.namespace.name", shop.as_str()),
         ("k8s.pod.name", backend_pod.as_str()),
-        ("k8s.pod.uid", backend.sandbox.uid()),
+        ("k8s.pod.uid", backend_app.uid.as_str()),
         ("k8s.container.name", "app"),
         ("k8s.node.name", node.as_str()),
         ("k8s.deployment.name", "backend"),
@@ -418,17 +315,21 @@ spec:
     );
 
     // 3. Two services: Python frontend (server + client) -> Go backend (server).
-    let frontend_spans = wait_for_spans(
-        &collector,
-        &frontend_pod,
-        "/shop/",
-        "frontend spans after opt-in",
-    )
-    .await;
+    let frontend_spans = wait_for("frontend spans after opt-in", SPAN_TIMEOUT, || async {
+        let found = spans_for(&backend, &frontend_pod, "/shop/");
+        if found.iter().any(|s| s.kind == SERVER) {
+            Ok(found)
+        } else {
+            get(&frontend.addr(), &format!("/shop{}", next_id())).await;
+            Err("no frontend SERVER span yet".to_string())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let frontend_server = frontend_spans
         .iter()
         .find(|s| s.kind == SERVER)
-        .unwrap_or_else(|| panic!("no SERVER span from the frontend: {frontend_spans:?}"));
+        .expect("checked above");
     assert_eq!(
         frontend_server.service_name(),
         Some("frontend"),
@@ -443,7 +344,7 @@ spec:
         SPAN_TIMEOUT,
         || async {
             get(&frontend.addr(), "/shop/3?phase=client").await;
-            collector
+            backend
                 .spans()
                 .unwrap_or_default()
                 .into_iter()
@@ -461,7 +362,7 @@ spec:
         backend_spans.iter().all(|s| s.kind == SERVER),
         "backend spans are SERVER spans: {backend_spans:?}"
     );
-    let services: std::collections::BTreeSet<String> = collector
+    let services: std::collections::BTreeSet<String> = backend
         .spans()
         .expect("spans")
         .iter()
@@ -473,6 +374,41 @@ spec:
         ["catalogue".to_owned(), "frontend".to_owned()].into(),
         "exactly the two services of {shop}"
     );
+    // RED metrics for both services, with the same Kubernetes attributes.
+    for (pod, service) in [(&backend_pod, "catalogue"), (&frontend_pod, "frontend")] {
+        let point = wait_for(
+            &format!("an http.server.request.duration point of {pod}"),
+            SPAN_TIMEOUT,
+            || async {
+                backend
+                    .metrics()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|m| {
+                        m.name == "http.server.request.duration"
+                            && m.resource.get("k8s.pod.name").and_then(|v| v.as_str())
+                                == Some(pod.as_str())
+                    })
+                    .ok_or_else(|| "none yet".to_string())
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(point.kind, "histogram", "{point:?}");
+        assert!(point.count.unwrap_or(0) >= 1, "{point:?}");
+        for (key, value) in [
+            ("service.name", service),
+            ("k8s.namespace.name", shop.as_str()),
+            ("k8s.node.name", node.as_str()),
+        ] {
+            assert_eq!(
+                point.resource.get(key).and_then(|v| v.as_str()),
+                Some(value),
+                "metric resource attribute {key}: {:?}",
+                point.resource
+            );
+        }
+    }
 
     // 4. The opted-out pod stays dark.
     for i in 0..5 {
@@ -483,7 +419,7 @@ spec:
         );
     }
     markers.flush().await;
-    let dark_spans: Vec<Span> = collector
+    let dark_spans: Vec<Span> = backend
         .spans()
         .expect("spans")
         .into_iter()
@@ -496,7 +432,100 @@ spec:
         dark_spans.first()
     );
 
-    // 5. Removing the annotation stops the spans: first wait until a
+    // 5. The Go probe's container is killed; its DaemonSet restarts it and
+    // tracing resumes, with exactly one server span per request.
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(client.clone(), &observability);
+    let probe_pod = pods
+        .list(&kube::api::ListParams::default().labels("ferrotel.io/probe-language=go"))
+        .await
+        .expect("list probe pods")
+        .items
+        .into_iter()
+        .next()
+        .expect("a Go probe pod");
+    let probe_pod_name = probe_pod.metadata.name.clone().expect("name");
+    let container_id = probe_pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.first())
+        .and_then(|c| c.container_id.clone())
+        .expect("the Go probe container has an id");
+    let pid = host_pid_of_container(&container_id)
+        .unwrap_or_else(|| panic!("no host process of container {container_id}"));
+    assert!(
+        ferrotel_e2e::process::signal_pid(pid, libc::SIGKILL),
+        "SIGKILL the Go probe (pid {pid})"
+    );
+    wait_for(
+        "the Go probe container to be restarted by the kubelet and Ready",
+        Duration::from_secs(120),
+        || {
+            let pods = pods.clone();
+            let name = probe_pod_name.clone();
+            async move {
+                let pod = pods.get(&name).await.map_err(|e| e.to_string())?;
+                let restarts = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|cs| cs.first())
+                    .map_or(0, |c| c.restart_count);
+                if restarts >= 1 && stack::pod_ready(&pod) {
+                    Ok(())
+                } else {
+                    Err(stack::pod_problem(&pod))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sent = std::sync::Mutex::new(Vec::new());
+    wait_for(
+        "Go spans again after the probe restart",
+        SPAN_TIMEOUT,
+        || async {
+            let id = next_id();
+            get(&frontend.addr(), &format!("/shop{id}")).await;
+            sent.lock().expect("ids").push(id);
+            let ids = sent.lock().expect("ids").clone();
+            if ids
+                .iter()
+                .any(|id| !spans_for(&backend, &backend_pod, &format!("/api/items{id}")).is_empty())
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "no Go span for any of {} requests yet; every span of the first: {}",
+                    ids.len(),
+                    spans_of_request(&backend, &ids[0])
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let after: Vec<String> = (0..5).map(|_| next_id()).collect();
+    for id in &after {
+        assert_eq!(get(&frontend.addr(), &format!("/shop{id}")).await, 200);
+    }
+    markers.flush().await;
+    for id in &after {
+        let go = spans_for(&backend, &backend_pod, &format!("/api/items{id}"));
+        let py: Vec<Span> = spans_for(&backend, &frontend_pod, &format!("/shop{id}"))
+            .into_iter()
+            .filter(|s| s.kind == SERVER)
+            .collect();
+        assert_eq!(
+            (go.len(), py.len()),
+            (1, 1),
+            "request {id} after the probe restart: exactly one Go and one Python server span; Go: {go:?}"
+        );
+    }
+
+    // 6. Removing the annotation stops the spans: first wait until a
     // request stops producing spans (the probes released the processes),
     // then check that a further batch stays dark too.
     stack::annotate_namespace(&client, &shop, "ferrotel.io/instrument", None)
@@ -509,13 +538,13 @@ spec:
         || {
             round += 1;
             let tag = next_id();
-            let (frontend, markers, collector) = (&frontend, &markers, &collector);
+            let (frontend, markers, backend) = (&frontend, &markers, &backend);
             let (frontend_pod, backend_pod) = (frontend_pod.clone(), backend_pod.clone());
             async move {
                 get(&frontend.addr(), &format!("/shop{tag}")).await;
                 markers.flush().await;
-                let n = spans_for(collector, &frontend_pod, &tag).len()
-                    + spans_for(collector, &backend_pod, &tag).len();
+                let n = spans_for(backend, &frontend_pod, &tag).len()
+                    + spans_for(backend, &backend_pod, &tag).len();
                 if n == 0 {
                     Ok(())
                 } else {
@@ -536,17 +565,13 @@ spec:
     let late: Vec<Span> = late_ids
         .iter()
         .flat_map(|id| {
-            spans_for(&collector, &backend_pod, id)
+            spans_for(&backend, &backend_pod, id)
                 .into_iter()
-                .chain(spans_for(&collector, &frontend_pod, id))
+                .chain(spans_for(&backend, &frontend_pod, id))
         })
         .collect();
     assert!(
         late.is_empty(),
         "namespace {shop} was opted out but still exported: {late:?}"
     );
-
-    drop(probes);
-    drop(collector);
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,34 +1,37 @@
-//! The views against ground truth, on the full stack (operator, collector
-//! and probes as the operator rendered them; apps in pod-like sandboxes on a
-//! kwok node, see `ferrotel_e2e::stack`):
+//! The views against ground truth, on the full stack on the test bed's real
+//! node (kubelet, containerd, kube-proxy, CoreDNS; the chart installed, the
+//! collector and probes as pods the operator rendered; the apps as
+//! Deployments of locally built images, see `ferrotel_e2e::stack`):
 //!
-//! 1. **Service graph.** A driver (this test, outside the cluster) calls a
-//!    Python frontend, which calls a Go middle tier, which calls a Python
-//!    backend and an uninstrumented peer (a pod in a namespace that is not
-//!    opted in). Every fifth request fails at the backend (500), and the
-//!    failure travels up (502). The graph the collector receives must be
+//! 1. **Service graph.** A driver (this test, on the host) calls a Python
+//!    frontend, which calls a Go middle tier, which calls a Python backend
+//!    and an uninstrumented peer (a pod in a namespace that is not opted
+//!    in). Every fifth request fails at the backend (500), and the failure
+//!    travels up (502). The graph the backend collector receives must be
 //!    exactly `user → front`, `front → middle`, `middle → back` and
 //!    `middle → ext` (virtual node), with request and failure counts equal
 //!    to what the driver sent, every request seen on both sides where both
 //!    are traced, and latency quantiles within bounds the test knows: at
 //!    least the backend's fixed 30 ms of work, at most what the driver
 //!    measured for the same requests.
-//! 2. **Pod resources and TCP health.** A worker pod (in a pod cgroup of
-//!    every v1 hierarchy too, as a cgroupfs kubelet would make on this
-//!    hybrid host) burns CPU, writes to disk and sends bytes on request and
-//!    reports what it measured itself; the probe's CPU time, disk write and
-//!    network transmit increases must be within 5 % of that, and its three
-//!    refused connects must be exactly three failed connections.
+//! 2. **Pod resources and TCP health.** A worker pod (in the kubelet's
+//!    cgroupfs layout: a pod cgroup in every v1 hierarchy of this hybrid
+//!    host and in the unified one) burns CPU, writes to disk and sends bytes
+//!    on request and reports what it measured itself; the probe's CPU time,
+//!    disk write and network transmit increases must be within 5 % of that,
+//!    and its three refused connects must be exactly three failed
+//!    connections.
 //!
-//! Needs root (cgroups, network namespaces, eBPF) and fails saying so.
+//! Needs root (a real node: network namespace, cgroups, mounts, eBPF) and
+//! fails saying so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ferrotel_e2e::graph::{EdgeKey, EdgeStats, Histogram, service_graph};
-use ferrotel_e2e::sandbox::SandboxOptions;
-use ferrotel_e2e::stack::{self, LocalCollector, LocalProbe, WorkloadSpec};
-use ferrotel_e2e::{TestBed, wait_for};
+use ferrotel_e2e::images::catalog;
+use ferrotel_e2e::stack::{self, App};
+use ferrotel_e2e::{Collector, wait_for};
 
 /// Measured requests, and every how many one fails.
 const REQUESTS: usize = 60;
@@ -37,7 +40,7 @@ const FAIL_EVERY: usize = 5;
 const BACKEND_WORK: Duration = Duration::from_millis(30);
 const METRICS_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn graph(collector: &LocalCollector) -> BTreeMap<EdgeKey, EdgeStats> {
+fn graph(collector: &Collector) -> BTreeMap<EdgeKey, EdgeStats> {
     service_graph(
         &collector
             .metrics()
@@ -90,91 +93,36 @@ fn prom_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     found
 }
 
-async fn scrape(probe: &LocalProbe) -> String {
-    let (code, body) = stack::http_get(&probe.metrics_addr, "/metrics")
+/// The `/metrics` text of the probe at `addr` (`language` names it).
+async fn scrape((language, addr): &(String, String)) -> String {
+    let (code, body) = stack::http_get(addr, "/metrics")
         .await
-        .unwrap_or_else(|e| panic!("scraping probe {}: {e}", probe.language));
-    assert_eq!(code, 200, "probe {} /metrics", probe.language);
+        .unwrap_or_else(|e| panic!("scraping the {language} probe at {addr}: {e}"));
+    assert_eq!(code, 200, "the {language} probe's /metrics");
     body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_tier_app_gives_the_exact_service_graph_and_its_pods_resources_match_ground_truth()
 {
-    assert!(
-        stack::is_root(),
-        "this test needs root: it creates cgroups and network namespaces and the probes load eBPF programs (run make test with sudo)"
-    );
-    stack::install_crypto_provider();
-    let bed = TestBed::shared();
+    let stack::RealStack {
+        backend: collector,
+        observability,
+        bed,
+        ..
+    } = stack::RealStack::start()
+        .await
+        .unwrap_or_else(|e| panic!("the stack on a real node: {e}"));
     let client = bed.client();
-    let dir = tempfile::Builder::new()
-        .prefix("ferrotel-views-")
-        .tempdir()
-        .expect("tempdir")
-        .keep();
-    eprintln!("views test logs: {}", dir.display());
-    let dir = dir.as_path();
-    let node = bed
-        .node_names()
-        .first()
-        .expect("the test bed has kwok nodes")
-        .clone();
-
-    stack::install_crds(bed.kubeconfig()).unwrap_or_else(|e| panic!("{e}"));
-    let _operator = stack::start_operator(bed.kubeconfig(), dir).unwrap_or_else(|e| panic!("{e}"));
-    let observability = bed.create_namespace("observability").await;
-    stack::kubectl_apply(
-        bed.kubeconfig(),
-        &format!(
-            r#"apiVersion: ferrotel.io/v1alpha1
-kind: TelemetryCollector
-metadata: {{name: otel, namespace: {observability}}}
-spec:
-  mode: deployment
-  config:
-    receivers: {{otlp: {{protocols: {{grpc: {{endpoint: "0.0.0.0:4317"}}}}}}}}
-    processors: {{batch: {{timeout: 200ms}}}}
-    exporters: {{debug: {{verbosity: basic}}}}
-    service:
-      pipelines:
-        traces: {{receivers: [otlp], processors: [batch], exporters: [debug]}}
-        metrics: {{receivers: [otlp], processors: [batch], exporters: [debug]}}
----
-apiVersion: ferrotel.io/v1alpha1
-kind: Instrumentation
-metadata: {{name: default, namespace: {observability}}}
-spec:
-  languages: [go, python]
-  exporter: {{collectorRef: {{name: otel}}}}
-"#
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let collector = stack::run_rendered_collector(&client, &observability, "otel", dir)
+    let (python_image, middle_image) =
+        tokio::task::spawn_blocking(|| -> ferrotel_e2e::Result<_> {
+            Ok((catalog::views_python()?, catalog::views_middle()?))
+        })
         .await
+        .expect("building the apps' images")
+        .unwrap_or_else(|e| panic!("building the apps' images: {e}"));
+    bed.import_images(&[python_image.clone(), middle_image.clone()])
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut probes = Vec::new();
-    for language in ["go", "python"] {
-        let probe = stack::run_rendered_probe(
-            &client,
-            &observability,
-            "default",
-            language,
-            &node,
-            &collector.grpc_url,
-            bed.kubeconfig(),
-            dir,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        probes.push(probe);
-    }
-    for probe in &mut probes {
-        stack::wait_probe_ready(probe)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
 
     // The apps: `app` opted in, `ext` not.
     let app = bed.create_namespace("views").await;
@@ -182,99 +130,76 @@ spec:
     stack::annotate_namespace(&client, &app, "ferrotel.io/instrument", Some("true"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let python = stack::python_interpreter().unwrap_or_else(|e| panic!("{e}"));
-    let apps = stack::workspace_root().join("e2e/apps/views");
-    let tier = apps.join("tier.py").display().to_string();
-    let middle_bin = stack::build_go_app("e2e/apps/views/middle", "views-middle", dir)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let deploy = |ns: &str,
-                  name: &'static str,
-                  program: std::path::PathBuf,
-                  args: Vec<String>,
-                  sandbox: SandboxOptions| {
-        let (client, node, ns) = (&client, &node, ns.to_owned());
+    let deploy = |ns: &str, name: &str, image: &str, args: Vec<String>| {
+        let (client, ns) = (client.clone(), ns.to_owned());
+        let app = App {
+            name: name.to_owned(),
+            image: image.to_owned(),
+            args,
+            port: 8080,
+            ..App::default()
+        };
         async move {
-            stack::deploy_with(
-                client,
-                &ns,
-                name,
-                node,
-                BTreeMap::new(),
-                BTreeMap::new(),
-                WorkloadSpec {
-                    program: &program,
-                    args: &args,
-                    port: 8080,
-                    sandbox,
-                },
-                dir,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("deploying {name}: {e}"))
+            stack::deploy_app(&client, &ns, &app)
+                .await
+                .unwrap_or_else(|e| panic!("deploying {}: {e}", app.name))
         }
     };
+    let python = python_image.reference.as_str();
     let listen = "--listen=0.0.0.0:8080".to_owned();
+    let tier = "/app/tier.py".to_owned();
     let back = deploy(
         &app,
         "back",
-        python.clone(),
+        python,
         vec![
             tier.clone(),
             listen.clone(),
             format!("--work-ms={}", BACKEND_WORK.as_millis()),
         ],
-        SandboxOptions::default(),
     )
     .await;
-    let ext = deploy(
-        &ext_ns,
-        "ext",
-        python.clone(),
-        vec![tier.clone(), listen.clone()],
-        SandboxOptions::default(),
-    )
-    .await;
+    let ext = deploy(&ext_ns, "ext", python, vec![tier.clone(), listen.clone()]).await;
     let middle = deploy(
         &app,
         "middle",
-        middle_bin,
+        &middle_image.reference,
         vec![
             "--addr=0.0.0.0:8080".to_owned(),
             format!("--backend=http://{}/item", back.addr()),
             format!("--peer=http://{}/ext", ext.addr()),
         ],
-        SandboxOptions::default(),
     )
     .await;
     let front = deploy(
         &app,
         "front",
-        python.clone(),
+        python,
         vec![
             tier.clone(),
             listen.clone(),
             format!("--downstream=http://{}/api", middle.addr()),
         ],
-        SandboxOptions::default(),
     )
     .await;
-    let worker_dir = dir.join("worker-disk");
-    std::fs::create_dir_all(&worker_dir).expect("worker dir");
-    let worker = deploy(
+    let worker = stack::deploy_app(
+        &client,
         &app,
-        "worker",
-        python.clone(),
-        vec![
-            apps.join("worker.py").display().to_string(),
-            listen.clone(),
-            format!("--dir={}", worker_dir.display()),
-        ],
-        SandboxOptions {
-            v1_controllers: true,
-            ..SandboxOptions::default()
+        &App {
+            name: "worker".to_owned(),
+            image: python.to_owned(),
+            args: vec![
+                "/app/worker.py".to_owned(),
+                listen.clone(),
+                "--dir=/scratch".to_owned(),
+            ],
+            port: 8080,
+            scratch: Some("/scratch".to_owned()),
+            ..App::default()
         },
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("deploying worker: {e}"));
 
     // 1. Service graph.
     let user_front = EdgeKey::new("user", "front", "virtual_node");
@@ -439,15 +364,17 @@ spec:
     }
 
     // 2. Pod resources and TCP health: the Python probe reports the worker.
-    let python_probe = probes
-        .iter()
-        .find(|p| p.language == "python")
-        .expect("python probe");
-    let go_probe = probes
-        .iter()
-        .find(|p| p.language == "go")
-        .expect("go probe");
-    let pod = worker.sandbox.pod_name().to_owned();
+    let probes = stack::probe_endpoints(&client, &observability, "default")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let probe = |language: &str| {
+        probes
+            .iter()
+            .find(|(l, _)| l == language)
+            .unwrap_or_else(|| panic!("no Ready {language} probe pod among {probes:?}"))
+    };
+    let (python_probe, go_probe) = (probe("python"), probe("go"));
+    let pod = worker.pod.clone();
     let pod_label = [("k8s_pod_name", pod.as_str())];
     let samples =
         |text: &str| prom_value(text, "ferrotel_probe_views_samples_total", &[]).unwrap_or(0.0);
@@ -486,10 +413,8 @@ spec:
             }
         }
     });
-    let gateway = {
-        let o = worker.sandbox.ip().octets();
-        std::net::Ipv4Addr::new(o[0], o[1], o[2], 1)
-    };
+    // The host end of the node link: the pod reaches it through the node.
+    let gateway = bed.with_real_node(|n| n.network().host_ip());
     let closed_port = ferrotel_e2e::free_port();
     let (cpu_ms, disk_bytes, net_bytes, refusals) = (2000, 32u64 << 20, 16u64 << 20, 3);
     // Two seconds of CPU time take much longer on a loaded 2-core machine.
@@ -605,5 +530,4 @@ spec:
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    drop(probes);
 }

@@ -32,6 +32,10 @@ debian_packages=(
   clang-19 llvm-19 libbpf-dev bpftool linux-libc-dev
   iproute2 wrk hyperfine procps psmisc util-linux
   python3-venv jq curl ca-certificates pkg-config
+  # The test bed's real node (e2e/src/node.rs): container runtime, CNI
+  # plugins (bridge, host-local, loopback in /usr/lib/cni), and iptables for
+  # kube-proxy's rules inside the node's network namespace.
+  containerd runc containernetworking-plugins iptables
 )
 # Packages taken from bookworm-backports: libbpf 1.1 lacks helpers our CO-RE
 # programs use; 1.4 is in backports.
@@ -81,13 +85,17 @@ hash_files() { cat "$@" | sha256sum | cut -c1-16; }
 # Builds the `tool` directives of a module under e2e/tools/<dir>.
 build_tool_module() { # dir output=package...
   local dir=$1; shift
-  local key outputs=()
-  key="$(go env GOVERSION)-$(hash_files "$here/$dir/go.mod" "$here/$dir/go.sum")"
+  local key outputs=() inputs=("$here/$dir/go.mod")
+  # go.sum and the module's own sources (a module that only names `tool`s
+  # has none), so that editing a program here rebuilds it.
+  [[ -f $here/$dir/go.sum ]] && inputs+=("$here/$dir/go.sum")
+  while IFS= read -r f; do inputs+=("$f"); done < <(find "$here/$dir" -maxdepth 1 -name '*.go' | sort)
+  key="$(go env GOVERSION)-$(hash_files "${inputs[@]}")${GO_LDFLAGS:+-$(sha256sum <<<"$GO_LDFLAGS" | cut -c1-8)}"
   for spec in "$@"; do outputs+=("${spec%%=*}"); done
   if stamp_ok "$dir" "$key" "${outputs[@]}"; then return; fi
   for spec in "$@"; do
     log "Building ${spec%%=*} (${spec#*=}) from Go modules"
-    (cd "$here/$dir" && go build -o "$bin/${spec%%=*}" "${spec#*=}")
+    (cd "$here/$dir" && go build ${GO_LDFLAGS:+-ldflags="$GO_LDFLAGS"} -o "$bin/${spec%%=*}" "${spec#*=}")
   done
   stamp_write "$dir" "$key"
 }
@@ -137,6 +145,19 @@ install_go_tools() {
     kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
     kubectl=k8s.io/kubernetes/cmd/kubectl
   build_tool_module etcd etcd=go.etcd.io/etcd/server/v3
+  # The real node: kubelet and kube-proxy from the same Kubernetes release
+  # (their own module, so the control plane's stamp is untouched); CoreDNS
+  # and the pod sandbox program go into images, so they are static.
+  # The version the kubelet reports (`kubectl get nodes`): a module build
+  # has no git metadata, so stamp the release it was built from.
+  local k8s
+  k8s=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$here/node/go.mod")
+  GO_LDFLAGS="-X k8s.io/component-base/version.gitVersion=$k8s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$k8s")" \
+  build_tool_module node \
+    kubelet=k8s.io/kubernetes/cmd/kubelet \
+    kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
+  CGO_ENABLED=0 build_tool_module coredns coredns=github.com/coredns/coredns
+  CGO_ENABLED=0 build_tool_module pause pause=.
   go_install kwok sigs.k8s.io/kwok/cmd/kwok@v0.7.0
   go_install helm helm.sh/helm/v3/cmd/helm@v3.19.0
   go_install telemetrygen github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@v0.161.0
@@ -162,8 +183,26 @@ install_python() {
   stamp_write python-venv "$key"
 }
 
+# ---------------------------------------------------------------- Rust
+# cargo-fuzz for `make fuzz` (the probe's fuzz targets run on the nightly
+# toolchain, which rustup provides; libFuzzer is built by the libfuzzer-sys
+# crate). Pinned, built from crates.io into $bin.
+cargo_fuzz_version=0.13.2
+install_cargo_fuzz() {
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    log "Installing the nightly Rust toolchain (cargo fuzz needs its sanitizer flags)"
+    rustup toolchain install nightly --profile minimal
+  fi
+  local key="cargo-fuzz-$cargo_fuzz_version"
+  if stamp_ok cargo-fuzz "$key" cargo-fuzz; then return; fi
+  log "Building cargo-fuzz $cargo_fuzz_version"
+  cargo install --quiet --locked --root "$cache" --version "$cargo_fuzz_version" cargo-fuzz
+  stamp_write cargo-fuzz "$key"
+}
+
 start=$SECONDS
 install_debian
 install_go_tools
 install_python
+install_cargo_fuzz
 log "Tools ready in $bin ($((SECONDS - start)) s)"

@@ -29,6 +29,9 @@ pub mod maps {
     pub const WATCHED_CGROUPS: &str = "watched_cgroups";
     /// TCP health per (cgroup, peer address, role) (`tcphealth.bpf.c`).
     pub const TCP_PEERS: &str = "tcp_peers";
+    /// What each profiled process runs and where its language keeps the
+    /// frames the kernel adds, keyed by tgid (`profile.bpf.c`).
+    pub const PROFILE_PROCS: &str = "profile_procs";
 }
 
 /// `volatile const` globals, set when an object is loaded.
@@ -43,6 +46,12 @@ pub mod globals {
     /// Report the execs of every process (1) or of claimed ones only (0)
     /// (`__u32`, `common/proc.h`).
     pub const REPORT_EXECS: &str = "report_execs";
+    /// Also record the kernel stack of a sample (`__u32` 0/1,
+    /// `profile.bpf.c`): the `kernelStacks` knob.
+    pub const KERNEL_STACKS: &str = "kernel_stacks";
+    /// Walk Python frames in the kernel (`__u32` 0/1, `profile.bpf.c`);
+    /// 0 only for the measurement that compared it with user space.
+    pub const PYTHON_FRAMES: &str = "python_frames";
 }
 
 /// The default of every knob. The C initialisers come from here (through
@@ -63,6 +72,14 @@ pub mod defaults {
     pub const MAX_PAYLOAD_BYTES_MAX: u32 = 4096;
     /// `report_execs`: claimed processes only; discovery asks for all.
     pub const REPORT_EXECS: u32 = 0;
+    /// `kernel_stacks`: on (`profiling.kernelStacks`).
+    pub const KERNEL_STACKS: u32 = 1;
+    /// `python_frames`: walked in the kernel.
+    pub const PYTHON_FRAMES: u32 = 1;
+    /// The profiling set's ring: a sample is 2,480 bytes, so 2 MiB hold
+    /// ~840 samples, 4 s of two busy CPUs at 99 Hz, against a reader that
+    /// polls every 100 ms.
+    pub const PROFILE_RING_BUFFER_BYTES: u32 = 2 << 20;
 }
 
 /// Programs shared by every set that tracks process lifecycles
@@ -183,6 +200,14 @@ pub mod tcphealth {
     ];
 }
 
+/// The profiling program set (`profile.bpf.c`): a CPU-clock perf event
+/// per CPU, and its own exit program (it also forgets `profile_procs`).
+pub mod profile {
+    /// `perf_event`: one sample of a claimed thread per tick. The process
+    /// lifecycle is [`super::process`]'s.
+    pub const TICK: &str = "ft_profile_tick";
+}
+
 /// What one compiled object must define, checked by `build.rs`.
 #[derive(Clone, Copy, Debug)]
 pub struct ObjectContract {
@@ -200,7 +225,7 @@ pub struct ObjectContract {
 const PROCESS_PROGRAMS: &[&str] = &[process::FORK, process::EXIT, process::EXEC];
 
 /// Every object and its contract.
-pub const OBJECTS: [ObjectContract; 5] = [
+pub const OBJECTS: [ObjectContract; 6] = [
     ObjectContract {
         object: "sockets",
         maps: &[maps::EVENTS, maps::DROP_COUNTERS, maps::CLAIMED_TGIDS],
@@ -218,6 +243,23 @@ pub const OBJECTS: [ObjectContract; 5] = [
         globals: &[globals::WAKEUP_BYTES, globals::MAX_PAYLOAD_BYTES],
         syscall_programs: &[],
         programs: &go::PROGRAMS,
+    },
+    ObjectContract {
+        object: "profile",
+        maps: &[
+            maps::EVENTS,
+            maps::DROP_COUNTERS,
+            maps::CLAIMED_TGIDS,
+            maps::PROFILE_PROCS,
+        ],
+        globals: &[
+            globals::WAKEUP_BYTES,
+            globals::REPORT_EXECS,
+            globals::KERNEL_STACKS,
+            globals::PYTHON_FRAMES,
+        ],
+        syscall_programs: &[],
+        programs: &[process::FORK, process::EXIT, process::EXEC, profile::TICK],
     },
     ObjectContract {
         object: "discovery",

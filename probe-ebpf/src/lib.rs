@@ -76,10 +76,26 @@ pub unsafe trait Wire: Copy + Sized {
         // buffer's 8-byte record alignment being weaker than `Self`'s.
         Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
     }
+
+    /// The bytes of `self` as the kernel writes them into a record: what
+    /// tests and fuzz targets build records from.
+    fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `Wire` types have no padding, so all `size_of::<Self>()`
+        // bytes are initialized; the slice borrows `self`.
+        unsafe {
+            core::slice::from_raw_parts(
+                core::ptr::from_ref(self).cast::<u8>(),
+                core::mem::size_of::<Self>(),
+            )
+        }
+    }
 }
 
 /// Structs of the Go program set (`src/c/go/wire.h`).
 pub mod go;
+
+/// Structs of the profiling program set (`src/c/profile/wire.h`).
+pub mod profile;
 
 /// Structs of the socket-level program set (`src/c/sockets/wire.h`).
 pub mod sockets;
@@ -202,6 +218,8 @@ mod pod {
     unsafe impl aya::Pod for crate::sockets::SockDataEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::sockets::SockCloseEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::profile::ProfProc {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::views::NetCounters {}
     // SAFETY: as above.

@@ -13,7 +13,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use ferrotel_api::probe_config::{Language, ProbeConfig, SamplerType};
+use ferrotel_api::probe_config::{Language, ProbeConfig, SamplerConfig, SamplerType};
+use ferrotel_parse::sampling::{Sampler, SamplerKind};
 
 use crate::export::settings::{EnvLookup, ExportSettings, SettingsError};
 use crate::telemetry::resource::BaseResource;
@@ -217,10 +218,41 @@ fn check_tuning(language: Language, probe: &ProbeConfig) -> Result<(), ConfigErr
     Ok(())
 }
 
+/// The head sampler `config` (`sampler.type`, `sampler.ratio`) describes.
+pub fn sampler(config: &SamplerConfig) -> Sampler {
+    let kind = match config.kind {
+        SamplerType::AlwaysOn => SamplerKind::AlwaysOn,
+        SamplerType::AlwaysOff => SamplerKind::AlwaysOff,
+        SamplerType::TraceIdRatio => SamplerKind::TraceIdRatio,
+        SamplerType::ParentbasedAlwaysOn => SamplerKind::ParentBasedAlwaysOn,
+        SamplerType::ParentbasedAlwaysOff => SamplerKind::ParentBasedAlwaysOff,
+        SamplerType::ParentbasedTraceIdRatio => SamplerKind::ParentBasedTraceIdRatio,
+    };
+    Sampler::new(kind, config.ratio)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::trace_context::TraceId;
     use std::collections::HashMap;
+
+    #[test]
+    fn every_configured_sampler_type_decides_like_its_otel_namesake() {
+        let id = TraceId([0xff; 16]);
+        let decide = |kind, ratio| sampler(&SamplerConfig { kind, ratio }).should_sample(id, None);
+        assert!(decide(SamplerType::AlwaysOn, 0.0));
+        assert!(!decide(SamplerType::AlwaysOff, 1.0));
+        assert!(!decide(SamplerType::TraceIdRatio, 0.0));
+        assert!(decide(SamplerType::ParentbasedAlwaysOn, 0.0));
+        assert!(!decide(SamplerType::ParentbasedAlwaysOff, 1.0));
+        assert!(decide(SamplerType::ParentbasedTraceIdRatio, 1.0));
+        assert_eq!(
+            sampler(&SamplerConfig::default()),
+            Sampler::default(),
+            "the config's default is the SDKs' default"
+        );
+    }
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("ferrotel-probe").chain(args.iter().copied()))

@@ -55,7 +55,10 @@
 //!   opens one sampling event per CPU; samples arrive as ring records
 //!   ([`decode`](ProgramSet::decode)) or are read from a map in
 //!   [`housekeeping`](ProgramSet::housekeeping), which runs every
-//!   [`HOUSEKEEPING`] and once more at the end.
+//!   [`HOUSEKEEPING`] and once more at the end
+//!   ([`Housekeeping::is_last`]: hand over what is held back). The profiler
+//!   (`crate::profile`) is this shape: samples are decoded as they come,
+//!   and a window's profile is an output when the window closes.
 //! - **process lifecycles** (discovery): [`attach`](ProgramSet::attach)
 //!   attaches `common/proc.h`'s programs; targets are the processes to
 //!   follow; outputs go to a channel instead of the span pipeline.
@@ -87,6 +90,7 @@ use tracing::{debug, info, warn};
 use crate::ebpf::{self, DropCounters, EbpfError, EventReader, Kernel, Tuning};
 use crate::frontend::FrontendContext;
 use crate::health::FrontendHealth;
+use crate::ledger::ProcessLedger;
 use crate::targets::{ProcessTarget, TargetEvent, TargetEvents};
 use crate::telemetry::{RecordSink, RequestRecord};
 
@@ -212,13 +216,30 @@ pub struct Housekeeping<'a> {
     /// Kernel-side drop totals by reason (running totals, summed over CPUs).
     pub drops: &'a [(&'static str, u64)],
     parse_errors: Vec<(&'static str, u64)>,
+    last: bool,
+    untraced: Vec<(&'static str, u64)>,
 }
 
 impl Housekeeping<'_> {
+    /// This is the call after the final drain: the probe is stopping, so
+    /// a set that holds outputs back (a profiler's open window) hands them
+    /// over now.
+    pub fn is_last(&self) -> bool {
+        self.last
+    }
+
     /// `n` more payloads of `protocol` failed to parse since the last tick.
     pub fn parse_errors(&mut self, protocol: &'static str, n: u64) {
         if n > 0 {
             self.parse_errors.push((protocol, n));
+        }
+    }
+
+    /// `n` more connections were left untraced since the last tick because
+    /// a memory cap was reached; `reason` names the cap.
+    pub fn connections_untraced(&mut self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.untraced.push((reason, n));
         }
     }
 }
@@ -269,6 +290,12 @@ impl<S: ProgramSet> Driver<S> {
         &mut self.kernel
     }
 
+    /// The set and its kernel side, for tests and measurements that drive
+    /// a set by hand (add a target, then [`Driver::drain_raw`]).
+    pub fn set_and_kernel_mut(&mut self) -> (&mut S, &mut Kernel) {
+        (&mut self.set, &mut self.kernel)
+    }
+
     /// The kernel's drop totals by reason.
     pub fn drop_totals(&self) -> Result<Vec<(&'static str, u64)>, EbpfError> {
         self.drops.totals()
@@ -289,6 +316,7 @@ impl<S: ProgramSet> Driver<S> {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let health = health.as_ref();
+        let ledger = targets.ledger().clone();
         if let Some(health) = health {
             health.set_ring_buffer_bytes(self.kernel.ring_buffer_bytes());
             health.mark_ready();
@@ -315,9 +343,12 @@ impl<S: ProgramSet> Driver<S> {
             };
             match step {
                 Step::Stop => break,
-                Step::Target(Some(TargetEvent::Added(target))) => self.add(&target, health).await,
+                Step::Target(Some(TargetEvent::Added(target))) => {
+                    self.add(&target, health, &ledger).await
+                }
                 Step::Target(Some(TargetEvent::Removed(pid))) => {
-                    self.remove(pid, &mut sink, health)
+                    self.remove(pid, &mut sink, health);
+                    ledger.released(pid);
                 }
                 Step::Target(None) => targets_open = false,
                 Step::Drained(drained) => {
@@ -325,23 +356,30 @@ impl<S: ProgramSet> Driver<S> {
                         .with_context(|| format!("reading the {} ring buffer", self.set.name()))?;
                     self.deliver(n, &mut sink, health);
                 }
-                Step::Housekeeping => self.housekeeping(&mut sink, health),
+                Step::Housekeeping => self.housekeeping(&mut sink, health, false),
             }
         }
         // Deliver what the kernel already produced, then let go.
         self.drain_now(&mut sink, health);
-        self.housekeeping(&mut sink, health);
+        self.housekeeping(&mut sink, health, true);
         for pid in std::mem::take(&mut self.targets) {
             self.set.remove_target(&mut self.kernel, pid);
+            ledger.released(pid);
         }
         info!(set = self.set.name(), "Detached eBPF program set");
         Ok(())
     }
 
-    async fn add(&mut self, target: &ProcessTarget, health: Option<&FrontendHealth>) {
+    async fn add(
+        &mut self,
+        target: &ProcessTarget,
+        health: Option<&FrontendHealth>,
+        ledger: &ProcessLedger,
+    ) {
         match self.set.add_target(&mut self.kernel, target).await {
             Ok(()) => {
                 self.targets.insert(target.pid);
+                ledger.traced(target.pid, &target.exe, self.set.name());
                 debug!(set = self.set.name(), pid = target.pid, exe = %target.exe.display(), reason = target.reason, "Tracing process");
             }
             Err(refusal) => {
@@ -355,6 +393,13 @@ impl<S: ProgramSet> Driver<S> {
                 if let Some(health) = health {
                     health.attach_refused(refusal.reason);
                 }
+                ledger.refused(
+                    target.pid,
+                    &target.exe,
+                    self.set.name(),
+                    refusal.reason,
+                    format!("{:#}", refusal.error),
+                );
             }
         }
         self.report_attached(health);
@@ -402,7 +447,12 @@ impl<S: ProgramSet> Driver<S> {
         }
     }
 
-    fn housekeeping(&mut self, sink: &mut impl Sink<S::Output>, health: Option<&FrontendHealth>) {
+    fn housekeeping(
+        &mut self,
+        sink: &mut impl Sink<S::Output>,
+        health: Option<&FrontendHealth>,
+        last: bool,
+    ) {
         let drops = match self.drops.totals() {
             Ok(totals) => totals,
             Err(error) => {
@@ -413,10 +463,13 @@ impl<S: ProgramSet> Driver<S> {
         let mut tick = Housekeeping {
             drops: &drops,
             parse_errors: Vec::new(),
+            last,
+            untraced: Vec::new(),
         };
         self.set
             .housekeeping(&mut self.kernel, &mut tick, &mut self.outputs);
         let parse_errors = std::mem::take(&mut tick.parse_errors);
+        let untraced = std::mem::take(&mut tick.untraced);
         self.deliver(0, sink, health);
         let Some(health) = health else { return };
         for (reason, total) in &drops {
@@ -425,6 +478,9 @@ impl<S: ProgramSet> Driver<S> {
         health.kernel_dropped_total("undecodable", self.undecodable);
         for (protocol, n) in parse_errors {
             health.parse_errors(protocol, n);
+        }
+        for (reason, n) in untraced {
+            health.connections_untraced(reason, n);
         }
         self.report_attached(Some(health));
     }

@@ -33,6 +33,9 @@ struct Metrics {
     export_dropped: Family<Labels, Counter>,
     export_queue_items: Family<Labels, Gauge>,
     route_cardinality_capped: Counter,
+    metric_attribute_capped: Family<Labels, Counter>,
+    metric_series_capped: Counter,
+    connections_untraced: Family<Labels, Counter>,
     service_graph_overflow: Counter,
     views_samples: Counter,
 }
@@ -132,6 +135,21 @@ impl Health {
             m.route_cardinality_capped.clone(),
         );
         r.register(
+            "metric_attribute_capped",
+            "Observations whose attribute value (taken from traffic) was replaced by _OTHER because the per-resource cap of distinct values was reached, by attribute",
+            m.metric_attribute_capped.clone(),
+        );
+        r.register(
+            "connections_untraced",
+            "Connections not traced (or no longer) because a memory cap was reached, by reason: connection_cap (too many tracked), abandoned (head bytes or pipelined requests over their cap)",
+            m.connections_untraced.clone(),
+        );
+        r.register(
+            "metric_series_capped",
+            "Observations recorded in the otel.metric.overflow series because a resource's series cap per instrument was reached",
+            m.metric_series_capped.clone(),
+        );
+        r.register(
             "service_graph_overflow",
             "Requests counted in the service graph's overflow series because the edge cap was reached",
             m.service_graph_overflow.clone(),
@@ -197,6 +215,24 @@ impl Health {
     }
     pub(crate) fn route_capped(&self) {
         self.metrics.route_cardinality_capped.inc();
+    }
+    pub(crate) fn metric_attribute_capped(&self, attribute: &'static str) {
+        self.metrics
+            .metric_attribute_capped
+            .get_or_create(&vec![("attribute", attribute.to_owned())])
+            .inc();
+    }
+    pub fn metric_attribute_capped_total(&self, attribute: &'static str) -> u64 {
+        self.metrics
+            .metric_attribute_capped
+            .get_or_create(&vec![("attribute", attribute.to_owned())])
+            .get()
+    }
+    pub(crate) fn metric_series_capped(&self) {
+        self.metrics.metric_series_capped.inc();
+    }
+    pub fn metric_series_capped_total(&self) -> u64 {
+        self.metrics.metric_series_capped.get()
     }
 
     /// One export request finished: `result` is `ok`, `retryable` or `permanent`.
@@ -322,6 +358,18 @@ impl FrontendHealth {
             .ring_buffer_bytes
             .get_or_create(&self.labels())
             .set(i64::from(bytes));
+    }
+
+    /// `n` more connections were not traced because of a cap; `reason` is
+    /// `connection_cap` or `abandoned`.
+    pub fn connections_untraced(&self, reason: &'static str, n: u64) {
+        let mut labels = self.labels();
+        labels.push(("reason", reason.to_owned()));
+        self.health
+            .metrics
+            .connections_untraced
+            .get_or_create(&labels)
+            .inc_by(n);
     }
 
     /// The number of processes currently instrumented.

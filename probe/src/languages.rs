@@ -2,6 +2,7 @@
 //! [`ProgramSet`](crate::driver::ProgramSet) with a decoder, and an arm here.
 
 use ferrotel_api::probe_config::Language;
+use ferrotel_probe_ebpf::contract;
 
 use crate::driver;
 use crate::frontend::{Frontend, FrontendContext};
@@ -27,5 +28,61 @@ impl Frontend for LanguageFrontend {
                 driver::run_language(set, ctx).await
             }
         }
+    }
+}
+
+/// The kernel object of `language`'s program set (its name in
+/// [`contract::OBJECTS`]).
+fn object(language: Language) -> &'static str {
+    match language {
+        Language::Go => "go",
+        Language::Python => "sockets",
+    }
+}
+
+/// Whether `language`'s probe attaches tracepoints that aya finds through
+/// tracefs: syscall tracepoints (their ids are read under
+/// `<tracefs>/events/`). Uprobes (through the uprobe PMU) and BTF
+/// tracepoints (discovery, process lifecycles) need none, so only such a
+/// probe mounts a private tracefs where the node has none
+/// ([`crate::tracefs`]).
+pub fn needs_tracefs(language: Language) -> bool {
+    contract::OBJECTS
+        .iter()
+        .any(|o| o.object == object(language) && !o.syscall_programs.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_language_names_an_object_of_the_contract() {
+        for language in Language::ALL {
+            assert!(
+                contract::OBJECTS
+                    .iter()
+                    .any(|o| o.object == object(language)),
+                "{language}: no object {} in the contract",
+                object(language)
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_syscall_tracing_set_needs_tracefs() {
+        assert!(
+            needs_tracefs(Language::Python),
+            "socket-level syscall tracepoints"
+        );
+        assert!(!needs_tracefs(Language::Go), "uprobes only");
+        let discovery = contract::OBJECTS
+            .iter()
+            .find(|o| o.object == "discovery")
+            .expect("discovery object");
+        assert!(
+            discovery.syscall_programs.is_empty(),
+            "discovery must keep to BTF tracepoints: every probe loads it"
+        );
     }
 }

@@ -11,6 +11,7 @@
 //!   -> export (bounded queue, OTLP gRPC / HTTP, retry) and /metrics
 //! ```
 
+pub mod analysis;
 pub mod config;
 pub mod driver;
 pub mod ebpf;
@@ -18,10 +19,19 @@ pub mod export;
 pub mod frontend;
 pub mod go;
 pub mod health;
-pub mod http1;
 pub mod languages;
+pub mod ledger;
+pub mod preflight;
+pub mod profile;
 pub mod runtime;
 pub mod sockets;
+pub mod tap;
 pub mod targets;
 pub mod telemetry;
+pub mod tracefs;
 pub mod views;
+
+// The parsers of workload-controlled input live in `ferrotel-parse` (fuzzed
+// on their own, without this crate's dependencies); they keep their paths
+// here.
+pub use ferrotel_parse::{elf, http1};

@@ -24,8 +24,7 @@ fn init_logging(filter: &str, json: bool) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match RuntimeConfig::load(&cli) {
         Ok(config) => config,
@@ -40,6 +39,46 @@ async fn main() -> ExitCode {
         }
     };
     init_logging(&config.log_filter, config.log_json);
+    if config.probe.targets.kubernetes
+        && let Err(e) = ferrotel_probe::preflight::check_host_pid_namespace()
+    {
+        tracing::error!(error = %e, "ferrotel-probe cannot run");
+        return ExitCode::FAILURE;
+    }
+    // Before the runtime starts threads: a mount namespace of our own is
+    // per thread until then (see tracefs.rs). Only a set that attaches
+    // syscall tracepoints needs tracefs; uprobes and BTF tracepoints do not.
+    if ferrotel_probe::languages::needs_tracefs(config.language) {
+        match ferrotel_probe::tracefs::ensure() {
+            Ok(ferrotel_probe::tracefs::Tracefs::Found(path)) => {
+                tracing::debug!(path = %path.display(), "Found tracefs");
+            }
+            Ok(ferrotel_probe::tracefs::Tracefs::MountedPrivately(path)) => {
+                tracing::info!(
+                    path = %path.display(),
+                    "Mounted tracefs in the probe's own mount namespace (the host has none mounted)"
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ferrotel-probe cannot attach tracepoints");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start the tokio runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: RuntimeConfig) -> ExitCode {
     let targets = ferrotel_probe::targets::kubernetes::target_source(&config);
     let stop = runtime::termination_signal();
     let result = runtime::run(config, LanguageFrontend, targets, stop).await;

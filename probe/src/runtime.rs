@@ -17,9 +17,11 @@ use tracing::{error, info, warn};
 use crate::config::RuntimeConfig;
 use crate::export::client::OtlpClient;
 use crate::export::queue::BoundedQueue;
-use crate::export::{Backoff, run_metrics_exporter, run_trace_exporter};
+use crate::export::{Backoff, run_batch_exporter, run_metrics_exporter};
 use crate::frontend::{Frontend, FrontendContext};
 use crate::health::Health;
+use crate::profile::Profiler;
+use crate::tap::SpanTap;
 use crate::targets::standalone::{self, StandaloneSelector};
 use crate::targets::{TargetContext, TargetSource, target_channel};
 use crate::telemetry::RecordSink;
@@ -54,27 +56,60 @@ pub async fn run<F: Frontend>(
 ) -> anyhow::Result<()> {
     let health = Health::new();
     let resources = ResourceRegistry::new(config.resource.clone());
-    let red = RedMetrics::new();
+    let red = RedMetrics::with_health(health.clone());
     let views = Views::new(&config.probe.views);
     let clock = ClockOffsets::measure();
     let shutdown = CancellationToken::new();
     let config = Arc::new(config);
+
+    // Profiling (off by default) runs beside the front-end on the same
+    // targets; it exports OTLP profiles and serves /debug/profile.
+    let profiler = if config.probe.profiling.enabled {
+        let client = OtlpClient::new(config.export.profiles.clone())
+            .context("setting up the OTLP profiles exporter")?;
+        Some(Profiler::new(
+            config.probe.profiling.clone(),
+            Some(client),
+            resources.clone(),
+            clock,
+            health.clone(),
+        ))
+    } else {
+        None
+    };
+
+    // Both ends share the process ledger that `/debug/processes` serves.
+    let (mut publisher, target_events) = target_channel();
+    let tap = SpanTap::new();
 
     // The metrics endpoint first: a taken port fails fast.
     let mut registry = Registry::default();
     health.register(&mut registry);
     registry.register_collector(Box::new(red.clone()));
     views.register(&mut registry);
+    let mut routes = axum::Router::new();
+    if let Some((_, handle)) = &profiler {
+        handle.metrics.register(&mut registry);
+        routes = crate::profile::store::router(handle.store.clone());
+    }
     let server_stop = CancellationToken::new();
     let server = if config.probe.metrics.enabled {
         let (addr, task) = crate::export::prometheus::serve(
             &config.probe.metrics.listen,
             registry,
             health.clone(),
+            routes.merge(crate::export::debug::routes(
+                crate::export::debug::DebugState {
+                    ledger: publisher.ledger().clone(),
+                    tap: tap.clone(),
+                    language: config.language,
+                    node: std::env::var("NODE_NAME").unwrap_or_default(),
+                },
+            )),
             server_stop.clone(),
         )
         .await?;
-        info!(%addr, "Serving /metrics, /healthz and /readyz");
+        info!(%addr, "Serving /metrics, /healthz, /readyz and /debug/processes, /debug/tap");
         Some(task)
     } else {
         None
@@ -96,7 +131,7 @@ pub async fn run<F: Frontend>(
         "traces",
         health.clone(),
     ));
-    let trace_task = tokio::spawn(run_trace_exporter(
+    let trace_task = tokio::spawn(run_batch_exporter(
         queue.clone(),
         trace_client,
         export.scheduled_delay,
@@ -116,7 +151,10 @@ pub async fn run<F: Frontend>(
         metrics_stop.clone(),
     ));
 
-    let (sink, records) = RecordSink::channel(RECORD_CHANNEL_CAPACITY, health.clone());
+    let (mut sink, records) = RecordSink::channel(RECORD_CHANNEL_CAPACITY, health.clone());
+    if let Some((_, handle)) = &profiler {
+        sink = sink.with_span_tap(handle.spans.clone());
+    }
     let pipeline = Pipeline::new(
         &config.probe.routes,
         resources.clone(),
@@ -125,10 +163,27 @@ pub async fn run<F: Frontend>(
         clock,
         health.clone(),
     )
+    .with_redaction(&config.probe.redaction)
+    .with_tap(tap)
     .with_service_graph(views.service_graph());
     let pipeline_task = tokio::spawn(pipeline.run(records));
 
-    let (publisher, target_events) = target_channel();
+    let profiler_task = match profiler {
+        Some((profiler, _)) => {
+            let (mirrored, profiler_targets) = publisher.mirrored();
+            publisher = mirrored;
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = profiler.run(profiler_targets, stop).await {
+                    error!(
+                        error = format!("{e:#}"),
+                        "Profiling stopped; tracing continues"
+                    );
+                }
+            }))
+        }
+        None => None,
+    };
     let targets_task = match targets {
         TargetSource::Standalone => {
             let t = &config.probe.targets;
@@ -161,7 +216,7 @@ pub async fn run<F: Frontend>(
         config: Arc::new(config.probe.clone()),
         targets: target_events,
         sink,
-        spans: SpanStarter::new(&config.probe.sampler),
+        spans: SpanStarter::new(crate::config::sampler(&config.probe.sampler)),
         health: health.frontend(config.language),
         resources: resources.clone(),
         clock,
@@ -201,6 +256,14 @@ pub async fn run<F: Frontend>(
                 warn!("Front-end did not stop within 10 s; aborting it");
                 frontend_task.abort();
             }
+        }
+    }
+    if let Some(task) = profiler_task {
+        // Its last windows, then its export queue (retried up to the
+        // exporter timeout while the collector fails).
+        let grace = config.export.profiles.timeout + Duration::from_secs(5);
+        if tokio::time::timeout(grace, task).await.is_err() {
+            warn!("Profiler did not stop in time; its last profiles are lost");
         }
     }
     if let Ok(Err(e)) = targets_task.await {

@@ -1,26 +1,28 @@
 //! The export path against the real OpenTelemetry Collector (our `otelcol`
 //! distribution, run by `ferrotel_e2e::Collector`): synthetic request
-//! records go through the real pipeline and exporter, and what the
-//! collector's file exporter wrote is checked.
+//! records (and profile windows) go through the real pipeline and
+//! exporter, and what the collector's file exporter wrote is checked.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrotel_api::probe_config::{ExporterConfig, OtlpProtocol, RoutesConfig, SamplerConfig};
+use ferrotel_api::probe_config::{ExporterConfig, OtlpProtocol, RoutesConfig};
 use ferrotel_e2e::Collector;
-use ferrotel_e2e::collector::{FileOutputs, read_spans};
+use ferrotel_e2e::collector::{FileOutputs, read_profile_samples, read_spans};
 use ferrotel_probe::export::client::OtlpClient;
 use ferrotel_probe::export::queue::BoundedQueue;
 use ferrotel_probe::export::settings::ExportSettings;
-use ferrotel_probe::export::{Backoff, run_trace_exporter};
+use ferrotel_probe::export::{Backoff, run_batch_exporter};
 use ferrotel_probe::health::Health;
+use ferrotel_probe::profile;
+use ferrotel_probe::profile::model::{Frame, FrameKind, Profile};
 use ferrotel_probe::telemetry::clock::{ClockOffsets, KernelClock};
 use ferrotel_probe::telemetry::metrics::RedMetrics;
 use ferrotel_probe::telemetry::pipeline::{Pipeline, QueuedSpan};
 use ferrotel_probe::telemetry::record::{HttpInfo, Protocol, RequestRecord, SpanKind};
 use ferrotel_probe::telemetry::resource::{BaseResource, ResourceRegistry};
-use ferrotel_probe::telemetry::sampling::SpanStarter;
+use ferrotel_probe::telemetry::sampling::{Sampler, SpanStarter};
 use ferrotel_probe::telemetry::trace_context::parse_traceparent;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -118,7 +120,7 @@ fn harness(settings: &ExportSettings, service: &str, backoff: Backoff) -> Harnes
         health.clone(),
     );
     let client = OtlpClient::new(settings.traces.clone()).expect("trace client");
-    let exporter = tokio::spawn(run_trace_exporter(
+    let exporter = tokio::spawn(run_batch_exporter(
         queue.clone(),
         client,
         settings.scheduled_delay,
@@ -152,7 +154,7 @@ async fn spans_and_metrics_arrive(protocol: OtlpProtocol) {
     let service = format!("export-test-{protocol:?}").to_lowercase();
     let settings = settings(&endpoint, protocol);
     let mut h = harness(&settings, &service, Backoff::default());
-    let starter = SpanStarter::new(&SamplerConfig::default());
+    let starter = SpanStarter::new(Sampler::default());
 
     let requests = 40;
     let mut server_ids = HashSet::new();
@@ -322,6 +324,7 @@ async fn file_collector(port: u16, traces: &std::path::Path) -> Collector {
         traces: traces.to_owned(),
         metrics: None,
         logs: None,
+        profiles: None,
     };
     Collector::start_with_file_exporter_at(port, outputs)
         .await
@@ -359,7 +362,7 @@ async fn collector_outage_loses_nothing_that_fits_the_queue_and_counts_the_rest(
         max: Duration::from_millis(500),
     };
     let mut h = harness(&settings, "outage-test", backoff);
-    let starter = SpanStarter::new(&SamplerConfig::default());
+    let starter = SpanStarter::new(Sampler::default());
     let mut push = |n: usize, prefix: &str| {
         for i in 0..n {
             let record = http_record(
@@ -381,6 +384,21 @@ async fn collector_outage_loses_nothing_that_fits_the_queue_and_counts_the_rest(
         20,
     )
     .await;
+
+    // Accepted is not yet written: the file exporter flushes every 100 ms,
+    // and a collector stopped before that loses what it held.
+    ferrotel_e2e::wait_for("20 spans in the first collector's file", WAIT, || {
+        let n = read_spans(&before_file).unwrap_or_default().len();
+        async move {
+            if n >= 20 {
+                Ok(())
+            } else {
+                Err(format!("{n} spans so far"))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // Phase 2: collector down; 250 spans arrive, the queue holds 200.
     drop(first);
@@ -471,4 +489,171 @@ fn retries(health: &Health) -> u64 {
         .filter(|l| l.starts_with("ferrotel_probe_export_retries_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// A window of this process whose one stack ends in `function`.
+fn profile_window(resources: &ResourceRegistry, function: &str) -> Arc<Profile> {
+    let pid = std::process::id();
+    let start = ClockOffsets::measure()
+        .to_unix_nanos(KernelClock::Monotonic, ClockOffsets::monotonic_now_ns());
+    let mut window = Profile::new(pid, resources.get(pid), start, 1_000_000_000 / 19, 100);
+    window.end_unix_ns = start + 1_000_000_000;
+    window.add_frames(
+        &[
+            Frame::new(FrameKind::Go, "main.main", Some("main.go"), 10),
+            Frame::new(FrameKind::Go, function, Some("main.go"), 20),
+        ],
+        None,
+        7,
+    );
+    Arc::new(window)
+}
+
+/// A collector on `port` writing profiles to `profiles` (restartable in place).
+async fn profiles_collector(
+    port: u16,
+    dir: &std::path::Path,
+    profiles: &std::path::Path,
+) -> Collector {
+    let outputs = FileOutputs {
+        traces: dir.join(format!("traces-{port}.json")),
+        metrics: None,
+        logs: None,
+        profiles: Some(profiles.to_owned()),
+    };
+    Collector::start_with_file_exporter_at(port, outputs)
+        .await
+        .unwrap_or_else(|e| panic!("the real collector must start with a profiles pipeline: {e}"))
+}
+
+/// The leaf functions of the samples in a profiles file, once it holds `n`.
+async fn profile_leaves(path: &std::path::Path, n: usize) -> Vec<String> {
+    let path = path.to_owned();
+    ferrotel_e2e::wait_for(
+        &format!("{n} profile samples in {}", path.display()),
+        WAIT,
+        || {
+            let samples = read_profile_samples(&path).unwrap_or_default();
+            async move {
+                if samples.len() >= n {
+                    Ok(samples)
+                } else {
+                    Err(format!("{} samples so far", samples.len()))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .into_iter()
+    .map(|s| {
+        assert_eq!(s.count, 7, "sample counts survive the export");
+        assert_eq!(
+            s.service_name(),
+            Some("profile-outage-test"),
+            "resource kept"
+        );
+        s.functions.first().cloned().unwrap_or_default()
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn profiles_outlive_a_collector_outage_within_the_queue_bound_and_the_rest_is_counted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = ferrotel_e2e::free_port();
+    let before_file = dir.path().join("profiles-before.json");
+    let after_file = dir.path().join("profiles-after.json");
+    let first = profiles_collector(port, dir.path(), &before_file).await;
+
+    let health = Health::new();
+    let resources = registry("profile-outage-test");
+    // The outage's windows have the same shape and name lengths, so the
+    // same estimated size: room for exactly 10 of them, in flight
+    // (retried) or queued.
+    let weight = profile_window(&resources, "main.during_00").approx_bytes();
+    let queue = Arc::new(profile::export_queue(10 * weight, health.clone()));
+    let settings = settings(&format!("http://127.0.0.1:{port}"), OtlpProtocol::Grpc);
+    let client = OtlpClient::new(settings.profiles.clone()).expect("profiles client");
+    let backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+    };
+    let exporter = tokio::spawn(run_batch_exporter(
+        queue.clone(),
+        client,
+        Duration::from_millis(100),
+        backoff,
+        Duration::from_secs(5),
+        health.clone(),
+    ));
+    let push = |range: std::ops::Range<usize>, phase: &str| {
+        for i in range {
+            queue.push(profile_window(&resources, &format!("main.{phase}_{i:02}")));
+        }
+    };
+
+    // Phase 1: collector up.
+    push(0..3, "before");
+    wait_counter(
+        "3 windows exported before the outage",
+        || health.exported_total("profiles"),
+        3,
+    )
+    .await;
+    let mut before = profile_leaves(&before_file, 3).await;
+    before.sort();
+    assert_eq!(
+        before,
+        ["main.before_00", "main.before_01", "main.before_02"]
+    );
+
+    // Phase 2: collector down; 13 windows arrive, the queue holds 10.
+    drop(first);
+    push(0..8, "during");
+    wait_counter(
+        "the exporter to retry against the stopped collector",
+        || retries(&health),
+        1,
+    )
+    .await;
+    push(8..13, "during");
+    assert_eq!(
+        health.export_dropped_total("profiles", "queue_full"),
+        3,
+        "13 windows during the outage with room for 10: exactly 3 dropped and counted \
+         (exported so far {}, queued {}, health:\n{})",
+        health.exported_total("profiles"),
+        queue.queued(),
+        health_text(&health)
+    );
+
+    // Phase 3: collector back on the same port.
+    let second = profiles_collector(port, dir.path(), &after_file).await;
+    wait_counter(
+        "the queued windows to be exported after the outage",
+        || health.exported_total("profiles"),
+        13,
+    )
+    .await;
+    queue.close();
+    exporter.await.expect("exporter task");
+    let mut after = profile_leaves(&after_file, 10).await;
+    after.sort();
+    let expected: Vec<String> = (0..10).map(|i| format!("main.during_{i:02}")).collect();
+    assert_eq!(
+        after, expected,
+        "the 10 windows that fitted are delivered once each, the newest 3 were the ones dropped"
+    );
+    assert_eq!(
+        health.exported_total("profiles"),
+        13,
+        "health counts 3 + 10 exported"
+    );
+    assert_eq!(
+        health.export_dropped_total("profiles", "queue_full"),
+        3,
+        "no further drops"
+    );
+    drop(second);
 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use ferrotel_api::probe_config::Language;
+use ferrotel_api::probe_endpoints;
 use ferrotel_e2e::Collector;
 use ferrotel_probe::frontend::{Frontend, FrontendContext};
 use ferrotel_probe::targets::TargetEvent;
@@ -157,6 +158,22 @@ async fn graceful_stop_flushes_spans_and_metrics_and_metrics_endpoint_serves() {
         get(&format!("{base}/readyz")).await.0,
         200,
         "ready once the front-end said so"
+    );
+    // The routes `kubectl ferrotel` reads are served next to /metrics.
+    let (status, body) = get(&format!("{base}{}", probe_endpoints::PROCESSES_PATH)).await;
+    assert_eq!(status, 200, "{body}");
+    let report: probe_endpoints::ProcessesReport =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("a process report ({e}): {body}"));
+    assert_eq!(report.language, Some(Language::Python));
+    let (status, body) = get(&format!(
+        "{base}{}?namespce=shop",
+        probe_endpoints::TAP_PATH
+    ))
+    .await;
+    assert_eq!(status, 400, "a bad tap filter is refused: {body}");
+    assert!(
+        body.contains("\"namespce\"") && body.contains("namespace="),
+        "{body}"
     );
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     assert!(

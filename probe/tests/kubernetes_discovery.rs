@@ -235,8 +235,8 @@ async fn a_process_exec_d_into_an_opted_in_pod_is_claimed_from_its_exec_event_it
         .unwrap_or_else(|e| panic!("{e}"));
     let python = stack::python_interpreter().unwrap_or_else(|e| panic!("{e}"));
     let options = SandboxOptions {
+        container: "app".into(),
         network: false,
-        ..SandboxOptions::default()
     };
     let pod = |name: &'static str| {
         let (client, ns, node, options) =

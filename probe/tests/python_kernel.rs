@@ -2,18 +2,22 @@
 //! what the programs emit for a real Python server, and that losses are
 //! counted. Needs root; fails (does not skip) without it.
 
+// For its private tracefs (the tracepoint programs need one).
+#[path = "probe_harness/mod.rs"]
+mod probe_harness;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ferrotel_api::probe_config::{LanguageTuning, SamplerConfig};
+use ferrotel_api::probe_config::LanguageTuning;
 use ferrotel_probe::driver::Driver;
 use ferrotel_probe::ebpf::EbpfError;
 use ferrotel_probe::sockets::SocketSet;
 use ferrotel_probe::sockets::events::{Direction, KernelEvent, decode};
-use ferrotel_probe::telemetry::sampling::SpanStarter;
+use ferrotel_probe::telemetry::sampling::{Sampler, SpanStarter};
 
 /// The socket-level set, loaded and attached the way the probe does it.
 #[allow(clippy::result_large_err)]
@@ -25,7 +29,7 @@ fn load(ring_buffer_bytes: u32, max_payload_bytes: u32) -> Result<Driver<SocketS
     };
     Driver::load(SocketSet::new(
         &tuning,
-        SpanStarter::new(&SamplerConfig::default()),
+        SpanStarter::new(Sampler::default()),
     ))
 }
 

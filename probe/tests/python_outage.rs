@@ -39,6 +39,7 @@ async fn start_collector(port: u16, dir: &Path, name: &str) -> Collector {
         traces: dir.join(format!("{name}-traces.json")),
         metrics: Some(dir.join(format!("{name}-metrics.json"))),
         logs: None,
+        profiles: None,
     };
     Collector::start_with_file_exporter_at(port, outputs)
         .await

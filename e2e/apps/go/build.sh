@@ -18,7 +18,7 @@ stamp=$( { "$go_bin" version; cat build.sh go.mod go.sum; find . -name '*.go' | 
 if [[ -f $out/STAMP && $(cat "$out/STAMP") == "$stamp" ]]; then
   exit 0
 fi
-for app in httpserver httpclient chiapp grpcserver grpcclient; do
+for app in httpserver httpclient chiapp grpcserver grpcclient cpuburn; do
   # Build beside the target and rename into place: a running test target
   # keeps its (old) inode, and concurrent builds never see a partial file.
   "$go_bin" build -o "$out/$app.tmp.$$" "./$app"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates probe/src/go/offsets_table.json from the DWARF of the Go
+# Regenerates probe/parse/src/go/offsets_table.json from the DWARF of the Go
 # test targets built with every Go toolchain found on this machine (the
 # machine's Go and Debian's golang-1.2x packages). Run from the repo root.
 set -euo pipefail
@@ -16,4 +16,4 @@ for go in /usr/local/go/bin/go /usr/lib/go-1.*/bin/go; do
   done
 done
 cd "$root"
-cargo run --quiet -p ferrotel-probe --bin go-offsets-gen -- probe/src/go/offsets_table.json "${binaries[@]}"
+cargo run --quiet -p ferrotel-probe --bin go-offsets-gen -- probe/parse/src/go/offsets_table.json "${binaries[@]}"

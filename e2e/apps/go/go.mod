@@ -1,4 +1,4 @@
-// Test targets for the Go probe (issue 6). Kept buildable by the oldest Go in
+// Test targets for the Go probe. Kept buildable by the oldest Go in
 // the test matrix (Debian's golang-1.23): the `go` line and every dependency
 // pin must stay at or below it.
 module ferrotel.test/goapps

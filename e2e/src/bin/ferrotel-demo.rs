@@ -1,14 +1,17 @@
-//! `make demo`: the whole of Ferrotel on one machine, in the foreground.
+//! `make demo`: the whole of Ferrotel on one machine, in the foreground, on
+//! real pods.
 //!
-//! Starts a local control plane (etcd, kube-apiserver, controllers, kwok),
-//! installs the CRDs, runs the operator, starts a Python storefront calling
-//! a Go catalogue in pod-like sandboxes (not instrumented), applies
-//! `config/samples` (which opts their namespace in and creates a
-//! TelemetryCollector and an Instrumentation), runs the collector and the Go
-//! and Python probes exactly as the operator rendered them, drives traffic,
-//! prints spans as the collector receives them and ends with a RED summary
-//! per service and the service map's edges with their p50/p90/p99. Ctrl-C
-//! (or `--duration`) ends it and everything it started is stopped and
+//! Starts a local control plane with a real node (containerd, kubelet,
+//! kube-proxy, CoreDNS: `ferrotel_e2e::node`), builds the project's images
+//! locally and loads them into the node, installs the Helm chart, runs a
+//! Python storefront calling a Go catalogue as Deployments (not
+//! instrumented), applies `config/samples` (which opts their namespace in
+//! and creates a TelemetryCollector and an Instrumentation: the operator
+//! then runs the collector and the Go and Python probes as pods), points the
+//! sample collector at a backend on the host, drives traffic, prints spans
+//! as the backend receives them and ends with a RED summary per service and
+//! the service map's edges with their p50/p90/p99.
+//! Ctrl-C (or `--duration`) ends it and everything it started is stopped and
 //! removed; `ferrotel-demo down` cleans up after a run that was killed.
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
@@ -19,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use ferrotel_e2e::stack;
+use ferrotel_e2e::stack::{self, App, StackImages};
 use ferrotel_e2e::{Span, TestBed, TestBedOptions};
 
 #[derive(Debug, Parser)]
@@ -48,7 +51,7 @@ struct Args {
 enum Cmd {
     /// Run the demo (the default).
     Up,
-    /// Remove what a killed demo left behind (sandboxes, network namespaces, cgroups).
+    /// Remove what a killed demo left behind (its real node: containers, mounts, network namespace, cgroups).
     Down,
     /// Measure opt-in latency (annotation applied -> first span at the
     /// collector) over repeated opt-in/opt-out cycles, with traffic flowing.
@@ -101,8 +104,6 @@ impl Progress {
 async fn main() {
     let args = Args::parse();
     stack::install_crypto_provider();
-    // Its own cgroup parent: `down` then never touches test sandboxes.
-    ferrotel_e2e::sandbox::use_cgroup_parent(DEMO_CGROUP_PARENT);
     tracing_subscriber::fmt()
         .with_env_filter(
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,kube_client=off".into()),
@@ -122,80 +123,89 @@ async fn main() {
 async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
     anyhow::ensure!(
         stack::is_root(),
-        "the demo needs root: the probes load eBPF programs and the sample apps run in cgroups and network namespaces (run: sudo make demo)"
+        "the demo needs root: it runs a real node (containerd, kubelet: network namespace, cgroups, mounts) and the probes load eBPF programs (run: sudo make demo)"
     );
     let _ = down(&args.dir);
     std::fs::create_dir_all(&args.dir)?;
     let dir = std::fs::canonicalize(&args.dir)?;
 
-    progress.step("Starting the local control plane (etcd, kube-apiserver, controllers, kwok)");
+    progress.step(
+        "Starting the local cluster: etcd, kube-apiserver, controllers, and a real node (containerd, kubelet, kube-proxy, CoreDNS)",
+    );
     let bed_dir = dir.join("testbed");
     let _ = std::fs::remove_dir_all(&bed_dir);
     let bed = TestBed::start(TestBedOptions {
-        nodes: 1,
+        nodes: 0,
         dir: Some(bed_dir),
+        real_node: true,
     })
     .await?;
     let client = bed.client();
-    let node = bed
-        .node_names()
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("the control plane has no node"))?;
     println!(
-        "      kubeconfig: {}   node: {node}",
-        bed.kubeconfig().display()
+        "      export KUBECONFIG={}   node: {}",
+        bed.kubeconfig().display(),
+        bed.with_real_node(|n| n.name().to_owned())
     );
 
-    progress.step("Installing the CRDs (crds/) and starting ferrotel-operator");
-    stack::install_crds(bed.kubeconfig())?;
-    let operator = stack::start_operator(bed.kubeconfig(), &dir)?;
-    println!("      operator log: {}", operator.log.display());
+    progress.step("Building the images locally (operator, probe, collector, apps) and loading them into the node");
+    let images = StackImages::build_and_import(&bed).await?;
+    for image in [
+        &images.operator,
+        &images.probe,
+        &images.collector,
+        &images.backend,
+        &images.frontend,
+    ] {
+        println!("      {}", image.reference);
+    }
+
+    progress.step(&format!(
+        "Installing the Helm chart (charts/ferrotel) into {}",
+        stack::CHART_NAMESPACE
+    ));
+    stack::install_chart(&bed, &images, stack::CHART_NAMESPACE).await?;
 
     // The apps run first, uninstrumented: Ferrotel attaches to what already
     // runs, with no restart.
-    progress.step("Starting the sample apps, not instrumented yet: shop/frontend (Python) -> shop/catalogue (Go), in pod-like sandboxes");
-    let kubectl = |args: &[&str]| bed.kubectl().args(args).output();
-    let _ = kubectl(&["create", "namespace", SHOP]);
-    let backend_bin = stack::build_go_backend(&dir)?;
-    let python = stack::python_interpreter()?;
-    let frontend_py = stack::workspace_root().join("e2e/apps/demo/frontend.py");
-    let catalogue = stack::deploy(
+    progress.step("Starting the sample apps, not instrumented yet: shop/frontend (Python) -> shop/catalogue (Go), as Deployments");
+    let _ = bed.kubectl().args(["create", "namespace", SHOP]).output();
+    let catalogue = stack::deploy_app(
         &client,
         SHOP,
-        "catalogue",
-        &node,
-        BTreeMap::new(),
-        BTreeMap::new(),
-        &backend_bin,
-        &["--addr=0.0.0.0:8080".into(), "--error-rate=0.03".into()],
-        8080,
-        &dir,
+        &App {
+            name: "catalogue".into(),
+            image: images.backend.reference.clone(),
+            args: vec!["--addr=0.0.0.0:8080".into(), "--error-rate=0.03".into()],
+            port: 8080,
+            ..App::default()
+        },
     )
     .await?;
-    let frontend = stack::deploy(
+    let frontend = stack::deploy_app(
         &client,
         SHOP,
-        "frontend",
-        &node,
-        BTreeMap::from([("app.kubernetes.io/name".to_owned(), "storefront".to_owned())]),
-        BTreeMap::new(),
-        &python,
-        &[
-            frontend_py.display().to_string(),
-            "--listen=0.0.0.0:8000".into(),
-            format!("--backend=http://{}", catalogue.addr()),
-        ],
-        8000,
-        &dir,
+        &App {
+            name: "frontend".into(),
+            image: images.frontend.reference.clone(),
+            args: vec![
+                "--listen=0.0.0.0:8000".into(),
+                format!("--backend={}", catalogue.service_url()),
+            ],
+            port: 8000,
+            labels: BTreeMap::from([(
+                "app.kubernetes.io/name".to_owned(),
+                "storefront".to_owned(),
+            )]),
+            ..App::default()
+        },
     )
     .await?;
     println!(
         "      frontend {}  (pod {})   catalogue {}  (pod {})",
         frontend.addr(),
-        frontend.sandbox.pod_name(),
-        catalogue.addr(),
-        catalogue.sandbox.pod_name()
+        frontend.pod,
+        catalogue.service_url(),
+        catalogue.pod
     );
 
     progress.step(&format!(
@@ -203,12 +213,15 @@ async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
     ));
     let samples = stack::workspace_root().join("config/samples");
     let applied = Instant::now();
-    let out = kubectl(&[
-        "apply",
-        "--server-side",
-        "-k",
-        &samples.display().to_string(),
-    ])?;
+    let out = bed
+        .kubectl()
+        .args([
+            "apply",
+            "--server-side",
+            "-k",
+            &samples.display().to_string(),
+        ])
+        .output()?;
     anyhow::ensure!(
         out.status.success(),
         "kubectl apply -k {} failed: {}",
@@ -220,41 +233,58 @@ async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
     }
 
     progress.step(
-        "Running the collector and the Go and Python probes exactly as the operator rendered them",
+        "Adding a backend to the sample collector (an otlp exporter to a collector on this host, which the summary reads)",
     );
-    let collector =
-        stack::run_rendered_collector(&client, SAMPLES_NS, SAMPLE_COLLECTOR, &dir).await?;
-    println!(
-        "      collector OTLP: {}   spans file: {}",
-        collector.grpc_url,
-        collector.traces_file.display()
-    );
-    let mut probes = Vec::new();
-    for language in ["go", "python"] {
-        let probe = stack::run_rendered_probe(
-            &client,
+    let backend = stack::start_backend(&bed).await?;
+    let patch = serde_json::json!({"spec": {"config": {
+        "exporters": {"otlp/backend": stack::backend_exporter(&backend)},
+        "service": {"pipelines": {"traces": {"exporters": ["debug", "otlp/backend"]}}},
+    }}});
+    let out = bed
+        .kubectl()
+        .args([
+            "patch",
+            "telemetrycollector",
+            SAMPLE_COLLECTOR,
+            "-n",
             SAMPLES_NS,
-            SAMPLE_INSTRUMENTATION,
-            language,
-            &node,
-            &collector.grpc_url,
-            bed.kubeconfig(),
-            &dir,
-        )
-        .await?;
-        println!("      {}", probe.command.join(" "));
-        probes.push(probe);
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl patch telemetrycollector failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("      backend OTLP: {}", backend.grpc_endpoint());
+
+    progress
+        .step("Waiting for the collector and the Go and Python probe pods the operator renders");
+    for language in ["go", "python"] {
+        stack::wait_probe_ready(&client, SAMPLES_NS, SAMPLE_INSTRUMENTATION, language).await?;
     }
-    for probe in &mut probes {
-        stack::wait_probe_ready(probe).await?;
+    stack::wait_pod_ready(
+        &client,
+        SAMPLES_NS,
+        &format!(
+            "app.kubernetes.io/instance={SAMPLE_COLLECTOR},app.kubernetes.io/component=collector"
+        ),
+    )
+    .await?;
+    let pods = bed
+        .kubectl()
+        .args(["get", "pods", "-A", "-o", "wide"])
+        .output()?;
+    println!("      $ kubectl get pods -A -o wide");
+    for line in String::from_utf8_lossy(&pods.stdout).lines() {
+        println!("      {line}");
     }
 
     Ok(Demo {
         frontend,
-        catalogue,
-        probes,
-        collector,
-        operator,
+        backend,
         bed,
         dir,
         applied,
@@ -263,12 +293,10 @@ async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
 
 /// Everything the demo runs; dropping it stops it all.
 struct Demo {
-    // Field order is drop order: apps, then probes, collector, operator, control plane.
-    frontend: stack::Workload,
-    catalogue: stack::Workload,
-    probes: Vec<stack::LocalProbe>,
-    collector: stack::LocalCollector,
-    operator: ferrotel_e2e::operator::OperatorProcess,
+    frontend: stack::AppPod,
+    /// The collector on the host the sample collector forwards to.
+    backend: ferrotel_e2e::Collector,
+    // Dropped last: the real node (and every pod) and the control plane.
     bed: TestBed,
     dir: PathBuf,
     /// When the samples were applied (the namespace opted in).
@@ -278,7 +306,7 @@ struct Demo {
 async fn up(args: &Args) -> anyhow::Result<()> {
     let mut progress = Progress {
         step: 0,
-        total: 7,
+        total: 9,
         started: Instant::now(),
     };
     let demo = tokio::select! {
@@ -291,10 +319,7 @@ async fn up(args: &Args) -> anyhow::Result<()> {
     };
     let Demo {
         frontend,
-        catalogue,
-        probes,
-        collector,
-        operator,
+        backend: collector,
         bed,
         dir,
         applied,
@@ -353,15 +378,12 @@ async fn up(args: &Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let spans = collector.spans().unwrap_or_default();
     print_summary(&spans, first_span);
-    print_edges(&probes).await;
+    print_edges(&bed.client()).await;
     println!(
-        "\nStopping everything (the operator, probes, collector, sandboxes and control plane)…"
+        "\nStopping everything (every pod and the real node, the backend, the control plane)…"
     );
     drop(frontend);
-    drop(catalogue);
-    drop(probes);
     drop(collector);
-    drop(operator);
     drop(bed);
     let _ = down(&dir);
     println!("Done. Logs were in {}", dir.display());
@@ -440,7 +462,7 @@ fn print_summary(spans: &[Span], first_span: Option<Duration>) {
     }
     if let Some(latency) = first_span {
         println!(
-            "      first span at the collector {:.1}s after applying config/samples (includes starting the collector and probes)",
+            "      first span at the collector {:.1}s after applying config/samples (includes starting the collector and probe pods)",
             latency.as_secs_f64()
         );
     }
@@ -449,17 +471,21 @@ fn print_summary(spans: &[Span], first_span: Option<Duration>) {
 /// The service map as the probes serve it (`traces_service_graph_*` on
 /// their /metrics, what Prometheus would scrape): every edge with its
 /// requests, error share and p50/p90/p99.
-async fn print_edges(probes: &[stack::LocalProbe]) {
+async fn print_edges(client: &kube::Client) {
     let mut expositions = Vec::new();
-    for probe in probes {
-        match stack::http_get(&probe.metrics_addr, "/metrics").await {
-            Ok((200, body)) => expositions.push(body),
-            Ok((code, _)) => println!(
-                "      the {} probe's /metrics answered {code}",
-                probe.language
-            ),
-            Err(e) => println!("      the {} probe's /metrics: {e}", probe.language),
+    match stack::probe_endpoints(client, SAMPLES_NS, SAMPLE_INSTRUMENTATION).await {
+        Ok(probes) => {
+            for (language, addr) in probes {
+                match stack::http_get(&addr, "/metrics").await {
+                    Ok((200, body)) => expositions.push(body),
+                    Ok((code, _)) => {
+                        println!("      the {language} probe's /metrics answered {code}")
+                    }
+                    Err(e) => println!("      the {language} probe's /metrics: {e}"),
+                }
+            }
         }
+        Err(e) => println!("      listing the probe pods: {e}"),
     }
     let graph =
         ferrotel_e2e::graph::service_graph_from_prometheus(expositions.iter().map(String::as_str));
@@ -480,43 +506,13 @@ fn is_error(span: &Span) -> bool {
             .is_some_and(|c| c >= 500)
 }
 
-/// Removes leftovers of a killed demo: the demo's sandbox cgroups (and
-/// their processes), and network namespaces and bridges of sandboxes whose
-/// owner process is gone.
+/// Removes leftovers of a killed demo: a real node whose owner died
+/// (containers, mounts, network namespace, cgroups) and the demo directory.
 fn down(dir: &Path) -> anyhow::Result<()> {
-    let _ = dir;
-    if let Ok(mount) = ferrotel_e2e::sandbox::cgroup2_mount() {
-        let parent = mount.join(ferrotel_e2e::sandbox::cgroup_parent());
-        for pod in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            for container in std::fs::read_dir(pod.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                if container.path().is_dir() {
-                    let procs = std::fs::read_to_string(container.path().join("cgroup.procs"))
-                        .unwrap_or_default();
-                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                        ferrotel_e2e::process::signal_pid(pid, 9);
-                    }
-                    for _ in 0..50 {
-                        if std::fs::remove_dir(container.path()).is_ok() {
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-            }
-            let _ = std::fs::remove_dir(pod.path());
-        }
-        let _ = std::fs::remove_dir(&parent);
-    }
-    ferrotel_e2e::sandbox::remove_stale_networks();
+    ferrotel_e2e::node::reap_stale();
+    let _ = std::fs::remove_dir_all(dir.join("testbed"));
     Ok(())
 }
-
-/// Parent of the demo's sandbox cgroups (tests use `ferrotel-e2e`).
-const DEMO_CGROUP_PARENT: &str = "ferrotel-demo";
 
 /// What `config/samples` creates (the demo reads it back by these names).
 const SAMPLES_NS: &str = "otel";
@@ -533,7 +529,7 @@ fn unix_now_ns() -> u64 {
 }
 
 /// Spans of the shop namespace whose request started at or after `unix_ns`.
-fn shop_spans_since(collector: &stack::LocalCollector, unix_ns: u64) -> usize {
+fn shop_spans_since(collector: &ferrotel_e2e::Collector, unix_ns: u64) -> usize {
     collector
         .spans()
         .unwrap_or_default()
@@ -542,7 +538,7 @@ fn shop_spans_since(collector: &stack::LocalCollector, unix_ns: u64) -> usize {
         .count()
 }
 
-fn shop_spans(collector: &stack::LocalCollector) -> usize {
+fn shop_spans(collector: &ferrotel_e2e::Collector) -> usize {
     collector
         .spans()
         .unwrap_or_default()
@@ -554,7 +550,7 @@ fn shop_spans(collector: &stack::LocalCollector) -> usize {
 async fn optin_bench(args: &Args, runs: usize, out: Option<&Path>) -> anyhow::Result<()> {
     let mut progress = Progress {
         step: 0,
-        total: 6,
+        total: 8,
         started: Instant::now(),
     };
     let demo = tokio::select! {
@@ -588,11 +584,11 @@ async fn optin_bench(args: &Args, runs: usize, out: Option<&Path>) -> anyhow::Re
         // The samples opt the namespace in: opt out first and wait until
         // spans stop (3 s without a new one).
         stack::annotate_namespace(&client, SHOP, "ferrotel.io/instrument", None).await?;
-        let mut last = shop_spans(&demo.collector);
+        let mut last = shop_spans(&demo.backend);
         let mut quiet_since = Instant::now();
         while quiet_since.elapsed() < Duration::from_secs(3) {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = shop_spans(&demo.collector);
+            let now = shop_spans(&demo.backend);
             if now != last {
                 last = now;
                 quiet_since = Instant::now();
@@ -605,7 +601,7 @@ async fn optin_bench(args: &Args, runs: usize, out: Option<&Path>) -> anyhow::Re
         // from before the opt-out that an exporter delivers late (retrying
         // after a failed export) would otherwise end a run early.
         let latency = loop {
-            if shop_spans_since(&demo.collector, start_unix_ns) > 0 {
+            if shop_spans_since(&demo.backend, start_unix_ns) > 0 {
                 break start.elapsed();
             }
             anyhow::ensure!(

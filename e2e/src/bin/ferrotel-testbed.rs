@@ -18,7 +18,7 @@ use ferrotel_e2e::{TestBed, TestBedOptions};
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "Start and stop Ferrotel's local test bed (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)"
+    about = "Start and stop Ferrotel's local test bed (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, and a real node: containerd, kubelet, kube-proxy, CoreDNS)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,6 +35,10 @@ enum Cmd {
         /// Number of kwok fake nodes.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Without the real node (containerd, kubelet, kube-proxy, CoreDNS),
+        /// which needs root: only the control plane and kwok nodes.
+        #[arg(long)]
+        no_real_node: bool,
     },
     /// Stop everything `up` started and delete the directory (idempotent).
     Down {
@@ -52,18 +56,29 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        #[arg(long)]
+        no_real_node: bool,
     },
 }
 
-const UP_TIMEOUT: Duration = Duration::from_secs(180);
+// A cold real node builds its images and imports them first.
+const UP_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Up { dir, nodes } => up(&dir, nodes),
+        Cmd::Up {
+            dir,
+            nodes,
+            no_real_node,
+        } => up(&dir, nodes, !no_real_node),
         Cmd::Down { dir } => down(&dir),
         Cmd::Status { dir } => status(&dir),
-        Cmd::Serve { dir, nodes } => serve(&dir, nodes),
+        Cmd::Serve {
+            dir,
+            nodes,
+            no_real_node,
+        } => serve(&dir, nodes, !no_real_node),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,7 +113,13 @@ fn alive(pid: i32) -> bool {
     matches!(state, Some(s) if s != "Z" && s != "X") && signal_pid(pid, 0)
 }
 
-fn up(dir: &Path, nodes: usize) -> Result<(), String> {
+fn up(dir: &Path, nodes: usize, real_node: bool) -> Result<(), String> {
+    if real_node {
+        // Say what is missing now, not from the detached daemon's log.
+        ferrotel_e2e::node::preflight().map_err(|e| {
+            format!("{e}\n(or start without it: ferrotel-testbed up --no-real-node)")
+        })?;
+    }
     if let Some(pid) = daemon_pid(dir) {
         if dir.join("ready").exists() {
             println!(
@@ -113,7 +134,9 @@ fn up(dir: &Path, nodes: usize) -> Result<(), String> {
             dir.display()
         ));
     }
-    // Leftovers of a crashed run would confuse readiness detection.
+    // Leftovers of a crashed run would confuse readiness detection; a
+    // killed daemon's real node goes first (its mounts are in there).
+    ferrotel_e2e::node::reap_stale();
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir = std::path::absolute(dir).map_err(|e| format!("bad dir {}: {e}", dir.display()))?;
@@ -124,6 +147,9 @@ fn up(dir: &Path, nodes: usize) -> Result<(), String> {
         .arg(&dir)
         .arg("--nodes")
         .arg(nodes.to_string());
+    if !real_node {
+        cmd.arg("--no-real-node");
+    }
     let log = dir.join("daemon.log");
     let mut child = spawn_detached(cmd, &log).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("daemon.pid"), child.id().to_string())
@@ -165,7 +191,7 @@ fn up(dir: &Path, nodes: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn serve(dir: &Path, nodes: usize) -> Result<(), String> {
+fn serve(dir: &Path, nodes: usize, real_node: bool) -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -183,6 +209,7 @@ fn serve(dir: &Path, nodes: usize) -> Result<(), String> {
         let bed = TestBed::start(TestBedOptions {
             nodes,
             dir: Some(dir.to_path_buf()),
+            real_node,
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -258,8 +285,10 @@ fn down(dir: &Path) -> Result<(), String> {
             }
         }
     }
+    // A daemon that was killed left its real node: tear it down now.
+    ferrotel_e2e::node::reap_stale();
     let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    for mount in mounts_under(&abs) {
+    for mount in ferrotel_e2e::node::mounts_below(&abs) {
         let _ = Command::new("umount").arg("-l").arg(&mount).status();
     }
     std::fs::remove_dir_all(dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
@@ -285,17 +314,4 @@ fn status(dir: &Path) -> Result<(), String> {
         }
         None => Err(format!("not running (no live daemon in {})", dir.display())),
     }
-}
-
-/// Mount points at or below `dir`, deepest first.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut found: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    found
 }

@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::optin::Candidate;
 use crate::probe_config::{
-    Language, LanguageTuning, OtlpProtocol, Propagator, SamplerType, UnmatchedRoutes,
+    Language, LanguageTuning, OtlpProtocol, ProfilingConfig, Propagator, RedactionConfig,
+    SamplerType, UnmatchedRoutes,
 };
 
 /// Ring buffer sizes the probe accepts: powers of two from 4 KiB to 1 GiB.
@@ -90,6 +91,11 @@ pub struct InstrumentationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<RoutesSpec>,
 
+    /// What is removed from spans before they leave the node; default:
+    /// every query string value in `url.query` and `url.full` is `REDACTED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<RedactionConfig>,
+
     /// Go probe tuning: which protocols to trace, buffer sizes, resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub go: Option<LanguageSpec>,
@@ -115,6 +121,11 @@ pub struct InstrumentationSpec {
     /// Pod settings shared by every probe DaemonSet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeSpec>,
+
+    /// CPU profiling of the instrumented processes (flame graphs, OTLP
+    /// profiles linked to spans); off unless `enabled: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiling: Option<ProfilingConfig>,
 }
 
 /// Where the probes export OTLP.

@@ -22,3 +22,9 @@ pub const APP_PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
 pub const APP_MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const PART_OF_VALUE: &str = "ferrotel";
 pub const MANAGED_BY_VALUE: &str = "ferrotel-operator";
+
+/// `app.kubernetes.io/name` of everything rendered for an Instrumentation:
+/// the probe DaemonSets, their pods, ServiceAccounts and ConfigMaps.
+pub const PROBE_APP_NAME: &str = "ferrotel-probe";
+/// Label on every child of an Instrumentation: the probe language it belongs to.
+pub const PROBE_LANGUAGE_LABEL: &str = "ferrotel.io/probe-language";

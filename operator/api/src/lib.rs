@@ -15,6 +15,7 @@ pub mod language;
 pub mod optin;
 pub mod probe_class;
 pub mod probe_config;
+pub mod probe_endpoints;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

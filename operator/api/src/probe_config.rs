@@ -38,12 +38,16 @@ pub struct ProbeConfig {
     pub targets: TargetsConfig,
     /// `http.route` derivation.
     pub routes: RoutesConfig,
+    /// What is removed from telemetry before it leaves the node.
+    pub redaction: RedactionConfig,
     /// Tuning for the Go program set.
     pub go: LanguageTuning,
     /// Tuning for the Python program set.
     pub python: LanguageTuning,
     /// The probe's own Prometheus endpoint.
     pub metrics: ProbeMetricsConfig,
+    /// CPU profiling of the traced processes (off by default).
+    pub profiling: ProfilingConfig,
     /// What the probe computes on the node besides spans and RED metrics:
     /// the service graph, per-pod resources and TCP health.
     pub views: ViewsConfig,
@@ -226,6 +230,36 @@ impl Default for RoutesConfig {
     }
 }
 
+/// Which values of a URL's query string are replaced by `REDACTED` in
+/// `url.query` and `url.full` (keys are kept, so the shape of the request
+/// stays visible).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryRedaction {
+    /// Every value: query strings carry tokens, signatures and personal data
+    /// under any name.
+    #[default]
+    All,
+    /// The values of the keys the OpenTelemetry semantic conventions name
+    /// (`AWSAccessKeyId`, `Signature`, `sig`, `X-Goog-Signature`) and of
+    /// `sensitiveQueryKeys`.
+    Listed,
+    /// Nothing: query strings are exported as sent. (Not `off`: YAML 1.1
+    /// readers turn that word into a boolean.)
+    None,
+}
+
+/// What the probe removes from telemetry before it leaves the node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RedactionConfig {
+    /// Query string values in `url.query` and `url.full`.
+    pub query: QueryRedaction,
+    /// Extra query keys whose values are redacted under `query: listed`
+    /// (compared case-sensitively, after percent-decoding).
+    pub sensitive_query_keys: Vec<String>,
+}
+
 /// Per-language tuning of the eBPF program set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
@@ -271,6 +305,37 @@ impl Default for ProbeMetricsConfig {
         Self {
             enabled: true,
             listen: "0.0.0.0:9464".to_owned(),
+        }
+    }
+}
+
+/// CPU profiling of the traced processes: sampled on the CPU clock,
+/// symbolized on the node (Go through the binary's own function table,
+/// Python at the interpreter's level), exported as OTLP profiles and served
+/// as pprof. See docs/probe-profiling.md.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProfilingConfig {
+    /// Sample the traced processes' CPU use.
+    pub enabled: bool,
+    /// Samples per second of CPU time a traced process uses (default 19;
+    /// see docs/probe-profiling.md for the cost at 19 and 99).
+    #[schemars(range(min = 1, max = 1000))]
+    pub frequency_hz: u32,
+    /// How often aggregated profiles are exported, in seconds.
+    #[schemars(range(min = 1, max = 3600))]
+    pub export_interval_seconds: u32,
+    /// Also record the kernel part of each stack (time spent in syscalls).
+    pub kernel_stacks: bool,
+}
+
+impl Default for ProfilingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            frequency_hz: 19,
+            export_interval_seconds: 30,
+            kernel_stacks: true,
         }
     }
 }

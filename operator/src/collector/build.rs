@@ -310,7 +310,13 @@ fn pod_template(
             containers: vec![Container {
                 name: CONTAINER_NAME.to_owned(),
                 image: Some(image.to_owned()),
-                args: Some(vec![format!("--config={CONFIG_DIR}/{CONFIG_KEY}")]),
+                // Feature gates the config needs (profiles pipelines) are
+                // part of the command line: without them the collector
+                // refuses the config at start.
+                args: Some(
+                    spec.config
+                        .command_args(&format!("{CONFIG_DIR}/{CONFIG_KEY}")),
+                ),
                 ports: (!container_ports.is_empty()).then_some(container_ports),
                 env: spec.env.clone().filter(|e| !e.is_empty()),
                 resources: spec.resources.clone(),

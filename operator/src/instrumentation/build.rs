@@ -25,9 +25,9 @@ use k8s_openapi::{
         apps::v1::{DaemonSet, DaemonSetSpec},
         core::v1::{
             Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
-            EnvVarSource, HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, PodSpec,
-            PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-            SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
+            EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
+            ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
+            ServiceAccount, Toleration, Volume, VolumeMount,
         },
         rbac::v1::{ClusterRoleBinding, RoleRef, Subject},
     },
@@ -41,54 +41,50 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-/// Label on every child: the probe language it belongs to.
-pub const LANGUAGE_LABEL: &str = "ferrotel.io/probe-language";
+pub use ferrotel_api::labels::{
+    PROBE_APP_NAME as APP_NAME, PROBE_LANGUAGE_LABEL as LANGUAGE_LABEL,
+};
 /// Pod template annotation carrying the probe config hash: a config change
 /// changes the template and so rolls the probes.
 pub const CONFIG_HASH_ANNOTATION: &str = "ferrotel.io/config-hash";
-/// `app.kubernetes.io/name` of everything rendered for an Instrumentation.
-pub const APP_NAME: &str = "ferrotel-probe";
 
 const CONFIG_DIR: &str = "/etc/ferrotel";
 const TLS_DIR: &str = "/etc/ferrotel/tls";
-const METRICS_PORT: i32 = 9464;
+const METRICS_PORT: i32 = ferrotel_api::probe_endpoints::PORT as i32;
 
-/// Capabilities the probe needs instead of `privileged: true` (Linux ≥ 5.8):
-/// BPF and PERFMON to load programs and attach tracepoints/uprobes,
-/// SYS_PTRACE and DAC_READ_SEARCH to read other processes' `/proc/<pid>/`
-/// (exe, maps, cgroup, root), SYS_RESOURCE for kernels that still charge BPF
-/// maps to RLIMIT_MEMLOCK.
-pub const PROBE_CAPABILITIES: [&str; 5] = [
-    "BPF",
-    "PERFMON",
-    "SYS_PTRACE",
-    "DAC_READ_SEARCH",
-    "SYS_RESOURCE",
-];
+/// What the probe needs from its node, instead of `privileged: true`.
+/// Every item was measured on a real node (kubelet + containerd, the probe
+/// image as rendered here) and each one has a test that shows the probe
+/// failing without it (`e2e/tests/least_privilege.rs`); what it does not
+/// use is not asked for.
+///
+/// - `SYS_ADMIN`: kernels with "perf: Revert to requiring CAP_SYS_ADMIN for
+///   uprobes" (mainline 2025) refuse `perf_event_open` on the uprobe PMU to
+///   BPF + PERFMON (EACCES), so the Go set cannot attach without it; and
+///   where the node has no tracefs mounted (no systemd), the Python probe
+///   mounts one in its own mount namespace for its syscall tracepoints,
+///   which needs it too (BTF tracepoints and uprobes need no tracefs). With
+///   SYS_ADMIN, BPF and PERFMON grant nothing more (the kernel accepts
+///   SYS_ADMIN wherever it checks them), so they are not listed.
+/// - `SYS_PTRACE`: reading `/proc/<pid>/exe`, `maps`, `root/` of apps that
+///   run as another user (the usual non-root container) is a ptrace-mode
+///   access check.
+///
+/// `SYS_RESOURCE` is gone: BPF memory is charged to the memory cgroup since
+/// 5.11 and the probe ignores a failing `setrlimit`; a runtime whose
+/// bounding set lacks it cannot even start the pod (measured:
+/// `unable to apply caps: operation not permitted`).
+pub fn probe_capabilities(language: Language) -> &'static [&'static str] {
+    match language {
+        Language::Go | Language::Python => &["SYS_ADMIN", "SYS_PTRACE"],
+    }
+}
 
-/// Host paths mounted into the probe, read-only unless noted:
-/// (volume name, host path, mount path, read-only).
-const HOST_MOUNTS: [(&str, &str, &str, bool); 6] = [
-    ("sys-kernel-btf", "/sys/kernel/btf", "/sys/kernel/btf", true),
-    // Writable: the probe may pin maps shared between probe processes.
-    ("sys-fs-bpf", "/sys/fs/bpf", "/sys/fs/bpf", false),
-    (
-        "sys-kernel-tracing",
-        "/sys/kernel/tracing",
-        "/sys/kernel/tracing",
-        true,
-    ),
-    (
-        "sys-kernel-security",
-        "/sys/kernel/security",
-        "/sys/kernel/security",
-        true,
-    ),
-    ("host-proc", "/proc", "/host/proc", true),
-    // The cgroup v2 root differs between hosts (e.g. /sys/fs/cgroup/unified);
-    // the whole hierarchy is mounted and the probe finds it via mountinfo.
-    ("host-cgroup", "/sys/fs/cgroup", "/host/sys/fs/cgroup", true),
-];
+// HOST_MOUNTS_NONE: the probe mounts no host path. With `hostPID` the
+// container's own `/proc` shows every process of the node, and its own
+// `/sys` has `/sys/kernel/btf`; tracefs is mounted privately when the host
+// has none (see `probe_capabilities`). `/sys/fs/bpf`, `/sys/kernel/security`,
+// the host's `/proc` and cgroupfs were mounted before and never read.
 
 /// Everything rendered for one language. The applier destructures it without
 /// `..`, so a child that is built but never applied does not compile.
@@ -250,6 +246,7 @@ pub fn probe_config(
             ..TargetsConfig::default()
         },
         routes,
+        redaction: spec.redaction.clone().unwrap_or_default(),
         go,
         python,
         metrics: ProbeMetricsConfig {
@@ -263,6 +260,7 @@ pub fn probe_config(
                 .and_then(|p| p.log_level.clone())
                 .unwrap_or_else(|| "info".into()),
         ),
+        profiling: spec.profiling.clone().unwrap_or_default(),
         cluster_instrumentations: input.cluster_instrumentations.to_vec(),
     })
 }
@@ -439,26 +437,9 @@ fn daemon_set(
         .or_else(|| probe.resources.clone())
         .unwrap_or_else(|| default_resources(language));
 
-    let mut volumes: Vec<Volume> = HOST_MOUNTS
-        .iter()
-        .map(|(vol, host, _, _)| Volume {
-            name: (*vol).into(),
-            host_path: Some(HostPathVolumeSource {
-                path: (*host).into(),
-                type_: Some("Directory".into()),
-            }),
-            ..Volume::default()
-        })
-        .collect();
-    let mut mounts: Vec<VolumeMount> = HOST_MOUNTS
-        .iter()
-        .map(|(vol, _, path, read_only)| VolumeMount {
-            name: (*vol).into(),
-            mount_path: (*path).into(),
-            read_only: Some(*read_only),
-            ..VolumeMount::default()
-        })
-        .collect();
+    // No hostPath volume: see `HOST_MOUNTS_NONE`.
+    let mut volumes: Vec<Volume> = Vec::new();
+    let mut mounts: Vec<VolumeMount> = Vec::new();
     volumes.push(Volume {
         name: "config".into(),
         config_map: Some(ConfigMapVolumeSource {
@@ -503,13 +484,19 @@ fn daemon_set(
             run_as_user: Some(0),
             read_only_root_filesystem: Some(true),
             capabilities: Some(Capabilities {
-                add: Some(PROBE_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
+                add: Some(
+                    probe_capabilities(language)
+                        .iter()
+                        .map(|c| (*c).to_owned())
+                        .collect(),
+                ),
                 drop: Some(vec!["ALL".into()]),
             }),
-            // Container runtimes' default seccomp profiles allow bpf() and
-            // perf_event_open() only with CAP_SYS_ADMIN, which we do not grant.
+            // The runtime's default profile lets a process with SYS_ADMIN
+            // call bpf(), perf_event_open(), unshare() and mount(): all the
+            // probe needs (measured with containerd's profile on a real node).
             seccomp_profile: Some(SeccompProfile {
-                type_: "Unconfined".into(),
+                type_: "RuntimeDefault".into(),
                 ..SeccompProfile::default()
             }),
             ..SecurityContext::default()

@@ -24,7 +24,7 @@ enum ft_event_kind {
     FT_EV_SOCK_OPEN = 16,
     FT_EV_SOCK_DATA = 17,
     FT_EV_SOCK_CLOSE = 18,
-    /* 32..63 are reserved for the Go program set. */
+    /* 32..63 are reserved for the Go program set, 64..79 for profiling (profile/wire.h). */
 };
 
 /* Indices into the per-CPU `drop_counters` array: why an event was lost. */

@@ -1,5 +1,5 @@
 //! `go-offsets-gen`: regenerates the Go probe's offsets table
-//! (`probe/src/go/offsets_table.json`) from the DWARF of Go binaries we
+//! (`probe/parse/src/go/offsets_table.json`) from the DWARF of Go binaries we
 //! build — never typed by hand.
 //!
 //! Usage: `go-offsets-gen OUT.json BINARY...` (see `e2e/apps/go/gen-offsets.sh`,
@@ -64,8 +64,8 @@ fn record(table: &mut OffsetsTable, path: &Path) -> Result<(), String> {
     // Everything the probes may read, not just what this binary's features need.
     let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
-    let fields =
-        dwarf::field_offsets(&file, ALL_FIELDS).map_err(|e| format!("{}: {e}", path.display()))?;
+    let fields = dwarf::field_offsets(&file, ALL_FIELDS, dwarf::MAX_DWARF_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     table.record(&analysed.build, &fields);
     eprintln!(
         "{}: {} fields from {}",

@@ -17,7 +17,8 @@ mod ring;
 use std::time::Duration;
 
 use aya::maps::Map;
-use aya::programs::{BtfTracePoint, Program, TracePoint};
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::{BtfTracePoint, PerfEvent, Program, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use ferrotel_probe_ebpf::contract::{globals, maps, process};
 
@@ -78,6 +79,14 @@ pub enum EbpfError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "reading the online CPUs (/sys/devices/system/cpu/online) for the {set} set failed: {source}; mount /sys into the probe"
+    )]
+    OnlineCpus {
+        set: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A `volatile const` knob's value (`__u32` or `__u64` on the C side).
@@ -124,6 +133,22 @@ impl Tuning {
         self.globals.retain(|(n, _)| *n != name);
         self.globals.push((name, value));
         self
+    }
+}
+
+/// The error of program `name` of `set` failing to load or attach to `target`.
+fn attach_error(
+    set: &'static str,
+    name: &str,
+    target: impl Into<String>,
+) -> impl FnOnce(aya::programs::ProgramError) -> EbpfError {
+    let name = name.to_owned();
+    let target = target.into();
+    move |source| EbpfError::Attach {
+        set,
+        name,
+        target,
+        source,
     }
 }
 
@@ -286,19 +311,13 @@ impl Kernel {
     ) -> Result<(), EbpfError> {
         let set = self.set;
         let program: &mut TracePoint = self.program(name, "tracepoint")?;
-        let attach_err = |target: String| {
-            move |source| EbpfError::Attach {
-                set,
-                name: name.to_owned(),
-                target,
-                source,
-            }
-        };
-        program.load().map_err(attach_err("load".to_owned()))?;
+        program.load().map_err(attach_error(set, name, "load"))?;
         for (category, tracepoint) in tracepoints {
-            program
-                .attach(category, tracepoint)
-                .map_err(attach_err(format!("{category}/{tracepoint}")))?;
+            program.attach(category, tracepoint).map_err(attach_error(
+                set,
+                name,
+                format!("{category}/{tracepoint}"),
+            ))?;
         }
         Ok(())
     }
@@ -323,21 +342,41 @@ impl Kernel {
         }
         let set = self.set;
         let btf = self.btf.take().expect("just set");
-        let attach_err = |source| EbpfError::Attach {
-            set,
-            name: name.to_owned(),
-            target: format!("tp_btf/{tracepoint}"),
-            source,
-        };
+        let target = format!("tp_btf/{tracepoint}");
         let result = self
             .program::<BtfTracePoint>(name, "tp_btf")
             .and_then(|program| {
-                program.load(tracepoint, &btf).map_err(attach_err)?;
-                program.attach().map_err(attach_err)?;
+                program
+                    .load(tracepoint, &btf)
+                    .map_err(attach_error(set, name, target.as_str()))?;
+                program.attach().map_err(attach_error(set, name, target))?;
                 Ok(())
             });
         self.btf = Some(btf);
         result
+    }
+
+    /// Loads perf_event program `name` and attaches it to the software CPU
+    /// clock of every online CPU, sampling whatever runs there at
+    /// `frequency_hz` (the program filters). The software clock because a
+    /// VM may have no hardware PMU. Returns the number of CPUs.
+    pub fn attach_cpu_clock(&mut self, name: &str, frequency_hz: u32) -> Result<usize, EbpfError> {
+        let set = self.set;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(_, source)| EbpfError::OnlineCpus { set, source })?;
+        let program: &mut PerfEvent = self.program(name, "perf_event")?;
+        program.load().map_err(attach_error(set, name, "load"))?;
+        for &cpu in &cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(u64::from(frequency_hz.max(1))),
+                    false,
+                )
+                .map_err(attach_error(set, name, format!("cpu-clock on CPU {cpu}")))?;
+        }
+        Ok(cpus.len())
     }
 
     /// Attaches the shared process-lifecycle programs of `common/proc.h`

@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use ferrotel_api::probe_config::{OtlpProtocol, TlsConfig};
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesServiceRequest, ExportProfilesServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
@@ -15,13 +19,24 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use super::settings::SignalSettings;
+use super::settings::{Signal, SignalSettings};
 
 /// The gRPC method of OTLP trace export.
 const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// The gRPC method of OTLP metrics export.
+const METRICS_EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+/// The gRPC method of OTLP profiles export (alpha: `v1development`).
+const PROFILES_EXPORT_PATH: &str =
+    "/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export";
 
 /// Encodes a trace export request once, for [`OtlpClient::export_traces_encoded`].
 pub fn encode_traces(request: &ExportTraceServiceRequest) -> Bytes {
+    Bytes::from(request.encode_to_vec())
+}
+
+/// Encodes a profiles export request once, for
+/// [`OtlpClient::export_profiles_encoded`].
+pub fn encode_profiles(request: &ExportProfilesServiceRequest) -> Bytes {
     Bytes::from(request.encode_to_vec())
 }
 
@@ -291,11 +306,84 @@ impl OtlpClient {
         }
     }
 
-    /// Exports spans already encoded as an `ExportTraceServiceRequest`
-    /// (see [`encode_traces`]): a batch retried after a failure is sent
-    /// again without re-encoding or deep-copying its spans (a clone of the
+    /// Exports a request already encoded for this client's signal (see
+    /// [`encode_traces`]): a batch retried after a failure is sent again
+    /// without re-encoding or deep-copying its items (a clone of the
     /// request per attempt was a visible share of the probe's CPU).
+    pub async fn export_encoded(&self, body: Bytes) -> Result<(), ExportError> {
+        match self.settings.signal {
+            Signal::Traces => self.export_traces_encoded(body).await,
+            Signal::Metrics => self.export_metrics_encoded(body).await,
+            Signal::Profiles => self.export_profiles_encoded(body).await,
+        }
+    }
+
+    /// Exports spans already encoded as an `ExportTraceServiceRequest`.
     pub async fn export_traces_encoded(&self, body: Bytes) -> Result<(), ExportError> {
+        self.unary_encoded(body, TRACE_EXPORT_PATH, |r: ExportTraceServiceResponse| {
+            r.partial_success
+                .filter(|p| p.rejected_spans > 0)
+                .map(|p| (p.rejected_spans, p.error_message))
+        })
+        .await
+    }
+
+    /// Exports spans.
+    pub async fn export_traces(
+        &self,
+        request: ExportTraceServiceRequest,
+    ) -> Result<(), ExportError> {
+        self.export_traces_encoded(encode_traces(&request)).await
+    }
+
+    /// Exports metrics already encoded as an `ExportMetricsServiceRequest`.
+    pub async fn export_metrics_encoded(&self, body: Bytes) -> Result<(), ExportError> {
+        self.unary_encoded(
+            body,
+            METRICS_EXPORT_PATH,
+            |r: ExportMetricsServiceResponse| {
+                r.partial_success
+                    .filter(|p| p.rejected_data_points > 0)
+                    .map(|p| (p.rejected_data_points, p.error_message))
+            },
+        )
+        .await
+    }
+
+    /// Exports metrics.
+    pub async fn export_metrics(
+        &self,
+        request: ExportMetricsServiceRequest,
+    ) -> Result<(), ExportError> {
+        self.export_metrics_encoded(request.encode_to_vec().into())
+            .await
+    }
+
+    /// Exports profiles already encoded as an `ExportProfilesServiceRequest`
+    /// (OTLP `v1development`: the collector needs its
+    /// `service.profilesSupport` feature gate and a profiles pipeline).
+    pub async fn export_profiles_encoded(&self, body: Bytes) -> Result<(), ExportError> {
+        self.unary_encoded(
+            body,
+            PROFILES_EXPORT_PATH,
+            |r: ExportProfilesServiceResponse| {
+                r.partial_success
+                    .filter(|p| p.rejected_profiles > 0)
+                    .map(|p| (p.rejected_profiles, p.error_message))
+            },
+        )
+        .await
+    }
+
+    /// Sends `body` as the unary gRPC call `path` (or an HTTP POST to the
+    /// signal's URL), and logs what the collector's partial success says
+    /// it rejected.
+    async fn unary_encoded<R: Message + Default + Send + 'static>(
+        &self,
+        body: Bytes,
+        path: &'static str,
+        rejected: impl FnOnce(R) -> Option<(i64, String)>,
+    ) -> Result<(), ExportError> {
         match &self.transport {
             Transport::Grpc { channel, metadata } => {
                 let mut grpc = tonic::client::Grpc::new(channel.clone());
@@ -309,18 +397,15 @@ impl OtlpClient {
                 let response = grpc
                     .unary(
                         req,
-                        PathAndQuery::from_static(TRACE_EXPORT_PATH),
-                        EncodedCodec::<ExportTraceServiceResponse>::default(),
+                        PathAndQuery::from_static(path),
+                        EncodedCodec::<R>::default(),
                     )
                     .await;
                 match response {
                     Ok(ok) => {
-                        if let Some(partial) = ok
-                            .into_inner()
-                            .partial_success
-                            .filter(|p| p.rejected_spans > 0)
-                        {
-                            tracing::warn!(rejected = partial.rejected_spans, message = %partial.error_message, "Collector rejected some spans");
+                        if let Some((n, message)) = rejected(ok.into_inner()) {
+                            let signal = self.settings.signal.as_str();
+                            tracing::warn!(signal, rejected = n, %message, "Collector rejected part of an export");
                         }
                         Ok(())
                     }
@@ -328,41 +413,6 @@ impl OtlpClient {
                 }
             }
             Transport::Http { .. } => self.post(body).await,
-        }
-    }
-
-    /// Exports spans.
-    pub async fn export_traces(
-        &self,
-        request: ExportTraceServiceRequest,
-    ) -> Result<(), ExportError> {
-        self.export_traces_encoded(encode_traces(&request)).await
-    }
-
-    /// Exports metrics.
-    pub async fn export_metrics(
-        &self,
-        request: ExportMetricsServiceRequest,
-    ) -> Result<(), ExportError> {
-        match &self.transport {
-            Transport::Grpc { channel, metadata } => {
-                let mut req = tonic::Request::new(request);
-                *req.metadata_mut() = metadata.clone();
-                match MetricsServiceClient::new(channel.clone()).export(req).await {
-                    Ok(ok) => {
-                        if let Some(partial) = ok
-                            .into_inner()
-                            .partial_success
-                            .filter(|p| p.rejected_data_points > 0)
-                        {
-                            tracing::warn!(rejected = partial.rejected_data_points, message = %partial.error_message, "Collector rejected some data points");
-                        }
-                        Ok(())
-                    }
-                    Err(status) => Err(self.grpc_error(status)),
-                }
-            }
-            Transport::Http { .. } => self.post(request.encode_to_vec().into()).await,
         }
     }
 

@@ -1,5 +1,8 @@
 //! OTLP export: a bounded span queue drained in batches, periodic metric
-//! snapshots, over gRPC or HTTP/protobuf, with retries.
+//! snapshots, over gRPC or HTTP/protobuf, with retries. Profiles (when
+//! profiling is on) go through the same batch exporter as spans, from a
+//! queue of process windows bounded by their estimated size
+//! ([`crate::profile::export_queue`]).
 //!
 //! Spans: the pipeline pushes into a [`queue::BoundedQueue`]; the trace
 //! exporter takes a batch when `maxExportBatchSize` spans are waiting or
@@ -13,6 +16,7 @@
 //! the next one carries the same counts plus the new ones.
 
 pub mod client;
+pub mod debug;
 pub mod prometheus;
 pub mod queue;
 pub mod settings;
@@ -21,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -29,6 +34,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::health::Health;
+use crate::profile::{self, model::Profile};
 use crate::telemetry::metrics::{MetricProducer, data_point_count, scope};
 use crate::telemetry::pipeline::QueuedSpan;
 use crate::telemetry::semconv::string_kv;
@@ -64,6 +70,18 @@ impl Backoff {
     }
 }
 
+/// The OTLP resource of a process (spans, profiles).
+pub fn resource_proto(resource: &crate::telemetry::resource::ProcessResource) -> Resource {
+    Resource {
+        attributes: resource
+            .attributes
+            .iter()
+            .map(|(k, v)| string_kv(k, v))
+            .collect(),
+        ..Default::default()
+    }
+}
+
 /// Groups spans by resource into one export request.
 pub fn traces_request(batch: Vec<QueuedSpan>) -> ExportTraceServiceRequest {
     let mut groups: Vec<ResourceSpans> = Vec::new();
@@ -73,14 +91,7 @@ pub fn traces_request(batch: Vec<QueuedSpan>) -> ExportTraceServiceRequest {
         let key = Arc::as_ptr(&resource);
         let i = *index.entry(key).or_insert_with(|| {
             groups.push(ResourceSpans {
-                resource: Some(Resource {
-                    attributes: resource
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| string_kv(k, v))
-                        .collect(),
-                    ..Default::default()
-                }),
+                resource: Some(resource_proto(&resource)),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(scope()),
                     spans: Vec::new(),
@@ -97,17 +108,41 @@ pub fn traces_request(batch: Vec<QueuedSpan>) -> ExportTraceServiceRequest {
     }
 }
 
-/// Drains the span queue until it is closed and empty (or `shutdown_grace`
-/// after closing has passed while the collector is still failing).
-pub async fn run_trace_exporter(
-    queue: Arc<BoundedQueue<QueuedSpan>>,
+/// An item of a signal exported in batches: how one batch becomes one
+/// encoded OTLP request. One implementation per signal, so every path that
+/// exports it encodes it the same way.
+pub trait BatchItem: Send + Sized + 'static {
+    fn encode(batch: Vec<Self>) -> Bytes;
+}
+
+impl BatchItem for QueuedSpan {
+    fn encode(batch: Vec<Self>) -> Bytes {
+        client::encode_traces(&traces_request(batch))
+    }
+}
+
+/// Profile windows ([`crate::profile::export_queue`]).
+impl BatchItem for Arc<Profile> {
+    fn encode(batch: Vec<Self>) -> Bytes {
+        client::encode_profiles(&profile::otlp::request(&batch))
+    }
+}
+
+/// Drains `queue` until it is closed and empty (or `shutdown_grace` after
+/// closing has passed while the collector is still failing): a batch is
+/// taken when a full one is waiting or every `scheduled_delay`, encoded
+/// once ([`BatchItem::encode`]), and sent on `client`'s signal until the
+/// collector accepts it, a permanent error drops it, or the grace ends.
+/// Spans and profiles are exported this way.
+pub async fn run_batch_exporter<T: BatchItem>(
+    queue: Arc<BoundedQueue<T>>,
     client: OtlpClient,
     scheduled_delay: Duration,
     backoff: Backoff,
     shutdown_grace: Duration,
     health: Health,
 ) {
-    let signal = "traces";
+    let signal = client.settings().signal.as_str();
     let mut closed_at: Option<Instant> = None;
     loop {
         if !queue.is_closed() && !queue.has_full_batch() {
@@ -118,7 +153,11 @@ pub async fn run_trace_exporter(
         }
         if queue.is_closed() && closed_at.is_none() {
             closed_at = Some(Instant::now());
-            debug!(queued = queue.queued(), "Flushing spans before exit");
+            debug!(
+                signal,
+                queued = queue.queued(),
+                "Flushing the export queue before exit"
+            );
         }
         loop {
             let batch = queue.take_batch();
@@ -127,18 +166,19 @@ pub async fn run_trace_exporter(
             }
             let n = batch.len();
             // Encoded once: retries resend the same bytes.
-            let body = client::encode_traces(&traces_request(batch));
+            let body = T::encode(batch);
             let mut attempt = 0;
             loop {
-                match client.export_traces_encoded(body.clone()).await {
+                match client.export_encoded(body.clone()).await {
                     Ok(()) => {
                         health.export_request(signal, "ok");
                         health.exported(signal, n as u64);
                         if attempt > 0 {
                             info!(
-                                spans = n,
+                                signal,
+                                items = n,
                                 attempts = attempt + 1,
-                                "Collector accepted spans after retries"
+                                "Collector accepted a batch after retries"
                             );
                         }
                         break;
@@ -161,16 +201,16 @@ pub async fn run_trace_exporter(
                                 },
                             );
                             health.export_dropped(signal, reason, n as u64);
-                            warn!(error = %err, spans = n, reason, "Dropped a span batch");
+                            warn!(error = %err, signal, items = n, reason, "Dropped an export batch");
                             break;
                         }
                         health.export_request(signal, "retryable");
                         health.export_retry(signal);
                         let delay = wait_for(&err, &backoff, attempt);
                         if attempt == 0 {
-                            warn!(error = %err, spans = n, "Span export failed; retrying with backoff");
+                            warn!(error = %err, signal, items = n, "Export failed; retrying with backoff");
                         } else {
-                            debug!(error = %err, attempt, ?delay, "Retrying span export");
+                            debug!(error = %err, signal, attempt, ?delay, "Retrying export");
                         }
                         attempt += 1;
                         sleep_unless_closing(&queue, delay, closed_at.is_some()).await;
@@ -180,13 +220,13 @@ pub async fn run_trace_exporter(
                     }
                 }
             }
-            queue.complete(n);
+            queue.complete();
             if !queue.is_closed() && !queue.has_full_batch() {
                 break;
             }
         }
         if queue.is_closed() && queue.queued() == 0 {
-            debug!("Span exporter finished");
+            debug!(signal, "Exporter finished");
             return;
         }
     }
@@ -201,11 +241,7 @@ fn wait_for(err: &ExportError, backoff: &Backoff, attempt: u32) -> Duration {
 /// Sleeps `delay`, but wakes early when the queue closes so that a shutdown
 /// during an outage gets its final attempts in without waiting out a long
 /// backoff.
-async fn sleep_unless_closing(
-    queue: &BoundedQueue<QueuedSpan>,
-    delay: Duration,
-    already_closing: bool,
-) {
+async fn sleep_unless_closing<T>(queue: &BoundedQueue<T>, delay: Duration, already_closing: bool) {
     if already_closing {
         tokio::time::sleep(delay.min(Duration::from_millis(200))).await;
         return;

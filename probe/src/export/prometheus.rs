@@ -1,6 +1,7 @@
 //! The probe's HTTP endpoint: Prometheus `/metrics` (RED metrics and probe
-//! health), `/healthz` (the process runs) and `/readyz` (the front-end has
-//! loaded and attached its eBPF programs).
+//! health), `/healthz` (the process runs), `/readyz` (the front-end has
+//! loaded and attached its eBPF programs), and the `/debug/*` routes passed
+//! in ([`super::debug`]).
 
 use std::sync::Arc;
 
@@ -31,11 +32,15 @@ pub struct ServeError {
     pub source: std::io::Error,
 }
 
-/// Binds `addr` now (so a bad address fails startup) and serves until `shutdown`.
+/// Binds `addr` now (so a bad address fails startup) and serves until
+/// `shutdown`, with `extra` (routers with their state applied: the
+/// `/debug/processes` and `/debug/tap` endpoints, the profiler's
+/// `/debug/profile`) merged in.
 pub async fn serve(
     addr: &str,
     registry: Registry,
     health: Health,
+    extra: Router,
     shutdown: CancellationToken,
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -55,7 +60,8 @@ pub async fn serve(
         .with_state(AppState {
             registry: Arc::new(registry),
             health,
-        });
+        })
+        .merge(extra);
     let task = tokio::spawn(async move {
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -6,6 +6,11 @@
 //! that the newest items are dropped and counted (`export_dropped_items`,
 //! reason `queue_full`). Dropping the newest rather than the oldest keeps
 //! the batch under retry intact and costs no extra copying.
+//!
+//! Items of one size (spans) weigh 1 each, so the capacity is a number of
+//! items. Items whose size varies a lot (a profile window holds from one to
+//! thousands of stacks) are weighed ([`BoundedQueue::weighed`]), and the
+//! capacity is then in the weight's unit (bytes, estimated).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -18,7 +23,11 @@ use crate::telemetry::pipeline::{QueuedSpan, SpanQueue};
 #[derive(Debug)]
 struct Inner<T> {
     items: VecDeque<T>,
+    /// Weight of `items`.
+    queued_weight: usize,
+    /// Items and weight of the batches taken and not yet completed.
     in_flight: usize,
+    in_flight_weight: usize,
     closed: bool,
 }
 
@@ -28,6 +37,8 @@ pub struct BoundedQueue<T> {
     inner: Mutex<Inner<T>>,
     capacity: usize,
     batch_size: usize,
+    batch_weight: usize,
+    weigh: fn(&T) -> usize,
     /// Wakes the exporter when a full batch is ready or the queue closes.
     ready: Notify,
     health: Health,
@@ -38,14 +49,35 @@ impl<T> BoundedQueue<T> {
     /// A queue for `signal` (`traces`) holding at most `capacity` items,
     /// waking the exporter once `batch_size` items are waiting.
     pub fn new(capacity: usize, batch_size: usize, signal: &'static str, health: Health) -> Self {
+        Self::weighed(capacity, batch_size, usize::MAX, signal, health, |_| 1)
+    }
+
+    /// Like [`BoundedQueue::new`], but the items held (queued and in
+    /// flight) weigh at most `capacity` in total, each weighing `weigh(item)`
+    /// (which must not change while the item is queued). A batch is at most
+    /// `batch_size` items weighing at most `batch_weight`: a request has a
+    /// size limit at the receiver, so an item heavier than that alone is
+    /// refused and counted (`too_large`) rather than retried forever.
+    pub fn weighed(
+        capacity: usize,
+        batch_size: usize,
+        batch_weight: usize,
+        signal: &'static str,
+        health: Health,
+        weigh: fn(&T) -> usize,
+    ) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
+                queued_weight: 0,
                 in_flight: 0,
+                in_flight_weight: 0,
                 closed: false,
             }),
             capacity: capacity.max(1),
             batch_size: batch_size.clamp(1, capacity.max(1)),
+            batch_weight,
+            weigh,
             ready: Notify::new(),
             health,
             signal,
@@ -60,8 +92,14 @@ impl<T> BoundedQueue<T> {
         self.batch_size
     }
 
-    /// Enqueues `item`; `false` (and counted) if the queue is full or closed.
+    /// Enqueues `item`; `false` (and counted) if it does not fit or the
+    /// queue is closed.
     pub fn push(&self, item: T) -> bool {
+        let weight = (self.weigh)(&item);
+        if weight > self.batch_weight {
+            self.health.export_dropped(self.signal, "too_large", 1);
+            return false;
+        }
         let (accepted, waiting, wake) = {
             let mut inner = self.inner.lock().expect("queue lock");
             if inner.closed {
@@ -69,10 +107,11 @@ impl<T> BoundedQueue<T> {
                 self.health.export_dropped(self.signal, "shutdown", 1);
                 return false;
             }
-            if inner.items.len() + inner.in_flight >= self.capacity {
+            if inner.queued_weight + inner.in_flight_weight + weight > self.capacity {
                 (false, inner.items.len() + inner.in_flight, false)
             } else {
                 inner.items.push_back(item);
+                inner.queued_weight += weight;
                 (
                     true,
                     inner.items.len() + inner.in_flight,
@@ -95,17 +134,31 @@ impl<T> BoundedQueue<T> {
     /// until [`BoundedQueue::complete`].
     pub fn take_batch(&self) -> Vec<T> {
         let mut inner = self.inner.lock().expect("queue lock");
-        let n = inner.items.len().min(self.batch_size);
+        let mut n = 0;
+        let mut weight = 0;
+        for item in inner.items.iter().take(self.batch_size) {
+            let w = (self.weigh)(item);
+            if n > 0 && weight + w > self.batch_weight {
+                break;
+            }
+            n += 1;
+            weight += w;
+        }
+        let batch: Vec<T> = inner.items.drain(..n).collect();
+        inner.queued_weight -= weight;
         inner.in_flight += n;
-        inner.items.drain(..n).collect()
+        inner.in_flight_weight += weight;
+        batch
     }
 
-    /// The batch of `n` items taken last is done (exported or dropped).
-    pub fn complete(&self, n: usize) {
+    /// The batches taken so far are done (exported or dropped): their room
+    /// is free again. One exporter takes one batch at a time.
+    pub fn complete(&self) {
         let waiting = {
             let mut inner = self.inner.lock().expect("queue lock");
-            inner.in_flight = inner.in_flight.saturating_sub(n);
-            inner.items.len() + inner.in_flight
+            inner.in_flight = 0;
+            inner.in_flight_weight = 0;
+            inner.items.len()
         };
         self.health.set_export_queue_items(self.signal, waiting);
     }
@@ -178,11 +231,51 @@ mod tests {
             1,
             "the drop is counted"
         );
-        queue.complete(2);
+        queue.complete();
         assert!(queue.push(5), "completing the batch frees room");
         assert_eq!(queue.take_batch(), vec![2, 3]);
         queue.close();
         assert!(!queue.push(6), "a closed queue rejects");
         assert_eq!(health.export_dropped_total("traces", "shutdown"), 1);
+    }
+
+    #[test]
+    fn a_weighed_queue_holds_items_up_to_their_total_weight() {
+        let health = Health::new();
+        let queue: BoundedQueue<usize> =
+            BoundedQueue::weighed(100, 3, 95, "profiles", health.clone(), |w| *w);
+        assert!(queue.push(60), "60 of 100");
+        assert!(queue.push(30), "90 of 100");
+        assert!(!queue.push(20), "110 would exceed 100");
+        assert!(queue.push(10), "exactly 100 fits");
+        assert_eq!(
+            health.export_dropped_total("profiles", "queue_full"),
+            1,
+            "the item that did not fit is counted, as one item"
+        );
+        assert_eq!(
+            queue.take_batch(),
+            vec![60, 30],
+            "a batch stops before the item that would make it weigh over 95"
+        );
+        assert!(
+            !queue.push(1),
+            "the batch in flight still weighs against the capacity"
+        );
+        queue.complete();
+        assert!(queue.push(90), "its weight is free once it is done");
+        assert_eq!(queue.take_batch(), vec![10], "10 + 90 would weigh over 95");
+        queue.complete();
+        assert_eq!(queue.take_batch(), vec![90]);
+        queue.complete();
+        assert!(
+            !queue.push(96),
+            "an item heavier than a batch may weigh is refused"
+        );
+        assert_eq!(
+            health.export_dropped_total("profiles", "too_large"),
+            1,
+            "and counted"
+        );
     }
 }

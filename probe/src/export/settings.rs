@@ -20,11 +20,13 @@ use std::time::Duration;
 
 use ferrotel_api::probe_config::{ExporterConfig, OtlpProtocol, TlsConfig};
 
-/// The two OTLP signals the probe exports.
+/// The OTLP signals the probe exports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {
     Traces,
     Metrics,
+    /// Alpha in OTLP (`v1development`); only sent when profiling is on.
+    Profiles,
 }
 
 impl Signal {
@@ -32,12 +34,14 @@ impl Signal {
         match self {
             Signal::Traces => "traces",
             Signal::Metrics => "metrics",
+            Signal::Profiles => "profiles",
         }
     }
     fn env_infix(self) -> &'static str {
         match self {
             Signal::Traces => "TRACES",
             Signal::Metrics => "METRICS",
+            Signal::Profiles => "PROFILES",
         }
     }
 }
@@ -80,6 +84,7 @@ pub struct SignalSettings {
 pub struct ExportSettings {
     pub traces: SignalSettings,
     pub metrics: SignalSettings,
+    pub profiles: SignalSettings,
     pub max_queue_size: usize,
     pub max_export_batch_size: usize,
     pub scheduled_delay: Duration,
@@ -142,6 +147,7 @@ impl ExportSettings {
         Ok(Self {
             traces: SignalSettings::resolve(Signal::Traces, config, env)?,
             metrics: SignalSettings::resolve(Signal::Metrics, config, env)?,
+            profiles: SignalSettings::resolve(Signal::Profiles, config, env)?,
             max_queue_size: num("OTEL_BSP_MAX_QUEUE_SIZE", "spans")?
                 .map_or(config.max_queue_size, |v| v as usize),
             max_export_batch_size: num("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "spans")?
@@ -182,6 +188,7 @@ impl SignalSettings {
         let path = match signal {
             Signal::Traces => "/v1/traces",
             Signal::Metrics => "/v1/metrics",
+            Signal::Profiles => "/v1development/profiles",
         };
         let append_path = |base: &str| match protocol {
             OtlpProtocol::Grpc => base.to_owned(),
@@ -280,6 +287,10 @@ mod tests {
             ExportSettings::resolve(&config("", OtlpProtocol::HttpProtobuf), &env(&[])).unwrap();
         assert_eq!(http.traces.endpoint, "http://localhost:4318/v1/traces");
         assert_eq!(http.metrics.endpoint, "http://localhost:4318/v1/metrics");
+        assert_eq!(
+            http.profiles.endpoint,
+            "http://localhost:4318/v1development/profiles"
+        );
     }
 
     #[test]

@@ -17,12 +17,10 @@
 //! See `docs/probe-go.md` for what is traced and the limits.
 
 pub mod attach;
-pub mod binary;
-pub mod buildinfo;
-pub mod dwarf;
-pub mod events;
-pub mod offsets;
-pub mod pclntab;
 pub mod set;
+
+// Binary analysis and event decoding read the workload's bytes: they live
+// in `ferrotel-parse`, where they are fuzzed.
+pub use ferrotel_parse::go::{binary, buildinfo, dwarf, events, offsets, pclntab};
 
 pub use set::GoSet;

@@ -122,7 +122,6 @@ impl ProgramSet for GoSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrotel_api::probe_config::SamplerConfig;
     use ferrotel_probe_ebpf::contract::globals;
 
     use crate::ebpf::Global;
@@ -135,7 +134,7 @@ mod tests {
             ring_buffer_bytes: 1 << 16,
             max_payload_bytes: 100,
         };
-        let set = GoSet::new(&tuning, Sampler::from_config(&SamplerConfig::default()));
+        let set = GoSet::new(&tuning, Sampler::default());
         let load = set.tuning();
         assert_eq!(load.ring_buffer_bytes, 1 << 16);
         assert_eq!(

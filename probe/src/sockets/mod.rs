@@ -10,8 +10,9 @@
 //!   -> RequestRecord -> RecordSink (the pipeline)
 //! ```
 
-pub mod events;
-pub mod tracker;
+// Record decoding and the HTTP/1 tracker read the workload's bytes: they
+// live in `ferrotel-parse`, where they are fuzzed.
+pub use ferrotel_parse::sockets::{events, tracker};
 
 use ferrotel_api::probe_config::LanguageTuning;
 use ferrotel_probe_ebpf::contract::{defaults, globals, sockets};
@@ -111,6 +112,8 @@ impl ProgramSet for SocketSet {
     ) {
         let stats = self.tracker.stats();
         tick.parse_errors("http1", stats.not_http - self.reported.not_http);
+        tick.connections_untraced("connection_cap", stats.untracked - self.reported.untracked);
+        tick.connections_untraced("abandoned", stats.abandoned - self.reported.abandoned);
         self.reported = stats;
     }
 }

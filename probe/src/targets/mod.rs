@@ -16,6 +16,7 @@ use std::pin::Pin;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::ledger::ProcessLedger;
 use crate::targets::kubernetes::peers::PeerIndex;
 use crate::telemetry::resource::ResourceRegistry;
 use crate::views::pods::NodePods;
@@ -43,20 +44,33 @@ pub enum TargetEvent {
 #[derive(Debug)]
 pub struct TargetEvents {
     rx: mpsc::UnboundedReceiver<TargetEvent>,
+    ledger: ProcessLedger,
 }
 
 /// The resolver's end of the target stream. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct TargetPublisher {
     tx: mpsc::UnboundedSender<TargetEvent>,
+    /// A second consumer of the same events (the profiler).
+    mirror: Option<mpsc::UnboundedSender<TargetEvent>>,
+    ledger: ProcessLedger,
 }
 
 /// A connected publisher/receiver pair. Unbounded because events are rare
 /// (process starts and exits) and a resolver must never block on a busy
-/// front-end.
+/// front-end. Both ends share one [`ProcessLedger`]: the resolver writes
+/// its decisions there, the front-end what it did with each claim.
 pub fn target_channel() -> (TargetPublisher, TargetEvents) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (TargetPublisher { tx }, TargetEvents { rx })
+    let ledger = ProcessLedger::new();
+    (
+        TargetPublisher {
+            tx,
+            mirror: None,
+            ledger: ledger.clone(),
+        },
+        TargetEvents { rx, ledger },
+    )
 }
 
 impl TargetEvents {
@@ -69,12 +83,40 @@ impl TargetEvents {
     pub fn try_next(&mut self) -> Option<TargetEvent> {
         self.rx.try_recv().ok()
     }
+
+    /// Where the front-end records what it did with each target.
+    pub fn ledger(&self) -> &ProcessLedger {
+        &self.ledger
+    }
 }
 
 impl TargetPublisher {
     /// Sends `event`; returns `false` if the front-end is gone.
     pub fn publish(&self, event: TargetEvent) -> bool {
+        if let Some(mirror) = &self.mirror {
+            let _ = mirror.send(event.clone());
+        }
         self.tx.send(event).is_ok()
+    }
+
+    /// Also delivers every event to a second stream, returned. Its ledger is
+    /// its own: `/debug/processes` reports what the front-end did, and a
+    /// mirror (the profiler) must not overwrite that.
+    pub fn mirrored(mut self) -> (Self, TargetEvents) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.mirror = Some(tx);
+        (
+            self,
+            TargetEvents {
+                rx,
+                ledger: ProcessLedger::new(),
+            },
+        )
+    }
+
+    /// Where the resolver records its per-process decisions.
+    pub fn ledger(&self) -> &ProcessLedger {
+        &self.ledger
     }
 }
 

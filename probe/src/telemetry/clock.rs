@@ -6,15 +6,7 @@
 //! [`RequestRecord::clock`](super::record::RequestRecord::clock). The
 //! pipeline converts them with [`ClockOffsets`] measured once at startup.
 
-/// Which kernel clock the record's timestamps come from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KernelClock {
-    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
-    #[default]
-    Monotonic,
-    /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME (counts suspend).
-    Boottime,
-}
+pub use ferrotel_parse::record::KernelClock;
 
 /// Offsets from the kernel clocks to Unix time, measured once at startup so
 /// that every span of a run is converted consistently (NTP steps of the wall

@@ -4,8 +4,19 @@
 //!
 //! Every request is observed exactly once, sampled or not, so
 //! `_count` equals the number of requests.
+//!
+//! Cardinality is bounded whatever the traffic: attribute values a
+//! workload's traffic chooses (`rpc.service`, `rpc.method`, a client's
+//! `server.address` and `server.port`) are capped per resource at
+//! [`MAX_ATTRIBUTE_VALUES`] distinct values, later ones reported as
+//! `_OTHER` (an integer attribute is dropped instead); `http.route` has its
+//! own cap in [`super::route`]. Past [`MAX_SERIES_PER_INSTRUMENT`] series of
+//! one instrument and resource, observations go to one series with the
+//! single attribute `otel.metric.overflow=true`, as the OpenTelemetry SDKs'
+//! cardinality limit does. Both are counted
+//! (`ferrotel_probe_metric_attribute_capped`, `..._series_capped`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +34,7 @@ use prometheus_client::registry::Unit;
 use super::record::{Protocol, RequestRecord, SpanKind};
 use super::resource::ProcessResource;
 use super::semconv::{Value, key_value, string_kv};
+use crate::health::Health;
 
 /// OTel's recommended boundaries for HTTP durations, in seconds.
 pub const HTTP_BOUNDS_SECONDS: [f64; 14] = [
@@ -204,6 +216,20 @@ impl HistogramState {
 
 type SeriesKey = (Instrument, Vec<(&'static str, Value)>);
 
+/// Attributes whose values come from traffic (names a workload or its
+/// clients choose), capped per resource.
+pub const TRAFFIC_ATTRIBUTES: [&str; 4] =
+    ["rpc.service", "rpc.method", "server.address", "server.port"];
+/// Distinct values kept per traffic attribute and resource.
+pub const MAX_ATTRIBUTE_VALUES: usize = 500;
+/// Series kept per instrument and resource (the OpenTelemetry SDKs'
+/// default cardinality limit).
+pub const MAX_SERIES_PER_INSTRUMENT: usize = 2000;
+/// The value that replaces a capped string attribute.
+pub const OVERFLOW_VALUE: &str = "_OTHER";
+/// The attribute of the overflow series.
+pub const OVERFLOW_ATTRIBUTE: &str = "otel.metric.overflow";
+
 /// The series map is looked up once per request with a key of a few short
 /// strings, where SipHash showed up in profiles; foldhash's fixed-seed hasher
 /// is several times cheaper. Keys are bounded by the route cap, so hash
@@ -217,6 +243,76 @@ struct ResourceSeries<S> {
     /// finds it without hashing or comparing the attribute map per request.
     last: Arc<ProcessResource>,
     series: S,
+}
+
+/// The RED series of one resource, with what its cardinality caps count.
+#[derive(Debug, Default)]
+struct RedSeries {
+    series: SeriesMap,
+    /// Distinct values seen per traffic attribute.
+    values: HashMap<&'static str, HashSet<Value>>,
+    /// Series per instrument (the overflow series included).
+    counts: HashMap<Instrument, usize>,
+}
+
+impl RedSeries {
+    /// Replaces traffic attribute values past the per-attribute cap.
+    fn cap_attributes(&mut self, attributes: &mut Vec<(&'static str, Value)>, health: &Health) {
+        attributes.retain_mut(|(key, value)| {
+            if !TRAFFIC_ATTRIBUTES.contains(key) {
+                return true;
+            }
+            let seen = self.values.entry(*key).or_default();
+            if seen.contains(value) {
+                return true;
+            }
+            if seen.len() < MAX_ATTRIBUTE_VALUES {
+                seen.insert(value.clone());
+                return true;
+            }
+            health.metric_attribute_capped(key);
+            match value {
+                Value::Str(s) => {
+                    *s = OVERFLOW_VALUE.to_owned();
+                    true
+                }
+                _ => false,
+            }
+        });
+    }
+
+    /// The series key for `attributes`, or the overflow series' once the
+    /// instrument has its fill of series.
+    fn key(
+        &self,
+        instrument: Instrument,
+        attributes: Vec<(&'static str, Value)>,
+        health: &Health,
+    ) -> SeriesKey {
+        let key = (instrument, attributes);
+        if self.series.contains_key(&key) {
+            return key;
+        }
+        if self.counts.get(&instrument).copied().unwrap_or(0) < MAX_SERIES_PER_INSTRUMENT {
+            return key;
+        }
+        health.metric_series_capped();
+        (instrument, vec![(OVERFLOW_ATTRIBUTE, Value::Bool(true))])
+    }
+
+    /// After pruning: the caps count what is still there.
+    fn recount_values(&mut self) {
+        self.values.clear();
+        self.counts.clear();
+        for (instrument, attributes) in self.series.keys() {
+            *self.counts.entry(*instrument).or_default() += 1;
+            for (key, value) in attributes {
+                if TRAFFIC_ATTRIBUTES.contains(key) {
+                    self.values.entry(*key).or_default().insert(value.clone());
+                }
+            }
+        }
+    }
 }
 
 /// Series partitioned by the resource (process) that observed them; shared
@@ -281,12 +377,14 @@ impl<S: Default> ByResource<S> {
     }
 }
 
-type State = ByResource<SeriesMap>;
+type State = ByResource<RedSeries>;
 
 /// The RED histograms. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct RedMetrics {
     state: Arc<Mutex<State>>,
+    /// Where cardinality caps are counted.
+    health: Health,
 }
 
 pub(crate) fn now_unix_nanos() -> u64 {
@@ -301,21 +399,36 @@ impl RedMetrics {
         Self::default()
     }
 
-    /// Observes one request with its metric attributes.
+    /// Metrics whose cardinality caps are counted in `health`.
+    pub fn with_health(health: Health) -> Self {
+        Self {
+            state: Arc::default(),
+            health,
+        }
+    }
+
+    /// Observes one request with its metric attributes (capped, see the
+    /// module doc).
     pub fn observe(
         &self,
         resource: &Arc<ProcessResource>,
         record: &RequestRecord,
-        attributes: Vec<(&'static str, Value)>,
+        mut attributes: Vec<(&'static str, Value)>,
     ) {
         let instrument = Instrument::of(record);
         let value = instrument.value_of(record);
         let mut state = self.state.lock().expect("metrics lock");
-        state
-            .series_mut(resource)
-            .entry((instrument, attributes))
-            .or_insert_with(|| HistogramState::new(instrument.bounds(), now_unix_nanos()))
-            .observe(instrument.bounds(), value);
+        let series = state.series_mut(resource);
+        series.cap_attributes(&mut attributes, &self.health);
+        let key = series.key(instrument, attributes, &self.health);
+        let histogram = match series.series.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                *series.counts.entry(instrument).or_default() += 1;
+                entry.insert(HistogramState::new(instrument.bounds(), now_unix_nanos()))
+            }
+        };
+        histogram.observe(instrument.bounds(), value);
     }
 
     /// Total requests observed by `instrument` across all series (tests, health).
@@ -323,7 +436,7 @@ impl RedMetrics {
         let state = self.state.lock().expect("metrics lock");
         state
             .iter()
-            .flat_map(|(_, s)| s.iter())
+            .flat_map(|(_, s)| s.series.iter())
             .filter(|((i, _), _)| *i == instrument)
             .map(|(_, h)| h.count)
             .sum()
@@ -333,10 +446,13 @@ impl RedMetrics {
     /// routes), bounding memory on long-running nodes.
     pub fn prune_idle(&self, idle: Duration) {
         let mut state = self.state.lock().expect("metrics lock");
-        for series in state.iter_mut() {
-            series.retain(|_, h| h.last_update.elapsed() < idle);
+        for resource in state.iter_mut() {
+            resource
+                .series
+                .retain(|_, h| h.last_update.elapsed() < idle);
+            resource.recount_values();
         }
-        state.retain(|series| !series.is_empty());
+        state.retain(|resource| !resource.series.is_empty());
     }
 
     /// A cumulative snapshot of every series as an OTLP export request
@@ -349,7 +465,7 @@ impl RedMetrics {
             .map(|(resource, series)| {
                 let mut by_instrument: BTreeMap<Instrument, Vec<HistogramDataPoint>> =
                     BTreeMap::new();
-                for ((instrument, attributes), h) in series {
+                for ((instrument, attributes), h) in &series.series {
                     by_instrument
                         .entry(*instrument)
                         .or_default()
@@ -516,6 +632,7 @@ pub(crate) fn value_text(value: &Value) -> String {
     match value {
         Value::Str(s) => s.clone(),
         Value::Int(i) => i.to_string(),
+        Value::Bool(b) => b.to_string(),
     }
 }
 
@@ -529,7 +646,7 @@ impl prometheus_client::collector::Collector for RedMetrics {
             let state = self.state.lock().expect("metrics lock");
             for (resource, series) in state.iter() {
                 let resource_labels = prometheus_resource_labels(resource);
-                for ((instrument, attributes), h) in series {
+                for ((instrument, attributes), h) in &series.series {
                     let mut labels = resource_labels.clone();
                     labels.extend(
                         attributes
@@ -576,7 +693,112 @@ pub(crate) fn encode_histogram(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::semconv::key_value;
     use crate::telemetry::semconv::{metric_attributes, tests::http_record};
+
+    /// `kubectl ferrotel` reads these families and labels from `/metrics`
+    /// (`ferrotel_api::probe_endpoints`): renaming one here breaks it.
+    #[test]
+    fn the_exposition_carries_every_family_and_label_the_cli_reads() {
+        use crate::health::Health;
+        use crate::telemetry::record::GrpcInfo;
+        use ferrotel_api::probe_endpoints::{labels as l, metrics as m};
+
+        let metrics = RedMetrics::new();
+        let resource = Arc::new(ProcessResource {
+            attributes: [
+                ("service.name".to_owned(), "shop".to_owned()),
+                ("k8s.namespace.name".to_owned(), "ns".to_owned()),
+                ("k8s.pod.name".to_owned(), "shop-1".to_owned()),
+            ]
+            .into(),
+        });
+        let observe = |record: RequestRecord, route: Option<&str>| {
+            let attributes = metric_attributes(&record, route);
+            metrics.observe(&resource, &record, attributes);
+        };
+        observe(
+            http_record(SpanKind::Server, "GET", "/a", Some(500)),
+            Some("/a"),
+        );
+        observe(http_record(SpanKind::Client, "GET", "/b", Some(200)), None);
+        for kind in [SpanKind::Server, SpanKind::Client] {
+            let mut grpc = http_record(kind, "POST", "/", None);
+            grpc.protocol = Protocol::Grpc(GrpcInfo {
+                service: "s.S".into(),
+                method: "M".into(),
+                status_code: Some(0),
+                authority: Some("s:50051".into()),
+                user_agent: None,
+            });
+            observe(grpc, None);
+        }
+        let health = Health::new();
+        let frontend = health.frontend(ferrotel_api::language::Language::Go);
+        frontend.set_attached_processes(1);
+        frontend.attach_refused("no_functions");
+        frontend.kernel_dropped_total("events", 1);
+        health.record_dropped("pipeline_full");
+        health.export_dropped("traces", "queue_full", 1);
+        health.export_request("traces", "retryable");
+        let mut registry = prometheus_client::registry::Registry::default();
+        health.register(&mut registry);
+        registry.register_collector(Box::new(metrics.clone()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+
+        let line = |family: &str| -> &str {
+            text.lines()
+                .find(|line| {
+                    line.strip_prefix(family)
+                        .is_some_and(|rest| rest.starts_with(['{', ' ', '_']))
+                        && !line.starts_with('#')
+                })
+                .unwrap_or_else(|| panic!("no {family} series in:\n{text}"))
+        };
+        for family in [
+            m::HTTP_SERVER_DURATION,
+            m::HTTP_CLIENT_DURATION,
+            m::RPC_SERVER_DURATION,
+            m::RPC_CLIENT_DURATION,
+        ] {
+            let series = line(&format!("{family}_bucket"));
+            for label in [l::NAMESPACE, l::POD, l::SERVICE] {
+                assert!(
+                    series.contains(&format!("{label}=\"")),
+                    "{label} in {series}"
+                );
+            }
+        }
+        let server = line(&format!("{}_bucket", m::HTTP_SERVER_DURATION));
+        for label in [l::HTTP_ROUTE, l::HTTP_METHOD, l::ERROR_TYPE] {
+            assert!(
+                server.contains(&format!("{label}=\"")),
+                "{label} in {server}"
+            );
+        }
+        let client = line(&format!("{}_bucket", m::HTTP_CLIENT_DURATION));
+        for label in [l::SERVER_ADDRESS, l::SERVER_PORT] {
+            assert!(
+                client.contains(&format!("{label}=\"")),
+                "{label} in {client}"
+            );
+        }
+        let rpc = line(&format!("{}_bucket", m::RPC_SERVER_DURATION));
+        for label in [l::RPC_SERVICE, l::RPC_METHOD] {
+            assert!(rpc.contains(&format!("{label}=\"")), "{label} in {rpc}");
+        }
+        assert!(line(m::ATTACHED_PROCESSES).contains(&format!("{}=\"go\"", l::LANGUAGE)));
+        assert!(line(m::ATTACH_REFUSED).contains(&format!("{}=\"no_functions\"", l::REASON)));
+        for family in [
+            m::KERNEL_EVENTS_DROPPED,
+            m::RECORDS_DROPPED,
+            m::EXPORT_DROPPED,
+            m::EXPORT_REQUESTS,
+        ] {
+            line(family);
+        }
+    }
 
     fn resource(service: &str) -> Arc<ProcessResource> {
         Arc::new(ProcessResource {
@@ -627,6 +849,86 @@ mod tests {
             "{counts:?}"
         );
         assert_eq!(metrics.count(Instrument::HttpServer), 4);
+    }
+
+    fn grpc_record(method: String, code: i32) -> RequestRecord {
+        let mut record = http_record(SpanKind::Server, "POST", "/", None);
+        record.protocol = Protocol::Grpc(crate::telemetry::record::GrpcInfo {
+            service: "shop.Cart".into(),
+            method,
+            status_code: Some(code),
+            authority: None,
+            user_agent: None,
+        });
+        record
+    }
+
+    fn series_with(metrics: &RedMetrics, key: &str, value: &Value) -> u64 {
+        let request = metrics.to_otlp().expect("observed");
+        request.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .flat_map(|m| match &m.data {
+                Some(metric::Data::Histogram(h)) => h.data_points.clone(),
+                _ => vec![],
+            })
+            .filter(|p| p.attributes.iter().any(|kv| *kv == key_value(key, value)))
+            .map(|p| p.count)
+            .sum()
+    }
+
+    #[test]
+    fn rpc_methods_beyond_the_cap_are_reported_as_other_and_counted() {
+        let health = Health::new();
+        let metrics = RedMetrics::with_health(health.clone());
+        let res = resource("cart");
+        let extra = 25;
+        for i in 0..MAX_ATTRIBUTE_VALUES + extra {
+            let record = grpc_record(format!("Method{i}"), 0);
+            metrics.observe(&res, &record, metric_attributes(&record, None));
+        }
+        assert_eq!(
+            series_with(&metrics, "rpc.method", &Value::from(OVERFLOW_VALUE)),
+            extra as u64,
+            "methods past the cap share the _OTHER series"
+        );
+        assert_eq!(
+            health.metric_attribute_capped_total("rpc.method"),
+            extra as u64
+        );
+        assert_eq!(
+            metrics.count(Instrument::RpcServer),
+            (MAX_ATTRIBUTE_VALUES + extra) as u64,
+            "capping loses no observation"
+        );
+        // A method seen before the cap keeps its own series.
+        let record = grpc_record("Method0".into(), 0);
+        metrics.observe(&res, &record, metric_attributes(&record, None));
+        assert_eq!(series_with(&metrics, "rpc.method", &"Method0".into()), 2);
+    }
+
+    #[test]
+    fn series_beyond_the_cap_go_to_the_overflow_series() {
+        let health = Health::new();
+        let metrics = RedMetrics::with_health(health.clone());
+        let res = resource("cart");
+        // 500 methods x 5 codes = 2500 combinations, 500 past the series cap.
+        for code in 0..5 {
+            for i in 0..MAX_ATTRIBUTE_VALUES {
+                let record = grpc_record(format!("M{i}"), code);
+                metrics.observe(&res, &record, metric_attributes(&record, None));
+            }
+        }
+        let overflow = (5 * MAX_ATTRIBUTE_VALUES - MAX_SERIES_PER_INSTRUMENT) as u64;
+        assert_eq!(
+            series_with(&metrics, OVERFLOW_ATTRIBUTE, &Value::Bool(true)),
+            overflow
+        );
+        assert_eq!(health.metric_series_capped_total(), overflow);
+        assert_eq!(
+            metrics.count(Instrument::RpcServer),
+            5 * MAX_ATTRIBUTE_VALUES as u64
+        );
     }
 
     #[test]

@@ -9,13 +9,16 @@
 pub mod clock;
 pub mod metrics;
 pub mod pipeline;
-pub mod record;
+pub mod redact;
 pub mod resource;
 pub mod route;
-pub mod sampling;
 pub mod semconv;
 pub mod servicegraph;
-pub mod trace_context;
+
+// What a front-end produces — the record, its span identity and sampling
+// decision — is defined next to the parsers that produce it, in
+// `ferrotel-parse` (the config's sampler: `crate::config::sampler`).
+pub use ferrotel_parse::{record, sampling, trace_context};
 
 use tokio::sync::mpsc;
 
@@ -31,6 +34,8 @@ pub use record::RequestRecord;
 pub struct RecordSink {
     tx: mpsc::Sender<RequestRecord>,
     health: Health,
+    /// The profiler's view of sampled spans (trace ↔ profile links).
+    spans: Option<crate::profile::SpanTap>,
 }
 
 impl RecordSink {
@@ -38,12 +43,28 @@ impl RecordSink {
     /// receiving end for the pipeline.
     pub fn channel(capacity: usize, health: Health) -> (Self, mpsc::Receiver<RequestRecord>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Self { tx, health }, rx)
+        (
+            Self {
+                tx,
+                health,
+                spans: None,
+            },
+            rx,
+        )
+    }
+
+    /// Also shows every sampled record's span to the profiler.
+    pub fn with_span_tap(mut self, tap: crate::profile::SpanTap) -> Self {
+        self.spans = Some(tap);
+        self
     }
 
     /// Hands a record to the pipeline; returns `false` if it was dropped
     /// (pipeline full or shut down).
     pub fn submit(&self, record: RequestRecord) -> bool {
+        if let Some(spans) = &self.spans {
+            spans.observe(&record);
+        }
         match self.tx.try_send(record) {
             Ok(()) => {
                 self.health.record_submitted();

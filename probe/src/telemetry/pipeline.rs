@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ferrotel_api::probe_config::RoutesConfig;
+use ferrotel_api::probe_config::{RedactionConfig, RoutesConfig};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -10,11 +10,13 @@ use tracing::debug;
 use super::clock::ClockOffsets;
 use super::metrics::RedMetrics;
 use super::record::{Protocol, RequestRecord, SpanKind};
+use super::redact::Redactor;
 use super::resource::{ProcessResource, ResourceRegistry};
 use super::route::RouteTemplater;
 use super::semconv;
 use super::servicegraph::{self, PeerLookup, ServiceGraphMetrics};
 use crate::health::Health;
+use crate::tap::SpanTap;
 
 /// A span waiting for export, with the resource it belongs to.
 #[derive(Clone, Debug)]
@@ -42,6 +44,8 @@ pub struct Pipeline {
     spans: Arc<dyn SpanQueue>,
     clock: ClockOffsets,
     health: Health,
+    redactor: Redactor,
+    tap: SpanTap,
     /// Service-graph edges from every record, named through the peer lookup.
     graph: Option<(ServiceGraphMetrics, Arc<dyn PeerLookup>)>,
 }
@@ -68,8 +72,24 @@ impl Pipeline {
             spans,
             clock,
             health,
+            redactor: Redactor::default(),
+            tap: SpanTap::default(),
             graph: None,
         }
+    }
+
+    /// Redacts query strings as `redaction` says (the default redacts every
+    /// query value; see [`super::redact`]).
+    pub fn with_redaction(mut self, redaction: &RedactionConfig) -> Self {
+        self.redactor = Redactor::new(redaction);
+        self
+    }
+
+    /// Offers every request's span to `tap` while someone taps (see
+    /// [`crate::tap`]: one atomic load per request otherwise).
+    pub fn with_tap(mut self, tap: SpanTap) -> Self {
+        self.tap = tap;
+        self
     }
 
     /// Also records service-graph edges (`views.serviceGraph`).
@@ -84,6 +104,8 @@ impl Pipeline {
     /// Processes one record: every record feeds the RED metrics; sampled
     /// ones are also queued as spans.
     pub fn process(&mut self, record: &RequestRecord) {
+        let record = self.redactor.record(record);
+        let record = record.as_ref();
         let resource = self.resources.get(record.pid);
         let route = match (&record.protocol, record.kind) {
             (Protocol::Http(http), SpanKind::Server) => {
@@ -108,11 +130,19 @@ impl Pipeline {
         {
             self.health.service_graph_overflow();
         }
+        let tapping = self.tap.is_active();
         if !record.span.sampled {
             self.health.span_unsampled();
+            if tapping {
+                let span = semconv::to_span(record, route.as_deref(), &self.clock);
+                self.tap.publish(&resource, &span);
+            }
             return;
         }
         let span = semconv::to_span(record, route.as_deref(), &self.clock);
+        if tapping {
+            self.tap.publish(&resource, &span);
+        }
         // A full queue counts the drop itself.
         self.spans.push(QueuedSpan { resource, span });
     }

@@ -9,104 +9,10 @@
 use std::collections::{HashMap, HashSet};
 
 use ferrotel_api::probe_config::{RoutesConfig, UnmatchedRoutes};
+pub use ferrotel_parse::url::{RoutePattern, heuristic_route, is_id_like};
 
 /// The route reported once a service's distinct-route cap is reached.
 pub const OVERFLOW_ROUTE: &str = "/**";
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    /// `{name}` or `*`: exactly one non-empty segment.
-    One,
-    /// `{name...}` or `**`: the rest of the path (zero or more segments).
-    Rest,
-}
-
-/// A parsed route pattern such as `/users/{id}/orders/{rest...}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoutePattern {
-    text: String,
-    segments: Vec<Segment>,
-}
-
-impl RoutePattern {
-    pub fn parse(text: &str) -> Self {
-        let segments = split(text)
-            .map(|s| {
-                if s == "**" || (s.starts_with('{') && s.ends_with("...}")) {
-                    Segment::Rest
-                } else if s == "*" || (s.starts_with('{') && s.ends_with('}')) {
-                    Segment::One
-                } else {
-                    Segment::Literal(s.to_owned())
-                }
-            })
-            .collect();
-        Self {
-            text: text.to_owned(),
-            segments,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    pub fn matches(&self, path: &str) -> bool {
-        let mut parts = split(path);
-        for segment in &self.segments {
-            match segment {
-                Segment::Rest => return true,
-                Segment::One => {
-                    if parts.next().is_none() {
-                        return false;
-                    }
-                }
-                Segment::Literal(lit) => {
-                    if parts.next() != Some(lit.as_str()) {
-                        return false;
-                    }
-                }
-            }
-        }
-        parts.next().is_none()
-    }
-}
-
-fn split(path: &str) -> impl Iterator<Item = &str> {
-    path.split('/').filter(|s| !s.is_empty())
-}
-
-/// Is this path segment an identifier rather than a name? Numbers, UUIDs,
-/// hex strings, dates, and long tokens that mix letters and digits are;
-/// `v1`, `users`, `api` are not.
-pub fn is_id_like(segment: &str) -> bool {
-    let has_digit = segment.bytes().any(|b| b.is_ascii_digit());
-    if !has_digit {
-        return false;
-    }
-    let all_digits = segment.bytes().all(|b| b.is_ascii_digit());
-    let digits_and_separators = segment
-        .bytes()
-        .all(|b| b.is_ascii_digit() || b"-_.:".contains(&b));
-    let hex_like =
-        segment.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') && segment.len() >= 8;
-    let long_token = segment.len() >= 16;
-    all_digits || digits_and_separators || hex_like || long_token
-}
-
-/// The heuristic template of a path: ID-like segments become `*`.
-pub fn heuristic_route(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for segment in split(path) {
-        out.push('/');
-        out.push_str(if is_id_like(segment) { "*" } else { segment });
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
-}
 
 /// Derives `http.route` values and enforces the per-service cap.
 #[derive(Debug)]
@@ -246,29 +152,6 @@ mod tests {
             None,
             "extra segments do not match"
         );
-    }
-
-    #[test]
-    fn heuristic_replaces_id_like_segments_only() {
-        assert_eq!(heuristic_route("/users/12345"), "/users/*");
-        assert_eq!(
-            heuristic_route("/api/v1/orders/550e8400-e29b-41d4-a716-446655440000"),
-            "/api/v1/orders/*"
-        );
-        assert_eq!(heuristic_route("/blobs/deadbeef42/meta"), "/blobs/*/meta");
-        assert_eq!(heuristic_route("/reports/2024-01-31"), "/reports/*");
-        assert_eq!(
-            heuristic_route("/t/aZ3kP9qLmN2xV7wR"),
-            "/t/*",
-            "long mixed token"
-        );
-        assert_eq!(
-            heuristic_route("/api/v2/health"),
-            "/api/v2/health",
-            "version segments stay"
-        );
-        assert_eq!(heuristic_route("/"), "/");
-        assert_eq!(heuristic_route(""), "/");
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{Span, Status, span, status};
 
+pub use ferrotel_parse::url::split_host;
+
 use super::clock::ClockOffsets;
 use super::record::{GrpcInfo, HttpInfo, Protocol, RequestRecord, SpanKind};
 
@@ -17,6 +19,7 @@ use super::record::{GrpcInfo, HttpInfo, Protocol, RequestRecord, SpanKind};
 pub enum Value {
     Str(String),
     Int(i64),
+    Bool(bool),
 }
 
 impl From<&str> for Value {
@@ -42,6 +45,7 @@ pub fn key_value(key: &str, value: &Value) -> KeyValue {
     let value = match value {
         Value::Str(s) => any_value::Value::StringValue(s.clone()),
         Value::Int(i) => any_value::Value::IntValue(*i),
+        Value::Bool(b) => any_value::Value::BoolValue(*b),
     };
     KeyValue {
         key: key.to_owned(),
@@ -66,25 +70,6 @@ pub fn normalize_method(method: &str) -> &str {
         .copied()
         .find(|m| *m == method)
         .unwrap_or("_OTHER")
-}
-
-/// Splits a `Host`/`:authority` value into host and port.
-pub fn split_host(host: &str) -> (String, Option<u16>) {
-    let host = host.trim();
-    if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        if let Some((addr, after)) = rest.split_once(']') {
-            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (addr.to_owned(), port);
-        }
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') => match port.parse() {
-            Ok(port) => (name.to_owned(), Some(port)),
-            Err(_) => (host.to_owned(), None),
-        },
-        _ => (host.to_owned(), None),
-    }
 }
 
 fn default_port(scheme: &str) -> u16 {
@@ -396,9 +381,7 @@ pub fn to_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets
 pub(crate) mod tests {
     use super::*;
     use crate::telemetry::clock::*;
-    use crate::telemetry::record::*;
     use crate::telemetry::sampling::*;
-    use ferrotel_api::probe_config::SamplerConfig;
 
     pub(crate) fn http_record(
         kind: SpanKind,
@@ -406,7 +389,7 @@ pub(crate) mod tests {
         path: &str,
         status: Option<u16>,
     ) -> RequestRecord {
-        let starter = SpanStarter::new(&SamplerConfig::default());
+        let starter = SpanStarter::new(Sampler::default());
         RequestRecord {
             kind,
             pid: 100,
@@ -567,7 +550,7 @@ pub(crate) mod tests {
 
     #[test]
     fn span_carries_ids_parent_and_converted_times() {
-        let starter = SpanStarter::new(&SamplerConfig::default());
+        let starter = SpanStarter::new(Sampler::default());
         let server = starter.start_server(None);
         let mut record = http_record(SpanKind::Client, "GET", "/", Some(200));
         record.span = starter.start_client(Some(&server));
@@ -588,16 +571,5 @@ pub(crate) mod tests {
             span.end_time_unix_nano - span.start_time_unix_nano,
             250_000_000
         );
-    }
-
-    #[test]
-    fn host_header_forms_are_split() {
-        assert_eq!(
-            split_host("example.com:8080"),
-            ("example.com".into(), Some(8080))
-        );
-        assert_eq!(split_host("example.com"), ("example.com".into(), None));
-        assert_eq!(split_host("[::1]:9000"), ("::1".into(), Some(9000)));
-        assert_eq!(split_host("::1"), ("::1".into(), None));
     }
 }

@@ -1,6 +1,16 @@
 //! The probe runtime in-process, as the language harnesses (`go_common`,
 //! `python_common`) start it: flags and a config file as the binary would
 //! get them, `/metrics` on a free port, a graceful stop that flushes.
+//!
+//! Every test binary that includes this module also gets the tracefs that
+//! `ferrotel-probe` gives itself ([`ferrotel_probe::tracefs::ensure`]):
+//! these tests run the probe in-process, so they do what its `main` does,
+//! before any thread exists — a mount namespace is per thread until then,
+//! and the test harness starts its threads before any test runs. A
+//! constructor (`.init_array`) runs earlier, on the only thread. On a host
+//! with tracefs mounted it does nothing; the host's mount table never
+//! changes either way (the mount lives in the test process's own mount
+//! namespace and goes away with it).
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -14,6 +24,20 @@ use ferrotel_probe::runtime;
 use ferrotel_probe::targets::TargetSource;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+// SAFETY: `.init_array` entries are called once by the loader before `main`
+// with no arguments, which matches `extern "C" fn()`; the function only
+// makes syscalls and file reads and never unwinds (errors are printed, and
+// the test that needs tracefs then fails with aya's own error).
+#[used]
+#[unsafe(link_section = ".init_array")]
+static PRIVATE_TRACEFS: extern "C" fn() = private_tracefs;
+
+extern "C" fn private_tracefs() {
+    if let Err(e) = ferrotel_probe::tracefs::ensure() {
+        eprintln!("ferrotel probe tests: {e}");
+    }
+}
 
 /// How long the harness waits for the probe to attach or to stop.
 pub const PROBE_WAIT: Duration = Duration::from_secs(90);

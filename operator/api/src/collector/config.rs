@@ -161,7 +161,50 @@ impl CollectorConfig {
             unreachable!("collector config is always serializable: {e}")
         })
     }
+
+    /// Whether a pipeline carries profiles (`profiles` or `profiles/<name>`).
+    pub fn has_profiles_pipeline(&self) -> bool {
+        self.service
+            .pipelines
+            .iter()
+            .flatten()
+            .any(|(id, _)| split_id(id).0 == "profiles")
+    }
+
+    /// The feature gates the collector needs to run this config.
+    ///
+    /// Only what the config uses: the collector exits at start on a gate it
+    /// does not know, and `spec.image` may name a build from before a gate
+    /// existed or after it was retired (gates are removed some releases
+    /// after their feature goes stable). A gate passed to every collector
+    /// would also change every pod template, and so restart every
+    /// collector, on the operator upgrade that introduced it.
+    pub fn feature_gates(&self) -> Vec<&'static str> {
+        let mut gates = Vec::new();
+        if self.has_profiles_pipeline() {
+            gates.push(PROFILES_FEATURE_GATE);
+        }
+        gates
+    }
+
+    /// The collector's arguments to run this config from `config_path`:
+    /// what the operator renders into the pod and what the tests give
+    /// `otelcol validate`, so both judge the same command line.
+    pub fn command_args(&self, config_path: &str) -> Vec<String> {
+        let mut args = vec![format!("--config={config_path}")];
+        let gates = self.feature_gates();
+        if !gates.is_empty() {
+            let enabled: Vec<String> = gates.iter().map(|g| format!("+{g}")).collect();
+            args.push(format!("--feature-gates={}", enabled.join(",")));
+        }
+        args
+    }
 }
+
+/// The collector refuses `profiles` pipelines unless this gate is on: the
+/// signal is alpha in the distribution the default image is built from
+/// (`operator/api/distribution/manifest.yaml`; OTLP profiles `v1development`).
+pub const PROFILES_FEATURE_GATE: &str = "service.profilesSupport";
 
 /// Splits a component ID into its type and optional name: `otlp/tempo` →
 /// (`otlp`, `Some("tempo")`).
@@ -169,5 +212,48 @@ pub fn split_id(id: &str) -> (&str, Option<&str>) {
     match id.split_once('/') {
         Some((ty, name)) => (ty, Some(name)),
         None => (id, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> CollectorConfig {
+        serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("test config must parse: {e}"))
+    }
+
+    #[test]
+    fn a_config_without_profiles_runs_with_the_config_flag_only() {
+        let c = config(
+            "receivers: {otlp: {}}\nexporters: {debug: {}}\n\
+             service: {pipelines: {traces: {receivers: [otlp], exporters: [debug]}, \
+             metrics: {receivers: [otlp], exporters: [debug]}}}",
+        );
+        assert!(c.feature_gates().is_empty(), "no gate is needed");
+        assert_eq!(
+            c.command_args("/conf/collector.yaml"),
+            ["--config=/conf/collector.yaml"],
+            "existing collectors keep their command line"
+        );
+    }
+
+    #[test]
+    fn a_profiles_pipeline_named_or_not_turns_the_profiles_gate_on() {
+        for id in ["profiles", "profiles/backend"] {
+            let c = config(&format!(
+                "receivers: {{otlp: {{}}}}\nexporters: {{debug: {{}}}}\n\
+                 service: {{pipelines: {{traces: {{receivers: [otlp], exporters: [debug]}}, \
+                 {id}: {{receivers: [otlp], exporters: [debug]}}}}}}"
+            ));
+            assert_eq!(
+                c.command_args("/conf/collector.yaml"),
+                [
+                    "--config=/conf/collector.yaml",
+                    "--feature-gates=+service.profilesSupport"
+                ],
+                "pipeline {id:?} needs the gate"
+            );
+        }
     }
 }

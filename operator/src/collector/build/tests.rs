@@ -207,3 +207,44 @@ fn config_without_listening_receivers_has_no_service() {
     );
     assert!(b.endpoints.is_empty());
 }
+
+/// The container's arguments in the built workload.
+fn container_args(b: &Built) -> Vec<String> {
+    let Workload::Deployment(d) = &b.children.workload else {
+        panic!("deployment expected")
+    };
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers[0].args.clone())
+        .expect("the collector container has arguments")
+}
+
+#[test]
+fn a_profiles_pipeline_starts_the_collector_with_the_profiles_feature_gate() {
+    let b = built(&sample(|tc| {
+        tc.spec
+            .config
+            .service
+            .pipelines
+            .get_or_insert_default()
+            .insert(
+                "profiles".into(),
+                ferrotel_api::collector::config::Pipeline {
+                    receivers: Some(vec!["otlp".into()]),
+                    exporters: Some(vec!["debug".into()]),
+                    ..Default::default()
+                },
+            );
+    }));
+    insta::assert_yaml_snapshot!("profiles_container_args", container_args(&b));
+    assert!(
+        container_args(&b).contains(&"--feature-gates=+service.profilesSupport".to_owned()),
+        "the collector refuses a profiles pipeline without the gate"
+    );
+    assert_eq!(
+        container_args(&built(&sample(|_| {}))),
+        ["--config=/conf/collector.yaml"],
+        "a config without profiles gets no gate (an image that does not know a gate refuses to start)"
+    );
+}

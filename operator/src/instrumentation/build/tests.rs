@@ -33,6 +33,7 @@ spec:
   propagators: [tracecontext, b3]
   resource: {attributes: {deployment.environment: prod}}
   routes: {patterns: ["/users/{id}"], unmatched: wildcard, maxDistinct: 100}
+  redaction: {query: listed, sensitiveQueryKeys: [api_key]}
   python: {ringBufferBytes: 1048576, resources: {limits: {memory: 1Gi}}}
   probe:
     image: registry.local/probe:dev
@@ -43,6 +44,7 @@ spec:
     priorityClassName: system-node-critical
     logLevel: debug
     privileged: true
+  profiling: {enabled: true, frequencyHz: 49, exportIntervalSeconds: 60}
 "#;
 
 fn resolved(endpoint: &str, protocol: OtlpProtocol) -> ResolvedExporter {
@@ -159,10 +161,19 @@ fn probes_get_capabilities_not_privileged_by_default() {
             Some(vec!["ALL".to_owned()]),
             "drops everything else"
         );
-        assert!(
-            caps.add.expect("adds").contains(&"BPF".to_owned()),
-            "adds CAP_BPF"
+        assert_eq!(
+            caps.add.expect("adds"),
+            vec!["SYS_ADMIN".to_owned(), "SYS_PTRACE".to_owned()],
+            "{}: exactly the capabilities e2e/tests/least_privilege.rs proves necessary",
+            children.language
         );
+        assert_eq!(
+            sc.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault"),
+            "the runtime's default seccomp profile suffices"
+        );
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
         let pod = children
             .daemon_set
             .spec
@@ -176,6 +187,11 @@ fn probes_get_capabilities_not_privileged_by_default() {
             pod.host_pid,
             Some(true),
             "needs the host PID namespace to find processes"
+        );
+        assert!(
+            pod.volumes.iter().flatten().all(|v| v.host_path.is_none()),
+            "no host path is mounted: {:?}",
+            pod.volumes
         );
         assert_eq!(
             pod.tolerations.expect("tolerations")[0].operator.as_deref(),

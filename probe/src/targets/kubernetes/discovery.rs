@@ -12,8 +12,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use ferrotel_api::optin::{self, Decision, Instrumentations, NamespaceView, PodView};
+use ferrotel_api::optin::{self, Decision, Instrumentations, NamespaceView, PodView, Skip};
 use ferrotel_api::probe_config::Language;
+use ferrotel_api::probe_endpoints::{DiscoveryOutcome, PodRef, ProcessReport};
 use tracing::{debug, warn};
 
 use super::cgroup::{self, CgroupIdentity, ContainerId};
@@ -176,6 +177,9 @@ pub struct Discovery {
     /// Opt-in errors already logged (pod uid + message), so that a bad
     /// annotation is reported once, not on every scan.
     reported: HashSet<(String, String)>,
+    /// What the last reconcile decided for every container process located
+    /// in a pod, claimed or not, and why ([`Discovery::take_decisions`]).
+    decisions: BTreeMap<u32, ProcessReport>,
 }
 
 impl Discovery {
@@ -197,12 +201,19 @@ impl Discovery {
             detector: LanguageDetector::new(),
             claimed: BTreeMap::new(),
             reported: HashSet::new(),
+            decisions: BTreeMap::new(),
         }
     }
 
     /// Every Instrumentation the opt-in rules consider.
     pub fn instrumentations(&self) -> &Instrumentations {
         &self.instrumentations
+    }
+
+    /// The decision of the last [`Discovery::reconcile`] for every container
+    /// process located in a pod (for [`crate::ledger`]); taken, not copied.
+    pub fn take_decisions(&mut self) -> BTreeMap<u32, ProcessReport> {
+        std::mem::take(&mut self.decisions)
     }
 
     pub fn claimed(&self) -> &BTreeMap<u32, DesiredClaim> {
@@ -348,6 +359,7 @@ impl Discovery {
 
     fn desired(&mut self) -> BTreeMap<u32, DesiredClaim> {
         let mut desired = BTreeMap::new();
+        let mut decisions = BTreeMap::new();
         let no_labels = BTreeMap::new();
         for (pid, process) in self.processes.iter_mut() {
             if process.identity.is_empty() {
@@ -392,16 +404,14 @@ impl Discovery {
                     detected,
                 )
             };
-            let first = match decide(None) {
-                Ok(decision) => decision,
-                Err(error) => {
-                    report(&mut self.reported, pod, &error);
-                    continue;
-                }
-            };
-            let claimed = match first {
-                Decision::Skipped(_) => false,
-                Decision::Claimed(claim)
+            let first = decide(None);
+            if let Err(error) = &first {
+                report(&mut self.reported, pod, error);
+            }
+            let (outcome, detected) = match first {
+                Err(error) => (opt_in_error(&error), None),
+                Ok(Decision::Skipped(skip)) => (skipped(&skip), None),
+                Ok(Decision::Claimed(claim))
                     if claim.language_source == optin::LanguageSource::Annotation =>
                 {
                     // Pinned by annotation; still skip a process that is
@@ -410,17 +420,50 @@ impl Discovery {
                     let detected = *process
                         .language
                         .get_or_insert_with(|| self.detector.detect(&self.proc_root, *pid));
-                    detected.is_none_or(|d| d == self.language)
+                    let outcome = match detected {
+                        Some(other) if other != self.language => {
+                            DiscoveryOutcome::OtherLanguage { language: other }
+                        }
+                        _ => claimed(&claim),
+                    };
+                    (outcome, detected)
                 }
-                Decision::Claimed(_) => {
+                Ok(Decision::Claimed(_)) => {
                     let detected = *process
                         .language
                         .get_or_insert_with(|| self.detector.detect(&self.proc_root, *pid));
-                    detected.is_some_and(|d| d == self.language)
-                        && matches!(decide(detected), Ok(Decision::Claimed(_)))
+                    let outcome = match detected {
+                        None => DiscoveryOutcome::UnknownLanguage,
+                        Some(other) if other != self.language => {
+                            DiscoveryOutcome::OtherLanguage { language: other }
+                        }
+                        Some(_) => match decide(detected) {
+                            Ok(Decision::Claimed(claim)) => claimed(&claim),
+                            Ok(Decision::Skipped(skip)) => skipped(&skip),
+                            Err(error) => opt_in_error(&error),
+                        },
+                    };
+                    (outcome, detected)
                 }
             };
-            if !claimed {
+            let is_claimed = matches!(outcome, DiscoveryOutcome::Claimed { .. });
+            decisions.insert(
+                *pid,
+                ProcessReport {
+                    pid: *pid,
+                    exe: exe.display().to_string(),
+                    pod: Some(PodRef {
+                        namespace: pod.namespace.clone(),
+                        name: pod.name.clone(),
+                        uid: pod.uid.clone(),
+                        container: container.to_owned(),
+                    }),
+                    detected,
+                    discovery: Some(outcome),
+                    tracing: None,
+                },
+            );
+            if !is_claimed {
                 continue;
             }
             let grand_owner = self.cluster.grand_owner_of(pod);
@@ -433,6 +476,7 @@ impl Discovery {
             );
             desired.insert(*pid, DesiredClaim { exe, attributes });
         }
+        self.decisions = decisions;
         desired
     }
 }
@@ -503,6 +547,35 @@ impl Discovery {
     }
 }
 
+fn claimed(claim: &optin::Claim) -> DiscoveryOutcome {
+    DiscoveryOutcome::Claimed {
+        instrumentation: claim.instrumentation.to_string(),
+    }
+}
+
+fn skipped(skip: &Skip) -> DiscoveryOutcome {
+    match skip {
+        Skip::NotOptedIn => DiscoveryOutcome::NotOptedIn,
+        Skip::OptedOut { .. } => DiscoveryOutcome::OptedOut,
+        Skip::OtherLanguage { language, .. } => DiscoveryOutcome::OtherLanguage {
+            language: *language,
+        },
+        Skip::LanguageNotEnabled { instrumentation } => DiscoveryOutcome::LanguageNotEnabled {
+            instrumentation: instrumentation.to_string(),
+        },
+        Skip::PodSelectorMismatch { instrumentation } => DiscoveryOutcome::PodSelectorMismatch {
+            instrumentation: instrumentation.to_string(),
+        },
+    }
+}
+
+fn opt_in_error(error: &optin::OptInError) -> DiscoveryOutcome {
+    DiscoveryOutcome::OptInError {
+        category: error.category().to_owned(),
+        message: error.to_string(),
+    }
+}
+
 fn report(reported: &mut HashSet<(String, String)>, pod: &PodInfo, error: &optin::OptInError) {
     let key = (pod.uid.clone(), error.to_string());
     if reported.len() > 10_000 {
@@ -527,6 +600,7 @@ mod tests {
 
     const ID_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const ID_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const ID_C: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
     const GO: &str = "/usr/local/go/bin/go";
 
     /// A fake /proc: `<pid>/cgroup` files and `<pid>/exe` links to real
@@ -717,6 +791,62 @@ mod tests {
             .apply_namespace(namespace("shop", Some("true")));
         discovery.scan_processes();
         assert_eq!(claimed_pids(&discovery.reconcile()), vec![100]);
+    }
+
+    #[test]
+    fn every_container_process_gets_a_decision_with_its_reason_claimed_or_not() {
+        let proc = FakeProc::new();
+        let python = python_exe();
+        proc.spawn(100, Some(ID_A), GO);
+        proc.spawn(101, Some(ID_B), &python);
+        proc.spawn(102, Some(ID_C), GO);
+        proc.spawn(200, None, GO);
+        let mut discovery = discovery(&proc, Language::Go);
+        let mut dark = pod("u3", "shop", "dark", ID_C);
+        dark.annotations
+            .insert("ferrotel.io/instrument".into(), "false".into());
+        discovery
+            .cluster
+            .apply_pod(pod("u1", "shop", "go-pod", ID_A));
+        discovery
+            .cluster
+            .apply_pod(pod("u2", "shop", "py-pod", ID_B));
+        discovery.cluster.apply_pod(dark);
+        discovery
+            .cluster
+            .apply_namespace(namespace("shop", Some("true")));
+        discovery.scan_processes();
+        discovery.reconcile();
+        let decisions = discovery.take_decisions();
+        let outcome = |pid: u32| decisions.get(&pid).and_then(|r| r.discovery.clone());
+        assert_eq!(
+            outcome(100),
+            Some(DiscoveryOutcome::Claimed {
+                instrumentation: "observability/default".into()
+            })
+        );
+        assert_eq!(decisions[&100].detected, Some(Language::Go));
+        assert_eq!(
+            decisions[&100].pod.as_ref().map(|p| p.uid.as_str()),
+            Some("u1")
+        );
+        assert_eq!(
+            outcome(101),
+            Some(DiscoveryOutcome::OtherLanguage {
+                language: Language::Python
+            }),
+            "the Go probe says the Python pod is Python"
+        );
+        assert_eq!(outcome(102), Some(DiscoveryOutcome::OptedOut));
+        assert_eq!(
+            decisions[&102].detected, None,
+            "an opted-out pod's binary is not opened"
+        );
+        assert!(
+            !decisions.contains_key(&200),
+            "host processes are none of our business"
+        );
+        assert!(discovery.take_decisions().is_empty(), "taken, not copied");
     }
 
     #[test]

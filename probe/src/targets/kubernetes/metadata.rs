@@ -280,12 +280,24 @@ pub fn service_name(pod: &PodInfo, workload: Option<&Workload>) -> String {
         .unwrap_or_else(|| pod.name.clone())
 }
 
+/// Whether a pod annotation may set resource attribute `key`. The pod's
+/// identity (`k8s.*`: namespace, pod, workload, node, cluster, ...) and the
+/// tenant boundary (`service.namespace`, `service.instance.id`, which
+/// embeds the namespace) come from the API server only: a tenant who may
+/// annotate pods in one namespace must not make its telemetry pose as
+/// another namespace's.
+pub fn annotation_may_set(key: &str) -> bool {
+    !(key.starts_with("k8s.") || key == "service.namespace" || key == "service.instance.id")
+}
+
 /// Every resource attribute of one container's processes.
 ///
 /// Precedence, lowest first: the Instrumentation's `resource.attributes`, the
-/// derived `k8s.*`/`service.*` attributes, then the pod's
-/// `resource.opentelemetry.io/<attr>` annotations — the user's word on one
-/// pod beats the platform default.
+/// pod's `resource.opentelemetry.io/<attr>` annotations (the user's word on
+/// one pod beats the platform default), then the derived `k8s.*`,
+/// `service.namespace` and `service.instance.id`, which nothing overrides
+/// (see [`annotation_may_set`]). `service.name` is derived unless an
+/// annotation names it.
 pub fn resource_attributes(
     pod: &PodInfo,
     container_name: &str,
@@ -296,6 +308,22 @@ pub fn resource_attributes(
     let mut attributes = instrumentation_attributes.clone();
     let workload = resolve_workload(pod, grand_owner);
     let node = pod.node_name.as_deref().unwrap_or(node_name);
+    // `service_name` already prefers the annotations' word on the name.
+    attributes.insert(
+        "service.name".to_owned(),
+        service_name(pod, workload.as_ref()),
+    );
+    for (key, value) in &pod.annotations {
+        if let Some(attribute) = key.strip_prefix(OTEL_RESOURCE_ANNOTATION_PREFIX)
+            && !attribute.is_empty()
+            && attribute != "service.name"
+            && annotation_may_set(attribute)
+        {
+            attributes.insert(attribute.to_owned(), value.clone());
+        }
+    }
+    // The identity goes last: annotations cannot override it, and the
+    // Instrumentation's attributes only fill what is not derived.
     let mut set = |key: &str, value: &str| {
         attributes.insert(key.to_owned(), value.to_owned());
     };
@@ -317,27 +345,11 @@ pub fn resource_attributes(
     if let Some(workload) = &workload {
         set(workload.attribute(), workload.name());
     }
-    set("service.name", &service_name(pod, workload.as_ref()));
     set("service.namespace", &pod.namespace);
     set(
         "service.instance.id",
         &format!("{}.{}.{}", pod.namespace, pod.name, container_name),
     );
-    for (key, value) in &pod.annotations {
-        if let Some(attribute) = key.strip_prefix(OTEL_RESOURCE_ANNOTATION_PREFIX)
-            && !attribute.is_empty()
-        {
-            attributes.insert(attribute.to_owned(), value.clone());
-        }
-    }
-    // `ferrotel.io/service-name` is the strongest word on the name.
-    if let Some(name) = pod
-        .annotations
-        .get(SERVICE_NAME_ANNOTATION)
-        .filter(|n| !n.trim().is_empty())
-    {
-        attributes.insert("service.name".to_owned(), name.clone());
-    }
     attributes
 }
 
@@ -547,6 +559,49 @@ mod tests {
             attributes.get("team").map(String::as_str),
             Some("payments"),
             "platform attributes kept"
+        );
+    }
+
+    #[test]
+    fn pod_annotations_cannot_pose_as_another_namespace_or_pod() {
+        let mut pod = pod();
+        for (key, value) in [
+            ("k8s.namespace.name", "payments"),
+            ("k8s.pod.name", "ledger-0"),
+            ("k8s.deployment.name", "ledger"),
+            ("k8s.cluster.name", "prod-eu"),
+            ("service.namespace", "payments"),
+            ("service.instance.id", "payments.ledger-0.app"),
+            ("team", "shop-team"),
+        ] {
+            pod.annotations.insert(
+                format!("{OTEL_RESOURCE_ANNOTATION_PREFIX}{key}"),
+                value.into(),
+            );
+        }
+        let platform = BTreeMap::from([
+            ("k8s.cluster.name".to_owned(), "prod-us".to_owned()),
+            ("k8s.namespace.name".to_owned(), "platform".to_owned()),
+        ]);
+        let attributes = resource_attributes(&pod, "app", "n", None, &platform);
+        let get = |k: &str| attributes.get(k).map(String::as_str);
+        assert_eq!(get("k8s.namespace.name"), Some("shop"));
+        assert_eq!(get("k8s.pod.name"), Some("checkout-7c9d8f6b5-x2x9q"));
+        assert_eq!(get("k8s.deployment.name"), Some("checkout"));
+        assert_eq!(get("service.namespace"), Some("shop"));
+        assert_eq!(
+            get("service.instance.id"),
+            Some("shop.checkout-7c9d8f6b5-x2x9q.app")
+        );
+        assert_eq!(
+            get("k8s.cluster.name"),
+            Some("prod-us"),
+            "only the platform's Instrumentation names the cluster"
+        );
+        assert_eq!(
+            get("team"),
+            Some("shop-team"),
+            "other attributes are the pod's to set"
         );
     }
 

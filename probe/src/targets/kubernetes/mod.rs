@@ -20,7 +20,7 @@
 //! scan alone runs, every second. Any API change triggers an immediate
 //! reconcile, so annotating a namespace takes effect within one watch event.
 
-pub mod cgroup;
+pub use ferrotel_parse::procfs::cgroup;
 pub mod discovery;
 pub mod language;
 pub mod metadata;
@@ -377,6 +377,7 @@ pub async fn run(
             if let Some(node_pods) = &config.node_pods {
                 node_pods.replace(discovery.node_pods());
             }
+            publisher.ledger().discovered(discovery.take_decisions());
         }
         if let Some(index) = &config.peers {
             if local_peers_changed {
