@@ -712,18 +712,13 @@ pub mod catalog {
             .build(&cache_dir())
     }
 
-    /// The views test's Python tiers and worker (`e2e/apps/views/*.py`);
-    /// the pod's args name the script (`/app/tier.py`, `/app/worker.py`).
+    /// The views test's Python tiers and worker (`e2e/apps/views/tier.py`).
     pub fn views_python() -> Result<LocalImage> {
-        let apps = crate::stack::workspace_root().join("e2e/apps/views");
-        let (tier, worker) = (apps.join("tier.py"), apps.join("worker.py"));
-        python_image(
-            "views-python",
-            &[(&tier, "/app/tier.py"), (&worker, "/app/worker.py")],
-        )?
-        .entrypoint(&["/usr/bin/python3.11"])
-        .ports(&[8080])
-        .build(&cache_dir())
+        let app = crate::stack::workspace_root().join("e2e/apps/views/tier.py");
+        python_image("views-python", &[(&app, "/app/tier.py")])?
+            .entrypoint(&["/usr/bin/python3.11", "/app/tier.py"])
+            .ports(&[8080])
+            .build(&cache_dir())
     }
 
     /// The views test's Go middle tier (`e2e/apps/views/middle`), built like

@@ -147,19 +147,17 @@ async fn a_three_tier_app_gives_the_exact_service_graph_and_its_pods_resources_m
     };
     let python = python_image.reference.as_str();
     let listen = "--listen=0.0.0.0:8080".to_owned();
-    let tier = "/app/tier.py".to_owned();
     let back = deploy(
         &app,
         "back",
         python,
         vec![
-            tier.clone(),
             listen.clone(),
             format!("--work-ms={}", BACKEND_WORK.as_millis()),
         ],
     )
     .await;
-    let ext = deploy(&ext_ns, "ext", python, vec![tier.clone(), listen.clone()]).await;
+    let ext = deploy(&ext_ns, "ext", python, vec![listen.clone()]).await;
     let middle = deploy(
         &app,
         "middle",
@@ -176,7 +174,6 @@ async fn a_three_tier_app_gives_the_exact_service_graph_and_its_pods_resources_m
         "front",
         python,
         vec![
-            tier.clone(),
             listen.clone(),
             format!("--downstream=http://{}/api", middle.addr()),
         ],
@@ -188,11 +185,7 @@ async fn a_three_tier_app_gives_the_exact_service_graph_and_its_pods_resources_m
         &App {
             name: "worker".to_owned(),
             image: python.to_owned(),
-            args: vec![
-                "/app/worker.py".to_owned(),
-                listen.clone(),
-                "--dir=/scratch".to_owned(),
-            ],
+            args: vec![listen.clone(), "--dir=/scratch".to_owned()],
             port: 8080,
             scratch: Some("/scratch".to_owned()),
             ..App::default()

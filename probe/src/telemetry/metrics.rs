@@ -594,6 +594,17 @@ pub fn data_point_count(request: &ExportMetricsServiceRequest) -> u64 {
         .sum()
 }
 
+/// The metric names of one resource's metrics, in order (tests).
+#[cfg(test)]
+pub(crate) fn metric_names(resource_metrics: &ResourceMetrics) -> Vec<&str> {
+    resource_metrics
+        .scope_metrics
+        .iter()
+        .flat_map(|s| &s.metrics)
+        .map(|m| m.name.as_str())
+        .collect()
+}
+
 /// The instrumentation scope of everything the probe emits.
 pub fn scope() -> InstrumentationScope {
     InstrumentationScope {

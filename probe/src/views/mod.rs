@@ -52,7 +52,7 @@ pub enum ViewsError {
         source: std::io::Error,
     },
     #[error(
-        "no cgroup2 filesystem in /proc/self/mountinfo; pod network counters need a cgroup v2 or hybrid host"
+        "no cgroup2 filesystem among the host's mounts (/proc/1/mountinfo, reached with hostPID and CAP_SYS_PTRACE) or this process's; pod network counters need a cgroup v2 or hybrid host"
     )]
     NoCgroup2,
     #[error("counting the possible CPUs failed")]

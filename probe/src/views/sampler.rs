@@ -110,7 +110,7 @@ impl Sampler {
         health: Health,
     ) -> Self {
         let hierarchies = Hierarchies::read().unwrap_or_else(|error| {
-            warn!(%error, "Cannot read /proc/self/mountinfo; pod resources are unavailable");
+            warn!(%error, "Cannot read the cgroup mounts (/proc/1/mountinfo, /proc/self/mountinfo); pod resources are unavailable");
             Hierarchies::default()
         });
         let podnet = if config.pod_resources.enabled {

@@ -575,11 +575,7 @@ mod tests {
             &OnePeer,
         );
         let rms = tcp.resource_metrics();
-        let names: Vec<&str> = rms[0].scope_metrics[0]
-            .metrics
-            .iter()
-            .map(|m| m.name.as_str())
-            .collect();
+        let names = crate::telemetry::metrics::metric_names(&rms[0]);
         assert_eq!(
             names,
             [

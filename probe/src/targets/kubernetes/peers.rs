@@ -106,11 +106,7 @@ impl Inner {
 
     fn remove_pod(&mut self, uid: &str) {
         if let Some(old) = self.pods.remove(uid) {
-            for ip in old.ips {
-                if self.pod_by_ip.get(&ip).is_some_and(|owner| owner == uid) {
-                    self.pod_by_ip.remove(&ip);
-                }
-            }
+            release(&mut self.pod_by_ip, &old.ips, uid);
         }
     }
 
@@ -118,24 +114,13 @@ impl Inner {
         self.remove_pod(&pod.uid);
         pod.service = self.intern(&pod.service);
         pod.namespace = self.intern(&pod.namespace);
-        for ip in &pod.ips {
-            // A newer pod may reuse an address a deleted one had.
-            self.pod_by_ip.insert(*ip, pod.uid.clone());
-        }
+        claim(&mut self.pod_by_ip, &pod.ips, &pod.uid);
         self.pods.insert(pod.uid.clone(), pod);
     }
 
     fn remove_service(&mut self, key: &str) {
         if let Some(old) = self.services.remove(key) {
-            for ip in old.ips {
-                if self
-                    .service_by_ip
-                    .get(&ip)
-                    .is_some_and(|owner| owner == key)
-                {
-                    self.service_by_ip.remove(&ip);
-                }
-            }
+            release(&mut self.service_by_ip, &old.ips, key);
         }
     }
 
@@ -143,10 +128,25 @@ impl Inner {
         self.remove_service(&service.key);
         service.name = self.intern(&service.name);
         service.namespace = self.intern(&service.namespace);
-        for ip in &service.ips {
-            self.service_by_ip.insert(*ip, service.key.clone());
-        }
+        claim(&mut self.service_by_ip, &service.ips, &service.key);
         self.services.insert(service.key.clone(), service);
+    }
+}
+
+/// Points `ips` at `owner`: a newer object may reuse an address a deleted
+/// one had.
+fn claim(by_ip: &mut HashMap<IpAddr, String>, ips: &[IpAddr], owner: &str) {
+    for ip in ips {
+        by_ip.insert(*ip, owner.to_owned());
+    }
+}
+
+/// Forgets `owner`'s addresses, except those a newer owner took meanwhile.
+fn release(by_ip: &mut HashMap<IpAddr, String>, ips: &[IpAddr], owner: &str) {
+    for ip in ips {
+        if by_ip.get(ip).is_some_and(|o| o == owner) {
+            by_ip.remove(ip);
+        }
     }
 }
 

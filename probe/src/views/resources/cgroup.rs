@@ -25,6 +25,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The host's root as seen from a process that shares its PID namespace.
+const HOST_ROOT: &str = "/proc/1/root";
+
 /// Where the cgroup hierarchies are mounted: every cgroup2 mount (a
 /// container may see its own besides the host's) and every v1 mount with
 /// its controllers.
@@ -38,38 +41,66 @@ impl Hierarchies {
     /// Parses `/proc/self/mountinfo`.
     pub fn from_mountinfo(content: &str) -> Self {
         let mut out = Self::default();
-        for line in content.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let Some(sep) = fields.iter().position(|f| *f == "-") else {
-                continue;
-            };
-            let (Some(mount_point), Some(fs_type)) = (fields.get(4), fields.get(sep + 1)) else {
-                continue;
-            };
-            let mount_point = PathBuf::from(mount_point.replace("\\040", " "));
-            match *fs_type {
-                "cgroup2" => out.v2.push(mount_point),
-                "cgroup" => {
-                    let controllers = fields
-                        .get(sep + 3)
-                        .copied()
-                        .unwrap_or_default()
-                        .split(',')
-                        .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('='))
-                        .map(str::to_owned)
-                        .collect();
-                    out.v1.push((mount_point, controllers));
-                }
-                _ => {}
+        for mount in ferrotel_parse::procfs::cgroup::cgroup_mount_entries(content) {
+            if mount.v2 {
+                out.v2.push(mount.mount_point);
+            } else {
+                let controllers = mount
+                    .options
+                    .split(',')
+                    .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('='))
+                    .map(str::to_owned)
+                    .collect();
+                out.v1.push((mount.mount_point, controllers));
             }
         }
         out
     }
 
+    /// The host's hierarchies as this process can reach them. In a pod,
+    /// the container's own mounts show only its own cgroups (runc
+    /// bind-mounts the container's directory onto each v1 hierarchy, and
+    /// mounts no cgroup2 at all on a hybrid host), while the host's init
+    /// sees every pod's: with `hostPID`, that is `/proc/1/mountinfo`, its
+    /// mount points reached under `/proc/1/root` (this needs
+    /// `CAP_SYS_PTRACE`, which the probe has). Standalone on the host both
+    /// views are the same. This process's own mounts are the fallback.
     pub fn read() -> std::io::Result<Self> {
+        let host_root = Path::new(HOST_ROOT);
+        match std::fs::read_to_string(host_root.with_file_name("mountinfo")) {
+            Ok(text) => {
+                let host = Self::from_mountinfo(&text).under(host_root);
+                if host.reachable() {
+                    return Ok(host);
+                }
+                tracing::debug!(
+                    "The host's cgroup mounts are not reachable under {HOST_ROOT}; using this process's own"
+                );
+            }
+            Err(error) => {
+                tracing::debug!(%error, "Cannot read the host's mountinfo; using this process's own")
+            }
+        }
         Ok(Self::from_mountinfo(&std::fs::read_to_string(
             "/proc/self/mountinfo",
         )?))
+    }
+
+    /// Every mount point as seen under `root`.
+    fn under(self, root: &Path) -> Self {
+        let join = |p: PathBuf| root.join(p.strip_prefix("/").unwrap_or(&p));
+        Self {
+            v2: self.v2.into_iter().map(join).collect(),
+            v1: self.v1.into_iter().map(|(p, c)| (join(p), c)).collect(),
+        }
+    }
+
+    /// Some mount point is a directory this process can open.
+    fn reachable(&self) -> bool {
+        self.v2
+            .iter()
+            .chain(self.v1.iter().map(|(p, _)| p))
+            .any(|p| std::fs::read_dir(p).is_ok())
     }
 
     /// The v1 mounts carrying `controller`.
@@ -327,6 +358,28 @@ mod tests {
             "systemd driver"
         );
         assert_eq!(pod_level("/system.slice/foo.service", UID), None);
+    }
+
+    #[test]
+    fn the_hosts_mounts_are_reached_under_its_root() {
+        let hierarchies = Hierarchies {
+            v2: vec![PathBuf::from("/sys/fs/cgroup/unified")],
+            v1: vec![(
+                PathBuf::from("/sys/fs/cgroup/memory"),
+                vec!["memory".into()],
+            )],
+        }
+        .under(Path::new("/proc/1/root"));
+        assert_eq!(
+            hierarchies.v2,
+            [PathBuf::from("/proc/1/root/sys/fs/cgroup/unified")]
+        );
+        assert_eq!(
+            hierarchies.v1_for("memory").collect::<Vec<_>>(),
+            [Path::new("/proc/1/root/sys/fs/cgroup/memory")]
+        );
+        let nowhere = tempfile::tempdir().expect("tempdir");
+        assert!(!hierarchies.under(nowhere.path()).reachable());
     }
 
     #[test]

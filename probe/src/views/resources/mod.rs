@@ -473,11 +473,7 @@ mod tests {
         resources.set_node(BTreeMap::new(), NodeMemory::default());
         let rms = resources.resource_metrics();
         assert_eq!(rms.len(), 2);
-        let names: Vec<&str> = rms[0].scope_metrics[0]
-            .metrics
-            .iter()
-            .map(|m| m.name.as_str())
-            .collect();
+        let names = crate::telemetry::metrics::metric_names(&rms[0]);
         assert_eq!(
             names,
             [
@@ -499,5 +495,90 @@ mod tests {
             sum.data_points[0].start_time_unix_nano, 2,
             "counted since the probe started counting"
         );
+    }
+
+    /// `kubectl ferrotel edges` and `resources` read these families and
+    /// labels from `/metrics` (`ferrotel_api::probe_endpoints`): renaming
+    /// one here breaks them.
+    #[test]
+    fn the_exposition_carries_every_view_family_and_label_the_cli_reads() {
+        use crate::telemetry::servicegraph::{
+            ConnectionType, Edge, EdgeObservation, GraphNode, ServiceGraphMetrics,
+        };
+        use ferrotel_api::probe_endpoints::{labels as l, metrics as m};
+
+        let resources = PodResources::new();
+        let mut shop = pod();
+        shop.attributes
+            .insert("service.name".to_string(), "shop".to_string());
+        resources.set_pods([("uid".to_string(), shop)].into());
+        let graph = ServiceGraphMetrics::new(10);
+        let resource = std::sync::Arc::new(crate::telemetry::resource::ProcessResource {
+            attributes: [("service.name".to_owned(), "front".to_owned())].into(),
+        });
+        let ns = |n: &str| Some(std::sync::Arc::<str>::from(n));
+        graph.observe(
+            &resource,
+            &EdgeObservation {
+                edge: Edge {
+                    client: GraphNode::new("front", ns("shop")),
+                    server: GraphNode::new("db", ns("data")),
+                    connection_type: ConnectionType::VirtualNode,
+                },
+                counts_request: true,
+                failed: true,
+                client_seconds: Some(0.01),
+                server_seconds: Some(0.009),
+            },
+        );
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(resources));
+        registry.register_collector(Box::new(graph));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+
+        let line = |family: &str| -> &str {
+            text.lines()
+                .find(|line| {
+                    line.strip_prefix(family)
+                        .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                })
+                .unwrap_or_else(|| panic!("no {family} series in:\n{text}"))
+        };
+        for family in [
+            m::SERVICE_GRAPH_REQUESTS.to_owned(),
+            m::SERVICE_GRAPH_FAILED.to_owned(),
+            format!("{}_bucket", m::SERVICE_GRAPH_SERVER_DURATION),
+            format!("{}_bucket", m::SERVICE_GRAPH_CLIENT_DURATION),
+        ] {
+            let series = line(&family);
+            for label in [
+                l::CLIENT,
+                l::SERVER,
+                l::CONNECTION_TYPE,
+                l::CLIENT_NAMESPACE,
+                l::SERVER_NAMESPACE,
+            ] {
+                assert!(
+                    series.contains(&format!("{label}=\"")),
+                    "{label} in {series}"
+                );
+            }
+        }
+        for family in [
+            m::POD_CPU_TIME,
+            m::POD_MEMORY_WORKING_SET,
+            m::POD_MEMORY_RSS,
+            m::POD_NETWORK_IO,
+        ] {
+            let series = line(family);
+            for label in [l::NAMESPACE, l::POD, l::SERVICE] {
+                assert!(
+                    series.contains(&format!("{label}=\"")),
+                    "{label} in {series}"
+                );
+            }
+        }
+        assert!(line(m::POD_NETWORK_IO).contains(&format!("{}=\"", l::NETWORK_DIRECTION)));
     }
 }
