@@ -17,6 +17,7 @@
 // they happen once, when a view's kernel side starts.
 #![allow(clippy::result_large_err)]
 
+pub mod host_cgroups;
 pub mod podnet;
 pub mod pods;
 pub mod resources;

@@ -201,6 +201,9 @@ impl CgroupMounts {
 /// One cgroup filesystem mount of `/proc/self/mountinfo`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CgroupMount {
+    /// The directory of the hierarchy that is mounted (`/` for its root; a
+    /// container's bind mount of its own cgroup shows that cgroup's path).
+    pub root: String,
     pub mount_point: PathBuf,
     /// cgroup2 (unified) rather than a v1 hierarchy.
     pub v2: bool,
@@ -215,13 +218,14 @@ pub fn cgroup_mount_entries(content: &str) -> impl Iterator<Item = CgroupMount> 
     content.lines().filter_map(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
         let sep = fields.iter().position(|f| *f == "-")?;
-        let (mount_point, fs_type) = (fields.get(4)?, fields.get(sep + 1)?);
+        let (root, mount_point, fs_type) = (fields.get(3)?, fields.get(4)?, fields.get(sep + 1)?);
         let v2 = match *fs_type {
             "cgroup2" => true,
             "cgroup" => false,
             _ => return None,
         };
         Some(CgroupMount {
+            root: unescape_mountinfo(root),
             mount_point: PathBuf::from(unescape_mountinfo(mount_point)),
             v2,
             options: fields.get(sep + 3).copied().unwrap_or_default().to_owned(),

@@ -57,33 +57,28 @@ impl Hierarchies {
         out
     }
 
-    /// The host's hierarchies as this process can reach them. In a pod,
-    /// the container's own mounts show only its own cgroups (runc
-    /// bind-mounts the container's directory onto each v1 hierarchy, and
-    /// mounts no cgroup2 at all on a hybrid host), while the host's init
-    /// sees every pod's: with `hostPID`, that is `/proc/1/mountinfo`, its
-    /// mount points reached under `/proc/1/root` (this needs
-    /// `CAP_SYS_PTRACE`, which the probe has). Standalone on the host both
-    /// views are the same. This process's own mounts are the fallback.
+    /// The host's hierarchies as this process can reach them: through the
+    /// host's init when it may ([`Self::host`]), else its own mounts — in a
+    /// pod, those the probe mounted at startup ([`crate::views::host_cgroups`]).
     pub fn read() -> std::io::Result<Self> {
-        let host_root = Path::new(HOST_ROOT);
-        match std::fs::read_to_string(host_root.with_file_name("mountinfo")) {
-            Ok(text) => {
-                let host = Self::from_mountinfo(&text).under(host_root);
-                if host.reachable() {
-                    return Ok(host);
-                }
-                tracing::debug!(
-                    "The host's cgroup mounts are not reachable under {HOST_ROOT}; using this process's own"
-                );
-            }
-            Err(error) => {
-                tracing::debug!(%error, "Cannot read the host's mountinfo; using this process's own")
-            }
+        if let Some(host) = Self::host() {
+            return Ok(host);
         }
         Ok(Self::from_mountinfo(&std::fs::read_to_string(
             "/proc/self/mountinfo",
         )?))
+    }
+
+    /// The host init's hierarchies, under `/proc/1/root`: with `hostPID`
+    /// they show every pod's cgroups even where this process's own mounts do
+    /// not (a container's). `None` where the kernel refuses this process
+    /// that access (it needs CAP_SYS_PTRACE, and some hosts refuse even
+    /// that) or pid 1 has no cgroup mounts.
+    pub fn host() -> Option<Self> {
+        let host_root = Path::new(HOST_ROOT);
+        let text = std::fs::read_to_string(host_root.with_file_name("mountinfo")).ok()?;
+        let host = Self::from_mountinfo(&text).under(host_root);
+        host.reachable().then_some(host)
     }
 
     /// Every mount point as seen under `root`.
