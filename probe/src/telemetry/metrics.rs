@@ -605,6 +605,20 @@ pub(crate) fn metric_names(resource_metrics: &ResourceMetrics) -> Vec<&str> {
         .collect()
 }
 
+/// The first sample line of `family` (or of its `_bucket`, `_sum`, ...
+/// series) in a text exposition; panics with the text if there is none
+/// (tests).
+#[cfg(test)]
+pub(crate) fn exposition_line<'a>(text: &'a str, family: &str) -> &'a str {
+    text.lines()
+        .find(|line| {
+            line.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with(['{', ' ', '_']))
+                && !line.starts_with('#')
+        })
+        .unwrap_or_else(|| panic!("no {family} series in:\n{text}"))
+}
+
 /// The instrumentation scope of everything the probe emits.
 pub fn scope() -> InstrumentationScope {
     InstrumentationScope {
@@ -758,15 +772,7 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
 
-        let line = |family: &str| -> &str {
-            text.lines()
-                .find(|line| {
-                    line.strip_prefix(family)
-                        .is_some_and(|rest| rest.starts_with(['{', ' ', '_']))
-                        && !line.starts_with('#')
-                })
-                .unwrap_or_else(|| panic!("no {family} series in:\n{text}"))
-        };
+        let line = |family: &str| exposition_line(&text, family);
         for family in [
             m::HTTP_SERVER_DURATION,
             m::HTTP_CLIENT_DURATION,

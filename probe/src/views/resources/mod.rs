@@ -537,14 +537,7 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
 
-        let line = |family: &str| -> &str {
-            text.lines()
-                .find(|line| {
-                    line.strip_prefix(family)
-                        .is_some_and(|rest| rest.starts_with(['{', ' ']))
-                })
-                .unwrap_or_else(|| panic!("no {family} series in:\n{text}"))
-        };
+        let line = |family: &str| crate::telemetry::metrics::exposition_line(&text, family);
         for family in [
             m::SERVICE_GRAPH_REQUESTS.to_owned(),
             m::SERVICE_GRAPH_FAILED.to_owned(),

@@ -28,6 +28,8 @@ pub struct PodProcIo {
     live: HashMap<u32, Seen>,
     departed_read: u64,
     departed_written: u64,
+    /// An unreadable `io` file was logged (once per pod).
+    warned: bool,
 }
 
 /// `read_bytes` and `write_bytes` of a `/proc/<pid>/io`.
@@ -54,10 +56,23 @@ impl PodProcIo {
         let mut now: HashMap<u32, Seen> = HashMap::with_capacity(pids.len());
         for &pid in pids {
             let dir = proc_root.join(pid.to_string());
-            let Some((read, written)) = std::fs::read_to_string(dir.join("io"))
-                .ok()
-                .and_then(|t| parse_io(&t))
-            else {
+            let text = match std::fs::read_to_string(dir.join("io")) {
+                Ok(text) => text,
+                // Exited meanwhile: its counts are in `departed` (or its parent).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => {
+                    if !self.warned {
+                        self.warned = true;
+                        tracing::warn!(
+                            pid,
+                            %error,
+                            "Cannot read /proc/<pid>/io of a pod's process (reading another user's needs CAP_SYS_PTRACE); its disk bytes are missing"
+                        );
+                    }
+                    continue;
+                }
+            };
+            let Some((read, written)) = parse_io(&text) else {
                 continue;
             };
             let ppid = std::fs::read_to_string(dir.join("stat"))
