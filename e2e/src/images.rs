@@ -703,13 +703,42 @@ pub mod catalog {
     }
 
     /// The demo's Python frontend (`e2e/apps/demo/frontend.py`, standard
-    /// library only) on Debian's `python3.11`: the interpreter, the
-    /// libraries `ldd` names for it and its extension modules, and the
-    /// standard library.
+    /// library only).
     pub fn python_frontend() -> Result<LocalImage> {
-        let python = Path::new("/usr/bin/python3.11");
         let app = crate::stack::workspace_root().join("e2e/apps/demo/frontend.py");
-        ImageSpec::new("demo-frontend", "65532:65532")
+        python_image("demo-frontend", &[(&app, "/app/frontend.py")])?
+            .entrypoint(&["/usr/bin/python3.11", "/app/frontend.py"])
+            .ports(&[8000])
+            .build(&cache_dir())
+    }
+
+    /// The views test's Python tiers and worker (`e2e/apps/views/tier.py`).
+    pub fn views_python() -> Result<LocalImage> {
+        let app = crate::stack::workspace_root().join("e2e/apps/views/tier.py");
+        python_image("views-python", &[(&app, "/app/tier.py")])?
+            .entrypoint(&["/usr/bin/python3.11", "/app/tier.py"])
+            .ports(&[8080])
+            .build(&cache_dir())
+    }
+
+    /// The views test's Go middle tier (`e2e/apps/views/middle`), built like
+    /// [`go_backend`].
+    pub fn views_middle() -> Result<LocalImage> {
+        let out = cache_dir().join("build");
+        let binary = crate::stack::build_go_app("e2e/apps/views/middle", "views-middle", &out)?;
+        ImageSpec::new("views-middle", "65532:65532")
+            .binary(&binary, "/app/middle")?
+            .entrypoint(&["/app/middle"])
+            .ports(&[8080])
+            .build(&cache_dir())
+    }
+
+    /// Python scripts (standard library only) on Debian's `python3.11`: the
+    /// interpreter, the libraries `ldd` names for it and its extension
+    /// modules, and the standard library.
+    fn python_image(name: &str, scripts: &[(&Path, &str)]) -> Result<ImageSpec> {
+        let python = Path::new("/usr/bin/python3.11");
+        let mut spec = ImageSpec::new(name, "65532:65532")
             .binary(python, "/usr/bin/python3.11")?
             .tree(
                 Path::new("/usr/lib/python3.11"),
@@ -722,12 +751,12 @@ pub mod catalog {
                     "turtledemo",
                     "ensurepip",
                 ],
-            )?
-            .file(&app, "/app/frontend.py", 0o644)
+            )?;
+        for (source, path) in scripts {
+            spec = spec.file(source, path, 0o644);
+        }
+        Ok(spec
             .env("PYTHONDONTWRITEBYTECODE=1")
-            .env("PYTHONUNBUFFERED=1")
-            .entrypoint(&["/usr/bin/python3.11", "/app/frontend.py"])
-            .ports(&[8000])
-            .build(&cache_dir())
+            .env("PYTHONUNBUFFERED=1"))
     }
 }

@@ -48,6 +48,7 @@
 
 pub mod cli;
 pub mod collector;
+pub mod graph;
 pub mod images;
 pub mod node;
 pub mod operator;

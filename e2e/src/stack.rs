@@ -266,6 +266,16 @@ pub async fn service_account_kubeconfig(
 
 /// A minimal HTTP/1.1 GET (no client library needed): `(status, body)`.
 pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_within(addr, path, Duration::from_secs(10)).await
+}
+
+/// [`http_get`] for a request whose handler does real work (burns CPU,
+/// writes to disk): the answer may take `read_timeout` on a loaded machine.
+pub async fn http_get_within(
+    addr: &str,
+    path: &str,
+    read_timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream =
         tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
@@ -277,26 +287,60 @@ pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> 
         )
         .await?;
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
+    tokio::time::timeout(read_timeout, stream.read_to_end(&mut buf))
         .await
         .map_err(|_| std::io::Error::other("read timed out"))??;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len());
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let body = buf.get(split + 4..).unwrap_or_default();
+    let code = head
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {text:?}")))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {head:?}")))?;
+    let chunked = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("transfer-encoding") && v.trim() == "chunked"
+        })
+    });
+    let body = if chunked {
+        dechunk(body).ok_or_else(|| std::io::Error::other("malformed chunked body"))?
+    } else {
+        body.to_vec()
+    };
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The payload of an HTTP/1.1 chunked body (Go's servers chunk what they do
+/// not size up front, e.g. a collector's /metrics).
+fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    loop {
+        let line = body.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&body[..line]).ok()?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        let rest = &body[line + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix(b"\r\n")?;
+    }
 }
 
 /// Builds the demo's Go backend (stdlib only, offline) into `out_dir`.
 pub fn build_go_backend(out_dir: &Path) -> Result<PathBuf> {
-    let source = workspace_root().join("e2e/apps/demo/backend");
-    let out = out_dir.join("demo-backend");
+    build_go_app("e2e/apps/demo/backend", "demo-backend", out_dir)
+}
+
+/// Builds the Go module at `source` (relative to the workspace; stdlib
+/// only, offline) into `out_dir/<name>`.
+pub fn build_go_app(source: &str, name: &str, out_dir: &Path) -> Result<PathBuf> {
+    let source = workspace_root().join(source);
+    let out = out_dir.join(name);
     let go = ["/usr/local/go/bin/go", "go"]
         .into_iter()
         .find(|g| Path::new(g).is_file())
@@ -756,6 +800,9 @@ pub struct App {
     /// Run as uid 0 (still with every capability dropped) instead of the
     /// image's non-root user.
     pub run_as_root: bool,
+    /// A writable directory (an `emptyDir` on the node's disk) mounted
+    /// here, for an app that writes files under its read-only root.
+    pub scratch: Option<String>,
 }
 
 /// A running pod of an [`App`].
@@ -791,6 +838,13 @@ pub async fn deploy_app(client: &kube::Client, namespace: &str, app: &App) -> Re
     let mut labels = app.labels.clone();
     labels.insert("app".into(), app.name.clone());
     let uid = if app.run_as_root { 0 } else { 65532 };
+    let (volumes, mounts) = match &app.scratch {
+        Some(path) => (
+            json!([{"name": "scratch", "emptyDir": {}}]),
+            json!([{"name": "scratch", "mountPath": path}]),
+        ),
+        None => (json!([]), json!([])),
+    };
     let template = json!({
         "metadata": {"labels": labels, "annotations": app.annotations},
         "spec": {
@@ -802,12 +856,14 @@ pub async fn deploy_app(client: &kube::Client, namespace: &str, app: &App) -> Re
                 "args": app.args,
                 "ports": [{"name": "http", "containerPort": app.port}],
                 "readinessProbe": {"tcpSocket": {"port": app.port}, "periodSeconds": 1},
+                "volumeMounts": mounts,
                 "securityContext": {
                     "allowPrivilegeEscalation": false,
                     "readOnlyRootFilesystem": true,
                     "capabilities": {"drop": ["ALL"]},
                 },
             }],
+            "volumes": volumes,
         }
     });
     let services: Api<k8s_openapi::api::core::v1::Service> =
@@ -987,6 +1043,43 @@ pub async fn wait_probe_ready(
     .await
 }
 
+/// `(language, ip:port)` of the `/metrics` endpoint of every Ready probe
+/// pod that Instrumentation `namespace/instrumentation` runs, reachable
+/// from the host through the node link.
+pub async fn probe_endpoints(
+    client: &kube::Client,
+    namespace: &str,
+    instrumentation: &str,
+) -> Result<Vec<(String, String)>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={instrumentation},ferrotel.io/probe-language"
+        )))
+        .await
+        .map_err(|source| Error::Kube {
+            context: format!("list the probe pods of {namespace}/{instrumentation}"),
+            source,
+        })?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|p| pod_ready(p))
+        .filter_map(|p| {
+            let language = p
+                .metadata
+                .labels
+                .as_ref()?
+                .get("ferrotel.io/probe-language")?;
+            let ip = p.status.as_ref()?.pod_ip.as_ref()?;
+            Some((
+                language.clone(),
+                format!("{ip}:{}", ferrotel_api::probe_endpoints::PORT),
+            ))
+        })
+        .collect())
+}
+
 /// `kubectl logs` of a pod's container (`previous`: of its last run).
 pub fn pod_logs(bed: &TestBed, namespace: &str, pod: &str, previous: bool) -> String {
     let mut cmd = bed.kubectl();
@@ -1115,4 +1208,23 @@ pub fn pod_spans(backend: &Collector, pod: &str, text: &str) -> Result<Vec<Span>
             s.resource_str("k8s.pod.name") == Some(pod) && span_request_text(s).contains(text)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_chunked_body_is_joined_even_where_a_chunk_splits_a_line_or_a_character() {
+        let raw: &[u8] = b"5\r\nabc\xc3\xa9\r\n3\r\nde\n\r\n0\r\n\r\n";
+        assert_eq!(
+            super::dechunk(raw).as_deref(),
+            Some("abc\u{e9}de\n".as_bytes())
+        );
+        let split: &[u8] = b"4\r\nabc\xc3\r\n4\r\n\xa9de\n\r\n0\r\n\r\n";
+        assert_eq!(
+            String::from_utf8_lossy(&super::dechunk(split).unwrap()),
+            "abc\u{e9}de\n"
+        );
+        assert_eq!(super::dechunk(b"zz\r\n"), None, "not a size");
+        assert_eq!(super::dechunk(b"9\r\nshort\r\n"), None, "truncated");
+    }
 }

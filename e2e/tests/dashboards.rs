@@ -4,8 +4,9 @@
 //! real PromQL parser, and every metric it names is one that something we
 //! run actually exports — checked against live scrapes of our collector build
 //! (internal telemetry and the prometheus exporter fed by hostmetrics) and of
-//! the probe, not against a list typed by hand. The operator's metric names
-//! are checked against its live /metrics by e2e/tests/chart.rs.
+//! the probe (RED, service graph, pod resources, TCP health), not against a
+//! list typed by hand. The operator's metric names are checked against its
+//! live /metrics by e2e/tests/chart.rs.
 
 mod packaging;
 
@@ -166,7 +167,9 @@ fn dashboards_are_grafana_json_with_the_documented_panels() {
         names,
         [
             "ferrotel-collector.json",
+            "ferrotel-pod-resources.json",
             "ferrotel-probe.json",
+            "ferrotel-service-map.json",
             "ferrotel-service-red.json"
         ]
     );
@@ -223,10 +226,100 @@ fn dashboards_are_grafana_json_with_the_documented_panels() {
         "Ring-buffer drops",
         "Attached processes",
         "Export requests",
+        "Service map",
+        "Edges: req/s, error share, p50 / p90 / p99",
+        "CPU by pod",
+        "Memory working set by pod",
+        "Disk bytes read / written",
+        "Network bytes received / sent",
+        "Retransmits",
+        "TCP RTT",
+        "Node memory",
     ] {
         assert!(
             all_titles.contains(promised),
             "no dashboard panel about {promised:?} (docs/observability.md promises one)"
+        );
+    }
+}
+
+/// The service map's Node Graph panel gets what Grafana's Node Graph
+/// reads: one edges frame (`id`, `source`, `target`, `mainstat`,
+/// `secondarystat`, `detail__*`) joined from the edge queries, and one nodes
+/// frame (`id`, `mainstat`) from its own query.
+#[test]
+fn the_service_map_feeds_the_node_graph_its_edges_and_nodes_frames() {
+    let (_, map) = dashboards()
+        .into_iter()
+        .find(|(name, _)| name == "ferrotel-service-map.json")
+        .expect("the service map dashboard");
+    let panel = map["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "nodeGraph")
+        .expect("a Node Graph panel");
+    let targets = panel["targets"].as_array().unwrap();
+    let refs: Vec<&str> = targets
+        .iter()
+        .map(|t| t["refId"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs, ["A", "B", "C", "D", "E", "F"]);
+    for t in targets {
+        assert_eq!(
+            t["format"], "table",
+            "{}: one row per edge or node",
+            t["refId"]
+        );
+        assert_eq!(t["instant"], true, "{}: over the time range", t["refId"]);
+    }
+    let outer_by = |expr: &str| -> BTreeSet<String> {
+        let ast = parser::parse(&expand_grafana_variables(expr)).expect("parses");
+        let Expr::Aggregate(a) = ast else {
+            panic!("edge queries aggregate by their frame's fields: {expr}")
+        };
+        match a.modifier {
+            Some(promql_parser::parser::LabelModifier::Include(labels)) => {
+                labels.labels.into_iter().collect()
+            }
+            other => panic!("{expr}: aggregated with {other:?}"),
+        }
+    };
+    let fields = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        outer_by(targets[0]["expr"].as_str().unwrap()),
+        fields(&["id", "source", "target"])
+    );
+    for t in &targets[1..5] {
+        assert_eq!(outer_by(t["expr"].as_str().unwrap()), fields(&["id"]));
+    }
+    let transformations = panel["transformations"].as_array().unwrap();
+    let join = &transformations[0];
+    assert_eq!(join["id"], "joinByField");
+    assert_eq!(join["options"]["byField"], "id");
+    assert_eq!(
+        join["filter"]["options"], "/^[A-E]$/",
+        "the nodes query stays a frame of its own"
+    );
+    let renames = &transformations[1]["options"]["renameByName"];
+    for (from, to) in [
+        ("Value #A", "mainstat"),
+        ("Value #B", "secondarystat"),
+        ("Value #C", "detail__p50"),
+        ("Value #D", "detail__p90"),
+        ("Value #E", "detail__p99"),
+        ("Value #F", "mainstat"),
+    ] {
+        assert_eq!(renames[from], to, "{from}");
+    }
+    for (query, quantile) in [(2, "0.5"), (3, "0.9"), (4, "0.99")] {
+        let expr = targets[query]["expr"].as_str().unwrap();
+        assert!(
+            expr.contains(&format!("histogram_quantile({quantile},"))
+                && expr.contains("traces_service_graph_request_server_seconds_bucket")
+                && expr.contains("traces_service_graph_request_client_seconds_bucket"),
+            "{}: p{quantile} from the server's histogram, the client's for a virtual node: {expr}",
+            targets[query]["refId"]
         );
     }
 }
@@ -294,27 +387,16 @@ fn exposed_names(text: &str) -> BTreeSet<String> {
 }
 
 async fn scrape(url: &str) -> Result<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").ok_or("http only")?;
     let (host, path) = rest
         .split_once('/')
         .map(|(h, p)| (h, format!("/{p}")))
         .unwrap_or((rest, "/".into()));
-    let mut s = tokio::net::TcpStream::connect(host)
-        .await
-        .map_err(|e| format!("connect {host}: {e}"))?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    if !text.starts_with("HTTP/1.1 200") {
-        return Err(text.lines().next().unwrap_or_default().to_string());
+    match ferrotel_e2e::stack::http_get(host, &path).await {
+        Ok((200, body)) => Ok(body),
+        Ok((code, _)) => Err(format!("GET {url} answered {code}")),
+        Err(e) => Err(format!("GET {url}: {e}")),
     }
-    Ok(text)
 }
 
 fn telemetrygen(signal: &str, endpoint: &str) -> std::process::Output {
@@ -332,6 +414,7 @@ fn telemetrygen(signal: &str, endpoint: &str) -> std::process::Output {
 /// exporter.
 async fn collector_metric_names() -> BTreeSet<String> {
     let (good, sink, broken, telemetry) = (free_port(), free_port(), free_port(), free_port());
+    let host = free_port();
     // A port nobody listens on: the exporter fails every send.
     let dead = free_port();
     let config = format!(
@@ -346,7 +429,12 @@ receivers:
   otlp/broken:
     protocols:
       grpc: {{endpoint: "127.0.0.1:{broken}"}}
+  hostmetrics:
+    collection_interval: 1s
+    scrapers: {{cpu: {{}}, memory: {{}}}}
 exporters:
+  prometheus:
+    endpoint: "127.0.0.1:{host}"
   otlp/forward:
     endpoint: "127.0.0.1:{sink}"
     tls: {{insecure: true}}
@@ -375,6 +463,7 @@ service:
     traces/broken: {{receivers: [otlp/broken], exporters: [otlp/dead]}}
     metrics/broken: {{receivers: [otlp/broken], exporters: [otlp/dead]}}
     logs/broken: {{receivers: [otlp/broken], exporters: [otlp/dead]}}
+    metrics/host: {{receivers: [hostmetrics], exporters: [prometheus]}}
 "#
     );
     let collector = Collector::start(&config)
@@ -415,58 +504,36 @@ service:
             ferrotel_e2e::process::tail(collector.log_path(), 30)
         )
     });
+    // The node alerts' names, as this build's prometheus exporter writes
+    // what its hostmetrics receiver reads.
+    let node = ["system_cpu_time_seconds_total", "system_memory_usage_bytes"];
+    let host = wait_for(
+        "the prometheus exporter to show hostmetrics",
+        Duration::from_secs(30),
+        || async {
+            let names = exposed_names(&scrape(&format!("http://127.0.0.1:{host}/metrics")).await?);
+            match node.iter().find(|w| !names.contains(**w)) {
+                None => Ok(names),
+                Some(missing) => Err(format!("{missing} not exposed yet: {names:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\ncollector log:\n{}",
+            ferrotel_e2e::process::tail(collector.log_path(), 30)
+        )
+    });
     drop(collector);
-    internal
-}
-
-/// The hostmetrics receiver (node CPU and memory) is not in our collector
-/// distribution: the Go proxy does not serve one of its v0.161.0 test
-/// modules, so ocb cannot build it (see operator/api/distribution/manifest.yaml).
-/// The node alerts therefore need a collector image that has it (upstream
-/// contrib, via spec.image). Its metric names come from the receiver's own
-/// metadata.yaml (the Go module, fetched with `go mod download`), translated
-/// the way the collector's prometheus exporter names them.
-fn hostmetrics_names() -> BTreeSet<String> {
-    let module = "github.com/open-telemetry/opentelemetry-collector-contrib/receiver/hostmetricsreceiver@v0.161.0";
-    let mut cmd = std::process::Command::new("go");
-    cmd.args(["mod", "download", "-json", module]);
-    let out = run(cmd, None).unwrap_or_else(|e| panic!("go mod download {module}: {e}"));
-    let info: Value = serde_json::from_str(&out).expect("go mod download -json output");
-    let dir = std::path::PathBuf::from(info["Dir"].as_str().expect("module Dir"));
-    let mut names = BTreeSet::new();
-    for scraper in ["cpuscraper", "memoryscraper"] {
-        let meta: Value = serde_yaml::from_str(&read(
-            &dir.join("internal/scraper")
-                .join(scraper)
-                .join("metadata.yaml"),
-        ))
-        .expect("metadata.yaml parses");
-        for (name, metric) in meta["metrics"].as_object().expect("metrics:") {
-            let unit = match metric["unit"].as_str().unwrap_or("") {
-                "s" => "_seconds",
-                "By" => "_bytes",
-                "1" if metric["gauge"].is_object() => "_ratio",
-                _ => "",
-            };
-            let total = if metric["sum"]["monotonic"] == true {
-                "_total"
-            } else {
-                ""
-            };
-            names.insert(format!("{}{unit}{total}", name.replace('.', "_")));
-        }
-    }
-    assert!(
-        names.contains("system_cpu_time_seconds_total"),
-        "hostmetrics names: {names:?}"
-    );
-    names
+    internal.into_iter().chain(host).collect()
 }
 
 /// Names the probe serves on its /metrics, from a live scrape: the real
 /// probe binary (root, real eBPF) instruments a Python HTTP server and a
-/// Python client calling it, so the RED histograms (server and client) exist
-/// next to the probe's health families.
+/// Python client calling it, so the RED histograms (server and client) and
+/// the service graph's edges exist next to the probe's health families and
+/// the views' (pod resources, node memory, TCP health).
 async fn probe_metric_names() -> BTreeSet<String> {
     assert_eq!(
         effective_uid(),
@@ -512,10 +579,16 @@ async fn probe_metric_names() -> BTreeSet<String> {
         .env_remove("RUST_LOG");
     let mut probe = spawn("ferrotel-probe", probe_cmd);
     let probe_log = work.path().join("ferrotel-probe.log");
+    // The views' families (service graph, pod resources, node memory, TCP
+    // health) are described in every scrape; the service graph's edge
+    // exists once a request was traced.
     let wanted = [
         "http_server_request_duration_seconds_count",
         "http_client_request_duration_seconds_count",
         "ferrotel_probe_events_received_total",
+        "traces_service_graph_request_server_seconds_count",
+        "k8s_pod_cpu_time_seconds_total",
+        "obi_stat_tcp_retransmits_total",
     ];
     wait_for(
         "the probe's /metrics to show server and client RED metrics",
@@ -593,11 +666,7 @@ async fn every_metric_the_dashboards_and_alerts_name_is_exported_by_ferrotel_or_
         "otelcol missing; run `make tools`"
     );
     let used = used_metrics();
-    let collector: BTreeSet<String> = collector_metric_names()
-        .await
-        .into_iter()
-        .chain(hostmetrics_names())
-        .collect();
+    let collector = collector_metric_names().await;
     let mut unknown = Vec::new();
     let scraped = probe_metric_names().await;
     let from_code = probe_health_names_from_code();

@@ -172,6 +172,7 @@ async fn opting_a_namespace_in_and_out_controls_which_pods_send_spans_with_kuber
         annotations,
         adopted,
         run_as_root: false,
+        scratch: None,
     };
     let py_app = |name: &str, annotations, backend_url: String| App {
         name: name.to_owned(),

@@ -770,8 +770,9 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
         "kubectl diff --server-side shows drift: {diff:?}"
     );
 
-    // 5. The probe's ServiceAccount: pods and namespaces, read-only, and
-    //    `get` on the ReplicaSets/Jobs that own pods; nothing else.
+    // 5. The probe's ServiceAccount: pods, namespaces and Services (their
+    //    ClusterIPs name service-graph peers), read-only, and `get` on the
+    //    ReplicaSets/Jobs that own pods; nothing else.
     for language in ["go", "python"] {
         let sa = format!("system:serviceaccount:{NS}:default-probe-{language}");
         for (verb_resource, allowed) in [
@@ -779,6 +780,10 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
             (&["watch", "pods", "--all-namespaces"][..], true),
             (&["list", "namespaces"][..], true),
             (&["watch", "namespaces"][..], true),
+            (&["list", "services", "--all-namespaces"][..], true),
+            (&["watch", "services", "--all-namespaces"][..], true),
+            (&["create", "services", "-n", APPS][..], false),
+            (&["list", "endpoints", "--all-namespaces"][..], false),
             // Lists and watches only: the probe never gets one object.
             (&["get", "namespaces"][..], false),
             (&["get", "pods", "-n", APPS][..], false),

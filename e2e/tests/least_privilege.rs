@@ -2,7 +2,7 @@
 //! setting the operator renders for the probe (see `probe_capabilities` in
 //! `operator/src/instrumentation/build.rs`) is taken away once, and the
 //! probe is shown to fail without it. Everything else it used to ask for
-//! (BPF, PERFMON, DAC_READ_SEARCH, SYS_RESOURCE, the host mounts of
+//! (BPF, PERFMON, SYS_RESOURCE, the host mounts of
 //! /sys/kernel/btf, /sys/kernel/tracing, /sys/kernel/security, /sys/fs/bpf,
 //! /proc and cgroupfs, an unconfined seccomp profile) is gone, and the
 //! baseline here — the DaemonSets exactly as rendered, seccomp
@@ -15,6 +15,7 @@
 //! |---|---|
 //! | `SYS_ADMIN`, replaced by `BPF` + `PERFMON` (Go, Python) | the Go probe loads but refuses every process (uprobe `perf_event_open` EACCES: `attach_failed`); the Python probe, on a node without tracefs, exits with its tracefs error (it cannot mount one privately) |
 //! | `SYS_PTRACE` (Go, Python) | an app running as another user is never instrumented, while a root app with no capabilities (the marker) still is |
+//! | `DAC_READ_SEARCH` (Python) | pod resources cannot read the `/proc/<pid>/io` (mode 0400) of a pod's processes that run as another user: the probe says so (disk bytes of v1/hybrid hosts; the ground truth is in `e2e/tests/views.rs`) |
 //! | `hostPID` | the probe exits: it runs in a PID namespace of its own |
 //!
 //! Absence of spans is proven against the marker, served by the same probe
@@ -347,6 +348,16 @@ async fn every_capability_and_pod_setting_the_probe_keeps_is_one_it_fails_withou
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
+
+    // DAC_READ_SEARCH: a pod's disk bytes on this hybrid host.
+    let caps = without("python", "DAC_READ_SEARCH");
+    let caps: Vec<&str> = caps.iter().map(String::as_str).collect();
+    set_capabilities(&bed, &obs, "default-probe-python", &caps);
+    wait_probe_log(&bed, &obs, "python", "Cannot read /proc/<pid>/io").await;
+    restore("python");
+    stack::wait_probe_ready(&client, &obs, "default", "python")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // hostPID.
     patch_daemon_set(

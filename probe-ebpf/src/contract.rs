@@ -22,6 +22,13 @@ pub mod maps {
     pub const CLAIMED_TGIDS: &str = "claimed_tgids";
     /// Struct offsets of each traced Go process, keyed by tgid (`go/maps.h`).
     pub const GO_OFFSETS: &str = "go_offsets";
+    /// Socket traffic per watched cgroup, per CPU (`podnet.bpf.c`); user
+    /// space inserts the cgroups to count.
+    pub const CGROUP_TRAFFIC: &str = "cgroup_traffic";
+    /// Cgroups whose TCP health is kept (`tcphealth.bpf.c`).
+    pub const WATCHED_CGROUPS: &str = "watched_cgroups";
+    /// TCP health per (cgroup, peer address, role) (`tcphealth.bpf.c`).
+    pub const TCP_PEERS: &str = "tcp_peers";
     /// What each profiled process runs and where its language keeps the
     /// frames the kernel adds, keyed by tgid (`profile.bpf.c`).
     pub const PROFILE_PROCS: &str = "profile_procs";
@@ -301,6 +308,30 @@ pub mod propagation {
     ];
 }
 
+/// The pod network program set (`podnet.bpf.c`): two `cgroup_skb`
+/// programs attached at the cgroup2 root; counts aggregate in
+/// [`maps::CGROUP_TRAFFIC`], no ring records.
+pub mod podnet {
+    pub const INGRESS: &str = "ft_podnet_ingress";
+    pub const EGRESS: &str = "ft_podnet_egress";
+}
+
+/// The TCP health program set (`tcphealth.bpf.c`): BTF tracepoints only;
+/// stats aggregate in [`maps::TCP_PEERS`], no ring records.
+pub mod tcphealth {
+    pub const RETRANSMIT: &str = "ft_tcp_retransmit";
+    pub const RECEIVE_RESET: &str = "ft_tcp_receive_reset";
+    pub const SEND_RESET: &str = "ft_tcp_send_reset";
+    pub const STATE: &str = "ft_tcp_state";
+    /// `(program, tp_btf event)`.
+    pub const BTF_TRACEPOINTS: [(&str, &str); 4] = [
+        (RETRANSMIT, "tcp_retransmit_skb"),
+        (RECEIVE_RESET, "tcp_receive_reset"),
+        (SEND_RESET, "tcp_send_reset"),
+        (STATE, "inet_sock_set_state"),
+    ];
+}
+
 /// The profiling program set (`profile.bpf.c`): a CPU-clock perf event
 /// per CPU, and its own exit program (it also forgets `profile_procs`).
 pub mod profile {
@@ -340,7 +371,7 @@ const SOCKET_PROGRAMS: &[&str] = &[
 ];
 
 /// Every object and its contract.
-pub const OBJECTS: [ObjectContract; 5] = [
+pub const OBJECTS: [ObjectContract; 7] = [
     ObjectContract {
         object: "sockets",
         maps: &[
@@ -446,5 +477,24 @@ pub const OBJECTS: [ObjectContract; 5] = [
         globals: &[globals::WAKEUP_BYTES, globals::REPORT_EXECS],
         syscall_programs: &[],
         programs: PROCESS_PROGRAMS,
+    },
+    ObjectContract {
+        object: "podnet",
+        maps: &[maps::CGROUP_TRAFFIC],
+        globals: &[],
+        syscall_programs: &[],
+        programs: &[podnet::INGRESS, podnet::EGRESS],
+    },
+    ObjectContract {
+        object: "tcphealth",
+        maps: &[maps::WATCHED_CGROUPS, maps::TCP_PEERS],
+        globals: &[],
+        syscall_programs: &[],
+        programs: &[
+            tcphealth::RETRANSMIT,
+            tcphealth::RECEIVE_RESET,
+            tcphealth::SEND_RESET,
+            tcphealth::STATE,
+        ],
     },
 ];

@@ -4,11 +4,11 @@
 //! that crosses the kernel/user boundary.
 //!
 //! The C headers in `src/c/` are the source of truth for the wire structs
-//! (`wire.h` for what every program set shares, `sockets/wire.h` and
-//! `go/wire.h` per set). `build.rs` reads the layouts clang gave them from
-//! the objects' DWARF, and each Rust mirror asserts its size and every field
-//! offset against them at compile time ([`mirrors!`]): a field added, moved
-//! or resized on one side only fails the build.
+//! (`wire.h` for what every program set shares, `sockets/wire.h`,
+//! `go/wire.h` and `views/wire.h` per set). `build.rs` reads the layouts
+//! clang gave them from the objects' DWARF, and each Rust mirror asserts its
+//! size and every field offset against them at compile time ([`mirrors!`]):
+//! a field added, moved or resized on one side only fails the build.
 //!
 //! Objects: `build.rs` compiles every `src/c/<name>.bpf.c` and embeds it as
 //! the static `<NAME>` (e.g. [`SOCKETS`]), aligned so aya can parse it in place.
@@ -102,6 +102,8 @@ pub mod sockets;
 
 /// Structs of trace-context propagation (`src/c/propagation/wire.h`).
 pub mod propagation;
+/// Structs of the node-level views' program sets (`src/c/views/wire.h`).
+pub mod views;
 
 /// Structs shared by every program set (`src/c/wire.h`).
 pub mod wire {
@@ -227,6 +229,12 @@ mod pod {
     unsafe impl aya::Pod for crate::profile::ProfProc {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::sockets::ExecMapEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::views::NetCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::views::TcpKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::views::TcpStats {}
 }
 
 #[cfg(test)]

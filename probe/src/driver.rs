@@ -65,6 +65,12 @@
 //! - **process lifecycles** (discovery): [`attach`](ProgramSet::attach)
 //!   attaches `common/proc.h`'s programs; targets are the processes to
 //!   follow; outputs go to a channel instead of the span pipeline.
+//! - **sets that aggregate in maps** (pod network: `cgroup_skb` at the
+//!   cgroup2 root; TCP health: BTF tracepoints on TCP events): no ring
+//!   records and no process targets, so no loop to run. They are loaded
+//!   with [`ebpf::load_maps_only`] under the same contract (names, attach
+//!   helpers, [`Kernel`]), and the views sampler (`crate::views`) fills
+//!   their cgroup maps and reads their counters on its own interval.
 //!
 //! Outputs need not be requests: [`ProgramSet::Output`] is the set's own
 //! type, and the [`Sink`] says where it goes ([`RecordSink`] for

@@ -42,6 +42,8 @@ struct Metrics {
     propagation_cgroups: Family<Labels, Gauge>,
     tls_untraced: Family<Labels, Counter>,
     tls_libraries: Family<Labels, Gauge>,
+    service_graph_overflow: Counter,
+    views_samples: Counter,
 }
 
 /// Shared health state. Cheap to clone.
@@ -183,6 +185,31 @@ impl Health {
             "Observations recorded in the otel.metric.overflow series because a resource's series cap per instrument was reached",
             m.metric_series_capped.clone(),
         );
+        r.register(
+            "service_graph_overflow",
+            "Requests counted in the service graph's overflow series because the edge cap was reached",
+            m.service_graph_overflow.clone(),
+        );
+        r.register(
+            "views_samples",
+            "Readings of pod resources, node memory and TCP health taken by the views sampler",
+            m.views_samples.clone(),
+        );
+    }
+
+    /// A service-graph observation went to the overflow series.
+    pub fn service_graph_overflow(&self) {
+        self.metrics.service_graph_overflow.inc();
+    }
+
+    /// The views sampler finished one reading.
+    pub fn views_sampled(&self) {
+        self.metrics.views_samples.inc();
+    }
+
+    /// Readings the views sampler finished (tests wait on it).
+    pub fn views_samples(&self) -> u64 {
+        self.metrics.views_samples.get()
     }
 
     /// Health handle for a language front-end.

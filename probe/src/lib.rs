@@ -30,6 +30,7 @@ pub mod tap;
 pub mod targets;
 pub mod telemetry;
 pub mod tracefs;
+pub mod views;
 
 // The parsers of workload-controlled input live in `ferrotel-parse` (fuzzed
 // on their own, without this crate's dependencies); they keep their paths

@@ -65,6 +65,29 @@ fn main() -> ExitCode {
             }
         }
     }
+    // Also before threads: a pod's own cgroup mounts hide the other pods'
+    // cgroups, which pod resources and TCP health read (views/host_cgroups.rs).
+    let views = &config.probe.views;
+    if config.probe.targets.kubernetes && (views.pod_resources.enabled || views.tcp_health.enabled)
+    {
+        use ferrotel_probe::views::host_cgroups::{self, HostCgroups};
+        match host_cgroups::ensure() {
+            Ok(HostCgroups::Visible) => {
+                tracing::debug!("The host's cgroup hierarchies are visible")
+            }
+            Ok(HostCgroups::HostRoot) => {
+                tracing::debug!("Reading the host's cgroup hierarchies under /proc/1/root")
+            }
+            Ok(HostCgroups::MountedPrivately(mounts)) => tracing::info!(
+                mounts = ?mounts,
+                "Mounted the host's cgroup hierarchies in the probe's own mount namespace (its container's mounts show only its own cgroup)"
+            ),
+            // Tracing goes on; the views say what they lack.
+            Err(e) => {
+                tracing::warn!(error = %e, "Pod resources and pod network counters are limited")
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -23,13 +23,14 @@ use crate::health::Health;
 use crate::profile::Profiler;
 use crate::tap::SpanTap;
 use crate::targets::standalone::{self, StandaloneSelector};
-use crate::targets::{TargetSource, target_channel};
+use crate::targets::{TargetContext, TargetSource, target_channel};
 use crate::telemetry::RecordSink;
 use crate::telemetry::clock::ClockOffsets;
 use crate::telemetry::metrics::RedMetrics;
 use crate::telemetry::pipeline::Pipeline;
 use crate::telemetry::resource::ResourceRegistry;
 use crate::telemetry::sampling::SpanStarter;
+use crate::views::Views;
 
 /// Records buffered between the front-end and the pipeline.
 pub const RECORD_CHANNEL_CAPACITY: usize = 16_384;
@@ -56,6 +57,7 @@ pub async fn run<F: Frontend>(
     let health = Health::new();
     let resources = ResourceRegistry::new(config.resource.clone());
     let red = RedMetrics::with_health(health.clone());
+    let views = Views::new(&config.probe.views);
     let clock = ClockOffsets::measure();
     let shutdown = CancellationToken::new();
     let config = Arc::new(config);
@@ -84,6 +86,7 @@ pub async fn run<F: Frontend>(
     let mut registry = Registry::default();
     health.register(&mut registry);
     registry.register_collector(Box::new(red.clone()));
+    views.register(&mut registry);
     let mut routes = axum::Router::new();
     if let Some((_, handle)) = &profiler {
         handle.metrics.register(&mut registry);
@@ -137,8 +140,11 @@ pub async fn run<F: Frontend>(
         health.clone(),
     ));
     let metrics_stop = CancellationToken::new();
+    let mut producers: Vec<Arc<dyn crate::telemetry::metrics::MetricProducer>> =
+        vec![Arc::new(red.clone())];
+    producers.extend(views.producers());
     let metrics_task = tokio::spawn(run_metrics_exporter(
-        red.clone(),
+        producers,
         metrics_client,
         export.metrics_interval,
         health.clone(),
@@ -158,7 +164,8 @@ pub async fn run<F: Frontend>(
         health.clone(),
     )
     .with_redaction(&config.probe.redaction)
-    .with_tap(tap);
+    .with_tap(tap)
+    .with_service_graph(views.service_graph());
     let pipeline_task = tokio::spawn(pipeline.run(records));
 
     let profiler_task = match profiler {
@@ -195,9 +202,13 @@ pub async fn run<F: Frontend>(
                 Ok(())
             })
         }
-        TargetSource::Custom(start) => {
-            tokio::spawn(start(publisher, resources.clone(), shutdown.clone()))
-        }
+        TargetSource::Custom(start) => tokio::spawn(start(TargetContext {
+            publisher,
+            registry: resources.clone(),
+            peers: views.peers.clone(),
+            pods: views.pods.clone(),
+            shutdown: shutdown.clone(),
+        })),
     };
 
     let ctx = FrontendContext {
@@ -211,6 +222,14 @@ pub async fn run<F: Frontend>(
         clock,
         shutdown: shutdown.clone(),
     };
+    let views_sampler = views.start_sampler(
+        crate::views::sampler::Reporter {
+            language: config.language,
+            covered: covered_languages(&config.probe, config.language),
+            node_name: std::env::var("NODE_NAME").unwrap_or_default(),
+        },
+        health.clone(),
+    );
     info!(language = %config.language, "Starting front-end");
     let mut frontend_task = tokio::spawn(frontend.run(ctx));
 
@@ -253,6 +272,9 @@ pub async fn run<F: Frontend>(
             "Target discovery stopped with an error"
         );
     }
+    if let Some(sampler) = views_sampler {
+        sampler.stop();
+    }
     // The pipeline ends when the last sink clone is dropped; a front-end
     // that leaked one must not block the exit forever.
     if tokio::time::timeout(Duration::from_secs(5), pipeline_task)
@@ -277,6 +299,26 @@ pub async fn run<F: Frontend>(
         "Stopped"
     );
     result
+}
+
+/// The languages of this probe's Instrumentation (who reports node-level
+/// views when several probes share a node); just `language` standalone.
+fn covered_languages(
+    probe: &ferrotel_api::probe_config::ProbeConfig,
+    language: ferrotel_api::probe_config::Language,
+) -> Vec<ferrotel_api::probe_config::Language> {
+    probe
+        .instrumentation
+        .as_ref()
+        .and_then(|own| {
+            probe
+                .cluster_instrumentations
+                .iter()
+                .find(|c| c.namespace == own.namespace && c.name == own.name)
+        })
+        .map(|c| c.languages.clone())
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| vec![language])
 }
 
 fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {

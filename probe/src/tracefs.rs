@@ -69,24 +69,14 @@ pub fn ensure() -> Result<Tracefs, TracefsError> {
     if let Some(found) = find() {
         return Ok(Tracefs::Found(found));
     }
-    use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_change};
-    use rustix::thread::{UnshareFlags, unshare_unsafe};
+    use rustix::mount::{MountFlags, mount};
     let failed = |step: &'static str| {
         move |e: rustix::io::Errno| TracefsError::CannotMount {
             step,
             source: e.into(),
         }
     };
-    // SAFETY: CLONE_NEWNS only gives this thread (the only one: see `ensure`'s
-    // contract) its own copy of the mount table and fs_struct; it does not
-    // touch memory or file descriptors that Rust code relies on, which is
-    // what makes unsharing e.g. CLONE_FILES or CLONE_VM unsafe.
-    unsafe { unshare_unsafe(UnshareFlags::NEWNS) }.map_err(failed("unshare(CLONE_NEWNS)"))?;
-    mount_change(
-        "/",
-        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
-    )
-    .map_err(failed("making / a recursive slave mount"))?;
+    enter_private_mount_namespace().map_err(|(step, e)| failed(step)(e))?;
     mount(
         "tracefs",
         TRACEFS_PATH,
@@ -103,6 +93,26 @@ pub fn ensure() -> Result<Tracefs, TracefsError> {
             source: std::io::Error::other("the mount is empty"),
         })
     }
+}
+
+/// Gives this process a mount namespace of its own whose mounts are slaves
+/// of the host's: what it mounts stays private, the host's later mounts
+/// still reach it. Call while the process has a single thread (the
+/// namespace is per thread until threads exist); needs CAP_SYS_ADMIN. On
+/// failure, the step that failed.
+pub(crate) fn enter_private_mount_namespace() -> Result<(), (&'static str, rustix::io::Errno)> {
+    use rustix::mount::{MountPropagationFlags, mount_change};
+    use rustix::thread::{UnshareFlags, unshare_unsafe};
+    // SAFETY: CLONE_NEWNS only gives this thread (the only one: see the
+    // contract above) its own copy of the mount table and fs_struct; it does
+    // not touch memory or file descriptors that Rust code relies on, which
+    // is what makes unsharing e.g. CLONE_FILES or CLONE_VM unsafe.
+    unsafe { unshare_unsafe(UnshareFlags::NEWNS) }.map_err(|e| ("unshare(CLONE_NEWNS)", e))?;
+    mount_change(
+        "/",
+        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+    )
+    .map_err(|e| ("making / a recursive slave mount", e))
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //! and creates a TelemetryCollector and an Instrumentation: the operator
 //! then runs the collector and the Go and Python probes as pods), points the
 //! sample collector at a backend on the host, drives traffic, prints spans
-//! as the backend receives them and ends with a RED summary per service.
+//! as the backend receives them and ends with a RED summary per service and
+//! the service map's edges with their p50/p90/p99.
 //! Ctrl-C (or `--duration`) ends it and everything it started is stopped and
 //! removed; `ferrotel-demo down` cleans up after a run that was killed.
 #![forbid(unsafe_code)]
@@ -377,6 +378,7 @@ async fn up(args: &Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let spans = collector.spans().unwrap_or_default();
     print_summary(&spans, first_span);
+    print_edges(&bed.client()).await;
     println!(
         "\nStopping everything (every pod and the real node, the backend, the control plane)…"
     );
@@ -463,6 +465,37 @@ fn print_summary(spans: &[Span], first_span: Option<Duration>) {
             "      first span at the collector {:.1}s after applying config/samples (includes starting the collector and probe pods)",
             latency.as_secs_f64()
         );
+    }
+}
+
+/// The service map as the probes serve it (`traces_service_graph_*` on
+/// their /metrics, what Prometheus would scrape): every edge with its
+/// requests, error share and p50/p90/p99.
+async fn print_edges(client: &kube::Client) {
+    let mut expositions = Vec::new();
+    match stack::probe_endpoints(client, SAMPLES_NS, SAMPLE_INSTRUMENTATION).await {
+        Ok(probes) => {
+            for (language, addr) in probes {
+                match stack::http_get(&addr, "/metrics").await {
+                    Ok((200, body)) => expositions.push(body),
+                    Ok((code, _)) => {
+                        println!("      the {language} probe's /metrics answered {code}")
+                    }
+                    Err(e) => println!("      the {language} probe's /metrics: {e}"),
+                }
+            }
+        }
+        Err(e) => println!("      listing the probe pods: {e}"),
+    }
+    let graph =
+        ferrotel_e2e::graph::service_graph_from_prometheus(expositions.iter().map(String::as_str));
+    println!("\n      Service map (edges the probes computed from their spans):");
+    if graph.is_empty() {
+        println!("      no edges: see the probe logs in the demo directory");
+        return;
+    }
+    for line in ferrotel_e2e::graph::edge_table(&graph) {
+        println!("      {line}");
     }
 }
 

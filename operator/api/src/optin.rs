@@ -125,6 +125,13 @@ impl Instrumentations {
         self.entries.is_empty()
     }
 
+    /// Whether any Instrumentation filters pods by label: only then do pod
+    /// labels matter to [`resolve`] (callers that keep many pods can drop
+    /// them otherwise).
+    pub fn select_pods_by_label(&self) -> bool {
+        self.entries.iter().any(|e| e.pod_selector.is_some())
+    }
+
     fn get(&self, key: &InstrumentationKey) -> Option<&Entry> {
         self.entries.iter().find(|e| &e.key == key)
     }

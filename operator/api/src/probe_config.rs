@@ -56,6 +56,9 @@ pub struct ProbeConfig {
     pub metrics: ProbeMetricsConfig,
     /// CPU profiling of the traced processes (off by default).
     pub profiling: ProfilingConfig,
+    /// What the probe computes on the node besides spans and RED metrics:
+    /// the service graph, per-pod resources and TCP health.
+    pub views: ViewsConfig,
     /// Log filter (`info`, `debug`, or a `tracing` directive list).
     pub log_level: Option<String>,
     /// Every Instrumentation the opt-in rules must consider (this one
@@ -394,6 +397,87 @@ impl Default for ProfilingConfig {
             export_interval_seconds: 30,
             kernel_stacks: true,
         }
+    }
+}
+
+/// The node-level views: the service graph (edges between services with
+/// their request rate, errors and latency), per-pod resources (CPU, memory,
+/// disk, network) with node memory, and TCP health. Each is on by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ViewsConfig {
+    pub service_graph: ServiceGraphConfig,
+    pub pod_resources: PodResourcesConfig,
+    pub tcp_health: TcpHealthConfig,
+}
+
+/// How a peer's IP address becomes a Kubernetes name in the service graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerResolution {
+    /// Every pod IP and Service ClusterIP of the cluster (a stripped-down,
+    /// cluster-wide watch of Pods and Services; see docs/views.md).
+    #[default]
+    Cluster,
+    /// Only the pods on this node; peers elsewhere are named by address
+    /// (servers) or `user` (clients).
+    Node,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceGraphConfig {
+    /// Export `traces_service_graph_request_*` metrics.
+    pub enabled: bool,
+    /// Where peer addresses are resolved to names.
+    pub peers: PeerResolution,
+    /// Cap on distinct edges per probe; past it, new edges are counted in
+    /// one overflow series (`otel.metric.overflow=true`).
+    pub max_edges: u32,
+}
+
+impl Default for ServiceGraphConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            peers: PeerResolution::Cluster,
+            max_edges: 2000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodResourcesConfig {
+    /// Export `k8s.pod.*` resource metrics and node memory.
+    pub enabled: bool,
+    /// Every pod on the node, not only the pods this probe traces.
+    pub all_pods: bool,
+    /// How often cgroup and process counters are read, in milliseconds.
+    pub interval_millis: u64,
+}
+
+impl Default for PodResourcesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            all_pods: false,
+            interval_millis: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TcpHealthConfig {
+    /// Export retransmits, RTT, failed connections and resets of the
+    /// reported pods' TCP connections.
+    pub enabled: bool,
+}
+
+impl Default for TcpHealthConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 

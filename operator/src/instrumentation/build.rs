@@ -17,7 +17,7 @@ use ferrotel_api::{
     probe_config::{
         ExporterConfig, InstrumentationRef, Language, LanguageTuning, PROBE_CONFIG_FILE,
         ProbeConfig, ProbeMetricsConfig, Propagator, RoutesConfig, SamplerConfig, TargetsConfig,
-        TlsConfig,
+        TlsConfig, ViewsConfig,
     },
 };
 use k8s_openapi::{
@@ -69,6 +69,12 @@ const METRICS_PORT: i32 = ferrotel_api::probe_endpoints::PORT as i32;
 /// - `SYS_PTRACE`: reading `/proc/<pid>/exe`, `maps`, `root/` of apps that
 ///   run as another user (the usual non-root container) is a ptrace-mode
 ///   access check.
+/// - `DAC_READ_SEARCH`: pod resources on cgroup v1 and hybrid hosts count a
+///   pod's disk bytes from its processes' `/proc/<pid>/io` (v1 blkio counts
+///   nothing without a throttling rule), a file of mode 0400 owned by the
+///   app's user, so root without it is refused before the ptrace check
+///   (measured on the real node: EACCES, disk bytes 0, in
+///   `e2e/tests/views.rs`).
 ///
 /// `SYS_RESOURCE` is gone: BPF memory is charged to the memory cgroup since
 /// 5.11 and the probe ignores a failing `setrlimit`; a runtime whose
@@ -76,7 +82,7 @@ const METRICS_PORT: i32 = ferrotel_api::probe_endpoints::PORT as i32;
 /// `unable to apply caps: operation not permitted`).
 pub fn probe_capabilities(language: Language) -> &'static [&'static str] {
     match language {
-        Language::Go | Language::Python => &["SYS_ADMIN", "SYS_PTRACE"],
+        Language::Go | Language::Python => &["SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"],
     }
 }
 
@@ -271,6 +277,7 @@ pub fn probe_config(
             enabled: true,
             listen: format!("0.0.0.0:{METRICS_PORT}"),
         },
+        views: ViewsConfig::default(),
         log_level: Some(
             spec.probe
                 .as_ref()

@@ -256,13 +256,31 @@ pub fn load(set: &'static str, object: &[u8], tuning: &Tuning) -> Result<Kernel,
     })
 }
 
+/// Loads a set that keeps what it measures in maps and writes no ring
+/// records (pod network, TCP health): no `events` ring, no knobs. Its
+/// owner reads the maps on its own schedule; it does not run under the
+/// [driver](crate::driver) loop, which exists to drain a ring.
+pub fn load_maps_only(set: &'static str, object: &[u8]) -> Result<Kernel, EbpfError> {
+    let ebpf = EbpfLoader::new()
+        .load(object)
+        .map_err(|source| EbpfError::Load { set, source })?;
+    Ok(Kernel {
+        set,
+        ebpf,
+        ring_buffer_bytes: 0,
+        claims: None,
+        btf: None,
+    })
+}
+
 impl Kernel {
     /// The program set's name, for errors and logs.
     pub fn set(&self) -> &'static str {
         self.set
     }
 
-    /// Size of the `events` ring buffer as the kernel created it.
+    /// Size of the `events` ring buffer as the kernel created it (0 for a
+    /// set [loaded without one](load_maps_only)).
     pub fn ring_buffer_bytes(&self) -> u32 {
         self.ring_buffer_bytes
     }

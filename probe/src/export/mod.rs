@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
@@ -34,7 +35,7 @@ use tracing::{debug, info, warn};
 
 use crate::health::Health;
 use crate::profile::{self, model::Profile};
-use crate::telemetry::metrics::{RedMetrics, scope};
+use crate::telemetry::metrics::{MetricProducer, data_point_count, scope};
 use crate::telemetry::pipeline::QueuedSpan;
 use crate::telemetry::semconv::string_kv;
 use client::{ExportError, OtlpClient};
@@ -262,7 +263,7 @@ async fn sleep_unless_closing<T>(queue: &BoundedQueue<T>, delay: Duration, alrea
 /// Exports a metrics snapshot every `interval` and once more when
 /// `shutdown` fires; prunes series idle for an hour.
 pub async fn run_metrics_exporter(
-    metrics: RedMetrics,
+    producers: Vec<Arc<dyn MetricProducer>>,
     client: OtlpClient,
     interval: Duration,
     health: Health,
@@ -277,20 +278,14 @@ pub async fn run_metrics_exporter(
             _ = ticker.tick() => false,
             () = shutdown.cancelled() => true,
         };
-        metrics.prune_idle(Duration::from_secs(3600));
-        if let Some(request) = metrics.to_otlp() {
-            let points: u64 = request
-                .resource_metrics
-                .iter()
-                .flat_map(|r| &r.scope_metrics)
-                .flat_map(|s| &s.metrics)
-                .map(|m| match &m.data {
-                    Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) => {
-                        h.data_points.len() as u64
-                    }
-                    _ => 0,
-                })
-                .sum();
+        let mut resource_metrics = Vec::new();
+        for producer in &producers {
+            producer.prune_idle(Duration::from_secs(3600));
+            resource_metrics.extend(producer.resource_metrics());
+        }
+        if !resource_metrics.is_empty() {
+            let request = ExportMetricsServiceRequest { resource_metrics };
+            let points = data_point_count(&request);
             match client.export_metrics(request).await {
                 Ok(()) => {
                     health.export_request(signal, "ok");

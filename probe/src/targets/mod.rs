@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ledger::ProcessLedger;
+use crate::targets::kubernetes::peers::PeerIndex;
 use crate::telemetry::resource::ResourceRegistry;
+use crate::views::pods::NodePods;
 
 /// A process the front-end should instrument.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,13 +124,24 @@ impl TargetPublisher {
 pub type TargetTask = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
 /// How processes are selected: the standalone `/proc` resolver, or another
-/// source (Kubernetes discovery) given as a closure that receives the
-/// publisher, the resource registry and the shutdown token.
+/// source (Kubernetes discovery) given as a closure that receives a
+/// [`TargetContext`].
 pub enum TargetSource {
     Standalone,
-    Custom(
-        Box<dyn FnOnce(TargetPublisher, ResourceRegistry, CancellationToken) -> TargetTask + Send>,
-    ),
+    Custom(Box<dyn FnOnce(TargetContext) -> TargetTask + Send>),
+}
+
+/// What a custom target source gets from the runtime.
+#[derive(Debug)]
+pub struct TargetContext {
+    pub publisher: TargetPublisher,
+    /// Where claimed processes' resource attributes go.
+    pub registry: ResourceRegistry,
+    /// Where peer addresses' names go (the service graph reads it).
+    pub peers: PeerIndex,
+    /// Where this node's pods go (pod resources and TCP health read it).
+    pub pods: NodePods,
+    pub shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for TargetSource {

@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
-    metric,
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -131,20 +131,21 @@ impl Instrument {
     }
 }
 
+/// One explicit-bucket histogram, cumulative since `start_unix_nanos`.
 #[derive(Clone, Debug)]
-struct HistogramState {
+pub(crate) struct HistogramState {
     /// One count per bound, plus the overflow bucket.
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-    min: f64,
-    max: f64,
-    start_unix_nanos: u64,
-    last_update: Instant,
+    pub(crate) counts: Vec<u64>,
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+    pub(crate) start_unix_nanos: u64,
+    pub(crate) last_update: Instant,
 }
 
 impl HistogramState {
-    fn new(bounds: &[f64], now_unix: u64) -> Self {
+    pub(crate) fn new(bounds: &[f64], now_unix: u64) -> Self {
         Self {
             counts: vec![0; bounds.len() + 1],
             sum: 0.0,
@@ -156,7 +157,7 @@ impl HistogramState {
         }
     }
 
-    fn observe(&mut self, bounds: &[f64], value: f64) {
+    pub(crate) fn observe(&mut self, bounds: &[f64], value: f64) {
         // Buckets are upper-inclusive: (previous, bound].
         let index = bounds
             .iter()
@@ -170,7 +171,7 @@ impl HistogramState {
         self.last_update = Instant::now();
     }
 
-    fn merge(&mut self, other: &HistogramState) {
+    pub(crate) fn merge(&mut self, other: &HistogramState) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
         }
@@ -178,6 +179,38 @@ impl HistogramState {
         self.count += other.count;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
+    }
+
+    /// The cumulative OTLP data point of this histogram at `now`.
+    pub(crate) fn to_point(
+        &self,
+        bounds: &[f64],
+        attributes: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+        now: u64,
+    ) -> HistogramDataPoint {
+        HistogramDataPoint {
+            attributes,
+            start_time_unix_nano: self.start_unix_nanos,
+            time_unix_nano: now,
+            count: self.count,
+            sum: Some(self.sum),
+            bucket_counts: self.counts.clone(),
+            explicit_bounds: bounds.to_vec(),
+            min: (self.count > 0).then_some(self.min),
+            max: (self.count > 0).then_some(self.max),
+            ..Default::default()
+        }
+    }
+
+    /// `(upper bound, cumulative-per-bucket count)` pairs for the
+    /// Prometheus encoder, `+Inf` last.
+    pub(crate) fn prometheus_buckets(&self, bounds: &[f64]) -> Vec<(f64, u64)> {
+        bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.counts.iter().copied())
+            .collect()
     }
 }
 
@@ -205,10 +238,16 @@ type SeriesMap = HashMap<SeriesKey, HistogramState, foldhash::fast::FixedState>;
 
 /// The series of one resource.
 #[derive(Debug)]
-struct ResourceSeries {
+struct ResourceSeries<S> {
     /// The resource last seen with these attributes: a pointer comparison
     /// finds it without hashing or comparing the attribute map per request.
     last: Arc<ProcessResource>,
+    series: S,
+}
+
+/// The RED series of one resource, with what its cardinality caps count.
+#[derive(Debug, Default)]
+struct RedSeries {
     series: SeriesMap,
     /// Distinct values seen per traffic attribute.
     values: HashMap<&'static str, HashSet<Value>>,
@@ -216,16 +255,7 @@ struct ResourceSeries {
     counts: HashMap<Instrument, usize>,
 }
 
-impl ResourceSeries {
-    fn new(resource: Arc<ProcessResource>) -> Self {
-        Self {
-            last: resource,
-            series: SeriesMap::default(),
-            values: HashMap::new(),
-            counts: HashMap::new(),
-        }
-    }
-
+impl RedSeries {
     /// Replaces traffic attribute values past the per-attribute cap.
     fn cap_attributes(&mut self, attributes: &mut Vec<(&'static str, Value)>, health: &Health) {
         attributes.retain_mut(|(key, value)| {
@@ -285,15 +315,25 @@ impl ResourceSeries {
     }
 }
 
-#[derive(Debug, Default)]
-struct State {
+/// Series partitioned by the resource (process) that observed them; shared
+/// by every per-request metric family (RED, service graph).
+#[derive(Debug)]
+pub(crate) struct ByResource<S> {
     /// One entry per distinct resource (two PIDs of one service with the
     /// same attributes share series); a node runs few, so a scan is cheap.
-    by_resource: Vec<ResourceSeries>,
+    by_resource: Vec<ResourceSeries<S>>,
 }
 
-impl State {
-    fn series_mut(&mut self, resource: &Arc<ProcessResource>) -> &mut ResourceSeries {
+impl<S> Default for ByResource<S> {
+    fn default() -> Self {
+        Self {
+            by_resource: Vec::new(),
+        }
+    }
+}
+
+impl<S: Default> ByResource<S> {
+    pub(crate) fn series_mut(&mut self, resource: &Arc<ProcessResource>) -> &mut S {
         let index = match self
             .by_resource
             .iter()
@@ -310,20 +350,34 @@ impl State {
                     i
                 }
                 None => {
-                    self.by_resource.push(ResourceSeries::new(resource.clone()));
+                    self.by_resource.push(ResourceSeries {
+                        last: resource.clone(),
+                        series: S::default(),
+                    });
                     self.by_resource.len() - 1
                 }
             },
         };
-        &mut self.by_resource[index]
+        &mut self.by_resource[index].series
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&BTreeMap<String, String>, &SeriesMap)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&BTreeMap<String, String>, &S)> {
         self.by_resource
             .iter()
             .map(|r| (&r.last.attributes, &r.series))
     }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut S> {
+        self.by_resource.iter_mut().map(|r| &mut r.series)
+    }
+
+    /// Drops the resources whose series `is_empty` says are all gone.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&S) -> bool) {
+        self.by_resource.retain(|r| keep(&r.series));
+    }
 }
+
+type State = ByResource<RedSeries>;
 
 /// The RED histograms. Cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -333,7 +387,7 @@ pub struct RedMetrics {
     health: Health,
 }
 
-fn now_unix_nanos() -> u64 {
+pub(crate) fn now_unix_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -382,7 +436,7 @@ impl RedMetrics {
         let state = self.state.lock().expect("metrics lock");
         state
             .iter()
-            .flat_map(|(_, s)| s.iter())
+            .flat_map(|(_, s)| s.series.iter())
             .filter(|((i, _), _)| *i == instrument)
             .map(|(_, h)| h.count)
             .sum()
@@ -392,13 +446,13 @@ impl RedMetrics {
     /// routes), bounding memory on long-running nodes.
     pub fn prune_idle(&self, idle: Duration) {
         let mut state = self.state.lock().expect("metrics lock");
-        for resource in &mut state.by_resource {
+        for resource in state.iter_mut() {
             resource
                 .series
                 .retain(|_, h| h.last_update.elapsed() < idle);
             resource.recount_values();
         }
-        state.by_resource.retain(|r| !r.series.is_empty());
+        state.retain(|resource| !resource.series.is_empty());
     }
 
     /// A cumulative snapshot of every series as an OTLP export request
@@ -411,52 +465,158 @@ impl RedMetrics {
             .map(|(resource, series)| {
                 let mut by_instrument: BTreeMap<Instrument, Vec<HistogramDataPoint>> =
                     BTreeMap::new();
-                for ((instrument, attributes), h) in series {
+                for ((instrument, attributes), h) in &series.series {
                     by_instrument
                         .entry(*instrument)
                         .or_default()
-                        .push(HistogramDataPoint {
-                            attributes: attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
-                            start_time_unix_nano: h.start_unix_nanos,
-                            time_unix_nano: now,
-                            count: h.count,
-                            sum: Some(h.sum),
-                            bucket_counts: h.counts.clone(),
-                            explicit_bounds: instrument.bounds().to_vec(),
-                            min: (h.count > 0).then_some(h.min),
-                            max: (h.count > 0).then_some(h.max),
+                        .push(h.to_point(
+                            instrument.bounds(),
+                            attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
+                            now,
+                        ));
+                }
+                resource_metrics(
+                    resource,
+                    by_instrument
+                        .into_iter()
+                        .map(|(instrument, data_points)| Metric {
+                            name: instrument.name().to_owned(),
+                            description: instrument.description().to_owned(),
+                            unit: instrument.unit().to_owned(),
+                            data: Some(metric::Data::Histogram(Histogram {
+                                data_points,
+                                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            })),
                             ..Default::default()
-                        });
-                }
-                ResourceMetrics {
-                    resource: Some(Resource {
-                        attributes: resource.iter().map(|(k, v)| string_kv(k, v)).collect(),
-                        ..Default::default()
-                    }),
-                    scope_metrics: vec![ScopeMetrics {
-                        scope: Some(scope()),
-                        metrics: by_instrument
-                            .into_iter()
-                            .map(|(instrument, data_points)| Metric {
-                                name: instrument.name().to_owned(),
-                                description: instrument.description().to_owned(),
-                                unit: instrument.unit().to_owned(),
-                                data: Some(metric::Data::Histogram(Histogram {
-                                    data_points,
-                                    aggregation_temporality: AggregationTemporality::Cumulative
-                                        as i32,
-                                })),
-                                ..Default::default()
-                            })
-                            .collect(),
-                        schema_url: String::new(),
-                    }],
-                    schema_url: String::new(),
-                }
+                        })
+                        .collect(),
+                )
             })
             .collect();
         (!resource_metrics.is_empty()).then_some(ExportMetricsServiceRequest { resource_metrics })
     }
+}
+
+/// One resource's metrics, under the probe's instrumentation scope.
+pub(crate) fn resource_metrics(
+    attributes: &BTreeMap<String, String>,
+    metrics: Vec<Metric>,
+) -> ResourceMetrics {
+    ResourceMetrics {
+        resource: Some(Resource {
+            attributes: attributes.iter().map(|(k, v)| string_kv(k, v)).collect(),
+            ..Default::default()
+        }),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(scope()),
+            metrics,
+            schema_url: String::new(),
+        }],
+        schema_url: String::new(),
+    }
+}
+
+/// A cumulative, monotonic sum: an OTLP counter.
+pub(crate) fn counter_metric(
+    name: &str,
+    description: &str,
+    unit: &str,
+    points: Vec<NumberDataPoint>,
+) -> Metric {
+    Metric {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        unit: unit.to_owned(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+/// An integer data point (a `u64` past `i64::MAX` saturates).
+pub(crate) fn int_point(
+    value: u64,
+    start_unix_nanos: u64,
+    now: u64,
+    attributes: Vec<KeyValue>,
+) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes,
+        start_time_unix_nano: start_unix_nanos,
+        time_unix_nano: now,
+        value: Some(number_data_point::Value::AsInt(
+            i64::try_from(value).unwrap_or(i64::MAX),
+        )),
+        ..Default::default()
+    }
+}
+
+/// Something the OTLP metrics exporter takes a cumulative snapshot of on
+/// every interval: the RED histograms, the service graph, pod resources,
+/// TCP health. One export request carries every producer's resources.
+pub trait MetricProducer: Send + Sync + std::fmt::Debug {
+    /// Cumulative OTLP metrics, grouped by resource.
+    fn resource_metrics(&self) -> Vec<ResourceMetrics>;
+    /// Forgets series not updated for `idle` (called before each snapshot).
+    fn prune_idle(&self, _idle: Duration) {}
+}
+
+impl MetricProducer for RedMetrics {
+    fn resource_metrics(&self) -> Vec<ResourceMetrics> {
+        self.to_otlp()
+            .map(|r| r.resource_metrics)
+            .unwrap_or_default()
+    }
+
+    fn prune_idle(&self, idle: Duration) {
+        RedMetrics::prune_idle(self, idle);
+    }
+}
+
+/// The data points in an export request (what `exported` counts).
+pub fn data_point_count(request: &ExportMetricsServiceRequest) -> u64 {
+    request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .map(|m| match &m.data {
+            Some(metric::Data::Histogram(h)) => h.data_points.len(),
+            Some(metric::Data::Sum(s)) => s.data_points.len(),
+            Some(metric::Data::Gauge(g)) => g.data_points.len(),
+            Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+            Some(metric::Data::Summary(s)) => s.data_points.len(),
+            None => 0,
+        } as u64)
+        .sum()
+}
+
+/// The metric names of one resource's metrics, in order (tests).
+#[cfg(test)]
+pub(crate) fn metric_names(resource_metrics: &ResourceMetrics) -> Vec<&str> {
+    resource_metrics
+        .scope_metrics
+        .iter()
+        .flat_map(|s| &s.metrics)
+        .map(|m| m.name.as_str())
+        .collect()
+}
+
+/// The first sample line of `family` (or of its `_bucket`, `_sum`, ...
+/// series) in a text exposition; panics with the text if there is none
+/// (tests).
+#[cfg(test)]
+pub(crate) fn exposition_line<'a>(text: &'a str, family: &str) -> &'a str {
+    text.lines()
+        .find(|line| {
+            line.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with(['{', ' ', '_']))
+                && !line.starts_with('#')
+        })
+        .unwrap_or_else(|| panic!("no {family} series in:\n{text}"))
 }
 
 /// The instrumentation scope of everything the probe emits.
@@ -470,20 +630,30 @@ pub fn scope() -> InstrumentationScope {
 
 /// Resource attributes that become Prometheus labels (the rest would
 /// belong in `target_info`; these identify the workload on a node).
-const PROMETHEUS_RESOURCE_LABELS: [&str; 4] = [
+pub(crate) const PROMETHEUS_RESOURCE_LABELS: [&str; 4] = [
     "service.name",
     "service.namespace",
     "k8s.namespace.name",
     "k8s.pod.name",
 ];
 
-fn prometheus_label(key: &str) -> String {
+/// The Prometheus labels a resource contributes to each of its series.
+pub(crate) fn prometheus_resource_labels(
+    resource: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    PROMETHEUS_RESOURCE_LABELS
+        .iter()
+        .filter_map(|k| resource.get(*k).map(|v| (prometheus_label(k), v.clone())))
+        .collect()
+}
+
+pub(crate) fn prometheus_label(key: &str) -> String {
     key.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
 }
 
-fn value_text(value: &Value) -> String {
+pub(crate) fn value_text(value: &Value) -> String {
     match value {
         Value::Str(s) => s.clone(),
         Value::Int(i) => i.to_string(),
@@ -500,11 +670,8 @@ impl prometheus_client::collector::Collector for RedMetrics {
         {
             let state = self.state.lock().expect("metrics lock");
             for (resource, series) in state.iter() {
-                let resource_labels: Vec<(String, String)> = PROMETHEUS_RESOURCE_LABELS
-                    .iter()
-                    .filter_map(|k| resource.get(*k).map(|v| (prometheus_label(k), v.clone())))
-                    .collect();
-                for ((instrument, attributes), h) in series {
+                let resource_labels = prometheus_resource_labels(resource);
+                for ((instrument, attributes), h) in &series.series {
                     let mut labels = resource_labels.clone();
                     labels.extend(
                         attributes
@@ -530,13 +697,7 @@ impl prometheus_client::collector::Collector for RedMetrics {
                 MetricType::Histogram,
             )?;
             for (labels, h) in series {
-                let bounds = instrument.bounds();
-                let buckets: Vec<(f64, u64)> = bounds
-                    .iter()
-                    .copied()
-                    .chain(std::iter::once(f64::INFINITY))
-                    .zip(h.counts.iter().copied())
-                    .collect();
+                let buckets = h.prometheus_buckets(instrument.bounds());
                 let metric_encoder = family.encode_family(&labels)?;
                 encode_histogram(metric_encoder, h.sum, h.count, &buckets)?;
             }
@@ -545,7 +706,7 @@ impl prometheus_client::collector::Collector for RedMetrics {
     }
 }
 
-fn encode_histogram(
+pub(crate) fn encode_histogram(
     mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
     sum: f64,
     count: u64,
@@ -612,15 +773,7 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
 
-        let line = |family: &str| -> &str {
-            text.lines()
-                .find(|line| {
-                    line.strip_prefix(family)
-                        .is_some_and(|rest| rest.starts_with(['{', ' ', '_']))
-                        && !line.starts_with('#')
-                })
-                .unwrap_or_else(|| panic!("no {family} series in:\n{text}"))
-        };
+        let line = |family: &str| exposition_line(&text, family);
         for family in [
             m::HTTP_SERVER_DURATION,
             m::HTTP_CLIENT_DURATION,

@@ -13,6 +13,7 @@ pub mod redact;
 pub mod resource;
 pub mod route;
 pub mod semconv;
+pub mod servicegraph;
 
 // What a front-end produces — the record, its span identity and sampling
 // decision — is defined next to the parsers that produce it, in

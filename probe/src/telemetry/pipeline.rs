@@ -14,6 +14,7 @@ use super::redact::Redactor;
 use super::resource::{ProcessResource, ResourceRegistry};
 use super::route::RouteTemplater;
 use super::semconv;
+use super::servicegraph::{self, PeerLookup, ServiceGraphMetrics};
 use crate::health::Health;
 use crate::tap::SpanTap;
 
@@ -45,6 +46,14 @@ pub struct Pipeline {
     health: Health,
     redactor: Redactor,
     tap: SpanTap,
+    /// Service-graph edges from every record, named through the peer lookup.
+    graph: Option<(ServiceGraphMetrics, Arc<dyn PeerLookup>)>,
+}
+
+impl std::fmt::Debug for dyn PeerLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerLookup")
+    }
 }
 
 impl Pipeline {
@@ -65,6 +74,7 @@ impl Pipeline {
             health,
             redactor: Redactor::default(),
             tap: SpanTap::default(),
+            graph: None,
         }
     }
 
@@ -79,6 +89,15 @@ impl Pipeline {
     /// [`crate::tap`]: one atomic load per request otherwise).
     pub fn with_tap(mut self, tap: SpanTap) -> Self {
         self.tap = tap;
+        self
+    }
+
+    /// Also records service-graph edges (`views.serviceGraph`).
+    pub fn with_service_graph(
+        mut self,
+        graph: Option<(ServiceGraphMetrics, Arc<dyn PeerLookup>)>,
+    ) -> Self {
+        self.graph = graph;
         self
     }
 
@@ -105,6 +124,12 @@ impl Pipeline {
             record,
             semconv::metric_attributes(record, route.as_deref()),
         );
+        if let Some((graph, peers)) = &self.graph
+            && let Some(edge) = servicegraph::observe_record(record, &resource, peers.as_ref())
+            && !graph.observe(&resource, &edge)
+        {
+            self.health.service_graph_overflow();
+        }
         let tapping = self.tap.is_active();
         if !record.span.sampled {
             self.health.span_unsampled();

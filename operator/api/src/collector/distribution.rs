@@ -17,18 +17,35 @@ use super::config::Kind;
 pub const MANIFEST: &str = include_str!("../../distribution/manifest.yaml");
 
 /// Module stems whose component type differs from the stem, per kind
-/// suffix. Since v0.14x the OTLP exporters are `otlp_grpc`/`otlp_http`; the
-/// old names keep working as deprecated aliases (see [`ALIASES`]).
+/// suffix. Since v0.14x the OTLP exporters are `otlp_grpc`/`otlp_http`, and
+/// by v0.165 several contrib types are snake_case; the old names that keep
+/// working as deprecated aliases are accepted too (see [`ALIASES`]). The
+/// tail-sampling processor has no alias: `tailsampling` is refused by the
+/// collector itself.
 const TYPE_OVERRIDES: &[(&str, &str, &[&str])] = &[
     ("processor", "memorylimiter", &["memory_limiter"]),
+    ("processor", "tailsampling", &["tail_sampling"]),
     ("extension", "healthcheck", &["health_check"]),
     ("exporter", "otlp", &["otlp_grpc", "otlp"]),
     ("exporter", "otlphttp", &["otlp_http", "otlphttp"]),
+    (
+        "exporter",
+        "prometheusremotewrite",
+        &["prometheus_remote_write", "prometheusremotewrite"],
+    ),
+    ("receiver", "hostmetrics", &["host_metrics", "hostmetrics"]),
+    ("connector", "spanmetrics", &["span_metrics", "spanmetrics"]),
 ];
 
 /// Types we accept that `otelcol components` does not list because they are
 /// deprecated aliases of a listed type: `(section, alias)`.
-pub const ALIASES: &[(&str, &str)] = &[("exporters", "otlp"), ("exporters", "otlphttp")];
+pub const ALIASES: &[(&str, &str)] = &[
+    ("exporters", "otlp"),
+    ("exporters", "otlphttp"),
+    ("exporters", "prometheusremotewrite"),
+    ("receivers", "hostmetrics"),
+    ("connectors", "spanmetrics"),
+];
 
 #[derive(Debug, Deserialize)]
 struct Manifest {

@@ -162,7 +162,7 @@ fn connector_routes(ty: &str) -> Option<&'static [(&'static str, &'static str)]>
             ("logs", "logs"),
             ("profiles", "profiles"),
         ]),
-        "spanmetrics" => Some(&[("traces", "metrics")]),
+        "spanmetrics" | "span_metrics" => Some(&[("traces", "metrics")]),
         _ => None,
     }
 }
@@ -444,7 +444,7 @@ fn component_settings(config: &CollectorConfig, errors: &mut Vec<ConfigError>) {
                 hint: "enable at least one protocol, e.g. protocols: {grpc: {endpoint: 0.0.0.0:4317}}",
             });
         }
-        if ty == "hostmetrics"
+        if matches!(ty, "hostmetrics" | "host_metrics")
             && v.get("scrapers")
                 .and_then(Value::as_object)
                 .is_none_or(serde_json::Map::is_empty)

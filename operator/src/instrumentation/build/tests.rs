@@ -164,8 +164,12 @@ fn probes_get_capabilities_not_privileged_by_default() {
         );
         assert_eq!(
             caps.add.expect("adds"),
-            vec!["SYS_ADMIN".to_owned(), "SYS_PTRACE".to_owned()],
-            "{}: exactly the capabilities e2e/tests/least_privilege.rs proves necessary",
+            vec![
+                "SYS_ADMIN".to_owned(),
+                "SYS_PTRACE".to_owned(),
+                "DAC_READ_SEARCH".to_owned()
+            ],
+            "{}: exactly the capabilities e2e/tests/least_privilege.rs and (DAC_READ_SEARCH) e2e/tests/views.rs prove necessary",
             children.language
         );
         assert_eq!(

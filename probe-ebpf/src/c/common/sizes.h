@@ -22,6 +22,17 @@
 /* In-flight syscalls (enter seen, exit not yet), keyed by pid_tgid. */
 #define FT_MAX_INFLIGHT 16384
 
+/* Cgroups (containers of reported pods) whose sockets' traffic is counted
+ * (podnet.bpf.c) and whose TCP health is kept (tcphealth.bpf.c). */
+#define FT_MAX_WATCHED_CGROUPS 8192
+
+/* (cgroup, peer address, role) triples with TCP health kept; least recently
+ * updated ones are evicted first. */
+#define FT_MAX_TCP_PEERS 8192
+
+/* Sockets whose client/server role is remembered from their handshake. */
+#define FT_MAX_TCP_ROLES 65536
+
 /* Highest fd number inspected through task->files when adopting a socket. */
 #define FT_MAX_FD 1048576
 

@@ -201,35 +201,58 @@ impl CgroupMounts {
     }
 }
 
-/// Parses `/proc/self/mountinfo` (see proc(5)): fields up to a lone `-`
-/// separator, then the filesystem type, source and super options.
+/// One cgroup filesystem mount of `/proc/self/mountinfo`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupMount {
+    /// The directory of the hierarchy that is mounted (`/` for its root; a
+    /// container's bind mount of its own cgroup shows that cgroup's path).
+    pub root: String,
+    pub mount_point: PathBuf,
+    /// cgroup2 (unified) rather than a v1 hierarchy.
+    pub v2: bool,
+    /// Its super options (for v1, its controllers: e.g. `rw,cpu,cpuacct`).
+    pub options: String,
+}
+
+/// Every cgroup and cgroup2 mount of `/proc/self/mountinfo` (see proc(5):
+/// fields up to a lone `-` separator, then the filesystem type, source and
+/// super options), in order.
+pub fn cgroup_mount_entries(content: &str) -> impl Iterator<Item = CgroupMount> + '_ {
+    content.lines().filter_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let sep = fields.iter().position(|f| *f == "-")?;
+        let (root, mount_point, fs_type) = (fields.get(3)?, fields.get(4)?, fields.get(sep + 1)?);
+        let v2 = match *fs_type {
+            "cgroup2" => true,
+            "cgroup" => false,
+            _ => return None,
+        };
+        Some(CgroupMount {
+            root: unescape_mountinfo(root),
+            mount_point: PathBuf::from(unescape_mountinfo(mount_point)),
+            v2,
+            options: fields.get(sep + 3).copied().unwrap_or_default().to_owned(),
+        })
+    })
+}
+
+/// Parses `/proc/self/mountinfo` into the cgroup mounts.
 pub fn parse_mountinfo(content: &str) -> CgroupMounts {
     let mut mounts = CgroupMounts::default();
-    for line in content.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+    for mount in cgroup_mount_entries(content) {
+        if !mount.v2 {
+            mounts.v1.push((mount.mount_point, mount.options));
             continue;
-        };
-        let (Some(mount_point), Some(fs_type)) = (fields.get(4), fields.get(sep + 1)) else {
-            continue;
-        };
-        let mount_point = PathBuf::from(unescape_mountinfo(mount_point));
+        }
         // The mount's root within the hierarchy: "/" for the whole of it; a
-        // container's own /sys/fs/cgroup shows only its subtree.
-        let whole = fields.get(3) == Some(&"/");
-        match *fs_type {
-            // The first mount of the whole cgroup2 hierarchy wins (later
-            // ones are bind mounts of it, e.g. into containers); a subtree
-            // only if nothing better is mounted.
-            "cgroup2" if mounts.v2.is_none() || (whole && !mounts.v2_whole) => {
-                mounts.v2 = Some(mount_point);
-                mounts.v2_whole = whole;
-            }
-            "cgroup" => {
-                let options = fields.get(sep + 3).copied().unwrap_or_default().to_owned();
-                mounts.v1.push((mount_point, options));
-            }
-            _ => {}
+        // container's own /sys/fs/cgroup shows only its subtree. The first
+        // mount of the whole cgroup2 hierarchy wins (later ones are bind
+        // mounts of it, e.g. into containers); a subtree only if nothing
+        // better is mounted.
+        let whole = mount.root == "/";
+        if mounts.v2.is_none() || (whole && !mounts.v2_whole) {
+            mounts.v2 = Some(mount.mount_point);
+            mounts.v2_whole = whole;
         }
     }
     mounts

@@ -92,6 +92,16 @@ impl ClusterState {
             .get(&format!("{}/{}", pod.namespace, owner.name))
     }
 
+    /// The pods on this node.
+    pub fn pods(&self) -> impl Iterator<Item = &PodInfo> {
+        self.pods.values()
+    }
+
+    /// A namespace as last seen, if known.
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceInfo> {
+        self.namespaces.get(name)
+    }
+
     pub fn pod_count(&self) -> usize {
         self.pods.len()
     }
@@ -205,6 +215,11 @@ impl Discovery {
     pub fn serving(mut self, instrumentation: Option<String>) -> Self {
         self.serves = instrumentation;
         self
+    }
+
+    /// Every Instrumentation the opt-in rules consider.
+    pub fn instrumentations(&self) -> &Instrumentations {
+        &self.instrumentations
     }
 
     /// The decision of the last [`Discovery::reconcile`] for every container
@@ -483,6 +498,72 @@ impl Discovery {
     }
 }
 
+impl Discovery {
+    /// This node's pods for the views ([`crate::views::pods`]): their
+    /// pod-level resource attributes, known processes, whether this probe
+    /// claimed one of them, and the languages detected among them.
+    pub fn node_pods(&self) -> Vec<crate::views::pods::NodePod> {
+        let mut by_uid: HashMap<&str, crate::views::pods::NodePod> = HashMap::new();
+        for pod in self.cluster.pods.values() {
+            let grand_owner = self.cluster.grand_owner_of(pod);
+            let container = pod
+                .containers
+                .first()
+                .map(|c| c.name.as_str())
+                .unwrap_or("");
+            let mut attributes = metadata::resource_attributes(
+                pod,
+                container,
+                &self.node_name,
+                grand_owner,
+                &BTreeMap::new(),
+            );
+            // Container-level attributes do not describe the pod.
+            attributes.remove("k8s.container.name");
+            attributes.remove("service.instance.id");
+            let inputs = super::peers::opt_in_inputs(pod, &self.instrumentations);
+            let opted_in = super::peers::is_traced(
+                &self.cluster,
+                &self.instrumentations,
+                &pod.namespace,
+                &inputs,
+            );
+            by_uid.insert(
+                pod.uid.as_str(),
+                crate::views::pods::NodePod {
+                    uid: pod.uid.clone(),
+                    service: attributes.get("service.name").cloned().unwrap_or_default(),
+                    namespace: pod.namespace.clone(),
+                    attributes,
+                    traced_elsewhere: opted_in,
+                    ..Default::default()
+                },
+            );
+        }
+        for (pid, process) in &self.processes {
+            let Some((pod, _)) = self.cluster.locate(&process.identity) else {
+                continue;
+            };
+            let Some(entry) = by_uid.get_mut(pod.uid.as_str()) else {
+                continue;
+            };
+            entry.pids.push(*pid);
+            if let Some(Some(language)) = process.language {
+                entry.languages.insert(language);
+            }
+            if self.claimed.contains_key(pid) {
+                entry.traced_here = true;
+            }
+        }
+        let mut pods: Vec<_> = by_uid.into_values().collect();
+        for pod in &mut pods {
+            pod.pids.sort_unstable();
+        }
+        pods.sort_by(|a, b| a.uid.cmp(&b.uid));
+        pods
+    }
+}
+
 fn claimed(claim: &optin::Claim) -> DiscoveryOutcome {
     DiscoveryOutcome::Claimed {
         instrumentation: claim.instrumentation.to_string(),
@@ -607,6 +688,7 @@ mod tests {
                 name: "app".into(),
                 id: ContainerId::parse(id),
             }],
+            ips: Vec::new(),
         }
     }
 

@@ -68,6 +68,9 @@ pub struct PodInfo {
     pub annotations: BTreeMap<String, String>,
     pub owner: Option<Owner>,
     pub containers: Vec<ContainerInfo>,
+    /// `status.podIPs` (else `status.podIP`); empty for host-network pods,
+    /// whose address is the node's and names no pod.
+    pub ips: Vec<std::net::IpAddr>,
 }
 
 impl PodInfo {
@@ -112,6 +115,16 @@ impl PodInfo {
                 }),
             }
         }
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        let ips = if host_network {
+            Vec::new()
+        } else {
+            pod_ips(pod)
+        };
         Some(Self {
             uid,
             namespace: pod.namespace().unwrap_or_default(),
@@ -121,6 +134,7 @@ impl PodInfo {
             annotations: kept_annotations(pod.annotations()),
             owner,
             containers,
+            ips,
         })
     }
 
@@ -128,6 +142,29 @@ impl PodInfo {
     pub fn container_by_id(&self, id: &ContainerId) -> Option<&ContainerInfo> {
         self.containers.iter().find(|c| c.id.as_ref() == Some(id))
     }
+}
+
+/// The addresses in a pod's status: `podIPs`, else `podIP`; unparsable ones
+/// are skipped.
+pub fn pod_ips(pod: &Pod) -> Vec<std::net::IpAddr> {
+    let Some(status) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    let listed: Vec<std::net::IpAddr> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect();
+    if !listed.is_empty() {
+        return listed;
+    }
+    status
+        .pod_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .into_iter()
+        .collect()
 }
 
 /// What the probe keeps of a Namespace.
@@ -336,6 +373,7 @@ mod tests {
                 name: "app".into(),
                 id: None,
             }],
+            ips: Vec::new(),
         }
     }
 

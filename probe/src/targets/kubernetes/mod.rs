@@ -24,6 +24,7 @@ pub use ferrotel_parse::procfs::cgroup;
 pub mod discovery;
 pub mod language;
 pub mod metadata;
+pub mod peers;
 pub mod process_events;
 
 use std::collections::HashSet;
@@ -31,11 +32,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrotel_api::optin::{Candidate, Instrumentations};
-use ferrotel_api::probe_config::Language;
+use ferrotel_api::probe_config::{Language, PeerResolution};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -45,6 +46,7 @@ use tracing::{debug, info, warn};
 
 use self::discovery::{Change, Discovery};
 use self::metadata::{NamespaceInfo, Owner, PodInfo};
+use self::peers::{PeerIndex, PodPeer, ServicePeer};
 use self::process_events::{ProcessEvent, ProcessEvents};
 use super::{ProcessTarget, TargetEvent, TargetPublisher};
 use crate::telemetry::resource::ResourceRegistry;
@@ -88,6 +90,13 @@ pub struct KubernetesDiscoveryConfig {
     /// exactly (needs `get` on them; without it names are derived from the
     /// pod-template-hash, which is right for every Deployment-made pod).
     pub lookup_owners: bool,
+    /// Where to publish peer names for the service graph (`None`: nowhere).
+    pub peers: Option<PeerIndex>,
+    /// Where to publish this node's pods for pod resources and TCP health.
+    pub node_pods: Option<crate::views::pods::NodePods>,
+    /// Whether peers are named from every pod and Service of the cluster
+    /// or from this node's pods only.
+    pub peer_resolution: PeerResolution,
 }
 
 impl KubernetesDiscoveryConfig {
@@ -106,6 +115,9 @@ impl KubernetesDiscoveryConfig {
             rescan_interval: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             lookup_owners: true,
+            peers: None,
+            node_pods: None,
+            peer_resolution: PeerResolution::Cluster,
         }
     }
 }
@@ -151,7 +163,24 @@ pub fn target_source(config: &crate::config::RuntimeConfig) -> crate::targets::T
         .as_ref()
         .map(|own| format!("{}/{}", own.namespace, own.name));
     discovery.poll_interval = config.rescan.max(Duration::from_millis(100));
-    crate::targets::TargetSource::Custom(Box::new(move |publisher, registry, shutdown| {
+    let views = &config.probe.views;
+    let (graph_enabled, resolution) = (views.service_graph.enabled, views.service_graph.peers);
+    let pods_wanted = views.pod_resources.enabled || views.tcp_health.enabled;
+    crate::targets::TargetSource::Custom(Box::new(move |ctx| {
+        let crate::targets::TargetContext {
+            publisher,
+            registry,
+            peers,
+            pods,
+            shutdown,
+        } = ctx;
+        if pods_wanted {
+            discovery.node_pods = Some(pods);
+        }
+        if graph_enabled {
+            discovery.peers = Some(peers);
+            discovery.peer_resolution = resolution;
+        }
         Box::pin(async move {
             install_crypto_provider();
             let client = kube::Client::try_default().await.map_err(|e| {
@@ -200,6 +229,31 @@ pub async fn run(
     let ns_stream = watcher::watcher(namespaces, watcher::Config::default())
         .default_backoff()
         .boxed();
+    // The cluster-wide peer watches (service graph names): pods of every
+    // node, cut down on arrival, listed in small pages from the API
+    // server's cache; Services for their ClusterIPs.
+    let cluster_peers = config.peers.is_some() && config.peer_resolution == PeerResolution::Cluster;
+    let mut all_pods = if cluster_peers {
+        let api: Api<Pod> = Api::all(client.clone());
+        watcher::watcher(
+            api,
+            watcher::Config::default().page_size(100).any_semantic(),
+        )
+        .default_backoff()
+        .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
+    let mut services = if cluster_peers {
+        let api: Api<Service> = Api::all(client.clone());
+        watcher::watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
+    let mut all_pod_buffer: Option<Vec<PodPeer>> = None;
+    let mut service_buffer: Option<Vec<ServicePeer>> = None;
     let mut owners = OwnerLookup::new(client, config.lookup_owners);
 
     let mut pod_stream = pod_stream;
@@ -237,6 +291,9 @@ pub async fn run(
 
     loop {
         let mut api_changed = false;
+        // Which peer names may have changed: this node's pods, and (after a
+        // namespace change) whether cluster peers are traced.
+        let (mut local_peers_changed, mut retrace_peers) = (false, false);
         tokio::select! {
             () = shutdown.cancelled() => break,
             event = pod_stream.next() => {
@@ -244,6 +301,7 @@ pub async fn run(
                     Some(Ok(event)) => {
                         api_changed = apply_pod_event(&mut discovery, &mut pod_buffer, event, &mut owners).await;
                         pods_synced |= pod_buffer.is_none();
+                        local_peers_changed = api_changed;
                     }
                     Some(Err(error)) => warn!(%error, "Pod watch failed; retrying with backoff"),
                     None => break,
@@ -254,9 +312,37 @@ pub async fn run(
                     Some(Ok(event)) => {
                         api_changed = apply_namespace_event(&mut discovery, &mut ns_buffer, event);
                         namespaces_synced |= ns_buffer.is_none();
+                        local_peers_changed = api_changed;
+                        retrace_peers = api_changed;
                     }
                     Some(Err(error)) => warn!(%error, "Namespace watch failed; retrying with backoff"),
                     None => break,
+                }
+            }
+            event = all_pods.next() => {
+                if let Some(index) = &config.peers {
+                    match event {
+                        Some(Ok(event)) => apply_cluster_pod_event(&discovery, index, &mut all_pod_buffer, event),
+                        Some(Err(error)) if is_forbidden(&error) => {
+                            info!("No RBAC to list pods cluster-wide; naming service-graph peers from this node's pods only (grant list/watch on pods)");
+                            all_pods = futures::stream::pending().boxed();
+                        }
+                        Some(Err(error)) => warn!(%error, "Cluster-wide pod watch failed; retrying with backoff"),
+                        None => all_pods = futures::stream::pending().boxed(),
+                    }
+                }
+            }
+            event = services.next() => {
+                if let Some(index) = &config.peers {
+                    match event {
+                        Some(Ok(event)) => apply_service_event(&discovery, index, &mut service_buffer, event),
+                        Some(Err(error)) if is_forbidden(&error) => {
+                            info!("No RBAC to list Services; ClusterIPs stay unnamed in the service graph (grant list/watch on services)");
+                            services = futures::stream::pending().boxed();
+                        }
+                        Some(Err(error)) => warn!(%error, "Service watch failed; retrying with backoff"),
+                        None => services = futures::stream::pending().boxed(),
+                    }
                 }
             }
             read = next_process_events(&mut process_events, &mut batch) => {
@@ -298,7 +384,30 @@ pub async fn run(
         // namespace annotation may simply not have arrived yet.
         if api_changed && pods_synced && namespaces_synced {
             publish(discovery.reconcile(), &publisher, &registry);
+            if let Some(node_pods) = &config.node_pods {
+                node_pods.replace(discovery.node_pods());
+            }
             publisher.ledger().discovered(discovery.take_decisions());
+        }
+        if let Some(index) = &config.peers {
+            if local_peers_changed {
+                index.replace_local(peers::local_peers(
+                    &discovery.cluster,
+                    discovery.instrumentations(),
+                ));
+            }
+            if retrace_peers {
+                let (cluster, instrumentations) =
+                    (&discovery.cluster, discovery.instrumentations());
+                index.retrace(
+                    |namespace, inputs| {
+                        peers::is_traced(cluster, instrumentations, namespace, inputs)
+                    },
+                    |namespace| {
+                        peers::is_traced(cluster, instrumentations, namespace, &Default::default())
+                    },
+                );
+            }
         }
     }
     // Release everything so that front-ends detach cleanly.
@@ -389,6 +498,82 @@ async fn apply_pod_event(
             }
             true
         }
+    }
+}
+
+/// Whether a watch failed because the probe may not list the kind.
+fn is_forbidden(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 403,
+        _ => false,
+    }
+}
+
+fn apply_cluster_pod_event(
+    discovery: &Discovery,
+    index: &PeerIndex,
+    buffer: &mut Option<Vec<PodPeer>>,
+    event: Event<Pod>,
+) {
+    let peer = |pod: &Pod| {
+        PodInfo::from_pod(pod)
+            .map(|info| peers::pod_peer(&info, &discovery.cluster, discovery.instrumentations()))
+    };
+    match event {
+        Event::Init => *buffer = Some(Vec::new()),
+        Event::InitApply(pod) => {
+            if let Some(peer) = peer(&pod) {
+                buffer.get_or_insert_with(Vec::new).push(peer);
+            }
+        }
+        Event::InitDone => {
+            let pods = buffer.take().unwrap_or_default();
+            debug!(
+                pods = pods.len(),
+                "Cluster-wide pod list synced for peer names"
+            );
+            index.replace_pods(pods);
+        }
+        Event::Apply(pod) => {
+            if let Some(peer) = peer(&pod) {
+                index.apply_pod(peer);
+            }
+        }
+        Event::Delete(pod) => {
+            if let Some(uid) = pod.metadata.uid.as_deref() {
+                index.delete_pod(uid);
+            }
+        }
+    }
+}
+
+fn apply_service_event(
+    discovery: &Discovery,
+    index: &PeerIndex,
+    buffer: &mut Option<Vec<ServicePeer>>,
+    event: Event<Service>,
+) {
+    let peer = |service: &Service| {
+        peers::service_peer(service, &discovery.cluster, discovery.instrumentations())
+    };
+    match event {
+        Event::Init => *buffer = Some(Vec::new()),
+        Event::InitApply(service) => buffer.get_or_insert_with(Vec::new).push(peer(&service)),
+        Event::InitDone => {
+            let services = buffer.take().unwrap_or_default();
+            debug!(
+                services = services.len(),
+                "Service list synced for peer names"
+            );
+            index.replace_services(services);
+        }
+        Event::Apply(service) => index.apply_service(peer(&service)),
+        Event::Delete(service) => index.delete_service(&format!(
+            "{}/{}",
+            service.metadata.namespace.as_deref().unwrap_or_default(),
+            service.metadata.name.as_deref().unwrap_or_default()
+        )),
     }
 }
 

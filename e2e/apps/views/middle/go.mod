@@ -1,0 +1,3 @@
+module ferrotel.test/views/middle
+
+go 1.23
