@@ -145,12 +145,16 @@ static __noinline void ft_prop_on_data(__u64 pid_tgid, const struct ft_inflight 
     if (!hp)
         return;
     ft_http_scan_head(payload, captured, hp);
-    struct ft_http_head h = *hp;
-    if ((h.flags & FT_HTTP_BAD) || h.lines == 0)
+    /* Read in place, not copied: the head is ~100 bytes, and a stack copy
+     * takes this call chain past the verifier's 512-byte stack limit. The
+     * slot is this CPU's: only a program that preempts this one on the same
+     * CPU could rewrite it meanwhile, as it could during the scan itself. */
+    const struct ft_http_head *h = hp;
+    if ((h->flags & FT_HTTP_BAD) || h->lines == 0)
         return;
 
     struct ft_traceparent parent = {};
-    __u32 origin = ft_prop_incoming(payload, &h, &parent);
+    __u32 origin = ft_prop_incoming(payload, h, &parent);
     if (origin == FT_PROP_ORIGIN_NONE && prop_join) {
         struct sock *sk = ft_stream_sock(fd);
         if (sk) {
@@ -174,7 +178,7 @@ static __noinline void ft_prop_on_data(__u64 pid_tgid, const struct ft_inflight 
     thread.kind = FT_PROP_THREAD_PARENT;
     thread.fd = fd;
     bpf_map_update_elem(&prop_threads, &pid_tgid, &thread, BPF_ANY);
-    ft_prop_keep_carry(pid_tgid >> 32, thread.span_id, payload, &h);
+    ft_prop_keep_carry(pid_tgid >> 32, thread.span_id, payload, h);
     ft_prop_count(FT_PROP_OUTCOMES + origin);
 
     struct ft_prop_server_event *event = ft_reserve(sizeof(*event));
