@@ -157,8 +157,11 @@ pub struct ProbeMetrics {
     pub kernel_dropped: f64,
     pub records_dropped: f64,
     pub export_dropped: f64,
-    /// Export requests that failed, any signal.
+    /// Export requests that failed, any signal (each is retried until the
+    /// data is accepted or dropped).
     pub export_failures: f64,
+    /// Export requests the collector accepted, any signal.
+    pub export_successes: f64,
 }
 
 impl ProbeMetrics {
@@ -191,6 +194,16 @@ impl ProbeMetrics {
             }
             totals
         };
+        let export_requests = |result_matches: fn(&str) -> bool| {
+            samples
+                .iter()
+                .filter(|s| {
+                    s.name == m::EXPORT_REQUESTS
+                        && s.labels.get("result").is_some_and(|r| result_matches(r))
+                })
+                // Not `sum()`: an empty f64 sum is -0.
+                .fold(0.0, |total, s| total + s.value)
+        };
         Self {
             attached: sum(m::ATTACHED_PROCESSES),
             refused: by_reason(m::ATTACH_REFUSED),
@@ -198,14 +211,8 @@ impl ProbeMetrics {
             kernel_dropped: sum(m::KERNEL_EVENTS_DROPPED),
             records_dropped: sum(m::RECORDS_DROPPED),
             export_dropped: sum(m::EXPORT_DROPPED),
-            export_failures: samples
-                .iter()
-                .filter(|s| {
-                    s.name == m::EXPORT_REQUESTS
-                        && s.labels.get("result").is_some_and(|r| r != "success")
-                })
-                .map(|s| s.value)
-                .sum(),
+            export_failures: export_requests(|result| result != m::EXPORT_RESULT_OK),
+            export_successes: export_requests(|result| result == m::EXPORT_RESULT_OK),
         }
     }
 }
@@ -510,10 +517,18 @@ pub fn problems(report: &StatusReport) -> Vec<String> {
                 metrics.records_dropped
             ));
         }
-        if metrics.export_dropped > 0.0 || metrics.export_failures > 0.0 {
+        // A failed request is retried: failures are a problem when data was
+        // lost, or when nothing ever got through. Failures retried into
+        // success (a collector that started after the probe) lose nothing.
+        if metrics.export_dropped > 0.0 {
             out.push(format!(
-                "{what}: {} spans or data points dropped, {} export requests failed; check the exporter endpoint and the collector",
+                "{what}: {} spans or data points dropped by the exporter ({} export requests failed); check the exporter endpoint and the collector",
                 metrics.export_dropped, metrics.export_failures
+            ));
+        } else if metrics.export_failures > 0.0 && metrics.export_successes == 0.0 {
+            out.push(format!(
+                "{what}: none of its {} export requests succeeded yet; check the exporter endpoint and the collector",
+                metrics.export_failures
             ));
         }
     }

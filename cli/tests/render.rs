@@ -577,3 +577,55 @@ fn status_of_an_empty_cluster_tells_to_install_and_create_an_instrumentation() {
         status::render(&report, Format::Table, &Style::plain())
     );
 }
+
+#[test]
+fn status_calls_export_failures_a_problem_only_when_data_was_lost_or_nothing_got_through() {
+    use ferrotel_cli::promtext;
+
+    let problems_for = |exposition: &str| -> Vec<String> {
+        let (samples, errors) = promtext::parse(exposition);
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut report = status_report();
+        let fixture = report.probes[2]
+            .metrics
+            .take()
+            .expect("the fixture's metrics");
+        let read = ProbeMetrics::from_samples(&samples);
+        report.probes[2].metrics = Some(ProbeMetrics {
+            export_dropped: read.export_dropped,
+            export_failures: read.export_failures,
+            export_successes: read.export_successes,
+            ..fixture
+        });
+        status::problems(&report)
+            .into_iter()
+            .filter(|p| p.contains("default-probe-python-q9v8c") && p.contains("export"))
+            .collect()
+    };
+    // The collector came up after the probe: early requests failed, were
+    // retried, and everything got through.
+    let retried = problems_for(
+        "ferrotel_probe_export_requests_total{signal=\"traces\",result=\"retryable\"} 34\n\
+         ferrotel_probe_export_requests_total{signal=\"traces\",result=\"ok\"} 120\n\
+         ferrotel_probe_export_dropped_items_total{reason=\"queue_full\"} 0\n",
+    );
+    assert!(retried.is_empty(), "nothing was lost: {retried:#?}");
+
+    let lost = problems_for(
+        "ferrotel_probe_export_requests_total{signal=\"traces\",result=\"retryable\"} 34\n\
+         ferrotel_probe_export_requests_total{signal=\"traces\",result=\"ok\"} 120\n\
+         ferrotel_probe_export_dropped_items_total{reason=\"queue_full\"} 7\n",
+    );
+    assert!(
+        lost.len() == 1 && lost[0].contains("7 spans or data points dropped"),
+        "{lost:#?}"
+    );
+
+    let never = problems_for(
+        "ferrotel_probe_export_requests_total{signal=\"traces\",result=\"retryable\"} 5\n",
+    );
+    assert!(
+        never.len() == 1 && never[0].contains("none of its 5 export requests succeeded"),
+        "{never:#?}"
+    );
+}

@@ -54,8 +54,11 @@ pub mod metrics {
     pub const RECORDS_DROPPED: &str = "ferrotel_probe_records_dropped_total";
     /// Counter: spans or data points the exporter dropped, by `signal`, `reason`.
     pub const EXPORT_DROPPED: &str = "ferrotel_probe_export_dropped_items_total";
-    /// Counter: OTLP export requests, by `signal` and `result`.
+    /// Counter: OTLP export requests, by `signal` and `result`
+    /// ([`EXPORT_RESULT_OK`] or why it failed).
     pub const EXPORT_REQUESTS: &str = "ferrotel_probe_export_requests_total";
+    /// The `result` of an export request the collector accepted.
+    pub const EXPORT_RESULT_OK: &str = "ok";
 
     /// Service graph (Tempo's names): counter of requests per edge, labels
     /// [`super::labels::CLIENT`], [`super::labels::SERVER`],

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferrotel_api::probe_endpoints::metrics as metric_names;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
@@ -170,7 +171,7 @@ pub async fn run_batch_exporter<T: BatchItem>(
             loop {
                 match client.export_encoded(body.clone()).await {
                     Ok(()) => {
-                        health.export_request(signal, "ok");
+                        health.export_request(signal, metric_names::EXPORT_RESULT_OK);
                         health.exported(signal, n as u64);
                         if attempt > 0 {
                             info!(
@@ -293,7 +294,7 @@ pub async fn run_metrics_exporter(
                 .sum();
             match client.export_metrics(request).await {
                 Ok(()) => {
-                    health.export_request(signal, "ok");
+                    health.export_request(signal, metric_names::EXPORT_RESULT_OK);
                     health.exported(signal, points);
                 }
                 Err(err) => {
