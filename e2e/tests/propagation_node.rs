@@ -49,6 +49,15 @@ impl Drop for NodePins {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_frontend_and_a_go_backend_form_one_trace_with_propagation_on() {
+    // The probe pods get the node's /sys/fs/bpf through a hostPath; the
+    // test bed's node shares this machine's. A machine without systemd may
+    // have none mounted there: then the probes would refuse propagation
+    // (`no_bpffs`) and this test time out, so say what is missing first.
+    let bpffs = rustix::fs::statfs("/sys/fs/bpf").map(|fs| fs.f_type);
+    assert!(
+        matches!(bpffs, Ok(0xcafe_4a11)),
+        "this test needs a BPF filesystem at /sys/fs/bpf, as a systemd node has (found: {bpffs:?}); mount one: mount -t bpf bpf /sys/fs/bpf"
+    );
     let _pins = NodePins;
     let stack::RealStack {
         images,

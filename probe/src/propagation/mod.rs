@@ -66,6 +66,11 @@ pub const SHARE_DIR: &str = "share";
 /// `statfs` magic of a BPF filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
+/// Whether `path` is on a BPF filesystem (where maps can be pinned).
+pub fn is_bpffs(path: &std::path::Path) -> bool {
+    rustix::fs::statfs(path).is_ok_and(|fs| fs.f_type == BPF_FS_MAGIC)
+}
+
 /// The language set a propagation object serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Served {
@@ -144,12 +149,9 @@ impl Settings {
         // The directory may not exist yet (it is created at load): the
         // nearest existing ancestor decides which filesystem it is on.
         let existing = self.pin_dir.ancestors().find(|p| p.exists())?;
-        match rustix::fs::statfs(existing) {
-            Ok(fs) if fs.f_type == BPF_FS_MAGIC => None,
-            Ok(_) | Err(_) => Some(PropagationError::NoBpffs {
-                dir: self.pin_dir.clone(),
-            }),
-        }
+        (!is_bpffs(existing)).then(|| PropagationError::NoBpffs {
+            dir: self.pin_dir.clone(),
+        })
     }
 
     /// The knobs every object with a propagation half gets.

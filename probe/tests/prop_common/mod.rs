@@ -149,6 +149,51 @@ impl Drop for SenderProcess {
     }
 }
 
+const BPFFS_PATH: &str = "/sys/fs/bpf";
+
+// The pin directories below live on /sys/fs/bpf, as the probe pod's do on
+// its node. A host without systemd may have no bpffs mounted there; then
+// this test process mounts one in a mount namespace of its own (the host's
+// mount table never changes). It must happen before any thread starts
+// (unshare(CLONE_NEWNS) affects only the calling thread), so it runs as an
+// ELF constructor, like the harness's private tracefs. Errors are printed;
+// a test that pins then fails naming the missing bpffs.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static PRIVATE_BPFFS: extern "C" fn() = private_bpffs;
+
+extern "C" fn private_bpffs() {
+    if ferrotel_probe::propagation::is_bpffs(Path::new(BPFFS_PATH)) {
+        return;
+    }
+    use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_change};
+    use rustix::thread::{UnshareFlags, unshare_unsafe};
+    // SAFETY: CLONE_NEWNS only gives this thread (the process's only one,
+    // before main) its own copy of the mount table and fs_struct; no memory
+    // or file descriptor that Rust code relies on changes.
+    let result = unsafe { unshare_unsafe(UnshareFlags::NEWNS) }
+        .and_then(|()| {
+            mount_change(
+                "/",
+                MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+            )
+        })
+        .and_then(|()| {
+            mount(
+                "bpf",
+                BPFFS_PATH,
+                "bpf",
+                MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                None::<&std::ffi::CStr>,
+            )
+        });
+    if let Err(e) = result {
+        eprintln!(
+            "ferrotel propagation tests: no bpffs at {BPFFS_PATH} and mounting a private one failed ({e}); run as root, or mount one: mount -t bpf bpf {BPFFS_PATH}"
+        );
+    }
+}
+
 /// A pin directory of this test process's own on the host's bpffs,
 /// removed (with every pin in it) on drop.
 pub struct PinDir(PathBuf);
