@@ -19,8 +19,12 @@
 //!   shows them in order, none missing in between, the value redacted.
 //! - **status**: both probes ready, what each attached and refused, no
 //!   drops.
-//! - **resources**: this probe version samples no pod resources: the
-//!   command says so instead of printing zeros.
+//! - **edges**: the probes' service graph: the driver (untraced, so
+//!   `user`) calls the frontend, the frontend the backend; each request
+//!   counted once, failures as the server saw them (a 4xx is not a server
+//!   failure).
+//! - **resources**: exactly the traced pods (not the opted-out or refused
+//!   ones), each with a plausible memory working set and a CPU reading.
 //! - **why**: traced (Go and Python), opted out by the pod, namespace not
 //!   annotated, no probe for the pod's language (an Instrumentation that
 //!   does not list it), no probe on the node for a claimed language, and a
@@ -638,12 +642,24 @@ spec:
         ("deploy/backend".to_owned(), backend_sent),
     ]
     .into();
-    // Each frontend call to the backend is one edge request; a client
-    // counts a 4xx as failed.
-    let edge_sent: BTreeMap<String, Sent> = [(
-        format!("{ns}/deploy/frontend -> {ns}/svc/backend"),
-        sent(ITEMS + BAD_ITEMS, BAD_ITEMS, items.max(bad)),
-    )]
+    // The service graph counts each request once, at the traced server:
+    // the driver is an untraced client (Tempo's `user`), and a server fails
+    // only on a 5xx (the frontend's 502s; not the 404s, nor the backend's
+    // 400s).
+    let edge_sent: BTreeMap<String, Sent> = [
+        (
+            format!("/user -> {ns}/frontend"),
+            sent(
+                ITEMS + BAD_ITEMS + MISSING,
+                BAD_ITEMS,
+                items.max(bad).max(missing),
+            ),
+        ),
+        (
+            format!("{ns}/frontend -> {ns}/backend"),
+            sent(ITEMS + BAD_ITEMS, 0, items.max(bad)),
+        ),
+    ]
     .into();
 
     // stat by route and workload: window sums and totals, exactly.
@@ -702,7 +718,7 @@ spec:
     let frames = sums_match(&mut edges, "edges", &edge_key, &edge_sent).await;
     check_rates_and_latency(&edges.what, &frames, "edges", &edge_key, &edge_sent);
     for frame in &frames {
-        assert_eq!(frame["source"], "clientSpans", "{frame:#}");
+        assert_eq!(frame["source"], "serviceGraph", "{frame:#}");
     }
     drop((by_route, by_workload, top, edges));
 
@@ -824,11 +840,46 @@ spec:
         "the tapped server spans are consecutive requests of the driver: {server_ids:?} of {tapped_ids:?}\n{stdout}"
     );
 
-    // resources: this probe version samples no pod resources, and says so.
-    let out = run(&kubeconfig, &["resources", "-n", ns, "--window", "1s"]);
-    let (stdout, stderr) = text(&out);
-    assert!(
-        out.status.code() == Some(1) && stderr.contains("no pod resources"),
-        "resources without pod resource metrics: {stdout}\n{stderr}"
+    // resources: the traced pods, each once (two probes, one reporter).
+    let out = run(
+        &kubeconfig,
+        &["resources", "-n", ns, "--window", "2s", "-o", "json"],
     );
+    let frame: Value = serde_json::from_str(&succeeds(&out)).expect("resources -o json is JSON");
+    let mut pods: Vec<(&str, &str)> = frame["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["pod"].as_str().unwrap_or("?"),
+                p["workload"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    pods.sort_unstable();
+    let mut traced = vec![
+        (backend_app.pod.as_str(), "deploy/backend"),
+        (frontend.pod.as_str(), "deploy/frontend"),
+    ];
+    traced.sort_unstable();
+    assert_eq!(
+        pods, traced,
+        "resources: exactly the traced pods (not {} opted out, nor {} refused): {frame:#}",
+        dark.pod, idle.pod
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for pod in frame["pods"].as_array().into_iter().flatten() {
+        let memory = pod["memoryWorkingSet"].as_f64().unwrap_or(0.0);
+        assert!(
+            (1024.0 * 1024.0..2.0 * 1024.0 * 1024.0 * 1024.0).contains(&memory),
+            "a server's working set lies between 1 MiB and 2 GiB: {pod:#}"
+        );
+        assert!(
+            pod["cpu"]
+                .as_f64()
+                .is_some_and(|c| (0.0..=cores).contains(&c)),
+            "a CPU reading within the node's {cores} cores: {pod:#}"
+        );
+    }
 }
