@@ -711,7 +711,7 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
         ),
         (
             "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, views: {tcpHealth: {enabled: \"yes\"}}}",
-            "spec.views.tcpHealth.enabled in body must be of type boolean",
+            ".spec.views.tcpHealth.enabled: expected boolean",
         ),
     ] {
         let bad = format!(
