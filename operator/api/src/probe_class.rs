@@ -491,12 +491,22 @@ mod tests {
         );
     }
 
+    /// Admission in `team-a` of a plain spec that `edit` changes.
+    fn admit_edited(
+        class: ClassRef<'_>,
+        edit: impl FnOnce(&mut InstrumentationSpec),
+    ) -> Result<Grant, Refusal> {
+        let mut s = spec("{}");
+        edit(&mut s);
+        admit(class, &s, "team-a", &labels("team-a", &[]), DEFAULT)
+    }
+
     #[test]
     fn propagation_needs_a_class_that_allows_it() {
         let propagating = |class: ClassRef<'_>, section: &str| {
-            let mut s = spec("{}");
-            s.propagation = Some(serde_yaml::from_str(section).expect("section parses"));
-            admit(class, &s, "team-a", &labels("team-a", &[]), DEFAULT)
+            admit_edited(class, |s| {
+                s.propagation = Some(serde_yaml::from_str(section).expect("section parses"))
+            })
         };
         for section in ["{inject: true}", "{join: true}"] {
             let refused = propagating(ClassRef::OperatorDefaults, section)
@@ -523,9 +533,9 @@ mod tests {
     #[test]
     fn reporting_every_pod_on_the_node_needs_a_class_that_allows_it() {
         let viewing = |class: ClassRef<'_>, views: &str| {
-            let mut s = spec("{}");
-            s.views = Some(serde_yaml::from_str(views).expect("views parse"));
-            admit(class, &s, "team-a", &labels("team-a", &[]), DEFAULT)
+            admit_edited(class, |s| {
+                s.views = Some(serde_yaml::from_str(views).expect("views parse"))
+            })
         };
         let plain = class(
             "plain",
