@@ -538,6 +538,15 @@ async fn restricted_user_cannot_choose_what_runs_on_the_nodes(
         other => Err(format!("Degraded is {other:?}")),
     };
     for (probe, class, names) in [
+        // Resources and connections of every pod on the nodes, other
+        // tenants' included: the admin's decision too. First, so that its
+        // refusal turns Degraded on and so is the one with an Event (a
+        // Warning goes out when Degraded turns on or changes reason).
+        (
+            "{}",
+            ", views: {podResources: {allPods: true}}",
+            "allowAllPodResources: true",
+        ),
         ("{privileged: true}", "", "allowPrivileged: true"),
         (
             "{image: evil.example/probe:1}",
@@ -553,13 +562,6 @@ async fn restricted_user_cannot_choose_what_runs_on_the_nodes(
             "{image: registry.local/probe:debug}",
             ", probeClassName: platform",
             "namespaceSelector",
-        ),
-        // Resources and connections of every pod on the nodes, other
-        // tenants' included: the admin's decision too.
-        (
-            "{}",
-            ", views: {podResources: {allPods: true}}",
-            "allowAllPodResources: true",
         ),
     ] {
         kubectl_as(
@@ -599,6 +601,41 @@ async fn restricted_user_cannot_choose_what_runs_on_the_nodes(
             ds["items"]
         );
     }
+    // The refusal is also a Warning Event on the Instrumentation, in the
+    // words of its condition.
+    wait_for(
+        "a NotAllowed Event naming views.podResources.allPods",
+        Duration::from_secs(30),
+        || {
+            let events = kubectl_json(
+                bed,
+                &[
+                    "get",
+                    "events",
+                    "-n",
+                    &team,
+                    "--field-selector",
+                    "reason=NotAllowed,involvedObject.name=shop",
+                ],
+            );
+            async move {
+                let events = events?;
+                let found = events["items"].as_array().into_iter().flatten().any(|e| {
+                    e["type"] == "Warning"
+                        && e["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("spec.views.podResources.allPods"))
+                });
+                if found {
+                    Ok(())
+                } else {
+                    Err(format!("NotAllowed Events: {}", events["items"]))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // Asking for nothing: admitted, with the operator's image, unprivileged,
     // the host access the operator fixes, and a place in the probes' binding.
