@@ -136,6 +136,43 @@ fn values_schema_rejects_misspelt_keys_and_bad_values() {
 }
 
 #[test]
+fn probe_classes_values_take_every_permission_the_probe_class_crd_has() {
+    // The values schema lists a ProbeClass's fields by hand (Helm cannot
+    // reference the CRD); every `allow*` switch of the CRD must pass it and
+    // reach the rendered class.
+    let crd: Value = serde_yaml::from_str(&read(&repo_path("crds/probeclasses.ferrotel.io.yaml")))
+        .expect("the ProbeClass CRD is YAML");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    let switches: Vec<String> = spec
+        .as_object()
+        .expect("ProbeClass spec properties")
+        .iter()
+        .filter(|(name, schema)| name.starts_with("allow") && schema["type"] == "boolean")
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert!(
+        switches.len() >= 4,
+        "the ProbeClass CRD's allow* switches: {switches:?}"
+    );
+    let mut args = Vec::new();
+    for switch in &switches {
+        args.push("--set".to_owned());
+        args.push(format!("probeClasses.platform.{switch}=true"));
+    }
+    let docs = template("ferrotel", "ferrotel-system", &args, false);
+    let classes = find(&docs, "ProbeClass");
+    assert_eq!(classes.len(), 1, "one ProbeClass rendered");
+    for switch in &switches {
+        assert_eq!(
+            classes[0]["spec"][switch],
+            Value::Bool(true),
+            "{switch} reaches the rendered ProbeClass: {}",
+            classes[0]["spec"]
+        );
+    }
+}
+
+#[test]
 fn image_references_take_the_digest_over_the_tag_and_default_to_the_app_version() {
     let docs = template("ferrotel", "ferrotel-system", &[], false);
     let deployment = find(&docs, "Deployment")[0];

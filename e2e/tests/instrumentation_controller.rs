@@ -658,7 +658,8 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
     )
     .await;
 
-    // CEL in the schema rejects what it can say is wrong, with the fix.
+    // The schema (types, enums, bounds, CEL) rejects what it can say is
+    // wrong, naming the field and the bound or the fix.
     for (spec, expected) in [
         (
             "{languages: [go], exporter: {endpoint: \"http://a:4317\", collectorRef: {name: x}}}",
@@ -688,6 +689,30 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
             "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, propagators: [baggage], propagation: {inject: true}}",
             "baggage alone carries no trace",
         ),
+        (
+            "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, views: {serviceGraph: {peers: everywhere}}}",
+            "Unsupported value: \"everywhere\"",
+        ),
+        (
+            "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, views: {serviceGraph: {maxEdges: 0}}}",
+            "spec.views.serviceGraph.maxEdges: Invalid value: 0: spec.views.serviceGraph.maxEdges in body should be greater than or equal to 1",
+        ),
+        (
+            "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, views: {serviceGraph: {maxEdges: 10001}}}",
+            "maxEdges in body should be less than or equal to 10000",
+        ),
+        (
+            "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, views: {podResources: {intervalMillis: 999}}}",
+            "intervalMillis in body should be greater than or equal to 1000",
+        ),
+        (
+            "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, views: {podResources: {intervalMillis: 60001}}}",
+            "intervalMillis in body should be less than or equal to 60000",
+        ),
+        (
+            "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, views: {tcpHealth: {enabled: \"yes\"}}}",
+            ".spec.views.tcpHealth.enabled: expected boolean",
+        ),
     ] {
         let bad = format!(
             "apiVersion: ferrotel.io/v1alpha1\nkind: Instrumentation\nmetadata: {{name: bad, namespace: {NS}}}\nspec: {spec}\n"
@@ -711,6 +736,9 @@ async fn instrumentation_samples_roll_out_probes_follow_opt_in_and_clean_up() {
         "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, propagation: {inject: true, join: true}}",
         "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, propagators: [b3, baggage], propagation: {inject: true}}",
         "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, propagators: [baggage], propagation: {join: true}}",
+        // Every views field at its bounds.
+        "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, views: {serviceGraph: {enabled: false, peers: node, maxEdges: 1}, podResources: {enabled: false, allPods: true, intervalMillis: 1000}, tcpHealth: {enabled: false}}}",
+        "{languages: [go], exporter: {endpoint: \"http://a:4317\"}, views: {serviceGraph: {peers: cluster, maxEdges: 10000}, podResources: {intervalMillis: 60000}}}",
     ] {
         let good = format!(
             "apiVersion: ferrotel.io/v1alpha1\nkind: Instrumentation\nmetadata: {{name: good, namespace: {NS}}}\nspec: {spec}\n"

@@ -490,7 +490,7 @@ async fn restricted_user_cannot_choose_what_runs_on_the_nodes(
          roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: instrumentation-editor}}\n\
          subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {ALICE}}}]\n\
          ---\napiVersion: ferrotel.io/v1alpha1\nkind: ProbeClass\nmetadata: {{name: platform}}\n\
-         spec: {{allowPrivileged: true, allowedImages: [registry.local/probe:debug], namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: otel}}}}}}\n"
+         spec: {{allowPrivileged: true, allowAllPodResources: true, allowedImages: [registry.local/probe:debug], namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: otel}}}}}}\n"
     );
     let mut apply = kubectl(bed);
     apply.args(["apply", "--server-side", "-f", "-"]);
@@ -538,6 +538,15 @@ async fn restricted_user_cannot_choose_what_runs_on_the_nodes(
         other => Err(format!("Degraded is {other:?}")),
     };
     for (probe, class, names) in [
+        // Resources and connections of every pod on the nodes, other
+        // tenants' included: the admin's decision too. First, so that its
+        // refusal turns Degraded on and so is the one with an Event (a
+        // Warning goes out when Degraded turns on or changes reason).
+        (
+            "{}",
+            ", views: {podResources: {allPods: true}}",
+            "allowAllPodResources: true",
+        ),
         ("{privileged: true}", "", "allowPrivileged: true"),
         (
             "{image: evil.example/probe:1}",
@@ -592,6 +601,41 @@ async fn restricted_user_cannot_choose_what_runs_on_the_nodes(
             ds["items"]
         );
     }
+    // The refusal is also a Warning Event on the Instrumentation, in the
+    // words of its condition.
+    wait_for(
+        "a NotAllowed Event naming views.podResources.allPods",
+        Duration::from_secs(30),
+        || {
+            let events = kubectl_json(
+                bed,
+                &[
+                    "get",
+                    "events",
+                    "-n",
+                    &team,
+                    "--field-selector",
+                    "reason=NotAllowed,involvedObject.name=shop",
+                ],
+            );
+            async move {
+                let events = events?;
+                let found = events["items"].as_array().into_iter().flatten().any(|e| {
+                    e["type"] == "Warning"
+                        && e["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("spec.views.podResources.allPods"))
+                });
+                if found {
+                    Ok(())
+                } else {
+                    Err(format!("NotAllowed Events: {}", events["items"]))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // Asking for nothing: admitted, with the operator's image, unprivileged,
     // the host access the operator fixes, and a place in the probes' binding.
@@ -679,7 +723,7 @@ async fn restricted_user_cannot_choose_what_runs_on_the_nodes(
     // The class does work where it admits: an admin's Instrumentation in
     // otel gets the debug image, privileged.
     let platform = "apiVersion: ferrotel.io/v1alpha1\nkind: Instrumentation\nmetadata: {name: platform, namespace: otel}\n\
-                    spec: {languages: [go], exporter: {endpoint: \"http://collector.example:4317\"}, probeClassName: platform, probe: {image: registry.local/probe:debug, privileged: true}}\n";
+                    spec: {languages: [go], exporter: {endpoint: \"http://collector.example:4317\"}, probeClassName: platform, probe: {image: registry.local/probe:debug, privileged: true}, views: {podResources: {allPods: true}}}\n";
     let mut apply = kubectl(bed);
     apply.args(["apply", "--server-side", "-f", "-"]);
     run(apply, Some(platform)).unwrap_or_else(|e| panic!("{e}"));
@@ -705,6 +749,21 @@ async fn restricted_user_cannot_choose_what_runs_on_the_nodes(
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", operator.tail()));
+
+    let config = kubectl_json(
+        bed,
+        &["get", "configmap", "platform-probe-go", "-n", "otel"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = ferrotel_api::probe_config::ProbeConfig::from_yaml(
+        config["data"]["probe.yaml"].as_str().unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("the platform probe's config parses: {e}"));
+    assert!(
+        config.views.pod_resources.all_pods,
+        "the class allows allPods, so the probes report every pod on their nodes: {:?}",
+        config.views
+    );
 
     // Nothing of alice's reached a node with another image or privileges.
     for (key, image, privileged) in probe_containers(bed) {

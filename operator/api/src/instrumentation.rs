@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::optin::Candidate;
 use crate::probe_config::{
     Language, LanguageTuning, OtlpProtocol, ProfilingConfig, PropagationConfig, Propagator,
-    RedactionConfig, SamplerType, UnmatchedRoutes,
+    RedactionConfig, SamplerType, UnmatchedRoutes, ViewsConfig,
 };
 
 /// Ring buffer sizes the probe accepts: powers of two from 4 KiB to 1 GiB.
@@ -138,6 +138,15 @@ pub struct InstrumentationSpec {
     /// profiles linked to spans); off unless `enabled: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profiling: Option<ProfilingConfig>,
+
+    /// What each probe computes on its node besides spans and RED metrics:
+    /// the service graph, pod resources and TCP health (docs/views.md).
+    /// Unset fields take the defaults: every view on, peers named
+    /// cluster-wide, at most 2000 edges, a reading every 10 s, only the
+    /// traced pods. `podResources.allPods` needs a ProbeClass with
+    /// `allowAllPodResources: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views: Option<ViewsConfig>,
 }
 
 /// Where the probes export OTLP.
@@ -581,6 +590,33 @@ probe: {image: "", resources: {}, tolerations: [], nodeSelector: {}, logLevel: i
         assert_eq!(go.tuning.ring_buffer_bytes, 8 << 20);
         assert!(go.tuning.http, "unset tuning knobs take the probe defaults");
         assert!(!spec.python.as_ref().expect("python section").tuning.grpc);
+    }
+
+    #[test]
+    fn views_bounds_and_peer_choices_are_in_the_schema() {
+        let views = &spec_schema()["properties"]["views"]["properties"];
+        let graph = &views["serviceGraph"]["properties"];
+        let resources = &views["podResources"]["properties"];
+        for (field, schema, min, max) in [
+            ("serviceGraph.maxEdges", &graph["maxEdges"], 1.0, 10_000.0),
+            (
+                "podResources.intervalMillis",
+                &resources["intervalMillis"],
+                1_000.0,
+                60_000.0,
+            ),
+        ] {
+            assert_eq!(
+                (schema["minimum"].as_f64(), schema["maximum"].as_f64()),
+                (Some(min), Some(max)),
+                "{field}: bounds in the schema, checked by the API server: {schema}"
+            );
+        }
+        assert_eq!(
+            graph["peers"]["enum"],
+            serde_json::json!(["cluster", "node"]),
+            "serviceGraph.peers: the two resolutions the probe knows"
+        );
     }
 
     #[test]

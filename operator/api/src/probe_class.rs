@@ -25,7 +25,18 @@
 //!   opt in themselves) needs `allowNamespaceSelector: true`;
 //! - `spec.propagation` turned on (which mounts the node's BPF filesystem
 //!   into the probes and rewrites the traced pods' outgoing requests) needs
-//!   `allowPropagation: true`.
+//!   `allowPropagation: true`;
+//! - `spec.views.podResources.allPods` (which reports every pod on the
+//!   node, other tenants' included) needs `allowAllPodResources: true`.
+//!
+//! `spec.views.serviceGraph.peers: cluster` (a cluster-wide watch of Pods
+//! and Services that names the peers of the service graph) needs no
+//! permission: the probes' ClusterRole, shipped with the install and the
+//! same for every probe, already lists and watches every Pod and Service,
+//! and what the watch adds to a tenant's telemetry is the name and
+//! namespace of the peers its own traced pods exchanged requests with —
+//! peers it sees by address anyway, and that `peers: node` names too when
+//! they share the node (docs/security.md).
 //!
 //! An Instrumentation that asks for more is refused (`Degraded`, reason
 //! [`crate::conditions::reasons::NOT_ALLOWED`]) and its probes are removed,
@@ -89,6 +100,15 @@ pub struct ProbeClassSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_propagation: Option<bool>,
 
+    /// Whether an Instrumentation of this class may set
+    /// `spec.views.podResources.allPods: true`: its probes then report the
+    /// CPU, memory, disk, network and TCP health (with the peers' names) of
+    /// every pod on their nodes, not only of the pods that opted in to it —
+    /// other tenants' pods included — to that Instrumentation's exporter.
+    /// Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_all_pod_resources: Option<bool>,
+
     /// Namespaces whose Instrumentations may use this class, by their
     /// labels (`kubernetes.io/metadata.name` selects by name). Unset: every
     /// namespace.
@@ -131,6 +151,10 @@ pub enum Refusal {
         "spec.propagation is not allowed by {granted_by}: it mounts the node's /sys/fs/bpf into the probes and rewrites the traced pods' requests; remove it (or set inject and join to false), or ask a cluster admin for a ProbeClass with allowPropagation: true"
     )]
     PropagationNotAllowed { granted_by: String },
+    #[error(
+        "spec.views.podResources.allPods is not allowed by {granted_by}: it reports the resources and TCP connections of every pod on the nodes, other tenants' included, to this Instrumentation's exporter; remove it (the traced pods are reported without it), or ask a cluster admin for a ProbeClass with allowAllPodResources: true"
+    )]
+    AllPodsNotAllowed { granted_by: String },
 }
 
 /// What the operator grants an Instrumentation's probes.
@@ -163,7 +187,8 @@ impl Refusal {
             | Refusal::ImageNotAllowed { .. }
             | Refusal::PrivilegedNotAllowed { .. }
             | Refusal::NamespaceSelectorNotAllowed { .. }
-            | Refusal::PropagationNotAllowed { .. } => reasons::NOT_ALLOWED,
+            | Refusal::PropagationNotAllowed { .. }
+            | Refusal::AllPodsNotAllowed { .. } => reasons::NOT_ALLOWED,
         }
     }
 }
@@ -259,6 +284,14 @@ pub fn admit(
         .is_some_and(|p| p.probe_config().enabled());
     if propagates && !class.and_then(|c| c.allow_propagation).unwrap_or(false) {
         return Err(Refusal::PropagationNotAllowed { granted_by });
+    }
+    let all_pods = spec.views.as_ref().is_some_and(|v| v.reports_all_pods());
+    if all_pods
+        && !class
+            .and_then(|c| c.allow_all_pod_resources)
+            .unwrap_or(false)
+    {
+        return Err(Refusal::AllPodsNotAllowed { granted_by });
     }
     Ok(Grant { image, privileged })
 }
@@ -458,12 +491,22 @@ mod tests {
         );
     }
 
+    /// Admission in `team-a` of a plain spec that `edit` changes.
+    fn admit_edited(
+        class: ClassRef<'_>,
+        edit: impl FnOnce(&mut InstrumentationSpec),
+    ) -> Result<Grant, Refusal> {
+        let mut s = spec("{}");
+        edit(&mut s);
+        admit(class, &s, "team-a", &labels("team-a", &[]), DEFAULT)
+    }
+
     #[test]
     fn propagation_needs_a_class_that_allows_it() {
         let propagating = |class: ClassRef<'_>, section: &str| {
-            let mut s = spec("{}");
-            s.propagation = Some(serde_yaml::from_str(section).expect("section parses"));
-            admit(class, &s, "team-a", &labels("team-a", &[]), DEFAULT)
+            admit_edited(class, |s| {
+                s.propagation = Some(serde_yaml::from_str(section).expect("section parses"))
+            })
         };
         for section in ["{inject: true}", "{join: true}"] {
             let refused = propagating(ClassRef::OperatorDefaults, section)
@@ -485,6 +528,56 @@ mod tests {
             propagating(ClassRef::OperatorDefaults, "{inject: false, join: false}").is_ok(),
             "a section that turns nothing on asks for nothing"
         );
+    }
+
+    #[test]
+    fn reporting_every_pod_on_the_node_needs_a_class_that_allows_it() {
+        let viewing = |class: ClassRef<'_>, views: &str| {
+            admit_edited(class, |s| {
+                s.views = Some(serde_yaml::from_str(views).expect("views parse"))
+            })
+        };
+        let plain = class(
+            "plain",
+            "{allowPrivileged: true, allowPropagation: true, allowNamespaceSelector: true}",
+        );
+        let platform = class("platform", "{allowAllPodResources: true}");
+        for views in [
+            "{podResources: {allPods: true}}",
+            // TCP health alone reads the same pods.
+            "{podResources: {enabled: false, allPods: true}}",
+        ] {
+            let refused = viewing(ClassRef::OperatorDefaults, views)
+                .expect_err("without a class a probe reports only what it traces");
+            assert_eq!(refused.reason(), reasons::NOT_ALLOWED, "{views}");
+            assert!(
+                refused.to_string().contains("allowAllPodResources: true")
+                    && refused
+                        .to_string()
+                        .contains("spec.views.podResources.allPods"),
+                "{views}: names the field and the fix: {refused}"
+            );
+            assert!(
+                viewing(ClassRef::Found(&plain), views).is_err(),
+                "{views}: other permissions do not imply it"
+            );
+            assert!(
+                viewing(ClassRef::Found(&platform), views).is_ok(),
+                "{views}"
+            );
+        }
+        for views in [
+            "{}",
+            "{podResources: {allPods: false, intervalMillis: 5000}}",
+            "{serviceGraph: {peers: cluster, maxEdges: 100}, tcpHealth: {enabled: false}}",
+            // Nothing reads the other pods when both views are off.
+            "{podResources: {enabled: false, allPods: true}, tcpHealth: {enabled: false}}",
+        ] {
+            assert!(
+                viewing(ClassRef::OperatorDefaults, views).is_ok(),
+                "{views}: asks for nothing beyond the traced pods"
+            );
+        }
     }
 
     #[test]

@@ -403,12 +403,31 @@ impl Default for ProfilingConfig {
 /// The node-level views: the service graph (edges between services with
 /// their request rate, errors and latency), per-pod resources (CPU, memory,
 /// disk, network) with node memory, and TCP health. Each is on by default.
+///
+/// The Instrumentation embeds this type as `spec.views` (one definition of
+/// each knob): the bounds below are its schema's, checked by the API
+/// server, and the probe reads the rendered section as it is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ViewsConfig {
+    /// Edges between services (requests, failures, client and server
+    /// durations) as `traces_service_graph_request_*` metrics.
     pub service_graph: ServiceGraphConfig,
+    /// CPU, memory, disk and network of pods (`k8s.pod.*`), and node memory.
     pub pod_resources: PodResourcesConfig,
+    /// Retransmits, RTT, failed connections and resets of pods' TCP
+    /// connections (`obi.stat.tcp.*`).
     pub tcp_health: TcpHealthConfig,
+}
+
+impl ViewsConfig {
+    /// The probe reports pods it does not trace — other workloads', other
+    /// tenants' — on its node: `podResources.allPods` widens the pods the
+    /// sampler reads, for pod resources and TCP health alike, so it takes
+    /// effect whenever either of them is on.
+    pub fn reports_all_pods(&self) -> bool {
+        self.pod_resources.all_pods && (self.pod_resources.enabled || self.tcp_health.enabled)
+    }
 }
 
 /// How a peer's IP address becomes a Kubernetes name in the service graph.
@@ -427,12 +446,21 @@ pub enum PeerResolution {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ServiceGraphConfig {
-    /// Export `traces_service_graph_request_*` metrics.
+    /// Export `traces_service_graph_request_*` metrics. Default true.
     pub enabled: bool,
-    /// Where peer addresses are resolved to names.
+    /// Where peer addresses are resolved to names: `cluster` (default; a
+    /// cluster-wide watch of Pods and Services) or `node` (this node's pods
+    /// only). Also names the peers of TCP health.
     pub peers: PeerResolution,
-    /// Cap on distinct edges per probe; past it, new edges are counted in
-    /// one overflow series (`otel.metric.overflow=true`).
+    /// Cap on distinct edges per probe (default 2000); past it, new edges
+    /// are counted in one overflow series (`otel.metric.overflow=true`).
+    /// At least 1: turning the graph off is `enabled: false`. At most
+    /// 10000: an edge is up to 36 Prometheus series (two counters, two
+    /// histograms of 17 series each) in every export and scrape of every
+    /// probe, so 10000 edges are up to 360000 series per probe; a graph
+    /// that needs more is a cardinality problem for the metrics backend,
+    /// not a map anyone reads.
+    #[schemars(range(min = 1, max = 10000))]
     pub max_edges: u32,
 }
 
@@ -449,11 +477,23 @@ impl Default for ServiceGraphConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PodResourcesConfig {
-    /// Export `k8s.pod.*` resource metrics and node memory.
+    /// Export `k8s.pod.*` resource metrics and node memory. Default true.
     pub enabled: bool,
-    /// Every pod on the node, not only the pods this probe traces.
+    /// Report every pod on the node, not only the pods this probe traces
+    /// (pod resources and TCP health alike). Default false. In an
+    /// Instrumentation it needs a ProbeClass with `allowAllPodResources:
+    /// true`: the other pods are other workloads', possibly other tenants'.
     pub all_pods: bool,
-    /// How often cgroup and process counters are read, in milliseconds.
+    /// How often cgroup and process counters (and TCP health's kernel
+    /// counters) are read, in milliseconds; default 10000. At least 1000:
+    /// each reading opens a few cgroup files per reported pod and, on
+    /// cgroup v1 and hybrid hosts, `/proc/<pid>/io` of each of their
+    /// processes, on every node, while the readings leave the probe only
+    /// every export (15 s) or scrape. At most 60000: counters move once
+    /// per reading, and a dashboard's `rate()` over a one-minute window
+    /// (Grafana's `$__rate_interval` at a 15 s scrape) would see windows
+    /// without any reading.
+    #[schemars(range(min = 1000, max = 60000))]
     pub interval_millis: u64,
 }
 
@@ -471,7 +511,7 @@ impl Default for PodResourcesConfig {
 #[serde(rename_all = "camelCase", default)]
 pub struct TcpHealthConfig {
     /// Export retransmits, RTT, failed connections and resets of the
-    /// reported pods' TCP connections.
+    /// reported pods' TCP connections. Default true.
     pub enabled: bool,
 }
 

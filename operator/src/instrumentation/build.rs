@@ -17,7 +17,7 @@ use ferrotel_api::{
     probe_config::{
         ExporterConfig, InstrumentationRef, Language, LanguageTuning, PROBE_CONFIG_FILE,
         ProbeConfig, ProbeMetricsConfig, Propagator, RoutesConfig, SamplerConfig, TargetsConfig,
-        TlsConfig, ViewsConfig,
+        TlsConfig,
     },
 };
 use k8s_openapi::{
@@ -277,7 +277,10 @@ pub fn probe_config(
             enabled: true,
             listen: format!("0.0.0.0:{METRICS_PORT}"),
         },
-        views: ViewsConfig::default(),
+        // Unset: today's defaults, so an Instrumentation without `views`
+        // renders the config (and hash) it always did. `allPods` was
+        // checked against the ProbeClass before build.
+        views: spec.views.clone().unwrap_or_default(),
         log_level: Some(
             spec.probe
                 .as_ref()

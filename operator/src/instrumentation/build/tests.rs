@@ -1,5 +1,5 @@
 use super::*;
-use ferrotel_api::probe_config::OtlpProtocol;
+use ferrotel_api::probe_config::{OtlpProtocol, PeerResolution, ViewsConfig};
 
 const IMAGE: &str = "ghcr.io/ferrotel/ferrotel-probe:test";
 
@@ -46,6 +46,10 @@ spec:
     logLevel: debug
     privileged: true
   profiling: {enabled: true, frequencyHz: 49, exportIntervalSeconds: 60}
+  views:
+    serviceGraph: {enabled: true, peers: node, maxEdges: 500}
+    podResources: {enabled: true, allPods: true, intervalMillis: 30000}
+    tcpHealth: {enabled: false}
 "#;
 
 fn resolved(endpoint: &str, protocol: OtlpProtocol) -> ResolvedExporter {
@@ -295,6 +299,111 @@ fn propagation_adds_the_nodes_bpffs_and_nothing_else_and_only_when_on() {
             "spelled-out off renders as unset"
         );
         assert_eq!(a.config_map, b.config_map);
+    }
+}
+
+fn config_hash_of(ds: &DaemonSet) -> String {
+    ds.spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
+        .cloned()
+        .expect("the pod template carries the config hash")
+}
+
+fn rendered_config(children: &LanguageChildren) -> ProbeConfig {
+    ProbeConfig::from_yaml(&children.config_map.data.as_ref().expect("data")[PROBE_CONFIG_FILE])
+        .expect("the probe parses its config")
+}
+
+fn with_views(views: &str) -> Instrumentation {
+    let mut inst = fixture(MINIMAL);
+    inst.spec.views =
+        Some(serde_yaml::from_str(views).unwrap_or_else(|e| panic!("{views} parses: {e}")));
+    inst
+}
+
+#[test]
+fn views_unset_or_spelled_out_as_the_defaults_render_the_same_probe_config() {
+    // Existing Instrumentations have no `views`: they must keep the config
+    // (and so the hash, and so the running probes) they had before the
+    // field existed; the `minimal_*` snapshots pin that text.
+    let exporter = resolved("http://x:4317", OtlpProtocol::Grpc);
+    let unset = build_fixture(&fixture(MINIMAL), &exporter);
+    for children in &unset.languages {
+        assert_eq!(
+            rendered_config(children).views,
+            ViewsConfig::default(),
+            "{}: unset renders the probe's defaults",
+            children.language
+        );
+    }
+    for views in [
+        "{}",
+        "{serviceGraph: {}, podResources: {}, tcpHealth: {}}",
+        "{serviceGraph: {enabled: true, peers: cluster, maxEdges: 2000}, podResources: {enabled: true, allPods: false, intervalMillis: 10000}, tcpHealth: {enabled: true}}",
+    ] {
+        let set = build_fixture(&with_views(views), &exporter);
+        for (a, b) in unset.languages.iter().zip(&set.languages) {
+            assert_eq!(
+                a.config_map, b.config_map,
+                "{views}: the defaults spelled out render byte-identical"
+            );
+            assert_eq!(
+                a.daemon_set, b.daemon_set,
+                "{views}: same hash, so no rollout"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_views_field_reaches_the_probe_config_of_every_language() {
+    let exporter = resolved("http://x:4317", OtlpProtocol::Grpc);
+    let defaults = build_fixture(&fixture(MINIMAL), &exporter);
+    type Change = fn(&mut ViewsConfig);
+    let cases: [(&str, Change); 7] = [
+        ("{serviceGraph: {enabled: false}}", |v| {
+            v.service_graph.enabled = false
+        }),
+        ("{serviceGraph: {peers: node}}", |v| {
+            v.service_graph.peers = PeerResolution::Node
+        }),
+        ("{serviceGraph: {maxEdges: 500}}", |v| {
+            v.service_graph.max_edges = 500
+        }),
+        ("{podResources: {enabled: false}}", |v| {
+            v.pod_resources.enabled = false
+        }),
+        ("{podResources: {allPods: true}}", |v| {
+            v.pod_resources.all_pods = true
+        }),
+        ("{podResources: {intervalMillis: 30000}}", |v| {
+            v.pod_resources.interval_millis = 30_000
+        }),
+        ("{tcpHealth: {enabled: false}}", |v| {
+            v.tcp_health.enabled = false
+        }),
+    ];
+    for (views, change) in cases {
+        let mut want = ViewsConfig::default();
+        change(&mut want);
+        let desired = build_fixture(&with_views(views), &exporter);
+        for (children, before) in desired.languages.iter().zip(&defaults.languages) {
+            assert_eq!(
+                rendered_config(children).views,
+                want,
+                "{views}: {} probe config carries exactly this change",
+                children.language
+            );
+            assert_ne!(
+                config_hash_of(&children.daemon_set),
+                config_hash_of(&before.daemon_set),
+                "{views}: {} probes roll to the new config",
+                children.language
+            );
+        }
     }
 }
 
