@@ -38,6 +38,9 @@ pub mod maps {
     /// What each thread is working for, for the sk_msg program
     /// (`propagation/context.h`).
     pub const PROP_THREADS: &str = "prop_threads";
+    /// Go client spans handed to the goroutine that writes their request
+    /// (`propagation/context.h`).
+    pub const PROP_GOROUTINES: &str = "prop_goroutines";
     /// tracestate and baggage carried from a request to its calls.
     pub const PROP_CARRY: &str = "prop_carry";
     /// Where a carry is built (per CPU).
@@ -289,8 +292,9 @@ pub mod propagation {
 
     /// Maps a language set holds for propagation, shrunk to one entry when
     /// it is off (LRU maps are preallocated).
-    pub const LANGUAGE_MAPS: [&str; 5] = [
+    pub const LANGUAGE_MAPS: [&str; 6] = [
         maps::PROP_THREADS,
+        maps::PROP_GOROUTINES,
         maps::PROP_CARRY,
         maps::PROP_JOINS,
         maps::PROP_CARRY_SCRATCH,
@@ -380,6 +384,7 @@ pub const OBJECTS: [ObjectContract; 7] = [
             maps::CLAIMED_TGIDS,
             maps::INFLIGHT,
             maps::PROP_THREADS,
+            maps::PROP_GOROUTINES,
             maps::PROP_CARRY,
             maps::PROP_CARRY_SCRATCH,
             maps::PROP_COUNTERS,
@@ -408,6 +413,7 @@ pub const OBJECTS: [ObjectContract; 7] = [
             maps::GO_OFFSETS,
             maps::CLAIMED_TGIDS,
             maps::PROP_THREADS,
+            maps::PROP_GOROUTINES,
             maps::PROP_CARRY,
             maps::PROP_COUNTERS,
             maps::PROP_JOINS,
@@ -451,6 +457,7 @@ pub const OBJECTS: [ObjectContract; 7] = [
             maps::CLAIMED_TGIDS,
             maps::INFLIGHT,
             maps::PROP_THREADS,
+            maps::PROP_GOROUTINES,
             maps::PROP_CARRY,
             maps::PROP_COUNTERS,
             maps::PROP_HEADS,

@@ -78,10 +78,36 @@ fn describe(spans: &[&Span]) -> String {
         .collect()
 }
 
+/// The probes' propagation counters (what each outgoing request and each
+/// server request got), for failure messages.
+async fn propagation_counts(probes: &[&Probe]) -> String {
+    let mut text = String::new();
+    for probe in probes {
+        for line in probe
+            .metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("ferrotel_probe_propagation"))
+        {
+            text.push_str("\n  ");
+            text.push_str(line);
+        }
+    }
+    text
+}
+
 /// The spans of the trace whose server span, in process `pid`, served a
-/// path ending in `path_end` — once `expected` spans of it arrived.
-async fn trace_of(collector: &Collector, pid: u32, path_end: &str, expected: usize) -> Vec<Span> {
-    wait_for(
+/// path ending in `path_end` — once `expected` spans of it arrived. A
+/// failure names every span the collector has and the `probes`'
+/// propagation counters.
+async fn trace_of(
+    collector: &Collector,
+    probes: &[&Probe],
+    pid: u32,
+    path_end: &str,
+    expected: usize,
+) -> Vec<Span> {
+    let result = wait_for(
         &format!("{expected} spans in the trace of {path_end} served by pid {pid}"),
         WAIT,
         || async {
@@ -106,14 +132,18 @@ async fn trace_of(collector: &Collector, pid: u32, path_end: &str, expected: usi
             }
         },
     )
-    .await
-    .unwrap_or_else(|e| {
-        let all = collector.spans().unwrap_or_default();
-        panic!(
-            "{e}\nevery span the collector has:{}",
-            describe(&all.iter().collect::<Vec<_>>())
-        )
-    })
+    .await;
+    match result {
+        Ok(trace) => trace,
+        Err(e) => {
+            let all = collector.spans().unwrap_or_default();
+            panic!(
+                "{e}\nevery span the collector has:{}\nthe probes' propagation counters:{}",
+                describe(&all.iter().collect::<Vec<_>>()),
+                propagation_counts(probes).await
+            )
+        }
+    }
 }
 
 /// Asserts that `trace` is: one server span in `front` for `front_path`,
@@ -246,6 +276,7 @@ impl ThreeCalls {
     /// child of the client span that called it.
     async fn assert_one_trace_per_request(&self, collector: &Collector, first: u32) {
         let (py_py, py_go) = (first.to_string(), (first + 1).to_string());
+        let probes = [&self.python, &self.go];
         let client = go_common::http_client();
         for (url, what) in [
             (
@@ -270,7 +301,7 @@ impl ThreeCalls {
             (&self.py_to_go, &py_go, &self.go_server),
         ] {
             let path = format!("/checkout/{id}");
-            let trace = trace_of(collector, server.pid(), &path, 5).await;
+            let trace = trace_of(collector, &probes, server.pid(), &path, 5).await;
             assert_calls(
                 &trace,
                 server.pid(),
@@ -281,7 +312,7 @@ impl ThreeCalls {
                 ],
             );
         }
-        let trace = trace_of(collector, self.go_server.pid(), "/downstream", 5).await;
+        let trace = trace_of(collector, &probes, self.go_server.pid(), "/downstream", 5).await;
         assert_calls(
             &trace,
             self.go_server.pid(),

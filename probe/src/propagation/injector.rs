@@ -222,9 +222,10 @@ impl Injector {
         } else {
             loader.map_max_entries(maps::PROP_JOINS, 1);
         }
-        if served == Served::Go {
-            loader.map_max_entries(maps::INFLIGHT, 1);
-        }
+        match served {
+            Served::Go => loader.map_max_entries(maps::INFLIGHT, 1),
+            Served::Sockets => loader.map_max_entries(maps::PROP_GOROUTINES, 1),
+        };
         // Declared by the shared header, used by the language sets only.
         loader.map_max_entries(maps::PROP_CARRY_SCRATCH, 1);
         let knobs = settings.globals();

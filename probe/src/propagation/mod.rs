@@ -189,6 +189,10 @@ impl Settings {
         for name in shared_maps(served) {
             tuning = tuning.with_map_pin(name, self.share_dir.join(name));
         }
+        if served != Served::Go {
+            // Go client spans only (context.h declares it for every set).
+            tuning = tuning.with_map_size(maps::PROP_GOROUTINES, 1);
+        }
         if self.join {
             tuning = tuning.with_map_pin(maps::PROP_JOINS, self.joins_pin.clone());
         } else {
@@ -325,8 +329,9 @@ impl Propagation {
 /// The language set's maps the propagation object reuses.
 fn shared_maps(served: Served) -> Vec<&'static str> {
     let mut names = contract::SHARED_MAPS.to_vec();
-    if served == Served::Sockets {
-        names.push(maps::INFLIGHT);
+    match served {
+        Served::Sockets => names.push(maps::INFLIGHT),
+        Served::Go => names.push(maps::PROP_GOROUTINES),
     }
     names
 }
@@ -427,6 +432,14 @@ mod tests {
         assert!(
             !shared_maps(Served::Go).contains(&maps::INFLIGHT),
             "the Go set has no syscall map to share"
+        );
+        assert!(
+            shared_maps(Served::Go).contains(&maps::PROP_GOROUTINES),
+            "the sk_msg program takes Go client spans by goroutine"
+        );
+        assert!(
+            tuning.map_sizes.contains(&(maps::PROP_GOROUTINES, 1)),
+            "the socket-level set hands no spans to goroutines"
         );
     }
 

@@ -15,9 +15,9 @@
  *    outgoing request gets a new client span id, its child.
  *  - Go set: the client span is assigned at (*Transport).roundTrip entry on
  *    the caller's goroutine, but the request is written by the connection's
- *    writeLoop goroutine; (*Request).write's entry probe (on the writing
- *    thread) copies the client span into the thread's entry just before
- *    the write.
+ *    writeLoop goroutine; (*Request).write's entry probe hands the client
+ *    span to that goroutine (prop_goroutines, below), whichever thread it
+ *    sends from.
  */
 #ifndef FT_PROP_CONTEXT_H
 #define FT_PROP_CONTEXT_H
@@ -64,6 +64,53 @@ struct {
     __type(key, __u64); /* pid_tgid */
     __type(value, struct ft_prop_thread);
 } prop_threads SEC(".maps");
+
+/*
+ * Go set: a client span handed to the goroutine that writes its request,
+ * keyed by that goroutine (its g) rather than by the thread it runs on. A
+ * goroutine may move to another thread between (*Request).write and the
+ * send that flushes the head (preempted, or descheduled on a busy node),
+ * and the send is what the sk_msg program sees: a thread entry would then
+ * be missed (the request goes out without context) and left for an
+ * unrelated later request of the old thread. The sk_msg program finds the
+ * running goroutine from the thread's TLS, where the Go runtime keeps g
+ * (ft_prop_tls_g); processes whose TLS does not hold g there (checked at
+ * (*Request).write against R14) use the thread entry in prop_threads.
+ */
+struct ft_prop_goroutine_key {
+    __u32 tgid;
+    __u32 pad;
+    __u64 g; /* *runtime.g */
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 4096);
+    __type(key, struct ft_prop_goroutine_key);
+    __type(value, struct ft_prop_thread);
+} prop_goroutines SEC(".maps");
+
+/* A goroutine entry older than this is not used: its request never reached
+ * the sk_msg program (a socket outside the sockhash), and the g may since
+ * run another goroutine. Far longer than any write of a request head. */
+#define FT_PROP_GOROUTINE_CLIENT_TTL_NS (5ULL * 1000 * 1000 * 1000)
+
+/* The running goroutine's g as the Go runtime keeps it in the thread's TLS
+ * (linux/amd64: -8 from the FS base), from any program type that may read
+ * the current task; 0 if unreadable. */
+static __always_inline __u64 ft_prop_tls_g(void)
+{
+#if defined(__TARGET_ARCH_x86)
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    __u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
+    __u64 g = 0;
+    if (fsbase < 8 || bpf_probe_read_user(&g, sizeof(g), (void *)(fsbase - 8)) != 0)
+        return 0;
+    return g;
+#else
+    return 0;
+#endif
+}
 
 /* tracestate and baggage of a request, carried to the calls it makes; keyed
  * by the span that received them, so goroutines and threads that inherit

@@ -12,8 +12,9 @@
  *     field: set by net/http for every Go release we support) is noted with
  *     the goroutine's client span;
  *   (*Request).write entry (writeLoop goroutine): that span becomes the
- *     writing thread's entry in prop_threads, which the sk_msg program
- *     (inject.h) takes for the head it sends next.
+ *     writing goroutine's entry in prop_goroutines (or, where its g cannot
+ *     be found from the thread, the thread's in prop_threads), which the
+ *     sk_msg program (inject.h) takes for the head it sends next.
  *
  * The request pointer, not the caller's one: roundTrip may copy the
  * request (rewindable bodies), and the copy is what is written.
@@ -187,7 +188,15 @@ int ft_go_prop_request_write(struct pt_regs *ctx)
         return 0;
     struct ft_prop_thread thread = *entry;
     thread.ts_ns = bpf_ktime_get_ns();
-    bpf_map_update_elem(&prop_threads, &pid_tgid, &thread, BPF_ANY);
+    /* Handed to this goroutine, wherever it sends from (context.h), when
+     * the sk_msg program can find it: the TLS holds the g in R14. */
+    __u64 g = ctx->r14;
+    if (g && ft_prop_tls_g() == g) {
+        struct ft_prop_goroutine_key gkey = {.tgid = pid_tgid >> 32, .pad = 0, .g = g};
+        bpf_map_update_elem(&prop_goroutines, &gkey, &thread, BPF_ANY);
+    } else {
+        bpf_map_update_elem(&prop_threads, &pid_tgid, &thread, BPF_ANY);
+    }
     bpf_map_delete_elem(&go_prop_requests, &rkey);
     return 0;
 }

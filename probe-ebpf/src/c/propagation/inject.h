@@ -103,6 +103,21 @@ struct ft_prop_span {
     __u32 found;
 };
 
+/* A Go client span handed over for the next request head (go.h): into
+ * `span` if it is one and younger than `ttl_ns`; 0 if so. One request per
+ * (*Request).write: the caller removes the entry either way. */
+static __always_inline int ft_prop_take_client(const struct ft_prop_thread *entry, struct ft_prop_span *span, __u64 ttl_ns)
+{
+    if (entry->kind != FT_PROP_THREAD_CLIENT || bpf_ktime_get_ns() - entry->ts_ns > ttl_ns)
+        return -1;
+    __builtin_memcpy(span->trace_id, entry->trace_id, 16);
+    __builtin_memcpy(span->span_id, entry->span_id, 8);
+    __builtin_memcpy(span->parent_id, entry->parent_id, 8);
+    __builtin_memcpy(span->carry_key, entry->parent_id, 8);
+    span->flags = entry->flags;
+    return 0;
+}
+
 /* 0 if a span is known for this send (see prop_sender_assigns_span). */
 static __always_inline int ft_prop_span_for_send(__u64 pid_tgid, struct ft_prop_span *span)
 {
@@ -122,20 +137,23 @@ static __always_inline int ft_prop_span_for_send(__u64 pid_tgid, struct ft_prop_
         }
         return 0;
     }
-    if (!thread || thread->kind != FT_PROP_THREAD_CLIENT)
-        return -1;
-    if (bpf_ktime_get_ns() - thread->ts_ns > FT_PROP_THREAD_CLIENT_TTL_NS) {
-        bpf_map_delete_elem(&prop_threads, &pid_tgid);
-        return -1;
+    /* The Go set: the writing goroutine's entry, else the thread's. */
+    struct ft_prop_goroutine_key gkey = {.tgid = pid_tgid >> 32, .pad = 0, .g = ft_prop_tls_g()};
+    if (gkey.g) {
+        struct ft_prop_thread *entry = bpf_map_lookup_elem(&prop_goroutines, &gkey);
+        if (entry && ft_prop_take_client(entry, span, FT_PROP_GOROUTINE_CLIENT_TTL_NS) == 0) {
+            bpf_map_delete_elem(&prop_goroutines, &gkey);
+            return 0;
+        }
+        if (entry)
+            bpf_map_delete_elem(&prop_goroutines, &gkey);
     }
-    __builtin_memcpy(span->trace_id, thread->trace_id, 16);
-    __builtin_memcpy(span->span_id, thread->span_id, 8);
-    __builtin_memcpy(span->parent_id, thread->parent_id, 8);
-    __builtin_memcpy(span->carry_key, thread->parent_id, 8);
-    span->flags = thread->flags;
-    /* One request per (*Request).write. */
-    bpf_map_delete_elem(&prop_threads, &pid_tgid);
-    return 0;
+    if (!thread)
+        return -1;
+    int taken = ft_prop_take_client(thread, span, FT_PROP_THREAD_CLIENT_TTL_NS);
+    if (thread->kind == FT_PROP_THREAD_CLIENT)
+        bpf_map_delete_elem(&prop_threads, &pid_tgid);
+    return taken;
 }
 
 static __always_inline void ft_prop_msg_addrs(struct sk_msg_md *msg, struct ft_sock_addr *local, struct ft_sock_addr *peer)
