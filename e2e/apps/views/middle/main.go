@@ -2,8 +2,9 @@
 // calls the Python backend and an uninstrumented peer. Standard library
 // only, so it builds offline.
 //
-// GET /api/{id} and /api/{id}/fail call GET <backend>/{id}[/fail] and
-// GET <peer>/{id}; the answer is 200 when the backend answered 200, else 502.
+// GET /api/{id} and /api/{id}/fail call GET <backend>/{id}[/fail] and,
+// when --peer is given, GET <peer>/{id}; the answer is 200 when the backend
+// answered 200, else 502.
 package main
 
 import (
@@ -32,7 +33,9 @@ func main() {
 	handle := func(w http.ResponseWriter, r *http.Request, suffix string) {
 		id := r.PathValue("id")
 		status := call(*backend + "/" + id + suffix)
-		call(*peer + "/" + id)
+		if *peer != "" {
+			call(*peer + "/" + id)
+		}
 		if status != http.StatusOK {
 			http.Error(w, "backend failed", http.StatusBadGateway)
 			return
