@@ -844,6 +844,34 @@ spec:
         !server_ids.is_empty() && server_ids.windows(2).all(|w| w[1] == w[0] + 1),
         "the tapped server spans are consecutive requests of the driver: {server_ids:?} of {tapped_ids:?}\n{stdout}"
     );
+    // Each request is one trace of two spans (the frontend's server span
+    // and its call to the backend), shown together; every request between
+    // the first and the last shown (which --max may cut) shows both, so no
+    // span is missing in between.
+    let mut traces: Vec<(&str, usize)> = Vec::new();
+    for span in &spans {
+        let trace = span["traceId"].as_str().unwrap_or_default();
+        match traces.last_mut() {
+            Some((last, count)) if *last == trace => *count += 1,
+            _ => {
+                assert!(
+                    !traces.iter().any(|(t, _)| *t == trace),
+                    "a request's spans are shown together: {trace} again after others\n{stdout}"
+                );
+                traces.push((trace, 1));
+            }
+        }
+    }
+    assert!(
+        traces.len() >= 3,
+        "six spans of two per request span at least three requests: {traces:?}\n{stdout}"
+    );
+    assert!(
+        traces[1..traces.len() - 1]
+            .iter()
+            .all(|(_, count)| *count == 2),
+        "both spans of every request between the first and the last shown: {traces:?}\n{stdout}"
+    );
 
     // resources: the claimed pods, each once (two probes, one reporter).
     let out = run(
