@@ -106,11 +106,11 @@ bench: tools ## Run every benchmark (each under flock /tmp/ferrotel-bench.lock);
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/python/run.sh $(BENCH_ARGS)
 	bench/go/run.sh $(BENCH_ARGS)
-	bench/tls/run.sh
+	bench/tls/run.sh $(BENCH_ARGS)
 	bench/optin-latency/run.sh
 	bench/profiling/run.sh $(BENCH_ARGS)
 
-.PHONY: bench-python bench-go bench-profiling
+.PHONY: bench-python bench-go bench-tls bench-profiling
 bench-python: tools ## The Python benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/python/run.sh $(BENCH_ARGS)
@@ -118,6 +118,10 @@ bench-python: tools ## The Python benchmark only (BENCH_ARGS="--rounds 7 ..." pa
 bench-go: tools ## The Go benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/go/run.sh $(BENCH_ARGS)
+
+bench-tls: tools ## The TLS benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
+	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
+	bench/tls/run.sh $(BENCH_ARGS)
 
 bench-profiling: tools ## The profiling benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe

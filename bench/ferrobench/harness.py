@@ -278,6 +278,18 @@ class _Ticks:
         )
 
 
+def bystander_variants(start: Callable[[bool, Path | None], Callable[[Context], Running]], baseline_probe: Path | None) -> list[Variant]:
+    """The variants of a bystander scenario (an untraced app while the probe
+    traces another process): `bare`, `probe-elsewhere` and, with a baseline
+    probe, `probe-baseline-elsewhere`. `start(with_probe, binary)` makes a
+    variant's start function; the probe and the process it traces belong in
+    the `Running` it returns (probe, others), and expect no spans."""
+    variants = [Variant("bare", start(False, None)), Variant("probe-elsewhere", start(True, None))]
+    if baseline_probe:
+        variants.append(Variant("probe-baseline-elsewhere", start(True, baseline_probe)))
+    return variants
+
+
 def _rotated(items: list, k: int) -> list:
     k %= len(items)
     return items[k:] + items[:k]

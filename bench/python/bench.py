@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE.parent))
 from ferrobench import report, system  # noqa: E402
 from ferrobench.bpf import AttachedObject  # noqa: E402
 from ferrobench.cli import REPO, VENV, Bench  # noqa: E402
-from ferrobench.harness import Context, Running, Scenario, Variant, paired_rounds  # noqa: E402
+from ferrobench.harness import Context, Running, Scenario, Variant, bystander_variants, paired_rounds  # noqa: E402
 from ferrobench.procs import Service  # noqa: E402
 from ferrobench.stats import Summary, fmt  # noqa: E402
 
@@ -152,9 +152,7 @@ def bystander_scenario(bench: Bench) -> Scenario:
 
         return go
 
-    variants = [Variant("bare", start(False)), Variant("probe-elsewhere", start(True))]
-    if bench.baseline_probe:
-        variants.append(Variant("probe-baseline-elsewhere", start(True, bench.baseline_probe)))
+    variants = bystander_variants(start, bench.baseline_probe)
     return Scenario(
         name="bystander",
         description="stdlib http.server, NOT traced, GET /users/1, while the probe traces an idle Flask app "

@@ -1,20 +1,20 @@
 """OpenSSL calls in a loop, without sockets: the cost of one SSL_write_ex
 plus one SSL_read_ex, which is what a uprobe on libssl adds to a process.
 
-    python ssl_loop.py CERT KEY SECONDS
+    python ssl_loop.py CERT KEY WINDOWS
 
 A client and a server SSL object over memory BIOs in one process (the
-handshake once), then 64-byte records written by one and read by the other,
-timed in windows of 20,000 pairs. Prints "PID <pid>", then one line per
-window: its end (CLOCK_REALTIME, ns) and the nanoseconds per write+read
-pair.
+handshake once), then 64-byte records written by one and read by the other.
+Prints "PID <pid>", waits for a line on stdin (so that a probe can be
+attached to it, or elsewhere, first), then times WINDOWS windows of 20,000
+pairs and prints the nanoseconds per write+read pair of each.
 """
 import os
 import ssl
 import sys
 import time
 
-cert, key, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+cert, key, windows = sys.argv[1], sys.argv[2], int(sys.argv[3])
 server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 server_ctx.load_cert_chain(cert, key)
 client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -32,14 +32,12 @@ for _ in range(10):
     s_in.write(c_out.read())
     c_in.write(s_out.read())
 print("PID", os.getpid(), flush=True)
+sys.stdin.readline()
 payload = b"x" * 64
-end = time.monotonic() + seconds
-while time.monotonic() < end:
-    n = 0
+for _ in range(windows):
     start = time.perf_counter_ns()
-    while n < 20000:
+    for _ in range(20000):
         client.write(payload)
         s_in.write(c_out.read())
         server.read(64)
-        n += 1
-    print(time.time_ns(), (time.perf_counter_ns() - start) // n, flush=True)
+    print((time.perf_counter_ns() - start) / 20000, flush=True)
