@@ -100,7 +100,7 @@ pub fn ensure() -> Result<Tracefs, TracefsError> {
 /// still reach it. Call while the process has a single thread (the
 /// namespace is per thread until threads exist); needs CAP_SYS_ADMIN. On
 /// failure, the step that failed.
-pub(crate) fn enter_private_mount_namespace() -> Result<(), (&'static str, rustix::io::Errno)> {
+pub fn enter_private_mount_namespace() -> Result<(), (&'static str, rustix::io::Errno)> {
     use rustix::mount::{MountPropagationFlags, mount_change};
     use rustix::thread::{UnshareFlags, unshare_unsafe};
     // SAFETY: CLONE_NEWNS only gives this thread (the only one: see the

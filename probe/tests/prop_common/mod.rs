@@ -166,18 +166,10 @@ extern "C" fn private_bpffs() {
     if ferrotel_probe::propagation::is_bpffs(Path::new(BPFFS_PATH)) {
         return;
     }
-    use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_change};
-    use rustix::thread::{UnshareFlags, unshare_unsafe};
-    // SAFETY: CLONE_NEWNS only gives this thread (the process's only one,
-    // before main) its own copy of the mount table and fs_struct; no memory
-    // or file descriptor that Rust code relies on changes.
-    let result = unsafe { unshare_unsafe(UnshareFlags::NEWNS) }
-        .and_then(|()| {
-            mount_change(
-                "/",
-                MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
-            )
-        })
+    use rustix::mount::{MountFlags, mount};
+    // The probe's own private mount namespace, as for its tracefs.
+    let result = ferrotel_probe::tracefs::enter_private_mount_namespace()
+        .map_err(|(step, e)| format!("{step}: {e}"))
         .and_then(|()| {
             mount(
                 "bpf",
@@ -186,6 +178,7 @@ extern "C" fn private_bpffs() {
                 MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
                 None::<&std::ffi::CStr>,
             )
+            .map_err(|e| format!("mount -t bpf bpf {BPFFS_PATH}: {e}"))
         });
     if let Err(e) = result {
         eprintln!(
