@@ -374,6 +374,7 @@ async fn a_server_that_refuses_unknown_headers_still_accepts_every_request() {
 
     let client = go_common::http_client();
     let mut seen = BTreeMap::new();
+    let mut gets = 0;
     for id in 4201..4211 {
         let body = client
             .get(front.url(&format!("/checkout/{id}")))
@@ -389,13 +390,27 @@ async fn a_server_that_refuses_unknown_headers_still_accepts_every_request() {
         );
         for _ in 0..2 {
             let line = strict.line();
-            let traceparent = line
+            let (traceparent, segments) = line
                 .strip_prefix("SAW ")
+                .and_then(|seen| seen.split_once(' '))
                 .unwrap_or_else(|| panic!("the strict server refused a request: {line}"));
             assert_ne!(traceparent, "-", "every call carries a traceparent");
+            // A server that parses the first read of a request (as the
+            // probe's own server side does) sees the headers only if they
+            // travel with the request line: the GET's head, headers
+            // written in, reaches the server in one TCP segment.
+            assert!(
+                segments == "1" || segments == "-",
+                "request {id}: a GET head with its traceparent arrived in {segments} TCP segments, not one: {line}"
+            );
+            gets += usize::from(segments == "1");
             *seen.entry(traceparent.to_owned()).or_insert(0) += 1;
         }
     }
+    assert_eq!(
+        gets, 10,
+        "the strict server measured each request's GET head"
+    );
     assert_eq!(
         seen.len(),
         20,

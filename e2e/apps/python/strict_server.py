@@ -6,11 +6,15 @@ Parses with h11 (strict framing, CRLF line ends, one Content-Length), and
 answers 400 to a request that carries a header outside a short allow-list,
 or a trace-context header twice; anything else gets 200 (201 for POST)
 with an empty JSON body. Prints "READY <port>" once listening, then
-"SAW <traceparent or ->" for every request it accepted. Used to show that
+"SAW <traceparent or -> <segments or ->" for every request it accepted:
+<segments> is how many TCP data segments a GET's head arrived in (from
+the socket's TCP_INFO), "-" for a request with a body. Used to show that
 the headers the probe writes into requests keep them valid for a server
-that rejects what it does not know.
+that rejects what it does not know, and that they travel in the head's
+own segment: a server that parses the first read sees them.
 """
 import socket
+import struct
 import sys
 import threading
 
@@ -44,6 +48,16 @@ def refusal(headers):
     return None
 
 
+# struct tcp_info (linux/tcp.h): tcpi_data_segs_in, segments that carried
+# data, at this offset since Linux 4.6.
+DATA_SEGS_IN = 152
+
+
+def data_segments_in(sock):
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, DATA_SEGS_IN + 4)
+    return struct.unpack_from("I", info, DATA_SEGS_IN)[0]
+
+
 def reply(conn, sock, status, body):
     data = conn.send(
         h11.Response(
@@ -57,6 +71,9 @@ def reply(conn, sock, status, body):
 
 def serve(sock):
     conn = h11.Connection(h11.SERVER)
+    # Data segments received before the current request: the client sends
+    # a request only once it has the answer to the one before.
+    before = 0
     with sock:
         while True:
             try:
@@ -72,6 +89,9 @@ def serve(sock):
                 if not isinstance(event, h11.Request):
                     continue
                 request = event
+                # A GET is its head alone: every segment since the last
+                # answer carried part of it.
+                segments = str(data_segments_in(sock) - before) if request.method == b"GET" else "-"
                 while not isinstance(event, h11.EndOfMessage):
                     event = conn.next_event()
                     if event is h11.NEED_DATA:
@@ -82,7 +102,8 @@ def serve(sock):
                     return
                 traceparent = dict(request.headers).get(b"traceparent", b"-").decode()
                 with lock:
-                    print("SAW", traceparent, flush=True)
+                    print("SAW", traceparent, segments, flush=True)
+                before = data_segments_in(sock)
                 reply(conn, sock, 201 if request.method == b"POST" else 200, b"{}")
                 conn.start_next_cycle()
             except h11.RemoteProtocolError as err:

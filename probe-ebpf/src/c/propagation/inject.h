@@ -418,6 +418,17 @@ __noinline __u32 ft_prop_head(struct sk_msg_md *msg, struct ft_prop_conn *conn, 
             if (err == 0) {
                 inserted = len;
                 outcome = FT_PROP_INJECTED;
+                /* The insert split the head into three scatterlist
+                 * elements, and the kernel sends each element of a message
+                 * as a TCP write of its own: with TCP_NODELAY (Go's and
+                 * Python's http clients set it) each leaves in a segment of
+                 * its own, and a server that parses the first read of a
+                 * request (the probe's own server side does) would see the
+                 * request line without the headers written after it. One
+                 * element again, from the request line to the head's end,
+                 * leaves as one segment. Should the copy fail, the headers
+                 * are still in place, only split. */
+                bpf_msg_pull_data(msg, pos, pos + h.head_len + len, 0);
             } else {
                 outcome = FT_PROP_PUSH_FAILED;
                 if (err == -2)
