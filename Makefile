@@ -107,10 +107,11 @@ bench: tools ## Run every benchmark (each under flock /tmp/ferrotel-bench.lock);
 	bench/python/run.sh $(BENCH_ARGS)
 	bench/go/run.sh $(BENCH_ARGS)
 	bench/tls/run.sh $(BENCH_ARGS)
+	bench/propagation/run.sh $(BENCH_ARGS)
 	bench/optin-latency/run.sh
 	bench/profiling/run.sh $(BENCH_ARGS)
 
-.PHONY: bench-python bench-go bench-tls bench-profiling
+.PHONY: bench-python bench-go bench-tls bench-propagation bench-profiling
 bench-python: tools ## The Python benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/python/run.sh $(BENCH_ARGS)
@@ -122,6 +123,10 @@ bench-go: tools ## The Go benchmark only (BENCH_ARGS="--rounds 7 ..." passes opt
 bench-tls: tools ## The TLS benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/tls/run.sh $(BENCH_ARGS)
+
+bench-propagation: tools ## The propagation benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
+	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
+	bench/propagation/run.sh $(BENCH_ARGS)
 
 bench-profiling: tools ## The profiling benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe

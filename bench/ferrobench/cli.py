@@ -18,6 +18,7 @@ import datetime
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("FERROTEL_CACHE", Path.home() / ".cache/ferrotel"))
 BIN = Path(os.environ.get("FERROTEL_BIN", CACHE / "bin"))
 VENV = CACHE / "venv/bin"
+GO = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
+E2E_PYTHON = REPO / "e2e/apps/python"
+"""The e2e test apps (Python), which several benchmarks serve."""
 QUIET_LOAD = 1.5
 """A 1-minute load average at or above this before a run makes its figures provisional."""
 
@@ -55,6 +59,18 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--load-cpus", default="1", help="CPU of the load generator, collector and helpers (default 1)")
     p.add_argument("--only", action="append", default=[], help="run only scenarios/experiments with this name (repeatable)")
     return p
+
+
+def go_version() -> str:
+    return subprocess.run([GO, "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def build_e2e_go() -> Path:
+    """The e2e Go targets' directory, built once per Go version
+    (e2e/apps/go/build.sh skips an unchanged build)."""
+    out = CACHE / "go-apps" / go_version()
+    subprocess.run([str(REPO / "e2e/apps/go/build.sh"), GO, str(out)], check=True, stdout=sys.stderr)
+    return out
 
 
 class Bench:
@@ -113,8 +129,6 @@ class Bench:
         if not path.exists():
             if not build:
                 sys.exit(f"{path} does not exist")
-            import subprocess
-
             print("building the release probe (cargo build --release -p ferrotel-probe)", file=sys.stderr)
             subprocess.run(
                 ["cargo", "build", "-q", "--release", "-p", "ferrotel-probe", "--bin", "ferrotel-probe"],

@@ -15,7 +15,6 @@ processor, OTLP/gRPC) | probe-baseline (another probe build, if given).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,11 +23,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from ferrobench import report, system  # noqa: E402
-from ferrobench.cli import Bench  # noqa: E402
+from ferrobench.cli import GO, Bench  # noqa: E402
 from ferrobench.harness import Context, Running, Scenario, Variant  # noqa: E402
 from ferrobench.procs import Service  # noqa: E402
 
-GO = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
 
 
 def build(workdir: Path) -> dict[str, Path]:

@@ -24,7 +24,6 @@ Scenario (an HTTP service on the shared runner):
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,12 +32,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from ferrobench import bpf, report, system  # noqa: E402
-from ferrobench.cli import REPO, Bench  # noqa: E402
+from ferrobench.cli import GO, REPO, Bench  # noqa: E402
 from ferrobench.harness import Context, Running, Scenario, Variant, paired_rounds  # noqa: E402
 from ferrobench.procs import Service  # noqa: E402
 from ferrobench.stats import Summary, fmt  # noqa: E402
 
-GO = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
 RATES = {"off": 0, "19hz": 19, "99hz": 99}
 PROFILED = "ferrotel_probe_profile_processes"
 TICK_PROGRAM = "ft_profile_tick"

@@ -24,8 +24,6 @@ process that maps this libssl, and claimed (every call probed).
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -35,13 +33,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from ferrobench import report, system  # noqa: E402
-from ferrobench.cli import CACHE, REPO, VENV, Bench  # noqa: E402
+from ferrobench.cli import E2E_PYTHON, VENV, Bench, build_e2e_go, go_version  # noqa: E402
 from ferrobench.harness import Context, Running, Scenario, Variant, bystander_variants, paired_rounds  # noqa: E402
 from ferrobench.procs import Service  # noqa: E402
 from ferrobench.stats import Summary, fmt  # noqa: E402
 
-E2E_PYTHON = REPO / "e2e/apps/python"
-GO = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
 TLS_READY = {"ferrotel_probe_tls_libraries": 1}
 """The Python probe has put its uprobes on the target's libssl."""
 
@@ -58,12 +54,6 @@ def make_cert(workdir: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def build_go() -> Path:
-    """The e2e Go targets, built once per Go version (e2e/apps/go/build.sh skips an unchanged build)."""
-    version = subprocess.run([GO, "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
-    out = CACHE / "go-apps" / version
-    subprocess.run([str(REPO / "e2e/apps/go/build.sh"), GO, str(out)], check=True, stdout=sys.stderr)
-    return out / "httpserver"
 
 
 def start_server(ctx: Context, kind: str, cert: Path, key: Path, go_server: Path, cpus: str, name: str) -> tuple[Service, str]:
@@ -217,10 +207,9 @@ def main(argv: list[str]) -> None:
     bench = Bench.from_args("tls", "TLS: added cost per HTTPS request, and what bystanders pay", argv)
     python = subprocess.run([str(VENV / "python"), "-c", "import ssl, sys; print(f'Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION}')"],
                             capture_output=True, text=True, check=True).stdout.strip()
-    go_version = subprocess.run([GO, "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
-    bench.header["runtime"] = f"{python}, {go_version}"
+    bench.header["runtime"] = f"{python}, {go_version()}"
     cert, key = make_cert(bench.workdir)
-    go_server = build_go()
+    go_server = build_e2e_go() / "httpserver"
     scenarios = server_scenarios(bench, cert, key, go_server)
     if bench.wanted("bystander"):
         scenarios.append(bystander_scenario(bench, cert, key))
