@@ -5,12 +5,15 @@
 //! kube-proxy, CoreDNS: `ferrotel_e2e::node`), builds the project's images
 //! locally and loads them into the node, installs the Helm chart, runs a
 //! Python storefront calling a Go catalogue as Deployments (not
-//! instrumented), applies `config/samples` (which opts their namespace in
-//! and creates a TelemetryCollector and an Instrumentation: the operator
-//! then runs the collector and the Go and Python probes as pods), points the
+//! instrumented), applies `config/propagation` (`config/samples`, which opts
+//! their namespace in and creates a TelemetryCollector and an
+//! Instrumentation, plus a ProbeClass that allows trace propagation: the
+//! operator then runs the collector and the Go and Python probes as pods,
+//! and each storefront request is one trace down to the catalogue), points the
 //! sample collector at a backend on the host, drives traffic, prints spans
-//! as the backend receives them and ends with a RED summary per service and
-//! the service map's edges with their p50/p90/p99.
+//! as the backend receives them and ends with a RED summary per service, how
+//! many requests formed one trace across both services, and the service
+//! map's edges with their p50/p90/p99.
 //! Ctrl-C (or `--duration`) ends it and everything it started is stopped and
 //! removed; `ferrotel-demo down` cleans up after a run that was killed.
 #![forbid(unsafe_code)]
@@ -45,6 +48,21 @@ struct Args {
     /// Print at most this many spans as they arrive (the summary counts all).
     #[arg(long, default_value_t = 40)]
     show_spans: usize,
+    /// Apply `config/samples` alone, without trace propagation: each
+    /// service's spans then start traces of their own.
+    #[arg(long)]
+    no_propagation: bool,
+}
+
+impl Args {
+    /// The kustomization the demo applies (relative to the repository).
+    fn samples(&self) -> &'static str {
+        if self.no_propagation {
+            "config/samples"
+        } else {
+            "config/propagation"
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,10 +226,16 @@ async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
         catalogue.pod
     );
 
+    let propagation = if args.no_propagation {
+        ""
+    } else {
+        ", ProbeClass tracing allowing trace propagation, which the Instrumentation turns on"
+    };
     progress.step(&format!(
-        "Applying the samples: kubectl apply --server-side -k config/samples (namespace {SHOP} opted in, TelemetryCollector {SAMPLES_NS}/{SAMPLE_COLLECTOR}, Instrumentation {SAMPLES_NS}/{SAMPLE_INSTRUMENTATION})"
+        "Applying the samples: kubectl apply --server-side -k {} (namespace {SHOP} opted in, TelemetryCollector {SAMPLES_NS}/{SAMPLE_COLLECTOR}, Instrumentation {SAMPLES_NS}/{SAMPLE_INSTRUMENTATION}{propagation})",
+        args.samples()
     ));
-    let samples = stack::workspace_root().join("config/samples");
+    let samples = stack::workspace_root().join(args.samples());
     let applied = Instant::now();
     let out = bed
         .kubectl()
@@ -377,7 +401,8 @@ async fn up(args: &Args) -> anyhow::Result<()> {
     progress.step("Summary (server spans per service, from what the collector received)");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let spans = collector.spans().unwrap_or_default();
-    print_summary(&spans, first_span);
+    print_summary(&spans, first_span, args.samples());
+    print_traces(&spans, !args.no_propagation);
     print_edges(&bed.client()).await;
     println!(
         "\nStopping everything (every pod and the real node, the backend, the control plane)…"
@@ -422,7 +447,7 @@ fn truncate(text: &str, n: usize) -> String {
 }
 
 /// Per-service RED summary of server spans.
-fn print_summary(spans: &[Span], first_span: Option<Duration>) {
+fn print_summary(spans: &[Span], first_span: Option<Duration>, samples: &str) {
     let mut by_service: BTreeMap<String, Vec<&Span>> = BTreeMap::new();
     for span in spans.iter().filter(|s| s.kind == 2) {
         by_service
@@ -462,9 +487,49 @@ fn print_summary(spans: &[Span], first_span: Option<Duration>) {
     }
     if let Some(latency) = first_span {
         println!(
-            "      first span at the collector {:.1}s after applying config/samples (includes starting the collector and probe pods)",
+            "      first span at the collector {:.1}s after applying {samples} (includes starting the collector and probe pods)",
             latency.as_secs_f64()
         );
+    }
+}
+
+/// How many storefront requests formed one trace with the catalogue call
+/// they made: the storefront's server span, its client span, and the
+/// catalogue's server span, child of that client span.
+fn print_traces(spans: &[Span], propagation: bool) {
+    let front: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == 2 && s.service_name() == Some(STOREFRONT))
+        .collect();
+    if front.is_empty() {
+        return;
+    }
+    let called: std::collections::HashMap<(&str, &str), &Span> = spans
+        .iter()
+        .filter(|s| s.kind == 3 && s.service_name() == Some(STOREFRONT))
+        .map(|s| ((s.trace_id.as_str(), s.span_id.as_str()), s))
+        .collect();
+    let joined: std::collections::HashSet<&str> = spans
+        .iter()
+        .filter(|s| s.kind == 2 && s.service_name() == Some(CATALOGUE))
+        .filter(|s| called.contains_key(&(s.trace_id.as_str(), s.parent_span_id.as_str())))
+        .map(|s| s.trace_id.as_str())
+        .collect();
+    let whole = front
+        .iter()
+        .filter(|s| joined.contains(s.trace_id.as_str()))
+        .count();
+    println!(
+        "\n      Traces: {whole} of {} storefront requests form one trace with the catalogue call they made ({:.1} %)",
+        front.len(),
+        100.0 * whole as f64 / front.len() as f64
+    );
+    if propagation && whole == 0 {
+        println!(
+            "      none joined: is propagation refused on the node? `kubectl ferrotel status`, or the probe logs in the demo directory"
+        );
+    } else if !propagation {
+        println!("      (propagation off: --no-propagation)");
     }
 }
 
@@ -511,6 +576,9 @@ fn is_error(span: &Span) -> bool {
 fn down(dir: &Path) -> anyhow::Result<()> {
     ferrotel_e2e::node::reap_stale();
     let _ = std::fs::remove_dir_all(dir.join("testbed"));
+    // The node-wide join map the probes pin, which outlives them by design
+    // (docs/propagation.md): the demo's node is this machine.
+    let _ = std::fs::remove_dir_all(PROPAGATION_PINS);
     Ok(())
 }
 
@@ -520,6 +588,11 @@ const SAMPLE_COLLECTOR: &str = "otel-collector";
 const SAMPLE_INSTRUMENTATION: &str = "default";
 /// The samples' opted-in application namespace.
 const SHOP: &str = "shop";
+/// The sample apps' service names.
+const STOREFRONT: &str = "storefront";
+const CATALOGUE: &str = "catalogue";
+/// Where the probes pin the node-wide propagation maps by default.
+const PROPAGATION_PINS: &str = ferrotel_api::probe_config::PropagationConfig::DEFAULT_PIN_DIR;
 
 fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
