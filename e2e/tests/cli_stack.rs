@@ -29,7 +29,8 @@
 //! - **why**: traced (Go and Python), opted out by the pod, namespace not
 //!   annotated, no probe for the pod's language (an Instrumentation that
 //!   does not list it), no probe on the node for a claimed language, and a
-//!   binary the probe refused (a Go program with neither HTTP nor gRPC).
+//!   binary the probe refused (a Go program with neither HTTP nor gRPC);
+//!   of a Deployment (`deploy/`, `deployment/`), each of its pods.
 //!
 //! Needs root (a real node, eBPF) and fails saying so. Takes about as long
 //! as `full_stack.rs`: the stack, seven pods, and about twenty seconds of
@@ -540,6 +541,42 @@ spec:
             (l == "go").then(|| rest.split(':').next().unwrap_or_default().to_owned())
         })
         .unwrap_or_else(|| panic!("a Go process refused: {answer:#}"));
+    // A workload: each of its pods (found by their owner chain), answered
+    // as that pod is; `deployment/` is kubectl's long name of `deploy/`.
+    for (workload, app, reason) in [
+        ("deploy/backend", &backend_app, "traced"),
+        ("deployment/dark", &dark, "optedOut"),
+    ] {
+        let out = run(&kubeconfig, &["why", workload, "-n", &shop, "-o", "json"]);
+        let answer: Value = serde_json::from_str(&succeeds(&out))
+            .unwrap_or_else(|e| panic!("why {workload} -o json is JSON: {e}"));
+        let pods: Vec<(&str, &str)> = answer["pods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["pod"].as_str().unwrap_or("?"),
+                    p["reason"].as_str().unwrap_or("?"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pods,
+            [(app.pod.as_str(), reason)],
+            "why {workload}: its one pod, answered: {answer:#}"
+        );
+        assert_eq!(
+            answer["workload"],
+            format!("deploy/{}", app.deployment),
+            "{answer:#}"
+        );
+        assert_eq!(
+            answer["traced"],
+            usize::from(reason == "traced"),
+            "{answer:#}"
+        );
+    }
 
     // The watchers start before the load: their first frame is the baseline.
     let route_key = |row: &Value| {
