@@ -34,9 +34,10 @@
 //!
 //! - **uprobes on a binary, per process** (the Go set): nothing in
 //!   [`attach`](ProgramSet::attach) but loading the programs;
-//!   [`add_target`](ProgramSet::add_target) analyses `/proc/<pid>/exe` (off
-//!   the event loop, with `spawn_blocking`), fills per-process maps, attaches
-//!   with `UProbeScope::OneProcess`, and keeps the link ids it needs for
+//!   [`add_target`](ProgramSet::add_target) analyses `/proc/<pid>/exe` on
+//!   the blocking pool ([`crate::analysis::off_loop`]; the set's loop awaits
+//!   it), fills per-process maps, attaches with `UProbeScope::OneProcess`,
+//!   and keeps the link ids it needs for
 //!   [`remove_target`](ProgramSet::remove_target).
 //! - **uprobes on a shared library** (TLS in `libssl.so`, the socket-level
 //!   set's `sockets::tls`): find the library each target really maps
