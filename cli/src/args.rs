@@ -99,8 +99,11 @@ pub enum Command {
 
 #[derive(Clone, Debug, Args)]
 pub struct WhyArgs {
-    /// The pod (`name` or `pod/name`), in -n's namespace.
-    pub pod: String,
+    /// The pod (`NAME` or `pod/NAME`), or a workload whose pods to explain
+    /// (`deploy/NAME`, `sts/NAME`, `ds/NAME`, `job/NAME`, `rs/NAME`), in
+    /// -n's namespace.
+    #[arg(value_name = "POD|WORKLOAD", value_parser = crate::why::Target::parse)]
+    pub target: crate::why::Target,
 }
 
 /// How long each measurement lasts and whether to repeat it.

@@ -12,7 +12,9 @@
 //!   caller is the traced pod's workload, the callee the `server.address` it
 //!   called, resolved here to a Service or a pod's workload through the API
 //!   ([`Peers`]); calls from untraced clients are not seen; latency as the
-//!   client saw it.
+//!   client saw it;
+//! - **none**: no probe exports either (yet: a series appears with its
+//!   first request), so there is no edge to show and no source to name.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -42,12 +44,16 @@ pub fn wants() -> Wants<'static> {
     }
 }
 
-/// Where the edges came from.
+/// Where the edges came from (`source` in `-o json`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum EdgeSource {
+    /// The probes' service graph metrics (`traces_service_graph_*`).
     ServiceGraph,
+    /// The client spans' RED metrics, for probes without a service graph.
     ClientSpans,
+    /// Neither: no probe read has a series of either.
+    None,
 }
 
 /// One edge.
@@ -196,6 +202,9 @@ pub fn edges(window: &Window, scope: &Scope, peers: &Peers) -> EdgesFrame {
     let has_graph = COUNTERS
         .iter()
         .any(|c| window.counters.get(*c).is_some_and(|s| !s.is_empty()));
+    let has_client_spans = [&HISTOGRAMS[2], &HISTOGRAMS[3]]
+        .iter()
+        .any(|(h, _)| window.histograms.get(*h).is_some_and(|s| !s.is_empty()));
     let mut groups: BTreeMap<Key, Acc> = BTreeMap::new();
     let source = if has_graph {
         let key = |labels: &Labels| -> Key {
@@ -255,7 +264,7 @@ pub fn edges(window: &Window, scope: &Scope, peers: &Peers) -> EdgesFrame {
             }
         }
         EdgeSource::ServiceGraph
-    } else {
+    } else if has_client_spans {
         for (family, _) in [&HISTOGRAMS[2], &HISTOGRAMS[3]] {
             for series in window.histograms.get(*family).into_iter().flatten() {
                 let labels = &series.labels;
@@ -285,6 +294,8 @@ pub fn edges(window: &Window, scope: &Scope, peers: &Peers) -> EdgesFrame {
             }
         }
         EdgeSource::ClientSpans
+    } else {
+        EdgeSource::None
     };
     let in_scope = |(cns, client, sns, server, _): &Key| {
         scope
@@ -334,8 +345,14 @@ pub fn render(frame: &EdgesFrame, format: Format, style: &Style) -> String {
         return output::structured(format, frame);
     }
     if frame.edges.is_empty() {
+        let why = match frame.source {
+            EdgeSource::None => {
+                " (the probes read export neither a service graph nor client spans yet)"
+            }
+            EdgeSource::ServiceGraph | EdgeSource::ClientSpans => "",
+        };
         return format!(
-            "No calls seen in the last {}s.\n",
+            "No calls seen in the last {}s{why}.\n",
             frame.window_seconds.round()
         );
     }

@@ -85,8 +85,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Why(args) => {
             let ns = namespace
                 .ok_or_else(|| CliError::Usage("why needs one namespace: use -n, not -A".into()))?;
-            let inputs = why::gather(&cluster, &ns, &args.pod).await?;
-            write_out(&why::render(&why::judge(&inputs), format, &style))
+            let inputs = why::gather(&cluster, &ns, &args.target).await?;
+            let reports: Vec<why::WhyReport> = inputs.iter().map(why::judge).collect();
+            let text = match &args.target {
+                // One pod: its report alone, as before workloads were asked.
+                why::Target::Pod(_) => reports
+                    .iter()
+                    .map(|report| why::render(report, format, &style))
+                    .collect(),
+                why::Target::Workload(workload) => why::render_workload(
+                    &why::WorkloadReport::new(&ns, workload, reports),
+                    format,
+                    &style,
+                ),
+            };
+            write_out(&text)
         }
         Command::Stat(args) => {
             let (target, mut source) = measured(

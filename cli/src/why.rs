@@ -1,4 +1,7 @@
-//! `why <pod>`: is this pod traced, and if not, exactly why.
+//! `why <pod>`: is this pod traced, and if not, exactly why. `why
+//! deploy/NAME` (or `sts/`, `ds/`, `job/`, `rs/`): the same for each pod of
+//! the workload, found by its owner chain the way every command names a
+//! pod's workload ([`crate::workload::workload_of`]).
 //!
 //! Three sources, in the order a request would meet them:
 //! 1. **the opt-in rules** ([`ferrotel_api::optin::resolve`], the very
@@ -122,25 +125,79 @@ pub struct ProcessRow {
     pub tracing: String,
 }
 
-/// Reads what [`judge`] needs about `pod` in `namespace`.
-pub async fn gather(cluster: &Cluster, namespace: &str, pod: &str) -> Result<Inputs, CliError> {
-    let name = pod
-        .strip_prefix("pod/")
-        .or_else(|| pod.strip_prefix("pods/"))
-        .unwrap_or(pod);
-    let pod: Pod = cluster.get(namespace, name).await?;
+/// What `why` is asked about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// One pod: `NAME`, `pod/NAME`.
+    Pod(String),
+    /// Every pod of a workload, as [`crate::workload::workload_of`] names
+    /// it: `deploy/web` (from `deploy/`, `deployment/`, `deployments/`),
+    /// `sts/`, `ds/`, `job/`, `rs/`.
+    Workload(String),
+}
+
+impl Target {
+    /// Reads `why`'s argument, kubectl's way.
+    pub fn parse(arg: &str) -> Result<Self, CliError> {
+        let usage = |what: String| {
+            CliError::Usage(format!(
+                "{what}; why explains a pod (NAME or pod/NAME) or the pods of a workload (deploy/NAME, sts/NAME, ds/NAME, job/NAME, rs/NAME)"
+            ))
+        };
+        let Some((kind, name)) = arg.split_once('/') else {
+            if arg.is_empty() {
+                return Err(usage("no pod given".into()));
+            }
+            return Ok(Target::Pod(arg.to_owned()));
+        };
+        if name.is_empty() || name.contains('/') {
+            return Err(usage(format!("{arg:?} is not KIND/NAME")));
+        }
+        match crate::workload::short_kind(kind) {
+            "pod" => Ok(Target::Pod(name.to_owned())),
+            kind @ ("deploy" | "sts" | "ds" | "job" | "rs") => {
+                Ok(Target::Workload(format!("{kind}/{name}")))
+            }
+            _ => Err(usage(format!("{kind:?} in {arg:?} is not a kind it knows"))),
+        }
+    }
+}
+
+/// Reads what [`judge`] needs about each pod `target` names in
+/// `namespace` (the Instrumentations and each probe's report read once for
+/// all), in pod name order.
+pub async fn gather(
+    cluster: &Cluster,
+    namespace: &str,
+    target: &Target,
+) -> Result<Vec<Inputs>, CliError> {
+    let mut pods: Vec<Pod> = match target {
+        Target::Pod(name) => vec![cluster.get(namespace, name).await?],
+        Target::Workload(workload) => {
+            let mut pods: Vec<Pod> = cluster
+                .list(Some(namespace), &ListParams::default())
+                .await?;
+            pods.retain(|pod| crate::workload::workload_of(pod) == *workload);
+            if pods.is_empty() {
+                return Err(CliError::NoData {
+                    what: "why",
+                    detail: format!(
+                        "no pod in namespace {namespace} belongs to {workload}; check the name and -n (kubectl get {workload} -n {namespace}), and that it has pods"
+                    ),
+                });
+            }
+            pods
+        }
+    };
+    pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let ns: Namespace = cluster.get_cluster(namespace).await?;
     let instrumentations: Vec<Instrumentation> = cluster.list(None, &ListParams::default()).await?;
-    let node = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .unwrap_or_default();
+    let nodes: BTreeSet<String> = pods.iter().filter_map(node_of).collect();
     let mut probes = Vec::new();
     let mut reports = Vec::new();
-    if !node.is_empty() {
+    if !nodes.is_empty() {
         probes = cluster.probe_pods().await?;
-        probes.retain(|p| p.node == node);
+        probes.retain(|p| nodes.contains(&p.node));
         probes.sort_by(|a, b| (a.language, &a.name).cmp(&(b.language, &b.name)));
         reports = futures::future::join_all(probes.iter().map(|probe| async move {
             if !probe.ready {
@@ -158,13 +215,80 @@ pub async fn gather(cluster: &Cluster, namespace: &str, pod: &str) -> Result<Inp
         }))
         .await;
     }
-    Ok(Inputs {
-        pod,
-        namespace: ns,
-        instrumentations,
-        probes,
-        reports,
-    })
+    Ok(pods
+        .into_iter()
+        .map(|pod| {
+            // The probes of the pod's own node.
+            let node = node_of(&pod);
+            let (probes, reports) = probes
+                .iter()
+                .zip(&reports)
+                .filter(|(probe, _)| node.as_ref() == Some(&probe.node))
+                .map(|(probe, report)| (probe.clone(), report.clone()))
+                .unzip();
+            Inputs {
+                pod,
+                namespace: ns.clone(),
+                instrumentations: instrumentations.clone(),
+                probes,
+                reports,
+            }
+        })
+        .collect())
+}
+
+fn node_of(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty())
+}
+
+/// `why` of a workload: each of its pods' answers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadReport {
+    pub namespace: String,
+    pub workload: String,
+    /// How many of its pods are traced.
+    pub traced: usize,
+    pub pods: Vec<WhyReport>,
+}
+
+impl WorkloadReport {
+    pub fn new(namespace: &str, workload: &str, pods: Vec<WhyReport>) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            workload: workload.to_owned(),
+            traced: pods.iter().filter(|p| p.traced).count(),
+            pods,
+        }
+    }
+}
+
+/// A workload's answers as text (each pod as [`render`] shows one) or data.
+pub fn render_workload(report: &WorkloadReport, format: Format, style: &Style) -> String {
+    if format.is_structured() {
+        return crate::output::structured(format, report);
+    }
+    let mut out = format!(
+        "{}\n",
+        style.paint(
+            &format!(
+                "{}/{}: {} of {} pods traced",
+                report.namespace,
+                report.workload,
+                report.traced,
+                report.pods.len()
+            ),
+            Color::Bold
+        )
+    );
+    for pod in &report.pods {
+        out.push('\n');
+        out.push_str(&render(pod, format, style));
+    }
+    out
 }
 
 fn rule(origin: &Origin) -> String {
@@ -843,4 +967,84 @@ pub fn render(report: &WhyReport, format: Format, style: &Style) -> String {
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn why_takes_a_pod_or_a_workload_the_way_kubectl_names_them() {
+        let pod = |name: &str| Ok(Target::Pod(name.to_owned()));
+        let workload = |name: &str| Ok(Target::Workload(name.to_owned()));
+        for (arg, want) in [
+            ("web-7d4b9c-x2x9z", pod("web-7d4b9c-x2x9z")),
+            ("pod/web-1", pod("web-1")),
+            ("pods/web-1", pod("web-1")),
+            ("po/web-1", pod("web-1")),
+            ("deploy/web", workload("deploy/web")),
+            ("deployment/web", workload("deploy/web")),
+            ("Deployments/web", workload("deploy/web")),
+            ("sts/db", workload("sts/db")),
+            ("statefulset/db", workload("sts/db")),
+            ("ds/agent", workload("ds/agent")),
+            ("daemonset/agent", workload("ds/agent")),
+            ("job/migrate", workload("job/migrate")),
+            ("rs/legacy", workload("rs/legacy")),
+        ] {
+            let got = Target::parse(arg).map_err(|e| e.to_string());
+            assert_eq!(got, want, "{arg}");
+        }
+    }
+
+    #[test]
+    fn why_refuses_what_is_neither_a_pod_nor_a_workload_saying_what_it_takes() {
+        for arg in ["", "svc/web", "deploy/", "deploy/web/x", "cronjob/nightly"] {
+            let error = Target::parse(arg).expect_err(arg).to_string();
+            assert!(
+                error.contains("deploy/NAME") && error.contains("pod/NAME"),
+                "{arg}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_workload_counts_its_traced_pods() {
+        let report = |pod: &str, traced: bool| WhyReport {
+            namespace: "shop".into(),
+            pod: pod.into(),
+            node: "node-1".into(),
+            workload: "deploy/web".into(),
+            traced,
+            verdict: if traced { "traced" } else { "not traced" }.into(),
+            fix: None,
+            reason: if traced {
+                Reason::Traced
+            } else {
+                Reason::Attaching
+            },
+            opt_in: vec![],
+            probes: vec![],
+            processes: vec![],
+        };
+        let workload = WorkloadReport::new(
+            "shop",
+            "deploy/web",
+            vec![report("web-1", true), report("web-2", false)],
+        );
+        assert_eq!(workload.traced, 1);
+        let text = render_workload(&workload, Format::Table, &Style::plain());
+        assert!(
+            text.starts_with("shop/deploy/web: 1 of 2 pods traced\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shop/web-1") && text.contains("shop/web-2"),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render_workload(&workload, Format::Json, &Style::plain()))
+                .expect("JSON");
+        assert_eq!(json["pods"][1]["traced"], false, "{json:#}");
+    }
 }

@@ -62,7 +62,9 @@ pub fn matches(workload: &str, actual: &str) -> bool {
     name == want_name && want_kind.is_none_or(|k| k == kind)
 }
 
-fn short_kind(kind: &str) -> &str {
+/// kubectl's short name of a workload kind (`deployment` → `deploy`), or
+/// `kind` itself when it is none of them.
+pub fn short_kind(kind: &str) -> &str {
     match kind.to_ascii_lowercase().as_str() {
         "deployment" | "deployments" | "deploy" => "deploy",
         "statefulset" | "statefulsets" | "sts" => "sts",

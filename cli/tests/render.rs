@@ -182,6 +182,41 @@ fn an_empty_window_says_so() {
 }
 
 #[test]
+fn edges_without_a_service_graph_or_client_spans_name_no_source() {
+    // Probes that export server spans only (and no service graph yet).
+    let server = http_series(
+        r#"k8s_namespace_name="shop",k8s_pod_name="web-1",service_name="web",http_request_method="GET",http_route="/",http_response_status_code="200""#,
+        &[(0.005, 3), (f64::INFINITY, 0)],
+        0.01,
+    );
+    let frame = edges::edges(
+        &window(&server, &server, 5, edges::wants()),
+        &shop_scope(),
+        &Peers::default(),
+    );
+    assert_eq!(frame.source, edges::EdgeSource::None);
+    assert!(frame.edges.is_empty());
+    let json: serde_json::Value =
+        serde_json::from_str(&edges::render(&frame, Format::Json, &Style::plain()))
+            .expect("edges -o json is JSON");
+    assert_eq!(json["source"], "none", "{json:#}");
+    assert_eq!(
+        edges::render(&frame, Format::Table, &Style::plain()),
+        "No calls seen in the last 5s (the probes read export neither a service graph nor client spans yet).\n"
+    );
+    // A service graph with no call in the window is still the source.
+    let graph = r#"traces_service_graph_request_total{client="frontend",client_service_namespace="shop",server="web",server_service_namespace="shop"} 7
+"#;
+    let frame = edges::edges(
+        &window(graph, graph, 5, edges::wants()),
+        &shop_scope(),
+        &Peers::default(),
+    );
+    assert_eq!(frame.source, edges::EdgeSource::ServiceGraph);
+    assert!(frame.edges.is_empty());
+}
+
+#[test]
 fn edges_from_the_service_graph_take_server_latency_and_keep_virtual_nodes() {
     let graph = |n: u64, failed: u64, bucket: [u64; 3]| {
         format!(

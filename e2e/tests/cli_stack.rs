@@ -29,7 +29,8 @@
 //! - **why**: traced (Go and Python), opted out by the pod, namespace not
 //!   annotated, no probe for the pod's language (an Instrumentation that
 //!   does not list it), no probe on the node for a claimed language, and a
-//!   binary the probe refused (a Go program with neither HTTP nor gRPC).
+//!   binary the probe refused (a Go program with neither HTTP nor gRPC);
+//!   of a Deployment (`deploy/`, `deployment/`), each of its pods.
 //!
 //! Needs root (a real node, eBPF) and fails saying so. Takes about as long
 //! as `full_stack.rs`: the stack, seven pods, and about twenty seconds of
@@ -540,6 +541,42 @@ spec:
             (l == "go").then(|| rest.split(':').next().unwrap_or_default().to_owned())
         })
         .unwrap_or_else(|| panic!("a Go process refused: {answer:#}"));
+    // A workload: each of its pods (found by their owner chain), answered
+    // as that pod is; `deployment/` is kubectl's long name of `deploy/`.
+    for (workload, app, reason) in [
+        ("deploy/backend", &backend_app, "traced"),
+        ("deployment/dark", &dark, "optedOut"),
+    ] {
+        let out = run(&kubeconfig, &["why", workload, "-n", &shop, "-o", "json"]);
+        let answer: Value = serde_json::from_str(&succeeds(&out))
+            .unwrap_or_else(|e| panic!("why {workload} -o json is JSON: {e}"));
+        let pods: Vec<(&str, &str)> = answer["pods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p["pod"].as_str().unwrap_or("?"),
+                    p["reason"].as_str().unwrap_or("?"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pods,
+            [(app.pod.as_str(), reason)],
+            "why {workload}: its one pod, answered: {answer:#}"
+        );
+        assert_eq!(
+            answer["workload"],
+            format!("deploy/{}", app.deployment),
+            "{answer:#}"
+        );
+        assert_eq!(
+            answer["traced"],
+            usize::from(reason == "traced"),
+            "{answer:#}"
+        );
+    }
 
     // The watchers start before the load: their first frame is the baseline.
     let route_key = |row: &Value| {
@@ -718,12 +755,25 @@ spec:
     // edges: every frontend -> backend call once, the 400s failed.
     let frames = sums_match(&mut edges, "edges", &edge_key, &edge_sent).await;
     check_rates_and_latency(&edges.what, &frames, "edges", &edge_key, &edge_sent);
-    // A frame with no edges yet (the baseline) has no source to tell.
-    for frame in frames
+    // Where the edges came from, told honestly: nothing had called these
+    // pods before the load, so no probe had a service graph series and the
+    // frames before the first call name no source; from the first call on,
+    // the service graph (its series stay, even in a window without calls).
+    let first_call = frames
         .iter()
-        .filter(|f| f["edges"].as_array().is_some_and(|e| !e.is_empty()))
-    {
-        assert_eq!(frame["source"], "serviceGraph", "{frame:#}");
+        .position(|f| f["edges"].as_array().is_some_and(|e| !e.is_empty()))
+        .unwrap_or_else(|| panic!("a frame with edges: {frames:#?}"));
+    assert!(
+        first_call >= 1,
+        "the baseline frame was taken before the load: {frames:#?}"
+    );
+    for (i, frame) in frames.iter().enumerate() {
+        let source = if i < first_call {
+            "none"
+        } else {
+            "serviceGraph"
+        };
+        assert_eq!(frame["source"], source, "frame {i}: {frame:#}");
     }
     drop((by_route, by_workload, top, edges));
 

@@ -34,9 +34,10 @@
 //!
 //! - **uprobes on a binary, per process** (the Go set): nothing in
 //!   [`attach`](ProgramSet::attach) but loading the programs;
-//!   [`add_target`](ProgramSet::add_target) analyses `/proc/<pid>/exe` (off
-//!   the event loop, with `spawn_blocking`), fills per-process maps, attaches
-//!   with `UProbeScope::OneProcess`, and keeps the link ids it needs for
+//!   [`add_target`](ProgramSet::add_target) analyses `/proc/<pid>/exe` on
+//!   the blocking pool ([`crate::analysis::off_loop`]; the set's loop awaits
+//!   it), fills per-process maps, attaches with `UProbeScope::OneProcess`,
+//!   and keeps the link ids it needs for
 //!   [`remove_target`](ProgramSet::remove_target).
 //! - **uprobes on a shared library** (TLS in `libssl.so`, the socket-level
 //!   set's `sockets::tls`): find the library each target really maps
@@ -45,8 +46,11 @@
 //!   file traps in every process mapping it, which cost untraced processes
 //!   ~4 µs per call here (`bench/results/tls.md`). Children forked after
 //!   the claim get theirs when [`decode`](ProgramSet::decode) reads their
-//!   fork; the attach itself runs in [`settle`](ProgramSet::settle), which
-//!   has the kernel.
+//!   fork. Each file is read off the loop (a [`crate::analysis::Analyzer`]
+//!   whose wake-up the set hands over in
+//!   [`background`](ProgramSet::background)); the attach runs in
+//!   [`settle`](ProgramSet::settle), which has the kernel, once the answer
+//!   is back.
 //! - **syscall tracepoints filtered by claims** (the socket-level set):
 //!   [`attach`](ProgramSet::attach) attaches every tracepoint; the default
 //!   `add_target` claims the pid (children follow at fork).
@@ -84,9 +88,11 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -144,11 +150,25 @@ pub trait ProgramSet: Send + 'static {
     /// Turns one ring-buffer record into zero or more outputs.
     fn decode(&mut self, record: &[u8], out: &mut Vec<Self::Output>) -> Result<(), DecodeError>;
 
-    /// Runs after each batch of records was decoded, with the kernel: the
-    /// work a record asked for that needs it (the TLS probes attach to a
-    /// library a process just mapped). The ring waits meanwhile: keep it
-    /// short.
+    /// Runs after each batch of records was decoded, and when work off the
+    /// loop is back ([`background`](Self::background)), with the kernel:
+    /// the work a record asked for that needs it (the TLS probes attach to
+    /// a library a process just mapped). The ring waits meanwhile: keep it
+    /// short, and read no workload file here (hand that to a
+    /// [`crate::analysis::Analyzer`]).
     fn settle(&mut self, _kernel: &mut Kernel) {}
+
+    /// A set that runs work off the loop: notified when a result is back,
+    /// then the driver calls [`settle`](Self::settle) to apply it. Asked
+    /// once, after [`attach`](Self::attach).
+    fn background(&self) -> Option<Arc<Notify>> {
+        None
+    }
+
+    /// Work of the set still running off the loop.
+    fn background_pending(&self) -> usize {
+        0
+    }
 
     /// Runs every [`HOUSEKEEPING`] and once after the final drain: time-outs,
     /// map reads, statistics for [`Housekeeping::parse_errors`].
@@ -301,6 +321,8 @@ pub struct Driver<S: ProgramSet> {
     targets: BTreeSet<u32>,
     outputs: Vec<S::Output>,
     undecodable: u64,
+    /// The set's [`ProgramSet::background`].
+    background: Option<Arc<Notify>>,
 }
 
 impl<S: ProgramSet> Driver<S> {
@@ -312,6 +334,7 @@ impl<S: ProgramSet> Driver<S> {
         let reader = EventReader::take(&mut kernel, tuning.poll)?;
         let drops = DropCounters::take(&mut kernel)?;
         set.attach(&mut kernel)?;
+        let background = set.background();
         info!(
             set = set.name(),
             ring_buffer_bytes = kernel.ring_buffer_bytes(),
@@ -326,6 +349,7 @@ impl<S: ProgramSet> Driver<S> {
             targets: BTreeSet::new(),
             outputs: Vec::new(),
             undecodable: 0,
+            background,
         })
     }
 
@@ -354,6 +378,21 @@ impl<S: ProgramSet> Driver<S> {
         self.set.add_target(&mut self.kernel, target).await?;
         self.targets.insert(target.pid);
         Ok(())
+    }
+
+    /// Waits until the set's work off the loop is done, applying each
+    /// result as it comes (tests that drive a set by hand: after
+    /// [`Driver::add_target`], the TLS libraries a process maps are probed
+    /// once their scans are back).
+    pub async fn settle_background(&mut self) {
+        let Some(background) = self.background.clone() else {
+            return;
+        };
+        self.set.settle(&mut self.kernel);
+        while self.set.background_pending() > 0 {
+            background.notified().await;
+            self.set.settle(&mut self.kernel);
+        }
     }
 
     /// Decodes every pending record into `out` (tests of a set's decoding
@@ -399,12 +438,14 @@ impl<S: ProgramSet> Driver<S> {
                     reader,
                     outputs,
                     undecodable,
+                    background,
                     ..
                 } = &mut self;
                 tokio::select! {
                     () = shutdown.cancelled() => Step::Stop,
                     event = targets.next(), if targets_open => Step::Target(event),
                     drained = reader.drain(|record| decode(set, record, outputs, undecodable)) => Step::Drained(drained),
+                    () = notified(background.as_deref()) => Step::Background,
                     _ = tick.tick() => Step::Housekeeping,
                 }
             };
@@ -424,6 +465,8 @@ impl<S: ProgramSet> Driver<S> {
                     self.deliver(n, &mut sink, health);
                     self.set.settle(&mut self.kernel);
                 }
+                // Work off the loop is back: apply it with the kernel.
+                Step::Background => self.set.settle(&mut self.kernel),
                 Step::Housekeeping => self.housekeeping(&mut sink, health, false),
             }
         }
@@ -586,7 +629,16 @@ enum Step {
     Stop,
     Target(Option<TargetEvent>),
     Drained(std::io::Result<usize>),
+    Background,
     Housekeeping,
+}
+
+/// Resolves when `background` is notified; never without one.
+async fn notified(background: Option<&Notify>) {
+    match background {
+        Some(background) => background.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn decode<S: ProgramSet>(

@@ -147,11 +147,22 @@ pub struct BoundedElf {
 impl BoundedElf {
     /// Opens `path` if it is at most [`MAX_EXECUTABLE_BYTES`]; reads nothing yet.
     pub fn open(path: &Path, read_budget: u64) -> Result<Self, ElfLimitError> {
+        let file = File::open(path).map_err(|source| ElfLimitError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_file(file, path, read_budget)
+    }
+
+    /// [`open`](Self::open) of a file opened already (`path` names it in
+    /// errors): the caller opened it while the path was valid, e.g. a
+    /// `/proc/<pid>/map_files/` entry of a process that may exit before
+    /// the file is read.
+    pub fn from_file(file: File, path: &Path, read_budget: u64) -> Result<Self, ElfLimitError> {
         let open_err = |source| ElfLimitError::Open {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(open_err)?;
         let size = file.metadata().map_err(open_err)?.len();
         if size > MAX_EXECUTABLE_BYTES {
             return Err(ElfLimitError::FileTooLarge {

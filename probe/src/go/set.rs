@@ -11,6 +11,7 @@ use super::attach::GoProbes;
 use super::binary::AnalysisCache;
 use super::events;
 use super::offsets::Feature;
+use crate::analysis::Failure;
 use crate::driver::{DecodeError, Housekeeping, ProgramSet, Refusal};
 use crate::ebpf::{EbpfError, Kernel, Tuning};
 use crate::propagation::events::PropagationEvent;
@@ -122,11 +123,17 @@ impl ProgramSet for GoSet {
         let pid = target.pid;
         let cache = self.cache.clone();
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
-        // DWARF and symbol tables can take a while: off the event loop.
-        let analysed = tokio::task::spawn_blocking(move || cache.get(&exe))
+        // DWARF and symbol tables can take a while: off the event loop's
+        // thread, and a panic in the analysis costs this target only.
+        let binary = crate::analysis::off_loop(move || cache.get(&exe))
             .await
-            .map_err(|e| Refusal::new("analysis_failed", e))?;
-        let binary = analysed.map_err(|error| Refusal::new(error.category(), error))?;
+            .map_err(|failure| match failure {
+                Failure::Failed(error) => Refusal::new(error.category(), error),
+                Failure::Panicked(message) => Refusal::new(
+                    "analysis_failed",
+                    anyhow::anyhow!("analysing /proc/{pid}/exe panicked: {message}"),
+                ),
+            })?;
         self.probes()
             .attach(kernel, pid, binary)
             .map_err(|error| Refusal::new(error.category(), error))?;

@@ -19,6 +19,8 @@ pub use ferrotel_parse::sockets::{events, tracker};
 
 pub mod tls;
 
+use std::sync::Arc;
+
 use ferrotel_api::probe_config::LanguageTuning;
 use ferrotel_probe_ebpf::contract::{defaults, globals, sockets};
 
@@ -29,6 +31,7 @@ use crate::propagation::{self, Propagation, Served};
 use crate::targets::ProcessTarget;
 use crate::telemetry::RequestRecord;
 use crate::telemetry::sampling::SpanStarter;
+use tokio::sync::Notify;
 
 pub use tracker::{Tracker, TrackerStats};
 
@@ -178,6 +181,14 @@ impl ProgramSet for SocketSet {
         if let Some(tls) = self.tls.as_mut() {
             tls.settle(kernel);
         }
+    }
+
+    fn background(&self) -> Option<Arc<Notify>> {
+        self.tls.as_ref().map(tls::TlsProbes::wakeup)
+    }
+
+    fn background_pending(&self) -> usize {
+        self.tls.as_ref().map_or(0, tls::TlsProbes::pending_scans)
     }
 
     fn housekeeping(

@@ -115,11 +115,23 @@ const MAX_SCAN_BYTES: u64 = 512 << 20;
 /// within the read budget of every binary the probe inspects (the file is
 /// the workload's: its headers may claim anything).
 pub fn sites(path: &std::path::Path) -> Result<Option<Sites>, LibraryError> {
+    let file = File::open(path).map_err(|source| LibraryError::Limit {
+        path: path.to_owned(),
+        source: ElfLimitError::Open {
+            path: path.to_owned(),
+            source,
+        },
+    })?;
+    sites_of_file(file, path)
+}
+
+/// [`sites`] of `file`, opened already (`path` names it in errors).
+pub fn sites_of_file(file: File, path: &std::path::Path) -> Result<Option<Sites>, LibraryError> {
     let limit = |source| LibraryError::Limit {
         path: path.to_owned(),
         source,
     };
-    let bounded = BoundedElf::open(path, DEFAULT_READ_BUDGET).map_err(limit)?;
+    let bounded = BoundedElf::from_file(file, path, DEFAULT_READ_BUDGET).map_err(limit)?;
     check_eager_tables(bounded.data(), &bounded.budget).map_err(limit)?;
     let elf = object::File::parse(bounded.data()).map_err(|source| LibraryError::Elf {
         path: path.to_owned(),
@@ -226,12 +238,19 @@ const OPENSSL_TLS_MARK: &[u8] = b"ssl/statem/";
 /// [`MAX_SCAN_BYTES`], searched 1 MiB at a time (a mark cut by a chunk's
 /// end is found in the next, which starts with the cut part).
 pub fn holds_openssl(path: &std::path::Path) -> std::io::Result<bool> {
-    use std::io::Read as _;
+    holds_openssl_in(File::open(path)?)
+}
+
+/// [`holds_openssl`] of `file`, opened already.
+pub fn holds_openssl_in(mut file: File) -> std::io::Result<bool> {
+    use std::io::{Read as _, Seek as _};
+    // A duplicated descriptor shares its offset with the first.
+    file.rewind()?;
     const CHUNK: usize = 1 << 20;
     // A literal regex searches with memchr's SIMD substring search.
     let mark = std::str::from_utf8(OPENSSL_TLS_MARK).expect("the mark is ASCII");
     let finder = regex::bytes::Regex::new(&regex::escape(mark)).expect("an escaped literal");
-    let mut file = File::open(path)?.take(MAX_SCAN_BYTES);
+    let mut file = file.take(MAX_SCAN_BYTES);
     let mut buf = vec![0u8; CHUNK + OPENSSL_TLS_MARK.len()];
     let mut kept = 0;
     loop {
