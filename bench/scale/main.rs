@@ -970,6 +970,29 @@ spec:
     println!("Steady state: {} s window", cli.steady_seconds);
     let t = since();
     let pid = operator.process.pid();
+    // What changes in the cluster meanwhile (every pod event reaches the
+    // operator's opt-in watch): counted by a watch of our own.
+    let pod_events = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pod_counter = {
+        let events = pod_events.clone();
+        let api: Api<kube::api::PartialObjectMeta<Pod>> = Api::all(client.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+            let mut synced = false;
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => synced = true,
+                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) if synced => {
+                        events.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            }
+        }))
+    };
+    // Give the counting watch its initial list before the window opens.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let nodes_not_ready_before = not_ready_nodes(&client).await?;
     let metrics_before = apiserver_metrics(&client).await?;
     let ts_before = Timestamp::now();
     let cpu_before = cpu_seconds(pid, ticks).context("operator CPU")?;
@@ -977,6 +1000,9 @@ spec:
     let cpu_after = cpu_seconds(pid, ticks).context("operator CPU")?;
     let ts_after = Timestamp::now();
     let metrics_after = apiserver_metrics(&client).await?;
+    let nodes_not_ready_after = not_ready_nodes(&client).await?;
+    drop(pod_counter);
+    let pod_events = pod_events.load(std::sync::atomic::Ordering::SeqCst);
     operator.alive().map_err(|e| anyhow!(e))?;
     audit.refresh()?;
     let steady_requests: Vec<Request> = audit
@@ -1459,6 +1485,10 @@ spec:
     table(&mut md, &by_verb_resource(&steady_reqs));
     let _ = writeln!(
         md,
+        "\nMeanwhile in the cluster: {pod_events} pod events (added, changed, deleted; each one reaches the operator's opt-in watch); nodes not Ready at the start / end of the window: {nodes_not_ready_before} / {nodes_not_ready_after}."
+    );
+    let _ = writeln!(
+        md,
         "\nWhole cluster (every client: kwok heartbeats, controllers), `apiserver_request_total` diffed over the window, by verb: {}",
         fmt_map(&cluster_by_verb, window)
     );
@@ -1541,6 +1571,22 @@ spec:
     println!("{md}");
     println!("Results written to {}", cli.out.display());
     Ok(())
+}
+
+async fn not_ready_nodes(client: &kube::Client) -> anyhow::Result<usize> {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    Ok(nodes
+        .items
+        .iter()
+        .filter(|n| {
+            !n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count())
 }
 
 fn root_path(rel: &str) -> PathBuf {
