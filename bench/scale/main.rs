@@ -1466,7 +1466,7 @@ spec:
     );
     let _ = writeln!(
         md,
-        "| Restart: stored objects whose resourceVersion changed (of {}) | {} | 0: {} |",
+        "| Restart: stored objects the operator changed (resourceVersion; generation of DaemonSets and Deployments, whose status their controllers write) (of {}) | {} | 0: {} |",
         before.len(),
         changed.len(),
         goal(changed.is_empty())
@@ -1780,7 +1780,8 @@ async fn wait_quiet(
 }
 
 /// resourceVersion of every object the operator writes: its CRs (status),
-/// their children and the probes' ClusterRoleBinding.
+/// their children (the generation of DaemonSets and Deployments) and the
+/// probes' ClusterRoleBinding.
 async fn versions(client: &kube::Client) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     let mut add = |kind: &str, items: Vec<kube::api::ObjectMeta>| {
@@ -1791,7 +1792,14 @@ async fn versions(client: &kube::Client) -> anyhow::Result<BTreeMap<String, Stri
                     m.namespace.unwrap_or_default(),
                     m.name.unwrap_or_default()
                 ),
-                m.resource_version.unwrap_or_default(),
+                // The workloads' controllers write their status (rollouts
+                // of the latency phase may still run): their spec is what
+                // the operator writes, and its changes bump the generation.
+                if kind == "DaemonSet" || kind == "Deployment" {
+                    format!("generation {:?}", m.generation)
+                } else {
+                    m.resource_version.unwrap_or_default()
+                },
             );
         }
     };
