@@ -1289,8 +1289,12 @@ spec:
     let _ = writeln!(md, "- Machine: {}", machine());
     let _ = writeln!(
         md,
-        "- Operator: {} (release build), run as user `{OPERATOR_USER}` bound to the install's ClusterRole `ferrotel-operator`",
-        operator_bin.display()
+        "- Operator: `{}` (release build), run as user `{OPERATOR_USER}` bound to the install's ClusterRole `ferrotel-operator`",
+        // Relative to the checkout: results name the project, not a machine.
+        operator_bin
+            .strip_prefix(root_path(""))
+            .unwrap_or(&operator_bin)
+            .display()
     );
     let _ = writeln!(
         md,
