@@ -110,8 +110,9 @@ bench: tools ## Run every benchmark (each under flock /tmp/ferrotel-bench.lock);
 	bench/propagation/run.sh $(BENCH_ARGS)
 	bench/optin-latency/run.sh
 	bench/profiling/run.sh $(BENCH_ARGS)
+	bench/scale/run.sh $(SCALE_ARGS)
 
-.PHONY: bench-python bench-go bench-tls bench-propagation bench-profiling
+.PHONY: bench-python bench-go bench-tls bench-propagation bench-profiling bench-scale
 bench-python: tools ## The Python benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/python/run.sh $(BENCH_ARGS)
@@ -131,6 +132,9 @@ bench-propagation: tools ## The propagation benchmark only (BENCH_ARGS="--rounds
 bench-profiling: tools ## The profiling benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/profiling/run.sh $(BENCH_ARGS)
+
+bench-scale: tools ## The operator at scale on kwok nodes (10,000 pods; SCALE_ARGS="--pods 5000 ..." passes options); not part of make test
+	bench/scale/run.sh $(SCALE_ARGS)
 
 # Container images (images/*.Containerfile). Needs podman or a running Docker
 # engine and a registry for the bases. The test bed's machines have neither:

@@ -40,6 +40,9 @@ pub struct TestBedOptions {
     /// `ferrotel.io/kwok=fake:NoSchedule`, so ordinary workloads land on the
     /// real node (DaemonSets that tolerate everything still cover them).
     pub real_node: bool,
+    /// More kube-apiserver flags, appended to the test bed's own (e.g. an
+    /// audit policy and log, to count one client's requests by verb).
+    pub apiserver_args: Vec<String>,
 }
 
 impl Default for TestBedOptions {
@@ -48,6 +51,7 @@ impl Default for TestBedOptions {
             nodes: 3,
             dir: None,
             real_node: false,
+            apiserver_args: Vec::new(),
         }
     }
 }
@@ -310,6 +314,7 @@ impl TestBed {
             api_port,
             network.is_some().then_some(bind_ip.as_str()),
         ));
+        apiserver.args(&opts.apiserver_args);
         self.spawn("kube-apiserver", apiserver)?;
 
         self.config = load_config(&self.kubeconfig).await?;

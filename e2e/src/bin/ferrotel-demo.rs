@@ -156,6 +156,7 @@ async fn setup(args: &Args, progress: &mut Progress) -> anyhow::Result<Demo> {
         nodes: 0,
         dir: Some(bed_dir),
         real_node: true,
+        ..TestBedOptions::default()
     })
     .await?;
     let client = bed.client();

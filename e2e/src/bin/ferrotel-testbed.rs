@@ -210,6 +210,7 @@ fn serve(dir: &Path, nodes: usize, real_node: bool) -> Result<(), String> {
             nodes,
             dir: Some(dir.to_path_buf()),
             real_node,
+            ..TestBedOptions::default()
         })
         .await
         .map_err(|e| e.to_string())?;

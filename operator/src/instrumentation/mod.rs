@@ -93,6 +93,10 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
 
     // Metadata-only reflectors for the opt-in inputs: labels and annotations
     // are all the rules read, and pods are the biggest list in a cluster.
+    // Their managedFields are dropped before they are stored: nothing reads
+    // them, and parsed into JSON trees they were most of the operator's
+    // memory (190 MB with them, 55 MB without, at 10,000 pods:
+    // bench/results/scale.md).
     let changed = Arc::new(Notify::new());
     let (namespaces, ns_writer) = reflector::store();
     let (pods, pod_writer) = reflector::store();
@@ -102,7 +106,8 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default(),
         )
-        .default_backoff(),
+        .default_backoff()
+        .modify(drop_managed_fields),
     )
     .touched_objects()
     .map(|r| r.map(|_| ()));
@@ -112,7 +117,8 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             Api::<PartialObjectMeta<Pod>>::all(client.clone()),
             watcher::Config::default(),
         )
-        .default_backoff(),
+        .default_backoff()
+        .modify(drop_managed_fields),
     )
     .touched_objects()
     .map(|r| r.map(|_| ()));
@@ -225,6 +231,11 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     feeder.abort();
     info!(controller = CONTROLLER, "Controller stopped");
     Ok(())
+}
+
+/// Drops what the opt-in caches never read before it is stored.
+fn drop_managed_fields<K: kube::Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
 }
 
 /// Shared state of the reconciler: the runtime context and the caches.
