@@ -22,19 +22,19 @@ if [[ ${1:-} == --print-bin ]]; then
 fi
 
 mkdir -p "$bin" "$stamps"
+export PATH=$bin:/usr/local/go/bin:$PATH
+export GOFLAGS=${GOFLAGS:--trimpath}
+
+log() { printf '\033[1m[install]\033[0m %s\n' "$*" >&2; }
+
 # One installer at a time per cache: `make demo` and `make test` (or two
 # checkouts) started together would otherwise race for dpkg's lock and build
 # the same Go tools into the same directory.
 exec 9>"$cache/.install.lock"
 if ! flock -n 9; then
-  log() { printf '\033[1m[install]\033[0m %s\n' "$*" >&2; }
   log "another install into $cache is running; waiting for it"
   flock 9
 fi
-export PATH=$bin:/usr/local/go/bin:$PATH
-export GOFLAGS=${GOFLAGS:--trimpath}
-
-log() { printf '\033[1m[install]\033[0m %s\n' "$*" >&2; }
 
 # ---------------------------------------------------------------- Debian
 debian_packages=(
