@@ -100,7 +100,15 @@ pub struct GoOffsets {
     pub tls_version: u32,
     /// `crypto/tls.ConnectionState.ServerName`, optional.
     pub tls_server_name: u32,
+    /// gRPC over TLS, server side: where `transport.http2Server` holds the
+    /// connection's `credentials.AuthInfo` interface, optional.
+    pub grpc_server_auth_info: u32,
+    /// `credentials.TLSInfo.State`, optional.
+    pub grpc_tls_info_state: u32,
     pub reserved: u32,
+    /// Address of the itab that marks a `credentials.TLSInfo` in an
+    /// `AuthInfo` interface; 0 = unknown (the TLS version is not read).
+    pub grpc_tls_info_itab: u64,
 }
 crate::mirrors!(
     GoOffsets = ft_go_offsets {
@@ -144,7 +152,10 @@ crate::mirrors!(
         url_scheme,
         tls_version,
         tls_server_name,
+        grpc_server_auth_info,
+        grpc_tls_info_state,
         reserved,
+        grpc_tls_info_itab,
     }
 );
 
@@ -192,7 +203,10 @@ impl Default for GoOffsets {
             url_scheme: NO_OFFSET,
             tls_version: NO_OFFSET,
             tls_server_name: NO_OFFSET,
+            grpc_server_auth_info: NO_OFFSET,
+            grpc_tls_info_state: NO_OFFSET,
             reserved: 0,
+            grpc_tls_info_itab: 0,
         }
     }
 }

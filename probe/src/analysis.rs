@@ -8,15 +8,15 @@
 //! in it would stop the probe. Both ways off the loop run the work on
 //! tokio's blocking pool under `catch_unwind`:
 //!
-//! - [`off_loop`]: one analysis awaited by its caller (the Go set analyses
-//!   an executable in `add_target` and attaches from the result);
+//! - [`off_loop`]: one analysis awaited by its caller;
 //! - [`Analyzer`]: analyses keyed by what they read (a pid, a file), queued
 //!   one at a time (so peak memory is one analysis's limits, whatever the
 //!   number of new targets), at most one per key at once (a second request
 //!   for a key under analysis joins it), with results handed back through
 //!   [`Analyzer::try_next`] and a [`wake-up`](Analyzer::wakeup) the driver
 //!   selects on next to the ring buffer, so they are applied on the loop,
-//!   with the kernel (the socket-level set's OpenSSL scans).
+//!   with the kernel (the Go set's executables, the socket-level set's
+//!   OpenSSL scans).
 //!
 //! An analysis cancelled while it runs ([`Analyzer::cancel`]) comes back
 //! stale and is dropped, so a stale analysis never attaches to a process

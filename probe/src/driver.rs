@@ -15,7 +15,11 @@
 //! - **drop counting**: the kernel's per-reason counters, read every
 //!   [`HOUSEKEEPING`] into `kernel_events_dropped`;
 //! - **targets**: [`TargetEvent`]s become [`ProgramSet::add_target`] and
-//!   [`ProgramSet::remove_target`]; refusals are counted by reason;
+//!   [`ProgramSet::remove_target`]; refusals are counted by reason. A set
+//!   whose attach needs work off the loop answers [`Adding::Pending`] and
+//!   hands the outcome back later ([`ProgramSet::take_added`]): the ring is
+//!   drained meanwhile, and the process is reported traced (or refused)
+//!   only once it is;
 //! - **drain before release**: before a process is released, what the
 //!   kernel already wrote about it is decoded (its last response may still
 //!   sit in the ring when its exit is seen);
@@ -34,11 +38,13 @@
 //!
 //! - **uprobes on a binary, per process** (the Go set): nothing in
 //!   [`attach`](ProgramSet::attach) but loading the programs;
-//!   [`add_target`](ProgramSet::add_target) analyses `/proc/<pid>/exe` on
-//!   the blocking pool ([`crate::analysis::off_loop`]; the set's loop awaits
-//!   it), fills per-process maps, attaches with `UProbeScope::OneProcess`,
-//!   and keeps the link ids it needs for
-//!   [`remove_target`](ProgramSet::remove_target).
+//!   [`add_target`](ProgramSet::add_target) queues the analysis of
+//!   `/proc/<pid>/exe` (a [`crate::analysis::Analyzer`], one at a time) and
+//!   answers [`Adding::Pending`]; once the analysis is back,
+//!   [`settle`](ProgramSet::settle) fills the per-process maps, attaches
+//!   with `UProbeScope::OneProcess` and keeps the link ids it needs for
+//!   [`remove_target`](ProgramSet::remove_target), and
+//!   [`take_added`](ProgramSet::take_added) hands the outcome to the driver.
 //! - **uprobes on a shared library** (TLS in `libssl.so`, the socket-level
 //!   set's `sockets::tls`): find the library each target really maps
 //!   (`/proc/<pid>/maps`, by device and inode), analyse each file once, and
@@ -86,7 +92,7 @@
 // (see crate::ebpf).
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,12 +136,23 @@ pub trait ProgramSet: Send + 'static {
     /// Starts tracing a process. The default claims it in `claimed_tgids`
     /// (its children follow at fork); a set that attaches per process
     /// overrides this. A refusal is logged and counted; the probe goes on.
+    /// A set that must read the process's files first answers
+    /// [`Adding::Pending`] and reports the outcome through
+    /// [`take_added`](Self::take_added).
     fn add_target(
         &mut self,
         kernel: &mut Kernel,
         target: &ProcessTarget,
-    ) -> impl Future<Output = Result<(), Refusal>> + Send {
-        std::future::ready(claim(kernel, target.pid, true))
+    ) -> impl Future<Output = Result<Adding, Refusal>> + Send {
+        std::future::ready(claim(kernel, target.pid, true).map(|()| Adding::Traced))
+    }
+
+    /// Outcomes of the targets [`add_target`](Self::add_target) answered
+    /// [`Adding::Pending`] for, known since the last call (the driver asks
+    /// after each [`settle`](Self::settle)). A target removed before its
+    /// outcome was known has none.
+    fn take_added(&mut self) -> Vec<(u32, Result<(), Refusal>)> {
+        Vec::new()
     }
 
     /// Stops tracing a process. The driver has drained the ring first, so
@@ -226,6 +243,16 @@ impl DecodeError {
     pub fn new(error: impl std::fmt::Display) -> Self {
         Self(error.to_string())
     }
+}
+
+/// What [`ProgramSet::add_target`] did with a process it accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adding {
+    /// It is traced now.
+    Traced,
+    /// Its files are being read off the loop; the outcome comes back through
+    /// [`ProgramSet::take_added`].
+    Pending,
 }
 
 /// Why a process was not traced: a bounded `reason` for the
@@ -319,6 +346,8 @@ pub struct Driver<S: ProgramSet> {
     reader: EventReader,
     drops: DropCounters,
     targets: BTreeSet<u32>,
+    /// Targets whose attach is under way off the loop ([`Adding::Pending`]).
+    pending: BTreeMap<u32, ProcessTarget>,
     outputs: Vec<S::Output>,
     undecodable: u64,
     /// The set's [`ProgramSet::background`].
@@ -347,6 +376,7 @@ impl<S: ProgramSet> Driver<S> {
             reader,
             drops,
             targets: BTreeSet::new(),
+            pending: BTreeMap::new(),
             outputs: Vec::new(),
             undecodable: 0,
             background,
@@ -372,10 +402,30 @@ impl<S: ProgramSet> Driver<S> {
         self.drops.totals()
     }
 
-    /// Starts tracing `target` now, as a target event would (tests of the
-    /// kernel side drive targets directly). A refusal is returned.
+    /// Starts tracing `target`, as a target event would, and waits until it
+    /// is traced, work off the loop included (tests of the kernel side drive
+    /// targets directly). A refusal is returned.
     pub async fn add_target(&mut self, target: &ProcessTarget) -> Result<(), Refusal> {
-        self.set.add_target(&mut self.kernel, target).await?;
+        if self.set.add_target(&mut self.kernel, target).await? == Adding::Pending {
+            self.settle_background().await;
+            let outcome = self
+                .set
+                .take_added()
+                .into_iter()
+                .find_map(|(pid, outcome)| (pid == target.pid).then_some(outcome));
+            // The set answered Pending and its work is done: an outcome
+            // must be there.
+            outcome.unwrap_or_else(|| {
+                Err(Refusal::new(
+                    "analysis_failed",
+                    anyhow::anyhow!(
+                        "the {} set reported no outcome for pid {}",
+                        self.set.name(),
+                        target.pid
+                    ),
+                ))
+            })?;
+        }
         self.targets.insert(target.pid);
         Ok(())
     }
@@ -464,16 +514,25 @@ impl<S: ProgramSet> Driver<S> {
                         .with_context(|| format!("reading the {} ring buffer", self.set.name()))?;
                     self.deliver(n, &mut sink, health);
                     self.set.settle(&mut self.kernel);
+                    self.take_added(health, &ledger);
                 }
                 // Work off the loop is back: apply it with the kernel.
-                Step::Background => self.set.settle(&mut self.kernel),
+                Step::Background => {
+                    self.set.settle(&mut self.kernel);
+                    self.take_added(health, &ledger);
+                }
                 Step::Housekeeping => self.housekeeping(&mut sink, health, false),
             }
         }
         // Deliver what the kernel already produced, then let go.
         self.drain_now(&mut sink, health);
         self.housekeeping(&mut sink, health, true);
-        for pid in std::mem::take(&mut self.targets) {
+        // Attaches still under way are abandoned (remove_target cancels them).
+        let pending = std::mem::take(&mut self.pending);
+        for pid in std::mem::take(&mut self.targets)
+            .into_iter()
+            .chain(pending.into_keys())
+        {
             self.set.remove_target(&mut self.kernel, pid);
             ledger.released(pid);
         }
@@ -488,6 +547,40 @@ impl<S: ProgramSet> Driver<S> {
         ledger: &ProcessLedger,
     ) {
         match self.set.add_target(&mut self.kernel, target).await {
+            Ok(Adding::Traced) => self.added(target, Ok(()), health, ledger),
+            Ok(Adding::Pending) => {
+                debug!(set = self.set.name(), pid = target.pid, exe = %target.exe.display(), "Attach under way off the loop");
+                self.pending.insert(target.pid, target.clone());
+            }
+            Err(refusal) => self.added(target, Err(refusal), health, ledger),
+        }
+        self.report_attached(health);
+    }
+
+    /// Records the outcomes of attaches that were under way.
+    fn take_added(&mut self, health: Option<&FrontendHealth>, ledger: &ProcessLedger) {
+        let outcomes = self.set.take_added();
+        if outcomes.is_empty() {
+            return;
+        }
+        for (pid, outcome) in outcomes {
+            // Removed meanwhile: the set cancelled it, nothing to record.
+            if let Some(target) = self.pending.remove(&pid) {
+                self.added(&target, outcome, health, ledger);
+            }
+        }
+        self.report_attached(health);
+    }
+
+    /// Records that `target` is traced, or why not.
+    fn added(
+        &mut self,
+        target: &ProcessTarget,
+        outcome: Result<(), Refusal>,
+        health: Option<&FrontendHealth>,
+        ledger: &ProcessLedger,
+    ) {
+        match outcome {
             Ok(()) => {
                 self.targets.insert(target.pid);
                 ledger.traced(target.pid, &target.exe, self.set.name());
@@ -513,7 +606,6 @@ impl<S: ProgramSet> Driver<S> {
                 );
             }
         }
-        self.report_attached(health);
     }
 
     fn remove(
@@ -528,6 +620,7 @@ impl<S: ProgramSet> Driver<S> {
         self.drain_now(sink, health);
         self.set.remove_target(&mut self.kernel, pid);
         self.targets.remove(&pid);
+        self.pending.remove(&pid);
         debug!(set = self.set.name(), pid, "Released process");
         self.report_attached(health);
     }

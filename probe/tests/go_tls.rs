@@ -4,8 +4,8 @@
 //! with each Go toolchain of the matrix, against a CA and certificate the
 //! test makes. The uprobes are in the binaries only (net/http and grpc,
 //! above crypto/tls): every request must give the spans plaintext gives,
-//! with `url.scheme` `https` and the TLS version, children linked and
-//! incoming traceparents continued.
+//! with `url.scheme` `https` and the TLS version (gRPC: on the server side),
+//! children linked and incoming traceparents continued.
 
 mod go_common;
 
@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use ferrotel_e2e::Span;
+use ferrotel_e2e::{Collector, Span};
 use go_common::{
     Apps, CLIENT, GoApp, PARENT_ID, Probe, SERVER, TOOLCHAINS, TRACE_ID, TestTls, WAIT, apps,
     assert_children, collector, count_by, of_pid,
@@ -229,6 +229,34 @@ async fn https_servers_and_clients_give_the_spans_of_plaintext_with_https_on_eve
     }
 }
 
+/// Calls a cumulative histogram counted: the newest point of each series
+/// (resource and attributes), summed, once the total reached `want` (the
+/// caller asserts it is exactly that).
+async fn histogram_calls(collector: &Collector, name: &str, want: u64) -> u64 {
+    ferrotel_e2e::wait_for(&format!("{want} calls in {name}"), WAIT, || {
+        let points = collector.metrics().unwrap_or_default();
+        async move {
+            let mut newest: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+            for p in points.iter().filter(|p| p.name == name) {
+                let series = format!("{:?} {:?}", p.resource, p.attributes);
+                let (time, count) = (p.time_ns, p.count.unwrap_or(0));
+                let entry = newest.entry(series).or_insert((time, count));
+                if time >= entry.0 {
+                    *entry = (time, count);
+                }
+            }
+            let total: u64 = newest.values().map(|(_, count)| count).sum();
+            if total >= want {
+                Ok(total)
+            } else {
+                Err(format!("{total} so far"))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 async fn grpc_tls_case(apps: &Apps, tls: &TestTls) {
     let label = format!(
         "gRPC over TLS, {} ({})",
@@ -335,6 +363,29 @@ async fn grpc_tls_case(apps: &Apps, tls: &TestTls) {
         "{label}: the two downstream calls' parents"
     );
     assert_children(&label, &downstream_calls, &downstream_servers, 2);
+    // The server side reads the version from the transport's TLS AuthInfo.
+    // Client calls are not marked: the connection is chosen below Invoke.
+    for span in served.iter().chain(&backend_served) {
+        assert_eq!(
+            (
+                span.attr_str("tls.protocol.name"),
+                span.attr_str("tls.protocol.version")
+            ),
+            (Some("tls"), Some("1.3")),
+            "{label}: the TLS version of the served call's connection: {span:#?}"
+        );
+    }
+    // The metrics of plain text: every call counted once on each side.
+    assert_eq!(
+        histogram_calls(&collector, "rpc.server.duration", 12).await,
+        12,
+        "{label}: the front's 8 and the backend's 4 served calls"
+    );
+    assert_eq!(
+        histogram_calls(&collector, "rpc.client.duration", 12).await,
+        12,
+        "{label}: the client's 8 and the front's 4 downstream calls"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

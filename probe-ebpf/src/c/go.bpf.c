@@ -378,6 +378,23 @@ int ft_go_grpc_server_headers(struct pt_regs *ctx)
     return 0;
 }
 
+/* The *tls.ConnectionState of a gRPC server transport's connection, or 0:
+ * its AuthInfo interface {itab, data} holds a credentials.TLSInfo (data
+ * points to a copy of it) exactly when the itab is TLSInfo's. The itab
+ * comparison also rejects a transport that is not an *http2Server (the
+ * ServeHTTP handler transport), whose memory at that offset is something
+ * else. */
+static __always_inline __u64 ft_go_grpc_tls_state(const struct ft_go_offsets *off, __u64 transport)
+{
+    if (!transport || off->grpc_tls_info_itab == 0 || off->grpc_server_auth_info == FT_GO_NO_OFFSET ||
+        off->grpc_tls_info_state == FT_GO_NO_OFFSET)
+        return 0;
+    if (ft_go_read_u64(transport + off->grpc_server_auth_info) != off->grpc_tls_info_itab)
+        return 0;
+    __u64 info = ft_go_read_u64(transport + off->grpc_server_auth_info + 8);
+    return info ? info + off->grpc_tls_info_state : 0;
+}
+
 /* grpc.(*Server).handleStream(s, t ServerTransport, stream *Stream|*ServerStream[, trInfo]):
  * s in RAX, t = {RBX, RCX}, stream in RDI. */
 SEC("uprobe")
@@ -403,7 +420,7 @@ int ft_go_grpc_server_start(struct pt_regs *ctx)
             bpf_map_delete_elem(&go_grpc_traceparent, &key);
         }
     }
-    ft_go_begin_server(ctx, ctx->di, 0, 0, &incoming, found);
+    ft_go_begin_server(ctx, ctx->di, ft_go_grpc_tls_state(off, ctx->cx), 0, &incoming, found);
     return 0;
 }
 
@@ -447,6 +464,14 @@ int ft_go_grpc_server_end(struct pt_regs *ctx)
         if (stream)
             event->path_len = ft_go_read_string(event->path, FT_GO_PATH_CAP - 1, stream + c.off->grpc_stream_method);
         event->status = inflight->status;
+        /* gRPC has no URL scheme and no Host to fill from the server name:
+         * the TLS flag and version only. */
+        if (inflight->response) {
+            event->flags |= FT_GO_EVENT_TLS;
+            if (c.off->tls_version != FT_GO_NO_OFFSET)
+                bpf_probe_read_user(&event->tls_version, sizeof(event->tls_version),
+                                    (void *)(inflight->response + c.off->tls_version));
+        }
         ft_submit(event);
     }
     ft_go_end_server(&c);

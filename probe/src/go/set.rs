@@ -1,18 +1,20 @@
 //! The Go program set under the [driver](crate::driver): uprobes attached
-//! per process after analysing its executable.
+//! per process after analysing its executable off the event loop.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+
 use ferrotel_api::probe_config::LanguageTuning;
 
 use super::attach::GoProbes;
-use super::binary::AnalysisCache;
+use super::binary::{AnalysisCache, AnalysisError, GoBinary};
 use super::events;
 use super::offsets::Feature;
-use crate::analysis::Failure;
-use crate::driver::{DecodeError, Housekeeping, ProgramSet, Refusal};
+use crate::analysis::{Analysed, Analyzer, DEFAULT_MAX_PENDING, Failure};
+use crate::driver::{Adding, DecodeError, Housekeeping, ProgramSet, Refusal};
 use crate::ebpf::{EbpfError, Kernel, Tuning};
 use crate::propagation::events::PropagationEvent;
 use crate::propagation::pairing::Pairings;
@@ -30,6 +32,11 @@ pub struct GoSet {
     enabled: BTreeSet<Feature>,
     sampler: Sampler,
     cache: Arc<AnalysisCache>,
+    /// Executables being analysed, by pid: one at a time, off the loop, so
+    /// the ring is drained while a large binary is read.
+    analyses: Analyzer<u32, Arc<GoBinary>, AnalysisError>,
+    /// Outcomes of finished attaches, for the driver's `take_added`.
+    added: Vec<(u32, Result<(), Refusal>)>,
     /// Set by `attach`.
     probes: Option<GoProbes>,
     propagation: Propagation,
@@ -71,10 +78,37 @@ impl GoSet {
             enabled,
             sampler,
             cache: Arc::default(),
+            analyses: Analyzer::new(DEFAULT_MAX_PENDING),
+            added: Vec::new(),
             probes: None,
             propagation: Propagation::new(propagation, Served::Go),
             pairings: Pairings::default(),
         }
+    }
+
+    /// Attaches to `pid` from its executable's analysis.
+    fn attach_analysed(
+        &mut self,
+        kernel: &mut Kernel,
+        pid: u32,
+        analysis: Result<Arc<GoBinary>, Failure<AnalysisError>>,
+    ) -> Result<(), Refusal> {
+        let binary = analysis.map_err(|failure| match failure {
+            Failure::Failed(error) => Refusal::new(error.category(), error),
+            Failure::Panicked(message) => Refusal::new(
+                "analysis_failed",
+                anyhow::anyhow!("analysing /proc/{pid}/exe panicked: {message}"),
+            ),
+        })?;
+        self.probes()
+            .attach(kernel, pid, binary)
+            .map_err(|error| Refusal::new(error.category(), error))?;
+        if self.propagation.is_active() {
+            // The sk_msg program recognises traced processes by their claim.
+            crate::driver::claim(kernel, pid, false)?;
+            self.propagation.add(pid);
+        }
+        Ok(())
     }
 
     fn probes(&mut self) -> &mut GoProbes {
@@ -117,35 +151,45 @@ impl ProgramSet for GoSet {
 
     async fn add_target(
         &mut self,
-        kernel: &mut Kernel,
+        _kernel: &mut Kernel,
         target: &ProcessTarget,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Adding, Refusal> {
         let pid = target.pid;
         let cache = self.cache.clone();
         let exe = PathBuf::from(format!("/proc/{pid}/exe"));
         // DWARF and symbol tables can take a while: off the event loop's
-        // thread, and a panic in the analysis costs this target only.
-        let binary = crate::analysis::off_loop(move || cache.get(&exe))
-            .await
-            .map_err(|failure| match failure {
-                Failure::Failed(error) => Refusal::new(error.category(), error),
-                Failure::Panicked(message) => Refusal::new(
-                    "analysis_failed",
-                    anyhow::anyhow!("analysing /proc/{pid}/exe panicked: {message}"),
-                ),
-            })?;
-        self.probes()
-            .attach(kernel, pid, binary)
-            .map_err(|error| Refusal::new(error.category(), error))?;
-        if self.propagation.is_active() {
-            // The sk_msg program recognises traced processes by their claim.
-            crate::driver::claim(kernel, pid, false)?;
-            self.propagation.add(pid);
+        // thread (the ring is drained meanwhile), and a panic in the
+        // analysis costs this target only. `settle` attaches.
+        self.analyses
+            .submit(pid, move || cache.get(&exe))
+            .map_err(|busy| Refusal::new("analysis_busy", busy))?;
+        Ok(Adding::Pending)
+    }
+
+    fn settle(&mut self, kernel: &mut Kernel) {
+        while let Some(Analysed { key: pid, outcome }) = self.analyses.try_next() {
+            let attached = self.attach_analysed(kernel, pid, outcome);
+            self.added.push((pid, attached));
         }
-        Ok(())
+    }
+
+    fn background(&self) -> Option<Arc<Notify>> {
+        Some(self.analyses.wakeup())
+    }
+
+    fn background_pending(&self) -> usize {
+        self.analyses.pending()
+    }
+
+    fn take_added(&mut self) -> Vec<(u32, Result<(), Refusal>)> {
+        std::mem::take(&mut self.added)
     }
 
     fn remove_target(&mut self, kernel: &mut Kernel, pid: u32) {
+        // An analysis under way, or an outcome not handed over yet, belongs
+        // to the process that left (its pid may come back as another).
+        self.analyses.cancel(&pid);
+        self.added.retain(|(added, _)| *added != pid);
         self.probes().detach(kernel, pid);
         if self.propagation.is_active() {
             if let Ok(claims) = kernel.claims() {

@@ -33,7 +33,7 @@ use super::link::{SpanIndex, SpanInterval};
 use super::model::Profile;
 use super::symbolize::{Limits, Symbolizer};
 use super::{ProfilerMetrics, ReasonLabel};
-use crate::driver::{DecodeError, Housekeeping, ProgramSet, Refusal};
+use crate::driver::{Adding, DecodeError, Housekeeping, ProgramSet, Refusal};
 use crate::ebpf::{EbpfError, Global, Kernel, Tuning};
 use crate::targets::ProcessTarget;
 use crate::telemetry::clock::ClockOffsets;
@@ -295,7 +295,7 @@ impl ProgramSet for ProfileSet {
         &mut self,
         kernel: &mut Kernel,
         target: &ProcessTarget,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Adding, Refusal> {
         let pid = target.pid;
         // Reading a process's binaries (ELF symbols, pclntab, the
         // interpreter's offsets) is file I/O: off the event loop. Nothing
@@ -321,7 +321,7 @@ impl ProgramSet for ProfileSet {
         if let Some(py) = self.state.symbolizer.python(pid) {
             debug!(pid, version = ?py.version, source = ?py.source, "Python frames from the interpreter");
         }
-        Ok(())
+        Ok(Adding::Traced)
     }
 
     fn remove_target(&mut self, kernel: &mut Kernel, pid: u32) {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use ferrotel_api::probe_config::LanguageTuning;
 use ferrotel_probe_ebpf::contract::{defaults, globals, sockets};
 
-use crate::driver::{self, DecodeError, Housekeeping, ProgramSet, Refusal};
+use crate::driver::{self, Adding, DecodeError, Housekeeping, ProgramSet, Refusal};
 use crate::ebpf::{EbpfError, Global, Kernel, Tuning};
 use crate::propagation::events::PropagationEvent;
 use crate::propagation::{self, Propagation, Served};
@@ -128,7 +128,7 @@ impl ProgramSet for SocketSet {
         &mut self,
         kernel: &mut Kernel,
         target: &ProcessTarget,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Adding, Refusal> {
         driver::claim(kernel, target.pid, true)?;
         self.propagation.add(target.pid);
         // The libssl it maps now; one it loads later is found when it maps
@@ -137,7 +137,7 @@ impl ProgramSet for SocketSet {
         if let Some(tls) = self.tls.as_mut() {
             tls.scan(kernel, target.pid);
         }
-        Ok(())
+        Ok(Adding::Traced)
     }
 
     fn remove_target(&mut self, kernel: &mut Kernel, pid: u32) {

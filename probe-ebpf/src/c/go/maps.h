@@ -33,7 +33,7 @@ struct ft_go_active {
 struct ft_go_server_inflight {
     __u64 start_ns;
     __u64 request;  /* *http.Request or *transport.(Server)Stream */
-    __u64 response; /* *http.response (HTTP) */
+    __u64 response; /* *http.response (HTTP); *tls.ConnectionState of a gRPC call over TLS, else 0 */
     __s64 status;   /* gRPC: code from WriteStatus; -1 until then */
     struct ft_go_trace trace;
 };

@@ -41,7 +41,7 @@ enum ft_go_map_kind {
  * Struct field offsets of one Go binary (DWARF or the offsets table), written
  * by user space into `go_offsets` under each traced process's tgid before
  * its probes are attached. Unknown optional fields are FT_GO_NO_OFFSET.
- * 168 bytes.
+ * 184 bytes.
  */
 struct ft_go_offsets {
     __u32 g_goid;                    /* runtime.g.goid */
@@ -87,7 +87,13 @@ struct ft_go_offsets {
     __u32 url_scheme;      /* net/url.URL.Scheme */
     __u32 tls_version;     /* crypto/tls.ConnectionState.Version */
     __u32 tls_server_name; /* crypto/tls.ConnectionState.ServerName */
+    /* gRPC over TLS, server side (all optional): the transport's AuthInfo
+     * interface holds a credentials.TLSInfo (by value) under TLS credentials,
+     * whose State is the connection's tls.ConnectionState. */
+    __u32 grpc_server_auth_info; /* transport.http2Server's AuthInfo {itab, data} */
+    __u32 grpc_tls_info_state;   /* credentials.TLSInfo.State */
     __u32 reserved;
+    __u64 grpc_tls_info_itab; /* address of go:itab.credentials.TLSInfo,credentials.AuthInfo; 0 = unknown */
 };
 
 /* Trace identity of one span, assigned in the kernel at request start so

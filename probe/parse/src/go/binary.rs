@@ -95,6 +95,9 @@ pub mod symbols {
     /// The itab that marks a gRPC status error (compared in the client RET probe).
     pub const STATUS_ERROR_ITAB: &str =
         "go:itab.*google.golang.org/grpc/internal/status.Error,error";
+    /// The itab that marks a TLS connection's `credentials.AuthInfo`
+    /// (compared in the gRPC server's entry probe).
+    pub const TLS_INFO_ITAB: &str = "go:itab.google.golang.org/grpc/credentials.TLSInfo,google.golang.org/grpc/credentials.AuthInfo";
 }
 
 /// Oldest Go the probes understand: register ABI (1.17) and inline build
@@ -418,8 +421,11 @@ fn analyze_object<'data, R: ReadRef<'data>>(
         });
     }
 
-    let itab = symbol_address(&file, symbols::STATUS_ERROR_ITAB).unwrap_or(0);
-    let offsets = offsets::to_wire(&fields, offsets::uses_swiss_maps(&build), itab);
+    let itabs = offsets::Itabs {
+        status_error: symbol_address(&file, symbols::STATUS_ERROR_ITAB).unwrap_or(0),
+        tls_info: symbol_address(&file, symbols::TLS_INFO_ITAB).unwrap_or(0),
+    };
+    let offsets = offsets::to_wire(&fields, offsets::uses_swiss_maps(&build), itabs);
     let features = Feature::ALL
         .iter()
         .map(|feature| {

@@ -150,7 +150,8 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
                     .filter(|c| (0..=16).contains(c)),
                 authority: None,
                 user_agent: None,
-                tls: None,
+                // Server side: the transport's AuthInfo was a TLSInfo.
+                tls,
             })
         }
     };
@@ -262,6 +263,28 @@ mod tests {
             (http.scheme.as_deref(), http.tls.map(|t| t.protocol_version)),
             (Some("https"), Some(None)),
             "a failed round trip to an https URL is HTTPS without a version"
+        );
+    }
+
+    #[test]
+    fn a_grpc_call_over_tls_carries_its_protocol_version() {
+        let mut e = event(kind::GRPC_SERVER);
+        e.path_len = put(&mut e.path, "/echo.Echo/Say");
+        e.status = 0;
+        let plain = to_record(&e, &sampler(SamplerKind::AlwaysOn, 1.0)).expect("decodes");
+        let Protocol::Grpc(grpc) = plain.protocol else {
+            panic!("expected gRPC")
+        };
+        assert_eq!(grpc.tls, None);
+        e.flags = go::EVENT_TLS;
+        e.tls_version = 0x0304;
+        let secure = to_record(&e, &sampler(SamplerKind::AlwaysOn, 1.0)).expect("decodes");
+        let Protocol::Grpc(grpc) = secure.protocol else {
+            panic!("expected gRPC")
+        };
+        assert_eq!(
+            grpc.tls.and_then(|t| t.protocol_version).as_deref(),
+            Some("1.3")
         );
     }
 

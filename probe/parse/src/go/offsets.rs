@@ -122,6 +122,19 @@ pub const ALL_FIELDS: &[(&str, &str)] = &[
     ("net/url.URL", "Scheme"),
     ("crypto/tls.ConnectionState", "Version"),
     ("crypto/tls.ConnectionState", "ServerName"),
+    // TLS of gRPC server connections; optional. The transport's AuthInfo is
+    // `peer.AuthInfo` of its `peer` field or, in older releases, its own
+    // `authInfo` field.
+    (
+        "google.golang.org/grpc/internal/transport.http2Server",
+        "peer",
+    ),
+    ("google.golang.org/grpc/peer.Peer", "AuthInfo"),
+    (
+        "google.golang.org/grpc/internal/transport.http2Server",
+        "authInfo",
+    ),
+    ("google.golang.org/grpc/credentials.TLSInfo", "State"),
 ];
 
 /// Where a binary's offsets came from.
@@ -232,9 +245,36 @@ impl OffsetsTable {
     }
 }
 
+/// Where `transport.http2Server` keeps its connection's `AuthInfo`: in its
+/// `peer` (`peer.Peer.AuthInfo`) or, in older grpc releases, in a field of
+/// its own.
+fn grpc_server_auth_info(fields: &FieldOffsets) -> u32 {
+    let field = |name: &str| fields.get(name).copied();
+    let offset = match (
+        field("google.golang.org/grpc/internal/transport.http2Server.peer"),
+        field("google.golang.org/grpc/peer.Peer.AuthInfo"),
+    ) {
+        (Some(peer), Some(auth)) => Some(peer + auth),
+        _ => field("google.golang.org/grpc/internal/transport.http2Server.authInfo"),
+    };
+    offset
+        .and_then(|o| u32::try_from(o).ok())
+        .unwrap_or(NO_OFFSET)
+}
+
+/// Addresses of the itabs the probes compare interface values with (0 =
+/// not in the binary's symbol table).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Itabs {
+    /// `*status.Error` as an `error`: a gRPC status error.
+    pub status_error: u64,
+    /// `credentials.TLSInfo` as a `credentials.AuthInfo`: a TLS connection.
+    pub tls_info: u64,
+}
+
 /// Fills the eBPF-side struct from named fields. `swiss` says which map
 /// implementation the binary's runtime uses.
-pub fn to_wire(fields: &FieldOffsets, swiss: bool, status_error_itab: u64) -> GoOffsets {
+pub fn to_wire(fields: &FieldOffsets, swiss: bool, itabs: Itabs) -> GoOffsets {
     let get = |name: &str| {
         fields
             .get(name)
@@ -270,7 +310,7 @@ pub fn to_wire(fields: &FieldOffsets, swiss: bool, status_error_itab: u64) -> Go
         groups_data: get("internal/runtime/maps.groupsReference.data"),
         groups_mask: get("internal/runtime/maps.groupsReference.lengthMask"),
         g_parent_goid: get("runtime.g.parentGoid"),
-        grpc_status_error_itab: status_error_itab,
+        grpc_status_error_itab: itabs.status_error,
         req_remote_addr: get("net/http.Request.RemoteAddr"),
         grpc_stream_id: get("google.golang.org/grpc/internal/transport.Stream.id"),
         h2_meta_headers: get("golang.org/x/net/http2.MetaHeadersFrame.HeadersFrame"),
@@ -289,7 +329,10 @@ pub fn to_wire(fields: &FieldOffsets, swiss: bool, status_error_itab: u64) -> Go
         url_scheme: get("net/url.URL.Scheme"),
         tls_version: get("crypto/tls.ConnectionState.Version"),
         tls_server_name: get("crypto/tls.ConnectionState.ServerName"),
+        grpc_server_auth_info: grpc_server_auth_info(fields),
+        grpc_tls_info_state: get("google.golang.org/grpc/credentials.TLSInfo.State"),
         reserved: 0,
+        grpc_tls_info_itab: itabs.tls_info,
     };
     // Header maps are only walked when every offset of that layout is known.
     let known = |offsets: &[u32]| offsets.iter().all(|o| *o != NO_OFFSET);
@@ -414,16 +457,22 @@ mod tests {
             ("runtime.hmap.buckets".to_owned(), 16),
         ]
         .into();
-        assert_eq!(to_wire(&fields, false, 0).map_kind, map_kind::BUCKETS);
         assert_eq!(
-            to_wire(&fields, true, 0).map_kind,
+            to_wire(&fields, false, Itabs::default()).map_kind,
+            map_kind::BUCKETS
+        );
+        assert_eq!(
+            to_wire(&fields, true, Itabs::default()).map_kind,
             map_kind::UNKNOWN,
             "swiss runtime without swiss offsets"
         );
         fields.remove("runtime.hmap.buckets");
-        assert_eq!(to_wire(&fields, false, 0).map_kind, map_kind::UNKNOWN);
         assert_eq!(
-            to_wire(&fields, false, 0).req_method,
+            to_wire(&fields, false, Itabs::default()).map_kind,
+            map_kind::UNKNOWN
+        );
+        assert_eq!(
+            to_wire(&fields, false, Itabs::default()).req_method,
             NO_OFFSET,
             "absent fields stay unknown"
         );
@@ -437,13 +486,13 @@ mod tests {
         )]
         .into();
         assert_eq!(
-            to_wire(&fields, false, 0).hpack_field_size,
+            to_wire(&fields, false, Itabs::default()).hpack_field_size,
             40,
             "{{Name, Value string; Sensitive bool}} is 40 bytes"
         );
         fields.clear();
         assert_eq!(
-            to_wire(&fields, false, 0).hpack_field_size,
+            to_wire(&fields, false, Itabs::default()).hpack_field_size,
             NO_OFFSET,
             "unknown layout stays unknown, so the header probe is not attached"
         );
