@@ -245,7 +245,7 @@ def main(argv: list[str]) -> None:
     sampler.join()
     sampler.sample()
     counters = {t: p.loss_counters() for t, p in probes.items()}
-    exported = {t: p._sum("ferrotel_probe_exported_items_total") for t, p in probes.items()}
+    exported = {t: p._sum('ferrotel_probe_exported_items_total\\{[^}]*signal="traces"[^}]*\\}') for t, p in probes.items()}
     collector_lost = collector.lost_spans() + fault.get("collector_lost_before", 0)
     for p in probes.values():
         p.stop()
