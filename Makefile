@@ -111,8 +111,9 @@ bench: tools ## Run every benchmark (each under flock /tmp/ferrotel-bench.lock);
 	bench/optin-latency/run.sh
 	bench/profiling/run.sh $(BENCH_ARGS)
 	bench/scale/run.sh $(SCALE_ARGS)
+	bench/reliability/run.sh $(SOAK_ARGS)
 
-.PHONY: bench-python bench-go bench-tls bench-propagation bench-profiling bench-scale
+.PHONY: bench-python bench-go bench-tls bench-propagation bench-profiling bench-scale soak
 bench-python: tools ## The Python benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/python/run.sh $(BENCH_ARGS)
@@ -132,6 +133,10 @@ bench-propagation: tools ## The propagation benchmark only (BENCH_ARGS="--rounds
 bench-profiling: tools ## The profiling benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/profiling/run.sh $(BENCH_ARGS)
+
+soak: tools ## Reliability soak: Go and Python targets under their probes for 10 min, loss accounted at the collector (SOAK_ARGS="--minutes 30 --fault collector-down"); not part of make test
+	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
+	bench/reliability/run.sh $(SOAK_ARGS)
 
 bench-scale: tools ## The operator at scale on kwok nodes (10,000 pods; SCALE_ARGS="--pods 5000 ..." passes options); not part of make test
 	bench/scale/run.sh $(SCALE_ARGS)

@@ -6,6 +6,7 @@
     probe.Probe         ferrotel-probe, standalone, with its /metrics
     bpf                 BPF statistics (run time per program), helper objects
     load.wrk            closed-loop HTTP load
+    seq                 sequence-stamped load and loss accounting at the collector
     system              /proc readings: CPU, RSS, load average, machine
     report              Markdown tables
     cli                 the common command line and run header

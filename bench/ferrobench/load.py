@@ -20,6 +20,8 @@ class LoadResult:
     """Socket errors plus non-2xx/3xx responses."""
     cpu_s: float
     """wrk's own CPU time (user + system)."""
+    output: str = ""
+    """wrk's whole output (a Lua script's `done` prints there)."""
 
 
 def _ms(value: str) -> float:
@@ -29,7 +31,17 @@ def _ms(value: str) -> float:
     return float(value)
 
 
-def wrk(url: str, *, seconds: float, connections: int = 16, cpus: str = "1", threads: int = 1) -> LoadResult:
+def wrk(
+    url: str,
+    *,
+    seconds: float,
+    connections: int = 16,
+    cpus: str = "1",
+    threads: int = 1,
+    script: str | None = None,
+    env: dict[str, str] | None = None,
+) -> LoadResult:
+    """`script`: a wrk Lua script (path), `env`: variables it reads."""
     proc = subprocess.Popen(
         [
             "taskset",
@@ -40,11 +52,13 @@ def wrk(url: str, *, seconds: float, connections: int = 16, cpus: str = "1", thr
             f"-c{connections}",
             f"-d{seconds:g}s",
             "--latency",
+            *(["-s", script] if script else []),
             url,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     out = proc.stdout.read()
     # wait4 gives the child's rusage: the load generator's CPU, exactly.
@@ -63,4 +77,4 @@ def wrk(url: str, *, seconds: float, connections: int = 16, cpus: str = "1", thr
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         errors += int(non2xx.group(1))
-    return LoadResult(rps, p50, p99, requests, errors, usage.ru_utime + usage.ru_stime)
+    return LoadResult(rps, p50, p99, requests, errors, usage.ru_utime + usage.ru_stime, out)

@@ -87,6 +87,23 @@ class Probe:
             "export_dropped": self._sum("ferrotel_probe_export_dropped_items_total", text),
         }
 
+    def loss_counters(self) -> dict[str, float]:
+        """Every counter of the probe that counts a request (or an event of
+        one) it could not turn into a span: kernel events it could not
+        submit (ring buffer full, undecodable), connections it stopped
+        tracing (memory caps), payloads it could not parse, completed
+        requests the pipeline dropped, spans the sampler left out, spans the
+        exporter dropped."""
+        text = self._metrics()
+        return {
+            "kernel_events_dropped": self._sum("ferrotel_probe_kernel_events_dropped_total", text),
+            "connections_untraced": self._sum("ferrotel_probe_connections_untraced_total", text),
+            "parse_errors": self._sum("ferrotel_probe_parse_errors_total", text),
+            "records_dropped": self._sum("ferrotel_probe_records_dropped_total", text),
+            "spans_unsampled": self._sum("ferrotel_probe_spans_unsampled_total", text),
+            "export_dropped_spans": self._sum('ferrotel_probe_export_dropped_items_total\\{[^}]*signal="traces"[^}]*\\}', text),
+        }
+
     def ticks(self) -> int:
         return self.service.ticks()
 
