@@ -1293,7 +1293,7 @@ spec:
         // Relative to the checkout: results name the project, not a machine.
         operator_bin
             .strip_prefix(root_path(""))
-            .unwrap_or(&operator_bin)
+            .unwrap_or(operator_bin)
             .display()
     );
     let _ = writeln!(
