@@ -41,8 +41,11 @@ mod exporter;
 mod status;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -138,8 +141,10 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     )
     .touched_objects()
     .map(|r| r.map(|_| ()));
+    let optin_epoch = Arc::new(AtomicU64::new(0));
     let feeder = {
         let changed = changed.clone();
+        let epoch = optin_epoch.clone();
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
             let mut events = std::pin::pin!(stream::select(
@@ -150,7 +155,12 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     next = events.next() => match next {
-                        Some(Ok(())) => changed.notify_one(),
+                        Some(Ok(())) => {
+                            // After the reflector stored the change: a
+                            // reconcile that read the old epoch recomputes.
+                            epoch.fetch_add(1, Ordering::SeqCst);
+                            changed.notify_one();
+                        }
                         Some(Err(err)) => warn!(error = %err, "Namespace, pod or ProbeClass watch failed; retrying with backoff"),
                         None => break,
                     },
@@ -221,6 +231,8 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         children: children.clone(),
         collectors: collectors.clone(),
         binding: Default::default(),
+        optin_epoch,
+        matches: Default::default(),
     });
 
     // `/readyz` waits until every cache has its first full list.
@@ -270,6 +282,21 @@ pub struct Data {
     pub children: apply::ChildCaches,
     pub collectors: Store<TelemetryCollector>,
     pub binding: apply::ProbeBinding,
+    /// Bumped on every namespace, pod or ProbeClass event, after the cache
+    /// stored it.
+    pub optin_epoch: Arc<AtomicU64>,
+    /// The last match summary of each Instrumentation and what it was
+    /// computed from: the opt-in rules over every pod are most of a
+    /// reconcile's cost, and most reconciles (its children's and its own
+    /// status events) happen while no namespace or pod changed.
+    matches: std::sync::Mutex<HashMap<String, CachedMatches>>,
+}
+
+struct CachedMatches {
+    epoch: u64,
+    languages: Vec<ferrotel_api::probe_config::Language>,
+    all: Vec<Candidate>,
+    summary: MatchSummary,
 }
 
 impl Data {
@@ -449,7 +476,7 @@ pub enum Outcome {
 async fn apply_stage(inst: &Instrumentation, data: &Data) -> Result<Action, Error> {
     let all = candidates(data, inst);
     let outcome = run_stages(inst, data, &all).await?;
-    let matches = match_summary(inst, data, &all);
+    let matches = cached_match_summary(inst, data, &all);
     let mut failed = None;
     let (exporter, probe_image, daemon_sets, problem, pruned) = match outcome {
         Outcome::NotAllowed { problem, pruned } => (None, None, Vec::new(), Some(problem), pruned),
@@ -666,6 +693,34 @@ async fn run_stages(
     }
 }
 
+/// [`match_summary`], reused while no namespace, pod or ProbeClass changed
+/// and the Instrumentations it considers are the same.
+fn cached_match_summary(inst: &Instrumentation, data: &Data, all: &[Candidate]) -> MatchSummary {
+    let key = key_of(inst).to_string();
+    // Read before computing: an event during the computation leaves the
+    // cached epoch behind, and the next reconcile computes again.
+    let epoch = data.optin_epoch.load(Ordering::SeqCst);
+    let lock = || data.matches.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cached) = lock().get(&key)
+        && cached.epoch == epoch
+        && cached.languages == inst.spec.languages
+        && cached.all == all
+    {
+        return cached.summary.clone();
+    }
+    let summary = match_summary(inst, data, all);
+    lock().insert(
+        key,
+        CachedMatches {
+            epoch,
+            languages: inst.spec.languages.clone(),
+            all: all.to_vec(),
+            summary: summary.clone(),
+        },
+    );
+    summary
+}
+
 /// The opt-in rules applied to every namespace and pod in the caches.
 fn match_summary(inst: &Instrumentation, data: &Data, all: &[Candidate]) -> MatchSummary {
     let instrumentations = Instrumentations::new(all.iter().cloned());
@@ -707,6 +762,10 @@ fn match_summary(inst: &Instrumentation, data: &Data, all: &[Candidate]) -> Matc
 /// namespaced children carry ownerReferences and go with the garbage
 /// collector.
 async fn cleanup(inst: &Instrumentation, data: &Data) -> Result<Action, Error> {
+    data.matches
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key_of(inst).to_string());
     sync_binding(inst, data, true).await?;
     let binding = &data.ctx.config.probe_cluster_role_binding;
     info!(instrumentation = %key_of(inst), binding, "Removed the probes' ServiceAccounts from their ClusterRoleBinding");

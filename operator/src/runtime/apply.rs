@@ -217,9 +217,34 @@ fn empty(value: &serde_json::Value) -> bool {
     }
 }
 
-/// Applies `obj` unless `stored` (the child as the controller's watch cache
-/// holds it) already has every field it sets ([`unchanged`]); returns the
-/// stored object then, without any request.
+/// Annotation on every child applied through [`apply_unless_unchanged`]: a
+/// digest of what was applied. [`unchanged`] alone cannot see a field the
+/// operator stopped setting (a removed resource limit stays in the stored
+/// object, and skipping the apply would leave it there); any change to the
+/// rendered child changes this digest, so the apply that removes the field
+/// happens.
+pub const APPLIED_HASH_ANNOTATION: &str = "ferrotel.io/applied-hash";
+
+/// `obj` with [`APPLIED_HASH_ANNOTATION`] set to the digest of `obj`.
+pub fn with_applied_hash<K>(obj: &K) -> K
+where
+    K: Resource + Clone + Serialize,
+{
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(serde_json::to_vec(obj).unwrap_or_default());
+    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let mut obj = obj.clone();
+    obj.meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash);
+    obj
+}
+
+/// Applies `obj`, marked with [`APPLIED_HASH_ANNOTATION`], unless `stored`
+/// (the child as the controller's watch cache holds it) already has every
+/// field it sets, that digest included ([`unchanged`]); returns the stored
+/// object then, without any request.
 pub async fn apply_unless_unchanged<K>(
     client: &Client,
     obj: &K,
@@ -229,12 +254,13 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
     K::Scope: ApiScope,
 {
+    let obj = with_applied_hash(obj);
     if let Some(stored) = stored
-        && unchanged(obj, stored)
+        && unchanged(&obj, stored)
     {
         return Ok(stored.clone());
     }
-    apply(client, obj).await
+    apply(client, &obj).await
 }
 
 /// Deletes every object of `cached` in `children.namespace` that carries all
@@ -321,6 +347,21 @@ mod tests {
         ] {
             assert!(!unchanged(&desired, &cm(stored.clone())), "{stored}");
         }
+    }
+
+    #[test]
+    fn a_field_no_longer_set_changes_the_applied_hash() {
+        let before = with_applied_hash(&cm(serde_json::json!({
+            "metadata": {"name": "a", "labels": {"x": "1", "gone": "soon"}},
+        })));
+        let after = with_applied_hash(&cm(serde_json::json!({
+            "metadata": {"name": "a", "labels": {"x": "1"}},
+        })));
+        assert!(
+            !unchanged(&after, &before),
+            "the stored object still has the label; only the digest says it must go"
+        );
+        assert!(unchanged(&before, &before.clone()));
     }
 
     #[test]
