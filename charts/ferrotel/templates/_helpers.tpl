@@ -133,10 +133,9 @@ tests (which run the operator binary with exactly these) cannot disagree.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [list, watch, create, patch, delete]
-# get: the probe DaemonSets' rollout when nothing needs applying.
 - apiGroups: [apps]
   resources: [daemonsets]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

@@ -118,15 +118,6 @@ pub fn child_labels(name: &str) -> BTreeMap<String, String> {
     l
 }
 
-/// Label selector string finding the children of the collector `name`.
-pub fn child_selector(name: &str) -> String {
-    child_labels(name)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// First 10 hex digits of the SHA-256 of the rendered config: short enough
 /// for object names, long enough that two configs of one collector never
 /// collide in practice.

@@ -43,11 +43,11 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{Controller, controller::Action, reflector::Store, watcher},
 };
 use tracing::info;
 
-use crate::runtime::{Context, ErrorCategory, apply as runtime_apply, errors::Categorized};
+use crate::runtime::{Context, ErrorCategory, apply as runtime_apply, cached, errors::Categorized};
 
 /// Name used for metrics, readiness and logs.
 pub const CONTROLLER: &str = "collector";
@@ -135,24 +135,42 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         );
     }
 
-    // Child watches only see our collectors' children.
+    // Child watches only see our collectors' children. They are kept in
+    // caches that the reconcile compares its rendered children with, so that
+    // a reconcile with nothing to change sends no request.
     let children = watcher::Config::default().labels(&children_selector());
-    // `Controller` applies kube-runtime's default backoff to its merged
-    // trigger stream, so a failing watch is retried with backoff.
+    let (deployments, deployment_events) =
+        cached(ctx.namespaced_api::<Deployment>(), children.clone());
+    let (daemon_sets, ds_events) = cached(ctx.namespaced_api::<DaemonSet>(), children.clone());
+    let (config_maps, cm_events) = cached(ctx.namespaced_api::<ConfigMap>(), children.clone());
+    let (services, svc_events) = cached(ctx.namespaced_api::<Service>(), children.clone());
+    let (service_accounts, sa_events) = cached(ctx.namespaced_api::<ServiceAccount>(), children);
+    let caches = apply::ChildCaches {
+        deployments,
+        daemon_sets,
+        config_maps,
+        services,
+        service_accounts,
+    };
     let controller = Controller::new(api, watcher::Config::default())
-        .owns(ctx.namespaced_api::<Deployment>(), children.clone())
-        .owns(ctx.namespaced_api::<DaemonSet>(), children.clone())
-        .owns(ctx.namespaced_api::<ConfigMap>(), children.clone())
-        .owns(ctx.namespaced_api::<Service>(), children.clone())
-        .owns(ctx.namespaced_api::<ServiceAccount>(), children);
+        .owns_stream(deployment_events)
+        .owns_stream(ds_events)
+        .owns_stream(cm_events)
+        .owns_stream(svc_events)
+        .owns_stream(sa_events);
 
     // /readyz turns true once the TelemetryCollector cache holds its first
     // complete list: before that, reconciles would act on a partial view.
     let store = controller.store();
-    let ready_ctx = ctx.clone();
+    let data = Arc::new(Data {
+        ctx: ctx.clone(),
+        store: store.clone(),
+        caches,
+    });
+    let ready = data.clone();
     tokio::spawn(async move {
-        if crate::runtime::wait_until_synced(&store).await {
-            ready_ctx.readiness.mark_synced(CONTROLLER);
+        if ready.synced().await {
+            ready.ctx.readiness.mark_synced(CONTROLLER);
             info!(controller = CONTROLLER, "Watches synced");
         }
     });
@@ -160,15 +178,37 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     info!(controller = CONTROLLER, "Starting controller");
     controller
         .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
-        .run(reconcile, error_policy, ctx.clone())
+        .run(reconcile, error_policy, data)
         .for_each(|result| async move { crate::runtime::log_result(CONTROLLER, result) })
         .await;
     info!(controller = CONTROLLER, "Controller stopped");
     Ok(())
 }
 
-fn error_policy(tc: Arc<TelemetryCollector>, err: &Error, ctx: Arc<Context>) -> Action {
-    ctx.error_action(CONTROLLER, &key(&tc), err.category())
+/// Shared state of the reconciler: the runtime context and the caches.
+pub struct Data {
+    pub ctx: Arc<Context>,
+    pub store: Store<TelemetryCollector>,
+    pub caches: apply::ChildCaches,
+}
+
+impl Data {
+    /// Waits until every cache holds its first full list: a child missing
+    /// from a cache would be applied again (a write on every restart).
+    /// Returns at once once synced.
+    async fn synced(&self) -> bool {
+        use crate::runtime::wait_until_synced;
+        wait_until_synced(&self.store).await
+            && wait_until_synced(&self.caches.deployments).await
+            && wait_until_synced(&self.caches.daemon_sets).await
+            && wait_until_synced(&self.caches.config_maps).await
+            && wait_until_synced(&self.caches.services).await
+            && wait_until_synced(&self.caches.service_accounts).await
+    }
+}
+
+fn error_policy(tc: Arc<TelemetryCollector>, err: &Error, data: Arc<Data>) -> Action {
+    data.ctx.error_action(CONTROLLER, &key(&tc), err.category())
 }
 
 /// What the stages of one reconcile came to. The status and the Events
@@ -190,13 +230,18 @@ pub enum Outcome {
     },
 }
 
-async fn reconcile(tc: Arc<TelemetryCollector>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(tc: Arc<TelemetryCollector>, data: Arc<Data>) -> Result<Action, Error> {
+    if !data.synced().await {
+        // The caches were dropped: the controller is stopping.
+        return Ok(Action::await_change());
+    }
+    let ctx = &data.ctx;
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     if tc.meta().deletion_timestamp.is_some() {
         // The garbage collector removes the children through their ownerReferences.
         return Ok(Action::await_change());
     }
-    let outcome = run_stages(&tc, &ctx).await;
+    let outcome = run_stages(&tc, &data).await;
     let written = ctx.report(&*tc, &status::report(&tc, &outcome)).await;
     let status_err = |source| Error::Status {
         name: build::display_name(&tc),
@@ -227,7 +272,8 @@ async fn reconcile(tc: Arc<TelemetryCollector>, ctx: Arc<Context>) -> Result<Act
 
 /// validate → build → apply (+ prune). Writes children only: the status and
 /// Events are the caller's.
-async fn run_stages(tc: &TelemetryCollector, ctx: &Context) -> Outcome {
+async fn run_stages(tc: &TelemetryCollector, data: &Data) -> Outcome {
+    let ctx = &data.ctx;
     if tc.spec.management_state() == ManagementState::Unmanaged {
         return Outcome::Unmanaged;
     }
@@ -255,7 +301,7 @@ async fn run_stages(tc: &TelemetryCollector, ctx: &Context) -> Outcome {
     };
 
     // 3. apply + prune
-    match apply::apply_and_prune(ctx, tc, &built)
+    match apply::apply_and_prune(&ctx.client, &data.caches, tc, &built)
         .await
         .map_err(Error::from)
     {

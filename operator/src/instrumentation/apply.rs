@@ -1,22 +1,29 @@
-//! The apply stage: server-side apply of every language's children, then
-//! pruning of what the spec no longer wants (a removed language), and the
-//! read of the probe DaemonSets when nothing needs applying; and the subjects
-//! of the probes' ClusterRoleBinding, which the operator keeps equal to the
-//! probe ServiceAccounts of every Instrumentation it serves.
+//! The apply stage: server-side apply of every language's children that
+//! differ from what the watch caches hold, then pruning of what the spec no
+//! longer wants (a removed language); and the subjects of the probes'
+//! ClusterRoleBinding, which the operator keeps equal to the probe
+//! ServiceAccounts of every Instrumentation it serves.
+//!
+//! Pod and namespace events re-evaluate every Instrumentation (for the
+//! matched counts) far more often than its children change, and a restarted
+//! operator reconciles everything again: both compare each rendered child
+//! with the cached one ([`apply::unchanged`]) and send nothing when they
+//! agree. Drift made by someone else to a field the operator sets shows as a
+//! difference, and the child watches trigger the reconcile that applies it
+//! away.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeSet, time::Duration, time::Instant};
 
 use ferrotel_api::instrumentation::Instrumentation;
 use k8s_openapi::api::{
     apps::v1::DaemonSet,
     core::v1::{ConfigMap, ServiceAccount},
-    rbac::v1::Subject,
+    rbac::v1::{ClusterRoleBinding, Subject},
 };
-use kube::{Api, Client, ResourceExt};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
 
 use super::{
     Error,
@@ -26,84 +33,34 @@ use super::{
 };
 use crate::runtime::apply::{self, Children};
 
-/// Children are re-applied at least this often, whatever the fingerprint says.
+/// The probes' ClusterRoleBinding is read again (and re-applied if it
+/// drifted) at least this often; it has no watch.
 pub const REAPPLY_AFTER: Duration = Duration::from_secs(300);
 
 /// What the apply stage did.
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
-    /// The probe DaemonSets as stored after the apply (or as read, when the
-    /// fingerprint said nothing changed).
+    /// The probe DaemonSets as stored after the apply (or as cached, when
+    /// they were unchanged).
     pub daemon_sets: Vec<ObservedDaemonSet>,
     /// `Kind name` of each deleted child.
     pub pruned: Vec<String>,
 }
 
-/// Fingerprints of the children last applied, per Instrumentation UID.
-///
-/// Pod and namespace events re-evaluate every Instrumentation (for the
-/// matched counts) far more often than its children change. When the
-/// rendered children are identical to what was applied less than
-/// [`REAPPLY_AFTER`] ago and every DaemonSet still exists, the reconcile only
-/// reads the DaemonSets instead of re-applying everything. Any spec,
-/// collector or Instrumentation-set change alters the fingerprint; a deleted
-/// DaemonSet is re-created at once, other drift within [`REAPPLY_AFTER`].
-#[derive(Debug, Default)]
-pub struct Fingerprints(Mutex<HashMap<String, (String, Instant)>>);
-
-impl Fingerprints {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn fresh(&self, uid: &str, fingerprint: &str) -> bool {
-        self.lock()
-            .get(uid)
-            .is_some_and(|(f, at)| f == fingerprint && at.elapsed() < REAPPLY_AFTER)
-    }
-
-    /// Forgets what was applied for `uid` (before an apply that may fail
-    /// half-way, and when the Instrumentation goes).
-    pub fn forget(&self, uid: &str) {
-        self.lock().remove(uid);
-    }
-
-    fn record(&self, uid: String, fingerprint: String) {
-        self.lock().insert(uid, (fingerprint, Instant::now()));
-    }
+/// The watch caches of the probes' namespaced children (every namespace
+/// the operator watches, only objects labelled as probe children).
+#[derive(Clone)]
+pub struct ChildCaches {
+    pub daemon_sets: Store<DaemonSet>,
+    pub config_maps: Store<ConfigMap>,
+    pub service_accounts: Store<ServiceAccount>,
 }
 
-/// A stable digest of every rendered child.
-fn fingerprint(desired: &Desired) -> String {
-    build::config_hash(&serde_json::to_string(desired).unwrap_or_default())
-}
-
-/// Applies `desired` unless the same children were applied recently and
-/// every DaemonSet still exists; prunes what is no longer wanted.
-pub async fn apply_if_changed(
-    client: &Client,
-    fingerprints: &Fingerprints,
-    inst: &Instrumentation,
-    desired: Desired,
-) -> Result<Applied, Error> {
-    let uid = inst.uid().unwrap_or_default();
-    let fingerprint = fingerprint(&desired);
-    if fingerprints.fresh(&uid, &fingerprint) {
-        let daemon_sets = read_daemon_sets(client, inst).await?;
-        // Every DaemonSet still exists (a stored object has a generation).
-        if daemon_sets.iter().all(|ds| ds.generation.is_some()) {
-            return Ok(Applied {
-                daemon_sets,
-                pruned: Vec::new(),
-            });
-        }
-    }
-    // Forget the record first: if applying fails half-way, the next
-    // reconcile must apply again.
-    fingerprints.forget(&uid);
-    let applied = apply_and_prune(client, inst, desired).await?;
-    fingerprints.record(uid, fingerprint);
-    Ok(applied)
+fn cached<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<std::sync::Arc<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
 }
 
 fn config_hash_of(ds: &DaemonSet) -> Option<String> {
@@ -114,9 +71,11 @@ fn config_hash_of(ds: &DaemonSet) -> Option<String> {
         .and_then(|a| a.get(build::CONFIG_HASH_ANNOTATION).cloned())
 }
 
-/// Applies every child and prunes the ones no longer wanted.
-async fn apply_and_prune(
+/// Applies every child that differs from its cached copy and prunes the
+/// ones no longer wanted.
+pub async fn apply_and_prune(
     client: &Client,
+    caches: &ChildCaches,
     inst: &Instrumentation,
     desired: Desired,
 ) -> Result<Applied, Error> {
@@ -124,6 +83,7 @@ async fn apply_and_prune(
         probe_image: _,
         languages,
     } = desired;
+    let namespace = inst.namespace().unwrap_or_default();
     let mut keep = BTreeSet::new();
     let mut daemon_sets = Vec::new();
     for children in languages {
@@ -134,11 +94,15 @@ async fn apply_and_prune(
             config_map,
             daemon_set,
         } = children;
-        keep.insert(daemon_set.name_any());
+        let name = daemon_set.name_any();
+        keep.insert(name.clone());
         let config_hash = config_hash_of(&daemon_set);
-        apply::apply(client, &service_account).await?;
-        apply::apply(client, &config_map).await?;
-        let stored = apply::apply(client, &daemon_set).await?;
+        let stored = cached(&caches.service_accounts, &namespace, &name);
+        apply::apply_unless_unchanged(client, &service_account, stored.as_deref()).await?;
+        let stored = cached(&caches.config_maps, &namespace, &name);
+        apply::apply_unless_unchanged(client, &config_map, stored.as_deref()).await?;
+        let stored = cached(&caches.daemon_sets, &namespace, &name);
+        let stored = apply::apply_unless_unchanged(client, &daemon_set, stored.as_deref()).await?;
         daemon_sets.push(ObservedDaemonSet {
             language,
             name: stored.name_any(),
@@ -147,7 +111,7 @@ async fn apply_and_prune(
             config_hash,
         });
     }
-    let pruned = prune(client, inst, &keep).await?;
+    let pruned = prune(client, caches, inst, &keep).await?;
     Ok(Applied {
         daemon_sets,
         pruned,
@@ -159,24 +123,39 @@ fn owner(inst: &Instrumentation) -> String {
 }
 
 /// Deletes the children of `inst` whose names are not in `keep` (an empty
-/// set: all of them, as when the Instrumentation is refused).
+/// set: all of them, as when the Instrumentation is refused), found in the
+/// watch caches.
 pub async fn prune(
     client: &Client,
+    caches: &ChildCaches,
     inst: &Instrumentation,
     keep: &BTreeSet<String>,
 ) -> Result<Vec<String>, apply::Error> {
     let (owner, namespace) = (owner(inst), inst.namespace().unwrap_or_default());
     let uid = inst.uid().unwrap_or_default();
-    let selector = build::children_selector(&inst.name_any());
+    let labels = build::children_labels(&inst.name_any());
     let ours = Children {
         owner: &owner,
         namespace: Some(&namespace),
-        selector: &selector,
         owner_uid: &uid,
     };
-    let mut pruned = apply::prune::<DaemonSet>(client, ours, keep).await?;
-    pruned.extend(apply::prune::<ConfigMap>(client, ours, keep).await?);
-    pruned.extend(apply::prune::<ServiceAccount>(client, ours, keep).await?);
+    let mut pruned =
+        apply::prune_cached::<DaemonSet>(client, ours, &labels, &caches.daemon_sets.state(), keep)
+            .await?;
+    pruned.extend(
+        apply::prune_cached::<ConfigMap>(client, ours, &labels, &caches.config_maps.state(), keep)
+            .await?,
+    );
+    pruned.extend(
+        apply::prune_cached::<ServiceAccount>(
+            client,
+            ours,
+            &labels,
+            &caches.service_accounts.state(),
+            keep,
+        )
+        .await?,
+    );
     Ok(pruned)
 }
 
@@ -184,19 +163,22 @@ pub async fn prune(
 /// owns its subjects and keeps them equal to the probe ServiceAccounts of
 /// every Instrumentation it serves. One binding for all, written by one
 /// operator at a time (the leader), so that the operator needs no right to
-/// create bindings — only to patch this one (RBAC `resourceNames`) and to
-/// `bind` the probes' ClusterRole.
+/// create bindings — only to read and patch this one (RBAC `resourceNames`)
+/// and to `bind` the probes' ClusterRole.
 #[derive(Debug, Default)]
 pub struct ProbeBinding {
-    /// The subjects last applied, and when: the same list is not applied
-    /// again before [`REAPPLY_AFTER`]. The lock orders the writes of
-    /// concurrent reconciles, each computing the list when it holds it.
+    /// The subjects last applied or read, and when: the same list is not
+    /// applied (nor read) again before [`REAPPLY_AFTER`]. The lock orders
+    /// the writes of concurrent reconciles, each computing the list when it
+    /// holds it.
     last: tokio::sync::Mutex<Option<(Vec<Subject>, Instant)>>,
 }
 
 impl ProbeBinding {
     /// Applies the binding with the subjects `subjects()` computes now,
-    /// unless they are what was applied recently. Returns whether it wrote.
+    /// unless they are what was applied recently or what is stored (read
+    /// once after a start, and after [`REAPPLY_AFTER`]: the binding has no
+    /// watch). Returns whether it wrote.
     pub async fn sync(
         &self,
         client: &Client,
@@ -213,42 +195,45 @@ impl ProbeBinding {
             return Ok(false);
         }
         *last = None;
-        apply::apply(
-            client,
-            &build::probe_binding(binding, role, subjects.clone()),
-        )
-        .await?;
+        let desired = build::probe_binding(binding, role, subjects.clone());
+        let stored = Api::<ClusterRoleBinding>::all(client.clone())
+            .get_opt(binding)
+            .await
+            .map_err(|source| apply::Error::Apply {
+                kind: "ClusterRoleBinding".into(),
+                name: binding.to_owned(),
+                source,
+            })?;
+        let wrote = !stored
+            .as_ref()
+            .is_some_and(|stored| apply::unchanged(&desired, stored));
+        if wrote {
+            apply::apply(client, &desired).await?;
+        }
         *last = Some((subjects, Instant::now()));
-        Ok(true)
+        Ok(wrote)
     }
 }
 
-/// Reads the DaemonSets of the listed languages (when nothing is applied).
-pub async fn read_daemon_sets(
-    client: &Client,
-    inst: &Instrumentation,
-) -> Result<Vec<ObservedDaemonSet>, Error> {
-    let api: Api<DaemonSet> =
-        Api::namespaced(client.clone(), &inst.namespace().unwrap_or_default());
-    let mut out = Vec::new();
-    for &language in &inst.spec.languages {
-        let name = build::daemon_set_name(&inst.name_any(), language);
-        let ds = api
-            .get_opt(&name)
-            .await
-            .map_err(|source| Error::ReadDaemonSet {
-                name: name.clone(),
-                source,
-            })?;
-        out.push(ObservedDaemonSet {
-            language,
-            name,
-            generation: ds.as_ref().and_then(|d| d.metadata.generation),
-            config_hash: ds.as_ref().and_then(config_hash_of),
-            status: ds.and_then(|d| d.status),
-        });
-    }
-    Ok(out)
+/// The DaemonSets of the listed languages as cached (when nothing is
+/// applied).
+pub fn read_daemon_sets(caches: &ChildCaches, inst: &Instrumentation) -> Vec<ObservedDaemonSet> {
+    let namespace = inst.namespace().unwrap_or_default();
+    inst.spec
+        .languages
+        .iter()
+        .map(|&language| {
+            let name = build::daemon_set_name(&inst.name_any(), language);
+            let ds = cached(&caches.daemon_sets, &namespace, &name);
+            ObservedDaemonSet {
+                language,
+                generation: ds.as_ref().and_then(|d| d.metadata.generation),
+                config_hash: ds.as_deref().and_then(config_hash_of),
+                status: ds.and_then(|d| d.status.clone()),
+                name,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -280,16 +265,19 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_is_stable_and_follows_every_rendered_change() {
-        assert_eq!(
-            fingerprint(&desired("http://a:4317")),
-            fingerprint(&desired("http://a:4317")),
-            "the same input must not look like a change (or every pod event re-applies)"
-        );
-        assert_ne!(
-            fingerprint(&desired("http://a:4317")),
-            fingerprint(&desired("http://b:4317")),
+    fn a_rendered_child_is_unchanged_against_itself_and_changed_by_a_new_endpoint() {
+        let (a, b) = (desired("http://a:4317"), desired("http://b:4317"));
+        let (a, b) = (&a.languages[0], &b.languages[0]);
+        assert!(apply::unchanged(&a.daemon_set, &a.daemon_set));
+        assert!(apply::unchanged(&a.config_map, &a.config_map));
+        assert!(apply::unchanged(&a.service_account, &a.service_account));
+        assert!(
+            !apply::unchanged(&b.config_map, &a.config_map),
             "a new endpoint must be applied"
+        );
+        assert!(
+            !apply::unchanged(&b.daemon_set, &a.daemon_set),
+            "a new endpoint rolls the probes (config hash)"
         );
     }
 }

@@ -327,11 +327,19 @@ fn labels(inst: &Instrumentation, language: Language) -> BTreeMap<String, String
     ])
 }
 
-/// Label selector (as a string) matching every namespaced child of `name`.
-pub fn children_selector(name: &str) -> String {
-    format!(
-        "{APP_NAME_LABEL}={APP_NAME},{APP_INSTANCE_LABEL}={name},{APP_MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-    )
+/// Labels every namespaced child of the Instrumentation `name` carries.
+pub fn children_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (APP_NAME_LABEL.to_owned(), APP_NAME.to_owned()),
+        (APP_INSTANCE_LABEL.to_owned(), name.to_owned()),
+        (APP_MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
+    ])
+}
+
+/// Label selector (as a string) matching the namespaced children of every
+/// Instrumentation: what the operator's child watches select.
+pub fn all_children_selector() -> String {
+    format!("{APP_NAME_LABEL}={APP_NAME},{APP_MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
 }
 
 fn namespaced_meta(inst: &Instrumentation, name: &str, language: Language) -> ObjectMeta {

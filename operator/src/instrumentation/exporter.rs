@@ -1,6 +1,7 @@
 //! Dereference: the exporter endpoint, from `spec.exporter.endpoint` or from
 //! the referenced TelemetryCollector's `status.endpoints` (written by the
-//! collector controller once its Service exists).
+//! collector controller once its Service exists), read from the
+//! TelemetryCollector watch cache.
 
 use ferrotel_api::{
     collector::TelemetryCollector,
@@ -8,14 +9,23 @@ use ferrotel_api::{
     instrumentation::{Instrumentation, ResolvedExporter},
     probe_config::OtlpProtocol,
 };
-use kube::{Api, Client, ResourceExt};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
 
 use super::status::Problem;
 
 /// Resolves the exporter. `Ok(Err(problem))` is a user-facing problem
 /// (collector missing or not serving yet); `Err` is an API failure.
+///
+/// `collectors` caches the TelemetryCollectors of `watch_namespace` (all
+/// namespaces when `None`); a collector in another namespace is read from
+/// the API server.
 pub async fn resolve(
     client: &Client,
+    collectors: &Store<TelemetryCollector>,
+    watch_namespace: Option<&str>,
     inst: &Instrumentation,
 ) -> Result<Result<ResolvedExporter, Problem>, kube::Error> {
     let exporter = &inst.spec.exporter;
@@ -39,12 +49,16 @@ pub async fn resolve(
         .clone()
         .or_else(|| inst.namespace())
         .unwrap_or_default();
-    let api: Api<TelemetryCollector> = Api::namespaced(client.clone(), &namespace);
-    let object = match api.get_opt(&collector.name).await {
-        Ok(object) => object,
-        // The TelemetryCollector CRD is not installed: same as a missing collector.
-        Err(kube::Error::Api(status)) if status.code == 404 => None,
-        Err(err) => return Err(err),
+    let object = if watch_namespace.is_none_or(|watched| watched == namespace) {
+        collectors.get(&ObjectRef::new(&collector.name).within(&namespace))
+    } else {
+        let api: Api<TelemetryCollector> = Api::namespaced(client.clone(), &namespace);
+        match api.get_opt(&collector.name).await {
+            Ok(object) => object.map(std::sync::Arc::new),
+            // The TelemetryCollector CRD is not installed: same as a missing collector.
+            Err(kube::Error::Api(status)) if status.code == 404 => None,
+            Err(err) => return Err(err),
+        }
     };
     let Some(object) = object else {
         return Ok(Err(Problem {

@@ -20,9 +20,11 @@
 //! which ownerReferences cannot reach; namespaced children go with the
 //! Instrumentation through the garbage collector.
 //!
-//! Watches:
+//! Watches (each kept in a cache that the reconcile reads instead of the API
+//! server, so that a reconcile with nothing to change sends no request):
 //! - Instrumentations (in `--watch-namespace`, or all) — the primary;
-//! - DaemonSets they own — rollout progress lands in status;
+//! - the DaemonSets, ConfigMaps and ServiceAccounts they own — rollout
+//!   progress lands in status, drift is applied away;
 //! - TelemetryCollectors — a collector appearing (or its endpoints changing)
 //!   heals the Instrumentations that reference it;
 //! - Namespaces and Pods, **metadata only** and cluster-wide (opt-in is
@@ -39,8 +41,11 @@ mod exporter;
 mod status;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -55,7 +60,7 @@ use futures::{StreamExt, stream};
 use k8s_openapi::{
     api::{
         apps::v1::DaemonSet,
-        core::v1::{Namespace, Pod},
+        core::v1::{ConfigMap, Namespace, Pod, ServiceAccount},
     },
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
@@ -65,7 +70,7 @@ use kube::{
     api::{ObjectMeta, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
-        controller::{Action, Config},
+        controller::Action,
         finalizer::{self, finalizer},
         reflector::{self, ObjectRef, Store},
         watcher,
@@ -84,7 +89,8 @@ pub const CONTROLLER: &str = "instrumentation";
 pub const FINALIZER: &str = "ferrotel.io/cluster-rbac";
 
 /// Pod and namespace events arriving within this window cause one
-/// re-evaluation, not one per event.
+/// re-evaluation, not one per event. Only these are debounced: a change to
+/// an Instrumentation or its children is reconciled at once.
 const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// Runs the Instrumentation controller until shutdown.
@@ -135,8 +141,10 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     )
     .touched_objects()
     .map(|r| r.map(|_| ()));
+    let optin_epoch = Arc::new(AtomicU64::new(0));
     let feeder = {
         let changed = changed.clone();
+        let epoch = optin_epoch.clone();
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
             let mut events = std::pin::pin!(stream::select(
@@ -147,7 +155,12 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     next = events.next() => match next {
-                        Some(Ok(())) => changed.notify_one(),
+                        Some(Ok(())) => {
+                            // After the reflector stored the change: a
+                            // reconcile that read the old epoch recomputes.
+                            epoch.fetch_add(1, Ordering::SeqCst);
+                            changed.notify_one();
+                        }
                         Some(Err(err)) => warn!(error = %err, "Namespace, pod or ProbeClass watch failed; retrying with backoff"),
                         None => break,
                     },
@@ -156,41 +169,55 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         })
     };
 
+    // The probes' children, in caches: the reconcile compares what it
+    // renders with them instead of applying everything again.
+    let probe_children = watcher::Config::default().labels(&build::all_children_selector());
+    let (daemon_sets, ds_events) =
+        crate::runtime::cached(ctx.namespaced_api::<DaemonSet>(), probe_children.clone());
+    let (config_maps, cm_events) =
+        crate::runtime::cached(ctx.namespaced_api::<ConfigMap>(), probe_children.clone());
+    let (service_accounts, sa_events) =
+        crate::runtime::cached(ctx.namespaced_api::<ServiceAccount>(), probe_children);
+    let (collectors, collector_events) = crate::runtime::cached(
+        ctx.namespaced_api::<TelemetryCollector>(),
+        watcher::Config::default(),
+    );
+    let children = apply::ChildCaches {
+        daemon_sets,
+        config_maps,
+        service_accounts,
+    };
+
     let instrumentations: Api<Instrumentation> = ctx.namespaced_api();
-    let controller = Controller::new(instrumentations, watcher::Config::default())
-        .with_config(Config::default().debounce(DEBOUNCE));
+    let controller = Controller::new(instrumentations, watcher::Config::default());
     let store = controller.store();
-    let collector_api: Api<TelemetryCollector> = ctx.namespaced_api();
     let referrers = store.clone();
     let controller = controller
-        .owns(
-            ctx.namespaced_api::<DaemonSet>(),
-            watcher::Config::default(),
-        )
-        .watches(
-            collector_api,
-            watcher::Config::default(),
-            move |collector| {
-                let (ns, name) = (
-                    collector.namespace().unwrap_or_default(),
-                    collector.name_any(),
-                );
-                referrers
-                    .state()
-                    .into_iter()
-                    .filter(|i| {
-                        i.spec.exporter.collector_ref.as_ref().is_some_and(|r| {
-                            r.name == name
-                                && r.namespace.clone().or_else(|| i.namespace()).as_deref()
-                                    == Some(ns.as_str())
-                        })
+        .owns_stream(ds_events)
+        .owns_stream(cm_events)
+        .owns_stream(sa_events)
+        .watches_stream(collector_events, move |collector| {
+            let (ns, name) = (
+                collector.namespace().unwrap_or_default(),
+                collector.name_any(),
+            );
+            referrers
+                .state()
+                .into_iter()
+                .filter(|i| {
+                    i.spec.exporter.collector_ref.as_ref().is_some_and(|r| {
+                        r.name == name
+                            && r.namespace.clone().or_else(|| i.namespace()).as_deref()
+                                == Some(ns.as_str())
                     })
-                    .map(|i| ObjectRef::from_obj(&*i))
-                    .collect::<Vec<_>>()
-            },
-        )
+                })
+                .map(|i| ObjectRef::from_obj(&*i))
+                .collect::<Vec<_>>()
+        })
         .reconcile_all_on(stream::unfold(changed, |changed| async move {
             changed.notified().await;
+            // Events during the wait leave one stored permit: one more round.
+            tokio::time::sleep(DEBOUNCE).await;
             Some(((), changed))
         }))
         .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned());
@@ -201,8 +228,11 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         namespaces: namespaces.clone(),
         pods: pods.clone(),
         probe_classes: probe_classes.clone(),
-        fingerprints: Default::default(),
+        children: children.clone(),
+        collectors: collectors.clone(),
         binding: Default::default(),
+        optin_epoch,
+        matches: Default::default(),
     });
 
     // `/readyz` waits until every cache has its first full list.
@@ -214,7 +244,11 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             let synced = crate::runtime::wait_until_synced(&namespaces).await
                 && crate::runtime::wait_until_synced(&pods).await
                 && crate::runtime::wait_until_synced(&probe_classes).await
-                && crate::runtime::wait_until_synced(&store).await;
+                && crate::runtime::wait_until_synced(&store).await
+                && crate::runtime::wait_until_synced(&collectors).await
+                && crate::runtime::wait_until_synced(&children.daemon_sets).await
+                && crate::runtime::wait_until_synced(&children.config_maps).await
+                && crate::runtime::wait_until_synced(&children.service_accounts).await;
             if synced {
                 info!("Instrumentation caches synced");
                 ctx.readiness.mark_synced(CONTROLLER);
@@ -245,8 +279,43 @@ pub struct Data {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub pods: Store<PartialObjectMeta<Pod>>,
     pub probe_classes: Store<ProbeClass>,
-    pub fingerprints: apply::Fingerprints,
+    pub children: apply::ChildCaches,
+    pub collectors: Store<TelemetryCollector>,
     pub binding: apply::ProbeBinding,
+    /// Bumped on every namespace, pod or ProbeClass event, after the cache
+    /// stored it.
+    pub optin_epoch: Arc<AtomicU64>,
+    /// The last match summary of each Instrumentation and what it was
+    /// computed from: the opt-in rules over every pod are most of a
+    /// reconcile's cost, and most reconciles (its children's and its own
+    /// status events) happen while no namespace or pod changed.
+    matches: std::sync::Mutex<HashMap<String, CachedMatches>>,
+}
+
+struct CachedMatches {
+    epoch: u64,
+    languages: Vec<ferrotel_api::probe_config::Language>,
+    all: Vec<Candidate>,
+    summary: MatchSummary,
+}
+
+impl Data {
+    /// Waits until every cache holds its first full list. A reconcile must
+    /// not run before: a child missing from a cache would be applied again
+    /// (a write on every restart), an Instrumentation missing from the
+    /// store would drop its probes from the binding, a collector missing
+    /// would show as `CollectorNotFound`. Returns at once once synced.
+    async fn synced(&self) -> bool {
+        use crate::runtime::wait_until_synced;
+        wait_until_synced(&self.instrumentations).await
+            && wait_until_synced(&self.namespaces).await
+            && wait_until_synced(&self.pods).await
+            && wait_until_synced(&self.probe_classes).await
+            && wait_until_synced(&self.collectors).await
+            && wait_until_synced(&self.children.daemon_sets).await
+            && wait_until_synced(&self.children.config_maps).await
+            && wait_until_synced(&self.children.service_accounts).await
+    }
 }
 
 /// One variant per stage that talks to the API server.
@@ -260,12 +329,6 @@ pub enum Error {
     },
     #[error(transparent)]
     Children(#[from] crate::runtime::apply::Error),
-    #[error("failed to read DaemonSet {name}")]
-    ReadDaemonSet {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
     #[error("failed to write the status of Instrumentation {instrumentation}")]
     Status {
         instrumentation: String,
@@ -304,9 +367,9 @@ impl Error {
 impl Categorized for Error {
     fn category(&self) -> ErrorCategory {
         match self {
-            Error::Dereference { source, .. }
-            | Error::ReadDaemonSet { source, .. }
-            | Error::Status { source, .. } => ErrorCategory::of_kube(source),
+            Error::Dereference { source, .. } | Error::Status { source, .. } => {
+                ErrorCategory::of_kube(source)
+            }
             Error::Children(err) => ErrorCategory::of_kube(err.kube()),
             Error::Finalizer { source, .. } => match source.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
@@ -326,6 +389,10 @@ fn key_of(inst: &Instrumentation) -> InstrumentationKey {
 }
 
 async fn reconcile(inst: Arc<Instrumentation>, data: Arc<Data>) -> Result<Action, Error> {
+    if !data.synced().await {
+        // The caches were dropped: the controller is stopping.
+        return Ok(Action::await_change());
+    }
     let _timer = data.ctx.metrics.reconcile(CONTROLLER);
     let key = key_of(&inst);
     let api: Api<Instrumentation> = Api::namespaced(data.ctx.client.clone(), &key.namespace);
@@ -409,7 +476,7 @@ pub enum Outcome {
 async fn apply_stage(inst: &Instrumentation, data: &Data) -> Result<Action, Error> {
     let all = candidates(data, inst);
     let outcome = run_stages(inst, data, &all).await?;
-    let matches = match_summary(inst, data, &all);
+    let matches = cached_match_summary(inst, data, &all);
     let mut failed = None;
     let (exporter, probe_image, daemon_sets, problem, pruned) = match outcome {
         Outcome::NotAllowed { problem, pruned } => (None, None, Vec::new(), Some(problem), pruned),
@@ -544,17 +611,15 @@ async fn run_stages(
     let refused = |problem: Problem| async {
         Ok(Outcome::Refused {
             problem,
-            daemon_sets: apply::read_daemon_sets(client, inst).await?,
+            daemon_sets: apply::read_daemon_sets(&data.children, inst),
         })
     };
     let failed = |error: Error| async {
         Ok(Outcome::Failed {
             error,
-            // Best effort: the status keeps showing the probes while the
-            // API server refuses a change.
-            daemon_sets: apply::read_daemon_sets(client, inst)
-                .await
-                .unwrap_or_default(),
+            // The status keeps showing the probes while the API server
+            // refuses a change.
+            daemon_sets: apply::read_daemon_sets(&data.children, inst),
         })
     };
 
@@ -565,7 +630,7 @@ async fn run_stages(
             warn!(instrumentation = %key_of(inst), reason = refusal.reason(), %refusal, "Refusing Instrumentation");
             let removed = async {
                 sync_binding(inst, data, true).await?;
-                Ok::<_, Error>(apply::prune(client, inst, &BTreeSet::new()).await?)
+                Ok::<_, Error>(apply::prune(client, &data.children, inst, &BTreeSet::new()).await?)
             };
             return match removed.await {
                 Ok(pruned) => Ok(Outcome::NotAllowed {
@@ -581,7 +646,8 @@ async fn run_stages(
     };
 
     // 2. dereference
-    let exporter = match exporter::resolve(client, inst).await {
+    let watched = data.ctx.config.watch_namespace.as_deref();
+    let exporter = match exporter::resolve(client, &data.collectors, watched, inst).await {
         Ok(Ok(exporter)) => exporter,
         Ok(Err(problem)) => return refused(problem).await,
         Err(source) => {
@@ -614,7 +680,7 @@ async fn run_stages(
     let probe_image = desired.probe_image.clone();
     let applied = async {
         sync_binding(inst, data, false).await?;
-        apply::apply_if_changed(client, &data.fingerprints, inst, desired).await
+        apply::apply_and_prune(client, &data.children, inst, desired).await
     };
     match applied.await {
         Ok(applied) => Ok(Outcome::Applied {
@@ -625,6 +691,34 @@ async fn run_stages(
         Err(error @ Error::Children(_)) => failed(error).await,
         Err(error) => Err(error),
     }
+}
+
+/// [`match_summary`], reused while no namespace, pod or ProbeClass changed
+/// and the Instrumentations it considers are the same.
+fn cached_match_summary(inst: &Instrumentation, data: &Data, all: &[Candidate]) -> MatchSummary {
+    let key = key_of(inst).to_string();
+    // Read before computing: an event during the computation leaves the
+    // cached epoch behind, and the next reconcile computes again.
+    let epoch = data.optin_epoch.load(Ordering::SeqCst);
+    let lock = || data.matches.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(cached) = lock().get(&key)
+        && cached.epoch == epoch
+        && cached.languages == inst.spec.languages
+        && cached.all == all
+    {
+        return cached.summary.clone();
+    }
+    let summary = match_summary(inst, data, all);
+    lock().insert(
+        key,
+        CachedMatches {
+            epoch,
+            languages: inst.spec.languages.clone(),
+            all: all.to_vec(),
+            summary: summary.clone(),
+        },
+    );
+    summary
 }
 
 /// The opt-in rules applied to every namespace and pod in the caches.
@@ -668,7 +762,10 @@ fn match_summary(inst: &Instrumentation, data: &Data, all: &[Candidate]) -> Matc
 /// namespaced children carry ownerReferences and go with the garbage
 /// collector.
 async fn cleanup(inst: &Instrumentation, data: &Data) -> Result<Action, Error> {
-    data.fingerprints.forget(&inst.uid().unwrap_or_default());
+    data.matches
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key_of(inst).to_string());
     sync_binding(inst, data, true).await?;
     let binding = &data.ctx.config.probe_cluster_role_binding;
     info!(instrumentation = %key_of(inst), binding, "Removed the probes' ServiceAccounts from their ClusterRoleBinding");

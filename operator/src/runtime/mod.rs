@@ -10,9 +10,10 @@
 //!   controller's store) — `/readyz` turns true only when every controller did;
 //! - stop when [`Context::shutdown`] is cancelled (for kube-runtime's
 //!   `Controller`: `.graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())`);
-//! - write children with [`apply::apply`] and remove unwanted ones with
-//!   [`apply::prune`] (one field manager, ownership checked, namespaced and
-//!   cluster-scoped kinds alike);
+//! - watch its children through [`cached`] and write them with
+//!   [`apply::apply_unless_unchanged`] against that cache, removing unwanted
+//!   ones with [`apply::prune_cached`] (one field manager, ownership checked),
+//!   so that a settled cluster costs no request, restart included;
 //! - end every reconcile in [`Context::report`]: the status its pure status
 //!   stage computed, written only if it changed, and its Events;
 //! - time each reconcile with [`Metrics::reconcile`] and map errors to an
@@ -244,4 +245,37 @@ where
             Err(_elapsed) => {}
         }
     }
+}
+
+/// A watch of `api` kept in a store, for a controller to read its children
+/// (or other inputs) from instead of GETting them: the store, and the
+/// stream of touched objects to pass to `Controller::owns_stream` or
+/// `watches_stream` (which drives the store). `managedFields` are dropped
+/// before storing: nothing reads them, and they are most of each object.
+pub fn cached<K>(
+    api: kube::Api<K>,
+    config: watcher::Config,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = kube::runtime::reflector::store();
+    let stream = kube::runtime::reflector::reflector(
+        writer,
+        watcher(api, config)
+            .default_backoff()
+            .modify(|obj: &mut K| obj.meta_mut().managed_fields = None),
+    )
+    .touched_objects();
+    (store, stream)
 }

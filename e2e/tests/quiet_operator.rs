@@ -1,0 +1,501 @@
+//! A settled operator is quiet: counted from outside, in the API server's
+//! audit log of the operator's own user.
+//!
+//! 1. Pod churn that changes nothing the operator reports (pods created and
+//!    deleted in a namespace nobody instruments, labels changed on an
+//!    instrumented pod) reaches its opt-in watch and re-evaluates the
+//!    Instrumentation, but sends no request at all.
+//! 2. After `kill -9` and a restart on the settled cluster, every CR is
+//!    reconciled again with zero write requests, and no stored object
+//!    changes.
+//! 3. Drift still heals: a probe ConfigMap edited by someone else is applied
+//!    back.
+//!
+//! The operator runs as the test bed's restricted user bound to the
+//! install's ClusterRole, so its requests are the only ones of that user.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, Seek},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ferrotel_e2e::{
+    TestBed, TestBedOptions,
+    operator::{OperatorProcess, kubectl, kubectl_json},
+    wait_for,
+};
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the operator must send nothing to count as settled.
+const QUIET: Duration = Duration::from_secs(5);
+const NS: &str = "otel";
+/// Instrumented by the sample (`ferrotel.io/instrument: "true"`).
+const APPS: &str = "shop";
+/// Instrumented by nobody.
+const OTHER: &str = "quiet-other";
+
+fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// One request of the operator's user.
+#[derive(Debug, Clone)]
+struct Request {
+    verb: String,
+    resource: String,
+    name: String,
+}
+
+impl Request {
+    fn is_write(&self) -> bool {
+        !matches!(self.verb.as_str(), "get" | "list" | "watch")
+    }
+}
+
+/// Reads the audit log incrementally (it holds only the operator's user).
+struct Audit {
+    path: PathBuf,
+    offset: u64,
+    requests: Vec<Request>,
+}
+
+impl Audit {
+    fn refresh(&mut self) {
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        file.seek(std::io::SeekFrom::Start(self.offset))
+            .expect("seek the audit log");
+        let mut reader = std::io::BufReader::new(file);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line).expect("read the audit log");
+            if n == 0 || !line.ends_with('\n') {
+                break; // EOF or a line still being written
+            }
+            self.offset += n as u64;
+            let event: Value = serde_json::from_str(&line).expect("audit lines are JSON");
+            let verb = event["verb"].as_str().unwrap_or_default().to_owned();
+            // A watch is counted when it starts, anything else when it completes.
+            let stage = if verb == "watch" {
+                "ResponseStarted"
+            } else {
+                "ResponseComplete"
+            };
+            if event["stage"] != stage {
+                continue;
+            }
+            let obj = &event["objectRef"];
+            let mut resource = obj["resource"].as_str().unwrap_or("?").to_owned();
+            if let Some(sub) = obj["subresource"].as_str() {
+                resource = format!("{resource}/{sub}");
+            }
+            self.requests.push(Request {
+                verb,
+                resource,
+                name: obj["name"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+    }
+
+    /// Everything logged from now on is new.
+    fn mark(&mut self) -> usize {
+        self.refresh();
+        self.requests.len()
+    }
+
+    fn since(&mut self, mark: usize) -> Vec<Request> {
+        self.refresh();
+        self.requests[mark..].to_vec()
+    }
+
+    /// Waits until the operator sent nothing but watches for [`QUIET`].
+    async fn wait_quiet(&mut self, what: &str) {
+        let start = tokio::time::Instant::now();
+        let mut seen = self.mark();
+        let mut last_change = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = self.mark();
+            let new = self.requests[seen..].iter().any(|r| r.verb != "watch");
+            seen = now;
+            if new {
+                last_change = tokio::time::Instant::now();
+            }
+            if last_change.elapsed() >= QUIET {
+                return;
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "{what}: the operator never went quiet; last requests: {:?}",
+                self.requests.iter().rev().take(10).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+fn summary(requests: &[Request]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in requests {
+        *out.entry(format!("{} {} {}", r.verb, r.resource, r.name))
+            .or_default() += 1;
+    }
+    out
+}
+
+fn start_operator(bed: &TestBed, dir: &Path, run: usize) -> OperatorProcess {
+    let args: Vec<String> = ["--log-format", "text", "--log-level", "info"]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+    OperatorProcess::start(
+        bed.restricted_kubeconfig(),
+        &args,
+        &[],
+        &dir.join(format!("operator-{run}.log")),
+    )
+    .unwrap_or_else(|e| panic!("start the operator: {e}"))
+}
+
+/// Finished reconciles per controller, from `/metrics`.
+async fn reconciles(op: &OperatorProcess, controller: &str) -> Result<u64, String> {
+    let body = op.metrics().await?;
+    Ok(body
+        .lines()
+        .find(|l| {
+            l.starts_with("ferrotel_operator_reconcile_duration_seconds_count")
+                && l.contains(&format!("controller=\"{controller}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64))
+}
+
+/// The status of the probe DaemonSets and the collector Deployment, which
+/// their controllers write (and the operator reports): while it moves, the
+/// operator rightly writes its CRs' status, so each quiet window checks it
+/// stayed put.
+fn workload_status(bed: &TestBed) -> BTreeMap<String, String> {
+    let list = kubectl_json(bed, &["get", "daemonsets,deployments", "-n", NS])
+        .unwrap_or_else(|e| panic!("{e}"));
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let mut status = i["status"].clone();
+            // Conditions carry timestamps; the counts are what is reported.
+            if let Some(s) = status.as_object_mut() {
+                s.remove("conditions");
+            }
+            let kind = i["kind"].as_str().unwrap_or_default();
+            let name = i["metadata"]["name"].as_str().unwrap_or_default();
+            (format!("{kind}/{name}"), status.to_string())
+        })
+        .collect()
+}
+
+/// `kind/name → resourceVersion` of everything the operator writes, except
+/// for DaemonSets and Deployments, whose status their controllers write:
+/// their `generation` (spec changes only).
+fn stored_state(bed: &TestBed) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let kinds = "configmaps,serviceaccounts,services,daemonsets,deployments,instrumentations,telemetrycollectors";
+    let list = kubectl_json(bed, &["get", kinds, "-n", NS]).unwrap_or_else(|e| panic!("{e}"));
+    for item in list["items"].as_array().into_iter().flatten() {
+        let kind = item["kind"].as_str().unwrap_or_default();
+        let meta = &item["metadata"];
+        let version = if matches!(kind, "DaemonSet" | "Deployment") {
+            format!("generation {}", meta["generation"])
+        } else {
+            format!("resourceVersion {}", meta["resourceVersion"])
+        };
+        out.insert(
+            format!("{kind}/{}", meta["name"].as_str().unwrap_or_default()),
+            version,
+        );
+    }
+    let binding = kubectl_json(bed, &["get", "clusterrolebinding", "ferrotel-probe"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    out.insert(
+        "ClusterRoleBinding/ferrotel-probe".into(),
+        format!("resourceVersion {}", binding["metadata"]["resourceVersion"]),
+    );
+    out
+}
+
+fn apply(bed: &TestBed, yaml: &str) {
+    kubectl(bed, &["apply", "--server-side", "-f", "-"], Some(yaml))
+        .unwrap_or_else(|e| panic!("apply {yaml}: {e}"));
+}
+
+fn pod(namespace: &str, name: &str, node: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{{labels}}}}}\n\
+         spec: {{nodeName: {node}, containers: [{{name: app, image: registry.invalid/app:1}}]}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audit_path = dir.path().join("audit.log");
+    let policy = dir.path().join("audit-policy.yaml");
+    let user = ferrotel_e2e::pki::RESTRICTED_USER;
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
+             - level: Metadata\n  users: [\"{user}\"]\n- level: None\n"
+        ),
+    )
+    .expect("write the audit policy");
+    let bed = TestBed::start(TestBedOptions {
+        apiserver_args: vec![
+            format!("--audit-policy-file={}", policy.display()),
+            format!("--audit-log-path={}", audit_path.display()),
+            "--audit-log-maxsize=0".into(),
+        ],
+        ..TestBedOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("start the test bed: {e}"));
+    let node = bed.node_names()[0].clone();
+    let mut audit = Audit {
+        path: audit_path,
+        offset: 0,
+        requests: Vec::new(),
+    };
+
+    // The install: CRDs, the operator's ClusterRole bound to the restricted
+    // user, the probes' ClusterRole and binding; then the samples.
+    ferrotel_e2e::stack::install_crds(bed.kubeconfig()).unwrap_or_else(|e| panic!("{e}"));
+    for file in [
+        "config/rbac/role.yaml",
+        "config/rbac/probe_role.yaml",
+        "config/rbac/probe_role_binding.yaml",
+        "config/samples/namespace.yaml",
+        "config/samples/telemetrycollector.yaml",
+        "config/samples/instrumentation.yaml",
+    ] {
+        let path = repo_path(file);
+        kubectl(
+            &bed,
+            &[
+                "apply",
+                "--server-side",
+                "-f",
+                path.to_str().expect("utf-8"),
+            ],
+            None,
+        )
+        .unwrap_or_else(|e| panic!("apply {file}: {e}"));
+    }
+    apply(
+        &bed,
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
+             metadata: {{name: quiet-operator}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: ferrotel-operator}}\n\
+             subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n\
+             ---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {OTHER}}}\n"
+        ),
+    );
+    apply(&bed, &pod(APPS, "app-0", &node, "tier: web"));
+
+    let mut op = start_operator(&bed, dir.path(), 1);
+    op.wait_ready().await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Settled: every probe DaemonSet up to date, the app pod counted, the
+    // collector serving an endpoint, and then nothing sent. (Readiness is
+    // not waited for: on a loaded machine kwok's heartbeats lag and the
+    // workload controllers may take minutes to count the pods ready.)
+    wait_for("the probes and the collector rolled out", TIMEOUT, || {
+        let alive = op.alive();
+        let inst = kubectl_json(&bed, &["get", "instrumentation", "default", "-n", NS]);
+        let tc = kubectl_json(
+            &bed,
+            &["get", "telemetrycollector", "otel-collector", "-n", NS],
+        );
+        let result = alive.and(inst).and_then(|inst| {
+            let tc = tc?;
+            let languages = inst["status"]["languages"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let rolled_out = languages.len() == 2
+                && languages
+                    .iter()
+                    .all(|l| l["desired"].as_i64() > Some(0) && l["updated"] == l["desired"]);
+            if !rolled_out || inst["status"]["matchedPods"] != 1 {
+                return Err(format!("Instrumentation status: {}", inst["status"]));
+            }
+            if tc["status"]["endpoints"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            {
+                return Err(format!("TelemetryCollector status: {}", tc["status"]));
+            }
+            Ok(())
+        });
+        async move { result }
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let pods = kubectl(
+            &bed,
+            &["get", "daemonsets,deployments,pods", "-A", "-o", "wide"],
+            None,
+        );
+        panic!("{e}\nworkloads: {pods:?}\noperator log:\n{}", op.tail())
+    });
+    audit.wait_quiet("after the first rollout").await;
+
+    // 1. Pod churn that changes nothing the operator reports.
+    let workloads = workload_status(&bed);
+    let mark = audit.mark();
+    let before = reconciles(&op, "instrumentation")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..3 {
+        apply(
+            &bed,
+            &pod(OTHER, &format!("churn-{i}"), &node, "tier: batch"),
+        );
+        apply(
+            &bed,
+            &pod(APPS, "app-0", &node, &format!("tier: web, round: r{i}")),
+        );
+    }
+    kubectl(
+        &bed,
+        &["delete", "pods", "--all", "-n", OTHER, "--wait=false"],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The churn reached the operator: the Instrumentation was re-evaluated.
+    wait_for("a re-evaluation after the pod churn", TIMEOUT, || {
+        let op = &op;
+        async move {
+            let now = reconciles(op, "instrumentation").await?;
+            if now > before {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{now} Instrumentation reconciles, {before} before the churn"
+                ))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.tail()));
+    audit.wait_quiet("after the pod churn").await;
+    assert_eq!(
+        workload_status(&bed),
+        workloads,
+        "inconclusive: the workloads' status moved during the churn window (the operator \
+         rightly reports that); rerun on a less loaded machine"
+    );
+    let churn: Vec<Request> = audit
+        .since(mark)
+        .into_iter()
+        .filter(|r| r.verb != "watch")
+        .collect();
+    assert!(
+        churn.is_empty(),
+        "pod churn that changes nothing must cost no request; the operator sent {:?}",
+        summary(&churn)
+    );
+
+    // 2. kill -9 and restart on the settled cluster.
+    let state = stored_state(&bed);
+    let workloads = workload_status(&bed);
+    op.process.kill();
+    let mark = audit.mark();
+    let mut op = start_operator(&bed, dir.path(), 2);
+    op.wait_ready().await.unwrap_or_else(|e| panic!("{e}"));
+    wait_for(
+        "the restarted operator reconciled both CRs",
+        TIMEOUT,
+        || {
+            let op = &op;
+            async move {
+                let inst = reconciles(op, "instrumentation").await?;
+                let tc = reconciles(op, "collector").await?;
+                if inst >= 1 && tc >= 1 {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "reconciles: instrumentation {inst}, collector {tc}"
+                    ))
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.tail()));
+    audit.wait_quiet("after the restart").await;
+    assert_eq!(
+        workload_status(&bed),
+        workloads,
+        "inconclusive: the workloads' status moved during the restart (the operator rightly \
+         reports that); rerun on a less loaded machine"
+    );
+    let requests = audit.since(mark);
+    let writes: Vec<Request> = requests.iter().filter(|r| r.is_write()).cloned().collect();
+    eprintln!(
+        "the restarted operator sent {} requests: {:?}",
+        requests.len(),
+        summary(&requests)
+    );
+    assert!(
+        writes.is_empty(),
+        "a restart on a settled cluster must write nothing; the operator sent {:?}",
+        summary(&writes)
+    );
+    assert_eq!(
+        stored_state(&bed),
+        state,
+        "a restart on a settled cluster must change no stored object"
+    );
+
+    // 3. Drift made by someone else is applied back.
+    let cm = "default-probe-go";
+    let original = kubectl_json(&bed, &["get", "configmap", cm, "-n", NS])
+        .unwrap_or_else(|e| panic!("{e}"))["data"]
+        .clone();
+    kubectl(
+        &bed,
+        &[
+            "patch",
+            "configmap",
+            cm,
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            r#"{"data":{"probe.yaml":"edited by hand"}}"#,
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_for("the edited probe ConfigMap applied back", TIMEOUT, || {
+        let now =
+            kubectl_json(&bed, &["get", "configmap", cm, "-n", NS]).map(|c| c["data"].clone());
+        let original = original.clone();
+        async move {
+            match now {
+                Ok(data) if data == original => Ok(()),
+                Ok(data) => Err(format!("data is {data}")),
+                Err(e) => Err(e),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.tail()));
+    op.process.terminate(Duration::from_secs(10));
+}
