@@ -683,28 +683,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .prefix("scale-bench-")
         .tempdir()
         .context("work directory")?;
-    let audit_path = work.path().join("audit.log");
-    let policy = work.path().join("audit-policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
-             - level: Metadata\n  users: [\"{OPERATOR_USER}\"]\n- level: None\n"
-        ),
-    )?;
-
-    println!("Starting the test bed with {} kwok nodes", cli.nodes);
-    let bed = TestBed::start(TestBedOptions {
+    let mut options = TestBedOptions {
         nodes: cli.nodes,
-        apiserver_args: vec![
-            format!("--audit-policy-file={}", policy.display()),
-            format!("--audit-log-path={}", audit_path.display()),
-            "--audit-log-maxsize=0".into(),
-        ],
         ..TestBedOptions::default()
-    })
-    .await
-    .context("starting the test bed")?;
+    };
+    let audit_path = options
+        .audit_user(OPERATOR_USER, work.path())
+        .context("writing the audit policy")?;
+    println!("Starting the test bed with {} kwok nodes", cli.nodes);
+    let bed = TestBed::start(options)
+        .await
+        .context("starting the test bed")?;
     let result = measure(
         &cli,
         &bed,

@@ -56,6 +56,31 @@ impl Default for TestBedOptions {
     }
 }
 
+impl TestBedOptions {
+    /// Makes the API server write an audit log of `user`'s requests
+    /// (metadata level: verb, resource, name, stages, timestamps; nothing
+    /// else is logged) into `dir`, and returns the log's path. Counting one
+    /// client's requests from outside is how the operator's quietness is
+    /// measured (no polling, no writes on restart).
+    pub fn audit_user(&mut self, user: &str, dir: &Path) -> std::io::Result<PathBuf> {
+        let log = dir.join("audit.log");
+        let policy = dir.join("audit-policy.yaml");
+        std::fs::write(
+            &policy,
+            format!(
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
+                 - level: Metadata\n  users: [\"{user}\"]\n- level: None\n"
+            ),
+        )?;
+        self.apiserver_args.extend([
+            format!("--audit-policy-file={}", policy.display()),
+            format!("--audit-log-path={}", log.display()),
+            "--audit-log-maxsize=0".into(),
+        ]);
+        Ok(log)
+    }
+}
+
 /// Taint of the kwok nodes of a test bed that also has a real node.
 pub const KWOK_TAINT: (&str, &str) = ("ferrotel.io/kwok", "fake");
 /// The `kubernetes` Service IP (first of the service range).

@@ -243,27 +243,14 @@ fn pod(namespace: &str, name: &str, node: &str, labels: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let audit_path = dir.path().join("audit.log");
-    let policy = dir.path().join("audit-policy.yaml");
     let user = ferrotel_e2e::pki::RESTRICTED_USER;
-    std::fs::write(
-        &policy,
-        format!(
-            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
-             - level: Metadata\n  users: [\"{user}\"]\n- level: None\n"
-        ),
-    )
-    .expect("write the audit policy");
-    let bed = TestBed::start(TestBedOptions {
-        apiserver_args: vec![
-            format!("--audit-policy-file={}", policy.display()),
-            format!("--audit-log-path={}", audit_path.display()),
-            "--audit-log-maxsize=0".into(),
-        ],
-        ..TestBedOptions::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("start the test bed: {e}"));
+    let mut options = TestBedOptions::default();
+    let audit_path = options
+        .audit_user(user, dir.path())
+        .expect("write the audit policy");
+    let bed = TestBed::start(options)
+        .await
+        .unwrap_or_else(|e| panic!("start the test bed: {e}"));
     let node = bed.node_names()[0].clone();
     let mut audit = Audit {
         path: audit_path,
