@@ -33,13 +33,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use clap::Parser;
+use ferrotel_e2e::audit::{AuditLog, AuditRequest};
 use ferrotel_e2e::operator::{OperatorProcess, kubectl};
 use ferrotel_e2e::{TestBed, TestBedOptions};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -190,68 +190,20 @@ fn cpu_seconds(pid: u32, ticks: f64) -> Option<f64> {
 // ---------------------------------------------------------------- audit log
 
 /// One request of the operator's user, from the API server's audit log.
-#[derive(Debug, Clone)]
-struct Request {
-    at: Timestamp,
-    verb: String,
-    resource: String,
-}
+type Request = AuditRequest;
 
-/// Reads the audit log incrementally; keeps the operator's requests (a
-/// watch counted when it starts, everything else when it completes).
+/// The operator's requests so far (a watch counted when it starts,
+/// everything else when it completes).
 struct Audit {
-    path: PathBuf,
-    offset: u64,
+    log: AuditLog,
     requests: Vec<Request>,
 }
 
 impl Audit {
     fn refresh(&mut self) -> anyhow::Result<()> {
-        let mut file = match std::fs::File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("open {}", self.path.display())),
-        };
-        file.seek(std::io::SeekFrom::Start(self.offset))?;
-        let mut reader = std::io::BufReader::new(file);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = reader.read_line(&mut line)?;
-            if n == 0 || !line.ends_with('\n') {
-                break; // EOF or a line still being written: read it next time
-            }
-            self.offset += n as u64;
-            let event: Value = serde_json::from_str(&line)
-                .with_context(|| format!("audit log line is not JSON: {line}"))?;
-            if event["user"]["username"] != OPERATOR_USER {
-                continue;
-            }
-            let verb = event["verb"].as_str().unwrap_or_default().to_owned();
-            let stage = event["stage"].as_str().unwrap_or_default();
-            let counted = if verb == "watch" {
-                stage == "ResponseStarted"
-            } else {
-                stage == "ResponseComplete"
-            };
-            if !counted {
-                continue;
-            }
-            let at: Timestamp = event["requestReceivedTimestamp"]
-                .as_str()
-                .unwrap_or_default()
-                .parse()
-                .with_context(|| format!("audit event without a timestamp: {line}"))?;
-            let obj = &event["objectRef"];
-            let mut resource = obj["resource"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| event["requestURI"].as_str().unwrap_or("?").to_owned());
-            if let Some(sub) = obj["subresource"].as_str() {
-                resource = format!("{resource}/{sub}");
-            }
-            self.requests.push(Request { at, verb, resource });
-        }
+        let new = self.log.read_new()?;
+        self.requests
+            .extend(new.into_iter().filter(|r| r.user == OPERATOR_USER));
         Ok(())
     }
 
@@ -924,8 +876,7 @@ spec:
 
     // ---- cold start
     let mut audit = Audit {
-        path: audit_path.to_path_buf(),
-        offset: 0,
+        log: AuditLog::new(audit_path.to_path_buf()),
         requests: Vec::new(),
     };
     let t = since();

@@ -46,6 +46,7 @@
 //! (with its path printed on stderr) when a test panicked.
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod collector;
 pub mod graph;

@@ -16,17 +16,16 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, Seek},
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use ferrotel_e2e::{
     TestBed, TestBedOptions,
+    audit::{AuditLog, AuditRequest},
     operator::{OperatorProcess, kubectl, kubectl_json},
     wait_for,
 };
-use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the operator must send nothing to count as settled.
@@ -41,65 +40,18 @@ fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
-/// One request of the operator's user.
-#[derive(Debug, Clone)]
-struct Request {
-    verb: String,
-    resource: String,
-    name: String,
-}
+type Request = AuditRequest;
 
-impl Request {
-    fn is_write(&self) -> bool {
-        !matches!(self.verb.as_str(), "get" | "list" | "watch")
-    }
-}
-
-/// Reads the audit log incrementally (it holds only the operator's user).
+/// The operator's requests so far (the audit log holds only its user).
 struct Audit {
-    path: PathBuf,
-    offset: u64,
+    log: AuditLog,
     requests: Vec<Request>,
 }
 
 impl Audit {
     fn refresh(&mut self) {
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return;
-        };
-        file.seek(std::io::SeekFrom::Start(self.offset))
-            .expect("seek the audit log");
-        let mut reader = std::io::BufReader::new(file);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = reader.read_line(&mut line).expect("read the audit log");
-            if n == 0 || !line.ends_with('\n') {
-                break; // EOF or a line still being written
-            }
-            self.offset += n as u64;
-            let event: Value = serde_json::from_str(&line).expect("audit lines are JSON");
-            let verb = event["verb"].as_str().unwrap_or_default().to_owned();
-            // A watch is counted when it starts, anything else when it completes.
-            let stage = if verb == "watch" {
-                "ResponseStarted"
-            } else {
-                "ResponseComplete"
-            };
-            if event["stage"] != stage {
-                continue;
-            }
-            let obj = &event["objectRef"];
-            let mut resource = obj["resource"].as_str().unwrap_or("?").to_owned();
-            if let Some(sub) = obj["subresource"].as_str() {
-                resource = format!("{resource}/{sub}");
-            }
-            self.requests.push(Request {
-                verb,
-                resource,
-                name: obj["name"].as_str().unwrap_or_default().to_owned(),
-            });
-        }
+        let new = self.log.read_new().expect("read the audit log");
+        self.requests.extend(new);
     }
 
     /// Everything logged from now on is new.
@@ -253,8 +205,7 @@ async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_resta
         .unwrap_or_else(|e| panic!("start the test bed: {e}"));
     let node = bed.node_names()[0].clone();
     let mut audit = Audit {
-        path: audit_path,
-        offset: 0,
+        log: AuditLog::new(audit_path),
         requests: Vec::new(),
     };
 
