@@ -181,6 +181,51 @@ fn which(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Where a node's BPF filesystem lives: pods that pin maps (the probes with
+/// trace propagation on) mount it as a hostPath.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// Whether a BPF filesystem is mounted at [`BPFFS`] (the last mount there
+/// is what a new bind of the path sees).
+fn bpffs_mounted() -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = left.split_whitespace().nth(4)?;
+            (point == BPFFS).then(|| right.split_whitespace().next() == Some("bpf"))
+        })
+        .unwrap_or(false)
+}
+
+/// Gives the node a BPF filesystem at [`BPFFS`], as systemd mounts one at
+/// boot on every node a cluster runs on: a host without systemd (a
+/// container, a minimal VM) has none, and the probes' pods would find a
+/// plain sysfs directory there (they refuse propagation then). Mounted only
+/// when missing, and left mounted like the boot-time one: a mount of the
+/// node's own BPF filesystem holds the pins of every probe of the node, and
+/// other nodes of this host (or the next test bed) share it as pods on one
+/// machine would.
+fn provide_bpffs() -> Result<()> {
+    if bpffs_mounted() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(BPFFS).map_err(io_err(Path::new(BPFFS)))?;
+    run("mount", &["-t", "bpf", "bpf", BPFFS])?;
+    if !bpffs_mounted() {
+        return Err(err(format!(
+            "mounted a BPF filesystem at {BPFFS}, but /proc/self/mountinfo does not show it there"
+        )));
+    }
+    tracing::info!(
+        path = BPFFS,
+        "Mounted a BPF filesystem for the node's pods (the host had none)"
+    );
+    Ok(())
+}
+
 fn cgroup_v1_dir(controller: &str) -> PathBuf {
     Path::new("/sys/fs/cgroup").join(controller)
 }
@@ -731,6 +776,7 @@ impl RealNode {
             .reference
             .clone();
         node.create_cgroups()?;
+        provide_bpffs()?;
         node.start_containerd(&pause)?;
         node.wait_for_containerd().await?;
         for image in images {

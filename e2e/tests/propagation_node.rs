@@ -62,15 +62,6 @@ impl Drop for NodePins {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_go_services_in_a_chain_form_one_trace_per_request_with_propagation_on() {
-    // The probe pods get the node's /sys/fs/bpf through a hostPath; the
-    // test bed's node shares this machine's. A machine without systemd may
-    // have none mounted there: then the probes would refuse propagation
-    // (`no_bpffs`) and this test time out, so say what is missing first.
-    let bpffs = rustix::fs::statfs("/sys/fs/bpf").map(|fs| fs.f_type);
-    assert!(
-        matches!(bpffs, Ok(0xcafe_4a11)),
-        "this test needs a BPF filesystem at /sys/fs/bpf, as a systemd node has (found: {bpffs:?}); mount one: mount -t bpf bpf /sys/fs/bpf"
-    );
     let _pins = NodePins;
     let stack::RealStack {
         backend,
@@ -80,6 +71,15 @@ async fn python_and_go_services_in_a_chain_form_one_trace_per_request_with_propa
     } = stack::RealStack::start()
         .await
         .unwrap_or_else(|e| panic!("the stack on a real node: {e}"));
+    // The probe pods get the node's /sys/fs/bpf through a hostPath. The
+    // test bed's node mounts a BPF filesystem there when the host has none
+    // (as systemd does at boot); without it the probes would refuse
+    // propagation (`no_bpffs`) and this test time out, so say so first.
+    let bpffs = rustix::fs::statfs("/sys/fs/bpf").map(|fs| fs.f_type);
+    assert!(
+        matches!(bpffs, Ok(0xcafe_4a11)),
+        "the real node should have a BPF filesystem at /sys/fs/bpf (found: {bpffs:?}): see e2e/src/node.rs provide_bpffs"
+    );
     let client = bed.client();
 
     // The admin's permission, then the Instrumentation asks for it.
