@@ -38,18 +38,34 @@ QUIET_LOAD = 1.5
 """A 1-minute load average at or above this before a run makes its figures provisional."""
 
 
+DEFAULT_PROBE = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release/ferrotel-probe"
+"""The probe every benchmark measures unless told otherwise: the release build of this tree."""
+
+
+def add_probe_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--probe",
+        type=Path,
+        default=DEFAULT_PROBE,
+        help="ferrotel-probe binary (default: the release build of this tree)",
+    )
+
+
+def go_build(src: Path, out: Path, *args: str) -> Path:
+    """`go build` of the package in `src` to `out` with the local toolchain, the
+    module's pinned go.sum and no cgo; `args` go before the package (e.g. tags)."""
+    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=readonly -buildvcs=false", CGO_ENABLED="0")
+    subprocess.run([GO, "build", *args, "-o", str(out), "."], cwd=src, env=env, check=True)
+    return out
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--rounds", type=int, default=5, help="paired rounds (default 5)")
     p.add_argument("--duration", type=float, default=10, help="seconds of load per measurement (default 10)")
     p.add_argument("--warmup", type=float, default=2, help="seconds of warm-up load before each measurement")
     p.add_argument("--out", type=Path, help="results file (.md; a .json with every measurement is written next to it)")
-    p.add_argument(
-        "--probe",
-        type=Path,
-        default=Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release/ferrotel-probe",
-        help="ferrotel-probe binary (default: the release build of this tree)",
-    )
+    add_probe_argument(p)
     p.add_argument(
         "--baseline-probe",
         type=Path,

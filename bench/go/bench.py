@@ -14,8 +14,6 @@ processor, OTLP/gRPC) | probe-baseline (another probe build, if given).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +21,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from ferrobench import report, system  # noqa: E402
-from ferrobench.cli import GO, Bench  # noqa: E402
+from ferrobench.cli import Bench, go_build  # noqa: E402
+from ferrobench.cli import go_version as cli_go_version  # noqa: E402
 from ferrobench.harness import Context, Running, Scenario, Variant  # noqa: E402
 from ferrobench.procs import Service  # noqa: E402
 
@@ -31,13 +30,10 @@ from ferrobench.procs import Service  # noqa: E402
 
 def build(workdir: Path) -> dict[str, Path]:
     """The app, bare and with otelhttp, built from bench/go/app (pinned go.sum)."""
-    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=readonly -buildvcs=false", CGO_ENABLED="0")
-    out = {}
-    for variant, tags in (("bare", []), ("otel", ["-tags", "otel"])):
-        path = workdir / f"goapp-{variant}"
-        subprocess.run([GO, "build", *tags, "-o", str(path), "."], cwd=HERE / "app", env=env, check=True)
-        out[variant] = path
-    return out
+    return {
+        variant: go_build(HERE / "app", workdir / f"goapp-{variant}", *tags)
+        for variant, tags in (("bare", ()), ("otel", ("-tags", "otel")))
+    }
 
 
 def start_go(ctx: Context, binary: Path, cpus: str, name: str, backend: str | None = None) -> tuple[Service, str]:
@@ -102,7 +98,7 @@ def scenarios(bench: Bench, apps: dict[str, Path]) -> list[Scenario]:
 
 def main(argv: list[str]) -> None:
     bench = Bench.from_args("go", "Go overhead: bare vs ferrotel-probe vs otelhttp", argv)
-    go_version = subprocess.run([GO, "version"], capture_output=True, text=True, check=True).stdout.split()[2]
+    go_version = cli_go_version()
     bench.header["runtime"] = go_version
     apps = build(bench.workdir)
     runner = bench.runner()

@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from ferrobench import bpf, report, system  # noqa: E402
-from ferrobench.cli import GO, REPO, Bench  # noqa: E402
+from ferrobench.cli import REPO, Bench, go_build, go_version  # noqa: E402
 from ferrobench.harness import Context, Running, Scenario, Variant, paired_rounds  # noqa: E402
 from ferrobench.procs import Service  # noqa: E402
 from ferrobench.stats import Summary, fmt  # noqa: E402
@@ -55,10 +55,7 @@ def python311() -> Path:
 
 
 def build_cpuburn(workdir: Path) -> Path:
-    out = workdir / "cpuburn"
-    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=readonly -buildvcs=false", CGO_ENABLED="0")
-    subprocess.run([GO, "build", "-o", str(out), "./cpuburn"], cwd=REPO / "e2e/apps/go", env=env, check=True)
-    return out
+    return go_build(REPO / "e2e/apps/go/cpuburn", workdir / "cpuburn")
 
 
 def probe_config(ctx: Context, hz: int) -> Path:
@@ -221,7 +218,7 @@ def http_scenario(cpuburn: Path) -> Scenario:
 def main(argv: list[str]) -> None:
     bench = Bench.from_args("profiling", "Profiling overhead: profiling off vs 19 Hz vs 99 Hz", argv, profiles=True)
     python = python311()
-    bench.header["runtime"] = subprocess.run([GO, "version"], capture_output=True, text=True, check=True).stdout.split()[2]
+    bench.header["runtime"] = go_version()
     cpuburn = build_cpuburn(bench.workdir)
     sections = [
         "The probe runs on the app's CPU (its CPU counts against the app); every probe variant starts "

@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from ferrobench import procs, seq, system  # noqa: E402
-from ferrobench.cli import BIN, GO, QUIET_LOAD, REPO, VENV  # noqa: E402
+from ferrobench.cli import BIN, QUIET_LOAD, REPO, VENV, add_probe_argument, go_build  # noqa: E402
 from ferrobench.collector import Collector  # noqa: E402
 from ferrobench.probe import Probe  # noqa: E402
 from ferrobench.procs import Service  # noqa: E402
@@ -66,20 +66,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--load-cpus", default="1", help="CPUs of the load generators and the collector (default 1)")
     p.add_argument("--sample-seconds", type=float, default=5, help="RSS and load sampling interval (default 5)")
     p.add_argument("--out", type=Path, help="results file (.md; a .json is written next to it)")
-    p.add_argument(
-        "--probe",
-        type=Path,
-        default=Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release/ferrotel-probe",
-        help="ferrotel-probe binary (default: the release build of this tree)",
-    )
+    add_probe_argument(p)
     return p.parse_args(argv[1:])
 
 
 def build_go_app(workdir: Path) -> Path:
-    env = dict(os.environ, GOTOOLCHAIN="local", GOFLAGS="-mod=readonly -buildvcs=false", CGO_ENABLED="0")
-    out = workdir / "goapp"
-    subprocess.run([GO, "build", "-o", str(out), "."], cwd=REPO / "bench/go/app", env=env, check=True)
-    return out
+    return go_build(REPO / "bench/go/app", workdir / "goapp")
 
 
 def probe_config(workdir: Path) -> Path:
