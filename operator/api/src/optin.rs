@@ -132,6 +132,13 @@ impl Instrumentations {
         self.entries.iter().any(|e| e.pod_selector.is_some())
     }
 
+    /// Every Instrumentation in the set with the languages it serves.
+    pub fn keys(&self) -> impl Iterator<Item = (&InstrumentationKey, &[Language])> {
+        self.entries
+            .iter()
+            .map(|e| (&e.key, e.languages.as_slice()))
+    }
+
     fn get(&self, key: &InstrumentationKey) -> Option<&Entry> {
         self.entries.iter().find(|e| &e.key == key)
     }

@@ -41,7 +41,7 @@ mod exporter;
 mod status;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -81,7 +81,7 @@ use tracing::{info, warn};
 
 use crate::runtime::{Context, ErrorCategory, errors::Categorized, report};
 use build::BuildInput;
-use status::{MatchSummary, Meta, ObservedDaemonSet, Problem, StatusInput};
+use status::{MatchSummary, MatchTable, Meta, ObservedDaemonSet, Problem, StatusInput};
 
 /// Name used for metrics, readiness and logs.
 pub const CONTROLLER: &str = "instrumentation";
@@ -285,18 +285,15 @@ pub struct Data {
     /// Bumped on every namespace, pod or ProbeClass event, after the cache
     /// stored it.
     pub optin_epoch: Arc<AtomicU64>,
-    /// The last match summary of each Instrumentation and what it was
-    /// computed from: the opt-in rules over every pod are most of a
-    /// reconcile's cost, and most reconciles (its children's and its own
-    /// status events) happen while no namespace or pod changed.
-    matches: std::sync::Mutex<HashMap<String, CachedMatches>>,
+    /// The last match table and what it was computed from: the opt-in
+    /// rules over every pod are most of a reconcile's cost.
+    matches: tokio::sync::Mutex<Option<CachedMatches>>,
 }
 
 struct CachedMatches {
     epoch: u64,
-    languages: Vec<ferrotel_api::probe_config::Language>,
     all: Vec<Candidate>,
-    summary: MatchSummary,
+    table: MatchTable,
 }
 
 impl Data {
@@ -476,7 +473,7 @@ pub enum Outcome {
 async fn apply_stage(inst: &Instrumentation, data: &Data) -> Result<Action, Error> {
     let all = candidates(data, inst);
     let outcome = run_stages(inst, data, &all).await?;
-    let matches = cached_match_summary(inst, data, &all);
+    let matches = cached_match_summary(inst, data, &all).await;
     let mut failed = None;
     let (exporter, probe_image, daemon_sets, problem, pruned) = match outcome {
         Outcome::NotAllowed { problem, pruned } => (None, None, Vec::new(), Some(problem), pruned),
@@ -693,36 +690,41 @@ async fn run_stages(
     }
 }
 
-/// [`match_summary`], reused while no namespace, pod or ProbeClass changed
-/// and the Instrumentations it considers are the same.
-fn cached_match_summary(inst: &Instrumentation, data: &Data, all: &[Candidate]) -> MatchSummary {
-    let key = key_of(inst).to_string();
+/// `inst`'s share of the opt-in rules over the caches. One table serves
+/// every Instrumentation (see [`status::match_table`]) and is reused while no
+/// namespace, pod or ProbeClass event arrived and the Instrumentations it
+/// considers are the same: most reconciles (an Instrumentation's children
+/// and its own status events) happen while nothing the rules read changed,
+/// and a round of pod events reconciles every Instrumentation, which then
+/// share one computation.
+async fn cached_match_summary(
+    inst: &Instrumentation,
+    data: &Data,
+    all: &[Candidate],
+) -> MatchSummary {
+    let key = key_of(inst);
+    // Held while computing: the reconciles of one round wait for the first
+    // one's table instead of each computing its own.
+    let mut cached = data.matches.lock().await;
     // Read before computing: an event during the computation leaves the
     // cached epoch behind, and the next reconcile computes again.
     let epoch = data.optin_epoch.load(Ordering::SeqCst);
-    let lock = || data.matches.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(cached) = lock().get(&key)
-        && cached.epoch == epoch
-        && cached.languages == inst.spec.languages
-        && cached.all == all
-    {
-        return cached.summary.clone();
-    }
-    let summary = match_summary(inst, data, all);
-    lock().insert(
-        key,
-        CachedMatches {
+    let fresh = cached
+        .as_ref()
+        .is_some_and(|table| table.epoch == epoch && table.all == all);
+    if !fresh {
+        *cached = Some(CachedMatches {
             epoch,
-            languages: inst.spec.languages.clone(),
             all: all.to_vec(),
-            summary: summary.clone(),
-        },
-    );
-    summary
+            table: match_table(data, all),
+        });
+    }
+    let table = &cached.as_ref().expect("set above").table;
+    status::summary_of(table, &key, &inst.spec.languages)
 }
 
 /// The opt-in rules applied to every namespace and pod in the caches.
-fn match_summary(inst: &Instrumentation, data: &Data, all: &[Candidate]) -> MatchSummary {
+fn match_table(data: &Data, all: &[Candidate]) -> MatchTable {
     let instrumentations = Instrumentations::new(all.iter().cloned());
     let namespaces = data.namespaces.state();
     let pods = data.pods.state();
@@ -735,9 +737,7 @@ fn match_summary(inst: &Instrumentation, data: &Data, all: &[Candidate]) -> Matc
     };
     let ns_ids: Vec<(String, String)> = namespaces.iter().map(|n| meta(&n.metadata)).collect();
     let pod_ids: Vec<(String, String)> = pods.iter().map(|p| meta(&p.metadata)).collect();
-    status::match_summary(
-        &key_of(inst),
-        &inst.spec.languages,
+    status::match_table(
         &instrumentations,
         namespaces.iter().zip(&ns_ids).map(|(n, (ns, name))| Meta {
             namespace: ns,
@@ -762,10 +762,6 @@ fn match_summary(inst: &Instrumentation, data: &Data, all: &[Candidate]) -> Matc
 /// namespaced children carry ownerReferences and go with the garbage
 /// collector.
 async fn cleanup(inst: &Instrumentation, data: &Data) -> Result<Action, Error> {
-    data.matches
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&key_of(inst).to_string());
     sync_binding(inst, data, true).await?;
     let binding = &data.ctx.config.probe_cluster_role_binding;
     info!(instrumentation = %key_of(inst), binding, "Removed the probes' ServiceAccounts from their ClusterRoleBinding");

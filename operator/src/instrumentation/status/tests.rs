@@ -48,9 +48,7 @@ impl World {
     }
     fn summary(&self, key: &InstrumentationKey, candidates: Vec<Candidate>) -> MatchSummary {
         let instrumentations = Instrumentations::new(candidates);
-        match_summary(
-            key,
-            &[GO, PY],
+        let table = match_table(
             &instrumentations,
             self.namespaces.iter().map(|(n, a)| Meta {
                 namespace: "",
@@ -64,7 +62,8 @@ impl World {
                 labels: &self.empty,
                 annotations: a,
             }),
-        )
+        );
+        summary_of(&table, key, &[GO, PY])
     }
 }
 
@@ -131,6 +130,61 @@ fn true_with_two_instrumentations_is_reported_once_to_both() {
     assert!(
         bystander.errors.is_empty(),
         "an uninvolved Instrumentation is not blamed"
+    );
+}
+
+#[test]
+fn one_table_gives_each_instrumentation_only_its_own_languages_and_pods() {
+    let only = |namespace: &str, name: &str, language| Candidate {
+        languages: vec![language],
+        ..cand(namespace, name)
+    };
+    let (go_key, py_key, team_key) = (
+        InstrumentationKey::new("obs", "go"),
+        InstrumentationKey::new("obs", "py"),
+        InstrumentationKey::new("team", "both"),
+    );
+    // A named Instrumentation claims for every language; each counts only
+    // what it claims for the languages it serves.
+    let world = World::new()
+        .ns("shop", &[(INSTRUMENT_ANNOTATION, "obs/go")])
+        .ns("pyshop", &[(INSTRUMENT_ANNOTATION, "obs/py")])
+        .ns("team-ns", &[(INSTRUMENT_ANNOTATION, "team/both")])
+        .pod("shop", "a", &[])
+        .pod("shop", "b", &[(INSTRUMENT_ANNOTATION, "obs/py")])
+        .pod("shop", "e", &[("ferrotel.io/language", "python")])
+        .pod("pyshop", "c", &[])
+        .pod("team-ns", "d", &[]);
+    let candidates = vec![
+        only("obs", "go", GO),
+        only("obs", "py", PY),
+        cand("team", "both"),
+    ];
+    let go = world.summary(&go_key, candidates.clone());
+    assert_eq!(go.languages.keys().copied().collect::<Vec<_>>(), [GO]);
+    assert_eq!(go.languages[&GO].pods, 1, "a (b names obs/py)");
+    assert_eq!(
+        go.pods, 1,
+        "e, claimed by obs/go for python only, is not its pod"
+    );
+    let py = world.summary(&py_key, candidates.clone());
+    assert_eq!(py.languages.keys().copied().collect::<Vec<_>>(), [PY]);
+    assert_eq!(py.languages[&PY].pods, 2, "b and c");
+    assert_eq!(
+        py.languages[&PY].namespaces.iter().collect::<Vec<_>>(),
+        ["pyshop", "shop"]
+    );
+    assert_eq!(py.pods, 2);
+    let team = world.summary(&team_key, candidates);
+    assert_eq!(team.languages[&GO].pods, 1);
+    assert_eq!(team.languages[&PY].pods, 1);
+    assert_eq!(team.pods, 1, "d, counted once for two languages");
+    for summary in [&go, &py, &team] {
+        assert!(summary.errors.is_empty(), "{:?}", summary.errors);
+    }
+    assert_eq!(
+        team.languages[&GO].namespaces.iter().collect::<Vec<_>>(),
+        ["team-ns"]
     );
 }
 
