@@ -392,6 +392,14 @@ fn level_annotation<'a>(
 }
 
 /// The OpenTelemetry Operator annotation for `language`.
+/// Whether the opt-in rules read the annotation `key` (callers that keep
+/// many objects can drop the others).
+pub fn reads_annotation(key: &str) -> bool {
+    key == INSTRUMENT_ANNOTATION
+        || key == LANGUAGE_ANNOTATION
+        || key.starts_with(OTEL_INJECT_ANNOTATION_PREFIX)
+}
+
 pub fn otel_inject_annotation(language: Language) -> String {
     format!("{OTEL_INJECT_ANNOTATION_PREFIX}{language}")
 }
@@ -743,6 +751,46 @@ mod tests {
             Ok(Decision::Skipped(Skip::PodSelectorMismatch { .. })) => Want::PodSelectorMismatch,
             Err(error) => Want::Error(error.category()),
         }
+    }
+
+    #[test]
+    fn the_annotations_the_rules_read_are_exactly_those_kept() {
+        for kept in [I, L, "instrumentation.opentelemetry.io/inject-go"] {
+            assert!(reads_annotation(kept), "{kept}");
+        }
+        for dropped in [
+            "kubectl.kubernetes.io/last-applied-configuration",
+            crate::labels::SERVICE_NAME_ANNOTATION,
+            "instrumentation.opentelemetry.io/container-names",
+        ] {
+            assert!(!reads_annotation(dropped), "{dropped}");
+        }
+        // Whatever a pod keeps after the trim decides as the whole did.
+        let annotations = map(&[
+            (I, "obs/default"),
+            (L, "python"),
+            ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+        ]);
+        let trimmed: BTreeMap<String, String> = annotations
+            .iter()
+            .filter(|(k, _)| reads_annotation(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let set = Instrumentations::new([cand("obs/default", &[Language::Python])]);
+        let ns = NamespaceView {
+            name: "shop",
+            labels: &BTreeMap::new(),
+            annotations: &BTreeMap::new(),
+        };
+        for annotations in [&annotations, &trimmed] {
+            let pod = PodView {
+                labels: &BTreeMap::new(),
+                annotations,
+            };
+            let decision = resolve(&set, &ns, &pod, Language::Python, None).unwrap();
+            assert!(decision.is_claimed_by(&InstrumentationKey::new("obs", "default")));
+        }
+        assert_eq!(trimmed.len(), 2);
     }
 
     #[test]

@@ -53,7 +53,7 @@ use ferrotel_api::{
     collector::TelemetryCollector,
     conditions::reasons,
     instrumentation::{Instrumentation, ResolvedExporter},
-    optin::{Candidate, InstrumentationKey, Instrumentations},
+    optin::{self, Candidate, InstrumentationKey, Instrumentations},
     probe_class::{self, ClassRef, Grant, ProbeClass, Refusal},
 };
 use futures::{StreamExt, stream};
@@ -113,7 +113,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             watcher::Config::default(),
         )
         .default_backoff()
-        .modify(drop_managed_fields),
+        .modify(keep_what_optin_reads),
     )
     .touched_objects()
     .map(|r| r.map(|_| ()));
@@ -121,10 +121,13 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         pod_writer,
         watcher(
             Api::<PartialObjectMeta<Pod>>::all(client.clone()),
-            watcher::Config::default(),
+            // Pages of 100: a page is parsed whole, managedFields and all,
+            // before `keep_what_optin_reads` trims its pods, and the
+            // allocator keeps what the biggest page needed.
+            watcher::Config::default().page_size(100),
         )
         .default_backoff()
-        .modify(drop_managed_fields),
+        .modify(keep_what_optin_reads),
     )
     .touched_objects()
     .map(|r| r.map(|_| ()));
@@ -267,9 +270,18 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drops what the opt-in caches never read before it is stored.
-fn drop_managed_fields<K: kube::Resource>(obj: &mut K) {
-    obj.meta_mut().managed_fields = None;
+/// Drops what the opt-in rules never read before the object is stored:
+/// `managedFields` (most of a pod's metadata as served), annotations other
+/// than the opt-in ones (e.g. `kubectl.kubernetes.io/last-applied-configuration`,
+/// a copy of the whole object), owner references and finalizers.
+fn keep_what_optin_reads<K: kube::Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| optin::reads_annotation(key));
+    }
 }
 
 /// Shared state of the reconciler: the runtime context and the caches.
