@@ -239,6 +239,10 @@ pub mod go {
     pub const NEWPROC_START: &str = "ft_go_newproc_start";
     pub const NEWPROC_END: &str = "ft_go_newproc_end";
     pub const NEWPROC_SPAWN: &str = "ft_go_newproc_spawn";
+    /// Forgets a traced process's per-goroutine entries when it exits (a
+    /// BTF tracepoint, attached with the set, not per process).
+    pub const EXIT: &str = "ft_go_exit";
+    pub const EXIT_TRACEPOINT: &str = "sched_process_exit";
 
     /// Every program of the set (propagation's two are attached only when
     /// it is on).
@@ -374,6 +378,29 @@ const SOCKET_PROGRAMS: &[&str] = &[
     tls::RETURN,
 ];
 
+/// The Go set's programs: the uprobes and the exit tracepoint.
+const GO_OBJECT_PROGRAMS: &[&str] = &[
+    go::HTTP_SERVER_START,
+    go::HTTP_SERVER_END,
+    go::HTTP_CLIENT_START,
+    go::HTTP_CLIENT_END,
+    go::GRPC_SERVER_START,
+    go::GRPC_SERVER_STATUS,
+    go::GRPC_SERVER_END,
+    go::GRPC_SERVER_HEADERS,
+    go::GRPC_CLIENT_START,
+    go::GRPC_CLIENT_END,
+    go::GRPC_STREAM_START,
+    go::GRPC_STREAM_OPENED,
+    go::GRPC_STREAM_END,
+    go::NEWPROC_START,
+    go::NEWPROC_END,
+    go::NEWPROC_SPAWN,
+    propagation::GO_ROUND_TRIP,
+    propagation::GO_REQUEST_WRITE,
+    go::EXIT,
+];
+
 /// Every object and its contract.
 pub const OBJECTS: [ObjectContract; 7] = [
     ObjectContract {
@@ -430,7 +457,7 @@ pub const OBJECTS: [ObjectContract; 7] = [
             globals::PROP_SAMPLE_THRESHOLD,
         ],
         syscall_programs: &[],
-        programs: &go::PROGRAMS,
+        programs: GO_OBJECT_PROGRAMS,
     },
     ObjectContract {
         object: "profile",

@@ -661,3 +661,39 @@ int ft_go_newproc_spawn(struct pt_regs *ctx)
         bpf_map_update_elem(&go_active, &child, &copy, BPF_ANY);
     return 0;
 }
+
+/* A traced process left: forget what its goroutines left in the
+ * per-goroutine maps (a request cut by the exit, a context a goroutine
+ * inherited and never finished with). Without this they would stay until
+ * the LRU pushed them out, and a node churning through processes would keep
+ * the maps full of the dead. Runs only for processes the set traces. */
+static long ft_go_forget_goroutine(void *map, struct ft_go_key *key, void *value, __u32 *tgid)
+{
+    if (key->tgid == *tgid)
+        bpf_map_delete_elem(map, key);
+    return 0;
+}
+
+static long ft_go_forget_thread(void *map, __u64 *pid_tgid, void *value, __u32 *tgid)
+{
+    if ((__u32)(*pid_tgid >> 32) == *tgid)
+        bpf_map_delete_elem(map, pid_tgid);
+    return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(ft_go_exit, struct task_struct *task)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 tgid = pid_tgid >> 32;
+    if ((__u32)pid_tgid != tgid)
+        return 0; /* a thread, not the process */
+    if (!bpf_map_lookup_elem(&go_offsets, &tgid))
+        return 0;
+    bpf_for_each_map_elem(&go_active, ft_go_forget_goroutine, &tgid, 0);
+    bpf_for_each_map_elem(&go_server_inflight, ft_go_forget_goroutine, &tgid, 0);
+    bpf_for_each_map_elem(&go_client_inflight, ft_go_forget_goroutine, &tgid, 0);
+    bpf_for_each_map_elem(&go_stream_inflight, ft_go_forget_goroutine, &tgid, 0);
+    bpf_for_each_map_elem(&go_newproc, ft_go_forget_thread, &tgid, 0);
+    return 0;
+}

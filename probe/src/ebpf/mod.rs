@@ -12,6 +12,7 @@
 
 mod claims;
 mod drops;
+mod reaper;
 mod ring;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{BtfTracePoint, PerfEvent, Program, TracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
 use ferrotel_probe_ebpf::contract::{globals, maps, process};
+use tracing::warn;
 
 pub use claims::Claims;
 pub use drops::DropCounters;
@@ -194,6 +196,10 @@ pub struct Kernel {
     ring_buffer_bytes: u32,
     claims: Option<Claims>,
     btf: Option<Btf>,
+    /// Closes detached uprobes off the event loop; started at the first
+    /// detach. Declared after `ebpf`: dropped after it, so a stopping
+    /// probe waits for the links it handed over.
+    reaper: Option<reaper::LinkReaper>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -253,6 +259,7 @@ pub fn load(set: &'static str, object: &[u8], tuning: &Tuning) -> Result<Kernel,
         ring_buffer_bytes,
         claims: None,
         btf: None,
+        reaper: None,
     })
 }
 
@@ -270,6 +277,7 @@ pub fn load_maps_only(set: &'static str, object: &[u8]) -> Result<Kernel, EbpfEr
         ring_buffer_bytes: 0,
         claims: None,
         btf: None,
+        reaper: None,
     })
 }
 
@@ -446,13 +454,34 @@ impl Kernel {
     }
 
     /// Detaches uprobe links taken from [`Kernel::attach_uprobe`]; a link
-    /// whose process exited is already gone, which is fine.
+    /// whose process exited is already gone, which is fine. Returns at once:
+    /// the links are closed on threads of their own (see [`reaper`]).
     pub fn detach_uprobes(&mut self, links: &mut Vec<(&'static str, UProbeLinkId)>) {
+        let mut owned = Vec::with_capacity(links.len());
         for (program, link) in links.drain(..) {
-            if let Ok(uprobe) = self.program::<UProbe>(program, "uprobe") {
-                let _ = uprobe.detach(link);
+            if let Ok(uprobe) = self.program::<UProbe>(program, "uprobe")
+                && let Ok(link) = uprobe.take_link(link)
+            {
+                owned.push(link);
             }
         }
+        if self.reaper.is_none() {
+            match reaper::LinkReaper::start(self.set) {
+                Ok(started) => self.reaper = Some(started),
+                Err(error) => {
+                    warn!(set = self.set, %error, "Cannot start the uprobe closer thread; closing uprobes on the event loop");
+                }
+            }
+        }
+        match &self.reaper {
+            Some(reaper) => reaper.close(owned),
+            None => drop(owned),
+        }
+    }
+
+    /// Uprobe links detached and not closed yet.
+    pub fn uprobes_closing(&self) -> usize {
+        self.reaper.as_ref().map_or(0, reaper::LinkReaper::pending)
     }
 
     /// Attaches the shared process-lifecycle programs of `common/proc.h`

@@ -137,6 +137,10 @@ impl ProgramSet for GoSet {
         // Uprobes attach per process; here they are only verified.
         let mut probes = GoProbes::new(kernel, self.cache.clone(), self.enabled.clone())
             .map_err(|error| *error)?;
+        kernel.attach_btf_tracepoint(
+            ferrotel_probe_ebpf::contract::go::EXIT,
+            ferrotel_probe_ebpf::contract::go::EXIT_TRACEPOINT,
+        )?;
         self.propagation.start(self.tuning.wakeup_bytes);
         // The uprobes that hand client spans to the writing thread cost two
         // traps per request: only when the sk_msg program is there.
