@@ -5,6 +5,13 @@
 //! targets; this module turns samples into per-process windows and hands
 //! a window's [`Profile`] over when the window closes.
 //!
+//! Targets: a new process's maps and binaries (ELF symbols, pclntab, the
+//! interpreter's offsets) are read off the event loop, one process at a
+//! time (an [`Analyzer`]), so the ring is drained and other processes'
+//! samples are symbolized meanwhile; `settle` installs what was found,
+//! describes the process to the kernel program and claims it. A process
+//! that exec'd is read again the same way.
+//!
 //! Windows: samples are symbolized as they are decoded and wait in the open
 //! window of their process. Every `exportIntervalSeconds` the open windows
 //! close, and the windows closed one interval earlier are linked to the
@@ -16,7 +23,7 @@
 // (see crate::ebpf).
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,13 +33,14 @@ use ferrotel_probe_ebpf::Wire;
 use ferrotel_probe_ebpf::contract::{self, globals, maps};
 use ferrotel_probe_ebpf::profile::{ProfProc, ProfileSample, SAMPLE_KIND};
 use ferrotel_probe_ebpf::wire::{EventHeader, ProcEvent, kind};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
 use super::link::{SpanIndex, SpanInterval};
 use super::model::Profile;
-use super::symbolize::{Limits, Symbolizer};
+use super::symbolize::{Examined, Limits, ProcError, Symbolizer};
 use super::{ProfilerMetrics, ReasonLabel};
+use crate::analysis::{Analysed, Analyzer, DEFAULT_MAX_PENDING, Failure};
 use crate::driver::{Adding, DecodeError, Housekeeping, ProgramSet, Refusal};
 use crate::ebpf::{EbpfError, Global, Kernel, Tuning};
 use crate::targets::ProcessTarget;
@@ -87,6 +95,13 @@ pub struct ProfileSet {
     next_rotation: Instant,
     /// Processes that exec'd, waiting to be read again.
     execs: Vec<(u32, Instant)>,
+    /// Processes being examined, by pid: one at a time, off the loop.
+    examinations: Analyzer<u32, Examined, ProcError>,
+    /// The examinations a target waits for; the others read a process
+    /// again after an exec.
+    adding: HashSet<u32>,
+    /// Outcomes of targets whose examination is back, for `take_added`.
+    added: Vec<(u32, Result<(), Refusal>)>,
 }
 
 impl std::fmt::Debug for ProfileSet {
@@ -135,6 +150,9 @@ impl ProfileSet {
             interval,
             next_rotation: Instant::now() + interval,
             execs: Vec::new(),
+            examinations: Analyzer::new(DEFAULT_MAX_PENDING),
+            adding: HashSet::new(),
+            added: Vec::new(),
         }
     }
 
@@ -171,12 +189,15 @@ impl ProfileSet {
     /// once the dynamic loader has mapped its libraries ([`EXEC_SETTLE`]).
     fn exec_seen(&mut self, pid: u32) {
         self.forget(pid);
+        // A reading under way saw the old binary.
+        if !self.adding.contains(&pid) {
+            self.examinations.cancel(&pid);
+        }
         self.execs.push((pid, Instant::now()));
     }
 
-    /// Reads again the processes that exec'd at least [`EXEC_SETTLE`] ago.
-    /// On the loop, like a process first seen in a sample: execs of traced
-    /// processes are rare.
+    /// Reads again the processes that exec'd at least [`EXEC_SETTLE`] ago,
+    /// off the loop like a new target.
     fn reexamine_settled(&mut self) {
         let now = Instant::now();
         let (settled, waiting) = std::mem::take(&mut self.execs)
@@ -190,14 +211,52 @@ impl ProfileSet {
 
     fn reexamine(&mut self, pid: u32) {
         self.forget(pid);
-        match self.state.symbolizer.add_process(pid) {
-            Ok((view, kind)) => {
+        let examiner = self.state.symbolizer.examiner();
+        if let Err(busy) = self.examinations.submit(pid, move || examiner.examine(pid)) {
+            debug!(pid, %busy, "Cannot examine a process after exec; native frames only");
+        }
+    }
+
+    /// A re-reading after an exec is back.
+    fn reexamined(&mut self, pid: u32, outcome: Result<Examined, Failure<ProcError>>) {
+        match outcome {
+            Ok(examined) => {
+                let (view, kind) = self.state.symbolizer.install(pid, examined);
                 self.describe(pid, view);
                 debug!(pid, ?kind, "Profiling process after exec");
             }
             // Gone already: its exit follows.
             Err(error) => debug!(pid, %error, "Cannot examine a process after exec"),
         }
+    }
+
+    /// Starts profiling `pid` from its examination: installs it, describes
+    /// it to the kernel program, claims it.
+    fn start(
+        &mut self,
+        kernel: &mut Kernel,
+        pid: u32,
+        outcome: Result<Examined, Failure<ProcError>>,
+    ) -> Result<(), Refusal> {
+        let examined = outcome.map_err(|failure| match failure {
+            Failure::Failed(error) => Refusal::new("process_gone", error),
+            Failure::Panicked(message) => Refusal::new(
+                "examine_failed",
+                anyhow::anyhow!("examining process {pid} panicked: {message}"),
+            ),
+        })?;
+        let (view, kind) = self.state.symbolizer.install(pid, examined);
+        self.describe(pid, view);
+        if let Err(refusal) = crate::driver::claim(kernel, pid, true) {
+            // Refused: the driver never removes it, so forget it here.
+            self.forget(pid);
+            return Err(refusal);
+        }
+        info!(pid, ?kind, "Profiling process");
+        if let Some(py) = self.state.symbolizer.python(pid) {
+            debug!(pid, version = ?py.version, source = ?py.source, "Python frames from the interpreter");
+        }
+        Ok(())
     }
 
     /// Spans the record sink saw since the last call. Called on every
@@ -293,38 +352,54 @@ impl ProgramSet for ProfileSet {
 
     async fn add_target(
         &mut self,
-        kernel: &mut Kernel,
+        _kernel: &mut Kernel,
         target: &ProcessTarget,
     ) -> Result<Adding, Refusal> {
         let pid = target.pid;
         // Reading a process's binaries (ELF symbols, pclntab, the
-        // interpreter's offsets) is file I/O: off the event loop. Nothing
-        // else uses the symbolizer meanwhile (the driver awaits this).
-        let mut symbolizer = std::mem::replace(
-            &mut self.state.symbolizer,
-            Symbolizer::new(Limits::default()),
-        );
-        let (symbolizer, examined) = tokio::task::spawn_blocking(move || {
-            let examined = symbolizer.add_process(pid);
-            (symbolizer, examined)
-        })
-        .await
-        .map_err(|error| Refusal::new("examine_failed", error))?;
-        self.state.symbolizer = symbolizer;
-        let (view, kind) = examined.map_err(|error| Refusal::new("process_gone", error))?;
-        self.describe(pid, view);
-        kernel
-            .claims()
-            .and_then(|claims| claims.claim(pid, true))
-            .map_err(|error| Refusal::new("claim_failed", error))?;
-        info!(pid, ?kind, "Profiling process");
-        if let Some(py) = self.state.symbolizer.python(pid) {
-            debug!(pid, version = ?py.version, source = ?py.source, "Python frames from the interpreter");
+        // interpreter's offsets) is file I/O that can take seconds: off the
+        // event loop (the ring is drained and the symbolizer decodes other
+        // processes' samples meanwhile), and a panic in it costs this
+        // target only. `settle` claims.
+        let examiner = self.state.symbolizer.examiner();
+        self.examinations
+            .submit(pid, move || examiner.examine(pid))
+            .map_err(|busy| Refusal::new("analysis_busy", busy))?;
+        self.adding.insert(pid);
+        Ok(Adding::Pending)
+    }
+
+    fn settle(&mut self, kernel: &mut Kernel) {
+        while let Some(Analysed { key: pid, outcome }) = self.examinations.try_next() {
+            if self.adding.remove(&pid) {
+                let started = self.start(kernel, pid, outcome);
+                self.added.push((pid, started));
+            } else {
+                self.reexamined(pid, outcome);
+            }
         }
-        Ok(Adding::Traced)
+    }
+
+    fn background(&self) -> Option<Arc<Notify>> {
+        Some(self.examinations.wakeup())
+    }
+
+    fn background_pending(&self) -> usize {
+        self.examinations.pending()
+    }
+
+    fn take_added(&mut self) -> Vec<(u32, Result<(), Refusal>)> {
+        std::mem::take(&mut self.added)
     }
 
     fn remove_target(&mut self, kernel: &mut Kernel, pid: u32) {
+        // An examination under way, an outcome not handed over yet or an
+        // exec waiting to be read belong to the process that left (its pid
+        // may come back as another).
+        self.examinations.cancel(&pid);
+        self.adding.remove(&pid);
+        self.added.retain(|(added, _)| *added != pid);
+        self.execs.retain(|(exec, _)| *exec != pid);
         if let Ok(claims) = kernel.claims() {
             claims.release(pid);
         }

@@ -3,10 +3,16 @@
 //! and per Python code object, the frames they stand for. Every cache is
 //! bounded ([`Limits`]); a sample whose PCs miss everything still yields
 //! frames (`[libfoo.so]`), never an error.
+//!
+//! A new process is read in two steps: an [`Examiner`] reads its maps and
+//! the files that say what it runs (ELF, pclntab, the interpreter's
+//! offsets), off the event loop; [`Symbolizer::install`] then adds what it
+//! found, on the loop. The symbolizer decodes other processes' samples
+//! meanwhile; both share the per-file cache ([`FileCache`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ferrotel_probe_ebpf::profile::{PY_MAX, ProfProc, ProfileSample, proc_kind};
@@ -93,53 +99,60 @@ pub struct CacheStats {
     pub evicted: u64,
 }
 
+/// The files processes map, read once per (device, inode), at most
+/// [`Limits::files`] of them. Shared by the symbolizer (on the loop) and
+/// the examinations (off it).
 #[derive(Debug)]
-pub struct Symbolizer {
-    files: BoundedCache<FileKey, Option<Arc<FileInfo>>>,
-    pcs: BoundedCache<(FileKey, u64), Arc<[Frame]>>,
-    code: BoundedCache<(u32, u64), Option<Arc<CodeInfo>>>,
-    kernel: Option<Arc<KernelSymbols>>,
-    kernel_tried: bool,
-    procs: HashMap<u32, ProcState>,
-    go_analysis: Arc<AnalysisCache>,
+pub struct FileCache {
+    entries: Mutex<BoundedCache<FileKey, Option<Arc<FileInfo>>>>,
 }
 
-impl Symbolizer {
-    pub fn new(limits: Limits) -> Self {
+impl FileCache {
+    fn new(capacity: usize) -> Self {
         Self {
-            files: BoundedCache::new(limits.files),
-            pcs: BoundedCache::new(limits.pcs),
-            code: BoundedCache::new(limits.code_objects),
-            kernel: None,
-            kernel_tried: false,
-            procs: HashMap::new(),
-            go_analysis: Arc::default(),
+            entries: Mutex::new(BoundedCache::new(capacity)),
         }
     }
 
-    pub fn stats(&self) -> CacheStats {
-        CacheStats {
-            files: self.files.len(),
-            pcs: self.pcs.len(),
-            code_objects: self.code.len(),
-            evicted: self.files.evicted() + self.pcs.evicted() + self.code.evicted(),
-        }
+    fn lock(&self) -> MutexGuard<'_, BoundedCache<FileKey, Option<Arc<FileInfo>>>> {
+        // A panic under the lock (an examination is allowed to panic) leaves
+        // a consistent map behind: keep using it.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The file behind `mapping` of `pid`, read once per (device, inode).
-    fn file(&mut self, pid: u32, mapping: &Mapping) -> Option<Arc<FileInfo>> {
+    /// The file behind `mapping` of `pid`. The lock is not held while the
+    /// file is read, so the loop never waits for an examination's reads (a
+    /// file read twice at once is parsed twice, then cached once).
+    fn get(&self, pid: u32, mapping: &Mapping) -> Option<Arc<FileInfo>> {
         let key = mapping.file();
-        if let Some(hit) = self.files.get(&key) {
+        if let Some(hit) = self.lock().get(&key) {
             return hit.clone();
         }
         let info = load_file(pid, mapping).map(Arc::new);
-        self.files.insert(key, info.clone());
+        self.lock().insert(key, info.clone());
         info
     }
+}
 
-    /// Examines a new process: what it runs, and what the kernel program
-    /// needs to add its language's frames.
-    pub fn add_process(&mut self, pid: u32) -> Result<(ProfProc, ProcKind), ProcError> {
+/// Reads what a process runs. Holds only shared caches, so it is `Send`
+/// and cheap to clone: examinations run off the event loop with one.
+#[derive(Clone, Debug)]
+pub struct Examiner {
+    files: Arc<FileCache>,
+    go_analysis: Arc<AnalysisCache>,
+}
+
+/// What an [`Examiner`] found in one process, for [`Symbolizer::install`].
+#[derive(Debug)]
+pub struct Examined {
+    state: ProcState,
+}
+
+impl Examiner {
+    /// Examines a process: what it runs, and what the kernel program needs
+    /// to add its language's frames. File I/O (its maps, its executable,
+    /// its interpreter): run it off the event loop.
+    pub fn examine(&self, pid: u32) -> Result<Examined, ProcError> {
         let maps = read_maps(pid).map_err(|source| ProcError::Maps { pid, source })?;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
         let mem = Memory::open(pid).ok();
@@ -164,7 +177,7 @@ impl Symbolizer {
             if !is_exe && !mapping.path.contains("python") {
                 continue;
             }
-            let Some(info) = self.file(pid, mapping) else {
+            let Some(info) = self.files.get(pid, mapping) else {
                 continue;
             };
             if is_exe && let Some(go) = &info.go {
@@ -197,9 +210,7 @@ impl Symbolizer {
             }
         }
         state.maps = maps;
-        let result = (state.kernel_view, state.kind);
-        self.procs.insert(pid, state);
-        Ok(result)
+        Ok(Examined { state })
     }
 
     /// `runtime.g.goid` from the Go analysis the tracer uses (DWARF, else
@@ -215,6 +226,64 @@ impl Symbolizer {
                 0
             }
         }
+    }
+}
+
+#[derive(Debug)]
+pub struct Symbolizer {
+    examiner: Examiner,
+    pcs: BoundedCache<(FileKey, u64), Arc<[Frame]>>,
+    code: BoundedCache<(u32, u64), Option<Arc<CodeInfo>>>,
+    kernel: Option<Arc<KernelSymbols>>,
+    kernel_tried: bool,
+    procs: HashMap<u32, ProcState>,
+}
+
+impl Symbolizer {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            examiner: Examiner {
+                files: Arc::new(FileCache::new(limits.files)),
+                go_analysis: Arc::default(),
+            },
+            pcs: BoundedCache::new(limits.pcs),
+            code: BoundedCache::new(limits.code_objects),
+            kernel: None,
+            kernel_tried: false,
+            procs: HashMap::new(),
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let files = self.examiner.files.lock();
+        CacheStats {
+            files: files.len(),
+            pcs: self.pcs.len(),
+            code_objects: self.code.len(),
+            evicted: files.evicted() + self.pcs.evicted() + self.code.evicted(),
+        }
+    }
+
+    /// Examines processes with this symbolizer's file caches, off the loop.
+    pub fn examiner(&self) -> Examiner {
+        self.examiner.clone()
+    }
+
+    /// Symbolizes `pid`'s samples from what `examined` found, in place of
+    /// what was known of it.
+    pub fn install(&mut self, pid: u32, examined: Examined) -> (ProfProc, ProcKind) {
+        self.remove_process(pid);
+        let Examined { state } = examined;
+        let result = (state.kernel_view, state.kind);
+        self.procs.insert(pid, state);
+        result
+    }
+
+    /// Examines and installs a process at once, on the caller's thread
+    /// (measurements that drive the symbolizer by hand).
+    pub fn add_process(&mut self, pid: u32) -> Result<(ProfProc, ProcKind), ProcError> {
+        let examined = self.examiner.examine(pid)?;
+        Ok(self.install(pid, examined))
     }
 
     /// A forked child runs the same code at the same addresses.
@@ -251,9 +320,11 @@ impl Symbolizer {
     pub fn stack(&mut self, sample: &ProfileSample) -> Vec<Frame> {
         let pid = sample.header.tgid;
         if !self.procs.contains_key(&pid) {
-            // Sampled before user space saw it (e.g. a fork not yet read):
-            // native frames, from what /proc says now.
-            let _ = self.add_process(pid);
+            // Sampled before user space read it (a fork not yet decoded, a
+            // process that exec'd and waits to be read again): native
+            // frames, from what /proc says now. What it runs is learnt off
+            // the loop; here only its maps are read.
+            self.add_native(pid);
         }
         let mut leaf_first: Vec<Frame> = Vec::new();
         // Kernel part first (it is the leaf side).
@@ -298,6 +369,22 @@ impl Symbolizer {
         leaf_first
     }
 
+    fn add_native(&mut self, pid: u32) {
+        // Gone already: its samples get unknown frames.
+        let Ok(maps) = read_maps(pid) else { return };
+        self.procs.insert(
+            pid,
+            ProcState {
+                kind: ProcKind::Native,
+                maps,
+                maps_read: Instant::now(),
+                mem: None,
+                python: None,
+                kernel_view: ProfProc::default(),
+            },
+        );
+    }
+
     fn mapping(&mut self, pid: u32, pc: u64) -> Option<Mapping> {
         let state = self.procs.get_mut(&pid)?;
         if let Some(m) = mapping_at(&state.maps, pc) {
@@ -314,7 +401,7 @@ impl Symbolizer {
     }
 
     fn frames_at(&mut self, pid: u32, mapping: &Mapping, pc: u64) -> Arc<[Frame]> {
-        let Some(info) = self.file(pid, mapping) else {
+        let Some(info) = self.examiner.files.get(pid, mapping) else {
             return Arc::from(vec![native_unknown(&mapping.path)]);
         };
         let Some(bias) = info.image.bias(mapping) else {
@@ -507,6 +594,27 @@ impl KernelSymbols {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_examination_on_another_thread_fills_the_symbolizers_file_cache() {
+        let mut symbolizer = Symbolizer::new(Limits::default());
+        let examiner = symbolizer.examiner();
+        let pid = std::process::id();
+        let examined = std::thread::spawn(move || examiner.examine(pid))
+            .join()
+            .expect("the examination does not panic")
+            .expect("examine this process");
+        assert_eq!(
+            symbolizer.stats().files,
+            1,
+            "the executable the examination read is cached for the symbolizer too"
+        );
+        assert_eq!(symbolizer.processes(), 0, "installed only by install");
+        let (view, kind) = symbolizer.install(pid, examined);
+        assert_eq!(kind, ProcKind::Native, "a Rust test binary");
+        assert_eq!(view.kind, ProfProc::default().kind);
+        assert_eq!(symbolizer.processes(), 1);
+    }
 
     #[test]
     fn kernel_addresses_resolve_to_the_preceding_text_symbol() {
