@@ -240,9 +240,9 @@ pub mod go {
     pub const NEWPROC_END: &str = "ft_go_newproc_end";
     pub const NEWPROC_SPAWN: &str = "ft_go_newproc_spawn";
 
-    /// Every program of the set (propagation's two are attached only when
+    /// Every program of the set (propagation's five are attached only when
     /// it is on).
-    pub const PROGRAMS: [&str; 18] = [
+    pub const PROGRAMS: [&str; 21] = [
         HTTP_SERVER_START,
         HTTP_SERVER_END,
         HTTP_CLIENT_START,
@@ -261,6 +261,9 @@ pub mod go {
         NEWPROC_SPAWN,
         super::propagation::GO_ROUND_TRIP,
         super::propagation::GO_REQUEST_WRITE,
+        super::propagation::GO_GRPC_NEW_STREAM,
+        super::propagation::GO_GRPC_ENQUEUE,
+        super::propagation::GO_GRPC_HEADER,
     ];
 }
 
@@ -277,6 +280,12 @@ pub mod propagation {
     pub const GO_ROUND_TRIP: &str = "ft_go_prop_round_trip";
     /// Go: `net/http.(*Request).write` entry.
     pub const GO_REQUEST_WRITE: &str = "ft_go_prop_request_write";
+    /// Go, gRPC joins: `transport.(*http2Client).NewStream` entry.
+    pub const GO_GRPC_NEW_STREAM: &str = "ft_go_prop_grpc_new_stream";
+    /// Go, gRPC joins: `transport.(*controlBuffer).executeAndPut` entry.
+    pub const GO_GRPC_ENQUEUE: &str = "ft_go_prop_grpc_enqueue";
+    /// Go, gRPC joins: `transport.(*loopyWriter).headerHandler` entry.
+    pub const GO_GRPC_HEADER: &str = "ft_go_prop_grpc_header";
 
     /// Maps the propagation object takes from the language set it serves
     /// (the loader makes it reuse them). [`maps::INFLIGHT`] too, where the

@@ -109,6 +109,26 @@ pub struct GoOffsets {
     /// Address of the itab that marks a `credentials.TLSInfo` in an
     /// `AuthInfo` interface; 0 = unknown (the TLS version is not read).
     pub grpc_tls_info_itab: u64,
+    /// gRPC same-node joins: `transport.http2Client.localAddr`, optional.
+    pub grpc_client_local_addr: u32,
+    /// `transport.http2Server.remoteAddr`, optional.
+    pub grpc_server_remote_addr: u32,
+    /// `net.TCPAddr.IP`, optional.
+    pub tcp_addr_ip: u32,
+    /// `net.TCPAddr.Port`, optional.
+    pub tcp_addr_port: u32,
+    /// `transport.headerFrame.streamID`, optional.
+    pub grpc_header_stream_id: u32,
+    pub reserved2: u32,
+    /// Address of the itab of a `*net.TCPAddr` in a `net.Addr`; 0 = unknown
+    /// (the address is then checked for shape only).
+    pub tcp_addr_itab: u64,
+    /// Address of the itab of a `*transport.http2Server` in a
+    /// `transport.ServerTransport`; 0 = unknown.
+    pub grpc_http2_server_itab: u64,
+    /// Address of the itab of a `*transport.headerFrame` in a
+    /// `transport.cbItem`; 0 = unknown.
+    pub grpc_header_frame_itab: u64,
 }
 crate::mirrors!(
     GoOffsets = ft_go_offsets {
@@ -156,6 +176,15 @@ crate::mirrors!(
         grpc_tls_info_state,
         reserved,
         grpc_tls_info_itab,
+        grpc_client_local_addr,
+        grpc_server_remote_addr,
+        tcp_addr_ip,
+        tcp_addr_port,
+        grpc_header_stream_id,
+        reserved2,
+        tcp_addr_itab,
+        grpc_http2_server_itab,
+        grpc_header_frame_itab,
     }
 );
 
@@ -207,6 +236,15 @@ impl Default for GoOffsets {
             grpc_tls_info_state: NO_OFFSET,
             reserved: 0,
             grpc_tls_info_itab: 0,
+            grpc_client_local_addr: NO_OFFSET,
+            grpc_server_remote_addr: NO_OFFSET,
+            tcp_addr_ip: NO_OFFSET,
+            tcp_addr_port: NO_OFFSET,
+            grpc_header_stream_id: NO_OFFSET,
+            reserved2: 0,
+            tcp_addr_itab: 0,
+            grpc_http2_server_itab: 0,
+            grpc_header_frame_itab: 0,
         }
     }
 }
