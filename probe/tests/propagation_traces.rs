@@ -486,27 +486,38 @@ async fn without_injection_a_server_on_the_same_node_joins_its_clients_trace() {
 /// client call publishes its span under its end of the connection and its
 /// HTTP/2 stream id, and the server that serves that stream adopts it:
 /// every call is one trace of six spans, each server span the child of the
-/// client span that called it.
+/// client span that called it. With each Go toolchain of the matrix, and
+/// with the binaries stripped (offsets from the table, no itabs known).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
+    let collector = collector().await;
+    for toolchain in go_common::TOOLCHAINS {
+        let apps = go_common::apps(toolchain);
+        for suffix in ["", ".stripped"] {
+            let label = format!("{} ({}), binaries{suffix}", toolchain.name, apps.go_version);
+            grpc_join_case(&collector, &apps, suffix, &label).await;
+        }
+    }
+}
+
+async fn grpc_join_case(collector: &Collector, apps: &go_common::Apps, suffix: &str, label: &str) {
     use std::io::Write;
     use std::process::Stdio;
 
     const CALLS: usize = 5;
-    let collector = collector().await;
     let pins = PinDir::new();
     let cgroup = TestCgroup::new("grpc");
-    let apps = go_common::apps(go_common::TOOLCHAINS[0]);
+    let bin = |app: &str| apps.bin(&format!("{app}{suffix}"));
     let backend = Service::start(
         "Go grpcserver (backend)",
-        cgroup.command(&apps.bin("grpcserver"), &[]),
+        cgroup.command(&bin("grpcserver"), &[]),
     );
     let backend_addr = format!("127.0.0.1:{}", backend.port);
     let front = Service::start(
         "Go grpcserver (front)",
-        cgroup.command(&apps.bin("grpcserver"), &["-downstream", &backend_addr]),
+        cgroup.command(&bin("grpcserver"), &["-downstream", &backend_addr]),
     );
-    let client_bin = apps.bin("grpcclient");
+    let client_bin = bin("grpcclient");
     let front_addr = format!("127.0.0.1:{}", front.port);
     let calls = format!("downstream={CALLS}");
     let mut client = cgroup
@@ -530,7 +541,7 @@ async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
     .unwrap_or_else(|e| panic!("{e}"));
     let go = probe(
         Language::Go,
-        &collector,
+        collector,
         &[backend.pid(), front.pid(), client_pid],
         |config| config.propagation = pins.config(false, true),
     )
@@ -545,7 +556,7 @@ async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success() && stdout.contains(&format!("OK:{CALLS}")),
-        "grpcclient: every call succeeds: {stdout}"
+        "{label}: grpcclient: every call succeeds: {stdout}"
     );
 
     let probes = [&go];
@@ -575,7 +586,7 @@ async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
     let spans = match spans {
         Ok(spans) => spans,
         Err(e) => panic!(
-            "{e}\nevery span:{}\ncounters:{}",
+            "{label}: {e}\nevery span:{}\ncounters:{}",
             describe(
                 &collector
                     .spans()
@@ -598,25 +609,25 @@ async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
     assert_eq!(
         callers.len(),
         CALLS,
-        "one client span per call:{}",
+        "{label}: one client span per call:{}",
         describe(&all)
     );
     assert_eq!(
         front_servers.len(),
         CALLS,
-        "one front server span per call:{}",
+        "{label}: one front server span per call:{}",
         describe(&all)
     );
     assert_eq!(
         front_clients.len(),
         2 * CALLS,
-        "two backend calls per call:{}",
+        "{label}: two backend calls per call:{}",
         describe(&all)
     );
     assert_eq!(
         backend_servers.len(),
         2 * CALLS,
-        "one backend server span per backend call:{}",
+        "{label}: one backend server span per backend call:{}",
         describe(&all)
     );
     // Every server span is the child of the client span that called it, in
@@ -634,7 +645,7 @@ async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
             assert_eq!(
                 children.len(),
                 1,
-                "{hop}: exactly one server span is the child of client span {}:{}\ncounters:{}",
+                "{label}, {hop}: exactly one server span is the child of client span {}:{}\ncounters:{}",
                 client.span_id,
                 describe(&all),
                 propagation_counts(&probes).await
@@ -642,7 +653,7 @@ async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
             assert_eq!(
                 children[0].trace_id,
                 client.trace_id,
-                "{hop}: the server span is in its caller's trace:{}",
+                "{label}, {hop}: the server span is in its caller's trace:{}",
                 describe(&all)
             );
         }
@@ -651,7 +662,7 @@ async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
     for caller in &callers {
         assert!(
             caller.parent_span_id.is_empty(),
-            "the client's calls are roots"
+            "{label}: the client's calls are roots"
         );
         let trace: Vec<&Span> = all
             .iter()
@@ -661,7 +672,7 @@ async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
         assert_eq!(
             trace.len(),
             6,
-            "one trace of six spans per call:{}",
+            "{label}: one trace of six spans per call:{}",
             describe(&trace)
         );
     }
@@ -671,7 +682,7 @@ async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
         &go,
         joined,
         (3 * CALLS) as f64,
-        "the Go servers joined every call",
+        &format!("{label}: the Go servers joined every call"),
     )
     .await;
     let metrics = go.metrics().await;
@@ -689,7 +700,7 @@ async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
         assert_eq!(
             Probe::metric_sum(&metrics, metric),
             expected as f64,
-            "{metric}:\n{metrics}"
+            "{label}: {metric}:\n{metrics}"
         );
     }
     go.assert_running();
