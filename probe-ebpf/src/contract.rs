@@ -261,8 +261,8 @@ pub mod go {
         NEWPROC_SPAWN,
         super::propagation::GO_ROUND_TRIP,
         super::propagation::GO_REQUEST_WRITE,
-        super::propagation::GO_GRPC_NEW_STREAM,
-        super::propagation::GO_GRPC_ENQUEUE,
+        super::propagation::GO_GRPC_FIELDS_START,
+        super::propagation::GO_GRPC_FIELDS_END,
         super::propagation::GO_GRPC_HEADER,
     ];
 }
@@ -280,10 +280,10 @@ pub mod propagation {
     pub const GO_ROUND_TRIP: &str = "ft_go_prop_round_trip";
     /// Go: `net/http.(*Request).write` entry.
     pub const GO_REQUEST_WRITE: &str = "ft_go_prop_request_write";
-    /// Go, gRPC joins: `transport.(*http2Client).NewStream` entry.
-    pub const GO_GRPC_NEW_STREAM: &str = "ft_go_prop_grpc_new_stream";
-    /// Go, gRPC joins: `transport.(*controlBuffer).executeAndPut` entry.
-    pub const GO_GRPC_ENQUEUE: &str = "ft_go_prop_grpc_enqueue";
+    /// Go, gRPC joins: `transport.(*http2Client).createHeaderFields` entry.
+    pub const GO_GRPC_FIELDS_START: &str = "ft_go_prop_grpc_fields_start";
+    /// Go, gRPC joins: `transport.(*http2Client).createHeaderFields` RETs.
+    pub const GO_GRPC_FIELDS_END: &str = "ft_go_prop_grpc_fields_end";
     /// Go, gRPC joins: `transport.(*loopyWriter).headerHandler` entry.
     pub const GO_GRPC_HEADER: &str = "ft_go_prop_grpc_header";
 

@@ -119,16 +119,14 @@ pub struct GoOffsets {
     pub tcp_addr_port: u32,
     /// `transport.headerFrame.streamID`, optional.
     pub grpc_header_stream_id: u32,
-    pub reserved2: u32,
+    /// `transport.headerFrame.hf`, optional.
+    pub grpc_header_fields: u32,
     /// Address of the itab of a `*net.TCPAddr` in a `net.Addr`; 0 = unknown
     /// (the address is then checked for shape only).
     pub tcp_addr_itab: u64,
     /// Address of the itab of a `*transport.http2Server` in a
     /// `transport.ServerTransport`; 0 = unknown.
     pub grpc_http2_server_itab: u64,
-    /// Address of the itab of a `*transport.headerFrame` in a
-    /// `transport.cbItem`; 0 = unknown.
-    pub grpc_header_frame_itab: u64,
 }
 crate::mirrors!(
     GoOffsets = ft_go_offsets {
@@ -181,10 +179,9 @@ crate::mirrors!(
         tcp_addr_ip,
         tcp_addr_port,
         grpc_header_stream_id,
-        reserved2,
+        grpc_header_fields,
         tcp_addr_itab,
         grpc_http2_server_itab,
-        grpc_header_frame_itab,
     }
 );
 
@@ -241,10 +238,9 @@ impl Default for GoOffsets {
             tcp_addr_ip: NO_OFFSET,
             tcp_addr_port: NO_OFFSET,
             grpc_header_stream_id: NO_OFFSET,
-            reserved2: 0,
+            grpc_header_fields: NO_OFFSET,
             tcp_addr_itab: 0,
             grpc_http2_server_itab: 0,
-            grpc_header_frame_itab: 0,
         }
     }
 }

@@ -33,8 +33,10 @@ fn programs_of(symbol: &str) -> (&'static str, Option<&'static str>) {
         symbols::GRPC_HEADERS => (GRPC_SERVER_HEADERS, None),
         symbols::PROP_ROUND_TRIP => (propagation_programs::GO_ROUND_TRIP, None),
         symbols::PROP_REQUEST_WRITE => (propagation_programs::GO_REQUEST_WRITE, None),
-        symbols::PROP_GRPC_NEW_STREAM => (propagation_programs::GO_GRPC_NEW_STREAM, None),
-        symbols::PROP_GRPC_ENQUEUE => (propagation_programs::GO_GRPC_ENQUEUE, None),
+        symbols::PROP_GRPC_HEADER_FIELDS => (
+            propagation_programs::GO_GRPC_FIELDS_START,
+            Some(propagation_programs::GO_GRPC_FIELDS_END),
+        ),
         symbols::PROP_GRPC_HEADER => (propagation_programs::GO_GRPC_HEADER, None),
         _ => (NEWPROC_START, Some(NEWPROC_END)),
     }
@@ -225,14 +227,10 @@ impl GoProbes {
         }
         // Same-node gRPC joins, client side: each stream's span published
         // under (connection, stream id) before its HEADERS frame is written
-        // (propagation/go.h). All three functions and the offsets the
-        // programs read, or none: a binary without them is not joined.
+        // (propagation/go.h). Both functions and the offsets the programs
+        // read, or none: a binary without them is not joined.
         let o = &binary.offsets;
-        let join_symbols = [
-            symbols::PROP_GRPC_NEW_STREAM,
-            symbols::PROP_GRPC_ENQUEUE,
-            symbols::PROP_GRPC_HEADER,
-        ];
+        let join_symbols = [symbols::PROP_GRPC_HEADER_FIELDS, symbols::PROP_GRPC_HEADER];
         if self.propagation
             && self.grpc_join
             && features.contains(&Feature::GrpcClient)
@@ -241,6 +239,7 @@ impl GoProbes {
                 o.tcp_addr_ip,
                 o.tcp_addr_port,
                 o.grpc_header_stream_id,
+                o.grpc_header_fields,
             ]
             .iter()
             .all(|offset| *offset != NO_OFFSET)

@@ -156,14 +156,15 @@ __noinline int ft_go_prop_join(__u64 request, __u32 remote_off)
  * queued for the connection's writer (loopyWriter) goroutine, which writes
  * it later; the server adopts the context when its handler starts, after
  * it read that frame. So the context is published on the writer's side,
- * before the frame is written:
+ * before the frame is written, found there by the frame's header fields:
  *
- *   (*http2Client).NewStream entry (caller's goroutine, the call's client
- *     span in go_client_inflight): the connection's local address;
- *   (*controlBuffer).executeAndPut entry (same goroutine), the first with
- *     a *headerFrame: the frame, noted with the span;
+ *   (*http2Client).createHeaderFields entry (caller's goroutine, inside
+ *     NewStream, the call's client span in go_client_inflight): the
+ *     connection's local address;
+ *   its RETs: the header fields slice it made, which NewStream puts in the
+ *     stream's *headerFrame; the span is noted under its backing array;
  *   (*loopyWriter).headerHandler entry (writer goroutine): the frame's
- *     stream id is known; published under (local address, stream id).
+ *     stream id is set; published under (local address, stream id).
  *
  * The server (go.bpf.c, handleStream) takes it under its transport's
  * remoteAddr and the stream's id. Loopback addresses are qualified by the
@@ -177,14 +178,14 @@ struct ft_go_grpc_publish {
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 1024);
-    __type(key, struct ft_go_key); /* the goroutine in NewStream */
+    __type(key, struct ft_go_key); /* the goroutine in createHeaderFields */
     __type(value, struct ft_go_grpc_publish);
 } go_grpc_new_streams SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 1024);
-    __type(key, struct ft_go_request_key); /* request: the *headerFrame */
+    __type(key, struct ft_go_request_key); /* request: the header fields' backing array */
     __type(value, struct ft_go_grpc_publish);
 } go_grpc_headers SEC(".maps");
 
@@ -227,9 +228,9 @@ static __always_inline int ft_go_tcp_addr(const struct ft_go_offsets *off, __u64
     return 0;
 }
 
-/* transport.(*http2Client).NewStream(t, ctx, callHdr): t in RAX. */
+/* transport.(*http2Client).createHeaderFields(t, ctx, callHdr): t in RAX. */
 SEC("uprobe")
-int ft_go_prop_grpc_new_stream(struct pt_regs *ctx)
+int ft_go_prop_grpc_fields_start(struct pt_regs *ctx)
 {
     if (!prop_join)
         return 0;
@@ -253,27 +254,26 @@ int ft_go_prop_grpc_new_stream(struct pt_regs *ctx)
     return 0;
 }
 
-/* transport.(*controlBuffer).executeAndPut(c, f, it cbItem): it = {itab RCX,
- * data RDI}. Every frame a transport queues passes here; only the first
- * *headerFrame of a goroutine inside NewStream is taken. */
+/* At its RETs: ([]hpack.HeaderField = {ptr RAX, len RBX, cap RCX}, error =
+ * {RDI, RSI}). */
 SEC("uprobe")
-int ft_go_prop_grpc_enqueue(struct pt_regs *ctx)
+int ft_go_prop_grpc_fields_end(struct pt_regs *ctx)
 {
     if (!prop_join)
         return 0;
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
     const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
-    if (!off || !ctx->di)
-        return 0;
-    if (off->grpc_header_frame_itab && ctx->cx != off->grpc_header_frame_itab)
+    if (!off)
         return 0;
     struct ft_go_key key = {.tgid = tgid, .pad = 0, .goid = ft_go_current_goid(ctx, off)};
     struct ft_go_grpc_publish *p = bpf_map_lookup_elem(&go_grpc_new_streams, &key);
     if (!p)
         return 0;
-    struct ft_go_grpc_publish copy = *p;
-    struct ft_go_request_key hkey = {.tgid = tgid, .pad = 0, .request = ctx->di};
-    bpf_map_update_elem(&go_grpc_headers, &hkey, &copy, BPF_ANY);
+    if (ctx->ax && !ctx->di) {
+        struct ft_go_grpc_publish copy = *p;
+        struct ft_go_request_key fkey = {.tgid = tgid, .pad = 0, .request = ctx->ax};
+        bpf_map_update_elem(&go_grpc_headers, &fkey, &copy, BPF_ANY);
+    }
     bpf_map_delete_elem(&go_grpc_new_streams, &key);
     return 0;
 }
@@ -286,21 +286,25 @@ int ft_go_prop_grpc_header(struct pt_regs *ctx)
     if (!prop_join)
         return 0;
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    struct ft_go_request_key hkey = {.tgid = tgid, .pad = 0, .request = ctx->bx};
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off || !ctx->bx || off->grpc_header_stream_id == FT_GO_NO_OFFSET ||
+        off->grpc_header_fields == FT_GO_NO_OFFSET)
+        return 0;
+    struct ft_go_request_key hkey = {.tgid = tgid, .pad = 0,
+                                     .request = ft_go_read_u64(ctx->bx + off->grpc_header_fields)};
+    if (!hkey.request)
+        return 0;
     struct ft_go_grpc_publish *p = bpf_map_lookup_elem(&go_grpc_headers, &hkey);
     if (!p)
         return 0;
     struct ft_go_grpc_publish copy = *p;
     bpf_map_delete_elem(&go_grpc_headers, &hkey);
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
-    if (!off || off->grpc_header_stream_id == FT_GO_NO_OFFSET)
-        return 0;
     __u32 id = 0;
     if (bpf_probe_read_user(&id, sizeof(id), (void *)(ctx->bx + off->grpc_header_stream_id)) != 0 || id == 0)
         return 0;
     __u64 now = bpf_ktime_get_ns();
-    /* A frame noted long ago (its call gave up waiting for stream quota)
-     * whose memory now holds another call's frame: not published. */
+    /* Fields noted long ago (their call failed before queueing its frame)
+     * whose memory now holds another call's: not published. */
     if (now - copy.join.ts_ns > FT_PROP_JOIN_TTL_NS)
         return 0;
     copy.key.stream_id = id;

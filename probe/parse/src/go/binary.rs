@@ -63,20 +63,17 @@ pub mod symbols {
     /// will write, and that write.
     pub const PROP_ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
     pub const PROP_REQUEST_WRITE: &str = "net/http.(*Request).write";
-    /// Propagation, gRPC same-node joins (entry only): a client transport
-    /// opening a stream, its HEADERS frame queued for the connection's
-    /// writer, and the writer originating the stream under its id.
-    pub const PROP_GRPC_NEW_STREAM: &str =
-        "google.golang.org/grpc/internal/transport.(*http2Client).NewStream";
-    pub const PROP_GRPC_ENQUEUE: &str =
-        "google.golang.org/grpc/internal/transport.(*controlBuffer).executeAndPut";
+    /// Propagation, gRPC same-node joins: a client transport making a
+    /// stream's header fields (entry and RETs), and the connection's writer
+    /// originating the stream under its id (entry).
+    pub const PROP_GRPC_HEADER_FIELDS: &str =
+        "google.golang.org/grpc/internal/transport.(*http2Client).createHeaderFields";
     pub const PROP_GRPC_HEADER: &str =
         "google.golang.org/grpc/internal/transport.(*loopyWriter).headerHandler";
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 13] = [
         PROP_ROUND_TRIP,
         PROP_REQUEST_WRITE,
-        PROP_GRPC_NEW_STREAM,
-        PROP_GRPC_ENQUEUE,
+        PROP_GRPC_HEADER_FIELDS,
         PROP_GRPC_HEADER,
         HTTP_SERVER,
         HTTP_CLIENT,
@@ -113,7 +110,6 @@ pub mod symbols {
     /// Itabs the gRPC join programs compare interface values with.
     pub const TCP_ADDR_ITAB: &str = "go:itab.*net.TCPAddr,net.Addr";
     pub const HTTP2_SERVER_ITAB: &str = "go:itab.*google.golang.org/grpc/internal/transport.http2Server,google.golang.org/grpc/internal/transport.ServerTransport";
-    pub const HEADER_FRAME_ITAB: &str = "go:itab.*google.golang.org/grpc/internal/transport.headerFrame,google.golang.org/grpc/internal/transport.cbItem";
 }
 
 /// Oldest Go the probes understand: register ABI (1.17) and inline build
@@ -442,7 +438,6 @@ fn analyze_object<'data, R: ReadRef<'data>>(
         tls_info: symbol_address(&file, symbols::TLS_INFO_ITAB).unwrap_or(0),
         tcp_addr: symbol_address(&file, symbols::TCP_ADDR_ITAB).unwrap_or(0),
         http2_server: symbol_address(&file, symbols::HTTP2_SERVER_ITAB).unwrap_or(0),
-        header_frame: symbol_address(&file, symbols::HEADER_FRAME_ITAB).unwrap_or(0),
     };
     let offsets = offsets::to_wire(&fields, offsets::uses_swiss_maps(&build), itabs);
     let features = Feature::ALL

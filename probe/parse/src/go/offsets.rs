@@ -154,6 +154,10 @@ pub const ALL_FIELDS: &[(&str, &str)] = &[
         "google.golang.org/grpc/internal/transport.headerFrame",
         "streamID",
     ),
+    (
+        "google.golang.org/grpc/internal/transport.headerFrame",
+        "hf",
+    ),
 ];
 
 /// Where a binary's offsets came from.
@@ -309,8 +313,6 @@ pub struct Itabs {
     pub tcp_addr: u64,
     /// `*transport.http2Server` as a `transport.ServerTransport`.
     pub http2_server: u64,
-    /// `*transport.headerFrame` as a `transport.cbItem`.
-    pub header_frame: u64,
 }
 
 /// Fills the eBPF-side struct from named fields. `swiss` says which map
@@ -383,10 +385,9 @@ pub fn to_wire(fields: &FieldOffsets, swiss: bool, itabs: Itabs) -> GoOffsets {
         grpc_header_stream_id: get(
             "google.golang.org/grpc/internal/transport.headerFrame.streamID",
         ),
-        reserved2: 0,
+        grpc_header_fields: get("google.golang.org/grpc/internal/transport.headerFrame.hf"),
         tcp_addr_itab: itabs.tcp_addr,
         grpc_http2_server_itab: itabs.http2_server,
-        grpc_header_frame_itab: itabs.header_frame,
     };
     // Header maps are only walked when every offset of that layout is known.
     let known = |offsets: &[u32]| offsets.iter().all(|o| *o != NO_OFFSET);
