@@ -244,9 +244,9 @@ pub mod go {
     pub const EXIT: &str = "ft_go_exit";
     pub const EXIT_TRACEPOINT: &str = "sched_process_exit";
 
-    /// Every program of the set (propagation's two are attached only when
+    /// Every program of the set (propagation's five are attached only when
     /// it is on).
-    pub const PROGRAMS: [&str; 18] = [
+    pub const PROGRAMS: [&str; 21] = [
         HTTP_SERVER_START,
         HTTP_SERVER_END,
         HTTP_CLIENT_START,
@@ -265,6 +265,9 @@ pub mod go {
         NEWPROC_SPAWN,
         super::propagation::GO_ROUND_TRIP,
         super::propagation::GO_REQUEST_WRITE,
+        super::propagation::GO_GRPC_FIELDS_START,
+        super::propagation::GO_GRPC_FIELDS_END,
+        super::propagation::GO_GRPC_HEADER,
     ];
 }
 
@@ -281,6 +284,12 @@ pub mod propagation {
     pub const GO_ROUND_TRIP: &str = "ft_go_prop_round_trip";
     /// Go: `net/http.(*Request).write` entry.
     pub const GO_REQUEST_WRITE: &str = "ft_go_prop_request_write";
+    /// Go, gRPC joins: `transport.(*http2Client).createHeaderFields` entry.
+    pub const GO_GRPC_FIELDS_START: &str = "ft_go_prop_grpc_fields_start";
+    /// Go, gRPC joins: `transport.(*http2Client).createHeaderFields` RETs.
+    pub const GO_GRPC_FIELDS_END: &str = "ft_go_prop_grpc_fields_end";
+    /// Go, gRPC joins: `transport.(*loopyWriter).headerHandler` entry.
+    pub const GO_GRPC_HEADER: &str = "ft_go_prop_grpc_header";
 
     /// Maps the propagation object takes from the language set it serves
     /// (the loader makes it reuse them). [`maps::INFLIGHT`] too, where the

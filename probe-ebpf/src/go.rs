@@ -109,6 +109,24 @@ pub struct GoOffsets {
     /// Address of the itab that marks a `credentials.TLSInfo` in an
     /// `AuthInfo` interface; 0 = unknown (the TLS version is not read).
     pub grpc_tls_info_itab: u64,
+    /// gRPC same-node joins: `transport.http2Client.localAddr`, optional.
+    pub grpc_client_local_addr: u32,
+    /// `transport.http2Server.remoteAddr`, optional.
+    pub grpc_server_remote_addr: u32,
+    /// `net.TCPAddr.IP`, optional.
+    pub tcp_addr_ip: u32,
+    /// `net.TCPAddr.Port`, optional.
+    pub tcp_addr_port: u32,
+    /// `transport.headerFrame.streamID`, optional.
+    pub grpc_header_stream_id: u32,
+    /// `transport.headerFrame.hf`, optional.
+    pub grpc_header_fields: u32,
+    /// Address of the itab of a `*net.TCPAddr` in a `net.Addr`; 0 = unknown
+    /// (the address is then checked for shape only).
+    pub tcp_addr_itab: u64,
+    /// Address of the itab of a `*transport.http2Server` in a
+    /// `transport.ServerTransport`; 0 = unknown.
+    pub grpc_http2_server_itab: u64,
 }
 crate::mirrors!(
     GoOffsets = ft_go_offsets {
@@ -156,6 +174,14 @@ crate::mirrors!(
         grpc_tls_info_state,
         reserved,
         grpc_tls_info_itab,
+        grpc_client_local_addr,
+        grpc_server_remote_addr,
+        tcp_addr_ip,
+        tcp_addr_port,
+        grpc_header_stream_id,
+        grpc_header_fields,
+        tcp_addr_itab,
+        grpc_http2_server_itab,
     }
 );
 
@@ -207,6 +233,14 @@ impl Default for GoOffsets {
             grpc_tls_info_state: NO_OFFSET,
             reserved: 0,
             grpc_tls_info_itab: 0,
+            grpc_client_local_addr: NO_OFFSET,
+            grpc_server_remote_addr: NO_OFFSET,
+            tcp_addr_ip: NO_OFFSET,
+            tcp_addr_port: NO_OFFSET,
+            grpc_header_stream_id: NO_OFFSET,
+            grpc_header_fields: NO_OFFSET,
+            tcp_addr_itab: 0,
+            grpc_http2_server_itab: 0,
         }
     }
 }

@@ -479,3 +479,230 @@ async fn without_injection_a_server_on_the_same_node_joins_its_clients_trace() {
     );
     calls.stop().await;
 }
+
+/// Go gRPC services on one node, joining on and injection off (gRPC is
+/// HTTP/2, never injected): a client calls a front server whose handler
+/// calls a backend twice (from its goroutine and from a spawned one). Each
+/// client call publishes its span under its end of the connection and its
+/// HTTP/2 stream id, and the server that serves that stream adopts it:
+/// every call is one trace of six spans, each server span the child of the
+/// client span that called it. With each Go toolchain of the matrix, and
+/// with the binaries stripped (offsets from the table, no itabs known).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
+    let collector = collector().await;
+    for toolchain in go_common::TOOLCHAINS {
+        let apps = go_common::apps(toolchain);
+        for suffix in ["", ".stripped"] {
+            let label = format!("{} ({}), binaries{suffix}", toolchain.name, apps.go_version);
+            grpc_join_case(&collector, &apps, suffix, &label).await;
+        }
+    }
+}
+
+async fn grpc_join_case(collector: &Collector, apps: &go_common::Apps, suffix: &str, label: &str) {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    const CALLS: usize = 5;
+    let pins = PinDir::new();
+    let cgroup = TestCgroup::new("grpc");
+    let bin = |app: &str| apps.bin(&format!("{app}{suffix}"));
+    let backend = Service::start(
+        "Go grpcserver (backend)",
+        cgroup.command(&bin("grpcserver"), &[]),
+    );
+    let backend_addr = format!("127.0.0.1:{}", backend.port);
+    let front = Service::start(
+        "Go grpcserver (front)",
+        cgroup.command(&bin("grpcserver"), &["-downstream", &backend_addr]),
+    );
+    let client_bin = bin("grpcclient");
+    let front_addr = format!("127.0.0.1:{}", front.port);
+    let calls = format!("downstream={CALLS}");
+    let mut client = cgroup
+        .command(
+            &client_bin,
+            &["-addr", &front_addr, "-wait", "-calls", &calls],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("grpcclient starts");
+    let client_pid = client.id();
+    // The cgroup's shell execs the client: trace the client, not the shell.
+    wait_for("grpcclient to exec", WAIT, || async {
+        match std::fs::read_link(format!("/proc/{client_pid}/exe")) {
+            Ok(exe) if exe == client_bin => Ok(()),
+            other => Err(format!("/proc/{client_pid}/exe is {other:?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let go = probe(
+        Language::Go,
+        collector,
+        &[backend.pid(), front.pid(), client_pid],
+        |config| config.propagation = pins.config(false, true),
+    )
+    .await;
+    client
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("release the client");
+    let output = client.wait_with_output().expect("grpcclient runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains(&format!("OK:{CALLS}")),
+        "{label}: grpcclient: every call succeeds: {stdout}"
+    );
+
+    let probes = [&go];
+    let spans = wait_for(
+        "every span of the calls (one client span, one front server span, two front client spans and two backend server spans per call)",
+        WAIT,
+        || async {
+            let spans = collector.spans().map_err(|e| e.to_string())?;
+            let count =
+                |pid: u32, kind: i64| spans.iter().filter(|s| pid_of(s) == pid && s.kind == kind).count();
+            let counts = [
+                count(client_pid, CLIENT),
+                count(front.pid(), SERVER),
+                count(front.pid(), CLIENT),
+                count(backend.pid(), SERVER),
+            ];
+            if counts[0] >= CALLS && counts[1] >= CALLS && counts[2] >= 2 * CALLS && counts[3] >= 2 * CALLS {
+                Ok(spans)
+            } else {
+                Err(format!(
+                    "client, front server, front client, backend server spans: {counts:?}"
+                ))
+            }
+        },
+    )
+    .await;
+    let spans = match spans {
+        Ok(spans) => spans,
+        Err(e) => panic!(
+            "{label}: {e}\nevery span:{}\ncounters:{}",
+            describe(
+                &collector
+                    .spans()
+                    .unwrap_or_default()
+                    .iter()
+                    .collect::<Vec<_>>()
+            ),
+            propagation_counts(&probes).await
+        ),
+    };
+    let of = |pid: u32, kind: i64| -> Vec<&Span> {
+        spans
+            .iter()
+            .filter(|s| pid_of(s) == pid && s.kind == kind)
+            .collect()
+    };
+    let all: Vec<&Span> = spans.iter().collect();
+    let (callers, front_servers) = (of(client_pid, CLIENT), of(front.pid(), SERVER));
+    let (front_clients, backend_servers) = (of(front.pid(), CLIENT), of(backend.pid(), SERVER));
+    assert_eq!(
+        callers.len(),
+        CALLS,
+        "{label}: one client span per call:{}",
+        describe(&all)
+    );
+    assert_eq!(
+        front_servers.len(),
+        CALLS,
+        "{label}: one front server span per call:{}",
+        describe(&all)
+    );
+    assert_eq!(
+        front_clients.len(),
+        2 * CALLS,
+        "{label}: two backend calls per call:{}",
+        describe(&all)
+    );
+    assert_eq!(
+        backend_servers.len(),
+        2 * CALLS,
+        "{label}: one backend server span per backend call:{}",
+        describe(&all)
+    );
+    // Every server span is the child of the client span that called it, in
+    // its trace: exactly one per client span.
+    for (clients, servers, hop) in [
+        (&callers, &front_servers, "grpcclient -> front"),
+        (&front_clients, &backend_servers, "front -> backend"),
+    ] {
+        for client in clients {
+            let children: Vec<&Span> = servers
+                .iter()
+                .copied()
+                .filter(|s| s.parent_span_id == client.span_id)
+                .collect();
+            assert_eq!(
+                children.len(),
+                1,
+                "{label}, {hop}: exactly one server span is the child of client span {}:{}\ncounters:{}",
+                client.span_id,
+                describe(&all),
+                propagation_counts(&probes).await
+            );
+            assert_eq!(
+                children[0].trace_id,
+                client.trace_id,
+                "{label}, {hop}: the server span is in its caller's trace:{}",
+                describe(&all)
+            );
+        }
+    }
+    // So each call is one trace of six spans, rooted at the client's span.
+    for caller in &callers {
+        assert!(
+            caller.parent_span_id.is_empty(),
+            "{label}: the client's calls are roots"
+        );
+        let trace: Vec<&Span> = all
+            .iter()
+            .copied()
+            .filter(|s| s.trace_id == caller.trace_id)
+            .collect();
+        assert_eq!(
+            trace.len(),
+            6,
+            "{label}: one trace of six spans per call:{}",
+            describe(&trace)
+        );
+    }
+    let joined =
+        "ferrotel_probe_propagation_server_requests_total{language=\"go\",origin=\"joined\"}";
+    wait_metric(
+        &go,
+        joined,
+        (3 * CALLS) as f64,
+        &format!("{label}: the Go servers joined every call"),
+    )
+    .await;
+    let metrics = go.metrics().await;
+    for (metric, expected) in [
+        (joined, 3 * CALLS),
+        (
+            "ferrotel_probe_propagation_server_requests_total{language=\"go\",origin=\"new_trace\"}",
+            0,
+        ),
+        (
+            "ferrotel_probe_propagation_requests_total{language=\"go\",outcome=\"published\"}",
+            3 * CALLS,
+        ),
+    ] {
+        assert_eq!(
+            Probe::metric_sum(&metrics, metric),
+            expected as f64,
+            "{label}: {metric}:\n{metrics}"
+        );
+    }
+    go.assert_running();
+    drop(go.stop().await);
+}

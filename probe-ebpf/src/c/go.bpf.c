@@ -409,10 +409,12 @@ int ft_go_grpc_server_start(struct pt_regs *ctx)
     __u64 stream = ctx->di;
     if (stream && off->grpc_server_stream_stream != FT_GO_NO_OFFSET)
         stream = ft_go_read_u64(stream + off->grpc_server_stream_stream);
+    __u32 stream_id = 0;
+    if (stream && off->grpc_stream_id != FT_GO_NO_OFFSET)
+        bpf_probe_read_user(&stream_id, sizeof(stream_id), (void *)(stream + off->grpc_stream_id));
     /* t's data word is the *http2Server that operateHeaders ran on. */
-    if (stream && ctx->cx && off->grpc_stream_id != FT_GO_NO_OFFSET) {
-        struct ft_go_stream_key key = {.tgid = tgid, .stream_id = 0, .transport = ctx->cx};
-        bpf_probe_read_user(&key.stream_id, sizeof(key.stream_id), (void *)(stream + off->grpc_stream_id));
+    if (stream_id && ctx->cx) {
+        struct ft_go_stream_key key = {.tgid = tgid, .stream_id = stream_id, .transport = ctx->cx};
         struct ft_traceparent *parked = bpf_map_lookup_elem(&go_grpc_traceparent, &key);
         if (parked) {
             __builtin_memcpy(&incoming, parked, sizeof(incoming));
@@ -420,6 +422,12 @@ int ft_go_grpc_server_start(struct pt_regs *ctx)
             bpf_map_delete_elem(&go_grpc_traceparent, &key);
         }
     }
+    /* Without a traceparent: propagation's join, when a client on this node
+     * published its span for this connection and stream. */
+    if (found == 0)
+        ft_go_prop_count_origin(FT_PROP_ORIGIN_TRACEPARENT);
+    else if (ft_go_prop_grpc_join(ctx->bx, ctx->cx, stream_id) == 0)
+        found = ft_go_take_found(&incoming);
     ft_go_begin_server(ctx, ctx->di, ft_go_grpc_tls_state(off, ctx->cx), 0, &incoming, found);
     return 0;
 }

@@ -33,6 +33,11 @@ fn programs_of(symbol: &str) -> (&'static str, Option<&'static str>) {
         symbols::GRPC_HEADERS => (GRPC_SERVER_HEADERS, None),
         symbols::PROP_ROUND_TRIP => (propagation_programs::GO_ROUND_TRIP, None),
         symbols::PROP_REQUEST_WRITE => (propagation_programs::GO_REQUEST_WRITE, None),
+        symbols::PROP_GRPC_HEADER_FIELDS => (
+            propagation_programs::GO_GRPC_FIELDS_START,
+            Some(propagation_programs::GO_GRPC_FIELDS_END),
+        ),
+        symbols::PROP_GRPC_HEADER => (propagation_programs::GO_GRPC_HEADER, None),
         _ => (NEWPROC_START, Some(NEWPROC_END)),
     }
 }
@@ -99,6 +104,9 @@ pub struct GoProbes {
     /// Attach the uprobes that hand net/http client spans to the thread
     /// that writes their request (propagation on).
     propagation: bool,
+    /// Attach the uprobes that publish gRPC client streams for same-node
+    /// joins (propagation on, joining on).
+    grpc_join: bool,
     attached: HashMap<u32, Attached>,
 }
 
@@ -116,6 +124,7 @@ impl GoProbes {
             cache,
             enabled,
             propagation: false,
+            grpc_join: false,
             attached: HashMap::new(),
         })
     }
@@ -123,6 +132,12 @@ impl GoProbes {
     /// Whether processes attached from now on get propagation's uprobes.
     pub fn set_propagation(&mut self, on: bool) {
         self.propagation = on;
+    }
+
+    /// Whether processes attached from now on get the gRPC client's join
+    /// uprobes (only with propagation on).
+    pub fn set_grpc_join(&mut self, on: bool) {
+        self.grpc_join = on;
     }
 
     pub fn attached_count(&self) -> usize {
@@ -209,6 +224,28 @@ impl GoProbes {
                     .iter()
                     .filter_map(|s| binary.sites.get(s)),
             );
+        }
+        // Same-node gRPC joins, client side: each stream's span published
+        // under (connection, stream id) before its HEADERS frame is written
+        // (propagation/go.h). Both functions and the offsets the programs
+        // read, or none: a binary without them is not joined.
+        let o = &binary.offsets;
+        let join_symbols = [symbols::PROP_GRPC_HEADER_FIELDS, symbols::PROP_GRPC_HEADER];
+        if self.propagation
+            && self.grpc_join
+            && features.contains(&Feature::GrpcClient)
+            && [
+                o.grpc_client_local_addr,
+                o.tcp_addr_ip,
+                o.tcp_addr_port,
+                o.grpc_header_stream_id,
+                o.grpc_header_fields,
+            ]
+            .iter()
+            .all(|offset| *offset != NO_OFFSET)
+            && join_symbols.iter().all(|s| binary.sites.contains_key(s))
+        {
+            sites.extend(join_symbols.iter().filter_map(|s| binary.sites.get(s)));
         }
         // Context propagation to spawned goroutines; without it client
         // calls from spawned goroutines start their own traces. One probe

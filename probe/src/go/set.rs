@@ -145,6 +145,9 @@ impl ProgramSet for GoSet {
         // The uprobes that hand client spans to the writing thread cost two
         // traps per request: only when the sk_msg program is there.
         probes.set_propagation(self.propagation.is_active());
+        // gRPC client streams are published for a server on this node only
+        // when joining is on (three traps per call).
+        probes.set_grpc_join(self.propagation.is_active() && self.propagation.settings().join);
         if self.propagation.is_active() {
             // The sk_msg program recognises traced processes by their claim.
             kernel.claims()?;

@@ -41,7 +41,7 @@ enum ft_go_map_kind {
  * Struct field offsets of one Go binary (DWARF or the offsets table), written
  * by user space into `go_offsets` under each traced process's tgid before
  * its probes are attached. Unknown optional fields are FT_GO_NO_OFFSET.
- * 184 bytes.
+ * 224 bytes.
  */
 struct ft_go_offsets {
     __u32 g_goid;                    /* runtime.g.goid */
@@ -94,6 +94,17 @@ struct ft_go_offsets {
     __u32 grpc_tls_info_state;   /* credentials.TLSInfo.State */
     __u32 reserved;
     __u64 grpc_tls_info_itab; /* address of go:itab.credentials.TLSInfo,credentials.AuthInfo; 0 = unknown */
+    /* gRPC same-node joins (propagation/go.h; all optional; any offset
+     * unknown: that end does not join). The transports' addresses are a
+     * net.Addr interface {itab, data} holding a *net.TCPAddr for TCP. */
+    __u32 grpc_client_local_addr;  /* transport.http2Client.localAddr */
+    __u32 grpc_server_remote_addr; /* transport.http2Server.remoteAddr */
+    __u32 tcp_addr_ip;             /* net.TCPAddr.IP ([]byte, 4 or 16 bytes) */
+    __u32 tcp_addr_port;           /* net.TCPAddr.Port (int) */
+    __u32 grpc_header_stream_id;   /* transport.headerFrame.streamID */
+    __u32 grpc_header_fields;      /* transport.headerFrame.hf ([]hpack.HeaderField) */
+    __u64 tcp_addr_itab;          /* go:itab.*net.TCPAddr,net.Addr; 0 = unknown */
+    __u64 grpc_http2_server_itab; /* go:itab.*transport.http2Server,transport.ServerTransport; 0 = unknown */
 };
 
 /* Trace identity of one span, assigned in the kernel at request start so

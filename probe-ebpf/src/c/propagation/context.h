@@ -157,7 +157,7 @@ struct ft_prop_join_key {
     __u8 addr[16]; /* IPv4-mapped for IPv4 */
     __u16 port;
     __u16 pad;
-    __u32 pad2;
+    __u32 stream_id; /* HTTP/2 (gRPC): the stream's id, the same at both ends; 0 for HTTP/1 */
     __u64 netns;   /* netns cookie for loopback addresses, else 0 */
 };
 

@@ -146,6 +146,206 @@ __noinline int ft_go_prop_join(__u64 request, __u32 remote_off)
     return -1;
 }
 
+/* ------------------------------------------------------------ gRPC joins */
+
+/*
+ * Same-node joins of gRPC calls. HTTP/2 multiplexes calls on one
+ * connection, so a join is keyed by the connection's client end and the
+ * stream id, which both ends know. The client's stream id is chosen under
+ * the transport's controlBuffer lock, just before its HEADERS frame is
+ * queued for the connection's writer (loopyWriter) goroutine, which writes
+ * it later; the server adopts the context when its handler starts, after
+ * it read that frame. So the context is published on the writer's side,
+ * before the frame is written, found there by the frame's header fields:
+ *
+ *   (*http2Client).createHeaderFields entry (caller's goroutine, inside
+ *     NewStream, the call's client span in go_client_inflight): the
+ *     connection's local address;
+ *   its RETs: the header fields slice it made, which NewStream puts in the
+ *     stream's *headerFrame; the span is noted under its backing array;
+ *   (*loopyWriter).headerHandler entry (writer goroutine): the frame's
+ *     stream id is set; published under (local address, stream id).
+ *
+ * The server (go.bpf.c, handleStream) takes it under its transport's
+ * remoteAddr and the stream's id. Loopback addresses are qualified by the
+ * network namespace, as for HTTP/1.
+ */
+struct ft_go_grpc_publish {
+    struct ft_prop_join_key key; /* stream_id set when the writer originates the stream */
+    struct ft_prop_join join;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 1024);
+    __type(key, struct ft_go_key); /* the goroutine in createHeaderFields */
+    __type(value, struct ft_go_grpc_publish);
+} go_grpc_new_streams SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 1024);
+    __type(key, struct ft_go_request_key); /* request: the header fields' backing array */
+    __type(value, struct ft_go_grpc_publish);
+} go_grpc_headers SEC(".maps");
+
+/* The address in the net.Addr interface at `iface` into the address half
+ * of a join key (with the netns on loopback); 0 on success. A *net.TCPAddr
+ * only: its itab where the binary names it, else its shape (IP of 4 or 16
+ * bytes, a port). */
+static __always_inline int ft_go_tcp_addr(const struct ft_go_offsets *off, __u64 iface, struct ft_prop_join_key *key)
+{
+    if (off->tcp_addr_ip == FT_GO_NO_OFFSET || off->tcp_addr_port == FT_GO_NO_OFFSET)
+        return -1;
+    __u64 pair[2] = {};
+    if (bpf_probe_read_user(pair, sizeof(pair), (void *)iface) != 0 || !pair[0] || !pair[1])
+        return -1;
+    if (off->tcp_addr_itab && pair[0] != off->tcp_addr_itab)
+        return -1;
+    struct ft_go_slice ip = {};
+    __s64 port = 0;
+    if (bpf_probe_read_user(&ip, sizeof(ip), (void *)(pair[1] + off->tcp_addr_ip)) != 0 || !ip.ptr ||
+        bpf_probe_read_user(&port, sizeof(port), (void *)(pair[1] + off->tcp_addr_port)) != 0 || port <= 0 ||
+        port > 65535)
+        return -1;
+    if (ip.len == 4) {
+        key->addr[10] = 0xff;
+        key->addr[11] = 0xff;
+        if (bpf_probe_read_user(&key->addr[12], 4, (void *)ip.ptr) != 0)
+            return -1;
+    } else if (ip.len == 16) {
+        /* IPv4 peers of a dual-stack socket come IPv4-mapped, as keys are. */
+        if (bpf_probe_read_user(key->addr, 16, (void *)ip.ptr) != 0)
+            return -1;
+    } else {
+        return -1;
+    }
+    key->port = (__u16)port;
+    if (ft_prop_is_loopback(key->addr)) {
+        struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+        key->netns = BPF_CORE_READ(task, nsproxy, net_ns, net_cookie);
+    }
+    return 0;
+}
+
+/* transport.(*http2Client).createHeaderFields(t, ctx, callHdr): t in RAX. */
+SEC("uprobe")
+int ft_go_prop_grpc_fields_start(struct pt_regs *ctx)
+{
+    if (!prop_join)
+        return 0;
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off || !ctx->ax || off->grpc_client_local_addr == FT_GO_NO_OFFSET)
+        return 0;
+    struct ft_go_key key = {.tgid = tgid, .pad = 0, .goid = ft_go_current_goid(ctx, off)};
+    struct ft_go_client_inflight *client = bpf_map_lookup_elem(&go_client_inflight, &key);
+    if (!client)
+        return 0;
+    struct ft_go_grpc_publish p = {};
+    if (ft_go_tcp_addr(off, ctx->ax + off->grpc_client_local_addr, &p.key) != 0)
+        return 0;
+    __builtin_memcpy(p.join.trace_id, client->trace.trace_id, 16);
+    __builtin_memcpy(p.join.span_id, client->trace.span_id, 8);
+    p.join.flags = ft_go_prop_sampled(&client->trace);
+    p.join.tgid = tgid;
+    p.join.ts_ns = bpf_ktime_get_ns();
+    bpf_map_update_elem(&go_grpc_new_streams, &key, &p, BPF_ANY);
+    return 0;
+}
+
+/* At its RETs: ([]hpack.HeaderField = {ptr RAX, len RBX, cap RCX}, error =
+ * {RDI, RSI}). */
+SEC("uprobe")
+int ft_go_prop_grpc_fields_end(struct pt_regs *ctx)
+{
+    if (!prop_join)
+        return 0;
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return 0;
+    struct ft_go_key key = {.tgid = tgid, .pad = 0, .goid = ft_go_current_goid(ctx, off)};
+    struct ft_go_grpc_publish *p = bpf_map_lookup_elem(&go_grpc_new_streams, &key);
+    if (!p)
+        return 0;
+    if (ctx->ax && !ctx->di) {
+        struct ft_go_grpc_publish copy = *p;
+        struct ft_go_request_key fkey = {.tgid = tgid, .pad = 0, .request = ctx->ax};
+        bpf_map_update_elem(&go_grpc_headers, &fkey, &copy, BPF_ANY);
+    }
+    bpf_map_delete_elem(&go_grpc_new_streams, &key);
+    return 0;
+}
+
+/* transport.(*loopyWriter).headerHandler(l, h *headerFrame): h in RBX. On a
+ * client, the frame that originates a stream, its id set. */
+SEC("uprobe")
+int ft_go_prop_grpc_header(struct pt_regs *ctx)
+{
+    if (!prop_join)
+        return 0;
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off || !ctx->bx || off->grpc_header_stream_id == FT_GO_NO_OFFSET ||
+        off->grpc_header_fields == FT_GO_NO_OFFSET)
+        return 0;
+    struct ft_go_request_key hkey = {.tgid = tgid, .pad = 0,
+                                     .request = ft_go_read_u64(ctx->bx + off->grpc_header_fields)};
+    if (!hkey.request)
+        return 0;
+    struct ft_go_grpc_publish *p = bpf_map_lookup_elem(&go_grpc_headers, &hkey);
+    if (!p)
+        return 0;
+    struct ft_go_grpc_publish copy = *p;
+    bpf_map_delete_elem(&go_grpc_headers, &hkey);
+    __u32 id = 0;
+    if (bpf_probe_read_user(&id, sizeof(id), (void *)(ctx->bx + off->grpc_header_stream_id)) != 0 || id == 0)
+        return 0;
+    __u64 now = bpf_ktime_get_ns();
+    /* Fields noted long ago (their call failed before queueing its frame)
+     * whose memory now holds another call's: not published. */
+    if (now - copy.join.ts_ns > FT_PROP_JOIN_TTL_NS)
+        return 0;
+    copy.key.stream_id = id;
+    copy.join.ts_ns = now;
+    bpf_map_update_elem(&ferrotel_prop_joins, &copy.key, &copy.join, BPF_ANY);
+    ft_prop_count(FT_PROP_PUBLISHED);
+    return 0;
+}
+
+/* A gRPC server call (`transport` the ServerTransport {itab, data} of
+ * handleStream, `stream_id` its stream's id, 0 if unknown) that came
+ * without context: the context a client on this node published for this
+ * connection and stream is taken into go_found_context. Counts the origin;
+ * 0 if one was taken. A global function, verified on its own. */
+__noinline int ft_go_prop_grpc_join(__u64 transport_itab, __u64 transport, __u32 stream_id)
+{
+    if (!prop_inject && !prop_join)
+        return -1;
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    __u32 zero = 0;
+    struct ft_traceparent *parent = bpf_map_lookup_elem(&go_found_context, &zero);
+    if (!off || !parent)
+        return -1;
+    /* Only an *http2Server has the remoteAddr read here (not the ServeHTTP
+     * transport). */
+    if (prop_join && stream_id && transport && off->grpc_server_remote_addr != FT_GO_NO_OFFSET &&
+        (!off->grpc_http2_server_itab || transport_itab == off->grpc_http2_server_itab)) {
+        struct ft_prop_join_key key = {};
+        if (ft_go_tcp_addr(off, transport + off->grpc_server_remote_addr, &key) == 0) {
+            key.stream_id = stream_id;
+            if (ft_prop_take_join(&key, parent) == 0) {
+                ft_prop_count(FT_PROP_OUTCOMES + FT_PROP_ORIGIN_JOINED);
+                return 0;
+            }
+        }
+    }
+    ft_prop_count(FT_PROP_OUTCOMES + FT_PROP_ORIGIN_NONE);
+    return -1;
+}
+
 /* net/http.(*persistConn).roundTrip(pc, req *transportRequest): req in RBX. */
 SEC("uprobe")
 int ft_go_prop_round_trip(struct pt_regs *ctx)

@@ -63,9 +63,18 @@ pub mod symbols {
     /// will write, and that write.
     pub const PROP_ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
     pub const PROP_REQUEST_WRITE: &str = "net/http.(*Request).write";
-    pub const ALL: [&str; 11] = [
+    /// Propagation, gRPC same-node joins: a client transport making a
+    /// stream's header fields (entry and RETs), and the connection's writer
+    /// originating the stream under its id (entry).
+    pub const PROP_GRPC_HEADER_FIELDS: &str =
+        "google.golang.org/grpc/internal/transport.(*http2Client).createHeaderFields";
+    pub const PROP_GRPC_HEADER: &str =
+        "google.golang.org/grpc/internal/transport.(*loopyWriter).headerHandler";
+    pub const ALL: [&str; 13] = [
         PROP_ROUND_TRIP,
         PROP_REQUEST_WRITE,
+        PROP_GRPC_HEADER_FIELDS,
+        PROP_GRPC_HEADER,
         HTTP_SERVER,
         HTTP_CLIENT,
         GRPC_SERVER,
@@ -98,6 +107,9 @@ pub mod symbols {
     /// The itab that marks a TLS connection's `credentials.AuthInfo`
     /// (compared in the gRPC server's entry probe).
     pub const TLS_INFO_ITAB: &str = "go:itab.google.golang.org/grpc/credentials.TLSInfo,google.golang.org/grpc/credentials.AuthInfo";
+    /// Itabs the gRPC join programs compare interface values with.
+    pub const TCP_ADDR_ITAB: &str = "go:itab.*net.TCPAddr,net.Addr";
+    pub const HTTP2_SERVER_ITAB: &str = "go:itab.*google.golang.org/grpc/internal/transport.http2Server,google.golang.org/grpc/internal/transport.ServerTransport";
 }
 
 /// Oldest Go the probes understand: register ABI (1.17) and inline build
@@ -424,6 +436,8 @@ fn analyze_object<'data, R: ReadRef<'data>>(
     let itabs = offsets::Itabs {
         status_error: symbol_address(&file, symbols::STATUS_ERROR_ITAB).unwrap_or(0),
         tls_info: symbol_address(&file, symbols::TLS_INFO_ITAB).unwrap_or(0),
+        tcp_addr: symbol_address(&file, symbols::TCP_ADDR_ITAB).unwrap_or(0),
+        http2_server: symbol_address(&file, symbols::HTTP2_SERVER_ITAB).unwrap_or(0),
     };
     let offsets = offsets::to_wire(&fields, offsets::uses_swiss_maps(&build), itabs);
     let features = Feature::ALL

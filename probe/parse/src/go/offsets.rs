@@ -135,6 +135,29 @@ pub const ALL_FIELDS: &[(&str, &str)] = &[
         "authInfo",
     ),
     ("google.golang.org/grpc/credentials.TLSInfo", "State"),
+    // Same-node gRPC joins (propagation); optional: the transports' ends of
+    // the connection and the stream id a client's HEADERS frame gets. The
+    // server's peer address is `peer.Peer.Addr` of its `peer` field or, in
+    // older releases, its own `remoteAddr` field.
+    (
+        "google.golang.org/grpc/internal/transport.http2Client",
+        "localAddr",
+    ),
+    (
+        "google.golang.org/grpc/internal/transport.http2Server",
+        "remoteAddr",
+    ),
+    ("google.golang.org/grpc/peer.Peer", "Addr"),
+    ("net.TCPAddr", "IP"),
+    ("net.TCPAddr", "Port"),
+    (
+        "google.golang.org/grpc/internal/transport.headerFrame",
+        "streamID",
+    ),
+    (
+        "google.golang.org/grpc/internal/transport.headerFrame",
+        "hf",
+    ),
 ];
 
 /// Where a binary's offsets came from.
@@ -262,6 +285,22 @@ fn grpc_server_auth_info(fields: &FieldOffsets) -> u32 {
         .unwrap_or(NO_OFFSET)
 }
 
+/// Where `transport.http2Server` keeps its peer's address: in its `peer`
+/// (`peer.Peer.Addr`) or, in older grpc releases, in a field of its own.
+fn grpc_server_remote_addr(fields: &FieldOffsets) -> u32 {
+    let field = |name: &str| fields.get(name).copied();
+    let offset = match (
+        field("google.golang.org/grpc/internal/transport.http2Server.peer"),
+        field("google.golang.org/grpc/peer.Peer.Addr"),
+    ) {
+        (Some(peer), Some(addr)) => Some(peer + addr),
+        _ => field("google.golang.org/grpc/internal/transport.http2Server.remoteAddr"),
+    };
+    offset
+        .and_then(|o| u32::try_from(o).ok())
+        .unwrap_or(NO_OFFSET)
+}
+
 /// Addresses of the itabs the probes compare interface values with (0 =
 /// not in the binary's symbol table).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -270,6 +309,10 @@ pub struct Itabs {
     pub status_error: u64,
     /// `credentials.TLSInfo` as a `credentials.AuthInfo`: a TLS connection.
     pub tls_info: u64,
+    /// `*net.TCPAddr` as a `net.Addr`: a TCP connection's address.
+    pub tcp_addr: u64,
+    /// `*transport.http2Server` as a `transport.ServerTransport`.
+    pub http2_server: u64,
 }
 
 /// Fills the eBPF-side struct from named fields. `swiss` says which map
@@ -333,6 +376,18 @@ pub fn to_wire(fields: &FieldOffsets, swiss: bool, itabs: Itabs) -> GoOffsets {
         grpc_tls_info_state: get("google.golang.org/grpc/credentials.TLSInfo.State"),
         reserved: 0,
         grpc_tls_info_itab: itabs.tls_info,
+        grpc_client_local_addr: get(
+            "google.golang.org/grpc/internal/transport.http2Client.localAddr",
+        ),
+        grpc_server_remote_addr: grpc_server_remote_addr(fields),
+        tcp_addr_ip: get("net.TCPAddr.IP"),
+        tcp_addr_port: get("net.TCPAddr.Port"),
+        grpc_header_stream_id: get(
+            "google.golang.org/grpc/internal/transport.headerFrame.streamID",
+        ),
+        grpc_header_fields: get("google.golang.org/grpc/internal/transport.headerFrame.hf"),
+        tcp_addr_itab: itabs.tcp_addr,
+        grpc_http2_server_itab: itabs.http2_server,
     };
     // Header maps are only walked when every offset of that layout is known.
     let known = |offsets: &[u32]| offsets.iter().all(|o| *o != NO_OFFSET);
