@@ -387,28 +387,25 @@ const SOCKET_PROGRAMS: &[&str] = &[
     tls::RETURN,
 ];
 
+/// `programs` and then `last` (for the Go set: its uprobes and its exit
+/// tracepoint, which is not attached as a uprobe).
+const fn and_then<const N: usize, const M: usize>(
+    programs: [&'static str; N],
+    last: &'static str,
+) -> [&'static str; M] {
+    assert!(M == N + 1, "the result holds the programs and one more");
+    let mut out = [""; M];
+    let mut i = 0;
+    while i < N {
+        out[i] = programs[i];
+        i += 1;
+    }
+    out[N] = last;
+    out
+}
+
 /// The Go set's programs: the uprobes and the exit tracepoint.
-const GO_OBJECT_PROGRAMS: &[&str] = &[
-    go::HTTP_SERVER_START,
-    go::HTTP_SERVER_END,
-    go::HTTP_CLIENT_START,
-    go::HTTP_CLIENT_END,
-    go::GRPC_SERVER_START,
-    go::GRPC_SERVER_STATUS,
-    go::GRPC_SERVER_END,
-    go::GRPC_SERVER_HEADERS,
-    go::GRPC_CLIENT_START,
-    go::GRPC_CLIENT_END,
-    go::GRPC_STREAM_START,
-    go::GRPC_STREAM_OPENED,
-    go::GRPC_STREAM_END,
-    go::NEWPROC_START,
-    go::NEWPROC_END,
-    go::NEWPROC_SPAWN,
-    propagation::GO_ROUND_TRIP,
-    propagation::GO_REQUEST_WRITE,
-    go::EXIT,
-];
+const GO_OBJECT_PROGRAMS: [&str; go::PROGRAMS.len() + 1] = and_then(go::PROGRAMS, go::EXIT);
 
 /// Every object and its contract.
 pub const OBJECTS: [ObjectContract; 7] = [
@@ -466,7 +463,7 @@ pub const OBJECTS: [ObjectContract; 7] = [
             globals::PROP_SAMPLE_THRESHOLD,
         ],
         syscall_programs: &[],
-        programs: GO_OBJECT_PROGRAMS,
+        programs: &GO_OBJECT_PROGRAMS,
     },
     ObjectContract {
         object: "profile",
