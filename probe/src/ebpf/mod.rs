@@ -479,11 +479,6 @@ impl Kernel {
         }
     }
 
-    /// Uprobe links detached and not closed yet.
-    pub fn uprobes_closing(&self) -> usize {
-        self.reaper.as_ref().map_or(0, reaper::LinkReaper::pending)
-    }
-
     /// Attaches the shared process-lifecycle programs of `common/proc.h`
     /// (fork inheritance of claims, exit, exec).
     pub fn attach_process_tracking(&mut self) -> Result<(), EbpfError> {

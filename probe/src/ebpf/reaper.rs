@@ -15,8 +15,6 @@
 //! forgotten (its claim and map entries are gone), so a program it still
 //! runs for a moment finds nothing to report.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -32,15 +30,12 @@ const MAX_CLOSERS: usize = 16;
 pub struct LinkReaper {
     batches: Option<mpsc::Sender<Vec<UProbeLink>>>,
     thread: Option<JoinHandle<()>>,
-    pending: Arc<AtomicUsize>,
 }
 
 impl LinkReaper {
     /// Starts the closer thread; `set` names it in logs.
     pub fn start(set: &'static str) -> std::io::Result<Self> {
         let (batches, received) = mpsc::channel::<Vec<UProbeLink>>();
-        let pending = Arc::new(AtomicUsize::new(0));
-        let counted = pending.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{set}-unlink"))
             .spawn(move || {
@@ -50,15 +45,12 @@ impl LinkReaper {
                     while let Ok(more) = received.try_recv() {
                         links.extend(more);
                     }
-                    let closed = links.len();
                     close_concurrently(links);
-                    counted.fetch_sub(closed, Ordering::Relaxed);
                 }
             })?;
         Ok(Self {
             batches: Some(batches),
             thread: Some(thread),
-            pending,
         })
     }
 
@@ -68,7 +60,6 @@ impl LinkReaper {
             return;
         }
         let count = links.len();
-        self.pending.fetch_add(count, Ordering::Relaxed);
         let Some(batches) = &self.batches else {
             return;
         };
@@ -79,14 +70,8 @@ impl LinkReaper {
                 links = count,
                 "The uprobe closer stopped; closing on the caller's thread"
             );
-            self.pending.fetch_sub(count, Ordering::Relaxed);
             drop(links);
         }
-    }
-
-    /// Links handed over and not closed yet.
-    pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Relaxed)
     }
 }
 
