@@ -145,7 +145,9 @@ pub(crate) struct HistogramState {
 }
 
 impl HistogramState {
-    pub(crate) fn new(bounds: &[f64], now_unix: u64) -> Self {
+    /// `now`: the caller's clock reading for this observation (one read
+    /// per span serves every series it touches).
+    pub(crate) fn new(bounds: &[f64], now_unix: u64, now: Instant) -> Self {
         Self {
             counts: vec![0; bounds.len() + 1],
             sum: 0.0,
@@ -153,11 +155,11 @@ impl HistogramState {
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             start_unix_nanos: now_unix,
-            last_update: Instant::now(),
+            last_update: now,
         }
     }
 
-    pub(crate) fn observe(&mut self, bounds: &[f64], value: f64) {
+    pub(crate) fn observe(&mut self, bounds: &[f64], value: f64, now: Instant) {
         // Buckets are upper-inclusive: (previous, bound].
         let index = bounds
             .iter()
@@ -168,7 +170,7 @@ impl HistogramState {
         self.count += 1;
         self.min = self.min.min(value);
         self.max = self.max.max(value);
-        self.last_update = Instant::now();
+        self.last_update = now;
     }
 
     pub(crate) fn merge(&mut self, other: &HistogramState) {
@@ -417,6 +419,7 @@ impl RedMetrics {
     ) {
         let instrument = Instrument::of(record);
         let value = instrument.value_of(record);
+        let now = Instant::now();
         let mut state = self.state.lock().expect("metrics lock");
         let series = state.series_mut(resource);
         series.cap_attributes(&mut attributes, &self.health);
@@ -425,10 +428,14 @@ impl RedMetrics {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
                 *series.counts.entry(instrument).or_default() += 1;
-                entry.insert(HistogramState::new(instrument.bounds(), now_unix_nanos()))
+                entry.insert(HistogramState::new(
+                    instrument.bounds(),
+                    now_unix_nanos(),
+                    now,
+                ))
             }
         };
-        histogram.observe(instrument.bounds(), value);
+        histogram.observe(instrument.bounds(), value, now);
     }
 
     /// Total requests observed by `instrument` across all series (tests, health).

@@ -42,10 +42,16 @@ impl From<i64> for Value {
 pub type Attributes = Vec<(&'static str, Value)>;
 
 pub fn key_value(key: &str, value: &Value) -> KeyValue {
+    into_key_value(key, value.clone())
+}
+
+/// [`key_value`] that moves the value's string instead of copying it: a
+/// span's attributes are built once and converted once.
+pub fn into_key_value(key: &str, value: Value) -> KeyValue {
     let value = match value {
-        Value::Str(s) => any_value::Value::StringValue(s.clone()),
-        Value::Int(i) => any_value::Value::IntValue(*i),
-        Value::Bool(b) => any_value::Value::BoolValue(*b),
+        Value::Str(s) => any_value::Value::StringValue(s),
+        Value::Int(i) => any_value::Value::IntValue(i),
+        Value::Bool(b) => any_value::Value::BoolValue(b),
     };
     KeyValue {
         key: key.to_owned(),
@@ -410,8 +416,8 @@ pub fn to_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets
         start_time_unix_nano: clock.to_unix_nanos(record.clock, record.start_ns),
         end_time_unix_nano: clock.to_unix_nanos(record.clock, record.end_ns.max(record.start_ns)),
         attributes: span_attributes(record, route)
-            .iter()
-            .map(|(k, v)| key_value(k, v))
+            .into_iter()
+            .map(|(k, v)| into_key_value(k, v))
             .collect(),
         status: Some(status),
         ..Default::default()

@@ -49,7 +49,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -314,7 +314,7 @@ struct EdgeSeries {
     counted: Option<Counted>,
     client: Option<HistogramState>,
     server: Option<HistogramState>,
-    last_update: std::time::Instant,
+    last_update: Instant,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -325,36 +325,38 @@ struct Counted {
 }
 
 impl EdgeSeries {
-    fn new() -> Self {
+    fn new(now: Instant) -> Self {
         Self {
             counted: None,
             client: None,
             server: None,
-            last_update: std::time::Instant::now(),
+            last_update: now,
         }
     }
 
-    fn record(&mut self, observation: &EdgeObservation, now: u64) {
+    /// `now` is read once per observation; the wall-clock start of a new
+    /// series only when one is created.
+    fn record(&mut self, observation: &EdgeObservation, now: Instant) {
         if observation.counts_request {
-            let counted = self.counted.get_or_insert(Counted {
+            let counted = self.counted.get_or_insert_with(|| Counted {
                 total: 0,
                 failed: 0,
-                start_unix_nanos: now,
+                start_unix_nanos: now_unix_nanos(),
             });
             counted.total += 1;
             counted.failed += u64::from(observation.failed);
         }
         if let Some(seconds) = observation.client_seconds {
             self.client
-                .get_or_insert_with(|| HistogramState::new(BOUNDS, now))
-                .observe(BOUNDS, seconds);
+                .get_or_insert_with(|| HistogramState::new(BOUNDS, now_unix_nanos(), now))
+                .observe(BOUNDS, seconds, now);
         }
         if let Some(seconds) = observation.server_seconds {
             self.server
-                .get_or_insert_with(|| HistogramState::new(BOUNDS, now))
-                .observe(BOUNDS, seconds);
+                .get_or_insert_with(|| HistogramState::new(BOUNDS, now_unix_nanos(), now))
+                .observe(BOUNDS, seconds, now);
         }
-        self.last_update = std::time::Instant::now();
+        self.last_update = now;
     }
 
     fn merge(&mut self, other: &EdgeSeries) {
@@ -409,7 +411,7 @@ impl ServiceGraphMetrics {
     /// Records one observation under the resource that made it. Returns
     /// `false` if it went to the overflow series (edge cap reached).
     pub fn observe(&self, resource: &Arc<ProcessResource>, observation: &EdgeObservation) -> bool {
-        let now = now_unix_nanos();
+        let now = Instant::now();
         let mut state = self.state.lock().expect("service graph lock");
         let at_cap = state.edges >= self.max_edges;
         let series = state.series.series_mut(resource);
@@ -422,7 +424,7 @@ impl ServiceGraphMetrics {
         let in_cap = key.is_some();
         series
             .entry(key)
-            .or_insert_with(EdgeSeries::new)
+            .or_insert_with(|| EdgeSeries::new(now))
             .record(observation, now);
         if fresh {
             state.edges += 1;
