@@ -187,6 +187,17 @@ async fn after_an_apiserver_restart_operator_and_probes_reconnect_and_no_span_is
          and restarts before {operator_before:?}, after {operator_now:?}",
         operator_after.as_secs_f64()
     );
+    // A restarted operator says why its last run ended.
+    for (pod, restarts) in &operator_now {
+        if operator_before
+            .iter()
+            .any(|(p, r)| p == pod && r < restarts)
+        {
+            let previous = stack::pod_logs(bed, stack::CHART_NAMESPACE, pod, true);
+            let last: Vec<&str> = previous.lines().rev().take(3).collect();
+            eprintln!("operator {pod} restarted; its last run ended with: {last:?}");
+        }
+    }
     // Deleted without waiting: its pod would only load the node.
     ferrotel_e2e::operator::kubectl(
         bed,

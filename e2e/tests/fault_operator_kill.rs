@@ -94,6 +94,12 @@ impl Audit {
     }
 }
 
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn is_child_write(r: &AuditRequest) -> bool {
     r.is_write() && CHILD_RESOURCES.contains(&r.resource.as_str())
 }
@@ -428,7 +434,13 @@ async fn an_operator_killed_mid_reconcile_converges_on_restart_and_a_second_rest
         change += &collector(&format!("col-{i}"), false);
     }
     let mark = audit.mark();
-    apply(&bed, &change);
+    // Applied from another thread: the audit log is watched from the
+    // moment kubectl starts, not once it has returned (by then the
+    // operator may have written much of the change).
+    let applying = {
+        let kubeconfig = bed.kubeconfig().to_owned();
+        std::thread::spawn(move || ferrotel_e2e::stack::kubectl_apply(&kubeconfig, &change))
+    };
     let first_write = {
         let deadline = std::time::Instant::now() + TIMEOUT;
         loop {
@@ -446,6 +458,10 @@ async fn an_operator_killed_mid_reconcile_converges_on_restart_and_a_second_rest
         }
     };
     op.process.kill();
+    applying
+        .join()
+        .expect("the apply thread")
+        .unwrap_or_else(|e| panic!("apply the change: {e}"));
     let before_kill = audit.since(mark);
     let killed_writes: Vec<AuditRequest> = before_kill
         .iter()
@@ -517,9 +533,7 @@ async fn an_operator_killed_mid_reconcile_converges_on_restart_and_a_second_rest
         requests.len(),
         writes.len(),
         summary(&requests),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
+        load_average()
     );
     assert!(
         writes.is_empty(),
