@@ -49,6 +49,7 @@
 pub mod audit;
 pub mod cli;
 pub mod collector;
+pub mod faults;
 pub mod graph;
 pub mod images;
 pub mod node;

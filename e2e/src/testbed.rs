@@ -107,6 +107,9 @@ pub struct TestBed {
     /// Its network, from before the API server starts: torn down by `stop`
     /// if the node never started.
     network: Mutex<Option<crate::node::NodeNetwork>>,
+    /// The API server's program and arguments, to start it again with the
+    /// same flags ([`TestBed::restart_apiserver`]).
+    apiserver_command: Mutex<Option<(PathBuf, Vec<String>)>>,
 }
 
 impl TestBed {
@@ -242,6 +245,7 @@ impl TestBed {
             startup: Duration::ZERO,
             node: Mutex::new(None),
             network: Mutex::new(None),
+            apiserver_command: Mutex::new(None),
         };
         match bed.boot(opts).await {
             Ok(()) => {
@@ -331,15 +335,21 @@ impl TestBed {
         ]);
         self.spawn("etcd", etcd)?;
 
-        let mut apiserver = Command::new(try_tool_path("kube-apiserver")?);
-        apiserver.args(apiserver_args(
+        let apiserver_program = try_tool_path("kube-apiserver")?;
+        let mut args = apiserver_args(
             &pki,
             &self.dir,
             etcd_client,
             api_port,
             network.is_some().then_some(bind_ip.as_str()),
-        ));
-        apiserver.args(&opts.apiserver_args);
+        );
+        args.extend(opts.apiserver_args.iter().cloned());
+        let mut apiserver = Command::new(&apiserver_program);
+        apiserver.args(&args);
+        *self
+            .apiserver_command
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((apiserver_program, args));
         self.spawn("kube-apiserver", apiserver)?;
 
         self.config = load_config(&self.kubeconfig).await?;
@@ -512,6 +522,63 @@ impl TestBed {
         let started = node.start_dns(&self.kubeconfig, &client, &coredns).await;
         *self.node.lock().unwrap_or_else(|e| e.into_inner()) = Some(node);
         started
+    }
+
+    /// Stops the API server (`SIGTERM`, then `SIGKILL` after 10 s), waits
+    /// `down`, and starts it again with the same flags on the same port and
+    /// etcd; returns once `/readyz` answers. Every client (the operator,
+    /// probes, kubelet, controllers) sees its connections drop and must
+    /// reconnect: what the fault tests check.
+    pub async fn restart_apiserver(&self, down: Duration) -> Result<()> {
+        let (program, args) = self
+            .apiserver_command
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| Error::Node("the API server was never started".into()))?;
+        {
+            let mut procs = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+            let apiserver = procs
+                .iter_mut()
+                .find(|p| p.name() == "kube-apiserver")
+                .ok_or_else(|| Error::Node("no kube-apiserver process to restart".into()))?;
+            apiserver.terminate(Duration::from_secs(10));
+        }
+        tokio::time::sleep(down).await;
+        let mut cmd = Command::new(&program);
+        cmd.args(&args);
+        let log = self.logs_dir().join("kube-apiserver.log");
+        let started = Process::spawn("kube-apiserver", cmd, &log)?;
+        {
+            // Same place in the list: components stop in reverse start order.
+            let mut procs = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = procs
+                .iter_mut()
+                .find(|p| p.name() == "kube-apiserver")
+                .expect("found above");
+            // The old one is reaped: its drop would only signal its
+            // process group id again, which the kernel may have reused.
+            std::mem::forget(std::mem::replace(slot, started));
+        }
+        let client = self.client();
+        let readyz = http_get_request("/readyz");
+        wait_for(
+            "the restarted kube-apiserver /readyz",
+            START_TIMEOUT,
+            || {
+                let (client, req) = (client.clone(), readyz.clone());
+                async move {
+                    self.check_processes().map_err(|e| format!("{FATAL}{e}"))?;
+                    client
+                        .request_text(req)
+                        .await
+                        .map_err(|e| format!("not ready: {e}"))
+                }
+            },
+        )
+        .await
+        .map_err(|e| self.fatal_or(e))?;
+        Ok(())
     }
 
     /// Whether this bed has a real node.
