@@ -16,7 +16,10 @@
 //! time: each server span starts within exactly one client span. Concurrent
 //! streams of one HTTP/2 connection may pair crosswise, which changes
 //! nothing: every span of one connection belongs to the same two processes,
-//! so the edge, the count and the set of durations are the same.
+//! so the edge, the count and the set of durations are the same. Records
+//! carry no network namespace: two pods' loopback connections that use the
+//! same port at the same time could pair with each other's spans; the
+//! request is still counted once, on the wrong pair of names.
 //!
 //! # What a pair and a leftover observe
 //!
@@ -67,6 +70,7 @@ struct Waiting {
     end_ns: u64,
     clock: KernelClock,
     seconds: f64,
+    /// Its single-span failure: for a server span, what a pair counts.
     failed: bool,
     arrived: Instant,
     /// The next span waiting under the same key (a sequence number).
@@ -121,8 +125,8 @@ impl Pairer {
     /// same record stream, so a second is a wide margin; it is also how late
     /// an unpaired span's edge is observed at most.
     pub const WINDOW: Duration = Duration::from_secs(1);
-    /// Spans waiting at most (a few hundred bytes each); past it the oldest
-    /// is observed alone.
+    /// Slots of the ring at most (248 bytes each, paired ones included
+    /// until the front passes them); past it the oldest is observed alone.
     pub const CAPACITY: usize = 8_192;
 
     pub fn new(window: Duration, capacity: usize) -> Self {
@@ -172,7 +176,6 @@ impl Pairer {
             return;
         };
         let is_client = record.kind == SpanKind::Client;
-        let failed = semconv::error_type(record).is_some();
         // The other side, waiting under the same client address.
         if let Some(other) = self.take_partner(!is_client, client_addr, record) {
             self.stats.pairs += 1;
@@ -180,7 +183,8 @@ impl Pairer {
                 resource,
                 me: &me,
                 seconds: record.duration_secs(),
-                failed,
+                // Only the server's counts (a pair's client side never fails).
+                failed: !is_client && semconv::error_type(record).is_some(),
             };
             let theirs = Side {
                 resource: &other.resource,
@@ -197,6 +201,8 @@ impl Pairer {
             return;
         }
         let single = observe_as(record, me.clone(), peers);
+        // A server span's single-span failure is the one a pair counts.
+        let failed = single.as_ref().is_some_and(|s| s.failed);
         self.push(
             Waiting {
                 resource: resource.clone(),
