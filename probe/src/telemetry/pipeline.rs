@@ -107,6 +107,13 @@ impl Pipeline {
         self
     }
 
+    /// Pairs the two sides of a request this probe traces both of (on by
+    /// default); off, every span's edge is observed at once, alone.
+    pub fn with_pairing(mut self, on: bool) -> Self {
+        self.pairer = if on { Pairer::default() } else { Pairer::off() };
+        self
+    }
+
     /// Processes one record: every record feeds the RED metrics; sampled
     /// ones are also queued as spans.
     pub fn process(&mut self, record: &RequestRecord) {

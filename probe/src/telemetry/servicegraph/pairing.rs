@@ -110,6 +110,8 @@ pub struct Pairer {
     capacity: usize,
     /// Spans in the ring (not yet paired or observed alone).
     live: usize,
+    /// Off: every span is observed alone at once (see [`Pairer::off`]).
+    on: bool,
     stats: PairingStats,
 }
 
@@ -137,7 +139,18 @@ impl Pairer {
             window,
             capacity: capacity.max(1),
             live: 0,
+            on: true,
             stats: PairingStats::default(),
+        }
+    }
+
+    /// A pairer that pairs nothing and keeps nothing waiting: for a probe
+    /// whose client spans cannot know their connection (Go without
+    /// propagation), where its server spans would wait for nothing.
+    pub fn off() -> Self {
+        Self {
+            on: false,
+            ..Self::new(Self::WINDOW, 1)
         }
     }
 
@@ -168,7 +181,7 @@ impl Pairer {
             SpanKind::Server => record.peer,
         }
         .map(|a| SocketAddr::new(canonical_ip(a.ip()), a.port()));
-        let Some(client_addr) = client_addr else {
+        let Some(client_addr) = client_addr.filter(|_| self.on) else {
             self.stats.unpairable += 1;
             if let Some(single) = observe_as(record, me, peers) {
                 emit(resource, &single);

@@ -605,3 +605,22 @@ fn every_request_is_counted_exactly_once_and_every_duration_observed_once() {
     assert_eq!(run.server_durations().len(), servers);
     assert_eq!(run.pairer.waiting(), 0);
 }
+
+#[test]
+fn a_pairer_that_is_off_observes_every_span_alone_at_once() {
+    let mut run = Run::with(Pairer::off());
+    let client = client_span(0, 100);
+    let server = server_span(10, 90, 200);
+    run.offer(&server, "catalog", 0);
+    run.offer(&client, "frontend", 0);
+    assert_eq!(
+        run.seen,
+        vec![
+            ("catalog".to_owned(), run.single(&server, "catalog")),
+            ("frontend".to_owned(), run.single(&client, "frontend")),
+        ],
+        "nothing waits, nothing pairs"
+    );
+    assert_eq!(run.pairer.waiting(), 0);
+    assert_eq!(run.pairer.stats().unpairable, 2);
+}
