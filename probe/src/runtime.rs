@@ -165,7 +165,15 @@ pub async fn run<F: Frontend>(
     )
     .with_redaction(&config.probe.redaction)
     .with_tap(tap)
-    .with_service_graph(views.service_graph());
+    .with_service_graph(views.service_graph())
+    // A Go client span knows its connection only through propagation's
+    // kernel program; without it no Go span can pair, and server spans
+    // would wait for nothing.
+    .with_pairing(
+        config.language != ferrotel_api::probe_config::Language::Go
+            || config.probe.propagation.inject
+            || config.probe.propagation.join,
+    );
     let pipeline_task = tokio::spawn(pipeline.run(records));
 
     let profiler_task = match profiler {

@@ -1,6 +1,7 @@
 //! The pipeline task: records in, RED metrics and queued spans out.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use ferrotel_api::probe_config::{RedactionConfig, RoutesConfig};
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -14,7 +15,8 @@ use super::redact::Redactor;
 use super::resource::{ProcessResource, ResourceRegistry};
 use super::route::RouteTemplater;
 use super::semconv;
-use super::servicegraph::{self, PeerLookup, ServiceGraphMetrics};
+use super::servicegraph::pairing::Pairer;
+use super::servicegraph::{EdgeObservation, PeerLookup, ServiceGraphMetrics};
 use crate::health::Health;
 use crate::tap::SpanTap;
 
@@ -48,6 +50,9 @@ pub struct Pipeline {
     tap: SpanTap,
     /// Service-graph edges from every record, named through the peer lookup.
     graph: Option<(ServiceGraphMetrics, Arc<dyn PeerLookup>)>,
+    /// Pairs the two sides of a request this probe traces both of, before
+    /// they reach `graph`.
+    pairer: Pairer,
 }
 
 impl std::fmt::Debug for dyn PeerLookup {
@@ -75,6 +80,7 @@ impl Pipeline {
             redactor: Redactor::default(),
             tap: SpanTap::default(),
             graph: None,
+            pairer: Pairer::default(),
         }
     }
 
@@ -101,6 +107,13 @@ impl Pipeline {
         self
     }
 
+    /// Pairs the two sides of a request this probe traces both of (on by
+    /// default); off, every span's edge is observed at once, alone.
+    pub fn with_pairing(mut self, on: bool) -> Self {
+        self.pairer = if on { Pairer::default() } else { Pairer::off() };
+        self
+    }
+
     /// Processes one record: every record feeds the RED metrics; sampled
     /// ones are also queued as spans.
     pub fn process(&mut self, record: &RequestRecord) {
@@ -124,11 +137,19 @@ impl Pipeline {
             record,
             semconv::metric_attributes(record, route.as_deref()),
         );
-        if let Some((graph, peers)) = &self.graph
-            && let Some(edge) = servicegraph::observe_record(record, &resource, peers.as_ref())
-            && !graph.observe(&resource, &edge)
-        {
-            self.health.service_graph_overflow();
+        if let Some((graph, peers)) = &self.graph {
+            let health = &self.health;
+            self.pairer.offer(
+                record,
+                &resource,
+                peers.as_ref(),
+                Instant::now(),
+                &mut |resource, observation| {
+                    if !graph.observe(resource, observation) {
+                        health.service_graph_overflow();
+                    }
+                },
+            );
         }
         let tapping = self.tap.is_active();
         if !record.span.sampled {
@@ -147,12 +168,42 @@ impl Pipeline {
         self.spans.push(QueuedSpan { resource, span });
     }
 
-    /// Drains `records` until every sender is gone, then closes the span
-    /// queue so the exporter flushes and stops.
-    pub async fn run(mut self, mut records: mpsc::Receiver<RequestRecord>) {
-        while let Some(record) = records.recv().await {
-            self.process(&record);
+    /// Observes the service-graph spans that waited for a partner longer
+    /// than the pairing window (all of them if `all`).
+    pub fn expire_pairs(&mut self, all: bool) {
+        let Some((graph, _)) = &self.graph else {
+            return;
+        };
+        let health = &self.health;
+        let mut emit = |resource: &Arc<ProcessResource>, observation: &EdgeObservation| {
+            if !graph.observe(resource, observation) {
+                health.service_graph_overflow();
+            }
+        };
+        if all {
+            self.pairer.flush(&mut emit);
+        } else {
+            self.pairer.expire(Instant::now(), &mut emit);
         }
+    }
+
+    /// Drains `records` until every sender is gone, then closes the span
+    /// queue so the exporter flushes and stops. Spans waiting for a
+    /// service-graph partner are observed alone once the pairing window has
+    /// passed, even while no record comes.
+    pub async fn run(mut self, mut records: mpsc::Receiver<RequestRecord>) {
+        let mut tick = tokio::time::interval(Pairer::WINDOW / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                record = records.recv() => match record {
+                    Some(record) => self.process(&record),
+                    None => break,
+                },
+                _ = tick.tick(), if self.pairer.waiting() > 0 => self.expire_pairs(false),
+            }
+        }
+        self.expire_pairs(true);
         debug!("Record stream ended; closing the span queue");
         self.spans.close();
     }

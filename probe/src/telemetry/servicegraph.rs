@@ -30,11 +30,14 @@
 //! Failures follow the side that counts: `error.type` of that span (5xx or a
 //! transport error on a server span, 4xx too on a client span).
 //!
-//! Both sides of one request can also be paired (same node: the connection
-//! tuple; across nodes: the trace). A pairing stage feeds
-//! [`ServiceGraphMetrics::observe`] one [`EdgeObservation`] carrying both
-//! durations and the names each side knows for itself, instead of two
-//! single-span observations; nothing else changes.
+//! # Pairs
+//!
+//! When this probe traces both sides of a request (client and server on
+//! its node, in its language), [`pairing::Pairer`] pairs the two spans by
+//! the connection's client address and time, and the request is observed
+//! once on `client → server` as each process names itself, with both
+//! durations; spans that find no partner keep the single-span rule above.
+//! Across probes nothing is paired (see [`pairing`]).
 //!
 //! # Cardinality
 //!
@@ -227,7 +230,15 @@ pub fn observe_record(
     resource: &ProcessResource,
     peers: &dyn PeerLookup,
 ) -> Option<EdgeObservation> {
-    let me = own_node(resource);
+    observe_as(record, own_node(resource), peers)
+}
+
+/// [`observe_record`] with this process's node already known.
+fn observe_as(
+    record: &RequestRecord,
+    me: GraphNode,
+    peers: &dyn PeerLookup,
+) -> Option<EdgeObservation> {
     let failed = semconv::error_type(record).is_some();
     let seconds = record.duration_secs();
     let host = (record.kind == SpanKind::Client)
@@ -645,6 +656,8 @@ impl prometheus_client::collector::Collector for ServiceGraphMetrics {
         Ok(())
     }
 }
+
+pub mod pairing;
 
 #[cfg(test)]
 mod tests;

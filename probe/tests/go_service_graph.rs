@@ -1,0 +1,118 @@
+//! The service graph of two Go services on one host under one Go probe: a
+//! chi front-end whose `/downstream` calls a `net/http` backend. The probe
+//! sees both sides of every front → backend request and pairs them by the
+//! connection, so each request is counted once on `chiapp → httpserver`
+//! (the processes' own names) with both durations, instead of a client span
+//! on `chiapp → 127.0.0.1` and a server span on `user → httpserver`.
+//!
+//! The Go client span learns its connection from the propagation program
+//! (sk_msg on the test's own cgroup v2 directory), so propagation is on.
+//! Needs root (eBPF, sockops, a bpffs for the pins); fails, does not skip,
+//! without it.
+
+mod go_common;
+mod prop_common;
+
+use std::time::Duration;
+
+use ferrotel_api::probe_config::Language;
+use go_common::Probe;
+use prop_common::{PinDir, Service, TestCgroup};
+
+const REQUESTS: usize = 25;
+
+const TOTAL: &str = "traces_service_graph_request_total";
+const CLIENT_COUNT: &str = "traces_service_graph_request_client_seconds_count";
+const SERVER_COUNT: &str = "traces_service_graph_request_server_seconds_count";
+
+/// The Prometheus sample of one direct edge (standalone: no namespaces).
+fn edge(metric: &str, client: &str, server: &str) -> String {
+    format!("{metric}{{client=\"{client}\",server=\"{server}\"}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_client_and_server_under_one_probe_count_each_request_once_on_their_own_names() {
+    let collector = go_common::collector().await;
+    let apps = go_common::apps(go_common::TOOLCHAINS[0]);
+    let pins = PinDir::new();
+    let cgroup = TestCgroup::new("graph");
+    let backend = Service::start(
+        "Go httpserver (backend)",
+        cgroup.command(&apps.bin("httpserver"), &[]),
+    );
+    let front = Service::start(
+        "Go chiapp (front)",
+        cgroup.command(&apps.bin("chiapp"), &["-downstream", &backend.url("")]),
+    );
+    let targets: Vec<(&str, String)> = [backend.pid(), front.pid()]
+        .iter()
+        .map(|p| ("--pid", p.to_string()))
+        .collect();
+    let mut go = Probe::launch(Language::Go, &collector.grpc_url(), &targets, |config| {
+        config.propagation = pins.config(false, true)
+    });
+    go.wait_attached_until("2 processes", |v| v >= 2.0).await;
+
+    let http = go_common::http_client();
+    go_common::get_n(&http, &front.url("/downstream"), REQUESTS, &[]).await;
+
+    // Every request is observed once the pairing window has passed: wait
+    // for both edges' counts, then one window more, and read again (a span
+    // observed twice would show up then).
+    let all_counted = (2 * REQUESTS) as f64;
+    let deadline = std::time::Instant::now() + go_common::WAIT;
+    let mut metrics = go.metrics().await;
+    while Probe::metric_sum(&metrics, &format!("{TOTAL}{{")) < all_counted
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        metrics = go.metrics().await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = go.metrics().await;
+    let graph: String = metrics
+        .lines()
+        .filter(|l| l.starts_with("traces_service_graph"))
+        .map(|l| format!("\n  {l}"))
+        .collect();
+
+    let value = |prefix: String| Probe::metric_sum(&metrics, &prefix);
+    let n = REQUESTS as f64;
+    assert_eq!(
+        value(edge(TOTAL, "chiapp", "httpserver")),
+        n,
+        "each front -> backend request counted once on the processes' own names:{graph}"
+    );
+    assert_eq!(
+        (
+            value(edge(CLIENT_COUNT, "chiapp", "httpserver")),
+            value(edge(SERVER_COUNT, "chiapp", "httpserver")),
+        ),
+        (n, n),
+        "both durations of every request on that edge:{graph}"
+    );
+    assert_eq!(
+        value(format!(
+            "{TOTAL}{{client=\"user\",server=\"chiapp\",connection_type=\"virtual_node\"}}"
+        )),
+        n,
+        "the test's own (untraced) requests keep the single-span rule:{graph}"
+    );
+    assert_eq!(
+        value(format!("{TOTAL}{{")),
+        2.0 * n,
+        "nothing else is counted (no request twice):{graph}"
+    );
+    for stray in [
+        format!("{CLIENT_COUNT}{{client=\"chiapp\",server=\"127.0.0.1\""),
+        format!("{SERVER_COUNT}{{client=\"user\",server=\"httpserver\""),
+    ] {
+        assert_eq!(
+            value(stray.clone()),
+            0.0,
+            "no single-span leftovers of paired requests ({stray}):{graph}"
+        );
+    }
+    go.assert_running();
+    drop(go.stop().await);
+}
