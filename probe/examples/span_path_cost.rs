@@ -12,6 +12,8 @@
 //! ring buffer, decoding the kernel event into a record, the channel to the
 //! pipeline task, and the gRPC client.
 
+#![allow(clippy::print_stdout)] // a measurement: what it prints is the result
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -87,20 +89,33 @@ fn record(starter: &SpanStarter, i: u64) -> RequestRecord {
             ..Default::default()
         }),
         local: Some("127.0.0.1:8080".parse().expect("address")),
-        peer: Some(format!("127.0.0.1:{}", 40_000 + i % 16).parse().expect("address")),
+        peer: Some(
+            format!("127.0.0.1:{}", 40_000 + i % 16)
+                .parse()
+                .expect("address"),
+        ),
         error: None,
     }
 }
 
 fn thread_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("read /proc/thread-self/stat");
-    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat format").1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let stat =
+        std::fs::read_to_string("/proc/thread-self/stat").expect("read /proc/thread-self/stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
     Duration::from_secs_f64(ticks as f64 / 100.0)
 }
 
 fn main() {
-    let spans: u64 = std::env::args().nth(1).map_or(2_000_000, |n| n.parse().expect("SPANS: a number"));
+    let spans: u64 = std::env::args()
+        .nth(1)
+        .map_or(2_000_000, |n| n.parse().expect("SPANS: a number"));
     let queue = Arc::new(Collect::default());
     let health = Health::new();
     let mut pipeline = Pipeline::new(

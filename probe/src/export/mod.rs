@@ -28,9 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferrotel_api::probe_endpoints::metrics as metric_names;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -83,30 +81,70 @@ pub fn resource_proto(resource: &crate::telemetry::resource::ProcessResource) ->
     }
 }
 
-/// Groups spans by resource into one export request.
-pub fn traces_request(batch: Vec<QueuedSpan>) -> ExportTraceServiceRequest {
-    let mut groups: Vec<ResourceSpans> = Vec::new();
+/// Groups spans by resource into one encoded export request: the bytes
+/// prost writes for an `ExportTraceServiceRequest` of one `ResourceSpans`
+/// per resource (in the order each first appears) holding one `ScopeSpans`,
+/// with the spans' own bytes copied in, never decoded or re-measured.
+pub fn encode_traces_request(batch: Vec<QueuedSpan>) -> Bytes {
+    use prost::Message;
+    use prost::encoding::{self as pb, WireType};
+    /// Bytes of a length-delimited field whose payload is `len` bytes.
+    fn field_len(tag: u32, len: usize) -> usize {
+        pb::key_len(tag) + pb::encoded_len_varint(len as u64) + len
+    }
+    fn field_header(tag: u32, len: usize, out: &mut Vec<u8>) {
+        pb::encode_key(tag, WireType::LengthDelimited, out);
+        pb::encode_varint(len as u64, out);
+    }
+    struct Group {
+        resource: Vec<u8>,
+        spans: Vec<Vec<u8>>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<*const crate::telemetry::resource::ProcessResource, usize> =
         HashMap::new();
-    for QueuedSpan { resource, span } in batch {
+    for QueuedSpan { resource, encoded } in batch {
         let key = Arc::as_ptr(&resource);
         let i = *index.entry(key).or_insert_with(|| {
-            groups.push(ResourceSpans {
-                resource: Some(resource_proto(&resource)),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(scope()),
-                    spans: Vec::new(),
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
+            groups.push(Group {
+                resource: resource_proto(&resource).encode_to_vec(),
+                spans: Vec::new(),
             });
             groups.len() - 1
         });
-        groups[i].scope_spans[0].spans.push(span);
+        groups[i].spans.push(encoded);
     }
-    ExportTraceServiceRequest {
-        resource_spans: groups,
+    let scope = scope().encode_to_vec();
+    // (ResourceSpans length, ScopeSpans length) per group.
+    let lengths: Vec<(usize, usize)> = groups
+        .iter()
+        .map(|group| {
+            let scope_spans = field_len(1, scope.len())
+                + group
+                    .spans
+                    .iter()
+                    .map(|span| field_len(2, span.len()))
+                    .sum::<usize>();
+            let resource_spans = field_len(1, group.resource.len()) + field_len(2, scope_spans);
+            (resource_spans, scope_spans)
+        })
+        .collect();
+    let total = lengths.iter().map(|(r, _)| field_len(1, *r)).sum();
+    let mut out = Vec::with_capacity(total);
+    for (group, (resource_spans, scope_spans)) in groups.iter().zip(&lengths) {
+        field_header(1, *resource_spans, &mut out);
+        field_header(1, group.resource.len(), &mut out);
+        out.extend_from_slice(&group.resource);
+        field_header(2, *scope_spans, &mut out);
+        field_header(1, scope.len(), &mut out);
+        out.extend_from_slice(&scope);
+        for span in &group.spans {
+            field_header(2, span.len(), &mut out);
+            out.extend_from_slice(span);
+        }
     }
+    debug_assert_eq!(out.len(), total);
+    Bytes::from(out)
 }
 
 /// An item of a signal exported in batches: how one batch becomes one
@@ -118,7 +156,7 @@ pub trait BatchItem: Send + Sized + 'static {
 
 impl BatchItem for QueuedSpan {
     fn encode(batch: Vec<Self>) -> Bytes {
-        client::encode_traces(&traces_request(batch))
+        encode_traces_request(batch)
     }
 }
 
@@ -315,6 +353,56 @@ pub async fn run_metrics_exporter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::clock::ClockOffsets;
+    use crate::telemetry::resource::ProcessResource;
+    use crate::telemetry::semconv::{encode_span, tests::varied_records, to_span};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use prost::Message;
+
+    #[test]
+    fn a_batch_encodes_as_the_request_prost_writes_grouped_by_resource() {
+        let clock = ClockOffsets::fixed(1_000, 500);
+        let resource = |name: &str| {
+            Arc::new(ProcessResource {
+                attributes: [("service.name".to_owned(), name.to_owned())].into(),
+            })
+        };
+        let (shop, cart) = (resource("shop"), resource("cart"));
+        // Interleaved: the groups keep the order each resource first appears.
+        let owners = [&shop, &cart, &shop, &shop, &cart, &cart, &shop];
+        let records = varied_records();
+        let batch: Vec<QueuedSpan> = records
+            .iter()
+            .zip(owners)
+            .map(|(record, owner)| QueuedSpan {
+                resource: Arc::clone(owner),
+                encoded: encode_span(record, None, &clock),
+            })
+            .collect();
+        let group = |owner: &Arc<ProcessResource>| ResourceSpans {
+            resource: Some(resource_proto(owner)),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(scope()),
+                spans: records
+                    .iter()
+                    .zip(owners)
+                    .filter(|(_, o)| Arc::ptr_eq(o, owner))
+                    .map(|(record, _)| to_span(record, None, &clock))
+                    .collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        };
+        let expected = ExportTraceServiceRequest {
+            resource_spans: vec![group(&shop), group(&cart)],
+        };
+        assert_eq!(
+            encode_traces_request(batch).as_ref(),
+            expected.encode_to_vec().as_slice()
+        );
+        assert!(encode_traces_request(Vec::new()).is_empty());
+    }
 
     #[test]
     fn backoff_grows_exponentially_with_jitter_and_a_cap() {

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ferrotel_api::probe_config::{RedactionConfig, RoutesConfig};
-use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -24,7 +23,9 @@ use crate::tap::SpanTap;
 #[derive(Clone, Debug)]
 pub struct QueuedSpan {
     pub resource: Arc<ProcessResource>,
-    pub span: Span,
+    /// The protobuf bytes of its OTLP `Span` message
+    /// ([`semconv::encode_span`]): encoded once, when it is made.
+    pub encoded: Vec<u8>,
 }
 
 /// Where sampled spans go: the exporter's queue. A trait so that the
@@ -160,12 +161,13 @@ impl Pipeline {
             }
             return;
         }
-        let span = semconv::to_span(record, route.as_deref(), &self.clock);
         if tapping {
+            let span = semconv::to_span(record, route.as_deref(), &self.clock);
             self.tap.publish(&resource, &span);
         }
+        let encoded = semconv::encode_span(record, route.as_deref(), &self.clock);
         // A full queue counts the drop itself.
-        self.spans.push(QueuedSpan { resource, span });
+        self.spans.push(QueuedSpan { resource, encoded });
     }
 
     /// Observes the service-graph spans that waited for a partner longer
