@@ -56,8 +56,13 @@ impl<E: std::fmt::Display> std::fmt::Display for Failure<E> {
 pub async fn off_loop<T: Send + 'static, E: Send + 'static>(
     job: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, Failure<E>> {
-    let outcome =
-        tokio::task::spawn_blocking(move || std::panic::catch_unwind(AssertUnwindSafe(job))).await;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(job));
+        // What an analysis read (symbol tables, executables) is dropped by now.
+        crate::memory::release_free_heap();
+        outcome
+    })
+    .await;
     match outcome {
         Ok(Ok(Ok(value))) => Ok(value),
         Ok(Ok(Err(error))) => Err(Failure::Failed(error)),

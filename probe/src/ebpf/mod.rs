@@ -195,7 +195,6 @@ pub struct Kernel {
     ebpf: Ebpf,
     ring_buffer_bytes: u32,
     claims: Option<Claims>,
-    btf: Option<Btf>,
     /// Closes detached uprobes off the event loop; started at the first
     /// detach. Declared after `ebpf`: dropped after it, so a stopping
     /// probe waits for the links it handed over.
@@ -258,7 +257,6 @@ pub fn load(set: &'static str, object: &[u8], tuning: &Tuning) -> Result<Kernel,
         ebpf,
         ring_buffer_bytes,
         claims: None,
-        btf: None,
         reaper: None,
     })
 }
@@ -276,7 +274,6 @@ pub fn load_maps_only(set: &'static str, object: &[u8]) -> Result<Kernel, EbpfEr
         ebpf,
         ring_buffer_bytes: 0,
         claims: None,
-        btf: None,
         reaper: None,
     })
 }
@@ -380,23 +377,27 @@ impl Kernel {
 
     /// Loads BTF tracepoint program `name` for `tracepoint` and attaches it.
     pub fn attach_btf_tracepoint(&mut self, name: &str, tracepoint: &str) -> Result<(), EbpfError> {
-        if self.btf.is_none() {
-            self.btf = Some(Btf::from_sys_fs().map_err(EbpfError::Btf)?);
-        }
+        self.attach_btf_tracepoints(&[(name, tracepoint)])
+    }
+
+    /// Loads and attaches each `(program, tracepoint)` BTF tracepoint
+    /// program, reading the kernel's BTF once for all of them. The parsed
+    /// BTF is dropped on return, not kept: it is tens of MiB of the probe's
+    /// memory, and nothing needs it once the programs are loaded.
+    pub fn attach_btf_tracepoints(&mut self, table: &[(&str, &str)]) -> Result<(), EbpfError> {
+        let btf = Btf::from_sys_fs().map_err(EbpfError::Btf)?;
         let set = self.set;
-        let btf = self.btf.take().expect("just set");
-        let target = format!("tp_btf/{tracepoint}");
-        let result = self
-            .program::<BtfTracePoint>(name, "tp_btf")
-            .and_then(|program| {
-                program
-                    .load(tracepoint, &btf)
-                    .map_err(attach_error(set, name, target.as_str()))?;
-                program.attach().map_err(attach_error(set, name, target))?;
-                Ok(())
-            });
-        self.btf = Some(btf);
-        result
+        for (name, tracepoint) in table {
+            let target = format!("tp_btf/{tracepoint}");
+            let program = self.program::<BtfTracePoint>(name, "tp_btf")?;
+            program
+                .load(tracepoint, &btf)
+                .map_err(attach_error(set, name, target.as_str()))?;
+            program.attach().map_err(attach_error(set, name, target))?;
+        }
+        drop(btf);
+        crate::memory::release_free_heap();
+        Ok(())
     }
 
     /// Loads perf_event program `name` and attaches it to the software CPU
@@ -482,10 +483,7 @@ impl Kernel {
     /// Attaches the shared process-lifecycle programs of `common/proc.h`
     /// (fork inheritance of claims, exit, exec).
     pub fn attach_process_tracking(&mut self) -> Result<(), EbpfError> {
-        for (program, tracepoint) in process::BTF_TRACEPOINTS {
-            self.attach_btf_tracepoint(program, tracepoint)?;
-        }
-        Ok(())
+        self.attach_btf_tracepoints(&process::BTF_TRACEPOINTS)
     }
 }
 

@@ -80,9 +80,7 @@ impl TcpProbe {
     /// Loads the set and attaches its BTF tracepoints (no tracefs needed).
     pub fn start() -> Result<Self, ViewsError> {
         let mut kernel = ebpf::load_maps_only(SET, ferrotel_probe_ebpf::TCPHEALTH)?;
-        for (program, tracepoint) in tcphealth::BTF_TRACEPOINTS {
-            kernel.attach_btf_tracepoint(program, tracepoint)?;
-        }
+        kernel.attach_btf_tracepoints(&tcphealth::BTF_TRACEPOINTS)?;
         let watched = kernel.take_map(maps::WATCHED_CGROUPS)?;
         let peers = kernel.take_map(maps::TCP_PEERS)?;
         Ok(Self {
