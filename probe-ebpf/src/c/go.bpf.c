@@ -177,30 +177,122 @@ static __always_inline void ft_go_read_tls(struct ft_go_request_event *event, co
         event->host_len = ft_go_read_string(event->host, FT_GO_HOST_CAP - 1, state + off->tls_server_name);
 }
 
+/* The first bytes of an *http.Request, read in one call: the event reads
+ * up to seven of its fields, and every bpf_probe_read_user costs its own
+ * fault-guarded copy (most of the end program's time per request). 256
+ * bytes cover every field read below in the Go releases of the offsets
+ * table (the farthest, Request.Pattern, ends at 248); a layout that does
+ * not fit is read field by field. */
+#define FT_GO_REQUEST_WINDOW 256
+
+struct ft_go_request_window {
+    /* Twice the window, so that a length masked with 2 * WINDOW - 1 (a
+     * bound the verifier keeps) always fits. */
+    __u8 bytes[2 * FT_GO_REQUEST_WINDOW];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct ft_go_request_window);
+} go_request_window SEC(".maps");
+
+/* How many bytes of the Request hold the fields the event reads: the end of
+ * the farthest one, or 0 if that is beyond the window. */
+static __always_inline __u32 ft_go_request_extent(const struct ft_go_offsets *off)
+{
+    __u32 end = 0;
+#define FT_GO_EXTEND(field, size)                                                                                \
+    if (off->field != FT_GO_NO_OFFSET && off->field + (size) > end)                                               \
+        end = off->field + (size);
+    FT_GO_EXTEND(req_method, 16)
+    FT_GO_EXTEND(req_url, 8)
+    FT_GO_EXTEND(req_host, 16)
+    FT_GO_EXTEND(req_remote_addr, 16)
+    FT_GO_EXTEND(req_tls, 8)
+    FT_GO_EXTEND(req_pattern, 16)
+    FT_GO_EXTEND(req_content_length, 8)
+#undef FT_GO_EXTEND
+    return end <= FT_GO_REQUEST_WINDOW ? end : 0;
+}
+
+/* The window's 8 bytes at `at` (0 outside it). */
+static __always_inline __u64 ft_go_window_u64(const struct ft_go_request_window *w, __u32 at)
+{
+    if (at > FT_GO_REQUEST_WINDOW - 8)
+        return 0;
+    __u64 value;
+    __builtin_memcpy(&value, &w->bytes[at & (FT_GO_REQUEST_WINDOW - 1)], 8);
+    return value;
+}
+
+/* A Go string whose header is in the window at `at`, into `dst`. */
+static __always_inline __u16 ft_go_window_string(char *dst, __u64 cap_mask, const struct ft_go_request_window *w,
+                                                 __u32 at)
+{
+    __u64 ptr = ft_go_window_u64(w, at);
+    __u64 n = ft_go_copy_len((__s64)ft_go_window_u64(w, at + 8), cap_mask);
+    if (!ptr || n == 0 || bpf_probe_read_user(dst, n, (void *)ptr) != 0)
+        return 0;
+    return (__u16)n;
+}
+
+/* The Request's fields the event reads, either from one read of its first
+ * bytes (`w`) or, when that is not possible, one read each. */
+struct ft_go_request_fields {
+    const struct ft_go_request_window *w;
+    __u64 request;
+};
+
+static __always_inline __u16 ft_go_request_string(char *dst, __u64 cap_mask, const struct ft_go_request_fields *r,
+                                                  __u32 at)
+{
+    if (r->w)
+        return ft_go_window_string(dst, cap_mask, r->w, at);
+    return ft_go_read_string(dst, cap_mask, r->request + at);
+}
+
+static __always_inline __u64 ft_go_request_u64(const struct ft_go_request_fields *r, __u32 at)
+{
+    if (r->w)
+        return ft_go_window_u64(r->w, at);
+    return ft_go_read_u64(r->request + at);
+}
+
 /* Method, URL path and host of an *http.Request into the event. */
 static __always_inline void ft_go_read_http_request(struct ft_go_request_event *event,
                                                     const struct ft_go_offsets *off, __u64 request, int client)
 {
-    event->method_len = ft_go_read_string(event->method, FT_GO_METHOD_CAP - 1, request + off->req_method);
-    __u64 url = ft_go_read_u64(request + off->req_url);
+    struct ft_go_request_fields r = {.w = NULL, .request = request};
+    __u32 extent = ft_go_request_extent(off);
+    __u32 zero = 0;
+    struct ft_go_request_window *window = extent ? bpf_map_lookup_elem(&go_request_window, &zero) : NULL;
+    /* The compiler knows extent <= WINDOW and would drop the mask the
+     * verifier needs; the empty asm hides what it knows. */
+    __u64 length = extent;
+    asm volatile("" : "+r"(length));
+    length &= 2 * FT_GO_REQUEST_WINDOW - 1;
+    if (window && bpf_probe_read_user(window->bytes, length, (void *)request) == 0)
+        r.w = window;
+    event->method_len = ft_go_request_string(event->method, FT_GO_METHOD_CAP - 1, &r, off->req_method);
+    __u64 url = ft_go_request_u64(&r, off->req_url);
     if (url)
         event->path_len = ft_go_read_string(event->path, FT_GO_PATH_CAP - 1, url + off->url_path);
     /* A client dials URL.Host; a server reports the Host header. */
     if (client && url) {
         event->host_len = ft_go_read_string(event->host, FT_GO_HOST_CAP - 1, url + off->url_host);
     } else {
-        event->host_len = ft_go_read_string(event->host, FT_GO_HOST_CAP - 1, request + off->req_host);
+        event->host_len = ft_go_request_string(event->host, FT_GO_HOST_CAP - 1, &r, off->req_host);
         if (off->req_remote_addr != FT_GO_NO_OFFSET)
-            event->peer_len = ft_go_read_string(event->peer, FT_GO_PEER_CAP - 1, request + off->req_remote_addr);
-        __u64 state = off->req_tls != FT_GO_NO_OFFSET ? ft_go_read_u64(request + off->req_tls) : 0;
+            event->peer_len = ft_go_request_string(event->peer, FT_GO_PEER_CAP - 1, &r, off->req_remote_addr);
+        __u64 state = off->req_tls != FT_GO_NO_OFFSET ? ft_go_request_u64(&r, off->req_tls) : 0;
         if (state)
             ft_go_read_tls(event, off, state);
     }
     if (off->req_pattern != FT_GO_NO_OFFSET)
-        event->route_len = ft_go_read_string(event->route, FT_GO_ROUTE_CAP - 1, request + off->req_pattern);
-    __s64 content_length = -1;
-    bpf_probe_read_user(&content_length, sizeof(content_length), (void *)(request + off->req_content_length));
-    event->content_length = content_length;
+        event->route_len = ft_go_request_string(event->route, FT_GO_ROUTE_CAP - 1, &r, off->req_pattern);
+    event->content_length = (__s64)ft_go_request_u64(&r, off->req_content_length);
 }
 
 /* A new HTTP event of `kind` for the request parked by `c`, read from the
