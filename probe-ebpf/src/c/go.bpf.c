@@ -20,6 +20,7 @@
 #include "go/runtime.h"
 #include "go/traceparent.h"
 #include "common/claimed.h"
+#include "common/task.h"
 /* Propagation: the client span handed to the thread that writes the
  * request, for the sk_msg program (propagation.bpf.c). */
 #include "propagation/go.h"
@@ -786,8 +787,8 @@ int BPF_PROG(ft_go_exit, struct task_struct *task)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
-    if ((__u32)pid_tgid != tgid)
-        return 0; /* a thread, not the process */
+    if (!ft_whole_process_exits(pid_tgid))
+        return 0;
     if (!bpf_map_lookup_elem(&go_offsets, &tgid))
         return 0;
     bpf_for_each_map_elem(&go_active, ft_go_forget_goroutine, &tgid, 0);

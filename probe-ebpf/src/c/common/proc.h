@@ -19,6 +19,7 @@
 #include "common/claimed.h"
 #include "common/drops.h"
 #include "common/ringbuf.h"
+#include "common/task.h"
 #include "wire.h"
 
 /* Load-time knob: report execs of every process (1) or only claimed ones (0). */
@@ -61,8 +62,8 @@ int BPF_PROG(ft_proc_exit, struct task_struct *task)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
-    if ((__u32)pid_tgid != tgid)
-        return 0; /* a thread, not the process */
+    if (!ft_whole_process_exits(pid_tgid))
+        return 0;
     if (!ft_is_claimed(tgid))
         return 0;
     bpf_map_delete_elem(&claimed_tgids, &tgid);

@@ -228,14 +228,23 @@ static __always_inline int ft_go_tcp_addr(const struct ft_go_offsets *off, __u64
     return 0;
 }
 
+/* The running process's Go offsets when same-node joins are on (NULL
+ * otherwise, or for a process this set does not trace); `tgid` is set
+ * either way. The common start of the gRPC join programs. */
+static __always_inline const struct ft_go_offsets *ft_go_prop_join_offsets(__u32 *tgid)
+{
+    *tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!prop_join)
+        return NULL;
+    return bpf_map_lookup_elem(&go_offsets, tgid);
+}
+
 /* transport.(*http2Client).createHeaderFields(t, ctx, callHdr): t in RAX. */
 SEC("uprobe")
 int ft_go_prop_grpc_fields_start(struct pt_regs *ctx)
 {
-    if (!prop_join)
-        return 0;
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    __u32 tgid;
+    const struct ft_go_offsets *off = ft_go_prop_join_offsets(&tgid);
     if (!off || !ctx->ax || off->grpc_client_local_addr == FT_GO_NO_OFFSET)
         return 0;
     struct ft_go_key key = {.tgid = tgid, .pad = 0, .goid = ft_go_current_goid(ctx, off)};
@@ -259,10 +268,8 @@ int ft_go_prop_grpc_fields_start(struct pt_regs *ctx)
 SEC("uprobe")
 int ft_go_prop_grpc_fields_end(struct pt_regs *ctx)
 {
-    if (!prop_join)
-        return 0;
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    __u32 tgid;
+    const struct ft_go_offsets *off = ft_go_prop_join_offsets(&tgid);
     if (!off)
         return 0;
     struct ft_go_key key = {.tgid = tgid, .pad = 0, .goid = ft_go_current_goid(ctx, off)};
@@ -283,10 +290,8 @@ int ft_go_prop_grpc_fields_end(struct pt_regs *ctx)
 SEC("uprobe")
 int ft_go_prop_grpc_header(struct pt_regs *ctx)
 {
-    if (!prop_join)
-        return 0;
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    __u32 tgid;
+    const struct ft_go_offsets *off = ft_go_prop_join_offsets(&tgid);
     if (!off || !ctx->bx || off->grpc_header_stream_id == FT_GO_NO_OFFSET ||
         off->grpc_header_fields == FT_GO_NO_OFFSET)
         return 0;
