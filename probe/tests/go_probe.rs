@@ -8,7 +8,6 @@
 mod go_common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -301,7 +300,7 @@ async fn grpc_case(apps: &Apps) {
     )
     .await;
 
-    let mut client = Command::new(&client_bin)
+    let client = Command::new(&client_bin)
         .args([
             "-addr",
             &front.addr.to_string(),
@@ -322,19 +321,9 @@ async fn grpc_case(apps: &Apps) {
     let client_pid = client.id();
     probe.wait_attached(3).await;
     let started = std::time::Instant::now();
-    client
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"go\n")
-        .expect("release the client");
-    let output = client.wait_with_output().expect("grpcclient runs");
+    let (status, stdout) = go_common::release_and_wait(client);
     let longest = started.elapsed();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{label}: grpcclient failed: {stdout}"
-    );
+    assert!(status.success(), "{label}: grpcclient failed: {stdout}");
     assert!(
         stdout.contains("NotFound:3") && stdout.contains("OK:8"),
         "{label}: client saw {stdout}"

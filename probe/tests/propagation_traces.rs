@@ -501,7 +501,6 @@ async fn go_grpc_servers_on_the_same_node_join_their_clients_traces() {
 }
 
 async fn grpc_join_case(collector: &Collector, apps: &go_common::Apps, suffix: &str, label: &str) {
-    use std::io::Write;
     use std::process::Stdio;
 
     const CALLS: usize = 5;
@@ -520,7 +519,7 @@ async fn grpc_join_case(collector: &Collector, apps: &go_common::Apps, suffix: &
     let client_bin = bin("grpcclient");
     let front_addr = format!("127.0.0.1:{}", front.port);
     let calls = format!("downstream={CALLS}");
-    let mut client = cgroup
+    let client = cgroup
         .command(
             &client_bin,
             &["-addr", &front_addr, "-wait", "-calls", &calls],
@@ -546,16 +545,9 @@ async fn grpc_join_case(collector: &Collector, apps: &go_common::Apps, suffix: &
         |config| config.propagation = pins.config(false, true),
     )
     .await;
-    client
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"go\n")
-        .expect("release the client");
-    let output = client.wait_with_output().expect("grpcclient runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let (status, stdout) = go_common::release_and_wait(client);
     assert!(
-        output.status.success() && stdout.contains(&format!("OK:{CALLS}")),
+        status.success() && stdout.contains(&format!("OK:{CALLS}")),
         "{label}: grpcclient: every call succeeds: {stdout}"
     );
 

@@ -306,3 +306,21 @@ pub fn assert_children(what: &str, children: &[Span], parents: &[Span], per_pare
         );
     }
 }
+
+/// Lets a client started with `-wait` make its calls (it waits for a line on
+/// stdin, so that the probe attaches first) and waits for it to exit: its
+/// exit status and standard output.
+pub fn release_and_wait(mut client: std::process::Child) -> (std::process::ExitStatus, String) {
+    use std::io::Write;
+    client
+        .stdin
+        .take()
+        .expect("the client was started with a piped stdin")
+        .write_all(b"go\n")
+        .expect("release the client");
+    let output = client.wait_with_output().expect("the client runs");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
