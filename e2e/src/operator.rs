@@ -2,6 +2,7 @@
 //! shared by the controller, chart, kustomize and full-stack tests and the
 //! demo, so that every one starts and watches the operator the same way.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -193,4 +194,58 @@ pub fn probe_binding_subjects(bed: &TestBed) -> std::result::Result<Vec<String>,
             )
         })
         .collect())
+}
+
+/// The status of the DaemonSets and Deployments in `ns` (the probes and
+/// collectors), which their controllers write (and the operator reports):
+/// while it moves, the operator rightly writes its CRs' status, so a test
+/// that counts the operator's writes checks it stayed put.
+pub fn workload_status(bed: &TestBed, ns: &str) -> BTreeMap<String, String> {
+    let list = kubectl_json(bed, &["get", "daemonsets,deployments", "-n", ns])
+        .unwrap_or_else(|e| panic!("{e}"));
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let mut status = i["status"].clone();
+            // Conditions carry timestamps; the counts are what is reported.
+            if let Some(s) = status.as_object_mut() {
+                s.remove("conditions");
+            }
+            let kind = i["kind"].as_str().unwrap_or_default();
+            let name = i["metadata"]["name"].as_str().unwrap_or_default();
+            (format!("{kind}/{name}"), status.to_string())
+        })
+        .collect()
+}
+
+/// `kind/name → resourceVersion` of everything the operator writes in `ns`
+/// (and the probes' ClusterRoleBinding), except
+/// for DaemonSets and Deployments, whose status their controllers write:
+/// their `generation` (spec changes only).
+pub fn stored_state(bed: &TestBed, ns: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let kinds = "configmaps,serviceaccounts,services,daemonsets,deployments,instrumentations,telemetrycollectors";
+    let list = kubectl_json(bed, &["get", kinds, "-n", ns]).unwrap_or_else(|e| panic!("{e}"));
+    for item in list["items"].as_array().into_iter().flatten() {
+        let kind = item["kind"].as_str().unwrap_or_default();
+        let meta = &item["metadata"];
+        let version = if matches!(kind, "DaemonSet" | "Deployment") {
+            format!("generation {}", meta["generation"])
+        } else {
+            format!("resourceVersion {}", meta["resourceVersion"])
+        };
+        out.insert(
+            format!("{kind}/{}", meta["name"].as_str().unwrap_or_default()),
+            version,
+        );
+    }
+    let binding = kubectl_json(bed, &["get", "clusterrolebinding", "ferrotel-probe"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    out.insert(
+        "ClusterRoleBinding/ferrotel-probe".into(),
+        format!("resourceVersion {}", binding["metadata"]["resourceVersion"]),
+    );
+    out
 }

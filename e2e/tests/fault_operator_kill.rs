@@ -27,7 +27,10 @@ use std::{
 use ferrotel_e2e::{
     TestBed, TestBedOptions,
     audit::{AuditLog, AuditRequest},
-    operator::{OperatorProcess, kubectl, kubectl_json, probe_binding_subjects},
+    operator::{
+        OperatorProcess, kubectl, kubectl_json, probe_binding_subjects, stored_state,
+        workload_status,
+    },
     wait_for,
 };
 
@@ -286,56 +289,6 @@ fn converged(bed: &TestBed) -> Result<(), String> {
     Ok(())
 }
 
-/// The status of the DaemonSets and Deployments, which their controllers
-/// write (and the operator reports): while it moves, the operator rightly
-/// writes its CRs' status.
-fn workload_status(bed: &TestBed) -> BTreeMap<String, String> {
-    let list = kubectl_json(bed, &["get", "daemonsets,deployments", "-n", NS])
-        .unwrap_or_else(|e| panic!("{e}"));
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| {
-            let mut status = i["status"].clone();
-            if let Some(s) = status.as_object_mut() {
-                s.remove("conditions");
-            }
-            let kind = i["kind"].as_str().unwrap_or_default();
-            let name = i["metadata"]["name"].as_str().unwrap_or_default();
-            (format!("{kind}/{name}"), status.to_string())
-        })
-        .collect()
-}
-
-/// `kind/name → version` of everything the operator writes (DaemonSets and
-/// Deployments by generation: their controllers write their status).
-fn stored_state(bed: &TestBed) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let kinds = "configmaps,serviceaccounts,services,daemonsets,deployments,instrumentations,telemetrycollectors";
-    let list = kubectl_json(bed, &["get", kinds, "-n", NS]).unwrap_or_else(|e| panic!("{e}"));
-    for item in list["items"].as_array().into_iter().flatten() {
-        let kind = item["kind"].as_str().unwrap_or_default();
-        let meta = &item["metadata"];
-        let version = if matches!(kind, "DaemonSet" | "Deployment") {
-            format!("generation {}", meta["generation"])
-        } else {
-            format!("resourceVersion {}", meta["resourceVersion"])
-        };
-        out.insert(
-            format!("{kind}/{}", meta["name"].as_str().unwrap_or_default()),
-            version,
-        );
-    }
-    let binding = kubectl_json(bed, &["get", "clusterrolebinding", "ferrotel-probe"])
-        .unwrap_or_else(|e| panic!("{e}"));
-    out.insert(
-        "ClusterRoleBinding/ferrotel-probe".into(),
-        format!("resourceVersion {}", binding["metadata"]["resourceVersion"]),
-    );
-    out
-}
-
 /// Waits until the restarted operator finished at least `n` reconciles of
 /// each controller (each CR once).
 async fn wait_reconciled(op: &OperatorProcess, n: u64) {
@@ -511,8 +464,8 @@ async fn an_operator_killed_mid_reconcile_converges_on_restart_and_a_second_rest
     converged(&bed).unwrap_or_else(|e| panic!("after settling: {e}"));
 
     // 2. A second kill -9 and restart on the settled cluster writes nothing.
-    let state = stored_state(&bed);
-    let workloads = workload_status(&bed);
+    let state = stored_state(&bed, NS);
+    let workloads = workload_status(&bed, NS);
     op.process.kill();
     let mark = audit.mark();
     let op = start_operator(&bed, dir.path(), 3);
@@ -521,7 +474,7 @@ async fn an_operator_killed_mid_reconcile_converges_on_restart_and_a_second_rest
     wait_reconciled(&op, 1 + NEW as u64).await;
     audit.wait_quiet("after the second restart").await;
     assert_eq!(
-        workload_status(&bed),
+        workload_status(&bed, NS),
         workloads,
         "inconclusive: the workloads' status moved during the second restart (the operator \
          rightly reports that); rerun on a less loaded machine"
@@ -541,7 +494,7 @@ async fn an_operator_killed_mid_reconcile_converges_on_restart_and_a_second_rest
         summary(&writes)
     );
     assert_eq!(
-        stored_state(&bed),
+        stored_state(&bed, NS),
         state,
         "a restart on the settled cluster must change no stored object"
     );

@@ -23,7 +23,7 @@ use std::{
 use ferrotel_e2e::{
     TestBed, TestBedOptions,
     audit::{AuditLog, AuditRequest},
-    operator::{OperatorProcess, kubectl, kubectl_json},
+    operator::{OperatorProcess, kubectl, kubectl_json, stored_state, workload_status},
     wait_for,
 };
 
@@ -125,59 +125,6 @@ async fn reconciles(op: &OperatorProcess, controller: &str) -> Result<u64, Strin
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .map_or(0, |v| v as u64))
-}
-
-/// The status of the probe DaemonSets and the collector Deployment, which
-/// their controllers write (and the operator reports): while it moves, the
-/// operator rightly writes its CRs' status, so each quiet window checks it
-/// stayed put.
-fn workload_status(bed: &TestBed) -> BTreeMap<String, String> {
-    let list = kubectl_json(bed, &["get", "daemonsets,deployments", "-n", NS])
-        .unwrap_or_else(|e| panic!("{e}"));
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| {
-            let mut status = i["status"].clone();
-            // Conditions carry timestamps; the counts are what is reported.
-            if let Some(s) = status.as_object_mut() {
-                s.remove("conditions");
-            }
-            let kind = i["kind"].as_str().unwrap_or_default();
-            let name = i["metadata"]["name"].as_str().unwrap_or_default();
-            (format!("{kind}/{name}"), status.to_string())
-        })
-        .collect()
-}
-
-/// `kind/name → resourceVersion` of everything the operator writes, except
-/// for DaemonSets and Deployments, whose status their controllers write:
-/// their `generation` (spec changes only).
-fn stored_state(bed: &TestBed) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let kinds = "configmaps,serviceaccounts,services,daemonsets,deployments,instrumentations,telemetrycollectors";
-    let list = kubectl_json(bed, &["get", kinds, "-n", NS]).unwrap_or_else(|e| panic!("{e}"));
-    for item in list["items"].as_array().into_iter().flatten() {
-        let kind = item["kind"].as_str().unwrap_or_default();
-        let meta = &item["metadata"];
-        let version = if matches!(kind, "DaemonSet" | "Deployment") {
-            format!("generation {}", meta["generation"])
-        } else {
-            format!("resourceVersion {}", meta["resourceVersion"])
-        };
-        out.insert(
-            format!("{kind}/{}", meta["name"].as_str().unwrap_or_default()),
-            version,
-        );
-    }
-    let binding = kubectl_json(bed, &["get", "clusterrolebinding", "ferrotel-probe"])
-        .unwrap_or_else(|e| panic!("{e}"));
-    out.insert(
-        "ClusterRoleBinding/ferrotel-probe".into(),
-        format!("resourceVersion {}", binding["metadata"]["resourceVersion"]),
-    );
-    out
 }
 
 fn apply(bed: &TestBed, yaml: &str) {
@@ -294,7 +241,7 @@ async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_resta
     audit.wait_quiet("after the first rollout").await;
 
     // 1. Pod churn that changes nothing the operator reports.
-    let workloads = workload_status(&bed);
+    let workloads = workload_status(&bed, NS);
     let mark = audit.mark();
     let before = reconciles(&op, "instrumentation")
         .await
@@ -333,7 +280,7 @@ async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_resta
     .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.tail()));
     audit.wait_quiet("after the pod churn").await;
     assert_eq!(
-        workload_status(&bed),
+        workload_status(&bed, NS),
         workloads,
         "inconclusive: the workloads' status moved during the churn window (the operator \
          rightly reports that); rerun on a less loaded machine"
@@ -350,8 +297,8 @@ async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_resta
     );
 
     // 2. kill -9 and restart on the settled cluster.
-    let state = stored_state(&bed);
-    let workloads = workload_status(&bed);
+    let state = stored_state(&bed, NS);
+    let workloads = workload_status(&bed, NS);
     op.process.kill();
     let mark = audit.mark();
     let mut op = start_operator(&bed, dir.path(), 2);
@@ -378,7 +325,7 @@ async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_resta
     .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.tail()));
     audit.wait_quiet("after the restart").await;
     assert_eq!(
-        workload_status(&bed),
+        workload_status(&bed, NS),
         workloads,
         "inconclusive: the workloads' status moved during the restart (the operator rightly \
          reports that); rerun on a less loaded machine"
@@ -396,7 +343,7 @@ async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_resta
         summary(&writes)
     );
     assert_eq!(
-        stored_state(&bed),
+        stored_state(&bed, NS),
         state,
         "a restart on a settled cluster must change no stored object"
     );
