@@ -174,6 +174,30 @@ pub fn ranges(seqs: &[u64]) -> Vec<(u64, u64)> {
     out
 }
 
+/// The 1-, 5- and 15-minute load averages, for the figures a test prints.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The chart's stack on a real node with a Go target traced in a fresh
+/// opted-in namespace (`faults-…`): what every fault test on the real node
+/// starts from. Returns the stack, the namespace and the target.
+pub async fn stack_with_traced_target() -> Result<(RealStack, String, AppPod)> {
+    let stack = RealStack::start().await?;
+    let apps = stack.bed.create_namespace("faults").await;
+    stack::annotate_namespace(
+        &stack.bed.client(),
+        &apps,
+        "ferrotel.io/instrument",
+        Some("true"),
+    )
+    .await?;
+    let target = traced_go_target(&stack, &apps, "target", SIDE_SEQ).await?;
+    Ok((stack, apps, target))
+}
+
 /// Deploys the demo's Go backend (no injected errors) as `name` in
 /// `namespace` (which must be opted in) and waits until the Go probe traces
 /// it: a server span of its pod at `stack`'s backend. Requests of the warm-up

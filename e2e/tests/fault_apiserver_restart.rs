@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use ferrotel_e2e::faults::{self, Account, ITEMS, SIDE_SEQ, SeqLoad};
-use ferrotel_e2e::stack::{self, RealStack};
+use ferrotel_e2e::stack;
 use ferrotel_e2e::wait_for;
 
 const LOAD_INTERVAL: Duration = Duration::from_millis(20);
@@ -28,12 +28,6 @@ const DOWN: Duration = Duration::from_secs(5);
 /// Load after the reconnect checks, before the count.
 const AFTER: Duration = Duration::from_secs(5);
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
 
 fn kubectl_json(bed: &ferrotel_e2e::TestBed, args: &[&str]) -> Result<serde_json::Value, String> {
     ferrotel_e2e::operator::kubectl_json(bed, args)
@@ -72,18 +66,11 @@ fn operator_restarts(bed: &ferrotel_e2e::TestBed) -> Result<Vec<(String, i64)>, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_apiserver_restart_operator_and_probes_reconnect_and_no_span_is_lost_or_doubled() {
-    let stack = RealStack::start()
+    let (stack, apps, target) = faults::stack_with_traced_target()
         .await
-        .unwrap_or_else(|e| panic!("the stack on a real node: {e}"));
+        .unwrap_or_else(|e| panic!("a traced Go target on a real node: {e}"));
     let (bed, observability) = (&stack.bed, stack.observability.clone());
     let client = bed.client();
-    let apps = bed.create_namespace("faults").await;
-    stack::annotate_namespace(&client, &apps, "ferrotel.io/instrument", Some("true"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let target = faults::traced_go_target(&stack, &apps, "target", SIDE_SEQ)
-        .await
-        .unwrap_or_else(|e| panic!("the Go target: {e}"));
     let mut probe_restarts = Vec::new();
     for language in ["go", "python"] {
         let pods = faults::probe_pods(&client, &observability, "default", language)
@@ -120,7 +107,7 @@ async fn after_an_apiserver_restart_operator_and_probes_reconnect_and_no_span_is
         "API server stopped and ready again after {:.1} s ({} s down by design); load average {}",
         outage.as_secs_f64(),
         DOWN.as_secs(),
-        load_average()
+        faults::load_average()
     );
     let client = bed.client();
 
@@ -245,7 +232,7 @@ async fn after_an_apiserver_restart_operator_and_probes_reconnect_and_no_span_is
         faults::ranges(&account.missing),
         account.duplicated.len(),
         account.unknown,
-        load_average()
+        faults::load_average()
     );
     assert!(
         account.duplicated.is_empty(),

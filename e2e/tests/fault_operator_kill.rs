@@ -97,12 +97,6 @@ impl Audit {
     }
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn is_child_write(r: &AuditRequest) -> bool {
     r.is_write() && CHILD_RESOURCES.contains(&r.resource.as_str())
 }
@@ -486,7 +480,7 @@ async fn an_operator_killed_mid_reconcile_converges_on_restart_and_a_second_rest
         requests.len(),
         writes.len(),
         summary(&requests),
-        load_average()
+        ferrotel_e2e::faults::load_average()
     );
     assert!(
         writes.is_empty(),

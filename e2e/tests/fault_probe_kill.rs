@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use ferrotel_e2e::faults::{self, Account, ITEMS, SIDE_SEQ, SeqLoad};
-use ferrotel_e2e::stack::{self, RealStack};
+use ferrotel_e2e::stack;
 use ferrotel_e2e::wait_for;
 
 const LOAD_INTERVAL: Duration = Duration::from_millis(20);
@@ -24,26 +24,13 @@ const LOAD_INTERVAL: Duration = Duration::from_millis(20);
 const AFTER: Duration = Duration::from_secs(5);
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_probe_is_restarted_once_and_traces_its_target_again_with_the_gap_measured() {
-    let stack = RealStack::start()
+    let (stack, _apps, target) = faults::stack_with_traced_target()
         .await
-        .unwrap_or_else(|e| panic!("the stack on a real node: {e}"));
+        .unwrap_or_else(|e| panic!("a traced Go target on a real node: {e}"));
     let (bed, observability) = (&stack.bed, stack.observability.clone());
     let client = bed.client();
-    let apps = bed.create_namespace("faults").await;
-    stack::annotate_namespace(&client, &apps, "ferrotel.io/instrument", Some("true"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let target = faults::traced_go_target(&stack, &apps, "target", SIDE_SEQ)
-        .await
-        .unwrap_or_else(|e| panic!("the Go target: {e}"));
 
     let load = SeqLoad::start(target.addr(), ITEMS.to_owned(), LOAD_INTERVAL, 1);
     // Steady state: the load's own requests are traced.
@@ -83,7 +70,7 @@ async fn a_killed_probe_is_restarted_once_and_traces_its_target_again_with_the_g
     eprintln!(
         "killed the Go probe (host pid {}) before request {kill_seq}; load average {}",
         pids[0],
-        load_average()
+        faults::load_average()
     );
 
     // The kubelet restarts the container in the same pod.
@@ -182,7 +169,7 @@ async fn a_killed_probe_is_restarted_once_and_traces_its_target_again_with_the_g
         in_gap.len() - gap_spans,
         lost_before.len(),
         faults::ranges(&account.missing),
-        load_average()
+        faults::load_average()
     );
 
     assert!(
