@@ -110,6 +110,8 @@ bench: tools ## Run every benchmark (each under flock /tmp/ferrotel-bench.lock);
 	bench/propagation/run.sh $(BENCH_ARGS)
 	bench/optin-latency/run.sh
 	bench/profiling/run.sh $(BENCH_ARGS)
+	bench/span-path/run.sh
+	bench/uprobe-floor/run.sh
 	bench/scale/run.sh $(SCALE_ARGS)
 	bench/reliability/run.sh $(SOAK_ARGS)
 
