@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -106,6 +107,26 @@ def start_servers(bench: Bench, goapp: Path) -> dict[str, list[tuple[Service, st
     for svc, port in pending:
         system.wait_port(port, timeout=180, alive=svc.alive)
     return groups
+
+
+def stop_all(services: list[Service]) -> None:
+    """Stops every server at once: SIGTERM to every group first, then each
+    reaped (Service.stop one by one waits on each group in turn, which for
+    110 servers takes minutes)."""
+    for svc in services:
+        if svc.alive():
+            try:
+                os.killpg(svc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 10
+    for svc in services:
+        try:
+            svc.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for svc in services:
+        svc.stop(timeout=1.0)
 
 
 def start_probe(bench: Bench, language: str, targets: list[tuple[Service, str]]) -> tuple[Probe, float]:
@@ -225,16 +246,23 @@ def children_cpu() -> float:
 
 def main(argv: list[str]) -> None:
     bench = Bench.from_args("nodescale", "The probe at node scale: a node's processes under a Go and a Python probe", argv, extend)
-    args = bench.args
     bench.header["runtime"] = cli_go_version()
     goapp = go_build(GO_APP, bench.workdir / "goapp")
     lg = go_build(HERE / "loadgen", bench.workdir / "loadgen")
+    groups: dict[str, list[tuple[Service, str]]] = {}
+    try:
+        run(bench, goapp, lg, groups)
+    finally:
+        stop_all([svc for g in groups.values() for svc, _ in g])
+
+
+def run(bench: Bench, goapp: Path, lg: Path, groups: dict) -> None:
+    args = bench.args
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     binary_name = bench.ctx.probe_binary.name
     collector = bench.collector
-
     t0 = time.monotonic()
-    groups = start_servers(bench, goapp)
+    groups.update(start_servers(bench, goapp))
     log(f"{sum(len(g) for g in groups.values())} servers up in {time.monotonic() - t0:.0f} s")
     probes: dict[str, Probe] = {}
     attach_s: dict[str, float] = {}
