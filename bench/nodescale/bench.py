@@ -89,6 +89,7 @@ def start_servers(bench: Bench, goapp: Path) -> dict[str, list[tuple[Service, st
         ("go-untraced", "go", args.go_untraced),
         ("python-untraced", "python", args.python_untraced),
     ):
+        groups[group] = []  # present in the report even when empty
         for i in range(n):
             port = system.free_port()
             name = f"{group}-{i}"
