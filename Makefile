@@ -112,10 +112,11 @@ bench: tools ## Run every benchmark (each under flock /tmp/ferrotel-bench.lock);
 	bench/profiling/run.sh $(BENCH_ARGS)
 	bench/span-path/run.sh
 	bench/uprobe-floor/run.sh
+	bench/nodescale/run.sh $(NODESCALE_ARGS)
 	bench/scale/run.sh $(SCALE_ARGS)
 	bench/reliability/run.sh $(SOAK_ARGS)
 
-.PHONY: bench-python bench-go bench-tls bench-propagation bench-profiling bench-scale soak
+.PHONY: bench-python bench-go bench-tls bench-propagation bench-profiling bench-nodescale bench-scale soak
 bench-python: tools ## The Python benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/python/run.sh $(BENCH_ARGS)
@@ -135,6 +136,10 @@ bench-propagation: tools ## The propagation benchmark only (BENCH_ARGS="--rounds
 bench-profiling: tools ## The profiling benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/profiling/run.sh $(BENCH_ARGS)
+
+bench-nodescale: tools ## The probe at node scale: 110 processes, 25 Go + 25 Python traced by two probes; RSS, idle and loaded CPU (NODESCALE_ARGS="--rate 300 ..." passes options)
+	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
+	bench/nodescale/run.sh $(NODESCALE_ARGS)
 
 soak: tools ## Reliability soak: Go and Python targets under their probes for 10 min, loss accounted at the collector (SOAK_ARGS="--minutes 30 --fault collector-down"); not part of make test
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
