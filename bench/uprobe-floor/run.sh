@@ -16,7 +16,7 @@ while [ $# -gt 0 ]; do
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
-command -v perf >/dev/null || { echo "perf is missing: run make tools" >&2; exit 1; }
+command -v perf >/dev/null || { echo "perf is missing: run make tools (it installs linux-perf)" >&2; exit 1; }
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 cc -O2 -o "$work/target" "$here/target.c"
 out="$here/../results/uprobe-floor.md"

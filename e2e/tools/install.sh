@@ -48,6 +48,8 @@ debian_packages=(
   # The TLS tests link a client with OpenSSL's static libraries, and use
   # curl on GnuTLS for TLS without OpenSSL.
   gcc libssl-dev libcurl3-gnutls
+  # bench/uprobe-floor: perf probe / perf stat on a counting uprobe.
+  linux-perf
 )
 # Packages taken from bookworm-backports: libbpf 1.1 lacks helpers our CO-RE
 # programs use; 1.4 is in backports.
