@@ -155,3 +155,72 @@ mod tests {
         assert!(patch.is_write());
     }
 }
+
+/// Every request of the audited user read so far, in order: what the
+/// operator-restart tests count between their marks.
+#[derive(Debug)]
+pub struct AuditTrail {
+    log: AuditLog,
+    requests: Vec<AuditRequest>,
+}
+
+impl AuditTrail {
+    pub fn new(log: AuditLog) -> Self {
+        Self {
+            log,
+            requests: Vec::new(),
+        }
+    }
+
+    /// Reads what is new; everything logged from now on is after the mark.
+    pub fn mark(&mut self) -> usize {
+        let new = self.log.read_new().expect("read the audit log");
+        self.requests.extend(new);
+        self.requests.len()
+    }
+
+    /// The requests logged since `mark`.
+    pub fn since(&mut self, mark: usize) -> Vec<AuditRequest> {
+        self.mark();
+        self.requests[mark..].to_vec()
+    }
+
+    /// Waits until the user sent nothing but watches for `quiet`; panics
+    /// with the last requests after `timeout`.
+    pub async fn wait_quiet(
+        &mut self,
+        what: &str,
+        quiet: std::time::Duration,
+        timeout: std::time::Duration,
+    ) {
+        let start = tokio::time::Instant::now();
+        let mut seen = self.mark();
+        let mut last_change = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let now = self.mark();
+            if self.requests[seen..].iter().any(|r| r.verb != "watch") {
+                last_change = tokio::time::Instant::now();
+            }
+            seen = now;
+            if last_change.elapsed() >= quiet {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{what}: the operator never went quiet; last requests: {:?}",
+                self.requests.iter().rev().take(10).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+/// `verb resource name → count`, for assertion messages.
+pub fn summary(requests: &[AuditRequest]) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in requests {
+        *out.entry(format!("{} {} {}", r.verb, r.resource, r.name))
+            .or_default() += 1;
+    }
+    out
+}

@@ -19,14 +19,13 @@
 //! `quiet_operator.rs`.
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use ferrotel_e2e::{
     TestBed, TestBedOptions,
-    audit::{AuditLog, AuditRequest},
+    audit::{AuditLog, AuditRequest, AuditTrail, summary},
     operator::{
         OperatorProcess, kubectl, kubectl_json, probe_binding_subjects, stored_state,
         workload_status,
@@ -55,59 +54,8 @@ fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
-/// The operator's requests so far (the audit log holds only its user).
-struct Audit {
-    log: AuditLog,
-    requests: Vec<AuditRequest>,
-}
-
-impl Audit {
-    fn mark(&mut self) -> usize {
-        let new = self.log.read_new().expect("read the audit log");
-        self.requests.extend(new);
-        self.requests.len()
-    }
-
-    fn since(&mut self, mark: usize) -> Vec<AuditRequest> {
-        self.mark();
-        self.requests[mark..].to_vec()
-    }
-
-    /// Waits until the operator sent nothing but watches for [`QUIET`].
-    async fn wait_quiet(&mut self, what: &str) {
-        let start = tokio::time::Instant::now();
-        let mut seen = self.mark();
-        let mut last_change = tokio::time::Instant::now();
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let now = self.mark();
-            if self.requests[seen..].iter().any(|r| r.verb != "watch") {
-                last_change = tokio::time::Instant::now();
-            }
-            seen = now;
-            if last_change.elapsed() >= QUIET {
-                return;
-            }
-            assert!(
-                start.elapsed() < TIMEOUT,
-                "{what}: the operator never went quiet; last requests: {:?}",
-                self.requests.iter().rev().take(10).collect::<Vec<_>>()
-            );
-        }
-    }
-}
-
 fn is_child_write(r: &AuditRequest) -> bool {
     r.is_write() && CHILD_RESOURCES.contains(&r.resource.as_str())
-}
-
-fn summary(requests: &[AuditRequest]) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for r in requests {
-        *out.entry(format!("{} {} {}", r.verb, r.resource, r.name))
-            .or_default() += 1;
-    }
-    out
 }
 
 fn start_operator(bed: &TestBed, dir: &Path, run: usize) -> OperatorProcess {
@@ -320,10 +268,7 @@ async fn an_operator_killed_mid_reconcile_converges_on_restart_and_a_second_rest
     let bed = TestBed::start(options)
         .await
         .unwrap_or_else(|e| panic!("start the test bed: {e}"));
-    let mut audit = Audit {
-        log: AuditLog::new(audit_path),
-        requests: Vec::new(),
-    };
+    let mut audit = AuditTrail::new(AuditLog::new(audit_path));
 
     ferrotel_e2e::stack::install_crds(bed.kubeconfig()).unwrap_or_else(|e| panic!("{e}"));
     let role = repo_path("config/rbac/role.yaml");
@@ -371,7 +316,9 @@ async fn an_operator_killed_mid_reconcile_converges_on_restart_and_a_second_rest
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.tail()));
-    audit.wait_quiet("after the first rollout").await;
+    audit
+        .wait_quiet("after the first rollout", QUIET, TIMEOUT)
+        .await;
 
     // The change, in one request, and the kill at its first child write.
     let mut change =
@@ -440,7 +387,7 @@ async fn an_operator_killed_mid_reconcile_converges_on_restart_and_a_second_rest
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.tail()));
-    audit.wait_quiet("after the restart").await;
+    audit.wait_quiet("after the restart", QUIET, TIMEOUT).await;
     let restart_writes: Vec<AuditRequest> = audit
         .since(mark)
         .into_iter()
@@ -466,7 +413,9 @@ async fn an_operator_killed_mid_reconcile_converges_on_restart_and_a_second_rest
     let mut op = op;
     op.wait_ready().await.unwrap_or_else(|e| panic!("{e}"));
     wait_reconciled(&op, 1 + NEW as u64).await;
-    audit.wait_quiet("after the second restart").await;
+    audit
+        .wait_quiet("after the second restart", QUIET, TIMEOUT)
+        .await;
     assert_eq!(
         workload_status(&bed, NS),
         workloads,

@@ -15,14 +15,13 @@
 //! install's ClusterRole, so its requests are the only ones of that user.
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use ferrotel_e2e::{
     TestBed, TestBedOptions,
-    audit::{AuditLog, AuditRequest},
+    audit::{AuditLog, AuditRequest, AuditTrail, summary},
     operator::{OperatorProcess, kubectl, kubectl_json, stored_state, workload_status},
     wait_for,
 };
@@ -38,65 +37,6 @@ const OTHER: &str = "quiet-other";
 
 fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
-
-type Request = AuditRequest;
-
-/// The operator's requests so far (the audit log holds only its user).
-struct Audit {
-    log: AuditLog,
-    requests: Vec<Request>,
-}
-
-impl Audit {
-    fn refresh(&mut self) {
-        let new = self.log.read_new().expect("read the audit log");
-        self.requests.extend(new);
-    }
-
-    /// Everything logged from now on is new.
-    fn mark(&mut self) -> usize {
-        self.refresh();
-        self.requests.len()
-    }
-
-    fn since(&mut self, mark: usize) -> Vec<Request> {
-        self.refresh();
-        self.requests[mark..].to_vec()
-    }
-
-    /// Waits until the operator sent nothing but watches for [`QUIET`].
-    async fn wait_quiet(&mut self, what: &str) {
-        let start = tokio::time::Instant::now();
-        let mut seen = self.mark();
-        let mut last_change = tokio::time::Instant::now();
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let now = self.mark();
-            let new = self.requests[seen..].iter().any(|r| r.verb != "watch");
-            seen = now;
-            if new {
-                last_change = tokio::time::Instant::now();
-            }
-            if last_change.elapsed() >= QUIET {
-                return;
-            }
-            assert!(
-                start.elapsed() < TIMEOUT,
-                "{what}: the operator never went quiet; last requests: {:?}",
-                self.requests.iter().rev().take(10).collect::<Vec<_>>()
-            );
-        }
-    }
-}
-
-fn summary(requests: &[Request]) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for r in requests {
-        *out.entry(format!("{} {} {}", r.verb, r.resource, r.name))
-            .or_default() += 1;
-    }
-    out
 }
 
 fn start_operator(bed: &TestBed, dir: &Path, run: usize) -> OperatorProcess {
@@ -151,10 +91,7 @@ async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_resta
         .await
         .unwrap_or_else(|e| panic!("start the test bed: {e}"));
     let node = bed.node_names()[0].clone();
-    let mut audit = Audit {
-        log: AuditLog::new(audit_path),
-        requests: Vec::new(),
-    };
+    let mut audit = AuditTrail::new(AuditLog::new(audit_path));
 
     // The install: CRDs, the operator's ClusterRole bound to the restricted
     // user, the probes' ClusterRole and binding; then the samples.
@@ -238,7 +175,9 @@ async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_resta
         );
         panic!("{e}\nworkloads: {pods:?}\noperator log:\n{}", op.tail())
     });
-    audit.wait_quiet("after the first rollout").await;
+    audit
+        .wait_quiet("after the first rollout", QUIET, TIMEOUT)
+        .await;
 
     // 1. Pod churn that changes nothing the operator reports.
     let workloads = workload_status(&bed, NS);
@@ -278,14 +217,16 @@ async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_resta
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.tail()));
-    audit.wait_quiet("after the pod churn").await;
+    audit
+        .wait_quiet("after the pod churn", QUIET, TIMEOUT)
+        .await;
     assert_eq!(
         workload_status(&bed, NS),
         workloads,
         "inconclusive: the workloads' status moved during the churn window (the operator \
          rightly reports that); rerun on a less loaded machine"
     );
-    let churn: Vec<Request> = audit
+    let churn: Vec<AuditRequest> = audit
         .since(mark)
         .into_iter()
         .filter(|r| r.verb != "watch")
@@ -323,7 +264,7 @@ async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_resta
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.tail()));
-    audit.wait_quiet("after the restart").await;
+    audit.wait_quiet("after the restart", QUIET, TIMEOUT).await;
     assert_eq!(
         workload_status(&bed, NS),
         workloads,
@@ -331,7 +272,7 @@ async fn settled_operator_sends_nothing_on_pod_churn_and_writes_nothing_on_resta
          reports that); rerun on a less loaded machine"
     );
     let requests = audit.since(mark);
-    let writes: Vec<Request> = requests.iter().filter(|r| r.is_write()).cloned().collect();
+    let writes: Vec<AuditRequest> = requests.iter().filter(|r| r.is_write()).cloned().collect();
     eprintln!(
         "the restarted operator sent {} requests: {:?}",
         requests.len(),
