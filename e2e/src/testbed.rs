@@ -353,25 +353,8 @@ impl TestBed {
         self.spawn("kube-apiserver", apiserver)?;
 
         self.config = load_config(&self.kubeconfig).await?;
+        self.wait_apiserver_ready("kube-apiserver /readyz").await?;
         let client = self.client();
-        let readyz = http_get_request("/readyz");
-        {
-            let client = client.clone();
-            let this = &*self;
-            wait_for("kube-apiserver /readyz", START_TIMEOUT, || {
-                let client = client.clone();
-                let req = readyz.clone();
-                async move {
-                    this.check_processes().map_err(|e| format!("{FATAL}{e}"))?;
-                    client
-                        .request_text(req)
-                        .await
-                        .map_err(|e| format!("not ready: {e}"))
-                }
-            })
-            .await
-            .map_err(|e| self.fatal_or(e))?;
-        }
 
         // Controllers, scheduler and kwok use the admin identity: RBAC for
         // the components themselves is not what Ferrotel's tests exercise.
@@ -560,22 +543,25 @@ impl TestBed {
             // process group id again, which the kernel may have reused.
             std::mem::forget(std::mem::replace(slot, started));
         }
+        self.wait_apiserver_ready("the restarted kube-apiserver /readyz")
+            .await
+    }
+
+    /// Waits for the API server's `/readyz`, failing at once if one of the
+    /// bed's processes died meanwhile.
+    async fn wait_apiserver_ready(&self, what: &str) -> Result<()> {
         let client = self.client();
         let readyz = http_get_request("/readyz");
-        wait_for(
-            "the restarted kube-apiserver /readyz",
-            START_TIMEOUT,
-            || {
-                let (client, req) = (client.clone(), readyz.clone());
-                async move {
-                    self.check_processes().map_err(|e| format!("{FATAL}{e}"))?;
-                    client
-                        .request_text(req)
-                        .await
-                        .map_err(|e| format!("not ready: {e}"))
-                }
-            },
-        )
+        wait_for(what, START_TIMEOUT, || {
+            let (client, req) = (client.clone(), readyz.clone());
+            async move {
+                self.check_processes().map_err(|e| format!("{FATAL}{e}"))?;
+                client
+                    .request_text(req)
+                    .await
+                    .map_err(|e| format!("not ready: {e}"))
+            }
+        })
         .await
         .map_err(|e| self.fatal_or(e))?;
         Ok(())
