@@ -11,6 +11,12 @@ export PATH := $(TOOLS_BIN):$(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 # Keep test logs readable and builds reproducible.
 export CARGO_TERM_COLOR ?= never
 export RUST_BACKTRACE ?= 1
+# CI builds a fresh clone once: incremental caches would only double the
+# target directory's size (to ~30 GiB) on the shared disk the test bed's
+# kubelet watches for pressure.
+ifeq ($(CI),true)
+export CARGO_INCREMENTAL ?= 0
+endif
 
 .PHONY: help
 help: ## Show this help

@@ -208,6 +208,44 @@ fn bpffs_mounted() -> bool {
 /// node's own BPF filesystem holds the pins of every probe of the node, and
 /// other nodes of this host (or the next test bed) share it as pods on one
 /// machine would.
+/// The kubelet's hard eviction threshold for free disk space
+/// (`nodefs.available` and `imagefs.available` in its configuration), in
+/// percent of the filesystem that holds the node's directory.
+const EVICTION_FREE_DISK_PERCENT: u64 = 1;
+
+/// What the test bed writes on that filesystem while it runs (container
+/// logs, layers unpacked from the imported images, probe and collector
+/// output), with margin.
+const TEST_BED_DISK_BYTES: u64 = 2 << 30;
+
+/// Fails before the kubelet starts if it would evict pods during the run.
+/// Below its threshold a kubelet taints its node with disk pressure and
+/// evicts every pod, and the tests then fail far from the cause ("Pending:
+/// untolerated taint", a probe pod "Failed").
+fn check_disk_headroom(dir: &Path) -> Result<()> {
+    let stats =
+        rustix::fs::statvfs(dir).map_err(|e| err(format!("statvfs {}: {e}", dir.display())))?;
+    let total = stats.f_blocks * stats.f_frsize;
+    let free = stats.f_bavail * stats.f_frsize;
+    let threshold = total / 100 * EVICTION_FREE_DISK_PERCENT;
+    let needed = threshold + TEST_BED_DISK_BYTES;
+    if free < needed {
+        let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
+        return Err(err(format!(
+            "the test bed's node needs {:.1} GiB free on the filesystem of {}, and {:.1} GiB is free: \
+             its kubelet evicts every pod below {EVICTION_FREE_DISK_PERCENT}% free ({:.1} GiB) and the \
+             run writes up to {:.1} GiB. Free disk space (old cargo target/ directories are the \
+             usual culprit) and run again",
+            gib(needed),
+            dir.display(),
+            gib(free),
+            gib(threshold),
+            gib(TEST_BED_DISK_BYTES),
+        )));
+    }
+    Ok(())
+}
+
 fn provide_bpffs() -> Result<()> {
     if bpffs_mounted() {
         return Ok(());
@@ -782,6 +820,7 @@ impl RealNode {
         for image in images {
             node.import(image)?;
         }
+        check_disk_headroom(&dir)?;
         node.start_kubelet(server, &credentials.ca_cert, &credentials.kubelet)?;
         node.start_kube_proxy(server, &credentials.ca_cert, &credentials.proxy)?;
         node.wait_ready(client).await?;
@@ -1124,7 +1163,7 @@ podLogsDir: {pod_logs}
 # were imported once and cannot be pulled again.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {{memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}}
+evictionHard: {{memory.available: "1Mi", nodefs.available: "{disk}%", imagefs.available: "{disk}%", nodefs.inodesFree: "1%"}}
 serializeImagePulls: false
 rotateCertificates: false
 shutdownGracePeriod: 0s
@@ -1136,6 +1175,7 @@ shutdownGracePeriod: 0s
             dns = DNS_SERVICE_IP,
             resolv = self.resolv_conf()?.display(),
             pod_logs = self.logs.join("pods").display(),
+            disk = EVICTION_FREE_DISK_PERCENT,
         );
         let args = [
             format!("--kubeconfig={}", kubeconfig.display()),

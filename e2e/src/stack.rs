@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -679,13 +679,14 @@ pub async fn install_chart(bed: &TestBed, images: &StackImages, namespace: &str)
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let deployments: Api<Deployment> = Api::namespaced(bed.client(), namespace);
-    let pods: Api<Pod> = Api::namespaced(bed.client(), namespace);
+    let client = bed.client();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     wait_for(
         &format!("the operator Deployment in {namespace} to be available"),
         Duration::from_secs(120),
         || {
-            let (deployments, pods) = (deployments.clone(), pods.clone());
+            let (deployments, pods, client) = (deployments.clone(), pods.clone(), client.clone());
             async move {
                 let list = deployments
                     .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
@@ -704,8 +705,11 @@ pub async fn install_chart(bed: &TestBed, images: &StackImages, namespace: &str)
                     .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
                     .await
                     .map_err(|e| e.to_string())?;
-                let problems: Vec<String> = operator_pods.items.iter().map(pod_problem).collect();
-                Err(format!("{ready} ready replicas; {}", problems.join("; ")))
+                let operator_pods: Vec<&Pod> = operator_pods.items.iter().collect();
+                Err(format!(
+                    "{ready} ready replicas; {}",
+                    pods_problems(&client, &operator_pods, "; ").await
+                ))
             }
         },
     )
@@ -928,7 +932,7 @@ pub async fn wait_pod_ready(client: &kube::Client, namespace: &str, selector: &s
                     if pod_ready(&pod) {
                         return Ok(pod);
                     }
-                    last = pod_problem(&pod);
+                    last = pods_problems(client, &[&pod], "; ").await;
                     if last.contains("ErrImageNeverPull") || last.contains("InvalidImageName") {
                         return Err(format!("{}{last}", crate::FATAL));
                     }
@@ -954,6 +958,14 @@ pub fn pod_problem(pod: &Pod) -> String {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
     let mut parts = vec![format!("pod {name} {}", status.phase.unwrap_or_default())];
+    // An evicted pod says why only at pod level ("Evicted: The node was low
+    // on resource: ephemeral-storage").
+    if let Some(reason) = status.reason {
+        parts.push(format!(
+            "{reason}: {}",
+            status.message.unwrap_or_default().trim()
+        ));
+    }
     // A pod that is not scheduled says why only here (a node taint such as
     // disk pressure, too little CPU): without it, "Pending" explains nothing.
     for c in status.conditions.unwrap_or_default() {
@@ -989,6 +1001,72 @@ pub fn pod_problem(pod: &Pod) -> String {
     parts.join("; ")
 }
 
+/// [`pod_problem`] for each of `pods`, joined by `separator`, followed by
+/// what the nodes report when a pod is held back by its node (not scheduled,
+/// or failed as when evicted): their taints and pressure conditions, such as
+/// a disk-pressure taint, which otherwise shows only as "untolerated taint".
+pub async fn pods_problems(client: &kube::Client, pods: &[&Pod], separator: &str) -> String {
+    let mut problems: Vec<String> = pods.iter().map(|p| pod_problem(p)).collect();
+    if pods.iter().any(|p| held_back_by_node(p)) {
+        problems.push(nodes_pressure(client).await);
+    }
+    problems.join(separator)
+}
+
+fn held_back_by_node(pod: &Pod) -> bool {
+    let Some(status) = &pod.status else {
+        return false;
+    };
+    let unscheduled = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "PodScheduled" && c.status == "False");
+    unscheduled || status.phase.as_deref() == Some("Failed")
+}
+
+/// Each node's taints and the conditions that are not as a healthy node
+/// reports them, in one line.
+async fn nodes_pressure(client: &kube::Client) -> String {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let list = match nodes.list(&ListParams::default()).await {
+        Ok(list) => list,
+        Err(e) => return format!("nodes: cannot list them: {e}"),
+    };
+    let mut lines = Vec::new();
+    for node in list.items {
+        let name = node.metadata.name.unwrap_or_default();
+        let taints: Vec<String> = node
+            .spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| format!("{}:{}", t.key, t.effect))
+            .collect();
+        let unhealthy: Vec<String> = node
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| (c.type_ == "Ready") != (c.status == "True"))
+            .map(|c| {
+                format!(
+                    "{}={} ({})",
+                    c.type_,
+                    c.status,
+                    c.message.unwrap_or_default()
+                )
+            })
+            .collect();
+        lines.push(format!(
+            "node {name}: taints [{}], conditions [{}]",
+            taints.join(", "),
+            unhealthy.join(", ")
+        ));
+    }
+    lines.join("; ")
+}
+
 /// Waits until DaemonSet `<instrumentation>-probe-<language>` in
 /// `namespace` (rendered by the operator) has every pod Ready.
 pub async fn wait_probe_ready(
@@ -1020,22 +1098,18 @@ pub async fn wait_probe_ready(
                 {
                     return Ok(());
                 }
-                let problems: Vec<String> = pods
+                let listed = pods
                     .list(&ListParams::default().labels(&format!(
                         "ferrotel.io/probe-language={language},app.kubernetes.io/instance={instrumentation}"
                     )))
                     .await
-                    .map_err(|e| e.to_string())?
-                    .items
-                    .iter()
-                    .filter(|p| !pod_ready(p))
-                    .map(pod_problem)
-                    .collect();
+                    .map_err(|e| e.to_string())?;
+                let not_ready: Vec<&Pod> = listed.items.iter().filter(|p| !pod_ready(p)).collect();
                 Err(format!(
                     "{}/{} ready; {}",
                     status.number_ready,
                     status.desired_number_scheduled,
-                    problems.join(" | ")
+                    pods_problems(client, &not_ready, " | ").await
                 ))
             }
         },
