@@ -283,7 +283,7 @@ pub struct Housekeeping<'a> {
     propagation: Vec<(PropagationMetric, &'static str, u64)>,
     propagation_cgroups: Option<usize>,
     tls_untraced: Vec<(&'static str, u64)>,
-    tls_libraries: Option<usize>,
+    tls_probed: Option<(usize, usize)>,
 }
 
 impl Housekeeping<'_> {
@@ -332,9 +332,9 @@ impl Housekeeping<'_> {
         }
     }
 
-    /// TLS library files probed now.
-    pub fn tls_libraries(&mut self, n: usize) {
-        self.tls_libraries = Some(n);
+    /// TLS library files probed now, and the processes they are probed in.
+    pub fn tls_probed(&mut self, libraries: usize, processes: usize) {
+        self.tls_probed = Some((libraries, processes));
     }
 }
 
@@ -673,7 +673,7 @@ impl<S: ProgramSet> Driver<S> {
             propagation: Vec::new(),
             propagation_cgroups: None,
             tls_untraced: Vec::new(),
-            tls_libraries: None,
+            tls_probed: None,
         };
         self.set
             .housekeeping(&mut self.kernel, &mut tick, &mut self.outputs);
@@ -682,7 +682,7 @@ impl<S: ProgramSet> Driver<S> {
         let propagation = std::mem::take(&mut tick.propagation);
         let propagation_cgroups = tick.propagation_cgroups;
         let tls_untraced = std::mem::take(&mut tick.tls_untraced);
-        let tls_libraries = tick.tls_libraries;
+        let tls_probed = tick.tls_probed;
         self.deliver(0, sink, health);
         let Some(health) = health else { return };
         for (reason, total) in &drops {
@@ -704,8 +704,8 @@ impl<S: ProgramSet> Driver<S> {
         for (reason, n) in tls_untraced {
             health.tls_untraced(reason, n);
         }
-        if let Some(n) = tls_libraries {
-            health.set_tls_libraries(n);
+        if let Some((libraries, processes)) = tls_probed {
+            health.set_tls_probed(libraries, processes);
         }
         self.report_attached(Some(health));
     }

@@ -42,6 +42,7 @@ struct Metrics {
     propagation_cgroups: Family<Labels, Gauge>,
     tls_untraced: Family<Labels, Counter>,
     tls_libraries: Family<Labels, Gauge>,
+    tls_processes: Family<Labels, Gauge>,
     service_graph_overflow: Counter,
     views_samples: Counter,
 }
@@ -164,6 +165,11 @@ impl Health {
             "tls_libraries",
             "TLS library files (libssl) with uprobes attached, by language",
             m.tls_libraries.clone(),
+        );
+        r.register(
+            "tls_processes",
+            "Processes whose TLS library calls are probed (each gets uprobes of its own), by language",
+            m.tls_processes.clone(),
         );
         r.register(
             "route_cardinality_capped",
@@ -493,13 +499,18 @@ impl FrontendHealth {
             .inc_by(n);
     }
 
-    /// The number of TLS library files probed now.
-    pub fn set_tls_libraries(&self, n: usize) {
-        self.health
-            .metrics
+    /// The TLS library files probed now, and the processes probed in them.
+    pub fn set_tls_probed(&self, libraries: usize, processes: usize) {
+        let labels = self.labels();
+        let metrics = &self.health.metrics;
+        metrics
             .tls_libraries
-            .get_or_create(&self.labels())
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+            .get_or_create(&labels)
+            .set(i64::try_from(libraries).unwrap_or(i64::MAX));
+        metrics
+            .tls_processes
+            .get_or_create(&labels)
+            .set(i64::try_from(processes).unwrap_or(i64::MAX));
     }
 
     /// The eBPF programs are loaded and attached: `/readyz` turns 200.

@@ -671,19 +671,22 @@ async fn a_child_forked_by_a_traced_process_gets_its_own_tls_probes() {
     let mut parent = LibraryClient::forking(&server, &tls, N);
     let probe = Probe::start(&collector, &[server.pid(), parent.pid()], &[], 2).await;
     wait_tls_libraries(&probe, 1).await;
-    parent
-        .child
-        .stdin
-        .as_mut()
-        .expect("stdin")
-        .write_all(b"go\n")
-        .expect("fork");
+    // The server and the parent have uprobes of their own.
+    wait_tls_processes(&probe, 2).await;
+    let stdin = parent.child.stdin.as_mut().expect("stdin");
+    stdin.write_all(b"go\n").expect("fork");
     let child: u32 = parent
         .line()
         .trim()
         .strip_prefix("CHILD ")
         .and_then(|p| p.parse().ok())
         .expect("the child's pid");
+    // The child calls only once the probe has attached to it too.
+    wait_tls_processes(&probe, 3).await;
+    let stdin = parent.child.stdin.as_mut().expect("stdin");
+    stdin
+        .write_all(b"go\n")
+        .expect("start the child's requests");
     assert_eq!(parent.statuses(), vec![200; N], "the child's requests");
     let probe_metrics = probe.stop().await;
     let of_child = of_pids(&[child]);

@@ -207,7 +207,7 @@ impl ProgramSet for SocketSet {
             for (reason, n) in tls.take_untraced() {
                 tick.tls_untraced(reason, n);
             }
-            tick.tls_libraries(tls.library_count());
+            tick.tls_probed(tls.library_count(), tls.process_count());
         }
     }
 }

@@ -530,6 +530,15 @@ pub async fn wait_tls_libraries(probe: &Probe, n: usize) {
         .await;
 }
 
+/// Waits until the probe has TLS uprobes in at least `n` processes.
+pub async fn wait_tls_processes(probe: &Probe, n: usize) {
+    probe
+        .wait_metric("ferrotel_probe_tls_processes{language=\"python\"}", |v| {
+            v >= n as f64
+        })
+        .await;
+}
+
 /// The app's process and its workers (children).
 pub fn claimed_pids(app: &App) -> Vec<u32> {
     let mut pids = vec![app.pid()];

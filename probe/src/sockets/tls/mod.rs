@@ -279,6 +279,14 @@ impl<U: Uprobes, F: Files> TlsProbes<U, F> {
             .len()
     }
 
+    /// Processes with at least one library probed.
+    pub fn process_count(&self) -> usize {
+        self.processes
+            .values()
+            .filter(|p| !p.libraries.is_empty())
+            .count()
+    }
+
     /// Whether a library of process `pid` is probed.
     pub fn is_traced(&self, pid: u32) -> bool {
         self.processes
