@@ -176,6 +176,23 @@ fn rss(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// (anonymous, file-backed) resident bytes of `pid`: what it allocated
+/// (heap, stacks) against the pages of its executable and libraries.
+fn rss_split(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
+    };
+    let (rss, anon) = (field("Rss:")?, field("Anonymous:")?);
+    Some((anon, rss.saturating_sub(anon)))
+}
+
 /// utime + stime of `pid`, in seconds.
 fn cpu_seconds(pid: u32, ticks: f64) -> Option<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -988,6 +1005,7 @@ spec:
         !steady_rss.is_empty(),
         "no RSS sample of the operator during the steady state"
     );
+    let steady_split = rss_split(pid).unwrap_or((0, 0));
 
     // ---- reconcile latency
     println!("Reconcile latency: {} changes", cli.changes);
@@ -1307,6 +1325,12 @@ spec:
         mb(steady_mean as u64),
         mb(steady_max),
         goal(mb(steady_max) <= RSS_GOAL_MB)
+    );
+    let _ = writeln!(
+        md,
+        "| — of which at the end of the window: anonymous (heap, stacks) / file-backed (the executable's and libraries' pages) | {:.1} / {:.1} MB | |",
+        mb(steady_split.0),
+        mb(steady_split.1)
     );
     let _ = writeln!(
         md,

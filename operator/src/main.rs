@@ -9,10 +9,21 @@ mod collector;
 mod instrumentation;
 mod runtime;
 
+use anyhow::Context as _;
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts its worker threads: they would each get a
+    // malloc arena of their own, keeping its own free space.
+    ferrotel_memory::use_one_arena();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime (threads, epoll); check the process limits")?
+        .block_on(operator())
+}
+
+async fn operator() -> anyhow::Result<()> {
     let args = runtime::Args::parse();
     // A workspace build enables both of rustls' providers (kube: ring; the
     // probe's exporter: aws-lc-rs) and rustls then refuses to pick one.

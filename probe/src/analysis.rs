@@ -59,7 +59,7 @@ pub async fn off_loop<T: Send + 'static, E: Send + 'static>(
     let outcome = tokio::task::spawn_blocking(move || {
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(job));
         // What an analysis read (symbol tables, executables) is dropped by now.
-        crate::memory::release_free_heap();
+        ferrotel_memory::release_free_heap();
         outcome
     })
     .await;

@@ -21,7 +21,6 @@ pub mod go;
 pub mod health;
 pub mod languages;
 pub mod ledger;
-pub mod memory;
 pub mod preflight;
 pub mod profile;
 pub mod propagation;

@@ -38,10 +38,12 @@
 mod apply;
 pub mod build;
 mod exporter;
+mod optin_cache;
 mod status;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    borrow::Cow,
+    collections::BTreeSet,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -53,7 +55,7 @@ use ferrotel_api::{
     collector::TelemetryCollector,
     conditions::reasons,
     instrumentation::{Instrumentation, ResolvedExporter},
-    optin::{self, Candidate, InstrumentationKey, Instrumentations},
+    optin::{Candidate, InstrumentationKey, Instrumentations},
     probe_class::{self, ClassRef, Grant, ProbeClass, Refusal},
 };
 use futures::{StreamExt, stream};
@@ -67,7 +69,6 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{ObjectMeta, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -81,6 +82,7 @@ use tracing::{info, warn};
 
 use crate::runtime::{Context, ErrorCategory, errors::Categorized, report};
 use build::BuildInput;
+use optin_cache::OptinMeta;
 use status::{MatchSummary, MatchTable, Meta, ObservedDaemonSet, Problem, StatusInput};
 
 /// Name used for metrics, readiness and logs.
@@ -97,40 +99,15 @@ const DEBOUNCE: Duration = Duration::from_millis(500);
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let client = ctx.client.clone();
 
-    // Metadata-only reflectors for the opt-in inputs: labels and annotations
-    // are all the rules read, and pods are the biggest list in a cluster.
-    // Their managedFields are dropped before they are stored: nothing reads
-    // them, and parsed into JSON trees they were most of the operator's
-    // memory (190 MB with them, 55 MB without, at 10,000 pods:
-    // bench/results/scale.md).
+    // The opt-in inputs, every namespace and pod in the cluster, keep only
+    // what the rules read (`optin_cache`): pods are the biggest list in a
+    // cluster and most of the operator's memory (bench/results/scale.md).
     let changed = Arc::new(Notify::new());
-    let (namespaces, ns_writer) = reflector::store();
-    let (pods, pod_writer) = reflector::store();
-    let ns_events = reflector::reflector(
-        ns_writer,
-        watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(keep_what_optin_reads),
-    )
-    .touched_objects()
-    .map(|r| r.map(|_| ()));
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(
-            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
-            // Pages of 100: a page is parsed whole, managedFields and all,
-            // before `keep_what_optin_reads` trims its pods, and the
-            // allocator keeps what the biggest page needed.
-            watcher::Config::default().page_size(100),
-        )
-        .default_backoff()
-        .modify(keep_what_optin_reads),
-    )
-    .touched_objects()
-    .map(|r| r.map(|_| ()));
+    let (namespaces, ns_events) =
+        optin_cache::watch::<Namespace>(client.clone(), watcher::Config::default());
+    // Pages of 100: a page is held whole, as served, while it is parsed.
+    let (pods, pod_events) =
+        optin_cache::watch::<Pod>(client.clone(), watcher::Config::default().page_size(100));
     // ProbeClasses decide what each Instrumentation may run; a change to one
     // re-evaluates every Instrumentation (classes are few and rarely change).
     let (probe_classes, class_writer) = reflector::store();
@@ -270,26 +247,12 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Drops what the opt-in rules never read before the object is stored:
-/// `managedFields` (most of a pod's metadata as served), annotations other
-/// than the opt-in ones (e.g. `kubectl.kubernetes.io/last-applied-configuration`,
-/// a copy of the whole object), owner references and finalizers.
-fn keep_what_optin_reads<K: kube::Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    meta.owner_references = None;
-    meta.finalizers = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|key, _| optin::reads_annotation(key));
-    }
-}
-
 /// Shared state of the reconciler: the runtime context and the caches.
 pub struct Data {
     pub ctx: Arc<Context>,
     pub instrumentations: Store<Instrumentation>,
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub pods: Store<PartialObjectMeta<Pod>>,
+    pub namespaces: Store<OptinMeta<Namespace>>,
+    pub pods: Store<OptinMeta<Pod>>,
     pub probe_classes: Store<ProbeClass>,
     pub children: apply::ChildCaches,
     pub collectors: Store<TelemetryCollector>,
@@ -549,7 +512,7 @@ fn admit(inst: &Instrumentation, data: &Data) -> Result<Grant, Refusal> {
     let mut labels = data
         .namespaces
         .get(&ObjectRef::new(&namespace))
-        .and_then(|ns| ns.metadata.labels.clone())
+        .map(|ns| ns.labels.to_map())
         .unwrap_or_default();
     // The API server sets this label on every namespace; a namespace the
     // cache has not seen yet still has it.
@@ -740,32 +703,21 @@ fn match_table(data: &Data, all: &[Candidate]) -> MatchTable {
     let instrumentations = Instrumentations::new(all.iter().cloned());
     let namespaces = data.namespaces.state();
     let pods = data.pods.state();
-    let empty = BTreeMap::new();
-    let meta = |m: &'_ ObjectMeta| -> (String, String) {
-        (
-            m.namespace.clone().unwrap_or_default(),
-            m.name.clone().unwrap_or_default(),
-        )
-    };
-    let ns_ids: Vec<(String, String)> = namespaces.iter().map(|n| meta(&n.metadata)).collect();
-    let pod_ids: Vec<(String, String)> = pods.iter().map(|p| meta(&p.metadata)).collect();
     status::match_table(
         &instrumentations,
-        namespaces.iter().zip(&ns_ids).map(|(n, (ns, name))| Meta {
-            namespace: ns,
-            name,
-            labels: n.metadata.labels.as_ref().unwrap_or(&empty),
-            annotations: n.metadata.annotations.as_ref().unwrap_or(&empty),
+        namespaces.iter().map(|n| Meta {
+            namespace: "",
+            name: &n.name,
+            labels: Cow::Owned(n.labels.to_map()),
+            annotations: Cow::Owned(n.annotations.to_map()),
         }),
-        pods.iter()
-            .zip(&pod_ids)
-            .filter(|(p, _)| p.metadata.deletion_timestamp.is_none())
-            .map(|(p, (ns, name))| Meta {
-                namespace: ns,
-                name,
-                labels: p.metadata.labels.as_ref().unwrap_or(&empty),
-                annotations: p.metadata.annotations.as_ref().unwrap_or(&empty),
-            }),
+        // One pod's maps at a time: built, read and dropped.
+        pods.iter().filter(|p| !p.deleting).map(|p| Meta {
+            namespace: p.namespace.as_deref().unwrap_or_default(),
+            name: &p.name,
+            labels: Cow::Owned(p.labels.to_map()),
+            annotations: Cow::Owned(p.annotations.to_map()),
+        }),
     )
 }
 

@@ -4,7 +4,10 @@
 //! DaemonSets' observed status, and writes the result once, at the end of the
 //! reconcile, only if it changed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet, HashMap},
+};
 
 use ferrotel_api::{
     conditions::{self, carry_transition_time, reasons},
@@ -22,12 +25,14 @@ use k8s_openapi::{
 use crate::runtime::report::{self, Report};
 
 /// Labels and annotations of an object (what the metadata watches keep).
-#[derive(Debug, Clone, Copy)]
+/// The maps may be built for the call: the caches keep them more compactly
+/// than a `BTreeMap`, which the opt-in rules read.
+#[derive(Debug, Clone)]
 pub struct Meta<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
-    pub labels: &'a BTreeMap<String, String>,
-    pub annotations: &'a BTreeMap<String, String>,
+    pub labels: Cow<'a, BTreeMap<String, String>>,
+    pub annotations: Cow<'a, BTreeMap<String, String>>,
 }
 
 /// Matched namespaces and pods of one language.
@@ -73,15 +78,16 @@ pub fn match_table<'a>(
     let mut languages: Vec<Language> = serves.values().flat_map(|l| l.iter().copied()).collect();
     languages.sort();
     languages.dedup();
-    let namespaces: HashMap<&str, NamespaceView<'a>> = namespaces
-        .into_iter()
+    let namespaces: Vec<Meta<'a>> = namespaces.into_iter().collect();
+    let namespaces: HashMap<&str, NamespaceView<'_>> = namespaces
+        .iter()
         .map(|m| {
             (
                 m.name,
                 NamespaceView {
                     name: m.name,
-                    labels: m.labels,
-                    annotations: m.annotations,
+                    labels: &m.labels,
+                    annotations: &m.annotations,
                 },
             )
         })
@@ -141,8 +147,8 @@ pub fn match_table<'a>(
             continue;
         };
         let view = PodView {
-            labels: pod.labels,
-            annotations: pod.annotations,
+            labels: &pod.labels,
+            annotations: &pod.annotations,
         };
         claimers.clear();
         for &language in &languages {

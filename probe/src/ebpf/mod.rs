@@ -396,7 +396,7 @@ impl Kernel {
             program.attach().map_err(attach_error(set, name, target))?;
         }
         drop(btf);
-        crate::memory::release_free_heap();
+        ferrotel_memory::release_free_heap();
         Ok(())
     }
 

@@ -53,14 +53,14 @@ impl World {
             self.namespaces.iter().map(|(n, a)| Meta {
                 namespace: "",
                 name: n,
-                labels: &self.empty,
-                annotations: a,
+                labels: Cow::Borrowed(&self.empty),
+                annotations: Cow::Borrowed(a),
             }),
             self.pods.iter().map(|(ns, n, a)| Meta {
                 namespace: ns,
                 name: n,
-                labels: &self.empty,
-                annotations: a,
+                labels: Cow::Borrowed(&self.empty),
+                annotations: Cow::Borrowed(a),
             }),
         );
         summary_of(&table, key, &[GO, PY])
