@@ -161,35 +161,29 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// The `name:` line of a `/proc` file in kB (`status`, `smaps_rollup`), in
+/// bytes.
+fn kb_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
 /// (VmRSS, VmHWM) in bytes.
 fn rss(pid: u32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        text.lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-            .map(|kb| kb * 1024)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((kb_field(&text, "VmRSS:")?, kb_field(&text, "VmHWM:")?))
 }
 
 /// (anonymous, file-backed) resident bytes of `pid`: what it allocated
 /// (heap, stacks) against the pages of its executable and libraries.
 fn rss_split(pid: u32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        text.lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-            .map(|kb| kb * 1024)
-    };
-    let (rss, anon) = (field("Rss:")?, field("Anonymous:")?);
+    let (rss, anon) = (kb_field(&text, "Rss:")?, kb_field(&text, "Anonymous:")?);
     Some((anon, rss.saturating_sub(anon)))
 }
 
