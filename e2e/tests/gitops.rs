@@ -135,9 +135,14 @@ fn argocd_applications_point_at_sources_that_render() {
             chart_apps += 1;
             let values =
                 serde_yaml::to_string(&source["helm"]["valuesObject"]).expect("values serialize");
-            let file_path =
-                std::env::temp_dir().join(format!("ferrotel-argocd-{}.yaml", std::process::id()));
-            std::fs::write(&file_path, values).expect("write values");
+            // Removed when dropped, whatever the outcome.
+            let values_file = tempfile::Builder::new()
+                .prefix("ferrotel-argocd-")
+                .suffix(".yaml")
+                .tempfile()
+                .expect("create a values file");
+            std::fs::write(values_file.path(), values).expect("write values");
+            let file_path = values_file.path();
             let release = source["helm"]["releaseName"].as_str().unwrap_or("ferrotel");
             let namespace = app["spec"]["destination"]["namespace"]
                 .as_str()
