@@ -42,7 +42,6 @@ mod optin_cache;
 mod status;
 
 use std::{
-    borrow::Cow,
     collections::BTreeSet,
     sync::{
         Arc,
@@ -708,15 +707,15 @@ fn match_table(data: &Data, all: &[Candidate]) -> MatchTable {
         namespaces.iter().map(|n| Meta {
             namespace: "",
             name: &n.name,
-            labels: Cow::Owned(n.labels.to_map()),
-            annotations: Cow::Owned(n.annotations.to_map()),
+            labels: n.labels.to_map(),
+            annotations: n.annotations.to_map(),
         }),
         // One pod's maps at a time: built, read and dropped.
         pods.iter().filter(|p| !p.deleting).map(|p| Meta {
             namespace: p.namespace.as_deref().unwrap_or_default(),
             name: &p.name,
-            labels: Cow::Owned(p.labels.to_map()),
-            annotations: Cow::Owned(p.annotations.to_map()),
+            labels: p.labels.to_map(),
+            annotations: p.annotations.to_map(),
         }),
     )
 }

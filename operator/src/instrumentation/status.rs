@@ -4,10 +4,7 @@
 //! DaemonSets' observed status, and writes the result once, at the end of the
 //! reconcile, only if it changed.
 
-use std::{
-    borrow::Cow,
-    collections::{BTreeMap, BTreeSet, HashMap},
-};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ferrotel_api::{
     conditions::{self, carry_transition_time, reasons},
@@ -24,15 +21,14 @@ use k8s_openapi::{
 
 use crate::runtime::report::{self, Report};
 
-/// Labels and annotations of an object (what the metadata watches keep).
-/// The maps may be built for the call: the caches keep them more compactly
-/// than a `BTreeMap`, which the opt-in rules read.
+/// Labels and annotations of an object, as the opt-in rules read them:
+/// built for the call (the caches keep them more compactly).
 #[derive(Debug, Clone)]
 pub struct Meta<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
-    pub labels: Cow<'a, BTreeMap<String, String>>,
-    pub annotations: Cow<'a, BTreeMap<String, String>>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Matched namespaces and pods of one language.

@@ -26,7 +26,6 @@ fn cand(namespace: &str, name: &str) -> Candidate {
 struct World {
     namespaces: Vec<(String, BTreeMap<String, String>)>,
     pods: Vec<(String, String, BTreeMap<String, String>)>,
-    empty: BTreeMap<String, String>,
 }
 
 impl World {
@@ -34,7 +33,6 @@ impl World {
         Self {
             namespaces: vec![],
             pods: vec![],
-            empty: BTreeMap::new(),
         }
     }
     fn ns(mut self, name: &str, annotations: &[(&str, &str)]) -> Self {
@@ -53,14 +51,14 @@ impl World {
             self.namespaces.iter().map(|(n, a)| Meta {
                 namespace: "",
                 name: n,
-                labels: Cow::Borrowed(&self.empty),
-                annotations: Cow::Borrowed(a),
+                labels: BTreeMap::new(),
+                annotations: a.clone(),
             }),
             self.pods.iter().map(|(ns, n, a)| Meta {
                 namespace: ns,
                 name: n,
-                labels: Cow::Borrowed(&self.empty),
-                annotations: Cow::Borrowed(a),
+                labels: BTreeMap::new(),
+                annotations: a.clone(),
             }),
         );
         summary_of(&table, key, &[GO, PY])
