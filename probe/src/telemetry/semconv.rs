@@ -460,16 +460,10 @@ pub fn encode_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOff
     let frame = span_frame(record, route, clock);
     let attributes = span_attributes(record, route);
     let mut out = Vec::with_capacity(256 + 48 * attributes.len());
-    // Ids straight from their arrays (prost's bytes encoder wants a Vec).
-    let put_bytes = |tag: u32, bytes: &[u8], out: &mut Vec<u8>| {
-        pb::encode_key(tag, WireType::LengthDelimited, out);
-        pb::encode_varint(bytes.len() as u64, out);
-        out.extend_from_slice(bytes);
-    };
-    put_bytes(1, &ctx.trace_id.0, &mut out);
-    put_bytes(2, &ctx.span_id.0, &mut out);
+    pb::bytes::encode(1, &ctx.trace_id.0.to_vec(), &mut out);
+    pb::bytes::encode(2, &ctx.span_id.0.to_vec(), &mut out);
     if let Some(parent) = ctx.parent_span_id {
-        put_bytes(4, &parent.0, &mut out);
+        pb::bytes::encode(4, &parent.0.to_vec(), &mut out);
     }
     if !frame.name.is_empty() {
         pb::string::encode(5, &frame.name, &mut out);
