@@ -25,6 +25,9 @@ fn init_logging(filter: &str, json: bool) {
 }
 
 fn main() -> ExitCode {
+    // First, before any thread exists: one malloc arena for every thread
+    // (see `ferrotel_memory::use_one_arena`).
+    ferrotel_memory::use_one_arena();
     let cli = Cli::parse();
     let config = match RuntimeConfig::load(&cli) {
         Ok(config) => config,
@@ -89,6 +92,10 @@ fn main() -> ExitCode {
         }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(runtime::worker_threads(
+            std::env::var("TOKIO_WORKER_THREADS").ok().as_deref(),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ))
         .enable_all()
         .build()
     {

@@ -35,6 +35,25 @@ use crate::views::Views;
 /// Records buffered between the front-end and the pipeline.
 pub const RECORD_CHANNEL_CAPACITY: usize = 16_384;
 
+/// Tokio worker threads the probe starts unless `TOKIO_WORKER_THREADS` says
+/// otherwise. The probe's async work (the pipeline, the exporters, the
+/// Kubernetes watches) takes a few percent of one core even under load, so
+/// it does not grow with the node: tokio's default of one worker per core
+/// would start 64 threads on a 64-core node, each with its own stack and
+/// its own thread cache of freed memory.
+pub const DEFAULT_WORKER_THREADS: usize = 2;
+
+/// The worker count: `TOKIO_WORKER_THREADS` (`from_env`) when it is a
+/// positive number (tokio reads the same variable when no count is given),
+/// else [`DEFAULT_WORKER_THREADS`], never more than the CPUs the process
+/// may run on (`cpus`).
+pub fn worker_threads(from_env: Option<&str>, cpus: usize) -> usize {
+    match from_env.and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(n) if n > 0 => n,
+        _ => DEFAULT_WORKER_THREADS.min(cpus.max(1)),
+    }
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 pub async fn termination_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -335,5 +354,25 @@ fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
         Err(join) => Err(anyhow::anyhow!(
             "front-end task panicked or was cancelled: {join}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DEFAULT_WORKER_THREADS, worker_threads};
+
+    #[test]
+    fn the_worker_count_stays_small_on_a_big_node_unless_the_environment_asks() {
+        assert_eq!(worker_threads(None, 64), DEFAULT_WORKER_THREADS);
+        assert_eq!(worker_threads(None, 1), 1, "never more workers than CPUs");
+        assert_eq!(worker_threads(Some("8"), 64), 8);
+        assert_eq!(worker_threads(Some(" 3 "), 2), 3, "an explicit count wins");
+        for ignored in ["0", "", "many", "-1"] {
+            assert_eq!(
+                worker_threads(Some(ignored), 64),
+                DEFAULT_WORKER_THREADS,
+                "{ignored:?}"
+            );
+        }
     }
 }
