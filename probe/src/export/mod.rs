@@ -167,6 +167,47 @@ impl BatchItem for Arc<Profile> {
     }
 }
 
+/// How often at most a full export queue is reported in the log.
+pub const QUEUE_FULL_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Turns the queue's `queue_full` drop counter into a warning at most every
+/// [`QUEUE_FULL_WARN_INTERVAL`]: a queue overflows when spans arrive faster
+/// than the collector takes them, which no export error shows (every export
+/// succeeds, just too slowly), so without it the loss is only in a metric.
+#[derive(Debug, Default)]
+struct QueueFullReport {
+    reported: u64,
+    last_warning: Option<Instant>,
+}
+
+impl QueueFullReport {
+    /// The items dropped since the last warning, when a warning is due now.
+    fn due(&mut self, dropped_total: u64, now: Instant) -> Option<u64> {
+        let new = dropped_total.saturating_sub(self.reported);
+        let quiet = self
+            .last_warning
+            .is_none_or(|at| now.duration_since(at) >= QUEUE_FULL_WARN_INTERVAL);
+        if new == 0 || !quiet {
+            return None;
+        }
+        self.reported = dropped_total;
+        self.last_warning = Some(now);
+        Some(new)
+    }
+
+    fn check<T>(&mut self, queue: &BoundedQueue<T>, health: &Health, signal: &'static str) {
+        let total = health.export_dropped_total(signal, "queue_full");
+        if let Some(dropped) = self.due(total, Instant::now()) {
+            warn!(
+                signal,
+                dropped,
+                capacity = queue.capacity(),
+                "The export queue was full: the collector took items slower than they arrived, and the newest were dropped (counted in ferrotel_probe_export_dropped_items_total{{reason=\"queue_full\"}}). Raise exporter.maxQueueSize for bursts, or give the collector more CPU or replicas for a sustained rate"
+            );
+        }
+    }
+}
+
 /// Drains `queue` until it is closed and empty (or `shutdown_grace` after
 /// closing has passed while the collector is still failing): a batch is
 /// taken when a full one is waiting or every `scheduled_delay`, encoded
@@ -183,7 +224,9 @@ pub async fn run_batch_exporter<T: BatchItem>(
 ) {
     let signal = client.settings().signal.as_str();
     let mut closed_at: Option<Instant> = None;
+    let mut queue_full = QueueFullReport::default();
     loop {
+        queue_full.check(&queue, &health, signal);
         if !queue.is_closed() && !queue.has_full_batch() {
             tokio::select! {
                 () = queue.wait_ready() => {}
@@ -260,6 +303,7 @@ pub async fn run_batch_exporter<T: BatchItem>(
                 }
             }
             queue.complete();
+            queue_full.check(&queue, &health, signal);
             if !queue.is_closed() && !queue.has_full_batch() {
                 break;
             }
@@ -359,6 +403,29 @@ mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
     use prost::Message;
+
+    #[test]
+    fn a_full_queue_is_warned_about_once_per_interval_with_what_was_dropped_since() {
+        let start = Instant::now();
+        let mut report = QueueFullReport::default();
+        assert_eq!(report.due(0, start), None, "nothing dropped, nothing said");
+        assert_eq!(report.due(5, start), Some(5));
+        assert_eq!(
+            report.due(9, start + Duration::from_secs(1)),
+            None,
+            "too soon"
+        );
+        assert_eq!(
+            report.due(12, start + QUEUE_FULL_WARN_INTERVAL),
+            Some(7),
+            "everything since the last warning, also what came while it was quiet"
+        );
+        assert_eq!(
+            report.due(12, start + 3 * QUEUE_FULL_WARN_INTERVAL),
+            None,
+            "no new drops"
+        );
+    }
 
     #[test]
     fn a_batch_encodes_as_the_request_prost_writes_grouped_by_resource() {
