@@ -657,6 +657,7 @@ impl prometheus_client::collector::Collector for ServiceGraphMetrics {
     }
 }
 
+pub mod exchange;
 pub mod pairing;
 
 #[cfg(test)]

@@ -1,0 +1,243 @@
+//! The service graph of an edge between the node's two probes: a Python
+//! client calling a Go server (and a Go client calling a Python server),
+//! each process traced by its language's probe, both probes sharing one pin
+//! directory as the probes of a node do. Neither probe sees both sides of a
+//! request; they exchange each connection's ends through the node-wide map
+//! there, so each request is counted once on `client → server` as the two
+//! processes name themselves (the probes' `resourceAttributes` name them,
+//! unlike their executables or addresses), the server's durations from the
+//! server's probe and the client's from the client's, under the same labels.
+//! Without the exchange the client's durations would land on
+//! `… → 127.0.0.1` (a counted virtual node: nothing standalone says the
+//! address is traced) and the server's on `user → …`.
+//!
+//! Needs root (eBPF, a bpffs for the pins; sockops for the Go client's
+//! connection); fails, does not skip, without it.
+
+mod go_common;
+mod prop_common;
+
+use std::time::{Duration, Instant};
+
+use ferrotel_api::probe_config::{Language, ProbeConfig};
+use go_common::Probe;
+use prop_common::{PinDir, Service, TestCgroup};
+
+const REQUESTS: usize = 20;
+
+const TOTAL: &str = "traces_service_graph_request_total";
+const CLIENT_COUNT: &str = "traces_service_graph_request_client_seconds_count";
+const SERVER_COUNT: &str = "traces_service_graph_request_server_seconds_count";
+const NAMED: &str = "ferrotel_probe_service_graph_exchange_total{outcome=\"named\"}";
+
+/// The Prometheus sample of one direct edge (standalone: no namespaces).
+fn edge(metric: &str, client: &str, server: &str) -> String {
+    format!("{metric}{{client=\"{client}\",server=\"{server}\"}}")
+}
+
+/// A probe of `language` for `pid`, naming its processes `service`,
+/// pinning in `pins` (propagation's `join` half on if `join`).
+async fn probe(
+    language: Language,
+    pid: u32,
+    service: &str,
+    pins: &PinDir,
+    join: bool,
+    endpoint: &str,
+) -> Probe {
+    let edit = |config: &mut ProbeConfig| {
+        config.propagation = pins.config(false, join);
+        config
+            .resource_attributes
+            .insert("service.name".into(), service.into());
+    };
+    let mut probe = Probe::launch(language, endpoint, &[("--pid", pid.to_string())], edit);
+    probe.wait_attached_until("1 process", |v| v >= 1.0).await;
+    probe
+}
+
+/// Both probes' service-graph lines, for failure messages.
+fn graph_lines(client_metrics: &str, server_metrics: &str) -> String {
+    let mut out = String::new();
+    for (who, text) in [
+        ("client's probe", client_metrics),
+        ("server's probe", server_metrics),
+    ] {
+        out.push_str(&format!("\n {who}:"));
+        for l in text.lines().filter(|l| {
+            l.starts_with("traces_service_graph") || l.starts_with("ferrotel_probe_service_graph")
+        }) {
+            out.push_str(&format!("\n  {l}"));
+        }
+    }
+    out
+}
+
+/// Waits until the client's probe has `n` client durations and the
+/// server's probe `n` counted requests on `client → server`, then one
+/// pairing window more (a request observed twice would show then), and
+/// checks the whole edge.
+async fn assert_one_edge(
+    client_probe: &Probe,
+    server_probe: &Probe,
+    client: &str,
+    server: &str,
+    n: usize,
+) {
+    let n = n as f64;
+    let deadline = Instant::now() + go_common::WAIT;
+    loop {
+        let c = client_probe.metrics().await;
+        let s = server_probe.metrics().await;
+        let done = Probe::metric_sum(&c, &edge(CLIENT_COUNT, client, server)) >= n
+            && Probe::metric_sum(&s, &edge(TOTAL, client, server)) >= n;
+        if done || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = client_probe.metrics().await;
+    let s = server_probe.metrics().await;
+    let graph = graph_lines(&c, &s);
+    let sum = |text: &str, prefix: String| Probe::metric_sum(text, &prefix);
+    assert_eq!(
+        (
+            sum(&s, edge(TOTAL, client, server)),
+            sum(&c, edge(TOTAL, client, server)),
+        ),
+        (n, 0.0),
+        "each request counted once, by the server's probe, on {client} -> {server} (a direct edge):{graph}"
+    );
+    assert_eq!(
+        (
+            sum(&s, edge(SERVER_COUNT, client, server)),
+            sum(&c, edge(CLIENT_COUNT, client, server)),
+        ),
+        (n, n),
+        "the server's durations from its probe, the client's from its probe, on that same edge:{graph}"
+    );
+    assert_eq!(
+        (sum(&s, NAMED.into()), sum(&c, NAMED.into())),
+        (n, n),
+        "every span of the edge was named from the other probe's entry:{graph}"
+    );
+    for (text, stray) in [
+        (
+            &c,
+            format!("{CLIENT_COUNT}{{client=\"{client}\",server=\"127.0.0.1\""),
+        ),
+        (
+            &c,
+            format!("{TOTAL}{{client=\"{client}\",server=\"127.0.0.1\""),
+        ),
+        (
+            &s,
+            format!("{SERVER_COUNT}{{client=\"user\",server=\"{server}\""),
+        ),
+        (&s, format!("{TOTAL}{{client=\"user\",server=\"{server}\"")),
+    ] {
+        assert_eq!(
+            sum(text, stray.clone()),
+            0.0,
+            "no single-span half of these requests ({stray}):{graph}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_and_a_go_server_in_two_probes_make_one_edge_on_their_own_names() {
+    let collector = go_common::collector().await;
+    let apps = go_common::apps(go_common::TOOLCHAINS[0]);
+    let pins = PinDir::new();
+    let py_cgroup = TestCgroup::new("xgraph-py");
+    let go_cgroup = TestCgroup::new("xgraph-go");
+    let go_server = Service::start(
+        "Go httpserver",
+        go_cgroup.command(&apps.bin("httpserver"), &["-addr", "127.0.0.1:0"]),
+    );
+    let py_client = Service::python(&py_cgroup, "two_tier.py", &[&go_server.url("")]);
+    // Go without propagation: its server spans still wait for, and
+    // publish to, the other probe.
+    let go = probe(
+        Language::Go,
+        go_server.pid(),
+        "goserver",
+        &pins,
+        false,
+        &collector.grpc_url(),
+    )
+    .await;
+    let python = probe(
+        Language::Python,
+        py_client.pid(),
+        "pyclient",
+        &pins,
+        false,
+        &collector.grpc_url(),
+    )
+    .await;
+
+    // Each checkout makes two backend calls on one keep-alive connection.
+    let http = go_common::http_client();
+    let checkouts = REQUESTS / 2;
+    for i in 0..checkouts {
+        let url = py_client.url(&format!("/checkout/{i}"));
+        let status = http
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .status();
+        assert_eq!(status, 200, "GET {url}");
+    }
+    assert_one_edge(&python, &go, "pyclient", "goserver", 2 * checkouts).await;
+
+    go.assert_running();
+    python.assert_running();
+    drop(python.stop().await);
+    drop(go.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_client_and_a_python_server_in_two_probes_make_one_edge_on_their_own_names() {
+    let collector = go_common::collector().await;
+    let apps = go_common::apps(go_common::TOOLCHAINS[0]);
+    let pins = PinDir::new();
+    let py_cgroup = TestCgroup::new("xgraph-rev-py");
+    let go_cgroup = TestCgroup::new("xgraph-rev-go");
+    let py_server = Service::python(&py_cgroup, "stdlib_server.py", &[]);
+    let go_client = Service::start(
+        "Go chiapp",
+        go_cgroup.command(&apps.bin("chiapp"), &["-downstream", &py_server.url("")]),
+    );
+    // A Go client span knows its connection only through propagation's
+    // kernel program (the join half, on the test's cgroup).
+    let go = probe(
+        Language::Go,
+        go_client.pid(),
+        "goclient",
+        &pins,
+        true,
+        &collector.grpc_url(),
+    )
+    .await;
+    let python = probe(
+        Language::Python,
+        py_server.pid(),
+        "pyserver",
+        &pins,
+        false,
+        &collector.grpc_url(),
+    )
+    .await;
+
+    let http = go_common::http_client();
+    go_common::get_n(&http, &go_client.url("/downstream"), REQUESTS, &[]).await;
+    assert_one_edge(&go, &python, "goclient", "pyserver", REQUESTS).await;
+
+    go.assert_running();
+    python.assert_running();
+    drop(python.stop().await);
+    drop(go.stop().await);
+}
