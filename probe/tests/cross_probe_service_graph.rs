@@ -241,3 +241,78 @@ async fn a_go_client_and_a_python_server_in_two_probes_make_one_edge_on_their_ow
     drop(python.stop().await);
     drop(go.stop().await);
 }
+
+/// The pinned map itself: the second probe to open it gets the first one's
+/// map (an end one publishes, the other reads), a directory off the bpffs
+/// is refused with an error that says what to mount (the probe then keeps
+/// the single-span rule), and the cost of a publish and of a lookup (the
+/// system calls the pairing adds per waiting span) is printed.
+#[test]
+fn the_pinned_exchange_map_is_one_per_pin_directory_and_its_cost_is_measured() {
+    use ferrotel_probe::telemetry::record::{KernelClock, SpanKind};
+    use ferrotel_probe::telemetry::servicegraph::GraphNode;
+    use ferrotel_probe::telemetry::servicegraph::exchange::{
+        End, EndKey, Exchange, ExchangeError, PinnedExchange,
+    };
+
+    let pins = PinDir::new();
+    let mut first = PinnedExchange::open(pins.path())
+        .unwrap_or_else(|e| panic!("the first probe creates and pins the map (root): {e}"));
+    let mut second = PinnedExchange::open(pins.path())
+        .unwrap_or_else(|e| panic!("the second probe opens the pinned map: {e}"));
+    let end = End {
+        node: GraphNode::new("catalog", Some("shop".into())),
+        start_ns: 10,
+        end_ns: 20,
+        clock: KernelClock::Monotonic,
+    };
+    let key = EndKey::new("10.0.0.2:40000".parse().unwrap(), SpanKind::Server);
+    first.publish(&key, &end.encode().unwrap());
+    assert_eq!(
+        second.lookup(&key).as_ref().and_then(End::decode),
+        Some(end.clone()),
+        "what one probe publishes, the other reads"
+    );
+    let other_side = EndKey::new("10.0.0.2:40000".parse().unwrap(), SpanKind::Client);
+    assert_eq!(second.lookup(&other_side), None, "the side is in the key");
+
+    let not_bpffs = std::env::temp_dir().join(format!("ferrotel-exchange-{}", std::process::id()));
+    match PinnedExchange::open(&not_bpffs) {
+        Err(e @ ExchangeError::NoBpffs { .. }) => {
+            assert!(e.to_string().contains("bpffs"), "{e}")
+        }
+        other => panic!("a directory off the bpffs is refused, got {other:?}"),
+    }
+    assert!(!not_bpffs.exists(), "and nothing is created there");
+
+    // Cost: distinct keys, as distinct connections are.
+    // Fewer than the map holds: an LRU map evicts near its size.
+    const N: u16 = 8_000;
+    let value = end.encode().unwrap();
+    let keys: Vec<EndKey> = (0..N)
+        .map(|port| {
+            EndKey::new(
+                format!("10.0.0.9:{port}").parse().unwrap(),
+                SpanKind::Client,
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    for key in &keys {
+        first.publish(key, &value);
+    }
+    let publish = started.elapsed();
+    let started = Instant::now();
+    let found = keys.iter().filter(|k| second.lookup(k).is_some()).count();
+    let lookup = started.elapsed();
+    assert_eq!(found, usize::from(N), "every end published is found");
+    assert_eq!(first.failed_writes, 0);
+    eprintln!(
+        "exchange map: {:.0} ns per publish, {:.0} ns per lookup ({N} each; load {})",
+        publish.as_nanos() as f64 / f64::from(N),
+        lookup.as_nanos() as f64 / f64::from(N),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim(),
+    );
+}

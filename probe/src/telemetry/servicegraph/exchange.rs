@@ -45,8 +45,8 @@ use crate::telemetry::record::{KernelClock, SpanKind};
 /// The map's name in the pin directory.
 pub const PIN: &str = "graph_ends";
 /// Entries at most (LRU: the least recently written go first). An entry is
-/// needed for about a second (the pairing window); 16,384 are about 2.8 MiB
-/// of kernel memory per node.
+/// needed for about a second (the pairing window); 16,384 take 3.8 MiB
+/// of kernel memory per node (preallocated; `memlock` as the kernel reports it).
 pub const MAX_ENTRIES: u32 = 16_384;
 /// Bytes of a published `service.name` and of a namespace at most (a
 /// Kubernetes namespace has 63).
