@@ -1,7 +1,8 @@
 //! Pairing the two sides of one request when this probe traces both (same
 //! node, same language): a client span and the server span of the request
 //! it sent become one observation on `client → server`, each end named by
-//! its own process's resource.
+//! its own process's resource. When the node's other probe traces the other
+//! side, each probe observes its half on that edge ([`super::exchange`]).
 //!
 //! # Which spans pair
 //!
@@ -28,9 +29,11 @@
 //! the failure (the server span's rule, as an unpaired server span counts
 //! it) and the server's duration; under the client's resource the client's
 //! duration. A span that finds no partner within [`Pairer::WINDOW`], or is
-//! pushed out when [`Pairer::CAPACITY`] spans wait, observes its
-//! single-span edge ([`super::observe_record`], computed when it arrived)
-//! exactly as if pairing did not exist; spans without the address pairing
+//! pushed out when [`Pairer::CAPACITY`] spans wait, is named from the
+//! node's other probe's entry if one fits ([`super::exchange`]: its half of
+//! the pair, on the pair's edge), else observes its single-span edge
+//! ([`super::observe_record`], computed when it arrived) exactly as if
+//! pairing did not exist; spans without the address pairing
 //! needs observe it at once. Every span is observed once, paired or not.
 //!
 //! # Cost
