@@ -316,3 +316,151 @@ fn the_pinned_exchange_map_is_one_per_pin_directory_and_its_cost_is_measured() {
             .trim(),
     );
 }
+
+/// A client that binds `port` (so that two processes use one client
+/// address one after the other), waits until `go` exists, sends one
+/// `GET /hello` to `server` and prints DONE once the server closed.
+const BOUND_CLIENT: &str = r#"
+import os, socket, sys, time
+port, server, go = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+print("READY 0", flush=True)
+while go != "-" and not os.path.exists(go):
+    time.sleep(0.05)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.connect(("127.0.0.1", server))
+s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+while s.recv(65536):
+    pass
+s.close()
+print("DONE", flush=True)
+"#;
+
+/// A file removed when the test ends, however it ends.
+struct RemovedOnDrop(std::path::PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An earlier owner of a client address is not the later one: a traced
+/// Python process calls a Go server from port P, and once it is done, an
+/// untraced process calls another traced Go server from the same port P.
+/// The first request is the edge `stale → goserver`; the second one's
+/// caller is unknown (`user`), not `stale` from the entry the first left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_owner_of_the_client_address_does_not_name_a_later_request() {
+    let collector = go_common::collector().await;
+    let apps = go_common::apps(go_common::TOOLCHAINS[0]);
+    let pins = PinDir::new();
+    let py_cgroup = TestCgroup::new("xgraph-stale-py");
+    let go_cgroup = TestCgroup::new("xgraph-stale-go");
+    let first_server = Service::start(
+        "Go httpserver (first)",
+        go_cgroup.command(&apps.bin("httpserver"), &["-addr", "127.0.0.1:0"]),
+    );
+    let second_server = Service::start(
+        "Go httpserver (second)",
+        go_cgroup.command(&apps.bin("httpserver"), &["-addr", "127.0.0.1:0"]),
+    );
+    // A port nobody uses now: the kernel picks it, the clients bind it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let go_file = RemovedOnDrop(
+        std::env::temp_dir().join(format!("ferrotel-xgraph-go-{}", std::process::id())),
+    );
+    let go_file = &go_file.0;
+    let _ = std::fs::remove_file(go_file);
+    let python_bin = ferrotel_e2e::tools::venv_bin("python");
+    let mut traced = Service::start(
+        "bound Python client (traced)",
+        py_cgroup.command(
+            &python_bin,
+            &[
+                "-c",
+                BOUND_CLIENT,
+                &port.to_string(),
+                &first_server.port.to_string(),
+                go_file.to_str().expect("utf-8 path"),
+            ],
+        ),
+    );
+    let targets: Vec<(&str, String)> = [first_server.pid(), second_server.pid()]
+        .iter()
+        .map(|p| ("--pid", p.to_string()))
+        .collect();
+    let mut go = Probe::launch(
+        Language::Go,
+        &collector.grpc_url(),
+        &targets,
+        |config: &mut ProbeConfig| {
+            config.propagation = pins.config(false, false);
+            config
+                .resource_attributes
+                .insert("service.name".into(), "goserver".into());
+        },
+    );
+    go.wait_attached_until("2 processes", |v| v >= 2.0).await;
+    let python = probe(
+        Language::Python,
+        traced.pid(),
+        "stale",
+        &pins,
+        false,
+        &collector.grpc_url(),
+    )
+    .await;
+
+    std::fs::write(go_file, b"").expect("write the go file");
+    assert_eq!(traced.line(), "DONE", "the traced client's request");
+    // Both halves of the first request observed (the window passed),
+    // then the second owner of the port calls.
+    let deadline = Instant::now() + go_common::WAIT;
+    while Probe::metric_sum(&go.metrics().await, &format!("{TOTAL}{{")) < 1.0
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = std::process::Command::new(&python_bin)
+        .args([
+            "-c",
+            BOUND_CLIENT,
+            &port.to_string(),
+            &second_server.port.to_string(),
+            "-",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("the untraced client runs");
+    assert!(status.success(), "the untraced client's request: {status}");
+    while Probe::metric_sum(&go.metrics().await, &format!("{TOTAL}{{")) < 2.0
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = go.metrics().await;
+    let c = python.metrics().await;
+    let graph = graph_lines(&c, &s);
+    assert_eq!(
+        (
+            Probe::metric_sum(&s, &edge(TOTAL, "stale", "goserver")),
+            Probe::metric_sum(
+                &s,
+                &format!(
+                    "{TOTAL}{{client=\"user\",server=\"goserver\",connection_type=\"virtual_node\"}}"
+                )
+            ),
+        ),
+        (1.0, 1.0),
+        "the traced client's request on its edge, the untraced one's on user:{graph}"
+    );
+    go.assert_running();
+    drop(python.stop().await);
+    drop(go.stop().await);
+}
