@@ -464,3 +464,59 @@ async fn an_earlier_owner_of_the_client_address_does_not_name_a_later_request() 
     drop(python.stop().await);
     drop(go.stop().await);
 }
+
+/// A pin directory the exchange cannot use (off the bpffs) costs the probe
+/// nothing but the exchange: it runs, says so in its metric, and builds the
+/// edge from single spans as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_whose_exchange_cannot_open_runs_on_with_single_span_edges() {
+    let collector = go_common::collector().await;
+    let apps = go_common::apps(go_common::TOOLCHAINS[0]);
+    let go_cgroup = TestCgroup::new("xgraph-nobpffs-go");
+    let server = Service::start(
+        "Go httpserver",
+        go_cgroup.command(&apps.bin("httpserver"), &["-addr", "127.0.0.1:0"]),
+    );
+    let not_bpffs = RemovedOnDrop(
+        std::env::temp_dir().join(format!("ferrotel-xgraph-pins-{}", std::process::id())),
+    );
+    let mut go = Probe::launch(
+        Language::Go,
+        &collector.grpc_url(),
+        &[("--pid", server.pid().to_string())],
+        |config: &mut ProbeConfig| {
+            config.propagation.pin_dir = Some(not_bpffs.0.display().to_string());
+            config
+                .resource_attributes
+                .insert("service.name".into(), "goserver".into());
+        },
+    );
+    go.wait_attached_until("1 process", |v| v >= 1.0).await;
+    let http = go_common::http_client();
+    go_common::get_n(&http, &server.url("/hello"), 3, &[]).await;
+    let single =
+        format!("{TOTAL}{{client=\"user\",server=\"goserver\",connection_type=\"virtual_node\"}}");
+    let deadline = Instant::now() + go_common::WAIT;
+    let mut metrics = go.metrics().await;
+    while Probe::metric_sum(&metrics, &single) < 3.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        metrics = go.metrics().await;
+    }
+    let graph = graph_lines("", &metrics);
+    assert_eq!(
+        Probe::metric_sum(
+            &metrics,
+            "ferrotel_probe_service_graph_exchange_total{outcome=\"unavailable\"}"
+        ),
+        1.0,
+        "the exchange that could not open is counted:{graph}"
+    );
+    assert_eq!(
+        Probe::metric_sum(&metrics, &single),
+        3.0,
+        "the edge is built from single spans:{graph}"
+    );
+    assert!(!not_bpffs.0.exists(), "nothing is created off the bpffs");
+    go.assert_running();
+    drop(go.stop().await);
+}
