@@ -44,6 +44,7 @@ struct Metrics {
     tls_libraries: Family<Labels, Gauge>,
     tls_processes: Family<Labels, Gauge>,
     service_graph_overflow: Counter,
+    service_graph_exchange: Family<Labels, Counter>,
     views_samples: Counter,
 }
 
@@ -197,6 +198,11 @@ impl Health {
             m.service_graph_overflow.clone(),
         );
         r.register(
+            "service_graph_exchange",
+            "Service-graph spans that found no partner in this probe, by outcome of the node-wide exchange with the node's other probes: named (the other end named from its entry), not_found (observed alone); unavailable counts once when the exchange map could not be opened",
+            m.service_graph_exchange.clone(),
+        );
+        r.register(
             "views_samples",
             "Readings of pod resources, node memory and TCP health taken by the views sampler",
             m.views_samples.clone(),
@@ -206,6 +212,15 @@ impl Health {
     /// A service-graph observation went to the overflow series.
     pub fn service_graph_overflow(&self) {
         self.metrics.service_graph_overflow.inc();
+    }
+
+    /// `n` more service-graph spans had the exchange `outcome` (`named`,
+    /// `not_found`, `unavailable`).
+    pub fn service_graph_exchange(&self, outcome: &'static str, n: u64) {
+        self.metrics
+            .service_graph_exchange
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc_by(n);
     }
 
     /// The views sampler finished one reading.

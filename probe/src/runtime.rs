@@ -193,6 +193,10 @@ pub async fn run<F: Frontend>(
             || config.probe.propagation.inject
             || config.probe.propagation.join,
     );
+    let pipeline = match graph_exchange(&config.probe, views.graph.is_some(), &health) {
+        Some(exchange) => pipeline.with_exchange(Box::new(exchange)),
+        None => pipeline,
+    };
     let pipeline_task = tokio::spawn(pipeline.run(records));
 
     let profiler_task = match profiler {
@@ -354,6 +358,46 @@ fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
         Err(join) => Err(anyhow::anyhow!(
             "front-end task panicked or was cancelled: {join}"
         )),
+    }
+}
+
+/// The service graph's node-wide exchange with the node's other probes
+/// (see [`crate::telemetry::servicegraph::exchange`]), in the pin directory
+/// of propagation: opened when the service graph is on and the pin
+/// directory is meant to be used (propagation on, which is when the
+/// operator mounts the node's bpffs, or `propagation.pinDir` set). A map
+/// that cannot be opened leaves edges across probes to the single-span
+/// rule: logged, counted, never fatal.
+fn graph_exchange(
+    probe: &ferrotel_api::probe_config::ProbeConfig,
+    graph_enabled: bool,
+    health: &Health,
+) -> Option<crate::telemetry::servicegraph::exchange::PinnedExchange> {
+    use crate::telemetry::servicegraph::exchange::PinnedExchange;
+    let propagation = &probe.propagation;
+    if !graph_enabled || !(propagation.inject || propagation.join || propagation.pin_dir.is_some())
+    {
+        return None;
+    }
+    let dir = std::path::PathBuf::from(
+        propagation
+            .pin_dir
+            .as_deref()
+            .unwrap_or(ferrotel_api::probe_config::PropagationConfig::DEFAULT_PIN_DIR),
+    );
+    match PinnedExchange::open(&dir) {
+        Ok(exchange) => {
+            info!(dir = %dir.display(), "Exchanging service-graph connection ends with the node's other probes");
+            Some(exchange)
+        }
+        Err(e) => {
+            warn!(
+                error = %e,
+                "Service-graph edges between this probe's processes and another probe's are built from single spans"
+            );
+            health.service_graph_exchange("unavailable", 1);
+            None
+        }
     }
 }
 

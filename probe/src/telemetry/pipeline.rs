@@ -14,7 +14,8 @@ use super::redact::Redactor;
 use super::resource::{ProcessResource, ResourceRegistry};
 use super::route::RouteTemplater;
 use super::semconv;
-use super::servicegraph::pairing::Pairer;
+use super::servicegraph::exchange::Exchange;
+use super::servicegraph::pairing::{Pairer, PairingStats};
 use super::servicegraph::{EdgeObservation, PeerLookup, ServiceGraphMetrics};
 use crate::health::Health;
 use crate::tap::SpanTap;
@@ -54,6 +55,8 @@ pub struct Pipeline {
     /// Pairs the two sides of a request this probe traces both of, before
     /// they reach `graph`.
     pairer: Pairer,
+    /// The pairer's exchange counts already added to the health counters.
+    exchange_reported: PairingStats,
 }
 
 impl std::fmt::Debug for dyn PeerLookup {
@@ -82,6 +85,7 @@ impl Pipeline {
             tap: SpanTap::default(),
             graph: None,
             pairer: Pairer::default(),
+            exchange_reported: PairingStats::default(),
         }
     }
 
@@ -113,6 +117,32 @@ impl Pipeline {
     pub fn with_pairing(mut self, on: bool) -> Self {
         self.pairer = if on { Pairer::default() } else { Pairer::off() };
         self
+    }
+
+    /// Exchanges the ends of waiting spans with the node's other probes
+    /// (see [`super::servicegraph::exchange`]); call after
+    /// [`Pipeline::with_pairing`]. Pairs even where `with_pairing(false)`
+    /// turned pairing off: server spans can meet another probe's clients.
+    pub fn with_exchange(mut self, exchange: Box<dyn Exchange>) -> Self {
+        let pairer = std::mem::take(&mut self.pairer);
+        self.pairer = pairer.with_exchange(exchange);
+        self
+    }
+
+    /// Adds the exchange outcomes since the last call to the health
+    /// counters (two comparisons when nothing changed).
+    fn report_exchange(&mut self) {
+        let now = self.pairer.stats();
+        let last = &mut self.exchange_reported;
+        if now.exchanged > last.exchanged {
+            self.health
+                .service_graph_exchange("named", now.exchanged - last.exchanged);
+        }
+        if now.exchange_misses > last.exchange_misses {
+            self.health
+                .service_graph_exchange("not_found", now.exchange_misses - last.exchange_misses);
+        }
+        *last = now;
     }
 
     /// Processes one record: every record feeds the RED metrics; sampled
@@ -151,6 +181,7 @@ impl Pipeline {
                     }
                 },
             );
+            self.report_exchange();
         }
         let tapping = self.tap.is_active();
         if !record.span.sampled {
@@ -187,6 +218,7 @@ impl Pipeline {
         } else {
             self.pairer.expire(Instant::now(), &mut emit);
         }
+        self.report_exchange();
     }
 
     /// Drains `records` until every sender is gone, then closes the span

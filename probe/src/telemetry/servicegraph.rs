@@ -36,8 +36,11 @@
 //! its node, in its language), [`pairing::Pairer`] pairs the two spans by
 //! the connection's client address and time, and the request is observed
 //! once on `client → server` as each process names itself, with both
-//! durations; spans that find no partner keep the single-span rule above.
-//! Across probes nothing is paired (see [`pairing`]).
+//! durations. A span that finds no partner in this probe looks up the
+//! other side's end that the node's other probe published
+//! ([`exchange`]) and, if it fits, observes its half of the pair on the
+//! same edge; spans that find neither keep the single-span rule above.
+//! Across nodes nothing is paired.
 //!
 //! # Cardinality
 //!
@@ -657,6 +660,7 @@ impl prometheus_client::collector::Collector for ServiceGraphMetrics {
     }
 }
 
+pub mod exchange;
 pub mod pairing;
 
 #[cfg(test)]

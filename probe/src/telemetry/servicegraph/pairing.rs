@@ -1,7 +1,8 @@
 //! Pairing the two sides of one request when this probe traces both (same
 //! node, same language): a client span and the server span of the request
 //! it sent become one observation on `client → server`, each end named by
-//! its own process's resource.
+//! its own process's resource. When the node's other probe traces the other
+//! side, each probe observes its half on that edge ([`super::exchange`]).
 //!
 //! # Which spans pair
 //!
@@ -28,9 +29,11 @@
 //! the failure (the server span's rule, as an unpaired server span counts
 //! it) and the server's duration; under the client's resource the client's
 //! duration. A span that finds no partner within [`Pairer::WINDOW`], or is
-//! pushed out when [`Pairer::CAPACITY`] spans wait, observes its
-//! single-span edge ([`super::observe_record`], computed when it arrived)
-//! exactly as if pairing did not exist; spans without the address pairing
+//! pushed out when [`Pairer::CAPACITY`] spans wait, is named from the
+//! node's other probe's entry if one fits ([`super::exchange`]: its half of
+//! the pair, on the pair's edge), else observes its single-span edge
+//! ([`super::observe_record`], computed when it arrived) exactly as if
+//! pairing did not exist; spans without the address pairing
 //! needs observe it at once. Every span is observed once, paired or not.
 //!
 //! # Cost
@@ -47,6 +50,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::exchange::{End, EndKey, Exchange};
 use super::{
     ConnectionType, Edge, EdgeObservation, GraphNode, PeerLookup, canonical_ip, observe_as,
     own_node,
@@ -96,6 +100,12 @@ pub struct PairingStats {
     pub alone: u64,
     /// Spans observed alone at once (no client address to pair by).
     pub unpairable: u64,
+    /// Spans that found no partner here but were named from the other
+    /// side's entry in the node-wide exchange ([`super::exchange`]).
+    pub exchanged: u64,
+    /// Spans that found no partner here and no fitting entry in the
+    /// exchange (counted in `alone` too; only with an exchange).
+    pub exchange_misses: u64,
 }
 
 /// The pairing stage in front of [`super::ServiceGraphMetrics`]: spans in,
@@ -113,6 +123,8 @@ pub struct Pairer {
     /// Off: every span is observed alone at once (see [`Pairer::off`]).
     on: bool,
     stats: PairingStats,
+    /// The node-wide exchange with the node's other probes, if open.
+    exchange: Option<Box<dyn Exchange>>,
 }
 
 impl Default for Pairer {
@@ -141,7 +153,26 @@ impl Pairer {
             live: 0,
             on: true,
             stats: PairingStats::default(),
+            exchange: None,
         }
+    }
+
+    /// Also exchanges the ends of waiting spans with the node's other
+    /// probes ([`super::exchange`]): a span that finds no partner here is
+    /// named from the other side's entry before it falls back. Turns a
+    /// pairer that was [`Pairer::off`] on, since its server spans can now
+    /// meet another probe's client spans.
+    pub fn with_exchange(mut self, exchange: Box<dyn Exchange>) -> Self {
+        if !self.on {
+            self = Self::default();
+        }
+        self.exchange = Some(exchange);
+        self
+    }
+
+    /// Whether an exchange is open.
+    pub fn exchanging(&self) -> bool {
+        self.exchange.is_some()
     }
 
     /// A pairer that pairs nothing and keeps nothing waiting: for a probe
@@ -212,6 +243,12 @@ impl Pairer {
             };
             emit_pair(&client, &server, emit);
             return;
+        }
+        if let Some(exchange) = &mut self.exchange
+            && let Some(value) =
+                End::encode_parts(&me, record.start_ns, record.end_ns, record.clock)
+        {
+            exchange.publish(&EndKey::new(client_addr, record.kind), &value);
         }
         let single = observe_as(record, me.clone(), peers);
         // A server span's single-span failure is the one a pair counts.
@@ -312,6 +349,22 @@ impl Pairer {
                 self.chains.remove(&key);
             }
         }
+        if let Some(exchange) = &mut self.exchange {
+            let other = match w.kind {
+                SpanKind::Client => SpanKind::Server,
+                SpanKind::Server => SpanKind::Client,
+            };
+            let end = exchange
+                .lookup(&EndKey::new(w.client_addr, other))
+                .and_then(|value| End::decode(&value))
+                .filter(|end| end.fits(w.kind, w.start_ns, w.clock));
+            if let Some(end) = end {
+                self.stats.exchanged += 1;
+                emit(&w.resource, &exchanged(&w, end.node));
+                return;
+            }
+            self.stats.exchange_misses += 1;
+        }
         self.stats.alone += 1;
         if let Some(single) = &w.single {
             emit(&w.resource, single);
@@ -385,6 +438,38 @@ impl Pairer {
 /// before the client has the whole response.
 fn contains(client_start: u64, client_end: u64, server_start: u64) -> bool {
     client_start <= server_start && server_start <= client_end
+}
+
+/// The observation of a waiting span whose other end another probe of the
+/// node published: the half of a pair this probe holds, on the edge the
+/// pair would be observed on (each end as its process names itself, a
+/// direct edge). A server span counts the request (its failure, as alone)
+/// with its duration; a client span adds its duration only.
+fn exchanged(w: &Waiting, other: GraphNode) -> EdgeObservation {
+    match w.kind {
+        SpanKind::Server => EdgeObservation {
+            edge: Edge {
+                client: other,
+                server: w.me.clone(),
+                connection_type: ConnectionType::Direct,
+            },
+            counts_request: true,
+            failed: w.failed,
+            client_seconds: None,
+            server_seconds: Some(w.seconds),
+        },
+        SpanKind::Client => EdgeObservation {
+            edge: Edge {
+                client: w.me.clone(),
+                server: other,
+                connection_type: ConnectionType::Direct,
+            },
+            counts_request: false,
+            failed: false,
+            client_seconds: Some(w.seconds),
+            server_seconds: None,
+        },
+    }
 }
 
 /// One side of a pair.

@@ -624,3 +624,266 @@ fn a_pairer_that_is_off_observes_every_span_alone_at_once() {
     assert_eq!(run.pairer.waiting(), 0);
     assert_eq!(run.pairer.stats().unpairable, 2);
 }
+
+// ------------------------------------------------ exchange across probes
+
+/// The node-wide map, as a fixture two pairers share (one per probe).
+#[derive(Clone, Debug, Default)]
+struct SharedEnds(Arc<std::sync::Mutex<HashMap<(SocketAddr, bool), EndValue>>>);
+
+use super::super::exchange::EndValue;
+
+/// The map's key, decoded back (the fixture keys by what it encodes).
+fn fixture_key(key: &EndKey) -> (SocketAddr, bool) {
+    // SAFETY: `EndKey` is `repr(C)` plain bytes (see its `Pod` impl).
+    let bytes: [u8; 20] = unsafe { std::mem::transmute(*key) };
+    let ip = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&bytes[..16]).unwrap());
+    let port = u16::from_ne_bytes([bytes[16], bytes[17]]);
+    (
+        SocketAddr::new(canonical_ip(IpAddr::V6(ip)), port),
+        bytes[18] == 1,
+    )
+}
+
+impl Exchange for SharedEnds {
+    fn publish(&mut self, key: &EndKey, value: &EndValue) {
+        self.0.lock().unwrap().insert(fixture_key(key), *value);
+    }
+
+    fn lookup(&mut self, key: &EndKey) -> Option<EndValue> {
+        self.0.lock().unwrap().get(&fixture_key(key)).copied()
+    }
+}
+
+/// Two probes of one node: `client` has the client processes, `server` the
+/// server processes, sharing `ends`.
+fn two_probes(ends: &SharedEnds) -> (Run, Run) {
+    (
+        Run::with(Pairer::default().with_exchange(Box::new(ends.clone()))),
+        Run::with(Pairer::default().with_exchange(Box::new(ends.clone()))),
+    )
+}
+
+/// A client span of `frontend` that dialled catalog's Service
+/// (`catalog-svc`, 10.96.0.10) from 10.0.0.2:40000.
+fn client_via_service(start_ms: u64, end_ms: u64) -> RequestRecord {
+    span(
+        SpanKind::Client,
+        "10.0.0.2:40000",
+        "10.96.0.10:80",
+        start_ms,
+        end_ms,
+        200,
+    )
+}
+
+const AFTER_WINDOW: u64 = Pairer::WINDOW.as_millis() as u64 + 1;
+
+#[test]
+fn a_client_and_a_server_in_two_probes_observe_the_pairs_edge_each_with_its_half() {
+    // The server's probe takes its span first (it completes first), or the
+    // client's does: either way both halves land on the pair's edge.
+    for server_first in [true, false] {
+        let ends = SharedEnds::default();
+        let (mut client_probe, mut server_probe) = two_probes(&ends);
+        let client = client_via_service(0, 100);
+        let server = server_span(10, 90, 503);
+        if server_first {
+            server_probe.offer(&server, "catalog", 0);
+            client_probe.offer(&client, "frontend", 5);
+        } else {
+            client_probe.offer(&client, "frontend", 0);
+            server_probe.offer(&server, "catalog", 5);
+        }
+        assert!(
+            client_probe.seen.is_empty() && server_probe.seen.is_empty(),
+            "no partner in its own probe: each waits the window"
+        );
+        client_probe.expire(AFTER_WINDOW + 5);
+        server_probe.expire(AFTER_WINDOW + 5);
+        let pair = edge("frontend", "catalog", ConnectionType::Direct);
+        assert_eq!(
+            server_probe.seen,
+            vec![(
+                "catalog".to_owned(),
+                EdgeObservation {
+                    edge: pair.clone(),
+                    counts_request: true,
+                    failed: true,
+                    client_seconds: None,
+                    server_seconds: Some(0.08),
+                }
+            )],
+            "the server's probe counts the request and its failure with its duration, named by the client's own name"
+        );
+        assert_eq!(
+            client_probe.seen,
+            vec![(
+                "frontend".to_owned(),
+                EdgeObservation {
+                    edge: pair,
+                    counts_request: false,
+                    failed: false,
+                    client_seconds: Some(0.1),
+                    server_seconds: None,
+                }
+            )],
+            "the client's probe adds its duration on the same edge, not on catalog-svc"
+        );
+        for run in [&client_probe, &server_probe] {
+            assert_eq!(
+                (run.pairer.stats().exchanged, run.pairer.stats().alone),
+                (1, 0)
+            );
+        }
+    }
+}
+
+#[test]
+fn an_entry_older_than_the_span_is_an_earlier_owner_and_is_not_used() {
+    let ends = SharedEnds::default();
+    let (mut client_probe, mut server_probe) = two_probes(&ends);
+    // An earlier connection from the same client address, to catalog,
+    // ended before this client's request began; the address now belongs
+    // to a process that calls catalog-svc, whose server is not traced here.
+    server_probe.offer(&server_span(10, 20, 200), "catalog", 0);
+    let client = client_via_service(500, 600);
+    client_probe.offer(&client, "frontend", 500);
+    client_probe.expire(500 + AFTER_WINDOW);
+    assert_eq!(
+        client_probe.seen,
+        vec![(
+            "frontend".to_owned(),
+            client_probe.single(&client, "frontend")
+        )],
+        "the stale server entry does not name it: the single-span rule"
+    );
+    assert_eq!(client_probe.pairer.stats().exchange_misses, 1);
+    // The server span, for its part, finds the client entry (the latest
+    // client request on the address ended after it started): the address
+    // still belonged to frontend then, as far as the exchange can tell.
+    server_probe.expire(AFTER_WINDOW + 600);
+    assert_eq!(server_probe.pairer.stats().exchanged, 1);
+}
+
+#[test]
+fn keep_alive_requests_across_probes_are_all_named_though_later_ones_overwrite_the_entry() {
+    let ends = SharedEnds::default();
+    let (mut client_probe, mut server_probe) = two_probes(&ends);
+    // Ten requests one after the other on one connection, all offered
+    // before any expires: each entry is overwritten by the next request's.
+    for i in 0..10 {
+        let t = i * 20;
+        server_probe.offer(&server_span(t + 2, t + 8, 200), "catalog", t);
+        client_probe.offer(&client_via_service(t, t + 10), "frontend", t + 1);
+    }
+    client_probe.expire(200 + AFTER_WINDOW);
+    server_probe.expire(200 + AFTER_WINDOW);
+    let pair = edge("frontend", "catalog", ConnectionType::Direct);
+    assert_eq!(server_probe.graph.request_count(&pair), 10);
+    assert_eq!(server_probe.counted(), 10, "each counted once");
+    assert_eq!(client_probe.counted(), 0, "never by the client");
+    assert!(
+        client_probe.seen.iter().all(|(_, o)| o.edge == pair)
+            && server_probe.seen.iter().all(|(_, o)| o.edge == pair),
+        "every half on the pair's edge"
+    );
+    assert_eq!(
+        (
+            client_probe.client_durations().len(),
+            server_probe.server_durations().len()
+        ),
+        (10, 10)
+    );
+}
+
+#[test]
+fn another_clock_or_a_name_that_does_not_fit_falls_back_to_the_single_span_rule() {
+    // A name over the field's size is not published.
+    let ends = SharedEnds::default();
+    let (mut client_probe, mut server_probe) = two_probes(&ends);
+    let long = "c".repeat(super::super::exchange::NAME_BYTES + 1);
+    server_probe.offer(&server_span(10, 90, 200), &long, 0);
+    let client = client_via_service(0, 100);
+    client_probe.offer(&client, "frontend", 1);
+    client_probe.expire(AFTER_WINDOW + 1);
+    assert_eq!(
+        client_probe.seen,
+        vec![(
+            "frontend".to_owned(),
+            client_probe.single(&client, "frontend")
+        )]
+    );
+    assert!(
+        ends.0.lock().unwrap().len() == 1,
+        "only the client published"
+    );
+
+    // Another clock: the times say nothing about each other.
+    let ends = SharedEnds::default();
+    let (mut client_probe, mut server_probe) = two_probes(&ends);
+    let mut server = server_span(10, 90, 200);
+    server.clock = KernelClock::Boottime;
+    server_probe.offer(&server, "catalog", 0);
+    client_probe.offer(&client, "frontend", 1);
+    client_probe.expire(AFTER_WINDOW + 1);
+    server_probe.expire(AFTER_WINDOW + 1);
+    assert_eq!(
+        client_probe.seen,
+        vec![(
+            "frontend".to_owned(),
+            client_probe.single(&client, "frontend")
+        )]
+    );
+    assert_eq!(
+        server_probe.seen,
+        vec![(
+            "catalog".to_owned(),
+            server_probe.single(&server, "catalog")
+        )]
+    );
+}
+
+#[test]
+fn a_pair_in_one_probe_is_unchanged_by_the_exchange() {
+    let ends = SharedEnds::default();
+    let mut run = Run::with(Pairer::default().with_exchange(Box::new(ends.clone())));
+    run.offer(&server_span(10, 90, 200), "catalog", 0);
+    run.offer(&client_via_service(0, 100), "frontend", 1);
+    assert_eq!(run.pairer.stats().pairs, 1);
+    assert_eq!(run.pairer.stats().exchanged, 0);
+    assert_eq!(
+        run.graph
+            .request_count(&edge("frontend", "catalog", ConnectionType::Direct)),
+        1
+    );
+}
+
+#[test]
+fn an_exchange_turns_a_pairer_that_was_off_on() {
+    let ends = SharedEnds::default();
+    let mut run = Run::with(Pairer::off().with_exchange(Box::new(ends.clone())));
+    run.offer(&server_span(10, 90, 200), "catalog", 0);
+    assert!(run.seen.is_empty(), "the server span waits for a client");
+    assert_eq!(ends.0.lock().unwrap().len(), 1, "and published its end");
+}
+
+#[test]
+fn an_end_survives_the_map_encoding() {
+    for namespace in [Some(Arc::<str>::from("shop")), None] {
+        let end = End {
+            node: GraphNode::new("catalog", namespace),
+            start_ns: 7,
+            end_ns: 9,
+            clock: KernelClock::Boottime,
+        };
+        assert_eq!(End::decode(&end.encode().unwrap()), Some(end));
+    }
+    let empty = End {
+        node: GraphNode::new("", None),
+        start_ns: 0,
+        end_ns: 0,
+        clock: KernelClock::Monotonic,
+    };
+    assert_eq!(empty.encode(), None, "an empty name is no end");
+}

@@ -1,0 +1,289 @@
+//! The ends of connections, exchanged between the probes of one node (one
+//! per language), so that an edge between a process of one probe and a
+//! process of the other is named as a pair names it.
+//!
+//! # What is exchanged
+//!
+//! A span that waits for its other side ([`super::pairing::Pairer`])
+//! publishes its process's own graph node (`service.name` and namespace)
+//! under the connection's client address and its side, with the span's
+//! start and end, in a node-wide BPF map that every probe opens in its pin
+//! directory ([`PIN`], an LRU hash of [`MAX_ENTRIES`]). A span that found
+//! no partner in its own probe looks up the other side's entry under the
+//! same client address before it falls back to the single-span rule, and
+//! names the other end from it.
+//!
+//! # When an entry fits
+//!
+//! An entry holds the latest span of its side on that client address: on a
+//! keep-alive connection later requests overwrite it before the waiting span
+//! looks (a second later). So the check is not the pair's (the server
+//! started within the client's request) but that the entry is not older
+//! than the span: the client's latest request on the address ended at or
+//! after the server span started; the server's latest request on it started
+//! at or after the client span started. That rejects the entry of an
+//! earlier owner of the address (a connection closed before this request);
+//! a later owner that reuses the port within the wait is not told apart.
+//!
+//! # Cost
+//!
+//! One `BPF_MAP_UPDATE_ELEM` per waiting span and one `BPF_MAP_LOOKUP_ELEM`
+//! per span that found no partner in its probe (system calls, measured in
+//! the exchange's root test). Names longer than [`NAME_BYTES`] are not
+//! published, and such an end is never named from the map (its spans keep
+//! the single-span rule).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aya::maps::{HashMap, Map, MapData, MapError};
+
+use super::GraphNode;
+use crate::telemetry::record::{KernelClock, SpanKind};
+
+/// The map's name in the pin directory.
+pub const PIN: &str = "graph_ends";
+/// Entries at most (LRU: the least recently written go first). An entry is
+/// needed for about a second (the pairing window); 16,384 take 3.8 MiB
+/// of kernel memory per node (preallocated; `memlock` as the kernel reports it).
+pub const MAX_ENTRIES: u32 = 16_384;
+/// Bytes of a published `service.name` and of a namespace at most (a
+/// Kubernetes namespace has 63).
+pub const NAME_BYTES: usize = 64;
+
+/// The map's key: the client address of a connection and the side that
+/// published.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndKey {
+    /// IPv6, or IPv4-mapped IPv6.
+    ip: [u8; 16],
+    port: u16,
+    /// 1: a client span published it; 0: a server span.
+    client: u8,
+    pad: u8,
+}
+
+// SAFETY: `repr(C)`, plain integers and byte arrays, no implicit padding
+// (16 + 2 + 1 + 1 bytes, alignment 2).
+unsafe impl aya::Pod for EndKey {}
+
+impl EndKey {
+    pub fn new(client_addr: SocketAddr, kind: SpanKind) -> Self {
+        let ip = match client_addr.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            std::net::IpAddr::V6(v6) => v6,
+        };
+        Self {
+            ip: ip.octets(),
+            port: client_addr.port(),
+            client: u8::from(kind == SpanKind::Client),
+            pad: 0,
+        }
+    }
+}
+
+/// The map's value: who published, and when its span ran.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndValue {
+    start_ns: u64,
+    end_ns: u64,
+    /// 0: `CLOCK_MONOTONIC`, 1: `CLOCK_BOOTTIME`.
+    clock: u8,
+    name_len: u8,
+    namespace_len: u8,
+    pad: [u8; 5],
+    name: [u8; NAME_BYTES],
+    namespace: [u8; NAME_BYTES],
+}
+
+// SAFETY: `repr(C)`, plain integers and byte arrays, no implicit padding
+// (8 + 8 + 1 + 1 + 1 + 5 + 64 + 64 bytes, alignment 8).
+unsafe impl aya::Pod for EndValue {}
+
+/// One published end, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct End {
+    pub node: GraphNode,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub clock: KernelClock,
+}
+
+impl End {
+    /// The map value, or `None` if a name does not fit.
+    pub fn encode(&self) -> Option<EndValue> {
+        Self::encode_parts(&self.node, self.start_ns, self.end_ns, self.clock)
+    }
+
+    /// [`End::encode`] without building the `End` (the pairing's hot path).
+    pub fn encode_parts(
+        node: &GraphNode,
+        start_ns: u64,
+        end_ns: u64,
+        clock: KernelClock,
+    ) -> Option<EndValue> {
+        let mut value = EndValue {
+            start_ns,
+            end_ns,
+            clock: u8::from(clock == KernelClock::Boottime),
+            name_len: 0,
+            namespace_len: 0,
+            pad: [0; 5],
+            name: [0; NAME_BYTES],
+            namespace: [0; NAME_BYTES],
+        };
+        let name = node.name.as_bytes();
+        let namespace = node.namespace.as_deref().unwrap_or("").as_bytes();
+        if name.is_empty() || name.len() > NAME_BYTES || namespace.len() > NAME_BYTES {
+            return None;
+        }
+        value.name[..name.len()].copy_from_slice(name);
+        value.name_len = name.len() as u8;
+        value.namespace[..namespace.len()].copy_from_slice(namespace);
+        value.namespace_len = namespace.len() as u8;
+        Some(value)
+    }
+
+    /// The end a map value describes, or `None` if it is not one this
+    /// encoding wrote (lengths out of range, names not UTF-8).
+    pub fn decode(value: &EndValue) -> Option<Self> {
+        let name = value.name.get(..usize::from(value.name_len))?;
+        let namespace = value.namespace.get(..usize::from(value.namespace_len))?;
+        let name = std::str::from_utf8(name).ok().filter(|n| !n.is_empty())?;
+        let namespace = std::str::from_utf8(namespace).ok()?;
+        Some(Self {
+            node: GraphNode::new(
+                name,
+                (!namespace.is_empty()).then(|| Arc::<str>::from(namespace)),
+            ),
+            start_ns: value.start_ns,
+            end_ns: value.end_ns,
+            clock: if value.clock == 1 {
+                KernelClock::Boottime
+            } else {
+                KernelClock::Monotonic
+            },
+        })
+    }
+
+    /// Whether this end, published by the other side, describes the
+    /// process at the other end of a span of `kind` over
+    /// `[start_ns, end_ns]` on the same client address: same clock, and not
+    /// older than the span (see the module docs).
+    pub fn fits(&self, kind: SpanKind, start_ns: u64, clock: KernelClock) -> bool {
+        self.clock == clock
+            && match kind {
+                // The client's latest request on the address ended at or
+                // after this server span started.
+                SpanKind::Server => self.end_ns >= start_ns,
+                // The server's latest request on it started at or after
+                // this client span started.
+                SpanKind::Client => self.start_ns >= start_ns,
+            }
+    }
+}
+
+/// Where the ends are exchanged: the pinned map, or a fixture in tests.
+pub trait Exchange: Send + std::fmt::Debug {
+    /// Publishes `value` under `key` (best effort: a failed write only
+    /// means the other probe falls back to the single-span rule).
+    fn publish(&mut self, key: &EndKey, value: &EndValue);
+    /// The entry under `key`, if any.
+    fn lookup(&mut self, key: &EndKey) -> Option<EndValue>;
+}
+
+/// Why the node-wide map could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(
+        "{dir:?} is not on a BPF filesystem; the service graph exchanges connection ends with the node's other probes in a map pinned there: mount the host's /sys/fs/bpf into the probe, or set propagation.pinDir to a directory on a bpffs"
+    )]
+    NoBpffs { dir: PathBuf },
+    #[error("creating the pin directory {dir:?} failed: {source}")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "opening the service-graph exchange map {path:?} failed: {source}; if a probe of another version pinned it with another layout, remove the pin (every probe of the node recreates it)"
+    )]
+    Map { path: PathBuf, source: MapError },
+}
+
+/// The node-wide map, pinned at [`PIN`] in the pin directory: opened if a
+/// probe pinned it already, else created and pinned.
+pub struct PinnedExchange {
+    map: HashMap<MapData, EndKey, EndValue>,
+    /// Writes that failed (they are rare and only degrade naming).
+    pub failed_writes: u64,
+}
+
+impl std::fmt::Debug for PinnedExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedExchange").finish_non_exhaustive()
+    }
+}
+
+impl PinnedExchange {
+    pub fn open(pin_dir: &Path) -> Result<Self, ExchangeError> {
+        // The directory may not exist yet: the nearest existing ancestor
+        // decides which filesystem it is on.
+        if let Some(existing) = pin_dir.ancestors().find(|p| p.exists())
+            && !crate::propagation::is_bpffs(existing)
+        {
+            return Err(ExchangeError::NoBpffs {
+                dir: pin_dir.to_owned(),
+            });
+        }
+        std::fs::create_dir_all(pin_dir).map_err(|source| ExchangeError::Dir {
+            dir: pin_dir.to_owned(),
+            source,
+        })?;
+        let path = pin_dir.join(PIN);
+        let map_err = |source| ExchangeError::Map {
+            path: path.clone(),
+            source,
+        };
+        let data = match MapData::from_pin(&path) {
+            Ok(data) => data,
+            Err(_) => {
+                let definition = aya_obj::Map::new_from_params(
+                    aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32,
+                    size_of::<EndKey>() as u32,
+                    size_of::<EndValue>() as u32,
+                    MAX_ENTRIES,
+                    0,
+                );
+                let data = MapData::create(definition, "ft_graph_ends", None).map_err(map_err)?;
+                match data.pin(&path) {
+                    Ok(()) => data,
+                    // The node's other probe pinned one in between: use
+                    // that one, so both write to the same map.
+                    Err(_) => MapData::from_pin(&path).map_err(map_err)?,
+                }
+            }
+        };
+        let map = Map::from_map_data(data)
+            .and_then(HashMap::try_from)
+            .map_err(map_err)?;
+        Ok(Self {
+            map,
+            failed_writes: 0,
+        })
+    }
+}
+
+impl Exchange for PinnedExchange {
+    fn publish(&mut self, key: &EndKey, value: &EndValue) {
+        if self.map.insert(key, value, 0).is_err() {
+            self.failed_writes += 1;
+        }
+    }
+
+    fn lookup(&mut self, key: &EndKey) -> Option<EndValue> {
+        self.map.get(key, 0).ok()
+    }
+}
