@@ -26,6 +26,7 @@
 pub mod apply;
 mod args;
 mod backoff;
+pub mod client;
 mod context;
 pub mod errors;
 pub mod leader;
@@ -39,7 +40,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 use anyhow::Context as _;
 use futures::future::try_join_all;
 use kube::{
-    Client, Resource,
+    Resource,
     runtime::{
         controller::{self, Action},
         reflector::ObjectRef,
@@ -85,9 +86,13 @@ pub fn init_logging(args: &Args) -> anyhow::Result<()> {
 /// Runs the operator until SIGTERM/SIGINT, a controller failure or the loss
 /// of leadership.
 pub async fn run(args: Args, controllers: &[(&'static str, ControllerFn)]) -> anyhow::Result<()> {
-    let client = Client::try_default().await.context(
-        "cannot build a Kubernetes client: run in a pod with a service account, or set KUBECONFIG \
+    let config = kube::Config::infer().await.context(
+        "cannot configure a Kubernetes client: run in a pod with a service account, or set KUBECONFIG \
          (e.g. KUBECONFIG=.testbed/kubeconfig after `make testbed-up`)",
+    )?;
+    let client = client::build(config).context(
+        "cannot build a Kubernetes client from the kubeconfig or service account: check its \
+         certificates and credentials",
     )?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
