@@ -35,7 +35,7 @@ mod readiness;
 pub mod report;
 mod server;
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use futures::future::try_join_all;
@@ -83,6 +83,28 @@ pub fn init_logging(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often freed heap memory is returned to the system.
+const HEAP_TRIM_EVERY: Duration = Duration::from_secs(30);
+
+/// Returns the heap's free pages to the system every [`HEAP_TRIM_EVERY`].
+/// glibc gives back on its own only what is free at the top of the heap;
+/// what a burst freed below live objects stays resident. The cold start is
+/// such a burst (every child created, dozens of concurrent requests, their
+/// connections closed by the pool afterwards): without a trim its pages
+/// stayed resident for the life of the process (bench/scale/NOTES.md). A
+/// trim walks the one arena (`ferrotel_memory::use_one_arena`) in well under
+/// a millisecond at 10,000 pods.
+fn spawn_heap_trim() {
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(HEAP_TRIM_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            ferrotel_memory::release_free_heap();
+        }
+    });
+}
+
 /// Runs the operator until SIGTERM/SIGINT, a controller failure or the loss
 /// of leadership.
 pub async fn run(args: Args, controllers: &[(&'static str, ControllerFn)]) -> anyhow::Result<()> {
@@ -96,6 +118,7 @@ pub async fn run(args: Args, controllers: &[(&'static str, ControllerFn)]) -> an
     )?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
+    spawn_heap_trim();
 
     let readiness = Readiness::default();
     for (name, _) in controllers {
