@@ -30,8 +30,13 @@ pub const MAX_IDLE_CONNECTIONS: usize = 4;
 /// How long an idle connection is kept before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A client for `config` with the pool bounded as described above.
+/// A client for `config` with the pool bounded as described above. A
+/// kubeconfig that names a proxy (`proxy-url`) gets kube's own client, which
+/// knows how to tunnel through it, with kube's unbounded pool.
 pub fn build(config: Config) -> Result<Client, kube::Error> {
+    if config.proxy_url.is_some() {
+        return Client::try_from(config);
+    }
     let mut http = HttpConnector::new();
     // The TLS connector on top needs to see https:// URLs.
     http.enforce_http(false);
@@ -43,7 +48,8 @@ pub fn build(config: Config) -> Result<Client, kube::Error> {
         // Without a timer hyper never evicts an idle connection.
         .pool_timer(TokioTimer::new())
         .build(https);
-    // The same layers, in the same order, as kube's `ClientBuilder`.
+    // The same layers, in the same order, as kube's `ClientBuilder`, less its
+    // per-request debug spans.
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(
