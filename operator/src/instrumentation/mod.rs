@@ -707,15 +707,14 @@ fn match_table(data: &Data, all: &[Candidate]) -> MatchTable {
         namespaces.iter().map(|n| Meta {
             namespace: "",
             name: &n.name,
-            labels: n.labels.to_map(),
-            annotations: n.annotations.to_map(),
+            labels: &n.labels,
+            annotations: &n.annotations,
         }),
-        // One pod's maps at a time: built, read and dropped.
         pods.iter().filter(|p| !p.deleting).map(|p| Meta {
             namespace: p.namespace.as_deref().unwrap_or_default(),
             name: &p.name,
-            labels: p.labels.to_map(),
-            annotations: p.annotations.to_map(),
+            labels: &p.labels,
+            annotations: &p.annotations,
         }),
     )
 }

@@ -14,8 +14,9 @@
 //! and the cache's keys carry only the name and namespace. Labels and
 //! annotations are kept as boxed slices of pairs ([`Pairs`]): a `BTreeMap`
 //! allocates a node of ~540 bytes however few entries it holds, which was
-//! the biggest single item per pod. The rules read `BTreeMap`s, built for
-//! the one pod being evaluated ([`Pairs::to_map`]).
+//! the biggest single item per pod. The rules read them where they are,
+//! through [`optin::KeyValues`] (a binary search over the sorted pairs): a
+//! pass over every pod builds no map.
 //!
 //! Measured at 10,000 pods in `bench/scale` (see its NOTES.md).
 
@@ -90,17 +91,27 @@ impl<K> From<Wire<K>> for OptinMeta<K> {
     }
 }
 
-/// Labels or annotations, in key order.
+/// Labels or annotations, in key order (each key once).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pairs(Box<[(Box<str>, Box<str>)]>);
 
 impl Pairs {
-    /// The map the opt-in rules read.
+    /// As a map, for callers that add to it.
     pub fn to_map(&self) -> BTreeMap<String, String> {
         self.0
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+}
+
+/// Relies on the key order [`From<BTreeMap>`] gives the pairs.
+impl optin::KeyValues for Pairs {
+    fn value(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &*self.0[i].1)
     }
 }
 
@@ -364,6 +375,24 @@ mod tests {
         );
         assert_eq!(annotations["ferrotel.io/language"], "go");
         assert!(!meta.deleting);
+    }
+
+    #[test]
+    fn the_rules_read_every_pair_by_its_key() {
+        use optin::KeyValues;
+        let map: BTreeMap<String, String> = ["b", "d", "a", "c", "app.kubernetes.io/name", "e"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_owned(), format!("value-{i}")))
+            .collect();
+        let pairs = Pairs::from(map.clone());
+        for (key, value) in &map {
+            assert_eq!(pairs.value(key), Some(value.as_str()), "{key}");
+        }
+        for absent in ["", "0", "aa", "app", "f", "z"] {
+            assert_eq!(pairs.value(absent), None, "{absent}");
+        }
+        assert_eq!(Pairs::default().value("a"), None);
     }
 
     #[test]

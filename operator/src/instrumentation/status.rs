@@ -11,7 +11,9 @@ use ferrotel_api::{
     instrumentation::{
         InstrumentationStatus, LanguageStatus, MAX_LISTED_NAMESPACES, ResolvedExporter,
     },
-    optin::{self, InstrumentationKey, Instrumentations, NamespaceView, OptInError, PodView},
+    optin::{
+        self, InstrumentationKey, Instrumentations, KeyValues, NamespaceView, OptInError, PodView,
+    },
     probe_config::Language,
 };
 use k8s_openapi::{
@@ -22,13 +24,13 @@ use k8s_openapi::{
 use crate::runtime::report::{self, Report};
 
 /// Labels and annotations of an object, as the opt-in rules read them:
-/// built for the call (the caches keep them more compactly).
-#[derive(Debug, Clone)]
+/// borrowed from where the caches keep them.
+#[derive(Debug, Clone, Copy)]
 pub struct Meta<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+    pub labels: &'a dyn KeyValues,
+    pub annotations: &'a dyn KeyValues,
 }
 
 /// Matched namespaces and pods of one language.
@@ -82,8 +84,8 @@ pub fn match_table<'a>(
                 m.name,
                 NamespaceView {
                     name: m.name,
-                    labels: &m.labels,
-                    annotations: &m.annotations,
+                    labels: m.labels,
+                    annotations: m.annotations,
                 },
             )
         })
@@ -143,8 +145,8 @@ pub fn match_table<'a>(
             continue;
         };
         let view = PodView {
-            labels: &pod.labels,
-            annotations: &pod.annotations,
+            labels: pod.labels,
+            annotations: pod.annotations,
         };
         claimers.clear();
         for &language in &languages {

@@ -26,6 +26,7 @@
 pub mod apply;
 mod args;
 mod backoff;
+pub mod client;
 mod context;
 pub mod errors;
 pub mod leader;
@@ -34,12 +35,12 @@ mod readiness;
 pub mod report;
 mod server;
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use futures::future::try_join_all;
 use kube::{
-    Client, Resource,
+    Resource,
     runtime::{
         controller::{self, Action},
         reflector::ObjectRef,
@@ -82,15 +83,42 @@ pub fn init_logging(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often freed heap memory is returned to the system.
+const HEAP_TRIM_EVERY: Duration = Duration::from_secs(30);
+
+/// Returns the heap's free pages to the system every [`HEAP_TRIM_EVERY`].
+/// glibc gives back on its own only what is free at the top of the heap;
+/// what a burst freed below live objects stays resident. The cold start is
+/// such a burst (every child created, dozens of concurrent requests, their
+/// connections closed by the pool afterwards): without a trim its pages
+/// stayed resident for the life of the process (bench/scale/NOTES.md). A
+/// trim walks the one arena (`ferrotel_memory::use_one_arena`) in well under
+/// a millisecond at 10,000 pods.
+fn spawn_heap_trim() {
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(HEAP_TRIM_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            ferrotel_memory::release_free_heap();
+        }
+    });
+}
+
 /// Runs the operator until SIGTERM/SIGINT, a controller failure or the loss
 /// of leadership.
 pub async fn run(args: Args, controllers: &[(&'static str, ControllerFn)]) -> anyhow::Result<()> {
-    let client = Client::try_default().await.context(
-        "cannot build a Kubernetes client: run in a pod with a service account, or set KUBECONFIG \
+    let config = kube::Config::infer().await.context(
+        "cannot configure a Kubernetes client: run in a pod with a service account, or set KUBECONFIG \
          (e.g. KUBECONFIG=.testbed/kubeconfig after `make testbed-up`)",
+    )?;
+    let client = client::build(config).context(
+        "cannot build a Kubernetes client from the kubeconfig or service account: check its \
+         certificates and credentials",
     )?;
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
+    spawn_heap_trim();
 
     let readiness = Readiness::default();
     for (name, _) in controllers {

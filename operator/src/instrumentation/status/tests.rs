@@ -22,6 +22,9 @@ fn cand(namespace: &str, name: &str) -> Candidate {
     }
 }
 
+/// The labels of every object in [`World`].
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
 /// A tiny cluster: namespaces with annotations, pods with annotations.
 struct World {
     namespaces: Vec<(String, BTreeMap<String, String>)>,
@@ -51,14 +54,14 @@ impl World {
             self.namespaces.iter().map(|(n, a)| Meta {
                 namespace: "",
                 name: n,
-                labels: BTreeMap::new(),
-                annotations: a.clone(),
+                labels: &NO_LABELS,
+                annotations: a,
             }),
             self.pods.iter().map(|(ns, n, a)| Meta {
                 namespace: ns,
                 name: n,
-                labels: BTreeMap::new(),
-                annotations: a.clone(),
+                labels: &NO_LABELS,
+                annotations: a,
             }),
         );
         summary_of(&table, key, &[GO, PY])
