@@ -71,6 +71,15 @@ pub fn is_bpffs(path: &std::path::Path) -> bool {
     rustix::fs::statfs(path).is_ok_and(|fs| fs.f_type == BPF_FS_MAGIC)
 }
 
+/// Whether a pin directory would be off the BPF filesystem. It may not exist
+/// yet (it is created when the first map is pinned), so the nearest existing
+/// ancestor decides; with none at all there is nothing to say yet.
+pub fn pin_dir_off_bpffs(dir: &std::path::Path) -> bool {
+    dir.ancestors()
+        .find(|p| p.exists())
+        .is_some_and(|existing| !is_bpffs(existing))
+}
+
 /// The language set a propagation object serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Served {
@@ -146,10 +155,7 @@ impl Settings {
     /// Why the maps cannot be pinned where the settings say, if so: the
     /// pin directory must be on a BPF filesystem.
     fn pin_problem(&self) -> Option<PropagationError> {
-        // The directory may not exist yet (it is created at load): the
-        // nearest existing ancestor decides which filesystem it is on.
-        let existing = self.pin_dir.ancestors().find(|p| p.exists())?;
-        (!is_bpffs(existing)).then(|| PropagationError::NoBpffs {
+        pin_dir_off_bpffs(&self.pin_dir).then(|| PropagationError::NoBpffs {
             dir: self.pin_dir.clone(),
         })
     }

@@ -229,11 +229,7 @@ impl std::fmt::Debug for PinnedExchange {
 
 impl PinnedExchange {
     pub fn open(pin_dir: &Path) -> Result<Self, ExchangeError> {
-        // The directory may not exist yet: the nearest existing ancestor
-        // decides which filesystem it is on.
-        if let Some(existing) = pin_dir.ancestors().find(|p| p.exists())
-            && !crate::propagation::is_bpffs(existing)
-        {
+        if crate::propagation::pin_dir_off_bpffs(pin_dir) {
             return Err(ExchangeError::NoBpffs {
                 dir: pin_dir.to_owned(),
             });
