@@ -16,7 +16,8 @@
 //! cardinality limit does. Both are counted
 //! (`ferrotel_probe_metric_attribute_capped`, `..._series_capped`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,9 @@ use prometheus_client::registry::Unit;
 
 use super::record::{Protocol, RequestRecord, SpanKind};
 use super::resource::ProcessResource;
-use super::semconv::{Value, key_value, string_kv};
+use super::semconv::{
+    Attr, MAX_METRIC_ATTRIBUTES, MetricAttributes, Value, ValueRef, key_value, string_kv,
+};
 use crate::health::Health;
 
 /// OTel's recommended boundaries for HTTP durations, in seconds.
@@ -216,7 +219,83 @@ impl HistogramState {
     }
 }
 
-type SeriesKey = (Instrument, Vec<(&'static str, Value)>);
+/// A series: its instrument and its metric attributes, owned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SeriesKey {
+    instrument: Instrument,
+    attributes: Vec<(&'static str, Value)>,
+}
+
+/// A request's series key, borrowed from its record. It hashes and compares
+/// like the [`SeriesKey`] it finds, so a request that feeds an existing
+/// series copies nothing.
+struct SeriesKeyRef<'k, 'a> {
+    instrument: Instrument,
+    attributes: &'k [(&'static str, Attr<'a>)],
+}
+
+/// The one hash both key forms use.
+fn hash_series<'v, H: Hasher>(
+    instrument: Instrument,
+    attributes: impl ExactSizeIterator<Item = (&'static str, ValueRef<'v>)>,
+    state: &mut H,
+) {
+    instrument.hash(state);
+    state.write_usize(attributes.len());
+    for (key, value) in attributes {
+        key.hash(state);
+        value.hash(state);
+    }
+}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let attributes = self.attributes.iter().map(|(k, v)| (*k, v.as_ref()));
+        hash_series(self.instrument, attributes, state);
+    }
+}
+
+impl Hash for SeriesKeyRef<'_, '_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let attributes = self.attributes.iter().map(|(k, v)| (*k, v.as_ref()));
+        hash_series(self.instrument, attributes, state);
+    }
+}
+
+impl hashbrown::Equivalent<SeriesKey> for SeriesKeyRef<'_, '_> {
+    fn equivalent(&self, key: &SeriesKey) -> bool {
+        self.instrument == key.instrument
+            && self.attributes.len() == key.attributes.len()
+            && self
+                .attributes
+                .iter()
+                .zip(&key.attributes)
+                .all(|((k, v), (key, value))| k == key && v.as_ref() == value.as_ref())
+    }
+}
+
+impl From<&SeriesKeyRef<'_, '_>> for SeriesKey {
+    fn from(key: &SeriesKeyRef<'_, '_>) -> Self {
+        SeriesKey {
+            instrument: key.instrument,
+            attributes: key
+                .attributes
+                .iter()
+                .map(|(k, v)| (*k, v.to_value()))
+                .collect(),
+        }
+    }
+}
+
+/// What the per-attribute cap does with one attribute of a request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Capped {
+    Keep,
+    /// A string past the cap: `_OTHER`.
+    Replace,
+    /// An integer past the cap: left out.
+    Drop,
+}
 
 /// Attributes whose values come from traffic (names a workload or its
 /// clients choose), capped per resource.
@@ -236,7 +315,7 @@ pub const OVERFLOW_ATTRIBUTE: &str = "otel.metric.overflow";
 /// strings, where SipHash showed up in profiles; foldhash's fixed-seed hasher
 /// is several times cheaper. Keys are bounded by the route cap, so hash
 /// flooding is not a concern here.
-type SeriesMap = HashMap<SeriesKey, HistogramState, foldhash::fast::FixedState>;
+type SeriesMap = hashbrown::HashMap<SeriesKey, HistogramState, foldhash::fast::FixedState>;
 
 /// The series of one resource.
 #[derive(Debug)]
@@ -252,63 +331,102 @@ struct ResourceSeries<S> {
 struct RedSeries {
     series: SeriesMap,
     /// Distinct values seen per traffic attribute.
-    values: HashMap<&'static str, HashSet<Value>>,
+    values: HashMap<&'static str, hashbrown::HashSet<Value, foldhash::fast::FixedState>>,
     /// Series per instrument (the overflow series included).
     counts: HashMap<Instrument, usize>,
 }
 
 impl RedSeries {
-    /// Replaces traffic attribute values past the per-attribute cap.
-    fn cap_attributes(&mut self, attributes: &mut Vec<(&'static str, Value)>, health: &Health) {
-        attributes.retain_mut(|(key, value)| {
-            if !TRAFFIC_ATTRIBUTES.contains(key) {
-                return true;
+    /// Traffic attribute values past the per-attribute cap replaced (or,
+    /// for integers, left out): `None` when nothing is capped, the common
+    /// case, which copies nothing.
+    fn cap_attributes<'a>(
+        &mut self,
+        attributes: &[(&'static str, Attr<'a>)],
+        health: &Health,
+    ) -> Option<MetricAttributes<'a>> {
+        let mut capped: Option<MetricAttributes<'a>> = None;
+        for (index, (key, value)) in attributes.iter().enumerate() {
+            let verdict = self.cap_one(key, value, health);
+            if verdict != Capped::Keep && capped.is_none() {
+                capped = Some(
+                    attributes[..index]
+                        .iter()
+                        .take(MAX_METRIC_ATTRIBUTES)
+                        .cloned()
+                        .collect(),
+                );
             }
-            let seen = self.values.entry(*key).or_default();
-            if seen.contains(value) {
-                return true;
-            }
-            if seen.len() < MAX_ATTRIBUTE_VALUES {
-                seen.insert(value.clone());
-                return true;
-            }
-            health.metric_attribute_capped(key);
-            match value {
-                Value::Str(s) => {
-                    *s = OVERFLOW_VALUE.to_owned();
-                    true
-                }
-                _ => false,
-            }
-        });
+            let Some(capped) = &mut capped else {
+                continue;
+            };
+            let _ = match verdict {
+                Capped::Keep => capped.try_push((key, value.clone())),
+                Capped::Replace => capped.try_push((key, Attr::Str(OVERFLOW_VALUE))),
+                Capped::Drop => Ok(()),
+            };
+        }
+        capped
     }
 
-    /// The series key for `attributes`, or the overflow series' once the
-    /// instrument has its fill of series.
-    fn key(
-        &self,
+    fn cap_one(&mut self, key: &'static str, value: &Attr<'_>, health: &Health) -> Capped {
+        if !TRAFFIC_ATTRIBUTES.contains(&key) {
+            return Capped::Keep;
+        }
+        let seen = self.values.entry(key).or_default();
+        if seen.contains(&value.as_ref()) {
+            return Capped::Keep;
+        }
+        if seen.len() < MAX_ATTRIBUTE_VALUES {
+            seen.insert(value.to_value());
+            return Capped::Keep;
+        }
+        health.metric_attribute_capped(key);
+        match value.as_ref() {
+            ValueRef::Str(_) => Capped::Replace,
+            _ => Capped::Drop,
+        }
+    }
+
+    /// The histogram of `attributes`' series, made if new; the overflow
+    /// series once the instrument has its fill of series.
+    fn histogram(
+        &mut self,
         instrument: Instrument,
-        attributes: Vec<(&'static str, Value)>,
+        attributes: &[(&'static str, Attr<'_>)],
+        now: Instant,
         health: &Health,
-    ) -> SeriesKey {
-        let key = (instrument, attributes);
-        if self.series.contains_key(&key) {
-            return key;
+    ) -> &mut HistogramState {
+        let overflow = [(OVERFLOW_ATTRIBUTE, Attr::Bool(true))];
+        let mut key = SeriesKeyRef {
+            instrument,
+            attributes,
+        };
+        let full = self.counts.get(&instrument).copied().unwrap_or(0) >= MAX_SERIES_PER_INSTRUMENT;
+        if full && !self.series.contains_key(&key) {
+            health.metric_series_capped();
+            key.attributes = &overflow;
         }
-        if self.counts.get(&instrument).copied().unwrap_or(0) < MAX_SERIES_PER_INSTRUMENT {
-            return key;
+        match self.series.entry_ref(&key) {
+            hashbrown::hash_map::EntryRef::Occupied(entry) => entry.into_mut(),
+            hashbrown::hash_map::EntryRef::Vacant(entry) => {
+                *self.counts.entry(instrument).or_default() += 1;
+                entry.insert(HistogramState::new(
+                    instrument.bounds(),
+                    now_unix_nanos(),
+                    now,
+                ))
+            }
         }
-        health.metric_series_capped();
-        (instrument, vec![(OVERFLOW_ATTRIBUTE, Value::Bool(true))])
     }
 
     /// After pruning: the caps count what is still there.
     fn recount_values(&mut self) {
         self.values.clear();
         self.counts.clear();
-        for (instrument, attributes) in self.series.keys() {
-            *self.counts.entry(*instrument).or_default() += 1;
-            for (key, value) in attributes {
+        for series in self.series.keys() {
+            *self.counts.entry(series.instrument).or_default() += 1;
+            for (key, value) in &series.attributes {
                 if TRAFFIC_ATTRIBUTES.contains(key) {
                     self.values.entry(*key).or_default().insert(value.clone());
                 }
@@ -415,27 +533,18 @@ impl RedMetrics {
         &self,
         resource: &Arc<ProcessResource>,
         record: &RequestRecord,
-        mut attributes: Vec<(&'static str, Value)>,
+        attributes: &[(&'static str, Attr<'_>)],
     ) {
         let instrument = Instrument::of(record);
         let value = instrument.value_of(record);
         let now = Instant::now();
         let mut state = self.state.lock().expect("metrics lock");
         let series = state.series_mut(resource);
-        series.cap_attributes(&mut attributes, &self.health);
-        let key = series.key(instrument, attributes, &self.health);
-        let histogram = match series.series.entry(key) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                *series.counts.entry(instrument).or_default() += 1;
-                entry.insert(HistogramState::new(
-                    instrument.bounds(),
-                    now_unix_nanos(),
-                    now,
-                ))
-            }
-        };
-        histogram.observe(instrument.bounds(), value, now);
+        let capped = series.cap_attributes(attributes, &self.health);
+        let attributes = capped.as_deref().unwrap_or(attributes);
+        series
+            .histogram(instrument, attributes, now, &self.health)
+            .observe(instrument.bounds(), value, now);
     }
 
     /// Total requests observed by `instrument` across all series (tests, health).
@@ -444,7 +553,7 @@ impl RedMetrics {
         state
             .iter()
             .flat_map(|(_, s)| s.series.iter())
-            .filter(|((i, _), _)| *i == instrument)
+            .filter(|(key, _)| key.instrument == instrument)
             .map(|(_, h)| h.count)
             .sum()
     }
@@ -472,7 +581,14 @@ impl RedMetrics {
             .map(|(resource, series)| {
                 let mut by_instrument: BTreeMap<Instrument, Vec<HistogramDataPoint>> =
                     BTreeMap::new();
-                for ((instrument, attributes), h) in &series.series {
+                for (
+                    SeriesKey {
+                        instrument,
+                        attributes,
+                    },
+                    h,
+                ) in &series.series
+                {
                     by_instrument
                         .entry(*instrument)
                         .or_default()
@@ -678,7 +794,14 @@ impl prometheus_client::collector::Collector for RedMetrics {
             let state = self.state.lock().expect("metrics lock");
             for (resource, series) in state.iter() {
                 let resource_labels = prometheus_resource_labels(resource);
-                for ((instrument, attributes), h) in &series.series {
+                for (
+                    SeriesKey {
+                        instrument,
+                        attributes,
+                    },
+                    h,
+                ) in &series.series
+                {
                     let mut labels = resource_labels.clone();
                     labels.extend(
                         attributes
@@ -747,7 +870,7 @@ mod tests {
         });
         let observe = |record: RequestRecord, route: Option<&str>| {
             let attributes = metric_attributes(&record, route);
-            metrics.observe(&resource, &record, attributes);
+            metrics.observe(&resource, &record, &attributes);
         };
         observe(
             http_record(SpanKind::Server, "GET", "/a", Some(500)),
@@ -838,12 +961,12 @@ mod tests {
         // Two allocations with equal attributes (e.g. a resource replaced by
         // discovery with the same values), then another service.
         for res in [resource("shop"), resource("shop"), resource("shop")] {
-            metrics.observe(&res, &record, metric_attributes(&record, Some("/")));
+            metrics.observe(&res, &record, &metric_attributes(&record, Some("/")));
         }
         metrics.observe(
             &resource("cart"),
             &record,
-            metric_attributes(&record, Some("/")),
+            &metric_attributes(&record, Some("/")),
         );
         let request = metrics.to_otlp().expect("observed");
         let mut counts: Vec<(String, u64)> = request
@@ -911,7 +1034,7 @@ mod tests {
         let extra = 25;
         for i in 0..MAX_ATTRIBUTE_VALUES + extra {
             let record = grpc_record(format!("Method{i}"), 0);
-            metrics.observe(&res, &record, metric_attributes(&record, None));
+            metrics.observe(&res, &record, &metric_attributes(&record, None));
         }
         assert_eq!(
             series_with(&metrics, "rpc.method", &Value::from(OVERFLOW_VALUE)),
@@ -929,8 +1052,72 @@ mod tests {
         );
         // A method seen before the cap keeps its own series.
         let record = grpc_record("Method0".into(), 0);
-        metrics.observe(&res, &record, metric_attributes(&record, None));
+        metrics.observe(&res, &record, &metric_attributes(&record, None));
         assert_eq!(series_with(&metrics, "rpc.method", &"Method0".into()), 2);
+    }
+
+    #[test]
+    fn a_borrowed_series_key_hashes_and_compares_like_the_owned_key_it_finds() {
+        use std::hash::BuildHasher;
+        let hasher = foldhash::fast::FixedState::default();
+        let client = http_record(SpanKind::Client, "GET", "/", Some(503));
+        let mut no_host = client.clone();
+        if let Protocol::Http(http) = &mut no_host.protocol {
+            http.host = None; // server.address from the peer address, inline text
+        }
+        for record in [client, no_host] {
+            let borrowed = metric_attributes(&record, None);
+            let key = SeriesKeyRef {
+                instrument: Instrument::HttpClient,
+                attributes: &borrowed,
+            };
+            let owned = SeriesKey::from(&key);
+            assert_eq!(hasher.hash_one(&key), hasher.hash_one(&owned));
+            assert!(hashbrown::Equivalent::equivalent(&key, &owned));
+            let other = SeriesKeyRef {
+                instrument: Instrument::HttpServer,
+                attributes: &borrowed,
+            };
+            assert!(!hashbrown::Equivalent::equivalent(&other, &owned));
+            let fewer = SeriesKeyRef {
+                instrument: Instrument::HttpClient,
+                attributes: &borrowed[1..],
+            };
+            assert!(!hashbrown::Equivalent::equivalent(&fewer, &owned));
+        }
+    }
+
+    #[test]
+    fn requests_with_equal_attributes_feed_one_series() {
+        let metrics = RedMetrics::new();
+        let res = resource("shop");
+        for _ in 0..100 {
+            for record in [
+                http_record(SpanKind::Server, "GET", "/users/1", Some(200)),
+                http_record(SpanKind::Client, "GET", "/", Some(503)),
+            ] {
+                metrics.observe(
+                    &res,
+                    &record,
+                    &metric_attributes(&record, Some("/users/{id}")),
+                );
+            }
+        }
+        let request = metrics.to_otlp().expect("observed");
+        let counts: Vec<u64> = request.resource_metrics[0]
+            .scope_metrics
+            .iter()
+            .flat_map(|s| &s.metrics)
+            .flat_map(|m| match &m.data {
+                Some(metric::Data::Histogram(h)) => h.data_points.iter().map(|p| p.count).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            [100, 100],
+            "one series per instrument, every request in it"
+        );
     }
 
     #[test]
@@ -942,7 +1129,7 @@ mod tests {
         for code in 0..5 {
             for i in 0..MAX_ATTRIBUTE_VALUES {
                 let record = grpc_record(format!("M{i}"), code);
-                metrics.observe(&res, &record, metric_attributes(&record, None));
+                metrics.observe(&res, &record, &metric_attributes(&record, None));
             }
         }
         let overflow = (5 * MAX_ATTRIBUTE_VALUES - MAX_SERIES_PER_INSTRUMENT) as u64;
@@ -970,11 +1157,11 @@ mod tests {
             );
             record.end_ns = record.start_ns + i * 1_000_000;
             let attrs = metric_attributes(&record, Some("/users/{id}"));
-            metrics.observe(&res, &record, attrs);
+            metrics.observe(&res, &record, &attrs);
         }
         for _ in 0..7 {
             let record = http_record(SpanKind::Client, "GET", "/", Some(200));
-            metrics.observe(&res, &record, metric_attributes(&record, None));
+            metrics.observe(&res, &record, &metric_attributes(&record, None));
         }
         assert_eq!(
             metrics.count(Instrument::HttpServer),
@@ -1014,7 +1201,7 @@ mod tests {
         let metrics = RedMetrics::new();
         let mut record = http_record(SpanKind::Server, "GET", "/", Some(200));
         record.end_ns = record.start_ns + 5_000_000; // exactly 0.005 s
-        metrics.observe(&resource("a"), &record, vec![]);
+        metrics.observe(&resource("a"), &record, &[]);
         let req = metrics.to_otlp().unwrap();
         let Some(metric::Data::Histogram(h)) =
             &req.resource_metrics[0].scope_metrics[0].metrics[0].data
@@ -1046,8 +1233,8 @@ mod tests {
             .into(),
         });
         let record = http_record(SpanKind::Server, "GET", "/", Some(200));
-        metrics.observe(&a, &record, metric_attributes(&record, Some("/")));
-        metrics.observe(&b, &record, metric_attributes(&record, Some("/")));
+        metrics.observe(&a, &record, &metric_attributes(&record, Some("/")));
+        metrics.observe(&b, &record, &metric_attributes(&record, Some("/")));
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(metrics.clone()));
         let mut text = String::new();

@@ -166,7 +166,7 @@ impl Pipeline {
         self.metrics.observe(
             &resource,
             record,
-            semconv::metric_attributes(record, route.as_deref()),
+            &semconv::metric_attributes(record, route.as_deref()),
         );
         if let Some((graph, peers)) = &self.graph {
             let health = &self.health;

@@ -7,6 +7,7 @@
 //! exploding metric cardinality: past it, new routes are reported as `/**`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use ferrotel_api::probe_config::{RoutesConfig, UnmatchedRoutes};
 pub use ferrotel_parse::url::{RoutePattern, heuristic_route, is_id_like};
@@ -20,13 +21,16 @@ pub struct RouteTemplater {
     patterns: Vec<RoutePattern>,
     unmatched: UnmatchedRoutes,
     max_distinct: usize,
-    seen: HashMap<String, HashSet<String>>,
+    /// Routes seen per service. Shared strings: every request hands one
+    /// out, and a clone is a count, not a copy.
+    seen: HashMap<String, HashSet<Arc<str>>>,
+    overflow: Arc<str>,
 }
 
 /// The route of one request, and whether the cap replaced it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Routed {
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     pub capped: bool,
 }
 
@@ -41,6 +45,7 @@ impl RouteTemplater {
             unmatched: config.unmatched,
             max_distinct: config.max_distinct as usize,
             seen: HashMap::new(),
+            overflow: Arc::from(OVERFLOW_ROUTE),
         }
     }
 
@@ -48,46 +53,55 @@ impl RouteTemplater {
     /// `known` is a route the front-end already knows.
     pub fn route(&mut self, service: &str, path: &str, known: Option<&str>) -> Routed {
         let path = path.split(['?', '#']).next().unwrap_or(path);
-        let candidate = match known {
-            Some(route) => Some(route.to_owned()),
+        // Borrowed where the route is already text (the front-end's, a
+        // pattern's); only a heuristic route is built per request.
+        let built: String;
+        let candidate: &str = match known {
+            Some(route) => route,
             None => match self.patterns.iter().find(|p| p.matches(path)) {
-                Some(pattern) => Some(pattern.as_str().to_owned()),
+                Some(pattern) => pattern.as_str(),
                 None => match self.unmatched {
-                    UnmatchedRoutes::Heuristic => Some(heuristic_route(path)),
-                    UnmatchedRoutes::Path => Some(if path.is_empty() {
-                        "/".to_owned()
-                    } else {
-                        path.to_owned()
-                    }),
-                    UnmatchedRoutes::Wildcard => Some(OVERFLOW_ROUTE.to_owned()),
-                    UnmatchedRoutes::Unset => None,
+                    UnmatchedRoutes::Heuristic => {
+                        built = heuristic_route(path);
+                        &built
+                    }
+                    UnmatchedRoutes::Path if path.is_empty() => "/",
+                    UnmatchedRoutes::Path => path,
+                    UnmatchedRoutes::Wildcard => OVERFLOW_ROUTE,
+                    UnmatchedRoutes::Unset => {
+                        return Routed {
+                            route: None,
+                            capped: false,
+                        };
+                    }
                 },
             },
         };
-        let Some(route) = candidate else {
+        if candidate == OVERFLOW_ROUTE {
             return Routed {
-                route: None,
+                route: Some(self.overflow.clone()),
                 capped: false,
             };
-        };
+        }
         // Look up before inserting: this runs once per request, and the
         // service key only needs allocating the first time.
         if !self.seen.contains_key(service) {
             self.seen.insert(service.to_owned(), HashSet::new());
         }
         let seen = self.seen.get_mut(service).expect("inserted above");
-        if seen.contains(&route) || route == OVERFLOW_ROUTE {
+        if let Some(route) = seen.get(candidate) {
             return Routed {
-                route: Some(route),
+                route: Some(route.clone()),
                 capped: false,
             };
         }
         if seen.len() >= self.max_distinct {
             return Routed {
-                route: Some(OVERFLOW_ROUTE.to_owned()),
+                route: Some(self.overflow.clone()),
                 capped: true,
             };
         }
+        let route: Arc<str> = Arc::from(candidate);
         seen.insert(route.clone());
         Routed {
             route: Some(route),

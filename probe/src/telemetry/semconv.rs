@@ -3,9 +3,16 @@
 //!
 //! Pure functions from a [`RequestRecord`] (plus its derived `http.route`) so
 //! that the mapping is tested without a collector.
+//!
+//! These run for every request, so attribute values borrow from the record
+//! ([`Attr`]): the encoded span and the metric lookup copy no string into an
+//! allocation of its own. Owned forms ([`Value`], [`span_attributes`]) are
+//! for what is kept (metric series keys) and for the struct a tap shows.
 
-use std::net::SocketAddr;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
 
+use arrayvec::ArrayVec;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{Span, Status, span, status};
 
@@ -14,12 +21,32 @@ pub use ferrotel_parse::url::split_host;
 use super::clock::ClockOffsets;
 use super::record::{GrpcInfo, HttpInfo, Protocol, RequestRecord, SpanKind, TlsInfo};
 
-/// An attribute value before it becomes protobuf.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// An attribute value before it becomes protobuf, owned: what a metric
+/// series keeps.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Value {
     Str(String),
     Int(i64),
     Bool(bool),
+}
+
+impl Value {
+    /// The value as [`ValueRef`], which hashes and compares like it.
+    pub fn as_ref(&self) -> ValueRef<'_> {
+        match self {
+            Value::Str(s) => ValueRef::Str(s),
+            Value::Int(i) => ValueRef::Int(*i),
+            Value::Bool(b) => ValueRef::Bool(*b),
+        }
+    }
+}
+
+/// Hashes as its [`ValueRef`], so that a borrowed attribute finds the owned
+/// one in a map (see [`ValueRef`]'s `Equivalent`).
+impl Hash for Value {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
 }
 
 impl From<&str> for Value {
@@ -38,8 +65,136 @@ impl From<i64> for Value {
     }
 }
 
+/// A borrowed attribute value: the form values are hashed and compared in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ValueRef<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
+}
+
+impl ValueRef<'_> {
+    pub fn to_owned_value(self) -> Value {
+        match self {
+            ValueRef::Str(s) => Value::Str(s.to_owned()),
+            ValueRef::Int(i) => Value::Int(i),
+            ValueRef::Bool(b) => Value::Bool(b),
+        }
+    }
+}
+
+impl hashbrown::Equivalent<Value> for ValueRef<'_> {
+    fn equivalent(&self, key: &Value) -> bool {
+        *self == key.as_ref()
+    }
+}
+
+/// Text short enough to live on the stack: an IP address or a number as
+/// text, which every server span carries.
+#[derive(Clone, Copy)]
+pub struct InlineText {
+    len: u8,
+    bytes: [u8; Self::CAPACITY],
+}
+
+impl InlineText {
+    /// The longest IPv6 address text is 45 bytes.
+    const CAPACITY: usize = 46;
+
+    /// `value` as text, or `None` if it does not fit.
+    fn display(value: impl std::fmt::Display) -> Option<Self> {
+        use std::io::Write;
+        let mut text = Self {
+            len: 0,
+            bytes: [0; Self::CAPACITY],
+        };
+        let mut rest = &mut text.bytes[..];
+        write!(rest, "{value}").ok()?;
+        let unused = rest.len();
+        text.len = u8::try_from(Self::CAPACITY - unused).ok()?;
+        Some(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Written from `Display` output, so UTF-8; the fallback never runs.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for InlineText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+/// An attribute value borrowed from the record where it can be.
+#[derive(Clone, Debug)]
+pub enum Attr<'a> {
+    Str(&'a str),
+    /// An address or a number as text.
+    Inline(InlineText),
+    /// Text made for this span (a client's `url.full`).
+    Owned(String),
+    Int(i64),
+    Bool(bool),
+}
+
+impl<'a> Attr<'a> {
+    /// `value` as text, on the stack when it fits.
+    fn text(value: impl std::fmt::Display) -> Self {
+        match InlineText::display(&value) {
+            Some(text) => Attr::Inline(text),
+            None => Attr::Owned(value.to_string()),
+        }
+    }
+
+    fn ip(address: IpAddr) -> Self {
+        Self::text(address)
+    }
+
+    pub fn as_ref(&self) -> ValueRef<'_> {
+        match self {
+            Attr::Str(s) => ValueRef::Str(s),
+            Attr::Inline(text) => ValueRef::Str(text.as_str()),
+            Attr::Owned(s) => ValueRef::Str(s),
+            Attr::Int(i) => ValueRef::Int(*i),
+            Attr::Bool(b) => ValueRef::Bool(*b),
+        }
+    }
+
+    /// The text of a text value.
+    pub fn as_str(&self) -> Option<&str> {
+        match self.as_ref() {
+            ValueRef::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn to_value(&self) -> Value {
+        self.as_ref().to_owned_value()
+    }
+}
+
+impl<'a> From<&'a str> for Attr<'a> {
+    fn from(s: &'a str) -> Self {
+        Attr::Str(s)
+    }
+}
+impl From<i64> for Attr<'_> {
+    fn from(v: i64) -> Self {
+        Attr::Int(v)
+    }
+}
+
 /// Attributes in insertion order.
 pub type Attributes = Vec<(&'static str, Value)>;
+
+/// The most metric attributes a record has (an HTTP or gRPC client span
+/// with an error: seven).
+pub const MAX_METRIC_ATTRIBUTES: usize = 8;
+
+/// A record's metric attributes, on the stack (see [`metric_attributes`]).
+pub type MetricAttributes<'a> = ArrayVec<(&'static str, Attr<'a>), MAX_METRIC_ATTRIBUTES>;
 
 pub fn key_value(key: &str, value: &Value) -> KeyValue {
     into_key_value(key, value.clone())
@@ -70,7 +225,7 @@ const KNOWN_METHODS: [&str; 9] = [
 
 /// `http.request.method`: known methods as-is, everything else `_OTHER`
 /// (semconv: unbounded method names must not reach metrics).
-pub fn normalize_method(method: &str) -> &str {
+pub fn normalize_method(method: &str) -> &'static str {
     KNOWN_METHODS
         .iter()
         .copied()
@@ -84,11 +239,11 @@ fn default_port(scheme: &str) -> u16 {
 
 /// The `(server.address, server.port)` of a request: the Host header for
 /// HTTP if present, else the server side of the connection.
-fn server_endpoint(
+fn server_endpoint<'a>(
     record: &RequestRecord,
-    authority: Option<&str>,
+    authority: Option<&'a str>,
     scheme: &str,
-) -> (Option<String>, Option<u16>) {
+) -> (Option<Attr<'a>>, Option<u16>) {
     let server_side: Option<SocketAddr> = match record.kind {
         SpanKind::Server => record.local,
         SpanKind::Client => record.peer,
@@ -99,10 +254,10 @@ fn server_endpoint(
             let port = port
                 .or_else(|| server_side.map(|a| a.port()))
                 .or(Some(default_port(scheme)));
-            (Some(host), port)
+            (Some(Attr::Str(host)), port)
         }
         None => (
-            server_side.map(|a| a.ip().to_string()),
+            server_side.map(|a| Attr::ip(a.ip())),
             server_side.map(|a| a.port()),
         ),
     }
@@ -114,31 +269,83 @@ fn grpc_server_error(code: i32) -> bool {
     matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
 }
 
-/// `error.type` for a record, if it failed: the status code as text, or
-/// `_OTHER` for a transport failure without a status.
-pub fn error_type(record: &RequestRecord) -> Option<String> {
+/// Why a record failed, if it did (see [`error_type`]).
+#[derive(Clone, Copy)]
+enum Failure {
+    /// An HTTP or gRPC status code the conventions count as an error.
+    Code(i64),
+    /// A transport failure without a status.
+    Other,
+}
+
+impl Failure {
+    fn attr(self) -> Attr<'static> {
+        match self {
+            Failure::Code(code) => Attr::text(code),
+            Failure::Other => Attr::Str("_OTHER"),
+        }
+    }
+}
+
+fn failure(record: &RequestRecord) -> Option<Failure> {
     match &record.protocol {
         Protocol::Http(http) => match http.status {
             Some(code) if code >= 500 || (record.kind == SpanKind::Client && code >= 400) => {
-                Some(code.to_string())
+                Some(Failure::Code(code.into()))
             }
-            _ if record.error.is_some() => Some("_OTHER".to_owned()),
+            _ if record.error.is_some() => Some(Failure::Other),
             _ => None,
         },
         Protocol::Grpc(grpc) => match grpc.status_code {
             Some(code) if record.kind == SpanKind::Server && grpc_server_error(code) => {
-                Some(code.to_string())
+                Some(Failure::Code(code.into()))
             }
-            Some(code) if record.kind == SpanKind::Client && code != 0 => Some(code.to_string()),
-            _ if record.error.is_some() => Some("_OTHER".to_owned()),
+            Some(code) if record.kind == SpanKind::Client && code != 0 => {
+                Some(Failure::Code(code.into()))
+            }
+            _ if record.error.is_some() => Some(Failure::Other),
             _ => None,
         },
     }
 }
 
+/// `error.type` for a record, if it failed: the status code as text, or
+/// `_OTHER` for a transport failure without a status.
+pub fn error_type(record: &RequestRecord) -> Option<String> {
+    failure(record).map(|failure| match failure {
+        Failure::Code(code) => code.to_string(),
+        Failure::Other => "_OTHER".to_owned(),
+    })
+}
+
+/// A span's name in up to three borrowed parts, written without building
+/// the string (see [`span_name`]).
+#[derive(Clone, Copy)]
+struct SpanName<'a> {
+    first: &'a str,
+    separator: &'static str,
+    second: &'a str,
+}
+
+impl SpanName<'_> {
+    fn len(&self) -> usize {
+        self.first.len() + self.separator.len() + self.second.len()
+    }
+
+    fn extend(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.first.as_bytes());
+        out.extend_from_slice(self.separator.as_bytes());
+        out.extend_from_slice(self.second.as_bytes());
+    }
+
+    fn to_owned_string(self) -> String {
+        [self.first, self.separator, self.second].concat()
+    }
+}
+
 /// The span name: `{method} {route}` (HTTP server), `{method}` (HTTP
 /// client, or server without route), `{service}/{method}` (gRPC).
-pub fn span_name(record: &RequestRecord, route: Option<&str>) -> String {
+fn span_name_parts<'a>(record: &'a RequestRecord, route: Option<&'a str>) -> SpanName<'a> {
     match &record.protocol {
         Protocol::Http(http) => {
             let method = if normalize_method(&http.method) == "_OTHER" {
@@ -147,35 +354,53 @@ pub fn span_name(record: &RequestRecord, route: Option<&str>) -> String {
                 http.method.as_str()
             };
             match (record.kind, route) {
-                (SpanKind::Server, Some(route)) => format!("{method} {route}"),
-                _ => method.to_owned(),
+                (SpanKind::Server, Some(route)) => SpanName {
+                    first: method,
+                    separator: " ",
+                    second: route,
+                },
+                _ => SpanName {
+                    first: method,
+                    separator: "",
+                    second: "",
+                },
             }
         }
-        Protocol::Grpc(grpc) => format!("{}/{}", grpc.service, grpc.method),
+        Protocol::Grpc(grpc) => SpanName {
+            first: &grpc.service,
+            separator: "/",
+            second: &grpc.method,
+        },
     }
 }
 
-fn peer_attributes(record: &RequestRecord, attrs: &mut Attributes) {
+/// The span name (see [`span_name_parts`]).
+pub fn span_name(record: &RequestRecord, route: Option<&str>) -> String {
+    span_name_parts(record, route).to_owned_string()
+}
+
+fn peer_attributes(record: &RequestRecord, emit: &mut impl FnMut(&'static str, Attr<'_>)) {
     if let Some(peer) = record.peer {
+        let address = Attr::ip(peer.ip());
         if record.kind == SpanKind::Server {
-            attrs.push(("client.address", peer.ip().to_string().into()));
-            attrs.push(("client.port", i64::from(peer.port()).into()));
+            emit("client.address", address.clone());
+            emit("client.port", i64::from(peer.port()).into());
         }
-        attrs.push(("network.peer.address", peer.ip().to_string().into()));
-        attrs.push(("network.peer.port", i64::from(peer.port()).into()));
+        emit("network.peer.address", address);
+        emit("network.peer.port", i64::from(peer.port()).into());
     }
 }
 
-fn http_span_attributes(
-    record: &RequestRecord,
-    http: &HttpInfo,
-    route: Option<&str>,
-    attrs: &mut Attributes,
+fn http_span_attributes<'a>(
+    record: &'a RequestRecord,
+    http: &'a HttpInfo,
+    route: Option<&'a str>,
+    emit: &mut impl FnMut(&'static str, Attr<'_>),
 ) {
     let method = normalize_method(&http.method);
-    attrs.push(("http.request.method", method.into()));
+    emit("http.request.method", method.into());
     if method == "_OTHER" {
-        attrs.push(("http.request.method_original", http.method.clone().into()));
+        emit("http.request.method_original", http.method.as_str().into());
     }
     let scheme = http.scheme.as_deref().unwrap_or("http");
     let (server_address, server_port) = server_endpoint(
@@ -185,21 +410,22 @@ fn http_span_attributes(
     );
     match record.kind {
         SpanKind::Server => {
-            attrs.push(("url.path", http.path.clone().into()));
+            emit("url.path", http.path.as_str().into());
             if let Some(query) = http.query.as_deref().filter(|q| !q.is_empty()) {
-                attrs.push(("url.query", query.into()));
+                emit("url.query", query.into());
             }
-            attrs.push(("url.scheme", scheme.into()));
+            emit("url.scheme", scheme.into());
             if let Some(route) = route {
-                attrs.push(("http.route", route.into()));
+                emit("http.route", route.into());
             }
         }
         SpanKind::Client => {
             if let Some(address) = &server_address {
+                let address = address.as_str().unwrap_or_default();
                 let host = if address.contains(':') {
                     format!("[{address}]")
                 } else {
-                    address.clone()
+                    address.to_owned()
                 };
                 let port = match server_port {
                     Some(p) if p != default_port(scheme) => format!(":{p}"),
@@ -211,44 +437,44 @@ fn http_span_attributes(
                     .filter(|q| !q.is_empty())
                     .map(|q| format!("?{q}"))
                     .unwrap_or_default();
-                attrs.push((
+                emit(
                     "url.full",
-                    format!("{scheme}://{host}{port}{}{query}", http.path).into(),
-                ));
+                    Attr::Owned(format!("{scheme}://{host}{port}{}{query}", http.path)),
+                );
             }
         }
     }
     if let Some(status) = http.status {
-        attrs.push(("http.response.status_code", i64::from(status).into()));
+        emit("http.response.status_code", i64::from(status).into());
     }
     if let Some(address) = server_address {
-        attrs.push(("server.address", address.into()));
+        emit("server.address", address);
     }
     if let Some(port) = server_port {
-        attrs.push(("server.port", i64::from(port).into()));
+        emit("server.port", i64::from(port).into());
     }
-    peer_attributes(record, attrs);
+    peer_attributes(record, emit);
     if let Some(version) = &http.protocol_version {
-        attrs.push(("network.protocol.name", "http".into()));
-        attrs.push(("network.protocol.version", version.clone().into()));
+        emit("network.protocol.name", "http".into());
+        emit("network.protocol.version", version.as_str().into());
     }
     if let Some(ua) = &http.user_agent {
-        attrs.push(("user_agent.original", ua.clone().into()));
+        emit("user_agent.original", ua.as_str().into());
     }
     if let Some(size) = http.request_body_size {
-        attrs.push((
+        emit(
             "http.request.body.size",
             i64::try_from(size).unwrap_or(i64::MAX).into(),
-        ));
+        );
     }
     if let Some(size) = http.response_body_size {
-        attrs.push((
+        emit(
             "http.response.body.size",
             i64::try_from(size).unwrap_or(i64::MAX).into(),
-        ));
+        );
     }
     if let Some(tls) = &http.tls {
-        tls_attributes(tls, attrs);
+        tls_attributes(tls, emit);
     }
 }
 
@@ -260,21 +486,25 @@ fn authority<'a>(host: Option<&'a str>, tls: Option<&'a TlsInfo>) -> Option<&'a 
 }
 
 /// `tls.*` span attributes, where known.
-fn tls_attributes(tls: &TlsInfo, attrs: &mut Attributes) {
+fn tls_attributes(tls: &TlsInfo, emit: &mut impl FnMut(&'static str, Attr<'_>)) {
     if let Some(name) = &tls.protocol_name {
-        attrs.push(("tls.protocol.name", name.clone().into()));
+        emit("tls.protocol.name", name.as_str().into());
     }
     if let Some(version) = &tls.protocol_version {
-        attrs.push(("tls.protocol.version", version.clone().into()));
+        emit("tls.protocol.version", version.as_str().into());
     }
 }
 
-fn grpc_span_attributes(record: &RequestRecord, grpc: &GrpcInfo, attrs: &mut Attributes) {
-    attrs.push(("rpc.system", "grpc".into()));
-    attrs.push(("rpc.service", grpc.service.clone().into()));
-    attrs.push(("rpc.method", grpc.method.clone().into()));
+fn grpc_span_attributes(
+    record: &RequestRecord,
+    grpc: &GrpcInfo,
+    emit: &mut impl FnMut(&'static str, Attr<'_>),
+) {
+    emit("rpc.system", "grpc".into());
+    emit("rpc.service", grpc.service.as_str().into());
+    emit("rpc.method", grpc.method.as_str().into());
     if let Some(code) = grpc.status_code {
-        attrs.push(("rpc.grpc.status_code", i64::from(code).into()));
+        emit("rpc.grpc.status_code", i64::from(code).into());
     }
     let scheme = if grpc.tls.is_some() { "https" } else { "http" };
     let (server_address, server_port) = server_endpoint(
@@ -283,48 +513,67 @@ fn grpc_span_attributes(record: &RequestRecord, grpc: &GrpcInfo, attrs: &mut Att
         scheme,
     );
     if let Some(address) = server_address {
-        attrs.push(("server.address", address.into()));
+        emit("server.address", address);
     }
     if let Some(port) = server_port {
-        attrs.push(("server.port", i64::from(port).into()));
+        emit("server.port", i64::from(port).into());
     }
-    peer_attributes(record, attrs);
+    peer_attributes(record, emit);
     if let Some(ua) = &grpc.user_agent {
-        attrs.push(("user_agent.original", ua.clone().into()));
+        emit("user_agent.original", ua.as_str().into());
     }
     if let Some(tls) = &grpc.tls {
-        tls_attributes(tls, attrs);
+        tls_attributes(tls, emit);
     }
 }
 
-/// Every span attribute of a record.
+/// Calls `emit` with every span attribute of a record, in order.
+fn each_span_attribute(
+    record: &RequestRecord,
+    route: Option<&str>,
+    mut emit: impl FnMut(&'static str, Attr<'_>),
+) {
+    match &record.protocol {
+        Protocol::Http(http) => http_span_attributes(record, http, route, &mut emit),
+        Protocol::Grpc(grpc) => grpc_span_attributes(record, grpc, &mut emit),
+    }
+    if let Some(failure) = failure(record) {
+        emit("error.type", failure.attr());
+    }
+}
+
+/// Every span attribute of a record, owned.
 pub fn span_attributes(record: &RequestRecord, route: Option<&str>) -> Attributes {
     let mut attrs = Attributes::new();
-    match &record.protocol {
-        Protocol::Http(http) => http_span_attributes(record, http, route, &mut attrs),
-        Protocol::Grpc(grpc) => grpc_span_attributes(record, grpc, &mut attrs),
-    }
-    if let Some(error) = error_type(record) {
-        attrs.push(("error.type", error.into()));
-    }
+    each_span_attribute(record, route, |key, value| {
+        attrs.push((key, value.to_value()));
+    });
     attrs
 }
 
 /// The low-cardinality attributes of the duration histograms (semconv's
-/// required + recommended ones, without addresses of server-side peers).
-pub fn metric_attributes(record: &RequestRecord, route: Option<&str>) -> Attributes {
-    let mut attrs = Attributes::new();
+/// required + recommended ones, without addresses of server-side peers),
+/// borrowed from the record.
+pub fn metric_attributes<'a>(
+    record: &'a RequestRecord,
+    route: Option<&'a str>,
+) -> MetricAttributes<'a> {
+    let mut attrs = MetricAttributes::new();
+    // At most MAX_METRIC_ATTRIBUTES pushes on every path below.
+    let mut push = |key: &'static str, value: Attr<'a>| {
+        let _ = attrs.try_push((key, value));
+    };
     match &record.protocol {
         Protocol::Http(http) => {
-            attrs.push(("http.request.method", normalize_method(&http.method).into()));
+            push("http.request.method", normalize_method(&http.method).into());
             if let Some(status) = http.status {
-                attrs.push(("http.response.status_code", i64::from(status).into()));
+                push("http.response.status_code", i64::from(status).into());
             }
             let scheme = http.scheme.as_deref().unwrap_or("http");
             match record.kind {
                 SpanKind::Server => {
                     if let Some(route) = route {
-                        attrs.push(("http.route", route.into()));
+                        push("http.route", route.into());
                     }
                 }
                 SpanKind::Client => {
@@ -334,24 +583,24 @@ pub fn metric_attributes(record: &RequestRecord, route: Option<&str>) -> Attribu
                         scheme,
                     );
                     if let Some(address) = address {
-                        attrs.push(("server.address", address.into()));
+                        push("server.address", address);
                     }
                     if let Some(port) = port {
-                        attrs.push(("server.port", i64::from(port).into()));
+                        push("server.port", i64::from(port).into());
                     }
                 }
             }
-            attrs.push(("url.scheme", scheme.into()));
+            push("url.scheme", scheme.into());
             if let Some(version) = &http.protocol_version {
-                attrs.push(("network.protocol.version", version.clone().into()));
+                push("network.protocol.version", version.as_str().into());
             }
         }
         Protocol::Grpc(grpc) => {
-            attrs.push(("rpc.system", "grpc".into()));
-            attrs.push(("rpc.service", grpc.service.clone().into()));
-            attrs.push(("rpc.method", grpc.method.clone().into()));
+            push("rpc.system", "grpc".into());
+            push("rpc.service", grpc.service.as_str().into());
+            push("rpc.method", grpc.method.as_str().into());
             if let Some(code) = grpc.status_code {
-                attrs.push(("rpc.grpc.status_code", i64::from(code).into()));
+                push("rpc.grpc.status_code", i64::from(code).into());
             }
             if record.kind == SpanKind::Client {
                 let scheme = if grpc.tls.is_some() { "https" } else { "http" };
@@ -361,16 +610,16 @@ pub fn metric_attributes(record: &RequestRecord, route: Option<&str>) -> Attribu
                     scheme,
                 );
                 if let Some(address) = address {
-                    attrs.push(("server.address", address.into()));
+                    push("server.address", address);
                 }
                 if let Some(port) = port {
-                    attrs.push(("server.port", i64::from(port).into()));
+                    push("server.port", i64::from(port).into());
                 }
             }
         }
     }
-    if let Some(error) = error_type(record) {
-        attrs.push(("error.type", error.into()));
+    if let Some(failure) = failure(record) {
+        push("error.type", failure.attr());
     }
     attrs
 }
@@ -378,35 +627,36 @@ pub fn metric_attributes(record: &RequestRecord, route: Option<&str>) -> Attribu
 /// Is the span an error? (5xx for servers, 4xx and 5xx for clients, gRPC
 /// per semconv, or a transport failure.)
 pub fn is_error(record: &RequestRecord) -> bool {
-    error_type(record).is_some()
+    failure(record).is_some()
 }
 
-/// The OTLP span of a record.
 /// Everything of a span but its ids and attributes, shared by the span as
 /// a struct ([`to_span`], for taps) and as bytes ([`encode_span`], for
 /// export), so that the two cannot disagree.
-struct SpanFrame {
-    name: String,
+struct SpanFrame<'a> {
+    name: SpanName<'a>,
     kind: span::SpanKind,
     flags: u32,
     start_time_unix_nano: u64,
     end_time_unix_nano: u64,
-    status: Status,
+    /// The status code, and the message of an error (the record's error).
+    status_code: status::StatusCode,
+    status_message: &'a str,
 }
 
-fn span_frame(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets) -> SpanFrame {
+fn span_frame<'a>(
+    record: &'a RequestRecord,
+    route: Option<&'a str>,
+    clock: &ClockOffsets,
+) -> SpanFrame<'a> {
     let ctx = &record.span;
-    let status = if is_error(record) {
-        let message = record.error.clone().unwrap_or_default();
-        Status {
-            message,
-            code: status::StatusCode::Error as i32,
-        }
+    let (status_code, status_message) = if is_error(record) {
+        (
+            status::StatusCode::Error,
+            record.error.as_deref().unwrap_or_default(),
+        )
     } else {
-        Status {
-            message: String::new(),
-            code: status::StatusCode::Unset as i32,
-        }
+        (status::StatusCode::Unset, "")
     };
     let kind = match record.kind {
         SpanKind::Server => span::SpanKind::Server,
@@ -418,15 +668,17 @@ fn span_frame(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets)
         _ => 0x100,
     };
     SpanFrame {
-        name: span_name(record, route),
+        name: span_name_parts(record, route),
         kind,
         flags: u32::from(ctx.flags) | remote_flags,
         start_time_unix_nano: clock.to_unix_nanos(record.clock, record.start_ns),
         end_time_unix_nano: clock.to_unix_nanos(record.clock, record.end_ns.max(record.start_ns)),
-        status,
+        status_code,
+        status_message,
     }
 }
 
+/// The OTLP span of a record.
 pub fn to_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets) -> Span {
     let ctx = &record.span;
     let frame = span_frame(record, route, clock);
@@ -436,7 +688,7 @@ pub fn to_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets
         trace_state: String::new(),
         parent_span_id: ctx.parent_span_id.map(|p| p.0.to_vec()).unwrap_or_default(),
         flags: frame.flags,
-        name: frame.name,
+        name: frame.name.to_owned_string(),
         kind: frame.kind as i32,
         start_time_unix_nano: frame.start_time_unix_nano,
         end_time_unix_nano: frame.end_time_unix_nano,
@@ -444,29 +696,39 @@ pub fn to_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets
             .into_iter()
             .map(|(k, v)| into_key_value(k, v))
             .collect(),
-        status: Some(frame.status),
+        status: Some(Status {
+            message: frame.status_message.to_owned(),
+            code: frame.status_code as i32,
+        }),
         ..Default::default()
     }
 }
 
 /// The span of `record` as the protobuf bytes of an OTLP `Span` message,
 /// the same bytes prost writes for [`to_span`]'s struct. Export encodes
-/// each span once, here, without the struct: building, re-measuring and
-/// dropping the struct's strings and vectors was most of the probe's CPU
-/// per span.
+/// each span once, here, straight from the record: no struct, and no
+/// string copied on the way (one allocation per span, the bytes).
 pub fn encode_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOffsets) -> Vec<u8> {
     use prost::encoding::{self as pb, WireType};
+    /// A length-delimited field: key, length, bytes.
+    fn bytes_field(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
+        pb::encode_key(tag, WireType::LengthDelimited, out);
+        pb::encode_varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
     let ctx = &record.span;
     let frame = span_frame(record, route, clock);
-    let attributes = span_attributes(record, route);
-    let mut out = Vec::with_capacity(256 + 48 * attributes.len());
-    pb::bytes::encode(1, &ctx.trace_id.0.to_vec(), &mut out);
-    pb::bytes::encode(2, &ctx.span_id.0.to_vec(), &mut out);
+    let mut out = Vec::with_capacity(640);
+    bytes_field(1, &ctx.trace_id.0, &mut out);
+    bytes_field(2, &ctx.span_id.0, &mut out);
     if let Some(parent) = ctx.parent_span_id {
-        pb::bytes::encode(4, &parent.0.to_vec(), &mut out);
+        bytes_field(4, &parent.0, &mut out);
     }
-    if !frame.name.is_empty() {
-        pb::string::encode(5, &frame.name, &mut out);
+    let name_len = frame.name.len();
+    if name_len > 0 {
+        pb::encode_key(5, WireType::LengthDelimited, &mut out);
+        pb::encode_varint(name_len as u64, &mut out);
+        frame.name.extend(&mut out);
     }
     pb::int32::encode(6, &(frame.kind as i32), &mut out);
     if frame.start_time_unix_nano != 0 {
@@ -475,11 +737,12 @@ pub fn encode_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOff
     if frame.end_time_unix_nano != 0 {
         pb::fixed64::encode(8, &frame.end_time_unix_nano, &mut out);
     }
-    for (key, value) in &attributes {
+    each_span_attribute(record, route, |key, value| {
+        let value = value.as_ref();
         let value_len = match value {
-            Value::Str(s) => pb::string::encoded_len(1, s),
-            Value::Int(i) => pb::int64::encoded_len(3, i),
-            Value::Bool(b) => pb::bool::encoded_len(2, b),
+            ValueRef::Str(s) => pb::key_len(1) + pb::encoded_len_varint(s.len() as u64) + s.len(),
+            ValueRef::Int(i) => pb::int64::encoded_len(3, &i),
+            ValueRef::Bool(b) => pb::bool::encoded_len(2, &b),
         };
         let key_value_len = pb::key_len(1)
             + pb::encoded_len_varint(key.len() as u64)
@@ -490,19 +753,37 @@ pub fn encode_span(record: &RequestRecord, route: Option<&str>, clock: &ClockOff
         pb::encode_key(9, WireType::LengthDelimited, &mut out);
         pb::encode_varint(key_value_len as u64, &mut out);
         // KeyValue.key (even empty: a span's keys are never empty) and
-        // KeyValue.value, an AnyValue whose oneof is always written.
-        pb::encode_key(1, WireType::LengthDelimited, &mut out);
-        pb::encode_varint(key.len() as u64, &mut out);
-        out.extend_from_slice(key.as_bytes());
+        // KeyValue.value, an AnyValue whose oneof is always written (even an
+        // empty string, as prost does for a oneof).
+        bytes_field(1, key.as_bytes(), &mut out);
         pb::encode_key(2, WireType::LengthDelimited, &mut out);
         pb::encode_varint(value_len as u64, &mut out);
         match value {
-            Value::Str(s) => pb::string::encode(1, s, &mut out),
-            Value::Int(i) => pb::int64::encode(3, i, &mut out),
-            Value::Bool(b) => pb::bool::encode(2, b, &mut out),
+            ValueRef::Str(s) => bytes_field(1, s.as_bytes(), &mut out),
+            ValueRef::Int(i) => pb::int64::encode(3, &i, &mut out),
+            ValueRef::Bool(b) => pb::bool::encode(2, &b, &mut out),
         }
+    });
+    // Status: message (2) if not empty, code (3) if not Unset.
+    let code = frame.status_code as i32;
+    let message = frame.status_message;
+    let status_len = if message.is_empty() {
+        0
+    } else {
+        pb::key_len(2) + pb::encoded_len_varint(message.len() as u64) + message.len()
+    } + if code == 0 {
+        0
+    } else {
+        pb::int32::encoded_len(3, &code)
+    };
+    pb::encode_key(15, WireType::LengthDelimited, &mut out);
+    pb::encode_varint(status_len as u64, &mut out);
+    if !message.is_empty() {
+        bytes_field(2, message.as_bytes(), &mut out);
     }
-    pb::message::encode(15, &frame.status, &mut out);
+    if code != 0 {
+        pb::int32::encode(3, &code, &mut out);
+    }
     // prost writes fields in tag order, not declaration order.
     if frame.flags != 0 {
         pb::fixed32::encode(16, &frame.flags, &mut out);

@@ -83,6 +83,14 @@ pub const REQUEST_CLIENT: &str = "traces_service_graph_request_client";
 /// The client name of a caller the probe cannot name (Tempo's convention).
 pub const UNKNOWN_CLIENT: &str = "user";
 
+/// [`UNKNOWN_CLIENT`] as a node name, made once: it names every server
+/// span whose client is not known.
+fn unknown_client() -> Arc<str> {
+    static NAME: std::sync::LazyLock<Arc<str>> =
+        std::sync::LazyLock::new(|| Arc::from(UNKNOWN_CLIENT));
+    NAME.clone()
+}
+
 /// Histogram boundaries: the HTTP ones, in seconds, as Tempo's defaults are.
 const BOUNDS: &[f64] = &HTTP_BOUNDS_SECONDS;
 
@@ -217,7 +225,7 @@ fn requested_host(record: &RequestRecord) -> Option<String> {
         Protocol::Grpc(grpc) => grpc.authority.as_deref(),
     }?;
     let (host, _) = semconv::split_host(authority);
-    (!host.is_empty()).then_some(host)
+    (!host.is_empty()).then(|| host.to_owned())
 }
 
 /// The single-span edge of a completed request (see the module docs), or
@@ -242,7 +250,7 @@ fn observe_as(
     me: GraphNode,
     peers: &dyn PeerLookup,
 ) -> Option<EdgeObservation> {
-    let failed = semconv::error_type(record).is_some();
+    let failed = semconv::is_error(record);
     let seconds = record.duration_secs();
     let host = (record.kind == SpanKind::Client)
         .then(|| requested_host(record))
@@ -266,7 +274,7 @@ fn observe_as(
                     },
                 ),
                 None => (
-                    GraphNode::new(UNKNOWN_CLIENT, None),
+                    GraphNode::new(unknown_client(), None),
                     ConnectionType::VirtualNode,
                 ),
             };

@@ -125,6 +125,9 @@ pub struct Pairer {
     stats: PairingStats,
     /// The node-wide exchange with the node's other probes, if open.
     exchange: Option<Box<dyn Exchange>>,
+    /// The last resource's graph node: consecutive spans mostly come from
+    /// one process, and naming its node copies two strings.
+    last_node: Option<(Arc<ProcessResource>, GraphNode)>,
 }
 
 impl Default for Pairer {
@@ -154,6 +157,20 @@ impl Pairer {
             on: true,
             stats: PairingStats::default(),
             exchange: None,
+            last_node: None,
+        }
+    }
+
+    /// `resource`'s graph node ([`own_node`]), from the last one when the
+    /// resource is the same.
+    fn own_node(&mut self, resource: &Arc<ProcessResource>) -> GraphNode {
+        match &self.last_node {
+            Some((last, node)) if Arc::ptr_eq(last, resource) => node.clone(),
+            _ => {
+                let node = own_node(resource);
+                self.last_node = Some((resource.clone(), node.clone()));
+                node
+            }
         }
     }
 
@@ -206,7 +223,7 @@ impl Pairer {
         emit: &mut dyn FnMut(&Arc<ProcessResource>, &EdgeObservation),
     ) {
         self.expire(now, emit);
-        let me = own_node(resource);
+        let me = self.own_node(resource);
         let client_addr = match record.kind {
             SpanKind::Client => record.local,
             SpanKind::Server => record.peer,
@@ -228,7 +245,7 @@ impl Pairer {
                 me: &me,
                 seconds: record.duration_secs(),
                 // Only the server's counts (a pair's client side never fails).
-                failed: !is_client && semconv::error_type(record).is_some(),
+                failed: !is_client && semconv::is_error(record),
             };
             let theirs = Side {
                 resource: &other.resource,
