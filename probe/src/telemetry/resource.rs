@@ -112,15 +112,19 @@ fn percent_decode(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Resources by PID, looked up for every span: foldhash, not SipHash (PIDs
+/// are the kernel's, not traffic's).
+type ByPid = HashMap<u32, Arc<ProcessResource>, foldhash::fast::FixedState>;
+
 /// PID → resource lookup shared by discovery (writer) and the pipeline
 /// (reader). Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct ResourceRegistry {
     base: Arc<BaseResource>,
-    per_process: Arc<RwLock<HashMap<u32, Arc<ProcessResource>>>>,
+    per_process: Arc<RwLock<ByPid>>,
     /// Resources derived for processes discovery said nothing about, cached
     /// so that `/proc` is read once per process.
-    derived: Arc<RwLock<HashMap<u32, Arc<ProcessResource>>>>,
+    derived: Arc<RwLock<ByPid>>,
     proc_root: Arc<std::path::PathBuf>,
 }
 

@@ -9,6 +9,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+// Looked up for every server span; the keys are bounded by the cap.
+use foldhash::fast::FixedState;
+
 use ferrotel_api::probe_config::{RoutesConfig, UnmatchedRoutes};
 pub use ferrotel_parse::url::{RoutePattern, heuristic_route, is_id_like};
 
@@ -23,7 +26,7 @@ pub struct RouteTemplater {
     max_distinct: usize,
     /// Routes seen per service. Shared strings: every request hands one
     /// out, and a clone is a count, not a copy.
-    seen: HashMap<String, HashSet<Arc<str>>>,
+    seen: HashMap<String, HashSet<Arc<str>, FixedState>, FixedState>,
     overflow: Arc<str>,
 }
 
@@ -44,7 +47,7 @@ impl RouteTemplater {
                 .collect(),
             unmatched: config.unmatched,
             max_distinct: config.max_distinct as usize,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             overflow: Arc::from(OVERFLOW_ROUTE),
         }
     }
@@ -86,7 +89,7 @@ impl RouteTemplater {
         // Look up before inserting: this runs once per request, and the
         // service key only needs allocating the first time.
         if !self.seen.contains_key(service) {
-            self.seen.insert(service.to_owned(), HashSet::new());
+            self.seen.insert(service.to_owned(), HashSet::default());
         }
         let seen = self.seen.get_mut(service).expect("inserted above");
         if let Some(route) = seen.get(candidate) {

@@ -78,13 +78,18 @@ pub struct ServicePeer {
     pub traced: bool,
 }
 
+/// The index's maps, looked up for every span: foldhash instead of
+/// SipHash (keys are addresses and names from the Kubernetes API; traffic
+/// only looks them up, so it cannot flood them).
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 #[derive(Debug, Default)]
 struct Inner {
-    local: HashMap<IpAddr, PeerIdentity>,
-    pods: HashMap<String, PodPeer>,
-    pod_by_ip: HashMap<IpAddr, String>,
-    services: HashMap<String, ServicePeer>,
-    service_by_ip: HashMap<IpAddr, String>,
+    local: Map<IpAddr, PeerIdentity>,
+    pods: Map<String, PodPeer>,
+    pod_by_ip: Map<IpAddr, String>,
+    services: Map<String, ServicePeer>,
+    service_by_ip: Map<IpAddr, String>,
     /// Service and namespace names are shared by many pods: one allocation each.
     strings: HashSet<Arc<str>>,
 }
@@ -135,14 +140,14 @@ impl Inner {
 
 /// Points `ips` at `owner`: a newer object may reuse an address a deleted
 /// one had.
-fn claim(by_ip: &mut HashMap<IpAddr, String>, ips: &[IpAddr], owner: &str) {
+fn claim(by_ip: &mut Map<IpAddr, String>, ips: &[IpAddr], owner: &str) {
     for ip in ips {
         by_ip.insert(*ip, owner.to_owned());
     }
 }
 
 /// Forgets `owner`'s addresses, except those a newer owner took meanwhile.
-fn release(by_ip: &mut HashMap<IpAddr, String>, ips: &[IpAddr], owner: &str) {
+fn release(by_ip: &mut Map<IpAddr, String>, ips: &[IpAddr], owner: &str) {
     for ip in ips {
         if by_ip.get(ip).is_some_and(|o| o == owner) {
             by_ip.remove(ip);
@@ -221,7 +226,7 @@ impl PeerIndex {
     /// Replaces the pods of this node (discovery calls it after every pod or
     /// namespace change).
     pub fn replace_local(&self, entries: HashMap<IpAddr, PeerIdentity>) {
-        self.inner.write().expect("peer index lock").local = entries;
+        self.inner.write().expect("peer index lock").local = entries.into_iter().collect();
     }
 
     pub fn apply_pod(&self, pod: PodPeer) {
