@@ -24,8 +24,13 @@ pub enum DecodeError {
 }
 
 fn text(bytes: &[u8], len: u16) -> String {
+    text_ref(bytes, len).into_owned()
+}
+
+/// [`text`] borrowed, for text that is cut before it is kept.
+fn text_ref(bytes: &[u8], len: u16) -> std::borrow::Cow<'_, str> {
     let len = usize::from(len).min(bytes.len());
-    String::from_utf8_lossy(&bytes[..len]).into_owned()
+    String::from_utf8_lossy(&bytes[..len])
 }
 
 /// The sampling decision of the chain's local root (a server span, or a
@@ -122,7 +127,7 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
             if status.is_none() && span_kind == SpanKind::Client {
                 error = Some("round trip failed before a response arrived".to_owned());
             }
-            let route = route_of_pattern(&text(&event.route, event.route_len));
+            let route = route_of_pattern(&text_ref(&event.route, event.route_len));
             Protocol::Http(HttpInfo {
                 method: text(&event.method, event.method_len),
                 path,
