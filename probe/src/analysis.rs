@@ -60,6 +60,7 @@ pub async fn off_loop<T: Send + 'static, E: Send + 'static>(
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(job));
         // What an analysis read (symbol tables, executables) is dropped by now.
         ferrotel_memory::release_free_heap();
+        crate::ebpf::log_memory("analysis", "done");
         outcome
     })
     .await;

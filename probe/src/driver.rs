@@ -360,9 +360,13 @@ impl<S: ProgramSet> Driver<S> {
     pub fn load(mut set: S) -> Result<Self, EbpfError> {
         let tuning = set.tuning();
         let mut kernel = ebpf::load(set.name(), set.object(), &tuning)?;
+        // Attached before the ring is mapped: a set's BTF tracepoints parse
+        // the kernel's BTF (~17 MiB while it lives), and the mapped ring
+        // (its data pages mapped twice) would be resident under that peak.
+        // What the programs write meanwhile waits in the ring.
+        set.attach(&mut kernel)?;
         let reader = EventReader::take(&mut kernel, tuning.poll)?;
         let drops = DropCounters::take(&mut kernel)?;
-        set.attach(&mut kernel)?;
         let background = set.background();
         info!(
             set = set.name(),

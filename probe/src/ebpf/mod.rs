@@ -24,7 +24,7 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{BtfTracePoint, PerfEvent, Program, TracePoint, UProbe};
 use aya::{Btf, Ebpf, EbpfLoader};
 use ferrotel_probe_ebpf::contract::{globals, maps, process};
-use tracing::warn;
+use tracing::{debug, warn};
 
 pub use claims::Claims;
 pub use drops::DropCounters;
@@ -179,6 +179,48 @@ fn attach_error(
     }
 }
 
+/// Logs the process's resident memory now and at its peak (`VmRSS`,
+/// `VmHWM` in KiB) after a start-up `step` of `set`: the peak is reached
+/// while sets load, and this says which step reached it.
+pub(crate) fn log_memory(set: &str, step: &str) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    debug!(
+        set,
+        step,
+        rss_kib = field("VmRSS:"),
+        peak_kib = field("VmHWM:"),
+        "Memory after a start-up step"
+    );
+}
+
+/// Drops a loader and returns the heap its kernel BTF took to the kernel.
+/// aya's `EbpfLoader::new` parses the whole kernel BTF
+/// (`/sys/kernel/btf/vmlinux`, ~17 MiB of heap while it lives) for the
+/// objects' CO-RE relocations; glibc would otherwise keep what it freed, and
+/// the next parse would count on top of it.
+pub(crate) fn forget_loader_btf(loader: EbpfLoader<'_>) {
+    drop(loader);
+    ferrotel_memory::release_free_heap();
+}
+
 /// Rounds a requested ring size to what the kernel accepts: a power of two,
 /// at least one 4 KiB page.
 pub fn ring_size(requested: u32) -> u32 {
@@ -232,9 +274,10 @@ pub fn load(set: &'static str, object: &[u8], tuning: &Tuning) -> Result<Kernel,
             Global::U64(v) => loader.override_global(name, v, true),
         };
     }
-    let ebpf = loader
-        .load(object)
-        .map_err(|source| EbpfError::Load { set, source })?;
+    let loaded = loader.load(object);
+    forget_loader_btf(loader);
+    let ebpf = loaded.map_err(|source| EbpfError::Load { set, source })?;
+    log_memory(set, "loaded");
     // What the kernel made of the request, not the request.
     let ring_buffer_bytes = match ebpf.map(maps::EVENTS) {
         Some(Map::RingBuf(data)) => data
@@ -266,9 +309,11 @@ pub fn load(set: &'static str, object: &[u8], tuning: &Tuning) -> Result<Kernel,
 /// owner reads the maps on its own schedule; it does not run under the
 /// [driver](crate::driver) loop, which exists to drain a ring.
 pub fn load_maps_only(set: &'static str, object: &[u8]) -> Result<Kernel, EbpfError> {
-    let ebpf = EbpfLoader::new()
-        .load(object)
-        .map_err(|source| EbpfError::Load { set, source })?;
+    let mut loader = EbpfLoader::new();
+    let loaded = loader.load(object);
+    forget_loader_btf(loader);
+    let ebpf = loaded.map_err(|source| EbpfError::Load { set, source })?;
+    log_memory(set, "loaded");
     Ok(Kernel {
         set,
         ebpf,
@@ -387,6 +432,7 @@ impl Kernel {
     pub fn attach_btf_tracepoints(&mut self, table: &[(&str, &str)]) -> Result<(), EbpfError> {
         let btf = Btf::from_sys_fs().map_err(EbpfError::Btf)?;
         let set = self.set;
+        log_memory(set, "kernel BTF parsed");
         for (name, tracepoint) in table {
             let target = format!("tp_btf/{tracepoint}");
             let program = self.program::<BtfTracePoint>(name, "tp_btf")?;
@@ -397,6 +443,7 @@ impl Kernel {
         }
         drop(btf);
         ferrotel_memory::release_free_heap();
+        log_memory(set, "BTF tracepoints attached");
         Ok(())
     }
 

@@ -238,12 +238,13 @@ impl Injector {
         loader.override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true);
         loader.override_global(globals::PROP_SENDER_ASSIGNS_SPAN, &assigns, true);
         loader.override_global(globals::PROP_SYSCALL_INFLIGHT, &assigns, true);
-        let mut ebpf = loader
-            .load(ferrotel_probe_ebpf::PROPAGATION)
-            .map_err(|source| PropagationError::Load {
-                reason: load_reason(&source),
-                source,
-            })?;
+        let loaded = loader.load(ferrotel_probe_ebpf::PROPAGATION);
+        crate::ebpf::forget_loader_btf(loader);
+        let mut ebpf = loaded.map_err(|source| PropagationError::Load {
+            reason: load_reason(&source),
+            source,
+        })?;
+        crate::ebpf::log_memory("propagation", "loaded");
         let socks: SockHash<MapData, u64> = take_map(&mut ebpf, maps::PROP_SOCKS)?;
         let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, maps::PROP_COUNTERS)?;
         let program_err = |name| move |source| PropagationError::Program { name, source };
