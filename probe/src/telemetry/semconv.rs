@@ -73,16 +73,6 @@ pub enum ValueRef<'a> {
     Bool(bool),
 }
 
-impl ValueRef<'_> {
-    pub fn to_owned_value(self) -> Value {
-        match self {
-            ValueRef::Str(s) => Value::Str(s.to_owned()),
-            ValueRef::Int(i) => Value::Int(i),
-            ValueRef::Bool(b) => Value::Bool(b),
-        }
-    }
-}
-
 impl hashbrown::Equivalent<Value> for ValueRef<'_> {
     fn equivalent(&self, key: &Value) -> bool {
         *self == key.as_ref()
@@ -171,7 +161,11 @@ impl<'a> Attr<'a> {
     }
 
     pub fn to_value(&self) -> Value {
-        self.as_ref().to_owned_value()
+        match self.as_ref() {
+            ValueRef::Str(s) => Value::Str(s.to_owned()),
+            ValueRef::Int(i) => Value::Int(i),
+            ValueRef::Bool(b) => Value::Bool(b),
+        }
     }
 }
 
@@ -269,7 +263,7 @@ fn grpc_server_error(code: i32) -> bool {
     matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
 }
 
-/// Why a record failed, if it did (see [`error_type`]).
+/// Why a record failed, if it did: its `error.type` ([`Failure::attr`]).
 #[derive(Clone, Copy)]
 enum Failure {
     /// An HTTP or gRPC status code the conventions count as an error.
@@ -307,15 +301,6 @@ fn failure(record: &RequestRecord) -> Option<Failure> {
             _ => None,
         },
     }
-}
-
-/// `error.type` for a record, if it failed: the status code as text, or
-/// `_OTHER` for a transport failure without a status.
-pub fn error_type(record: &RequestRecord) -> Option<String> {
-    failure(record).map(|failure| match failure {
-        Failure::Code(code) => code.to_string(),
-        Failure::Other => "_OTHER".to_owned(),
-    })
 }
 
 /// A span's name in up to three borrowed parts, written without building
@@ -937,7 +922,10 @@ pub(crate) mod tests {
         )));
         let mut reset = http_record(SpanKind::Client, "GET", "/", None);
         reset.error = Some("connection reset".into());
-        assert_eq!(error_type(&reset).as_deref(), Some("_OTHER"));
+        assert_eq!(
+            attr(&span_attributes(&reset, None), "error.type"),
+            Some(&"_OTHER".into())
+        );
         let span = to_span(&reset, None, &ClockOffsets::fixed(0, 0));
         assert_eq!(span.status.unwrap().code, status::StatusCode::Error as i32);
     }
