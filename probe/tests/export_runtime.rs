@@ -51,7 +51,7 @@ impl Frontend for Synthetic {
                 span: ctx.spans.start_server(None),
                 protocol: Protocol::Http(HttpInfo {
                     method: "POST".into(),
-                    path: format!("/orders/{}", 1000 + i),
+                    path: format!("/orders/{}", 1000 + i).into(),
                     status: Some(201),
                     ..Default::default()
                 }),

@@ -14,6 +14,12 @@ use std::net::SocketAddr;
 
 use crate::trace_context::SpanContext;
 
+/// A record's text: held inline up to 24 bytes, on the heap beyond. A
+/// front-end decodes one record per request, and most of its text (a
+/// method, a path, a route, a host) is short, so a record costs no
+/// allocation for it.
+pub type Text = compact_str::CompactString;
+
 /// Which kernel clock the record's timestamps come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KernelClock {
@@ -38,24 +44,24 @@ pub enum SpanKind {
 pub struct HttpInfo {
     /// Request method as sent (`GET`, `POST`, ...); the pipeline maps
     /// unknown methods to `_OTHER` per semconv.
-    pub method: String,
+    pub method: Text,
     /// Request target path, without the query string.
-    pub path: String,
+    pub path: Text,
     /// The query string without `?`, if any.
-    pub query: Option<String>,
+    pub query: Option<Text>,
     /// Response status; `None` if no response was seen (e.g. the connection
     /// was closed first — then set [`RequestRecord::error`]).
     pub status: Option<u16>,
     /// The route template if the front-end knows it (e.g. Go 1.22+
     /// `http.Request.Pattern`); otherwise the pipeline derives `http.route`.
-    pub route: Option<String>,
+    pub route: Option<Text>,
     /// `Host` header (HTTP/1.1) or `:authority` (HTTP/2), possibly with a port.
-    pub host: Option<String>,
+    pub host: Option<Text>,
     /// `http` or `https` if known (the probe usually sees plain text only).
-    pub scheme: Option<String>,
+    pub scheme: Option<Text>,
     /// `1.0`, `1.1` or `2`.
-    pub protocol_version: Option<String>,
-    pub user_agent: Option<String>,
+    pub protocol_version: Option<Text>,
+    pub user_agent: Option<Text>,
     /// Request body bytes (`Content-Length` or counted).
     pub request_body_size: Option<u64>,
     /// Response body bytes (`Content-Length` or counted).
@@ -69,11 +75,11 @@ pub struct HttpInfo {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsInfo {
     /// `tls.protocol.name`: `tls` (or `ssl` for SSL 3).
-    pub protocol_name: Option<String>,
+    pub protocol_name: Option<Text>,
     /// `tls.protocol.version`: `1.2`, `1.3`, ...
-    pub protocol_version: Option<String>,
+    pub protocol_version: Option<Text>,
     /// The server name the client asked for (SNI).
-    pub server_name: Option<String>,
+    pub server_name: Option<Text>,
 }
 
 impl TlsInfo {
@@ -88,8 +94,8 @@ impl TlsInfo {
             0x0304 => ("tls", "1.3"),
             _ => return,
         };
-        self.protocol_name = Some(name.to_owned());
-        self.protocol_version = Some(number.to_owned());
+        self.protocol_name = Some(Text::const_new(name));
+        self.protocol_version = Some(Text::const_new(number));
     }
 }
 
@@ -97,14 +103,14 @@ impl TlsInfo {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GrpcInfo {
     /// Fully qualified service, e.g. `helloworld.Greeter`.
-    pub service: String,
+    pub service: Text,
     /// Method, e.g. `SayHello`.
-    pub method: String,
+    pub method: Text,
     /// `grpc-status` of the call; `None` if none was seen.
     pub status_code: Option<i32>,
     /// `:authority`, if seen.
-    pub authority: Option<String>,
-    pub user_agent: Option<String>,
+    pub authority: Option<Text>,
+    pub user_agent: Option<Text>,
     /// Set if the call travelled over TLS.
     pub tls: Option<TlsInfo>,
 }

@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 
+use crate::record::Text;
+
 /// The replacement the semantic conventions prescribe for a redacted value.
 pub const REDACTED: &str = "REDACTED";
 
@@ -168,8 +170,10 @@ pub fn is_id_like(segment: &str) -> bool {
 }
 
 /// The heuristic template of a path: ID-like segments become `*`.
-pub fn heuristic_route(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
+pub fn heuristic_route(path: &str) -> Text {
+    // Built for every request without a known route: a typical route fits
+    // inline, so this costs no allocation.
+    let mut out = Text::default();
     for segment in split(path) {
         out.push('/');
         out.push_str(if is_id_like(segment) { "*" } else { segment });

@@ -1003,7 +1003,7 @@ mod tests {
         let mut record = http_record(SpanKind::Server, "POST", "/", None);
         record.protocol = Protocol::Grpc(crate::telemetry::record::GrpcInfo {
             service: "shop.Cart".into(),
-            method,
+            method: method.into(),
             status_code: Some(code),
             authority: None,
             user_agent: None,

@@ -82,7 +82,7 @@ impl Redactor {
             Cow::Owned(redacted) => {
                 let mut copy = record.clone();
                 if let Protocol::Http(http) = &mut copy.protocol {
-                    http.query = Some(redacted);
+                    http.query = Some(redacted.into());
                 }
                 Cow::Owned(copy)
             }

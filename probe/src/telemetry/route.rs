@@ -58,7 +58,7 @@ impl RouteTemplater {
         let path = path.split(['?', '#']).next().unwrap_or(path);
         // Borrowed where the route is already text (the front-end's, a
         // pattern's); only a heuristic route is built per request.
-        let built: String;
+        let built: ferrotel_parse::record::Text;
         let candidate: &str = match known {
             Some(route) => route,
             None => match self.patterns.iter().find(|p| p.matches(path)) {

@@ -10,7 +10,9 @@
 
 use ferrotel_probe_ebpf::go::{self, GoRequestEvent, ROOT_REMOTE, ROOT_SAMPLED, kind, parent_kind};
 
-use crate::record::{GrpcInfo, HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind, TlsInfo};
+use crate::record::{
+    GrpcInfo, HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind, Text, TlsInfo,
+};
 use crate::sampling::Sampler;
 use crate::trace_context::{ParentKind, SpanContext, SpanId, TraceId};
 
@@ -23,8 +25,8 @@ pub enum DecodeError {
     Kind(u32),
 }
 
-fn text(bytes: &[u8], len: u16) -> String {
-    text_ref(bytes, len).into_owned()
+fn text(bytes: &[u8], len: u16) -> Text {
+    Text::from(text_ref(bytes, len).as_ref())
 }
 
 /// [`text`] borrowed, for text that is cut before it is kept.
@@ -81,20 +83,20 @@ pub fn span_context(sampler: &Sampler, trace: &go::GoTrace) -> SpanContext {
 }
 
 /// Splits `/pkg.Service/Method` into (`pkg.Service`, `Method`).
-pub fn split_grpc_method(full: &str) -> (String, String) {
+pub fn split_grpc_method(full: &str) -> (Text, Text) {
     let trimmed = full.strip_prefix('/').unwrap_or(full);
     match trimmed.rsplit_once('/') {
-        Some((service, method)) => (service.to_owned(), method.to_owned()),
-        None => (String::new(), trimmed.to_owned()),
+        Some((service, method)) => (Text::from(service), Text::from(method)),
+        None => (Text::default(), Text::from(trimmed)),
     }
 }
 
 /// The path part of a Go 1.22+ ServeMux pattern (`GET /users/{id}` ->
 /// `/users/{id}`); host-qualified patterns keep only the path.
-fn route_of_pattern(pattern: &str) -> Option<String> {
+fn route_of_pattern(pattern: &str) -> Option<Text> {
     let path = pattern.rsplit_once(' ').map_or(pattern, |(_, p)| p);
     let path = &path[path.find('/')?..];
-    Some(path.to_owned())
+    Some(Text::from(path))
 }
 
 /// Decodes one ring-buffer record.
@@ -135,7 +137,11 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
                 status,
                 route,
                 host: (!host.is_empty()).then_some(host),
-                scheme: Some(if tls.is_some() { "https" } else { "http" }.to_owned()),
+                scheme: Some(Text::const_new(if tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                })),
                 protocol_version: None,
                 user_agent: None,
                 request_body_size: u64::try_from(event.content_length).ok().filter(|n| *n > 0),
@@ -173,7 +179,7 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
         // The server's peer from Request.RemoteAddr ("ip:port"); unix
         // sockets and anything unparsable leave it unset.
         peer: (span_kind == SpanKind::Server)
-            .then(|| text(&event.peer, event.peer_len).parse().ok())
+            .then(|| text_ref(&event.peer, event.peer_len).parse().ok())
             .flatten(),
         error,
     })

@@ -18,6 +18,8 @@
 
 use std::collections::VecDeque;
 
+use crate::record::Text;
+
 /// Longest head we accumulate before treating it as truncated.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Headers parsed per head; more are ignored (framing headers come early in practice).
@@ -45,14 +47,14 @@ pub struct SegmentMeta {
 /// A parsed request head: only what spans and framing need.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestHead {
-    pub method: String,
+    pub method: Text,
     /// The request target as sent (origin form `/a?b`, or absolute form).
-    pub target: String,
+    pub target: Text,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version: u8,
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
-    pub traceparent: Option<String>,
+    pub host: Option<Text>,
+    pub user_agent: Option<Text>,
+    pub traceparent: Option<Text>,
     pub content_length: Option<u64>,
     /// The head did not fit the capture or the head limit; only the request
     /// line is known.
@@ -408,21 +410,28 @@ impl MessageParser {
                 match req.parse(buf) {
                     Ok(httparse::Status::Complete(len)) => {
                         let mut head = RequestHead {
-                            method: req.method.unwrap_or_default().to_owned(),
-                            target: req.path.unwrap_or_default().to_owned(),
+                            method: Text::from(req.method.unwrap_or_default()),
+                            target: Text::from(req.path.unwrap_or_default()),
                             version: req.version.unwrap_or(1),
                             ..RequestHead::default()
                         };
                         let mut chunked = false;
+                        // Every request passes here: names are compared in
+                        // place and values kept inline, so that a head costs
+                        // no allocation for what it is read for.
                         for h in req.headers.iter() {
-                            let value = || String::from_utf8_lossy(h.value).trim().to_owned();
-                            match h.name.to_ascii_lowercase().as_str() {
-                                "host" => head.host = Some(value()),
-                                "user-agent" => head.user_agent = Some(value()),
-                                "traceparent" => head.traceparent = Some(value()),
-                                "content-length" => head.content_length = value().parse().ok(),
-                                "transfer-encoding" => chunked = is_chunked(h.value),
-                                _ => {}
+                            let value = || header_text(h.value);
+                            let name = h.name;
+                            if name.eq_ignore_ascii_case("host") {
+                                head.host = Some(value());
+                            } else if name.eq_ignore_ascii_case("user-agent") {
+                                head.user_agent = Some(value());
+                            } else if name.eq_ignore_ascii_case("traceparent") {
+                                head.traceparent = Some(value());
+                            } else if name.eq_ignore_ascii_case("content-length") {
+                                head.content_length = header_number(h.value);
+                            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                                chunked = is_chunked(h.value);
                             }
                         }
                         if chunked {
@@ -446,13 +455,10 @@ impl MessageParser {
                         };
                         let mut chunked = false;
                         for h in res.headers.iter() {
-                            match h.name.to_ascii_lowercase().as_str() {
-                                "content-length" => {
-                                    head.content_length =
-                                        String::from_utf8_lossy(h.value).trim().parse().ok()
-                                }
-                                "transfer-encoding" => chunked = is_chunked(h.value),
-                                _ => {}
+                            if h.name.eq_ignore_ascii_case("content-length") {
+                                head.content_length = header_number(h.value);
+                            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                                chunked = is_chunked(h.value);
                             }
                         }
                         if chunked {
@@ -478,8 +484,8 @@ impl MessageParser {
         let (a, b) = (parts.next()?, parts.next()?);
         match self.side {
             Side::Request => Some(Head::Request(RequestHead {
-                method: a.to_owned(),
-                target: b.to_owned(),
+                method: Text::from(a),
+                target: Text::from(b),
                 version: u8::from(parts.next() != Some("HTTP/1.0")),
                 truncated: true,
                 ..RequestHead::default()
@@ -662,6 +668,16 @@ enum Framing {
     Length(u64),
     Chunked,
     UntilClose,
+}
+
+/// A header's value as text, trimmed (invalid UTF-8 replaced).
+fn header_text(value: &[u8]) -> Text {
+    Text::from(String::from_utf8_lossy(value).trim())
+}
+
+/// A numeric header's value (`Content-Length`); `None` if it is not one.
+fn header_number(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 fn is_chunked(value: &[u8]) -> bool {

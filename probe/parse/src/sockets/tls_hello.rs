@@ -84,7 +84,7 @@ impl HelloReader {
             (true, CLIENT_HELLO) => {
                 direction.done = true;
                 if let Some(name) = client_hello_server_name(&body) {
-                    self.info.server_name = Some(name);
+                    self.info.server_name = Some(name.into());
                 }
             }
             (false, SERVER_HELLO) => {
@@ -282,9 +282,9 @@ mod tests {
 
     fn info(version: &str, sni: &str) -> TlsInfo {
         TlsInfo {
-            protocol_name: Some("tls".to_owned()),
-            protocol_version: Some(version.to_owned()),
-            server_name: Some(sni.to_owned()),
+            protocol_name: Some("tls".into()),
+            protocol_version: Some(version.into()),
+            server_name: Some(sni.into()),
         }
     }
 

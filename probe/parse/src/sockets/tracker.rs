@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use crate::http1::{Head, MessageParser, Parsed, RequestHead, ResponseHead, SegmentMeta, Side};
-use crate::record::{HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind, TlsInfo};
+use crate::record::{HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind, Text, TlsInfo};
 use crate::sampling::SpanStarter;
 use crate::trace_context::{SpanContext, parse_traceparent};
 
@@ -582,8 +582,16 @@ fn record(
         status: response.as_ref().map(|r| r.status),
         route: None,
         host: request.host,
-        scheme: Some(if tls.is_some() { "https" } else { "http" }.to_owned()),
-        protocol_version: Some(if request.version == 0 { "1.0" } else { "1.1" }.to_owned()),
+        scheme: Some(Text::const_new(if tls.is_some() {
+            "https"
+        } else {
+            "http"
+        })),
+        protocol_version: Some(Text::const_new(if request.version == 0 {
+            "1.0"
+        } else {
+            "1.1"
+        })),
         user_agent: request.user_agent,
         request_body_size: request_body.or(request.content_length),
         response_body_size: response
@@ -609,7 +617,7 @@ fn record(
 
 /// Splits a request target into path and query; absolute-form targets
 /// (`http://host/p?q`, sent to proxies) lose their scheme and authority.
-fn split_target(target: &str) -> (String, Option<String>) {
+fn split_target(target: &str) -> (Text, Option<Text>) {
     let target = match target.find("://") {
         Some(i) => {
             let rest = &target[i + 3..];
@@ -619,8 +627,8 @@ fn split_target(target: &str) -> (String, Option<String>) {
     };
     let target = target.split('#').next().unwrap_or(target);
     match target.split_once('?') {
-        Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
-        None => (target.to_owned(), None),
+        Some((path, query)) => (Text::from(path), Some(Text::from(query))),
+        None => (Text::from(target), None),
     }
 }
 

@@ -448,14 +448,14 @@ fn process_exit_forgets_its_connections() {
 fn targets_are_split_into_path_and_query() {
     assert_eq!(
         split_target("/a/b?c=d&e"),
-        ("/a/b".to_owned(), Some("c=d&e".to_owned()))
+        ("/a/b".into(), Some("c=d&e".into()))
     );
     assert_eq!(
         split_target("http://proxy.example:80/p?q"),
-        ("/p".to_owned(), Some("q".to_owned()))
+        ("/p".into(), Some("q".into()))
     );
-    assert_eq!(split_target("http://host"), ("/".to_owned(), None));
-    assert_eq!(split_target("*"), ("*".to_owned(), None));
+    assert_eq!(split_target("http://host"), ("/".into(), None));
+    assert_eq!(split_target("*"), ("*".into(), None));
 }
 
 #[test]
