@@ -3,13 +3,23 @@
 //! processes are claimed and exited ones released.
 //!
 //! Open ports are found the way `ss -ltnp` does: listening sockets in
-//! `/proc/<pid>/net/tcp{,6}` (read once per network namespace, so processes
-//! in containers are found too) give socket inodes, and `/proc/<pid>/fd/*`
+//! `/proc/<pid>/net/tcp{,6}` (read per network namespace, so processes in
+//! containers are found too) give socket inodes, and `/proc/<pid>/fd/*`
 //! links named `socket:[inode]` tie them to processes.
+//!
+//! Reading those tables is the scan's dominant cost: the kernel walks its
+//! whole established-connection hash for them (~20 ms for both on a 24 GiB
+//! host, however few connections there are). A [`PortIndex`] therefore
+//! keeps each namespace's listeners between scans and reads the tables
+//! again only when a process there that does not already match has sockets
+//! it did not have at the previous scan (a new process, or a new socket),
+//! and at least every [`LISTENERS_MAX_AGE`]. A process that starts
+//! listening is found at the next scan, unless its socket was created just
+//! before one scan and put to listen after it: then within that age.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -67,12 +77,95 @@ impl StandaloneSelector {
     }
 }
 
+/// How long a namespace's listening sockets are trusted without a change
+/// that asks for a new read (see the module's documentation).
+pub const LISTENERS_MAX_AGE: Duration = Duration::from_secs(30);
+
+/// What the open-port criterion remembers between scans.
+#[derive(Debug, Default)]
+pub struct PortIndex {
+    /// Per network namespace (its `ns/net` link): the inodes of sockets
+    /// listening on a wanted port, and when its tables were read.
+    listeners: HashMap<PathBuf, (HashSet<u64>, Instant)>,
+    /// Per process: its socket inodes at the previous scan, sorted.
+    sockets: HashMap<u32, Vec<u64>>,
+    /// Times the `net/tcp{,6}` tables of a namespace were read.
+    table_reads: u64,
+}
+
+impl PortIndex {
+    /// Times a namespace's tables were read since this index was made.
+    pub fn table_reads(&self) -> u64 {
+        self.table_reads
+    }
+
+    /// Whether the process at `proc_dir` listens on one of `ports`.
+    fn listens_on(&mut self, pid: u32, proc_dir: &Path, ports: &[u16], now: Instant) -> bool {
+        let Ok(netns) = std::fs::read_link(proc_dir.join("ns/net")) else {
+            return false;
+        };
+        let sockets = socket_inodes(proc_dir);
+        if sockets.is_empty() {
+            self.sockets.remove(&pid);
+            return false;
+        }
+        let matches = |listeners: &HashSet<u64>| sockets.iter().any(|i| listeners.contains(i));
+        let changed = self.sockets.get(&pid) != Some(&sockets);
+        // The namespace's known listeners answer when they were read in
+        // this scan, or are recent and either match (a process keeps
+        // matching while it holds its listening socket) or the process has
+        // no socket they did not see.
+        let known = self.listeners.get(&netns).and_then(|(listeners, read_at)| {
+            let recent = now.saturating_duration_since(*read_at) < LISTENERS_MAX_AGE;
+            (*read_at == now || (recent && (!changed || matches(listeners))))
+                .then(|| matches(listeners))
+        });
+        let found = known.unwrap_or_else(|| {
+            let mut listeners = HashSet::new();
+            for table in ["net/tcp", "net/tcp6"] {
+                if let Ok(text) = std::fs::read_to_string(proc_dir.join(table)) {
+                    listeners.extend(parse_listening_inodes(&text, ports));
+                }
+            }
+            self.table_reads += 1;
+            let found = matches(&listeners);
+            self.listeners.insert(netns, (listeners, now));
+            found
+        });
+        self.sockets.insert(pid, sockets);
+        found
+    }
+
+    /// Forgets exited processes, and listeners too old to answer again.
+    fn retain(&mut self, pids: &HashSet<u32>, now: Instant) {
+        self.sockets.retain(|pid, _| pids.contains(pid));
+        self.listeners
+            .retain(|_, (_, read_at)| now.saturating_duration_since(*read_at) < LISTENERS_MAX_AGE);
+    }
+}
+
+/// The inodes of a process's sockets, sorted.
+fn socket_inodes(proc_dir: &Path) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else {
+        return Vec::new();
+    };
+    let mut inodes: Vec<u64> = fds
+        .flatten()
+        .filter_map(|fd| socket_inode(&std::fs::read_link(fd.path()).ok()?))
+        .collect();
+    inodes.sort_unstable();
+    inodes
+}
+
 /// Scans `proc_root` once and returns every process `selector` claims,
-/// never including `exclude` (the probe itself).
+/// never including `exclude` (the probe itself). `ports` carries what the
+/// open-port criterion learnt in earlier scans; `now` is this scan's time.
 pub fn scan(
     proc_root: &Path,
     selector: &StandaloneSelector,
     exclude: u32,
+    ports: &mut PortIndex,
+    now: Instant,
 ) -> BTreeMap<u32, ProcessTarget> {
     let mut found = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(proc_root) else {
@@ -80,8 +173,7 @@ pub fn scan(
         return found;
     };
     let wanted_pids: HashSet<u32> = selector.pids.iter().copied().collect();
-    // netns inode -> listening socket inodes on the wanted ports.
-    let mut listeners_by_netns: HashMap<PathBuf, HashSet<u64>> = HashMap::new();
+    let mut seen = HashSet::new();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -93,6 +185,7 @@ pub fn scan(
         if pid == exclude {
             continue;
         }
+        seen.insert(pid);
         let dir = entry.path();
         // Kernel threads have no exe; processes that exit mid-scan neither.
         let Ok(exe) = std::fs::read_link(dir.join("exe")) else {
@@ -103,7 +196,7 @@ pub fn scan(
         } else if selector.exe_globs.iter().any(|g| g.matches_path(&exe)) {
             Some("exe_path")
         } else if !selector.open_ports.is_empty()
-            && listens_on(&dir, &selector.open_ports, &mut listeners_by_netns)
+            && ports.listens_on(pid, &dir, &selector.open_ports, now)
         {
             Some("open_port")
         } else {
@@ -113,34 +206,8 @@ pub fn scan(
             found.insert(pid, ProcessTarget { pid, exe, reason });
         }
     }
+    ports.retain(&seen, now);
     found
-}
-
-fn listens_on(proc_dir: &Path, ports: &[u16], cache: &mut HashMap<PathBuf, HashSet<u64>>) -> bool {
-    let Ok(netns) = std::fs::read_link(proc_dir.join("ns/net")) else {
-        return false;
-    };
-    let listeners = cache.entry(netns).or_insert_with(|| {
-        let mut inodes = HashSet::new();
-        for table in ["net/tcp", "net/tcp6"] {
-            if let Ok(text) = std::fs::read_to_string(proc_dir.join(table)) {
-                inodes.extend(parse_listening_inodes(&text, ports));
-            }
-        }
-        inodes
-    });
-    if listeners.is_empty() {
-        return false;
-    }
-    let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path())
-            .ok()
-            .and_then(|target| socket_inode(&target))
-            .is_some_and(|inode| listeners.contains(&inode))
-    })
 }
 
 fn socket_inode(link: &Path) -> Option<u64> {
@@ -164,12 +231,22 @@ pub async fn run(
     let me = std::process::id();
     let mut current: BTreeMap<u32, ProcessTarget> = BTreeMap::new();
     let mut warned_empty = false;
+    let mut ports = PortIndex::default();
     loop {
         let scan_root = proc_root.clone();
         let scan_selector = selector.clone();
-        let next = tokio::task::spawn_blocking(move || scan(&scan_root, &scan_selector, me))
-            .await
-            .unwrap_or_default();
+        let mut index = std::mem::take(&mut ports);
+        let next = tokio::task::spawn_blocking(move || {
+            let next = scan(&scan_root, &scan_selector, me, &mut index, Instant::now());
+            (next, index)
+        })
+        .await
+        // A scan that panicked starts the index afresh.
+        .map(|(next, index)| {
+            ports = index;
+            next
+        })
+        .unwrap_or_default();
         for (pid, target) in &next {
             if !current.contains_key(pid) {
                 info!(pid, exe = %target.exe.display(), reason = target.reason, "Claimed process");
@@ -214,6 +291,8 @@ mod tests {
             Path::new("/proc"),
             &StandaloneSelector::new(&[], &[], &[port]).unwrap(),
             0,
+            &mut PortIndex::default(),
+            Instant::now(),
         );
         assert_eq!(
             by_port.get(&me).map(|t| t.reason),
@@ -226,6 +305,8 @@ mod tests {
             Path::new("/proc"),
             &StandaloneSelector::new(&[], &[exe], &[]).unwrap(),
             0,
+            &mut PortIndex::default(),
+            Instant::now(),
         );
         assert_eq!(by_exe.get(&me).map(|t| t.reason), Some("exe_path"));
 
@@ -233,6 +314,8 @@ mod tests {
             Path::new("/proc"),
             &StandaloneSelector::new(&[me], &[], &[]).unwrap(),
             0,
+            &mut PortIndex::default(),
+            Instant::now(),
         );
         assert_eq!(
             by_pid.keys().copied().collect::<Vec<_>>(),
@@ -243,6 +326,8 @@ mod tests {
             Path::new("/proc"),
             &StandaloneSelector::new(&[me], &[], &[]).unwrap(),
             me,
+            &mut PortIndex::default(),
+            Instant::now(),
         );
         assert!(excluded.is_empty(), "the probe never claims itself");
     }
@@ -280,5 +365,107 @@ mod tests {
         assert_eq!(removed, Some(TargetEvent::Removed(pid)));
         shutdown.cancel();
         task.await.unwrap();
+    }
+
+    /// A `/proc` of one process (pid 100, in namespace `net:[1]`) whose
+    /// sockets and namespace tables the test controls.
+    struct FakeProc {
+        root: tempfile::TempDir,
+    }
+
+    impl FakeProc {
+        const HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+
+        fn new() -> Self {
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join("100");
+            std::fs::create_dir_all(dir.join("fd")).unwrap();
+            std::fs::create_dir_all(dir.join("ns")).unwrap();
+            std::fs::create_dir_all(dir.join("net")).unwrap();
+            std::os::unix::fs::symlink("/usr/bin/python3", dir.join("exe")).unwrap();
+            std::os::unix::fs::symlink("net:[1]", dir.join("ns/net")).unwrap();
+            std::fs::write(dir.join("net/tcp6"), Self::HEADER).unwrap();
+            let fake = Self { root };
+            fake.tables(&[]);
+            fake
+        }
+
+        /// Gives the process a socket with this inode as fd `fd`.
+        fn socket(&self, fd: u32, inode: u64) {
+            let link = self.root.path().join(format!("100/fd/{fd}"));
+            std::os::unix::fs::symlink(format!("socket:[{inode}]"), link).unwrap();
+        }
+
+        /// The namespace's IPv4 table: `(port, state, inode)` per line.
+        fn tables(&self, sockets: &[(u16, &str, u64)]) {
+            let mut text = Self::HEADER.to_owned();
+            for (i, (port, state, inode)) in sockets.iter().enumerate() {
+                text += &format!(
+                    "   {i}: 00000000:{port:04X} 00000000:0000 {state} 00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0000000000000000 100 0 0 10 0\n"
+                );
+            }
+            std::fs::write(self.root.path().join("100/net/tcp"), text).unwrap();
+        }
+
+        fn scan(&self, ports: &mut PortIndex, now: Instant) -> bool {
+            let selector = StandaloneSelector::new(&[], &[], &[8080]).unwrap();
+            scan(self.root.path(), &selector, 0, ports, now).contains_key(&100)
+        }
+    }
+
+    #[test]
+    fn namespace_tables_are_read_again_only_when_a_process_has_new_sockets() {
+        let fake = FakeProc::new();
+        let mut ports = PortIndex::default();
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+
+        fake.socket(3, 7001);
+        fake.tables(&[(22, "0A", 7001)]);
+        assert!(!fake.scan(&mut ports, at(0)), "listens on 22, not 8080");
+        assert_eq!(ports.table_reads(), 1);
+        assert!(!fake.scan(&mut ports, at(2)));
+        assert_eq!(
+            ports.table_reads(),
+            1,
+            "same sockets: the tables are not read"
+        );
+
+        // A new socket that listens on the wanted port.
+        fake.socket(4, 7002);
+        fake.tables(&[(22, "0A", 7001), (8080, "0A", 7002)]);
+        assert!(
+            fake.scan(&mut ports, at(4)),
+            "a new listener is found at the next scan"
+        );
+        assert_eq!(ports.table_reads(), 2);
+
+        // Matching, it keeps matching without a read, even as its
+        // connections come and go.
+        fake.socket(5, 7003);
+        assert!(fake.scan(&mut ports, at(6)));
+        assert!(fake.scan(&mut ports, at(8)));
+        assert_eq!(ports.table_reads(), 2, "a matching process needs no read");
+
+        // Past the age limit the tables are read again: the listener is gone.
+        fake.tables(&[(22, "0A", 7001)]);
+        let old = at(8) + LISTENERS_MAX_AGE;
+        assert!(!fake.scan(&mut ports, old), "a closed listener is released");
+        assert_eq!(ports.table_reads(), 3);
+    }
+
+    #[test]
+    fn a_socket_put_to_listen_after_a_scan_is_found_within_the_age_limit() {
+        let fake = FakeProc::new();
+        let mut ports = PortIndex::default();
+        let start = Instant::now();
+        fake.socket(3, 7001);
+        assert!(!fake.scan(&mut ports, start), "created, not listening yet");
+        fake.tables(&[(8080, "0A", 7001)]);
+        assert!(
+            !fake.scan(&mut ports, start + Duration::from_secs(2)),
+            "the same socket: not read again yet"
+        );
+        assert!(fake.scan(&mut ports, start + LISTENERS_MAX_AGE));
     }
 }
