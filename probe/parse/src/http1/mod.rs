@@ -352,6 +352,15 @@ impl MessageParser {
     ) -> usize {
         let before = buf.len();
         let take = rest.len().min(MAX_HEAD_BYTES - before);
+        if before == 0
+            && let Ok(Some((len, head, chunked))) = self.parse_head(&rest[..take])
+        {
+            // Most heads arrive whole in one read: parsed where they lie,
+            // they are never copied. Anything else is accumulated below.
+            self.last = meta;
+            self.start_body(head, chunked, first, out, meta);
+            return len;
+        }
         buf.extend_from_slice(&rest[..take]);
         self.last = meta;
         // A head can only have ended where the new bytes complete an empty

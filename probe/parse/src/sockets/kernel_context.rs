@@ -9,7 +9,10 @@
 //! fd, entry time) whose data event holds the head, and the head's first
 //! segment is matched against it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+// Looked up per request by (pid, fd).
+use foldhash::HashMap;
 
 use crate::http1::SegmentMeta;
 use crate::propagation::events::{ClientContext, Origin, ServerContext};

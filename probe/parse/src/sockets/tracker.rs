@@ -16,8 +16,12 @@
 //!
 //! Pure logic over decoded events: unit-tested without a kernel.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
+
+// Looked up several times per request; the keys are kernel-chosen numbers,
+// so a fast hash (randomly seeded per process) serves.
+use foldhash::{HashMap, HashMapExt};
 
 use crate::http1::{Head, MessageParser, Parsed, RequestHead, ResponseHead, SegmentMeta, Side};
 use crate::record::{HttpInfo, KernelClock, Protocol, RequestRecord, SpanKind, Text, TlsInfo};
@@ -135,6 +139,10 @@ pub struct Tracker {
     buffered: usize,
     /// Processes that opened a TLS connection since [`Tracker::take_tls_processes`].
     tls_processes: BTreeSet<u32>,
+    /// What a data event's bytes completed, kept between events so that an
+    /// event costs no allocation for it.
+    found: Vec<Parsed>,
+    parsed: Vec<(Side, Parsed)>,
 }
 
 impl Tracker {
@@ -147,6 +155,8 @@ impl Tracker {
             stats: TrackerStats::default(),
             buffered: 0,
             tls_processes: BTreeSet::new(),
+            found: Vec::new(),
+            parsed: Vec::new(),
         }
     }
 
@@ -314,7 +324,10 @@ impl Tracker {
                 return;
             }
         }
-        let mut parsed = Vec::new();
+        let mut parsed = std::mem::take(&mut self.parsed);
+        let found = &mut self.found;
+        parsed.clear();
+        found.clear();
         if Some(direction) == conn.request_direction() {
             // A new request ends a response whose length was unknown.
             if conn.responses.is_open_ended()
@@ -322,9 +335,8 @@ impl Tracker {
             {
                 parsed.push((Side::Response, done));
             }
-            let mut found = Vec::new();
-            conn.requests.feed(payload, total_len, meta, &mut found);
-            parsed.extend(found.into_iter().map(|p| (Side::Request, p)));
+            conn.requests.feed(payload, total_len, meta, found);
+            parsed.extend(found.drain(..).map(|p| (Side::Request, p)));
         } else {
             // A response ends a request whose length was unknown.
             if conn.requests.is_open_ended()
@@ -332,9 +344,8 @@ impl Tracker {
             {
                 parsed.push((Side::Request, done));
             }
-            let mut found = Vec::new();
-            conn.responses.feed(payload, total_len, meta, &mut found);
-            parsed.extend(found.into_iter().map(|p| (Side::Response, p)));
+            conn.responses.feed(payload, total_len, meta, found);
+            parsed.extend(found.drain(..).map(|p| (Side::Response, p)));
         }
         // Account for what the parsers hold now; past the budget this
         // connection stops being traced rather than the probe growing.
@@ -345,9 +356,10 @@ impl Tracker {
             self.abandon(pid, fd);
             return;
         }
-        for (side, item) in parsed {
+        for (side, item) in parsed.drain(..) {
             self.apply(pid, fd, side, item, out);
         }
+        self.parsed = parsed;
     }
 
     /// Stops tracing a connection that exceeded a cap: its state is freed,
