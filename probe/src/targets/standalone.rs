@@ -116,9 +116,9 @@ impl PortIndex {
         // matching while it holds its listening socket) or the process has
         // no socket they did not see.
         let known = self.listeners.get(&netns).and_then(|(listeners, read_at)| {
+            let found = matches(listeners);
             let recent = now.saturating_duration_since(*read_at) < LISTENERS_MAX_AGE;
-            (*read_at == now || (recent && (!changed || matches(listeners))))
-                .then(|| matches(listeners))
+            (*read_at == now || (recent && (!changed || found))).then_some(found)
         });
         let found = known.unwrap_or_else(|| {
             let mut listeners = HashSet::new();
@@ -269,7 +269,11 @@ pub async fn run(
             );
             warned_empty = true;
         }
-        debug!(claimed = next.len(), "Scanned /proc for targets");
+        debug!(
+            claimed = next.len(),
+            tcp_table_reads = ports.table_reads(),
+            "Scanned /proc for targets"
+        );
         current = next;
         tokio::select! {
             () = shutdown.cancelled() => return,

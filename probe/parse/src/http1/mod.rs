@@ -352,38 +352,35 @@ impl MessageParser {
     ) -> usize {
         let before = buf.len();
         let take = rest.len().min(MAX_HEAD_BYTES - before);
-        if before == 0
-            && let Ok(Some((len, head, chunked))) = self.parse_head(&rest[..take])
-        {
-            // Most heads arrive whole in one read: parsed where they lie,
-            // they are never copied. Anything else is accumulated below.
-            self.last = meta;
-            self.start_body(head, chunked, first, out, meta);
-            return len;
-        }
-        buf.extend_from_slice(&rest[..take]);
         self.last = meta;
-        // A head can only have ended where the new bytes complete an empty
-        // line: re-parsing the whole buffer on every read would make a peer
-        // that drips a head a byte at a time cost quadratic time. The first
-        // bytes are always parsed, so what is not HTTP is still refused early.
-        let fresh = &buf[before.saturating_sub(3)..];
-        let may_end =
-            fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n");
-        if before > 0 && !may_end && buf.len() < MAX_HEAD_BYTES && last_captured {
-            self.state = State::Head { buf, first };
-            return take;
+        if before > 0 {
+            buf.extend_from_slice(&rest[..take]);
+            // A head can only have ended where the new bytes complete an
+            // empty line: re-parsing the whole buffer on every read would
+            // make a peer that drips a head a byte at a time cost quadratic
+            // time. The first bytes are always parsed, so what is not HTTP
+            // is still refused early.
+            let fresh = &buf[before.saturating_sub(3)..];
+            let may_end =
+                fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n");
+            if !may_end && buf.len() < MAX_HEAD_BYTES && last_captured {
+                self.state = State::Head { buf, first };
+                return take;
+            }
         }
-        match self.parse_head(&buf) {
+        // Most heads arrive whole in one read: those are parsed where they
+        // lie and never copied; only a head split across reads is kept.
+        let head_bytes: &[u8] = if before == 0 { &rest[..take] } else { &buf };
+        match self.parse_head(head_bytes) {
             Ok(Some((len, head, chunked))) => {
                 let consumed = len - before;
                 self.start_body(head, chunked, first, out, meta);
                 consumed
             }
-            Ok(None) if buf.len() >= MAX_HEAD_BYTES || !last_captured => {
+            Ok(None) if before + take >= MAX_HEAD_BYTES || !last_captured => {
                 // The head goes on beyond what we can see: salvage the first
                 // line, leave the end of the message to `finish`.
-                match self.salvage(&buf) {
+                match self.salvage(head_bytes) {
                     Some(head) => {
                         out.push(Parsed::Head { head, first });
                         self.body_bytes = 0;
@@ -398,6 +395,9 @@ impl MessageParser {
                 }
             }
             Ok(None) => {
+                if before == 0 {
+                    buf.extend_from_slice(&rest[..take]);
+                }
                 self.state = State::Head { buf, first };
                 take
             }

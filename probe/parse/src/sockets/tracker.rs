@@ -142,7 +142,6 @@ pub struct Tracker {
     /// What a data event's bytes completed, kept between events so that an
     /// event costs no allocation for it.
     found: Vec<Parsed>,
-    parsed: Vec<(Side, Parsed)>,
 }
 
 impl Tracker {
@@ -156,7 +155,6 @@ impl Tracker {
             buffered: 0,
             tls_processes: BTreeSet::new(),
             found: Vec::new(),
-            parsed: Vec::new(),
         }
     }
 
@@ -324,29 +322,31 @@ impl Tracker {
                 return;
             }
         }
-        let mut parsed = std::mem::take(&mut self.parsed);
-        let found = &mut self.found;
-        parsed.clear();
-        found.clear();
-        if Some(direction) == conn.request_direction() {
-            // A new request ends a response whose length was unknown.
-            if conn.responses.is_open_ended()
-                && let Some(done) = conn.responses.finish()
-            {
-                parsed.push((Side::Response, done));
-            }
-            conn.requests.feed(payload, total_len, meta, found);
-            parsed.extend(found.drain(..).map(|p| (Side::Request, p)));
+        let (side, parser, other_side, other) = if Some(direction) == conn.request_direction() {
+            (
+                Side::Request,
+                &mut conn.requests,
+                Side::Response,
+                &mut conn.responses,
+            )
         } else {
-            // A response ends a request whose length was unknown.
-            if conn.requests.is_open_ended()
-                && let Some(done) = conn.requests.finish()
-            {
-                parsed.push((Side::Request, done));
-            }
-            conn.responses.feed(payload, total_len, meta, found);
-            parsed.extend(found.drain(..).map(|p| (Side::Response, p)));
-        }
+            (
+                Side::Response,
+                &mut conn.responses,
+                Side::Request,
+                &mut conn.requests,
+            )
+        };
+        // A message in one direction ends the other direction's message
+        // whose length was unknown.
+        let ended = if other.is_open_ended() {
+            other.finish()
+        } else {
+            None
+        };
+        let mut found = std::mem::take(&mut self.found);
+        found.clear();
+        parser.feed(payload, total_len, meta, &mut found);
         // Account for what the parsers hold now; past the budget this
         // connection stops being traced rather than the probe growing.
         let held = conn.requests.buffered() + conn.responses.buffered();
@@ -356,10 +356,13 @@ impl Tracker {
             self.abandon(pid, fd);
             return;
         }
-        for (side, item) in parsed.drain(..) {
+        if let Some(done) = ended {
+            self.apply(pid, fd, other_side, done, out);
+        }
+        for item in found.drain(..) {
             self.apply(pid, fd, side, item, out);
         }
-        self.parsed = parsed;
+        self.found = found;
     }
 
     /// Stops tracing a connection that exceeded a cap: its state is freed,
