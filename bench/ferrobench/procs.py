@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,22 @@ _cleanups: list = []
 def at_cleanup(fn) -> None:
     """Runs `fn` when the run ends (after every process is stopped)."""
     _cleanups.append(fn)
+
+
+def bpffs_dir(name: str) -> Path:
+    """A directory of this run's own on the host's BPF filesystem, removed
+    when the run ends: where probes pin the maps they share."""
+    mounts = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    bpffs = [f[4] for f in mounts if f[f.index("-") + 1] == "bpf"]
+    if not bpffs:
+        sys.exit(
+            "no BPF filesystem is mounted (/proc/self/mountinfo): the probes pin the maps they share on one; "
+            "mount it with `mount -t bpf bpf /sys/fs/bpf`"
+        )
+    path = Path(bpffs[0]) / name
+    path.mkdir()
+    at_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+    return path
 
 
 def _stop_everything(*_args) -> None:

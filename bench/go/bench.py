@@ -10,11 +10,19 @@ Scenarios (paired, interleaved rounds; see bench/ferrobench/harness.py):
 Variants: bare | probe (`ferrotel-probe --language go --pid`) | otel (built
 with `-tags otel`: otelhttp on the handler and the client, SDK batch span
 processor, OTLP/gRPC) | probe-baseline (another probe build, if given).
+With --exchange, also probe-exchange (and probe-baseline-exchange): the probe
+with the service graph's node-wide exchange open (a pin directory on the
+host's bpffs), as a probe with propagation on runs in a cluster: each span
+the pairing holds is published to the node's other probes and looked up
+when it leaves unpaired.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -24,7 +32,7 @@ from ferrobench import report, system  # noqa: E402
 from ferrobench.cli import Bench, go_build  # noqa: E402
 from ferrobench.cli import go_version as cli_go_version  # noqa: E402
 from ferrobench.harness import Context, Running, Scenario, Variant  # noqa: E402
-from ferrobench.procs import Service  # noqa: E402
+from ferrobench.procs import Service, bpffs_dir  # noqa: E402
 
 
 
@@ -49,15 +57,83 @@ def start_go(ctx: Context, binary: Path, cpus: str, name: str, backend: str | No
     return svc, f"http://127.0.0.1:{port}"
 
 
+EXCHANGE_OUTCOMES = ("named", "not_found", "unavailable")
+exchange_outcomes: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+"""(scenario, variant) -> `ferrotel_probe_service_graph_exchange_total` outcome, summed over rounds."""
+
+
+class ExchangeCounted(Running):
+    """A running variant with the exchange open: its probe's exchange
+    counters are kept before it stops, and a probe that never looked up the
+    exchange fails the run (its cost would be measured as nothing)."""
+
+    key: tuple[str, str]
+
+    def stop(self) -> None:
+        if not self.probe:
+            super().stop()
+            return
+        try:
+            text = self.probe._metrics()
+            counts = exchange_outcomes[self.key]
+            for outcome in EXCHANGE_OUTCOMES:
+                counts[outcome] += self.probe._sum(
+                    rf'ferrotel_probe_service_graph_exchange_total\{{[^}}]*outcome="{outcome}"[^}}]*\}}', text
+                )
+            if counts["unavailable"] or counts["named"] + counts["not_found"] == 0:
+                raise RuntimeError(
+                    f"{self.key[0]}/{self.key[1]}: the probe did not use the service graph's exchange "
+                    f"(outcomes {dict(counts)}). Probe log:\n{self.probe.service.log_tail()}"
+                )
+        finally:
+            super().stop()
+
+
+def exchange_table(scenario: Scenario) -> list[str]:
+    rows = [(v.name, exchange_outcomes.get((scenario.name, v.name))) for v in scenario.variants]
+    rows = [(name, counts) for name, counts in rows if counts is not None]
+    if not rows:
+        return []
+    lines = [
+        f"Exchange lookups of `{scenario.name}`'s probes (`ferrotel_probe_service_graph_exchange_total`, spans "
+        "that left the pairing unpaired, summed over the rounds, warm-up included; the load generator is "
+        "untraced, so every lookup finds nothing):",
+        "",
+        "| Variant | " + " | ".join(f"`{o}`" for o in EXCHANGE_OUTCOMES) + " |",
+        "|---|" + "---:|" * len(EXCHANGE_OUTCOMES),
+    ]
+    for name, counts in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{counts.get(o, 0):.0f}" for o in EXCHANGE_OUTCOMES) + " |")
+    return lines
+
+
+def exchange_config(bench: Bench) -> Path:
+    """A probe config that opens the service graph's exchange: a pin
+    directory of this run's own on the host's bpffs."""
+    pins = bpffs_dir(f"ferrotel-bench-go-{os.getpid()}")
+    path = bench.workdir / "probe-exchange.yaml"
+    path.write_text(json.dumps({"propagation": {"pinDir": str(pins)}}))
+    return path
+
+
 def scenarios(bench: Bench, apps: dict[str, Path]) -> list[Scenario]:
     out = []
+    exchange = exchange_config(bench) if bench.args.exchange else None
     for realistic in (False, True):
         name = f"go-{'realistic' if realistic else 'minimal'}"
         if not bench.wanted(name):
             continue
         spans = 1 + realistic  # the server span, and the backend call's client span
+        scenario_name = name
 
-        def variant(v: str, n: float, r: bool = realistic, binary: Path | None = None) -> Variant:
+        def variant(
+            v: str,
+            n: float,
+            r: bool = realistic,
+            binary: Path | None = None,
+            config: Path | None = None,
+            scenario_name: str = scenario_name,
+        ) -> Variant:
             def start(ctx: Context) -> Running:
                 others = []
                 backend = None
@@ -70,10 +146,14 @@ def scenarios(bench: Bench, apps: dict[str, Path]) -> list[Scenario]:
                     for o in others:
                         o.stop()
                     raise
-                running = Running(url=url, app=app, others=others)
+                if config is None:
+                    running = Running(url=url, app=app, others=others)
+                else:
+                    running = ExchangeCounted(url=url, app=app, others=others)
+                    running.key = (scenario_name, v)
                 if v.startswith("probe"):
                     try:
-                        running.probe = ctx.probe("go", ["--pid", str(app.pid)], binary=binary)
+                        running.probe = ctx.probe("go", ["--pid", str(app.pid)], binary=binary, config=config)
                     except Exception:
                         running.stop()
                         raise
@@ -82,8 +162,14 @@ def scenarios(bench: Bench, apps: dict[str, Path]) -> list[Scenario]:
             return Variant(v, start, n)
 
         variants = [variant("bare", 0), variant("probe", spans), variant("otel", spans)]
+        if exchange:
+            variants.append(variant("probe-exchange", spans, config=exchange))
         if bench.baseline_probe:
             variants.append(variant("probe-baseline", spans, binary=bench.baseline_probe))
+            if exchange:
+                variants.append(
+                    variant("probe-baseline-exchange", spans, binary=bench.baseline_probe, config=exchange)
+                )
         out.append(
             Scenario(
                 name=name,
@@ -96,8 +182,16 @@ def scenarios(bench: Bench, apps: dict[str, Path]) -> list[Scenario]:
     return out
 
 
+def add_arguments(p) -> None:
+    p.add_argument(
+        "--exchange",
+        action="store_true",
+        help="also measure the probe with the service graph's node-wide exchange open (needs a mounted bpffs)",
+    )
+
+
 def main(argv: list[str]) -> None:
-    bench = Bench.from_args("go", "Go overhead: bare vs ferrotel-probe vs otelhttp", argv)
+    bench = Bench.from_args("go", "Go overhead: bare vs ferrotel-probe vs otelhttp", argv, extend=add_arguments)
     go_version = cli_go_version()
     bench.header["runtime"] = go_version
     apps = build(bench.workdir)
@@ -108,11 +202,18 @@ def main(argv: list[str]) -> None:
     for scenario in todo:
         sections += report.scenario_tables(scenario, measurements)
         sections.append("")
+        table = exchange_table(scenario)
+        if table:
+            sections += [*table, ""]
     auto_agent = HERE / "AUTO_AGENT.md"
     if auto_agent.exists():
         sections += [auto_agent.read_text(), ""]
     sections += ["## Every measurement", "", *report.rounds_table(measurements)]
-    bench.write(sections, measurements)
+    bench.write(
+        sections,
+        measurements,
+        {"exchange_outcomes": {f"{k[0]}/{k[1]}": v for k, v in exchange_outcomes.items()}} if exchange_outcomes else None,
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -45,7 +44,7 @@ sys.path.insert(0, str(HERE.parent))
 from ferrobench import report, system  # noqa: E402
 from ferrobench.cli import E2E_PYTHON, VENV, Bench, build_e2e_go, go_version  # noqa: E402
 from ferrobench.harness import Context, Running, Scenario, Variant  # noqa: E402
-from ferrobench.procs import Service, at_cleanup  # noqa: E402
+from ferrobench.procs import Service, at_cleanup, bpffs_dir  # noqa: E402
 
 MODES = {
     "probe": {"inject": False, "join": False},
@@ -69,18 +68,6 @@ def cgroup2_root() -> Path:
         if fields[sep + 1] == "cgroup2" and fields[3] == "/":
             return Path(fields[4])
     sys.exit("no cgroup v2 hierarchy is mounted (/proc/self/mountinfo): propagation attaches to cgroup v2 directories")
-
-
-def bpffs_dir(name: str) -> Path:
-    """A directory of this run's own on the host's BPF filesystem, removed at the end."""
-    mounts = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    bpffs = [f[4] for f in mounts if f[f.index("-") + 1] == "bpf"]
-    if not bpffs:
-        sys.exit("no BPF filesystem is mounted (/proc/self/mountinfo): propagation pins its shared maps on one")
-    path = Path(bpffs[0]) / name
-    path.mkdir()
-    at_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
-    return path
 
 
 @dataclass
