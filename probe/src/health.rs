@@ -45,6 +45,7 @@ struct Metrics {
     tls_processes: Family<Labels, Gauge>,
     service_graph_overflow: Counter,
     service_graph_exchange: Family<Labels, Counter>,
+    service_graph_exchange_calls: Family<Labels, Counter>,
     views_samples: Counter,
 }
 
@@ -203,6 +204,11 @@ impl Health {
             m.service_graph_exchange.clone(),
         );
         r.register(
+            "service_graph_exchange_calls",
+            "System calls on the node-wide service-graph exchange map, by call: write (one per connection end per publish interval, not per span), read (one per connection end per cache interval)",
+            m.service_graph_exchange_calls.clone(),
+        );
+        r.register(
             "views_samples",
             "Readings of pod resources, node memory and TCP health taken by the views sampler",
             m.views_samples.clone(),
@@ -220,6 +226,14 @@ impl Health {
         self.metrics
             .service_graph_exchange
             .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc_by(n);
+    }
+
+    /// `n` more `call`s (`write`, `read`) on the exchange map.
+    pub fn service_graph_exchange_calls(&self, call: &'static str, n: u64) {
+        self.metrics
+            .service_graph_exchange_calls
+            .get_or_create(&vec![("call", call.to_owned())])
             .inc_by(n);
     }
 

@@ -142,6 +142,14 @@ impl Pipeline {
             self.health
                 .service_graph_exchange("not_found", now.exchange_misses - last.exchange_misses);
         }
+        if now.exchange_writes > last.exchange_writes {
+            self.health
+                .service_graph_exchange_calls("write", now.exchange_writes - last.exchange_writes);
+        }
+        if now.exchange_reads > last.exchange_reads {
+            self.health
+                .service_graph_exchange_calls("read", now.exchange_reads - last.exchange_reads);
+        }
         *last = now;
     }
 
@@ -214,7 +222,7 @@ impl Pipeline {
             }
         };
         if all {
-            self.pairer.flush(&mut emit);
+            self.pairer.flush(Instant::now(), &mut emit);
         } else {
             self.pairer.expire(Instant::now(), &mut emit);
         }
@@ -234,7 +242,7 @@ impl Pipeline {
                     Some(record) => self.process(&record),
                     None => break,
                 },
-                _ = tick.tick(), if self.pairer.waiting() > 0 => self.expire_pairs(false),
+                _ = tick.tick(), if self.pairer.needs_ticks() => self.expire_pairs(false),
             }
         }
         self.expire_pairs(true);

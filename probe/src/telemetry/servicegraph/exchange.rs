@@ -27,15 +27,36 @@
 //!
 //! # Cost
 //!
-//! One `BPF_MAP_UPDATE_ELEM` per waiting span and one `BPF_MAP_LOOKUP_ELEM`
-//! per span that found no partner in its probe (system calls, measured in
-//! the exchange's root test). Names longer than [`NAME_BYTES`] are not
-//! published, and such an end is never named from the map (its spans keep
-//! the single-span rule).
+//! Each write and each read of the map is a system call
+//! (`BPF_MAP_UPDATE_ELEM`, `BPF_MAP_LOOKUP_ELEM`), a few microseconds on a
+//! busy node: once per span they doubled the probe's CPU per span. So the
+//! pairer goes through an [`ExchangeClient`], which makes them per
+//! connection instead of per span:
+//!
+//! - Writes are held for up to [`ExchangeClient::PUBLISH_EVERY`] and only
+//!   the latest end of each key is written: a keep-alive connection's
+//!   requests overwrite one entry, so one write per connection per interval
+//!   says what one write per request said.
+//! - Reads are cached for [`ExchangeClient::LOOKUP_TTL`], absent entries
+//!   included: spans leave the pairing in arrival order, the spans of one
+//!   connection one after the other.
+//!
+//! Both delays are far inside the pairing window, which is what makes them
+//! safe: a span is looked up a [`Pairer::WINDOW`](super::pairing::Pairer)
+//! after it arrived, the other side's end was written at most about
+//! `PUBLISH_EVERY` (or one pairing tick, half a window, when traffic stops)
+//! after its own span arrived, and a read cached `LOOKUP_TTL` ago was made
+//! after that. A connection per request still costs a write and a read per
+//! span.
+//!
+//! Names longer than [`NAME_BYTES`] are not published, and such an end is
+//! never named from the map (its spans keep the single-span rule).
 
+use std::collections::HashMap as StdHashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 
@@ -55,7 +76,7 @@ pub const NAME_BYTES: usize = 64;
 /// The map's key: the client address of a connection and the side that
 /// published.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EndKey {
     /// IPv6, or IPv4-mapped IPv6.
     ip: [u8; 16],
@@ -195,6 +216,114 @@ pub trait Exchange: Send + std::fmt::Debug {
     fn lookup(&mut self, key: &EndKey) -> Option<EndValue>;
 }
 
+/// Map calls an [`ExchangeClient`] made since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExchangeCalls {
+    pub writes: u64,
+    pub reads: u64,
+}
+
+/// The pairer's side of the exchange: writes coalesced per key, reads
+/// cached briefly (see the module docs, "Cost").
+#[derive(Debug)]
+pub struct ExchangeClient {
+    exchange: Box<dyn Exchange>,
+    /// The latest end per key not yet written, and when the oldest of them
+    /// was taken.
+    pending: StdHashMap<EndKey, EndValue, foldhash::fast::FixedState>,
+    pending_since: Option<Instant>,
+    /// What the map held under a key when it was last read (`None`: no
+    /// entry), all read at or after `cached_since`.
+    cached: StdHashMap<EndKey, Option<EndValue>, foldhash::fast::FixedState>,
+    cached_since: Option<Instant>,
+    calls: ExchangeCalls,
+}
+
+impl ExchangeClient {
+    /// How long a published end may wait before it is written.
+    pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+    /// How long a read answers for its key.
+    pub const LOOKUP_TTL: Duration = Duration::from_millis(100);
+    /// Ends waiting to be written at most (a connection per request at a
+    /// high rate): past it they are written at once.
+    pub const MAX_PENDING: usize = 4_096;
+    /// Reads cached at most: past it the cache starts over.
+    pub const MAX_CACHED: usize = 8_192;
+
+    pub fn new(exchange: Box<dyn Exchange>) -> Self {
+        Self {
+            exchange,
+            pending: StdHashMap::default(),
+            pending_since: None,
+            cached: StdHashMap::default(),
+            cached_since: None,
+            calls: ExchangeCalls::default(),
+        }
+    }
+
+    /// Publishes `value` under `key`: written within
+    /// [`Self::PUBLISH_EVERY`], by [`Self::tick`] or a later publish.
+    pub fn publish(&mut self, key: EndKey, value: EndValue, now: Instant) {
+        self.pending.insert(key, value);
+        self.pending_since.get_or_insert(now);
+        if self.pending.len() >= Self::MAX_PENDING {
+            self.write_pending();
+        } else {
+            self.tick(now);
+        }
+    }
+
+    /// Writes the pending ends if the oldest has waited its interval.
+    pub fn tick(&mut self, now: Instant) {
+        if self
+            .pending_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= Self::PUBLISH_EVERY)
+        {
+            self.write_pending();
+        }
+    }
+
+    /// Writes every pending end now (the record stream ended).
+    pub fn write_pending(&mut self) {
+        for (key, value) in self.pending.drain() {
+            self.exchange.publish(&key, &value);
+            self.calls.writes += 1;
+        }
+        self.pending_since = None;
+    }
+
+    /// The entry under `key`: this probe's own end not yet written, else
+    /// the map's, read at most [`Self::LOOKUP_TTL`] ago.
+    pub fn lookup(&mut self, key: &EndKey, now: Instant) -> Option<EndValue> {
+        if let Some(value) = self.pending.get(key) {
+            return Some(*value);
+        }
+        let stale = self
+            .cached_since
+            .is_none_or(|since| now.saturating_duration_since(since) > Self::LOOKUP_TTL);
+        if stale || self.cached.len() >= Self::MAX_CACHED {
+            self.cached.clear();
+            self.cached_since = Some(now);
+        }
+        if let Some(cached) = self.cached.get(key) {
+            return *cached;
+        }
+        let value = self.exchange.lookup(key);
+        self.calls.reads += 1;
+        self.cached.insert(*key, value);
+        value
+    }
+
+    pub fn calls(&self) -> ExchangeCalls {
+        self.calls
+    }
+
+    /// Whether ends wait to be written.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
 /// Why the node-wide map could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -281,5 +410,123 @@ impl Exchange for PinnedExchange {
 
     fn lookup(&mut self, key: &EndKey) -> Option<EndValue> {
         self.map.get(key, 0).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A map that counts its calls.
+    #[derive(Debug, Default, Clone)]
+    struct Counting(Arc<std::sync::Mutex<CountingState>>);
+
+    #[derive(Debug, Default)]
+    struct CountingState {
+        entries: StdHashMap<EndKey, EndValue>,
+        writes: u64,
+        reads: u64,
+    }
+
+    impl Exchange for Counting {
+        fn publish(&mut self, key: &EndKey, value: &EndValue) {
+            let mut state = self.0.lock().unwrap();
+            state.writes += 1;
+            state.entries.insert(*key, *value);
+        }
+
+        fn lookup(&mut self, key: &EndKey) -> Option<EndValue> {
+            let mut state = self.0.lock().unwrap();
+            state.reads += 1;
+            state.entries.get(key).copied()
+        }
+    }
+
+    fn key(port: u16) -> EndKey {
+        EndKey::new(SocketAddr::from(([10, 0, 0, 2], port)), SpanKind::Server)
+    }
+
+    fn value(start_ns: u64) -> EndValue {
+        End::encode_parts(
+            &GraphNode::new("catalog", None),
+            start_ns,
+            start_ns + 1,
+            KernelClock::Monotonic,
+        )
+        .unwrap()
+    }
+
+    fn ms(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn one_connections_ends_are_written_once_per_interval_the_latest_one() {
+        let map = Counting::default();
+        let mut client = ExchangeClient::new(Box::new(map.clone()));
+        let t0 = Instant::now();
+        for i in 0..1_000 {
+            client.publish(key(40_000), value(i), ms(t0, i / 20));
+        }
+        assert_eq!(map.0.lock().unwrap().writes, 0, "held within the interval");
+        client.tick(ms(t0, 99));
+        assert_eq!(map.0.lock().unwrap().writes, 0);
+        client.tick(ms(t0, 100));
+        let state = map.0.lock().unwrap();
+        assert_eq!(state.writes, 1, "a thousand requests, one write");
+        assert_eq!(state.entries[&key(40_000)], value(999), "the latest end");
+    }
+
+    #[test]
+    fn every_connection_gets_its_write_and_a_full_buffer_writes_at_once() {
+        let map = Counting::default();
+        let mut client = ExchangeClient::new(Box::new(map.clone()));
+        let t0 = Instant::now();
+        for port in 0..10 {
+            client.publish(key(port), value(1), t0);
+        }
+        client.write_pending();
+        assert_eq!(map.0.lock().unwrap().writes, 10);
+        assert!(!client.has_pending());
+        for port in 0..ExchangeClient::MAX_PENDING as u16 {
+            client.publish(key(port), value(2), t0);
+        }
+        assert_eq!(
+            map.0.lock().unwrap().writes,
+            10 + ExchangeClient::MAX_PENDING as u64,
+            "a full buffer is written without waiting"
+        );
+        assert_eq!(client.calls().writes, map.0.lock().unwrap().writes);
+    }
+
+    #[test]
+    fn a_read_answers_for_its_key_until_it_is_older_than_its_ttl() {
+        let map = Counting::default();
+        let mut other_probe = map.clone();
+        let mut client = ExchangeClient::new(Box::new(map.clone()));
+        let t0 = Instant::now();
+        for i in 0..100 {
+            assert_eq!(client.lookup(&key(1), ms(t0, i)), None);
+        }
+        assert_eq!(
+            map.0.lock().unwrap().reads,
+            1,
+            "an absent entry is cached too"
+        );
+        other_probe.publish(&key(1), &value(5));
+        assert_eq!(client.lookup(&key(1), ms(t0, 100)), None, "still cached");
+        assert_eq!(
+            client.lookup(&key(1), ms(t0, 101)),
+            Some(value(5)),
+            "read again once older than the TTL"
+        );
+        assert_eq!(client.calls().reads, 2);
+        client.publish(key(2), value(7), ms(t0, 101));
+        assert_eq!(
+            client.lookup(&key(2), ms(t0, 101)),
+            Some(value(7)),
+            "its own end not yet written answers without a read"
+        );
+        assert_eq!(client.calls().reads, 2);
     }
 }

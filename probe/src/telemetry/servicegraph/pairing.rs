@@ -50,7 +50,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::exchange::{End, EndKey, Exchange};
+use super::exchange::{End, EndKey, Exchange, ExchangeClient};
 use super::{
     ConnectionType, Edge, EdgeObservation, GraphNode, PeerLookup, canonical_ip, observe_as,
     own_node,
@@ -106,6 +106,9 @@ pub struct PairingStats {
     /// Spans that found no partner here and no fitting entry in the
     /// exchange (counted in `alone` too; only with an exchange).
     pub exchange_misses: u64,
+    /// Writes to and reads of the exchange's map (system calls).
+    pub exchange_writes: u64,
+    pub exchange_reads: u64,
 }
 
 /// The pairing stage in front of [`super::ServiceGraphMetrics`]: spans in,
@@ -124,7 +127,7 @@ pub struct Pairer {
     on: bool,
     stats: PairingStats,
     /// The node-wide exchange with the node's other probes, if open.
-    exchange: Option<Box<dyn Exchange>>,
+    exchange: Option<ExchangeClient>,
     /// The last resource's graph node: consecutive spans mostly come from
     /// one process, and naming its node copies two strings.
     last_node: Option<(Arc<ProcessResource>, GraphNode)>,
@@ -183,7 +186,7 @@ impl Pairer {
         if !self.on {
             self = Self::default();
         }
-        self.exchange = Some(exchange);
+        self.exchange = Some(ExchangeClient::new(exchange));
         self
     }
 
@@ -207,8 +210,28 @@ impl Pairer {
         self.live
     }
 
+    /// Whether anything needs [`Pairer::expire`] on a clock tick with no
+    /// record coming: spans waiting, or ends not yet written to the
+    /// exchange.
+    pub fn needs_ticks(&self) -> bool {
+        self.live > 0
+            || self
+                .exchange
+                .as_ref()
+                .is_some_and(ExchangeClient::has_pending)
+    }
+
     pub fn stats(&self) -> PairingStats {
-        self.stats
+        let calls = self
+            .exchange
+            .as_ref()
+            .map(ExchangeClient::calls)
+            .unwrap_or_default();
+        PairingStats {
+            exchange_writes: calls.writes,
+            exchange_reads: calls.reads,
+            ..self.stats
+        }
     }
 
     /// Takes one completed request's span at `now`: observes it with its
@@ -265,7 +288,7 @@ impl Pairer {
             && let Some(value) =
                 End::encode_parts(&me, record.start_ns, record.end_ns, record.clock)
         {
-            exchange.publish(&EndKey::new(client_addr, record.kind), &value);
+            exchange.publish(EndKey::new(client_addr, record.kind), value, now);
         }
         let single = observe_as(record, me.clone(), peers);
         // A server span's single-span failure is the one a pair counts.
@@ -295,20 +318,31 @@ impl Pairer {
         now: Instant,
         emit: &mut dyn FnMut(&Arc<ProcessResource>, &EdgeObservation),
     ) {
+        if let Some(exchange) = &mut self.exchange {
+            exchange.tick(now);
+        }
         while let Some(front) = self.ring.front() {
             match front {
                 None => {}
                 Some(w) if now.saturating_duration_since(w.arrived) > self.window => {}
                 Some(_) => break,
             }
-            self.pop_front(emit);
+            self.pop_front(now, emit);
         }
     }
 
-    /// Observes alone every span still waiting (the record stream ended).
-    pub fn flush(&mut self, emit: &mut dyn FnMut(&Arc<ProcessResource>, &EdgeObservation)) {
+    /// Observes alone every span still waiting (the record stream ended),
+    /// after writing this probe's pending ends for the other probe.
+    pub fn flush(
+        &mut self,
+        now: Instant,
+        emit: &mut dyn FnMut(&Arc<ProcessResource>, &EdgeObservation),
+    ) {
+        if let Some(exchange) = &mut self.exchange {
+            exchange.write_pending();
+        }
         while !self.ring.is_empty() {
-            self.pop_front(emit);
+            self.pop_front(now, emit);
         }
     }
 
@@ -318,7 +352,7 @@ impl Pairer {
         emit: &mut dyn FnMut(&Arc<ProcessResource>, &EdgeObservation),
     ) {
         while self.ring.len() >= self.capacity {
-            self.pop_front(emit);
+            self.pop_front(waiting.arrived, emit);
         }
         let seq = self.base + self.ring.len() as u64;
         let key = (waiting.kind == SpanKind::Client, waiting.client_addr);
@@ -346,7 +380,11 @@ impl Pairer {
 
     /// Removes the ring's front; a span still in it is observed alone. The
     /// front is the oldest span of its chain, so it is the chain's head.
-    fn pop_front(&mut self, emit: &mut dyn FnMut(&Arc<ProcessResource>, &EdgeObservation)) {
+    fn pop_front(
+        &mut self,
+        now: Instant,
+        emit: &mut dyn FnMut(&Arc<ProcessResource>, &EdgeObservation),
+    ) {
         let Some(front) = self.ring.pop_front() else {
             return;
         };
@@ -372,7 +410,7 @@ impl Pairer {
                 SpanKind::Server => SpanKind::Client,
             };
             let end = exchange
-                .lookup(&EndKey::new(w.client_addr, other))
+                .lookup(&EndKey::new(w.client_addr, other), now)
                 .and_then(|value| End::decode(&value))
                 .filter(|end| end.fits(w.kind, w.start_ns, w.clock));
             if let Some(end) = end {

@@ -87,6 +87,8 @@ struct Run {
     seen: Vec<(String, EdgeObservation)>,
     peers: Book,
     t0: Instant,
+    /// The latest time offered or expired at: when a flush happens.
+    latest: Instant,
 }
 
 impl Run {
@@ -95,17 +97,21 @@ impl Run {
     }
 
     fn with(pairer: Pairer) -> Self {
+        let now = Instant::now();
         Run {
             pairer,
             graph: ServiceGraphMetrics::new(100),
             seen: Vec::new(),
             peers: Book::node(),
-            t0: Instant::now(),
+            t0: now,
+            latest: now,
         }
     }
 
-    fn at(&self, ms: u64) -> Instant {
-        self.t0 + Duration::from_millis(ms)
+    fn at(&mut self, ms: u64) -> Instant {
+        let at = self.t0 + Duration::from_millis(ms);
+        self.latest = self.latest.max(at);
+        at
     }
 
     /// Offers `record` of `service` at `arrive_ms` after the start.
@@ -135,7 +141,7 @@ impl Run {
 
     fn flush(&mut self) {
         let (graph, seen) = (&self.graph, &mut self.seen);
-        self.pairer.flush(&mut |res, obs| {
+        self.pairer.flush(self.latest, &mut |res, obs| {
             graph.observe(res, obs);
             seen.push((res.service_name().to_owned(), obs.clone()));
         });
@@ -631,7 +637,7 @@ fn a_pairer_that_is_off_observes_every_span_alone_at_once() {
 #[derive(Clone, Debug, Default)]
 struct SharedEnds(Arc<std::sync::Mutex<HashMap<(SocketAddr, bool), EndValue>>>);
 
-use super::super::exchange::EndValue;
+use super::super::exchange::{EndValue, ExchangeClient};
 
 /// The map's key, decoded back (the fixture keys by what it encodes).
 fn fixture_key(key: &EndKey) -> (SocketAddr, bool) {
@@ -678,6 +684,8 @@ fn client_via_service(start_ms: u64, end_ms: u64) -> RequestRecord {
 }
 
 const AFTER_WINDOW: u64 = Pairer::WINDOW.as_millis() as u64 + 1;
+/// The pipeline's clock tick while spans wait: half a window.
+const TICK: u64 = Pairer::WINDOW.as_millis() as u64 / 2;
 
 #[test]
 fn a_client_and_a_server_in_two_probes_observe_the_pairs_edge_each_with_its_half() {
@@ -699,6 +707,9 @@ fn a_client_and_a_server_in_two_probes_observe_the_pairs_edge_each_with_its_half
             client_probe.seen.is_empty() && server_probe.seen.is_empty(),
             "no partner in its own probe: each waits the window"
         );
+        // Each pipeline's tick writes its probe's end before any span expires.
+        client_probe.expire(TICK);
+        server_probe.expire(TICK);
         client_probe.expire(AFTER_WINDOW + 5);
         server_probe.expire(AFTER_WINDOW + 5);
         let pair = edge("frontend", "catalog", ConnectionType::Direct);
@@ -747,6 +758,7 @@ fn an_entry_older_than_the_span_is_an_earlier_owner_and_is_not_used() {
     // ended before this client's request began; the address now belongs
     // to a process that calls catalog-svc, whose server is not traced here.
     server_probe.offer(&server_span(10, 20, 200), "catalog", 0);
+    server_probe.expire(TICK);
     let client = client_via_service(500, 600);
     client_probe.offer(&client, "frontend", 500);
     client_probe.expire(500 + AFTER_WINDOW);
@@ -777,6 +789,8 @@ fn keep_alive_requests_across_probes_are_all_named_though_later_ones_overwrite_t
         server_probe.offer(&server_span(t + 2, t + 8, 200), "catalog", t);
         client_probe.offer(&client_via_service(t, t + 10), "frontend", t + 1);
     }
+    client_probe.expire(200 + TICK);
+    server_probe.expire(200 + TICK);
     client_probe.expire(200 + AFTER_WINDOW);
     server_probe.expire(200 + AFTER_WINDOW);
     let pair = edge("frontend", "catalog", ConnectionType::Direct);
@@ -795,6 +809,15 @@ fn keep_alive_requests_across_probes_are_all_named_though_later_ones_overwrite_t
         ),
         (10, 10)
     );
+    // Ten ends of one connection in each probe, written at most once per
+    // publish interval, read once per cache interval.
+    for run in [&client_probe, &server_probe] {
+        let stats = run.pairer.stats();
+        assert!(
+            stats.exchange_writes <= 3 && stats.exchange_reads <= 2,
+            "writes and reads per connection, not per span: {stats:?}"
+        );
+    }
 }
 
 #[test]
@@ -865,7 +888,11 @@ fn an_exchange_turns_a_pairer_that_was_off_on() {
     let mut run = Run::with(Pairer::off().with_exchange(Box::new(ends.clone())));
     run.offer(&server_span(10, 90, 200), "catalog", 0);
     assert!(run.seen.is_empty(), "the server span waits for a client");
-    assert_eq!(ends.0.lock().unwrap().len(), 1, "and published its end");
+    assert!(ends.0.lock().unwrap().is_empty(), "its end is held");
+    assert!(run.pairer.needs_ticks(), "for a tick to write it");
+    let held = ExchangeClient::PUBLISH_EVERY.as_millis() as u64;
+    run.expire(held);
+    assert_eq!(ends.0.lock().unwrap().len(), 1, "and then written");
 }
 
 #[test]
