@@ -112,6 +112,7 @@ bench: tools ## Run every benchmark (each under flock /tmp/ferrotel-bench.lock);
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/python/run.sh $(BENCH_ARGS)
 	bench/go/run.sh $(BENCH_ARGS)
+	bench/go/run.sh --only go-minimal --exchange --out bench/results/go-exchange.md $(BENCH_ARGS)
 	bench/tls/run.sh $(BENCH_ARGS)
 	bench/propagation/run.sh $(BENCH_ARGS)
 	bench/optin-latency/run.sh

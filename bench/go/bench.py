@@ -58,6 +58,7 @@ def start_go(ctx: Context, binary: Path, cpus: str, name: str, backend: str | No
 
 
 EXCHANGE_OUTCOMES = ("named", "not_found", "unavailable")
+EXCHANGE_CALLS = ("write", "read")
 exchange_outcomes: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
 """(scenario, variant) -> `ferrotel_probe_service_graph_exchange_total` outcome, summed over rounds."""
 
@@ -80,6 +81,10 @@ class ExchangeCounted(Running):
                 counts[outcome] += self.probe._sum(
                     rf'ferrotel_probe_service_graph_exchange_total\{{[^}}]*outcome="{outcome}"[^}}]*\}}', text
                 )
+            for call in EXCHANGE_CALLS:
+                counts[f"map {call}s"] += self.probe._sum(
+                    rf'ferrotel_probe_service_graph_exchange_calls_total\{{[^}}]*call="{call}"[^}}]*\}}', text
+                )
             if counts["unavailable"] or counts["named"] + counts["not_found"] == 0:
                 raise RuntimeError(
                     f"{self.key[0]}/{self.key[1]}: the probe did not use the service graph's exchange "
@@ -97,13 +102,15 @@ def exchange_table(scenario: Scenario) -> list[str]:
     lines = [
         f"Exchange lookups of `{scenario.name}`'s probes (`ferrotel_probe_service_graph_exchange_total`, spans "
         "that left the pairing unpaired, summed over the rounds, warm-up included; the load generator is "
-        "untraced, so every lookup finds nothing):",
+        "untraced, so every lookup finds nothing), and the system calls on the exchange map "
+        "(`ferrotel_probe_service_graph_exchange_calls_total`; a build that does not count them shows 0):",
         "",
-        "| Variant | " + " | ".join(f"`{o}`" for o in EXCHANGE_OUTCOMES) + " |",
-        "|---|" + "---:|" * len(EXCHANGE_OUTCOMES),
+        "| Variant | " + " | ".join(f"`{o}`" for o in EXCHANGE_OUTCOMES) + " | map writes | map reads |",
+        "|---|" + "---:|" * (len(EXCHANGE_OUTCOMES) + 2),
     ]
     for name, counts in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{counts.get(o, 0):.0f}" for o in EXCHANGE_OUTCOMES) + " |")
+        cells = [counts.get(o, 0) for o in EXCHANGE_OUTCOMES] + [counts.get(f"map {c}s", 0) for c in EXCHANGE_CALLS]
+        lines.append(f"| {name} | " + " | ".join(f"{c:.0f}" for c in cells) + " |")
     return lines
 
 
