@@ -29,6 +29,7 @@ const TOTAL: &str = "traces_service_graph_request_total";
 const CLIENT_COUNT: &str = "traces_service_graph_request_client_seconds_count";
 const SERVER_COUNT: &str = "traces_service_graph_request_server_seconds_count";
 const NAMED: &str = "ferrotel_probe_service_graph_exchange_total{outcome=\"named\"}";
+const CALLS: &str = "ferrotel_probe_service_graph_exchange_calls_total";
 
 /// The Prometheus sample of one direct edge (standalone: no namespaces).
 fn edge(metric: &str, client: &str, server: &str) -> String {
@@ -122,6 +123,16 @@ async fn assert_one_edge(
         (n, n),
         "every span of the edge was named from the other probe's entry:{graph}"
     );
+    // The map calls are counted; a connection's ends are written and read
+    // at most once per span (less on a keep-alive connection).
+    for (probe, text) in [("client", &c), ("server", &s)] {
+        let writes = sum(text, format!("{CALLS}{{call=\"write\"}}"));
+        let reads = sum(text, format!("{CALLS}{{call=\"read\"}}"));
+        assert!(
+            writes >= 1.0 && writes <= n && reads >= 1.0 && reads <= n,
+            "the {probe}'s probe wrote {writes} and read {reads} times for {n} spans"
+        );
+    }
     for (text, stray) in [
         (
             &c,

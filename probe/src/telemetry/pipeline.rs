@@ -129,28 +129,44 @@ impl Pipeline {
         self
     }
 
-    /// Adds the exchange outcomes since the last call to the health
-    /// counters (two comparisons when nothing changed).
+    /// Adds the exchange outcomes and map calls since the last call to the
+    /// health counters (four comparisons when nothing changed).
     fn report_exchange(&mut self) {
         let now = self.pairer.stats();
-        let last = &mut self.exchange_reported;
-        if now.exchanged > last.exchanged {
-            self.health
-                .service_graph_exchange("named", now.exchanged - last.exchanged);
+        let last = self.exchange_reported;
+        type Count = fn(&Health, &'static str, u64);
+        let deltas: [(Count, &'static str, u64, u64); 4] = [
+            (
+                Health::service_graph_exchange,
+                "named",
+                now.exchanged,
+                last.exchanged,
+            ),
+            (
+                Health::service_graph_exchange,
+                "not_found",
+                now.exchange_misses,
+                last.exchange_misses,
+            ),
+            (
+                Health::service_graph_exchange_calls,
+                "write",
+                now.exchange_writes,
+                last.exchange_writes,
+            ),
+            (
+                Health::service_graph_exchange_calls,
+                "read",
+                now.exchange_reads,
+                last.exchange_reads,
+            ),
+        ];
+        for (count, label, now, last) in deltas {
+            if now > last {
+                count(&self.health, label, now - last);
+            }
         }
-        if now.exchange_misses > last.exchange_misses {
-            self.health
-                .service_graph_exchange("not_found", now.exchange_misses - last.exchange_misses);
-        }
-        if now.exchange_writes > last.exchange_writes {
-            self.health
-                .service_graph_exchange_calls("write", now.exchange_writes - last.exchange_writes);
-        }
-        if now.exchange_reads > last.exchange_reads {
-            self.health
-                .service_graph_exchange_calls("read", now.exchange_reads - last.exchange_reads);
-        }
-        *last = now;
+        self.exchange_reported = now;
     }
 
     /// Processes one record: every record feeds the RED metrics; sampled
