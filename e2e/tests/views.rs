@@ -367,6 +367,28 @@ async fn a_three_tier_app_gives_the_exact_service_graph_and_its_pods_resources_m
             .unwrap_or_else(|| panic!("no Ready {language} probe pod among {probes:?}"))
     };
     let (python_probe, go_probe) = (probe("python"), probe("go"));
+
+    // front → middle crosses the two probes, with propagation off (no bpffs
+    // in their pods): each side was named from the other probe's entry in
+    // the exchange, which both probes found by its kernel name.
+    for language_probe in [python_probe, go_probe] {
+        let text = scrape(language_probe).await;
+        let outcome = |o: &str| {
+            prom_value(
+                &text,
+                "ferrotel_probe_service_graph_exchange_total",
+                &[("outcome", o)],
+            )
+            .unwrap_or(0.0)
+        };
+        assert!(
+            outcome("named") >= REQUESTS as f64 && outcome("unavailable") == 0.0,
+            "the {} probe named {} spans from the exchange (want at least the {REQUESTS} measured front → middle requests), unavailable {}",
+            language_probe.0,
+            outcome("named"),
+            outcome("unavailable")
+        );
+    }
     let pod = worker.pod.clone();
     let pod_label = [("k8s_pod_name", pod.as_str())];
     let samples =

@@ -362,12 +362,16 @@ fn flatten(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
 }
 
 /// The service graph's node-wide exchange with the node's other probes
-/// (see [`crate::telemetry::servicegraph::exchange`]), in the pin directory
-/// of propagation: opened when the service graph is on and the pin
-/// directory is meant to be used (propagation on, which is when the
-/// operator mounts the node's bpffs, or `propagation.pinDir` set). A map
-/// that cannot be opened leaves edges across probes to the single-span
-/// rule: logged, counted, never fatal.
+/// (see [`crate::telemetry::servicegraph::exchange`]), opened when the
+/// service graph is on:
+/// - pinned in propagation's pin directory when that is meant to be used
+///   (propagation on, which is when the operator mounts the node's bpffs,
+///   or `propagation.pinDir` set);
+/// - else, in Kubernetes mode, found by its kernel name (no bpffs needed);
+/// - else (a standalone probe without propagation) not at all.
+///
+/// A map that cannot be opened leaves edges across probes to the
+/// single-span rule: logged, counted, never fatal.
 fn graph_exchange(
     probe: &ferrotel_api::probe_config::ProbeConfig,
     graph_enabled: bool,
@@ -375,21 +379,28 @@ fn graph_exchange(
 ) -> Option<crate::telemetry::servicegraph::exchange::PinnedExchange> {
     use crate::telemetry::servicegraph::exchange::PinnedExchange;
     let propagation = &probe.propagation;
-    if !graph_enabled || !(propagation.inject || propagation.join || propagation.pin_dir.is_some())
-    {
+    if !graph_enabled {
         return None;
     }
-    let dir = std::path::PathBuf::from(
-        propagation
-            .pin_dir
-            .as_deref()
-            .unwrap_or(ferrotel_api::probe_config::PropagationConfig::DEFAULT_PIN_DIR),
-    );
-    match PinnedExchange::open(&dir) {
-        Ok(exchange) => {
-            info!(dir = %dir.display(), "Exchanging service-graph connection ends with the node's other probes");
-            Some(exchange)
-        }
+    let opened = if propagation.inject || propagation.join || propagation.pin_dir.is_some() {
+        let dir = std::path::PathBuf::from(
+            propagation
+                .pin_dir
+                .as_deref()
+                .unwrap_or(ferrotel_api::probe_config::PropagationConfig::DEFAULT_PIN_DIR),
+        );
+        PinnedExchange::open(&dir).inspect(|exchange| {
+            info!(dir = %dir.display(), map_id = exchange.id(), "Exchanging service-graph connection ends with the node's other probes");
+        })
+    } else if probe.targets.kubernetes {
+        PinnedExchange::open_by_name().inspect(|exchange| {
+            info!(map_id = exchange.id(), "Exchanging service-graph connection ends with the node's other probes (map found by name, no bpffs)");
+        })
+    } else {
+        return None;
+    };
+    match opened {
+        Ok(exchange) => Some(exchange),
         Err(e) => {
             warn!(
                 error = %e,

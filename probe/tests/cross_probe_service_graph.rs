@@ -328,6 +328,72 @@ fn the_pinned_exchange_map_is_one_per_pin_directory_and_its_cost_is_measured() {
     );
 }
 
+/// Without a bpffs (a Kubernetes probe without propagation) the probes
+/// find the map by its kernel name: the second opener gets the first one's
+/// map, a map of that name created later (a probe that created one at the
+/// same moment) loses to the earlier one, and a map of that name with
+/// another layout is never taken.
+#[test]
+fn without_a_bpffs_the_probes_find_one_map_by_its_name() {
+    use aya::maps::MapData;
+    use ferrotel_probe::telemetry::record::{KernelClock, SpanKind};
+    use ferrotel_probe::telemetry::servicegraph::GraphNode;
+    use ferrotel_probe::telemetry::servicegraph::exchange::{
+        End, EndKey, Exchange, MAP_NAME, PinnedExchange, definition,
+    };
+
+    // Another layout under the same name, created before any map of the
+    // right layout this test makes: the lowest ID, if the layout were not
+    // checked.
+    let odd = MapData::create(
+        aya_obj::Map::new_from_params(
+            aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32,
+            4,
+            4,
+            16,
+            0,
+        ),
+        MAP_NAME,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("creating a map takes root: {e}"));
+    let odd_id = odd.info().unwrap().id();
+
+    let mut first = PinnedExchange::open_by_name()
+        .unwrap_or_else(|e| panic!("the first probe finds or creates the map: {e}"));
+    let mut second =
+        PinnedExchange::open_by_name().unwrap_or_else(|e| panic!("the second probe finds it: {e}"));
+    assert_ne!(first.id(), odd_id, "a map of another layout is not taken");
+    assert_eq!(second.id(), first.id(), "one map for the node's probes");
+    let end = End {
+        node: GraphNode::new("catalog", Some("shop".into())),
+        start_ns: 10,
+        end_ns: 20,
+        clock: KernelClock::Monotonic,
+    };
+    let key = EndKey::new(
+        format!("10.0.0.3:{}", std::process::id() % 60_000)
+            .parse()
+            .unwrap(),
+        SpanKind::Server,
+    );
+    first.publish(&key, &end.encode().unwrap());
+    assert_eq!(
+        second.lookup(&key).as_ref().and_then(End::decode),
+        Some(end),
+        "what one probe publishes, the other reads"
+    );
+
+    let later = MapData::create(definition(), MAP_NAME, None).unwrap();
+    assert!(later.info().unwrap().id() > first.id());
+    let third = PinnedExchange::open_by_name().unwrap();
+    assert_eq!(
+        third.id(),
+        first.id(),
+        "a map of the name created later loses to the earlier one"
+    );
+}
+
 /// A client that binds `port` (so that two processes use one client
 /// address one after the other), waits until `go` exists, sends one
 /// `GET /hello` to `server` and prints DONE once the server closed.

@@ -13,6 +13,21 @@
 //! same client address before it falls back to the single-span rule, and
 //! names the other end from it.
 //!
+//! # Where the map is
+//!
+//! With propagation on (or `propagation.pinDir` set) the map is pinned at
+//! [`PIN`] in the pin directory on the node's bpffs, which the operator
+//! mounts into the probes only for propagation; it outlives the probes.
+//! Without propagation, a probe in Kubernetes mode has no bpffs, and finds the map
+//! by its kernel name instead ([`PinnedExchange::open_by_name`]): the
+//! loaded map named [`MAP_NAME`] with this layout and the lowest ID, else
+//! one it creates. Two probes that create one at the same moment settle on
+//! the same map: IDs are given in creation order, so the first one created
+//! was visible to the second's check after its own creation. That map lives
+//! while a probe holds it (the node's two probes restarting together start
+//! an empty one). Listing the node's maps takes `CAP_SYS_ADMIN`, which the
+//! probes have.
+//!
 //! # When an entry fits
 //!
 //! An entry holds the latest span of its side on that client address: on a
@@ -65,6 +80,9 @@ use crate::telemetry::record::{KernelClock, SpanKind};
 
 /// The map's name in the pin directory.
 pub const PIN: &str = "graph_ends";
+/// The map's name in the kernel (at most 15 bytes), by which probes
+/// without a bpffs find it.
+pub const MAP_NAME: &str = "ft_graph_ends";
 /// Entries at most (LRU: the least recently written go first). An entry is
 /// needed for about a second (the pairing window); 16,384 take 3.8 MiB
 /// of kernel memory per node (preallocated; `memlock` as the kernel reports it).
@@ -340,12 +358,18 @@ pub enum ExchangeError {
         "opening the service-graph exchange map {path:?} failed: {source}; if a probe of another version pinned it with another layout, remove the pin (every probe of the node recreates it)"
     )]
     Map { path: PathBuf, source: MapError },
+    #[error(
+        "finding or creating the service-graph exchange map {MAP_NAME:?} by its name failed: {source} (the probe lists and opens the node's BPF maps by ID, which takes CAP_SYS_ADMIN)"
+    )]
+    ByName { source: MapError },
 }
 
 /// The node-wide map, pinned at [`PIN`] in the pin directory: opened if a
 /// probe pinned it already, else created and pinned.
 pub struct PinnedExchange {
     map: HashMap<MapData, EndKey, EndValue>,
+    /// The map's kernel ID.
+    id: u32,
     /// Writes that failed (they are rare and only degrade naming).
     pub failed_writes: u64,
 }
@@ -375,14 +399,7 @@ impl PinnedExchange {
         let data = match MapData::from_pin(&path) {
             Ok(data) => data,
             Err(_) => {
-                let definition = aya_obj::Map::new_from_params(
-                    aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32,
-                    size_of::<EndKey>() as u32,
-                    size_of::<EndValue>() as u32,
-                    MAX_ENTRIES,
-                    0,
-                );
-                let data = MapData::create(definition, "ft_graph_ends", None).map_err(map_err)?;
+                let data = MapData::create(definition(), MAP_NAME, None).map_err(map_err)?;
                 match data.pin(&path) {
                     Ok(()) => data,
                     // The node's other probe pinned one in between: use
@@ -391,14 +408,71 @@ impl PinnedExchange {
                 }
             }
         };
-        let map = Map::from_map_data(data)
-            .and_then(HashMap::try_from)
-            .map_err(map_err)?;
+        Self::from_data(data).map_err(map_err)
+    }
+
+    /// Opens the node's map without a bpffs: the loaded map named
+    /// [`MAP_NAME`] with this layout and the lowest ID, else a new one (see
+    /// the module docs, "Where the map is").
+    pub fn open_by_name() -> Result<Self, ExchangeError> {
+        let map_err = |source| ExchangeError::ByName { source };
+        let data = match lowest_loaded() {
+            Some(id) => MapData::from_id(id).map_err(map_err)?,
+            None => {
+                let created = MapData::create(definition(), MAP_NAME, None).map_err(map_err)?;
+                let id = created.info().map_err(map_err)?.id();
+                // Created at the same moment as another probe's: the one
+                // created first wins, in both probes.
+                match lowest_loaded() {
+                    Some(lower) if lower < id => MapData::from_id(lower).map_err(map_err)?,
+                    _ => created,
+                }
+            }
+        };
+        Self::from_data(data).map_err(map_err)
+    }
+
+    fn from_data(data: MapData) -> Result<Self, MapError> {
+        let id = data.info()?.id();
+        let map = Map::from_map_data(data).and_then(HashMap::try_from)?;
         Ok(Self {
             map,
+            id,
             failed_writes: 0,
         })
     }
+
+    /// The map's kernel ID.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+/// The map's definition: an LRU hash of [`MAX_ENTRIES`] ends.
+pub fn definition() -> aya_obj::Map {
+    aya_obj::Map::new_from_params(
+        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32,
+        size_of::<EndKey>() as u32,
+        size_of::<EndValue>() as u32,
+        MAX_ENTRIES,
+        0,
+    )
+}
+
+/// The lowest ID of a loaded map named [`MAP_NAME`] with this layout.
+/// Maps that vanish while listed, or that cannot be read, are skipped.
+fn lowest_loaded() -> Option<u32> {
+    aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|info| {
+            info.name_as_str() == Some(MAP_NAME)
+                && matches!(info.map_type(), Ok(aya::maps::MapType::LruHash))
+                && info.key_size() as usize == size_of::<EndKey>()
+                && info.value_size() as usize == size_of::<EndValue>()
+                && info.max_entries() == MAX_ENTRIES
+        })
+        .map(|info| info.id())
+        .min()
 }
 
 impl Exchange for PinnedExchange {
