@@ -240,6 +240,9 @@ impl Pipeline {
         if all {
             self.pairer.flush(Instant::now(), &mut emit);
         } else {
+            // A tick writes every end still held, so that none waits for
+            // traffic that may not come (see `Pairer::tick_interval`).
+            self.pairer.write_exchange_ends();
             self.pairer.expire(Instant::now(), &mut emit);
         }
         self.report_exchange();
@@ -250,7 +253,7 @@ impl Pipeline {
     /// service-graph partner are observed alone once the pairing window has
     /// passed, even while no record comes.
     pub async fn run(mut self, mut records: mpsc::Receiver<RequestRecord>) {
-        let mut tick = tokio::time::interval(Pairer::WINDOW / 2);
+        let mut tick = tokio::time::interval(self.pairer.tick_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -58,10 +58,10 @@
 //!
 //! Both delays are far inside the pairing window, which is what makes them
 //! safe: a span is looked up a [`Pairer::WINDOW`](super::pairing::Pairer)
-//! after it arrived, the other side's end was written at most about
-//! `PUBLISH_EVERY` (or one pairing tick, half a window, when traffic stops)
-//! after its own span arrived, and a read cached `LOOKUP_TTL` ago was made
-//! after that. A connection per request still costs a write and a read per
+//! after it arrived, the other side's end was written at most
+//! `PUBLISH_EVERY` after its own span arrived (the pipeline ticks that
+//! often while the exchange is open, and a tick writes every end held),
+//! and a read cached `LOOKUP_TTL` ago was made after that. A connection per request still costs a write and a read per
 //! span.
 //!
 //! Names longer than [`NAME_BYTES`] are not published, and such an end is

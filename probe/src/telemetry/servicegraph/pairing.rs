@@ -210,6 +210,28 @@ impl Pairer {
         self.live
     }
 
+    /// How often the pipeline should tick while [`Pairer::needs_ticks`]:
+    /// half a window; with an exchange open, every
+    /// [`ExchangeClient::PUBLISH_EVERY`], so that an end held for writing
+    /// is written within that much even when no record comes: the other
+    /// probe looks it up a window after its own span arrived, and the
+    /// margin is what is left for the two probes' records to reach their
+    /// pipelines at different times.
+    pub fn tick_interval(&self) -> Duration {
+        if self.exchange.is_some() {
+            ExchangeClient::PUBLISH_EVERY
+        } else {
+            self.window / 2
+        }
+    }
+
+    /// Writes the ends held for the exchange now (on a clock tick).
+    pub fn write_exchange_ends(&mut self) {
+        if let Some(exchange) = &mut self.exchange {
+            exchange.write_pending();
+        }
+    }
+
     /// Whether anything needs [`Pairer::expire`] on a clock tick with no
     /// record coming: spans waiting, or ends not yet written to the
     /// exchange.

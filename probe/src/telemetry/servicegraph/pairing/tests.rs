@@ -890,6 +890,14 @@ fn an_exchange_turns_a_pairer_that_was_off_on() {
     assert!(run.seen.is_empty(), "the server span waits for a client");
     assert!(ends.0.lock().unwrap().is_empty(), "its end is held");
     assert!(run.pairer.needs_ticks(), "for a tick to write it");
+    assert_eq!(
+        (
+            Pairer::default().tick_interval(),
+            run.pairer.tick_interval()
+        ),
+        (Pairer::WINDOW / 2, ExchangeClient::PUBLISH_EVERY),
+        "ticks come as often as ends are written"
+    );
     let held = ExchangeClient::PUBLISH_EVERY.as_millis() as u64;
     run.expire(held);
     assert_eq!(ends.0.lock().unwrap().len(), 1, "and then written");
