@@ -364,8 +364,10 @@ pub enum ExchangeError {
     ByName { source: MapError },
 }
 
-/// The node-wide map, pinned at [`PIN`] in the pin directory: opened if a
-/// probe pinned it already, else created and pinned.
+/// The node-wide map: pinned at [`PIN`] in the pin directory
+/// ([`PinnedExchange::open`]: opened if a probe pinned it already, else
+/// created and pinned), or found by its kernel name
+/// ([`PinnedExchange::open_by_name`]).
 pub struct PinnedExchange {
     map: HashMap<MapData, EndKey, EndValue>,
     /// The map's kernel ID.
