@@ -382,7 +382,7 @@ fn graph_exchange(
     if !graph_enabled {
         return None;
     }
-    let opened = if propagation.inject || propagation.join || propagation.pin_dir.is_some() {
+    let opened = if propagation.enabled() || propagation.pin_dir.is_some() {
         let dir = std::path::PathBuf::from(
             propagation
                 .pin_dir

@@ -240,10 +240,7 @@ impl Pipeline {
         if all {
             self.pairer.flush(Instant::now(), &mut emit);
         } else {
-            // A tick writes every end still held, so that none waits for
-            // traffic that may not come (see `Pairer::tick_interval`).
-            self.pairer.write_exchange_ends();
-            self.pairer.expire(Instant::now(), &mut emit);
+            self.pairer.tick(Instant::now(), &mut emit);
         }
         self.report_exchange();
     }

@@ -48,9 +48,10 @@
 //! pairer goes through an [`ExchangeClient`], which makes them per
 //! connection instead of per span:
 //!
-//! - Writes are held for up to [`ExchangeClient::PUBLISH_EVERY`] and only
+//! - Writes are held until the pipeline's next tick, every
+//!   [`ExchangeClient::PUBLISH_EVERY`] while the exchange is open, and only
 //!   the latest end of each key is written: a keep-alive connection's
-//!   requests overwrite one entry, so one write per connection per interval
+//!   requests overwrite one entry, so one write per connection per tick
 //!   says what one write per request said.
 //! - Reads are cached for [`ExchangeClient::LOOKUP_TTL`], absent entries
 //!   included: spans leave the pairing in arrival order, the spans of one
@@ -59,9 +60,8 @@
 //! Both delays are far inside the pairing window, which is what makes them
 //! safe: a span is looked up a [`Pairer::WINDOW`](super::pairing::Pairer)
 //! after it arrived, the other side's end was written at most
-//! `PUBLISH_EVERY` after its own span arrived (the pipeline ticks that
-//! often while the exchange is open, and a tick writes every end held),
-//! and a read cached `LOOKUP_TTL` ago was made after that. A connection per request still costs a write and a read per
+//! `PUBLISH_EVERY` after its own span arrived (the next tick), and a read
+//! cached `LOOKUP_TTL` ago was made after that. A connection per request still costs a write and a read per
 //! span.
 //!
 //! Names longer than [`NAME_BYTES`] are not published, and such an end is
@@ -246,10 +246,8 @@ pub struct ExchangeCalls {
 #[derive(Debug)]
 pub struct ExchangeClient {
     exchange: Box<dyn Exchange>,
-    /// The latest end per key not yet written, and when the oldest of them
-    /// was taken.
+    /// The latest end per key not yet written.
     pending: StdHashMap<EndKey, EndValue, foldhash::fast::FixedState>,
-    pending_since: Option<Instant>,
     /// What the map held under a key when it was last read (`None`: no
     /// entry), all read at or after `cached_since`.
     cached: StdHashMap<EndKey, Option<EndValue>, foldhash::fast::FixedState>,
@@ -258,7 +256,9 @@ pub struct ExchangeClient {
 }
 
 impl ExchangeClient {
-    /// How long a published end may wait before it is written.
+    /// How often the pipeline writes the held ends (its tick while the
+    /// exchange is open, [`super::pairing::Pairer::tick_interval`]): how
+    /// long a published end waits at most.
     pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
     /// How long a read answers for its key.
     pub const LOOKUP_TTL: Duration = Duration::from_millis(100);
@@ -272,42 +272,27 @@ impl ExchangeClient {
         Self {
             exchange,
             pending: StdHashMap::default(),
-            pending_since: None,
             cached: StdHashMap::default(),
             cached_since: None,
             calls: ExchangeCalls::default(),
         }
     }
 
-    /// Publishes `value` under `key`: written within
-    /// [`Self::PUBLISH_EVERY`], by [`Self::tick`] or a later publish.
-    pub fn publish(&mut self, key: EndKey, value: EndValue, now: Instant) {
+    /// Publishes `value` under `key`: held until [`Self::write_pending`]
+    /// (the pipeline's next tick), written at once if the buffer is full.
+    pub fn publish(&mut self, key: EndKey, value: EndValue) {
         self.pending.insert(key, value);
-        self.pending_since.get_or_insert(now);
         if self.pending.len() >= Self::MAX_PENDING {
             self.write_pending();
-        } else {
-            self.tick(now);
         }
     }
 
-    /// Writes the pending ends if the oldest has waited its interval.
-    pub fn tick(&mut self, now: Instant) {
-        if self
-            .pending_since
-            .is_some_and(|since| now.saturating_duration_since(since) >= Self::PUBLISH_EVERY)
-        {
-            self.write_pending();
-        }
-    }
-
-    /// Writes every pending end now (the record stream ended).
+    /// Writes every held end now (a tick, or the record stream ended).
     pub fn write_pending(&mut self) {
         for (key, value) in self.pending.drain() {
             self.exchange.publish(&key, &value);
             self.calls.writes += 1;
         }
-        self.pending_since = None;
     }
 
     /// The entry under `key`: this probe's own end not yet written, else
@@ -537,17 +522,14 @@ mod tests {
     }
 
     #[test]
-    fn one_connections_ends_are_written_once_per_interval_the_latest_one() {
+    fn one_connections_ends_are_written_once_per_tick_the_latest_one() {
         let map = Counting::default();
         let mut client = ExchangeClient::new(Box::new(map.clone()));
-        let t0 = Instant::now();
         for i in 0..1_000 {
-            client.publish(key(40_000), value(i), ms(t0, i / 20));
+            client.publish(key(40_000), value(i));
         }
-        assert_eq!(map.0.lock().unwrap().writes, 0, "held within the interval");
-        client.tick(ms(t0, 99));
-        assert_eq!(map.0.lock().unwrap().writes, 0);
-        client.tick(ms(t0, 100));
+        assert_eq!(map.0.lock().unwrap().writes, 0, "held until the tick");
+        client.write_pending();
         let state = map.0.lock().unwrap();
         assert_eq!(state.writes, 1, "a thousand requests, one write");
         assert_eq!(state.entries[&key(40_000)], value(999), "the latest end");
@@ -557,15 +539,14 @@ mod tests {
     fn every_connection_gets_its_write_and_a_full_buffer_writes_at_once() {
         let map = Counting::default();
         let mut client = ExchangeClient::new(Box::new(map.clone()));
-        let t0 = Instant::now();
         for port in 0..10 {
-            client.publish(key(port), value(1), t0);
+            client.publish(key(port), value(1));
         }
         client.write_pending();
         assert_eq!(map.0.lock().unwrap().writes, 10);
         assert!(!client.has_pending());
         for port in 0..ExchangeClient::MAX_PENDING as u16 {
-            client.publish(key(port), value(2), t0);
+            client.publish(key(port), value(2));
         }
         assert_eq!(
             map.0.lock().unwrap().writes,
@@ -597,7 +578,7 @@ mod tests {
             "read again once older than the TTL"
         );
         assert_eq!(client.calls().reads, 2);
-        client.publish(key(2), value(7), ms(t0, 101));
+        client.publish(key(2), value(7));
         assert_eq!(
             client.lookup(&key(2), ms(t0, 101)),
             Some(value(7)),

@@ -225,11 +225,18 @@ impl Pairer {
         }
     }
 
-    /// Writes the ends held for the exchange now (on a clock tick).
-    pub fn write_exchange_ends(&mut self) {
+    /// The pipeline's clock tick: writes every end held for the exchange,
+    /// so that none waits for traffic that may not come, then observes what
+    /// waited too long ([`Pairer::expire`]).
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        emit: &mut dyn FnMut(&Arc<ProcessResource>, &EdgeObservation),
+    ) {
         if let Some(exchange) = &mut self.exchange {
             exchange.write_pending();
         }
+        self.expire(now, emit);
     }
 
     /// Whether anything needs [`Pairer::expire`] on a clock tick with no
@@ -310,7 +317,7 @@ impl Pairer {
             && let Some(value) =
                 End::encode_parts(&me, record.start_ns, record.end_ns, record.clock)
         {
-            exchange.publish(EndKey::new(client_addr, record.kind), value, now);
+            exchange.publish(EndKey::new(client_addr, record.kind), value);
         }
         let single = observe_as(record, me.clone(), peers);
         // A server span's single-span failure is the one a pair counts.
@@ -340,9 +347,6 @@ impl Pairer {
         now: Instant,
         emit: &mut dyn FnMut(&Arc<ProcessResource>, &EdgeObservation),
     ) {
-        if let Some(exchange) = &mut self.exchange {
-            exchange.tick(now);
-        }
         while let Some(front) = self.ring.front() {
             match front {
                 None => {}

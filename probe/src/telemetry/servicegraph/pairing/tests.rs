@@ -130,10 +130,12 @@ impl Run {
         );
     }
 
-    fn expire(&mut self, now_ms: u64) {
+    /// The pipeline's clock tick at `now_ms`: held ends are written, and
+    /// what waited too long is observed.
+    fn tick(&mut self, now_ms: u64) {
         let now = self.at(now_ms);
         let (graph, seen) = (&self.graph, &mut self.seen);
-        self.pairer.expire(now, &mut |res, obs| {
+        self.pairer.tick(now, &mut |res, obs| {
             graph.observe(res, obs);
             seen.push((res.service_name().to_owned(), obs.clone()));
         });
@@ -299,9 +301,9 @@ fn a_server_span_alone_keeps_the_single_span_rule_after_the_window() {
         200,
     );
     run.offer(&server, "catalog", 0);
-    run.expire(Pairer::WINDOW.as_millis() as u64);
+    run.tick(Pairer::WINDOW.as_millis() as u64);
     assert!(run.seen.is_empty(), "it waits for the whole window");
-    run.expire(Pairer::WINDOW.as_millis() as u64 + 1);
+    run.tick(Pairer::WINDOW.as_millis() as u64 + 1);
     assert_eq!(
         run.seen,
         vec![("catalog".to_owned(), run.single(&server, "catalog"))],
@@ -335,7 +337,7 @@ fn a_client_span_alone_keeps_the_single_span_rule_after_the_window() {
     run.offer(&to_db, "frontend", 0);
     run.offer(&to_remote, "frontend", 0);
     assert!(run.seen.is_empty());
-    run.expire(2 * Pairer::WINDOW.as_millis() as u64);
+    run.tick(2 * Pairer::WINDOW.as_millis() as u64);
     assert_eq!(
         run.seen,
         vec![
@@ -486,7 +488,7 @@ fn spans_pushed_out_of_a_full_buffer_or_the_window_are_observed_alone() {
     let client = client_span(0, 100);
     run.offer(&client, "frontend", 1);
     assert_eq!(run.pairer.stats().pairs, 0);
-    run.expire(500);
+    run.tick(500);
     assert_eq!(run.pairer.waiting(), 0);
     assert_eq!(
         run.seen.last(),
@@ -708,10 +710,10 @@ fn a_client_and_a_server_in_two_probes_observe_the_pairs_edge_each_with_its_half
             "no partner in its own probe: each waits the window"
         );
         // Each pipeline's tick writes its probe's end before any span expires.
-        client_probe.expire(TICK);
-        server_probe.expire(TICK);
-        client_probe.expire(AFTER_WINDOW + 5);
-        server_probe.expire(AFTER_WINDOW + 5);
+        client_probe.tick(TICK);
+        server_probe.tick(TICK);
+        client_probe.tick(AFTER_WINDOW + 5);
+        server_probe.tick(AFTER_WINDOW + 5);
         let pair = edge("frontend", "catalog", ConnectionType::Direct);
         assert_eq!(
             server_probe.seen,
@@ -758,10 +760,10 @@ fn an_entry_older_than_the_span_is_an_earlier_owner_and_is_not_used() {
     // ended before this client's request began; the address now belongs
     // to a process that calls catalog-svc, whose server is not traced here.
     server_probe.offer(&server_span(10, 20, 200), "catalog", 0);
-    server_probe.expire(TICK);
+    server_probe.tick(TICK);
     let client = client_via_service(500, 600);
     client_probe.offer(&client, "frontend", 500);
-    client_probe.expire(500 + AFTER_WINDOW);
+    client_probe.tick(500 + AFTER_WINDOW);
     assert_eq!(
         client_probe.seen,
         vec![(
@@ -774,7 +776,7 @@ fn an_entry_older_than_the_span_is_an_earlier_owner_and_is_not_used() {
     // The server span, for its part, finds the client entry (the latest
     // client request on the address ended after it started): the address
     // still belonged to frontend then, as far as the exchange can tell.
-    server_probe.expire(AFTER_WINDOW + 600);
+    server_probe.tick(AFTER_WINDOW + 600);
     assert_eq!(server_probe.pairer.stats().exchanged, 1);
 }
 
@@ -789,10 +791,10 @@ fn keep_alive_requests_across_probes_are_all_named_though_later_ones_overwrite_t
         server_probe.offer(&server_span(t + 2, t + 8, 200), "catalog", t);
         client_probe.offer(&client_via_service(t, t + 10), "frontend", t + 1);
     }
-    client_probe.expire(200 + TICK);
-    server_probe.expire(200 + TICK);
-    client_probe.expire(200 + AFTER_WINDOW);
-    server_probe.expire(200 + AFTER_WINDOW);
+    client_probe.tick(200 + TICK);
+    server_probe.tick(200 + TICK);
+    client_probe.tick(200 + AFTER_WINDOW);
+    server_probe.tick(200 + AFTER_WINDOW);
     let pair = edge("frontend", "catalog", ConnectionType::Direct);
     assert_eq!(server_probe.graph.request_count(&pair), 10);
     assert_eq!(server_probe.counted(), 10, "each counted once");
@@ -829,7 +831,7 @@ fn another_clock_or_a_name_that_does_not_fit_falls_back_to_the_single_span_rule(
     server_probe.offer(&server_span(10, 90, 200), &long, 0);
     let client = client_via_service(0, 100);
     client_probe.offer(&client, "frontend", 1);
-    client_probe.expire(AFTER_WINDOW + 1);
+    client_probe.tick(AFTER_WINDOW + 1);
     assert_eq!(
         client_probe.seen,
         vec![(
@@ -849,8 +851,8 @@ fn another_clock_or_a_name_that_does_not_fit_falls_back_to_the_single_span_rule(
     server.clock = KernelClock::Boottime;
     server_probe.offer(&server, "catalog", 0);
     client_probe.offer(&client, "frontend", 1);
-    client_probe.expire(AFTER_WINDOW + 1);
-    server_probe.expire(AFTER_WINDOW + 1);
+    client_probe.tick(AFTER_WINDOW + 1);
+    server_probe.tick(AFTER_WINDOW + 1);
     assert_eq!(
         client_probe.seen,
         vec![(
@@ -899,7 +901,7 @@ fn an_exchange_turns_a_pairer_that_was_off_on() {
         "ticks come as often as ends are written"
     );
     let held = ExchangeClient::PUBLISH_EVERY.as_millis() as u64;
-    run.expire(held);
+    run.tick(held);
     assert_eq!(ends.0.lock().unwrap().len(), 1, "and then written");
 }
 
