@@ -76,19 +76,22 @@ class ExchangeCounted(Running):
             return
         try:
             text = self.probe._metrics()
-            counts = exchange_outcomes[self.key]
+            # This measurement's counts: checked on their own, then summed.
+            counts: dict[str, float] = {}
             for outcome in EXCHANGE_OUTCOMES:
-                counts[outcome] += self.probe._sum(
+                counts[outcome] = self.probe._sum(
                     rf'ferrotel_probe_service_graph_exchange_total\{{[^}}]*outcome="{outcome}"[^}}]*\}}', text
                 )
             for call in EXCHANGE_CALLS:
-                counts[f"map {call}s"] += self.probe._sum(
+                counts[f"map {call}s"] = self.probe._sum(
                     rf'ferrotel_probe_service_graph_exchange_calls_total\{{[^}}]*call="{call}"[^}}]*\}}', text
                 )
+            for name, n in counts.items():
+                exchange_outcomes[self.key][name] += n
             if counts["unavailable"] or counts["named"] + counts["not_found"] == 0:
                 raise RuntimeError(
                     f"{self.key[0]}/{self.key[1]}: the probe did not use the service graph's exchange "
-                    f"(outcomes {dict(counts)}). Probe log:\n{self.probe.service.log_tail()}"
+                    f"(outcomes {counts}). Probe log:\n{self.probe.service.log_tail()}"
                 )
         finally:
             super().stop()
