@@ -119,6 +119,7 @@ bench: tools ## Run every benchmark (each under flock /tmp/ferrotel-bench.lock);
 	bench/profiling/run.sh $(BENCH_ARGS)
 	bench/span-path/run.sh
 	bench/uprobe-floor/run.sh
+	bench/bpf-profile/run.sh
 	bench/nodescale/run.sh $(NODESCALE_ARGS)
 	bench/scale/run.sh $(SCALE_ARGS)
 	bench/reliability/run.sh $(SOAK_ARGS)
