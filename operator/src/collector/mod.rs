@@ -153,6 +153,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         service_accounts,
     };
     let controller = Controller::new(api, watcher::Config::default())
+        .with_config(crate::runtime::controller_config())
         .owns_stream(deployment_events)
         .owns_stream(ds_events)
         .owns_stream(cm_events)

@@ -168,7 +168,8 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     };
 
     let instrumentations: Api<Instrumentation> = ctx.namespaced_api();
-    let controller = Controller::new(instrumentations, watcher::Config::default());
+    let controller = Controller::new(instrumentations, watcher::Config::default())
+        .with_config(crate::runtime::controller_config());
     let store = controller.store();
     let referrers = store.clone();
     let controller = controller
