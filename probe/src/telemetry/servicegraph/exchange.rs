@@ -61,8 +61,8 @@
 //! safe: a span is looked up a [`Pairer::WINDOW`](super::pairing::Pairer)
 //! after it arrived, the other side's end was written at most
 //! `PUBLISH_EVERY` after its own span arrived (the next tick), and a read
-//! cached `LOOKUP_TTL` ago was made after that. A connection per request still costs a write and a read per
-//! span.
+//! cached `LOOKUP_TTL` ago was made after that. A connection per request
+//! still costs a write and a read per span.
 //!
 //! Names longer than [`NAME_BYTES`] are not published, and such an end is
 //! never named from the map (its spans keep the single-span rule).

@@ -239,7 +239,7 @@ impl Pairer {
         self.expire(now, emit);
     }
 
-    /// Whether anything needs [`Pairer::expire`] on a clock tick with no
+    /// Whether anything needs [`Pairer::tick`] on a clock tick with no
     /// record coming: spans waiting, or ends not yet written to the
     /// exchange.
     pub fn needs_ticks(&self) -> bool {
@@ -342,7 +342,7 @@ impl Pairer {
     }
 
     /// Observes alone every span that has waited longer than the window.
-    pub fn expire(
+    fn expire(
         &mut self,
         now: Instant,
         emit: &mut dyn FnMut(&Arc<ProcessResource>, &EdgeObservation),
