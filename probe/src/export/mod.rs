@@ -344,7 +344,8 @@ async fn sleep_unless_closing<T>(queue: &BoundedQueue<T>, delay: Duration, alrea
 }
 
 /// Exports a metrics snapshot every `interval` and once more when
-/// `shutdown` fires; prunes series idle for an hour.
+/// `shutdown` fires; prunes series idle for an hour (an exited process's
+/// after a minute).
 pub async fn run_metrics_exporter(
     producers: Vec<Arc<dyn MetricProducer>>,
     client: OtlpClient,

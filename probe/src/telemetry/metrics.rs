@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -487,14 +488,59 @@ impl<S: Default> ByResource<S> {
             .map(|r| (&r.last.attributes, &r.series))
     }
 
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut S> {
-        self.by_resource.iter_mut().map(|r| &mut r.series)
-    }
-
     /// Drops the resources whose series `is_empty` says are all gone.
     pub(crate) fn retain(&mut self, keep: impl Fn(&S) -> bool) {
         self.by_resource.retain(|r| keep(&r.series));
     }
+
+    /// Calls `prune` with each resource's series and how long a series of
+    /// it may go without an update before it is forgotten: `idle` while the
+    /// resource's process runs, `exited_idle` once it has exited. Its
+    /// series can no longer change then, and under process churn (a node
+    /// starting short-lived processes all day) keeping them for `idle`
+    /// would hold one resource per process started in that time.
+    pub(crate) fn prune_each(
+        &mut self,
+        idle: Duration,
+        exited_idle: Duration,
+        mut prune: impl FnMut(&mut S, Duration),
+    ) {
+        for resource in &mut self.by_resource {
+            let keep_for = if process_exited(&resource.last) {
+                idle.min(exited_idle)
+            } else {
+                idle
+            };
+            prune(&mut resource.series, keep_for);
+        }
+    }
+}
+
+/// How long the series of a process that has exited are still exported
+/// after their last update: the final cumulative values go out with several
+/// exports (four at the default 15 s interval), then the series are dropped.
+pub(crate) const EXITED_IDLE: Duration = Duration::from_secs(60);
+
+/// The PID of a child that ran and was reaped: a process that has exited.
+#[cfg(test)]
+pub(crate) fn exited_pid() -> u32 {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn `true`");
+    let pid = child.id();
+    child.wait().expect("reap `true`");
+    pid
+}
+
+/// Whether the process a resource names (`process.pid`) is gone from
+/// `/proc`. A resource without a PID counts as running. A PID the kernel
+/// has given to a new process keeps the series for the full idle time.
+fn process_exited(resource: &ProcessResource) -> bool {
+    resource
+        .attributes
+        .get("process.pid")
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
 }
 
 type State = ByResource<RedSeries>;
@@ -558,16 +604,21 @@ impl RedMetrics {
             .sum()
     }
 
-    /// Forgets series not updated for `idle` (exited processes, vanished
-    /// routes), bounding memory on long-running nodes.
+    /// Forgets series not updated for `idle` (vanished routes; an exited
+    /// process's after [`EXITED_IDLE`]), bounding memory on long-running
+    /// nodes.
     pub fn prune_idle(&self, idle: Duration) {
+        self.prune(idle, EXITED_IDLE);
+    }
+
+    pub(crate) fn prune(&self, idle: Duration, exited_idle: Duration) {
         let mut state = self.state.lock().expect("metrics lock");
-        for resource in state.iter_mut() {
+        state.prune_each(idle, exited_idle, |resource, idle| {
             resource
                 .series
                 .retain(|_, h| h.last_update.elapsed() < idle);
             resource.recount_values();
-        }
+        });
         state.retain(|resource| !resource.series.is_empty());
     }
 
@@ -683,7 +734,8 @@ pub(crate) fn int_point(
 pub trait MetricProducer: Send + Sync + std::fmt::Debug {
     /// Cumulative OTLP metrics, grouped by resource.
     fn resource_metrics(&self) -> Vec<ResourceMetrics>;
-    /// Forgets series not updated for `idle` (called before each snapshot).
+    /// Forgets series not updated for `idle`, or for [`EXITED_IDLE`] if
+    /// their process has exited (called before each snapshot).
     fn prune_idle(&self, _idle: Duration) {}
 }
 
@@ -952,6 +1004,66 @@ mod tests {
         Arc::new(ProcessResource {
             attributes: [("service.name".to_string(), service.to_string())].into(),
         })
+    }
+
+    /// A resource named by the PID of a process that has exited and one by
+    /// this test's own PID.
+    fn exited_and_running() -> (Arc<ProcessResource>, Arc<ProcessResource>) {
+        let exited = exited_pid();
+        let with_pid = |service: &str, pid: u32| {
+            Arc::new(ProcessResource {
+                attributes: [
+                    ("service.name".to_string(), service.to_string()),
+                    ("process.pid".to_string(), pid.to_string()),
+                ]
+                .into(),
+            })
+        };
+        (
+            with_pid("exited", exited),
+            with_pid("running", std::process::id()),
+        )
+    }
+
+    fn services(request: Option<ExportMetricsServiceRequest>) -> Vec<String> {
+        let mut names: Vec<String> = request
+            .map(|r| r.resource_metrics)
+            .unwrap_or_default()
+            .iter()
+            .map(|rm| format!("{:?}", rm.resource))
+            .map(|r| {
+                ["exited", "running"]
+                    .into_iter()
+                    .find(|name| r.contains(name))
+                    .unwrap_or("?")
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_exited_processs_series_are_dropped_after_exited_idle_a_running_ones_are_kept() {
+        let (exited, running) = exited_and_running();
+        let metrics = RedMetrics::new();
+        let record = http_record(SpanKind::Server, "GET", "/", Some(200));
+        for resource in [&exited, &running] {
+            metrics.observe(resource, &record, &metric_attributes(&record, Some("/")));
+        }
+        metrics.prune_idle(Duration::from_secs(3600));
+        assert_eq!(
+            services(metrics.to_otlp()),
+            ["exited", "running"],
+            "updated less than a minute ago: both still exported"
+        );
+        metrics.prune(Duration::from_secs(3600), Duration::ZERO);
+        assert_eq!(
+            services(metrics.to_otlp()),
+            ["running"],
+            "past the exited idle time only the exited process's series go"
+        );
+        assert_eq!(metrics.count(Instrument::HttpServer), 1);
     }
 
     #[test]

@@ -174,10 +174,14 @@ impl ResourceRegistry {
             return found.clone();
         }
         let resource = Arc::new(self.compose(pid, None));
-        self.derived
-            .write()
-            .expect("registry lock")
-            .insert(pid, resource.clone());
+        // A record can arrive after its process exited and was removed:
+        // cached then, nothing would ever remove it.
+        if self.proc_root.join(pid.to_string()).exists() {
+            self.derived
+                .write()
+                .expect("registry lock")
+                .insert(pid, resource.clone());
+        }
         resource
     }
 
@@ -296,6 +300,25 @@ mod tests {
             "probe-wide",
             "after remove the pid falls back"
         );
+    }
+
+    #[test]
+    fn a_process_that_has_exited_is_not_cached() {
+        let registry = ResourceRegistry::new(BaseResource::default());
+        let gone = crate::telemetry::metrics::exited_pid();
+        assert_eq!(
+            registry.get(gone).attributes["process.pid"],
+            gone.to_string()
+        );
+        registry.get(std::process::id());
+        let cached: Vec<u32> = registry
+            .derived
+            .read()
+            .expect("registry lock")
+            .keys()
+            .copied()
+            .collect();
+        assert_eq!(cached, [std::process::id()], "only the running process");
     }
 
     #[test]

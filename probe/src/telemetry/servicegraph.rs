@@ -465,15 +465,21 @@ impl ServiceGraphMetrics {
             .sum()
     }
 
-    /// Forgets edges not observed for `idle`.
+    /// Forgets edges not observed for `idle`, or for
+    /// [`EXITED_IDLE`](metrics::EXITED_IDLE) if the process that observed them
+    /// has exited.
     pub fn prune_idle(&self, idle: Duration) {
+        self.prune(idle, metrics::EXITED_IDLE);
+    }
+
+    pub(crate) fn prune(&self, idle: Duration, exited_idle: Duration) {
         let mut state = self.state.lock().expect("service graph lock");
         let mut removed = 0;
-        for series in state.series.iter_mut() {
+        state.series.prune_each(idle, exited_idle, |series, idle| {
             let before = series.len();
             series.retain(|_, s| s.last_update.elapsed() < idle);
             removed += before - series.len();
-        }
+        });
         state.series.retain(|s| !s.is_empty());
         state.edges = state.edges.saturating_sub(removed);
     }

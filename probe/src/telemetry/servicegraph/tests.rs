@@ -303,6 +303,33 @@ fn counts_failures_and_both_histograms_reach_otlp() {
 }
 
 #[test]
+fn an_exited_observers_edges_are_dropped_after_exited_idle_a_running_ones_are_kept() {
+    let metrics = ServiceGraphMetrics::new(100);
+    let with_pid = |service: &str, pid: u32| {
+        let mut attributes = resource(service, "shop").attributes.clone();
+        attributes.insert("process.pid".into(), pid.to_string());
+        Arc::new(ProcessResource { attributes })
+    };
+    let exited = with_pid("catalog", crate::telemetry::metrics::exited_pid());
+    let running = with_pid("cart", std::process::id());
+    assert!(metrics.observe(&exited, &counted(edge("web", "catalog"), false, 0.01)));
+    assert!(metrics.observe(&running, &counted(edge("web", "cart"), false, 0.01)));
+    metrics.prune_idle(Duration::from_secs(3600));
+    assert_eq!(
+        metrics.resource_metrics().len(),
+        2,
+        "both observed just now"
+    );
+    metrics.prune(Duration::from_secs(3600), Duration::ZERO);
+    let left = metrics.resource_metrics();
+    assert_eq!(left.len(), 1, "only the running observer's edges are left");
+    assert!(
+        format!("{:?}", left[0].resource).contains("cart"),
+        "{left:?}"
+    );
+}
+
+#[test]
 fn edges_past_the_cap_go_to_one_overflow_series() {
     let metrics = ServiceGraphMetrics::new(2);
     let res = resource("catalog", "shop");
