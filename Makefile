@@ -123,8 +123,9 @@ bench: tools ## Run every benchmark (each under flock /tmp/ferrotel-bench.lock);
 	bench/nodescale/run.sh $(NODESCALE_ARGS)
 	bench/scale/run.sh $(SCALE_ARGS)
 	bench/reliability/run.sh $(SOAK_ARGS)
+	bench/churn/run.sh $(CHURN_ARGS)
 
-.PHONY: bench-python bench-go bench-tls bench-propagation bench-profiling bench-nodescale bench-scale soak
+.PHONY: bench-python bench-go bench-tls bench-propagation bench-profiling bench-nodescale bench-scale bench-churn soak
 bench-python: tools ## The Python benchmark only (BENCH_ARGS="--rounds 7 ..." passes options)
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/python/run.sh $(BENCH_ARGS)
@@ -152,6 +153,10 @@ bench-nodescale: tools ## The probe at node scale: 110 processes, 25 Go + 25 Pyt
 soak: tools ## Reliability soak: Go and Python targets under their probes for 10 min, loss accounted at the collector (SOAK_ARGS="--minutes 30 --fault collector-down"); not part of make test
 	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
 	bench/reliability/run.sh $(SOAK_ARGS)
+
+bench-churn: tools ## Go process churn under the probe process: 1,000 short-lived servers, its memory and kernel holdings before and after (CHURN_ARGS="--processes 200 ..." passes options)
+	$(CARGO) build -q --release -p ferrotel-probe --bin ferrotel-probe
+	bench/churn/run.sh $(CHURN_ARGS)
 
 bench-scale: tools ## The operator at scale on kwok nodes (10,000 pods; SCALE_ARGS="--pods 5000 ..." passes options); not part of make test
 	bench/scale/run.sh $(SCALE_ARGS)

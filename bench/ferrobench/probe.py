@@ -54,7 +54,7 @@ class Probe:
         while True:
             if not self.service.alive():
                 raise RuntimeError(f"the probe exited:\n{self.service.log_tail()}")
-            text = self._metrics()
+            text = self.metrics()
             if self._sum("ferrotel_probe_attached_processes", text) >= attached and all(
                 self._sum(name, text) >= value for name, value in (ready or {}).items()
             ):
@@ -67,19 +67,19 @@ class Probe:
     def pid(self) -> int:
         return self.service.pid
 
-    def _metrics(self) -> str:
+    def metrics(self) -> str:
         try:
             return urllib.request.urlopen(f"http://{self.metrics_addr}/metrics", timeout=5).read().decode()
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return ""
 
     def _sum(self, name: str, text: str | None = None) -> float:
-        text = self._metrics() if text is None else text
+        text = self.metrics() if text is None else text
         pattern = re.compile(rf"^{name}(?:\{{[^}}]*\}})?\s+([0-9.e+-]+)$", re.M)
         return sum(float(v) for v in pattern.findall(text))
 
     def counters(self) -> dict[str, float]:
-        text = self._metrics()
+        text = self.metrics()
         return {
             "events": self._sum("ferrotel_probe_events_received_total", text),
             "records": self._sum("ferrotel_probe_records_total", text),
@@ -94,7 +94,7 @@ class Probe:
         tracing (memory caps), payloads it could not parse, completed
         requests the pipeline dropped, spans the sampler left out, spans the
         exporter dropped."""
-        text = self._metrics()
+        text = self.metrics()
         return {
             "kernel_events_dropped": self._sum("ferrotel_probe_kernel_events_dropped_total", text),
             "connections_untraced": self._sum("ferrotel_probe_connections_untraced_total", text),

@@ -27,8 +27,14 @@ def header_lines(header: dict) -> list[str]:
         + (f"median {header['others_pct_median']:.1f} % of all CPUs" if header.get("others_pct_median") is not None else "not measured")
         + ("." if header.get("quiet") else " — **the machine was shared with other work (load average at the start ≥ 1.5 "
                                             "or other work ≥ 3 % of the CPUs): provisional figures**."),
-        f"Rounds: {header['rounds']} (each variant once per round, order rotated per round, a fresh process per measurement); "
-        f"{header['duration']:g} s of load per measurement after {header['warmup']:g} s of warm-up.",
+        *(
+            [
+                f"Rounds: {header['rounds']} (each variant once per round, order rotated per round, a fresh process per "
+                f"measurement); {header['duration']:g} s of load per measurement after {header['warmup']:g} s of warm-up."
+            ]
+            if "rounds" in header
+            else []
+        ),
         f"CPUs: the app and the probe on CPU {header['app_cpus']} (the probe's CPU competes with the app's); "
         f"the load generator, the collector and helper services on CPU {header['load_cpus']}.",
     ]

@@ -48,3 +48,17 @@ class Summary:
 
 def fmt(summary: Summary | None, spec: str = ".2f") -> str:
     return summary.fmt(spec) if summary else "-"
+
+
+def slope_mb_per_min(samples: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, MiB) samples, in MiB per minute."""
+    if len(samples) < 3:
+        return None
+    n = len(samples)
+    mx = sum(t for t, _ in samples) / n
+    my = sum(v for _, v in samples) / n
+    sxx = sum((t - mx) ** 2 for t, _ in samples)
+    if sxx == 0:
+        return None
+    sxy = sum((t - mx) * (v - my) for t, v in samples)
+    return sxy / sxx * 60

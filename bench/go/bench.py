@@ -75,7 +75,7 @@ class ExchangeCounted(Running):
             super().stop()
             return
         try:
-            text = self.probe._metrics()
+            text = self.probe.metrics()
             # This measurement's counts: checked on their own, then summed.
             counts: dict[str, float] = {}
             for outcome in EXCHANGE_OUTCOMES:

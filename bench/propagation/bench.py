@@ -106,7 +106,7 @@ class Counted(Running):
     def stop(self) -> None:
         if self.probe:
             try:
-                text = self.probe._metrics()
+                text = self.probe.metrics()
                 for outcome in ("injected", "published", "no_context", "push_failed", "not_traced", "not_http1",
                                 "head_too_large", "unframed", "app_context"):
                     outcomes[self.key][outcome] += self.probe._sum(

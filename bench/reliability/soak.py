@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from ferrobench import procs, seq, system  # noqa: E402
+from ferrobench.stats import slope_mb_per_min  # noqa: E402
 from ferrobench.cli import BIN, QUIET_LOAD, REPO, VENV, add_probe_argument, go_build  # noqa: E402
 from ferrobench.collector import Collector  # noqa: E402
 from ferrobench.probe import Probe  # noqa: E402
@@ -80,20 +81,6 @@ def probe_config(workdir: Path) -> Path:
     path = workdir / "probe.yaml"
     path.write_text('routes: {patterns: ["/users/{id}"]}\n')
     return path
-
-
-def slope_mb_per_min(samples: list[tuple[float, float]]) -> float | None:
-    """Least-squares slope of (seconds, MiB) samples, in MiB per minute."""
-    if len(samples) < 3:
-        return None
-    n = len(samples)
-    mx = sum(t for t, _ in samples) / n
-    my = sum(v for _, v in samples) / n
-    sxx = sum((t - mx) ** 2 for t, _ in samples)
-    if sxx == 0:
-        return None
-    sxy = sum((t - mx) * (v - my) for t, v in samples)
-    return sxy / sxx * 60
 
 
 class Sampler(threading.Thread):
