@@ -63,16 +63,6 @@ def extend(p) -> None:
 # ----------------------------------------------------------- what the probe holds
 
 
-def status_kib(pid: int) -> dict[str, int]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-                out[key] = int(value.split()[0])
-    return out
-
-
 def heap_kib(pid: int) -> int:
     """Rss of the brk heap ([heap] in smaps)."""
     kib, in_heap = 0, False
@@ -86,7 +76,7 @@ def heap_kib(pid: int) -> int:
 
 
 def memory(pid: int) -> dict[str, float]:
-    s = status_kib(pid)
+    s = system.status_kib(pid)
     return {
         "rss_mib": s["VmRSS"] / 1024,
         "hwm_mib": s["VmHWM"] / 1024,

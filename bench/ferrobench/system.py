@@ -130,6 +130,17 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return rss, hwm
 
 
+def status_kib(pid: int) -> dict[str, int]:
+    """Memory fields of /proc/<pid>/status in KiB, and its thread count."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem", "VmData", "VmSize", "Threads"):
+                out[key] = int(value.split()[0])
+    return out
+
+
 def machine() -> dict[str, str]:
     model = "unknown CPU"
     with open("/proc/cpuinfo") as f:

@@ -161,16 +161,6 @@ def ticks_by_group(pgids: set[int]) -> dict[int, int]:
 # ----------------------------------------------------------- memory
 
 
-def status_kib(pid: int) -> dict[str, int]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem", "VmData", "VmSize", "Threads"):
-                out[key] = int(value.split()[0])
-    return out
-
-
 _MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$")
 
 
@@ -216,7 +206,7 @@ def smaps_breakdown(pid: int, binary_name: str) -> dict[str, dict[str, int]]:
 
 
 def memory(probe: Probe, binary_name: str) -> dict:
-    return {"status_kib": status_kib(probe.pid), "smaps_kib": smaps_breakdown(probe.pid, binary_name)}
+    return {"status_kib": system.status_kib(probe.pid), "smaps_kib": smaps_breakdown(probe.pid, binary_name)}
 
 
 # ----------------------------------------------------------- load
