@@ -63,26 +63,15 @@ def extend(p) -> None:
 # ----------------------------------------------------------- what the probe holds
 
 
-def heap_kib(pid: int) -> int:
-    """Rss of the brk heap ([heap] in smaps)."""
-    kib, in_heap = 0, False
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            if line[0] in "0123456789abcdef" and " " in line and "-" in line.split(" ", 1)[0]:
-                in_heap = line.rstrip().endswith("[heap]")
-            elif in_heap and line.startswith("Rss:"):
-                kib += int(line.split()[1])
-    return kib
-
-
-def memory(pid: int) -> dict[str, float]:
+def memory(pid: int, binary_name: str) -> dict[str, float]:
     s = system.status_kib(pid)
+    heap = system.smaps_breakdown(pid, binary_name).get("heap", {}).get("rss", 0)
     return {
         "rss_mib": s["VmRSS"] / 1024,
         "hwm_mib": s["VmHWM"] / 1024,
         "anon_mib": s["RssAnon"] / 1024,
         "file_mib": s["RssFile"] / 1024,
-        "heap_mib": heap_kib(pid) / 1024,
+        "heap_mib": heap / 1024,
     }
 
 
@@ -227,7 +216,7 @@ def main(argv: list[str]) -> None:
 
     churn.run(0, 1)
     baseline, took = settled(probe.pid, 1.0, SETTLE_S)
-    mem_base = memory(probe.pid)
+    mem_base = memory(probe.pid, bench.ctx.probe_binary.name)
     log(f"baseline after one process ({took:.0f} s): {baseline}, memory {mem_base}")
 
     samples: list[tuple[float, float]] = []
@@ -255,9 +244,9 @@ def main(argv: list[str]) -> None:
     log(f"{args.processes} processes in {churn_s:.0f} s, {churn.answered}/{churn.requests} requests answered")
 
     after, settle_s = settled(probe.pid, 1.0, SETTLE_S, want=baseline)
-    mem_settled = memory(probe.pid)
+    mem_settled = memory(probe.pid, bench.ctx.probe_binary.name)
     time.sleep(args.forget)
-    mem_after = memory(probe.pid)
+    mem_after = memory(probe.pid, bench.ctx.probe_binary.name)
     refused = attach_counters(probe.metrics())
     counters = probe.counters()
     spans = bench.collector.settle(bench.collector.accepted_spans(), patience=3.0)

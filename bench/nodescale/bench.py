@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -161,52 +160,8 @@ def ticks_by_group(pgids: set[int]) -> dict[int, int]:
 # ----------------------------------------------------------- memory
 
 
-_MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \d+\s*(.*)$")
-
-
-def smaps_breakdown(pid: int, binary_name: str) -> dict[str, dict[str, int]]:
-    """Rss, Pss and Anonymous (kB) per kind of mapping, and how many mappings.
-
-    Kinds: `heap` ([heap], the brk heap), `anonymous` (mappings without a
-    name: mmap'd allocator arenas, thread stacks), `binary` (the probe's own
-    executable: code, read-only data, relocated data), `bpf-map` (mmap'd BPF
-    maps: ring buffers, and array maps the loader maps), other
-    `anon_inode:*` by their name, `libraries` (*.so), `stack`, `other`."""
-    kinds: dict[str, dict[str, int]] = defaultdict(lambda: {"rss": 0, "pss": 0, "private": 0, "anonymous": 0, "mappings": 0})
-    current = None
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            m = _MAPPING.match(line)
-            if m:
-                name = m.group(1).strip()
-                if name == "[heap]":
-                    current = "heap"
-                elif name == "":
-                    current = "anonymous"
-                elif name.endswith("/" + binary_name):
-                    current = "binary"
-                elif name.startswith("anon_inode:bpf-map"):
-                    current = "bpf-map"
-                elif name.startswith("anon_inode:"):
-                    current = name
-                elif ".so" in name:
-                    current = "libraries"
-                elif name == "[stack]":
-                    current = "stack"
-                else:
-                    current = "other"
-                kinds[current]["mappings"] += 1
-                continue
-            key, _, value = line.partition(":")
-            if current and key in ("Rss", "Pss", "Anonymous"):
-                kinds[current][key.lower()] += int(value.split()[0])
-            elif current and key in ("Private_Clean", "Private_Dirty"):
-                kinds[current]["private"] += int(value.split()[0])
-    return dict(kinds)
-
-
 def memory(probe: Probe, binary_name: str) -> dict:
-    return {"status_kib": system.status_kib(probe.pid), "smaps_kib": smaps_breakdown(probe.pid, binary_name)}
+    return {"status_kib": system.status_kib(probe.pid), "smaps_kib": system.smaps_breakdown(probe.pid, binary_name)}
 
 
 # ----------------------------------------------------------- load
