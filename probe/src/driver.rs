@@ -591,6 +591,24 @@ impl<S: ProgramSet> Driver<S> {
                 debug!(set = self.set.name(), pid = target.pid, exe = %target.exe.display(), reason = target.reason, "Tracing process");
             }
             Err(refusal) => {
+                if let Some(health) = health {
+                    health.attach_refused(refusal.reason);
+                }
+                // A process that exited while it was read or attached to
+                // failed for that reason alone: nothing about it for a user
+                // to fix, and `why` must not name it in place of the
+                // processes that are still there. Counted all the same.
+                if crate::targets::process_gone(target.pid) {
+                    debug!(
+                        set = self.set.name(),
+                        pid = target.pid,
+                        reason = refusal.reason,
+                        error = format!("{:#}", refusal.error),
+                        "Process exited before it could be traced"
+                    );
+                    ledger.released(target.pid);
+                    return;
+                }
                 warn!(
                     set = self.set.name(),
                     pid = target.pid,
@@ -598,9 +616,6 @@ impl<S: ProgramSet> Driver<S> {
                     error = format!("{:#}", refusal.error),
                     "Refusing to trace process"
                 );
-                if let Some(health) = health {
-                    health.attach_refused(refusal.reason);
-                }
                 ledger.refused(
                     target.pid,
                     &target.exe,

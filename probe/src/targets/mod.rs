@@ -21,6 +21,16 @@ use crate::targets::kubernetes::peers::PeerIndex;
 use crate::telemetry::resource::ResourceRegistry;
 use crate::views::pods::NodePods;
 
+/// Whether process `pid` has exited: it is gone from `/proc`, or it is a
+/// zombie (its `exe` link reads ENOENT once the process has released its
+/// memory). A PID the kernel has given to a new process counts as running.
+pub fn process_gone(pid: u32) -> bool {
+    matches!(
+        std::fs::read_link(format!("/proc/{pid}/exe")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    )
+}
+
 /// A process the front-end should instrument.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessTarget {
@@ -150,5 +160,38 @@ impl std::fmt::Debug for TargetSource {
             TargetSource::Standalone => f.write_str("Standalone"),
             TargetSource::Custom(_) => f.write_str("Custom"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_gone_once_reaped_or_a_zombie_and_not_while_it_runs() {
+        assert!(!process_gone(std::process::id()), "this test's own process");
+        assert!(process_gone(crate::telemetry::metrics::exited_pid()));
+
+        // A zombie: exited, not reaped yet. Its /proc entry is still there.
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn `true`");
+        let pid = child.id();
+        let stat = format!("/proc/{pid}/stat");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.starts_with(" Z"))
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pid {pid} never became a zombie"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(process_gone(pid), "a zombie has exited");
+        child.wait().expect("reap `true`");
     }
 }

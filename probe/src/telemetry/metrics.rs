@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -532,15 +531,15 @@ pub(crate) fn exited_pid() -> u32 {
     pid
 }
 
-/// Whether the process a resource names (`process.pid`) is gone from
-/// `/proc`. A resource without a PID counts as running. A PID the kernel
-/// has given to a new process keeps the series for the full idle time.
+/// Whether the process a resource names (`process.pid`) has exited. A
+/// resource without a PID counts as running. A PID the kernel has given to
+/// a new process keeps the series for the full idle time.
 fn process_exited(resource: &ProcessResource) -> bool {
     resource
         .attributes
         .get("process.pid")
         .and_then(|pid| pid.parse::<u32>().ok())
-        .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
+        .is_some_and(crate::targets::process_gone)
 }
 
 type State = ByResource<RedSeries>;
