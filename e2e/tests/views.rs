@@ -267,6 +267,29 @@ async fn a_three_tier_app_gives_the_exact_service_graph_and_its_pods_resources_m
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 
+    let probes = stack::probe_endpoints(&client, &observability, "default")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let probe = |language: &str| {
+        probes
+            .iter()
+            .find(|(l, _)| l == language)
+            .unwrap_or_else(|| panic!("no Ready {language} probe pod among {probes:?}"))
+    };
+    let (python_probe, go_probe) = (probe("python"), probe("go"));
+    let named = |text: &str, o: &str| {
+        prom_value(
+            text,
+            "ferrotel_probe_service_graph_exchange_total",
+            &[("outcome", o)],
+        )
+        .unwrap_or(0.0)
+    };
+    let mut named_before = Vec::new();
+    for language_probe in [python_probe, go_probe] {
+        named_before.push(named(&scrape(language_probe).await, "named"));
+    }
+
     let mut latencies = Vec::with_capacity(REQUESTS);
     let mut failures = 0;
     for i in 0..REQUESTS {
@@ -357,36 +380,21 @@ async fn a_three_tier_app_gives_the_exact_service_graph_and_its_pods_resources_m
     }
 
     // 2. Pod resources and TCP health: the Python probe reports the worker.
-    let probes = stack::probe_endpoints(&client, &observability, "default")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let probe = |language: &str| {
-        probes
-            .iter()
-            .find(|(l, _)| l == language)
-            .unwrap_or_else(|| panic!("no Ready {language} probe pod among {probes:?}"))
-    };
-    let (python_probe, go_probe) = (probe("python"), probe("go"));
 
-    // front → middle crosses the two probes, with propagation off (no bpffs
-    // in their pods): each side was named from the other probe's entry in
-    // the exchange, which both probes found by its kernel name.
-    for language_probe in [python_probe, go_probe] {
+    // front → middle (Python client, Go server) and middle → back (Go
+    // client, Python server) cross the two probes, with propagation off (no
+    // bpffs in their pods): each side was named from the other probe's entry
+    // in the exchange, which both probes found by its kernel name. The Go
+    // client's side needs the connection its probe reads from net/http.
+    let crossing = 2 * REQUESTS;
+    for (language_probe, before) in [python_probe, go_probe].into_iter().zip(named_before) {
         let text = scrape(language_probe).await;
-        let outcome = |o: &str| {
-            prom_value(
-                &text,
-                "ferrotel_probe_service_graph_exchange_total",
-                &[("outcome", o)],
-            )
-            .unwrap_or(0.0)
-        };
+        let measured = named(&text, "named") - before;
         assert!(
-            outcome("named") >= REQUESTS as f64 && outcome("unavailable") == 0.0,
-            "the {} probe named {} spans from the exchange (want at least the {REQUESTS} measured front → middle requests), unavailable {}",
+            measured >= crossing as f64 && named(&text, "unavailable") == 0.0,
+            "the {} probe named {measured} spans from the exchange during the measured requests (want at least {crossing}: each front → middle and middle → back request), unavailable {}",
             language_probe.0,
-            outcome("named"),
-            outcome("unavailable")
+            named(&text, "unavailable")
         );
     }
     let pod = worker.pod.clone();

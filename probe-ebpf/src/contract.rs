@@ -238,13 +238,16 @@ pub mod go {
     pub const GRPC_STREAM_END: &str = "ft_go_grpc_stream_end";
     pub const NEWPROC_START: &str = "ft_go_newproc_start";
     pub const NEWPROC_END: &str = "ft_go_newproc_end";
+    /// `net/http.(*persistConn).roundTrip` entry: the request's connection
+    /// (and, with propagation on, its note for the writing thread).
+    pub const HTTP_CLIENT_CONN: &str = "ft_go_http_client_conn";
     pub const NEWPROC_SPAWN: &str = "ft_go_newproc_spawn";
     /// Forgets a traced process's per-goroutine entries when it exits (a
     /// BTF tracepoint, attached with the set, not per process).
     pub const EXIT: &str = "ft_go_exit";
     pub const EXIT_TRACEPOINT: &str = "sched_process_exit";
 
-    /// Every program of the set (propagation's five are attached only when
+    /// Every program of the set (propagation's four are attached only when
     /// it is on).
     pub const PROGRAMS: [&str; 21] = [
         HTTP_SERVER_START,
@@ -263,7 +266,7 @@ pub mod go {
         NEWPROC_START,
         NEWPROC_END,
         NEWPROC_SPAWN,
-        super::propagation::GO_ROUND_TRIP,
+        HTTP_CLIENT_CONN,
         super::propagation::GO_REQUEST_WRITE,
         super::propagation::GO_GRPC_FIELDS_START,
         super::propagation::GO_GRPC_FIELDS_END,
@@ -280,8 +283,6 @@ pub mod propagation {
     pub const SOCKOPS: &str = "ft_prop_sockops";
     /// `sk_msg`, attached to [`maps::PROP_SOCKS`].
     pub const MSG: &str = "ft_prop_msg";
-    /// Go: `net/http.(*persistConn).roundTrip` entry.
-    pub const GO_ROUND_TRIP: &str = "ft_go_prop_round_trip";
     /// Go: `net/http.(*Request).write` entry.
     pub const GO_REQUEST_WRITE: &str = "ft_go_prop_request_write";
     /// Go, gRPC joins: `transport.(*http2Client).createHeaderFields` entry.

@@ -127,6 +127,22 @@ pub struct GoOffsets {
     /// Address of the itab of a `*transport.http2Server` in a
     /// `transport.ServerTransport`; 0 = unknown.
     pub grpc_http2_server_itab: u64,
+    /// net/http client connections: `net/http.persistConn.conn`, optional.
+    pub persist_conn_conn: u32,
+    /// `net/http.persistConn.tlsState`, optional.
+    pub persist_conn_tls: u32,
+    /// `crypto/tls.Conn.conn`, optional.
+    pub tls_conn_conn: u32,
+    /// `net.TCPConn`'s embedded `net.conn.fd`, optional.
+    pub net_conn_fd: u32,
+    /// `net.netFD.laddr`, optional.
+    pub net_fd_laddr: u32,
+    /// `net.netFD.raddr`, optional.
+    pub net_fd_raddr: u32,
+    /// Address of the itab of a `*net.TCPConn` in a `net.Conn`; 0 = unknown.
+    pub tcp_conn_itab: u64,
+    /// Address of the itab of a `*tls.Conn` in a `net.Conn`; 0 = unknown.
+    pub tls_conn_itab: u64,
 }
 crate::mirrors!(
     GoOffsets = ft_go_offsets {
@@ -182,6 +198,14 @@ crate::mirrors!(
         grpc_header_fields,
         tcp_addr_itab,
         grpc_http2_server_itab,
+        persist_conn_conn,
+        persist_conn_tls,
+        tls_conn_conn,
+        net_conn_fd,
+        net_fd_laddr,
+        net_fd_raddr,
+        tcp_conn_itab,
+        tls_conn_itab,
     }
 );
 
@@ -241,6 +265,14 @@ impl Default for GoOffsets {
             grpc_header_fields: NO_OFFSET,
             tcp_addr_itab: 0,
             grpc_http2_server_itab: 0,
+            persist_conn_conn: NO_OFFSET,
+            persist_conn_tls: NO_OFFSET,
+            tls_conn_conn: NO_OFFSET,
+            net_conn_fd: NO_OFFSET,
+            net_fd_laddr: NO_OFFSET,
+            net_fd_raddr: NO_OFFSET,
+            tcp_conn_itab: 0,
+            tls_conn_itab: 0,
         }
     }
 }
@@ -262,6 +294,29 @@ crate::mirrors!(
         parent_span_id,
         parent_kind,
         root_flags
+    }
+);
+
+/// `struct ft_go_conn`: a client request's TCP connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoConn {
+    /// IPv4-mapped for IPv4.
+    pub local: [u8; 16],
+    /// As dialled (a Service's ClusterIP, not the pod behind it).
+    pub remote: [u8; 16],
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// 1 when both ends were read.
+    pub known: u32,
+}
+crate::mirrors!(
+    GoConn = ft_go_conn {
+        local,
+        remote,
+        local_port,
+        remote_port,
+        known
     }
 );
 
@@ -290,6 +345,8 @@ pub struct GoRequestEvent {
     pub host: [u8; HOST_CAP],
     pub route: [u8; ROUTE_CAP],
     pub peer: [u8; PEER_CAP],
+    /// net/http client: the request's connection.
+    pub conn: GoConn,
 }
 crate::mirrors!(
     GoRequestEvent = ft_go_request_event {
@@ -312,6 +369,7 @@ crate::mirrors!(
         host,
         route,
         peer,
+        conn,
     }
 );
 
@@ -337,6 +395,7 @@ impl Default for GoRequestEvent {
             host: [0; HOST_CAP],
             route: [0; ROUTE_CAP],
             peer: [0; PEER_CAP],
+            conn: GoConn::default(),
         }
     }
 }
@@ -346,6 +405,8 @@ impl Default for GoRequestEvent {
 unsafe impl crate::Wire for GoOffsets {}
 // SAFETY: as above.
 unsafe impl crate::Wire for GoTrace {}
+// SAFETY: as above.
+unsafe impl crate::Wire for GoConn {}
 // SAFETY: as above.
 unsafe impl crate::Wire for GoRequestEvent {}
 

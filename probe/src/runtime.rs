@@ -184,15 +184,7 @@ pub async fn run<F: Frontend>(
     )
     .with_redaction(&config.probe.redaction)
     .with_tap(tap)
-    .with_service_graph(views.service_graph())
-    // A Go client span knows its connection only through propagation's
-    // kernel program; without it no Go span can pair, and server spans
-    // would wait for nothing.
-    .with_pairing(
-        config.language != ferrotel_api::probe_config::Language::Go
-            || config.probe.propagation.inject
-            || config.probe.propagation.join,
-    );
+    .with_service_graph(views.service_graph());
     let pipeline = match graph_exchange(&config.probe, views.graph.is_some(), &health) {
         Some(exchange) => pipeline.with_exchange(Box::new(exchange)),
         None => pipeline,

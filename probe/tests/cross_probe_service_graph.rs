@@ -222,14 +222,14 @@ async fn a_go_client_and_a_python_server_in_two_probes_make_one_edge_on_their_ow
         "Go chiapp",
         go_cgroup.command(&apps.bin("chiapp"), &["-downstream", &py_server.url("")]),
     );
-    // A Go client span knows its connection only through propagation's
-    // kernel program (the join half, on the test's cgroup).
+    // The Go client span reads its connection from net/http's
+    // persistConn: no propagation needed.
     let go = probe(
         Language::Go,
         go_client.pid(),
         "goclient",
         &pins,
-        true,
+        false,
         &collector.grpc_url(),
     )
     .await;

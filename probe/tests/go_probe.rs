@@ -170,6 +170,23 @@ async fn net_http_case(apps: &Apps) {
         client_paths.keys().all(|k| k.ends_with(" 200")),
         "{label}: client spans carry the response status: {client_paths:?}"
     );
+    // The connection each request went out on, read from the
+    // *persistConn: its server end is the downstream's listener.
+    let downstream_port = downstream_url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse::<i64>().ok())
+        .expect("the downstream URL ends in its port");
+    for span in &clients {
+        assert_eq!(
+            (
+                span.attr_str("network.peer.address"),
+                span.attr_i64("network.peer.port")
+            ),
+            (Some("127.0.0.1"), Some(downstream_port)),
+            "{label}: a client span's peer is the connection's server end"
+        );
+    }
 
     let is_downstream = of_pid(downstream.pid());
     let downstream_spans: Vec<Span> = collector

@@ -5,10 +5,11 @@
 //! (the processes' own names) with both durations, instead of a client span
 //! on `chiapp → 127.0.0.1` and a server span on `user → httpserver`.
 //!
-//! The Go client span learns its connection from the propagation program
-//! (sk_msg on the test's own cgroup v2 directory), so propagation is on.
-//! Needs root (eBPF, sockops, a bpffs for the pins); fails, does not skip,
-//! without it.
+//! The Go client span learns its connection from the probe on
+//! `(*persistConn).roundTrip`, so it pairs with propagation off (the default)
+//! and with it on, where the propagation program (sk_msg on the test's own
+//! cgroup v2 directory) reports it too; both are tested. Needs root (eBPF,
+//! sockops, a bpffs for the pins); fails, does not skip, without it.
 
 mod go_common;
 mod prop_common;
@@ -32,6 +33,20 @@ fn edge(metric: &str, client: &str, server: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_client_and_server_under_one_probe_count_each_request_once_on_their_own_names() {
+    pairs_each_request_once(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_propagation_on_go_client_and_server_still_count_each_request_once() {
+    pairs_each_request_once(true).await;
+}
+
+async fn pairs_each_request_once(propagation: bool) {
+    let label = if propagation {
+        "propagation on"
+    } else {
+        "propagation off"
+    };
     let collector = go_common::collector().await;
     let apps = go_common::apps(go_common::TOOLCHAINS[0]);
     let pins = PinDir::new();
@@ -49,7 +64,9 @@ async fn go_client_and_server_under_one_probe_count_each_request_once_on_their_o
         .map(|p| ("--pid", p.to_string()))
         .collect();
     let mut go = Probe::launch(Language::Go, &collector.grpc_url(), &targets, |config| {
-        config.propagation = pins.config(false, true)
+        if propagation {
+            config.propagation = pins.config(false, true)
+        }
     });
     go.wait_attached_until("2 processes", |v| v >= 2.0).await;
 
@@ -81,7 +98,7 @@ async fn go_client_and_server_under_one_probe_count_each_request_once_on_their_o
     assert_eq!(
         value(edge(TOTAL, "chiapp", "httpserver")),
         n,
-        "each front -> backend request counted once on the processes' own names:{graph}"
+        "{label}: each front -> backend request counted once on the processes' own names:{graph}"
     );
     assert_eq!(
         (
@@ -89,19 +106,19 @@ async fn go_client_and_server_under_one_probe_count_each_request_once_on_their_o
             value(edge(SERVER_COUNT, "chiapp", "httpserver")),
         ),
         (n, n),
-        "both durations of every request on that edge:{graph}"
+        "{label}: both durations of every request on that edge:{graph}"
     );
     assert_eq!(
         value(format!(
             "{TOTAL}{{client=\"user\",server=\"chiapp\",connection_type=\"virtual_node\"}}"
         )),
         n,
-        "the test's own (untraced) requests keep the single-span rule:{graph}"
+        "{label}: the test's own (untraced) requests keep the single-span rule:{graph}"
     );
     assert_eq!(
         value(format!("{TOTAL}{{")),
         2.0 * n,
-        "nothing else is counted (no request twice):{graph}"
+        "{label}: nothing else is counted (no request twice):{graph}"
     );
     for stray in [
         format!("{CLIENT_COUNT}{{client=\"chiapp\",server=\"127.0.0.1\""),
@@ -110,7 +127,7 @@ async fn go_client_and_server_under_one_probe_count_each_request_once_on_their_o
         assert_eq!(
             value(stray.clone()),
             0.0,
-            "no single-span leftovers of paired requests ({stray}):{graph}"
+            "{label}: no single-span leftovers of paired requests ({stray}):{graph}"
         );
     }
     go.assert_running();

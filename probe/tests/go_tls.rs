@@ -196,6 +196,21 @@ async fn https_case(apps: &Apps, tls: &TestTls) {
     assert_eq!(calls.len(), 8, "{label}: two HTTPS calls per /downstream");
     assert_children(&label, &calls, &downstream_servers, 2);
     assert_https(&format!("{label}: client calls"), &calls);
+    // Each call's connection, read through the *tls.Conn; the front is
+    // stripped, so which net.Conn it holds is told by its tlsState.
+    for call in &calls {
+        assert_eq!(
+            (
+                call.attr_str("network.peer.address"),
+                call.attr_i64("network.peer.port")
+            ),
+            (
+                Some(downstream.addr.ip().to_string().as_str()),
+                Some(i64::from(downstream.addr.port()))
+            ),
+            "{label}: an HTTPS call's peer is its connection's server end"
+        );
+    }
     let is_downstream = of_pid(downstream.pid());
     let served: Vec<Span> = all
         .iter()

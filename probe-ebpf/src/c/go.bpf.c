@@ -154,6 +154,7 @@ static __always_inline struct ft_go_request_event *ft_go_new_event(__u32 kind, c
     event->tls_version = 0;
     event->flags = 0;
     event->pad = 0;
+    __builtin_memset(&event->conn, 0, sizeof(event->conn));
     return event;
 }
 
@@ -386,6 +387,69 @@ int ft_go_http_client_start(struct pt_regs *ctx)
     return 0;
 }
 
+/* Both ends of the TCP connection under a *persistConn into `conn`. Its
+ * conn is a *net.TCPConn or a *tls.Conn over one, told apart by their
+ * itabs; a binary whose symbol table does not name them (stripped) is told
+ * by tlsState, which net/http sets exactly when it made the TLS connection
+ * itself. Any other net.Conn (a custom dialer's) is left unread. */
+static __always_inline void ft_go_persist_conn(const struct ft_go_offsets *off, __u64 pc, struct ft_go_conn *conn)
+{
+    if (off->persist_conn_conn == FT_GO_NO_OFFSET || off->net_conn_fd == FT_GO_NO_OFFSET ||
+        off->net_fd_laddr == FT_GO_NO_OFFSET || off->net_fd_raddr == FT_GO_NO_OFFSET)
+        return;
+    __u64 iface[2] = {};
+    if (bpf_probe_read_user(iface, sizeof(iface), (void *)(pc + off->persist_conn_conn)) != 0 || !iface[1])
+        return;
+    int tls;
+    if (off->tcp_conn_itab && off->tls_conn_itab) {
+        if (iface[0] == off->tcp_conn_itab)
+            tls = 0;
+        else if (iface[0] == off->tls_conn_itab)
+            tls = 1;
+        else
+            return;
+    } else if (off->persist_conn_tls != FT_GO_NO_OFFSET) {
+        tls = ft_go_read_u64(pc + off->persist_conn_tls) != 0;
+    } else {
+        return;
+    }
+    if (tls) {
+        if (off->tls_conn_conn == FT_GO_NO_OFFSET ||
+            bpf_probe_read_user(iface, sizeof(iface), (void *)(iface[1] + off->tls_conn_conn)) != 0 || !iface[1] ||
+            (off->tcp_conn_itab && iface[0] != off->tcp_conn_itab))
+            return;
+    }
+    __u64 fd = ft_go_read_u64(iface[1] + off->net_conn_fd);
+    if (!fd || ft_go_read_tcp_addr(off, fd + off->net_fd_laddr, conn->local, &conn->local_port) != 0 ||
+        ft_go_read_tcp_addr(off, fd + off->net_fd_raddr, conn->remote, &conn->remote_port) != 0)
+        return;
+    conn->known = 1;
+}
+
+/* net/http.(*persistConn).roundTrip(pc, req *transportRequest): pc in RAX,
+ * req in RBX. Runs inside (*Transport).roundTrip on the caller's goroutine
+ * once the request has its connection (a retry on another connection runs
+ * it again: the last one is the one that answered). The connection pairs
+ * the client span with its server's on the node (the service graph); with
+ * propagation on, the request is also noted for the thread that writes it
+ * (propagation/go.h). HTTP/1 only: HTTP/2 round trips do not pass here. */
+SEC("uprobe")
+int ft_go_http_client_conn(struct pt_regs *ctx)
+{
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off)
+        return 0;
+    struct ft_go_key key = ft_go_key_of(tgid, ft_go_current_goid(ctx, off));
+    struct ft_go_client_inflight *client = bpf_map_lookup_elem(&go_client_inflight, &key);
+    if (!client)
+        return 0;
+    if (ctx->ax)
+        ft_go_persist_conn(off, ctx->ax, &client->conn);
+    ft_go_prop_note_request(tgid, ctx->bx, client);
+    return 0;
+}
+
 /* At RET: (*Response in RAX, error = {RBX, RCX}). */
 SEC("uprobe")
 int ft_go_http_client_end(struct pt_regs *ctx)
@@ -408,6 +472,7 @@ int ft_go_http_client_end(struct pt_regs *ctx)
         }
         if (state || ft_go_url_is_https(c.off, inflight->request))
             ft_go_read_tls(event, c.off, state);
+        __builtin_memcpy(&event->conn, &inflight->conn, sizeof(event->conn));
         ft_submit(event);
     }
     bpf_map_delete_elem(&go_client_inflight, &c.key);

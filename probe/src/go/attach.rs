@@ -31,7 +31,7 @@ fn programs_of(symbol: &str) -> (&'static str, Option<&'static str>) {
         symbols::GRPC_NEW_STREAM => (GRPC_STREAM_START, Some(GRPC_STREAM_OPENED)),
         symbols::GRPC_STREAM_FINISH => (GRPC_STREAM_END, None),
         symbols::GRPC_HEADERS => (GRPC_SERVER_HEADERS, None),
-        symbols::PROP_ROUND_TRIP => (propagation_programs::GO_ROUND_TRIP, None),
+        symbols::HTTP_CLIENT_CONN => (HTTP_CLIENT_CONN, None),
         symbols::PROP_REQUEST_WRITE => (propagation_programs::GO_REQUEST_WRITE, None),
         symbols::PROP_GRPC_HEADER_FIELDS => (
             propagation_programs::GO_GRPC_FIELDS_START,
@@ -215,15 +215,33 @@ impl GoProbes {
         {
             sites.push(headers);
         }
-        // Trace-context propagation out of the process: net/http client
-        // spans handed to the thread that writes the request, for the
-        // sk_msg program (propagation/go.h). Entry probes only.
-        if self.propagation && features.contains(&Feature::HttpClient) {
-            sites.extend(
-                [symbols::PROP_ROUND_TRIP, symbols::PROP_REQUEST_WRITE]
-                    .iter()
-                    .filter_map(|s| binary.sites.get(s)),
-            );
+        // The connection of each net/http client request, which pairs its
+        // span with the server's on the node; with propagation on, the same
+        // probe hands the span to the thread that writes the request, and
+        // that write is probed too, for the sk_msg program
+        // (propagation/go.h). Entry probes only.
+        if features.contains(&Feature::HttpClient) {
+            let o = &binary.offsets;
+            let connections = [
+                o.persist_conn_conn,
+                o.net_conn_fd,
+                o.net_fd_laddr,
+                o.net_fd_raddr,
+                o.tcp_addr_ip,
+                o.tcp_addr_port,
+            ]
+            .iter()
+            .all(|offset| *offset != NO_OFFSET);
+            if (connections || self.propagation)
+                && let Some(site) = binary.sites.get(symbols::HTTP_CLIENT_CONN)
+            {
+                sites.push(site);
+            }
+            if self.propagation
+                && let Some(site) = binary.sites.get(symbols::PROP_REQUEST_WRITE)
+            {
+                sites.push(site);
+            }
         }
         // Same-node gRPC joins, client side: each stream's span published
         // under (connection, stream id) before its HEADERS frame is written

@@ -44,6 +44,7 @@ struct ft_go_client_inflight {
     __u64 request;    /* *http.Request (HTTP) or method string data (gRPC) */
     __u64 method_len; /* gRPC: method string length */
     struct ft_go_trace trace;
+    struct ft_go_conn conn; /* net/http: set when the connection is chosen */
 };
 
 /* A goroutine being created by a goroutine that has an active span: parked

@@ -76,6 +76,42 @@ static __always_inline __u16 ft_go_read_string(char *dst, __u64 cap_mask, __u64 
     return (__u16)n;
 }
 
+/* The address in the net.Addr interface at `iface` into `addr` (16 bytes,
+ * IPv4-mapped for IPv4) and `port`; 0 on success. A *net.TCPAddr only: its
+ * itab where the binary names it, else its shape (IP of 4 or 16 bytes, a
+ * port). */
+static __always_inline int ft_go_read_tcp_addr(const struct ft_go_offsets *off, __u64 iface, __u8 *addr, __u16 *port)
+{
+    if (off->tcp_addr_ip == FT_GO_NO_OFFSET || off->tcp_addr_port == FT_GO_NO_OFFSET)
+        return -1;
+    __u64 pair[2] = {};
+    if (bpf_probe_read_user(pair, sizeof(pair), (void *)iface) != 0 || !pair[0] || !pair[1])
+        return -1;
+    if (off->tcp_addr_itab && pair[0] != off->tcp_addr_itab)
+        return -1;
+    struct ft_go_slice ip = {};
+    __s64 number = 0;
+    if (bpf_probe_read_user(&ip, sizeof(ip), (void *)(pair[1] + off->tcp_addr_ip)) != 0 || !ip.ptr ||
+        bpf_probe_read_user(&number, sizeof(number), (void *)(pair[1] + off->tcp_addr_port)) != 0 || number <= 0 ||
+        number > 65535)
+        return -1;
+    if (ip.len == 4) {
+        __builtin_memset(addr, 0, 10);
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        if (bpf_probe_read_user(&addr[12], 4, (void *)ip.ptr) != 0)
+            return -1;
+    } else if (ip.len == 16) {
+        /* IPv4 peers of a dual-stack socket come IPv4-mapped, as wanted. */
+        if (bpf_probe_read_user(addr, 16, (void *)ip.ptr) != 0)
+            return -1;
+    } else {
+        return -1;
+    }
+    *port = (__u16)number;
+    return 0;
+}
+
 static __always_inline void ft_go_random_bytes(__u8 *dst, int words)
 {
     for (int i = 0; i < words; i++) {

@@ -105,6 +105,26 @@ struct ft_go_offsets {
     __u32 grpc_header_fields;      /* transport.headerFrame.hf ([]hpack.HeaderField) */
     __u64 tcp_addr_itab;          /* go:itab.*net.TCPAddr,net.Addr; 0 = unknown */
     __u64 grpc_http2_server_itab; /* go:itab.*transport.http2Server,transport.ServerTransport; 0 = unknown */
+    /* The connection of a net/http client request (all optional; any
+     * unknown: client spans carry no connection). persistConn.conn is a
+     * net.Conn {itab, data}: a *net.TCPConn, or a *tls.Conn over one. */
+    __u32 persist_conn_conn; /* net/http.persistConn.conn */
+    __u32 persist_conn_tls;  /* net/http.persistConn.tlsState (nil without TLS) */
+    __u32 tls_conn_conn;     /* crypto/tls.Conn.conn */
+    __u32 net_conn_fd;       /* net.TCPConn's embedded net.conn.fd (*netFD) */
+    __u32 net_fd_laddr;      /* net.netFD.laddr */
+    __u32 net_fd_raddr;      /* net.netFD.raddr */
+    __u64 tcp_conn_itab;     /* go:itab.*net.TCPConn,net.Conn; 0 = unknown */
+    __u64 tls_conn_itab;     /* go:itab.*crypto/tls.Conn,net.Conn; 0 = unknown */
+};
+
+/* A client request's TCP connection, both ends. 40 bytes. */
+struct ft_go_conn {
+    __u8 local[16];  /* IPv4-mapped for IPv4 */
+    __u8 remote[16]; /* as dialled (a Service's ClusterIP, not the pod's) */
+    __u16 local_port;
+    __u16 remote_port;
+    __u32 known; /* 1 when both ends were read */
 };
 
 /* Trace identity of one span, assigned in the kernel at request start so
@@ -130,7 +150,7 @@ struct ft_go_trace {
  * One finished request, server or client, HTTP or gRPC. For gRPC, `path`
  * holds the full method ("/pkg.Service/Method") and `status` the gRPC code.
  * Strings are not NUL-terminated: the *_len fields say how many bytes are
- * valid (truncated to CAP - 1). 448 bytes.
+ * valid (truncated to CAP - 1). 488 bytes.
  */
 struct ft_go_request_event {
     struct ft_event_header header; /* ts_ns: request end */
@@ -152,6 +172,7 @@ struct ft_go_request_event {
     char host[FT_GO_HOST_CAP];
     char route[FT_GO_ROUTE_CAP];
     char peer[FT_GO_PEER_CAP];
+    struct ft_go_conn conn; /* net/http client: the request's connection */
 };
 
 #endif

@@ -7,7 +7,8 @@
  * (go.bpf.c), but net/http writes the request on the connection's
  * writeLoop goroutine, on whatever thread that runs. So:
  *
- *   (*persistConn).roundTrip entry (caller's goroutine): the request the
+ *   (*persistConn).roundTrip entry (caller's goroutine; go.bpf.c's
+ *     ft_go_http_client_conn calls ft_go_prop_note_request): the request the
  *     writeLoop will write (transportRequest's embedded *Request, the first
  *     field: set by net/http for every Go release we support) is noted with
  *     the goroutine's client span;
@@ -190,37 +191,12 @@ struct {
 } go_grpc_headers SEC(".maps");
 
 /* The address in the net.Addr interface at `iface` into the address half
- * of a join key (with the netns on loopback); 0 on success. A *net.TCPAddr
- * only: its itab where the binary names it, else its shape (IP of 4 or 16
- * bytes, a port). */
+ * of a join key (with the netns on loopback); 0 on success. See
+ * ft_go_read_tcp_addr. */
 static __always_inline int ft_go_tcp_addr(const struct ft_go_offsets *off, __u64 iface, struct ft_prop_join_key *key)
 {
-    if (off->tcp_addr_ip == FT_GO_NO_OFFSET || off->tcp_addr_port == FT_GO_NO_OFFSET)
+    if (ft_go_read_tcp_addr(off, iface, key->addr, &key->port) != 0)
         return -1;
-    __u64 pair[2] = {};
-    if (bpf_probe_read_user(pair, sizeof(pair), (void *)iface) != 0 || !pair[0] || !pair[1])
-        return -1;
-    if (off->tcp_addr_itab && pair[0] != off->tcp_addr_itab)
-        return -1;
-    struct ft_go_slice ip = {};
-    __s64 port = 0;
-    if (bpf_probe_read_user(&ip, sizeof(ip), (void *)(pair[1] + off->tcp_addr_ip)) != 0 || !ip.ptr ||
-        bpf_probe_read_user(&port, sizeof(port), (void *)(pair[1] + off->tcp_addr_port)) != 0 || port <= 0 ||
-        port > 65535)
-        return -1;
-    if (ip.len == 4) {
-        key->addr[10] = 0xff;
-        key->addr[11] = 0xff;
-        if (bpf_probe_read_user(&key->addr[12], 4, (void *)ip.ptr) != 0)
-            return -1;
-    } else if (ip.len == 16) {
-        /* IPv4 peers of a dual-stack socket come IPv4-mapped, as keys are. */
-        if (bpf_probe_read_user(key->addr, 16, (void *)ip.ptr) != 0)
-            return -1;
-    } else {
-        return -1;
-    }
-    key->port = (__u16)port;
     if (ft_prop_is_loopback(key->addr)) {
         struct task_struct *task = (struct task_struct *)bpf_get_current_task();
         key->netns = BPF_CORE_READ(task, nsproxy, net_ns, net_cookie);
@@ -351,24 +327,17 @@ __noinline int ft_go_prop_grpc_join(__u64 transport_itab, __u64 transport, __u32
     return -1;
 }
 
-/* net/http.(*persistConn).roundTrip(pc, req *transportRequest): req in RBX. */
-SEC("uprobe")
-int ft_go_prop_round_trip(struct pt_regs *ctx)
+/* At net/http.(*persistConn).roundTrip's entry (go.bpf.c), on the caller's
+ * goroutine: `treq` is its *transportRequest, `client` the goroutine's
+ * client span. */
+static __always_inline void ft_go_prop_note_request(__u32 tgid, __u64 treq,
+                                                    const struct ft_go_client_inflight *client)
 {
-    if (!prop_inject && !prop_join)
-        return 0;
-    __u64 pid_tgid = bpf_get_current_pid_tgid();
-    __u32 tgid = pid_tgid >> 32;
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
-    if (!off || !ctx->bx)
-        return 0;
-    struct ft_go_key key = {.tgid = tgid, .pad = 0, .goid = ft_go_current_goid(ctx, off)};
-    struct ft_go_client_inflight *client = bpf_map_lookup_elem(&go_client_inflight, &key);
-    if (!client)
-        return 0;
-    struct ft_go_request_key rkey = {.tgid = tgid, .pad = 0, .request = ft_go_read_u64(ctx->bx)};
+    if ((!prop_inject && !prop_join) || !treq)
+        return;
+    struct ft_go_request_key rkey = {.tgid = tgid, .pad = 0, .request = ft_go_read_u64(treq)};
     if (!rkey.request)
-        return 0;
+        return;
     struct ft_prop_thread entry = {};
     __builtin_memcpy(entry.trace_id, client->trace.trace_id, 16);
     __builtin_memcpy(entry.span_id, client->trace.span_id, 8);
@@ -377,7 +346,6 @@ int ft_go_prop_round_trip(struct pt_regs *ctx)
     entry.flags = ft_go_prop_sampled(&client->trace);
     entry.fd = -1;
     bpf_map_update_elem(&go_prop_requests, &rkey, &entry, BPF_ANY);
-    return 0;
 }
 
 /* net/http.(*Request).write(r, w io.Writer, usingProxy, extraHeaders, waitForContinue): r in RAX. */

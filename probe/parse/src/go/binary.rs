@@ -59,9 +59,11 @@ pub mod symbols {
         "net/http.unencryptedHTTP2Request.ServeHTTP",
         "net/http.(*serverHandler).ServeHTTP",
     ];
-    /// Propagation (entry only): the request a connection's writeLoop
-    /// will write, and that write.
-    pub const PROP_ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
+    /// A net/http client request on the connection it goes out on (entry
+    /// only): where its connection is read and, with propagation on, the
+    /// request its connection's writeLoop will write is noted.
+    pub const HTTP_CLIENT_CONN: &str = "net/http.(*persistConn).roundTrip";
+    /// Propagation (entry only): that write.
     pub const PROP_REQUEST_WRITE: &str = "net/http.(*Request).write";
     /// Propagation, gRPC same-node joins: a client transport making a
     /// stream's header fields (entry and RETs), and the connection's writer
@@ -71,7 +73,7 @@ pub mod symbols {
     pub const PROP_GRPC_HEADER: &str =
         "google.golang.org/grpc/internal/transport.(*loopyWriter).headerHandler";
     pub const ALL: [&str; 13] = [
-        PROP_ROUND_TRIP,
+        HTTP_CLIENT_CONN,
         PROP_REQUEST_WRITE,
         PROP_GRPC_HEADER_FIELDS,
         PROP_GRPC_HEADER,
@@ -109,6 +111,10 @@ pub mod symbols {
     pub const TLS_INFO_ITAB: &str = "go:itab.google.golang.org/grpc/credentials.TLSInfo,google.golang.org/grpc/credentials.AuthInfo";
     /// Itabs the gRPC join programs compare interface values with.
     pub const TCP_ADDR_ITAB: &str = "go:itab.*net.TCPAddr,net.Addr";
+    /// Itabs of the `net.Conn` a net/http client connection holds: plain
+    /// TCP, or TLS over it.
+    pub const TCP_CONN_ITAB: &str = "go:itab.*net.TCPConn,net.Conn";
+    pub const TLS_CONN_ITAB: &str = "go:itab.*crypto/tls.Conn,net.Conn";
     pub const HTTP2_SERVER_ITAB: &str = "go:itab.*google.golang.org/grpc/internal/transport.http2Server,google.golang.org/grpc/internal/transport.ServerTransport";
 }
 
@@ -438,6 +444,8 @@ fn analyze_object<'data, R: ReadRef<'data>>(
         tls_info: symbol_address(&file, symbols::TLS_INFO_ITAB).unwrap_or(0),
         tcp_addr: symbol_address(&file, symbols::TCP_ADDR_ITAB).unwrap_or(0),
         http2_server: symbol_address(&file, symbols::HTTP2_SERVER_ITAB).unwrap_or(0),
+        tcp_conn: symbol_address(&file, symbols::TCP_CONN_ITAB).unwrap_or(0),
+        tls_conn: symbol_address(&file, symbols::TLS_CONN_ITAB).unwrap_or(0),
     };
     let offsets = offsets::to_wire(&fields, offsets::uses_swiss_maps(&build), itabs);
     let features = Feature::ALL

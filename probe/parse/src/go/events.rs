@@ -8,6 +8,8 @@
 //! only on the trace id, and a parent-based decision follows the incoming
 //! `traceparent` flags carried in `root_flags`.
 
+use std::net::{Ipv6Addr, SocketAddr};
+
 use ferrotel_probe_ebpf::go::{self, GoRequestEvent, ROOT_REMOTE, ROOT_SAMPLED, kind, parent_kind};
 
 use crate::record::{
@@ -99,6 +101,12 @@ fn route_of_pattern(pattern: &str) -> Option<Text> {
     Some(Text::from(path))
 }
 
+/// An address as the kernel side writes it (16 bytes, IPv4-mapped for
+/// IPv4), IPv4 ones as IPv4, as every other source of addresses has them.
+fn socket_addr(ip: [u8; 16], port: u16) -> SocketAddr {
+    SocketAddr::new(Ipv6Addr::from(ip).to_canonical(), port)
+}
+
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8], sampler: &Sampler) -> Result<RequestRecord, DecodeError> {
     let event: GoRequestEvent =
@@ -119,6 +127,12 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
         let mut tls = TlsInfo::default();
         tls.set_version(event.tls_version);
         tls
+    });
+    let client_conn = (span_kind == SpanKind::Client && event.conn.known != 0).then(|| {
+        (
+            socket_addr(event.conn.local, event.conn.local_port),
+            socket_addr(event.conn.remote, event.conn.remote_port),
+        )
     });
     let mut error = None;
     let protocol = match event.header.kind {
@@ -175,12 +189,15 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
         clock: KernelClock::Monotonic,
         span: span_context(sampler, &event.trace),
         protocol,
-        local: None,
+        // A net/http client's connection, both ends (HTTP/1 over TCP).
+        local: client_conn.map(|(local, _)| local),
         // The server's peer from Request.RemoteAddr ("ip:port"); unix
-        // sockets and anything unparsable leave it unset.
-        peer: (span_kind == SpanKind::Server)
-            .then(|| text_ref(&event.peer, event.peer_len).parse().ok())
-            .flatten(),
+        // sockets and anything unparsable leave it unset. A client's is the
+        // address it dialled.
+        peer: match span_kind {
+            SpanKind::Server => text_ref(&event.peer, event.peer_len).parse().ok(),
+            _ => client_conn.map(|(_, remote)| remote),
+        },
         error,
     })
 }
@@ -209,6 +226,38 @@ mod tests {
     fn put(dst: &mut [u8], s: &str) -> u16 {
         dst[..s.len()].copy_from_slice(s.as_bytes());
         s.len() as u16
+    }
+
+    #[test]
+    fn a_client_events_connection_becomes_its_local_and_peer_and_is_ignored_on_a_server() {
+        let mut e = event(kind::HTTP_CLIENT);
+        e.conn.local[10..].copy_from_slice(&[0xff, 0xff, 10, 1, 2, 3]);
+        e.conn.local_port = 50312;
+        e.conn.remote = "fd00::7".parse::<Ipv6Addr>().unwrap().octets();
+        e.conn.remote_port = 8080;
+        e.conn.known = 1;
+        let always = sampler(SamplerKind::AlwaysOn, 1.0);
+        let r = to_record(&e, &always).expect("decodes");
+        assert_eq!(
+            r.local,
+            Some("10.1.2.3:50312".parse().unwrap()),
+            "IPv4 as IPv4"
+        );
+        assert_eq!(r.peer, Some("[fd00::7]:8080".parse().unwrap()));
+
+        e.conn.known = 0;
+        let r = to_record(&e, &always).expect("decodes");
+        assert_eq!((r.local, r.peer), (None, None), "not read: no connection");
+
+        let mut server = event(kind::HTTP_SERVER);
+        server.conn = e.conn;
+        server.conn.known = 1;
+        let r = to_record(&server, &always).expect("decodes");
+        assert_eq!(
+            (r.local, r.peer),
+            (None, None),
+            "a server's caller is its RemoteAddr, never the client fields"
+        );
     }
 
     #[test]

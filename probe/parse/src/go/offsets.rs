@@ -158,6 +158,15 @@ pub const ALL_FIELDS: &[(&str, &str)] = &[
         "google.golang.org/grpc/internal/transport.headerFrame",
         "hf",
     ),
+    // The connection of a net/http client request; optional (without it
+    // client spans do not pair with their servers on the node).
+    ("net/http.persistConn", "conn"),
+    ("net/http.persistConn", "tlsState"),
+    ("crypto/tls.Conn", "conn"),
+    ("net.TCPConn", "conn"),
+    ("net.conn", "fd"),
+    ("net.netFD", "laddr"),
+    ("net.netFD", "raddr"),
 ];
 
 /// Where a binary's offsets came from.
@@ -313,6 +322,10 @@ pub struct Itabs {
     pub tcp_addr: u64,
     /// `*transport.http2Server` as a `transport.ServerTransport`.
     pub http2_server: u64,
+    /// `*net.TCPConn` as a `net.Conn`: a plain client connection.
+    pub tcp_conn: u64,
+    /// `*tls.Conn` as a `net.Conn`: a TLS client connection.
+    pub tls_conn: u64,
 }
 
 /// Fills the eBPF-side struct from named fields. `swiss` says which map
@@ -388,6 +401,18 @@ pub fn to_wire(fields: &FieldOffsets, swiss: bool, itabs: Itabs) -> GoOffsets {
         grpc_header_fields: get("google.golang.org/grpc/internal/transport.headerFrame.hf"),
         tcp_addr_itab: itabs.tcp_addr,
         grpc_http2_server_itab: itabs.http2_server,
+        persist_conn_conn: get("net/http.persistConn.conn"),
+        persist_conn_tls: get("net/http.persistConn.tlsState"),
+        tls_conn_conn: get("crypto/tls.Conn.conn"),
+        // TCPConn embeds conn, whose only field is fd.
+        net_conn_fd: match (fields.get("net.TCPConn.conn"), fields.get("net.conn.fd")) {
+            (Some(conn), Some(fd)) => u32::try_from(conn + fd).unwrap_or(NO_OFFSET),
+            _ => NO_OFFSET,
+        },
+        net_fd_laddr: get("net.netFD.laddr"),
+        net_fd_raddr: get("net.netFD.raddr"),
+        tcp_conn_itab: itabs.tcp_conn,
+        tls_conn_itab: itabs.tls_conn,
     };
     // Header maps are only walked when every offset of that layout is known.
     let known = |offsets: &[u32]| offsets.iter().all(|o| *o != NO_OFFSET);

@@ -195,9 +195,9 @@ impl Pairer {
         self.exchange.is_some()
     }
 
-    /// A pairer that pairs nothing and keeps nothing waiting: for a probe
-    /// whose client spans cannot know their connection (Go without
-    /// propagation), where its server spans would wait for nothing.
+    /// A pairer that pairs nothing and keeps nothing waiting: for a
+    /// pipeline whose client spans cannot know their connection, where its
+    /// server spans would wait for nothing.
     pub fn off() -> Self {
         Self {
             on: false,
