@@ -241,13 +241,16 @@ pub mod go {
     /// `net/http.(*persistConn).roundTrip` entry: the request's connection
     /// (and, with propagation on, its note for the writing thread).
     pub const HTTP_CLIENT_CONN: &str = "ft_go_http_client_conn";
+    /// `transport.(*http2Client).createHeaderFields` entry: a gRPC call's
+    /// connection (and, with joining on, its note for the stream's writer).
+    pub const GRPC_CLIENT_CONN: &str = "ft_go_grpc_client_conn";
     pub const NEWPROC_SPAWN: &str = "ft_go_newproc_spawn";
     /// Forgets a traced process's per-goroutine entries when it exits (a
     /// BTF tracepoint, attached with the set, not per process).
     pub const EXIT: &str = "ft_go_exit";
     pub const EXIT_TRACEPOINT: &str = "sched_process_exit";
 
-    /// Every program of the set (propagation's four are attached only when
+    /// Every program of the set (propagation's three are attached only when
     /// it is on).
     pub const PROGRAMS: [&str; 21] = [
         HTTP_SERVER_START,
@@ -268,7 +271,7 @@ pub mod go {
         NEWPROC_SPAWN,
         HTTP_CLIENT_CONN,
         super::propagation::GO_REQUEST_WRITE,
-        super::propagation::GO_GRPC_FIELDS_START,
+        GRPC_CLIENT_CONN,
         super::propagation::GO_GRPC_FIELDS_END,
         super::propagation::GO_GRPC_HEADER,
     ];
@@ -285,8 +288,6 @@ pub mod propagation {
     pub const MSG: &str = "ft_prop_msg";
     /// Go: `net/http.(*Request).write` entry.
     pub const GO_REQUEST_WRITE: &str = "ft_go_prop_request_write";
-    /// Go, gRPC joins: `transport.(*http2Client).createHeaderFields` entry.
-    pub const GO_GRPC_FIELDS_START: &str = "ft_go_prop_grpc_fields_start";
     /// Go, gRPC joins: `transport.(*http2Client).createHeaderFields` RETs.
     pub const GO_GRPC_FIELDS_END: &str = "ft_go_prop_grpc_fields_end";
     /// Go, gRPC joins: `transport.(*loopyWriter).headerHandler` entry.

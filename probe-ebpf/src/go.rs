@@ -143,6 +143,9 @@ pub struct GoOffsets {
     pub tcp_conn_itab: u64,
     /// Address of the itab of a `*tls.Conn` in a `net.Conn`; 0 = unknown.
     pub tls_conn_itab: u64,
+    /// `transport.http2Client.remoteAddr`, optional.
+    pub grpc_client_remote_addr: u32,
+    pub reserved2: u32,
 }
 crate::mirrors!(
     GoOffsets = ft_go_offsets {
@@ -206,6 +209,8 @@ crate::mirrors!(
         net_fd_raddr,
         tcp_conn_itab,
         tls_conn_itab,
+        grpc_client_remote_addr,
+        reserved2,
     }
 );
 
@@ -273,6 +278,8 @@ impl Default for GoOffsets {
             net_fd_raddr: NO_OFFSET,
             tcp_conn_itab: 0,
             tls_conn_itab: 0,
+            grpc_client_remote_addr: NO_OFFSET,
+            reserved2: 0,
         }
     }
 }
@@ -297,17 +304,22 @@ crate::mirrors!(
     }
 );
 
-/// `struct ft_go_conn`: a client request's TCP connection.
+/// `FT_GO_CONN_*` bits of [`GoConn::known`]: which ends were read.
+pub const CONN_LOCAL: u32 = 0x1;
+pub const CONN_REMOTE: u32 = 0x2;
+
+/// `struct ft_go_conn`: a request's TCP connection as its process sees it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GoConn {
     /// IPv4-mapped for IPv4.
     pub local: [u8; 16],
-    /// As dialled (a Service's ClusterIP, not the pod behind it).
+    /// A client's: as dialled (a Service's ClusterIP, not the pod behind
+    /// it); a server's: its caller.
     pub remote: [u8; 16],
     pub local_port: u16,
     pub remote_port: u16,
-    /// 1 when both ends were read.
+    /// [`CONN_LOCAL`] and [`CONN_REMOTE`] of the ends read.
     pub known: u32,
 }
 crate::mirrors!(
@@ -345,7 +357,7 @@ pub struct GoRequestEvent {
     pub host: [u8; HOST_CAP],
     pub route: [u8; ROUTE_CAP],
     pub peer: [u8; PEER_CAP],
-    /// net/http client: the request's connection.
+    /// HTTP/1 and gRPC clients, gRPC servers: the connection.
     pub conn: GoConn,
 }
 crate::mirrors!(

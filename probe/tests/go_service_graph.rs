@@ -133,3 +133,80 @@ async fn pairs_each_request_once(propagation: bool) {
     go.assert_running();
     drop(go.stop().await);
 }
+
+/// gRPC: a Go gRPC server whose `downstream` service calls a second Go gRPC
+/// server twice per call, over one HTTP/2 connection, propagation off. The
+/// client's side reads its transport's ends; the server's side its caller's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_grpc_client_and_server_under_one_probe_pair_without_propagation() {
+    const CALLS: usize = 10;
+    let collector = go_common::collector().await;
+    let apps = go_common::apps(go_common::TOOLCHAINS[0]);
+    // The backend under a name of its own, so that the edge's two ends
+    // differ (a standalone probe names a service after its executable).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend_bin = dir.path().join("grpcbackend");
+    std::fs::copy(apps.bin("grpcserver"), &backend_bin).expect("copy grpcserver");
+    let backend = Service::start("Go grpcbackend", std::process::Command::new(&backend_bin));
+    let backend_addr = format!("127.0.0.1:{}", backend.port);
+    let mut front_cmd = std::process::Command::new(apps.bin("grpcserver"));
+    front_cmd.args(["-downstream", &backend_addr]);
+    let front = Service::start("Go grpcserver (front)", front_cmd);
+    let targets: Vec<(&str, String)> = [backend.pid(), front.pid()]
+        .iter()
+        .map(|p| ("--pid", p.to_string()))
+        .collect();
+    let mut go = Probe::launch(Language::Go, &collector.grpc_url(), &targets, |_| {});
+    go.wait_attached_until("2 processes", |v| v >= 2.0).await;
+
+    // The test's client is not traced: its calls are `user → grpcserver`.
+    let output = std::process::Command::new(apps.bin("grpcclient"))
+        .args([
+            "-addr",
+            &format!("127.0.0.1:{}", front.port),
+            "-calls",
+            &format!("downstream={CALLS}"),
+        ])
+        .output()
+        .expect("run grpcclient");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains(&format!("OK:{CALLS}")),
+        "grpcclient: {stdout}"
+    );
+
+    let paired = (2 * CALLS) as f64;
+    let all_counted = paired + CALLS as f64;
+    let deadline = std::time::Instant::now() + go_common::WAIT;
+    let mut metrics = go.metrics().await;
+    while Probe::metric_sum(&metrics, &format!("{TOTAL}{{")) < all_counted
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        metrics = go.metrics().await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = go.metrics().await;
+    let graph: String = metrics
+        .lines()
+        .filter(|l| l.starts_with("traces_service_graph"))
+        .map(|l| format!("\n  {l}"))
+        .collect();
+    let value = |prefix: String| Probe::metric_sum(&metrics, &prefix);
+    assert_eq!(
+        (
+            value(edge(TOTAL, "grpcserver", "grpcbackend")),
+            value(edge(CLIENT_COUNT, "grpcserver", "grpcbackend")),
+            value(edge(SERVER_COUNT, "grpcserver", "grpcbackend")),
+        ),
+        (paired, paired, paired),
+        "each front -> backend call counted once, with both durations, on the processes' own names:{graph}"
+    );
+    assert_eq!(
+        value(format!("{TOTAL}{{")),
+        all_counted,
+        "nothing else is counted but the test's own calls (no call twice):{graph}"
+    );
+    go.assert_running();
+    drop(go.stop().await);
+}

@@ -76,7 +76,8 @@ static __always_inline void ft_go_activate(struct ft_go_key *key, const struct f
 /* `incoming` is caller stack space; `found` == 0 says the caller already
  * filled it (gRPC), else headers are read into it when `read_headers`. */
 static __always_inline void ft_go_begin_server(struct pt_regs *ctx, __u64 request, __u64 response, int read_headers,
-                                               struct ft_traceparent *incoming, int found)
+                                               struct ft_traceparent *incoming, int found,
+                                               const struct ft_go_conn *conn)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 tgid = pid_tgid >> 32;
@@ -89,6 +90,8 @@ static __always_inline void ft_go_begin_server(struct pt_regs *ctx, __u64 reques
     inflight.request = request;
     inflight.response = response;
     inflight.status = -1;
+    if (conn)
+        __builtin_memcpy(&inflight.conn, conn, sizeof(inflight.conn));
     if (found != 0 && read_headers && off->req_header != FT_GO_NO_OFFSET &&
         ft_go_search_traceparent(off, ft_go_read_u64(request + off->req_header)) == 0)
         found = ft_go_take_found(incoming);
@@ -317,7 +320,7 @@ SEC("uprobe")
 int ft_go_http_server_start(struct pt_regs *ctx)
 {
     struct ft_traceparent incoming = {};
-    ft_go_begin_server(ctx, ctx->di, ctx->cx, 1, &incoming, -1);
+    ft_go_begin_server(ctx, ctx->di, ctx->cx, 1, &incoming, -1, NULL);
     return 0;
 }
 
@@ -423,7 +426,7 @@ static __always_inline void ft_go_persist_conn(const struct ft_go_offsets *off, 
     if (!fd || ft_go_read_tcp_addr(off, fd + off->net_fd_laddr, conn->local, &conn->local_port) != 0 ||
         ft_go_read_tcp_addr(off, fd + off->net_fd_raddr, conn->remote, &conn->remote_port) != 0)
         return;
-    conn->known = 1;
+    conn->known = FT_GO_CONN_LOCAL | FT_GO_CONN_REMOTE;
 }
 
 /* net/http.(*persistConn).roundTrip(pc, req *transportRequest): pc in RAX,
@@ -586,7 +589,14 @@ int ft_go_grpc_server_start(struct pt_regs *ctx)
         ft_go_prop_count_origin(FT_PROP_ORIGIN_TRACEPARENT);
     else if (ft_go_prop_grpc_join(ctx->bx, ctx->cx, stream_id) == 0)
         found = ft_go_take_found(&incoming);
-    ft_go_begin_server(ctx, ctx->di, ft_go_grpc_tls_state(off, ctx->cx), 0, &incoming, found);
+    /* The caller's end, which pairs the span with its client's on the node:
+     * only an *http2Server has the remoteAddr read here. */
+    struct ft_go_conn conn = {};
+    if (ctx->cx && off->grpc_server_remote_addr != FT_GO_NO_OFFSET &&
+        (!off->grpc_http2_server_itab || ctx->bx == off->grpc_http2_server_itab) &&
+        ft_go_read_tcp_addr(off, ctx->cx + off->grpc_server_remote_addr, conn.remote, &conn.remote_port) == 0)
+        conn.known = FT_GO_CONN_REMOTE;
+    ft_go_begin_server(ctx, ctx->di, ft_go_grpc_tls_state(off, ctx->cx), 0, &incoming, found, &conn);
     return 0;
 }
 
@@ -630,6 +640,7 @@ int ft_go_grpc_server_end(struct pt_regs *ctx)
         if (stream)
             event->path_len = ft_go_read_string(event->path, FT_GO_PATH_CAP - 1, stream + c.off->grpc_stream_method);
         event->status = inflight->status;
+        __builtin_memcpy(&event->conn, &inflight->conn, sizeof(event->conn));
         /* gRPC has no URL scheme and no Host to fill from the server name:
          * the TLS flag and version only. */
         if (inflight->response) {
@@ -688,6 +699,7 @@ static __always_inline void ft_go_emit_grpc_client(const struct ft_go_caller *c,
     if (n && inflight->request && bpf_probe_read_user(event->path, n, (void *)inflight->request) == 0)
         event->path_len = (__u16)n;
     event->status = ft_go_grpc_error_code(c->off, err_itab, err_data);
+    __builtin_memcpy(&event->conn, &inflight->conn, sizeof(event->conn));
     ft_submit(event);
 }
 
@@ -710,6 +722,32 @@ int ft_go_grpc_client_end(struct pt_regs *ctx)
         ft_go_emit_grpc_client(&c, inflight, ctx->ax, ctx->bx);
         bpf_map_delete_elem(&go_client_inflight, &c.key);
     }
+    return 0;
+}
+
+/* transport.(*http2Client).createHeaderFields(t, ctx, callHdr): t in RAX.
+ * Runs on the caller's goroutine while its call (unary or a stream) makes
+ * its stream on the transport, the call's span in go_client_inflight: the
+ * transport's ends pair the span with its server's on the node. With
+ * propagation's joining on, the call is also noted for the writer that
+ * sends its HEADERS frame (propagation/go.h). */
+SEC("uprobe")
+int ft_go_grpc_client_conn(struct pt_regs *ctx)
+{
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
+    if (!off || !ctx->ax)
+        return 0;
+    struct ft_go_key key = ft_go_key_of(tgid, ft_go_current_goid(ctx, off));
+    struct ft_go_client_inflight *client = bpf_map_lookup_elem(&go_client_inflight, &key);
+    if (!client)
+        return 0;
+    struct ft_go_conn *conn = &client->conn;
+    if (off->grpc_client_local_addr != FT_GO_NO_OFFSET && off->grpc_client_remote_addr != FT_GO_NO_OFFSET &&
+        ft_go_read_tcp_addr(off, ctx->ax + off->grpc_client_local_addr, conn->local, &conn->local_port) == 0 &&
+        ft_go_read_tcp_addr(off, ctx->ax + off->grpc_client_remote_addr, conn->remote, &conn->remote_port) == 0)
+        conn->known = FT_GO_CONN_LOCAL | FT_GO_CONN_REMOTE;
+    ft_go_prop_grpc_note_stream(ctx->ax, off, &key, client);
     return 0;
 }
 

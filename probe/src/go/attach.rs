@@ -33,8 +33,8 @@ fn programs_of(symbol: &str) -> (&'static str, Option<&'static str>) {
         symbols::GRPC_HEADERS => (GRPC_SERVER_HEADERS, None),
         symbols::HTTP_CLIENT_CONN => (HTTP_CLIENT_CONN, None),
         symbols::PROP_REQUEST_WRITE => (propagation_programs::GO_REQUEST_WRITE, None),
-        symbols::PROP_GRPC_HEADER_FIELDS => (
-            propagation_programs::GO_GRPC_FIELDS_START,
+        symbols::GRPC_HEADER_FIELDS => (
+            GRPC_CLIENT_CONN,
             Some(propagation_programs::GO_GRPC_FIELDS_END),
         ),
         symbols::PROP_GRPC_HEADER => (propagation_programs::GO_GRPC_HEADER, None),
@@ -243,27 +243,30 @@ impl GoProbes {
                 sites.push(site);
             }
         }
-        // Same-node gRPC joins, client side: each stream's span published
-        // under (connection, stream id) before its HEADERS frame is written
-        // (propagation/go.h). Both functions and the offsets the programs
-        // read, or none: a binary without them is not joined.
+        // gRPC client calls' connections, which pair their spans with their
+        // servers' on the node: createHeaderFields' entry. With same-node
+        // joins on, its RETs and the writer's headerHandler too: each
+        // stream's span is published under (connection, stream id) before
+        // its HEADERS frame is written (propagation/go.h). Both functions
+        // and the offsets the programs read, or no join.
         let o = &binary.offsets;
-        let join_symbols = [symbols::PROP_GRPC_HEADER_FIELDS, symbols::PROP_GRPC_HEADER];
-        if self.propagation
-            && self.grpc_join
-            && features.contains(&Feature::GrpcClient)
-            && [
-                o.grpc_client_local_addr,
-                o.tcp_addr_ip,
-                o.tcp_addr_port,
-                o.grpc_header_stream_id,
-                o.grpc_header_fields,
-            ]
-            .iter()
-            .all(|offset| *offset != NO_OFFSET)
-            && join_symbols.iter().all(|s| binary.sites.contains_key(s))
+        let known = |offsets: &[u32]| offsets.iter().all(|offset| *offset != NO_OFFSET);
+        let join_symbols = [symbols::GRPC_HEADER_FIELDS, symbols::PROP_GRPC_HEADER];
+        let mut entry_only: Vec<&ProbeSite> = Vec::new();
+        if features.contains(&Feature::GrpcClient)
+            && known(&[o.grpc_client_local_addr, o.tcp_addr_ip, o.tcp_addr_port])
         {
-            sites.extend(join_symbols.iter().filter_map(|s| binary.sites.get(s)));
+            let join = self.propagation
+                && self.grpc_join
+                && known(&[o.grpc_header_stream_id, o.grpc_header_fields])
+                && join_symbols.iter().all(|s| binary.sites.contains_key(s));
+            if join {
+                sites.extend(join_symbols.iter().filter_map(|s| binary.sites.get(s)));
+            } else if o.grpc_client_remote_addr != NO_OFFSET
+                && let Some(site) = binary.sites.get(symbols::GRPC_HEADER_FIELDS)
+            {
+                entry_only.push(site);
+            }
         }
         // Context propagation to spawned goroutines; without it client
         // calls from spawned goroutines start their own traces. One probe
@@ -292,8 +295,13 @@ impl GoProbes {
                 }
             }
         }
-        for site in sites {
+        let sites = sites
+            .into_iter()
+            .map(|site| (site, true))
+            .chain(entry_only.into_iter().map(|site| (site, false)));
+        for (site, with_ret) in sites {
             let (entry_program, ret_program) = programs_of(site.symbol);
+            let ret_program = ret_program.filter(|_| with_ret);
             let result =
                 attach_at(kernel, entry_program, site.entry, &exe, nz_pid).and_then(|link| {
                     links.push((entry_program, link));

@@ -36,6 +36,7 @@ struct ft_go_server_inflight {
     __u64 response; /* *http.response (HTTP); *tls.ConnectionState of a gRPC call over TLS, else 0 */
     __s64 status;   /* gRPC: code from WriteStatus; -1 until then */
     struct ft_go_trace trace;
+    struct ft_go_conn conn; /* gRPC: the caller's end */
 };
 
 /* A client call between function entry and RET. */
@@ -44,7 +45,7 @@ struct ft_go_client_inflight {
     __u64 request;    /* *http.Request (HTTP) or method string data (gRPC) */
     __u64 method_len; /* gRPC: method string length */
     struct ft_go_trace trace;
-    struct ft_go_conn conn; /* net/http: set when the connection is chosen */
+    struct ft_go_conn conn; /* set when the transport's connection is known */
 };
 
 /* A goroutine being created by a goroutine that has an active span: parked

@@ -116,15 +116,24 @@ struct ft_go_offsets {
     __u32 net_fd_raddr;      /* net.netFD.raddr */
     __u64 tcp_conn_itab;     /* go:itab.*net.TCPConn,net.Conn; 0 = unknown */
     __u64 tls_conn_itab;     /* go:itab.*crypto/tls.Conn,net.Conn; 0 = unknown */
+    /* The remote end of a gRPC client transport (optional). */
+    __u32 grpc_client_remote_addr; /* transport.http2Client.remoteAddr */
+    __u32 reserved2;
 };
 
-/* A client request's TCP connection, both ends. 40 bytes. */
+/* ft_go_conn.known */
+#define FT_GO_CONN_LOCAL 0x1u
+#define FT_GO_CONN_REMOTE 0x2u
+
+/* A request's TCP connection as this process sees it. A client's remote end
+ * is the address it dialled (a Service's ClusterIP, not the pod's); a
+ * server's is its caller. 40 bytes. */
 struct ft_go_conn {
-    __u8 local[16];  /* IPv4-mapped for IPv4 */
-    __u8 remote[16]; /* as dialled (a Service's ClusterIP, not the pod's) */
+    __u8 local[16]; /* IPv4-mapped for IPv4 */
+    __u8 remote[16];
     __u16 local_port;
     __u16 remote_port;
-    __u32 known; /* 1 when both ends were read */
+    __u32 known; /* FT_GO_CONN_* of the ends read */
 };
 
 /* Trace identity of one span, assigned in the kernel at request start so
@@ -172,7 +181,7 @@ struct ft_go_request_event {
     char host[FT_GO_HOST_CAP];
     char route[FT_GO_ROUTE_CAP];
     char peer[FT_GO_PEER_CAP];
-    struct ft_go_conn conn; /* net/http client: the request's connection */
+    struct ft_go_conn conn; /* HTTP/1 and gRPC clients, gRPC servers: the connection */
 };
 
 #endif

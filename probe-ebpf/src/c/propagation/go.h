@@ -160,7 +160,8 @@ __noinline int ft_go_prop_join(__u64 request, __u32 remote_off)
  * before the frame is written, found there by the frame's header fields:
  *
  *   (*http2Client).createHeaderFields entry (caller's goroutine, inside
- *     NewStream, the call's client span in go_client_inflight): the
+ *     NewStream, the call's client span in go_client_inflight; go.bpf.c's
+ *     ft_go_grpc_client_conn calls ft_go_prop_grpc_note_stream): the
  *     connection's local address;
  *   its RETs: the header fields slice it made, which NewStream puts in the
  *     stream's *headerFrame; the span is noted under its backing array;
@@ -215,28 +216,25 @@ static __always_inline const struct ft_go_offsets *ft_go_prop_join_offsets(__u32
     return bpf_map_lookup_elem(&go_offsets, tgid);
 }
 
-/* transport.(*http2Client).createHeaderFields(t, ctx, callHdr): t in RAX. */
-SEC("uprobe")
-int ft_go_prop_grpc_fields_start(struct pt_regs *ctx)
+/* At transport.(*http2Client).createHeaderFields's entry (go.bpf.c's
+ * ft_go_grpc_client_conn), on the caller's goroutine `key`: `transport` is
+ * the *http2Client, `client` the call's span. Joining on: the span is noted
+ * for the header fields this call makes. */
+static __always_inline void ft_go_prop_grpc_note_stream(__u64 transport, const struct ft_go_offsets *off,
+                                                        const struct ft_go_key *key,
+                                                        const struct ft_go_client_inflight *client)
 {
-    __u32 tgid;
-    const struct ft_go_offsets *off = ft_go_prop_join_offsets(&tgid);
-    if (!off || !ctx->ax || off->grpc_client_local_addr == FT_GO_NO_OFFSET)
-        return 0;
-    struct ft_go_key key = {.tgid = tgid, .pad = 0, .goid = ft_go_current_goid(ctx, off)};
-    struct ft_go_client_inflight *client = bpf_map_lookup_elem(&go_client_inflight, &key);
-    if (!client)
-        return 0;
+    if (!prop_join || off->grpc_client_local_addr == FT_GO_NO_OFFSET)
+        return;
     struct ft_go_grpc_publish p = {};
-    if (ft_go_tcp_addr(off, ctx->ax + off->grpc_client_local_addr, &p.key) != 0)
-        return 0;
+    if (ft_go_tcp_addr(off, transport + off->grpc_client_local_addr, &p.key) != 0)
+        return;
     __builtin_memcpy(p.join.trace_id, client->trace.trace_id, 16);
     __builtin_memcpy(p.join.span_id, client->trace.span_id, 8);
     p.join.flags = ft_go_prop_sampled(&client->trace);
-    p.join.tgid = tgid;
+    p.join.tgid = key->tgid;
     p.join.ts_ns = bpf_ktime_get_ns();
-    bpf_map_update_elem(&go_grpc_new_streams, &key, &p, BPF_ANY);
-    return 0;
+    bpf_map_update_elem(&go_grpc_new_streams, key, &p, BPF_ANY);
 }
 
 /* At its RETs: ([]hpack.HeaderField = {ptr RAX, len RBX, cap RCX}, error =

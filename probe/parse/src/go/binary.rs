@@ -65,17 +65,18 @@ pub mod symbols {
     pub const HTTP_CLIENT_CONN: &str = "net/http.(*persistConn).roundTrip";
     /// Propagation (entry only): that write.
     pub const PROP_REQUEST_WRITE: &str = "net/http.(*Request).write";
-    /// Propagation, gRPC same-node joins: a client transport making a
-    /// stream's header fields (entry and RETs), and the connection's writer
-    /// originating the stream under its id (entry).
-    pub const PROP_GRPC_HEADER_FIELDS: &str =
+    /// A gRPC client transport making a call's stream header fields: its
+    /// entry reads the call's connection; with same-node joins on, its RETs
+    /// too, and the connection's writer originating the stream under its id
+    /// (entry).
+    pub const GRPC_HEADER_FIELDS: &str =
         "google.golang.org/grpc/internal/transport.(*http2Client).createHeaderFields";
     pub const PROP_GRPC_HEADER: &str =
         "google.golang.org/grpc/internal/transport.(*loopyWriter).headerHandler";
     pub const ALL: [&str; 13] = [
         HTTP_CLIENT_CONN,
         PROP_REQUEST_WRITE,
-        PROP_GRPC_HEADER_FIELDS,
+        GRPC_HEADER_FIELDS,
         PROP_GRPC_HEADER,
         HTTP_SERVER,
         HTTP_CLIENT,

@@ -128,12 +128,11 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
         tls.set_version(event.tls_version);
         tls
     });
-    let client_conn = (span_kind == SpanKind::Client && event.conn.known != 0).then(|| {
-        (
-            socket_addr(event.conn.local, event.conn.local_port),
-            socket_addr(event.conn.remote, event.conn.remote_port),
-        )
-    });
+    let conn = &event.conn;
+    let local =
+        (conn.known & go::CONN_LOCAL != 0).then(|| socket_addr(conn.local, conn.local_port));
+    let remote =
+        (conn.known & go::CONN_REMOTE != 0).then(|| socket_addr(conn.remote, conn.remote_port));
     let mut error = None;
     let protocol = match event.header.kind {
         kind::HTTP_SERVER | kind::HTTP_CLIENT => {
@@ -189,15 +188,16 @@ pub fn to_record(event: &GoRequestEvent, sampler: &Sampler) -> Result<RequestRec
         clock: KernelClock::Monotonic,
         span: span_context(sampler, &event.trace),
         protocol,
-        // A net/http client's connection, both ends (HTTP/1 over TCP).
-        local: client_conn.map(|(local, _)| local),
-        // The server's peer from Request.RemoteAddr ("ip:port"); unix
-        // sockets and anything unparsable leave it unset. A client's is the
-        // address it dialled.
-        peer: match span_kind {
-            SpanKind::Server => text_ref(&event.peer, event.peer_len).parse().ok(),
-            _ => client_conn.map(|(_, remote)| remote),
-        },
+        // The connection's ends where the kernel side read them (HTTP/1 and
+        // gRPC clients, the caller of a gRPC server); a net/http server's
+        // caller is its Request.RemoteAddr ("ip:port"), and unix sockets
+        // and anything unparsable leave it unset.
+        local,
+        peer: remote.or_else(|| {
+            (event.header.kind == kind::HTTP_SERVER)
+                .then(|| text_ref(&event.peer, event.peer_len).parse().ok())
+                .flatten()
+        }),
         error,
     })
 }
@@ -229,13 +229,13 @@ mod tests {
     }
 
     #[test]
-    fn a_client_events_connection_becomes_its_local_and_peer_and_is_ignored_on_a_server() {
+    fn the_ends_of_the_connection_that_were_read_become_local_and_peer() {
         let mut e = event(kind::HTTP_CLIENT);
         e.conn.local[10..].copy_from_slice(&[0xff, 0xff, 10, 1, 2, 3]);
         e.conn.local_port = 50312;
         e.conn.remote = "fd00::7".parse::<Ipv6Addr>().unwrap().octets();
         e.conn.remote_port = 8080;
-        e.conn.known = 1;
+        e.conn.known = go::CONN_LOCAL | go::CONN_REMOTE;
         let always = sampler(SamplerKind::AlwaysOn, 1.0);
         let r = to_record(&e, &always).expect("decodes");
         assert_eq!(
@@ -249,15 +249,21 @@ mod tests {
         let r = to_record(&e, &always).expect("decodes");
         assert_eq!((r.local, r.peer), (None, None), "not read: no connection");
 
-        let mut server = event(kind::HTTP_SERVER);
-        server.conn = e.conn;
-        server.conn.known = 1;
-        let r = to_record(&server, &always).expect("decodes");
+        // A gRPC server knows its caller's end only.
+        let mut grpc = event(kind::GRPC_SERVER);
+        grpc.conn = e.conn;
+        grpc.conn.known = go::CONN_REMOTE;
+        let r = to_record(&grpc, &always).expect("decodes");
         assert_eq!(
             (r.local, r.peer),
-            (None, None),
-            "a server's caller is its RemoteAddr, never the client fields"
+            (None, Some("[fd00::7]:8080".parse().unwrap()))
         );
+
+        // A net/http server's caller is its RemoteAddr text.
+        let mut http = event(kind::HTTP_SERVER);
+        http.peer_len = put(&mut http.peer, "10.9.8.7:4242");
+        let r = to_record(&http, &always).expect("decodes");
+        assert_eq!(r.peer, Some("10.9.8.7:4242".parse().unwrap()));
     }
 
     #[test]

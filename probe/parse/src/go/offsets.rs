@@ -135,13 +135,18 @@ pub const ALL_FIELDS: &[(&str, &str)] = &[
         "authInfo",
     ),
     ("google.golang.org/grpc/credentials.TLSInfo", "State"),
-    // Same-node gRPC joins (propagation); optional: the transports' ends of
-    // the connection and the stream id a client's HEADERS frame gets. The
+    // The transports' ends of the connection (pairing, and same-node gRPC
+    // joins of propagation) and the stream id a client's HEADERS frame gets;
+    // optional. The
     // server's peer address is `peer.Peer.Addr` of its `peer` field or, in
     // older releases, its own `remoteAddr` field.
     (
         "google.golang.org/grpc/internal/transport.http2Client",
         "localAddr",
+    ),
+    (
+        "google.golang.org/grpc/internal/transport.http2Client",
+        "remoteAddr",
     ),
     (
         "google.golang.org/grpc/internal/transport.http2Server",
@@ -413,6 +418,10 @@ pub fn to_wire(fields: &FieldOffsets, swiss: bool, itabs: Itabs) -> GoOffsets {
         net_fd_raddr: get("net.netFD.raddr"),
         tcp_conn_itab: itabs.tcp_conn,
         tls_conn_itab: itabs.tls_conn,
+        grpc_client_remote_addr: get(
+            "google.golang.org/grpc/internal/transport.http2Client.remoteAddr",
+        ),
+        reserved2: 0,
     };
     // Header maps are only walked when every offset of that layout is known.
     let known = |offsets: &[u32]| offsets.iter().all(|o| *o != NO_OFFSET);
