@@ -31,6 +31,29 @@ fn edge(metric: &str, client: &str, server: &str) -> String {
     format!("{metric}{{client=\"{client}\",server=\"{server}\"}}")
 }
 
+/// The probe's metrics once every request is observed: waits until the
+/// edges count `all_counted` requests, then one pairing window more, and
+/// reads again (a span observed twice would show up then). Also returns the
+/// service-graph lines, for failure messages.
+async fn settled_graph(go: &Probe, all_counted: f64) -> (String, String) {
+    let deadline = std::time::Instant::now() + go_common::WAIT;
+    let mut metrics = go.metrics().await;
+    while Probe::metric_sum(&metrics, &format!("{TOTAL}{{")) < all_counted
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        metrics = go.metrics().await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = go.metrics().await;
+    let graph = metrics
+        .lines()
+        .filter(|l| l.starts_with("traces_service_graph"))
+        .map(|l| format!("\n  {l}"))
+        .collect();
+    (metrics, graph)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_client_and_server_under_one_probe_count_each_request_once_on_their_own_names() {
     pairs_each_request_once(false).await;
@@ -73,25 +96,7 @@ async fn pairs_each_request_once(propagation: bool) {
     let http = go_common::http_client();
     go_common::get_n(&http, &front.url("/downstream"), REQUESTS, &[]).await;
 
-    // Every request is observed once the pairing window has passed: wait
-    // for both edges' counts, then one window more, and read again (a span
-    // observed twice would show up then).
-    let all_counted = (2 * REQUESTS) as f64;
-    let deadline = std::time::Instant::now() + go_common::WAIT;
-    let mut metrics = go.metrics().await;
-    while Probe::metric_sum(&metrics, &format!("{TOTAL}{{")) < all_counted
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        metrics = go.metrics().await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let metrics = go.metrics().await;
-    let graph: String = metrics
-        .lines()
-        .filter(|l| l.starts_with("traces_service_graph"))
-        .map(|l| format!("\n  {l}"))
-        .collect();
+    let (metrics, graph) = settled_graph(&go, (2 * REQUESTS) as f64).await;
 
     let value = |prefix: String| Probe::metric_sum(&metrics, &prefix);
     let n = REQUESTS as f64;
@@ -177,21 +182,7 @@ async fn go_grpc_client_and_server_under_one_probe_pair_without_propagation() {
 
     let paired = (2 * CALLS) as f64;
     let all_counted = paired + CALLS as f64;
-    let deadline = std::time::Instant::now() + go_common::WAIT;
-    let mut metrics = go.metrics().await;
-    while Probe::metric_sum(&metrics, &format!("{TOTAL}{{")) < all_counted
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        metrics = go.metrics().await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let metrics = go.metrics().await;
-    let graph: String = metrics
-        .lines()
-        .filter(|l| l.starts_with("traces_service_graph"))
-        .map(|l| format!("\n  {l}"))
-        .collect();
+    let (metrics, graph) = settled_graph(&go, all_counted).await;
     let value = |prefix: String| Probe::metric_sum(&metrics, &prefix);
     assert_eq!(
         (

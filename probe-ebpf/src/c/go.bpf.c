@@ -439,17 +439,13 @@ static __always_inline void ft_go_persist_conn(const struct ft_go_offsets *off, 
 SEC("uprobe")
 int ft_go_http_client_conn(struct pt_regs *ctx)
 {
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
-    if (!off)
-        return 0;
-    struct ft_go_key key = ft_go_key_of(tgid, ft_go_current_goid(ctx, off));
-    struct ft_go_client_inflight *client = bpf_map_lookup_elem(&go_client_inflight, &key);
+    struct ft_go_caller c;
+    struct ft_go_client_inflight *client = ft_go_parked(ctx, &go_client_inflight, &c);
     if (!client)
         return 0;
     if (ctx->ax)
-        ft_go_persist_conn(off, ctx->ax, &client->conn);
-    ft_go_prop_note_request(tgid, ctx->bx, client);
+        ft_go_persist_conn(c.off, ctx->ax, &client->conn);
+    ft_go_prop_note_request(c.key.tgid, ctx->bx, client);
     return 0;
 }
 
@@ -734,20 +730,17 @@ int ft_go_grpc_client_end(struct pt_regs *ctx)
 SEC("uprobe")
 int ft_go_grpc_client_conn(struct pt_regs *ctx)
 {
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    const struct ft_go_offsets *off = bpf_map_lookup_elem(&go_offsets, &tgid);
-    if (!off || !ctx->ax)
+    struct ft_go_caller c;
+    struct ft_go_client_inflight *client = ft_go_parked(ctx, &go_client_inflight, &c);
+    if (!client || !ctx->ax)
         return 0;
-    struct ft_go_key key = ft_go_key_of(tgid, ft_go_current_goid(ctx, off));
-    struct ft_go_client_inflight *client = bpf_map_lookup_elem(&go_client_inflight, &key);
-    if (!client)
-        return 0;
+    const struct ft_go_offsets *off = c.off;
     struct ft_go_conn *conn = &client->conn;
     if (off->grpc_client_local_addr != FT_GO_NO_OFFSET && off->grpc_client_remote_addr != FT_GO_NO_OFFSET &&
         ft_go_read_tcp_addr(off, ctx->ax + off->grpc_client_local_addr, conn->local, &conn->local_port) == 0 &&
         ft_go_read_tcp_addr(off, ctx->ax + off->grpc_client_remote_addr, conn->remote, &conn->remote_port) == 0)
         conn->known = FT_GO_CONN_LOCAL | FT_GO_CONN_REMOTE;
-    ft_go_prop_grpc_note_stream(ctx->ax, off, &key, client);
+    ft_go_prop_grpc_note_stream(ctx->ax, off, &c.key, client);
     return 0;
 }
 
