@@ -112,17 +112,8 @@ impl Pipeline {
         self
     }
 
-    /// Pairs the two sides of a request this probe traces both of (on by
-    /// default); off, every span's edge is observed at once, alone.
-    pub fn with_pairing(mut self, on: bool) -> Self {
-        self.pairer = if on { Pairer::default() } else { Pairer::off() };
-        self
-    }
-
     /// Exchanges the ends of waiting spans with the node's other probes
-    /// (see [`super::servicegraph::exchange`]); call after
-    /// [`Pipeline::with_pairing`]. Pairs even where `with_pairing(false)`
-    /// turned pairing off: server spans can meet another probe's clients.
+    /// (see [`super::servicegraph::exchange`]).
     pub fn with_exchange(mut self, exchange: Box<dyn Exchange>) -> Self {
         let pairer = std::mem::take(&mut self.pairer);
         self.pairer = pairer.with_exchange(exchange);
