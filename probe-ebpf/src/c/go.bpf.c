@@ -64,13 +64,26 @@ static __always_inline void ft_go_server_trace(struct ft_go_trace *trace, const 
     }
 }
 
-static __always_inline void ft_go_activate(struct ft_go_key *key, const struct ft_go_trace *trace)
+/* The span the goroutine `key` works for, into `active`; 0 if it has one.
+ * A goroutine serving a request works for its server span, which is kept
+ * only in go_server_inflight: writing it to go_active too cost a map update
+ * at every request's start and a delete at its end. Other goroutines have
+ * the span they inherited when they were created (go_active). */
+static __always_inline int ft_go_active_span(const struct ft_go_key *key, struct ft_go_active *active)
 {
-    struct ft_go_active active = {};
-    __builtin_memcpy(active.trace_id, trace->trace_id, 16);
-    __builtin_memcpy(active.span_id, trace->span_id, 8);
-    active.root_flags = trace->root_flags;
-    bpf_map_update_elem(&go_active, key, &active, BPF_ANY);
+    const struct ft_go_server_inflight *server = bpf_map_lookup_elem(&go_server_inflight, key);
+    if (server) {
+        __builtin_memcpy(active->trace_id, server->trace.trace_id, 16);
+        __builtin_memcpy(active->span_id, server->trace.span_id, 8);
+        active->root_flags = server->trace.root_flags;
+        active->pad = 0;
+        return 0;
+    }
+    const struct ft_go_active *inherited = bpf_map_lookup_elem(&go_active, key);
+    if (!inherited)
+        return -1;
+    __builtin_memcpy(active, inherited, sizeof(*active));
+    return 0;
 }
 
 /* `incoming` is caller stack space; `found` == 0 says the caller already
@@ -105,7 +118,6 @@ static __always_inline void ft_go_begin_server(struct pt_regs *ctx, __u64 reques
     }
     ft_go_server_trace(&inflight.trace, found == 0 ? incoming : NULL);
     bpf_map_update_elem(&go_server_inflight, &key, &inflight, BPF_ANY);
-    ft_go_activate(&key, &inflight.trace);
 }
 
 /* Who is running, and the entry it parked in `map` (per goroutine) at the
@@ -161,11 +173,11 @@ static __always_inline struct ft_go_request_event *ft_go_new_event(__u32 kind, c
     return event;
 }
 
-/* A server request ended: forget it and the span it made active. */
+/* A server request ended: forget it, and with it the span its goroutine
+ * worked for (ft_go_active_span). */
 static __always_inline void ft_go_end_server(const struct ft_go_caller *c)
 {
     bpf_map_delete_elem(&go_server_inflight, &c->key);
-    bpf_map_delete_elem(&go_active, &c->key);
 }
 
 /* The request went over TLS: `state` is its *tls.ConnectionState (0 if
@@ -377,8 +389,8 @@ static __always_inline void ft_go_begin_client(struct pt_regs *ctx, __u64 reques
     inflight.start_ns = bpf_ktime_get_ns();
     inflight.request = request;
     inflight.method_len = method_len;
-    const struct ft_go_active *parent = bpf_map_lookup_elem(&go_active, &key);
-    ft_go_child_trace(&inflight.trace, parent);
+    struct ft_go_active parent;
+    ft_go_child_trace(&inflight.trace, ft_go_active_span(&key, &parent) == 0 ? &parent : NULL);
     bpf_map_update_elem(&go_client_inflight, &key, &inflight, BPF_ANY);
 }
 
@@ -805,11 +817,9 @@ int ft_go_newproc_start(struct pt_regs *ctx)
         return 0;
     __u64 callergp = ctx->bx;
     struct ft_go_key key = ft_go_key_of(tgid, ft_go_goid_of(off, callergp));
-    const struct ft_go_active *active = bpf_map_lookup_elem(&go_active, &key);
-    if (!active)
-        return 0;
     struct ft_go_newproc parked = {};
-    __builtin_memcpy(&parked.active, active, sizeof(*active));
+    if (ft_go_active_span(&key, &parked.active) != 0)
+        return 0;
     parked.callergp = callergp;
     bpf_map_update_elem(&go_newproc, &pid_tgid, &parked, BPF_ANY);
     return 0;
@@ -849,10 +859,9 @@ int ft_go_newproc_spawn(struct pt_regs *ctx)
     if (!newg)
         return 0;
     struct ft_go_key parent = ft_go_key_of(tgid, ft_go_read_u64(newg + off->g_parent_goid));
-    const struct ft_go_active *active = bpf_map_lookup_elem(&go_active, &parent);
-    if (!active)
+    struct ft_go_active copy;
+    if (ft_go_active_span(&parent, &copy) != 0)
         return 0;
-    struct ft_go_active copy = *active;
     struct ft_go_key child = ft_go_key_of(tgid, ft_go_goid_of(off, newg));
     if (child.goid)
         bpf_map_update_elem(&go_active, &child, &copy, BPF_ANY);

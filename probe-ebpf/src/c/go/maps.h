@@ -20,8 +20,9 @@ struct ft_go_key {
     __u64 goid;
 };
 
-/* The span a goroutine works for: its own server span, or the one active on
- * the goroutine that created it. Consulted when a client call starts. */
+/* The span a goroutine inherited from the goroutine that created it (go_active).
+ * A goroutine serving a request works for its own server span instead, read
+ * from go_server_inflight. Consulted when a client call starts. */
 struct ft_go_active {
     __u8 trace_id[16];
     __u8 span_id[8];
