@@ -42,19 +42,42 @@ struct {
     __type(value, struct ft_traceparent);
 } go_grpc_traceparent SEC(".maps");
 
-/* Checks one map slot: key string header at key_addr, []string at elem_addr. */
-static __always_inline int ft_go_match_slot(__u64 key_addr, __u64 elem_addr, struct ft_traceparent *out)
+/* A bucket or group of the header map, read in one call: every
+ * bpf_probe_read_user is a fault-guarded copy of its own, and reading each
+ * slot's key separately cost one per header the request carries. A slot's
+ * offset is masked with FT_GO_MAP_WINDOW - 1 (a bound the verifier keeps)
+ * and the buffer has room for the largest header read past it. */
+#define FT_GO_MAP_WINDOW 512
+
+struct ft_go_map_window {
+    __u8 bytes[FT_GO_MAP_WINDOW + 32];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct ft_go_map_window);
+} go_map_window SEC(".maps");
+
+/* Checks one map slot whose key and []string headers were read into `w` at
+ * key_at and elem_at: only keys of Traceparent's length are read from the
+ * process. */
+static __always_inline int ft_go_match_slot(const struct ft_go_map_window *w, __u32 key_at, __u32 elem_at,
+                                            struct ft_traceparent *out)
 {
-    struct ft_go_string key = {};
-    if (bpf_probe_read_user(&key, sizeof(key), (void *)key_addr) != 0 || key.len != 11)
+    struct ft_go_string key;
+    __builtin_memcpy(&key, &w->bytes[key_at & (FT_GO_MAP_WINDOW - 1)], sizeof(key));
+    if (key.len != 11 || !key.ptr)
         return -1;
     char name[11];
     if (bpf_probe_read_user(name, sizeof(name), (void *)key.ptr) != 0)
         return -1;
     if (__builtin_memcmp(name, "Traceparent", 11) != 0)
         return -1;
-    struct ft_go_slice values = {};
-    if (bpf_probe_read_user(&values, sizeof(values), (void *)elem_addr) != 0 || values.len < 1)
+    struct ft_go_slice values;
+    __builtin_memcpy(&values, &w->bytes[elem_at & (FT_GO_MAP_WINDOW - 1)], sizeof(values));
+    if (values.len < 1 || !values.ptr)
         return -1;
     struct ft_go_string value = {};
     if (bpf_probe_read_user(&value, sizeof(value), (void *)values.ptr) != 0 || value.len != FT_TRACEPARENT_LEN)
@@ -65,35 +88,37 @@ static __always_inline int ft_go_match_slot(__u64 key_addr, __u64 elem_addr, str
     return ft_parse_traceparent(text, out);
 }
 
-static __always_inline int ft_go_scan_bucket(__u64 bucket, struct ft_traceparent *out)
+static __always_inline int ft_go_scan_bucket(struct ft_go_map_window *w, __u64 bucket, struct ft_traceparent *out)
 {
-    __u8 tophash[8];
-    if (bpf_probe_read_user(tophash, sizeof(tophash), (void *)bucket) != 0)
+    if (bpf_probe_read_user(w->bytes, FT_GO_BUCKET_SIZE, (void *)bucket) != 0)
         return -1;
     for (int i = 0; i < FT_GO_BUCKET_SLOTS; i++) {
-        if (tophash[i] < 5) /* emptyRest, emptyOne, evacuated*: no key here */
+        if (w->bytes[i] < 5) /* tophash emptyRest, emptyOne, evacuated*: no key here */
             continue;
-        if (ft_go_match_slot(bucket + 8 + 16 * i, bucket + 8 + 8 * 16 + 24 * i, out) == 0)
+        if (ft_go_match_slot(w, 8 + 16 * i, 8 + 8 * 16 + 24 * i, out) == 0)
             return 0;
     }
     return -1;
 }
 
-static __always_inline int ft_go_scan_group(__u64 group, struct ft_traceparent *out)
+static __always_inline int ft_go_scan_group(struct ft_go_map_window *w, __u64 group, struct ft_traceparent *out)
 {
-    __u64 ctrl = ft_go_read_u64(group);
+    if (bpf_probe_read_user(w->bytes, FT_GO_GROUP_SIZE, (void *)group) != 0)
+        return -1;
+    __u64 ctrl;
+    __builtin_memcpy(&ctrl, w->bytes, sizeof(ctrl));
     for (int i = 0; i < 8; i++) {
         if ((ctrl >> (8 * i)) & 0x80) /* empty or deleted */
             continue;
-        __u64 slot = group + 8 + 40 * i;
-        if (ft_go_match_slot(slot, slot + 16, out) == 0)
+        if (ft_go_match_slot(w, 8 + 40 * i, 8 + 40 * i + 16, out) == 0)
             return 0;
     }
     return -1;
 }
 
 /* 0 if the header map at `map` holds a valid traceparent, decoded into out. */
-static __always_inline int ft_go_find_traceparent(const struct ft_go_offsets *off, __u64 map, struct ft_traceparent *out)
+static __always_inline int ft_go_find_traceparent(const struct ft_go_offsets *off, __u64 map,
+                                                  struct ft_go_map_window *w, struct ft_traceparent *out)
 {
     if (!map)
         return -1;
@@ -107,7 +132,7 @@ static __always_inline int ft_go_find_traceparent(const struct ft_go_offsets *of
         for (__u32 i = 0; i < FT_GO_MAX_BUCKETS; i++) {
             if (i >= count)
                 break;
-            if (ft_go_scan_bucket(buckets + (__u64)i * FT_GO_BUCKET_SIZE, out) == 0)
+            if (ft_go_scan_bucket(w, buckets + (__u64)i * FT_GO_BUCKET_SIZE, out) == 0)
                 return 0;
         }
         return -1;
@@ -118,7 +143,7 @@ static __always_inline int ft_go_find_traceparent(const struct ft_go_offsets *of
         if (!dir)
             return -1;
         if (dir_len <= 0) /* small map: dirPtr is the single group */
-            return ft_go_scan_group(dir, out);
+            return ft_go_scan_group(w, dir, out);
         for (__s64 t = 0; t < FT_GO_MAX_TABLES; t++) {
             if (t >= dir_len)
                 break;
@@ -130,7 +155,7 @@ static __always_inline int ft_go_find_traceparent(const struct ft_go_offsets *of
             for (__u64 g = 0; g < FT_GO_MAX_GROUPS; g++) {
                 if (g > mask)
                     break;
-                if (ft_go_scan_group(groups + g * FT_GO_GROUP_SIZE, out) == 0)
+                if (ft_go_scan_group(w, groups + g * FT_GO_GROUP_SIZE, out) == 0)
                     return 0;
             }
         }
@@ -154,9 +179,10 @@ __noinline int ft_go_search_traceparent(const struct ft_go_offsets *off, __u64 m
 {
     __u32 zero = 0;
     struct ft_traceparent *out = bpf_map_lookup_elem(&go_found_context, &zero);
-    if (!off || !out)
+    struct ft_go_map_window *w = bpf_map_lookup_elem(&go_map_window, &zero);
+    if (!off || !out || !w)
         return -1;
-    return ft_go_find_traceparent(off, map, out);
+    return ft_go_find_traceparent(off, map, w, out);
 }
 
 /* The context a search left in go_found_context, into `out`; 0 on success. */
