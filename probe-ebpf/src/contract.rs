@@ -20,6 +20,11 @@ pub mod maps {
     pub const DROP_COUNTERS: &str = "drop_counters";
     /// Processes a set traces, with `CLAIM_*` flags (`common/claimed.h`).
     pub const CLAIMED_TGIDS: &str = "claimed_tgids";
+    /// One bit per tgid that user space may have claimed, in words of 64
+    /// (`common/claimed.h`); sized to the node's pid_max at load.
+    pub const CLAIMED_HINT_USER: &str = "claimed_hint_user";
+    /// The same for tgids the fork hook claimed; written by the kernel only.
+    pub const CLAIMED_HINT_KERNEL: &str = "claimed_hint_kernel";
     /// Struct offsets of each traced Go process, keyed by tgid (`go/maps.h`).
     pub const GO_OFFSETS: &str = "go_offsets";
     /// Socket traffic per watched cgroup, per CPU (`podnet.bpf.c`); user
@@ -296,10 +301,12 @@ pub mod propagation {
     /// Maps the propagation object takes from the language set it serves
     /// (the loader makes it reuse them). [`maps::INFLIGHT`] too, where the
     /// set has it.
-    pub const SHARED_MAPS: [&str; 6] = [
+    pub const SHARED_MAPS: [&str; 8] = [
         maps::EVENTS,
         maps::DROP_COUNTERS,
         maps::CLAIMED_TGIDS,
+        maps::CLAIMED_HINT_USER,
+        maps::CLAIMED_HINT_KERNEL,
         maps::PROP_THREADS,
         maps::PROP_CARRY,
         maps::PROP_COUNTERS,
@@ -417,6 +424,8 @@ pub const OBJECTS: [ObjectContract; 7] = [
             maps::EVENTS,
             maps::DROP_COUNTERS,
             maps::CLAIMED_TGIDS,
+            maps::CLAIMED_HINT_USER,
+            maps::CLAIMED_HINT_KERNEL,
             maps::INFLIGHT,
             maps::PROP_THREADS,
             maps::PROP_GOROUTINES,
@@ -447,6 +456,8 @@ pub const OBJECTS: [ObjectContract; 7] = [
             maps::DROP_COUNTERS,
             maps::GO_OFFSETS,
             maps::CLAIMED_TGIDS,
+            maps::CLAIMED_HINT_USER,
+            maps::CLAIMED_HINT_KERNEL,
             maps::PROP_THREADS,
             maps::PROP_GOROUTINES,
             maps::PROP_CARRY,
@@ -473,6 +484,8 @@ pub const OBJECTS: [ObjectContract; 7] = [
             maps::EVENTS,
             maps::DROP_COUNTERS,
             maps::CLAIMED_TGIDS,
+            maps::CLAIMED_HINT_USER,
+            maps::CLAIMED_HINT_KERNEL,
             maps::PROFILE_PROCS,
         ],
         globals: &[
@@ -490,6 +503,8 @@ pub const OBJECTS: [ObjectContract; 7] = [
             maps::EVENTS,
             maps::DROP_COUNTERS,
             maps::CLAIMED_TGIDS,
+            maps::CLAIMED_HINT_USER,
+            maps::CLAIMED_HINT_KERNEL,
             maps::INFLIGHT,
             maps::PROP_THREADS,
             maps::PROP_GOROUTINES,
@@ -515,7 +530,13 @@ pub const OBJECTS: [ObjectContract; 7] = [
     },
     ObjectContract {
         object: "discovery",
-        maps: &[maps::EVENTS, maps::DROP_COUNTERS, maps::CLAIMED_TGIDS],
+        maps: &[
+            maps::EVENTS,
+            maps::DROP_COUNTERS,
+            maps::CLAIMED_TGIDS,
+            maps::CLAIMED_HINT_USER,
+            maps::CLAIMED_HINT_KERNEL,
+        ],
         globals: &[globals::WAKEUP_BYTES, globals::REPORT_EXECS],
         syscall_programs: &[],
         programs: PROCESS_PROGRAMS,

@@ -221,6 +221,32 @@ pub(crate) fn forget_loader_btf(loader: EbpfLoader<'_>) {
     ferrotel_memory::release_free_heap();
 }
 
+/// Sizes the claimed hint bitmaps (`common/claimed.h`) of an object about to
+/// be loaded to this node's pid_max: a bit per pid, 4 KiB each at the
+/// default pid_max of 32768 instead of the 512 KiB that the largest one
+/// needs. Objects without them ignore it.
+pub(crate) fn size_claimed_hints(loader: &mut EbpfLoader<'_>) {
+    let words = claimed_hint_words(
+        std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|text| text.trim().parse().ok()),
+    );
+    loader.map_max_entries(maps::CLAIMED_HINT_USER, words);
+    loader.map_max_entries(maps::CLAIMED_HINT_KERNEL, words);
+}
+
+/// Words of 64 pids covering every pid below `pid_max`; the kernel's
+/// largest (4194304) when it is unknown. A pid beyond the bitmap (pid_max
+/// raised later) is looked up in `claimed_tgids`, so a small bitmap is slow
+/// for it, never wrong.
+fn claimed_hint_words(pid_max: Option<u32>) -> u32 {
+    const PID_MAX_LIMIT: u32 = 4 * 1024 * 1024;
+    pid_max
+        .unwrap_or(PID_MAX_LIMIT)
+        .clamp(64, PID_MAX_LIMIT)
+        .div_ceil(64)
+}
+
 /// Rounds a requested ring size to what the kernel accepts: a power of two,
 /// at least one 4 KiB page.
 pub fn ring_size(requested: u32) -> u32 {
@@ -267,6 +293,7 @@ pub fn load(set: &'static str, object: &[u8], tuning: &Tuning) -> Result<Kernel,
         loader.map_pin_path(name, path.as_path());
     }
     loader.map_max_entries(maps::EVENTS, ring_size(tuning.ring_buffer_bytes));
+    size_claimed_hints(&mut loader);
     loader.override_global(globals::WAKEUP_BYTES, &tuning.wakeup_bytes, true);
     for (name, value) in &tuning.globals {
         match value {
@@ -378,7 +405,8 @@ impl Kernel {
     pub fn claims(&mut self) -> Result<&mut Claims, EbpfError> {
         if self.claims.is_none() {
             let map = self.take_map(maps::CLAIMED_TGIDS)?;
-            self.claims = Some(Claims::new(self.set, map));
+            let hint = self.take_map(maps::CLAIMED_HINT_USER)?;
+            self.claims = Some(Claims::new(self.set, map, hint));
         }
         Ok(self.claims.as_mut().expect("just set"))
     }
@@ -553,5 +581,17 @@ mod tests {
         assert_eq!(super::ring_size(0), 4096);
         assert_eq!(super::ring_size(100_000), 131_072);
         assert_eq!(super::ring_size(1 << 20), 1 << 20);
+    }
+
+    #[test]
+    fn the_claimed_hints_cover_every_pid_below_pid_max() {
+        // pid_max itself is never a pid: 32768 pids are 512 words.
+        assert_eq!(super::claimed_hint_words(Some(32_768)), 512);
+        assert_eq!(super::claimed_hint_words(Some(32_769)), 513);
+        assert_eq!(super::claimed_hint_words(Some(4_194_304)), 65_536);
+        // Unknown, or beyond what the kernel allows: the largest.
+        assert_eq!(super::claimed_hint_words(None), 65_536);
+        assert_eq!(super::claimed_hint_words(Some(u32::MAX)), 65_536);
+        assert_eq!(super::claimed_hint_words(Some(0)), 1);
     }
 }

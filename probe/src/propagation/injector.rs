@@ -228,6 +228,8 @@ impl Injector {
         };
         // Declared by the shared header, used by the language sets only.
         loader.map_max_entries(maps::PROP_CARRY_SCRATCH, 1);
+        // Shared with the language set, which sized them the same way.
+        crate::ebpf::size_claimed_hints(&mut loader);
         let knobs = settings.globals();
         for (name, value) in &knobs {
             match value {

@@ -48,6 +48,7 @@ int BPF_PROG(ft_proc_fork, struct task_struct *parent, struct task_struct *child
     if (!claim || !(*claim & FT_CLAIM_FOLLOW_FORKS))
         return 0;
     __u32 flags = *claim;
+    ft_hint_kernel_claim(child_tgid, 1);
     if (bpf_map_update_elem(&claimed_tgids, &child_tgid, &flags, BPF_ANY) != 0) {
         ft_count_drop(FT_DROP_CLAIM_TABLE_FULL);
         return 0;
@@ -67,6 +68,7 @@ int BPF_PROG(ft_proc_exit, struct task_struct *task)
     if (!ft_is_claimed(tgid))
         return 0;
     bpf_map_delete_elem(&claimed_tgids, &tgid);
+    ft_hint_kernel_claim(tgid, 0);
     ft_emit_proc(FT_EV_PROC_EXIT, pid_tgid, 0);
     return 0;
 }

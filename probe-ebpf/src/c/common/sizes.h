@@ -16,6 +16,11 @@
 /* Processes the probe may claim at once (claimed_tgids). */
 #define FT_MAX_CLAIMED_TGIDS 4096
 
+/* Words of 64 tgids in each claimed hint bitmap (common/claimed.h) before
+ * the loader sizes it to the node's pid_max: the kernel's largest pid_max
+ * (PID_MAX_LIMIT, 4194304) / 64. */
+#define FT_CLAIMED_HINT_WORDS 65536
+
 /* Tracked TCP/stream connections of claimed processes, keyed by (tgid, fd). */
 #define FT_MAX_CONNS 65536
 
