@@ -70,6 +70,8 @@ class Scenario:
     path: str = "/"
     connections: int = 16
     baseline: str = "bare"
+    headers: tuple[str, ...] = ()
+    """`Name: value` lines every request of the load carries (besides wrk's Host)."""
 
 
 @dataclass
@@ -168,7 +170,9 @@ class Runner:
         running = variant.start(ctx)
         try:
             url = running.url + scenario.path
-            warm = wrk(url, seconds=self.warmup, connections=scenario.connections, cpus=ctx.load_cpus)
+            warm = wrk(
+                url, seconds=self.warmup, connections=scenario.connections, cpus=ctx.load_cpus, headers=scenario.headers
+            )
             collector = ctx.collector
             spans_before = collector.settle(
                 collector.accepted_spans() + int(warm.requests * variant.spans_per_request)
@@ -182,7 +186,9 @@ class Runner:
             ticks = _Ticks.read(running, collector)
             cpu = system.CpuTimes.read()
             t0 = time.monotonic()
-            result = wrk(url, seconds=self.duration, connections=scenario.connections, cpus=ctx.load_cpus)
+            result = wrk(
+                url, seconds=self.duration, connections=scenario.connections, cpus=ctx.load_cpus, headers=scenario.headers
+            )
             bpf_after = bpf.snapshot(probe.pid) if probe else None
             expected = int(result.requests * variant.spans_per_request)
             # Every variant's window ends the same way (spans settled, or

@@ -40,8 +40,10 @@ def wrk(
     threads: int = 1,
     script: str | None = None,
     env: dict[str, str] | None = None,
+    headers: tuple[str, ...] = (),
 ) -> LoadResult:
-    """`script`: a wrk Lua script (path), `env`: variables it reads."""
+    """`script`: a wrk Lua script (path), `env`: variables it reads,
+    `headers`: `Name: value` lines every request carries."""
     proc = subprocess.Popen(
         [
             "taskset",
@@ -53,6 +55,7 @@ def wrk(
             f"-d{seconds:g}s",
             "--latency",
             *(["-s", script] if script else []),
+            *[arg for header in headers for arg in ("-H", header)],
             url,
         ],
         stdout=subprocess.PIPE,

@@ -15,6 +15,9 @@ with the service graph's node-wide exchange open (a pin directory on the
 host's bpffs), as a probe with propagation on runs in a cluster: each span
 the pairing holds is published to the node's other probes and looked up
 when it leaves unpaired.
+With --request-headers, every request also carries the headers a browser
+sends (BROWSER_HEADERS): the server span's search for an incoming
+traceparent then has a header map to look through, as it has in production.
 """
 
 from __future__ import annotations
@@ -180,19 +183,43 @@ def scenarios(bench: Bench, apps: dict[str, Path]) -> list[Scenario]:
                 variants.append(
                     variant("probe-baseline-exchange", spans, binary=bench.baseline_probe, config=exchange)
                 )
+        headers = BROWSER_HEADERS if bench.args.request_headers else ()
         out.append(
             Scenario(
                 name=name,
                 description="net/http ServeMux (bench/go/app); "
-                + ("GET /orders/1 → a backend call, JSON, an html/template" if realistic else "GET /users/1 → small JSON"),
+                + ("GET /orders/1 → a backend call, JSON, an html/template" if realistic else "GET /users/1 → small JSON")
+                + (f"; every request with {len(headers)} headers a browser sends" if headers else ""),
                 variants=variants,
                 path="/orders/1" if realistic else "/users/1",
+                headers=headers,
             )
         )
     return out
 
 
+# What a browser's request carries besides Host (none of them a trace
+# context): the header map a server's traceparent search looks through.
+BROWSER_HEADERS = (
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "Accept-Language: en-US,en;q=0.5",
+    "Accept-Encoding: gzip, deflate, br, zstd",
+    "Referer: http://shop.example/catalogue",
+    "Cookie: session=4f1c2a9e7b; theme=dark",
+    "Upgrade-Insecure-Requests: 1",
+    "Sec-Fetch-Dest: document",
+    "Sec-Fetch-Mode: navigate",
+    "Sec-Fetch-Site: same-origin",
+)
+
+
 def add_arguments(p) -> None:
+    p.add_argument(
+        "--request-headers",
+        action="store_true",
+        help="every request carries the headers a browser sends (BROWSER_HEADERS), not only Host",
+    )
     p.add_argument(
         "--exchange",
         action="store_true",
