@@ -150,10 +150,10 @@ static __always_inline __u32 ft_sock_copy_chunk(struct ft_sock_data_scratch *s, 
 
 static __always_inline int ft_sock_on_io_exit(struct ft_sys_exit_ctx *ctx)
 {
+    /* Not gated by the claim: a claim released while one of the process's
+     * syscalls was in flight (a thread blocked in a read) must still have
+     * its entry taken here, or the entry would stay. */
     __u64 pid_tgid = bpf_get_current_pid_tgid();
-    /* Every process's syscalls exit here: an unclaimed one has no entry. */
-    if (!ft_maybe_claimed(pid_tgid >> 32))
-        return 0;
     struct ft_inflight *found = bpf_map_lookup_elem(&inflight, &pid_tgid);
     if (!found)
         return 0;
@@ -302,8 +302,6 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int ft_sock_exit_connect(struct ft_sys_exit_ctx *ctx)
 {
     __u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (!ft_maybe_claimed(pid_tgid >> 32))
-        return 0;
     struct ft_inflight *found = bpf_map_lookup_elem(&inflight, &pid_tgid);
     if (!found)
         return 0;
