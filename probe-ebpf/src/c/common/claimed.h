@@ -25,9 +25,9 @@ struct {
 /*
  * In front of claimed_tgids, one bit per tgid that may be claimed, in
  * words of 64 tgids: a bit clear means "not claimed" without the hash
- * lookup, which was most of what an untraced process's syscall cost in
- * these programs (the verifier turns an array lookup into a few
- * instructions). A bit set only says "ask claimed_tgids": a stale one
+ * lookup that an untraced process's every syscall entry paid in these
+ * programs (the verifier turns an array lookup into a few instructions).
+ * A bit set only says "ask claimed_tgids": a stale one
  * (a pid released or reused) costs the lookup, never a wrong answer.
  *
  * Two bitmaps, one per writer, so that no bit is ever lost to a
