@@ -225,12 +225,19 @@ pub(crate) fn forget_loader_btf(loader: EbpfLoader<'_>) {
 /// be loaded to this node's pid_max: a bit per pid, 4 KiB each at the
 /// default pid_max of 32768 instead of the 512 KiB that the largest one
 /// needs. Objects without them ignore it.
+///
+/// pid_max is read once per probe, so every object's bitmaps have one size,
+/// also those the propagation set shares with its language set through
+/// pins, even if pid_max is raised while the probe runs.
 pub(crate) fn size_claimed_hints(loader: &mut EbpfLoader<'_>) {
-    let words = claimed_hint_words(
-        std::fs::read_to_string("/proc/sys/kernel/pid_max")
-            .ok()
-            .and_then(|text| text.trim().parse().ok()),
-    );
+    static WORDS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let words = *WORDS.get_or_init(|| {
+        claimed_hint_words(
+            std::fs::read_to_string("/proc/sys/kernel/pid_max")
+                .ok()
+                .and_then(|text| text.trim().parse().ok()),
+        )
+    });
     loader.map_max_entries(maps::CLAIMED_HINT_USER, words);
     loader.map_max_entries(maps::CLAIMED_HINT_KERNEL, words);
 }
