@@ -71,6 +71,13 @@ def parser(description: str) -> argparse.ArgumentParser:
         type=Path,
         help="a second probe binary measured as its own variant in the same rounds (before/after comparisons)",
     )
+    p.add_argument(
+        "--probe-other-core",
+        action="store_true",
+        help="also measure the probe pinned to the load CPUs (variant probe-other-core): a diagnostic that "
+        "separates what the app pays for sharing its core with the probe from the traps and eBPF programs "
+        "it pays in any case; never the headline figure",
+    )
     p.add_argument("--app-cpus", default="0", help="CPU of the app and the probe (default 0)")
     p.add_argument("--load-cpus", default="1", help="CPU of the load generator, collector and helpers (default 1)")
     p.add_argument("--only", action="append", default=[], help="run only scenarios/experiments with this name (repeatable)")

@@ -97,13 +97,16 @@ class Context:
         binary: Path | None = None,
         config: Path | None = None,
         ready: dict[str, int] | None = None,
+        cpus: str | None = None,
     ) -> Probe:
+        """A probe on the app's core unless `cpus` says otherwise (only the
+        diagnostic variant that takes apart what sharing the core costs does)."""
         return Probe(
             binary or self.probe_binary,
             language=language,
             targets=targets,
             endpoint=self.collector.grpc_url,
-            cpus=self.app_cpus,
+            cpus=cpus or self.app_cpus,
             log=self.log("probe"),
             attached=attached,
             config=config,

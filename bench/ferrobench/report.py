@@ -123,10 +123,31 @@ def scenario_tables(scenario: Scenario, measurements: list[Measurement]) -> list
                      if has_probe else "-"),
             )
         )
+    lines += _core_sharing(rows, scenario)
     programs = _programs(rows, scenario)
     if programs:
         lines += ["", *programs]
     return lines
+
+
+def _core_sharing(rows, scenario: Scenario) -> list[str]:
+    """With a `probe-other-core` variant: what the app pays for sharing its
+    core with the probe, per round (probe on the app's core less probe on the
+    load CPUs). The traps and the eBPF programs run in the app's context
+    either way, so this is what the probe's user space costs the app beyond
+    its own CPU time: cache and TLB evictions, context switches, run-queue
+    waits."""
+    same, other = rows.get("probe", {}), rows.get("probe-other-core", {})
+    paired = [r for r in same if r in other]
+    if not paired:
+        return []
+    app = Summary.of([same[r].app_cpu_us - other[r].app_cpu_us for r in paired])
+    ratio = Summary.of([same[r].rps / other[r].rps for r in paired])
+    return [
+        "",
+        "Sharing the app's core with the probe, per round (`probe` against `probe-other-core`): "
+        f"the app's own CPU per request {fmt(app, '.1f')} µs more; throughput × {fmt(ratio)}.",
+    ]
 
 
 def _programs(rows, scenario: Scenario) -> list[str]:

@@ -9,7 +9,9 @@ Scenarios (paired, interleaved rounds; see bench/ferrobench/harness.py):
                   goapp, untraced, on the load CPU), JSON, an html/template
 Variants: bare | probe (`ferrotel-probe --language go --pid`) | otel (built
 with `-tags otel`: otelhttp on the handler and the client, SDK batch span
-processor, OTLP/gRPC) | probe-baseline (another probe build, if given).
+processor, OTLP/gRPC) | probe-baseline (another probe build, if given) |
+probe-other-core (with --probe-other-core: the probe pinned to the load
+CPUs, a diagnostic of what sharing the app's core costs).
 With --exchange, also probe-exchange (and probe-baseline-exchange): the probe
 with the service graph's node-wide exchange open (a pin directory on the
 host's bpffs), as a probe with propagation on runs in a cluster: each span
@@ -146,6 +148,7 @@ def scenarios(bench: Bench, apps: dict[str, Path]) -> list[Scenario]:
             binary: Path | None = None,
             config: Path | None = None,
             scenario_name: str = scenario_name,
+            probe_cpus: str | None = None,
         ) -> Variant:
             def start(ctx: Context) -> Running:
                 others = []
@@ -166,7 +169,9 @@ def scenarios(bench: Bench, apps: dict[str, Path]) -> list[Scenario]:
                     running.key = (scenario_name, v)
                 if v.startswith("probe"):
                     try:
-                        running.probe = ctx.probe("go", ["--pid", str(app.pid)], binary=binary, config=config)
+                        running.probe = ctx.probe(
+                            "go", ["--pid", str(app.pid)], binary=binary, config=config, cpus=probe_cpus
+                        )
                     except Exception:
                         running.stop()
                         raise
@@ -175,6 +180,8 @@ def scenarios(bench: Bench, apps: dict[str, Path]) -> list[Scenario]:
             return Variant(v, start, n)
 
         variants = [variant("bare", 0), variant("probe", spans), variant("otel", spans)]
+        if bench.args.probe_other_core:
+            variants.append(variant("probe-other-core", spans, probe_cpus=bench.args.load_cpus))
         if exchange:
             variants.append(variant("probe-exchange", spans, config=exchange))
         if bench.baseline_probe:

@@ -12,7 +12,8 @@ Scenarios (each in paired, interleaved rounds; see bench/ferrobench/harness.py):
   bystander           an untraced stdlib server while the probe traces another process
 Variants: bare | probe (`ferrotel-probe --language python --open-port`) |
 otel (`opentelemetry-instrument`, OTLP/HTTP) | probe-baseline (another probe
-build, if given).
+build, if given) | probe-other-core (with --probe-other-core: the probe
+pinned to the load CPUs, a diagnostic of what sharing the app's core costs).
 
 Experiments (paired rounds too): the cost per syscall of a process, bare,
 with do-nothing programs on the raw syscall tracepoints (the floor any
@@ -58,7 +59,14 @@ def server_argv(kind: str, port: int) -> list[str]:
     return [str(VENV / "uvicorn"), "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "bench_fastapi:app"]
 
 
-def start_app(ctx: Context, kind: str, variant: str, realistic: bool, probe_binary: Path | None = None) -> Running:
+def start_app(
+    ctx: Context,
+    kind: str,
+    variant: str,
+    realistic: bool,
+    probe_binary: Path | None = None,
+    probe_cpus: str | None = None,
+) -> Running:
     others = []
     env = {}
     if realistic:
@@ -84,7 +92,11 @@ def start_app(ctx: Context, kind: str, variant: str, realistic: bool, probe_bina
         if variant.startswith("probe"):
             # gunicorn: the master and its worker both hold the listening socket.
             running.probe = ctx.probe(
-                "python", ["--open-port", str(port)], attached=2 if kind == "flask" else 1, binary=probe_binary
+                "python",
+                ["--open-port", str(port)],
+                attached=2 if kind == "flask" else 1,
+                binary=probe_binary,
+                cpus=probe_cpus,
             )
     except Exception:
         running.stop()
@@ -105,10 +117,12 @@ def app_scenarios(bench: Bench) -> list[Scenario]:
             probe_spans = 1 + realistic
             otel_spans = probe_spans + (2 if kind == "fastapi" else 0)
 
-            def variant(v, spans, k=kind, r=realistic, binary=None):
-                return Variant(v, lambda ctx: start_app(ctx, k, v, r, binary), spans)
+            def variant(v, spans, k=kind, r=realistic, binary=None, probe_cpus=None):
+                return Variant(v, lambda ctx: start_app(ctx, k, v, r, binary, probe_cpus), spans)
 
             variants = [variant("bare", 0), variant("probe", probe_spans), variant("otel", otel_spans)]
+            if bench.args.probe_other_core:
+                variants.append(variant("probe-other-core", probe_spans, probe_cpus=bench.args.load_cpus))
             if bench.baseline_probe:
                 variants.append(variant("probe-baseline", probe_spans, binary=bench.baseline_probe))
             server = "gunicorn, 1 gthread worker, 8 threads" if kind == "flask" else "uvicorn, 1 worker"
