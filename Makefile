@@ -113,6 +113,8 @@ bench: tools ## Run every benchmark (each under flock /tmp/ferrotel-bench.lock);
 	bench/python/run.sh $(BENCH_ARGS)
 	bench/go/run.sh $(BENCH_ARGS)
 	bench/go/run.sh --only go-minimal --exchange --out bench/results/go-exchange.md $(BENCH_ARGS)
+	bench/go/run.sh --only go-minimal --probe-other-core --out bench/results/go-core-sharing.md $(BENCH_ARGS)
+	bench/python/run.sh --only flask-minimal --probe-other-core --out bench/results/python-core-sharing.md $(BENCH_ARGS)
 	bench/tls/run.sh $(BENCH_ARGS)
 	bench/propagation/run.sh $(BENCH_ARGS)
 	bench/optin-latency/run.sh
@@ -120,6 +122,7 @@ bench: tools ## Run every benchmark (each under flock /tmp/ferrotel-bench.lock);
 	bench/span-path/run.sh
 	bench/uprobe-floor/run.sh
 	bench/bpf-profile/run.sh
+	bench/bpf-profile/run.sh --language python
 	bench/nodescale/run.sh $(NODESCALE_ARGS)
 	bench/scale/run.sh $(SCALE_ARGS)
 	bench/reliability/run.sh $(SOAK_ARGS)
