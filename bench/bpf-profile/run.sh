@@ -68,17 +68,19 @@ probe_perf=$!
 if [ "$language" = go ]; then
     perf record -q -a -g -F "$frequency" -o "$work/perf.data" -- \
         "$root/bench/go/run.sh" --rounds "$rounds" --duration "$duration" --warmup 2 --only go-minimal \
-        "${probe_args[@]}" --out "$work/bench.md" > "$work/bench.log" 2>&1 ||
+        "${probe_args[@]}" --workdir "$work/bench" --out "$work/bench.md" > "$work/bench.log" 2>&1 ||
         { cat "$work/bench.log" >&2; echo "bench/bpf-profile: the Go benchmark under perf failed (its log is above)" >&2; exit 1; }
 else
     "$root/bench/python/run.sh" --rounds "$rounds" --duration "$duration" --warmup 2 --only flask-minimal \
-        "${probe_args[@]}" --out "$work/bench.md" > "$work/bench.log" 2>&1 ||
+        "${probe_args[@]}" --workdir "$work/bench" --out "$work/bench.md" > "$work/bench.log" 2>&1 ||
         { cat "$work/bench.log" >&2; echo "bench/bpf-profile: the Python benchmark failed (its log is above)" >&2; exit 1; }
 fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 wait "$probe_perf" || true
 [ -s "$work/probe.data" ] ||
     { cat "$work/probe-perf.log" >&2; echo "bench/bpf-profile: perf did not follow the probe (its log is above)" >&2; exit 1; }
+# The benchmark's working directory is kept (--workdir) until here, so that
+# perf script finds the binaries it built and names their functions.
 # The probe variant runs the bare app binary (bench/go/bench.py names it
 # goapp-bare); the bare variant adds samples with no trap and no program,
 # so shares below are taken within the traps, never of the app's total.

@@ -80,6 +80,12 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--app-cpus", default="0", help="CPU of the app and the probe (default 0)")
     p.add_argument("--load-cpus", default="1", help="CPU of the load generator, collector and helpers (default 1)")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="the run's working directory (the apps it builds, the logs), kept after the run; "
+        "default: a temporary one, deleted (a profiler reading the apps' symbols afterwards needs them kept)",
+    )
     p.add_argument("--only", action="append", default=[], help="run only scenarios/experiments with this name (repeatable)")
     return p
 
@@ -106,8 +112,12 @@ class Bench:
         self.name = name
         self.title = title
         self.args = args
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"ferrotel-bench-{name}."))
-        procs.at_cleanup(lambda: shutil.rmtree(self.workdir, ignore_errors=True))
+        if getattr(args, "workdir", None):
+            args.workdir.mkdir(parents=True, exist_ok=True)
+            self.workdir = args.workdir.resolve()
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"ferrotel-bench-{name}."))
+            procs.at_cleanup(lambda: shutil.rmtree(self.workdir, ignore_errors=True))
         self.out = args.out or REPO / "bench/results" / f"{name}.md"
         probe = self._copy(args.probe, "ferrotel-probe", build=True)
         baseline = self._copy(args.baseline_probe, "ferrotel-probe-baseline") if args.baseline_probe else None
