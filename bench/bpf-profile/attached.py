@@ -6,8 +6,11 @@ start sampling the probe when its start-up work is over."""
 
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ferrobench.probe import fetch_metrics, metric_sum  # noqa: E402
 
 
 def metrics_addr(pid: str) -> str | None:
@@ -16,17 +19,6 @@ def metrics_addr(pid: str) -> str | None:
         if flag == b"--metrics-addr":
             return value.decode()
     return None
-
-
-def attached(addr: str) -> bool:
-    try:
-        text = urllib.request.urlopen(f"http://{addr}/metrics", timeout=2).read().decode()
-    except OSError:
-        return False
-    return any(
-        line.startswith("ferrotel_probe_attached_processes") and float(line.rsplit(None, 1)[1]) >= 1
-        for line in text.splitlines()
-    )
 
 
 def main() -> int:
@@ -38,7 +30,7 @@ def main() -> int:
         return 1
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if attached(addr):
+        if metric_sum(fetch_metrics(addr, timeout=2), "ferrotel_probe_attached_processes") >= 1:
             return 0
         time.sleep(0.05)
     return 1

@@ -14,6 +14,20 @@ from . import system
 from .procs import Service
 
 
+def fetch_metrics(addr: str, timeout: float = 5) -> str:
+    """A probe's /metrics text at `addr` (host:port), or "" while it does not answer."""
+    try:
+        return urllib.request.urlopen(f"http://{addr}/metrics", timeout=timeout).read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return ""
+
+
+def metric_sum(text: str, name: str) -> float:
+    """The sum of every series of the metric `name` (a regex) in /metrics text."""
+    pattern = re.compile(rf"^{name}(?:\{{[^}}]*\}})?\s+([0-9.e+-]+)$", re.M)
+    return sum(float(v) for v in pattern.findall(text))
+
+
 class Probe:
     def __init__(
         self,
@@ -68,15 +82,10 @@ class Probe:
         return self.service.pid
 
     def metrics(self) -> str:
-        try:
-            return urllib.request.urlopen(f"http://{self.metrics_addr}/metrics", timeout=5).read().decode()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return ""
+        return fetch_metrics(self.metrics_addr)
 
     def _sum(self, name: str, text: str | None = None) -> float:
-        text = self.metrics() if text is None else text
-        pattern = re.compile(rf"^{name}(?:\{{[^}}]*\}})?\s+([0-9.e+-]+)$", re.M)
-        return sum(float(v) for v in pattern.findall(text))
+        return metric_sum(self.metrics() if text is None else text, name)
 
     def counters(self) -> dict[str, float]:
         text = self.metrics()
