@@ -182,16 +182,10 @@ def program_frames(chain: list[str]) -> list[tuple[int, str]]:
     return [(i, m.group(1)) for i, f in enumerate(chain) if (m := PROGRAM.match(f))]
 
 
-def probe_us_per_request(md: str) -> str | None:
-    """The probe variant's CPU per request in the Go benchmark's own table."""
-    columns: list[str] | None = None
-    for line in md.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if "probe µs/request" in cells:
-            columns = cells
-        elif columns and cells and cells[0] == "probe" and len(cells) == len(columns):
-            return cells[columns.index("probe µs/request")].split()[0]
-    return None
+def mean_of(measurements: list[dict], variant: str, field: str) -> float | None:
+    """The mean over the rounds of one figure of one variant in the benchmark's JSON."""
+    values = [m[field] for m in measurements if m["variant"] == variant and m[field] is not None]
+    return sum(values) / len(values) if values else None
 
 
 def bench_lines(md: str) -> tuple[str, list[str]]:
@@ -214,7 +208,7 @@ def pct(n: int, of: int) -> str:
     return f"{100 * n / of:.1f} %" if of else "-"
 
 
-def app_split(headers: list[str], samples: list[list[str]], bench_json: Path) -> list[str]:
+def app_split(headers: list[str], samples: list[list[str]], measurements: list[dict]) -> list[str]:
     """The probe variant's app CPU per request split into the traps' programs,
     the traps' own work, programs run outside a trap and the app's own code,
     against the bare variant's (the same binary: its process is the one with
@@ -241,14 +235,11 @@ def app_split(headers: list[str], samples: list[list[str]], bench_json: Path) ->
         else:
             theirs.update(counts)
             bare_code.update(own_code[pid])
-    by_variant: dict[str, list[float]] = collections.defaultdict(list)
-    for m in json.loads(bench_json.read_text())["measurements"]:
-        by_variant[m["variant"]].append(m["app_cpu_us"])
-    if not by_variant["bare"] or not by_variant["probe"] or not mine:
+    bare_us = mean_of(measurements, "bare", "app_cpu_us")
+    probe_us = mean_of(measurements, "probe", "app_cpu_us")
+    if bare_us is None or probe_us is None or not mine:
         return []
-    rounds = len(by_variant["probe"])
-    bare_us = sum(by_variant["bare"]) / len(by_variant["bare"])
-    probe_us = sum(by_variant["probe"]) / rounds
+    rounds = sum(1 for m in measurements if m["variant"] == "probe")
     total = sum(mine.values())
 
     def us(key: str) -> float:
@@ -298,7 +289,7 @@ def app_split(headers: list[str], samples: list[list[str]], bench_json: Path) ->
     return out
 
 
-def app_section(path: Path, bench_json: Path | None = None) -> list[str] | None:
+def app_section(path: Path, measurements: list[dict]) -> list[str] | None:
     """The Go app's kernel side: the traps against the programs, each program
     by the helpers it called. None when no sample was taken inside a trap."""
     headers: list[str] = []
@@ -324,7 +315,7 @@ def app_section(path: Path, bench_json: Path | None = None) -> list[str] | None:
     trapped_total = in_trap_bpf + in_trap_other
     if trapped_total == 0:
         return None
-    out = app_split(headers, samples, bench_json) if bench_json and bench_json.exists() else []
+    out = app_split(headers, samples, measurements)
     out.append("## The traps: programs against the trap's own work\n")
     out.append("| where | samples | share of the trapped samples |")
     out.append("|---|---:|---:|")
@@ -389,9 +380,11 @@ def main() -> int:
     ap.add_argument("--load-end", required=True)
     args = ap.parse_args()
 
+    # The benchmark writes every measurement to a .json next to its results.
+    measurements = json.loads(args.bench.with_suffix(".json").read_text())["measurements"]
     app = None
     if args.language == "go":
-        app = app_section(args.samples, args.bench.with_suffix(".json")) if args.samples else None
+        app = app_section(args.samples, measurements) if args.samples else None
         if app is None:
             print(
                 "bench/bpf-profile: no sample of the app was taken inside a uprobe trap; "
@@ -414,7 +407,8 @@ def main() -> int:
     out.append(GO_INTRO if args.language == "go" else PYTHON_INTRO)
     if app:
         out.extend(app)
-    out.extend(probe_section(args.probe_samples, probe_us_per_request(bench_md), args.language))
+    probe_us = mean_of(measurements, "probe", "probe_cpu_us")
+    out.extend(probe_section(args.probe_samples, f"{probe_us:.1f}" if probe_us else None, args.language))
     if bench_table:
         out.append("## The same run's BPF statistics (per run of each program, slowed by the sampling)\n")
         out.extend(bench_table)
