@@ -23,15 +23,21 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: tools
-tools: ## Install/refresh every tool the tests and demo need (idempotent, cached in ~/.cache/ferrotel)
+tools: rust-toolchain ## Install/refresh every tool the tests and demo need (idempotent, cached in ~/.cache/ferrotel)
 	@e2e/tools/install.sh
+
+# rustup installs the toolchain rust-toolchain.toml pins only when asked:
+# cargo alone stops with "toolchain ... is not installed".
+.PHONY: rust-toolchain
+rust-toolchain: ## Install the Rust toolchain rust-toolchain.toml pins, with clippy and rustfmt (idempotent)
+	@rustup --quiet toolchain install
 
 .PHONY: build
 build: tools ## Build every binary (debug)
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: generate
-generate: ## Regenerate crds/ and the chart's CRDs from the Rust API types
+generate: rust-toolchain ## Regenerate crds/ and the chart's CRDs from the Rust API types
 	$(CARGO) run --quiet -p ferrotel-api --bin crdgen -- crds
 	@if [ -d charts/ferrotel/crds ]; then cp crds/*.yaml charts/ferrotel/crds/; fi
 	@if [ -d config/crd ]; then cp crds/*.yaml config/crd/; fi
@@ -41,7 +47,7 @@ check-generated: generate ## Fail if generated files are not committed
 	@git diff --exit-code -- crds charts/ferrotel/crds config/crd || { echo "crds/ is stale: run 'make generate' and commit the result" >&2; exit 1; }
 
 .PHONY: lint
-lint: ## cargo fmt --check and clippy -D warnings
+lint: rust-toolchain ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
@@ -84,7 +90,7 @@ fuzz-one: ## Replay one input through one fuzz target: make fuzz-one TARGET=http
 	probe/fuzz/run.sh $(TARGET) $(INPUT)
 
 .PHONY: test-unit
-test-unit: ## Unit tests only (pure logic, snapshots, parsers): no root, no eBPF, no test bed, no tools
+test-unit: rust-toolchain ## Unit tests only (pure logic, snapshots, parsers): no root, no eBPF, no test bed, no tools
 	$(CARGO) test --workspace --lib --bins --no-fail-fast
 
 .PHONY: testbed-up

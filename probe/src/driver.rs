@@ -359,12 +359,15 @@ impl<S: ProgramSet> Driver<S> {
     /// (the ring buffer is registered with it).
     pub fn load(mut set: S) -> Result<Self, EbpfError> {
         let tuning = set.tuning();
+        // One parse of the kernel's BTF for the object's CO-RE relocations
+        // and the set's BTF tracepoints, freed before the ring is mapped:
+        // the mapped ring (its data pages mapped twice) would otherwise be
+        // resident under the parse's peak. What the programs write
+        // meanwhile waits in the ring.
+        let btf = ebpf::BtfHold::new();
         let mut kernel = ebpf::load(set.name(), set.object(), &tuning)?;
-        // Attached before the ring is mapped: a set's BTF tracepoints parse
-        // the kernel's BTF (~17 MiB while it lives), and the mapped ring
-        // (its data pages mapped twice) would be resident under that peak.
-        // What the programs write meanwhile waits in the ring.
         set.attach(&mut kernel)?;
+        drop(btf);
         let reader = EventReader::take(&mut kernel, tuning.poll)?;
         let drops = DropCounters::take(&mut kernel)?;
         let background = set.background();

@@ -435,7 +435,7 @@ fn describe(span: &Span) -> String {
         status,
         ms,
         span.resource_str("k8s.pod.name").unwrap_or("?"),
-        &span.trace_id.get(..8).unwrap_or(""),
+        span.trace_id.get(..8).unwrap_or(""),
     )
 }
 

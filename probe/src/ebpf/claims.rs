@@ -48,7 +48,7 @@ impl Claims {
         // they skip. A pid beyond the bitmap needs none (it is looked up).
         self.set_hint(pid, true)?;
         self.map
-            .insert(pid, flags, 0)
+            .insert(&pid, &flags, 0)
             .map_err(|source| EbpfError::Map {
                 set: self.set,
                 name: maps::CLAIMED_TGIDS,
@@ -76,7 +76,7 @@ impl Claims {
         };
         let bits = self.hint.get(&word, 0).map_err(error)?;
         let bits = if claimed { bits | bit } else { bits & !bit };
-        self.hint.set(word, bits, 0).map_err(error)
+        self.hint.set(word, &bits, 0).map_err(error)
     }
 
     /// Whether `pid` is currently claimed (kernel view, including children

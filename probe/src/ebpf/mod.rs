@@ -10,22 +10,26 @@
 // startup, and the Go set builds these variants directly.
 #![allow(clippy::result_large_err)]
 
+mod btf;
 mod claims;
 mod drops;
 mod reaper;
 mod ring;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aya::maps::Map;
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{BtfTracePoint, PerfEvent, Program, TracePoint, UProbe};
-use aya::{Btf, Ebpf, EbpfLoader};
+use aya::{Ebpf, EbpfLoader};
 use ferrotel_probe_ebpf::contract::{globals, maps, process};
 use tracing::{debug, warn};
 
+pub(crate) use btf::BtfHold;
+pub use btf::kernel_btf_parses;
 pub use claims::Claims;
 pub use drops::DropCounters;
 pub use ring::EventReader;
@@ -211,12 +215,34 @@ pub(crate) fn log_memory(set: &str, step: &str) {
     );
 }
 
-/// Drops a loader and returns the heap its kernel BTF took to the kernel.
-/// aya's `EbpfLoader::new` parses the whole kernel BTF
-/// (`/sys/kernel/btf/vmlinux`, ~17 MiB of heap while it lives) for the
-/// objects' CO-RE relocations; glibc would otherwise keep what it freed, and
-/// the next parse would count on top of it.
-pub(crate) fn forget_loader_btf(loader: EbpfLoader<'_>) {
+/// A loader for `object`, given the kernel's BTF if the object needs it
+/// (CO-RE relocations or typed kernel symbols): `btf` is where it is kept
+/// while the loader lives (shared, see [`btf`]). An object that needs none
+/// is loaded without: aya parses nothing for it.
+pub(crate) fn loader_for<'a>(
+    set: &'static str,
+    object: &[u8],
+    btf: &'a mut Option<Arc<btf::KernelBtf>>,
+) -> Result<EbpfLoader<'a>, EbpfError> {
+    // Parsing the object to ask is cheap next to the BTF (a few hundred
+    // KiB against 5 MiB); an object aya cannot parse gets its error from
+    // the load itself.
+    let needs_btf = aya_obj::Object::parse(object).map_or(true, |parsed| {
+        parsed.has_btf_relocations() || parsed.has_strong_typed_ksyms()
+    });
+    if needs_btf {
+        *btf = Some(btf::kernel_btf(set).map_err(EbpfError::Btf)?);
+    }
+    let mut loader = EbpfLoader::new();
+    if let Some(btf) = btf {
+        loader.btf(btf);
+    }
+    Ok(loader)
+}
+
+/// Drops a loader once it has loaded and returns the heap it freed (the
+/// object's sections and relocations) to the kernel: glibc would keep it.
+pub(crate) fn drop_loader(loader: EbpfLoader<'_>) {
     drop(loader);
     ferrotel_memory::release_free_heap();
 }
@@ -288,7 +314,8 @@ impl std::fmt::Debug for Kernel {
 /// Parses an embedded program set and creates its maps with `tuning`
 /// applied. Programs are verified when they are attached.
 pub fn load(set: &'static str, object: &[u8], tuning: &Tuning) -> Result<Kernel, EbpfError> {
-    let mut loader = EbpfLoader::new();
+    let mut btf = None;
+    let mut loader = loader_for(set, object, &mut btf)?;
     for (name, entries) in &tuning.map_sizes {
         loader.map_max_entries(name, *entries);
     }
@@ -309,7 +336,8 @@ pub fn load(set: &'static str, object: &[u8], tuning: &Tuning) -> Result<Kernel,
         };
     }
     let loaded = loader.load(object);
-    forget_loader_btf(loader);
+    drop_loader(loader);
+    drop(btf);
     let ebpf = loaded.map_err(|source| EbpfError::Load { set, source })?;
     log_memory(set, "loaded");
     // What the kernel made of the request, not the request.
@@ -343,9 +371,11 @@ pub fn load(set: &'static str, object: &[u8], tuning: &Tuning) -> Result<Kernel,
 /// owner reads the maps on its own schedule; it does not run under the
 /// [driver](crate::driver) loop, which exists to drain a ring.
 pub fn load_maps_only(set: &'static str, object: &[u8]) -> Result<Kernel, EbpfError> {
-    let mut loader = EbpfLoader::new();
+    let mut btf = None;
+    let mut loader = loader_for(set, object, &mut btf)?;
     let loaded = loader.load(object);
-    forget_loader_btf(loader);
+    drop_loader(loader);
+    drop(btf);
     let ebpf = loaded.map_err(|source| EbpfError::Load { set, source })?;
     log_memory(set, "loaded");
     Ok(Kernel {
@@ -465,9 +495,8 @@ impl Kernel {
     /// BTF is dropped on return, not kept: it is tens of MiB of the probe's
     /// memory, and nothing needs it once the programs are loaded.
     pub fn attach_btf_tracepoints(&mut self, table: &[(&str, &str)]) -> Result<(), EbpfError> {
-        let btf = Btf::from_sys_fs().map_err(EbpfError::Btf)?;
         let set = self.set;
-        log_memory(set, "kernel BTF parsed");
+        let btf = btf::kernel_btf(set).map_err(EbpfError::Btf)?;
         for (name, tracepoint) in table {
             let target = format!("tp_btf/{tracepoint}");
             let program = self.program::<BtfTracePoint>(name, "tp_btf")?;
@@ -477,7 +506,6 @@ impl Kernel {
             program.attach().map_err(attach_error(set, name, target))?;
         }
         drop(btf);
-        ferrotel_memory::release_free_heap();
         log_memory(set, "BTF tracepoints attached");
         Ok(())
     }
@@ -529,7 +557,11 @@ impl Kernel {
         let set = self.set;
         let uprobe: &mut UProbe = self.program(name, "uprobe")?;
         uprobe
-            .attach(UProbeAttachLocation::AbsoluteOffset(offset), target, scope)
+            .attach(
+                [UProbeAttachLocation::AbsoluteOffset(offset)],
+                target,
+                scope,
+            )
             .map_err(|source| {
                 let target = format!("{}+{offset:#x}", target.display());
                 Box::new(attach_error(set, name, target)(source))

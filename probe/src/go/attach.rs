@@ -183,7 +183,7 @@ impl GoProbes {
             });
         }
         self.offsets
-            .insert(pid, binary.offsets, 0)
+            .insert(&pid, &binary.offsets, 0)
             .map_err(|source| {
                 Box::new(EbpfError::Map {
                     set: kernel.set(),

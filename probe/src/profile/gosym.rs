@@ -103,8 +103,8 @@ fn find_gofunc(file: &object::File<'_>, pclntab_addr: u64) -> Option<Vec<u8>> {
             continue;
         }
         let Ok(data) = section.data() else { continue };
-        for (i, word) in data.chunks_exact(8).enumerate() {
-            if word != needle {
+        for (i, word) in data.as_chunks::<8>().0.iter().enumerate() {
+            if *word != needle {
                 continue;
             }
             let at = (i + MODULEDATA_GOFUNC_WORD) * 8;

@@ -169,7 +169,7 @@ impl ProfileSet {
     /// Without it the process is sampled with native frames only.
     fn describe(&mut self, pid: u32, view: ProfProc) {
         let Some(procs) = &mut self.procs else { return };
-        if let Err(error) = procs.insert(pid, view, 0) {
+        if let Err(error) = procs.insert(&pid, &view, 0) {
             warn!(pid, %error, "Cannot describe the process to the profiler; native frames only");
         }
     }

@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use aya::Ebpf;
 use aya::maps::{MapData, PerCpuArray, SockHash};
 use aya::programs::links::CgroupAttachMode;
 use aya::programs::sock_ops::SockOpsLinkId;
 use aya::programs::{SkMsg, SockOps};
-use aya::{Ebpf, EbpfLoader};
 use ferrotel_probe_ebpf::contract::{globals, maps, propagation as contract};
 use ferrotel_probe_ebpf::propagation::{COUNTERS, origin, outcome};
 use tracing::{debug, info};
@@ -34,6 +34,9 @@ pub enum PropagationError {
         #[source]
         source: aya::EbpfError,
     },
+    /// The kernel's BTF, which the object's CO-RE reads are fitted to.
+    #[error("{0}")]
+    Btf(#[source] crate::ebpf::EbpfError),
     #[error("the propagation object has no {what} {name:?}; rebuild the probe")]
     Missing {
         what: &'static str,
@@ -68,6 +71,7 @@ impl PropagationError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Load { reason, .. } => reason,
+            Self::Btf(_) => "no_btf",
             Self::Missing { .. } => "object_mismatch",
             Self::Program { .. } => "kernel_unsupported",
             Self::Map { .. } => "map_error",
@@ -213,7 +217,10 @@ impl Injector {
             .map(|name| (name, settings.share_dir.join(name)))
             .collect();
         let assigns = u32::from(served == Served::Sockets);
-        let mut loader = EbpfLoader::new();
+        let mut btf = None;
+        let mut loader =
+            crate::ebpf::loader_for("propagation", ferrotel_probe_ebpf::PROPAGATION, &mut btf)
+                .map_err(PropagationError::Btf)?;
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
@@ -241,7 +248,8 @@ impl Injector {
         loader.override_global(globals::PROP_SENDER_ASSIGNS_SPAN, &assigns, true);
         loader.override_global(globals::PROP_SYSCALL_INFLIGHT, &assigns, true);
         let loaded = loader.load(ferrotel_probe_ebpf::PROPAGATION);
-        crate::ebpf::forget_loader_btf(loader);
+        crate::ebpf::drop_loader(loader);
+        drop(btf);
         let mut ebpf = loaded.map_err(|source| PropagationError::Load {
             reason: load_reason(&source),
             source,

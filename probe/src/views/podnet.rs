@@ -78,7 +78,7 @@ impl PodNet {
             _kernel: kernel,
             traffic,
             watched: BTreeSet::new(),
-            cpus,
+            cpus: cpus.get() as usize,
         })
     }
 
@@ -97,7 +97,7 @@ impl PodNet {
                 .expect("one value per possible CPU");
             // NOEXIST: an entry left by an earlier run of this map cannot
             // exist (the map is ours), but never reset live counts.
-            match self.traffic.insert(*id, zeros, 1 /* BPF_NOEXIST */) {
+            match self.traffic.insert(id, zeros, 1 /* BPF_NOEXIST */) {
                 Ok(()) => {
                     self.watched.insert(*id);
                 }

@@ -79,8 +79,11 @@ impl std::fmt::Debug for TcpProbe {
 impl TcpProbe {
     /// Loads the set and attaches its BTF tracepoints (no tracefs needed).
     pub fn start() -> Result<Self, ViewsError> {
+        // One parse of the kernel's BTF for the load and the attach.
+        let btf = ebpf::BtfHold::new();
         let mut kernel = ebpf::load_maps_only(SET, ferrotel_probe_ebpf::TCPHEALTH)?;
         kernel.attach_btf_tracepoints(&tcphealth::BTF_TRACEPOINTS)?;
+        drop(btf);
         let watched = kernel.take_map(maps::WATCHED_CGROUPS)?;
         let peers = kernel.take_map(maps::TCP_PEERS)?;
         Ok(Self {
@@ -105,7 +108,7 @@ impl TcpProbe {
         }
         let mut refused = 0;
         for id in ids.difference(&self.watched_ids.clone()) {
-            match self.watched.insert(*id, 0, 0) {
+            match self.watched.insert(id, &0, 0) {
                 Ok(()) => {
                     self.watched_ids.insert(*id);
                 }

@@ -31,7 +31,7 @@ pub fn line_for(table: &LineTable, first_line: i32, index: i64) -> i32 {
 fn pairs_line(table: &[u8], first_line: i32, byte_offset: i64) -> Option<i32> {
     let mut end = 0i64;
     let mut line = first_line;
-    for pair in table.chunks_exact(2) {
+    for pair in table.as_chunks::<2>().0 {
         let start = end;
         end += i64::from(pair[0]);
         let delta = pair[1] as i8;

@@ -342,16 +342,19 @@ impl PyProcess {
             1 => bytes.iter().map(|&b| char::from(b)).collect(),
             2 => char::decode_utf16(
                 bytes
-                    .chunks_exact(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]])),
+                    .as_chunks::<2>()
+                    .0
+                    .iter()
+                    .map(|c| u16::from_le_bytes(*c)),
             )
             .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
             .collect(),
             _ => bytes
-                .chunks_exact(4)
+                .as_chunks::<4>()
+                .0
+                .iter()
                 .map(|c| {
-                    char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .unwrap_or(char::REPLACEMENT_CHARACTER)
+                    char::from_u32(u32::from_le_bytes(*c)).unwrap_or(char::REPLACEMENT_CHARACTER)
                 })
                 .collect(),
         })
