@@ -49,6 +49,7 @@ fn main() {
         .collect();
     sources.sort();
     let mut embeds = String::new();
+    let mut all = Vec::new();
     let mut layouts = BTreeMap::new();
     for source in sources {
         let stem = source
@@ -87,7 +88,12 @@ fn main() {
         embeds.push_str(&format!(
             "/// The `{stem}` program set (`src/c/{stem}.bpf.c`), compiled.\npub static {name}: &[u8] = &crate::Aligned {{ bytes: *include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{stem}.bpf.o\")) }}.bytes;\n"
         ));
+        all.push(name);
     }
+    embeds.push_str(&format!(
+        "/// Every embedded program set, for what is read from all of them (the kernel types they use).\npub static ALL_OBJECTS: &[&[u8]] = &[{}];\n",
+        all.join(", ")
+    ));
     for declared in contract::OBJECTS {
         assert!(
             out_dir.join(format!("{}.bpf.o", declared.object)).exists(),

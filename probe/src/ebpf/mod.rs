@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 mod btf;
+mod btf_trim;
 mod claims;
 mod drops;
 mod reaper;
@@ -231,7 +232,7 @@ pub(crate) fn loader_for<'a>(
         parsed.has_btf_relocations() || parsed.has_strong_typed_ksyms()
     });
     if needs_btf {
-        *btf = Some(btf::kernel_btf(set).map_err(EbpfError::Btf)?);
+        *btf = Some(btf::kernel_btf(set, Some(object)).map_err(EbpfError::Btf)?);
     }
     let mut loader = EbpfLoader::new();
     if let Some(btf) = btf {
@@ -496,7 +497,7 @@ impl Kernel {
     /// memory, and nothing needs it once the programs are loaded.
     pub fn attach_btf_tracepoints(&mut self, table: &[(&str, &str)]) -> Result<(), EbpfError> {
         let set = self.set;
-        let btf = btf::kernel_btf(set).map_err(EbpfError::Btf)?;
+        let btf = btf::kernel_btf(set, None).map_err(EbpfError::Btf)?;
         for (name, tracepoint) in table {
             let target = format!("tp_btf/{tracepoint}");
             let program = self.program::<BtfTracePoint>(name, "tp_btf")?;
