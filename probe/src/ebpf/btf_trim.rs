@@ -76,16 +76,22 @@ struct RawBtf<'a> {
     starts: Vec<u32>,
 }
 
+/// The header length of a `.BTF` or `.BTF.ext` blob (they share its
+/// first fields), after checking its magic.
+fn header_len(data: &[u8]) -> Result<usize, TrimError> {
+    let magic = data
+        .get(..2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .ok_or(TrimError::Bounds)?;
+    if magic != MAGIC {
+        return Err(TrimError::Magic(magic));
+    }
+    Ok(u32_at(data, 4)? as usize)
+}
+
 impl<'a> RawBtf<'a> {
     fn walk(data: &'a [u8]) -> Result<Self, TrimError> {
-        let magic = data
-            .get(..2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .ok_or(TrimError::Bounds)?;
-        if magic != MAGIC {
-            return Err(TrimError::Magic(magic));
-        }
-        let header_len = u32_at(data, 4)? as usize;
+        let header_len = header_len(data)?;
         let section = |off_at: usize, len_at: usize| -> Result<&'a [u8], TrimError> {
             let start = header_len + u32_at(data, off_at)? as usize;
             let len = u32_at(data, len_at)? as usize;
@@ -191,14 +197,7 @@ impl<'a> RawBtf<'a> {
 /// and `.BTF.ext` sections.
 pub(crate) fn relocation_roots(btf: &[u8], ext: &[u8]) -> Result<HashSet<Vec<u8>>, TrimError> {
     let local = RawBtf::walk(btf)?;
-    let magic = ext
-        .get(..2)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        .ok_or(TrimError::Bounds)?;
-    if magic != MAGIC {
-        return Err(TrimError::Magic(magic));
-    }
-    let header_len = u32_at(ext, 4)? as usize;
+    let header_len = header_len(ext)?;
     let mut roots = HashSet::new();
     // A header without the CO-RE fields (older compilers): no relocations.
     if header_len < 32 {
