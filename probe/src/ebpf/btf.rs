@@ -180,7 +180,8 @@ fn trim_error(what: &'static str) -> impl Fn(TrimError) -> TrimFailure {
 }
 
 /// How many times this process has parsed the kernel's BTF.
-pub fn kernel_btf_parses() -> u64 {
+#[cfg(test)]
+fn kernel_btf_parses() -> u64 {
     PARSES.load(Ordering::Relaxed)
 }
 

@@ -30,7 +30,6 @@ use ferrotel_probe_ebpf::contract::{globals, maps, process};
 use tracing::{debug, warn};
 
 pub(crate) use btf::BtfHold;
-pub use btf::kernel_btf_parses;
 pub use claims::Claims;
 pub use drops::DropCounters;
 pub use ring::EventReader;
@@ -225,9 +224,9 @@ pub(crate) fn loader_for<'a>(
     object: &[u8],
     btf: &'a mut Option<Arc<btf::KernelBtf>>,
 ) -> Result<EbpfLoader<'a>, EbpfError> {
-    // Parsing the object to ask is cheap next to the BTF (a few hundred
-    // KiB against 5 MiB); an object aya cannot parse gets its error from
-    // the load itself.
+    // Parsing the object to ask costs little (it is under 400 KiB, and aya
+    // parses it again to load it); an object aya cannot parse gets its
+    // error from the load itself.
     let needs_btf = aya_obj::Object::parse(object).map_or(true, |parsed| {
         parsed.has_btf_relocations() || parsed.has_strong_typed_ksyms()
     });
@@ -492,9 +491,9 @@ impl Kernel {
     }
 
     /// Loads and attaches each `(program, tracepoint)` BTF tracepoint
-    /// program, reading the kernel's BTF once for all of them. The parsed
-    /// BTF is dropped on return, not kept: it is tens of MiB of the probe's
-    /// memory, and nothing needs it once the programs are loaded.
+    /// program, with one parse of the kernel's BTF for all of them (the one
+    /// a [`BtfHold`] keeps for the set's load, if any). Nothing keeps it
+    /// after: nothing needs it once the programs are loaded.
     pub fn attach_btf_tracepoints(&mut self, table: &[(&str, &str)]) -> Result<(), EbpfError> {
         let set = self.set;
         let btf = btf::kernel_btf(set, None).map_err(EbpfError::Btf)?;
