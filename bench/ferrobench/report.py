@@ -146,7 +146,8 @@ def _core_sharing(rows, scenario: Scenario) -> list[str]:
     return [
         "",
         "Sharing the app's core with the probe, per round (`probe` against `probe-other-core`): "
-        f"the app's own CPU per request {fmt(app, '.1f')} µs more; throughput × {fmt(ratio)}.",
+        f"the app's own CPU per request with the probe on its core less with the probe elsewhere "
+        f"{fmt(app, '.1f')} µs (positive: sharing the core costs the app); throughput × {fmt(ratio)}.",
     ]
 
 
