@@ -5,6 +5,7 @@
 mod go_common;
 
 use ferrotel_probe::go::binary::{AnalysisError, GoBinary, symbols};
+use ferrotel_probe::go::dwarf;
 use ferrotel_probe::go::offsets::{ALL_FIELDS, Feature, OffsetsSource, OffsetsTable};
 use go_common::{TOOLCHAINS, apps};
 
@@ -206,4 +207,47 @@ fn a_stripped_binary_of_an_unknown_go_version_is_refused_with_the_reason() {
 fn non_go_executables_are_refused_as_not_go() {
     let err = GoBinary::analyze(std::path::Path::new("/bin/sh")).expect_err("/bin/sh is not Go");
     assert_eq!(err.category(), "not_go", "got {err}");
+}
+
+#[test]
+fn dwarf_read_a_unit_at_a_time_finds_what_the_whole_section_does() {
+    use object::{Object, ObjectSection};
+    use std::borrow::Cow;
+    for toolchain in TOOLCHAINS {
+        let apps = apps(toolchain);
+        for app in ["httpserver", "grpcserver"] {
+            let data = std::fs::read(apps.bin(app)).expect("read binary");
+            let file = object::File::parse(&*data).expect("parse the ELF");
+            // Go's linker compresses it: the unit-at-a-time path is the one taken.
+            let info = file
+                .section_by_name(".debug_info")
+                .expect(".debug_info")
+                .compressed_data()
+                .expect("its data");
+            assert_eq!(
+                info.format,
+                object::CompressionFormat::Zlib,
+                "{app} ({})",
+                toolchain.name
+            );
+            let streamed = dwarf::field_offsets(&file, ALL_FIELDS, dwarf::MAX_DWARF_BYTES)
+                .unwrap_or_else(|e| panic!("{app} ({}): {e}", toolchain.name));
+            let sections =
+                gimli::DwarfSections::load(|id| -> Result<Cow<'_, [u8]>, object::Error> {
+                    Ok(match file.section_by_name(id.name()) {
+                        Some(section) => section.uncompressed_data()?,
+                        None => Cow::Borrowed(&[][..]),
+                    })
+                })
+                .expect("decompress every section whole");
+            let whole =
+                dwarf::field_offsets_in(&sections, ALL_FIELDS).expect("the whole-section lookup");
+            assert_eq!(streamed, whole, "{app} ({})", toolchain.name);
+            assert!(
+                streamed.len() > 10,
+                "{app} ({}): {streamed:?}",
+                toolchain.name
+            );
+        }
+    }
 }
