@@ -9,7 +9,8 @@
 //! the kernel attaches by.
 //!
 //! So the raw BTF is walked here without being parsed into types: every
-//! kernel type named like a type in one of the embedded objects, or like a
+//! kernel type (not function or variable) named like a root type of one
+//! of the object's relocations ([`relocation_roots`]), or like a
 //! tracepoint's typedef, is kept with everything it is made of (members,
 //! array elements, typedef and qualifier targets, prototypes), but not
 //! what its pointers point to: a CO-RE field access through a pointer is a
