@@ -492,7 +492,7 @@ impl Kernel {
 
     /// Loads and attaches each `(program, tracepoint)` BTF tracepoint
     /// program, with one parse of the kernel's BTF for all of them (the one
-    /// a [`BtfHold`] keeps for the set's load, if any). Nothing keeps it
+    /// a `BtfHold` keeps for the set's load, if any). Nothing keeps it
     /// after: nothing needs it once the programs are loaded.
     pub fn attach_btf_tracepoints(&mut self, table: &[(&str, &str)]) -> Result<(), EbpfError> {
         let set = self.set;
